@@ -1,0 +1,91 @@
+# proxyd -- build, test, run, bench.
+#   make            build/proxyd and build/proxyctl (-Werror)
+#   make test       unit + integration suite; ends with "N passed, N failed"
+#   make asan       the same suite under ASan+UBSan (build-asan/)
+#   make fuzz       libFuzzer targets for every parser (build-fuzz/)
+#   make run        proxyd on conf/dev.ini in front of a demo backend
+#   make bench      side-by-side benchmark against nginx/HAProxy/Caddy
+#   make deps       install the Debian packages (as root)
+
+B       ?= build
+CC      ?= cc
+OPT     ?= -O2
+PKGS    := libevent_core libevent_pthreads libevent_openssl openssl libnghttp2 jansson inih
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
+CFLAGS_ALL := -std=c11 -D_GNU_SOURCE -g $(OPT) $(WARN) -pthread -Iinclude $(PKG_CFLAGS) $(SANFLAGS) $(CFLAGS)
+LDFLAGS_ALL := -pthread $(SANFLAGS) $(LDFLAGS)
+
+PROXY_SRCS   := $(filter-out proxy/main.c,$(wildcard proxy/*.c))
+CONTROL_SRCS := $(filter-out control/proxyctl.c,$(wildcard control/*.c))
+LIB_OBJS     := $(patsubst %.c,$(B)/obj/%.o,$(PROXY_SRCS) $(CONTROL_SRCS))
+UNIT_SRCS    := $(wildcard tests/unit/test_*.c)
+UNIT_BINS    := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRCS))
+
+.PHONY: all test unit asan fuzz run bench soak deps certs-dev clean check-deps
+all: check-deps $(B)/proxyd $(B)/proxyctl
+
+check-deps:
+	@pkg-config --exists $(PKGS) || { echo "missing build dependencies: run 'make deps' as root (apt-get install $$(cat tests/deps.txt | tr '\n' ' '))"; exit 1; }
+
+# Rebuild everything when the flags change.
+$(B)/.flags: FORCE
+	@mkdir -p $(B)
+	@echo '$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL)' | cmp -s - $@ || echo '$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL)' > $@
+FORCE:
+
+$(B)/obj/%.o: %.c $(B)/.flags
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
+
+$(B)/libpx.a: $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(B)/proxyd: $(B)/obj/proxy/main.o $(B)/libpx.a
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS)
+
+$(B)/proxyctl: $(B)/obj/control/proxyctl.o $(B)/libpx.a
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS)
+
+$(B)/tests/%: tests/unit/%.c tests/unit/unit.h $(B)/libpx.a $(B)/.flags
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Itests/unit -o $@ $< $(B)/libpx.a $(LDFLAGS_ALL) $(PKG_LIBS)
+
+unit: all $(UNIT_BINS)
+
+test: unit
+	python3 tests/run.py --build $(B)
+
+asan:
+	$(MAKE) B=build-asan OPT=-O1 SANFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" test
+
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS := $(patsubst tests/fuzz/%.c,build-fuzz/%,$(FUZZ_SRCS))
+fuzz:
+	$(MAKE) B=build-fuzz CC=clang OPT=-O1 SANFLAGS="-fsanitize=fuzzer-no-link,address,undefined" build-fuzz/libpx.a
+	$(MAKE) B=build-fuzz CC=clang $(FUZZ_BINS)
+build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c build-fuzz/libpx.a
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude $(PKG_CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< build-fuzz/libpx.a $(PKG_LIBS)
+	@echo "run: $@ tests/fuzz/corpus/$*"
+
+run: all certs-dev
+	sh tests/run-dev.sh
+
+bench: all
+	sh tests/bench/run-bench.sh
+
+soak: all
+	python3 tests/soak.py --build $(B)
+
+certs-dev:
+	@sh certs-dev/make-certs.sh
+
+deps:
+	sh tests/install-deps.sh
+
+clean:
+	rm -rf build build-asan build-fuzz
+
+-include $(wildcard $(B)/obj/*/*.d)

@@ -1,0 +1,45 @@
+/* px/common.h -- small shared types and helpers (no module state). */
+#ifndef PX_COMMON_H
+#define PX_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define PX_VERSION "0.1.0"
+
+#define PX_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define PX_UNUSED(x) ((void)(x))
+#define PX_LIKELY(x) __builtin_expect(!!(x), 1)
+#define PX_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+/* A borrowed byte range; never NUL-terminated unless said otherwise. */
+struct px_slice {
+    const char *p;
+    size_t n;
+};
+
+/* ASCII case-insensitive equality of a slice and a NUL-terminated lowercase
+ * literal (the literal must already be lowercase). */
+static inline int px_slice_ieq(const char *p, size_t n, const char *lower, size_t lower_n)
+{
+    if (n != lower_n)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c >= 'A' && c <= 'Z')
+            c = (unsigned char)(c + 32);
+        if (c != (unsigned char)lower[i])
+            return 0;
+    }
+    return 1;
+}
+#define PX_IEQ_LIT(p, n, lit) px_slice_ieq((p), (n), lit, sizeof(lit) - 1)
+
+/* Monotonic clock in milliseconds / microseconds. */
+uint64_t px_now_ms(void);
+uint64_t px_now_us(void);
+/* Wall clock in milliseconds since the Unix epoch. */
+uint64_t px_wall_ms(void);
+
+#endif

@@ -1,0 +1,142 @@
+/* px/config.h -- the parsed, validated, immutable configuration.
+ *
+ * px_config_load() reads an INI file (inih), applies defaults, validates
+ * every key against a declarative table and returns a complete config or
+ * nothing. A config is never modified after load; a reload builds a new one
+ * and swaps it in (the old one stays valid for whoever still holds it).
+ * Durations are milliseconds, sizes bytes. Strings are owned by the config. */
+#ifndef PX_CONFIG_H
+#define PX_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "px/addr.h"
+
+struct px_service_conf {
+    char *name;
+    char **hosts;            /* lowercase; "*.example.com" wildcards allowed; empty = any host */
+    size_t nhosts;
+    char *path_prefix;       /* default "/" */
+    struct px_addr *targets; /* at least one */
+    size_t ntargets;
+    char *health_check_path; /* default "/up" */
+    int line;
+};
+
+struct px_route_conf {
+    char *prefix;            /* from "[route PREFIX]" */
+    char *host;              /* NULL = any host */
+    char *limit;             /* name of a [limit NAME] section, or NULL */
+    int line;
+};
+
+struct px_limit_conf {
+    char *name;
+    uint64_t rate_milli_per_s; /* "10r/s" -> 10000, "30r/m" -> 500 */
+    uint32_t burst;
+    int nodelay;               /* default 1 */
+    int status;                /* 429 (default) or 503 */
+    uint64_t zone_size;        /* default 10m */
+    int line;
+};
+
+struct px_header_conf {
+    char *name;
+    char *value;
+};
+
+struct px_sni_conf {
+    char *name;              /* server name (lowercase) */
+    char *cert;              /* full chain PEM path */
+    char *key;               /* key PEM path */
+};
+
+struct px_tls_conf {
+    int present;             /* a [tls] section was given */
+    char *certificate, *certificate_key;
+    struct px_sni_conf *sni;
+    size_t nsni;
+    int proto_min, proto_max; /* TLS1_2_VERSION / TLS1_3_VERSION values (0x0303, 0x0304) */
+    char *ciphers;
+    uint64_t session_timeout_ms;
+    int session_tickets;
+    char *alpn;              /* "h2 http/1.1" */
+};
+
+struct px_acme_conf {
+    int present;
+    int enabled;
+    char *directory, *email;
+    char **domains;
+    size_t ndomains;
+    char *config_dir;
+    uint64_t renew_before_ms, check_interval_ms;
+    char *ca_bundle;         /* NULL = system default */
+};
+
+struct px_config {
+    char *path;              /* the file it was loaded from */
+
+    /* [proxy] */
+    int workers;             /* resolved: "auto" -> online CPUs (>= 1) */
+    int has_listen_http, has_listen_https;
+    struct px_addr listen_http, listen_https;
+    int redirect_https;      /* default 1 */
+    char *health_path;       /* default "/health"; "" disables */
+    char *control_socket;    /* default /run/proxyd/control.sock */
+    unsigned control_socket_mode; /* default 0660 */
+    char *state_file;        /* default /var/lib/proxyd/state.json */
+    char *access_log;        /* default "-" */
+    char *error_log;         /* default "-" */
+    char *user;              /* NULL = do not drop privileges */
+    uint32_t max_connections;      /* default 10000 (per process) */
+    uint64_t client_header_timeout_ms;   /* 10s */
+    uint64_t client_body_timeout_ms;     /* 60s */
+    uint64_t keepalive_timeout_ms;       /* 75s */
+    uint64_t max_header_size;            /* 16k */
+    uint64_t max_body_size;              /* 100m; 0 = unlimited */
+    uint64_t upstream_connect_timeout_ms;/* 5s */
+    uint64_t upstream_send_timeout_ms;   /* 60s */
+    uint64_t upstream_read_timeout_ms;   /* 60s */
+    uint64_t shutdown_timeout_ms;        /* 30s */
+    struct px_cidr *trusted_proxies;
+    size_t ntrusted_proxies;
+    int has_metrics_listen;
+    struct px_addr metrics_listen;
+
+    struct px_tls_conf tls;
+
+    int has_headers_section;  /* without it, the four defaults below apply */
+    struct px_header_conf *headers; /* resolved list (defaults filled in when no section) */
+    size_t nheaders;
+
+    struct px_limit_conf *limits;
+    size_t nlimits;
+    struct px_route_conf *routes;
+    size_t nroutes;
+    struct px_service_conf *services;
+    size_t nservices;
+
+    struct px_acme_conf acme;
+};
+
+/* Load and validate PATH. On success returns 0 and *out (free with
+ * px_config_free). On failure returns -1 and writes "FILE:LINE: key: message"
+ * (or "FILE: message" when no line applies) into err. Warnings (keys that are
+ * accepted but not yet acted on) go to px_log_warn. */
+int px_config_load(const char *path, struct px_config **out, char *err, size_t errlen);
+
+/* Parse from memory (same rules; `name` is used in messages). For tests and fuzzing. */
+int px_config_load_string(const char *text, const char *name, struct px_config **out,
+                          char *err, size_t errlen);
+
+void px_config_free(struct px_config *cfg);
+
+/* Value parsers shared with the control protocol (validators return NULL or
+ * a static error message). */
+const char *px_parse_duration_ms(const char *s, uint64_t *out); /* "500ms" "10s" "5m" "1h" "2d"; bare number = seconds */
+const char *px_parse_size(const char *s, uint64_t *out);        /* "16k" "10m" "1g"; bare number = bytes */
+const char *px_parse_bool(const char *s, int *out);             /* yes/no/on/off/true/false/1/0 */
+
+#endif

@@ -1,0 +1,94 @@
+/* px/headers.h -- header names as data, and the heads proxyd writes.
+ *
+ * Known header names map to an id with flags (h2o token.h style) so the
+ * forwarding rules are a table, not strcasecmp chains. The serializers write
+ * a whole head with one evbuffer reservation and one copy. */
+#ifndef PX_HEADERS_H
+#define PX_HEADERS_H
+
+#include <event2/buffer.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "px/http1.h"
+
+enum px_hdr_id {
+    PX_HDR_OTHER = 0,
+    PX_HDR_HOST,
+    PX_HDR_CONNECTION,
+    PX_HDR_KEEP_ALIVE,
+    PX_HDR_PROXY_CONNECTION,
+    PX_HDR_PROXY_OTHER,      /* any other Proxy-* */
+    PX_HDR_TE,
+    PX_HDR_UPGRADE,
+    PX_HDR_TRANSFER_ENCODING,
+    PX_HDR_CONTENT_LENGTH,
+    PX_HDR_EXPECT,
+    PX_HDR_X_FORWARDED_FOR,
+    PX_HDR_X_REAL_IP,
+    PX_HDR_X_FORWARDED_PROTO,
+    PX_HDR_X_FORWARDED_HOST,
+    PX_HDR_X_REQUEST_ID,
+    PX_HDR_X_REQUEST_START,
+};
+
+/* Flags of a header id. */
+#define PX_HF_HOP 0x1        /* hop-by-hop: never forwarded as is, either way */
+#define PX_HF_REQ_REPLACE 0x2 /* proxyd sets its own value toward the upstream */
+
+enum px_hdr_id px_hdr_lookup(const char *name, size_t len);
+unsigned px_hdr_flags(enum px_hdr_id id);
+
+/* What proxyd adds to a request going upstream. */
+struct px_fwd {
+    const char *client_ip;    /* the client address (see trusted_proxies) */
+    size_t client_ip_len;
+    const char *peer_ip;      /* the TCP peer */
+    size_t peer_ip_len;
+    const char *xff;          /* the client's X-Forwarded-For to append to, or NULL (untrusted peer) */
+    size_t xff_len;
+    const char *proto;        /* "http" or "https" */
+    const char *request_id;   /* 32 hex, or the client's value */
+    size_t request_id_len;
+    uint64_t start_ms;        /* unix ms */
+    int websocket;            /* keep Upgrade, send Connection: upgrade */
+    int strip_expect;         /* proxyd answers 100-continue itself */
+};
+
+/* Serialize the request head to send upstream (HTTP/1.1). */
+int px_h1_write_request_head(struct evbuffer *out, const struct px_h1_request *r, size_t head_len,
+                             const struct px_fwd *f);
+
+/* A response header proxyd adds unless the upstream sent the same name. */
+struct px_hdr_add {
+    const char *name;
+    size_t name_len;
+    const char *value;
+    size_t value_len;
+    int https_only;
+};
+
+/* How the response head to an HTTP/1.x client is written. */
+struct px_resp_opts {
+    int client_minor;         /* 0 or 1 */
+    int keep_alive;           /* else "Connection: close" */
+    int strip_te;             /* body is being de-chunked: drop Transfer-Encoding */
+    int is_https;
+    int upgrade;              /* 101: keep Upgrade, Connection: upgrade */
+    const struct px_hdr_add *add;
+    size_t nadd;
+};
+
+/* Serialize an upstream response head for an HTTP/1.x client. */
+int px_h1_write_response_head(struct evbuffer *out, const struct px_h1_response *resp, size_t head_len,
+                              const struct px_resp_opts *o);
+
+/* A response proxyd makes itself (health, 404, 502, ...): status line,
+ * Content-Type text/plain, Content-Length, the add-headers, Connection,
+ * then body (may be NULL with body_len 0; omit_body for HEAD). */
+void px_h1_write_local_response(struct evbuffer *out, int status, const char *body, size_t body_len,
+                                int omit_body, const struct px_resp_opts *o);
+
+const char *px_status_reason(int status);
+
+#endif

@@ -1,0 +1,128 @@
+/* px/http1.h -- strict, allocation-free HTTP/1.x parser.
+ *
+ * The parsers read a contiguous buffer and fill a caller-owned struct whose
+ * slices point into that buffer: the caller must keep the bytes alive and
+ * unmoved while it uses the result. Nothing here allocates, blocks or keeps
+ * global state; every function is safe on any thread.
+ *
+ * Return convention of the head parsers:
+ *   > 0   the head is complete; the value is its length in bytes including
+ *         the terminating empty line (the body, if any, starts there);
+ *   PX_H1_INCOMPLETE (0)  need more bytes (caller enforces its size limit);
+ *   < 0   the head is invalid: the value is -(HTTP status to answer with),
+ *         e.g. -400, -431 (too many headers), -501 (unknown transfer coding),
+ *         -505 (version), and for responses -502.
+ *
+ * Strictness (RFC 9112 plus smuggling defences): CRLF line endings only
+ * (bare LF or bare CR anywhere -> 400), no obs-fold, no whitespace between a
+ * field name and its colon, field names are tokens, field values contain no
+ * CTLs except HTAB, Content-Length is 1*DIGIT (no sign, no list unless all
+ * members equal), Content-Length together with Transfer-Encoding -> 400,
+ * Transfer-Encoding other than a final "chunked" -> 400 (requests) / 502
+ * (responses), HTTP/1.1 requests need exactly one Host header, a request
+ * target is origin-form ("/..."), absolute-form ("http://h/p"), or "*" for
+ * OPTIONS; CONNECT is rejected (400: we are not a forward proxy). */
+#ifndef PX_HTTP1_H
+#define PX_HTTP1_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PX_H1_INCOMPLETE 0
+#define PX_H1_MAX_HEADERS 100
+
+enum px_method {
+    PX_METHOD_OTHER = 0,
+    PX_METHOD_GET,
+    PX_METHOD_HEAD,
+    PX_METHOD_POST,
+    PX_METHOD_PUT,
+    PX_METHOD_DELETE,
+    PX_METHOD_OPTIONS,
+    PX_METHOD_PATCH,
+    PX_METHOD_TRACE,
+};
+
+struct px_h1_header {
+    const char *name;
+    size_t name_len;
+    const char *value;       /* leading/trailing OWS removed */
+    size_t value_len;
+};
+
+struct px_h1_request {
+    const char *method;
+    size_t method_len;
+    enum px_method method_id;
+    const char *target;      /* request-target exactly as sent */
+    size_t target_len;
+    const char *path;        /* origin-form path+query: for absolute-form the part from the first '/' after the authority ("/" if none) */
+    size_t path_len;
+    const char *query;       /* part after '?', without '?'; NULL if none */
+    size_t query_len;
+    int minor_version;       /* 0 or 1 (HTTP/1.0, HTTP/1.1) */
+
+    const char *host;        /* Host header value (or absolute-form authority); NULL if none */
+    size_t host_len;
+    int64_t content_length;  /* -1 when absent */
+    unsigned chunked : 1;        /* Transfer-Encoding: chunked */
+    unsigned conn_close : 1;     /* Connection: close token */
+    unsigned conn_keep_alive : 1;/* Connection: keep-alive token */
+    unsigned conn_upgrade : 1;   /* Connection: upgrade token */
+    unsigned upgrade_websocket : 1; /* Upgrade: websocket (case-insensitive) */
+    unsigned expect_continue : 1;   /* Expect: 100-continue */
+
+    size_t nheaders;
+    struct px_h1_header headers[PX_H1_MAX_HEADERS];
+};
+
+struct px_h1_response {
+    int status;              /* 100..999 */
+    int minor_version;
+    const char *reason;
+    size_t reason_len;
+    int64_t content_length;  /* -1 when absent */
+    unsigned chunked : 1;
+    unsigned conn_close : 1;
+    unsigned conn_keep_alive : 1;
+    unsigned conn_upgrade : 1;
+    size_t nheaders;
+    struct px_h1_header headers[PX_H1_MAX_HEADERS];
+};
+
+int px_h1_parse_request(const char *buf, size_t len, struct px_h1_request *req);
+int px_h1_parse_response(const char *buf, size_t len, struct px_h1_response *resp);
+
+/* Returns the method id for a method token (exact, case-sensitive). */
+enum px_method px_h1_method_id(const char *m, size_t n);
+
+/* Incremental chunked-body decoder. It consumes everything it is given (a
+ * chunk-size line may be split across calls at any byte) and never buffers:
+ * the caller moves bytes out of its own buffer as they are reported.
+ *
+ * px_chunked_step() looks at buf[0..len) and reports the first run:
+ *   PX_CHUNK_DATA  *consumed bytes of chunk data (payload) start at buf;
+ *   PX_CHUNK_META  *consumed bytes of framing (size lines, extensions, the
+ *                  CRLF after data, trailer fields);
+ *   PX_CHUNK_DONE  the final CRLF was consumed: *consumed bytes of framing,
+ *                  and the body ends exactly there (bytes after it belong to
+ *                  the next message);
+ *   PX_CHUNK_AGAIN len was 0 (nothing consumed);
+ *   PX_CHUNK_ERROR malformed: bad hex, size overflow (> 2^62), missing CRLF,
+ *                  bare LF/CR, chunk-size line over 4 KiB, trailers over 16 KiB.
+ * A pass-through proxy forwards META and DATA bytes verbatim; a decoding one
+ * forwards DATA only. */
+enum px_chunk_result { PX_CHUNK_AGAIN, PX_CHUNK_DATA, PX_CHUNK_META, PX_CHUNK_DONE, PX_CHUNK_ERROR };
+
+struct px_chunked {
+    int state;
+    uint64_t remaining;      /* bytes of data left in the current chunk */
+    uint32_t line_len;       /* bytes of the current size line / trailer section seen */
+    uint32_t trailer_len;
+    unsigned saw_digit : 1;
+};
+
+void px_chunked_init(struct px_chunked *c);
+enum px_chunk_result px_chunked_step(struct px_chunked *c, const char *buf, size_t len, size_t *consumed);
+
+#endif

@@ -1,0 +1,30 @@
+/* px/log.h -- error log (levels, thread-safe, one write(2) per line) and the
+ * access log sink. Both may be a path, "-" (stdout for access, stderr for
+ * error) or, for the access log, "off". Reopened on SIGUSR1. */
+#ifndef PX_LOG_H
+#define PX_LOG_H
+
+#include <stdarg.h>
+#include <stddef.h>
+
+enum px_log_level { PX_LOG_DEBUG, PX_LOG_INFO, PX_LOG_WARN, PX_LOG_ERROR };
+
+/* Open the sinks. Returns 0, or -1 with a message in err. Safe to call
+ * again (reload): the new files replace the old ones atomically. */
+int px_log_open(const char *error_log, const char *access_log, char *err, size_t errlen);
+/* Reopen the same paths (logrotate). */
+void px_log_reopen(void);
+void px_log_close(void);
+
+void px_log(enum px_log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define px_log_error(...) px_log(PX_LOG_ERROR, __VA_ARGS__)
+#define px_log_warn(...) px_log(PX_LOG_WARN, __VA_ARGS__)
+#define px_log_info(...) px_log(PX_LOG_INFO, __VA_ARGS__)
+
+/* 1 when access logging is on. */
+int px_log_access_enabled(void);
+/* Write one complete access-log line (must end in '\n'). Thread-safe;
+ * lines from different threads never interleave. */
+void px_log_access_write(const char *line, size_t len);
+
+#endif

@@ -1,0 +1,93 @@
+/* px/routes.h -- the immutable route snapshot and the blue-green swap.
+ *
+ * A snapshot holds everything a request needs to be served: the config in
+ * force (timeouts, headers, limits) and the services with their targets.
+ * It is built off the data path (main/control thread), published with one
+ * atomic pointer store, and never changed afterwards.
+ *
+ * Lifetime (no atomic read-modify-write on the data path):
+ *  - A worker adopts the current snapshot with px_routes_current(); it
+ *    announces the pointer in its hazard slot before using it.
+ *  - Each request pins the snapshot it started with (px_routes_pin/unpin):
+ *    a per-worker counter only that worker writes.
+ *  - A replaced snapshot is retired; px_routes_reap() (main thread) frees it
+ *    once no worker's hazard slot points at it and every per-worker pin
+ *    count is zero. So an old snapshot dies when its last request ends.
+ *
+ * Targets are shared between snapshots (the same HOST:PORT is the same
+ * target object) and are freed with the last snapshot that names them. */
+#ifndef PX_ROUTES_H
+#define PX_ROUTES_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "px/addr.h"
+
+#define PX_MAX_WORKERS 64
+
+struct px_config;
+
+/* An upstream HOST:PORT. Fields other than the atomics are immutable. */
+struct px_target {
+    struct px_addr addr;
+    uint32_t id;              /* unique for the process lifetime; indexes per-worker pools */
+    _Atomic int healthy;      /* written by health checks, read by workers */
+    _Atomic int draining;     /* set when a deploy retires this target */
+    int refs;                 /* snapshots naming it; main thread only */
+};
+
+enum px_service_state { PX_SVC_ACTIVE = 0, PX_SVC_STOPPED, PX_SVC_PAUSED };
+
+struct px_service {
+    char *name;
+    char **hosts;
+    size_t nhosts;
+    char *path_prefix;        /* "/" or "/seg" without trailing '/' */
+    size_t path_prefix_len;
+    struct px_target **targets;
+    size_t ntargets;
+    char *health_check_path;
+    enum px_service_state state;
+    char *stop_message;       /* for PX_SVC_STOPPED */
+};
+
+struct px_routes;
+
+/* ---- building and publishing (main thread only) ---- */
+
+/* Build a snapshot from cfg (the snapshot takes ownership of cfg, even on
+ * failure). Returns NULL with a message in err on failure. */
+struct px_routes *px_routes_build(struct px_config *cfg, char *err, size_t errlen);
+/* Make r current; the previous snapshot is retired. */
+void px_routes_publish(struct px_routes *r);
+/* Free retired snapshots no worker uses any more. Returns how many remain. */
+int px_routes_reap(void);
+/* Free everything at exit (no worker may run). */
+void px_routes_shutdown(void);
+/* The current snapshot as seen by the main thread (never NULL after the first publish). */
+const struct px_routes *px_routes_peek(void);
+void px_routes_set_nworkers(int n);
+
+/* ---- reading (any worker thread) ---- */
+
+/* The current snapshot for worker wid (adopts a newer one if published). */
+const struct px_routes *px_routes_current(int wid);
+void px_routes_pin(const struct px_routes *r, int wid);
+void px_routes_unpin(const struct px_routes *r, int wid);
+
+const struct px_config *px_routes_config(const struct px_routes *r);
+
+/* The service for a request: host (as sent: case-insensitive, ":port" and a
+ * trailing dot ignored; NULL/empty = no host) by exact name, then the
+ * longest "*.suffix", then catch-all; within each, the longest path_prefix
+ * on a segment boundary. NULL when nothing matches. */
+const struct px_service *px_routes_match(const struct px_routes *r, const char *host, size_t host_len,
+                                         const char *path, size_t path_len);
+
+/* Normalize a Host value into out (lowercase, port and trailing dot
+ * stripped). Returns the length, or -1 if it is not a valid host. */
+int px_host_normalize(const char *host, size_t len, char *out, size_t outlen);
+
+#endif

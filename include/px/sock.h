@@ -1,0 +1,54 @@
+/* px/sock.h -- a non-blocking stream socket with edge-triggered readiness.
+ *
+ * One event (EV_READ|EV_WRITE|EV_ET|EV_PERSIST) is registered once for the
+ * socket's lifetime, so steady-state I/O costs no epoll_ctl. The owner keeps
+ * the readiness bits: `readable` is set by the event and cleared when a read
+ * comes back short or with EAGAIN; `writable` likewise for writes. An owner
+ * that stops reading (backpressure) simply does not call px_sock_read and
+ * resumes later while `readable` is still set -- no event re-arming.
+ *
+ * Buffers are libevent evbuffers, allocated once per socket; their chains
+ * are freed when drained, so an idle socket holds no buffer memory.
+ * Threading: a px_sock belongs to one worker's event base. */
+#ifndef PX_SOCK_H
+#define PX_SOCK_H
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <sys/types.h>
+
+struct px_sock {
+    int fd;
+    struct event ev;
+    struct evbuffer *in, *out;
+    unsigned readable : 1, writable : 1;
+    unsigned eof : 1;        /* the peer closed its side (read returned 0) */
+    unsigned error : 1;      /* a read or write failed; err holds errno */
+    unsigned registered : 1;
+    int err;
+};
+
+/* Set up s for fd (takes ownership of fd) and register its event with cb.
+ * Returns 0, or -1 (fd closed) when the buffers cannot be allocated. */
+int px_sock_open(struct px_sock *s, struct event_base *base, int fd, event_callback_fn cb, void *arg);
+/* Mark readiness from an event callback's `what`. */
+static inline void px_sock_mark(struct px_sock *s, short what)
+{
+    if (what & EV_READ)
+        s->readable = 1;
+    if (what & EV_WRITE)
+        s->writable = 1;
+}
+/* Read up to max bytes (or until short read / EAGAIN) into s->in. Returns
+ * bytes read (0 when nothing was available); sets eof / error. */
+size_t px_sock_read(struct px_sock *s, size_t max);
+/* Write as much of s->out as the socket takes. Returns 0 (all written, or
+ * the rest waits for writability) or -1 on error (s->error set). */
+int px_sock_flush(struct px_sock *s);
+/* Unregister, close the fd and free the buffers. Safe on a zeroed sock. */
+void px_sock_close(struct px_sock *s);
+/* shutdown(SHUT_WR) once the output is flushed (tunnels, half-close). */
+void px_sock_shutdown_write(struct px_sock *s);
+
+#endif

@@ -1,0 +1,124 @@
+/* px/worker.h -- worker threads and what lives on them.
+ *
+ * Each worker owns one event_base, its own SO_REUSEPORT listening sockets,
+ * its client connections, its upstream keep-alive pools and a free list of
+ * request objects. Nothing here is touched by another thread except the
+ * atomics named below and px_worker_notify(). */
+#ifndef PX_WORKER_H
+#define PX_WORKER_H
+
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "px/routes.h"
+
+struct px_conn;
+struct px_uconn;
+struct px_req;
+struct px_config;
+struct px_hdr_add;
+
+/* Per target, per worker: the keep-alive pool and balancing state. */
+struct px_upool {
+    struct px_uconn *idle;    /* idle keep-alive connections (LIFO) */
+    uint32_t nidle;
+    uint32_t outstanding;     /* requests in flight on this worker */
+    uint64_t down_until_ms;   /* passive health: skip after a connect failure */
+};
+
+struct px_listener {
+    int fd;
+    int tls;
+    struct event ev;
+};
+
+#define PX_WORKER_MAX_LISTENERS 4
+
+struct px_worker {
+    int id;
+    pthread_t thread;
+    struct event_base *base;
+    struct px_listener listeners[PX_WORKER_MAX_LISTENERS];
+    int nlisteners;
+    unsigned accepting : 1;
+    unsigned stopping : 1;    /* graceful stop: no accepts, close idle, finish in-flight */
+    unsigned started : 1;     /* the thread runs (main thread's bookkeeping) */
+    struct event tick;        /* 1 s housekeeping */
+    struct event notify;      /* woken by other threads through notify_fd */
+    int notify_fd;            /* eventfd */
+    struct event gc;          /* frees objects closed during this loop iteration */
+    _Atomic unsigned pending; /* PX_WN_* bits for notify */
+
+    const struct px_routes *routes; /* adopted snapshot (see routes.h) */
+    const struct px_config *cfg;    /* px_routes_config(routes) */
+    const struct timeval *tv_header, *tv_body, *tv_keepalive, *tv_uconnect, *tv_usend, *tv_uread,
+        *tv_uidle, *tv_linger;
+
+    struct px_upool *pools;   /* indexed by px_target.id */
+    uint32_t npools;
+    uint32_t rr;              /* round-robin tie breaker */
+
+    struct px_conn *conns;    /* every client connection (list) */
+    uint32_t nconns;
+    struct px_conn *dead_conns;    /* closed, freed by gc */
+    struct px_uconn *dead_uconns;
+    void *free_reqs;               /* request object cache (owned by conn.c) */
+    uint32_t nfree_reqs;
+    struct px_hdr_add *adds;       /* response headers from cfg, cached per config */
+    size_t nadds;
+    time_t log_sec;                /* cached ISO-8601 second for the access log */
+    char log_time[24];
+
+    struct evbuffer *access_buf;   /* access-log lines, flushed once per loop iteration */
+    struct event log_flush;
+    unsigned log_flush_pending : 1;
+    uint64_t rng[2];
+};
+
+#define PX_WN_STOP 0x1        /* graceful stop */
+#define PX_WN_ROUTES 0x2      /* a new snapshot was published */
+#define PX_WN_KILL 0x4        /* shutdown_timeout passed: close everything now */
+
+/* Open connections across all workers (max_connections). */
+extern _Atomic uint32_t px_open_conns;
+/* Worker threads whose loop has not ended yet. */
+extern _Atomic int px_workers_running;
+
+int px_worker_init(struct px_worker *w, int id, char *err, size_t errlen);
+int px_worker_add_listener(struct px_worker *w, int fd, int tls);
+int px_worker_start(struct px_worker *w);
+void px_worker_notify(struct px_worker *w, unsigned what);
+void px_worker_join(struct px_worker *w);
+void px_worker_free(struct px_worker *w);
+
+/* Adopt the newest snapshot when one was published (called per request). */
+void px_worker_refresh(struct px_worker *w);
+/* The pool slot of target t on this worker (grows the table). NULL on OOM. */
+struct px_upool *px_worker_pool(struct px_worker *w, const struct px_target *t);
+/* Append an access-log line; it is written at the end of this loop iteration. */
+void px_worker_access_log(struct px_worker *w, const char *line, size_t len);
+/* 32 lowercase hex characters, no NUL. */
+void px_worker_request_id(struct px_worker *w, char out[32]);
+/* Schedule the gc event (objects were put on the dead lists). */
+void px_worker_schedule_gc(struct px_worker *w);
+
+/* Accept on a listener: provided by conn.c. */
+void px_conn_accept(struct px_worker *w, int fd, int tls);
+/* Graceful stop: close idle client connections, mark the rest to close after
+ * their current response (conn.c). */
+void px_conn_stop_all(struct px_worker *w);
+/* Close every client connection now (shutdown deadline). */
+void px_conn_kill_all(struct px_worker *w);
+void px_conn_free_dead(struct px_worker *w);
+void px_conn_free_cache(struct px_worker *w);
+/* A client connection closed (conn.c -> worker.c): accounting, resume accepts. */
+void px_worker_conn_closed(struct px_worker *w);
+void px_upstream_free_dead(struct px_worker *w);
+/* Close all idle upstream connections of this worker (stop / drain). */
+void px_upstream_close_idle(struct px_worker *w, int only_draining);
+
+#endif

@@ -1,0 +1,884 @@
+/* conn.c -- an HTTP/1.x client connection.
+ *
+ * States: IDLE (keep-alive, waiting for a first byte) -> HEAD (reading a
+ * request head) -> ACTIVE (one request in flight: body up, response down)
+ * -> IDLE again, or LINGER (flush, half-close, drain) -> closed. TUNNEL
+ * after a WebSocket 101. One request at a time: pipelined requests wait in
+ * the input buffer (or the kernel) until the response before them is done.
+ *
+ * The request head is copied out of the read buffer into the request object
+ * (a few hundred bytes, usually) so that its slices stay valid for a retry
+ * and the access log while the read buffer moves on. Request objects are
+ * cached per worker: no allocation per request in steady state. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "px/addr.h"
+#include "px/common.h"
+#include "px/config.h"
+#include "px/headers.h"
+#include "px/log.h"
+#include "px/request.h"
+#include "px/sock.h"
+#include "px/worker.h"
+
+#define CLIENT_OUT_HIGH (256 * 1024)
+#define CLIENT_OUT_LOW (64 * 1024)
+#define CLIENT_READ_MAX (64 * 1024)
+#define TUNNEL_HIGH (256 * 1024)
+#define REQ_CACHE_MAX 64
+#define HEAD_KEEP_MAX 4096
+
+enum cstate { C_IDLE, C_HEAD, C_ACTIVE, C_TUNNEL, C_LINGER, C_DEAD };
+
+struct h1req {
+    struct px_req r;              /* first: px_req* <-> h1req* */
+    struct px_h1_request hreq;    /* slices into head */
+    char *head;
+    size_t head_cap, head_len;
+    enum px_body_mode body_mode;
+    uint64_t body_left;           /* PX_BODY_LENGTH */
+    uint64_t body_total;
+    struct px_chunked body_chunked;
+    const char *xff;              /* client's X-Forwarded-For (trusted peer only) */
+    size_t xff_len;
+    char client_ip[48];
+    size_t client_ip_len;
+    unsigned expect_sent : 1;
+};
+
+struct px_conn {
+    struct px_sock s;
+    struct px_worker *w;
+    struct event timer;
+    struct px_conn *next, *prev;
+    enum cstate state;
+    struct sockaddr_storage peer;
+    char peer_ip[48];
+    uint8_t peer_ip_len;
+    unsigned tls : 1;
+    unsigned keepalive : 1;       /* keep the connection after the current response */
+    unsigned out_full : 1;        /* the upstream waits for our output to drain */
+    unsigned body_paused : 1;     /* the upstream asked us to stop reading body */
+    unsigned in_run : 1;          /* inside conn_run: no re-entry, loop instead */
+    unsigned again : 1;           /* conn_run must run once more */
+    unsigned tun_client_eof : 1, tun_up_eof : 1;
+    unsigned closing : 1;         /* inside conn_close */
+    struct h1req *hr;
+    struct px_uconn *tun;
+};
+
+static void conn_event(evutil_socket_t fd, short what, void *arg);
+static void conn_timeout(evutil_socket_t fd, short what, void *arg);
+static void conn_run(struct px_conn *c);
+static void conn_close(struct px_conn *c);
+static void tunnel_run(struct px_conn *c);
+static const struct px_down_ops h1_ops;
+
+/* ---- request objects ---- */
+
+static struct h1req *hr_alloc(struct px_worker *w)
+{
+    struct h1req *hr = w->free_reqs;
+    if (hr) {
+        w->free_reqs = hr->r.next_free;
+        w->nfree_reqs--;
+        return hr;
+    }
+    return calloc(1, sizeof(*hr));
+}
+
+static void hr_release(struct px_worker *w, struct h1req *hr)
+{
+    if (hr->head_cap > HEAD_KEEP_MAX || w->nfree_reqs >= REQ_CACHE_MAX) {
+        free(hr->head);
+        free(hr);
+        return;
+    }
+    hr->r.next_free = w->free_reqs;
+    w->free_reqs = hr;
+    w->nfree_reqs++;
+}
+
+void px_conn_free_cache(struct px_worker *w)
+{
+    while (w->free_reqs) {
+        struct h1req *hr = w->free_reqs;
+        w->free_reqs = hr->r.next_free;
+        free(hr->head);
+        free(hr);
+    }
+    w->nfree_reqs = 0;
+}
+
+/* ---- connection lifetime ---- */
+
+void px_conn_accept(struct px_worker *w, int fd, int tls)
+{
+    struct px_conn *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        close(fd);
+        px_worker_conn_closed(w);
+        return;
+    }
+    socklen_t sl = sizeof(c->peer);
+    if (getpeername(fd, (struct sockaddr *)&c->peer, &sl) < 0)
+        memset(&c->peer, 0, sizeof(c->peer));
+    c->peer_ip_len = (uint8_t)px_addr_ntop((struct sockaddr *)&c->peer, c->peer_ip, sizeof(c->peer_ip));
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c->w = w;
+    c->tls = tls ? 1 : 0;
+    if (px_sock_open(&c->s, w->base, fd, conn_event, c) < 0) {
+        free(c);
+        px_worker_conn_closed(w);
+        return;
+    }
+    event_assign(&c->timer, w->base, -1, 0, conn_timeout, c);
+    c->state = C_IDLE;
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    w->nconns++;
+    event_add(&c->timer, w->tv_header);
+    /* data usually arrives with the handshake: try at once */
+    conn_run(c);
+}
+
+static void finish_request(struct px_conn *c, int ok);
+
+static void conn_close(struct px_conn *c)
+{
+    if (c->state == C_DEAD || c->closing)
+        return;
+    struct px_worker *w = c->w;
+    c->closing = 1;
+    if (c->hr)
+        finish_request(c, 0);
+    if (c->tun) {
+        px_uconn_close(c->tun);
+        c->tun = NULL;
+    }
+    event_del(&c->timer);
+    px_sock_close(&c->s);
+    c->state = C_DEAD;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = NULL;
+    c->next = w->dead_conns;
+    w->dead_conns = c;
+    w->nconns--;
+    px_worker_schedule_gc(w);
+    px_worker_conn_closed(w);
+}
+
+void px_conn_free_dead(struct px_worker *w)
+{
+    while (w->dead_conns) {
+        struct px_conn *c = w->dead_conns;
+        w->dead_conns = c->next;
+        free(c);
+    }
+}
+
+void px_conn_stop_all(struct px_worker *w)
+{
+    struct px_conn *c = w->conns, *next;
+    for (; c; c = next) {
+        next = c->next;
+        if (c->state == C_IDLE)
+            conn_close(c);
+        else
+            c->keepalive = 0;
+    }
+}
+
+void px_conn_kill_all(struct px_worker *w)
+{
+    while (w->conns)
+        conn_close(w->conns);
+}
+
+/* Flush, half-close and read until EOF (or tv_linger), so that the peer
+ * reads our last response before it sees a reset. */
+static void conn_linger(struct px_conn *c)
+{
+    c->keepalive = 0;
+    c->state = C_LINGER;
+    event_add(&c->timer, c->w->tv_linger);
+    c->again = 1;
+}
+
+/* ---- responses proxyd makes itself ---- */
+
+static void resp_opts(struct px_conn *c, struct px_resp_opts *o, int minor)
+{
+    o->client_minor = minor;
+    o->keep_alive = c->keepalive;
+    o->strip_te = 0;
+    o->is_https = c->tls;
+    o->upgrade = 0;
+    o->add = c->w->adds;
+    o->nadd = c->w->nadds;
+}
+
+static void respond_local(struct px_conn *c, int status, const char *body, size_t len)
+{
+    struct h1req *hr = c->hr;
+    struct px_req *r = &hr->r;
+    /* A body we did not read poisons the connection: close after. */
+    if (r->has_body && !r->body_sent)
+        c->keepalive = 0;
+    if (status >= 400 && status != 404 && status != 429 && status != 503)
+        c->keepalive = 0;
+    char tmp[64];
+    if (body == NULL) {
+        const char *reason = px_status_reason(status);
+        int n = snprintf(tmp, sizeof(tmp), "%d %s\n", status, reason);
+        body = tmp;
+        len = (size_t)n;
+    }
+    struct px_resp_opts o;
+    resp_opts(c, &o, hr->hreq.minor_version);
+    int head = r->method == PX_METHOD_HEAD;
+    px_h1_write_local_response(c->s.out, status, body, len, head, &o);
+    r->status = status;
+    r->bytes_out = head ? 0 : len;
+    r->resp_started = 1;
+    finish_request(c, 1);
+}
+
+/* A head that could not be parsed: there is no request to speak of. */
+static void respond_bad_head(struct px_conn *c, int status)
+{
+    struct h1req *hr = c->hr;
+    memset(&hr->r, 0, sizeof(hr->r));
+    hr->r.w = c->w;
+    hr->r.down = c;
+    hr->r.ops = &h1_ops;
+    hr->r.start_us = px_now_us();
+    hr->r.start_wall_ms = px_wall_ms();
+    hr->hreq.method = "";
+    hr->hreq.method_len = 0;
+    hr->hreq.host = NULL;
+    hr->hreq.path = "";
+    hr->hreq.path_len = 0;
+    hr->hreq.minor_version = 1;
+    hr->head_len = 0;
+    px_req_set_id(&hr->r, NULL, 0);
+    px_worker_refresh(c->w);
+    hr->r.routes = c->w->routes;
+    px_routes_pin(hr->r.routes, c->w->id);
+    c->keepalive = 0;
+    c->state = C_ACTIVE;
+    respond_local(c, status, NULL, 0);
+}
+
+/* ---- the request ---- */
+
+static void access_log(struct px_conn *c, struct h1req *hr)
+{
+    const struct px_h1_request *q = &hr->hreq;
+    struct px_log_fields f = {
+        .client = hr->client_ip_len ? hr->client_ip : c->peer_ip,
+        .client_len = hr->client_ip_len ? hr->client_ip_len : c->peer_ip_len,
+        .method = q->method,
+        .method_len = q->method_len,
+        .host = q->host ? q->host : "",
+        .host_len = q->host ? q->host_len : 0,
+        .path = q->path ? q->path : "",
+        .path_len = q->path_len,
+        .proto = q->minor_version ? "HTTP/1.1" : "HTTP/1.0",
+        .tls = c->tls,
+    };
+    px_req_log(&hr->r, &f);
+}
+
+static void finish_request(struct px_conn *c, int ok)
+{
+    struct h1req *hr = c->hr;
+    struct px_req *r = &hr->r;
+    struct px_worker *w = c->w;
+    r->done = 1;
+    if (r->up)
+        px_upstream_abort(r);
+    if (r->status)
+        access_log(c, hr);
+    if (r->routes)
+        px_routes_unpin(r->routes, w->id);
+    int body_unread = r->has_body && !r->body_sent;
+    c->hr = NULL;
+    hr_release(w, hr); /* r is gone from here on */
+    if (c->state == C_DEAD || c->closing)
+        return;
+    if (!ok) {
+        /* the response was cut short: the client must see the break */
+        conn_close(c);
+        return;
+    }
+    if (body_unread)
+        c->keepalive = 0;
+    if (px_sock_flush(&c->s) < 0) {
+        conn_close(c);
+        return;
+    }
+    if (!c->keepalive || w->stopping) {
+        conn_linger(c);
+    } else {
+        c->state = C_IDLE;
+        event_add(&c->timer, w->tv_keepalive);
+        c->again = 1;
+    }
+    if (!c->in_run)
+        conn_run(c);
+}
+
+/* Move request body bytes from the client to the upstream. */
+static void read_body(struct px_conn *c)
+{
+    struct h1req *hr = c->hr;
+    struct px_req *r = &hr->r;
+    const struct px_config *cfg = c->w->cfg;
+    while (c->hr == hr && !r->body_sent && !c->body_paused) {
+        size_t avail = evbuffer_get_length(c->s.in);
+        if (avail == 0) {
+            if (c->s.eof || c->s.error) {
+                /* the client went away mid-body */
+                conn_close(c);
+                return;
+            }
+            if (!c->s.readable)
+                return;
+            if (px_sock_read(&c->s, CLIENT_READ_MAX) == 0)
+                continue;
+            event_add(&c->timer, c->w->tv_body);
+            continue;
+        }
+        if (hr->body_mode == PX_BODY_LENGTH) {
+            size_t n = avail < hr->body_left ? avail : (size_t)hr->body_left;
+            hr->body_left -= n;
+            if (px_upstream_body(r, c->s.in, n, hr->body_left == 0))
+                c->body_paused = 1;
+            continue;
+        }
+        /* chunked: pass the framing through verbatim, validating it */
+        struct evbuffer_iovec vec[8];
+        int nv = evbuffer_peek(c->s.in, -1, NULL, vec, 8);
+        size_t scanned = 0;
+        int done = 0;
+        for (int i = 0; i < nv && i < 8 && !done; i++) {
+            const char *p = vec[i].iov_base;
+            size_t left = vec[i].iov_len;
+            while (left) {
+                size_t used = 0;
+                enum px_chunk_result res = px_chunked_step(&hr->body_chunked, p, left, &used);
+                if (res == PX_CHUNK_ERROR) {
+                    if (!r->resp_started) {
+                        px_upstream_abort(r);
+                        r->body_sent = 1; /* nothing more is read */
+                        c->keepalive = 0;
+                        respond_local(c, 400, NULL, 0);
+                    } else {
+                        conn_close(c);
+                    }
+                    return;
+                }
+                if (res == PX_CHUNK_DATA)
+                    hr->body_total += used;
+                scanned += used;
+                p += used;
+                left -= used;
+                if (res == PX_CHUNK_DONE) {
+                    done = 1;
+                    break;
+                }
+            }
+        }
+        if (cfg->max_body_size && hr->body_total > cfg->max_body_size) {
+            if (!r->resp_started) {
+                px_upstream_abort(r);
+                r->body_sent = 1;
+                c->keepalive = 0;
+                respond_local(c, 413, NULL, 0);
+            } else {
+                conn_close(c);
+            }
+            return;
+        }
+        if (px_upstream_body(r, c->s.in, scanned, done))
+            c->body_paused = 1;
+    }
+}
+
+static int path_is(const struct px_h1_request *q, const char *p)
+{
+    size_t n = strlen(p);
+    if (q->path_len < n || memcmp(q->path, p, n) != 0)
+        return 0;
+    return q->path_len == n || q->path[n] == '?';
+}
+
+static void start_request(struct px_conn *c, size_t head_len)
+{
+    struct px_worker *w = c->w;
+    struct h1req *hr = c->hr;
+    struct px_req *r = &hr->r;
+    struct px_h1_request *q = &hr->hreq;
+
+    /* Keep our own copy of the head; rebase the slices onto it. */
+    if (hr->head_cap < head_len) {
+        char *nh = realloc(hr->head, head_len);
+        if (nh == NULL) {
+            conn_close(c);
+            return;
+        }
+        hr->head = nh;
+        hr->head_cap = head_len;
+    }
+    const char *src = (const char *)evbuffer_pullup(c->s.in, (ev_ssize_t)head_len);
+    memcpy(hr->head, src, head_len);
+    ptrdiff_t d = hr->head - src;
+#define REBASE(ptr) \
+    do { \
+        if (ptr) \
+            (ptr) += d; \
+    } while (0)
+    REBASE(q->method);
+    REBASE(q->target);
+    REBASE(q->path);
+    REBASE(q->query);
+    REBASE(q->host);
+    for (size_t i = 0; i < q->nheaders; i++) {
+        REBASE(q->headers[i].name);
+        REBASE(q->headers[i].value);
+    }
+#undef REBASE
+    hr->head_len = head_len;
+    evbuffer_drain(c->s.in, head_len);
+
+    memset(r, 0, sizeof(*r));
+    r->w = w;
+    r->ops = &h1_ops;
+    r->down = c;
+    r->method = q->method_id;
+    r->start_us = px_now_us();
+    r->start_wall_ms = px_wall_ms();
+    hr->body_total = 0;
+    hr->expect_sent = 0;
+    c->state = C_ACTIVE;
+    c->body_paused = 0;
+    c->out_full = 0;
+    c->keepalive = q->minor_version == 1 ? !q->conn_close : q->conn_keep_alive;
+
+    px_worker_refresh(w);
+    const struct px_config *cfg = w->cfg;
+    r->routes = w->routes;
+    px_routes_pin(r->routes, w->id);
+
+    /* one pass for the headers we act on */
+    const char *rid = NULL;
+    size_t rid_len = 0;
+    hr->xff = NULL;
+    hr->xff_len = 0;
+    for (size_t i = 0; i < q->nheaders; i++) {
+        const struct px_h1_header *h = &q->headers[i];
+        if (h->name_len == 12 && PX_IEQ_LIT(h->name, 12, "x-request-id")) {
+            rid = h->value;
+            rid_len = h->value_len;
+        } else if (h->name_len == 15 && PX_IEQ_LIT(h->name, 15, "x-forwarded-for")) {
+            hr->xff = h->value; /* the last one wins; several are unusual */
+            hr->xff_len = h->value_len;
+        }
+    }
+    px_req_set_id(r, rid, rid_len);
+    int xff_trusted = 0;
+    hr->client_ip_len = px_req_client_ip(cfg, (struct sockaddr *)&c->peer, c->peer_ip, c->peer_ip_len,
+                                         hr->xff, hr->xff_len, hr->client_ip, &xff_trusted);
+    if (!xff_trusted) {
+        hr->xff = NULL;
+        hr->xff_len = 0;
+    }
+
+    if (q->chunked) {
+        hr->body_mode = PX_BODY_CHUNKED;
+        px_chunked_init(&hr->body_chunked);
+        r->has_body = 1;
+    } else if (q->content_length > 0) {
+        hr->body_mode = PX_BODY_LENGTH;
+        hr->body_left = (uint64_t)q->content_length;
+        r->has_body = 1;
+    } else {
+        hr->body_mode = PX_BODY_NONE;
+        r->body_sent = 1;
+    }
+
+    /* shortcuts answered by proxyd itself */
+    if (cfg->health_path[0] && (r->method == PX_METHOD_GET || r->method == PX_METHOD_HEAD) &&
+        path_is(q, cfg->health_path)) {
+        respond_local(c, 200, "healthy\n", 8);
+        return;
+    }
+    if (q->content_length > 0 && cfg->max_body_size && (uint64_t)q->content_length > cfg->max_body_size) {
+        respond_local(c, 413, NULL, 0);
+        return;
+    }
+    r->svc = px_routes_match(r->routes, q->host, q->host ? q->host_len : 0, q->path, q->path_len);
+    if (r->svc == NULL) {
+        respond_local(c, 404, NULL, 0);
+        return;
+    }
+    if (r->svc->state == PX_SVC_STOPPED) {
+        const char *m = r->svc->stop_message;
+        respond_local(c, 503, m, m ? strlen(m) : 0);
+        return;
+    }
+    r->websocket = q->upgrade_websocket && q->conn_upgrade && r->method == PX_METHOD_GET &&
+                   q->minor_version == 1;
+    if (q->expect_continue && r->has_body && q->minor_version == 1 &&
+        evbuffer_get_length(c->s.in) == 0) {
+        evbuffer_add(c->s.out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        hr->expect_sent = 1;
+    }
+    int status = px_upstream_start(r);
+    if (status) {
+        respond_local(c, status, NULL, 0);
+        return;
+    }
+    if (hr->expect_sent)
+        px_sock_flush(&c->s);
+    if (r->has_body) {
+        event_add(&c->timer, w->tv_body);
+        read_body(c);
+    }
+}
+
+/* Parse heads from the input as long as there are complete requests and the
+ * previous response is out of the way. */
+static void read_head(struct px_conn *c)
+{
+    struct px_worker *w = c->w;
+    const struct px_config *cfg = w->cfg;
+    size_t limit = (size_t)cfg->max_header_size;
+    for (;;) {
+        size_t len = evbuffer_get_length(c->s.in);
+        if (len < limit && c->s.readable && !c->s.eof && !c->s.error) {
+            px_sock_read(&c->s, limit - len + 1024);
+            len = evbuffer_get_length(c->s.in);
+        }
+        if (len == 0) {
+            if (c->s.eof || c->s.error)
+                conn_close(c);
+            return;
+        }
+        if (c->state == C_IDLE) {
+            c->state = C_HEAD;
+            event_add(&c->timer, w->tv_header);
+        }
+        if (c->hr == NULL && (c->hr = hr_alloc(w)) == NULL) {
+            conn_close(c);
+            return;
+        }
+        size_t n = len < limit ? len : limit;
+        const char *buf = (const char *)evbuffer_pullup(c->s.in, (ev_ssize_t)n);
+        int rc = px_h1_parse_request(buf, n, &c->hr->hreq);
+        if (rc == PX_H1_INCOMPLETE) {
+            if (len >= limit) {
+                respond_bad_head(c, 431);
+                return;
+            }
+            if (c->s.eof || c->s.error) {
+                conn_close(c);
+                return;
+            }
+            if (c->s.readable)
+                continue;
+            return;
+        }
+        if (rc < 0) {
+            respond_bad_head(c, -rc);
+            return;
+        }
+        start_request(c, (size_t)rc);
+        return;
+    }
+}
+
+static void conn_run(struct px_conn *c)
+{
+    if (c->in_run) {
+        c->again = 1;
+        return;
+    }
+    c->in_run = 1;
+    do {
+        c->again = 0;
+        if (c->s.writable && evbuffer_get_length(c->s.out) && px_sock_flush(&c->s) < 0) {
+            conn_close(c);
+            break;
+        }
+        switch (c->state) {
+        case C_IDLE:
+        case C_HEAD:
+            if (evbuffer_get_length(c->s.out) > CLIENT_OUT_HIGH)
+                break; /* let the previous response drain first */
+            read_head(c);
+            break;
+        case C_ACTIVE: {
+            struct h1req *hr = c->hr;
+            if (c->out_full && evbuffer_get_length(c->s.out) < CLIENT_OUT_LOW) {
+                c->out_full = 0;
+                px_upstream_resume(&hr->r);
+            }
+            if (c->hr && !c->hr->r.body_sent && !c->body_paused)
+                read_body(c);
+            else if (c->s.error)
+                conn_close(c);
+            break;
+        }
+        case C_TUNNEL:
+            tunnel_run(c);
+            break;
+        case C_LINGER:
+            if (evbuffer_get_length(c->s.out)) {
+                if (c->s.error)
+                    conn_close(c);
+                break;
+            }
+            px_sock_shutdown_write(&c->s);
+            evbuffer_drain(c->s.in, evbuffer_get_length(c->s.in));
+            while (c->s.readable && !c->s.eof && !c->s.error) {
+                px_sock_read(&c->s, 65536);
+                evbuffer_drain(c->s.in, evbuffer_get_length(c->s.in));
+            }
+            if (c->s.eof || c->s.error)
+                conn_close(c);
+            break;
+        case C_DEAD:
+            break;
+        }
+    } while (c->again && c->state != C_DEAD);
+    c->in_run = 0;
+}
+
+static void conn_event(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_conn *c = arg;
+    px_sock_mark(&c->s, what);
+    conn_run(c);
+}
+
+static void conn_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_conn *c = arg;
+    switch (c->state) {
+    case C_IDLE:
+    case C_HEAD:
+    case C_LINGER:
+    case C_TUNNEL:
+        conn_close(c);
+        return;
+    case C_ACTIVE: {
+        struct px_req *r = &c->hr->r;
+        int waiting_body = !r->body_sent && !c->body_paused;
+        int waiting_out = evbuffer_get_length(c->s.out) > 0 && !c->s.writable;
+        if (!waiting_body && !waiting_out) {
+            event_add(&c->timer, c->w->tv_body); /* the upstream's timers govern */
+            return;
+        }
+        if (waiting_body && !r->resp_started) {
+            px_upstream_abort(r);
+            r->body_sent = 1;
+            c->keepalive = 0;
+            respond_local(c, 408, NULL, 0);
+            return;
+        }
+        conn_close(c);
+        return;
+    }
+    case C_DEAD:
+        return;
+    }
+}
+
+/* ---- px_down_ops for HTTP/1.x ---- */
+
+static int h1_write_head(struct px_req *r, struct evbuffer *out)
+{
+    struct h1req *hr = (struct h1req *)r;
+    struct px_conn *c = r->down;
+    struct px_fwd f = {
+        .client_ip = hr->client_ip,
+        .client_ip_len = hr->client_ip_len,
+        .peer_ip = c->peer_ip,
+        .peer_ip_len = c->peer_ip_len,
+        .xff = hr->xff,
+        .xff_len = hr->xff_len,
+        .proto = c->tls ? "https" : "http",
+        .request_id = r->request_id,
+        .request_id_len = r->request_id_len,
+        .start_ms = r->start_wall_ms,
+        .websocket = r->websocket,
+        .strip_expect = 1,
+    };
+    return px_h1_write_request_head(out, &hr->hreq, hr->head_len, &f);
+}
+
+static int h1_resp_head(struct px_req *r, const struct px_h1_response *resp, size_t head_len, int *passthrough)
+{
+    struct h1req *hr = (struct h1req *)r;
+    struct px_conn *c = r->down;
+    struct px_resp_opts o;
+    if (r->resp_mode == PX_BODY_CLOSE || (r->has_body && !r->body_sent))
+        c->keepalive = 0;
+    resp_opts(c, &o, hr->hreq.minor_version);
+    if (r->resp_mode == PX_BODY_CHUNKED && hr->hreq.minor_version == 0) {
+        o.strip_te = 1; /* HTTP/1.0 has no chunked: de-chunk and close */
+        o.keep_alive = c->keepalive = 0;
+        *passthrough = 0;
+    } else {
+        *passthrough = 1;
+    }
+    o.upgrade = resp->status == 101;
+    if (px_h1_write_response_head(c->s.out, resp, head_len, &o) < 0)
+        return -1;
+    return 0;
+}
+
+static int h1_resp_body(struct px_req *r, struct evbuffer *src, size_t len)
+{
+    struct px_conn *c = r->down;
+    evbuffer_remove_buffer(src, c->s.out, len);
+    r->bytes_out += len;
+    if (px_sock_flush(&c->s) < 0)
+        return 1; /* the error surfaces in conn_run */
+    if (evbuffer_get_length(c->s.out) > CLIENT_OUT_HIGH) {
+        c->out_full = 1;
+        event_add(&c->timer, c->w->tv_body);
+        return 1;
+    }
+    return 0;
+}
+
+static void h1_resp_end(struct px_req *r, int ok)
+{
+    struct px_conn *c = r->down;
+    if (c->s.error)
+        ok = 0;
+    finish_request(c, ok);
+}
+
+static void h1_resp_error(struct px_req *r, int status)
+{
+    struct px_conn *c = r->down;
+    respond_local(c, status, NULL, 0);
+}
+
+static void h1_body_resume(struct px_req *r)
+{
+    struct px_conn *c = r->down;
+    c->body_paused = 0;
+    if (c->in_run)
+        c->again = 1;
+    else
+        event_active(&c->s.ev, EV_READ, 1);
+}
+
+static void tunnel_event(struct px_uconn *u, short what, void *owner)
+{
+    struct px_conn *c = owner;
+    px_sock_mark(px_uconn_sock(u), what);
+    conn_run(c);
+}
+
+static void h1_upgraded(struct px_req *r)
+{
+    struct px_conn *c = r->down;
+    struct px_uconn *u = px_upstream_detach(r);
+    if (u == NULL) {
+        finish_request(c, 0);
+        return;
+    }
+    c->tun = u;
+    px_uconn_tunnel(u, tunnel_event, c);
+    r->body_sent = 1;
+    c->keepalive = 0;
+    finish_request(c, 1);
+    if (c->state == C_DEAD)
+        return;
+    c->state = C_TUNNEL;
+    event_add(&c->timer, c->w->tv_uread);
+    if (c->in_run)
+        c->again = 1;
+    else
+        conn_run(c);
+}
+
+static const struct px_down_ops h1_ops = {
+    .write_head = h1_write_head,
+    .resp_head = h1_resp_head,
+    .resp_body = h1_resp_body,
+    .resp_end = h1_resp_end,
+    .resp_error = h1_resp_error,
+    .body_resume = h1_body_resume,
+    .upgraded = h1_upgraded,
+};
+
+/* ---- WebSocket tunnel: bytes both ways, half-close aware ---- */
+
+static void tunnel_run(struct px_conn *c)
+{
+    struct px_sock *us = px_uconn_sock(c->tun);
+    struct px_sock *cs = &c->s;
+    int progress = 0;
+    for (int round = 0; round < 4; round++) {
+        size_t moved = 0;
+        if (!c->tun_client_eof && evbuffer_get_length(us->out) < TUNNEL_HIGH) {
+            moved += px_sock_read(cs, CLIENT_READ_MAX);
+            if (evbuffer_get_length(cs->in)) {
+                moved += evbuffer_get_length(cs->in);
+                evbuffer_add_buffer(us->out, cs->in);
+            }
+        }
+        if (!c->tun_up_eof && evbuffer_get_length(cs->out) < TUNNEL_HIGH) {
+            moved += px_sock_read(us, CLIENT_READ_MAX);
+            if (evbuffer_get_length(us->in)) {
+                moved += evbuffer_get_length(us->in);
+                evbuffer_add_buffer(cs->out, us->in);
+            }
+        }
+        if (px_sock_flush(us) < 0 || px_sock_flush(cs) < 0 || cs->error || us->error) {
+            conn_close(c);
+            return;
+        }
+        if (cs->eof && !c->tun_client_eof && evbuffer_get_length(us->out) == 0) {
+            c->tun_client_eof = 1;
+            px_sock_shutdown_write(us);
+        }
+        if (us->eof && !c->tun_up_eof && evbuffer_get_length(cs->out) == 0) {
+            c->tun_up_eof = 1;
+            px_sock_shutdown_write(cs);
+        }
+        if (c->tun_client_eof && c->tun_up_eof) {
+            conn_close(c);
+            return;
+        }
+        if (moved == 0)
+            break;
+        progress = 1;
+    }
+    if (progress)
+        event_add(&c->timer, c->w->tv_uread);
+    if ((cs->readable && !c->tun_client_eof && evbuffer_get_length(us->out) < TUNNEL_HIGH) ||
+        (us->readable && !c->tun_up_eof && evbuffer_get_length(cs->out) < TUNNEL_HIGH))
+        event_active(&cs->ev, EV_READ, 1);
+}

@@ -1,0 +1,384 @@
+/* headers.c -- the header table and the heads proxyd writes. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "px/common.h"
+#include "px/headers.h"
+
+static const unsigned hdr_flags[] = {
+    [PX_HDR_OTHER] = 0,
+    [PX_HDR_HOST] = 0,
+    [PX_HDR_CONNECTION] = PX_HF_HOP,
+    [PX_HDR_KEEP_ALIVE] = PX_HF_HOP,
+    [PX_HDR_PROXY_CONNECTION] = PX_HF_HOP,
+    [PX_HDR_PROXY_OTHER] = PX_HF_HOP,
+    [PX_HDR_TE] = PX_HF_HOP,
+    [PX_HDR_UPGRADE] = PX_HF_HOP,
+    [PX_HDR_TRANSFER_ENCODING] = 0, /* framing is passed through verbatim */
+    [PX_HDR_CONTENT_LENGTH] = 0,
+    [PX_HDR_EXPECT] = 0,
+    [PX_HDR_X_FORWARDED_FOR] = PX_HF_REQ_REPLACE,
+    [PX_HDR_X_REAL_IP] = PX_HF_REQ_REPLACE,
+    [PX_HDR_X_FORWARDED_PROTO] = PX_HF_REQ_REPLACE,
+    [PX_HDR_X_FORWARDED_HOST] = PX_HF_REQ_REPLACE,
+    [PX_HDR_X_REQUEST_ID] = PX_HF_REQ_REPLACE,
+    [PX_HDR_X_REQUEST_START] = PX_HF_REQ_REPLACE,
+};
+
+unsigned px_hdr_flags(enum px_hdr_id id)
+{
+    return hdr_flags[id];
+}
+
+enum px_hdr_id px_hdr_lookup(const char *n, size_t len)
+{
+    switch (len) {
+    case 2:
+        return PX_IEQ_LIT(n, len, "te") ? PX_HDR_TE : PX_HDR_OTHER;
+    case 4:
+        return PX_IEQ_LIT(n, len, "host") ? PX_HDR_HOST : PX_HDR_OTHER;
+    case 6:
+        return PX_IEQ_LIT(n, len, "expect") ? PX_HDR_EXPECT : PX_HDR_OTHER;
+    case 7:
+        return PX_IEQ_LIT(n, len, "upgrade") ? PX_HDR_UPGRADE : PX_HDR_OTHER;
+    case 9:
+        return PX_IEQ_LIT(n, len, "x-real-ip") ? PX_HDR_X_REAL_IP : PX_HDR_OTHER;
+    case 10:
+        if (PX_IEQ_LIT(n, len, "connection"))
+            return PX_HDR_CONNECTION;
+        if (PX_IEQ_LIT(n, len, "keep-alive"))
+            return PX_HDR_KEEP_ALIVE;
+        break;
+    case 12:
+        if (PX_IEQ_LIT(n, len, "x-request-id"))
+            return PX_HDR_X_REQUEST_ID;
+        break;
+    case 14:
+        if (PX_IEQ_LIT(n, len, "content-length"))
+            return PX_HDR_CONTENT_LENGTH;
+        break;
+    case 15:
+        if (PX_IEQ_LIT(n, len, "x-forwarded-for"))
+            return PX_HDR_X_FORWARDED_FOR;
+        if (PX_IEQ_LIT(n, len, "x-request-start"))
+            return PX_HDR_X_REQUEST_START;
+        break;
+    case 16:
+        if (PX_IEQ_LIT(n, len, "proxy-connection"))
+            return PX_HDR_PROXY_CONNECTION;
+        if (PX_IEQ_LIT(n, len, "x-forwarded-host"))
+            return PX_HDR_X_FORWARDED_HOST;
+        break;
+    case 17:
+        if (PX_IEQ_LIT(n, len, "transfer-encoding"))
+            return PX_HDR_TRANSFER_ENCODING;
+        if (PX_IEQ_LIT(n, len, "x-forwarded-proto"))
+            return PX_HDR_X_FORWARDED_PROTO;
+        break;
+    default:
+        break;
+    }
+    if (len > 6 && PX_IEQ_LIT(n, 6, "proxy-"))
+        return PX_HDR_PROXY_OTHER;
+    return PX_HDR_OTHER;
+}
+
+/* Field names listed in Connection headers (other than the three known
+ * options) are hop-by-hop too (RFC 9110 7.6.1). */
+struct conn_tokens {
+    struct px_slice t[16];
+    size_t n;
+};
+
+static void conn_tokens_collect(struct conn_tokens *ct, const struct px_h1_header *h, size_t nh)
+{
+    ct->n = 0;
+    for (size_t i = 0; i < nh; i++) {
+        if (h[i].name_len != 10 || !PX_IEQ_LIT(h[i].name, 10, "connection"))
+            continue;
+        const char *p = h[i].value, *end = p + h[i].value_len;
+        while (p < end) {
+            while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
+                p++;
+            const char *s = p;
+            while (p < end && *p != ',' && *p != ' ' && *p != '\t')
+                p++;
+            size_t n = (size_t)(p - s);
+            if (n == 0 || PX_IEQ_LIT(s, n, "close") || PX_IEQ_LIT(s, n, "keep-alive") ||
+                PX_IEQ_LIT(s, n, "upgrade"))
+                continue;
+            if (ct->n < PX_ARRAY_LEN(ct->t))
+                ct->t[ct->n++] = (struct px_slice){s, n};
+        }
+    }
+}
+
+static int conn_tokens_has(const struct conn_tokens *ct, const char *name, size_t len)
+{
+    for (size_t i = 0; i < ct->n; i++) {
+        if (ct->t[i].n != len)
+            continue;
+        size_t j = 0;
+        for (; j < len; j++) {
+            unsigned char a = (unsigned char)name[j], b = (unsigned char)ct->t[i].p[j];
+            if (a >= 'A' && a <= 'Z')
+                a = (unsigned char)(a + 32);
+            if (b >= 'A' && b <= 'Z')
+                b = (unsigned char)(b + 32);
+            if (a != b)
+                break;
+        }
+        if (j == len)
+            return 1;
+    }
+    return 0;
+}
+
+#define PUT(p, s, n) \
+    do { \
+        memcpy((p), (s), (n)); \
+        (p) += (n); \
+    } while (0)
+#define PUTL(p, lit) PUT(p, lit, sizeof(lit) - 1)
+
+static char *put_header(char *p, const struct px_h1_header *h)
+{
+    PUT(p, h->name, h->name_len);
+    *p++ = ':';
+    *p++ = ' ';
+    PUT(p, h->value, h->value_len);
+    *p++ = '\r';
+    *p++ = '\n';
+    return p;
+}
+
+static char *put_u64(char *p, uint64_t v)
+{
+    char tmp[24];
+    int i = 0;
+    do {
+        tmp[i++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (i)
+        *p++ = tmp[--i];
+    return p;
+}
+
+int px_h1_write_request_head(struct evbuffer *out, const struct px_h1_request *r, size_t head_len,
+                             const struct px_fwd *f)
+{
+    size_t bound = head_len + r->target_len + r->host_len * 2 + f->xff_len + f->peer_ip_len +
+                   f->client_ip_len + f->request_id_len + 512;
+    struct evbuffer_iovec v;
+    if (evbuffer_reserve_space(out, (ev_ssize_t)bound, &v, 1) < 1)
+        return -1;
+    char *p = v.iov_base;
+    struct conn_tokens ct;
+    conn_tokens_collect(&ct, r->headers, r->nheaders);
+    int absolute = r->path != r->target; /* absolute-form: Host comes from the authority */
+
+    PUT(p, r->method, r->method_len);
+    *p++ = ' ';
+    PUT(p, r->path, r->path_len);
+    PUTL(p, " HTTP/1.1\r\n");
+    if (absolute || r->host == NULL) {
+        PUTL(p, "Host: ");
+        if (r->host)
+            PUT(p, r->host, r->host_len);
+        PUTL(p, "\r\n");
+    }
+    int seen_cl = 0;
+    for (size_t i = 0; i < r->nheaders; i++) {
+        const struct px_h1_header *h = &r->headers[i];
+        enum px_hdr_id id = px_hdr_lookup(h->name, h->name_len);
+        switch (id) {
+        case PX_HDR_HOST:
+            if (absolute)
+                continue;
+            break;
+        case PX_HDR_UPGRADE:
+            if (!f->websocket)
+                continue;
+            break;
+        case PX_HDR_EXPECT:
+            if (f->strip_expect)
+                continue;
+            break;
+        case PX_HDR_CONTENT_LENGTH:
+            if (seen_cl++)
+                continue;
+            break;
+        case PX_HDR_OTHER:
+            if (ct.n && conn_tokens_has(&ct, h->name, h->name_len))
+                continue;
+            break;
+        default:
+            if (hdr_flags[id] & (PX_HF_HOP | PX_HF_REQ_REPLACE))
+                continue;
+            break;
+        }
+        p = put_header(p, h);
+    }
+    PUTL(p, "X-Forwarded-For: ");
+    if (f->xff) {
+        PUT(p, f->xff, f->xff_len);
+        PUTL(p, ", ");
+    }
+    PUT(p, f->peer_ip, f->peer_ip_len);
+    PUTL(p, "\r\nX-Real-IP: ");
+    PUT(p, f->client_ip, f->client_ip_len);
+    PUTL(p, "\r\nX-Forwarded-Proto: ");
+    PUT(p, f->proto, strlen(f->proto));
+    if (r->host) {
+        PUTL(p, "\r\nX-Forwarded-Host: ");
+        PUT(p, r->host, r->host_len);
+    }
+    PUTL(p, "\r\nX-Request-ID: ");
+    PUT(p, f->request_id, f->request_id_len);
+    PUTL(p, "\r\nX-Request-Start: t=");
+    p = put_u64(p, f->start_ms);
+    if (f->websocket)
+        PUTL(p, "\r\nConnection: upgrade");
+    PUTL(p, "\r\n\r\n");
+    v.iov_len = (size_t)(p - (char *)v.iov_base);
+    return evbuffer_commit_space(out, &v, 1);
+}
+
+static const struct {
+    int status;
+    const char *reason;
+} reasons[] = {
+    {100, "Continue"}, {101, "Switching Protocols"}, {200, "OK"}, {201, "Created"},
+    {202, "Accepted"}, {204, "No Content"}, {206, "Partial Content"},
+    {301, "Moved Permanently"}, {302, "Found"}, {303, "See Other"}, {304, "Not Modified"},
+    {307, "Temporary Redirect"}, {308, "Permanent Redirect"}, {400, "Bad Request"},
+    {401, "Unauthorized"}, {403, "Forbidden"}, {404, "Not Found"}, {405, "Method Not Allowed"},
+    {408, "Request Timeout"}, {411, "Length Required"}, {413, "Content Too Large"},
+    {414, "URI Too Long"}, {417, "Expectation Failed"}, {421, "Misdirected Request"},
+    {429, "Too Many Requests"}, {431, "Request Header Fields Too Large"},
+    {500, "Internal Server Error"}, {501, "Not Implemented"}, {502, "Bad Gateway"},
+    {503, "Service Unavailable"}, {504, "Gateway Timeout"}, {505, "HTTP Version Not Supported"},
+};
+
+const char *px_status_reason(int status)
+{
+    for (size_t i = 0; i < PX_ARRAY_LEN(reasons); i++)
+        if (reasons[i].status == status)
+            return reasons[i].reason;
+    return "Unknown";
+}
+
+static char *put_status_line(char *p, int status, const char *reason, size_t reason_len)
+{
+    PUTL(p, "HTTP/1.1 ");
+    *p++ = (char)('0' + status / 100);
+    *p++ = (char)('0' + status / 10 % 10);
+    *p++ = (char)('0' + status % 10);
+    *p++ = ' ';
+    if (reason_len == 0) {
+        reason = px_status_reason(status);
+        reason_len = strlen(reason);
+    }
+    PUT(p, reason, reason_len);
+    PUTL(p, "\r\n");
+    return p;
+}
+
+static size_t add_bound(const struct px_resp_opts *o)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < o->nadd; i++)
+        n += o->add[i].name_len + o->add[i].value_len + 4;
+    return n;
+}
+
+static char *put_adds(char *p, const struct px_resp_opts *o, uint64_t present)
+{
+    for (size_t i = 0; i < o->nadd; i++) {
+        const struct px_hdr_add *a = &o->add[i];
+        if ((i < 64 && (present >> i & 1)) || (a->https_only && !o->is_https))
+            continue;
+        PUT(p, a->name, a->name_len);
+        *p++ = ':';
+        *p++ = ' ';
+        PUT(p, a->value, a->value_len);
+        *p++ = '\r';
+        *p++ = '\n';
+    }
+    return p;
+}
+
+static char *put_connection(char *p, const struct px_resp_opts *o)
+{
+    if (o->upgrade)
+        PUTL(p, "Connection: upgrade\r\n");
+    else if (!o->keep_alive)
+        PUTL(p, "Connection: close\r\n");
+    else if (o->client_minor == 0)
+        PUTL(p, "Connection: keep-alive\r\n");
+    return p;
+}
+
+int px_h1_write_response_head(struct evbuffer *out, const struct px_h1_response *resp, size_t head_len,
+                              const struct px_resp_opts *o)
+{
+    size_t bound = head_len + add_bound(o) + 128;
+    struct evbuffer_iovec v;
+    if (evbuffer_reserve_space(out, (ev_ssize_t)bound, &v, 1) < 1)
+        return -1;
+    char *p = v.iov_base;
+    struct conn_tokens ct;
+    conn_tokens_collect(&ct, resp->headers, resp->nheaders);
+    uint64_t present = 0;
+
+    p = put_status_line(p, resp->status, resp->reason, resp->reason_len);
+    for (size_t i = 0; i < resp->nheaders; i++) {
+        const struct px_h1_header *h = &resp->headers[i];
+        enum px_hdr_id id = px_hdr_lookup(h->name, h->name_len);
+        if (id == PX_HDR_UPGRADE) {
+            if (!o->upgrade)
+                continue;
+        } else if (id == PX_HDR_TRANSFER_ENCODING) {
+            if (o->strip_te)
+                continue;
+        } else if (hdr_flags[id] & PX_HF_HOP) {
+            continue;
+        } else if (id == PX_HDR_OTHER) {
+            if (ct.n && conn_tokens_has(&ct, h->name, h->name_len))
+                continue;
+            for (size_t j = 0; j < o->nadd && j < 64; j++)
+                if (o->add[j].name_len == h->name_len &&
+                    strncasecmp(o->add[j].name, h->name, h->name_len) == 0)
+                    present |= (uint64_t)1 << j;
+        }
+        p = put_header(p, h);
+    }
+    p = put_adds(p, o, present);
+    p = put_connection(p, o);
+    PUTL(p, "\r\n");
+    v.iov_len = (size_t)(p - (char *)v.iov_base);
+    return evbuffer_commit_space(out, &v, 1);
+}
+
+void px_h1_write_local_response(struct evbuffer *out, int status, const char *body, size_t body_len,
+                                int omit_body, const struct px_resp_opts *o)
+{
+    size_t bound = add_bound(o) + 256 + (omit_body ? 0 : body_len);
+    struct evbuffer_iovec v;
+    if (evbuffer_reserve_space(out, (ev_ssize_t)bound, &v, 1) < 1)
+        return;
+    char *p = v.iov_base;
+    p = put_status_line(p, status, NULL, 0);
+    PUTL(p, "Server: proxyd\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ");
+    p = put_u64(p, body_len);
+    PUTL(p, "\r\n");
+    p = put_adds(p, o, 0);
+    p = put_connection(p, o);
+    PUTL(p, "\r\n");
+    if (!omit_body && body_len)
+        PUT(p, body, body_len);
+    v.iov_len = (size_t)(p - (char *)v.iov_base);
+    evbuffer_commit_space(out, &v, 1);
+}

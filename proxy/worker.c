@@ -1,0 +1,365 @@
+/* worker.c -- one event_base per thread: listeners, housekeeping, notify. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/thread.h>
+
+#include "px/common.h"
+#include "px/config.h"
+#include "px/headers.h"
+#include "px/log.h"
+#include "px/worker.h"
+
+#define ACCESS_BUF_FLUSH (64 * 1024)
+#define ACCEPT_BATCH 64
+
+_Atomic uint32_t px_open_conns;
+_Atomic int px_workers_running;
+
+static void tick_cb(evutil_socket_t fd, short what, void *arg);
+static void notify_cb(evutil_socket_t fd, short what, void *arg);
+static void gc_cb(evutil_socket_t fd, short what, void *arg);
+static void log_flush_cb(evutil_socket_t fd, short what, void *arg);
+
+static void set_timeouts(struct px_worker *w)
+{
+    const struct px_config *c = w->cfg;
+    struct timeval tv;
+#define COMMON(field, ms)                                                        \
+    do {                                                                         \
+        tv.tv_sec = (time_t)((ms) / 1000);                                       \
+        tv.tv_usec = (suseconds_t)(((ms) % 1000) * 1000);                        \
+        w->field = event_base_init_common_timeout(w->base, &tv);                 \
+    } while (0)
+    COMMON(tv_header, c->client_header_timeout_ms);
+    COMMON(tv_body, c->client_body_timeout_ms);
+    COMMON(tv_keepalive, c->keepalive_timeout_ms);
+    COMMON(tv_uconnect, c->upstream_connect_timeout_ms);
+    COMMON(tv_usend, c->upstream_send_timeout_ms);
+    COMMON(tv_uread, c->upstream_read_timeout_ms);
+    COMMON(tv_uidle, (uint64_t)60000);
+    COMMON(tv_linger, (uint64_t)2000);
+#undef COMMON
+}
+
+static void set_adds(struct px_worker *w)
+{
+    const struct px_config *c = w->cfg;
+    free(w->adds);
+    w->adds = NULL;
+    w->nadds = 0;
+    if (c->nheaders == 0)
+        return;
+    w->adds = calloc(c->nheaders, sizeof(*w->adds));
+    if (w->adds == NULL)
+        return;
+    for (size_t i = 0; i < c->nheaders; i++) {
+        struct px_hdr_add *a = &w->adds[i];
+        a->name = c->headers[i].name;
+        a->name_len = strlen(a->name);
+        a->value = c->headers[i].value;
+        a->value_len = strlen(a->value);
+        a->https_only = strcasecmp(a->name, "strict-transport-security") == 0;
+    }
+    w->nadds = c->nheaders;
+}
+
+void px_worker_refresh(struct px_worker *w)
+{
+    const struct px_routes *r = px_routes_current(w->id);
+    if (PX_LIKELY(r == w->routes))
+        return;
+    w->routes = r;
+    const struct px_config *c = px_routes_config(r);
+    if (c != w->cfg) {
+        w->cfg = c;
+        set_timeouts(w);
+        set_adds(w);
+    }
+}
+
+int px_worker_init(struct px_worker *w, int id, char *err, size_t errlen)
+{
+    memset(w, 0, sizeof(*w));
+    w->id = id;
+    w->notify_fd = -1;
+    struct event_config *ec = event_config_new();
+    if (ec == NULL)
+        goto fail;
+    event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
+    event_config_set_flag(ec, EVENT_BASE_FLAG_IGNORE_ENV);
+    w->base = event_base_new_with_config(ec);
+    event_config_free(ec);
+    if (w->base == NULL)
+        goto fail;
+    w->access_buf = evbuffer_new();
+    if (w->access_buf == NULL)
+        goto fail;
+    event_assign(&w->tick, w->base, -1, EV_PERSIST, tick_cb, w);
+    /* Other threads wake us through an eventfd: the base runs without locks. */
+    w->notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (w->notify_fd < 0)
+        goto fail;
+    event_assign(&w->notify, w->base, w->notify_fd, EV_READ | EV_PERSIST, notify_cb, w);
+    event_assign(&w->gc, w->base, -1, 0, gc_cb, w);
+    event_assign(&w->log_flush, w->base, -1, 0, log_flush_cb, w);
+    struct timeval one = {1, 0};
+    event_add(&w->tick, &one);
+    event_add(&w->notify, NULL);
+    if (getrandom(w->rng, sizeof(w->rng), 0) != sizeof(w->rng)) {
+        w->rng[0] = (uint64_t)px_now_us() ^ ((uint64_t)id << 32);
+        w->rng[1] = 0x9e3779b97f4a7c15ull ^ (uint64_t)getpid();
+    }
+    w->rng[0] |= 1;
+    px_worker_refresh(w);
+    w->accepting = 1;
+    return 0;
+fail:
+    snprintf(err, errlen, "worker %d: cannot create an event base", id);
+    px_worker_free(w);
+    return -1;
+}
+
+static void accept_cb(evutil_socket_t fd, short what, void *arg);
+
+int px_worker_add_listener(struct px_worker *w, int fd, int tls)
+{
+    if (w->nlisteners == PX_WORKER_MAX_LISTENERS)
+        return -1;
+    struct px_listener *l = &w->listeners[w->nlisteners++];
+    l->fd = fd;
+    l->tls = tls;
+    event_assign(&l->ev, w->base, fd, EV_READ | EV_PERSIST, accept_cb, w);
+    return event_add(&l->ev, NULL);
+}
+
+static void accept_pause(struct px_worker *w)
+{
+    if (!w->accepting)
+        return;
+    w->accepting = 0;
+    for (int i = 0; i < w->nlisteners; i++)
+        event_del(&w->listeners[i].ev);
+}
+
+static void accept_resume(struct px_worker *w)
+{
+    if (w->accepting || w->stopping)
+        return;
+    w->accepting = 1;
+    for (int i = 0; i < w->nlisteners; i++)
+        event_add(&w->listeners[i].ev, NULL);
+}
+
+static void accept_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_worker *w = arg;
+    int tls = 0;
+    for (int i = 0; i < w->nlisteners; i++)
+        if (w->listeners[i].fd == fd)
+            tls = w->listeners[i].tls;
+    px_worker_refresh(w);
+    uint32_t max = w->cfg->max_connections;
+    for (int n = 0; n < ACCEPT_BATCH; n++) {
+        if (atomic_load_explicit(&px_open_conns, memory_order_relaxed) >= max) {
+            accept_pause(w);
+            return;
+        }
+        int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (cfd < 0) {
+            if (errno == EMFILE || errno == ENFILE) {
+                px_log_error("accept: %s: pausing accepts for a second", strerror(errno));
+                accept_pause(w);
+            } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
+                px_log_warn("accept: %s", strerror(errno));
+            }
+            return;
+        }
+        atomic_fetch_add_explicit(&px_open_conns, 1, memory_order_relaxed);
+        px_conn_accept(w, cfd, tls);
+    }
+}
+
+/* A connection closed: accepting may go on. */
+void px_worker_conn_closed(struct px_worker *w)
+{
+    atomic_fetch_sub_explicit(&px_open_conns, 1, memory_order_relaxed);
+    if (!w->accepting && !w->stopping)
+        accept_resume(w);
+    if (w->stopping && w->nconns == 0)
+        event_base_loopexit(w->base, NULL);
+}
+
+static void tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_worker *w = arg;
+    px_worker_refresh(w);
+    if (!w->accepting && !w->stopping &&
+        atomic_load_explicit(&px_open_conns, memory_order_relaxed) < w->cfg->max_connections)
+        accept_resume(w);
+    if (evbuffer_get_length(w->access_buf))
+        log_flush_cb(-1, 0, w);
+}
+
+static void notify_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_worker *w = arg;
+    uint64_t v;
+    if (read(w->notify_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+        px_log_warn("worker %d: eventfd read: %s", w->id, strerror(errno));
+    unsigned p = atomic_exchange(&w->pending, 0);
+    if (p & PX_WN_ROUTES)
+        px_worker_refresh(w);
+    if ((p & PX_WN_STOP) && !w->stopping) {
+        accept_pause(w);
+        w->stopping = 1;
+        for (int i = 0; i < w->nlisteners; i++) {
+            close(w->listeners[i].fd);
+            w->listeners[i].fd = -1;
+        }
+        px_upstream_close_idle(w, 0);
+        px_conn_stop_all(w);
+        if (w->nconns == 0)
+            event_base_loopexit(w->base, NULL);
+    }
+    if (p & PX_WN_KILL) {
+        px_conn_kill_all(w);
+        event_base_loopexit(w->base, NULL);
+    }
+}
+
+void px_worker_notify(struct px_worker *w, unsigned what)
+{
+    atomic_fetch_or(&w->pending, what);
+    uint64_t one = 1;
+    if (write(w->notify_fd, &one, sizeof(one)) < 0)
+        px_log_warn("worker %d: eventfd write: %s", w->id, strerror(errno));
+}
+
+static void gc_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_worker *w = arg;
+    px_conn_free_dead(w);
+    px_upstream_free_dead(w);
+}
+
+void px_worker_schedule_gc(struct px_worker *w)
+{
+    event_active(&w->gc, EV_TIMEOUT, 1);
+}
+
+static void log_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_worker *w = arg;
+    w->log_flush_pending = 0;
+    size_t len = evbuffer_get_length(w->access_buf);
+    if (len == 0)
+        return;
+    const char *p = (const char *)evbuffer_pullup(w->access_buf, (ev_ssize_t)len);
+    if (p)
+        px_log_access_write(p, len);
+    evbuffer_drain(w->access_buf, len);
+}
+
+void px_worker_access_log(struct px_worker *w, const char *line, size_t len)
+{
+    evbuffer_add(w->access_buf, line, len);
+    if (evbuffer_get_length(w->access_buf) >= ACCESS_BUF_FLUSH) {
+        log_flush_cb(-1, 0, w);
+    } else if (!w->log_flush_pending) {
+        w->log_flush_pending = 1;
+        event_active(&w->log_flush, EV_TIMEOUT, 1);
+    }
+}
+
+static uint64_t rng_next(uint64_t s[2])
+{
+    uint64_t s1 = s[0];
+    const uint64_t s0 = s[1];
+    const uint64_t result = s0 + s1;
+    s[0] = s0;
+    s1 ^= s1 << 23;
+    s[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
+    return result;
+}
+
+void px_worker_request_id(struct px_worker *w, char out[32])
+{
+    static const char hex[] = "0123456789abcdef";
+    uint64_t a = rng_next(w->rng), b = rng_next(w->rng);
+    for (int i = 0; i < 16; i++) {
+        out[i] = hex[(a >> (60 - 4 * i)) & 15];
+        out[16 + i] = hex[(b >> (60 - 4 * i)) & 15];
+    }
+}
+
+struct px_upool *px_worker_pool(struct px_worker *w, const struct px_target *t)
+{
+    if (PX_LIKELY(t->id < w->npools))
+        return &w->pools[t->id];
+    uint32_t n = w->npools ? w->npools : 16;
+    while (n <= t->id)
+        n *= 2;
+    struct px_upool *np = realloc(w->pools, n * sizeof(*np));
+    if (np == NULL)
+        return NULL;
+    memset(np + w->npools, 0, (n - w->npools) * sizeof(*np));
+    /* pool lists point at connections, not at the array: moving is fine */
+    w->pools = np;
+    w->npools = n;
+    return &w->pools[t->id];
+}
+
+static void *worker_main(void *arg)
+{
+    struct px_worker *w = arg;
+    event_base_dispatch(w->base);
+    log_flush_cb(-1, 0, w);
+    atomic_fetch_sub(&px_workers_running, 1);
+    return NULL;
+}
+
+int px_worker_start(struct px_worker *w)
+{
+    return pthread_create(&w->thread, NULL, worker_main, w);
+}
+
+void px_worker_join(struct px_worker *w)
+{
+    pthread_join(w->thread, NULL);
+}
+
+void px_worker_free(struct px_worker *w)
+{
+    if (w->base == NULL)
+        return;
+    px_upstream_close_idle(w, 0);
+    px_conn_free_dead(w);
+    px_upstream_free_dead(w);
+    px_conn_free_cache(w);
+    for (int i = 0; i < w->nlisteners; i++) {
+        event_del(&w->listeners[i].ev);
+        if (w->listeners[i].fd >= 0)
+            close(w->listeners[i].fd);
+    }
+    event_del(&w->tick);
+    event_del(&w->notify);
+    event_del(&w->gc);
+    event_del(&w->log_flush);
+    if (w->access_buf)
+        evbuffer_free(w->access_buf);
+    free(w->pools);
+    free(w->adds);
+    event_base_free(w->base);
+    w->base = NULL;
+    if (w->notify_fd >= 0)
+        close(w->notify_fd);
+}
