@@ -11,8 +11,8 @@ B       ?= build
 CC      ?= cc
 OPT     ?= -O2
 PKGS    := libevent_core libevent_pthreads libevent_openssl openssl libnghttp2 jansson inih
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
 CFLAGS_ALL := -std=c11 -D_GNU_SOURCE -g $(OPT) $(WARN) -pthread -Iinclude $(PKG_CFLAGS) $(SANFLAGS) $(CFLAGS)
 LDFLAGS_ALL := -pthread $(SANFLAGS) $(LDFLAGS)
@@ -26,11 +26,12 @@ UNIT_BINS    := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRCS))
 .PHONY: all test unit asan fuzz run bench soak deps certs-dev clean check-deps
 all: check-deps $(B)/proxyd $(B)/proxyctl
 
+# Installs missing Debian packages when run as root, else names them.
 check-deps:
-	@pkg-config --exists $(PKGS) || { echo "missing build dependencies: run 'make deps' as root (apt-get install $$(cat tests/deps.txt | tr '\n' ' '))"; exit 1; }
+	@sh tests/install-deps.sh
 
 # Rebuild everything when the flags change.
-$(B)/.flags: FORCE
+$(B)/.flags: FORCE check-deps
 	@mkdir -p $(B)
 	@echo '$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL)' | cmp -s - $@ || echo '$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL)' > $@
 FORCE:

@@ -58,8 +58,12 @@ struct px_conn {
     struct event timer;
     struct px_conn *next, *prev;
     enum cstate state;
-    struct sockaddr_storage peer;
-    char peer_ip[48];
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in4;
+        struct sockaddr_in6 in6;
+    } peer;                       /* not sockaddr_storage: 100 bytes less per connection */
+    char peer_ip[46];
     uint8_t peer_ip_len;
     unsigned tls : 1;
     unsigned keepalive : 1;       /* keep the connection after the current response */
@@ -118,7 +122,7 @@ void px_conn_free_cache(struct px_worker *w)
 
 /* ---- connection lifetime ---- */
 
-void px_conn_accept(struct px_worker *w, int fd, int tls)
+void px_conn_accept(struct px_worker *w, int fd, int tls, const struct sockaddr *sa, socklen_t salen)
 {
     struct px_conn *c = calloc(1, sizeof(*c));
     if (c == NULL) {
@@ -126,10 +130,9 @@ void px_conn_accept(struct px_worker *w, int fd, int tls)
         px_worker_conn_closed(w);
         return;
     }
-    socklen_t sl = sizeof(c->peer);
-    if (getpeername(fd, (struct sockaddr *)&c->peer, &sl) < 0)
-        memset(&c->peer, 0, sizeof(c->peer));
-    c->peer_ip_len = (uint8_t)px_addr_ntop((struct sockaddr *)&c->peer, c->peer_ip, sizeof(c->peer_ip));
+    if (salen <= sizeof(c->peer))
+        memcpy(&c->peer, sa, salen);
+    c->peer_ip_len = (uint8_t)px_addr_ntop(&c->peer.sa, c->peer_ip, sizeof(c->peer_ip));
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c->w = w;
@@ -319,7 +322,7 @@ static void finish_request(struct px_conn *c, int ok)
     int body_unread = r->has_body && !r->body_sent;
     c->hr = NULL;
     hr_release(w, hr); /* r is gone from here on */
-    if (c->state == C_DEAD || c->closing)
+    if (c->state == C_DEAD || c->closing || c->state == C_TUNNEL)
         return;
     if (!ok) {
         /* the response was cut short: the client must see the break */
@@ -448,9 +451,10 @@ static void start_request(struct px_conn *c, size_t head_len)
     const char *src = (const char *)evbuffer_pullup(c->s.in, (ev_ssize_t)head_len);
     memcpy(hr->head, src, head_len);
     ptrdiff_t d = hr->head - src;
+    /* only pointers into the buffer move (the parser may point at a literal "/") */
 #define REBASE(ptr) \
     do { \
-        if (ptr) \
+        if ((ptr) >= src && (ptr) < src + head_len) \
             (ptr) += d; \
     } while (0)
     REBASE(q->method);
@@ -502,7 +506,7 @@ static void start_request(struct px_conn *c, size_t head_len)
     }
     px_req_set_id(r, rid, rid_len);
     int xff_trusted = 0;
-    hr->client_ip_len = px_req_client_ip(cfg, (struct sockaddr *)&c->peer, c->peer_ip, c->peer_ip_len,
+    hr->client_ip_len = px_req_client_ip(cfg, &c->peer.sa, c->peer_ip, c->peer_ip_len,
                                          hr->xff, hr->xff_len, hr->client_ip, &xff_trusted);
     if (!xff_trusted) {
         hr->xff = NULL;
@@ -812,10 +816,8 @@ static void h1_upgraded(struct px_req *r)
     px_uconn_tunnel(u, tunnel_event, c);
     r->body_sent = 1;
     c->keepalive = 0;
+    c->state = C_TUNNEL; /* finish_request logs the 101 and leaves the state alone */
     finish_request(c, 1);
-    if (c->state == C_DEAD)
-        return;
-    c->state = C_TUNNEL;
     event_add(&c->timer, c->w->tv_uread);
     if (c->in_run)
         c->again = 1;

@@ -173,7 +173,9 @@ static void accept_cb(evutil_socket_t fd, short what, void *arg)
             accept_pause(w);
             return;
         }
-        int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_in6 sa; /* large enough for AF_INET and AF_INET6 */
+        socklen_t salen = sizeof(sa);
+        int cfd = accept4(fd, (struct sockaddr *)&sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (cfd < 0) {
             if (errno == EMFILE || errno == ENFILE) {
                 px_log_error("accept: %s: pausing accepts for a second", strerror(errno));
@@ -184,7 +186,7 @@ static void accept_cb(evutil_socket_t fd, short what, void *arg)
             return;
         }
         atomic_fetch_add_explicit(&px_open_conns, 1, memory_order_relaxed);
-        px_conn_accept(w, cfd, tls);
+        px_conn_accept(w, cfd, tls, (struct sockaddr *)&sa, salen);
     }
 }
 

@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "px/routes.h"
@@ -107,7 +108,7 @@ void px_worker_request_id(struct px_worker *w, char out[32]);
 void px_worker_schedule_gc(struct px_worker *w);
 
 /* Accept on a listener: provided by conn.c. */
-void px_conn_accept(struct px_worker *w, int fd, int tls);
+void px_conn_accept(struct px_worker *w, int fd, int tls, const struct sockaddr *sa, socklen_t salen);
 /* Graceful stop: close idle client connections, mark the rest to close after
  * their current response (conn.c). */
 void px_conn_stop_all(struct px_worker *w);

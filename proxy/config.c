@@ -1,0 +1,1650 @@
+/* config.c -- INI file -> validated, immutable struct px_config.
+ *
+ * inih does the tokenizing; everything else is driven by the key tables
+ * below ({key, type, field offset, bounds, default, validator}). Defaults
+ * are written as text and go through the same parsers as the file, so a
+ * default can never bypass validation.
+ *
+ * Line numbers: Debian's libinih is built without INI_HANDLER_LINENO, so we
+ * feed it through our own reader (read_line). inih calls the handler for a
+ * line right after the reader returned it, so the reader's count is the
+ * handler's line. The reader also handles "[section]" lines itself (inih
+ * never calls the handler for them, and truncates long section names).
+ *
+ * No globals: all parse state lives in struct pctx, inih's user pointer. */
+#include "px/config.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "px/common.h"
+#include "px/log.h"
+
+#define PX_TLS1_2 0x0303
+#define PX_TLS1_3 0x0304
+#define MAX_FILE_SIZE (4u << 20)
+#define MAX_KEYS 64 /* per section table: the "seen" set is a uint64_t */
+#define TOK_MAX 256 /* one list item; lines are shorter than inih's 200 anyway */
+#define LIST_SEPS " \t"
+
+enum sect { S_NONE, S_PROXY, S_TLS, S_HEADERS, S_LIMIT, S_ROUTE, S_SERVICE, S_ACME, S_COUNT };
+
+struct pctx;
+
+/* A pure validator: NULL or a static message. */
+typedef const char *(*check_fn)(const char *v);
+/* A setter for values that need more than one field or an allocation:
+ * base is the section's struct. NULL or a message (static or pc->msg). */
+typedef const char *(*set_fn)(struct pctx *pc, void *base, const char *v);
+
+enum ktype {
+    K_STR,      /* char *, validated by check */
+    K_OPTSTR,   /* char *, "" -> NULL, else validated by check */
+    K_BOOL,     /* int */
+    K_U32,      /* uint32_t in [min, max] */
+    K_DURATION, /* uint64_t ms in [min, max] */
+    K_SIZE,     /* uint64_t bytes in [min, max] */
+    K_OCTAL,    /* unsigned in [0, max] */
+    K_ADDR,     /* struct px_addr + int flag at has_off; "" = absent */
+    K_FN,       /* set() does it all */
+};
+
+#define KF_REPEAT 1 /* the key may appear more than once in a section */
+
+struct keydef {
+    const char *name;
+    enum ktype type;
+    size_t off;        /* field in the section's struct */
+    uint64_t min, max; /* bounds for numbers */
+    const char *def;   /* default, as it would be written in the file; NULL = none */
+    check_fn check;
+    set_fn set;
+    size_t has_off;    /* K_ADDR only */
+    int flags;
+};
+
+#define KSTR(n, o, d, c) {.name = n, .type = K_STR, .off = o, .def = d, .check = c}
+#define KOPT(n, o, d, c) {.name = n, .type = K_OPTSTR, .off = o, .def = d, .check = c}
+#define KBOOL(n, o, d) {.name = n, .type = K_BOOL, .off = o, .def = d}
+#define KU32(n, o, lo, hi, d) {.name = n, .type = K_U32, .off = o, .min = lo, .max = hi, .def = d}
+#define KDUR(n, o, d) {.name = n, .type = K_DURATION, .off = o, .min = 1, .max = UINT64_MAX, .def = d}
+#define KSIZE(n, o, lo, hi, d) {.name = n, .type = K_SIZE, .off = o, .min = lo, .max = hi, .def = d}
+#define KOCT(n, o, hi, d) {.name = n, .type = K_OCTAL, .off = o, .max = hi, .def = d}
+#define KADDR(n, o, h) {.name = n, .type = K_ADDR, .off = o, .has_off = h}
+#define KFN(n, s, d, f) {.name = n, .type = K_FN, .set = s, .def = d, .flags = f}
+
+struct sectdef {
+    const char *kind;
+    enum sect id;
+    int named; /* written "[kind NAME]" */
+    const struct keydef *keys;
+    size_t nkeys;
+};
+
+struct pctx {
+    const char *file;
+    const char *text;
+    size_t len, pos;
+    int lineno;
+    int last_num, full_pending;
+
+    struct px_config *cfg;
+    enum sect sect;
+    const struct sectdef *sd;
+    void *base;             /* struct the current section's keys write to */
+    char label[520];        /* "[service web]" */
+    int sect_line;
+    uint64_t seen;          /* keys given in the current section */
+    int key_line[MAX_KEYS];
+    int first_line[S_COUNT];/* unique sections: where they were opened */
+    int listen_https_line, acme_enabled_line;
+
+    char bad[TOK_MAX];      /* the offending list item, quoted in the message */
+    char msg[160];          /* scratch for formatted validator messages */
+
+    char **warns;
+    size_t nwarns;
+
+    int failed, err_line;
+    char err[512];
+};
+
+/* ---- Accepted but not implemented yet --------------------------------
+ * THE place to edit as features land. Returns 1 for a section (key NULL)
+ * or a key that is parsed and validated but not acted on yet; the loader
+ * then logs one warning per occurrence ("FILE:LINE: [acme]: accepted but
+ * not implemented yet"). Delete a case when its feature ships. */
+static int pending_feature(enum sect s, const char *key)
+{
+    switch (s) {
+    case S_TLS:
+    case S_LIMIT:
+    case S_ACME:
+        return key == NULL;
+    case S_ROUTE:
+        return key != NULL && strcmp(key, "limit") == 0;
+    case S_PROXY:
+        return key != NULL && strcmp(key, "metrics_listen") == 0;
+    default:
+        return 0;
+    }
+}
+
+/* ---- errors and warnings ---- */
+
+__attribute__((format(printf, 3, 4)))
+static int fail(struct pctx *pc, int line, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    if (pc->failed)
+        return 0;
+    pc->failed = 1;
+    pc->err_line = line;
+    if (line > 0)
+        n = snprintf(pc->err, sizeof(pc->err), "%s:%d: ", pc->file, line);
+    else
+        n = snprintf(pc->err, sizeof(pc->err), "%s: ", pc->file);
+    if (n < 0 || (size_t)n >= sizeof(pc->err))
+        return 0;
+    va_start(ap, fmt);
+    vsnprintf(pc->err + n, sizeof(pc->err) - (size_t)n, fmt, ap);
+    va_end(ap);
+    return 0;
+}
+
+/* Quote a user value for a message: printable ASCII as is, the rest as
+ * \xHH, cut at 60 bytes. */
+static const char *quote(const char *v, char *buf, size_t size)
+{
+    size_t o = 0, i;
+
+    for (i = 0; v[i] && o + 8 < size; i++) {
+        unsigned char c = (unsigned char)v[i];
+        if (i == 60) {
+            memcpy(buf + o, "...", 3);
+            o += 3;
+            break;
+        }
+        if (c == '"' || c == '\\')
+            o += (size_t)snprintf(buf + o, size - o, "\\%c", c);
+        else if (c < 0x20 || c >= 0x7f)
+            o += (size_t)snprintf(buf + o, size - o, "\\x%02x", c);
+        else
+            buf[o++] = (char)c;
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
+static int fail_value(struct pctx *pc, const char *key, const char *msg, const char *value)
+{
+    char q[256];
+
+    quote(pc->bad[0] ? pc->bad : value, q, sizeof(q));
+    if (q[0] == '\0')
+        return fail(pc, pc->lineno, "%s: %s", key, msg);
+    return fail(pc, pc->lineno, "%s: %s (got \"%s\")", key, msg, q);
+}
+
+__attribute__((format(printf, 3, 4)))
+static void warn(struct pctx *pc, int line, const char *fmt, ...)
+{
+    char buf[512], **w;
+    va_list ap;
+    int n;
+
+    n = snprintf(buf, sizeof(buf), "%s:%d: ", pc->file, line);
+    if (n < 0 || (size_t)n >= sizeof(buf))
+        return;
+    va_start(ap, fmt);
+    vsnprintf(buf + n, sizeof(buf) - (size_t)n, fmt, ap);
+    va_end(ap);
+    w = realloc(pc->warns, (pc->nwarns + 1) * sizeof(*w));
+    if (w == NULL)
+        return; /* a lost warning is not worth failing the load */
+    pc->warns = w;
+    if ((w[pc->nwarns] = strdup(buf)) != NULL)
+        pc->nwarns++;
+}
+
+/* ---- small helpers ---- */
+
+static int is_space(int c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+static int is_ctl(unsigned char c)
+{
+    return c < 0x20 || c == 0x7f;
+}
+
+static int has_ctl(const char *s)
+{
+    for (; *s; s++)
+        if (is_ctl((unsigned char)*s))
+            return 1;
+    return 0;
+}
+
+static void lower(char *s)
+{
+    for (; *s; s++)
+        if (*s >= 'A' && *s <= 'Z')
+            *s = (char)(*s + 32);
+}
+
+static int ieq(const char *a, const char *b)
+{
+    for (; *a && *b; a++, b++) {
+        int x = (*a >= 'A' && *a <= 'Z') ? *a + 32 : *a;
+        int y = (*b >= 'A' && *b <= 'Z') ? *b + 32 : *b;
+        if (x != y)
+            return 0;
+    }
+    return *a == *b;
+}
+
+/* Grow an array by one zeroed element; NULL when out of memory (the old
+ * array is then still valid and owned by the caller). */
+static void *grow(void *arr, size_t n, size_t elem)
+{
+    char *p = realloc(arr, (n + 1) * elem);
+    if (p != NULL)
+        memset(p + n * elem, 0, elem);
+    return p;
+}
+
+static void free_strv(char **v, size_t n)
+{
+    if (v == NULL)
+        return;
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+/* Next token of *s separated by any of seps; copied into tok. Returns 1
+ * with a token, 0 at the end, -1 when the token does not fit. */
+static int next_tok(const char **s, const char *seps, char *tok, size_t toksz)
+{
+    const char *p = *s, *start;
+    size_t n;
+
+    while (*p && strchr(seps, *p))
+        p++;
+    if (*p == '\0') {
+        *s = p;
+        return 0;
+    }
+    start = p;
+    while (*p && !strchr(seps, *p))
+        p++;
+    *s = p;
+    n = (size_t)(p - start);
+    if (n >= toksz)
+        return -1;
+    memcpy(tok, start, n);
+    tok[n] = '\0';
+    return 1;
+}
+
+
+/* Unsigned decimal, no sign, overflow checked. Advances *pp. */
+static const char *parse_u64(const char **pp, uint64_t *out)
+{
+    const char *p = *pp;
+    uint64_t v = 0;
+
+    if (*p < '0' || *p > '9')
+        return "not a number";
+    for (; *p >= '0' && *p <= '9'; p++) {
+        unsigned d = (unsigned)(*p - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return "number too large";
+        v = v * 10 + d;
+    }
+    *pp = p;
+    *out = v;
+    return NULL;
+}
+
+/* ---- shared value parsers (px/config.h) ---- */
+
+const char *px_parse_duration_ms(const char *s, uint64_t *out)
+{
+    static const struct {
+        const char *unit;
+        uint64_t ms;
+    } units[] = {{"", 1000}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}};
+    const char *p = s;
+    uint64_t v;
+
+    if (s == NULL || *s == '\0')
+        return "empty duration";
+    if (*s == '-')
+        return "must not be negative";
+    if (parse_u64(&p, &v) != NULL)
+        return *p >= '0' && *p <= '9' ? "too large" : "bad duration (use e.g. 500ms, 10s, 5m, 1h, 2d)";
+    for (size_t i = 0; i < PX_ARRAY_LEN(units); i++) {
+        if (strcmp(p, units[i].unit) != 0)
+            continue;
+        if (v > UINT64_MAX / units[i].ms)
+            return "too large";
+        *out = v * units[i].ms;
+        return NULL;
+    }
+    return "bad duration (use e.g. 500ms, 10s, 5m, 1h, 2d)";
+}
+
+const char *px_parse_size(const char *s, uint64_t *out)
+{
+    const char *p = s;
+    uint64_t v, mul = 1;
+
+    if (s == NULL || *s == '\0')
+        return "empty size";
+    if (*s == '-')
+        return "must not be negative";
+    if (parse_u64(&p, &v) != NULL)
+        return *p >= '0' && *p <= '9' ? "too large" : "bad size (use e.g. 512, 16k, 10m, 1g)";
+    if (*p != '\0') {
+        switch (*p) {
+        case 'k': case 'K': mul = 1ull << 10; break;
+        case 'm': case 'M': mul = 1ull << 20; break;
+        case 'g': case 'G': mul = 1ull << 30; break;
+        default: return "bad size (use e.g. 512, 16k, 10m, 1g)";
+        }
+        if (p[1] != '\0')
+            return "bad size (use e.g. 512, 16k, 10m, 1g)";
+    }
+    if (v > UINT64_MAX / mul)
+        return "too large";
+    *out = v * mul;
+    return NULL;
+}
+
+const char *px_parse_bool(const char *s, int *out)
+{
+    static const char *const yes[] = {"yes", "on", "true", "1"};
+    static const char *const no[] = {"no", "off", "false", "0"};
+
+    if (s == NULL)
+        return "expected yes or no";
+    for (size_t i = 0; i < PX_ARRAY_LEN(yes); i++) {
+        if (ieq(s, yes[i])) {
+            *out = 1;
+            return NULL;
+        }
+        if (ieq(s, no[i])) {
+            *out = 0;
+            return NULL;
+        }
+    }
+    return "expected yes or no";
+}
+
+/* ---- validators ---- */
+
+static const char *check_path(const char *v)
+{
+    if (*v == '\0')
+        return "must not be empty";
+    if (has_ctl(v))
+        return "control character in path";
+    return NULL;
+}
+
+static const char *check_error_log(const char *v)
+{
+    if (strcmp(v, "off") == 0)
+        return "cannot be off (use a path or -)";
+    return check_path(v);
+}
+
+static const char *check_socket_path(const char *v)
+{
+    const char *err = check_path(v);
+
+    if (err)
+        return err;
+    if (strlen(v) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+        return "too long for a Unix socket path (max 107 bytes)";
+    return NULL;
+}
+
+/* An absolute URL path: '/' then visible ASCII, no '?' or '#'. */
+static const char *check_abs_path(const char *v)
+{
+    if (v[0] != '/')
+        return "must start with '/'";
+    for (const char *p = v; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c <= 0x20 || c >= 0x7f || c == '?' || c == '#')
+            return "bad character in path";
+    }
+    return NULL;
+}
+
+static const char *check_health_path(const char *v)
+{
+    return *v == '\0' ? NULL : check_abs_path(v);
+}
+
+/* Section names ([limit NAME], [service NAME]) and references to them. */
+static const char *check_name(const char *v)
+{
+    size_t n = strlen(v);
+
+    if (n == 0 || n > 64)
+        return "name must be 1..64 characters";
+    for (; *v; v++) {
+        unsigned char c = (unsigned char)*v;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-' || c == '.'))
+            return "name may contain only letters, digits, '_', '-' and '.'";
+    }
+    return NULL;
+}
+
+static const char *check_user(const char *v)
+{
+    if (v[0] == '-' || strlen(v) > 32)
+        return "bad user name";
+    return check_name(v) ? "bad user name" : NULL;
+}
+
+static const char *check_email(const char *v)
+{
+    const char *at = strchr(v, '@');
+
+    if (*v == '\0')
+        return NULL;
+    if (at == NULL || at == v || at[1] == '\0' || strchr(at + 1, '@'))
+        return "must be NAME@DOMAIN";
+    for (; *v; v++)
+        if (*v == ' ' || is_ctl((unsigned char)*v))
+            return "must be NAME@DOMAIN";
+    return NULL;
+}
+
+static const char *check_https_url(const char *v)
+{
+    if (strncmp(v, "https://", 8) != 0 || v[8] == '\0')
+        return "must be an https:// URL";
+    for (; *v; v++)
+        if (*v == ' ' || is_ctl((unsigned char)*v))
+            return "must be an https:// URL";
+    return NULL;
+}
+
+static const char *check_ciphers(const char *v)
+{
+    if (*v == '\0')
+        return "must not be empty";
+    return has_ctl(v) ? "control character in cipher list" : NULL;
+}
+
+static const char msg_no_wildcard[] = "wildcards are not allowed here";
+
+/* A host name as clients send it in Host/SNI, lowercased in place.
+ * allow_wild: "*.example.com" is accepted. */
+static const char *check_host(char *h, int allow_wild)
+{
+    const char *p = h;
+    size_t label = 0, n;
+
+    lower(h);
+    if (h[0] == '*') {
+        if (!allow_wild)
+            return msg_no_wildcard;
+        if (h[1] != '.')
+            return "a wildcard must be written *.SUFFIX";
+        p = h + 2;
+    }
+    n = strlen(p);
+    if (n == 0 || n > 253)
+        return "bad host name";
+    for (; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '.') {
+            if (label == 0)
+                return "bad host name";
+            label = 0;
+            continue;
+        }
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_'))
+            return c == '*' ? "a wildcard must be written *.SUFFIX"
+                            : c == ':' ? "bad host name (no port here)" : "bad host name";
+        if (++label > 63)
+            return "bad host name";
+    }
+    return label == 0 ? "bad host name" : NULL;
+}
+
+/* ---- setters (K_FN) ---- */
+
+static const char *set_workers(struct pctx *pc, void *base, const char *v)
+{
+    struct px_config *cfg = base;
+    uint64_t n;
+    const char *p = v;
+
+    (void)pc;
+    if (strcmp(v, "auto") == 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        cfg->workers = cpus < 1 ? 1 : cpus > 256 ? 256 : (int)cpus;
+        return NULL;
+    }
+    if (parse_u64(&p, &n) != NULL || *p != '\0' || n < 1 || n > 256)
+        return "must be auto or 1..256";
+    cfg->workers = (int)n;
+    return NULL;
+}
+
+static const char *set_trusted_proxies(struct pctx *pc, void *base, const char *v)
+{
+    struct px_config *cfg = base;
+    struct px_cidr *set = NULL, *g;
+    size_t n = 0;
+    char tok[TOK_MAX];
+    const char *err = NULL;
+    int r;
+
+    while ((r = next_tok(&v, " \t,", tok, sizeof(tok))) != 0) {
+        if (r < 0) {
+            err = "entry too long";
+            goto fail;
+        }
+        if ((g = grow(set, n, sizeof(*set))) == NULL) {
+            err = "out of memory";
+            goto fail;
+        }
+        set = g;
+        if ((err = px_cidr_parse(tok, &set[n])) != NULL) {
+            snprintf(pc->bad, sizeof(pc->bad), "%s", tok);
+            goto fail;
+        }
+        n++;
+    }
+    free(cfg->trusted_proxies);
+    cfg->trusted_proxies = set;
+    cfg->ntrusted_proxies = n;
+    return NULL;
+fail:
+    free(set);
+    return err;
+}
+
+/* A space-separated list of host names -> lowercase, unique. */
+static const char *parse_hosts(struct pctx *pc, const char *v, int allow_wild, char ***out, size_t *nout)
+{
+    char **list = NULL, **g;
+    size_t n = 0;
+    char tok[TOK_MAX];
+    const char *err = NULL;
+    int r;
+
+    while ((r = next_tok(&v, LIST_SEPS, tok, sizeof(tok))) != 0) {
+        if (r < 0) {
+            err = "bad host name";
+            goto fail;
+        }
+        snprintf(pc->bad, sizeof(pc->bad), "%s", tok);
+        if ((err = check_host(tok, allow_wild)) != NULL)
+            goto fail;
+        for (size_t i = 0; i < n; i++) {
+            if (strcmp(list[i], tok) == 0) {
+                err = "duplicate host";
+                goto fail;
+            }
+        }
+        if ((g = grow(list, n, sizeof(*list))) == NULL || (list = g, (g[n] = strdup(tok)) == NULL)) {
+            err = "out of memory";
+            goto fail;
+        }
+        n++;
+    }
+    pc->bad[0] = '\0';
+    *out = list;
+    *nout = n;
+    return NULL;
+fail:
+    free_strv(list, n);
+    return err;
+}
+
+static const char *set_hosts(struct pctx *pc, void *base, const char *v)
+{
+    struct px_service_conf *s = base;
+    char **list;
+    size_t n;
+    const char *err = parse_hosts(pc, v, 1, &list, &n);
+
+    if (err)
+        return err;
+    free_strv(s->hosts, s->nhosts);
+    s->hosts = list;
+    s->nhosts = n;
+    return NULL;
+}
+
+static const char *set_domains(struct pctx *pc, void *base, const char *v)
+{
+    struct px_acme_conf *a = base;
+    char **list;
+    size_t n;
+    const char *err = parse_hosts(pc, v, 0, &list, &n);
+
+    if (err)
+        return err == msg_no_wildcard ? "wildcards need DNS-01 challenges (not supported)" : err;
+    free_strv(a->domains, a->ndomains);
+    a->domains = list;
+    a->ndomains = n;
+    return NULL;
+}
+
+static const char *set_path_prefix(struct pctx *pc, void *base, const char *v)
+{
+    struct px_service_conf *s = base;
+    const char *err = check_abs_path(v);
+    size_t n = strlen(v);
+    char *p;
+
+    (void)pc;
+    if (err)
+        return err;
+    while (n > 1 && v[n - 1] == '/') /* "/app/" routes like "/app" */
+        n--;
+    if ((p = strndup(v, n)) == NULL)
+        return "out of memory";
+    free(s->path_prefix);
+    s->path_prefix = p;
+    return NULL;
+}
+
+static const char *set_targets(struct pctx *pc, void *base, const char *v)
+{
+    struct px_service_conf *s = base;
+    struct px_addr *list = NULL, *g;
+    size_t n = 0;
+    char tok[TOK_MAX];
+    const char *err = NULL;
+    int r;
+
+    while ((r = next_tok(&v, LIST_SEPS, tok, sizeof(tok))) != 0) {
+        if (r < 0) {
+            err = "address too long";
+            goto fail;
+        }
+        snprintf(pc->bad, sizeof(pc->bad), "%s", tok);
+        if ((g = grow(list, n, sizeof(*list))) == NULL) {
+            err = "out of memory";
+            goto fail;
+        }
+        list = g;
+        if ((err = px_addr_parse(tok, &list[n])) != NULL)
+            goto fail;
+        for (size_t i = 0; i < n; i++) {
+            if (list[i].len == list[n].len && memcmp(&list[i].ss, &list[n].ss, list[n].len) == 0) {
+                err = "duplicate target";
+                goto fail;
+            }
+        }
+        n++;
+    }
+    if (n == 0) {
+        err = "needs at least one HOST:PORT";
+        goto fail;
+    }
+    free(s->targets);
+    s->targets = list;
+    s->ntargets = n;
+    return NULL;
+fail:
+    free(list);
+    return err;
+}
+
+static const char *set_route_host(struct pctx *pc, void *base, const char *v)
+{
+    struct px_route_conf *r = base;
+    char tok[TOK_MAX], *h = NULL;
+    const char *err;
+
+    (void)pc;
+    if (*v != '\0') {
+        if (strlen(v) >= sizeof(tok))
+            return "bad host name";
+        memcpy(tok, v, strlen(v) + 1);
+        if ((err = check_host(tok, 1)) != NULL)
+            return err;
+        if ((h = strdup(tok)) == NULL)
+            return "out of memory";
+    }
+    free(r->host);
+    r->host = h;
+    return NULL;
+}
+
+static const char *set_rate(struct pctx *pc, void *base, const char *v)
+{
+    struct px_limit_conf *l = base;
+    const char *p = v;
+    uint64_t n;
+
+    (void)pc;
+    if (parse_u64(&p, &n) != NULL || n < 1 || n > 1000000)
+        return "must be Nr/s or Nr/m with N in 1..1000000";
+    if (strcmp(p, "r/s") == 0)
+        l->rate_milli_per_s = n * 1000;
+    else if (strcmp(p, "r/m") == 0)
+        l->rate_milli_per_s = n * 1000 / 60;
+    else
+        return "must be Nr/s or Nr/m with N in 1..1000000";
+    return NULL;
+}
+
+static const char *set_status(struct pctx *pc, void *base, const char *v)
+{
+    struct px_limit_conf *l = base;
+
+    (void)pc;
+    if (strcmp(v, "429") == 0)
+        l->status = 429;
+    else if (strcmp(v, "503") == 0)
+        l->status = 503;
+    else
+        return "must be 429 or 503";
+    return NULL;
+}
+
+/* sni = NAME:CERT:KEY (repeatable). */
+static const char *set_sni(struct pctx *pc, void *base, const char *v)
+{
+    struct px_tls_conf *t = base;
+    struct px_sni_conf e = {0}, *g;
+    const char *c1 = strchr(v, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+    char name[TOK_MAX];
+    const char *err;
+    size_t n;
+
+    if (c1 == NULL || c2 == NULL)
+        return "must be NAME:CERTIFICATE:KEY";
+    n = (size_t)(c1 - v);
+    if (n >= sizeof(name))
+        return "bad host name";
+    memcpy(name, v, n);
+    name[n] = '\0';
+    snprintf(pc->bad, sizeof(pc->bad), "%s", name);
+    if ((err = check_host(name, 1)) != NULL)
+        return err;
+    for (size_t i = 0; i < t->nsni; i++)
+        if (strcmp(t->sni[i].name, name) == 0)
+            return "duplicate server name";
+    pc->bad[0] = '\0';
+    if (c2 == c1 + 1 || c2[1] == '\0')
+        return "must be NAME:CERTIFICATE:KEY";
+    e.name = strdup(name);
+    e.cert = strndup(c1 + 1, (size_t)(c2 - c1 - 1));
+    e.key = strdup(c2 + 1);
+    if (e.name == NULL || e.cert == NULL || e.key == NULL ||
+        (g = grow(t->sni, t->nsni, sizeof(*t->sni))) == NULL) {
+        free(e.name);
+        free(e.cert);
+        free(e.key);
+        return "out of memory";
+    }
+    t->sni = g;
+    t->sni[t->nsni++] = e;
+    return NULL;
+}
+
+static const char *set_protocols(struct pctx *pc, void *base, const char *v)
+{
+    struct px_tls_conf *t = base;
+    char tok[TOK_MAX];
+    int lo = 0, hi = 0, ver, r;
+
+    while ((r = next_tok(&v, LIST_SEPS, tok, sizeof(tok))) != 0) {
+        if (r < 0)
+            return "unknown protocol";
+        snprintf(pc->bad, sizeof(pc->bad), "%s", tok);
+        if (ieq(tok, "TLSv1.2"))
+            ver = PX_TLS1_2;
+        else if (ieq(tok, "TLSv1.3"))
+            ver = PX_TLS1_3;
+        else if (ieq(tok, "TLSv1") || ieq(tok, "TLSv1.1") || ieq(tok, "SSLv2") || ieq(tok, "SSLv3"))
+            return "not supported (TLSv1.2 and TLSv1.3 only)";
+        else
+            return "unknown protocol (TLSv1.2, TLSv1.3)";
+        if (lo == 0 || ver < lo)
+            lo = ver;
+        if (ver > hi)
+            hi = ver;
+    }
+    pc->bad[0] = '\0';
+    if (lo == 0)
+        return "needs TLSv1.2 and/or TLSv1.3";
+    t->proto_min = lo;
+    t->proto_max = hi;
+    return NULL;
+}
+
+static const char *set_alpn(struct pctx *pc, void *base, const char *v)
+{
+    struct px_tls_conf *t = base;
+    char tok[TOK_MAX], out[32] = "", *s;
+    int r, h2 = 0, h1 = 0;
+
+    while ((r = next_tok(&v, LIST_SEPS, tok, sizeof(tok))) != 0) {
+        if (r < 0)
+            return "unknown protocol (h2, http/1.1)";
+        snprintf(pc->bad, sizeof(pc->bad), "%s", tok);
+        if (strcmp(tok, "h2") == 0 && !h2)
+            h2 = 1;
+        else if (strcmp(tok, "http/1.1") == 0 && !h1)
+            h1 = 1;
+        else
+            return h2 || h1 ? "unknown or repeated protocol (h2, http/1.1)" : "unknown protocol (h2, http/1.1)";
+        if (out[0])
+            strcat(out, " ");
+        strcat(out, tok); /* order kept: it is the server's preference */
+    }
+    pc->bad[0] = '\0';
+    if (out[0] == '\0')
+        return "needs h2 and/or http/1.1";
+    if ((s = strdup(out)) == NULL)
+        return "out of memory";
+    free(t->alpn);
+    t->alpn = s;
+    return NULL;
+}
+
+/* ---- key tables ---- */
+
+#define DEFAULT_CIPHERS                                                                        \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:" \
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+
+#define P(f) offsetof(struct px_config, f)
+static const struct keydef proxy_keys[] = {
+    KFN("workers", set_workers, "auto", 0),
+    KADDR("listen_http", P(listen_http), P(has_listen_http)),
+    KADDR("listen_https", P(listen_https), P(has_listen_https)),
+    KBOOL("redirect_https", P(redirect_https), "yes"),
+    KSTR("health_path", P(health_path), "/health", check_health_path),
+    KSTR("control_socket", P(control_socket), "/run/proxyd/control.sock", check_socket_path),
+    KOCT("control_socket_mode", P(control_socket_mode), 0777, "0660"),
+    KSTR("state_file", P(state_file), "/var/lib/proxyd/state.json", check_path),
+    KSTR("access_log", P(access_log), "-", check_path),
+    KSTR("error_log", P(error_log), "-", check_error_log),
+    KOPT("user", P(user), "", check_user),
+    KU32("max_connections", P(max_connections), 1, 1000000, "10000"),
+    KDUR("client_header_timeout", P(client_header_timeout_ms), "10s"),
+    KDUR("client_body_timeout", P(client_body_timeout_ms), "60s"),
+    KDUR("keepalive_timeout", P(keepalive_timeout_ms), "75s"),
+    KSIZE("max_header_size", P(max_header_size), 1u << 10, 1u << 20, "16k"),
+    KSIZE("max_body_size", P(max_body_size), 0, UINT64_MAX, "100m"),
+    KDUR("upstream_connect_timeout", P(upstream_connect_timeout_ms), "5s"),
+    KDUR("upstream_send_timeout", P(upstream_send_timeout_ms), "60s"),
+    KDUR("upstream_read_timeout", P(upstream_read_timeout_ms), "60s"),
+    KDUR("shutdown_timeout", P(shutdown_timeout_ms), "30s"),
+    KFN("trusted_proxies", set_trusted_proxies, "", 0),
+    KADDR("metrics_listen", P(metrics_listen), P(has_metrics_listen)),
+};
+#undef P
+
+#define T(f) offsetof(struct px_tls_conf, f)
+static const struct keydef tls_keys[] = {
+    KOPT("certificate", T(certificate), NULL, check_path),
+    KOPT("certificate_key", T(certificate_key), NULL, check_path),
+    KFN("sni", set_sni, NULL, KF_REPEAT),
+    KFN("protocols", set_protocols, "TLSv1.2 TLSv1.3", 0),
+    KSTR("ciphers", T(ciphers), DEFAULT_CIPHERS, check_ciphers),
+    KDUR("session_timeout", T(session_timeout_ms), "1d"),
+    KBOOL("session_tickets", T(session_tickets), "no"),
+    KFN("alpn", set_alpn, "h2 http/1.1", 0),
+};
+#undef T
+
+#define L(f) offsetof(struct px_limit_conf, f)
+static const struct keydef limit_keys[] = {
+    KFN("rate", set_rate, NULL, 0),
+    KU32("burst", L(burst), 0, UINT32_MAX, "0"),
+    KBOOL("nodelay", L(nodelay), "yes"),
+    KFN("status", set_status, "429", 0),
+    KSIZE("zone_size", L(zone_size), 64u << 10, UINT64_MAX, "10m"),
+};
+#undef L
+
+#define R(f) offsetof(struct px_route_conf, f)
+static const struct keydef route_keys[] = {
+    KFN("host", set_route_host, NULL, 0),
+    KOPT("limit", R(limit), NULL, check_name),
+};
+#undef R
+
+#define S(f) offsetof(struct px_service_conf, f)
+static const struct keydef service_keys[] = {
+    KFN("hosts", set_hosts, "", 0),
+    KFN("path_prefix", set_path_prefix, "/", 0),
+    KFN("targets", set_targets, NULL, 0),
+    KSTR("health_check_path", S(health_check_path), "/up", check_abs_path),
+};
+#undef S
+
+#define A(f) offsetof(struct px_acme_conf, f)
+static const struct keydef acme_keys[] = {
+    KBOOL("enabled", A(enabled), "no"),
+    KSTR("directory", A(directory), "https://acme-v02.api.letsencrypt.org/directory", check_https_url),
+    KSTR("email", A(email), "", check_email),
+    KFN("domains", set_domains, "", 0),
+    KSTR("config_dir", A(config_dir), "/etc/proxyd/letsencrypt", check_path),
+    KDUR("renew_before", A(renew_before_ms), "30d"),
+    KDUR("check_interval", A(check_interval_ms), "12h"),
+    KOPT("ca_bundle", A(ca_bundle), "", check_path),
+};
+#undef A
+
+_Static_assert(PX_ARRAY_LEN(proxy_keys) <= MAX_KEYS, "seen set too small");
+
+#define SECT(k, id, named, keys) {k, id, named, keys, PX_ARRAY_LEN(keys)}
+static const struct sectdef sections[] = {
+    SECT("proxy", S_PROXY, 0, proxy_keys),
+    SECT("tls", S_TLS, 0, tls_keys),
+    {"headers", S_HEADERS, 0, NULL, 0},
+    SECT("limit", S_LIMIT, 1, limit_keys),
+    SECT("route", S_ROUTE, 1, route_keys),
+    SECT("service", S_SERVICE, 1, service_keys),
+    SECT("acme", S_ACME, 0, acme_keys),
+};
+#undef SECT
+
+/* ---- applying one value ---- */
+
+/* "must be 1..1000000", "must be 1k..1m", "must be at least 64k". */
+static const char *bounds_msg(struct pctx *pc, const struct keydef *k)
+{
+    char lo[32], hi[32];
+    uint64_t v[2] = {k->min, k->max};
+    char *out[2] = {lo, hi};
+
+    for (int i = 0; i < 2; i++) {
+        if (k->type == K_SIZE && v[i] && v[i] % (1u << 20) == 0)
+            snprintf(out[i], 32, "%llum", (unsigned long long)(v[i] >> 20));
+        else if (k->type == K_SIZE && v[i] && v[i] % (1u << 10) == 0)
+            snprintf(out[i], 32, "%lluk", (unsigned long long)(v[i] >> 10));
+        else
+            snprintf(out[i], 32, "%llu", (unsigned long long)v[i]);
+    }
+    if (k->max == UINT64_MAX)
+        snprintf(pc->msg, sizeof(pc->msg), "must be at least %s", lo);
+    else
+        snprintf(pc->msg, sizeof(pc->msg), "must be %s..%s", lo, hi);
+    return pc->msg;
+}
+
+static const char *set_value(struct pctx *pc, const struct keydef *k, void *base, const char *v)
+{
+    void *field = (char *)base + k->off;
+    const char *err, *p = v;
+    uint64_t n;
+    int b;
+
+    switch (k->type) {
+    case K_STR:
+    case K_OPTSTR: {
+        char *s = NULL;
+        if (k->type == K_STR || *v != '\0') {
+            if (k->check && (err = k->check(v)) != NULL)
+                return err;
+            if ((s = strdup(v)) == NULL)
+                return "out of memory";
+        }
+        free(*(char **)field);
+        *(char **)field = s;
+        return NULL;
+    }
+    case K_BOOL:
+        if ((err = px_parse_bool(v, &b)) != NULL)
+            return err;
+        *(int *)field = b;
+        return NULL;
+    case K_U32:
+        if (parse_u64(&p, &n) != NULL || *p != '\0')
+            return k->max == UINT32_MAX ? "must be a number" : bounds_msg(pc, k);
+        if (n < k->min || n > k->max)
+            return bounds_msg(pc, k);
+        *(uint32_t *)field = (uint32_t)n;
+        return NULL;
+    case K_OCTAL:
+        for (n = 0; *p >= '0' && *p <= '7' && n <= k->max; p++)
+            n = n * 8 + (uint64_t)(*p - '0');
+        if (p == v || *p != '\0' || n > k->max)
+            return "must be an octal mode like 0660";
+        *(unsigned *)field = (unsigned)n;
+        return NULL;
+    case K_DURATION:
+        if ((err = px_parse_duration_ms(v, &n)) != NULL)
+            return err;
+        if (n < k->min || n > k->max)
+            return "must be greater than 0"; /* every duration key has min 1 and no max */
+        *(uint64_t *)field = n;
+        return NULL;
+    case K_SIZE:
+        if ((err = px_parse_size(v, &n)) != NULL)
+            return err;
+        if (n < k->min || n > k->max)
+            return bounds_msg(pc, k);
+        *(uint64_t *)field = n;
+        return NULL;
+    case K_ADDR: {
+        struct px_addr a;
+        int *has = (int *)((char *)base + k->has_off);
+        if (*v == '\0') {
+            *has = 0;
+            return NULL;
+        }
+        memset(&a, 0, sizeof(a));
+        if ((err = px_addr_parse(v, &a)) != NULL)
+            return err;
+        *(struct px_addr *)field = a;
+        *has = 1;
+        return NULL;
+    }
+    case K_FN:
+        return k->set(pc, base, v);
+    }
+    return "internal error";
+}
+
+static int apply_defaults(struct pctx *pc, const struct sectdef *sd, void *base)
+{
+    for (size_t i = 0; i < sd->nkeys; i++) {
+        const struct keydef *k = &sd->keys[i];
+        const char *err;
+        if (k->def == NULL)
+            continue;
+        pc->bad[0] = '\0';
+        if ((err = set_value(pc, k, base, k->def)) != NULL)
+            return fail(pc, 0, "default of %s: %s", k->name, err);
+    }
+    return 1;
+}
+
+/* ---- sections ---- */
+
+static const struct sectdef *find_sect(enum sect id)
+{
+    for (size_t i = 0; i < PX_ARRAY_LEN(sections); i++)
+        if (sections[i].id == id)
+            return &sections[i];
+    return NULL;
+}
+
+/* "[kind name]" seen by the reader (inner: between the brackets). */
+static int begin_section(struct pctx *pc, char *inner)
+{
+    struct px_config *cfg = pc->cfg;
+    const struct sectdef *sd = NULL;
+    char *kind = inner, *name, *end;
+    const char *err;
+    int line = pc->lineno;
+
+    while (is_space(*kind))
+        kind++;
+    end = kind + strlen(kind);
+    while (end > kind && is_space(end[-1]))
+        *--end = '\0';
+    name = kind;
+    while (*name && !is_space(*name))
+        name++;
+    if (*name) {
+        *name++ = '\0';
+        while (is_space(*name))
+            name++;
+    }
+    if (*name)
+        snprintf(pc->label, sizeof(pc->label), "[%s %s]", kind, name);
+    else
+        snprintf(pc->label, sizeof(pc->label), "[%s]", kind);
+
+    for (size_t i = 0; i < PX_ARRAY_LEN(sections); i++)
+        if (strcmp(sections[i].kind, kind) == 0)
+            sd = &sections[i];
+    if (sd == NULL) {
+        char q[256];
+        return fail(pc, line, "%s: unknown section", quote(pc->label, q, sizeof(q)));
+    }
+    if (sd->named && *name == '\0')
+        return fail(pc, line, "%s: needs a name: [%s %s]", pc->label, kind,
+                    sd->id == S_ROUTE ? "PREFIX" : "NAME");
+    if (!sd->named && *name)
+        return fail(pc, line, "%s: [%s] takes no name", pc->label, kind);
+
+    pc->sect = sd->id;
+    pc->sd = sd;
+    pc->sect_line = line;
+    pc->seen = 0;
+    pc->base = NULL;
+
+    switch (sd->id) {
+    case S_LIMIT: {
+        struct px_limit_conf *g;
+        if ((err = check_name(name)) != NULL)
+            return fail(pc, line, "%s: %s", pc->label, err);
+        for (size_t i = 0; i < cfg->nlimits; i++)
+            if (strcmp(cfg->limits[i].name, name) == 0)
+                return fail(pc, line, "%s: duplicate section (first at line %d)", pc->label,
+                            cfg->limits[i].line);
+        if ((g = grow(cfg->limits, cfg->nlimits, sizeof(*g))) == NULL)
+            return fail(pc, line, "out of memory");
+        cfg->limits = g;
+        g = &cfg->limits[cfg->nlimits++];
+        g->line = line;
+        if ((g->name = strdup(name)) == NULL)
+            return fail(pc, line, "out of memory");
+        pc->base = g;
+        break;
+    }
+    case S_ROUTE: {
+        struct px_route_conf *g;
+        /* Same prefix twice is fine for different hosts: checked at the end. */
+        if ((err = check_abs_path(name)) != NULL)
+            return fail(pc, line, "%s: prefix %s", pc->label, err);
+        if ((g = grow(cfg->routes, cfg->nroutes, sizeof(*g))) == NULL)
+            return fail(pc, line, "out of memory");
+        cfg->routes = g;
+        g = &cfg->routes[cfg->nroutes++];
+        g->line = line;
+        if ((g->prefix = strdup(name)) == NULL)
+            return fail(pc, line, "out of memory");
+        pc->base = g;
+        break;
+    }
+    case S_SERVICE: {
+        struct px_service_conf *g;
+        if ((err = check_name(name)) != NULL)
+            return fail(pc, line, "%s: %s", pc->label, err);
+        for (size_t i = 0; i < cfg->nservices; i++)
+            if (strcmp(cfg->services[i].name, name) == 0)
+                return fail(pc, line, "%s: duplicate section (first at line %d)", pc->label,
+                            cfg->services[i].line);
+        if ((g = grow(cfg->services, cfg->nservices, sizeof(*g))) == NULL)
+            return fail(pc, line, "out of memory");
+        cfg->services = g;
+        g = &cfg->services[cfg->nservices++];
+        g->line = line;
+        if ((g->name = strdup(name)) == NULL)
+            return fail(pc, line, "out of memory");
+        pc->base = g;
+        break;
+    }
+    default:
+        if (pc->first_line[sd->id])
+            return fail(pc, line, "%s: duplicate section (first at line %d)", pc->label,
+                        pc->first_line[sd->id]);
+        pc->first_line[sd->id] = line;
+        if (sd->id == S_PROXY)
+            pc->base = cfg;
+        else if (sd->id == S_TLS)
+            pc->base = &cfg->tls, cfg->tls.present = 1;
+        else if (sd->id == S_ACME)
+            pc->base = &cfg->acme, cfg->acme.present = 1;
+        else if (sd->id == S_HEADERS)
+            cfg->has_headers_section = 1;
+        break;
+    }
+    /* [proxy], [tls] and [acme] got their defaults when the config was made. */
+    if (sd->id == S_LIMIT || sd->id == S_ROUTE || sd->id == S_SERVICE)
+        if (!apply_defaults(pc, sd, pc->base))
+            return 0;
+    if (pending_feature(sd->id, NULL))
+        warn(pc, line, "%s: accepted but not implemented yet", pc->label);
+    return 1;
+}
+
+/* ---- [headers] ---- */
+
+static int is_tchar(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+static int add_header(struct pctx *pc, const char *name, const char *value)
+{
+    /* Framing and hop-by-hop headers would corrupt the response. */
+    static const char *const forbidden[] = {"content-length", "transfer-encoding", "connection",
+                                            "keep-alive", "upgrade", "te", "trailer", "host"};
+    struct px_config *cfg = pc->cfg;
+    struct px_header_conf *g;
+    char q[256];
+
+    for (const char *p = name; *p; p++)
+        if (!is_tchar((unsigned char)*p))
+            return fail(pc, pc->lineno, "%s: bad header name in [headers]", quote(name, q, sizeof(q)));
+    for (size_t i = 0; i < PX_ARRAY_LEN(forbidden); i++)
+        if (ieq(name, forbidden[i]))
+            return fail(pc, pc->lineno, "%s: cannot be set in [headers]", name);
+    if (*value == '\0')
+        return fail(pc, pc->lineno, "%s: empty header value", name);
+    for (const char *p = value; *p; p++)
+        if (is_ctl((unsigned char)*p) && *p != '\t')
+            return fail_value(pc, name, "control character in header value", value);
+    for (size_t i = 0; i < cfg->nheaders; i++)
+        if (ieq(cfg->headers[i].name, name))
+            return fail(pc, pc->lineno, "%s: duplicate header in [headers]", name);
+    if ((g = grow(cfg->headers, cfg->nheaders, sizeof(*g))) == NULL)
+        return fail(pc, pc->lineno, "out of memory");
+    cfg->headers = g;
+    g = &cfg->headers[cfg->nheaders++];
+    g->name = strdup(name);
+    g->value = strdup(value);
+    if (g->name == NULL || g->value == NULL)
+        return fail(pc, pc->lineno, "out of memory");
+    return 1;
+}
+
+/* ---- inih callbacks ---- */
+
+static int on_key(void *user, const char *section, const char *name, const char *value)
+{
+    struct pctx *pc = user;
+    const struct keydef *k = NULL;
+    const char *err;
+    size_t idx;
+    char q[256];
+
+    (void)section; /* ours is pc->sect: inih truncates long section names */
+    if (pc->failed)
+        return 0;
+    if (*name == '\0')
+        return fail(pc, pc->lineno, "missing key name");
+    if (pc->sect == S_NONE)
+        return fail(pc, pc->lineno, "%s: key outside a section (add [proxy] above it)", quote(name, q, sizeof(q)));
+    if (pc->sect == S_HEADERS)
+        return add_header(pc, name, value);
+
+    for (idx = 0; idx < pc->sd->nkeys; idx++) {
+        if (strcmp(pc->sd->keys[idx].name, name) == 0) {
+            k = &pc->sd->keys[idx];
+            break;
+        }
+    }
+    if (k == NULL)
+        return fail(pc, pc->lineno, "%s: unknown key in %s", quote(name, q, sizeof(q)), pc->label);
+    if (!(k->flags & KF_REPEAT) && (pc->seen & (1ull << idx)))
+        return fail(pc, pc->lineno, "%s: duplicate key in %s (first at line %d)", name, pc->label,
+                    pc->key_line[idx]);
+    pc->seen |= 1ull << idx;
+    pc->key_line[idx] = pc->lineno;
+
+    pc->bad[0] = '\0';
+    if ((err = set_value(pc, k, pc->base, value)) != NULL)
+        return fail_value(pc, name, err, value);
+
+    if (pc->sect == S_PROXY && strcmp(name, "listen_https") == 0)
+        pc->listen_https_line = pc->lineno;
+    if (pc->sect == S_ACME && strcmp(name, "enabled") == 0)
+        pc->acme_enabled_line = pc->lineno;
+    if (*value != '\0' && pending_feature(pc->sect, name))
+        warn(pc, pc->lineno, "%s: accepted but not implemented yet", name);
+    return 1;
+}
+
+/* inih's find_chars_or_comment(s, "]"): the ']' of a section line, or
+ * where an inline comment (" ;") starts, or the end. */
+static char *section_end(char *s)
+{
+    int was_space = 0;
+
+    while (*s && *s != ']' && !(was_space && *s == ';')) {
+        was_space = is_space((unsigned char)*s);
+        s++;
+    }
+    return s;
+}
+
+/* fgets-style reader for ini_parse_stream: one line per call, counted.
+ * Lines are never split: a line that does not fit inih's buffer is an
+ * error. Leading whitespace is removed, so indentation is cosmetic (inih
+ * would otherwise take an indented line as a continuation of the previous
+ * key's value). */
+static char *read_line(char *buf, int num, void *user)
+{
+    struct pctx *pc = user;
+    const char *p, *eol;
+    size_t n;
+
+    if (pc->failed || num < 2)
+        return NULL;
+    if (pc->full_pending) {
+        pc->full_pending = 0;
+        /* A full buffer without '\n' makes some inih versions drain the
+         * rest of the line into a small scratch buffer: there is none. */
+        if (num != pc->last_num)
+            return NULL;
+    }
+    if (pc->pos >= pc->len)
+        return NULL;
+    p = pc->text + pc->pos;
+    eol = memchr(p, '\n', pc->len - pc->pos);
+    n = eol ? (size_t)(eol - p) : pc->len - pc->pos;
+    pc->pos += n + (eol ? 1 : 0);
+    pc->lineno++;
+
+    if (n && p[n - 1] == '\r')
+        n--;
+    if (pc->lineno == 1 && n >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0)
+        p += 3, n -= 3;
+    if (memchr(p, '\0', n) != NULL) {
+        fail(pc, pc->lineno, "NUL byte in line");
+        return NULL;
+    }
+    if (n > (size_t)num - 1) {
+        fail(pc, pc->lineno, "line too long (max %d bytes)", num - 1);
+        return NULL;
+    }
+    while (n && is_space((unsigned char)*p))
+        p++, n--;
+    memcpy(buf, p, n);
+    buf[n] = '\0';
+    pc->last_num = num;
+    pc->full_pending = (n == (size_t)num - 1);
+
+    if (buf[0] == '[') {
+        char *end = section_end(buf + 1), *rest, inner[256];
+        if (*end != ']')
+            return buf; /* inih reports it: syntax error */
+        for (rest = end + 1; is_space((unsigned char)*rest); rest++)
+            ;
+        if (*rest != '\0' && *rest != ';' && *rest != '#') {
+            fail(pc, pc->lineno, "syntax error: text after ']'");
+            return NULL;
+        }
+        n = (size_t)(end - (buf + 1));
+        memcpy(inner, buf + 1, n);
+        inner[n] = '\0';
+        if (!begin_section(pc, inner))
+            return NULL;
+    }
+    return buf;
+}
+
+/* ---- whole-file checks ---- */
+
+/* Two listeners on one address and a fixed port cannot both bind (port 0
+ * is a different ephemeral port each time: tests use it). */
+static int same_fixed_addr(const struct px_addr *a, const struct px_addr *b)
+{
+    in_port_t pa = a->ss.ss_family == AF_INET ? ((const struct sockaddr_in *)&a->ss)->sin_port
+                                              : ((const struct sockaddr_in6 *)&a->ss)->sin6_port;
+    return pa != 0 && a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
+}
+
+static int finish(struct pctx *pc)
+{
+    static const struct px_header_conf defaults[] = {
+        {"Strict-Transport-Security", "max-age=63072000; includeSubDomains; preload"},
+        {"X-Frame-Options", "DENY"},
+        {"X-Content-Type-Options", "nosniff"},
+        {"X-XSS-Protection", "1; mode=block"},
+    };
+    struct px_config *cfg = pc->cfg;
+
+    for (size_t i = 0; i < cfg->nlimits; i++)
+        if (cfg->limits[i].rate_milli_per_s == 0)
+            return fail(pc, cfg->limits[i].line, "rate: required in [limit %s]", cfg->limits[i].name);
+
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        struct px_route_conf *r = &cfg->routes[i];
+        int found = r->limit == NULL;
+        for (size_t j = 0; j < cfg->nlimits && !found; j++)
+            found = strcmp(cfg->limits[j].name, r->limit) == 0;
+        if (!found)
+            return fail(pc, r->line, "limit: no [limit %s] section", r->limit);
+        for (size_t j = 0; j < i; j++) {
+            struct px_route_conf *o = &cfg->routes[j];
+            if (strcmp(o->prefix, r->prefix) != 0)
+                continue;
+            if ((o->host == NULL) != (r->host == NULL) || (r->host && strcmp(o->host, r->host) != 0))
+                continue;
+            return fail(pc, r->line, "[route %s]: conflicts with [route %s] at line %d (%s%s)", r->prefix,
+                        o->prefix, o->line, r->host ? "host " : "any host", r->host ? r->host : "");
+        }
+    }
+
+    for (size_t i = 0; i < cfg->nservices; i++) {
+        struct px_service_conf *s = &cfg->services[i];
+        if (s->ntargets == 0)
+            return fail(pc, s->line, "targets: required in [service %s]", s->name);
+        for (size_t j = 0; j < i; j++) {
+            struct px_service_conf *o = &cfg->services[j];
+            if (strcmp(o->path_prefix, s->path_prefix) != 0)
+                continue;
+            if (s->nhosts == 0 && o->nhosts == 0)
+                return fail(pc, s->line, "[service %s]: conflicts with [service %s] (any host, prefix %s)",
+                            s->name, o->name, s->path_prefix);
+            for (size_t a = 0; a < s->nhosts; a++)
+                for (size_t b = 0; b < o->nhosts; b++)
+                    if (strcmp(s->hosts[a], o->hosts[b]) == 0)
+                        return fail(pc, s->line, "[service %s]: conflicts with [service %s] (host %s, prefix %s)",
+                                    s->name, o->name, s->hosts[a], s->path_prefix);
+        }
+    }
+
+    if (cfg->tls.present && (cfg->tls.certificate == NULL) != (cfg->tls.certificate_key == NULL))
+        return fail(pc, pc->first_line[S_TLS], "%s: required with %s in [tls]",
+                    cfg->tls.certificate ? "certificate_key" : "certificate",
+                    cfg->tls.certificate ? "certificate" : "certificate_key");
+    if (cfg->has_listen_https && (cfg->tls.certificate == NULL || cfg->tls.certificate_key == NULL))
+        return fail(pc, pc->listen_https_line, "listen_https: needs [tls] with certificate and certificate_key");
+
+    if (cfg->acme.enabled && cfg->acme.ndomains == 0)
+        return fail(pc, pc->acme_enabled_line, "enabled: needs domains in [acme]");
+    if (cfg->acme.enabled && !cfg->has_listen_http)
+        return fail(pc, pc->acme_enabled_line, "enabled: needs listen_http (HTTP-01 challenges arrive there)");
+
+    if (!cfg->has_listen_http && !cfg->has_listen_https)
+        return fail(pc, 0, "no listener: set listen_http or listen_https");
+    if (cfg->has_listen_http && cfg->has_listen_https && same_fixed_addr(&cfg->listen_http, &cfg->listen_https))
+        return fail(pc, pc->listen_https_line, "listen_https: same address as listen_http");
+
+    if (!cfg->has_headers_section) {
+        for (size_t i = 0; i < PX_ARRAY_LEN(defaults); i++) {
+            struct px_header_conf *g = grow(cfg->headers, cfg->nheaders, sizeof(*g));
+            if (g == NULL)
+                return fail(pc, 0, "out of memory");
+            cfg->headers = g;
+            g = &cfg->headers[cfg->nheaders++];
+            g->name = strdup(defaults[i].name);
+            g->value = strdup(defaults[i].value);
+            if (g->name == NULL || g->value == NULL)
+                return fail(pc, 0, "out of memory");
+        }
+    }
+    return 1;
+}
+
+/* ---- entry points ---- */
+
+static int load(const char *text, size_t len, const char *name, struct px_config **out, char *err,
+                size_t errlen)
+{
+    struct pctx pc;
+    struct px_config *cfg = NULL;
+    int rc;
+
+    memset(&pc, 0, sizeof(pc));
+    pc.file = name;
+    pc.text = text;
+    pc.len = len;
+    if ((cfg = calloc(1, sizeof(*cfg))) == NULL || (cfg->path = strdup(name)) == NULL) {
+        fail(&pc, 0, "out of memory");
+        goto fail;
+    }
+    pc.cfg = cfg;
+    if (!apply_defaults(&pc, find_sect(S_PROXY), cfg) || !apply_defaults(&pc, find_sect(S_TLS), &cfg->tls) ||
+        !apply_defaults(&pc, find_sect(S_ACME), &cfg->acme))
+        goto fail;
+
+    rc = ini_parse_stream(read_line, &pc, on_key, &pc);
+    if (pc.failed && (rc <= 0 || rc >= pc.err_line))
+        goto fail; /* ours came first */
+    if (rc > 0) {
+        pc.failed = 0;
+        fail(&pc, rc, "syntax error");
+        goto fail;
+    }
+    if (rc < 0) {
+        fail(&pc, 0, "cannot parse (out of memory)");
+        goto fail;
+    }
+    if (!finish(&pc))
+        goto fail;
+
+    for (size_t i = 0; i < pc.nwarns; i++)
+        px_log_warn("%s", pc.warns[i]);
+    free_strv(pc.warns, pc.nwarns);
+    *out = cfg;
+    return 0;
+
+fail:
+    if (err && errlen)
+        snprintf(err, errlen, "%s", pc.err);
+    free_strv(pc.warns, pc.nwarns);
+    px_config_free(cfg);
+    *out = NULL;
+    return -1;
+}
+
+int px_config_load_string(const char *text, const char *name, struct px_config **out, char *err,
+                          size_t errlen)
+{
+    if (name == NULL)
+        name = "(string)";
+    if (text == NULL) {
+        if (err && errlen)
+            snprintf(err, errlen, "%s: no text", name);
+        *out = NULL;
+        return -1;
+    }
+    return load(text, strlen(text), name, out, err, errlen);
+}
+
+int px_config_load(const char *path, struct px_config **out, char *err, size_t errlen)
+{
+    FILE *f = NULL;
+    char *buf = NULL;
+    size_t len = 0, cap = 0, n;
+    int rc = -1;
+
+    *out = NULL;
+    if (path == NULL) {
+        if (err && errlen)
+            snprintf(err, errlen, "no config file given");
+        return -1;
+    }
+    if ((f = fopen(path, "rb")) == NULL) {
+        if (err && errlen)
+            snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    for (;;) {
+        if (len == cap) {
+            char *g;
+            if (cap >= MAX_FILE_SIZE) {
+                if (err && errlen)
+                    snprintf(err, errlen, "%s: file too large (max %u bytes)", path, MAX_FILE_SIZE);
+                goto done;
+            }
+            cap = cap ? cap * 2 : 8192;
+            if ((g = realloc(buf, cap)) == NULL) {
+                if (err && errlen)
+                    snprintf(err, errlen, "%s: out of memory", path);
+                goto done;
+            }
+            buf = g;
+        }
+        n = fread(buf + len, 1, cap - len, f);
+        len += n;
+        if (n == 0)
+            break;
+    }
+    if (ferror(f)) {
+        if (err && errlen)
+            snprintf(err, errlen, "%s: read error: %s", path, strerror(errno));
+        goto done;
+    }
+    rc = load(buf ? buf : "", len, path, out, err, errlen);
+done:
+    free(buf);
+    fclose(f);
+    return rc;
+}
+
+void px_config_free(struct px_config *cfg)
+{
+    if (cfg == NULL)
+        return;
+    free(cfg->path);
+    free(cfg->health_path);
+    free(cfg->control_socket);
+    free(cfg->state_file);
+    free(cfg->access_log);
+    free(cfg->error_log);
+    free(cfg->user);
+    free(cfg->trusted_proxies);
+
+    free(cfg->tls.certificate);
+    free(cfg->tls.certificate_key);
+    for (size_t i = 0; i < cfg->tls.nsni; i++) {
+        free(cfg->tls.sni[i].name);
+        free(cfg->tls.sni[i].cert);
+        free(cfg->tls.sni[i].key);
+    }
+    free(cfg->tls.sni);
+    free(cfg->tls.ciphers);
+    free(cfg->tls.alpn);
+
+    for (size_t i = 0; i < cfg->nheaders; i++) {
+        free(cfg->headers[i].name);
+        free(cfg->headers[i].value);
+    }
+    free(cfg->headers);
+    for (size_t i = 0; i < cfg->nlimits; i++)
+        free(cfg->limits[i].name);
+    free(cfg->limits);
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        free(cfg->routes[i].prefix);
+        free(cfg->routes[i].host);
+        free(cfg->routes[i].limit);
+    }
+    free(cfg->routes);
+    for (size_t i = 0; i < cfg->nservices; i++) {
+        struct px_service_conf *s = &cfg->services[i];
+        free(s->name);
+        free_strv(s->hosts, s->nhosts);
+        free(s->path_prefix);
+        free(s->targets);
+        free(s->health_check_path);
+    }
+    free(cfg->services);
+
+    free(cfg->acme.directory);
+    free(cfg->acme.email);
+    free_strv(cfg->acme.domains, cfg->acme.ndomains);
+    free(cfg->acme.config_dir);
+    free(cfg->acme.ca_bundle);
+    free(cfg);
+}

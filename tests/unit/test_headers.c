@@ -1,0 +1,187 @@
+/* Unit tests: header table and the heads proxyd writes (exact bytes). */
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "px/headers.h"
+#include "px/http1.h"
+#include "unit.h"
+
+static char *drain_str(struct evbuffer *b)
+{
+    size_t n = evbuffer_get_length(b);
+    char *s = malloc(n + 1);
+    evbuffer_remove(b, s, n);
+    s[n] = '\0';
+    return s;
+}
+
+static void test_lookup(void)
+{
+    CHECK_INT(px_hdr_lookup("Connection", 10), PX_HDR_CONNECTION);
+    CHECK_INT(px_hdr_lookup("KEEP-ALIVE", 10), PX_HDR_KEEP_ALIVE);
+    CHECK_INT(px_hdr_lookup("te", 2), PX_HDR_TE);
+    CHECK_INT(px_hdr_lookup("Proxy-Authorization", 19), PX_HDR_PROXY_OTHER);
+    CHECK_INT(px_hdr_lookup("Proxy-Connection", 16), PX_HDR_PROXY_CONNECTION);
+    CHECK_INT(px_hdr_lookup("X-Forwarded-For", 15), PX_HDR_X_FORWARDED_FOR);
+    CHECK_INT(px_hdr_lookup("X-Request-Id", 12), PX_HDR_X_REQUEST_ID);
+    CHECK_INT(px_hdr_lookup("Hostx", 5), PX_HDR_OTHER);
+    CHECK_INT(px_hdr_lookup("Proxy-", 6), PX_HDR_OTHER);
+    CHECK(px_hdr_flags(PX_HDR_UPGRADE) & PX_HF_HOP);
+    CHECK(!(px_hdr_flags(PX_HDR_HOST) & PX_HF_HOP));
+}
+
+static struct px_fwd fwd(void)
+{
+    struct px_fwd f = {
+        .client_ip = "10.1.2.3", .client_ip_len = 8,
+        .peer_ip = "127.0.0.1", .peer_ip_len = 9,
+        .proto = "http",
+        .request_id = "abc", .request_id_len = 3,
+        .start_ms = 1700000000123ull,
+        .strip_expect = 1,
+    };
+    return f;
+}
+
+static void test_request_head(void)
+{
+    const char *in = "POST /p?a=%20b&c=d;e HTTP/1.1\r\n"
+                     "Host: example.com\r\n"
+                     "Connection: keep-alive, X-Secret\r\n"
+                     "X-Secret: 1\r\n"
+                     "Keep-Alive: timeout=5\r\n"
+                     "TE: trailers\r\n"
+                     "Proxy-Authorization: Basic x\r\n"
+                     "Upgrade: h2c\r\n"
+                     "X-Forwarded-For: 6.6.6.6\r\n"
+                     "X-Real-IP: 6.6.6.6\r\n"
+                     "X-Request-ID: zzz\r\n"
+                     "Expect: 100-continue\r\n"
+                     "Content-Length: 3\r\n"
+                     "Accept: */*\r\n\r\n";
+    struct px_h1_request r;
+    int n = px_h1_parse_request(in, strlen(in), &r);
+    CHECK_INT(n, (int)strlen(in));
+    struct evbuffer *b = evbuffer_new();
+    struct px_fwd f = fwd();
+    CHECK_INT(px_h1_write_request_head(b, &r, (size_t)n, &f), 0);
+    char *out = drain_str(b);
+    CHECK_STR(out, "POST /p?a=%20b&c=d;e HTTP/1.1\r\n"
+                   "Host: example.com\r\n"
+                   "Content-Length: 3\r\n"
+                   "Accept: */*\r\n"
+                   "X-Forwarded-For: 127.0.0.1\r\n"
+                   "X-Real-IP: 10.1.2.3\r\n"
+                   "X-Forwarded-Proto: http\r\n"
+                   "X-Forwarded-Host: example.com\r\n"
+                   "X-Request-ID: abc\r\n"
+                   "X-Request-Start: t=1700000000123\r\n\r\n");
+    free(out);
+    evbuffer_free(b);
+}
+
+static void test_request_head_trusted_ws_absolute(void)
+{
+    const char *in = "GET http://Example.com:8080/ws?x HTTP/1.1\r\n"
+                     "Host: ignored.test\r\n"
+                     "Connection: Upgrade\r\n"
+                     "Upgrade: websocket\r\n"
+                     "Sec-WebSocket-Key: k\r\n\r\n";
+    struct px_h1_request r;
+    int n = px_h1_parse_request(in, strlen(in), &r);
+    CHECK_INT(n, (int)strlen(in));
+    struct evbuffer *b = evbuffer_new();
+    struct px_fwd f = fwd();
+    f.xff = "1.1.1.1, 10.1.2.3";
+    f.xff_len = strlen(f.xff);
+    f.websocket = 1;
+    CHECK_INT(px_h1_write_request_head(b, &r, (size_t)n, &f), 0);
+    char *out = drain_str(b);
+    CHECK_STR(out, "GET /ws?x HTTP/1.1\r\n"
+                   "Host: Example.com:8080\r\n"
+                   "Upgrade: websocket\r\n"
+                   "Sec-WebSocket-Key: k\r\n"
+                   "X-Forwarded-For: 1.1.1.1, 10.1.2.3, 127.0.0.1\r\n"
+                   "X-Real-IP: 10.1.2.3\r\n"
+                   "X-Forwarded-Proto: http\r\n"
+                   "X-Forwarded-Host: Example.com:8080\r\n"
+                   "X-Request-ID: abc\r\n"
+                   "X-Request-Start: t=1700000000123\r\n"
+                   "Connection: upgrade\r\n\r\n");
+    free(out);
+    evbuffer_free(b);
+}
+
+static const struct px_hdr_add adds[] = {
+    {"Strict-Transport-Security", 25, "max-age=1", 9, 1},
+    {"X-Frame-Options", 15, "DENY", 4, 0},
+    {"X-Content-Type-Options", 22, "nosniff", 7, 0},
+};
+
+static void test_response_head(void)
+{
+    const char *in = "HTTP/1.1 200 OK\r\n"
+                     "Content-Type: text/html\r\n"
+                     "Connection: keep-alive, X-Hop\r\n"
+                     "X-Hop: 1\r\n"
+                     "Keep-Alive: timeout=5\r\n"
+                     "x-frame-options: SAMEORIGIN\r\n"
+                     "Transfer-Encoding: chunked\r\n\r\n";
+    struct px_h1_response resp;
+    int n = px_h1_parse_response(in, strlen(in), &resp);
+    CHECK_INT(n, (int)strlen(in));
+    struct evbuffer *b = evbuffer_new();
+    struct px_resp_opts o = {.client_minor = 1, .keep_alive = 1, .add = adds, .nadd = 3};
+    CHECK_INT(px_h1_write_response_head(b, &resp, (size_t)n, &o), 0);
+    char *out = drain_str(b);
+    CHECK_STR(out, "HTTP/1.1 200 OK\r\n"
+                   "Content-Type: text/html\r\n"
+                   "x-frame-options: SAMEORIGIN\r\n"
+                   "Transfer-Encoding: chunked\r\n"
+                   "X-Content-Type-Options: nosniff\r\n\r\n");
+    free(out);
+    /* HTTP/1.0 client, de-chunked, over HTTPS, closing */
+    struct px_resp_opts o2 = {.client_minor = 0, .keep_alive = 0, .strip_te = 1, .is_https = 1,
+                              .add = adds, .nadd = 3};
+    CHECK_INT(px_h1_write_response_head(b, &resp, (size_t)n, &o2), 0);
+    out = drain_str(b);
+    CHECK_STR(out, "HTTP/1.1 200 OK\r\n"
+                   "Content-Type: text/html\r\n"
+                   "x-frame-options: SAMEORIGIN\r\n"
+                   "Strict-Transport-Security: max-age=1\r\n"
+                   "X-Content-Type-Options: nosniff\r\n"
+                   "Connection: close\r\n\r\n");
+    free(out);
+    evbuffer_free(b);
+}
+
+static void test_local_response(void)
+{
+    struct evbuffer *b = evbuffer_new();
+    struct px_resp_opts o = {.client_minor = 0, .keep_alive = 1, .add = adds + 1, .nadd = 1};
+    px_h1_write_local_response(b, 404, "404 Not Found\n", 14, 0, &o);
+    char *out = drain_str(b);
+    CHECK_STR(out, "HTTP/1.1 404 Not Found\r\nServer: proxyd\r\n"
+                   "Content-Type: text/plain; charset=utf-8\r\nContent-Length: 14\r\n"
+                   "X-Frame-Options: DENY\r\nConnection: keep-alive\r\n\r\n404 Not Found\n");
+    free(out);
+    px_h1_write_local_response(b, 200, "healthy\n", 8, 1, &o);
+    out = drain_str(b);
+    CHECK(strstr(out, "Content-Length: 8\r\n") != NULL);
+    CHECK(strstr(out, "healthy") == NULL);
+    free(out);
+    CHECK_STR(px_status_reason(431), "Request Header Fields Too Large");
+    evbuffer_free(b);
+}
+
+int main(void)
+{
+    UNIT_RUN(test_lookup);
+    UNIT_RUN(test_request_head);
+    UNIT_RUN(test_request_head_trusted_ws_absolute);
+    UNIT_RUN(test_response_head);
+    UNIT_RUN(test_local_response);
+    return unit_report();
+}

@@ -1,0 +1,190 @@
+/* Unit tests: target choice (least outstanding, round robin, passive and
+ * active health, draining) and the per-worker keep-alive pool. Includes
+ * upstream.c to reach its statics. */
+#include "../../proxy/upstream.c"
+
+#include <arpa/inet.h>
+
+#include "px/log.h"
+#include "unit.h"
+
+static struct px_worker w;
+static const struct px_service *svc;
+
+static int setup(const char *targets)
+{
+    char ini[512], err[256];
+    snprintf(ini, sizeof(ini), "[proxy]\nlisten_http = 127.0.0.1:0\n[service s]\ntargets = %s\n", targets);
+    struct px_config *cfg = NULL;
+    if (px_config_load_string(ini, "t.ini", &cfg, err, sizeof(err)) < 0)
+        return -1;
+    struct px_routes *r = px_routes_build(cfg, err, sizeof(err));
+    if (r == NULL)
+        return -1;
+    px_routes_publish(r);
+    if (px_worker_init(&w, 0, err, sizeof(err)) < 0)
+        return -1;
+    svc = px_routes_match(w.routes, NULL, 0, "/", 1);
+    return svc ? 0 : -1;
+}
+
+static void teardown(void)
+{
+    px_worker_free(&w);
+    px_routes_shutdown();
+}
+
+static struct px_req req(void)
+{
+    struct px_req r;
+    memset(&r, 0, sizeof(r));
+    r.w = &w;
+    r.svc = svc;
+    r.method = PX_METHOD_GET;
+    return r;
+}
+
+static void test_least_outstanding(void)
+{
+    CHECK_INT(setup("127.0.0.1:7001 127.0.0.1:7002 127.0.0.1:7003"), 0);
+    if (!svc)
+        return;
+    struct px_req r = req();
+    px_worker_pool(&w, svc->targets[0])->outstanding = 3;
+    px_worker_pool(&w, svc->targets[1])->outstanding = 1;
+    px_worker_pool(&w, svc->targets[2])->outstanding = 2;
+    for (int i = 0; i < 10; i++)
+        CHECK(pick_target(&r, NULL) == svc->targets[1]);
+    CHECK(pick_target(&r, svc->targets[1]) == svc->targets[2]); /* excluded: next best */
+    teardown();
+}
+
+static void test_round_robin_on_ties(void)
+{
+    CHECK_INT(setup("127.0.0.1:7001 127.0.0.1:7002 127.0.0.1:7003"), 0);
+    if (!svc)
+        return;
+    struct px_req r = req();
+    int seen[3] = {0, 0, 0};
+    for (int i = 0; i < 30; i++) {
+        struct px_target *t = pick_target(&r, NULL);
+        for (int k = 0; k < 3; k++)
+            if (t == svc->targets[k])
+                seen[k]++;
+    }
+    CHECK_INT(seen[0], 10);
+    CHECK_INT(seen[1], 10);
+    CHECK_INT(seen[2], 10);
+    teardown();
+}
+
+static void test_health_and_draining(void)
+{
+    CHECK_INT(setup("127.0.0.1:7001 127.0.0.1:7002"), 0);
+    if (!svc)
+        return;
+    struct px_req r = req();
+    atomic_store(&svc->targets[0]->healthy, 0);
+    for (int i = 0; i < 4; i++)
+        CHECK(pick_target(&r, NULL) == svc->targets[1]);
+    atomic_store(&svc->targets[0]->healthy, 1);
+    atomic_store(&svc->targets[1]->draining, 1);
+    for (int i = 0; i < 4; i++)
+        CHECK(pick_target(&r, NULL) == svc->targets[0]);
+    atomic_store(&svc->targets[0]->healthy, 0);
+    CHECK(pick_target(&r, NULL) == NULL); /* none usable: 503 */
+    teardown();
+}
+
+static void test_passive_down(void)
+{
+    CHECK_INT(setup("127.0.0.1:7001 127.0.0.1:7002"), 0);
+    if (!svc)
+        return;
+    struct px_req r = req();
+    px_worker_pool(&w, svc->targets[0])->down_until_ms = px_now_ms() + 60000;
+    px_worker_pool(&w, svc->targets[1])->outstanding = 5;
+    for (int i = 0; i < 4; i++)
+        CHECK(pick_target(&r, NULL) == svc->targets[1]);
+    /* all down: still try one rather than fail */
+    px_worker_pool(&w, svc->targets[1])->down_until_ms = px_now_ms() + 60000;
+    CHECK(pick_target(&r, NULL) != NULL);
+    /* expired: usable again */
+    px_worker_pool(&w, svc->targets[0])->down_until_ms = px_now_ms() - 1;
+    CHECK(pick_target(&r, NULL) == svc->targets[0]);
+    CHECK_INT(px_worker_pool(&w, svc->targets[0])->down_until_ms, 0);
+    teardown();
+}
+
+static void test_pool_growth(void)
+{
+    CHECK_INT(setup("127.0.0.1:7001"), 0);
+    if (!svc)
+        return;
+    struct px_target fake;
+    memset(&fake, 0, sizeof(fake));
+    fake.id = 1000;
+    struct px_upool *p = px_worker_pool(&w, &fake);
+    CHECK(p != NULL);
+    CHECK(w.npools > 1000);
+    CHECK_INT(p->nidle, 0);
+    CHECK_INT(p->outstanding, 0);
+    CHECK(px_worker_pool(&w, svc->targets[0]) == &w.pools[svc->targets[0]->id]);
+    teardown();
+}
+
+/* A finished keep-alive connection goes back to the pool and is reused. */
+static void test_pool_reuse(void)
+{
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    bind(lfd, (struct sockaddr *)&sa, sizeof(sa));
+    listen(lfd, 8);
+    socklen_t sl = sizeof(sa);
+    getsockname(lfd, (struct sockaddr *)&sa, &sl);
+    char targets[64];
+    snprintf(targets, sizeof(targets), "127.0.0.1:%u", ntohs(sa.sin_port));
+    CHECK_INT(setup(targets), 0);
+    if (!svc) {
+        close(lfd);
+        return;
+    }
+    struct px_req r = req();
+    int err = 0;
+    CHECK_INT(attach(&r, svc->targets[0], &err), 0);
+    struct px_uconn *u = r.up;
+    CHECK(u != NULL && !u->reused);
+    CHECK_INT(w.pools[svc->targets[0]->id].outstanding, 1);
+    u->state = U_BUSY;
+    detach_count(&r);
+    r.up = NULL;
+    release(u, 1);
+    CHECK_INT(w.pools[svc->targets[0]->id].nidle, 1);
+    CHECK_INT(w.pools[svc->targets[0]->id].outstanding, 0);
+    struct px_req r2 = req();
+    CHECK_INT(attach(&r2, svc->targets[0], &err), 0);
+    CHECK(r2.up == u);
+    CHECK(u->reused);
+    CHECK_INT(w.pools[svc->targets[0]->id].nidle, 0);
+    /* not reusable (e.g. Connection: close): closed, not pooled */
+    u->state = U_BUSY;
+    detach_count(&r2);
+    release(u, 0);
+    CHECK_INT(w.pools[svc->targets[0]->id].nidle, 0);
+    teardown();
+    close(lfd);
+}
+
+int main(void)
+{
+    px_log_open("/dev/null", "off", NULL, 0);
+    px_routes_set_nworkers(1);
+    UNIT_RUN(test_least_outstanding);
+    UNIT_RUN(test_round_robin_on_ties);
+    UNIT_RUN(test_health_and_draining);
+    UNIT_RUN(test_passive_down);
+    UNIT_RUN(test_pool_growth);
+    UNIT_RUN(test_pool_reuse);
+    px_log_close();
+    return unit_report();
+}
