@@ -123,7 +123,6 @@ struct pctx {
 static int pending_feature(enum sect s, const char *key)
 {
     switch (s) {
-    case S_TLS:
     case S_LIMIT:
     case S_ACME:
         return key == NULL;
@@ -787,12 +786,14 @@ static const char *set_sni(struct pctx *pc, void *base, const char *v)
     snprintf(pc->bad, sizeof(pc->bad), "%s", name);
     if ((err = check_host(name, 1)) != NULL)
         return err;
-    for (size_t i = 0; i < t->nsni; i++)
-        if (strcmp(t->sni[i].name, name) == 0)
-            return "duplicate server name";
     pc->bad[0] = '\0';
     if (c2 == c1 + 1 || c2[1] == '\0')
         return "must be NAME:CERTIFICATE:KEY";
+    /* A name may appear twice (an ECDSA and an RSA certificate), not with the same file. */
+    for (size_t i = 0; i < t->nsni; i++)
+        if (strcmp(t->sni[i].name, name) == 0 && strncmp(t->sni[i].cert, c1 + 1, (size_t)(c2 - c1 - 1)) == 0 &&
+            t->sni[i].cert[c2 - c1 - 1] == '\0')
+            return "duplicate server name and certificate";
     e.name = strdup(name);
     e.cert = strndup(c1 + 1, (size_t)(c2 - c1 - 1));
     e.key = strdup(c2 + 1);
@@ -910,7 +911,8 @@ static const struct keydef tls_keys[] = {
     KFN("sni", set_sni, NULL, KF_REPEAT),
     KFN("protocols", set_protocols, "TLSv1.2 TLSv1.3", 0),
     KSTR("ciphers", T(ciphers), DEFAULT_CIPHERS, check_ciphers),
-    KDUR("session_timeout", T(session_timeout_ms), "1d"),
+    /* 0 turns the session cache off (benchmarks of full handshakes) */
+    {.name = "session_timeout", .type = K_DURATION, .off = T(session_timeout_ms), .min = 0, .max = UINT64_MAX, .def = "1d"},
     KBOOL("session_tickets", T(session_tickets), "no"),
     KFN("alpn", set_alpn, "h2 http/1.1", 0),
 };

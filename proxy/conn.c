@@ -18,6 +18,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+
 #include "px/addr.h"
 #include "px/common.h"
 #include "px/config.h"
@@ -25,6 +27,7 @@
 #include "px/log.h"
 #include "px/request.h"
 #include "px/sock.h"
+#include "px/tls.h"
 #include "px/worker.h"
 
 #define CLIENT_OUT_HIGH (256 * 1024)
@@ -34,7 +37,7 @@
 #define REQ_CACHE_MAX 64
 #define HEAD_KEEP_MAX 4096
 
-enum cstate { C_IDLE, C_HEAD, C_ACTIVE, C_TUNNEL, C_LINGER, C_DEAD };
+enum cstate { C_HANDSHAKE, C_IDLE, C_HEAD, C_ACTIVE, C_TUNNEL, C_LINGER, C_DEAD };
 
 struct h1req {
     struct px_req r;              /* first: px_req* <-> h1req* */
@@ -75,6 +78,7 @@ struct px_conn {
     unsigned closing : 1;         /* inside conn_close */
     struct h1req *hr;
     struct px_uconn *tun;
+    const struct px_routes *hs_routes; /* pinned during the TLS handshake (SNI/ALPN callbacks) */
 };
 
 static void conn_event(evutil_socket_t fd, short what, void *arg);
@@ -144,6 +148,19 @@ void px_conn_accept(struct px_worker *w, int fd, int tls, const struct sockaddr 
     }
     event_assign(&c->timer, w->base, -1, 0, conn_timeout, c);
     c->state = C_IDLE;
+    if (tls) {
+        px_worker_refresh(w);
+        const struct px_tls *t = px_routes_tls(w->routes);
+        if (t == NULL || (c->s.ssl = px_tls_new(t, fd)) == NULL) {
+            px_sock_close(&c->s);
+            free(c);
+            px_worker_conn_closed(w);
+            return;
+        }
+        c->hs_routes = w->routes;
+        px_routes_pin(c->hs_routes, w->id);
+        c->state = C_HANDSHAKE;
+    }
     c->next = w->conns;
     if (w->conns)
         w->conns->prev = c;
@@ -167,6 +184,10 @@ static void conn_close(struct px_conn *c)
     if (c->tun) {
         px_uconn_close(c->tun);
         c->tun = NULL;
+    }
+    if (c->hs_routes) {
+        px_routes_unpin(c->hs_routes, w->id);
+        c->hs_routes = NULL;
     }
     event_del(&c->timer);
     px_sock_close(&c->s);
@@ -199,7 +220,7 @@ void px_conn_stop_all(struct px_worker *w)
     struct px_conn *c = w->conns, *next;
     for (; c; c = next) {
         next = c->next;
-        if (c->state == C_IDLE)
+        if (c->state == C_IDLE || c->state == C_HANDSHAKE)
             conn_close(c);
         else
             c->keepalive = 0;
@@ -235,7 +256,8 @@ static void resp_opts(struct px_conn *c, struct px_resp_opts *o, int minor)
     o->nadd = c->w->nadds;
 }
 
-static void respond_local(struct px_conn *c, int status, const char *body, size_t len)
+static void respond_local_x(struct px_conn *c, int status, const char *body, size_t len, const char *extra,
+                            size_t extra_len)
 {
     struct h1req *hr = c->hr;
     struct px_req *r = &hr->r;
@@ -254,11 +276,39 @@ static void respond_local(struct px_conn *c, int status, const char *body, size_
     struct px_resp_opts o;
     resp_opts(c, &o, hr->hreq.minor_version);
     int head = r->method == PX_METHOD_HEAD;
-    px_h1_write_local_response(c->s.out, status, body, len, head, &o);
+    px_h1_write_local_response(c->s.out, status, body, len, head, &o, extra, extra_len);
     r->status = status;
     r->bytes_out = head ? 0 : len;
     r->resp_started = 1;
     finish_request(c, 1);
+}
+
+static void respond_local(struct px_conn *c, int status, const char *body, size_t len)
+{
+    respond_local_x(c, status, body, len, NULL, 0);
+}
+
+/* 301 to https://HOST/PATH?QUERY (host lowercased, port stripped). */
+static void respond_redirect(struct px_conn *c)
+{
+    const struct px_h1_request *q = &c->hr->hreq;
+    char host[256];
+    int hl = px_host_normalize(q->host, q->host ? q->host_len : 0, host, sizeof(host));
+    if (hl <= 0) {
+        respond_local(c, 400, NULL, 0);
+        return;
+    }
+    size_t cap = (size_t)hl + q->path_len + 32;
+    char stackbuf[1024];
+    char *loc = cap <= sizeof(stackbuf) ? stackbuf : malloc(cap);
+    if (loc == NULL) {
+        conn_close(c);
+        return;
+    }
+    int n = snprintf(loc, cap, "Location: https://%s%.*s\r\n", host, (int)q->path_len, q->path);
+    respond_local_x(c, 301, "301 Moved Permanently\n", 22, loc, (size_t)n);
+    if (loc != stackbuf)
+        free(loc);
 }
 
 /* A head that could not be parsed: there is no request to speak of. */
@@ -431,6 +481,12 @@ static int path_is(const struct px_h1_request *q, const char *p)
     return q->path_len == n || q->path[n] == '?';
 }
 
+static int path_is_prefix(const struct px_h1_request *q, const char *p)
+{
+    size_t n = strlen(p);
+    return q->path_len >= n && memcmp(q->path, p, n) == 0;
+}
+
 static void start_request(struct px_conn *c, size_t head_len)
 {
     struct px_worker *w = c->w;
@@ -532,6 +588,14 @@ static void start_request(struct px_conn *c, size_t head_len)
         respond_local(c, 200, "healthy\n", 8);
         return;
     }
+    if (!c->tls && path_is_prefix(q, "/.well-known/acme-challenge/")) {
+        respond_local(c, 404, NULL, 0); /* answered from the ACME client's tokens once it lands */
+        return;
+    }
+    if (!c->tls && cfg->redirect_https && cfg->has_listen_https) {
+        respond_redirect(c);
+        return;
+    }
     if (q->content_length > 0 && cfg->max_body_size && (uint64_t)q->content_length > cfg->max_body_size) {
         respond_local(c, 413, NULL, 0);
         return;
@@ -617,6 +681,25 @@ static void read_head(struct px_conn *c)
     }
 }
 
+static void tls_handshake(struct px_conn *c)
+{
+    int rc = SSL_do_handshake(c->s.ssl);
+    if (rc == 1) {
+        px_routes_unpin(c->hs_routes, c->w->id);
+        c->hs_routes = NULL;
+        c->s.readable = 1; /* read-ahead may already hold the first request */
+        c->s.writable = 1;
+        c->state = C_IDLE;
+        c->again = 1;
+        return;
+    }
+    int e = SSL_get_error(c->s.ssl, rc);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+        return; /* the next edge continues it */
+    ERR_clear_error();
+    conn_close(c); /* protocol or version mismatch, or the peer left */
+}
+
 static void conn_run(struct px_conn *c)
 {
     if (c->in_run) {
@@ -631,6 +714,9 @@ static void conn_run(struct px_conn *c)
             break;
         }
         switch (c->state) {
+        case C_HANDSHAKE:
+            tls_handshake(c);
+            break;
         case C_IDLE:
         case C_HEAD:
             if (evbuffer_get_length(c->s.out) > CLIENT_OUT_HIGH)
@@ -685,6 +771,7 @@ static void conn_timeout(evutil_socket_t fd, short what, void *arg)
 {
     struct px_conn *c = arg;
     switch (c->state) {
+    case C_HANDSHAKE:
     case C_IDLE:
     case C_HEAD:
     case C_LINGER:

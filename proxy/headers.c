@@ -363,9 +363,10 @@ int px_h1_write_response_head(struct evbuffer *out, const struct px_h1_response 
 }
 
 void px_h1_write_local_response(struct evbuffer *out, int status, const char *body, size_t body_len,
-                                int omit_body, const struct px_resp_opts *o)
+                                int omit_body, const struct px_resp_opts *o, const char *extra,
+                                size_t extra_len)
 {
-    size_t bound = add_bound(o) + 256 + (omit_body ? 0 : body_len);
+    size_t bound = add_bound(o) + 256 + extra_len + (omit_body ? 0 : body_len);
     struct evbuffer_iovec v;
     if (evbuffer_reserve_space(out, (ev_ssize_t)bound, &v, 1) < 1)
         return;
@@ -374,6 +375,8 @@ void px_h1_write_local_response(struct evbuffer *out, int status, const char *bo
     PUTL(p, "Server: proxyd\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ");
     p = put_u64(p, body_len);
     PUTL(p, "\r\n");
+    if (extra_len)
+        PUT(p, extra, extra_len);
     p = put_adds(p, o, 0);
     p = put_connection(p, o);
     PUTL(p, "\r\n");

@@ -84,6 +84,14 @@ static unsigned addr_port(const struct px_addr *a)
     return ntohs(((const struct sockaddr_in6 *)&a->ss)->sin6_port);
 }
 
+static void log_listening(const char *what, const struct px_addr *a)
+{
+    char ip[64];
+    px_addr_ntop((const struct sockaddr *)&a->ss, ip, sizeof(ip));
+    px_log_info("listening %s %s%s%s:%u", what, a->ss.ss_family == AF_INET6 ? "[" : "", ip,
+                a->ss.ss_family == AF_INET6 ? "]" : "", addr_port(a));
+}
+
 static int drop_privileges(const char *user, char *err, size_t errlen)
 {
     if (user == NULL || geteuid() != 0)
@@ -250,9 +258,6 @@ int main(int argc, char **argv)
         px_config_free(cfg);
         return 1;
     }
-    if (s.has_https)
-        px_log_warn("listen_https: TLS termination is not implemented yet; serving %s only",
-                    s.has_http ? "plain HTTP" : "nothing");
     const char *user = cfg->user ? strdup(cfg->user) : NULL;
     px_routes_set_nworkers(s.nworkers);
     struct px_routes *routes = px_routes_build(cfg, err, sizeof(err));
@@ -287,10 +292,18 @@ int main(int argc, char **argv)
                 goto out;
             }
         }
+        if (s.has_https) {
+            int fd = open_listener(&s.listen_https, err, sizeof(err));
+            if (fd < 0 || px_worker_add_listener(&s.workers[i], fd, 1) < 0) {
+                px_log_error("%s", err);
+                goto out;
+            }
+        }
     }
     if (s.has_http)
-        px_log_info("listening http %s:%u", s.listen_http.ss.ss_family == AF_INET6 ? "[::]" : "127.0.0.1",
-                    addr_port(&s.listen_http));
+        log_listening("http", &s.listen_http);
+    if (s.has_https)
+        log_listening("https", &s.listen_https);
     if (drop_privileges(user, err, sizeof(err)) < 0) {
         px_log_error("%s", err);
         goto out;

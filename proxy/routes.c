@@ -8,6 +8,7 @@
 #include "px/config.h"
 #include "px/log.h"
 #include "px/routes.h"
+#include "px/tls.h"
 
 /* Services that share a host key, longest path_prefix first. */
 struct host_entry {
@@ -24,6 +25,7 @@ struct pin {
 
 struct px_routes {
     struct px_config *cfg;
+    struct px_tls *tls;
     struct px_service *services;
     size_t nservices;
     struct host_entry *exact;      /* sorted by key */
@@ -117,6 +119,7 @@ static void routes_free(struct px_routes *r)
     free(r->exact);
     free(r->wild);
     free(r->any.svcs);
+    px_tls_free(r->tls);
     px_config_free(r->cfg);
     free(r);
 }
@@ -173,6 +176,10 @@ struct px_routes *px_routes_build(struct px_config *cfg, char *err, size_t errle
         return NULL;
     }
     r->cfg = cfg;
+    if (cfg->has_listen_https && (r->tls = px_tls_build(&cfg->tls, err, errlen)) == NULL) {
+        routes_free(r);
+        return NULL;
+    }
     if (cfg->nservices) {
         r->services = calloc(cfg->nservices, sizeof(*r->services));
         if (r->services == NULL)
@@ -321,6 +328,11 @@ void px_routes_unpin(const struct px_routes *cr, int wid)
 const struct px_config *px_routes_config(const struct px_routes *r)
 {
     return r->cfg;
+}
+
+const struct px_tls *px_routes_tls(const struct px_routes *r)
+{
+    return r->tls;
 }
 
 int px_host_normalize(const char *host, size_t len, char *out, size_t outlen)

@@ -5,6 +5,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+
 #include "px/common.h"
 #include "px/sock.h"
 
@@ -36,8 +38,52 @@ fail:
     return -1;
 }
 
+/* TLS: SSL_read until it wants more (it may hold decrypted bytes the
+ * socket no longer signals, so the short-read shortcut does not apply). */
+static size_t tls_read(struct px_sock *s, size_t max)
+{
+    size_t total = 0;
+    while (s->readable && !s->eof && !s->error && total < max) {
+        struct evbuffer_iovec v;
+        size_t want = max - total < PX_READ_CHUNK ? max - total : PX_READ_CHUNK;
+        if (evbuffer_reserve_space(s->in, (ev_ssize_t)want, &v, 1) < 1)
+            break;
+        if (v.iov_len > want)
+            v.iov_len = want;
+        size_t n = 0;
+        int ok = SSL_read_ex(s->ssl, v.iov_base, v.iov_len, &n);
+        if (ok) {
+            v.iov_len = n;
+            evbuffer_commit_space(s->in, &v, 1);
+            total += n;
+            continue;
+        }
+        evbuffer_commit_space(s->in, &v, 0);
+        switch (SSL_get_error(s->ssl, 0)) {
+        case SSL_ERROR_WANT_READ:
+            s->readable = 0;
+            break;
+        case SSL_ERROR_WANT_WRITE:
+            s->writable = 0; /* the next EPOLLOUT edge runs us again */
+            return total;
+        case SSL_ERROR_ZERO_RETURN:
+            s->eof = 1;      /* close_notify: a clean end */
+            break;
+        default:
+            /* includes an EOF without close_notify: a truncated stream */
+            s->error = 1;
+            s->err = EPROTO;
+            ERR_clear_error();
+            break;
+        }
+    }
+    return total;
+}
+
 size_t px_sock_read(struct px_sock *s, size_t max)
 {
+    if (s->ssl)
+        return tls_read(s, max);
     size_t total = 0;
     while (s->readable && !s->eof && !s->error && total < max) {
         struct evbuffer_iovec v;
@@ -70,8 +116,41 @@ size_t px_sock_read(struct px_sock *s, size_t max)
     return total;
 }
 
+/* TLS: one record per call; small chains are coalesced first so a head and
+ * a short body leave in one record and one write(2). */
+static int tls_flush(struct px_sock *s)
+{
+    while (s->writable && !s->error) {
+        size_t len = evbuffer_get_length(s->out);
+        if (len == 0)
+            return 0;
+        size_t n = len < PX_READ_CHUNK ? len : PX_READ_CHUNK;
+        const unsigned char *p = evbuffer_pullup(s->out, (ev_ssize_t)n);
+        size_t w = 0;
+        if (p && SSL_write_ex(s->ssl, p, n, &w)) {
+            evbuffer_drain(s->out, w);
+            continue;
+        }
+        switch (SSL_get_error(s->ssl, 0)) {
+        case SSL_ERROR_WANT_WRITE:
+            s->writable = 0;
+            return 0;
+        case SSL_ERROR_WANT_READ:
+            return 0; /* a post-handshake message; the next EPOLLIN edge resumes us */
+        default:
+            s->error = 1;
+            s->err = EPIPE;
+            ERR_clear_error();
+            return -1;
+        }
+    }
+    return s->error ? -1 : 0;
+}
+
 int px_sock_flush(struct px_sock *s)
 {
+    if (s->ssl)
+        return tls_flush(s);
     while (s->writable && !s->error) {
         size_t len = evbuffer_get_length(s->out);
         if (len == 0)
@@ -97,6 +176,10 @@ int px_sock_flush(struct px_sock *s)
 
 void px_sock_shutdown_write(struct px_sock *s)
 {
+    if (s->ssl && !s->error) {
+        SSL_shutdown(s->ssl); /* send close_notify; we do not wait for the peer's */
+        ERR_clear_error();
+    }
     if (s->fd >= 0)
         shutdown(s->fd, SHUT_WR);
 }
@@ -106,6 +189,10 @@ void px_sock_close(struct px_sock *s)
     if (s->registered) {
         event_del(&s->ev);
         s->registered = 0;
+    }
+    if (s->ssl) {
+        SSL_free(s->ssl);
+        s->ssl = NULL;
     }
     if (s->fd >= 0) {
         close(s->fd);

@@ -28,6 +28,7 @@
 #define PX_MAX_WORKERS 64
 
 struct px_config;
+struct px_tls;
 
 /* An upstream HOST:PORT. Fields other than the atomics are immutable. */
 struct px_target {
@@ -58,7 +59,8 @@ struct px_routes;
 /* ---- building and publishing (main thread only) ---- */
 
 /* Build a snapshot from cfg (the snapshot takes ownership of cfg, even on
- * failure). Returns NULL with a message in err on failure. */
+ * failure); with listen_https this loads the certificates. Returns NULL with
+ * a message in err on failure. */
 struct px_routes *px_routes_build(struct px_config *cfg, char *err, size_t errlen);
 /* Make r current; the previous snapshot is retired. */
 void px_routes_publish(struct px_routes *r);
@@ -78,6 +80,8 @@ void px_routes_pin(const struct px_routes *r, int wid);
 void px_routes_unpin(const struct px_routes *r, int wid);
 
 const struct px_config *px_routes_config(const struct px_routes *r);
+/* The TLS contexts (NULL without listen_https). */
+const struct px_tls *px_routes_tls(const struct px_routes *r);
 
 /* The service for a request: host (as sent: case-insensitive, ":port" and a
  * trailing dot ignored; NULL/empty = no host) by exact name, then the

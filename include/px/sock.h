@@ -16,12 +16,14 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
+#include <openssl/ssl.h>
 #include <sys/types.h>
 
 struct px_sock {
     int fd;
     struct event ev;
     struct evbuffer *in, *out;
+    SSL *ssl;                /* NULL for plain TCP; owned (freed by px_sock_close) */
     unsigned readable : 1, writable : 1;
     unsigned eof : 1;        /* the peer closed its side (read returned 0) */
     unsigned error : 1;      /* a read or write failed; err holds errno */
@@ -48,7 +50,8 @@ size_t px_sock_read(struct px_sock *s, size_t max);
 int px_sock_flush(struct px_sock *s);
 /* Unregister, close the fd and free the buffers. Safe on a zeroed sock. */
 void px_sock_close(struct px_sock *s);
-/* shutdown(SHUT_WR) once the output is flushed (tunnels, half-close). */
+/* shutdown(SHUT_WR) once the output is flushed (tunnels, half-close); over
+ * TLS a close_notify goes first. */
 void px_sock_shutdown_write(struct px_sock *s);
 
 #endif

@@ -161,13 +161,16 @@ static void test_local_response(void)
 {
     struct evbuffer *b = evbuffer_new();
     struct px_resp_opts o = {.client_minor = 0, .keep_alive = 1, .add = adds + 1, .nadd = 1};
-    px_h1_write_local_response(b, 404, "404 Not Found\n", 14, 0, &o);
+    px_h1_write_local_response(b, 404, "404 Not Found\n", 14, 0, &o, NULL, 0);
     char *out = drain_str(b);
     CHECK_STR(out, "HTTP/1.1 404 Not Found\r\nServer: proxyd\r\n"
                    "Content-Type: text/plain; charset=utf-8\r\nContent-Length: 14\r\n"
                    "X-Frame-Options: DENY\r\nConnection: keep-alive\r\n\r\n404 Not Found\n");
     free(out);
-    px_h1_write_local_response(b, 200, "healthy\n", 8, 1, &o);
+    px_h1_write_local_response(b, 200, "healthy\n", 8, 1, &o, "Location: /x\r\n", 14);
+    CHECK(strstr(out = drain_str(b), "Content-Length: 8\r\nLocation: /x\r\nX-Frame-Options") != NULL);
+    free(out);
+    px_h1_write_local_response(b, 200, "healthy\n", 8, 1, &o, NULL, 0);
     out = drain_str(b);
     CHECK(strstr(out, "Content-Length: 8\r\n") != NULL);
     CHECK(strstr(out, "healthy") == NULL);

@@ -1,0 +1,32 @@
+/* px/tls.h -- the TLS contexts of one configuration.
+ *
+ * A px_tls is built from [tls] on the main thread (it reads the certificate
+ * files) and is immutable afterwards; it lives in the route snapshot, so a
+ * reload (SIGHUP, proxyctl cert reload, an ACME renewal) swaps certificates
+ * exactly like routes: new handshakes get the new contexts, connections
+ * already open keep theirs (each SSL holds a reference on its SSL_CTX), and
+ * a bad file fails the build so the old snapshot keeps serving.
+ *
+ * Contexts: one default (certificate/certificate_key) and one per `sni`
+ * name; each may hold an ECDSA and an RSA certificate (give two
+ * space-separated files in certificate/certificate_key, or two sni lines for
+ * the same name). The server-side session cache lives in the default
+ * context and is shared by all workers (OpenSSL locks it). */
+#ifndef PX_TLS_H
+#define PX_TLS_H
+
+#include <openssl/ssl.h>
+#include <stddef.h>
+
+struct px_tls;
+struct px_tls_conf;
+
+/* NULL with a message in err on failure ("certificate FILE: reason"). */
+struct px_tls *px_tls_build(const struct px_tls_conf *conf, char *err, size_t errlen);
+void px_tls_free(struct px_tls *t);
+/* A server SSL for an accepted socket (worker thread). NULL on failure. */
+SSL *px_tls_new(const struct px_tls *t, int fd);
+/* 1 when the connection negotiated ALPN "h2". */
+int px_tls_is_h2(SSL *ssl);
+
+#endif

@@ -1,0 +1,270 @@
+/* tls.c -- SSL_CTX per name, SNI, ALPN, session cache, tickets. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/err.h>
+#include <openssl/rand.h>
+
+#include "px/config.h"
+#include "px/log.h"
+#include "px/tls.h"
+
+/* HTTP/2 is offered in ALPN only once proxy/h2.c serves it. */
+#define PX_TLS_HAVE_H2 0
+
+struct tls_name {
+    char *name;               /* lowercase; "*.example.com" allowed */
+    SSL_CTX *ctx;
+};
+
+struct px_tls {
+    SSL_CTX *dflt;
+    struct tls_name *names;
+    size_t nnames;
+    unsigned char alpn[32];   /* wire format, our preference order */
+    size_t alpn_len;
+};
+
+static void ssl_err(char *err, size_t errlen, const char *what, const char *file)
+{
+    unsigned long e = ERR_get_error();
+    char buf[256];
+    ERR_error_string_n(e, buf, sizeof(buf));
+    /* keep only the reason: "error:0A000086:SSL routines::certificate verify failed" -> after last ':' */
+    const char *reason = strrchr(buf, ':');
+    snprintf(err, errlen, "%s %s: %s", what, file, reason && reason[1] ? reason + 1 : buf);
+    ERR_clear_error();
+}
+
+static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
+                       unsigned int inlen, void *arg)
+{
+    const struct px_tls *t = arg;
+    unsigned char *o;
+    /* our preference wins (h2 first when configured) */
+    if (SSL_select_next_proto(&o, outlen, t->alpn, (unsigned int)t->alpn_len, in, inlen) !=
+        OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_NOACK; /* no overlap: carry on without ALPN (HTTP/1.1) */
+    *out = o;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+static int name_matches(const char *pattern, const char *host)
+{
+    if (pattern[0] == '*' && pattern[1] == '.') {
+        const char *dot = strchr(host, '.');
+        return dot && strcasecmp(dot, pattern + 1) == 0;
+    }
+    return strcasecmp(pattern, host) == 0;
+}
+
+static int servername_cb(SSL *ssl, int *al, void *arg)
+{
+    const struct px_tls *t = arg;
+    const char *host = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    if (host == NULL)
+        return SSL_TLSEXT_ERR_OK;
+    /* exact names first, then wildcards */
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < t->nnames; i++) {
+            const char *n = t->names[i].name;
+            if ((n[0] == '*') != (pass == 1))
+                continue;
+            if (name_matches(n, host)) {
+                SSL_set_SSL_CTX(ssl, t->names[i].ctx);
+                return SSL_TLSEXT_ERR_OK;
+            }
+        }
+    }
+    return SSL_TLSEXT_ERR_OK; /* unknown name: the default certificate */
+}
+
+static int add_keypair(SSL_CTX *ctx, const char *cert, const char *key, char *err, size_t errlen)
+{
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+        ssl_err(err, errlen, "certificate", cert);
+        return -1;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+        ssl_err(err, errlen, "certificate_key", key);
+        return -1;
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+        ssl_err(err, errlen, "certificate_key does not match certificate", key);
+        return -1;
+    }
+    return 0;
+}
+
+/* "a.crt b.crt" + "a.key b.key": pairs in order. */
+static int add_keypairs(SSL_CTX *ctx, const char *certs, const char *keys, char *err, size_t errlen)
+{
+    char *c = strdup(certs), *k = strdup(keys);
+    int rc = -1, n = 0;
+    if (c == NULL || k == NULL)
+        goto out;
+    char *sc = NULL, *sk = NULL;
+    char *ct = strtok_r(c, " \t", &sc), *kt = strtok_r(k, " \t", &sk);
+    while (ct && kt) {
+        if (add_keypair(ctx, ct, kt, err, errlen) < 0)
+            goto out;
+        n++;
+        ct = strtok_r(NULL, " \t", &sc);
+        kt = strtok_r(NULL, " \t", &sk);
+    }
+    if (ct || kt || n == 0) {
+        snprintf(err, errlen, "certificate and certificate_key must list the same number of files");
+        goto out;
+    }
+    rc = 0;
+out:
+    free(c);
+    free(k);
+    return rc;
+}
+
+static SSL_CTX *ctx_new(const struct px_tls_conf *conf, struct px_tls *t, char *err, size_t errlen)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx == NULL) {
+        snprintf(err, errlen, "SSL_CTX_new failed");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, conf->proto_min ? conf->proto_min : TLS1_2_VERSION);
+    SSL_CTX_set_max_proto_version(ctx, conf->proto_max ? conf->proto_max : TLS1_3_VERSION);
+    if (conf->ciphers && SSL_CTX_set_cipher_list(ctx, conf->ciphers) != 1) {
+        ssl_err(err, errlen, "ciphers", conf->ciphers);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    /* No SSL_OP_IGNORE_UNEXPECTED_EOF: a truncated stream is an error. */
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
+                                 (conf->session_tickets ? 0 : SSL_OP_NO_TICKET));
+    /* Release buffers of idle connections; allow partial writes of a moving buffer. */
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
+                              SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_CTX_set_read_ahead(ctx, 1);
+    static const unsigned char sid_ctx[] = "proxyd";
+    SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
+    if (conf->session_timeout_ms == 0) {
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    } else {
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+        SSL_CTX_set_timeout(ctx, (long)(conf->session_timeout_ms / 1000 ? conf->session_timeout_ms / 1000 : 1));
+        SSL_CTX_sess_set_cache_size(ctx, 20480);
+    }
+    if (conf->session_tickets) {
+        /* Fresh random ticket keys for every configuration: a reload rotates them. */
+        unsigned char keys[80];
+        if (RAND_bytes(keys, sizeof(keys)) == 1)
+            SSL_CTX_set_tlsext_ticket_keys(ctx, keys, sizeof(keys));
+    }
+    SSL_CTX_set_alpn_select_cb(ctx, alpn_select, t);
+    return ctx;
+}
+
+static int parse_alpn(struct px_tls *t, const char *s, char *err, size_t errlen)
+{
+    t->alpn_len = 0;
+    char *copy = strdup(s ? s : "h2 http/1.1"), *save = NULL;
+    if (copy == NULL)
+        return -1;
+    for (char *tok = strtok_r(copy, " \t,", &save); tok; tok = strtok_r(NULL, " \t,", &save)) {
+        size_t n = strlen(tok);
+        if (!PX_TLS_HAVE_H2 && strcmp(tok, "h2") == 0)
+            continue;
+        if (t->alpn_len + 1 + n > sizeof(t->alpn)) {
+            snprintf(err, errlen, "alpn: too long");
+            free(copy);
+            return -1;
+        }
+        t->alpn[t->alpn_len++] = (unsigned char)n;
+        memcpy(t->alpn + t->alpn_len, tok, n);
+        t->alpn_len += n;
+    }
+    free(copy);
+    return 0;
+}
+
+struct px_tls *px_tls_build(const struct px_tls_conf *conf, char *err, size_t errlen)
+{
+    struct px_tls *t = calloc(1, sizeof(*t));
+    if (t == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    if (parse_alpn(t, conf->alpn, err, errlen) < 0)
+        goto fail;
+    if (conf->certificate == NULL || conf->certificate_key == NULL) {
+        snprintf(err, errlen, "[tls]: certificate and certificate_key are required");
+        goto fail;
+    }
+    if ((t->dflt = ctx_new(conf, t, err, errlen)) == NULL ||
+        add_keypairs(t->dflt, conf->certificate, conf->certificate_key, err, errlen) < 0)
+        goto fail;
+    SSL_CTX_set_tlsext_servername_callback(t->dflt, servername_cb);
+    SSL_CTX_set_tlsext_servername_arg(t->dflt, t);
+    if (conf->nsni) {
+        t->names = calloc(conf->nsni, sizeof(*t->names));
+        if (t->names == NULL)
+            goto fail;
+    }
+    for (size_t i = 0; i < conf->nsni; i++) {
+        const struct px_sni_conf *s = &conf->sni[i];
+        struct tls_name *tn = NULL;
+        for (size_t j = 0; j < t->nnames; j++)
+            if (strcasecmp(t->names[j].name, s->name) == 0)
+                tn = &t->names[j];
+        if (tn == NULL) {
+            tn = &t->names[t->nnames];
+            if ((tn->name = strdup(s->name)) == NULL || (tn->ctx = ctx_new(conf, t, err, errlen)) == NULL) {
+                free(tn->name);
+                tn->name = NULL;
+                goto fail;
+            }
+            t->nnames++;
+        }
+        if (add_keypair(tn->ctx, s->cert, s->key, err, errlen) < 0)
+            goto fail;
+    }
+    return t;
+fail:
+    px_tls_free(t);
+    return NULL;
+}
+
+void px_tls_free(struct px_tls *t)
+{
+    if (t == NULL)
+        return;
+    for (size_t i = 0; i < t->nnames; i++) {
+        free(t->names[i].name);
+        SSL_CTX_free(t->names[i].ctx);
+    }
+    free(t->names);
+    SSL_CTX_free(t->dflt);
+    free(t);
+}
+
+SSL *px_tls_new(const struct px_tls *t, int fd)
+{
+    SSL *ssl = SSL_new(t->dflt);
+    if (ssl == NULL)
+        return NULL;
+    if (SSL_set_fd(ssl, fd) != 1) {
+        SSL_free(ssl);
+        return NULL;
+    }
+    SSL_set_accept_state(ssl);
+    return ssl;
+}
+
+int px_tls_is_h2(SSL *ssl)
+{
+    const unsigned char *p;
+    unsigned int n;
+    SSL_get0_alpn_selected(ssl, &p, &n);
+    return n == 2 && p[0] == 'h' && p[1] == '2';
+}
