@@ -50,6 +50,8 @@ struct h1req {
     struct px_chunked body_chunked;
     const char *xff;              /* client's X-Forwarded-For (trusted peer only) */
     size_t xff_len;
+    char *xff_join;               /* several X-Forwarded-For lines joined with ", " */
+    size_t xff_join_cap;
     char client_ip[48];
     size_t client_ip_len;
     unsigned expect_sent : 1;
@@ -103,8 +105,9 @@ static struct h1req *hr_alloc(struct px_worker *w)
 
 static void hr_release(struct px_worker *w, struct h1req *hr)
 {
-    if (hr->head_cap > HEAD_KEEP_MAX || w->nfree_reqs >= REQ_CACHE_MAX) {
+    if (hr->head_cap > HEAD_KEEP_MAX || hr->xff_join_cap > HEAD_KEEP_MAX || w->nfree_reqs >= REQ_CACHE_MAX) {
         free(hr->head);
+        free(hr->xff_join);
         free(hr);
         return;
     }
@@ -119,6 +122,7 @@ void px_conn_free_cache(struct px_worker *w)
         struct h1req *hr = w->free_reqs;
         w->free_reqs = hr->r.next_free;
         free(hr->head);
+        free(hr->xff_join);
         free(hr);
     }
     w->nfree_reqs = 0;
@@ -473,18 +477,26 @@ static void read_body(struct px_conn *c)
     }
 }
 
-static int path_is(const struct px_h1_request *q, const char *p)
+/* Field lines of the same name combine with ", " (RFC 9110 5.3). */
+static int join_xff(struct h1req *hr, const char *v, size_t n)
 {
-    size_t n = strlen(p);
-    if (q->path_len < n || memcmp(q->path, p, n) != 0)
-        return 0;
-    return q->path_len == n || q->path[n] == '?';
-}
-
-static int path_is_prefix(const struct px_h1_request *q, const char *p)
-{
-    size_t n = strlen(p);
-    return q->path_len >= n && memcmp(q->path, p, n) == 0;
+    size_t need = hr->xff_len + 2 + n;
+    if (need > hr->xff_join_cap) {
+        char *nb = malloc(need);
+        if (nb == NULL)
+            return -1;
+        memcpy(nb, hr->xff, hr->xff_len);
+        free(hr->xff_join);
+        hr->xff_join = nb;
+        hr->xff_join_cap = need;
+    } else if (hr->xff != hr->xff_join) {
+        memmove(hr->xff_join, hr->xff, hr->xff_len);
+    }
+    memcpy(hr->xff_join + hr->xff_len, ", ", 2);
+    memcpy(hr->xff_join + hr->xff_len + 2, v, n);
+    hr->xff = hr->xff_join;
+    hr->xff_len = need;
+    return 0;
 }
 
 static void start_request(struct px_conn *c, size_t head_len)
@@ -506,12 +518,12 @@ static void start_request(struct px_conn *c, size_t head_len)
     }
     const char *src = (const char *)evbuffer_pullup(c->s.in, (ev_ssize_t)head_len);
     memcpy(hr->head, src, head_len);
-    ptrdiff_t d = hr->head - src;
+    ptrdiff_t delta = hr->head - src;
     /* only pointers into the buffer move (the parser may point at a literal "/") */
 #define REBASE(ptr) \
     do { \
         if ((ptr) >= src && (ptr) < src + head_len) \
-            (ptr) += d; \
+            (ptr) += delta; \
     } while (0)
     REBASE(q->method);
     REBASE(q->target);
@@ -556,8 +568,13 @@ static void start_request(struct px_conn *c, size_t head_len)
             rid = h->value;
             rid_len = h->value_len;
         } else if (h->name_len == 15 && PX_IEQ_LIT(h->name, 15, "x-forwarded-for")) {
-            hr->xff = h->value; /* the last one wins; several are unusual */
-            hr->xff_len = h->value_len;
+            if (hr->xff == NULL) {
+                hr->xff = h->value;
+                hr->xff_len = h->value_len;
+            } else if (join_xff(hr, h->value, h->value_len) < 0) {
+                conn_close(c);
+                return;
+            }
         }
     }
     px_req_set_id(r, rid, rid_len);
@@ -582,32 +599,14 @@ static void start_request(struct px_conn *c, size_t head_len)
         r->body_sent = 1;
     }
 
-    /* shortcuts answered by proxyd itself */
-    if (cfg->health_path[0] && (r->method == PX_METHOD_GET || r->method == PX_METHOD_HEAD) &&
-        path_is(q, cfg->health_path)) {
-        respond_local(c, 200, "healthy\n", 8);
-        return;
-    }
-    if (!c->tls && path_is_prefix(q, "/.well-known/acme-challenge/")) {
-        respond_local(c, 404, NULL, 0); /* answered from the ACME client's tokens once it lands */
-        return;
-    }
-    if (!c->tls && cfg->redirect_https && cfg->has_listen_https) {
+    struct px_decision d;
+    px_req_decide(r, cfg, q, c->tls, &d);
+    if (d.act == PX_ACT_REDIRECT) {
         respond_redirect(c);
         return;
     }
-    if (q->content_length > 0 && cfg->max_body_size && (uint64_t)q->content_length > cfg->max_body_size) {
-        respond_local(c, 413, NULL, 0);
-        return;
-    }
-    r->svc = px_routes_match(r->routes, q->host, q->host ? q->host_len : 0, q->path, q->path_len);
-    if (r->svc == NULL) {
-        respond_local(c, 404, NULL, 0);
-        return;
-    }
-    if (r->svc->state == PX_SVC_STOPPED) {
-        const char *m = r->svc->stop_message;
-        respond_local(c, 503, m, m ? strlen(m) : 0);
+    if (d.act == PX_ACT_LOCAL) {
+        respond_local(c, d.status, d.body, d.body_len);
         return;
     }
     r->websocket = q->upgrade_websocket && q->conn_upgrade && r->method == PX_METHOD_GET &&

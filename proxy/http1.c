@@ -23,7 +23,12 @@
  *     but no path) is rejected with -400 because "/?q" does not exist
  *     contiguously in the buffer;
  *   - Expect: 100-continue is ignored in HTTP/1.0 requests (RFC 9110 10.1.1);
- *   - in responses every error, including too many headers, is -502. */
+ *   - in responses every error, including too many headers, is -502;
+ *   - Transfer-Encoding codings are bare tokens (no parameters);
+ *   - chunked decoder: once DONE, further calls return DONE with
+ *     *consumed = 0; ERROR is sticky. Chunk extensions are checked loosely
+ *     (BWS then ';', then any VCHAR/obs-text/SP/HTAB up to CR); whitespace
+ *     after the size without a ';' is an error. */
 #include "px/http1.h"
 #include "px/common.h"
 

@@ -33,6 +33,52 @@ void px_req_set_id(struct px_req *r, const char *id, size_t len)
     r->request_id_len = 32;
 }
 
+static int path_is(const struct px_h1_request *q, const char *p, int prefix)
+{
+    size_t n = strlen(p);
+    if (q->path_len < n || memcmp(q->path, p, n) != 0)
+        return 0;
+    return prefix || q->path_len == n || q->path[n] == '?';
+}
+
+void px_req_decide(struct px_req *r, const struct px_config *cfg, const struct px_h1_request *q, int tls,
+                   struct px_decision *d)
+{
+    memset(d, 0, sizeof(*d));
+    d->act = PX_ACT_LOCAL;
+    if (cfg->health_path[0] && (r->method == PX_METHOD_GET || r->method == PX_METHOD_HEAD) &&
+        path_is(q, cfg->health_path, 0)) {
+        d->status = 200;
+        d->body = "healthy\n";
+        d->body_len = 8;
+        return;
+    }
+    if (!tls && path_is(q, "/.well-known/acme-challenge/", 1)) {
+        d->status = 404; /* answered from the ACME client's tokens once it lands */
+        return;
+    }
+    if (!tls && cfg->redirect_https && cfg->has_listen_https) {
+        d->act = PX_ACT_REDIRECT;
+        return;
+    }
+    if (q->content_length > 0 && cfg->max_body_size && (uint64_t)q->content_length > cfg->max_body_size) {
+        d->status = 413;
+        return;
+    }
+    r->svc = px_routes_match(r->routes, q->host, q->host ? q->host_len : 0, q->path, q->path_len);
+    if (r->svc == NULL) {
+        d->status = 404;
+        return;
+    }
+    if (r->svc->state == PX_SVC_STOPPED) {
+        d->status = 503;
+        d->body = r->svc->stop_message;
+        d->body_len = d->body ? strlen(d->body) : 0;
+        return;
+    }
+    d->act = PX_ACT_PROXY;
+}
+
 static int is_space(char c)
 {
     return c == ' ' || c == '\t';

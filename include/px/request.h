@@ -93,6 +93,19 @@ void px_req_set_id(struct px_req *r, const char *client_id, size_t len);
  * client's X-Forwarded-For is to be appended to. */
 size_t px_req_client_ip(const struct px_config *cfg, const struct sockaddr *peer, const char *peer_ip,
                         size_t peer_ip_len, const char *xff, size_t xff_len, char *out, int *xff_trusted);
+/* What to do with a parsed request: DESIGN's order -- health_path, the ACME
+ * challenge path, the port-80 redirect, the body limit, the route, the
+ * service's state. Sets r->svc when a service matched. */
+enum px_action { PX_ACT_PROXY = 0, PX_ACT_LOCAL, PX_ACT_REDIRECT };
+struct px_decision {
+    enum px_action act;
+    int status;               /* PX_ACT_LOCAL */
+    const char *body;         /* NULL: "<status> <reason>\n" */
+    size_t body_len;
+};
+void px_req_decide(struct px_req *r, const struct px_config *cfg, const struct px_h1_request *q, int tls,
+                   struct px_decision *d);
+
 /* Append the access-log line for a finished request. */
 struct px_log_fields {
     const char *client; size_t client_len;

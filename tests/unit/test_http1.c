@@ -131,6 +131,7 @@ static const struct req_case req_cases[] = {
     RQ("token name", "GET /" H11 "X-!#$%&'*+-.^_`|~09: v\r\n\r\n", PX_METHOD_GET, "/", NULL, "h", -1, 0),
     RQ("obs-text target", "GET /caf\xc3\xa9?q=\x80 HTTP/1.1\r\nHost: h\r\n\r\n", PX_METHOD_GET, "/caf\xc3\xa9?q=\x80", "q=\x80", "h", -1, 0),
     RQ("long target", "GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/bbbbbbbbbbbbbbbbbbbbbbbbbbb?cccccccccccccccccc=dddddddddddd HTTP/1.1\r\nHost: h\r\n\r\n", PX_METHOD_GET, "/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/bbbbbbbbbbbbbbbbbbbbbbbbbbb?cccccccccccccccccc=dddddddddddd", "cccccccccccccccccc=dddddddddddd", "h", -1, 0),
+    RQ("17-char name", "PROPFIND /d" H11 "X-Forwarded-Proto: https\r\nX-Forwarded-Host: a\r\n\r\n", PX_METHOD_OTHER, "/d", NULL, "h", -1, 0),
     RQ("fragment kept", "GET /a#b HTTP/1.1\r\nHost: h\r\n\r\n", PX_METHOD_GET, "/a#b", NULL, "h", -1, 0),
 
     /* --- line endings, folding, whitespace --- */
@@ -621,6 +622,7 @@ static const struct chunk_case chunk_cases[] = {
     CK("lf in ext", "5;a\nb\r\nhello\r\n0\r\n\r\n", "", ERR),
     CK("data too long", "5\r\nhelloX\r\n0\r\n\r\n", "hello", ERR),
     CK("data bare lf", "5\r\nhello\n0\r\n\r\n", "hello", ERR),
+    CK("data bare cr", "5\r\nhello\rX0\r\n\r\n", "hello", ERR),
     CK("data short", "5\r\nhell\r\n0\r\n\r\n", "hell\r", ERR),
     CK("overflow 2^62+1", "4000000000000001\r\n", "", ERR),
     CK("overflow 2^64", "10000000000000000\r\n", "", ERR),
@@ -632,6 +634,7 @@ static const struct chunk_case chunk_cases[] = {
     CK("trailer sp colon", "0\r\nX : a\r\n\r\n", "", ERR),
     CK("trailer empty name", "0\r\n: a\r\n\r\n", "", ERR),
     CK("trailer bare lf", "0\r\nX: a\n\r\n", "", ERR),
+    CK("trailer bare cr", "0\r\nX: a\rb\r\n\r\n", "", ERR),
     CK("trailer nul", "0\r\nX: a\0\r\n\r\n", "", ERR),
     CK("trailer no colon", "0\r\nXa\r\n\r\n", "", ERR),
     CK("smuggle lf chunk", "2\r\nab\r\n0\n\r\n", "ab", ERR),
