@@ -23,6 +23,7 @@
 #include "px/addr.h"
 #include "px/common.h"
 #include "px/config.h"
+#include "px/h2.h"
 #include "px/headers.h"
 #include "px/log.h"
 #include "px/request.h"
@@ -37,7 +38,7 @@
 #define REQ_CACHE_MAX 64
 #define HEAD_KEEP_MAX 4096
 
-enum cstate { C_HANDSHAKE, C_IDLE, C_HEAD, C_ACTIVE, C_TUNNEL, C_LINGER, C_DEAD };
+enum cstate { C_HANDSHAKE, C_IDLE, C_HEAD, C_ACTIVE, C_TUNNEL, C_H2, C_LINGER, C_DEAD };
 
 struct h1req {
     struct px_req r;              /* first: px_req* <-> h1req* */
@@ -81,6 +82,8 @@ struct px_conn {
     struct h1req *hr;
     struct px_uconn *tun;
     const struct px_routes *hs_routes; /* pinned during the TLS handshake (SNI/ALPN callbacks) */
+    struct px_h2 *h2;             /* C_H2: the HTTP/2 session */
+    unsigned h2_idle_armed : 1;
 };
 
 static void conn_event(evutil_socket_t fd, short what, void *arg);
@@ -193,6 +196,10 @@ static void conn_close(struct px_conn *c)
         px_routes_unpin(c->hs_routes, w->id);
         c->hs_routes = NULL;
     }
+    if (c->h2) {
+        px_h2_free(c->h2);
+        c->h2 = NULL;
+    }
     event_del(&c->timer);
     px_sock_close(&c->s);
     c->state = C_DEAD;
@@ -226,9 +233,18 @@ void px_conn_stop_all(struct px_worker *w)
         next = c->next;
         if (c->state == C_IDLE || c->state == C_HANDSHAKE)
             conn_close(c);
+        else if (c->state == C_H2)
+            px_h2_goaway(c->h2);
         else
             c->keepalive = 0;
     }
+}
+
+void px_conn_goaway_all(struct px_worker *w)
+{
+    for (struct px_conn *c = w->conns; c; c = c->next)
+        if (c->state == C_H2)
+            px_h2_goaway(c->h2);
 }
 
 void px_conn_kill_all(struct px_worker *w)
@@ -680,6 +696,17 @@ static void read_head(struct px_conn *c)
     }
 }
 
+/* An upstream event produced HTTP/2 frames: write them once this loop
+ * iteration is done (EV_TIMEOUT marks no socket readiness). */
+static void conn_kick(void *arg)
+{
+    struct px_conn *c = arg;
+    if (c->in_run)
+        c->again = 1;
+    else
+        event_active(&c->s.ev, EV_TIMEOUT, 1);
+}
+
 static void tls_handshake(struct px_conn *c)
 {
     int rc = SSL_do_handshake(c->s.ssl);
@@ -688,8 +715,19 @@ static void tls_handshake(struct px_conn *c)
         c->hs_routes = NULL;
         c->s.readable = 1; /* read-ahead may already hold the first request */
         c->s.writable = 1;
-        c->state = C_IDLE;
         c->again = 1;
+        if (px_tls_is_h2(c->s.ssl)) {
+            struct px_h2_peer peer = {&c->peer.sa, c->peer_ip, c->peer_ip_len};
+            if ((c->h2 = px_h2_new(c->w, &c->s, &peer, conn_kick, c)) == NULL) {
+                conn_close(c);
+                return;
+            }
+            c->state = C_H2;
+            event_add(&c->timer, c->w->tv_keepalive);
+            c->h2_idle_armed = 1;
+            return;
+        }
+        c->state = C_IDLE;
         return;
     }
     int e = SSL_get_error(c->s.ssl, rc);
@@ -737,6 +775,20 @@ static void conn_run(struct px_conn *c)
         case C_TUNNEL:
             tunnel_run(c);
             break;
+        case C_H2: {
+            int rc = px_h2_run(c->h2);
+            if (rc != 0) {
+                conn_close(c);
+                break;
+            }
+            if (!px_h2_idle(c->h2)) {
+                c->h2_idle_armed = 0;
+            } else if (!c->h2_idle_armed) {
+                c->h2_idle_armed = 1;
+                event_add(&c->timer, c->w->tv_keepalive);
+            }
+            break;
+        }
         case C_LINGER:
             if (evbuffer_get_length(c->s.out)) {
                 if (c->s.error)
@@ -770,6 +822,13 @@ static void conn_timeout(evutil_socket_t fd, short what, void *arg)
 {
     struct px_conn *c = arg;
     switch (c->state) {
+    case C_H2:
+        if (!px_h2_idle(c->h2)) {
+            event_add(&c->timer, c->w->tv_keepalive);
+            return;
+        }
+        conn_close(c);
+        return;
     case C_HANDSHAKE:
     case C_IDLE:
     case C_HEAD:

@@ -145,7 +145,7 @@ static void reload(struct server *s)
         return;
     }
     px_routes_publish(r);
-    notify_all(s, PX_WN_ROUTES);
+    notify_all(s, PX_WN_ROUTES | PX_WN_RELOAD);
     px_log_info("configuration reloaded from %s", s->config_path);
 }
 

@@ -12,7 +12,7 @@
 #include "px/tls.h"
 
 /* HTTP/2 is offered in ALPN only once proxy/h2.c serves it. */
-#define PX_TLS_HAVE_H2 0
+#define PX_TLS_HAVE_H2 1
 
 struct tls_name {
     char *name;               /* lowercase; "*.example.com" allowed */

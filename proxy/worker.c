@@ -14,6 +14,7 @@
 
 #include "px/common.h"
 #include "px/config.h"
+#include "px/h2.h"
 #include "px/headers.h"
 #include "px/log.h"
 #include "px/worker.h"
@@ -220,6 +221,8 @@ static void notify_cb(evutil_socket_t fd, short what, void *arg)
     unsigned p = atomic_exchange(&w->pending, 0);
     if (p & PX_WN_ROUTES)
         px_worker_refresh(w);
+    if ((p & PX_WN_RELOAD) && !w->stopping)
+        px_conn_goaway_all(w);
     if ((p & PX_WN_STOP) && !w->stopping) {
         accept_pause(w);
         w->stopping = 1;
@@ -347,6 +350,7 @@ void px_worker_free(struct px_worker *w)
     px_conn_free_dead(w);
     px_upstream_free_dead(w);
     px_conn_free_cache(w);
+    px_h2_free_cache(w);
     for (int i = 0; i < w->nlisteners; i++) {
         event_del(&w->listeners[i].ev);
         if (w->listeners[i].fd >= 0)

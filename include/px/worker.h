@@ -69,6 +69,8 @@ struct px_worker {
     struct px_uconn *dead_uconns;
     void *free_reqs;               /* request object cache (owned by conn.c) */
     uint32_t nfree_reqs;
+    void *free_h2s;                /* HTTP/2 stream object cache (owned by h2.c) */
+    uint32_t nfree_h2s;
     struct px_hdr_add *adds;       /* response headers from cfg, cached per config */
     size_t nadds;
     time_t log_sec;                /* cached ISO-8601 second for the access log */
@@ -83,6 +85,7 @@ struct px_worker {
 #define PX_WN_STOP 0x1        /* graceful stop */
 #define PX_WN_ROUTES 0x2      /* a new snapshot was published */
 #define PX_WN_KILL 0x4        /* shutdown_timeout passed: close everything now */
+#define PX_WN_RELOAD 0x8      /* the configuration was reloaded: GOAWAY on HTTP/2 connections */
 
 /* Open connections across all workers (max_connections). */
 extern _Atomic uint32_t px_open_conns;
@@ -114,6 +117,8 @@ void px_conn_accept(struct px_worker *w, int fd, int tls, const struct sockaddr 
 void px_conn_stop_all(struct px_worker *w);
 /* Close every client connection now (shutdown deadline). */
 void px_conn_kill_all(struct px_worker *w);
+/* GOAWAY on every HTTP/2 connection (reload): clients reconnect at leisure. */
+void px_conn_goaway_all(struct px_worker *w);
 void px_conn_free_dead(struct px_worker *w);
 void px_conn_free_cache(struct px_worker *w);
 /* A client connection closed (conn.c -> worker.c): accounting, resume accepts. */

@@ -1,0 +1,932 @@
+/* h2.c -- HTTP/2 streams <-> px_req (nghttp2).
+ *
+ * A request's header fields are collected into the stream's own buffer and
+ * turned into a px_h1_request, so the HTTP/1.1 serializer writes the
+ * upstream head (":authority" becomes Host; a body without content-length
+ * goes upstream chunked). Stream objects are cached per worker. A stream
+ * that nghttp2 closed is freed at the start of the next px_h2_run, never
+ * inside a callback, since an upstream callback may be on the stack. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <nghttp2/nghttp2.h>
+
+#include "px/common.h"
+#include "px/config.h"
+#include "px/h2.h"
+#include "px/headers.h"
+#include "px/log.h"
+#include "px/request.h"
+#include "px/sock.h"
+#include "px/worker.h"
+
+#define H2_MAX_STREAMS 128
+#define H2_STREAM_WINDOW (256 * 1024)
+#define H2_CONN_WINDOW (4 * 1024 * 1024)
+#define H2_STREAM_HIGH (256 * 1024)
+#define H2_STREAM_LOW (64 * 1024)
+#define H2_OUT_HIGH (256 * 1024)
+#define H2_READ_MAX (64 * 1024)
+#define H2_CACHE_MAX 64
+
+struct h2hdr {
+    uint32_t no, nl, vo, vl;
+};
+
+struct h2s {
+    struct px_req r;                  /* first: px_req* <-> h2s* */
+    struct px_h2 *h;
+    int32_t id;
+    struct h2s *next, *prev;
+    struct px_h1_request q;           /* synthesized for the serializer and the log */
+    struct h2hdr hdr[PX_H1_MAX_HEADERS];
+    uint32_t nhdr;
+    char *buf;                        /* header bytes; q's slices point here */
+    uint32_t buflen, bufcap;
+    int32_t method_o, path_o, auth_o; /* offsets of pseudo-header values (-1: absent) */
+    uint32_t method_l, path_l, auth_l;
+    struct evbuffer *resp;            /* response body waiting for DATA frames */
+    uint64_t body_in;
+    size_t unconsumed;                /* DATA bytes held back from the window (upstream full) */
+    char client_ip[48];
+    size_t client_ip_len;
+    const char *xff;
+    size_t xff_len;
+    unsigned too_large : 1, dispatched : 1, chunked_up : 1, resp_eof : 1, deferred : 1;
+    unsigned up_paused : 1, has_provider : 1, logged : 1, body_done : 1;
+};
+
+struct px_h2 {
+    struct px_worker *w;
+    struct px_sock *s;
+    nghttp2_session *ng;
+    struct px_h2_peer peer;
+    char peer_ip[48];
+    void (*kick)(void *);
+    void *kick_arg;
+    struct h2s *streams, *dead;
+    uint32_t nstreams;
+    struct evbuffer *tmp;             /* request body staging (chunk framing) */
+    unsigned goaway : 1;
+};
+
+static const struct px_down_ops h2_ops;
+
+/* ---- stream objects ---- */
+
+static struct h2s *stream_new(struct px_h2 *h, int32_t id)
+{
+    struct px_worker *w = h->w;
+    struct h2s *s = w->free_h2s;
+    if (s) {
+        w->free_h2s = s->r.next_free;
+        w->nfree_h2s--;
+    } else {
+        s = calloc(1, sizeof(*s));
+        if (s == NULL)
+            return NULL;
+        s->resp = evbuffer_new();
+        if (s->resp == NULL) {
+            free(s);
+            return NULL;
+        }
+    }
+    char *buf = s->buf;
+    uint32_t cap = s->bufcap;
+    struct evbuffer *resp = s->resp;
+    memset(&s->r, 0, sizeof(s->r));
+    memset(&s->q, 0, sizeof(s->q));
+    s->h = h;
+    s->id = id;
+    s->nhdr = 0;
+    s->buf = buf;
+    s->bufcap = cap;
+    s->buflen = 0;
+    s->resp = resp;
+    s->method_o = s->path_o = s->auth_o = -1;
+    s->method_l = s->path_l = s->auth_l = 0;
+    s->body_in = 0;
+    s->unconsumed = 0;
+    s->client_ip_len = 0;
+    s->xff = NULL;
+    s->xff_len = 0;
+    s->too_large = s->dispatched = s->chunked_up = s->resp_eof = s->deferred = 0;
+    s->up_paused = s->has_provider = s->logged = s->body_done = 0;
+    s->prev = NULL;
+    s->next = h->streams;
+    if (h->streams)
+        h->streams->prev = s;
+    h->streams = s;
+    h->nstreams++;
+    return s;
+}
+
+static void stream_cache(struct px_worker *w, struct h2s *s)
+{
+    evbuffer_drain(s->resp, evbuffer_get_length(s->resp));
+    if (w->nfree_h2s >= H2_CACHE_MAX || s->bufcap > 8192) {
+        evbuffer_free(s->resp);
+        free(s->buf);
+        free(s);
+        return;
+    }
+    s->r.next_free = w->free_h2s;
+    w->free_h2s = s;
+    w->nfree_h2s++;
+}
+
+void px_h2_free_cache(struct px_worker *w)
+{
+    while (w->free_h2s) {
+        struct h2s *s = w->free_h2s;
+        w->free_h2s = s->r.next_free;
+        evbuffer_free(s->resp);
+        free(s->buf);
+        free(s);
+    }
+    w->nfree_h2s = 0;
+}
+
+static void stream_unlink(struct px_h2 *h, struct h2s *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        h->streams = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    h->nstreams--;
+}
+
+static void free_dead(struct px_h2 *h)
+{
+    while (h->dead) {
+        struct h2s *s = h->dead;
+        h->dead = s->next;
+        stream_cache(h->w, s);
+    }
+}
+
+/* ---- the end of a request: log once, unpin ---- */
+
+static void stream_log(struct h2s *s)
+{
+    if (s->logged || !s->dispatched)
+        return;
+    s->logged = 1;
+    struct px_req *r = &s->r;
+    struct px_h2 *h = s->h;
+    if (r->status == 0)
+        r->status = 499; /* the client reset the stream first (nginx's code) */
+    struct px_log_fields f = {
+        .client = s->client_ip_len ? s->client_ip : h->peer_ip,
+        .client_len = s->client_ip_len ? s->client_ip_len : h->peer.ip_len,
+        .method = s->q.method ? s->q.method : "",
+        .method_len = s->q.method_len,
+        .host = s->q.host ? s->q.host : "",
+        .host_len = s->q.host ? s->q.host_len : 0,
+        .path = s->q.path ? s->q.path : "",
+        .path_len = s->q.path_len,
+        .proto = "HTTP/2",
+        .tls = 1,
+    };
+    px_req_log(r, &f);
+    if (r->routes) {
+        px_routes_unpin(r->routes, h->w->id);
+        r->routes = NULL;
+    }
+}
+
+/* ---- responses ---- */
+
+static ssize_t data_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
+                         nghttp2_data_source *src, void *ud)
+{
+    struct h2s *s = src->ptr;
+    size_t n = (size_t)evbuffer_remove(s->resp, buf, length);
+    size_t left = evbuffer_get_length(s->resp);
+    if (s->up_paused && left < H2_STREAM_LOW && s->r.up) {
+        s->up_paused = 0;
+        px_upstream_resume(&s->r);
+    }
+    if (left == 0) {
+        if (s->resp_eof)
+            *flags |= NGHTTP2_DATA_FLAG_EOF;
+        else if (n == 0) {
+            s->deferred = 1;
+            return NGHTTP2_ERR_DEFERRED;
+        }
+    }
+    return (ssize_t)n;
+}
+
+static void kick(struct px_h2 *h)
+{
+    h->kick(h->kick_arg);
+}
+
+#define NV(n, nl, v, vl) \
+    ((nghttp2_nv){(uint8_t *)(n), (uint8_t *)(v), (nl), (vl), NGHTTP2_NV_FLAG_NONE})
+
+/* Submit a response proxyd makes itself. */
+static void respond_local(struct h2s *s, int status, const char *body, size_t len)
+{
+    struct px_h2 *h = s->h;
+    struct px_worker *w = h->w;
+    char tmp[64], st[4], cl[24];
+    if (body == NULL) {
+        len = (size_t)snprintf(tmp, sizeof(tmp), "%d %s\n", status, px_status_reason(status));
+        body = tmp;
+    }
+    snprintf(st, sizeof(st), "%03d", status);
+    int cln = snprintf(cl, sizeof(cl), "%zu", len);
+    nghttp2_nv nv[4 + 16];
+    size_t n = 0;
+    nv[n++] = NV(":status", 7, st, 3);
+    nv[n++] = NV("server", 6, "proxyd", 6);
+    nv[n++] = NV("content-type", 12, "text/plain; charset=utf-8", 25);
+    nv[n++] = NV("content-length", 14, cl, (size_t)cln);
+    char lname[16][64];
+    for (size_t i = 0; i < w->nadds && n < PX_ARRAY_LEN(nv) && i < 16; i++) {
+        const struct px_hdr_add *a = &w->adds[i];
+        size_t nl = a->name_len < 64 ? a->name_len : 63;
+        for (size_t j = 0; j < nl; j++) {
+            char c = a->name[j];
+            lname[i][j] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+        }
+        nv[n++] = NV(lname[i], nl, a->value, a->value_len);
+    }
+    int head = s->r.method == PX_METHOD_HEAD;
+    evbuffer_drain(s->resp, evbuffer_get_length(s->resp));
+    if (!head)
+        evbuffer_add(s->resp, body, len);
+    s->resp_eof = 1;
+    s->r.status = status;
+    s->r.bytes_out = head ? 0 : len;
+    s->r.resp_started = 1;
+    s->r.done = 1;
+    nghttp2_data_provider prd = {.source.ptr = s, .read_callback = data_read};
+    s->has_provider = !head;
+    nghttp2_submit_response(h->ng, s->id, nv, n, head ? NULL : &prd);
+    kick(h);
+}
+
+static int is_hop(const char *name, size_t len, int *is_te)
+{
+    enum px_hdr_id id = px_hdr_lookup(name, len);
+    *is_te = id == PX_HDR_TRANSFER_ENCODING;
+    return id == PX_HDR_TRANSFER_ENCODING || (px_hdr_flags(id) & PX_HF_HOP);
+}
+
+static int h2_resp_head(struct px_req *r, const struct px_h1_response *resp, size_t head_len, int *passthrough)
+{
+    struct h2s *s = (struct h2s *)r;
+    struct px_h2 *h = s->h;
+    struct px_worker *w = h->w;
+    *passthrough = 0; /* HTTP/2 has its own framing: de-chunk */
+    size_t cap = head_len + 64;
+    for (size_t i = 0; i < w->nadds; i++)
+        cap += w->adds[i].name_len;
+    char stackbuf[8192];
+    char *lower = cap <= sizeof(stackbuf) ? stackbuf : malloc(cap);
+    nghttp2_nv *nv = malloc((resp->nheaders + w->nadds + 1) * sizeof(*nv));
+    if (lower == NULL || nv == NULL) {
+        if (lower != stackbuf)
+            free(lower);
+        free(nv);
+        return -1;
+    }
+    char st[4];
+    snprintf(st, sizeof(st), "%03d", resp->status);
+    size_t n = 0, used = 0;
+    uint64_t present = 0;
+    nv[n++] = NV(":status", 7, st, 3);
+    for (size_t i = 0; i < resp->nheaders; i++) {
+        const struct px_h1_header *hd = &resp->headers[i];
+        int te;
+        if (is_hop(hd->name, hd->name_len, &te))
+            continue;
+        char *ln = lower + used;
+        for (size_t j = 0; j < hd->name_len; j++) {
+            char c = hd->name[j];
+            ln[j] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+        }
+        used += hd->name_len;
+        for (size_t j = 0; j < w->nadds && j < 64; j++)
+            if (w->adds[j].name_len == hd->name_len && strncasecmp(w->adds[j].name, hd->name, hd->name_len) == 0)
+                present |= (uint64_t)1 << j;
+        nv[n++] = NV(ln, hd->name_len, hd->value, hd->value_len);
+    }
+    for (size_t j = 0; j < w->nadds; j++) {
+        const struct px_hdr_add *a = &w->adds[j];
+        if (j < 64 && (present >> j & 1))
+            continue;
+        char *ln = lower + used;
+        for (size_t k = 0; k < a->name_len; k++) {
+            char c = a->name[k];
+            ln[k] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+        }
+        used += a->name_len;
+        nv[n++] = NV(ln, a->name_len, a->value, a->value_len);
+    }
+    int body = r->resp_mode != PX_BODY_NONE;
+    nghttp2_data_provider prd = {.source.ptr = s, .read_callback = data_read};
+    s->has_provider = body;
+    int rv = nghttp2_submit_response(h->ng, s->id, nv, n, body ? &prd : NULL);
+    if (lower != stackbuf)
+        free(lower);
+    free(nv);
+    if (!body)
+        s->resp_eof = 1;
+    kick(h);
+    return rv == 0 ? 0 : -1;
+}
+
+static int h2_resp_body(struct px_req *r, struct evbuffer *src, size_t len)
+{
+    struct h2s *s = (struct h2s *)r;
+    evbuffer_remove_buffer(src, s->resp, len);
+    r->bytes_out += len;
+    if (s->deferred) {
+        s->deferred = 0;
+        nghttp2_session_resume_data(s->h->ng, s->id);
+    }
+    kick(s->h);
+    if (evbuffer_get_length(s->resp) >= H2_STREAM_HIGH) {
+        s->up_paused = 1;
+        return 1;
+    }
+    return 0;
+}
+
+static void h2_resp_end(struct px_req *r, int ok)
+{
+    struct h2s *s = (struct h2s *)r;
+    r->done = 1;
+    if (ok) {
+        s->resp_eof = 1;
+        if (s->deferred) {
+            s->deferred = 0;
+            nghttp2_session_resume_data(s->h->ng, s->id);
+        }
+    } else {
+        nghttp2_submit_rst_stream(s->h->ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
+    }
+    kick(s->h);
+}
+
+static void h2_resp_error(struct px_req *r, int status)
+{
+    respond_local((struct h2s *)r, status, NULL, 0);
+}
+
+static void h2_body_resume(struct px_req *r)
+{
+    struct h2s *s = (struct h2s *)r;
+    if (s->unconsumed) {
+        nghttp2_session_consume(s->h->ng, s->id, s->unconsumed);
+        s->unconsumed = 0;
+        kick(s->h);
+    }
+}
+
+static int h2_write_head(struct px_req *r, struct evbuffer *out)
+{
+    struct h2s *s = (struct h2s *)r;
+    struct px_h2 *h = s->h;
+    struct px_fwd f = {
+        .client_ip = s->client_ip,
+        .client_ip_len = s->client_ip_len,
+        .peer_ip = h->peer_ip,
+        .peer_ip_len = h->peer.ip_len,
+        .xff = s->xff,
+        .xff_len = s->xff_len,
+        .proto = "https",
+        .request_id = r->request_id,
+        .request_id_len = r->request_id_len,
+        .start_ms = r->start_wall_ms,
+        .strip_expect = 1,
+    };
+    /* the serializer's bound: every field plus its separators */
+    size_t bound = s->buflen + 4 * s->q.nheaders + 64;
+    return px_h1_write_request_head(out, &s->q, bound, &f);
+}
+
+static void h2_upgraded(struct px_req *r)
+{
+    /* never: WebSocket upgrades are refused on HTTP/2 before dispatch */
+    h2_resp_end(r, 0);
+}
+
+static const struct px_down_ops h2_ops = {
+    .write_head = h2_write_head,
+    .resp_head = h2_resp_head,
+    .resp_body = h2_resp_body,
+    .resp_end = h2_resp_end,
+    .resp_error = h2_resp_error,
+    .body_resume = h2_body_resume,
+    .upgraded = h2_upgraded,
+};
+
+/* ---- requests ---- */
+
+static int buf_add(struct h2s *s, const void *p, size_t n, uint32_t *off)
+{
+    if (s->buflen + n > s->bufcap) {
+        uint32_t nc = s->bufcap ? s->bufcap : 1024;
+        while (nc < s->buflen + n)
+            nc *= 2;
+        char *nb = realloc(s->buf, nc);
+        if (nb == NULL)
+            return -1;
+        s->buf = nb;
+        s->bufcap = nc;
+    }
+    memcpy(s->buf + s->buflen, p, n);
+    *off = s->buflen;
+    s->buflen += (uint32_t)n;
+    return 0;
+}
+
+static void add_field(struct h2s *s, const char *name, size_t nl, const char *value, size_t vl)
+{
+    uint32_t no, vo;
+    if (s->nhdr >= PX_H1_MAX_HEADERS - 2 || buf_add(s, name, nl, &no) < 0 || buf_add(s, value, vl, &vo) < 0) {
+        s->too_large = 1;
+        return;
+    }
+    s->hdr[s->nhdr++] = (struct h2hdr){no, (uint32_t)nl, vo, (uint32_t)vl};
+}
+
+static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *ud)
+{
+    struct px_h2 *h = ud;
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    if (h->goaway)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    struct h2s *s = stream_new(h, frame->hd.stream_id);
+    if (s == NULL)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    nghttp2_session_set_stream_user_data(ng, frame->hd.stream_id, s);
+    return 0;
+}
+
+static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name, size_t nl,
+                     const uint8_t *value, size_t vl, uint8_t flags, void *ud)
+{
+    struct px_h2 *h = ud;
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0; /* trailers are not forwarded */
+    struct h2s *s = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+    if (s == NULL || s->too_large)
+        return 0;
+    if (s->buflen + nl + vl + 32 > h->w->cfg->max_header_size) {
+        s->too_large = 1;
+        return 0;
+    }
+    if (nl > 0 && name[0] == ':') {
+        uint32_t off;
+        if (buf_add(s, value, vl, &off) < 0) {
+            s->too_large = 1;
+            return 0;
+        }
+        if (nl == 7 && memcmp(name, ":method", 7) == 0) {
+            s->method_o = (int32_t)off;
+            s->method_l = (uint32_t)vl;
+        } else if (nl == 5 && memcmp(name, ":path", 5) == 0) {
+            s->path_o = (int32_t)off;
+            s->path_l = (uint32_t)vl;
+        } else if (nl == 10 && memcmp(name, ":authority", 10) == 0) {
+            s->auth_o = (int32_t)off;
+            s->auth_l = (uint32_t)vl;
+        }
+        return 0;
+    }
+    add_field(s, (const char *)name, nl, (const char *)value, vl);
+    return 0;
+}
+
+/* Cookie fields may arrive split; an HTTP/1.1 upstream wants one line
+ * joined with "; " (RFC 9113 8.2.3). */
+static void join_cookies(struct h2s *s)
+{
+    int first = -1, count = 0;
+    size_t total = 0;
+    for (uint32_t i = 0; i < s->nhdr; i++)
+        if (s->hdr[i].nl == 6 && memcmp(s->buf + s->hdr[i].no, "cookie", 6) == 0) {
+            if (first < 0)
+                first = (int)i;
+            count++;
+            total += s->hdr[i].vl + 2;
+        }
+    if (count < 2)
+        return;
+    uint32_t start = s->buflen, off;
+    for (uint32_t i = (uint32_t)first, k = 0; i < s->nhdr; i++) {
+        if (!(s->hdr[i].nl == 6 && memcmp(s->buf + s->hdr[i].no, "cookie", 6) == 0))
+            continue;
+        if (k++ && buf_add(s, "; ", 2, &off) < 0)
+            return;
+        /* copy through a bounded temporary: buf may move */
+        char tmp[512];
+        uint32_t left = s->hdr[i].vl, pos = s->hdr[i].vo;
+        while (left) {
+            uint32_t c = left < sizeof(tmp) ? left : (uint32_t)sizeof(tmp);
+            memcpy(tmp, s->buf + pos, c);
+            if (buf_add(s, tmp, c, &off) < 0)
+                return;
+            pos += c;
+            left -= c;
+        }
+    }
+    (void)total;
+    s->hdr[first].vo = start;
+    s->hdr[first].vl = s->buflen - start;
+    uint32_t j = 0;
+    for (uint32_t i = 0; i < s->nhdr; i++) {
+        if ((int)i != first && s->hdr[i].nl == 6 && memcmp(s->buf + s->hdr[i].no, "cookie", 6) == 0)
+            continue;
+        s->hdr[j++] = s->hdr[i];
+    }
+    s->nhdr = j;
+}
+
+static int64_t parse_cl(const char *p, size_t n)
+{
+    if (n == 0 || n > 18)
+        return -1;
+    int64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return -1;
+        v = v * 10 + (p[i] - '0');
+    }
+    return v;
+}
+
+static void dispatch(struct px_h2 *h, struct h2s *s, int end_stream)
+{
+    struct px_worker *w = h->w;
+    struct px_req *r = &s->r;
+    struct px_h1_request *q = &s->q;
+    s->dispatched = 1;
+    px_worker_refresh(w);
+    const struct px_config *cfg = w->cfg;
+    r->w = w;
+    r->ops = &h2_ops;
+    r->down = s;
+    r->start_us = px_now_us();
+    r->start_wall_ms = px_wall_ms();
+    r->routes = w->routes;
+    px_routes_pin(r->routes, w->id);
+
+    if (!s->too_large && s->auth_o >= 0) {
+        uint32_t off; /* a Host field for the upstream, from :authority */
+        int has_host = 0;
+        for (uint32_t i = 0; i < s->nhdr; i++)
+            if (s->hdr[i].nl == 4 && memcmp(s->buf + s->hdr[i].no, "host", 4) == 0)
+                has_host = 1;
+        if (!has_host && buf_add(s, "host", 4, &off) == 0) {
+            memmove(&s->hdr[1], &s->hdr[0], s->nhdr * sizeof(s->hdr[0]));
+            s->hdr[0] = (struct h2hdr){off, 4, (uint32_t)s->auth_o, s->auth_l};
+            s->nhdr++;
+        }
+    }
+    if (!s->too_large)
+        join_cookies(s);
+    int64_t cl = -1;
+    const char *rid = NULL;
+    size_t rid_len = 0;
+    for (uint32_t i = 0; i < s->nhdr; i++) {
+        const struct h2hdr *e = &s->hdr[i];
+        const char *nm = s->buf + e->no;
+        if (e->nl == 14 && memcmp(nm, "content-length", 14) == 0)
+            cl = parse_cl(s->buf + e->vo, e->vl);
+    }
+    if (!end_stream && cl < 0 && !s->too_large) {
+        uint32_t no, vo;
+        if (buf_add(s, "transfer-encoding", 17, &no) == 0 && buf_add(s, "chunked", 7, &vo) == 0) {
+            s->hdr[s->nhdr++] = (struct h2hdr){no, 17, vo, 7};
+            s->chunked_up = 1;
+        }
+    }
+    /* s->buf is final now: make the slices */
+    q->method = s->method_o >= 0 ? s->buf + s->method_o : "";
+    q->method_len = s->method_l;
+    q->method_id = px_h1_method_id(q->method, q->method_len);
+    q->path = s->path_o >= 0 ? s->buf + s->path_o : "";
+    q->path_len = s->path_l;
+    q->target = q->path;
+    q->target_len = q->path_len;
+    const char *qm = memchr(q->path, '?', q->path_len);
+    q->query = qm ? qm + 1 : NULL;
+    q->query_len = qm ? q->path_len - (size_t)(qm + 1 - q->path) : 0;
+    q->minor_version = 1;
+    q->content_length = cl;
+    q->chunked = s->chunked_up;
+    q->nheaders = s->nhdr;
+    q->host = NULL;
+    for (uint32_t i = 0; i < s->nhdr; i++) {
+        struct px_h1_header *hd = &q->headers[i];
+        hd->name = s->buf + s->hdr[i].no;
+        hd->name_len = s->hdr[i].nl;
+        hd->value = s->buf + s->hdr[i].vo;
+        hd->value_len = s->hdr[i].vl;
+        if (hd->name_len == 4 && memcmp(hd->name, "host", 4) == 0 && q->host == NULL) {
+            q->host = hd->value;
+            q->host_len = hd->value_len;
+        } else if (hd->name_len == 12 && memcmp(hd->name, "x-request-id", 12) == 0) {
+            rid = hd->value;
+            rid_len = hd->value_len;
+        } else if (hd->name_len == 15 && memcmp(hd->name, "x-forwarded-for", 15) == 0 && s->xff == NULL) {
+            s->xff = hd->value;
+            s->xff_len = hd->value_len;
+        }
+    }
+    r->method = q->method_id;
+    px_req_set_id(r, rid, rid_len);
+    int trusted = 0;
+    s->client_ip_len = px_req_client_ip(cfg, h->peer.sa, h->peer_ip, h->peer.ip_len, s->xff, s->xff_len,
+                                        s->client_ip, &trusted);
+    if (!trusted) {
+        s->xff = NULL;
+        s->xff_len = 0;
+    }
+    r->has_body = !end_stream;
+    r->body_sent = end_stream;
+    s->body_done = end_stream;
+
+    if (s->too_large) {
+        respond_local(s, 431, NULL, 0);
+        return;
+    }
+    if (q->method_len == 7 && memcmp(q->method, "CONNECT", 7) == 0) {
+        static const char msg[] = "CONNECT and WebSocket over HTTP/2 are not supported: use HTTP/1.1\n";
+        respond_local(s, 501, msg, sizeof(msg) - 1);
+        return;
+    }
+    struct px_decision d;
+    px_req_decide(r, cfg, q, 1, &d);
+    if (d.act != PX_ACT_PROXY) {
+        respond_local(s, d.act == PX_ACT_REDIRECT ? 400 : d.status, d.body, d.body_len);
+        return;
+    }
+    int status = px_upstream_start(r);
+    if (status)
+        respond_local(s, status, NULL, 0);
+}
+
+/* Request body bytes for the upstream (chunk-framed when the client sent
+ * no content-length). */
+static void body_chunk(struct px_h2 *h, struct h2s *s, const uint8_t *data, size_t len, int last)
+{
+    struct px_req *r = &s->r;
+    if (s->chunked_up && len) {
+        char line[24];
+        int n = snprintf(line, sizeof(line), "%zx\r\n", len);
+        evbuffer_add(h->tmp, line, (size_t)n);
+    }
+    if (len)
+        evbuffer_add(h->tmp, data, len);
+    if (s->chunked_up && len)
+        evbuffer_add(h->tmp, "\r\n", 2);
+    if (last) {
+        s->body_done = 1;
+        if (s->chunked_up)
+            evbuffer_add(h->tmp, "0\r\n\r\n", 5);
+    }
+    size_t n = evbuffer_get_length(h->tmp);
+    int paused = px_upstream_body(r, h->tmp, n, last);
+    evbuffer_drain(h->tmp, evbuffer_get_length(h->tmp));
+    if (len) {
+        if (paused || s->unconsumed)
+            s->unconsumed += len;
+        else
+            nghttp2_session_consume(h->ng, s->id, len);
+    }
+}
+
+static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data, size_t len,
+                         void *ud)
+{
+    struct px_h2 *h = ud;
+    struct h2s *s = nghttp2_session_get_stream_user_data(ng, id);
+    if (s == NULL || !s->dispatched || s->r.done || s->body_done) {
+        nghttp2_session_consume(ng, id, len); /* not wanted: keep the windows open */
+        return 0;
+    }
+    const struct px_config *cfg = h->w->cfg;
+    s->body_in += len;
+    if (cfg->max_body_size && s->body_in > cfg->max_body_size) {
+        nghttp2_session_consume(ng, id, len);
+        px_upstream_abort(&s->r);
+        if (!s->r.resp_started)
+            respond_local(s, 413, NULL, 0);
+        else
+            nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
+        return 0;
+    }
+    body_chunk(h, s, data, len, 0);
+    return 0;
+}
+
+static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *ud)
+{
+    struct px_h2 *h = ud;
+    int end = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+    struct h2s *s;
+    switch (frame->hd.type) {
+    case NGHTTP2_HEADERS:
+        s = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+        if (s == NULL)
+            return 0;
+        if (frame->headers.cat == NGHTTP2_HCAT_REQUEST)
+            dispatch(h, s, end);
+        else if (end && s->dispatched && !s->body_done && !s->r.done)
+            body_chunk(h, s, NULL, 0, 1); /* trailers end the body */
+        return 0;
+    case NGHTTP2_DATA:
+        s = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+        if (s && end && s->dispatched && !s->body_done && !s->r.done)
+            body_chunk(h, s, NULL, 0, 1);
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code, void *ud)
+{
+    struct px_h2 *h = ud;
+    struct h2s *s = nghttp2_session_get_stream_user_data(ng, id);
+    if (s == NULL)
+        return 0;
+    nghttp2_session_set_stream_user_data(ng, id, NULL);
+    if (s->r.up)
+        px_upstream_abort(&s->r); /* the client reset it: the upstream connection cannot be reused */
+    stream_log(s);
+    stream_unlink(h, s);
+    s->next = h->dead;
+    h->dead = s;
+    return 0;
+}
+
+/* ---- the session ---- */
+
+struct px_h2 *px_h2_new(struct px_worker *w, struct px_sock *sock, const struct px_h2_peer *peer,
+                        void (*kickfn)(void *), void *arg)
+{
+    struct px_h2 *h = calloc(1, sizeof(*h));
+    nghttp2_session_callbacks *cb = NULL;
+    nghttp2_option *opt = NULL;
+    if (h == NULL)
+        return NULL;
+    h->w = w;
+    h->s = sock;
+    h->peer = *peer;
+    size_t ipn = peer->ip_len < sizeof(h->peer_ip) - 1 ? peer->ip_len : sizeof(h->peer_ip) - 1;
+    memcpy(h->peer_ip, peer->ip, ipn);
+    h->peer.ip = h->peer_ip;
+    h->peer.ip_len = ipn;
+    h->kick = kickfn;
+    h->kick_arg = arg;
+    if ((h->tmp = evbuffer_new()) == NULL || nghttp2_session_callbacks_new(&cb) != 0 ||
+        nghttp2_option_new(&opt) != 0)
+        goto fail;
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+    nghttp2_option_set_no_auto_window_update(opt, 1);
+    /* CVE-2023-44487: at most a burst of 1000 resets, then 33/s, else GOAWAY */
+    nghttp2_option_set_stream_reset_rate_limit(opt, 1000, 33);
+    nghttp2_option_set_max_settings(opt, 32);
+    if (nghttp2_session_server_new2(&h->ng, cb, h, opt) != 0)
+        goto fail;
+    nghttp2_session_callbacks_del(cb);
+    nghttp2_option_del(opt);
+    cb = NULL;
+    opt = NULL;
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, H2_MAX_STREAMS},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2_STREAM_WINDOW},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)w->cfg->max_header_size},
+        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+    };
+    if (nghttp2_submit_settings(h->ng, NGHTTP2_FLAG_NONE, iv, PX_ARRAY_LEN(iv)) != 0 ||
+        nghttp2_session_set_local_window_size(h->ng, NGHTTP2_FLAG_NONE, 0, H2_CONN_WINDOW) != 0)
+        goto fail;
+    return h;
+fail:
+    if (cb)
+        nghttp2_session_callbacks_del(cb);
+    if (opt)
+        nghttp2_option_del(opt);
+    px_h2_free(h);
+    return NULL;
+}
+
+static int feed(struct px_h2 *h)
+{
+    struct evbuffer *in = h->s->in;
+    while (evbuffer_get_length(in)) {
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+            break;
+        ssize_t rv = nghttp2_session_mem_recv(h->ng, v.iov_base, v.iov_len);
+        if (rv < 0) {
+            px_log(PX_LOG_DEBUG, "h2: %s", nghttp2_strerror((int)rv));
+            return -1;
+        }
+        evbuffer_drain(in, (size_t)rv);
+    }
+    return 0;
+}
+
+static int produce(struct px_h2 *h)
+{
+    struct evbuffer *out = h->s->out;
+    while (evbuffer_get_length(out) < H2_OUT_HIGH) {
+        const uint8_t *data;
+        ssize_t n = nghttp2_session_mem_send(h->ng, &data);
+        if (n < 0) {
+            px_log(PX_LOG_DEBUG, "h2: %s", nghttp2_strerror((int)n));
+            return -1;
+        }
+        if (n == 0)
+            break;
+        evbuffer_add(out, data, (size_t)n);
+    }
+    return px_sock_flush(h->s);
+}
+
+int px_h2_run(struct px_h2 *h)
+{
+    free_dead(h);
+    struct px_sock *s = h->s;
+    for (int round = 0; round < 8; round++) {
+        size_t got = 0;
+        if (s->readable && !s->eof && !s->error && evbuffer_get_length(s->out) < H2_OUT_HIGH)
+            got = px_sock_read(s, H2_READ_MAX);
+        if (evbuffer_get_length(s->in) && feed(h) < 0) {
+            produce(h); /* nghttp2 queued a GOAWAY: try to tell the client why */
+            return -1;
+        }
+        if (produce(h) < 0)
+            return -1;
+        if (got == 0 || !s->readable)
+            break;
+    }
+    if (s->error)
+        return -1;
+    if (s->eof)
+        return 1;
+    if (!nghttp2_session_want_read(h->ng) && !nghttp2_session_want_write(h->ng) &&
+        evbuffer_get_length(s->out) == 0)
+        return 1;
+    if (s->readable && evbuffer_get_length(s->out) < H2_OUT_HIGH)
+        kick(h); /* stopped by the round limit: be fair, continue next iteration */
+    return 0;
+}
+
+int px_h2_idle(const struct px_h2 *h)
+{
+    return h->nstreams == 0;
+}
+
+void px_h2_goaway(struct px_h2 *h)
+{
+    if (h->goaway)
+        return;
+    h->goaway = 1;
+    nghttp2_submit_goaway(h->ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(h->ng),
+                          NGHTTP2_NO_ERROR, NULL, 0);
+    kick(h);
+}
+
+void px_h2_free(struct px_h2 *h)
+{
+    if (h == NULL)
+        return;
+    while (h->streams) {
+        struct h2s *s = h->streams;
+        if (h->ng)
+            nghttp2_session_set_stream_user_data(h->ng, s->id, NULL);
+        if (s->r.up)
+            px_upstream_abort(&s->r);
+        stream_log(s);
+        stream_unlink(h, s);
+        s->next = h->dead;
+        h->dead = s;
+    }
+    free_dead(h);
+    if (h->ng)
+        nghttp2_session_del(h->ng);
+    if (h->tmp)
+        evbuffer_free(h->tmp);
+    free(h);
+}

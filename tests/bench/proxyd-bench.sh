@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# PROXY_CMD for ../shared/bench/run.sh: write a proxyd config for the bench
+# and exec build/proxyd in the foreground (the harness tracks this PID).
+#   PROXYD_HTTP_PORT (8086)   plain listener
+#   PROXYD_TLS=1              also listen_https on PROXYD_TLS_PORT (8446) with
+#                             $BENCH_CERT/$BENCH_KEY, session tickets off
+#   PROXYD_WORKERS (1)        worker threads
+#   PROXYD (build/proxyd)     the binary
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+proxyd=${PROXYD:-$repo/build/proxyd}
+upstream=${BENCH_UPSTREAM:?BENCH_UPSTREAM is set by bench/run.sh}
+dir=${BENCH_RUN_DIR:-/tmp/bench-run}/proxyd
+mkdir -p "$dir"
+conf=$dir/proxyd.ini
+
+{
+  echo "[proxy]"
+  echo "workers = ${PROXYD_WORKERS:-1}"
+  echo "listen_http = 127.0.0.1:${PROXYD_HTTP_PORT:-8086}"
+  echo "access_log = off"
+  echo "error_log = -"
+  echo "control_socket = $dir/control.sock"
+  echo "state_file = $dir/state.json"
+  if [[ "${PROXYD_TLS:-0}" == 1 ]]; then
+    echo "listen_https = 127.0.0.1:${PROXYD_TLS_PORT:-8446}"
+    echo "redirect_https = no"
+    echo
+    echo "[tls]"
+    echo "certificate = ${BENCH_CERT:?}"
+    echo "certificate_key = ${BENCH_KEY:?}"
+    echo "session_tickets = no"
+  fi
+  echo
+  echo "[service bench]"
+  echo "targets = $upstream"
+} >"$conf"
+
+exec "$proxyd" -c "$conf"

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# make bench: proxyd next to nginx/HAProxy/Caddy in ../shared/bench/run.sh.
+#   BENCH_DIR      the shared bench folder (default: ../shared/bench next to the repo)
+#   PROXIES        built-in proxies to compare (default "nginx-1w nginx-2w haproxy caddy")
+#   PROXYD_TLS=1   also benchmark proxyd's TLS listener (port 8446): set it once
+#                  proxyd supports listen_https; without it TLS/h2 cells show n/a
+#   PROXYD_WORKERS proxyd worker threads (default 1)
+#   PROXYD         the binary (default build/proxyd)
+#   QUICK, DURATION, WARMUP, REPS, CONNS, SCENARIOS, ... pass through (see the bench README)
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BENCH_DIR=${BENCH_DIR:-$(dirname "$repo")/shared/bench}
+export PROXIES=${PROXIES-"nginx-1w nginx-2w haproxy caddy"}
+
+export PROXYD=${PROXYD:-$repo/build/proxyd}
+[[ -x "$PROXYD" ]] || { echo "run-bench: $PROXYD is missing: run make" >&2; exit 1; }
+[[ -f "$BENCH_DIR/run.sh" ]] || { echo "run-bench: no $BENCH_DIR/run.sh (set BENCH_DIR)" >&2; exit 1; }
+
+# tools: the origin is always nginx; proxies only when selected
+declare -A PKG=([nginx]=nginx [haproxy]=haproxy [caddy]=caddy [h2o]=h2o [wrk]=wrk [h2load]=nghttp2-client
+                [curl]=curl [openssl]=openssl [taskset]=util-linux)
+need=(nginx wrk h2load curl openssl taskset)
+for p in $PROXIES; do
+  case $p in haproxy|caddy|h2o) need+=("$p") ;; esac
+done
+missing=()
+for t in "${need[@]}"; do
+  command -v "$t" >/dev/null 2>&1 || [[ -x /usr/sbin/$t ]] || missing+=("$t")
+done
+if ((${#missing[@]})); then
+  pkgs=()
+  for t in "${missing[@]}"; do pkgs+=("${PKG[$t]}"); done
+  if [[ $(id -u) != 0 ]]; then
+    echo "run-bench: missing ${missing[*]}; as root: apt-get install -y --no-install-recommends ${pkgs[*]}" >&2
+    exit 1
+  fi
+  echo "run-bench: installing ${pkgs[*]}"
+  # keep postinst from starting the packaged services (we start our own, by hand)
+  made_policy=0
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && made_policy=1
+  fi
+  rc=0
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" || rc=$?
+  ((made_policy)) && rm -f /usr/sbin/policy-rc.d
+  ((rc == 0)) || { echo "run-bench: apt-get failed ($rc)" >&2; exit 1; }
+  for svc in "${missing[@]}"; do   # the packaged services are never used: disable/stop them
+    case $svc in nginx|haproxy|caddy|h2o) ;; *) continue ;; esac
+    systemctl disable --now "$svc" >/dev/null 2>&1 || true
+    service "$svc" stop >/dev/null 2>&1 || true
+  done
+  for t in "${missing[@]}"; do
+    command -v "$t" >/dev/null 2>&1 || [[ -x /usr/sbin/$t ]] || { echo "run-bench: still missing $t" >&2; exit 1; }
+  done
+fi
+
+export PATH=$PATH:/usr/sbin
+export CERT_DIR=${CERT_DIR:-/tmp/bench-run/certs}
+export RESULTS_DIR=${RESULTS_DIR:-/tmp/bench-run/results}
+export PROXY_NAME=proxyd
+export PROXY_HTTP_PORT=${PROXYD_HTTP_PORT:-8086}
+if [[ "${PROXYD_TLS:-0}" == 1 ]]; then
+  export PROXY_TLS_PORT=${PROXYD_TLS_PORT:-8446}
+else
+  export PROXY_TLS_PORT=   # plain HTTP only until PROXYD_TLS=1
+fi
+export PROXY_CMD="bash '$repo/tests/bench/proxyd-bench.sh'"
+exec bash "$BENCH_DIR/run.sh"

@@ -1,0 +1,290 @@
+"""Operations: access log, the command line (-t, -V), signals (HUP, TERM,
+INT, USR1)."""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+
+from harness import (Client, Proxy, ProxyTestCase, SLOW, SilentBackend, StreamingBackend, free_port, get,
+                     proxyd_path, request_bytes, wait_until)
+
+
+class AccessLog(ProxyTestCase):
+    def setUp(self):
+        self.b = self.backend()
+        self.p = self.proxy(self.service_config(self.b))
+
+    def test_fields(self):
+        t0 = time.time()
+        r = get(self.p.port, "/logged", host="log.test")
+        self.assertEqual(r.status, 200)
+        lines = self.p.wait_access_log(1)
+        self.assertEqual(len(lines), 1, lines)
+        e = lines[0]
+        for key in ("time", "client", "method", "host", "path", "status", "bytes_out", "duration_ms",
+                    "service", "upstream", "request_id", "proto", "tls"):
+            self.assertIn(key, e, e)
+        self.assertIsInstance(e["time"], str)
+        self.assertTrue(e["time"], e)
+        self.assertEqual(e["client"], "127.0.0.1")
+        self.assertEqual(e["method"], "GET")
+        self.assertEqual(e["host"], "log.test")
+        self.assertEqual(e["path"], "/logged")
+        self.assertEqual(e["status"], 200)
+        self.assertIsInstance(e["bytes_out"], int)
+        self.assertGreaterEqual(e["bytes_out"], len(r.body))
+        self.assertIsInstance(e["duration_ms"], (int, float))
+        self.assertTrue(0 <= e["duration_ms"] <= (time.time() - t0) * 1000 + 1000, e)
+        self.assertEqual(e["service"], "web")
+        self.assertEqual(e["upstream"], self.b.addr)
+        self.assertEqual(e["proto"], "HTTP/1.1")
+        self.assertIs(e["tls"], False)
+        self.assertEqual(e["request_id"], self.b.wait_requests(1)[0].header("x-request-id"))
+
+    def test_request_id_from_client(self):
+        get(self.p.port, "/", headers=[("X-Request-ID", "client-id-42")])
+        self.assertEqual(self.p.wait_access_log(1)[0]["request_id"], "client-id-42")
+
+    def test_one_line_per_request(self):
+        with Client(self.p.port) as c:
+            for path in ("/one", "/two", "/three"):
+                self.assertEqual(c.request("GET", path).status, 200)
+        lines = self.p.wait_access_log(3)
+        self.assertEqual([e["path"] for e in lines], ["/one", "/two", "/three"])
+        ids = [e["request_id"] for e in lines]
+        self.assertEqual(ids, [q.header("x-request-id") for q in self.b.requests])
+
+    def test_errors_logged(self):
+        p = self.proxy("[service s]\nhosts = known.test\ntargets = 127.0.0.1:%d\n" % free_port())
+        self.assertEqual(get(p.port, "/nf", host="other.test").status, 404)
+        self.assertEqual(get(p.port, "/bad", host="known.test").status, 502)
+        lines = p.wait_access_log(2)
+        # two connections, possibly two workers: the order of their lines is not defined
+        self.assertEqual(sorted((e["path"], e["status"]) for e in lines), [("/bad", 502), ("/nf", 404)])
+
+    def test_access_log_off(self):
+        p = self.proxy(self.service_config(self.b, extra_proxy="access_log = off"))
+        self.assertEqual(get(p.port, "/").status, 200)
+        time.sleep(0.2)
+        self.assertEqual(sorted(f for f in os.listdir(p.tmp) if "access" in f), [])
+        with open(p.stdout_path, "rb") as f:
+            self.assertEqual(f.read(), b"")
+
+    def test_access_log_stdout(self):
+        p = self.proxy(self.service_config(self.b, extra_proxy="access_log = -"))
+        self.assertEqual(get(p.port, "/to-stdout").status, 200)
+        lines = p.wait_access_log(1, path=p.stdout_path)
+        self.assertEqual([e["path"] for e in lines], ["/to-stdout"])
+
+
+class CommandLine(ProxyTestCase):
+    def run_proxyd(self, *args, timeout=10):
+        return subprocess.run([proxyd_path()] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              stdin=subprocess.DEVNULL, timeout=timeout * SLOW)
+
+    def config_file(self, text):
+        p = Proxy(text, start=False)
+        self.addCleanup(p.close)
+        return p
+
+    def test_version(self):
+        r = self.run_proxyd("-V")
+        self.assertEqual(r.returncode, 0, r)
+        self.assertRegex((r.stdout + r.stderr).decode(), r"\d+\.\d+\.\d+")
+
+    def test_check_good_config(self):
+        p = self.config_file("[service web]\nhosts = example.com\ntargets = 127.0.0.1:3000\n\n"
+                             "[limit api]\nrate = 10r/s\nburst = 20\n\n[route /api/]\nlimit = api\n")
+        r = self.run_proxyd("-t", "-c", p.config_path)
+        self.assertEqual(r.returncode, 0, r)
+        self.assertIn("configuration ok", (r.stdout + r.stderr).decode())
+
+    BAD = [
+        ("bad_number", "[proxy]\nmax_connections = lots\n", "max_connections"),
+        ("bad_duration", "[proxy]\nclient_header_timeout = 10x\n", "client_header_timeout"),
+        ("bad_size", "[proxy]\nmax_body_size = big\n", "max_body_size"),
+        ("unknown_key", "[proxy]\nbogus_key = 1\n", "bogus_key"),
+        ("bad_target", "[service web]\ntargets = 127.0.0.1\n", "targets"),
+        ("bad_rate", "[limit api]\nrate = ten\nburst = 1\n", "rate"),
+        ("bad_bool", "[proxy]\nredirect_https = maybe\n", "redirect_https"),
+    ]
+
+    def test_check_bad_values(self):
+        for name, text, key in self.BAD:
+            with self.subTest(name=name):
+                p = self.config_file(text)
+                line = next(i + 1 for i, l in enumerate(p.config_text.split("\n"))
+                            if l.strip().startswith(key))
+                r = self.run_proxyd("-t", "-c", p.config_path)
+                out = (r.stdout + r.stderr).decode()
+                self.assertEqual(r.returncode, 1, out)
+                self.assertRegex(out, re.escape("%s:%d: %s: " % (p.config_path, line, key)) + r"\S")
+                self.assertNotIn("configuration ok", out)
+
+    def test_check_unknown_section(self):
+        p = self.config_file("[bogus]\nx = 1\n")
+        line = p.config_text.split("\n").index("[bogus]") + 1
+        r = self.run_proxyd("-t", "-c", p.config_path)
+        self.assertEqual(r.returncode, 1, r)
+        self.assertIn("%s:%d:" % (p.config_path, line), (r.stdout + r.stderr).decode())
+
+    def test_check_conflicting_services(self):
+        p = self.config_file("[service a]\nhosts = example.com\ntargets = 127.0.0.1:3000\n\n"
+                             "[service b]\nhosts = example.com\ntargets = 127.0.0.1:3001\n")
+        r = self.run_proxyd("-t", "-c", p.config_path)
+        self.assertEqual(r.returncode, 1, r)
+        self.assertRegex((r.stdout + r.stderr).decode(), re.escape(p.config_path) + r":\d+: ")
+
+    def test_check_no_listener(self):
+        p = Proxy("[proxy]\nworkers = 1\n", defaults=False, start=False)
+        self.addCleanup(p.close)
+        r = self.run_proxyd("-t", "-c", p.config_path)
+        self.assertEqual(r.returncode, 1, r)
+
+    def test_check_missing_file(self):
+        r = self.run_proxyd("-t", "-c", "/nonexistent/proxyd.ini")
+        self.assertEqual(r.returncode, 1, r)
+        self.assertIn("/nonexistent/proxyd.ini", (r.stdout + r.stderr).decode())
+
+    def test_start_with_bad_config_exits_1(self):
+        p = self.config_file("[proxy]\nmax_connections = lots\n")
+        r = self.run_proxyd("-c", p.config_path)
+        self.assertEqual(r.returncode, 1, r)
+        self.assertIn("max_connections", (r.stdout + r.stderr).decode())
+
+
+class Signals(ProxyTestCase):
+    def config(self, target, extra_proxy=""):
+        return "[proxy]\n%s\n[service web]\ntargets = %s\n" % (extra_proxy, target)
+
+    def test_sighup_changes_target(self):
+        a = self.backend(name="A")
+        b = self.backend(name="B")
+        p = self.proxy(self.config(a.addr))
+        with Client(p.port) as c:
+            self.assertEqual(c.request("GET", "/").body, b"A")
+            p.reload(self.config(b.addr))
+            self.assertTrue(wait_until(lambda: get(p.port, "/").body == b"B", 5),
+                            "new target not used after SIGHUP; log:\n" + p.error_log_text()[-2000:])
+            for _ in range(5):
+                self.assertEqual(get(p.port, "/").body, b"B")
+            r = c.request("GET", "/")  # the keep-alive connection opened before the reload
+            self.assertEqual((r.status, r.body), (200, b"B"))
+        self.assertTrue(p.alive())
+
+    def test_sighup_removes_service(self):
+        a = self.backend(name="A")
+        p = self.proxy("[service a]\nhosts = a.test\ntargets = %s\n\n"
+                       "[service b]\nhosts = b.test\ntargets = %s\n" % (a.addr, a.addr))
+        self.assertEqual(get(p.port, "/", host="b.test").status, 200)
+        p.reload("[service a]\nhosts = a.test\ntargets = %s\n" % a.addr)
+        self.assertTrue(wait_until(lambda: get(p.port, "/", host="b.test").status == 404, 5),
+                        "removed service still served after SIGHUP")
+        self.assertEqual(get(p.port, "/", host="a.test").body, b"A")
+
+    def test_sighup_broken_config_keeps_serving(self):
+        a = self.backend(name="A")
+        p = self.proxy(self.config(a.addr))
+        with Client(p.port) as c:
+            self.assertEqual(c.request("GET", "/").body, b"A")
+            before = len(p.error_log_text())
+            p.reload("[proxy]\nmax_connections = lots\n[service web]\ntargets = %s\n" % a.addr)
+            pattern = re.compile(r"proxyd\.ini:\d+: max_connections")
+            wait_until(lambda: pattern.search(p.error_log_text()[before:]), 3)
+            new_log = p.error_log_text()[before:]
+            self.assertTrue(p.alive(), "proxyd died on a bad reload")
+            self.assertEqual(c.request("GET", "/").body, b"A")
+        self.assertEqual(get(p.port, "/").body, b"A")
+        self.assertRegex(new_log, r"proxyd\.ini:\d+: max_connections")
+
+    def test_sigterm_finishes_streaming_response(self):
+        sb = self.backend(StreamingBackend, total=20000, pieces=10, delay=0.2)  # ~2 s
+        p = self.proxy(self.config(sb.addr, "shutdown_timeout = 6s"))
+        with Client(p.port, timeout=10) as c:
+            c.send(request_bytes("GET", "/stream"))
+            head = c.reader.until(b"\r\n\r\n", time.monotonic() + 5)
+            self.assertRegex(head, rb"^HTTP/1\.1 200 ")
+            t0 = time.monotonic()
+            p.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+            self.assertFalse(self._served_new_connection(p.port), "new connection served after SIGTERM")
+            body = c.reader.exact(len(sb.body), time.monotonic() + 8)
+            self.assertEqual(body, sb.body)
+        rc = p.wait(8)
+        self.assertEqual(rc, 0, "exit code after SIGTERM")
+        self.assertLess(time.monotonic() - t0, 7)
+
+    @staticmethod
+    def _served_new_connection(port):
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=1)
+        except OSError:
+            return False
+        try:
+            s.sendall(request_bytes("GET", "/health"))
+            s.settimeout(1.5)
+            return s.recv(100).startswith(b"HTTP/1.1 200")
+        except OSError:
+            return False
+        finally:
+            s.close()
+
+    def test_sigterm_closes_idle_keepalive_promptly(self):
+        p = self.proxy("[proxy]\nshutdown_timeout = 20s\n")
+        with Client(p.port) as c:
+            self.assertEqual(c.request("GET", "/health").status, 200)
+            t0 = time.monotonic()
+            p.send_signal(signal.SIGTERM)
+            self.assertEqual(p.wait(5), 0)
+            self.assertLess(time.monotonic() - t0, 5)
+            self.assertTrue(c.closed_within(1))
+
+    def test_sigterm_cuts_at_shutdown_timeout(self):
+        b = self.backend(SilentBackend)
+        p = self.proxy(self.config(b.addr, "shutdown_timeout = 1s\nupstream_read_timeout = 30s"))
+        with Client(p.port) as c:
+            c.send(request_bytes("GET", "/hang"))
+            b.wait_requests(1)
+            t0 = time.monotonic()
+            p.send_signal(signal.SIGTERM)
+            rc = p.wait(6)
+            elapsed = time.monotonic() - t0
+        self.assertEqual(rc, 0)
+        self.assertTrue(0.8 <= elapsed <= 4, "exited %.2fs after SIGTERM with shutdown_timeout 1s" % elapsed)
+
+    def test_sigint_stops(self):
+        p = self.proxy("[proxy]\n")
+        self.assertEqual(get(p.port, "/health").status, 200)
+        p.send_signal(signal.SIGINT)
+        self.assertEqual(p.wait(5), 0)
+
+    def test_sigusr1_reopens_access_log(self):
+        b = self.backend()
+        p = self.proxy(self.config(b.addr))
+        log = p.access_log_path
+        self.assertEqual(get(p.port, "/before").status, 200)
+        self.assertEqual(len(p.wait_access_log(1)), 1)
+        os.rename(log, log + ".1")
+        self.assertEqual(get(p.port, "/renamed").status, 200)
+        # the old descriptor still writes to the renamed file until the reopen
+        self.assertEqual(len(p.wait_access_log(2, path=log + ".1")), 2)
+        p.send_signal(signal.SIGUSR1)
+        self.assertTrue(wait_until(lambda: os.path.exists(log), 3), "access log not recreated after SIGUSR1")
+        self.assertEqual(get(p.port, "/after").status, 200)
+        lines = p.wait_access_log(1)
+        self.assertEqual([e["path"] for e in lines], ["/after"])
+        old = [e["path"] for e in p.access_log_lines(log + ".1")]
+        self.assertEqual(old, ["/before", "/renamed"])
+        self.assertTrue(p.alive())
+
+    def test_sigusr1_reopens_error_log(self):
+        p = self.proxy("[proxy]\nerror_log = {tmp}/error.log\n")
+        path = p.error_log_path
+        self.assertTrue(path.endswith("error.log"))
+        os.rename(path, path + ".1")
+        p.send_signal(signal.SIGUSR1)
+        self.assertTrue(wait_until(lambda: os.path.exists(path), 3), "error log not recreated after SIGUSR1")
+        self.assertTrue(p.alive())

@@ -1,0 +1,172 @@
+"""Upstream failures (502/504, retry on another target, cut responses),
+balancing and WebSocket tunnels."""
+
+import os
+import socket
+import time
+
+from harness import (CLOSE, Client, ClosingBackend, ProxyTestCase, RecordingBackend, SilentBackend,
+                     WebSocketBackend, chunked_response, free_port, get, http_response, raw_request,
+                     request_bytes, wait_until, ws_accept)
+
+
+class Failures(ProxyTestCase):
+    def test_nothing_listening_502(self):
+        p = self.proxy(self.service_config("127.0.0.1:%d" % free_port()))
+        t0 = time.monotonic()
+        r = get(p.port, "/")
+        self.assertEqual(r.status, 502, r)
+        self.assertLess(time.monotonic() - t0, 3)
+        self.assertSecurityHeaders(r)
+
+    def test_read_timeout_504(self):
+        b = self.backend(SilentBackend)
+        p = self.proxy(self.service_config(b, extra_proxy="upstream_read_timeout = 1s"))
+        t0 = time.monotonic()
+        r = get(p.port, "/", timeout=8)
+        elapsed = time.monotonic() - t0
+        self.assertEqual(r.status, 504, r)
+        self.assertTrue(0.8 <= elapsed <= 4, "504 after %.2fs" % elapsed)
+        self.assertEqual(len(b.requests), 1)
+
+    def test_retry_on_live_target(self):
+        b = self.backend()
+        dead = "127.0.0.1:%d" % free_port()
+        for order in ((dead, b), (b, dead)):
+            with self.subTest(order=[getattr(t, "addr", t) for t in order]):
+                p = self.proxy(self.service_config(*order))
+                for i in range(10):
+                    r = get(p.port, "/r%d" % i)
+                    self.assertEqual(r.status, 200, "request %d: %r" % (i, r))
+                with Client(p.port) as c:
+                    for i in range(10):
+                        self.assertEqual(c.request("GET", "/k%d" % i).status, 200)
+                p.close()
+
+    def test_upstream_closes_without_answer_502(self):
+        b = self.backend(ClosingBackend)
+        p = self.proxy(self.service_config(b))
+        r = get(p.port, "/", timeout=8)
+        self.assertEqual(r.status, 502, r)
+
+    def test_upstream_invalid_response_502(self):
+        b = self.backend(response=b"HELLO THERE\r\n\r\n")
+        p = self.proxy(self.service_config(b))
+        r = get(p.port, "/", timeout=8)
+        self.assertEqual(r.status, 502, r)
+
+    def test_upstream_cl_and_te_response_502(self):
+        b = self.backend(response=b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        p = self.proxy(self.service_config(b))
+        r = get(p.port, "/", timeout=8)
+        self.assertEqual(r.status, 502, r)
+
+    def test_upstream_closes_mid_response_content_length(self):
+        b = self.backend(response=[http_response(200, b"x" * 100000, head_only=True), b"x" * 1000, 0.1, CLOSE])
+        p = self.proxy(self.service_config(b))
+        r = raw_request(p.port, request_bytes("GET", "/"), timeout=6)
+        self.assertTrue(r.closed, "client connection not closed after a cut upstream response: %r" % r)
+        self.assertLess(r.elapsed, 5)
+        self.assertLess(len(r.data), 100000)
+
+    def test_upstream_closes_mid_response_chunked(self):
+        items = chunked_response([b"a" * 1000, b"b" * 1000])[:-1] + [0.1, CLOSE]  # no final chunk
+        b = self.backend(response=items)
+        p = self.proxy(self.service_config(b))
+        r = raw_request(p.port, request_bytes("GET", "/"), timeout=6)
+        self.assertTrue(r.closed, "client connection not closed after a cut upstream response: %r" % r)
+        self.assertLess(r.elapsed, 5)
+        self.assertFalse(r.data.endswith(b"0\r\n\r\n"), "a cut response was completed with a final chunk")
+
+    def test_upstream_close_delimited_response(self):
+        b = self.backend(response=[b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n", b"until close", CLOSE])
+        p = self.proxy(self.service_config(b))
+        with Client(p.port) as c:
+            r = c.request("GET", "/")
+        self.assertEqual((r.status, r.body), (200, b"until close"))
+
+
+class Balancing(ProxyTestCase):
+    def setUp(self):
+        self.b1 = self.backend(name="one")
+        self.b2 = self.backend(name="two")
+        self.p = self.proxy(self.service_config(self.b1, self.b2))
+
+    def test_new_connections_spread(self):
+        for i in range(20):
+            self.assertEqual(get(self.p.port, "/").status, 200)
+        n1, n2 = len(self.b1.requests), len(self.b2.requests)
+        self.assertEqual(n1 + n2, 20)
+        self.assertGreaterEqual(min(n1, n2), 5, "unbalanced: %d / %d" % (n1, n2))
+
+    def test_one_client_connection_spread(self):
+        with Client(self.p.port) as c:
+            for i in range(20):
+                self.assertEqual(c.request("GET", "/").status, 200)
+        n1, n2 = len(self.b1.requests), len(self.b2.requests)
+        self.assertGreaterEqual(min(n1, n2), 5, "unbalanced: %d / %d" % (n1, n2))
+
+
+class WebSocket(ProxyTestCase):
+    def setUp(self):
+        self.b = self.backend(WebSocketBackend)
+        self.p = self.proxy(self.service_config(self.b, extra_proxy="upstream_read_timeout = 2s"))
+
+    def handshake(self):
+        key = "dGhlIHNhbXBsZSBub25jZQ=="
+        c = Client(self.p.port)
+        self.addCleanup(c.close)
+        c.send(request_bytes("GET", "/ws?room=1", host="ws.test", headers=[
+            ("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Key", key),
+            ("Sec-WebSocket-Version", "13"), ("Origin", "http://ws.test")]))
+        r = c.read_response()
+        self.assertEqual(r.status, 101, r)
+        self.assertEqual(r.header("sec-websocket-accept"), ws_accept(key))
+        self.assertEqual((r.header("upgrade") or "").lower(), "websocket")
+        self.assertIn("upgrade", [t.strip().lower() for t in (r.header("connection") or "").split(",")])
+        return c
+
+    def test_handshake_headers_reach_upstream(self):
+        self.handshake()
+        up = self.b.wait_requests(1)[0]
+        self.assertEqual(up.start_line, "GET /ws?room=1 HTTP/1.1")
+        self.assertEqual((up.header("upgrade") or "").lower(), "websocket")
+        self.assertIn("upgrade", [t.strip().lower() for t in (up.header("connection") or "").split(",")])
+        self.assertEqual(up.header("sec-websocket-key"), "dGhlIHNhbXBsZSBub25jZQ==")
+        self.assertEqual(up.header("sec-websocket-version"), "13")
+        self.assertEqual(up.header("x-forwarded-for"), "127.0.0.1")
+
+    def test_echo_both_ways(self):
+        c = self.handshake()
+        for size in (1, 125, 4000, 70000):
+            data = os.urandom(size)
+            c.send(data)
+            got = c.reader.exact(size, time.monotonic() + 5)
+            self.assertEqual(got, data, "echo of %d bytes" % size)
+
+    def test_tunnel_outlives_read_timeout_while_active(self):
+        c = self.handshake()
+        for i in range(4):  # 4 x 0.8 s > upstream_read_timeout, but never idle that long
+            c.send(b"ping%d" % i)
+            self.assertEqual(c.reader.exact(5, time.monotonic() + 5), b"ping%d" % i)
+            time.sleep(0.8)
+
+    def test_client_close_closes_upstream(self):
+        c = self.handshake()
+        c.send(b"x")
+        self.assertEqual(c.reader.exact(1, time.monotonic() + 5), b"x")
+        self.assertEqual(self.b.open_connections(), 1)
+        c.sock.shutdown(socket.SHUT_RDWR)
+        c.close()
+        self.assertTrue(wait_until(lambda: self.b.open_connections() == 0, 5),
+                        "upstream side of the tunnel still open")
+
+    def test_non_websocket_upgrade_not_forwarded(self):
+        b = self.backend(RecordingBackend)
+        p = self.proxy(self.service_config(b))
+        r = get(p.port, "/", headers=[("Upgrade", "h2c"), ("Connection", "Upgrade, HTTP2-Settings"),
+                                      ("HTTP2-Settings", "AAMAAABkAAQCAAAAAAIAAAAA")])
+        self.assertEqual(r.status, 200, r)
+        up = b.wait_requests(1)[0]
+        self.assertIsNone(up.header("upgrade"), up.head)
+        self.assertIsNone(up.header("http2-settings"), up.head)

@@ -1,0 +1,66 @@
+#!/bin/sh
+# make run: proxyd on conf/dev.ini in front of tests/demo_backend.py.
+# The demo backend is stopped (by PID) whenever this script ends; SIGINT and
+# SIGTERM are passed on to proxyd, which then stops gracefully.
+set -eu
+cd "$(dirname "$0")/.."
+
+PROXYD=${PROXYD:-build/proxyd}
+CONF=${CONF:-conf/dev.ini}
+BACKEND_PORT=3000
+
+[ -x "$PROXYD" ] || { echo "run-dev: $PROXYD is missing: run make" >&2; exit 1; }
+[ -f "$CONF" ] || { echo "run-dev: $CONF is missing" >&2; exit 1; }
+mkdir -p /tmp/proxyd-dev
+
+if python3 -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1', $BACKEND_PORT)) != 0)"; then
+    echo "run-dev: something already listens on 127.0.0.1:$BACKEND_PORT; stop it first" >&2
+    exit 1
+fi
+
+backend_pid=
+proxyd_pid=
+grace=0   # tenths of a second proxyd gets to stop on its own (Ctrl-C reaches it directly)
+cleanup() {
+    if [ -n "$proxyd_pid" ]; then
+        i=0
+        while [ "$i" -lt "$grace" ] && kill -0 "$proxyd_pid" 2>/dev/null; do
+            sleep 0.1
+            i=$((i + 1))
+        done
+        kill -TERM "$proxyd_pid" 2>/dev/null || true
+        wait "$proxyd_pid" 2>/dev/null || true
+    fi
+    if [ -n "$backend_pid" ]; then
+        kill -TERM "$backend_pid" 2>/dev/null || true
+        wait "$backend_pid" 2>/dev/null || true
+    fi
+    backend_pid=
+    proxyd_pid=
+}
+trap cleanup EXIT
+trap 'grace=50; exit 130' INT
+trap 'exit 143' TERM
+
+python3 tests/demo_backend.py --host 127.0.0.1 --port "$BACKEND_PORT" &
+backend_pid=$!
+
+# wait (bounded) for the backend to answer
+i=0
+until python3 -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1', $BACKEND_PORT)))" 2>/dev/null; do
+    i=$((i + 1))
+    [ "$i" -le 50 ] || { echo "run-dev: demo backend did not start" >&2; exit 1; }
+    kill -0 "$backend_pid" 2>/dev/null || { echo "run-dev: demo backend exited" >&2; backend_pid=; exit 1; }
+    sleep 0.1
+done
+
+echo "proxyd on http://127.0.0.1:8080/ -> demo backend on 127.0.0.1:$BACKEND_PORT; try: curl -i http://127.0.0.1:8080/"
+# proxyd runs as a child (not exec) so that the trap can stop the backend when it exits.
+"$PROXYD" -c "$CONF" &
+proxyd_pid=$!
+set +e
+wait "$proxyd_pid"
+rc=$?
+set -e
+proxyd_pid=
+exit "$rc"
