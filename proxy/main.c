@@ -17,6 +17,7 @@
 #include "px/config.h"
 #include "px/log.h"
 #include "px/routes.h"
+#include "px/tls.h"
 #include "px/worker.h"
 
 #define DEFAULT_CONFIG "/etc/proxyd/proxyd.ini"
@@ -183,6 +184,10 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
 {
     PX_UNUSED(arg);
     px_routes_reap();
+    const struct px_routes *r = px_routes_peek();
+    if (r)
+        /* the ticket-key ring is the one mutable part of a snapshot: it has its own lock */
+        px_tls_rotate_tickets((struct px_tls *)px_routes_tls(r), px_now_ms());
 }
 
 static void on_stop_timer(evutil_socket_t fd, short what, void *arg)

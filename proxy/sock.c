@@ -191,6 +191,12 @@ void px_sock_close(struct px_sock *s)
         s->registered = 0;
     }
     if (s->ssl) {
+        /* A clean end says close_notify (one non-blocking try). It also keeps
+         * the session in the cache: OpenSSL drops sessions of connections
+         * freed without it. After an error the session is dropped. */
+        if (!s->error && SSL_is_init_finished(s->ssl))
+            SSL_shutdown(s->ssl);
+        ERR_clear_error();
         SSL_free(s->ssl);
         s->ssl = NULL;
     }

@@ -4,9 +4,14 @@
 #include <string.h>
 #include <strings.h>
 
+#include <pthread.h>
+
+#include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include "px/common.h"
 #include "px/config.h"
 #include "px/log.h"
 #include "px/tls.h"
@@ -19,8 +24,20 @@ struct tls_name {
     SSL_CTX *ctx;
 };
 
+/* Session-ticket keys: tickets are issued under [0] and accepted under [0]
+ * or [1] (a ticket under [1] is renewed). The main thread rotates them. */
+#define TICKET_ROTATE_MS (3600 * 1000)
+struct ticket_key {
+    unsigned char name[16], aes[32], hmac[32];
+};
+
 struct px_tls {
     SSL_CTX *dflt;
+    pthread_mutex_t tk_lock;
+    struct ticket_key tk[2];
+    int ntk;
+    uint64_t tk_rotated_ms;
+    int tickets;
     struct tls_name *names;
     size_t nnames;
     unsigned char alpn[32];   /* wire format, our preference order */
@@ -79,6 +96,65 @@ static int servername_cb(SSL *ssl, int *al, void *arg)
         }
     }
     return SSL_TLSEXT_ERR_OK; /* unknown name: the default certificate */
+}
+
+static int new_ticket_key(struct ticket_key *k)
+{
+    return RAND_bytes(k->name, sizeof(k->name)) == 1 && RAND_bytes(k->aes, sizeof(k->aes)) == 1 &&
+                   RAND_bytes(k->hmac, sizeof(k->hmac)) == 1
+               ? 0
+               : -1;
+}
+
+static int ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CIPHER_CTX *cctx,
+                     EVP_MAC_CTX *hctx, int enc)
+{
+    struct px_tls *t = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+    struct ticket_key k;
+    int which = -1;
+    pthread_mutex_lock(&t->tk_lock);
+    if (enc) {
+        which = 0;
+    } else {
+        for (int i = 0; i < t->ntk; i++)
+            if (memcmp(name, t->tk[i].name, 16) == 0)
+                which = i;
+    }
+    if (which >= 0)
+        k = t->tk[which];
+    pthread_mutex_unlock(&t->tk_lock);
+    if (which < 0)
+        return 0; /* unknown key: full handshake */
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, k.hmac, sizeof(k.hmac)),
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_end(),
+    };
+    if (enc) {
+        memcpy(name, k.name, 16);
+        if (RAND_bytes(iv, 16) != 1 || EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k.aes, iv) != 1 ||
+            EVP_MAC_CTX_set_params(hctx, params) != 1)
+            return -1;
+        return 1;
+    }
+    if (EVP_MAC_CTX_set_params(hctx, params) != 1 || EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k.aes, iv) != 1)
+        return -1;
+    return which == 0 ? 1 : 2; /* 2: valid, but issue a fresh ticket */
+}
+
+void px_tls_rotate_tickets(struct px_tls *t, uint64_t now_ms)
+{
+    if (t == NULL || !t->tickets || now_ms - t->tk_rotated_ms < TICKET_ROTATE_MS)
+        return;
+    struct ticket_key k;
+    if (new_ticket_key(&k) < 0)
+        return;
+    pthread_mutex_lock(&t->tk_lock);
+    t->tk[1] = t->tk[0];
+    t->tk[0] = k;
+    t->ntk = 2;
+    t->tk_rotated_ms = now_ms;
+    pthread_mutex_unlock(&t->tk_lock);
 }
 
 static int add_keypair(SSL_CTX *ctx, const char *cert, const char *key, char *err, size_t errlen)
@@ -155,12 +231,9 @@ static SSL_CTX *ctx_new(const struct px_tls_conf *conf, struct px_tls *t, char *
         SSL_CTX_set_timeout(ctx, (long)(conf->session_timeout_ms / 1000 ? conf->session_timeout_ms / 1000 : 1));
         SSL_CTX_sess_set_cache_size(ctx, 20480);
     }
-    if (conf->session_tickets) {
-        /* Fresh random ticket keys for every configuration: a reload rotates them. */
-        unsigned char keys[80];
-        if (RAND_bytes(keys, sizeof(keys)) == 1)
-            SSL_CTX_set_tlsext_ticket_keys(ctx, keys, sizeof(keys));
-    }
+    if (conf->session_tickets)
+        SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb);
+    SSL_CTX_set_app_data(ctx, t);
     SSL_CTX_set_alpn_select_cb(ctx, alpn_select, t);
     return ctx;
 }
@@ -194,6 +267,16 @@ struct px_tls *px_tls_build(const struct px_tls_conf *conf, char *err, size_t er
     if (t == NULL) {
         snprintf(err, errlen, "out of memory");
         return NULL;
+    }
+    pthread_mutex_init(&t->tk_lock, NULL);
+    t->tickets = conf->session_tickets;
+    if (t->tickets) {
+        if (new_ticket_key(&t->tk[0]) < 0) {
+            snprintf(err, errlen, "cannot make session ticket keys");
+            goto fail;
+        }
+        t->ntk = 1;
+        t->tk_rotated_ms = px_now_ms();
     }
     if (parse_alpn(t, conf->alpn, err, errlen) < 0)
         goto fail;
@@ -245,6 +328,8 @@ void px_tls_free(struct px_tls *t)
     }
     free(t->names);
     SSL_CTX_free(t->dflt);
+    pthread_mutex_destroy(&t->tk_lock);
+    OPENSSL_cleanse(t->tk, sizeof(t->tk));
     free(t);
 }
 

@@ -17,6 +17,7 @@
 
 #include <openssl/ssl.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct px_tls;
 struct px_tls_conf;
@@ -26,6 +27,10 @@ struct px_tls *px_tls_build(const struct px_tls_conf *conf, char *err, size_t er
 void px_tls_free(struct px_tls *t);
 /* A server SSL for an accepted socket (worker thread). NULL on failure. */
 SSL *px_tls_new(const struct px_tls *t, int fd);
+/* With session_tickets = yes: start a new ticket key when the current one is
+ * an hour old (the previous one is still accepted, and its tickets renewed).
+ * Main thread; cheap when nothing is due. */
+void px_tls_rotate_tickets(struct px_tls *t, uint64_t now_ms);
 /* 1 when the connection negotiated ALPN "h2". */
 int px_tls_is_h2(SSL *ssl);
 

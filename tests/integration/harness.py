@@ -229,6 +229,10 @@ class Proxy:
     def url(self, path="/"):
         return "http://127.0.0.1:%d%s" % (self.port, path)
 
+    def https_url(self, path="/", host="localhost"):
+        """The TLS listener's URL for `host` (pair it with curl --resolve, see curl_https())."""
+        return "https://%s:%d%s" % (host, self.https_port, path)
+
     @property
     def pid(self):
         return self.proc.pid if self.proc else None
@@ -276,6 +280,11 @@ class Proxy:
         finally:
             if os.path.isdir(self.tmp):
                 self._final_log = self.error_log_text()
+                try:  # sanitizer reports go to stderr even when error_log is a file
+                    with open(self.stderr_path, "rb") as f:
+                        self._final_stderr = f.read().decode("utf-8", "replace")
+                except OSError:
+                    self._final_stderr = ""
                 shutil.rmtree(self.tmp, ignore_errors=True)
             _LIVE.discard(self)
 
@@ -981,8 +990,24 @@ class ProxyTestCase(unittest.TestCase):
     def proxy(self, config="", **kw):
         p = Proxy(config, **kw)
         self._proxies = getattr(self, "_proxies", []) + [p]
+        self.addCleanup(self._check_sanitizers, p)
         self.addCleanup(p.close)
         return p
+
+    SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                       "WARNING: ThreadSanitizer")
+
+    def _check_sanitizers(self, p):
+        """After proxyd stopped (cleanups run last-in first-out): a sanitizer
+        report in its error log fails the test (make asan)."""
+        try:
+            text = p.error_log_text() + getattr(p, "_final_stderr", "")
+        except Exception:
+            return
+        for mark in self.SANITIZER_MARKS:
+            if mark in text:
+                i = text.index(mark)
+                self.fail("proxyd sanitizer report:\n" + text[max(0, i - 200):i + 3000])
 
     def service_config(self, *backends, extra_proxy="", extra=""):
         """A catch-all service over the given backends."""
@@ -994,3 +1019,420 @@ class ProxyTestCase(unittest.TestCase):
         self.assertEqual(resp.headers.get_all("x-content-type-options"), ["nosniff"], resp)
         self.assertEqual(resp.headers.get_all("x-xss-protection"), ["1; mode=block"], resp)
         self.assertIsNone(resp.header("strict-transport-security"), resp)
+
+
+# --------------------------------------------------------------------------
+# TLS: test certificates, config snippets, real TLS clients
+# --------------------------------------------------------------------------
+
+class Certs:
+    """Paths of the test PKI made by make_certs(): a throwaway CA and leaves
+    signed by it. Attributes name (crt, key) pairs:
+      ec, rsa          CN=localhost, SAN DNS:localhost IP:127.0.0.1 (P-256 / RSA 2048)
+      v2               CN=localhost-v2, same SAN, another key and serial (reload tests)
+      other_ec, other_rsa  CN=other.test, SAN DNS:other.test
+      wild             CN=*.wild.test, SAN DNS:*.wild.test
+    plus `ca` (the CA certificate to verify with)."""
+
+    LEAVES = (
+        ("ec", "ec", "localhost", "DNS:localhost,IP:127.0.0.1"),
+        ("rsa", "rsa", "localhost", "DNS:localhost,IP:127.0.0.1"),
+        ("v2", "ec", "localhost-v2", "DNS:localhost,IP:127.0.0.1"),
+        ("other_ec", "ec", "other.test", "DNS:other.test"),
+        ("other_rsa", "rsa", "other.test", "DNS:other.test"),
+        ("wild", "ec", "*.wild.test", "DNS:*.wild.test"),
+    )
+
+    def __init__(self, d):
+        self.dir = d
+        self.ca = os.path.join(d, "ca.crt")
+        self.ca_key = os.path.join(d, "ca.key")
+        for name, _, _, _ in self.LEAVES:
+            setattr(self, name, (os.path.join(d, name + ".crt"), os.path.join(d, name + ".key")))
+
+    def pem(self, name):
+        """The PEM text of leaf `name`'s certificate."""
+        with open(getattr(self, name)[0]) as f:
+            return f.read().strip()
+
+
+def _openssl(*args):
+    r = subprocess.run(["openssl"] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       stdin=subprocess.DEVNULL, timeout=60)
+    if r.returncode != 0:
+        raise RuntimeError("openssl %s failed: %s" % (" ".join(args[:3]), r.stderr.decode()[-2000:]))
+    return r.stdout
+
+
+def make_certs(d):
+    """Make the test PKI (see Certs) in directory d with the openssl CLI; returns Certs."""
+    os.makedirs(d, exist_ok=True)
+    c = Certs(d)
+    _openssl("req", "-x509", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-keyout", c.ca_key, "-out", c.ca, "-sha256", "-days", "30", "-subj", "/CN=proxyd test CA",
+             "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    for i, (name, kind, cn, san) in enumerate(Certs.LEAVES):
+        crt, key = getattr(c, name)
+        newkey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"] if kind == "ec" \
+            else ["-newkey", "rsa:2048"]
+        _openssl("req", "-x509", "-new", *newkey, "-nodes", "-keyout", key, "-out", crt,
+                 "-CA", c.ca, "-CAkey", c.ca_key, "-sha256", "-days", "30",
+                 "-set_serial", "0x%x%04x" % (int(time.time()), 0x100 + i), "-subj", "/CN=" + cn,
+                 "-addext", "subjectAltName=" + san, "-addext", "basicConstraints=CA:FALSE",
+                 "-addext", "extendedKeyUsage=serverAuth")
+    return c
+
+
+_CERTS = None
+
+
+def shared_certs():
+    """The test PKI, made once per process (each test module runs in its own
+    process) in a temp dir removed at exit. Tests that change files on disk
+    copy them first (copy_cert)."""
+    global _CERTS
+    if _CERTS is None:
+        import atexit
+        d = tempfile.mkdtemp(prefix="proxyd-certs-")
+        atexit.register(shutil.rmtree, d, True)
+        _CERTS = make_certs(d)
+    return _CERTS
+
+
+def copy_cert(pair, dest_dir, name):
+    """Copy a (crt, key) pair to dest_dir/name.{crt,key}; returns the new pair."""
+    out = (os.path.join(dest_dir, name + ".crt"), os.path.join(dest_dir, name + ".key"))
+    for src, dst in zip(pair, out):
+        shutil.copyfile(src, dst)
+    return out
+
+
+def tls_config(certs=None, pairs=None, sni=(), **keys):
+    """A [tls] section. pairs: the default certificate(s), a list of (crt, key)
+    (default [certs.ec]); sni: (name, (crt, key)) items, one `sni =` line each;
+    keys: more [tls] keys (session_timeout="0", alpn="http/1.1", ...)."""
+    certs = certs or shared_certs()
+    pairs = pairs or [certs.ec]
+    lines = ["[tls]",
+             "certificate = " + " ".join(p[0] for p in pairs),
+             "certificate_key = " + " ".join(p[1] for p in pairs)]
+    for name, (crt, key) in sni:
+        lines.append("sni = %s:%s:%s" % (name, crt, key))
+    for k, v in keys.items():
+        lines.append("%s = %s" % (k, v))
+    return "\n".join(lines) + "\n"
+
+
+def tls_service_config(*backends, tls=None, extra_proxy="", extra=""):
+    """[proxy] with listen_https = 127.0.0.1:0 (next to the harness's plain
+    listener), `tls` (default tls_config()) and a catch-all service."""
+    tls = tls if tls is not None else tls_config()
+    return "[proxy]\nlisten_https = 127.0.0.1:0\n%s\n\n%s\n%s\n[service web]\ntargets = %s\n" % (
+        extra_proxy, tls, extra, " ".join(b if isinstance(b, str) else b.addr for b in backends))
+
+
+def curl_https(proxy, path="/", *args, host="localhost", ca=None, timeout=15.0, input=None):
+    """curl https://host:PORT/path with --resolve host:PORT:127.0.0.1 (real SNI and
+    name verification) and --cacert the test CA."""
+    ca = ca or shared_certs().ca
+    port = proxy if isinstance(proxy, int) else proxy.https_port
+    return curl("--resolve", "%s:%d:127.0.0.1" % (host, port), "--cacert", ca,
+                "https://%s:%d%s" % (host, port, path), *args, timeout=timeout, input=input)
+
+
+class SClient:
+    """Result of openssl s_client: .ok (exit 0), .out (stdout+stderr text)."""
+
+    def __init__(self, proc):
+        self.returncode = proc.returncode
+        self.out = (proc.stdout + proc.stderr).decode("utf-8", "replace")
+        self.ok = proc.returncode == 0
+
+    def field(self, regex):
+        m = re.search(regex, self.out, re.M)
+        return m.group(1).strip() if m else None
+
+    @property
+    def subject_cn(self):
+        """CN of the peer (leaf) certificate."""
+        return self.field(r"^subject=.*?CN ?= ?([^,\n]+)")
+
+    @property
+    def protocol(self):
+        return self.field(r"^\s*Protocol\s*:\s*(\S+)")
+
+    @property
+    def alpn(self):
+        v = self.field(r"^ALPN protocol: (\S+)")
+        return v
+
+    @property
+    def key_bits(self):
+        v = self.field(r"^Server public key is (\d+) bit")
+        return int(v) if v else None
+
+    @property
+    def verified(self):
+        return re.search(r"Verify return code: 0 \(ok\)", self.out) is not None
+
+    def leaf_pem(self):
+        m = re.search(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", self.out, re.S)
+        return m.group(0).strip() if m else None
+
+    def sessions(self):
+        """'New' / 'Reused' per handshake, in order (-reconnect makes several)."""
+        return re.findall(r"^(New|Reused), ", self.out, re.M)
+
+    def __repr__(self):
+        return "<s_client rc=%s\n%s>" % (self.returncode, self.out[-3000:])
+
+
+def s_client(port, *args, servername="localhost", ca=None, input=b"", timeout=10.0):
+    """openssl s_client -connect 127.0.0.1:PORT -CAfile CA -verify_return_error
+    [-servername NAME] ARGS; stdin = input (EOF ends the session)."""
+    ca = ca or shared_certs().ca
+    cmd = ["openssl", "s_client", "-connect", "127.0.0.1:%d" % port, "-CAfile", ca, "-verify_return_error"]
+    cmd += ["-servername", servername] if servername else ["-noservername"]
+    cmd += list(args)
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, input=input,
+                       timeout=timeout * SLOW)
+    return SClient(p)
+
+
+# --------------------------------------------------------------------------
+# HTTP/2 client (Python h2 over an ssl socket with ALPN h2)
+# --------------------------------------------------------------------------
+
+def import_h2():
+    """Import the h2 package (Debian python3-h2). When the running python is not
+    Debian's (pyenv), fall back to Debian's dist-packages (h2 is pure Python)."""
+    try:
+        import h2.connection  # noqa: F401
+    except ImportError:
+        import sys
+        for d in ("/usr/lib/python3/dist-packages",):
+            if os.path.isdir(os.path.join(d, "h2")) and d not in sys.path:
+                sys.path.append(d)
+        import h2.connection  # noqa: F401
+    import h2
+    import h2.config
+    import h2.events
+    import h2.errors
+    import h2.settings
+    return h2
+
+
+class H2Stream:
+    def __init__(self, sid):
+        self.id = sid
+        self.headers = None        # response headers: Headers of (str, str)
+        self.interim = []
+        self.trailers = None
+        self.data = bytearray()
+        self.ended = False
+        self.reset = None          # error code of a RST_STREAM from the server
+        self.frames = 0
+
+    @property
+    def status(self):
+        return int(self.headers.get(":status")) if self.headers else None
+
+    @property
+    def done(self):
+        return self.ended or self.reset is not None
+
+    def header(self, name, default=None):
+        return self.headers.get(name, default) if self.headers else default
+
+    def __repr__(self):
+        return "<H2Stream %d status=%s ended=%s reset=%s %d bytes %r>" % (
+            self.id, self.status, self.ended, self.reset, len(self.data),
+            list(self.headers or [])[:20])
+
+
+class H2Client:
+    """An HTTP/2 client connection over TLS (ALPN h2, verified against the test
+    CA). auto_window=True acknowledges received DATA (WINDOW_UPDATEs as h2
+    decides); False leaves every WINDOW_UPDATE to the test. `settings`: local
+    SETTINGS sent after the preface (e.g. {INITIAL_WINDOW_SIZE: 1024})."""
+
+    def __init__(self, port, host="localhost", settings=None, auto_window=True, timeout=10.0, validate=True):
+        import ssl
+        self.h2 = import_h2()
+        ctx = ssl.create_default_context(cafile=shared_certs().ca)
+        ctx.set_alpn_protocols(["h2"])
+        raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+        try:
+            self.sock = ctx.wrap_socket(raw, server_hostname=host)
+        except BaseException:
+            raw.close()
+            raise
+        self.alpn = self.sock.selected_alpn_protocol()
+        cfg = self.h2.config.H2Configuration(client_side=True, header_encoding="utf-8",
+                                             validate_outbound_headers=validate,
+                                             normalize_outbound_headers=validate)
+        self.conn = self.h2.connection.H2Connection(config=cfg)
+        self.timeout = timeout * SLOW
+        self.auto_window = auto_window
+        self.streams = {}
+        self.terminated = []       # ConnectionTerminated events (GOAWAY)
+        self.settings_acked = 0
+        self.remote_settings_seen = False
+        self.eof = False
+        self.window_updates = 0
+        self.conn.initiate_connection()
+        if settings:
+            self.conn.update_settings(settings)
+        self.flush()
+
+    def flush(self):
+        data = self.conn.data_to_send()
+        if data:
+            self.sock.sendall(data)
+
+    def stream(self, sid):
+        if sid not in self.streams:
+            self.streams[sid] = H2Stream(sid)
+        return self.streams[sid]
+
+    def request(self, method="GET", path="/", authority="localhost", headers=(), body=None,
+                end_stream=None, scheme="https"):
+        """Send HEADERS (and a small body in one go); returns the stream id."""
+        sid = self.conn.get_next_available_stream_id()
+        hdrs = [(":method", method)]
+        if method != "CONNECT":
+            hdrs += [(":scheme", scheme), (":path", path)]
+        hdrs += [(":authority", authority)] + list(headers)
+        if end_stream is None:
+            end_stream = not body
+        self.conn.send_headers(sid, hdrs, end_stream=end_stream and not body)
+        self.stream(sid)
+        if body:
+            self.send_body(sid, body, end_stream=end_stream is not False)
+        self.flush()
+        return sid
+
+    def send_body(self, sid, data, end_stream=True, timeout=None):
+        """Send data on a stream as the peer's flow-control windows allow."""
+        deadline = time.monotonic() + (timeout * SLOW if timeout else self.timeout)
+        view = memoryview(data)
+        while len(view):
+            win = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size)
+            if win <= 0:
+                self.flush()
+                if time.monotonic() >= deadline:
+                    raise socket.timeout("no WINDOW_UPDATE for stream %d within the deadline" % sid)
+                self.pump(0.2, lambda: self.conn.local_flow_control_window(sid) > 0 or self.stream(sid).done)
+                if self.stream(sid).done:
+                    raise Closed("stream %d closed by the server while sending" % sid)
+                continue
+            n = min(win, len(view))
+            self.conn.send_data(sid, bytes(view[:n]))
+            view = view[n:]
+            self.flush()
+        if end_stream:
+            self.conn.end_stream(sid)
+            self.flush()
+
+    def reset(self, sid, code=8):
+        """RST_STREAM (default CANCEL)."""
+        self.conn.reset_stream(sid, error_code=code)
+        self.flush()
+
+    def pump(self, timeout, until=None):
+        """Read and process frames until until() is true, timeout passes or EOF.
+        Returns the last until() value (True when until is None and EOF)."""
+        deadline = time.monotonic() + timeout * SLOW
+        while True:
+            if until is not None:
+                v = until()
+                if v:
+                    return v
+            if self.eof:
+                return until() if until else True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return until() if until else False
+            self.sock.settimeout(min(left, 0.5))
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except (ConnectionResetError, BrokenPipeError, OSError):
+                data = b""
+            if not data:
+                self.eof = True
+                continue
+            self.feed(data)
+
+    def feed(self, data):
+        ev = self.h2.events
+        for e in self.conn.receive_data(data):
+            if isinstance(e, ev.ResponseReceived):
+                s = self.stream(e.stream_id)
+                h = Headers(e.headers)
+                if h.get(":status", "").startswith("1"):
+                    s.interim.append(h)
+                else:
+                    s.headers = h
+            elif isinstance(e, ev.InformationalResponseReceived):
+                self.stream(e.stream_id).interim.append(Headers(e.headers))
+            elif isinstance(e, ev.TrailersReceived):
+                self.stream(e.stream_id).trailers = Headers(e.headers)
+            elif isinstance(e, ev.DataReceived):
+                s = self.stream(e.stream_id)
+                s.data += e.data
+                s.frames += 1
+                if self.auto_window and e.flow_controlled_length:
+                    try:
+                        self.conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+                    except self.h2.exceptions.StreamClosedError:
+                        pass
+            elif isinstance(e, ev.StreamEnded):
+                self.stream(e.stream_id).ended = True
+            elif isinstance(e, ev.StreamReset):
+                self.stream(e.stream_id).reset = int(e.error_code)
+            elif isinstance(e, ev.ConnectionTerminated):
+                self.terminated.append(e)
+            elif isinstance(e, ev.SettingsAcknowledged):
+                self.settings_acked += 1
+            elif isinstance(e, ev.RemoteSettingsChanged):
+                self.remote_settings_seen = True
+            elif isinstance(e, ev.WindowUpdated):
+                self.window_updates += 1
+        self.flush_quiet()
+
+    def flush_quiet(self):
+        try:
+            self.flush()
+        except OSError:
+            pass
+
+    def wait_stream(self, sid, timeout=None):
+        s = self.stream(sid)
+        self.pump(timeout or self.timeout / SLOW, lambda: s.done)
+        return s
+
+    def get(self, path="/", authority="localhost", headers=(), timeout=None):
+        """One GET; waits for the end of the response (bounded); returns H2Stream."""
+        return self.wait_stream(self.request("GET", path, authority=authority, headers=headers), timeout)
+
+    def close(self):
+        try:
+            self.conn.close_connection()
+            self.flush()
+        except Exception:
+            pass
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
