@@ -54,7 +54,8 @@ until python3 -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('
     sleep 0.1
 done
 
-echo "proxyd on http://127.0.0.1:8080/ -> demo backend on 127.0.0.1:$BACKEND_PORT; try: curl -i http://127.0.0.1:8080/"
+echo "proxyd on http://127.0.0.1:8080/ and https://localhost:8443/ (HTTP/2) -> demo backend on 127.0.0.1:$BACKEND_PORT"
+echo "try: curl -i http://127.0.0.1:8080/   or   curl -i --http2 --cacert certs-dev/ca.crt https://localhost:8443/"
 # proxyd runs as a child (not exec) so that the trap can stop the backend when it exits.
 "$PROXYD" -c "$CONF" &
 proxyd_pid=$!
