@@ -38,7 +38,7 @@
 #define REQ_CACHE_MAX 64
 #define HEAD_KEEP_MAX 4096
 
-enum cstate { C_HANDSHAKE, C_IDLE, C_HEAD, C_ACTIVE, C_TUNNEL, C_H2, C_LINGER, C_DEAD };
+enum cstate { C_HANDSHAKE, C_IDLE, C_HEAD, C_ACTIVE, C_TUNNEL, C_H2, C_CLOSING, C_LINGER, C_DEAD };
 
 struct h1req {
     struct px_req r;              /* first: px_req* <-> h1req* */
@@ -406,7 +406,17 @@ static void finish_request(struct px_conn *c, int ok)
         return;
     }
     if (!c->keepalive || w->stopping) {
-        conn_linger(c);
+        /* Linger (half-close, drain) only when the client may still be
+         * sending -- an unread body or pipelined bytes -- so that its data
+         * does not turn our last response into a reset. Else just flush and
+         * close, like nginx's lingering_close on. */
+        if (body_unread || evbuffer_get_length(c->s.in) || c->s.readable)
+            conn_linger(c);
+        else {
+            c->state = C_CLOSING;
+            event_add(&c->timer, w->tv_body); /* bounded: a client that never reads */
+            c->again = 1;
+        }
     } else {
         c->state = C_IDLE;
         event_add(&c->timer, w->tv_keepalive);
@@ -789,6 +799,10 @@ static void conn_run(struct px_conn *c)
             }
             break;
         }
+        case C_CLOSING:
+            if (evbuffer_get_length(c->s.out) == 0 || c->s.error)
+                conn_close(c);
+            break;
         case C_LINGER:
             if (evbuffer_get_length(c->s.out)) {
                 if (c->s.error)
@@ -832,6 +846,7 @@ static void conn_timeout(evutil_socket_t fd, short what, void *arg)
     case C_HANDSHAKE:
     case C_IDLE:
     case C_HEAD:
+    case C_CLOSING:
     case C_LINGER:
     case C_TUNNEL:
         conn_close(c);

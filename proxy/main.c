@@ -242,7 +242,14 @@ int main(int argc, char **argv)
         return 1;
     }
     if (test_only) {
-        px_config_free(cfg);
+        /* like nginx -t: also load the certificates */
+        struct px_routes *r = px_routes_build(cfg, err, sizeof(err));
+        if (r == NULL) {
+            fprintf(stderr, "%s: %s\n", config_path, err);
+            return 1;
+        }
+        px_routes_publish(r);
+        px_routes_shutdown();
         printf("configuration ok\n");
         return 0;
     }
