@@ -93,18 +93,11 @@ void px_upstream_free_dead(struct px_worker *w)
     }
 }
 
-void px_upstream_close_idle(struct px_worker *w, int only_draining)
+void px_upstream_close_idle(struct px_worker *w)
 {
-    const struct px_routes *rt = w->routes;
-    PX_UNUSED(rt);
-    for (uint32_t i = 0; i < w->npools; i++) {
-        struct px_uconn *u = w->pools[i].idle, *next;
-        for (; u; u = next) {
-            next = u->next;
-            if (!only_draining)
-                px_uconn_close(u);
-        }
-    }
+    for (uint32_t i = 0; i < w->npools; i++)
+        while (w->pools[i].idle)
+            px_uconn_close(w->pools[i].idle);
 }
 
 static void arm(struct px_uconn *u, const struct timeval *tv)

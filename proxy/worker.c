@@ -230,7 +230,7 @@ static void notify_cb(evutil_socket_t fd, short what, void *arg)
             close(w->listeners[i].fd);
             w->listeners[i].fd = -1;
         }
-        px_upstream_close_idle(w, 0);
+        px_upstream_close_idle(w);
         px_conn_stop_all(w);
         if (w->nconns == 0)
             event_base_loopexit(w->base, NULL);
@@ -346,7 +346,7 @@ void px_worker_free(struct px_worker *w)
 {
     if (w->base == NULL)
         return;
-    px_upstream_close_idle(w, 0);
+    px_upstream_close_idle(w);
     px_conn_free_dead(w);
     px_upstream_free_dead(w);
     px_conn_free_cache(w);

@@ -124,7 +124,7 @@ void px_conn_free_cache(struct px_worker *w);
 /* A client connection closed (conn.c -> worker.c): accounting, resume accepts. */
 void px_worker_conn_closed(struct px_worker *w);
 void px_upstream_free_dead(struct px_worker *w);
-/* Close all idle upstream connections of this worker (stop / drain). */
-void px_upstream_close_idle(struct px_worker *w, int only_draining);
+/* Close all idle upstream connections of this worker (graceful stop). */
+void px_upstream_close_idle(struct px_worker *w);
 
 #endif
