@@ -521,14 +521,15 @@ static void process(struct px_uconn *u)
     struct px_req *r = u->req;
     struct px_worker *w = u->w;
 
-    if (u->s.writable && evbuffer_get_length(u->s.out)) {
+    if (u->s.writable && evbuffer_get_length(u->s.out))
         send_some(u);
-        if (u->body_paused && evbuffer_get_length(u->s.out) < UP_OUT_LOW) {
-            u->body_paused = 0;
-            r->ops->body_resume(r);
-            if (r->up != u)
-                return;
-        }
+    /* Not tied to the flush above: the connect handler may have drained the
+     * output already. */
+    if (u->body_paused && evbuffer_get_length(u->s.out) < UP_OUT_LOW && !u->s.error) {
+        u->body_paused = 0;
+        r->ops->body_resume(r);
+        if (r->up != u)
+            return;
     }
     if (u->s.error && !u->got_bytes) {
         fail(u, 502, 0);

@@ -175,6 +175,73 @@ static void test_pool_reuse(void)
     close(lfd);
 }
 
+/* ---- a request body that outruns a connecting upstream ---- */
+
+static int resumed, errors;
+
+static int fake_write_head(struct px_req *r, struct evbuffer *out)
+{
+    return evbuffer_add_printf(out, "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 400000\r\n\r\n") > 0 ? 0 : -1;
+}
+static int fake_resp_head(struct px_req *r, const struct px_h1_response *resp, size_t n, int *pt)
+{
+    *pt = 1;
+    return 0;
+}
+static int fake_resp_body(struct px_req *r, struct evbuffer *src, size_t len)
+{
+    evbuffer_drain(src, len);
+    return 0;
+}
+static void fake_resp_end(struct px_req *r, int ok) {}
+static void fake_resp_error(struct px_req *r, int status) { errors++; }
+static void fake_body_resume(struct px_req *r) { resumed++; }
+static void fake_upgraded(struct px_req *r) {}
+static const struct px_down_ops fake_ops = {fake_write_head, fake_resp_head, fake_resp_body, fake_resp_end,
+                                            fake_resp_error, fake_body_resume, fake_upgraded};
+
+static void test_body_resumes_after_connect(void)
+{
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    bind(lfd, (struct sockaddr *)&sa, sizeof(sa));
+    listen(lfd, 8);
+    socklen_t sl = sizeof(sa);
+    getsockname(lfd, (struct sockaddr *)&sa, &sl);
+    char targets[64];
+    snprintf(targets, sizeof(targets), "127.0.0.1:%u", ntohs(sa.sin_port));
+    CHECK_INT(setup(targets), 0);
+    if (!svc) {
+        close(lfd);
+        return;
+    }
+    struct px_req r = req();
+    r.ops = &fake_ops;
+    r.method = PX_METHOD_POST;
+    r.has_body = 1;
+    resumed = errors = 0;
+    CHECK_INT(px_upstream_start(&r), 0);
+    CHECK(r.up != NULL);
+    /* the body arrives before the connect completes: more than the watermark */
+    struct evbuffer *src = evbuffer_new();
+    char chunk[4096];
+    memset(chunk, 'x', sizeof(chunk));
+    for (int i = 0; i < 100; i++)
+        evbuffer_add(src, chunk, sizeof(chunk));
+    if (r.up->state == U_CONNECTING)
+        CHECK_INT(px_upstream_body(&r, src, evbuffer_get_length(src), 0), 1);
+    else
+        px_upstream_body(&r, src, evbuffer_get_length(src), 0);
+    for (int i = 0; i < 50 && resumed == 0 && r.up && r.up->body_paused; i++)
+        event_base_loop(w.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    CHECK(r.up == NULL || !r.up->body_paused);
+    CHECK_INT(errors, 0);
+    px_upstream_abort(&r);
+    evbuffer_free(src);
+    teardown();
+    close(lfd);
+}
+
 int main(void)
 {
     px_log_open("/dev/null", "off", NULL, 0);
@@ -185,6 +252,7 @@ int main(void)
     UNIT_RUN(test_passive_down);
     UNIT_RUN(test_pool_growth);
     UNIT_RUN(test_pool_reuse);
+    UNIT_RUN(test_body_resumes_after_connect);
     px_log_close();
     return unit_report();
 }
