@@ -2,8 +2,10 @@
 # PROXY_CMD for ../shared/bench/run.sh: write a proxyd config for the bench
 # and exec build/proxyd in the foreground (the harness tracks this PID).
 #   PROXYD_HTTP_PORT (8086)   plain listener
-#   PROXYD_TLS=1              also listen_https on PROXYD_TLS_PORT (8446) with
-#                             $BENCH_CERT/$BENCH_KEY, session tickets off
+#   PROXYD_TLS (1)            also listen_https on PROXYD_TLS_PORT (8446) with
+#                             $BENCH_CERT/$BENCH_KEY and no session resumption
+#                             (session_timeout = 0, session_tickets = no), as the
+#                             bench requires; PROXYD_TLS=0: plain HTTP only
 #   PROXYD_WORKERS (1)        worker threads
 #   PROXYD (build/proxyd)     the binary
 set -euo pipefail
@@ -22,13 +24,14 @@ conf=$dir/proxyd.ini
   echo "error_log = -"
   echo "control_socket = $dir/control.sock"
   echo "state_file = $dir/state.json"
-  if [[ "${PROXYD_TLS:-0}" == 1 ]]; then
+  if [[ "${PROXYD_TLS:-1}" != 0 ]]; then
     echo "listen_https = 127.0.0.1:${PROXYD_TLS_PORT:-8446}"
     echo "redirect_https = no"
     echo
     echo "[tls]"
     echo "certificate = ${BENCH_CERT:?}"
     echo "certificate_key = ${BENCH_KEY:?}"
+    echo "session_timeout = 0"
     echo "session_tickets = no"
   fi
   echo

@@ -2,8 +2,8 @@
 # make bench: proxyd next to nginx/HAProxy/Caddy in ../shared/bench/run.sh.
 #   BENCH_DIR      the shared bench folder (default: ../shared/bench next to the repo)
 #   PROXIES        built-in proxies to compare (default "nginx-1w nginx-2w haproxy caddy")
-#   PROXYD_TLS=1   also benchmark proxyd's TLS listener (port 8446): set it once
-#                  proxyd supports listen_https; without it TLS/h2 cells show n/a
+#   PROXYD_TLS     1 (default): also benchmark proxyd's TLS listener (PROXYD_TLS_PORT,
+#                  8446: tls, tls-new, h2); 0: plain HTTP only (TLS/h2 cells show n/a)
 #   PROXYD_WORKERS proxyd worker threads (default 1)
 #   PROXYD         the binary (default build/proxyd)
 #   QUICK, DURATION, WARMUP, REPS, CONNS, SCENARIOS, ... pass through (see the bench README)
@@ -60,10 +60,11 @@ export CERT_DIR=${CERT_DIR:-/tmp/bench-run/certs}
 export RESULTS_DIR=${RESULTS_DIR:-/tmp/bench-run/results}
 export PROXY_NAME=proxyd
 export PROXY_HTTP_PORT=${PROXYD_HTTP_PORT:-8086}
-if [[ "${PROXYD_TLS:-0}" == 1 ]]; then
+export PROXYD_TLS=${PROXYD_TLS:-1}
+if [[ "$PROXYD_TLS" != 0 ]]; then
   export PROXY_TLS_PORT=${PROXYD_TLS_PORT:-8446}
 else
-  export PROXY_TLS_PORT=   # plain HTTP only until PROXYD_TLS=1
+  export PROXY_TLS_PORT=   # PROXYD_TLS=0: plain HTTP only
 fi
 export PROXY_CMD="bash '$repo/tests/bench/proxyd-bench.sh'"
 exec bash "$BENCH_DIR/run.sh"

@@ -1200,6 +1200,30 @@ def s_client(port, *args, servername="localhost", ca=None, input=b"", timeout=10
     return SClient(p)
 
 
+class TlsClient(Client):
+    """Client over TLS (OpenSSL through Python's ssl, verified against the test
+    CA, SNI = host, ALPN http/1.1 unless alpn says otherwise)."""
+
+    _contexts = {}  # one SSLContext per ALPN list, so a session can be offered again
+
+    def __init__(self, port, host="localhost", timeout=5.0, alpn=("http/1.1",), session=None):
+        import ssl
+        ctx = self._contexts.get(tuple(alpn or ()))
+        if ctx is None:
+            ctx = ssl.create_default_context(cafile=shared_certs().ca)
+            if alpn:
+                ctx.set_alpn_protocols(list(alpn))
+            self._contexts[tuple(alpn or ())] = ctx
+        self.timeout = timeout * SLOW
+        raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+        try:
+            self.sock = ctx.wrap_socket(raw, server_hostname=host, session=session)
+        except BaseException:
+            raw.close()
+            raise
+        self.reader = Reader(self.sock)
+
+
 # --------------------------------------------------------------------------
 # HTTP/2 client (Python h2 over an ssl socket with ALPN h2)
 # --------------------------------------------------------------------------
@@ -1251,6 +1275,19 @@ class H2Stream:
             list(self.headers or [])[:20])
 
 
+class GoAway:
+    """A GOAWAY frame the server sent."""
+
+    def __init__(self, last_stream_id, error_code, additional_data):
+        self.last_stream_id = last_stream_id
+        self.error_code = error_code
+        self.additional_data = additional_data
+
+    def __repr__(self):
+        return "<GOAWAY last_stream_id=%d error_code=%d %r>" % (
+            self.last_stream_id, self.error_code, self.additional_data[:100])
+
+
 class H2Client:
     """An HTTP/2 client connection over TLS (ALPN h2, verified against the test
     CA). auto_window=True acknowledges received DATA (WINDOW_UPDATEs as h2
@@ -1276,11 +1313,12 @@ class H2Client:
         self.timeout = timeout * SLOW
         self.auto_window = auto_window
         self.streams = {}
-        self.terminated = []       # ConnectionTerminated events (GOAWAY)
+        self.terminated = []       # GoAway frames received, in order
         self.settings_acked = 0
         self.remote_settings_seen = False
         self.eof = False
         self.window_updates = 0
+        self._inbuf = bytearray()
         self.conn.initiate_connection()
         if settings:
             self.conn.update_settings(settings)
@@ -1367,6 +1405,30 @@ class H2Client:
             self.feed(data)
 
     def feed(self, data):
+        """Split the bytes into frames; GOAWAY frames are recorded here and not
+        given to h2 (which would refuse every later frame, while a graceful
+        GOAWAY lets the open streams finish); the rest goes to h2."""
+        self._inbuf += data
+        out = bytearray()
+        while len(self._inbuf) >= 9:
+            length = int.from_bytes(self._inbuf[:3], "big")
+            if len(self._inbuf) < 9 + length:
+                break
+            frame = bytes(self._inbuf[:9 + length])
+            del self._inbuf[:9 + length]
+            if frame[3] == 0x7:  # GOAWAY
+                if out:
+                    self._process(bytes(out))
+                    out.clear()
+                self.terminated.append(GoAway(
+                    int.from_bytes(frame[9:13], "big") & 0x7FFFFFFF, int.from_bytes(frame[13:17], "big"),
+                    frame[17:]))
+            else:
+                out += frame
+        if out:
+            self._process(bytes(out))
+
+    def _process(self, data):
         ev = self.h2.events
         for e in self.conn.receive_data(data):
             if isinstance(e, ev.ResponseReceived):
@@ -1393,8 +1455,6 @@ class H2Client:
                 self.stream(e.stream_id).ended = True
             elif isinstance(e, ev.StreamReset):
                 self.stream(e.stream_id).reset = int(e.error_code)
-            elif isinstance(e, ev.ConnectionTerminated):
-                self.terminated.append(e)
             elif isinstance(e, ev.SettingsAcknowledged):
                 self.settings_acked += 1
             elif isinstance(e, ev.RemoteSettingsChanged):

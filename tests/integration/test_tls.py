@@ -1,0 +1,430 @@
+"""TLS termination with real clients (curl, openssl s_client): protocol
+versions, ECDSA + RSA certificates, SNI, ALPN, the server-side session cache
+and tickets, certificate hot reload on SIGHUP. The certificates come from a
+throwaway CA made once per module (harness.shared_certs())."""
+
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+
+from harness import (Proxy, ProxyError, ProxyTestCase, RecordingBackend, SLOW, StreamingBackend, copy_cert, curl,
+                     curl_https, http_response, proxyd_path, s_client, sha256, shared_certs, tls_config,
+                     tls_service_config, TlsClient)
+
+HTTP10 = b"GET /resume HTTP/1.0\r\nHost: localhost\r\n\r\n"
+HTTP11 = b"GET /resume HTTP/1.1\r\nHost: localhost\r\n\r\n"  # keep-alive
+
+
+def echo_path(req):
+    return http_response(200, req.target, head_only=req.method == "HEAD")
+
+
+class TlsCase(ProxyTestCase):
+    def tls_proxy(self, tls=None, backend=None, extra_proxy="", extra=""):
+        b = backend or self.backend(RecordingBackend, response=echo_path)
+        p = self.proxy(tls_service_config(b, tls=tls, extra_proxy=extra_proxy, extra=extra))
+        return p, b
+
+    def assertHandshake(self, s, protocol=None, cn="localhost"):
+        self.assertTrue(s.ok, s)
+        self.assertTrue(s.verified, s)
+        if cn is not None:
+            self.assertEqual(s.subject_cn, cn, s)
+        if protocol:
+            self.assertRegex(s.out, r"(?m)^New, %s, Cipher is " % protocol.replace(".", r"\."), s)
+
+    def assertProtocolRefused(self, s):
+        self.assertFalse(s.ok, s)
+        # the server said no (a protocol_version alert), not the client's own policy
+        self.assertRegex(s.out, r"alert protocol version|wrong version number|unsupported protocol", s)
+        self.assertNotRegex(s.out, r"no protocols available", s)
+
+
+class Basics(TlsCase):
+    def setUp(self):
+        self.p, self.b = self.tls_proxy()
+
+    def test_https_request_http11(self):
+        r = curl_https(self.p, "/hello?x=1", "--http1.1", "-w", "\n%{http_version} %{ssl_verify_result}")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout, b"/hello?x=1\n1.1 0")
+        up = self.b.wait_requests(1)[0]
+        self.assertEqual(up.start_line, "GET /hello?x=1 HTTP/1.1")
+        self.assertEqual(up.headers.get_all("x-forwarded-proto"), ["https"])
+        self.assertEqual(up.header("host"), "localhost:%d" % self.p.https_port)
+        e = self.p.wait_access_log(1)[0]
+        self.assertEqual((e["proto"], e["tls"], e["status"]), ("HTTP/1.1", True, 200), e)
+        self.assertTrue(e["path"].startswith("/hello"), e)
+
+    def test_tls12_and_tls13(self):
+        for proto, flag in (("TLSv1.2", "-tls1_2"), ("TLSv1.3", "-tls1_3")):
+            with self.subTest(proto=proto):
+                self.assertHandshake(s_client(self.p.https_port, flag), proto)
+
+    def test_tls11_and_tls10_refused(self):
+        # SECLEVEL=0 so that the client really offers the old version: the refusal is the server's
+        for flag in ("-tls1_1", "-tls1"):
+            with self.subTest(flag=flag):
+                self.assertProtocolRefused(s_client(self.p.https_port, flag, "-cipher", "DEFAULT@SECLEVEL=0"))
+        r = curl_https(self.p, "/", "--tlsv1.1", "--tls-max", "1.1", "--ciphers", "DEFAULT@SECLEVEL=0")
+        self.assertEqual(r.returncode, 35, r)
+        self.assertIn(b"alert protocol version", r.stderr)
+        self.assertEqual(self.b.requests, [])
+
+    def test_curl_defaults_verify(self):
+        # curl's default: TLS 1.3, ALPN h2, name and chain verified against the test CA
+        r = curl_https(self.p, "/v", "-w", "\n%{http_version} %{ssl_verify_result}")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout, b"/v\n2 0")
+        # a client without the CA refuses the certificate (it really is the test CA's)
+        r = curl("--resolve", "localhost:%d:127.0.0.1" % self.p.https_port, self.p.https_url("/v"))
+        self.assertEqual(r.returncode, 60, r)
+
+    def test_health_over_https(self):
+        for http in ("--http1.1", "--http2"):
+            with self.subTest(http=http):
+                r = curl_https(self.p, "/health", http, "-w", "%{http_code}")
+                self.assertEqual((r.returncode, r.stdout), (0, b"healthy\n200"), r.stderr)
+        self.assertEqual(self.b.requests, [])
+
+    def test_garbage_and_aborted_handshakes(self):
+        # plain HTTP on the TLS port, a half ClientHello, a connect-and-close: none may hurt proxyd
+        for data in (b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+                     b""):
+            s = socket.create_connection(("127.0.0.1", self.p.https_port), timeout=5)
+            try:
+                if data:
+                    s.sendall(data)
+                s.shutdown(socket.SHUT_WR)
+                s.settimeout(3 * SLOW)
+                try:
+                    got = s.recv(4096)
+                except (socket.timeout, OSError):
+                    got = b""
+                self.assertNotIn(b"200 OK", got)
+            finally:
+                s.close()
+        self.assertTrue(self.p.alive())
+        self.assertHandshake(s_client(self.p.https_port))
+        r = curl_https(self.p, "/after", "--http1.1")
+        self.assertEqual((r.returncode, r.stdout), (0, b"/after"), r.stderr)
+
+
+class Config(TlsCase):
+    def test_protocols_tls13_only(self):
+        p, _ = self.tls_proxy(tls_config(protocols="TLSv1.3"))
+        self.assertHandshake(s_client(p.https_port, "-tls1_3"), "TLSv1.3")
+        self.assertProtocolRefused(s_client(p.https_port, "-tls1_2"))
+
+    def test_protocols_tls12_only(self):
+        p, _ = self.tls_proxy(tls_config(protocols="TLSv1.2"))
+        self.assertHandshake(s_client(p.https_port, "-tls1_2"), "TLSv1.2")
+        self.assertProtocolRefused(s_client(p.https_port, "-tls1_3"))
+        r = curl_https(p, "/x", "--http1.1")
+        self.assertEqual((r.returncode, r.stdout), (0, b"/x"), r.stderr)
+
+    def test_protocols_old_rejected_by_config(self):
+        for value in ("TLSv1.1", "TLSv1 TLSv1.2", "SSLv3"):
+            with self.subTest(value=value):
+                p = Proxy(tls_service_config("127.0.0.1:9", tls=tls_config(protocols=value)), start=False)
+                self.addCleanup(p.close)
+                r = subprocess.run([proxyd_path(), "-t", "-c", p.config_path], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, timeout=10 * SLOW)
+                self.assertEqual(r.returncode, 1, r)
+                self.assertIn(b"protocols", r.stdout + r.stderr)
+
+    def test_ciphers(self):
+        p, _ = self.tls_proxy(tls_config(ciphers="ECDHE-ECDSA-AES256-GCM-SHA384"))
+        s = s_client(p.https_port, "-tls1_2", "-cipher", "ECDHE-ECDSA-AES256-GCM-SHA384")
+        self.assertHandshake(s, "TLSv1.2")
+        self.assertRegex(s.out, r"Cipher is ECDHE-ECDSA-AES256-GCM-SHA384")
+        s = s_client(p.https_port, "-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256")
+        self.assertFalse(s.ok, s)
+
+    def missing_cert_config(self):
+        c = shared_certs()
+        return tls_service_config("127.0.0.1:9", tls=tls_config(pairs=[(c.dir + "/nope.crt", c.ec[1])]))
+
+    def test_missing_certificate_file_fails_start(self):
+        with self.assertRaises(ProxyError) as cm:
+            self.proxy(self.missing_cert_config())
+        self.assertIn("nope.crt", str(cm.exception))
+
+    def test_check_mode_loads_certificates(self):
+        # proxyd -t reports what would stop a start (nginx -t loads the certificates too)
+        p = Proxy(self.missing_cert_config(), start=False)
+        self.addCleanup(p.close)
+        r = subprocess.run([proxyd_path(), "-t", "-c", p.config_path], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=10 * SLOW)
+        self.assertEqual(r.returncode, 1, r)
+        self.assertIn(b"nope.crt", r.stdout + r.stderr)
+
+
+class DualCertificate(TlsCase):
+    """certificate = ECDSA RSA: the client's capabilities pick one."""
+
+    def setUp(self):
+        c = shared_certs()
+        self.p, self.b = self.tls_proxy(tls_config(pairs=[c.ec, c.rsa]))
+
+    def test_tls12_cipher_picks_key_type(self):
+        s = s_client(self.p.https_port, "-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256")
+        self.assertHandshake(s, "TLSv1.2")
+        self.assertEqual(s.key_bits, 2048, s)
+        s = s_client(self.p.https_port, "-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256")
+        self.assertHandshake(s, "TLSv1.2")
+        self.assertEqual(s.key_bits, 256, s)
+
+    def test_tls13_sigalgs_pick_key_type(self):
+        s = s_client(self.p.https_port, "-tls1_3", "-sigalgs", "rsa_pss_rsae_sha256")
+        self.assertHandshake(s, "TLSv1.3")
+        self.assertEqual(s.key_bits, 2048, s)
+        s = s_client(self.p.https_port, "-tls1_3", "-sigalgs", "ecdsa_secp256r1_sha256")
+        self.assertHandshake(s, "TLSv1.3")
+        self.assertEqual(s.key_bits, 256, s)
+
+    def test_request_over_rsa(self):
+        r = curl_https(self.p, "/rsa", "--http1.1", "--tls-max", "1.2", "--ciphers", "ECDHE-RSA-AES128-GCM-SHA256")
+        self.assertEqual((r.returncode, r.stdout), (0, b"/rsa"), r.stderr)
+
+    def test_rsa_only(self):
+        p, _ = self.tls_proxy(tls_config(pairs=[shared_certs().rsa]))
+        s = s_client(p.https_port)
+        self.assertHandshake(s)
+        self.assertEqual(s.key_bits, 2048, s)
+
+
+class Sni(TlsCase):
+    def setUp(self):
+        c = shared_certs()
+        self.c = c
+        self.p, self.b = self.tls_proxy(tls_config(sni=[("other.test", c.other_ec), ("other.test", c.other_rsa),
+                                                        ("*.wild.test", c.wild)]))
+
+    def test_name_picks_certificate(self):
+        cases = [("other.test", "other.test"), ("OTHER.test", "other.test"), ("a.wild.test", "*.wild.test"),
+                 ("unknown.test", "localhost"), ("localhost", "localhost"), (None, "localhost")]
+        for name, cn in cases:
+            with self.subTest(servername=name):
+                s = s_client(self.p.https_port, servername=name)
+                self.assertHandshake(s, cn=cn)
+
+    def test_sni_name_with_two_key_types(self):
+        s = s_client(self.p.https_port, "-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256", servername="other.test")
+        self.assertHandshake(s, "TLSv1.2", cn="other.test")
+        self.assertEqual(s.key_bits, 2048, s)
+        s = s_client(self.p.https_port, "-tls1_3", "-sigalgs", "ecdsa_secp256r1_sha256", servername="other.test")
+        self.assertHandshake(s, "TLSv1.3", cn="other.test")
+        self.assertEqual(s.key_bits, 256, s)
+
+    def test_wildcard_verifies_hostname(self):
+        s = s_client(self.p.https_port, "-verify_hostname", "b.wild.test", servername="b.wild.test")
+        self.assertHandshake(s, cn="*.wild.test")
+
+    def test_curl_per_name(self):
+        port = self.p.https_port
+        for host in ("other.test", "x.wild.test", "localhost"):
+            with self.subTest(host=host):
+                self.b.reset()
+                r = curl_https(self.p, "/n", "-w", " %{ssl_verify_result}", host=host)
+                self.assertEqual((r.returncode, r.stdout), (0, b"/n 0"), r.stderr)
+                self.assertEqual(self.b.wait_requests(1)[0].header("host"), "%s:%d" % (host, port))
+
+
+class Resumption(TlsCase):
+    """Server-side session cache shared by the workers; tickets off unless enabled."""
+
+    def sess_file(self):
+        d = tempfile.mkdtemp(prefix="proxyd-sess-")
+        self.addCleanup(shutil.rmtree, d, True)
+        return os.path.join(d, "sess.pem")
+
+    def resumed(self, port, flag, n=6):
+        """One full handshake (and an HTTP/1.0 request: proxyd closes, after any
+        TLS 1.3 ticket) saving the session, then n connections offering it;
+        returns the 'New'/'Reused' of those n (all 'New' when there was no
+        session to save)."""
+        f = self.sess_file()
+        s = s_client(port, flag, "-sess_out", f, "-ign_eof", input=HTTP10)
+        self.assertHandshake(s)
+        self.assertEqual(s.sessions(), ["New"], s)
+        self.assertIn("HTTP/1.", s.out)
+        if not os.path.exists(f):
+            return ["New"] * n
+        out = []
+        for _ in range(n):
+            s = s_client(port, flag, "-sess_in", f, "-ign_eof", input=HTTP10)
+            self.assertTrue(s.ok, s)
+            out += s.sessions()
+        return out
+
+    def test_cache_shared_by_workers(self):
+        # workers = 2 (harness default): six connections from new source ports land on both workers
+        p, _ = self.tls_proxy()
+        for flag in ("-tls1_2", "-tls1_3"):
+            with self.subTest(flag=flag):
+                self.assertEqual(self.resumed(p.https_port, flag), ["Reused"] * 6)
+
+    def test_reconnect(self):
+        # s_client -reconnect: a handshake, then five more offering its session; the client
+        # ends each connection itself (close_notify), so the session must survive that
+        p, _ = self.tls_proxy()
+        s = s_client(p.https_port, "-tls1_2", "-reconnect")
+        self.assertHandshake(s)
+        self.assertEqual(s.sessions(), ["New"] + ["Reused"] * 5, s)
+
+    def test_session_survives_client_close(self):
+        # the client, not proxyd, ends the connection (close_notify, then close), as browsers do
+        p, _ = self.tls_proxy()
+        with self.subTest("TLS 1.2, s_client closes after the handshake"):
+            f = self.sess_file()
+            s = s_client(p.https_port, "-tls1_2", "-sess_out", f)
+            self.assertHandshake(s, "TLSv1.2")
+            s = s_client(p.https_port, "-tls1_2", "-sess_in", f, "-ign_eof", input=HTTP10)
+            self.assertTrue(s.ok, s)
+            self.assertEqual(s.sessions(), ["Reused"], s)
+        with self.subTest("TLS 1.3, keep-alive request, the client closes"):
+            sess = None
+            for i in range(2):
+                with TlsClient(p.https_port, session=sess) as c:
+                    self.assertEqual(c.sock.version(), "TLSv1.3")
+                    if i == 1:
+                        self.assertTrue(c.sock.session_reused, "TLS 1.3 session not resumed")
+                    c.send(HTTP11)
+                    self.assertEqual(c.read_response().status, 200)
+                    sess = c.sock.session
+                    try:
+                        c.sock.unwrap()  # close_notify from the client (proxyd need not answer it)
+                    except (ssl.SSLError, OSError):
+                        pass
+
+    def test_session_timeout_zero_disables_cache(self):
+        p, _ = self.tls_proxy(tls_config(session_timeout="0"))
+        for flag in ("-tls1_2", "-tls1_3"):
+            with self.subTest(flag=flag):
+                self.assertEqual(self.resumed(p.https_port, flag, n=2), ["New"] * 2)
+
+    def test_tickets_off_by_default(self):
+        p, _ = self.tls_proxy()
+        s = s_client(p.https_port, "-tls1_2", "-ign_eof", input=HTTP10)
+        self.assertHandshake(s, "TLSv1.2")
+        self.assertNotIn("TLS session ticket:", s.out)
+        self.assertNotIn("TLS session ticket lifetime hint", s.out)
+
+    def test_tickets_enabled(self):
+        # tickets alone (no server cache) resume a session
+        p, _ = self.tls_proxy(tls_config(session_tickets="yes", session_timeout="0"))
+        s = s_client(p.https_port, "-tls1_2", "-ign_eof", input=HTTP10)
+        self.assertHandshake(s, "TLSv1.2")
+        self.assertIn("TLS session ticket lifetime hint", s.out)
+        self.assertEqual(self.resumed(p.https_port, "-tls1_2", n=3), ["Reused"] * 3)
+
+
+class HotReload(TlsCase):
+    """SIGHUP rebuilds the TLS contexts: new handshakes get the new files, open
+    connections go on; a bad certificate keeps the old configuration."""
+
+    def setUp(self):
+        self.c = shared_certs()
+        self.dir = tempfile.mkdtemp(prefix="proxyd-reload-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.live = copy_cert(self.c.ec, self.dir, "live")
+        self.tls = tls_config(pairs=[self.live])
+
+    def install(self, pair):
+        """Replace the live files atomically (like certbot's symlink switch)."""
+        for src, dst in zip(pair, self.live):
+            shutil.copyfile(src, dst + ".tmp")
+            os.replace(dst + ".tmp", dst)
+
+    def write_live(self, crt_bytes=None, key_bytes=None):
+        for data, dst in ((crt_bytes, self.live[0]), (key_bytes, self.live[1])):
+            if data is not None:
+                with open(dst + ".tmp", "wb") as f:
+                    f.write(data)
+                os.replace(dst + ".tmp", dst)
+
+    def test_reload_swaps_certificate_keeps_downloads(self):
+        b = self.backend(StreamingBackend, total=3 * 1024 * 1024, pieces=30, delay=0.1)  # ~3 s
+        p = self.proxy(tls_service_config(b, tls=self.tls))
+        s = s_client(p.https_port)
+        self.assertHandshake(s, cn="localhost")
+        self.assertEqual(s.leaf_pem(), self.c.pem("ec"))
+        outs, procs = [], []
+        env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+        for http in ("--http1.1", "--http2"):
+            out = os.path.join(self.dir, "dl" + http.strip("-"))
+            outs.append(out)
+            procs.append(subprocess.Popen(
+                ["curl", "-sS", "--noproxy", "*", "--max-time", str(30 * SLOW), http, "--cacert", self.c.ca,
+                 "--resolve", "localhost:%d:127.0.0.1" % p.https_port, "-o", out, "-w", "%{http_code}",
+                 p.https_url("/big")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env))
+        try:
+            self.assertEqual(len(b.wait_requests(2)), 2)
+            time.sleep(0.3)
+            self.install(self.c.v2)
+            log = p.reload(p.config_text)
+            self.assertNotIn("reload failed", log)
+            self.assertTrue(all(pr.poll() is None for pr in procs), "downloads ended before the reload")
+            s = s_client(p.https_port)
+            self.assertHandshake(s, cn="localhost-v2")
+            self.assertEqual(s.leaf_pem(), self.c.pem("v2"))
+            r = curl_https(p, "/health", "--http1.1")
+            self.assertEqual((r.returncode, r.stdout), (0, b"healthy\n"), r.stderr)
+            for pr, out in zip(procs, outs):
+                o, e = pr.communicate(timeout=30 * SLOW)
+                self.assertEqual((pr.returncode, o), (0, b"200"), e)
+                with open(out, "rb") as f:
+                    self.assertEqual(sha256(f.read()), sha256(b.body), out)
+        finally:
+            for pr in procs:
+                if pr.poll() is None:
+                    pr.kill()
+                    pr.wait(5)
+
+    def test_bad_certificate_reload_keeps_old(self):
+        b = self.backend(RecordingBackend, response=echo_path)
+        p = self.proxy(tls_service_config(b, tls=self.tls))
+        with open(self.c.v2[0], "rb") as f:
+            v2_crt = f.read()
+        cases = [
+            ("garbage certificate", b"-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n", None),
+            ("empty certificate", b"", None),
+            ("key does not match", v2_crt, None),
+            ("garbage key", None, b"not a key\n"),
+        ]
+        for name, crt, key in cases:
+            with self.subTest(case=name):
+                self.install(self.c.ec)
+                self.write_live(crt, key)
+                log = p.reload(p.config_text)
+                self.assertIn("reload failed, keeping the running configuration", log)
+                self.assertTrue(p.alive())
+                s = s_client(p.https_port)
+                self.assertHandshake(s, cn="localhost")
+                self.assertEqual(s.leaf_pem(), self.c.pem("ec"))
+                r = curl_https(p, "/still", "--http1.1")
+                self.assertEqual((r.returncode, r.stdout), (0, b"/still"), r.stderr)
+        # and good files afterwards are taken
+        self.install(self.c.v2)
+        log = p.reload(p.config_text)
+        self.assertNotIn("reload failed", log)
+        self.assertHandshake(s_client(p.https_port), cn="localhost-v2")
+
+    def test_missing_file_reload_keeps_old(self):
+        b = self.backend(RecordingBackend, response=echo_path)
+        p = self.proxy(tls_service_config(b, tls=self.tls))
+        os.unlink(self.live[0])
+        log = p.reload(p.config_text)
+        self.assertIn("reload failed, keeping the running configuration", log)
+        self.assertIn("live.crt", log)
+        self.assertHandshake(s_client(p.https_port), cn="localhost")
+
+
+if __name__ == "__main__":
+    import unittest
+    unittest.main()
