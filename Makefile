@@ -80,7 +80,7 @@ run: all certs-dev
 	sh tests/run-dev.sh
 
 bench: all
-	sh tests/bench/run-bench.sh
+	bash tests/bench/run-bench.sh
 
 soak: all
 	python3 tests/soak.py --build $(B)

@@ -514,13 +514,11 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
 static void join_cookies(struct h2s *s)
 {
     int first = -1, count = 0;
-    size_t total = 0;
     for (uint32_t i = 0; i < s->nhdr; i++)
         if (s->hdr[i].nl == 6 && memcmp(s->buf + s->hdr[i].no, "cookie", 6) == 0) {
             if (first < 0)
                 first = (int)i;
             count++;
-            total += s->hdr[i].vl + 2;
         }
     if (count < 2)
         return;
@@ -542,7 +540,6 @@ static void join_cookies(struct h2s *s)
             left -= c;
         }
     }
-    (void)total;
     s->hdr[first].vo = start;
     s->hdr[first].vl = s->buflen - start;
     uint32_t j = 0;

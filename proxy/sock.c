@@ -26,6 +26,7 @@ int px_sock_open(struct px_sock *s, struct event_base *base, int fd, event_callb
     s->registered = 1;
     s->readable = 1;
     s->writable = 1;
+    s->read_chunk = PX_READ_CHUNK;
     return 0;
 fail:
     if (s->in)
@@ -87,7 +88,7 @@ size_t px_sock_read(struct px_sock *s, size_t max)
     size_t total = 0;
     while (s->readable && !s->eof && !s->error && total < max) {
         struct evbuffer_iovec v;
-        size_t want = max - total < PX_READ_CHUNK ? max - total : PX_READ_CHUNK;
+        size_t want = max - total < s->read_chunk ? max - total : s->read_chunk;
         if (evbuffer_reserve_space(s->in, (ev_ssize_t)want, &v, 1) < 1)
             break;
         if (v.iov_len > want)

@@ -173,6 +173,7 @@ static struct px_uconn *uconn_connect(struct px_worker *w, struct px_target *t, 
         *err = ENOMEM;
         return NULL;
     }
+    u->s.read_chunk = UP_READ_MAX; /* a 64 KiB response in one read(2) */
     event_assign(&u->timer, w->base, -1, 0, uconn_timeout, u);
     u->state = rc == 0 ? U_BUSY : U_CONNECTING;
     if (u->state == U_CONNECTING)

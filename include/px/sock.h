@@ -17,6 +17,7 @@
 #include <event2/event.h>
 #include <event2/event_struct.h>
 #include <openssl/ssl.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 struct px_sock {
@@ -29,6 +30,7 @@ struct px_sock {
     unsigned error : 1;      /* a read or write failed; err holds errno */
     unsigned registered : 1;
     int err;
+    uint32_t read_chunk;     /* bytes per read(2) (16 KiB; upstreams take 64 KiB) */
 };
 
 /* Set up s for fd (takes ownership of fd) and register its event with cb.
