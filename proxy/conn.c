@@ -721,6 +721,13 @@ static void tls_handshake(struct px_conn *c)
 {
     int rc = SSL_do_handshake(c->s.ssl);
     if (rc == 1) {
+        int d = px_tls_handshake_done(c->s.ssl);
+        if (d < 0) {
+            conn_close(c);
+            return;
+        }
+        if (d > 0)
+            return; /* the flight waits for EPOLLOUT; SSL_do_handshake returns 1 again */
         px_routes_unpin(c->hs_routes, c->w->id);
         c->hs_routes = NULL;
         c->s.readable = 1; /* read-ahead may already hold the first request */
@@ -741,8 +748,14 @@ static void tls_handshake(struct px_conn *c)
         return;
     }
     int e = SSL_get_error(c->s.ssl, rc);
-    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
-        return; /* the next edge continues it */
+    if (e == SSL_ERROR_WANT_READ) {
+        c->s.readable = 0; /* wait for an EPOLLIN edge, not any edge */
+        return;
+    }
+    if (e == SSL_ERROR_WANT_WRITE) {
+        c->s.writable = 0;
+        return;
+    }
     ERR_clear_error();
     conn_close(c); /* protocol or version mismatch, or the peer left */
 }
@@ -762,7 +775,8 @@ static void conn_run(struct px_conn *c)
         }
         switch (c->state) {
         case C_HANDSHAKE:
-            tls_handshake(c);
+            if (c->s.readable || c->s.writable)
+                tls_handshake(c);
             break;
         case C_IDLE:
         case C_HEAD:

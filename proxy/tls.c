@@ -233,6 +233,9 @@ static SSL_CTX *ctx_new(const struct px_tls_conf *conf, struct px_tls *t, char *
     }
     if (conf->session_tickets)
         SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb);
+    /* TLS 1.3 resumes through NewSessionTicket: one is enough for the cache
+     * or a ticket; none when there is nothing to resume (OpenSSL sends two). */
+    SSL_CTX_set_num_tickets(ctx, conf->session_tickets || conf->session_timeout_ms ? 1 : 0);
     SSL_CTX_set_app_data(ctx, t);
     SSL_CTX_set_alpn_select_cb(ctx, alpn_select, t);
     return ctx;
@@ -333,17 +336,39 @@ void px_tls_free(struct px_tls *t)
     free(t);
 }
 
+/* During the handshake OpenSSL writes every handshake message as its own
+ * record and flushes the BIO at the end of each flight: a buffering BIO under
+ * it sends the whole flight with one write(2) instead of four or five. After
+ * the handshake px_tls_handshake_done() puts the socket back as the write BIO. */
 SSL *px_tls_new(const struct px_tls *t, int fd)
 {
     SSL *ssl = SSL_new(t->dflt);
-    if (ssl == NULL)
-        return NULL;
-    if (SSL_set_fd(ssl, fd) != 1) {
+    BIO *sock = BIO_new_socket(fd, BIO_NOCLOSE);
+    BIO *buf = BIO_new(BIO_f_buffer());
+    if (ssl == NULL || sock == NULL || buf == NULL || BIO_set_write_buffer_size(buf, 16384) != 1 ||
+        BIO_up_ref(sock) != 1) {
         SSL_free(ssl);
+        BIO_free(sock);
+        BIO_free(buf);
         return NULL;
     }
+    BIO_push(buf, sock);          /* buf -> sock; sock now has two references */
+    SSL_set_bio(ssl, sock, buf);  /* read straight from the socket, write through buf */
     SSL_set_accept_state(ssl);
     return ssl;
+}
+
+int px_tls_handshake_done(SSL *ssl)
+{
+    BIO *wbio = SSL_get_wbio(ssl);
+    BIO *sock = BIO_next(wbio);
+    if (sock == NULL)
+        return 0; /* already direct */
+    if (BIO_wpending(wbio) > 0 && BIO_flush(wbio) <= 0)
+        return BIO_should_retry(wbio) ? 1 : -1; /* keep buffering until it drains */
+    BIO_up_ref(sock);
+    SSL_set0_wbio(ssl, sock);     /* frees buf, which drops its reference to sock */
+    return 0;
 }
 
 int px_tls_is_h2(SSL *ssl)

@@ -27,6 +27,10 @@ struct px_tls *px_tls_build(const struct px_tls_conf *conf, char *err, size_t er
 void px_tls_free(struct px_tls *t);
 /* A server SSL for an accepted socket (worker thread). NULL on failure. */
 SSL *px_tls_new(const struct px_tls *t, int fd);
+/* Call when SSL_do_handshake succeeded: writes go straight to the socket
+ * from now on. 0 done; 1 the last flight is still buffered (call again when
+ * writable); -1 error. */
+int px_tls_handshake_done(SSL *ssl);
 /* With session_tickets = yes: start a new ticket key when the current one is
  * an hour old (the previous one is still accepted, and its tickets renewed).
  * Main thread; cheap when nothing is due. */
