@@ -1,7 +1,6 @@
 /* main.c -- argv, config, listeners, signals, workers. No request logic. */
 #include <errno.h>
 #include <grp.h>
-#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pwd.h>
@@ -256,10 +255,6 @@ int main(int argc, char **argv)
     }
 
     signal(SIGPIPE, SIG_IGN);
-    /* Buffers of 16-64 KiB come and go with every response: keep glibc from
-     * trimming and regrowing the heap (brk/munmap per request) under load. */
-    mallopt(M_MMAP_THRESHOLD, 1 << 20);
-    mallopt(M_TRIM_THRESHOLD, 64 << 20);
     struct server s;
     memset(&s, 0, sizeof(s));
     s.config_path = (char *)config_path;

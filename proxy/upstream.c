@@ -23,7 +23,8 @@
 
 #define UP_OUT_HIGH (256 * 1024)
 #define UP_OUT_LOW (64 * 1024)
-#define UP_READ_MAX (64 * 1024)
+#define UP_READ_MAX (256 * 1024)  /* per event, then yield to other connections */
+#define UP_READ_CHUNK (80 * 1024) /* per read(2): a 64 KiB body and its head in one */
 #define UP_HEAD_MAX (64 * 1024)
 #define PASSIVE_DOWN_MS 5000
 
@@ -173,7 +174,7 @@ static struct px_uconn *uconn_connect(struct px_worker *w, struct px_target *t, 
         *err = ENOMEM;
         return NULL;
     }
-    u->s.read_chunk = UP_READ_MAX; /* a 64 KiB response in one read(2) */
+    u->s.read_chunk = UP_READ_CHUNK;
     event_assign(&u->timer, w->base, -1, 0, uconn_timeout, u);
     u->state = rc == 0 ? U_BUSY : U_CONNECTING;
     if (u->state == U_CONNECTING)
