@@ -935,7 +935,7 @@ static int h1_resp_head(struct px_req *r, const struct px_h1_response *resp, siz
 static int h1_resp_body(struct px_req *r, struct evbuffer *src, size_t len)
 {
     struct px_conn *c = r->down;
-    evbuffer_remove_buffer(src, c->s.out, len);
+    px_buf_move(c->s.out, src, len);
     r->bytes_out += len;
     if (px_sock_flush(&c->s) < 0)
         return 1; /* the error surfaces in conn_run */

@@ -347,7 +347,7 @@ static int h2_resp_head(struct px_req *r, const struct px_h1_response *resp, siz
 static int h2_resp_body(struct px_req *r, struct evbuffer *src, size_t len)
 {
     struct h2s *s = (struct h2s *)r;
-    evbuffer_remove_buffer(src, s->resp, len);
+    px_buf_move(s->resp, src, len);
     r->bytes_out += len;
     if (s->deferred) {
         s->deferred = 0;

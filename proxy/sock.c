@@ -175,6 +175,20 @@ int px_sock_flush(struct px_sock *s)
     return s->error ? -1 : 0;
 }
 
+#define PX_MOVE_COPY_MAX 4096
+
+void px_buf_move(struct evbuffer *dst, struct evbuffer *src, size_t len)
+{
+    if (len > PX_MOVE_COPY_MAX) {
+        evbuffer_remove_buffer(src, dst, len);
+        return;
+    }
+    char tmp[PX_MOVE_COPY_MAX];
+    int n = evbuffer_remove(src, tmp, len);
+    if (n > 0)
+        evbuffer_add(dst, tmp, (size_t)n);
+}
+
 void px_sock_shutdown_write(struct px_sock *s)
 {
     if (s->ssl && !s->error) {

@@ -52,6 +52,10 @@ size_t px_sock_read(struct px_sock *s, size_t max);
 int px_sock_flush(struct px_sock *s);
 /* Unregister, close the fd and free the buffers. Safe on a zeroed sock. */
 void px_sock_close(struct px_sock *s);
+/* Move len bytes from the front of src to dst: large runs hand over whole
+ * chains (no copy); a few bytes are copied, so that a small body does not
+ * keep an 80 KiB read chain alive in a queue (HTTP/2 streams, slow clients). */
+void px_buf_move(struct evbuffer *dst, struct evbuffer *src, size_t len);
 /* shutdown(SHUT_WR) once the output is flushed (tunnels, half-close); over
  * TLS a close_notify goes first. */
 void px_sock_shutdown_write(struct px_sock *s);
