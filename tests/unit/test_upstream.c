@@ -34,6 +34,22 @@ static void teardown(void)
     px_routes_shutdown();
 }
 
+/* A loopback listener (connections complete in its backlog) as the one
+ * target of the service. Returns its fd. */
+static int setup_listening(void)
+{
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    bind(lfd, (struct sockaddr *)&sa, sizeof(sa));
+    listen(lfd, 8);
+    socklen_t sl = sizeof(sa);
+    getsockname(lfd, (struct sockaddr *)&sa, &sl);
+    char targets[64];
+    snprintf(targets, sizeof(targets), "127.0.0.1:%u", ntohs(sa.sin_port));
+    CHECK_INT(setup(targets), 0);
+    return lfd;
+}
+
 static struct px_req req(void)
 {
     struct px_req r;
@@ -136,15 +152,7 @@ static void test_pool_growth(void)
 /* A finished keep-alive connection goes back to the pool and is reused. */
 static void test_pool_reuse(void)
 {
-    int lfd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    bind(lfd, (struct sockaddr *)&sa, sizeof(sa));
-    listen(lfd, 8);
-    socklen_t sl = sizeof(sa);
-    getsockname(lfd, (struct sockaddr *)&sa, &sl);
-    char targets[64];
-    snprintf(targets, sizeof(targets), "127.0.0.1:%u", ntohs(sa.sin_port));
-    CHECK_INT(setup(targets), 0);
+    int lfd = setup_listening();
     if (!svc) {
         close(lfd);
         return;
@@ -202,15 +210,7 @@ static const struct px_down_ops fake_ops = {fake_write_head, fake_resp_head, fak
 
 static void test_body_resumes_after_connect(void)
 {
-    int lfd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    bind(lfd, (struct sockaddr *)&sa, sizeof(sa));
-    listen(lfd, 8);
-    socklen_t sl = sizeof(sa);
-    getsockname(lfd, (struct sockaddr *)&sa, &sl);
-    char targets[64];
-    snprintf(targets, sizeof(targets), "127.0.0.1:%u", ntohs(sa.sin_port));
-    CHECK_INT(setup(targets), 0);
+    int lfd = setup_listening();
     if (!svc) {
         close(lfd);
         return;
