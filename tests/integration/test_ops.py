@@ -288,3 +288,40 @@ class Signals(ProxyTestCase):
         p.send_signal(signal.SIGUSR1)
         self.assertTrue(wait_until(lambda: os.path.exists(path), 3), "error log not recreated after SIGUSR1")
         self.assertTrue(p.alive())
+
+
+class Privileges(ProxyTestCase):
+    def uid_of(self, pid):
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("Uid:"):
+                    return [int(x) for x in line.split()[1:]]
+        return None
+
+    def test_user_drops_after_binding(self):
+        """Listeners are bound (and logs opened) as root, then every uid is
+        the configured user's; serving goes on. As non-root, `user` is ignored."""
+        import pwd
+        nobody = pwd.getpwnam("nobody").pw_uid
+        b = self.backend()
+        p = self.proxy("[proxy]\nuser = nobody\n[service web]\ntargets = %s\n" % b.addr)
+        self.assertEqual(get(p.port, "/x").status, 200)
+        uids = self.uid_of(p.pid)
+        if os.geteuid() == 0:
+            self.assertEqual(uids, [nobody] * 4, "real, effective, saved, fs uid")
+        else:
+            self.assertEqual(uids[1], os.geteuid())
+        self.assertEqual(len(p.wait_access_log(1)), 1)  # the log opened before the drop still works
+
+    def test_unknown_user_fails_start(self):
+        if os.geteuid() != 0:
+            # without root there is nothing to drop: the key is accepted and ignored
+            p = self.proxy("[proxy]\nuser = no-such-user-px\n")
+            self.assertTrue(p.alive())
+            return
+        p = Proxy("[proxy]\nuser = no-such-user-px\n", start=False)
+        self.addCleanup(p.close)
+        with self.assertRaises(Exception):
+            p.start(timeout=3)
+        self.assertIn("user no-such-user-px: no such user", p.error_log_text())
+        self.assertEqual(p.wait(5), 1)
