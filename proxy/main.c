@@ -93,16 +93,23 @@ static void log_listening(const char *what, const struct px_addr *a)
                 a->ss.ss_family == AF_INET6 ? "]" : "", addr_port(a));
 }
 
-static int drop_privileges(const char *user, char *err, size_t errlen)
+/* Look the user up before anything is bound (a bad name fails the start
+ * cleanly); switch after binding. */
+static int lookup_user(const char *user, uid_t *uid, gid_t *gid, char *err, size_t errlen)
 {
-    if (user == NULL || geteuid() != 0)
-        return 0;
     struct passwd *pw = getpwnam(user);
     if (pw == NULL) {
         snprintf(err, errlen, "user %s: no such user", user);
         return -1;
     }
-    if (setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
+    *uid = pw->pw_uid;
+    *gid = pw->pw_gid;
+    return 0;
+}
+
+static int drop_privileges(const char *user, uid_t uid, gid_t gid, char *err, size_t errlen)
+{
+    if (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0) {
         snprintf(err, errlen, "dropping to user %s: %s", user, strerror(errno));
         return -1;
     }
@@ -270,7 +277,15 @@ int main(int argc, char **argv)
         px_config_free(cfg);
         return 1;
     }
-    const char *user = cfg->user ? strdup(cfg->user) : NULL;
+    const char *user = cfg->user && geteuid() == 0 ? strdup(cfg->user) : NULL;
+    uid_t uid = 0;
+    gid_t gid = 0;
+    if (user && lookup_user(user, &uid, &gid, err, sizeof(err)) < 0) {
+        px_log_error("%s", err);
+        px_config_free(cfg);
+        free((char *)user);
+        return 1;
+    }
     px_routes_set_nworkers(s.nworkers);
     struct px_routes *routes = px_routes_build(cfg, err, sizeof(err));
     if (routes == NULL) {
@@ -316,7 +331,7 @@ int main(int argc, char **argv)
         log_listening("http", &s.listen_http);
     if (s.has_https)
         log_listening("https", &s.listen_https);
-    if (drop_privileges(user, err, sizeof(err)) < 0) {
+    if (user && drop_privileges(user, uid, gid, err, sizeof(err)) < 0) {
         px_log_error("%s", err);
         goto out;
     }
