@@ -302,6 +302,48 @@ class Resumption(TlsCase):
                     except (ssl.SSLError, OSError):
                         pass
 
+    def test_truncated_stream_is_an_error(self):
+        """An EOF without close_notify is a truncation, not a clean end: proxyd
+        treats it as an error, so (unlike a clean close) the TLS session is not
+        kept for resumption."""
+        p, _ = self.tls_proxy()
+        ctx = ssl.create_default_context(cafile=shared_certs().ca)
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+
+        def connect(session=None):
+            raw = socket.create_connection(("127.0.0.1", p.https_port), timeout=5 * SLOW)
+            return ctx.wrap_socket(raw, server_hostname="localhost", session=session)
+
+        def answered(sock):
+            data = b""
+            deadline = time.monotonic() + 5 * SLOW
+            while b"\r\n\r\n" not in data and time.monotonic() < deadline:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            return data.startswith(b"HTTP/1.1 200")
+
+        s = connect()
+        s.sendall(HTTP11)
+        self.assertTrue(answered(s))
+        sess = s.session
+        s.unwrap()  # a clean end
+        s.close()
+        s = connect(sess)
+        self.assertTrue(s.session_reused, "a cleanly closed session must resume")
+        s.sendall(b"GET /half HTTP/1.1\r\nHost: localhost\r\n")  # half a head, then
+        s.shutdown(socket.SHUT_RDWR)  # TCP FIN without close_notify: truncated
+        s.close()
+        time.sleep(0.3 * SLOW)
+        s = connect(sess)
+        try:
+            self.assertFalse(s.session_reused, "a truncated connection's session was kept")
+            s.sendall(HTTP11)
+            self.assertTrue(answered(s), "proxyd must go on serving")
+        finally:
+            s.close()
+
     def test_session_timeout_zero_disables_cache(self):
         p, _ = self.tls_proxy(tls_config(session_timeout="0"))
         for flag in ("-tls1_2", "-tls1_3"):
