@@ -55,7 +55,7 @@ struct h2s {
     const char *xff;
     size_t xff_len;
     unsigned too_large : 1, dispatched : 1, chunked_up : 1, resp_eof : 1, deferred : 1;
-    unsigned up_paused : 1, has_provider : 1, logged : 1, body_done : 1;
+    unsigned up_paused : 1, logged : 1, body_done : 1;
 };
 
 struct px_h2 {
@@ -113,7 +113,7 @@ static struct h2s *stream_new(struct px_h2 *h, int32_t id)
     s->xff = NULL;
     s->xff_len = 0;
     s->too_large = s->dispatched = s->chunked_up = s->resp_eof = s->deferred = 0;
-    s->up_paused = s->has_provider = s->logged = s->body_done = 0;
+    s->up_paused = s->logged = s->body_done = 0;
     s->prev = NULL;
     s->next = h->streams;
     if (h->streams)
@@ -230,6 +230,34 @@ static void kick(struct px_h2 *h)
 #define NV(n, nl, v, vl) \
     ((nghttp2_nv){(uint8_t *)(n), (uint8_t *)(v), (nl), (vl), NGHTTP2_NV_FLAG_NONE})
 
+/* nv room: :status, our own few fields, the upstream's, the add-headers */
+#define H2_NV_MAX (4 + PX_H1_MAX_HEADERS + PX_MAX_ADD_HEADERS)
+
+/* Append the [headers] the response does not have yet (names lowercased
+ * into lower at *used). */
+static size_t put_adds(const struct px_worker *w, nghttp2_nv *nv, size_t n, char *lower, size_t *used,
+                       uint64_t present)
+{
+    for (size_t j = 0; j < w->nadds; j++) {
+        const struct px_hdr_add *a = &w->adds[j];
+        if (present >> j & 1)
+            continue;
+        char *ln = lower + *used;
+        px_lower_copy(ln, a->name, a->name_len);
+        *used += a->name_len;
+        nv[n++] = NV(ln, a->name_len, a->value, a->value_len);
+    }
+    return n;
+}
+
+static size_t adds_len(const struct px_worker *w)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < w->nadds; i++)
+        n += w->adds[i].name_len;
+    return n;
+}
+
 /* Submit a response proxyd makes itself. */
 static void respond_local(struct h2s *s, int status, const char *body, size_t len)
 {
@@ -242,22 +270,21 @@ static void respond_local(struct h2s *s, int status, const char *body, size_t le
     }
     snprintf(st, sizeof(st), "%03d", status);
     int cln = snprintf(cl, sizeof(cl), "%zu", len);
-    nghttp2_nv nv[4 + 16];
-    size_t n = 0;
+    nghttp2_nv nv[4 + PX_MAX_ADD_HEADERS];
+    size_t n = 0, used = 0;
     nv[n++] = NV(":status", 7, st, 3);
     nv[n++] = NV("server", 6, "proxyd", 6);
     nv[n++] = NV("content-type", 12, "text/plain; charset=utf-8", 25);
     nv[n++] = NV("content-length", 14, cl, (size_t)cln);
-    char lname[16][64];
-    for (size_t i = 0; i < w->nadds && n < PX_ARRAY_LEN(nv) && i < 16; i++) {
-        const struct px_hdr_add *a = &w->adds[i];
-        size_t nl = a->name_len < 64 ? a->name_len : 63;
-        for (size_t j = 0; j < nl; j++) {
-            char c = a->name[j];
-            lname[i][j] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
-        }
-        nv[n++] = NV(lname[i], nl, a->value, a->value_len);
+    char stackbuf[2048];
+    size_t need = adds_len(w);
+    char *lower = need <= sizeof(stackbuf) ? stackbuf : malloc(need);
+    if (lower == NULL) {
+        nghttp2_submit_rst_stream(h->ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
+        kick(h);
+        return;
     }
+    n = put_adds(w, nv, n, lower, &used, 0);
     int head = s->r.method == PX_METHOD_HEAD;
     evbuffer_drain(s->resp, evbuffer_get_length(s->resp));
     if (!head)
@@ -268,15 +295,16 @@ static void respond_local(struct h2s *s, int status, const char *body, size_t le
     s->r.resp_started = 1;
     s->r.done = 1;
     nghttp2_data_provider prd = {.source.ptr = s, .read_callback = data_read};
-    s->has_provider = !head;
-    nghttp2_submit_response(h->ng, s->id, nv, n, head ? NULL : &prd);
+    nghttp2_submit_response(h->ng, s->id, nv, n, head ? NULL : &prd); /* nghttp2 copies nv */
+    if (lower != stackbuf)
+        free(lower);
     kick(h);
 }
 
-static int is_hop(const char *name, size_t len, int *is_te)
+/* Connection-specific fields have no place in HTTP/2 (RFC 9113 8.2.2). */
+static int is_hop(const char *name, size_t len)
 {
     enum px_hdr_id id = px_hdr_lookup(name, len);
-    *is_te = id == PX_HDR_TRANSFER_ENCODING;
     return id == PX_HDR_TRANSFER_ENCODING || (px_hdr_flags(id) & PX_HF_HOP);
 }
 
@@ -286,18 +314,12 @@ static int h2_resp_head(struct px_req *r, const struct px_h1_response *resp, siz
     struct px_h2 *h = s->h;
     struct px_worker *w = h->w;
     *passthrough = 0; /* HTTP/2 has its own framing: de-chunk */
-    size_t cap = head_len + 64;
-    for (size_t i = 0; i < w->nadds; i++)
-        cap += w->adds[i].name_len;
+    size_t cap = head_len + adds_len(w);
     char stackbuf[8192];
-    char *lower = cap <= sizeof(stackbuf) ? stackbuf : malloc(cap);
-    nghttp2_nv *nv = malloc((resp->nheaders + w->nadds + 1) * sizeof(*nv));
-    if (lower == NULL || nv == NULL) {
-        if (lower != stackbuf)
-            free(lower);
-        free(nv);
+    char *lower = cap <= sizeof(stackbuf) ? stackbuf : malloc(cap); /* heads over 8 KiB only */
+    if (lower == NULL)
         return -1;
-    }
+    nghttp2_nv nv[H2_NV_MAX];
     char st[4];
     snprintf(st, sizeof(st), "%03d", resp->status);
     size_t n = 0, used = 0;
@@ -305,39 +327,22 @@ static int h2_resp_head(struct px_req *r, const struct px_h1_response *resp, siz
     nv[n++] = NV(":status", 7, st, 3);
     for (size_t i = 0; i < resp->nheaders; i++) {
         const struct px_h1_header *hd = &resp->headers[i];
-        int te;
-        if (is_hop(hd->name, hd->name_len, &te))
+        if (is_hop(hd->name, hd->name_len))
             continue;
         char *ln = lower + used;
-        for (size_t j = 0; j < hd->name_len; j++) {
-            char c = hd->name[j];
-            ln[j] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
-        }
+        px_lower_copy(ln, hd->name, hd->name_len);
         used += hd->name_len;
-        for (size_t j = 0; j < w->nadds && j < 64; j++)
-            if (w->adds[j].name_len == hd->name_len && strncasecmp(w->adds[j].name, hd->name, hd->name_len) == 0)
-                present |= (uint64_t)1 << j;
+        int j = px_hdr_add_find(w->adds, w->nadds, hd->name, hd->name_len);
+        if (j >= 0)
+            present |= (uint64_t)1 << j;
         nv[n++] = NV(ln, hd->name_len, hd->value, hd->value_len);
     }
-    for (size_t j = 0; j < w->nadds; j++) {
-        const struct px_hdr_add *a = &w->adds[j];
-        if (j < 64 && (present >> j & 1))
-            continue;
-        char *ln = lower + used;
-        for (size_t k = 0; k < a->name_len; k++) {
-            char c = a->name[k];
-            ln[k] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
-        }
-        used += a->name_len;
-        nv[n++] = NV(ln, a->name_len, a->value, a->value_len);
-    }
+    n = put_adds(w, nv, n, lower, &used, present);
     int body = r->resp_mode != PX_BODY_NONE;
     nghttp2_data_provider prd = {.source.ptr = s, .read_callback = data_read};
-    s->has_provider = body;
-    int rv = nghttp2_submit_response(h->ng, s->id, nv, n, body ? &prd : NULL);
+    int rv = nghttp2_submit_response(h->ng, s->id, nv, n, body ? &prd : NULL); /* copies nv */
     if (lower != stackbuf)
         free(lower);
-    free(nv);
     if (!body)
         s->resp_eof = 1;
     kick(h);

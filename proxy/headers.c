@@ -286,6 +286,14 @@ static char *put_status_line(char *p, int status, const char *reason, size_t rea
     return p;
 }
 
+int px_hdr_add_find(const struct px_hdr_add *add, size_t nadd, const char *name, size_t len)
+{
+    for (size_t j = 0; j < nadd; j++)
+        if (add[j].name_len == len && strncasecmp(add[j].name, name, len) == 0)
+            return (int)j;
+    return -1;
+}
+
 static size_t add_bound(const struct px_resp_opts *o)
 {
     size_t n = 0;
@@ -298,7 +306,7 @@ static char *put_adds(char *p, const struct px_resp_opts *o, uint64_t present)
 {
     for (size_t i = 0; i < o->nadd; i++) {
         const struct px_hdr_add *a = &o->add[i];
-        if ((i < 64 && (present >> i & 1)) || (a->https_only && !o->is_https))
+        if ((present >> i & 1) || (a->https_only && !o->is_https))
             continue;
         PUT(p, a->name, a->name_len);
         *p++ = ':';
@@ -348,10 +356,9 @@ int px_h1_write_response_head(struct evbuffer *out, const struct px_h1_response 
         } else if (id == PX_HDR_OTHER) {
             if (ct.n && conn_tokens_has(&ct, h->name, h->name_len))
                 continue;
-            for (size_t j = 0; j < o->nadd && j < 64; j++)
-                if (o->add[j].name_len == h->name_len &&
-                    strncasecmp(o->add[j].name, h->name, h->name_len) == 0)
-                    present |= (uint64_t)1 << j;
+            int j = px_hdr_add_find(o->add, o->nadd, h->name, h->name_len);
+            if (j >= 0)
+                present |= (uint64_t)1 << j;
         }
         p = put_header(p, h);
     }

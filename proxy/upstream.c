@@ -43,7 +43,6 @@ struct px_uconn {
     unsigned body_paused : 1;      /* told the client to stop sending body */
     unsigned head_done : 1;        /* response head parsed */
     unsigned got_bytes : 1;        /* any response byte arrived */
-    unsigned timer_added : 1;
     px_tunnel_cb tunnel_cb;        /* U_TUNNEL: events go to the tunnel's owner */
     void *tunnel_owner;
 };
@@ -104,6 +103,13 @@ void px_upstream_close_idle(struct px_worker *w)
 static void arm(struct px_uconn *u, const struct timeval *tv)
 {
     event_add(&u->timer, tv);
+}
+
+/* While request bytes wait for the upstream to take them the send timeout
+ * runs; once all is sent, the read timeout. */
+static void arm_io(struct px_uconn *u)
+{
+    arm(u, evbuffer_get_length(u->s.out) ? u->w->tv_usend : u->w->tv_uread);
 }
 
 /* ---- target choice ---- */
@@ -227,12 +233,8 @@ static void send_some(struct px_uconn *u)
 {
     if (u->state != U_BUSY)
         return;
-    if (evbuffer_get_length(u->s.out)) {
-        if (px_sock_flush(&u->s) < 0)
-            return; /* handled by the caller via s.error */
-        if (u->req)
-            u->req->head_sent = 1;
-    }
+    if (evbuffer_get_length(u->s.out))
+        px_sock_flush(&u->s); /* an error surfaces through s.error */
 }
 
 int px_upstream_start(struct px_req *r)
@@ -258,7 +260,7 @@ int px_upstream_start(struct px_req *r)
         event_active(&u->s.ev, EV_WRITE, 1);
     }
     if (u->state == U_BUSY)
-        arm(u, r->w->tv_uread);
+        arm_io(u);
     return 0;
 }
 
@@ -330,7 +332,7 @@ static void fail(struct px_uconn *u, int status, int connect_failed)
             px_uconn_close(u);
             send_some(nu);
             if (nu->state == U_BUSY)
-                arm(nu, w->tv_uread);
+                arm_io(nu);
             return;
         }
     }
@@ -354,9 +356,13 @@ int px_upstream_body(struct px_req *r, struct evbuffer *src, size_t len, int las
         evbuffer_drain(src, len);
         return 0;
     }
+    size_t queued = evbuffer_get_length(u->s.out);
     if (len)
         evbuffer_remove_buffer(src, u->s.out, len);
     send_some(u);
+    /* start the send timeout when bytes begin to wait (not per chunk) */
+    if (u->state == U_BUSY && queued == 0 && evbuffer_get_length(u->s.out))
+        arm(u, u->w->tv_usend);
     if (u->s.error) {
         event_active(&u->s.ev, EV_WRITE, 1);
         return 1;
@@ -523,8 +529,12 @@ static void process(struct px_uconn *u)
     struct px_req *r = u->req;
     struct px_worker *w = u->w;
 
-    if (u->s.writable && evbuffer_get_length(u->s.out))
+    if (u->s.writable && evbuffer_get_length(u->s.out)) {
+        size_t before = evbuffer_get_length(u->s.out);
         send_some(u);
+        if (evbuffer_get_length(u->s.out) < before)
+            arm_io(u); /* the upstream took some: restart its clock */
+    }
     /* Not tied to the flush above: the connect handler may have drained the
      * output already. */
     if (u->body_paused && evbuffer_get_length(u->s.out) < UP_OUT_LOW && !u->s.error) {
@@ -645,7 +655,7 @@ static void uconn_event(evutil_socket_t fd, short what, void *arg)
         u->state = U_BUSY;
         u->s.writable = 1;
         send_some(u);
-        arm(u, u->w->tv_uread);
+        arm_io(u);
         process(u);
         return;
     }
@@ -683,7 +693,8 @@ static void uconn_timeout(evutil_socket_t fd, short what, void *arg)
             return;
         }
         if (!u->head_done) {
-            px_log_warn("upstream timed out waiting for the response");
+            px_log_warn(evbuffer_get_length(u->s.out) ? "upstream timed out taking the request"
+                                                      : "upstream timed out waiting for the response");
             fail(u, 504, 0);
         } else {
             u->req->resp_keepalive = 0;

@@ -59,10 +59,16 @@ static void set_adds(struct px_worker *w)
     w->nadds = 0;
     if (c->nheaders == 0)
         return;
-    w->adds = calloc(c->nheaders, sizeof(*w->adds));
+    size_t n = c->nheaders;
+    if (n > PX_MAX_ADD_HEADERS) {
+        if (w->id == 0)
+            px_log_warn("[headers]: only the first %d headers are added", PX_MAX_ADD_HEADERS);
+        n = PX_MAX_ADD_HEADERS;
+    }
+    w->adds = calloc(n, sizeof(*w->adds));
     if (w->adds == NULL)
         return;
-    for (size_t i = 0; i < c->nheaders; i++) {
+    for (size_t i = 0; i < n; i++) {
         struct px_hdr_add *a = &w->adds[i];
         a->name = c->headers[i].name;
         a->name_len = strlen(a->name);
@@ -70,7 +76,7 @@ static void set_adds(struct px_worker *w)
         a->value_len = strlen(a->value);
         a->https_only = strcasecmp(a->name, "strict-transport-security") == 0;
     }
-    w->nadds = c->nheaders;
+    w->nadds = n;
 }
 
 void px_worker_refresh(struct px_worker *w)

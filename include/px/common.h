@@ -36,6 +36,15 @@ static inline int px_slice_ieq(const char *p, size_t n, const char *lower, size_
 }
 #define PX_IEQ_LIT(p, n, lit) px_slice_ieq((p), (n), lit, sizeof(lit) - 1)
 
+/* Copy n bytes lowercasing ASCII letters (HTTP/2 field names). */
+static inline void px_lower_copy(char *dst, const char *src, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char c = src[i];
+        dst[i] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+    }
+}
+
 /* Monotonic clock in milliseconds / microseconds. */
 uint64_t px_now_ms(void);
 uint64_t px_now_us(void);

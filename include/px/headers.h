@@ -68,6 +68,13 @@ struct px_hdr_add {
     int https_only;
 };
 
+/* At most this many [headers] are added (the "upstream already sent it" set
+ * is a 64-bit mask). */
+#define PX_MAX_ADD_HEADERS 64
+
+/* Index of the add-header named name (any case), or -1. */
+int px_hdr_add_find(const struct px_hdr_add *add, size_t nadd, const char *name, size_t len);
+
 /* How the response head to an HTTP/1.x client is written. */
 struct px_resp_opts {
     int client_minor;         /* 0 or 1 */

@@ -62,7 +62,6 @@ struct px_req {
     unsigned has_body : 1;           /* a request body follows the head */
     unsigned body_sent : 1;          /* the whole request body was handed over */
     unsigned websocket : 1;
-    unsigned head_sent : 1;          /* some request bytes reached an upstream socket */
     unsigned resp_started : 1;       /* a response head was handed to the client side */
     unsigned done : 1;
     uint8_t tries;

@@ -3,6 +3,7 @@ balancing and WebSocket tunnels."""
 
 import os
 import socket
+import threading
 import time
 
 from harness import (CLOSE, Client, ClosingBackend, ProxyTestCase, RecordingBackend, SilentBackend,
@@ -28,6 +29,44 @@ class Failures(ProxyTestCase):
         self.assertEqual(r.status, 504, r)
         self.assertTrue(0.8 <= elapsed <= 4, "504 after %.2fs" % elapsed)
         self.assertEqual(len(b.requests), 1)
+
+    def test_send_timeout_504(self):
+        """An upstream that stops taking the request body: upstream_send_timeout
+        (1 s) answers 504, long before upstream_read_timeout (60 s)."""
+        ls = socket.socket()
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(8)  # never accepted: the kernel buffers, then stops taking bytes
+        self.addCleanup(ls.close)
+        p = self.proxy(self.service_config("127.0.0.1:%d" % ls.getsockname()[1], extra_proxy=(
+            "upstream_send_timeout = 1s\nupstream_read_timeout = 60s\nclient_body_timeout = 60s")))
+        size = 90 << 20
+        c = Client(p.port)
+        self.addCleanup(c.close)
+        c.send(request_bytes("POST", "/upload", host="t", headers=[("Content-Length", str(size))]))
+        stop = threading.Event()
+
+        def pump():  # bounded: stops at the deadline, when stopped, or when proxyd closes
+            chunk = b"x" * 65536
+            deadline = time.monotonic() + 20
+            c.sock.settimeout(0.2)
+            while not stop.is_set() and time.monotonic() < deadline:
+                try:
+                    c.sock.send(chunk)
+                except socket.timeout:
+                    continue
+                except OSError:
+                    return
+
+        t = threading.Thread(target=pump, daemon=True)
+        t0 = time.monotonic()
+        t.start()
+        self.addCleanup(t.join, 5)
+        self.addCleanup(stop.set)
+        r = c.read_response(timeout=15)
+        elapsed = time.monotonic() - t0
+        stop.set()
+        self.assertEqual(r.status, 504, r)
+        self.assertLess(elapsed, 12, "504 after %.1fs: the send timeout did not govern" % elapsed)
 
     def test_retry_on_live_target(self):
         b = self.backend()
