@@ -30,6 +30,30 @@ class Failures(ProxyTestCase):
         self.assertTrue(0.8 <= elapsed <= 4, "504 after %.2fs" % elapsed)
         self.assertEqual(len(b.requests), 1)
 
+    def test_connect_timeout_504(self):
+        """A target whose accept queue is full drops our SYN: the connect hangs
+        and upstream_connect_timeout (1 s) answers 504."""
+        ls = socket.socket()
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(0)
+        self.addCleanup(ls.close)
+        fillers = []
+        for _ in range(3):  # fill the queue (never accepted)
+            f = socket.socket()
+            f.setblocking(False)
+            f.connect_ex(ls.getsockname())
+            fillers.append(f)
+            self.addCleanup(f.close)
+        time.sleep(0.2)
+        p = self.proxy(self.service_config("127.0.0.1:%d" % ls.getsockname()[1], extra_proxy=(
+            "upstream_connect_timeout = 1s\nupstream_read_timeout = 60s")))
+        t0 = time.monotonic()
+        r = get(p.port, "/", timeout=15)
+        elapsed = time.monotonic() - t0
+        self.assertEqual(r.status, 504, r)
+        self.assertTrue(0.8 <= elapsed <= 5, "504 after %.2fs" % elapsed)
+        self.assertIn("connect timed out", p.error_log_text())
+
     def test_send_timeout_504(self):
         """An upstream that stops taking the request body: upstream_send_timeout
         (1 s) answers 504, long before upstream_read_timeout (60 s)."""
