@@ -55,6 +55,7 @@ struct h1req {
     size_t xff_join_cap;
     char client_ip[48];
     size_t client_ip_len;
+    size_t resp_mark, resp_end;   /* s.out length before and after the response head */
     unsigned expect_sent : 1;
 };
 
@@ -63,6 +64,7 @@ struct px_conn {
     struct px_worker *w;
     struct event timer;
     struct px_conn *next, *prev;
+    struct px_conn *inext, *iprev; /* the worker's idle list, oldest first */
     enum cstate state;
     union {
         struct sockaddr sa;
@@ -79,6 +81,8 @@ struct px_conn {
     unsigned again : 1;           /* conn_run must run once more */
     unsigned tun_client_eof : 1, tun_up_eof : 1;
     unsigned closing : 1;         /* inside conn_close */
+    unsigned shut_wr : 1;         /* C_LINGER: our side is shut down */
+    unsigned reusable : 1;        /* on the worker's idle list */
     struct h1req *hr;
     struct px_uconn *tun;
     const struct px_routes *hs_routes; /* pinned during the TLS handshake (SNI/ALPN callbacks) */
@@ -131,6 +135,60 @@ void px_conn_free_cache(struct px_worker *w)
     w->nfree_reqs = 0;
 }
 
+/* ---- connections a new client may take the place of ----
+ *
+ * At max_connections nginx closes "reusable" connections -- keep-alive
+ * waits and HTTP/2 sessions with no stream -- to make room rather than lock
+ * new clients out until keepalive_timeout. The worker keeps them in a list,
+ * oldest first. */
+
+static void set_reusable(struct px_conn *c, int on)
+{
+    struct px_worker *w = c->w;
+    if (c->reusable == (unsigned)!!on)
+        return;
+    c->reusable = on ? 1 : 0;
+    if (on) {
+        c->inext = NULL;
+        c->iprev = w->idle_tail;
+        if (w->idle_tail)
+            w->idle_tail->inext = c;
+        else
+            w->idle_head = c;
+        w->idle_tail = c;
+        return;
+    }
+    if (c->iprev)
+        c->iprev->inext = c->inext;
+    else
+        w->idle_head = c->inext;
+    if (c->inext)
+        c->inext->iprev = c->iprev;
+    else
+        w->idle_tail = c->iprev;
+    c->inext = c->iprev = NULL;
+}
+
+/* Waiting for a request: an EOF without close_notify now is a clean end. */
+static void enter_idle(struct px_conn *c)
+{
+    c->state = C_IDLE;
+    set_reusable(c, 1);
+    px_sock_set_eof_ok(&c->s, 1);
+}
+
+static void conn_close(struct px_conn *c);
+
+unsigned px_conn_drain_idle(struct px_worker *w, unsigned n)
+{
+    unsigned closed = 0;
+    while (closed < n && w->idle_head) {
+        conn_close(w->idle_head);
+        closed++;
+    }
+    return closed;
+}
+
 /* ---- connection lifetime ---- */
 
 void px_conn_accept(struct px_worker *w, int fd, int tls, const struct sockaddr *sa, socklen_t salen)
@@ -173,6 +231,8 @@ void px_conn_accept(struct px_worker *w, int fd, int tls, const struct sockaddr 
         w->conns->prev = c;
     w->conns = c;
     w->nconns++;
+    if (c->state == C_IDLE)
+        set_reusable(c, 1);
     event_add(&c->timer, w->tv_header);
     /* data usually arrives with the handshake: try at once */
     conn_run(c);
@@ -186,6 +246,7 @@ static void conn_close(struct px_conn *c)
         return;
     struct px_worker *w = c->w;
     c->closing = 1;
+    set_reusable(c, 0);
     if (c->hr)
         finish_request(c, 0);
     if (c->tun) {
@@ -259,6 +320,7 @@ static void conn_linger(struct px_conn *c)
 {
     c->keepalive = 0;
     c->state = C_LINGER;
+    px_sock_set_eof_ok(&c->s, 1);
     event_add(&c->timer, c->w->tv_linger);
     c->again = 1;
 }
@@ -414,11 +476,12 @@ static void finish_request(struct px_conn *c, int ok)
             conn_linger(c);
         else {
             c->state = C_CLOSING;
+            px_sock_set_eof_ok(&c->s, 1);
             event_add(&c->timer, w->tv_body); /* bounded: a client that never reads */
             c->again = 1;
         }
     } else {
-        c->state = C_IDLE;
+        enter_idle(c);
         event_add(&c->timer, w->tv_keepalive);
         c->again = 1;
     }
@@ -437,6 +500,7 @@ static void read_body(struct px_conn *c)
         if (avail == 0) {
             if (c->s.eof || c->s.error) {
                 /* the client went away mid-body */
+                px_sock_mark_truncated(&c->s);
                 conn_close(c);
                 return;
             }
@@ -675,6 +739,8 @@ static void read_head(struct px_conn *c)
         }
         if (c->state == C_IDLE) {
             c->state = C_HEAD;
+            set_reusable(c, 0);
+            px_sock_set_eof_ok(&c->s, 0);
             event_add(&c->timer, w->tv_header);
         }
         if (c->hr == NULL && (c->hr = hr_alloc(w)) == NULL) {
@@ -690,6 +756,7 @@ static void read_head(struct px_conn *c)
                 return;
             }
             if (c->s.eof || c->s.error) {
+                px_sock_mark_truncated(&c->s); /* EOF inside a head */
                 conn_close(c);
                 return;
             }
@@ -742,9 +809,11 @@ static void tls_handshake(struct px_conn *c)
             c->state = C_H2;
             event_add(&c->timer, c->w->tv_keepalive);
             c->h2_idle_armed = 1;
+            set_reusable(c, 1);
+            px_sock_set_eof_ok(&c->s, 1);
             return;
         }
-        c->state = C_IDLE;
+        enter_idle(c);
         return;
     }
     int e = SSL_get_error(c->s.ssl, rc);
@@ -806,9 +875,15 @@ static void conn_run(struct px_conn *c)
                 break;
             }
             if (!px_h2_idle(c->h2)) {
-                c->h2_idle_armed = 0;
+                if (c->h2_idle_armed) {
+                    c->h2_idle_armed = 0;
+                    set_reusable(c, 0);
+                    px_sock_set_eof_ok(&c->s, 0);
+                }
             } else if (!c->h2_idle_armed) {
                 c->h2_idle_armed = 1;
+                set_reusable(c, 1);
+                px_sock_set_eof_ok(&c->s, 1);
                 event_add(&c->timer, c->w->tv_keepalive);
             }
             break;
@@ -823,7 +898,12 @@ static void conn_run(struct px_conn *c)
                     conn_close(c);
                 break;
             }
-            px_sock_shutdown_write(&c->s);
+            /* Once: every shutdown raises a new EPOLLOUT edge, and a
+             * shutdown per wakeup would spin until the linger timeout. */
+            if (!c->shut_wr) {
+                c->shut_wr = 1;
+                px_sock_shutdown_write(&c->s);
+            }
             evbuffer_drain(c->s.in, evbuffer_get_length(c->s.in));
             while (c->s.readable && !c->s.eof && !c->s.error) {
                 px_sock_read(&c->s, 65536);
@@ -927,8 +1007,36 @@ static int h1_resp_head(struct px_req *r, const struct px_h1_response *resp, siz
         *passthrough = 1;
     }
     o.upgrade = resp->status == 101;
+    hr->resp_mark = evbuffer_get_length(c->s.out);
     if (px_h1_write_response_head(c->s.out, resp, head_len, &o) < 0)
         return -1;
+    hr->resp_end = evbuffer_get_length(c->s.out);
+    /* With body bytes right behind, head and body leave in one write; a
+     * head alone (a streaming or slow response) must not wait for them. */
+    if (!r->resp_more && px_sock_flush(&c->s) < 0)
+        return -1;
+    return 0;
+}
+
+static int h1_resp_retract(struct px_req *r)
+{
+    struct h1req *hr = (struct h1req *)r;
+    struct px_conn *c = r->down;
+    struct evbuffer *out = c->s.out;
+    /* Unchanged length after the head: no byte of it was written. */
+    if (evbuffer_get_length(out) != hr->resp_end || c->s.error)
+        return -1;
+    if (hr->resp_mark == 0) {
+        evbuffer_drain(out, hr->resp_end);
+        return 0;
+    }
+    struct evbuffer *keep = evbuffer_new(); /* an error path: rare */
+    if (keep == NULL)
+        return -1;
+    evbuffer_remove_buffer(out, keep, hr->resp_mark);
+    evbuffer_drain(out, evbuffer_get_length(out));
+    evbuffer_add_buffer(out, keep);
+    evbuffer_free(keep);
     return 0;
 }
 
@@ -1007,6 +1115,7 @@ static const struct px_down_ops h1_ops = {
     .resp_error = h1_resp_error,
     .body_resume = h1_body_resume,
     .upgraded = h1_upgraded,
+    .resp_retract = h1_resp_retract,
 };
 
 /* ---- WebSocket tunnel: bytes both ways, half-close aware ---- */

@@ -20,7 +20,7 @@ int px_sock_open(struct px_sock *s, struct event_base *base, int fd, event_callb
     s->out = evbuffer_new();
     if (s->in == NULL || s->out == NULL)
         goto fail;
-    if (event_assign(&s->ev, base, fd, EV_READ | EV_WRITE | EV_ET | EV_PERSIST, cb, arg) < 0 ||
+    if (event_assign(&s->ev, base, fd, EV_READ | EV_WRITE | EV_CLOSED | EV_ET | EV_PERSIST, cb, arg) < 0 ||
         event_add(&s->ev, NULL) < 0)
         goto fail;
     s->registered = 1;
@@ -68,7 +68,7 @@ static size_t tls_read(struct px_sock *s, size_t max)
             s->writable = 0; /* the next EPOLLOUT edge runs us again */
             return total;
         case SSL_ERROR_ZERO_RETURN:
-            s->eof = 1;      /* close_notify: a clean end */
+            s->eof = 1;      /* close_notify, or a bare EOF where eof_ok: a clean end */
             break;
         default:
             /* includes an EOF without close_notify: a truncated stream */
@@ -99,8 +99,10 @@ size_t px_sock_read(struct px_sock *s, size_t max)
             evbuffer_commit_space(s->in, &v, 1);
             total += (size_t)n;
             /* A short read means the socket is drained: with EPOLLET the next
-             * arrival raises a new edge, so skip the EAGAIN round trip. */
-            if ((size_t)n < want)
+             * arrival raises a new edge, so skip the EAGAIN round trip --
+             * unless the FIN is queued behind these bytes (rdhup): it raises
+             * no new edge, so read on until read(2) says 0. */
+            if ((size_t)n < want && !s->rdhup)
                 s->readable = 0;
             continue;
         }
@@ -187,6 +189,27 @@ void px_buf_move(struct evbuffer *dst, struct evbuffer *src, size_t len)
     int n = evbuffer_remove(src, tmp, len);
     if (n > 0)
         evbuffer_add(dst, tmp, (size_t)n);
+}
+
+void px_sock_mark_truncated(struct px_sock *s)
+{
+    if (s->ssl && !s->error) {
+        s->error = 1;
+        s->err = EPROTO;
+    }
+}
+
+void px_sock_set_eof_ok(struct px_sock *s, int ok)
+{
+    if (s->ssl == NULL || s->eof_ok == (unsigned)!!ok)
+        return;
+    s->eof_ok = ok ? 1 : 0;
+    /* OpenSSL 3 treats a bare EOF as a fatal error that evicts the session
+     * from the cache; with this option it reads as a close_notify. */
+    if (ok)
+        SSL_set_options(s->ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
+    else
+        SSL_clear_options(s->ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
 }
 
 void px_sock_shutdown_write(struct px_sock *s)

@@ -189,6 +189,19 @@ static struct px_uconn *uconn_connect(struct px_worker *w, struct px_target *t, 
     return u;
 }
 
+/* An idle connection whose event is already active in this loop iteration
+ * may have been closed by the upstream in the same epoll batch that brought
+ * the request about to use it: look (one read) before reusing it, as its
+ * idle handler would. Cheap: nothing to do unless an event is pending. */
+static int idle_usable(struct px_uconn *u)
+{
+    if (!(u->s.ev.ev_evcallback.evcb_flags & (EVLIST_ACTIVE | EVLIST_ACTIVE_LATER)) && !u->s.rdhup)
+        return 1;
+    u->s.readable = 1;
+    px_sock_read(&u->s, 4096);
+    return !(u->s.eof || u->s.error || evbuffer_get_length(u->s.in));
+}
+
 /* Attach an upstream connection for target t to r: an idle pooled one, else
  * a new one. Returns 0 or -1 (errno-like code in *err). */
 static int attach(struct px_req *r, struct px_target *t, int *err)
@@ -199,7 +212,9 @@ static int attach(struct px_req *r, struct px_target *t, int *err)
         *err = ENOMEM;
         return -1;
     }
-    struct px_uconn *u = p->idle;
+    struct px_uconn *u;
+    while ((u = p->idle) != NULL && !idle_usable(u))
+        px_uconn_close(u);
     if (u) {
         pool_unlink(p, u);
         u->state = U_BUSY;
@@ -515,6 +530,7 @@ static void start_response(struct px_uconn *u, const struct px_h1_response *resp
     }
     int passthrough = 0;
     r->resp_started = 1;
+    r->resp_more = evbuffer_get_length(u->s.in) > head_len;
     if (r->ops->resp_head(r, resp, head_len, &passthrough) < 0) {
         evbuffer_drain(u->s.in, head_len);
         px_upstream_abort(r);
@@ -611,7 +627,21 @@ static void process(struct px_uconn *u)
         if (r->up != u)
             return;
         if (rc < 0) {
-            px_log_warn("upstream sent malformed chunked framing");
+            px_log_warn("upstream %s sent malformed chunked framing", r->target ? r->target->addr.text : "?");
+            if (r->bytes_out == 0) {
+                /* Nothing of the body reached the client: take the head
+                 * back and answer 502 where the client side can, and log
+                 * 502 either way -- the client did not get the 200. */
+                r->status = 502;
+                if (r->ops->resp_retract && r->ops->resp_retract(r) == 0) {
+                    detach_count(r);
+                    r->up = NULL;
+                    px_uconn_close(u);
+                    r->resp_started = 0;
+                    r->ops->resp_error(r, 502);
+                    return;
+                }
+            }
             r->resp_keepalive = 0;
             finish(u, 0);
             return;

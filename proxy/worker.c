@@ -176,7 +176,12 @@ static void accept_cb(evutil_socket_t fd, short what, void *arg)
     px_worker_refresh(w);
     uint32_t max = w->cfg->max_connections;
     for (int n = 0; n < ACCEPT_BATCH; n++) {
-        if (atomic_load_explicit(&px_open_conns, memory_order_relaxed) >= max) {
+        /* At the limit, make room by closing the oldest idle connection
+         * (nginx's reusable connections), but only for a client that is
+         * really there; with none idle, new clients wait in the listen
+         * queue. */
+        int full = atomic_load_explicit(&px_open_conns, memory_order_relaxed) >= max;
+        if (full && !px_conn_have_idle(w)) {
             accept_pause(w);
             return;
         }
@@ -191,6 +196,15 @@ static void accept_cb(evutil_socket_t fd, short what, void *arg)
                 px_log_warn("accept: %s", strerror(errno));
             }
             return;
+        }
+        if (full) {
+            px_conn_drain_idle(w, 1);
+            uint64_t now = px_now_ms();
+            if (now - w->reuse_warned_ms >= 60000) {
+                w->reuse_warned_ms = now;
+                px_log_warn("max_connections (%u) reached: closing idle keep-alive connections for new ones",
+                            max);
+            }
         }
         atomic_fetch_add_explicit(&px_open_conns, 1, memory_order_relaxed);
         px_conn_accept(w, cfd, tls, (struct sockaddr *)&sa, salen);

@@ -43,6 +43,11 @@ struct px_down_ops {
     void (*body_resume)(struct px_req *r);
     /* 101 Switching Protocols was relayed: hand both sockets to a tunnel. */
     void (*upgraded)(struct px_req *r);
+    /* The response turned out invalid before any body byte was handed over:
+     * take back the head given to resp_head, if none of it reached the
+     * client yet. 0 when done (resp_error follows); -1 when too late. May be
+     * NULL (never possible). */
+    int (*resp_retract)(struct px_req *r);
 };
 
 enum px_body_mode { PX_BODY_NONE = 0, PX_BODY_LENGTH, PX_BODY_CHUNKED, PX_BODY_CLOSE };
@@ -79,6 +84,7 @@ struct px_req {
     struct px_chunked resp_chunked;
     unsigned resp_passthrough : 1;
     unsigned resp_keepalive : 1;     /* the upstream connection may be reused */
+    unsigned resp_more : 1;          /* at resp_head: body bytes already follow the head */
 };
 
 /* ---- request.c: protocol-independent helpers ---- */

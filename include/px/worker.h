@@ -65,6 +65,8 @@ struct px_worker {
 
     struct px_conn *conns;    /* every client connection (list) */
     uint32_t nconns;
+    struct px_conn *idle_head, *idle_tail; /* reusable connections, oldest first (conn.c) */
+    uint64_t reuse_warned_ms;      /* last "max_connections reached" warning */
     struct px_conn *dead_conns;    /* closed, freed by gc */
     struct px_uconn *dead_uconns;
     void *free_reqs;               /* request object cache (owned by conn.c) */
@@ -115,6 +117,14 @@ void px_conn_accept(struct px_worker *w, int fd, int tls, const struct sockaddr 
 /* Graceful stop: close idle client connections, mark the rest to close after
  * their current response (conn.c). */
 void px_conn_stop_all(struct px_worker *w);
+/* At max_connections: close up to n of this worker's idle connections
+ * (keep-alive waits, HTTP/2 sessions without streams), oldest first, to make
+ * room for new clients, as nginx does. Returns how many were closed. */
+unsigned px_conn_drain_idle(struct px_worker *w, unsigned n);
+static inline int px_conn_have_idle(const struct px_worker *w)
+{
+    return w->idle_head != NULL;
+}
 /* Close every client connection now (shutdown deadline). */
 void px_conn_kill_all(struct px_worker *w);
 /* GOAWAY on every HTTP/2 connection (reload): clients reconnect at leisure. */

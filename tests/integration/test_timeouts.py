@@ -76,7 +76,9 @@ class ClientTimeouts(ProxyTestCase):
 
 
 class MaxConnections(ProxyTestCase):
-    def test_max_connections(self):
+    def test_max_connections_busy(self):
+        """Five connections inside a request head (not reusable): a sixth
+        waits in the listen queue until one closes."""
         p = self.proxy("[proxy]\nmax_connections = 5\n")
         held = []
         try:
@@ -85,7 +87,9 @@ class MaxConnections(ProxyTestCase):
                 held.append(c)
                 r = c.request("GET", "/health")
                 self.assertEqual(r.status, 200, "connection %d" % i)
-            # a sixth is not served while five are open
+                c.send(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # half a head: busy
+            time.sleep(0.3)  # let proxyd read the half heads before the sixth arrives
+            # a sixth is not served while five are busy
             extra = socket.create_connection(("127.0.0.1", p.port), timeout=3)
             held_extra = [extra]
             try:
@@ -121,11 +125,36 @@ class MaxConnections(ProxyTestCase):
                         return False
                 served = wait_until(try_new, 4, interval=0.2)
             self.assertTrue(served, "no service after closing connections")
-            # the remaining three still work
+            # the remaining three finish their heads and are answered
             for c in held:
-                self.assertEqual(c.request("GET", "/health").status, 200)
+                c.send(b"\r\n")
+                self.assertEqual(c.read_response().status, 200)
             for s in held_extra:
                 s.close()
+        finally:
+            for c in held:
+                c.close()
+
+    def test_max_connections_idle_make_room(self):
+        """At max_connections, idle keep-alive connections do not lock new
+        clients out until keepalive_timeout: the oldest is closed for the
+        newcomer, as nginx does with its reusable connections."""
+        # one worker: each worker makes room among its own connections
+        p = self.proxy("[proxy]\nworkers = 1\nmax_connections = 5\nkeepalive_timeout = 60s\n")
+        held = []
+        try:
+            for i in range(5):
+                c = Client(p.port, timeout=3)
+                held.append(c)
+                self.assertEqual(c.request("GET", "/health").status, 200, "connection %d" % i)
+                time.sleep(0.02)  # an order of age
+            t0 = time.monotonic()
+            with Client(p.port, timeout=3) as c:
+                self.assertEqual(c.request("GET", "/health").status, 200)
+            self.assertLess(time.monotonic() - t0, 2.5, "the new client waited for an idle one to time out")
+            self.assertTrue(held[0].closed_within(3), "the oldest idle connection was not the one closed")
+            for c in held[1:]:
+                self.assertEqual(c.request("GET", "/health").status, 200)
         finally:
             for c in held:
                 c.close()
