@@ -149,3 +149,25 @@ class TlsBareClose(ProxyTestCase):
                     t.close()  # TCP close, no close_notify
                     time.sleep(0.1)
                 self.assertEqual(reused, [False, True, True])
+
+
+class InvalidChunkedResponse(ProxyTestCase):
+    BAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nnot a chunk\r\n"
+
+    def test_invalid_framing_before_any_body_byte_is_502(self):
+        """Nothing of the body reached the client yet: take the head back and
+        answer 502 (logged 502), rather than a 200 with an empty reply."""
+        b = self.backend(RecordingBackend, response=lambda req: [self.BAD, CLOSE])
+        p = self.proxy(self.service_config(b))
+        r = get(p.port, "/")
+        self.assertEqual(r.status, 502, r)
+        self.assertSecurityHeaders(r)
+        lines = p.wait_access_log(1)
+        self.assertEqual(lines[-1]["status"], 502, lines)
+
+    def test_invalid_framing_over_h2_is_not_a_200(self):
+        b = self.backend(RecordingBackend, response=lambda req: [self.BAD, CLOSE])
+        p = self.proxy(tls_service_config(b))
+        out = curl_https(p, "/", "--http2", "-s", "-o", "/dev/null", "-w", "%{http_code}")
+        self.assertFalse(out.returncode == 0 and out.stdout == b"200",
+                         "an invalid chunked response reached the client as a complete 200")
