@@ -31,8 +31,12 @@
 #include "px/tls.h"
 #include "px/worker.h"
 
-#define CLIENT_OUT_HIGH (256 * 1024)
-#define CLIENT_OUT_LOW (64 * 1024)
+/* Response bytes held for a client that does not read (nginx holds 64-128
+ * KiB in its proxy buffers). A client that keeps up (nothing queued) takes a
+ * whole upstream read, so a 64 KiB body and its head move in one read and one
+ * write; one that is behind gets at most CLIENT_OUT_HIGH. */
+#define CLIENT_OUT_HIGH (64 * 1024)
+#define CLIENT_OUT_LOW (16 * 1024)
 #define CLIENT_READ_MAX (64 * 1024)
 #define TUNNEL_HIGH (256 * 1024)
 #define REQ_CACHE_MAX 64
@@ -1055,6 +1059,19 @@ static int h1_resp_body(struct px_req *r, struct evbuffer *src, size_t len)
     return 0;
 }
 
+static size_t h1_resp_room(struct px_req *r)
+{
+    struct px_conn *c = r->down;
+    size_t out = evbuffer_get_length(c->s.out);
+    if (out == 0)
+        return SIZE_MAX;
+    if (out + 4096 <= CLIENT_OUT_HIGH) /* not worth a read below a page */
+        return CLIENT_OUT_HIGH - out;
+    c->out_full = 1; /* conn_run resumes the upstream below CLIENT_OUT_LOW */
+    event_add(&c->timer, c->w->tv_body);
+    return 0;
+}
+
 static void h1_resp_end(struct px_req *r, int ok)
 {
     struct px_conn *c = r->down;
@@ -1116,6 +1133,7 @@ static const struct px_down_ops h1_ops = {
     .body_resume = h1_body_resume,
     .upgraded = h1_upgraded,
     .resp_retract = h1_resp_retract,
+    .resp_room = h1_resp_room,
 };
 
 /* ---- WebSocket tunnel: bytes both ways, half-close aware ---- */

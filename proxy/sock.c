@@ -11,6 +11,10 @@
 #include "px/sock.h"
 
 #define PX_READ_CHUNK 16384
+/* Plain reads fill a 16 KiB chain exactly: libevent rounds a chain and its
+ * header up to a power of two, and a 16384-byte reservation would take 32
+ * KiB -- held for as long as a pipelined request waits in the buffer. */
+#define PX_PLAIN_READ_CHUNK (16384 - 512)
 
 int px_sock_open(struct px_sock *s, struct event_base *base, int fd, event_callback_fn cb, void *arg)
 {
@@ -26,7 +30,7 @@ int px_sock_open(struct px_sock *s, struct event_base *base, int fd, event_callb
     s->registered = 1;
     s->readable = 1;
     s->writable = 1;
-    s->read_chunk = PX_READ_CHUNK;
+    s->read_chunk = PX_PLAIN_READ_CHUNK;
     return 0;
 fail:
     if (s->in)

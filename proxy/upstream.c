@@ -24,7 +24,10 @@
 #define UP_OUT_HIGH (256 * 1024)
 #define UP_OUT_LOW (64 * 1024)
 #define UP_READ_MAX (256 * 1024)  /* per event, then yield to other connections */
-#define UP_READ_CHUNK (80 * 1024) /* per read(2): a 64 KiB body and its head in one */
+/* Per read(2): a 64 KiB body and its head in one. libevent rounds a chain
+ * (its header included) up to a power of two, so this is the most a 128 KiB
+ * allocation holds; 80 KiB took as much memory. */
+#define UP_READ_CHUNK (128 * 1024 - 512)
 #define UP_HEAD_MAX (64 * 1024)
 #define PASSIVE_DOWN_MS 5000
 
@@ -565,7 +568,25 @@ static void process(struct px_uconn *u)
     }
     if (u->paused)
         return;
-    size_t n = px_sock_read(&u->s, UP_READ_MAX);
+    /* A head fits one read; body reads are bounded by the client's room. */
+    size_t budget = u->head_done ? UP_READ_MAX : UP_READ_CHUNK;
+    if (u->head_done && r->ops->resp_room) {
+        budget = r->ops->resp_room(r);
+        if (budget > UP_READ_MAX)
+            budget = UP_READ_MAX;
+        if (budget == 0) {
+            u->paused = 1; /* the client side resumes us (px_upstream_resume) */
+            return;
+        }
+        /* Read what fills a power-of-two chain: a 60 KiB read would take a
+         * 128 KiB allocation to a client that is already behind. */
+        size_t fit = UP_READ_CHUNK + 512;
+        while (fit > 4096 && fit - 512 > budget)
+            fit >>= 1;
+        if (fit - 512 < budget)
+            budget = fit - 512;
+    }
+    size_t n = px_sock_read(&u->s, budget);
     if (n) {
         u->got_bytes = 1;
         arm(u, w->tv_uread);

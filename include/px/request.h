@@ -48,6 +48,11 @@ struct px_down_ops {
      * client yet. 0 when done (resp_error follows); -1 when too late. May be
      * NULL (never possible). */
     int (*resp_retract)(struct px_req *r);
+    /* How many response bytes the client side can take now. 0: full, and
+     * the client side calls px_upstream_resume once it drained. Bounds
+     * each upstream read, so a client that does not read costs at most its
+     * watermark, not its watermark plus a read. May be NULL (no bound). */
+    size_t (*resp_room)(struct px_req *r);
 };
 
 enum px_body_mode { PX_BODY_NONE = 0, PX_BODY_LENGTH, PX_BODY_CHUNKED, PX_BODY_CLOSE };
