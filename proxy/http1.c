@@ -156,8 +156,9 @@ static int all_class(const char *p, size_t n, unsigned char cls)
     return 1;
 }
 
-/* Content-Length: 1*DIGIT, or a list of identical such values. */
-static int parse_content_length(const char *v, size_t n, int64_t *out)
+/* Content-Length: 1*DIGIT, or a list of identical such values. *canon gets
+ * the digits of the first member without leading zeros ("0" stays "0"). */
+static int parse_content_length(const char *v, size_t n, int64_t *out, const char **canon, size_t *canon_len)
 {
     size_t i = 0;
     const char *e;
@@ -177,6 +178,12 @@ static int parse_content_length(const char *v, size_t n, int64_t *out)
         }
         if (val >= 0 && x != val)
             return -1;
+        if (val < 0) {
+            while (en > 1 && e[0] == '0')
+                e++, en--;
+            *canon = e;
+            *canon_len = en;
+        }
         val = x;
     }
     *out = val;
@@ -255,9 +262,16 @@ static void on_upgrade(struct h1_state *st, const char *v, size_t n)
             st->upgrade_websocket = 1;
 }
 
-/* Applies the semantics of the known fields; -1 on an invalid value. */
-static int on_field(struct h1_state *st, const char *name, size_t nl, const char *v, size_t vl)
+/* Applies the semantics of the known fields: FIELD_KEEP, FIELD_DROP (h is
+ * not stored), or FIELD_BAD on an invalid value. */
+#define FIELD_KEEP 0
+#define FIELD_DROP 1
+#define FIELD_BAD (-1)
+
+static int on_field(struct h1_state *st, struct px_h1_header *h)
 {
+    const char *name = h->name, *v = h->value;
+    size_t nl = h->name_len, vl = h->value_len;
     switch (nl) {
     case 4:
         if (st->is_request && PX_IEQ_LIT(name, nl, "host")) {
@@ -282,12 +296,21 @@ static int on_field(struct h1_state *st, const char *name, size_t nl, const char
         return 0;
     case 14:
         if (PX_IEQ_LIT(name, nl, "content-length")) {
+            /* RFC 9110 8.6 lets a recipient either reject "5, 5" (nginx: 400)
+             * or replace it with one "5" (HAProxy). We normalise: DESIGN.md
+             * rejects only *differing* lengths, so equal ones stay valid, and
+             * every writer (h1 and h2, both directions) relays the slice as
+             * is, so one exact value and one line is what they all pass on. */
             int64_t x;
-            if (parse_content_length(v, vl, &x) < 0)
-                return -1;
-            if (st->content_length >= 0 && st->content_length != x)
-                return -1;
+            const char *canon = v;
+            size_t canon_len = vl;
+            if (parse_content_length(v, vl, &x, &canon, &canon_len) < 0)
+                return FIELD_BAD;
+            if (st->content_length >= 0)
+                return st->content_length == x ? FIELD_DROP : FIELD_BAD;
             st->content_length = x;
+            h->value = canon;
+            h->value_len = canon_len;
         }
         return 0;
     case 17:
@@ -353,9 +376,11 @@ static int parse_fields(const char *buf, size_t len, size_t pos, struct px_h1_he
         hdrs[n].name_len = name_len;
         hdrs[n].value = buf + val;
         hdrs[n].value_len = end - val;
-        n++;
-        if (on_field(st, buf + name, name_len, buf + val, end - val) < 0)
+        int f = on_field(st, &hdrs[n]);
+        if (f < 0)
             return -err;
+        if (f == FIELD_KEEP)
+            n++;
         if (st->te_seen && st->content_length >= 0)
             return -err;
     }

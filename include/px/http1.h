@@ -17,7 +17,10 @@
  * (bare LF or bare CR anywhere -> 400), no obs-fold, no whitespace between a
  * field name and its colon, field names are tokens, field values contain no
  * CTLs except HTAB, Content-Length is 1*DIGIT (no sign, no list unless all
- * members equal), Content-Length together with Transfer-Encoding -> 400,
+ * members equal; an equal list or repeated equal lines leave ONE header entry
+ * whose value is the digits without leading zeros, so writers that relay the
+ * entries pass on a single normalised value), Content-Length together with
+ * Transfer-Encoding -> 400,
  * Transfer-Encoding other than a final "chunked" -> 400 (requests) / 502
  * (responses), HTTP/1.1 requests need exactly one Host header, a request
  * target is origin-form ("/..."), absolute-form ("http://h/p"), or "*" for
@@ -46,7 +49,7 @@ enum px_method {
 struct px_h1_header {
     const char *name;
     size_t name_len;
-    const char *value;       /* leading/trailing OWS removed */
+    const char *value;       /* leading/trailing OWS removed; Content-Length normalised (see above) */
     size_t value_len;
 };
 

@@ -431,6 +431,70 @@ static void test_header_slices(void)
     CHECK_INT(req.content_length, 3);
 }
 
+/* Count and value of the Content-Length entries left in a header array. */
+static size_t cl_entries(const struct px_h1_header *h, size_t n, const char **v, size_t *vl)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (slice_is(h[i].name, h[i].name_len, "Content-Length") ||
+            slice_is(h[i].name, h[i].name_len, "content-length")) {
+            *v = h[i].value;
+            *vl = h[i].value_len;
+            k++;
+        }
+    return k;
+}
+
+/* An equal list or repeated equal lines leave exactly one entry holding the
+ * canonical digits: the writers relay header entries verbatim (issue 6). */
+static void test_content_length_normalised(void)
+{
+    static const struct {
+        const char *in, *value;
+        size_t others; /* entries that are not Content-Length */
+    } reqs[] = {
+        {"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 5\r\n\r\n", "5", 1},
+        {"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5,5 , 5\r\nX: y\r\n\r\n", "5", 2},
+        {"POST / HTTP/1.1\r\nContent-Length: 7\r\nHost: h\r\ncontent-length: 7\r\n\r\n", "7", 1},
+        {"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 007, 7\r\nContent-Length: 7\r\n\r\n", "7", 1},
+        {"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0, 00\r\n\r\n", "0", 1},
+        {"POST / HTTP/1.1\r\nHost: h\r\nContent-Length:  12 \r\n\r\n", "12", 1},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(reqs); i++) {
+        struct px_h1_request req;
+        const char *v = NULL;
+        size_t vl = 0;
+        size_t n = strlen(reqs[i].in);
+        CHECK_INT(px_h1_parse_request(reqs[i].in, n, &req), n);
+        CHECK_INT(cl_entries(req.headers, req.nheaders, &v, &vl), 1);
+        CHECK_INT(req.nheaders, reqs[i].others + 1);
+        CHECK(slice_is(v, vl, reqs[i].value));
+        CHECK(in_buf(v, vl, reqs[i].in, n));
+        if (unit_failed_now) {
+            fprintf(stderr, "# request %zu\n", i);
+            return;
+        }
+    }
+    static const char *resps[] = {
+        "HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nServer: s\r\nContent-Length: 05\r\n\r\n",
+    };
+    for (size_t i = 0; i < ARRAY_LEN(resps); i++) {
+        struct px_h1_response resp;
+        const char *v = NULL;
+        size_t vl = 0;
+        size_t n = strlen(resps[i]);
+        CHECK_INT(px_h1_parse_response(resps[i], n, &resp), n);
+        CHECK_INT(resp.content_length, 5);
+        CHECK_INT(cl_entries(resp.headers, resp.nheaders, &v, &vl), 1);
+        CHECK(slice_is(v, vl, "5"));
+        if (unit_failed_now) {
+            fprintf(stderr, "# response %zu\n", i);
+            return;
+        }
+    }
+}
+
 static void test_pipelined(void)
 {
     static const char in[] = "GET /a HTTP/1.1\r\nHost: h\r\n\r\n"
@@ -885,6 +949,7 @@ int main(void)
     UNIT_RUN(test_response_matrix);
     UNIT_RUN(test_method_id);
     UNIT_RUN(test_header_slices);
+    UNIT_RUN(test_content_length_normalised);
     UNIT_RUN(test_pipelined);
     UNIT_RUN(test_split_every_byte);
     UNIT_RUN(test_max_headers);

@@ -1,0 +1,71 @@
+"""What proxyd forwards, byte for byte, once a head parsed (issue 6): the
+exact request head that reaches a stub upstream, and the exact response head
+that reaches the client."""
+
+import time
+
+from harness import ProxyTestCase, raw_request
+
+
+def head_of(data):
+    """The head bytes (through CRLFCRLF) of a raw response."""
+    i = data.find(b"\r\n\r\n")
+    return data[:i + 4] if i >= 0 else data
+
+
+def field_lines(head, name):
+    """Every "Name: value" line of head whose name is `name` (any case)."""
+    out = []
+    for line in head.split(b"\r\n")[1:]:
+        n, sep, _ = line.partition(b":")
+        if sep and n.lower() == name.lower():
+            out.append(line)
+    return out
+
+
+class ForwardingCase(ProxyTestCase):
+    response = None
+
+    def setUp(self):
+        self.b = self.backend(response=self.response)
+        self.p = self.proxy(self.service_config(self.b, extra_proxy="client_body_timeout = 3s"))
+
+    def forward(self, data, status=200):
+        """Send a request; return (upstream request, client response bytes)."""
+        r = raw_request(self.p.port, data, timeout=5)
+        self.assertEqual(r.status, status, r)
+        reqs = self.b.wait_requests(1)
+        self.assertEqual(len(reqs), 1, "the request did not reach the upstream: %r / %r" % (r, self.b.errors))
+        return reqs[0], r.data
+
+    def rejected(self, data, status):
+        r = raw_request(self.p.port, data, timeout=5)
+        self.assertEqual(r.status, status, r)
+        self.assertTrue(r.closed, r)
+        time.sleep(0.05)
+        self.assertEqual(self.b.requests, [], "request reached the upstream")
+        return r
+
+
+class ContentLengthToUpstream(ForwardingCase):
+    def test_equal_list_forwarded_as_one_value(self):
+        req, _ = self.forward(b"POST /cl HTTP/1.1\r\nHost: t\r\nContent-Length: 5, 5\r\n"
+                              b"Connection: close\r\n\r\nhello")
+        self.assertEqual(field_lines(req.head, b"content-length"), [b"Content-Length: 5"], req.head)
+        self.assertEqual(req.body, b"hello")
+
+    def test_repeated_equal_lines_forwarded_once(self):
+        req, _ = self.forward(b"POST /cl HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\ncontent-length: 005\r\n"
+                              b"Connection: close\r\n\r\nhello")
+        self.assertEqual(field_lines(req.head, b"content-length"), [b"Content-Length: 5"], req.head)
+        self.assertEqual(req.body, b"hello")
+
+
+class ContentLengthToClient(ForwardingCase):
+    response = (b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\nX-A: 1\r\ncontent-length: 5\r\n\r\nhello")
+
+    def test_upstream_equal_list_relayed_as_one_value(self):
+        _, data = self.forward(b"GET /r HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        head = head_of(data)
+        self.assertEqual(field_lines(head, b"content-length"), [b"Content-Length: 5"], head)
+        self.assertEqual(data[len(head):], b"hello")
