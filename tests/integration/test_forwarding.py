@@ -69,3 +69,20 @@ class ContentLengthToClient(ForwardingCase):
         head = head_of(data)
         self.assertEqual(field_lines(head, b"content-length"), [b"Content-Length: 5"], head)
         self.assertEqual(data[len(head):], b"hello")
+
+
+class HostToUpstream(ForwardingCase):
+    def test_http10_without_host_gets_target_address(self):
+        # nginx's default Host is $proxy_host, the upstream's address
+        req, _ = self.forward(b"GET /old HTTP/1.0\r\n\r\n")
+        self.assertEqual(field_lines(req.head, b"host"), [b"Host: " + self.b.addr.encode()], req.head)
+        self.assertEqual(field_lines(req.head, b"x-forwarded-host"), [], req.head)
+
+    def test_http10_with_host_kept(self):
+        req, _ = self.forward(b"GET /old HTTP/1.0\r\nHost: example.test\r\n\r\n")
+        self.assertEqual(field_lines(req.head, b"host"), [b"Host: example.test"], req.head)
+
+    def test_http10_absolute_form_host_from_authority(self):
+        req, _ = self.forward(b"GET http://abs.test/x HTTP/1.0\r\n\r\n")
+        self.assertEqual(req.start_line, "GET /x HTTP/1.1")
+        self.assertEqual(field_lines(req.head, b"host"), [b"Host: abs.test"], req.head)
