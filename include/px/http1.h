@@ -13,7 +13,8 @@
  *         e.g. -400, -431 (too many headers), -501 (unknown transfer coding),
  *         -505 (version), and for responses -502.
  *
- * Strictness (RFC 9112 plus smuggling defences): CRLF line endings only
+ * Strictness (RFC 9112 plus smuggling defences): the method is 'A'-'Z', '_'
+ * and '-' only (nginx; "get" -> 400), CRLF line endings only
  * (bare LF or bare CR anywhere -> 400), no obs-fold, no whitespace between a
  * field name and its colon, field names are tokens, field values contain no
  * CTLs except HTAB, Content-Length is 1*DIGIT (no sign, no list unless all

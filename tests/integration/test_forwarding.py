@@ -86,3 +86,12 @@ class HostToUpstream(ForwardingCase):
         req, _ = self.forward(b"GET http://abs.test/x HTTP/1.0\r\n\r\n")
         self.assertEqual(req.start_line, "GET /x HTTP/1.1")
         self.assertEqual(field_lines(req.head, b"host"), [b"Host: abs.test"], req.head)
+
+
+class MethodToUpstream(ForwardingCase):
+    def test_extension_method_forwarded_verbatim(self):
+        req, _ = self.forward(b"VERSION-CONTROL_X /m HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        self.assertEqual(req.start_line, "VERSION-CONTROL_X /m HTTP/1.1")
+
+    def test_lowercase_method_rejected(self):
+        self.rejected(b"get /m HTTP/1.1\r\nHost: t\r\n\r\n", 400)

@@ -39,6 +39,10 @@ BAD_REQUESTS = [
     ("chunk_size_0x", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n", {400}),
     ("chunk_size_overflow", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\nfffffffffffffffffffff\r\nhello\r\n0\r\n\r\n", {400}),
     ("chunk_missing_crlf", b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n", {400}),
+    ("lowercase_method", b"get / HTTP/1.1\r\n" + H + b"\r\n", {400}),
+    ("mixed_case_method", b"Post / HTTP/1.1\r\n" + H + b"Content-Length: 0\r\n\r\n", {400}),
+    ("digit_in_method", b"GET1 / HTTP/1.1\r\n" + H + b"\r\n", {400}),
+    ("tchar_method", b"M!X / HTTP/1.1\r\n" + H + b"\r\n", {400}),
     ("connect_method", b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", {400, 405, 501}),
 ]
 
