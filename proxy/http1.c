@@ -12,9 +12,11 @@
  * Choices the header leaves open (documented here and in the tests):
  *   - at most PX_H1_MAX_EMPTY_LINES empty lines (CRLF) before a request line
  *     are skipped, more -> -400; responses get none;
- *   - a Transfer-Encoding that does not end in exactly one "chunked" -> -400
- *     for requests (never -501); any TE in an HTTP/1.0 request -> -400 and in
- *     an HTTP/1.0 response -> -502 (RFC 9112 6.1: faulty framing);
+ *   - requests, as nginx 1.22: a Transfer-Encoding value other than exactly
+ *     "chunked" -> -501, a second Transfer-Encoding line -> -400; responses:
+ *     a Transfer-Encoding that does not end in exactly one "chunked" -> -502;
+ *     any TE in an HTTP/1.0 request -> -400 and in an HTTP/1.0 response ->
+ *     -502 (RFC 9112 6.1: faulty framing);
  *   - the Host header (and an absolute-form authority) must be non-empty and
  *     made of reg-name/IP-literal/port characters (no '@', '/', '\', ...),
  *     else -400; two Host headers -> -400 whatever the version;
@@ -202,6 +204,7 @@ struct h1_state {
     int is_request;
     unsigned te_seen : 1;
     unsigned te_chunked : 1; /* "chunked" seen (it must be the last coding) */
+    unsigned te_unknown : 1; /* request: a Transfer-Encoding other than "chunked" */
     unsigned conn_close : 1;
     unsigned conn_keep_alive : 1;
     unsigned conn_upgrade : 1;
@@ -209,13 +212,35 @@ struct h1_state {
     unsigned expect_continue : 1;
 };
 
+/* Applies the semantics of the known fields: FIELD_KEEP, FIELD_DROP (h is
+ * not stored), or FIELD_BAD on an invalid value. */
+#define FIELD_KEEP 0
+#define FIELD_DROP 1
+#define FIELD_BAD (-1)
+
 static int on_transfer_encoding(struct h1_state *st, const char *v, size_t n)
 {
     size_t i = 0;
     const char *e;
     size_t en;
     if (st->minor == 0)
-        return -1;
+        return FIELD_BAD;
+    if (st->is_request) {
+        /* nginx 1.22: Transfer-Encoding is a unique field (a second line,
+         * even a second "chunked", is 400 at once: two lines are how
+         * smuggling attempts hide a coding) and once the head is complete
+         * its whole value must be "chunked"; anything else -- "gzip",
+         * "gzip, chunked", "chunked, chunked" -- is 501, a coding proxyd does
+         * not implement (te_unknown; never forwarded). */
+        if (st->te_seen)
+            return FIELD_BAD;
+        st->te_seen = 1;
+        if (PX_IEQ_LIT(v, n, "chunked"))
+            st->te_chunked = 1;
+        else
+            st->te_unknown = 1;
+        return FIELD_KEEP;
+    }
     st->te_seen = 1;
     while (list_next(v, n, &i, &e, &en)) {
         if (en == 0 || !all_class(e, en, C_TOKEN))
@@ -262,12 +287,6 @@ static void on_upgrade(struct h1_state *st, const char *v, size_t n)
         if (PX_IEQ_LIT(e, en, "websocket"))
             st->upgrade_websocket = 1;
 }
-
-/* Applies the semantics of the known fields: FIELD_KEEP, FIELD_DROP (h is
- * not stored), or FIELD_BAD on an invalid value. */
-#define FIELD_KEEP 0
-#define FIELD_DROP 1
-#define FIELD_BAD (-1)
 
 static int on_field(struct h1_state *st, struct px_h1_header *h)
 {
@@ -382,8 +401,8 @@ static int parse_fields(const char *buf, size_t len, size_t pos, struct px_h1_he
             return -err;
         if (f == FIELD_KEEP)
             n++;
-        if (st->te_seen && st->content_length >= 0)
-            return -err;
+        if (st->te_seen && st->content_length >= 0 && !st->te_unknown)
+            return -err; /* an unknown coding with a length is 501 (nginx) */
     }
 }
 
@@ -587,10 +606,10 @@ int px_h1_parse_request(const char *buf, size_t len, struct px_h1_request *req)
     if (r <= 0)
         return r;
 
-    if (st.te_seen && !st.te_chunked)
-        return -400;
     if (st.host_count == 0 && req->minor_version == 1)
         return -400;
+    if (st.te_unknown)
+        return -501;
     if (auth) {
         req->host = auth;
         req->host_len = auth_len;

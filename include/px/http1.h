@@ -22,8 +22,9 @@
  * whose value is the digits without leading zeros, so writers that relay the
  * entries pass on a single normalised value), Content-Length together with
  * Transfer-Encoding -> 400,
- * Transfer-Encoding other than a final "chunked" -> 400 (requests) / 502
- * (responses), HTTP/1.1 requests need exactly one Host header, a request
+ * in a request a Transfer-Encoding other than exactly "chunked" -> 501 and two
+ * Transfer-Encoding lines -> 400 (nginx 1.22), in a response one that does
+ * not end in "chunked" -> 502, HTTP/1.1 requests need exactly one Host header, a request
  * target is origin-form ("/..."), absolute-form ("http://h/p"), or "*" for
  * OPTIONS; CONNECT is rejected (400: we are not a forward proxy). */
 #ifndef PX_HTTP1_H
