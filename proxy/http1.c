@@ -723,6 +723,37 @@ enum {
     CS_ERROR,
 };
 
+/* Fields that must not be trailers (RFC 9110 6.5.1 names the kinds; this is
+ * RFC 7230 4.1.2's concrete list plus the hop-by-hop fields): framing,
+ * routing, request modifiers, authentication, response control data and
+ * content handling. Trailers pass through verbatim, so a peer that merges
+ * them into the header section would apply, say, a Content-Length after the
+ * body was already framed by another. Every name fits PX_CHUNK_NAME_MAX. */
+static const struct {
+    const char *name;
+    size_t len;
+} trailer_forbidden_names[] = {
+#define TF(s) { s, sizeof(s) - 1 }
+    TF("content-length"), TF("transfer-encoding"), TF("trailer"), TF("host"),
+    TF("connection"), TF("keep-alive"), TF("proxy-connection"), TF("te"), TF("upgrade"),
+    TF("cache-control"), TF("expect"), TF("max-forwards"), TF("pragma"), TF("range"),
+    TF("if-match"), TF("if-none-match"), TF("if-modified-since"), TF("if-unmodified-since"),
+    TF("if-range"), TF("authorization"), TF("proxy-authorization"), TF("www-authenticate"),
+    TF("proxy-authenticate"), TF("age"), TF("expires"), TF("date"), TF("location"),
+    TF("retry-after"), TF("vary"), TF("warning"), TF("content-encoding"), TF("content-type"),
+    TF("content-range"),
+#undef TF
+};
+
+/* Runs once per trailer field, and only when a body has trailers. */
+static int trailer_forbidden(const char *n, size_t len)
+{
+    for (size_t i = 0; i < sizeof(trailer_forbidden_names) / sizeof(trailer_forbidden_names[0]); i++)
+        if (trailer_forbidden_names[i].len == len && px_slice_ieq(n, len, trailer_forbidden_names[i].name, len))
+            return 1;
+    return 0;
+}
+
 void px_chunked_init(struct px_chunked *c)
 {
     c->state = CS_SIZE;
@@ -730,6 +761,7 @@ void px_chunked_init(struct px_chunked *c)
     c->line_len = 0;
     c->trailer_len = 0;
     c->saw_digit = 0;
+    c->name_len = 0;
 }
 
 enum px_chunk_result px_chunked_step(struct px_chunked *c, const char *buf, size_t len, size_t *consumed)
@@ -818,18 +850,30 @@ enum px_chunk_result px_chunked_step(struct px_chunked *c, const char *buf, size
                 goto error;
             switch (c->state) {
             case CS_TRL_START:
-                if (ch == '\r')
+                if (ch == '\r') {
                     c->state = CS_FINAL_LF;
-                else if (IS(ch, C_TOKEN))
+                } else if (IS(ch, C_TOKEN)) {
                     c->state = CS_TRL_NAME;
-                else
+                    c->name[0] = (char)ch;
+                    c->name_len = 1;
+                } else {
                     goto error; /* obs-fold, empty name, junk */
+                }
                 break;
             case CS_TRL_NAME:
-                if (ch == ':')
+                /* the name is kept (up to PX_CHUNK_NAME_MAX bytes; longer ones
+                 * are never forbidden) because it may span calls */
+                if (ch == ':') {
+                    if (c->name_len <= PX_CHUNK_NAME_MAX && trailer_forbidden(c->name, c->name_len))
+                        goto error;
                     c->state = CS_TRL_VALUE;
-                else if (!IS(ch, C_TOKEN))
+                } else if (!IS(ch, C_TOKEN)) {
                     goto error;
+                } else if (c->name_len < PX_CHUNK_NAME_MAX) {
+                    c->name[c->name_len++] = (char)ch;
+                } else {
+                    c->name_len = PX_CHUNK_NAME_MAX + 1;
+                }
                 break;
             case CS_TRL_VALUE:
                 if (ch == '\r')

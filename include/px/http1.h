@@ -114,10 +114,16 @@ enum px_method px_h1_method_id(const char *m, size_t n);
  *                  the next message);
  *   PX_CHUNK_AGAIN len was 0 (nothing consumed);
  *   PX_CHUNK_ERROR malformed: bad hex, size overflow (> 2^62), missing CRLF,
- *                  bare LF/CR, chunk-size line over 4 KiB, trailers over 16 KiB.
+ *                  bare LF/CR, chunk-size line over 4 KiB, trailers over 16 KiB,
+ *                  or a trailer field that must not be one (RFC 9110 6.5.1:
+ *                  Content-Length, Transfer-Encoding, Host, Authorization,
+ *                  Cache-Control, Content-Type, ...; the list is in http1.c).
+ *                  The caller answers a request body's error with 400.
  * A pass-through proxy forwards META and DATA bytes verbatim; a decoding one
  * forwards DATA only. */
 enum px_chunk_result { PX_CHUNK_AGAIN, PX_CHUNK_DATA, PX_CHUNK_META, PX_CHUNK_DONE, PX_CHUNK_ERROR };
+
+#define PX_CHUNK_NAME_MAX 20 /* longest trailer name checked against the forbidden list */
 
 struct px_chunked {
     int state;
@@ -125,6 +131,8 @@ struct px_chunked {
     uint32_t line_len;       /* bytes of the current size line / trailer section seen */
     uint32_t trailer_len;
     unsigned saw_digit : 1;
+    uint8_t name_len;        /* bytes of name[]; PX_CHUNK_NAME_MAX + 1: the name is longer */
+    char name[PX_CHUNK_NAME_MAX]; /* the trailer field name being read */
 };
 
 void px_chunked_init(struct px_chunked *c);

@@ -95,3 +95,26 @@ class MethodToUpstream(ForwardingCase):
 
     def test_lowercase_method_rejected(self):
         self.rejected(b"get /m HTTP/1.1\r\nHost: t\r\n\r\n", 400)
+
+
+class TrailersToUpstream(ForwardingCase):
+    HEAD = b"POST /t HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+
+    def test_allowed_trailer_passes_verbatim(self):
+        body = b"5\r\nhello\r\n0\r\nX-Checksum: abc\r\n\r\n"
+        req, _ = self.forward(self.HEAD + body)
+        self.assertEqual(req.raw_body, body)
+        self.assertEqual(req.body, b"hello")
+
+    def test_content_length_trailer_rejected(self):
+        r = raw_request(self.p.port, self.HEAD + b"5\r\nhello\r\n0\r\nContent-Length: 5\r\n\r\n", timeout=5)
+        self.assertEqual(r.status, 400, r)
+        self.assertTrue(r.closed, r)
+        time.sleep(0.05)
+        self.assertEqual(self.b.requests, [], "the trailer reached the upstream")
+
+    def test_host_trailer_rejected(self):
+        r = raw_request(self.p.port, self.HEAD + b"0\r\nhost: other.test\r\n\r\n", timeout=5)
+        self.assertEqual(r.status, 400, r)
+        time.sleep(0.05)
+        self.assertEqual(self.b.requests, [], "the trailer reached the upstream")

@@ -718,6 +718,23 @@ static const struct chunk_case chunk_cases[] = {
     CK("trailer nul", "0\r\nX: a\0\r\n\r\n", "", ERR),
     CK("trailer no colon", "0\r\nXa\r\n\r\n", "", ERR),
     CK("smuggle lf chunk", "2\r\nab\r\n0\n\r\n", "ab", ERR),
+    /* trailer fields that must not be trailers (RFC 9110 6.5.1): error, so a
+     * request body gets 400 and nothing merges them after framing */
+    CK("trailer content-length", "5\r\nhello\r\n0\r\nContent-Length: 5\r\n\r\n", "hello", ERR),
+    CK("trailer cl lowercase", "0\r\ncontent-length:0\r\n\r\n", "", ERR),
+    CK("trailer cl after ok", "0\r\nX-Sum: 1\r\nCONTENT-LENGTH: 0\r\n\r\n", "", ERR),
+    CK("trailer te", "0\r\nTransfer-Encoding: chunked\r\n\r\n", "", ERR),
+    CK("trailer host", "0\r\nHost: evil\r\n\r\n", "", ERR),
+    CK("trailer trailer", "0\r\nTrailer: X\r\n\r\n", "", ERR),
+    CK("trailer authorization", "0\r\nAuthorization: Basic x\r\n\r\n", "", ERR),
+    CK("trailer proxy-authorization", "0\r\nProxy-Authorization: Basic x\r\n\r\n", "", ERR),
+    CK("trailer if-unmodified-since", "0\r\nIf-Unmodified-Since: x\r\n\r\n", "", ERR),
+    CK("trailer content-type", "0\r\nContent-Type: text/plain\r\n\r\n", "", ERR),
+    CK("trailer connection", "0\r\nConnection: close\r\n\r\n", "", ERR),
+    CK("trailer te short", "0\r\nte: trailers\r\n\r\n", "", ERR),
+    CK("trailer allowed names", "0\r\nContent-Lengthx: 1\r\nHost2: a\r\nT: b\r\nServer-Timing: x\r\n"
+       "X-Content-Length-Check-Long: 5\r\nContent-MD5: y\r\n\r\n", "", DONE_ALL),
+    CK("trailer long name prefix", "0\r\nProxy-Authorization-X: 1\r\n\r\n", "", DONE_ALL),
 };
 
 struct chunk_out {
