@@ -4,7 +4,7 @@ that reaches the client."""
 
 import time
 
-from harness import ProxyTestCase, raw_request
+from harness import H2Client, ProxyTestCase, raw_request, tls_service_config
 
 
 def head_of(data):
@@ -69,6 +69,18 @@ class ContentLengthToClient(ForwardingCase):
         head = head_of(data)
         self.assertEqual(field_lines(head, b"content-length"), [b"Content-Length: 5"], head)
         self.assertEqual(data[len(head):], b"hello")
+
+
+class ContentLengthToH2Client(ProxyTestCase):
+    def test_upstream_equal_list_relayed_as_one_value(self):
+        b = self.backend(response=ContentLengthToClient.response)
+        p = self.proxy(tls_service_config(b))
+        c = H2Client(p.https_port, validate=False)
+        self.addCleanup(c.close)
+        s = c.wait_stream(c.request("GET", "/r"))
+        self.assertEqual(s.status, 200, s)
+        self.assertEqual(s.headers.get_all("content-length"), ["5"], s.headers)
+        self.assertEqual(bytes(s.data), b"hello")
 
 
 class HostToUpstream(ForwardingCase):
