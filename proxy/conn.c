@@ -989,6 +989,7 @@ static int h1_write_head(struct px_req *r, struct evbuffer *out)
         .request_id = r->request_id,
         .request_id_len = r->request_id_len,
         .start_ms = r->start_wall_ms,
+        .default_host = r->target ? r->target->addr.text : NULL,
         .websocket = r->websocket,
         .strip_expect = 1,
     };

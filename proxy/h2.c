@@ -412,6 +412,7 @@ static int h2_write_head(struct px_req *r, struct evbuffer *out)
         .request_id = r->request_id,
         .request_id_len = r->request_id_len,
         .start_ms = r->start_wall_ms,
+        .default_host = r->target ? r->target->addr.text : NULL,
         .strip_expect = 1,
     };
     /* the serializer's bound: every field plus its separators */

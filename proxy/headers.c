@@ -169,7 +169,14 @@ static char *put_u64(char *p, uint64_t v)
 int px_h1_write_request_head(struct evbuffer *out, const struct px_h1_request *r, size_t head_len,
                              const struct px_fwd *f)
 {
-    size_t bound = head_len + r->target_len + r->host_len * 2 + f->xff_len + f->peer_ip_len +
+    /* A Host-less request (HTTP/1.0) gets nginx's default, $proxy_host: the
+     * address of the target it goes to. An empty Host is what upstream
+     * frameworks reject, and the service's host names are no alternative: a
+     * request without Host can only have matched a catch-all service, which
+     * has none. */
+    const char *dflt = r->host == NULL ? f->default_host : NULL;
+    size_t dflt_len = dflt ? strlen(dflt) : 0;
+    size_t bound = head_len + r->target_len + r->host_len * 2 + dflt_len + f->xff_len + f->peer_ip_len +
                    f->client_ip_len + f->request_id_len + 512;
     struct evbuffer_iovec v;
     if (evbuffer_reserve_space(out, (ev_ssize_t)bound, &v, 1) < 1)
@@ -187,6 +194,8 @@ int px_h1_write_request_head(struct evbuffer *out, const struct px_h1_request *r
         PUTL(p, "Host: ");
         if (r->host)
             PUT(p, r->host, r->host_len);
+        else if (dflt)
+            PUT(p, dflt, dflt_len);
         PUTL(p, "\r\n");
     }
     int seen_cl = 0;

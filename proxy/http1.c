@@ -12,9 +12,11 @@
  * Choices the header leaves open (documented here and in the tests):
  *   - at most PX_H1_MAX_EMPTY_LINES empty lines (CRLF) before a request line
  *     are skipped, more -> -400; responses get none;
- *   - a Transfer-Encoding that does not end in exactly one "chunked" -> -400
- *     for requests (never -501); any TE in an HTTP/1.0 request -> -400 and in
- *     an HTTP/1.0 response -> -502 (RFC 9112 6.1: faulty framing);
+ *   - requests, as nginx 1.22: a Transfer-Encoding value other than exactly
+ *     "chunked" -> -501, a second Transfer-Encoding line -> -400; responses:
+ *     a Transfer-Encoding that does not end in exactly one "chunked" -> -502;
+ *     any TE in an HTTP/1.0 request -> -400 and in an HTTP/1.0 response ->
+ *     -502 (RFC 9112 6.1: faulty framing);
  *   - the Host header (and an absolute-form authority) must be non-empty and
  *     made of reg-name/IP-literal/port characters (no '@', '/', '\', ...),
  *     else -400; two Host headers -> -400 whatever the version;
@@ -46,14 +48,15 @@
 #define C_VALUE 0x02  /* field-value byte: VCHAR, obs-text, SP, HTAB */
 #define C_TARGET 0x04 /* request-target byte: not CTL, SP or DEL */
 #define C_HOST 0x08   /* reg-name / IP-literal / port: unreserved, sub-delims, ':', '[', ']', '%' */
+#define C_METHOD 0x10 /* 'A'-'Z', '_', '-': nginx's method alphabet, a subset of tchar */
 
 static const unsigned char px_h1_class[256] = {
     0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /* 00 */
     0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /* 10 */
-    0x02, 0x0f, 0x06, 0x07, 0x0f, 0x0f, 0x0f, 0x0f, 0x0e, 0x0e, 0x0f, 0x0f, 0x0e, 0x0f, 0x0f, 0x06, /* 20 */
+    0x02, 0x0f, 0x06, 0x07, 0x0f, 0x0f, 0x0f, 0x0f, 0x0e, 0x0e, 0x0f, 0x0f, 0x0e, 0x1f, 0x0f, 0x06, /* 20 */
     0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0e, 0x0e, 0x06, 0x0e, 0x06, 0x06, /* 30 */
-    0x06, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, /* 40 */
-    0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0e, 0x06, 0x0e, 0x07, 0x0f, /* 50 */
+    0x06, 0x1f, 0x1f, 0x1f, 0x1f, 0x1f, 0x1f, 0x1f, 0x1f, 0x1f, 0x1f, 0x1f, 0x1f, 0x1f, 0x1f, 0x1f, /* 40 */
+    0x1f, 0x1f, 0x1f, 0x1f, 0x1f, 0x1f, 0x1f, 0x1f, 0x1f, 0x1f, 0x1f, 0x0e, 0x06, 0x0e, 0x07, 0x1f, /* 50 */
     0x07, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, /* 60 */
     0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x0f, 0x06, 0x07, 0x06, 0x0f, 0x00, /* 70 */
     0x06, 0x06, 0x06, 0x06, 0x06, 0x06, 0x06, 0x06, 0x06, 0x06, 0x06, 0x06, 0x06, 0x06, 0x06, 0x06, /* 80 */
@@ -156,8 +159,9 @@ static int all_class(const char *p, size_t n, unsigned char cls)
     return 1;
 }
 
-/* Content-Length: 1*DIGIT, or a list of identical such values. */
-static int parse_content_length(const char *v, size_t n, int64_t *out)
+/* Content-Length: 1*DIGIT, or a list of identical such values. *canon gets
+ * the digits of the first member without leading zeros ("0" stays "0"). */
+static int parse_content_length(const char *v, size_t n, int64_t *out, const char **canon, size_t *canon_len)
 {
     size_t i = 0;
     const char *e;
@@ -177,6 +181,12 @@ static int parse_content_length(const char *v, size_t n, int64_t *out)
         }
         if (val >= 0 && x != val)
             return -1;
+        if (val < 0) {
+            while (en > 1 && e[0] == '0')
+                e++, en--;
+            *canon = e;
+            *canon_len = en;
+        }
         val = x;
     }
     *out = val;
@@ -194,6 +204,7 @@ struct h1_state {
     int is_request;
     unsigned te_seen : 1;
     unsigned te_chunked : 1; /* "chunked" seen (it must be the last coding) */
+    unsigned te_unknown : 1; /* request: a Transfer-Encoding other than "chunked" */
     unsigned conn_close : 1;
     unsigned conn_keep_alive : 1;
     unsigned conn_upgrade : 1;
@@ -201,13 +212,35 @@ struct h1_state {
     unsigned expect_continue : 1;
 };
 
+/* Applies the semantics of the known fields: FIELD_KEEP, FIELD_DROP (h is
+ * not stored), or FIELD_BAD on an invalid value. */
+#define FIELD_KEEP 0
+#define FIELD_DROP 1
+#define FIELD_BAD (-1)
+
 static int on_transfer_encoding(struct h1_state *st, const char *v, size_t n)
 {
     size_t i = 0;
     const char *e;
     size_t en;
     if (st->minor == 0)
-        return -1;
+        return FIELD_BAD;
+    if (st->is_request) {
+        /* nginx 1.22: Transfer-Encoding is a unique field (a second line,
+         * even a second "chunked", is 400 at once: two lines are how
+         * smuggling attempts hide a coding) and once the head is complete
+         * its whole value must be "chunked"; anything else -- "gzip",
+         * "gzip, chunked", "chunked, chunked" -- is 501, a coding proxyd does
+         * not implement (te_unknown; never forwarded). */
+        if (st->te_seen)
+            return FIELD_BAD;
+        st->te_seen = 1;
+        if (PX_IEQ_LIT(v, n, "chunked"))
+            st->te_chunked = 1;
+        else
+            st->te_unknown = 1;
+        return FIELD_KEEP;
+    }
     st->te_seen = 1;
     while (list_next(v, n, &i, &e, &en)) {
         if (en == 0 || !all_class(e, en, C_TOKEN))
@@ -255,9 +288,10 @@ static void on_upgrade(struct h1_state *st, const char *v, size_t n)
             st->upgrade_websocket = 1;
 }
 
-/* Applies the semantics of the known fields; -1 on an invalid value. */
-static int on_field(struct h1_state *st, const char *name, size_t nl, const char *v, size_t vl)
+static int on_field(struct h1_state *st, struct px_h1_header *h)
 {
+    const char *name = h->name, *v = h->value;
+    size_t nl = h->name_len, vl = h->value_len;
     switch (nl) {
     case 4:
         if (st->is_request && PX_IEQ_LIT(name, nl, "host")) {
@@ -282,12 +316,21 @@ static int on_field(struct h1_state *st, const char *name, size_t nl, const char
         return 0;
     case 14:
         if (PX_IEQ_LIT(name, nl, "content-length")) {
+            /* RFC 9110 8.6 lets a recipient either reject "5, 5" (nginx: 400)
+             * or replace it with one "5" (HAProxy). We normalise: DESIGN.md
+             * rejects only *differing* lengths, so equal ones stay valid, and
+             * every writer (h1 and h2, both directions) relays the slice as
+             * is, so one exact value and one line is what they all pass on. */
             int64_t x;
-            if (parse_content_length(v, vl, &x) < 0)
-                return -1;
-            if (st->content_length >= 0 && st->content_length != x)
-                return -1;
+            const char *canon = v;
+            size_t canon_len = vl;
+            if (parse_content_length(v, vl, &x, &canon, &canon_len) < 0)
+                return FIELD_BAD;
+            if (st->content_length >= 0)
+                return st->content_length == x ? FIELD_DROP : FIELD_BAD;
             st->content_length = x;
+            h->value = canon;
+            h->value_len = canon_len;
         }
         return 0;
     case 17:
@@ -353,11 +396,13 @@ static int parse_fields(const char *buf, size_t len, size_t pos, struct px_h1_he
         hdrs[n].name_len = name_len;
         hdrs[n].value = buf + val;
         hdrs[n].value_len = end - val;
-        n++;
-        if (on_field(st, buf + name, name_len, buf + val, end - val) < 0)
+        int f = on_field(st, &hdrs[n]);
+        if (f < 0)
             return -err;
-        if (st->te_seen && st->content_length >= 0)
-            return -err;
+        if (f == FIELD_KEEP)
+            n++;
+        if (st->te_seen && st->content_length >= 0 && !st->te_unknown)
+            return -err; /* an unknown coding with a length is 501 (nginx) */
     }
 }
 
@@ -503,9 +548,12 @@ int px_h1_parse_request(const char *buf, size_t len, struct px_h1_request *req)
             return -400;
     }
 
-    /* method SP */
+    /* method SP. RFC 9110 allows any token, but nginx takes only uppercase
+     * letters, '_' and '-' (400 otherwise): "get" is not GET to an upstream
+     * that matches methods exactly, and a method an upstream reads another
+     * way than proxyd's routing and limits did is a confusion to avoid. */
     size_t m = pos;
-    while (pos < len && IS(buf[pos], C_TOKEN))
+    while (pos < len && IS(buf[pos], C_METHOD))
         pos++;
     if (pos >= len)
         return PX_H1_INCOMPLETE;
@@ -558,10 +606,10 @@ int px_h1_parse_request(const char *buf, size_t len, struct px_h1_request *req)
     if (r <= 0)
         return r;
 
-    if (st.te_seen && !st.te_chunked)
-        return -400;
     if (st.host_count == 0 && req->minor_version == 1)
         return -400;
+    if (st.te_unknown)
+        return -501;
     if (auth) {
         req->host = auth;
         req->host_len = auth_len;
@@ -675,6 +723,37 @@ enum {
     CS_ERROR,
 };
 
+/* Fields that must not be trailers (RFC 9110 6.5.1 names the kinds; this is
+ * RFC 7230 4.1.2's concrete list plus the hop-by-hop fields): framing,
+ * routing, request modifiers, authentication, response control data and
+ * content handling. Trailers pass through verbatim, so a peer that merges
+ * them into the header section would apply, say, a Content-Length after the
+ * body was already framed by another. Every name fits PX_CHUNK_NAME_MAX. */
+static const struct {
+    const char *name;
+    size_t len;
+} trailer_forbidden_names[] = {
+#define TF(s) { s, sizeof(s) - 1 }
+    TF("content-length"), TF("transfer-encoding"), TF("trailer"), TF("host"),
+    TF("connection"), TF("keep-alive"), TF("proxy-connection"), TF("te"), TF("upgrade"),
+    TF("cache-control"), TF("expect"), TF("max-forwards"), TF("pragma"), TF("range"),
+    TF("if-match"), TF("if-none-match"), TF("if-modified-since"), TF("if-unmodified-since"),
+    TF("if-range"), TF("authorization"), TF("proxy-authorization"), TF("www-authenticate"),
+    TF("proxy-authenticate"), TF("age"), TF("expires"), TF("date"), TF("location"),
+    TF("retry-after"), TF("vary"), TF("warning"), TF("content-encoding"), TF("content-type"),
+    TF("content-range"),
+#undef TF
+};
+
+/* Runs once per trailer field, and only when a body has trailers. */
+static int trailer_forbidden(const char *n, size_t len)
+{
+    for (size_t i = 0; i < sizeof(trailer_forbidden_names) / sizeof(trailer_forbidden_names[0]); i++)
+        if (trailer_forbidden_names[i].len == len && px_slice_ieq(n, len, trailer_forbidden_names[i].name, len))
+            return 1;
+    return 0;
+}
+
 void px_chunked_init(struct px_chunked *c)
 {
     c->state = CS_SIZE;
@@ -682,6 +761,7 @@ void px_chunked_init(struct px_chunked *c)
     c->line_len = 0;
     c->trailer_len = 0;
     c->saw_digit = 0;
+    c->name_len = 0;
 }
 
 enum px_chunk_result px_chunked_step(struct px_chunked *c, const char *buf, size_t len, size_t *consumed)
@@ -770,18 +850,30 @@ enum px_chunk_result px_chunked_step(struct px_chunked *c, const char *buf, size
                 goto error;
             switch (c->state) {
             case CS_TRL_START:
-                if (ch == '\r')
+                if (ch == '\r') {
                     c->state = CS_FINAL_LF;
-                else if (IS(ch, C_TOKEN))
+                } else if (IS(ch, C_TOKEN)) {
                     c->state = CS_TRL_NAME;
-                else
+                    c->name[0] = (char)ch;
+                    c->name_len = 1;
+                } else {
                     goto error; /* obs-fold, empty name, junk */
+                }
                 break;
             case CS_TRL_NAME:
-                if (ch == ':')
+                /* the name is kept (up to PX_CHUNK_NAME_MAX bytes; longer ones
+                 * are never forbidden) because it may span calls */
+                if (ch == ':') {
+                    if (c->name_len <= PX_CHUNK_NAME_MAX && trailer_forbidden(c->name, c->name_len))
+                        goto error;
                     c->state = CS_TRL_VALUE;
-                else if (!IS(ch, C_TOKEN))
+                } else if (!IS(ch, C_TOKEN)) {
                     goto error;
+                } else if (c->name_len < PX_CHUNK_NAME_MAX) {
+                    c->name[c->name_len++] = (char)ch;
+                } else {
+                    c->name_len = PX_CHUNK_NAME_MAX + 1;
+                }
                 break;
             case CS_TRL_VALUE:
                 if (ch == '\r')

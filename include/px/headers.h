@@ -51,6 +51,8 @@ struct px_fwd {
     const char *request_id;   /* 32 hex, or the client's value */
     size_t request_id_len;
     uint64_t start_ms;        /* unix ms */
+    const char *default_host; /* NUL-terminated Host for a request that has none (HTTP/1.0): the
+                                 chosen target's address text, or NULL (then an empty Host) */
     int websocket;            /* keep Upgrade, send Connection: upgrade */
     int strip_expect;         /* proxyd answers 100-continue itself */
 };

@@ -13,13 +13,18 @@
  *         e.g. -400, -431 (too many headers), -501 (unknown transfer coding),
  *         -505 (version), and for responses -502.
  *
- * Strictness (RFC 9112 plus smuggling defences): CRLF line endings only
+ * Strictness (RFC 9112 plus smuggling defences): the method is 'A'-'Z', '_'
+ * and '-' only (nginx; "get" -> 400), CRLF line endings only
  * (bare LF or bare CR anywhere -> 400), no obs-fold, no whitespace between a
  * field name and its colon, field names are tokens, field values contain no
  * CTLs except HTAB, Content-Length is 1*DIGIT (no sign, no list unless all
- * members equal), Content-Length together with Transfer-Encoding -> 400,
- * Transfer-Encoding other than a final "chunked" -> 400 (requests) / 502
- * (responses), HTTP/1.1 requests need exactly one Host header, a request
+ * members equal; an equal list or repeated equal lines leave ONE header entry
+ * whose value is the digits without leading zeros, so writers that relay the
+ * entries pass on a single normalised value), Content-Length together with
+ * Transfer-Encoding -> 400,
+ * in a request a Transfer-Encoding other than exactly "chunked" -> 501 and two
+ * Transfer-Encoding lines -> 400 (nginx 1.22), in a response one that does
+ * not end in "chunked" -> 502, HTTP/1.1 requests need exactly one Host header, a request
  * target is origin-form ("/..."), absolute-form ("http://h/p"), or "*" for
  * OPTIONS; CONNECT is rejected (400: we are not a forward proxy). */
 #ifndef PX_HTTP1_H
@@ -46,7 +51,7 @@ enum px_method {
 struct px_h1_header {
     const char *name;
     size_t name_len;
-    const char *value;       /* leading/trailing OWS removed */
+    const char *value;       /* leading/trailing OWS removed; Content-Length normalised (see above) */
     size_t value_len;
 };
 
@@ -109,10 +114,16 @@ enum px_method px_h1_method_id(const char *m, size_t n);
  *                  the next message);
  *   PX_CHUNK_AGAIN len was 0 (nothing consumed);
  *   PX_CHUNK_ERROR malformed: bad hex, size overflow (> 2^62), missing CRLF,
- *                  bare LF/CR, chunk-size line over 4 KiB, trailers over 16 KiB.
+ *                  bare LF/CR, chunk-size line over 4 KiB, trailers over 16 KiB,
+ *                  or a trailer field that must not be one (RFC 9110 6.5.1:
+ *                  Content-Length, Transfer-Encoding, Host, Authorization,
+ *                  Cache-Control, Content-Type, ...; the list is in http1.c).
+ *                  The caller answers a request body's error with 400.
  * A pass-through proxy forwards META and DATA bytes verbatim; a decoding one
  * forwards DATA only. */
 enum px_chunk_result { PX_CHUNK_AGAIN, PX_CHUNK_DATA, PX_CHUNK_META, PX_CHUNK_DONE, PX_CHUNK_ERROR };
+
+#define PX_CHUNK_NAME_MAX 20 /* longest trailer name checked against the forbidden list */
 
 struct px_chunked {
     int state;
@@ -120,6 +131,8 @@ struct px_chunked {
     uint32_t line_len;       /* bytes of the current size line / trailer section seen */
     uint32_t trailer_len;
     unsigned saw_digit : 1;
+    uint8_t name_len;        /* bytes of name[]; PX_CHUNK_NAME_MAX + 1: the name is longer */
+    char name[PX_CHUNK_NAME_MAX]; /* the trailer field name being read */
 };
 
 void px_chunked_init(struct px_chunked *c);

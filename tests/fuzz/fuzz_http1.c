@@ -94,7 +94,7 @@ static void check_request(const uint8_t *data, size_t size)
         memcpy(b, data, size);
     int r = px_h1_parse_request(b, size, &req);
 
-    FUZZ_ASSERT(r == 0 || r == -400 || r == -431 || r == -505 || (r > 0 && (size_t)r <= size));
+    FUZZ_ASSERT(r == 0 || r == -400 || r == -431 || r == -501 || r == -505 || (r > 0 && (size_t)r <= size));
     if (r > 0) {
         size_t len = (size_t)r;
         FUZZ_ASSERT(len >= 4 && memcmp(b + len - 4, "\r\n\r\n", 4) == 0);
@@ -125,6 +125,9 @@ static void check_request(const uint8_t *data, size_t size)
         if (req.chunked)
             FUZZ_ASSERT(req.minor_version == 1);
         FUZZ_ASSERT(!(req.method_len == 7 && memcmp(req.method, "CONNECT", 7) == 0));
+        for (size_t i = 0; i < req.method_len; i++) /* nginx's method alphabet */
+            FUZZ_ASSERT((req.method[i] >= 'A' && req.method[i] <= 'Z') || req.method[i] == '_' ||
+                        req.method[i] == '-');
         check_headers(req.headers, req.nheaders, b, len);
 
         /* the head alone parses identically */

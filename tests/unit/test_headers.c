@@ -82,6 +82,41 @@ static void test_request_head(void)
     evbuffer_free(b);
 }
 
+/* HTTP/1.0 without Host: the upstream gets the target's address, never an
+ * empty Host (issue 6 r5b); with a Host, default_host changes nothing. */
+static void test_request_head_default_host(void)
+{
+    const char *in = "GET /a HTTP/1.0\r\nAccept: */*\r\n\r\n";
+    struct px_h1_request r;
+    int n = px_h1_parse_request(in, strlen(in), &r);
+    CHECK_INT(n, (int)strlen(in));
+    struct evbuffer *b = evbuffer_new();
+    struct px_fwd f = fwd();
+    f.default_host = "10.0.0.7:3000";
+    CHECK_INT(px_h1_write_request_head(b, &r, (size_t)n, &f), 0);
+    char *out = drain_str(b);
+    CHECK_STR(out, "GET /a HTTP/1.1\r\n"
+                   "Host: 10.0.0.7:3000\r\n"
+                   "Accept: */*\r\n"
+                   "X-Forwarded-For: 127.0.0.1\r\n"
+                   "X-Real-IP: 10.1.2.3\r\n"
+                   "X-Forwarded-Proto: http\r\n"
+                   "X-Request-ID: abc\r\n"
+                   "X-Request-Start: t=1700000000123\r\n\r\n");
+    free(out);
+
+    in = "GET /a HTTP/1.0\r\nHost: h.test\r\n\r\n";
+    n = px_h1_parse_request(in, strlen(in), &r);
+    CHECK_INT(n, (int)strlen(in));
+    CHECK_INT(px_h1_write_request_head(b, &r, (size_t)n, &f), 0);
+    out = drain_str(b);
+    static const char want[] = "GET /a HTTP/1.1\r\nHost: h.test\r\nX-Forwarded-For: ";
+    CHECK(strncmp(out, want, sizeof(want) - 1) == 0);
+    CHECK(strstr(out, "10.0.0.7") == NULL);
+    free(out);
+    evbuffer_free(b);
+}
+
 static void test_request_head_trusted_ws_absolute(void)
 {
     const char *in = "GET http://Example.com:8080/ws?x HTTP/1.1\r\n"
@@ -183,6 +218,7 @@ int main(void)
 {
     UNIT_RUN(test_lookup);
     UNIT_RUN(test_request_head);
+    UNIT_RUN(test_request_head_default_host);
     UNIT_RUN(test_request_head_trusted_ws_absolute);
     UNIT_RUN(test_response_head);
     UNIT_RUN(test_local_response);
