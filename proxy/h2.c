@@ -585,16 +585,23 @@ static void dispatch(struct px_h2 *h, struct h2s *s, int end_stream)
     r->routes = w->routes;
     px_routes_pin(r->routes, w->id);
 
-    if (!s->too_large && s->auth_o >= 0) {
-        uint32_t off; /* a Host field for the upstream, from :authority */
-        int has_host = 0;
+    if (!s->too_large && s->auth_o >= 0 && s->auth_l > 0) {
+        /* :authority wins over a host field (RFC 9113 8.3.1), as in current
+         * nginx (routing by :authority, no 400): it picks the service and is
+         * the upstream's Host; a host field next to it is dropped, whatever
+         * its value, so routing, the upstream and the log never disagree.
+         * Without :authority the host field is used as it came. */
+        uint32_t j = 0, off;
         for (uint32_t i = 0; i < s->nhdr; i++)
-            if (s->hdr[i].nl == 4 && memcmp(s->buf + s->hdr[i].no, "host", 4) == 0)
-                has_host = 1;
-        if (!has_host && buf_add(s, "host", 4, &off) == 0) {
+            if (!(s->hdr[i].nl == 4 && memcmp(s->buf + s->hdr[i].no, "host", 4) == 0))
+                s->hdr[j++] = s->hdr[i];
+        s->nhdr = j;
+        if (buf_add(s, "host", 4, &off) == 0) {
             memmove(&s->hdr[1], &s->hdr[0], s->nhdr * sizeof(s->hdr[0]));
             s->hdr[0] = (struct h2hdr){off, 4, (uint32_t)s->auth_o, s->auth_l};
             s->nhdr++;
+        } else {
+            s->too_large = 1;
         }
     }
     if (!s->too_large)
