@@ -27,6 +27,10 @@
 #define H2_CONN_WINDOW (4 * 1024 * 1024)
 #define H2_STREAM_HIGH (256 * 1024)
 #define H2_STREAM_LOW (64 * 1024)
+/* Response bytes held per connection, all streams together: without it 128
+ * streams of a client that never opens its windows pin 128 x H2_STREAM_HIGH. */
+#define H2_CONN_HIGH (1024 * 1024)
+#define H2_CONN_LOW (512 * 1024)
 #define H2_OUT_HIGH (256 * 1024)
 #define H2_READ_MAX (64 * 1024)
 #define H2_CACHE_MAX 64
@@ -48,6 +52,7 @@ struct h2s {
     int32_t method_o, path_o, auth_o; /* offsets of pseudo-header values (-1: absent) */
     uint32_t method_l, path_l, auth_l;
     struct evbuffer *resp;            /* response body waiting for DATA frames */
+    uint64_t wait_ms;                 /* px_now_ms() since the client last took bytes (0: not waiting) */
     uint64_t body_in;
     size_t unconsumed;                /* DATA bytes held back from the window (upstream full) */
     char client_ip[48];
@@ -69,7 +74,13 @@ struct px_h2 {
     struct h2s *streams, *dead;
     uint32_t nstreams;
     struct evbuffer *tmp;             /* request body staging (chunk framing) */
+    struct event timer;               /* client_body_timeout: streams and output the client does not take */
+    size_t buffered;                  /* sum of the streams' resp lengths */
+    size_t out_left;                  /* s->out's length after the last produce() */
+    uint64_t out_wait_ms;             /* since when s->out has not shrunk (0: empty) */
     unsigned goaway : 1;
+    unsigned conn_paused : 1;         /* buffered went over H2_CONN_HIGH: upstreams wait for H2_CONN_LOW */
+    unsigned stalled : 1;             /* the client took no output for client_body_timeout: close */
 };
 
 static const struct px_down_ops h2_ops;
@@ -108,6 +119,7 @@ static struct h2s *stream_new(struct px_h2 *h, int32_t id)
     s->method_o = s->path_o = s->auth_o = -1;
     s->method_l = s->path_l = s->auth_l = 0;
     s->body_in = 0;
+    s->wait_ms = 0;
     s->unconsumed = 0;
     s->client_ip_len = 0;
     s->xff = NULL;
@@ -160,6 +172,13 @@ static void stream_unlink(struct px_h2 *h, struct h2s *s)
     h->nstreams--;
 }
 
+static void resp_clear(struct h2s *s)
+{
+    size_t n = evbuffer_get_length(s->resp);
+    evbuffer_drain(s->resp, n);
+    s->h->buffered -= n;
+}
+
 static void free_dead(struct px_h2 *h)
 {
     while (h->dead) {
@@ -205,9 +224,12 @@ static ssize_t data_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
                          nghttp2_data_source *src, void *ud)
 {
     struct h2s *s = src->ptr;
+    struct px_h2 *h = s->h;
     size_t n = (size_t)evbuffer_remove(s->resp, buf, length);
     size_t left = evbuffer_get_length(s->resp);
-    if (s->up_paused && left < H2_STREAM_LOW && s->r.up) {
+    h->buffered -= n;
+    s->wait_ms = left ? px_now_ms() : 0;
+    if (s->up_paused && left < H2_STREAM_LOW && !h->conn_paused && s->r.up) {
         s->up_paused = 0;
         px_upstream_resume(&s->r);
     }
@@ -286,10 +308,11 @@ static void respond_local(struct h2s *s, int status, const char *body, size_t le
     }
     n = put_adds(w, nv, n, lower, &used, 0);
     int head = s->r.method == PX_METHOD_HEAD;
-    evbuffer_drain(s->resp, evbuffer_get_length(s->resp));
-    if (!head)
-        evbuffer_add(s->resp, body, len);
+    resp_clear(s);
+    if (!head && evbuffer_add(s->resp, body, len) == 0)
+        h->buffered += len;
     s->resp_eof = 1;
+    s->wait_ms = px_now_ms();
     s->r.status = status;
     s->r.bytes_out = head ? 0 : len;
     s->r.resp_started = 1;
@@ -345,6 +368,7 @@ static int h2_resp_head(struct px_req *r, const struct px_h1_response *resp, siz
         free(lower);
     if (!body)
         s->resp_eof = 1;
+    s->wait_ms = px_now_ms(); /* counts only once bytes wait (stream_waits) */
     kick(h);
     return rv == 0 ? 0 : -1;
 }
@@ -352,14 +376,20 @@ static int h2_resp_head(struct px_req *r, const struct px_h1_response *resp, siz
 static int h2_resp_body(struct px_req *r, struct evbuffer *src, size_t len)
 {
     struct h2s *s = (struct h2s *)r;
+    struct px_h2 *h = s->h;
+    if (len && evbuffer_get_length(s->resp) == 0)
+        s->wait_ms = px_now_ms(); /* time spent waiting for the upstream is not the client's */
     px_buf_move(s->resp, src, len);
+    h->buffered += len;
     r->bytes_out += len;
     if (s->deferred) {
         s->deferred = 0;
-        nghttp2_session_resume_data(s->h->ng, s->id);
+        nghttp2_session_resume_data(h->ng, s->id);
     }
-    kick(s->h);
-    if (evbuffer_get_length(s->resp) >= H2_STREAM_HIGH) {
+    kick(h);
+    if (h->buffered >= H2_CONN_HIGH)
+        h->conn_paused = 1;
+    if (evbuffer_get_length(s->resp) >= H2_STREAM_HIGH || h->conn_paused) {
         s->up_paused = 1;
         return 1;
     }
@@ -372,6 +402,8 @@ static void h2_resp_end(struct px_req *r, int ok)
     r->done = 1;
     if (ok) {
         s->resp_eof = 1;
+        if (s->wait_ms == 0)
+            s->wait_ms = px_now_ms(); /* END_STREAM needs the window too */
         if (s->deferred) {
             s->deferred = 0;
             nghttp2_session_resume_data(s->h->ng, s->id);
@@ -777,10 +809,56 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code,
     if (s->r.up)
         px_upstream_abort(&s->r); /* the client reset it: the upstream connection cannot be reused */
     stream_log(s);
+    resp_clear(s);
     stream_unlink(h, s);
     s->next = h->dead;
     h->dead = s;
     return 0;
+}
+
+/* ---- send timeout (client_body_timeout) ---- */
+
+/* Bytes (or the END_STREAM) wait for the client's window or socket. */
+static int stream_waits(const struct h2s *s)
+{
+    return s->wait_ms && (evbuffer_get_length(s->resp) || s->resp_eof);
+}
+
+/* The client let the stream sit: give up on it and its upstream now rather
+ * than when the RST_STREAM gets out (it may never, see stalled). */
+static void stream_timeout(struct px_h2 *h, struct h2s *s)
+{
+    px_log(PX_LOG_DEBUG, "h2: stream %d: client took nothing for client_body_timeout", s->id);
+    if (s->r.up)
+        px_upstream_abort(&s->r);
+    resp_clear(s);
+    s->resp_eof = 0;
+    s->wait_ms = 0;
+    nghttp2_submit_rst_stream(h->ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL);
+}
+
+static void h2_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_h2 *h = arg;
+    uint64_t now = px_now_ms(), t = h->w->cfg->client_body_timeout_ms, next = 0;
+    for (struct h2s *s = h->streams; s; s = s->next) {
+        if (!stream_waits(s))
+            continue;
+        if (now - s->wait_ms >= t) {
+            stream_timeout(h, s);
+            continue;
+        }
+        if (next == 0 || s->wait_ms + t - now < next)
+            next = s->wait_ms + t - now;
+    }
+    size_t out = evbuffer_get_length(h->s->out);
+    if (out && out >= h->out_left && h->out_wait_ms && now - h->out_wait_ms >= t)
+        h->stalled = 1; /* not even a GOAWAY would get through */
+    if (next && !h->stalled) {
+        struct timeval tv = {(time_t)(next / 1000), (suseconds_t)(next % 1000 * 1000)};
+        event_add(&h->timer, &tv);
+    }
+    kick(h);
 }
 
 /* ---- the session ---- */
@@ -802,6 +880,7 @@ struct px_h2 *px_h2_new(struct px_worker *w, struct px_sock *sock, const struct 
     h->peer.ip_len = ipn;
     h->kick = kickfn;
     h->kick_arg = arg;
+    evtimer_assign(&h->timer, w->base, h2_timeout, h);
     if ((h->tmp = evbuffer_new()) == NULL || nghttp2_session_callbacks_new(&cb) != 0 ||
         nghttp2_option_new(&opt) != 0)
         goto fail;
@@ -856,9 +935,23 @@ static int feed(struct px_h2 *h)
     return 0;
 }
 
+/* Track when the output last shrank: conn.c flushes too, so a shorter
+ * buffer than we left is progress as well. */
+static void out_progress(struct px_h2 *h, size_t before)
+{
+    size_t len = evbuffer_get_length(h->s->out);
+    if (len == 0)
+        h->out_wait_ms = 0;
+    else if (len < before || h->out_wait_ms == 0)
+        h->out_wait_ms = px_now_ms();
+    h->out_left = len;
+}
+
 static int produce(struct px_h2 *h)
 {
     struct evbuffer *out = h->s->out;
+    if (evbuffer_get_length(out) < h->out_left)
+        out_progress(h, h->out_left);
     while (evbuffer_get_length(out) < H2_OUT_HIGH) {
         const uint8_t *data;
         ssize_t n = nghttp2_session_mem_send(h->ng, &data);
@@ -870,13 +963,33 @@ static int produce(struct px_h2 *h)
             break;
         evbuffer_add(out, data, (size_t)n);
     }
-    return px_sock_flush(h->s);
+    size_t before = evbuffer_get_length(out);
+    int rc = px_sock_flush(h->s);
+    out_progress(h, before);
+    return rc;
+}
+
+/* Upstreams paused for the connection's cap go on once it drained to half. */
+static void resume_paused(struct px_h2 *h)
+{
+    if (!h->conn_paused || h->buffered >= H2_CONN_LOW)
+        return;
+    h->conn_paused = 0;
+    for (struct h2s *s = h->streams; s; s = s->next)
+        if (s->up_paused && evbuffer_get_length(s->resp) < H2_STREAM_LOW && s->r.up) {
+            s->up_paused = 0;
+            px_upstream_resume(&s->r);
+        }
 }
 
 int px_h2_run(struct px_h2 *h)
 {
     free_dead(h);
     struct px_sock *s = h->s;
+    if (h->stalled) {
+        px_log(PX_LOG_DEBUG, "h2: the client took no output for client_body_timeout: closing");
+        return -1;
+    }
     for (int round = 0; round < 8; round++) {
         size_t got = 0;
         if (s->readable && !s->eof && !s->error && evbuffer_get_length(s->out) < H2_OUT_HIGH)
@@ -894,6 +1007,9 @@ int px_h2_run(struct px_h2 *h)
         return -1;
     if (s->eof)
         return 1;
+    resume_paused(h);
+    if ((h->nstreams || evbuffer_get_length(s->out)) && !evtimer_pending(&h->timer, NULL))
+        event_add(&h->timer, h->w->tv_body);
     if (!nghttp2_session_want_read(h->ng) && !nghttp2_session_want_write(h->ng) &&
         evbuffer_get_length(s->out) == 0)
         return 1;
@@ -933,6 +1049,7 @@ void px_h2_free(struct px_h2 *h)
         h->dead = s;
     }
     free_dead(h);
+    event_del(&h->timer);
     if (h->ng)
         nghttp2_session_del(h->ng);
     if (h->tmp)
