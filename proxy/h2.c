@@ -34,6 +34,10 @@
 #define H2_OUT_HIGH (256 * 1024)
 #define H2_READ_MAX (64 * 1024)
 #define H2_CACHE_MAX 64
+/* CVE-2023-44487 (rapid reset): a burst of RST_STREAMs from the client, then
+ * so many per second, else GOAWAY(ENHANCE_YOUR_CALM). */
+#define H2_RST_BURST 1000
+#define H2_RST_RATE 33
 
 struct h2hdr {
     uint32_t no, nl, vo, vl;
@@ -47,6 +51,7 @@ struct h2s {
     struct px_h1_request q;           /* synthesized for the serializer and the log */
     struct h2hdr hdr[PX_H1_MAX_HEADERS];
     uint32_t nhdr;
+    uint32_t hdr_size;                /* decoded header list size, RFC 7541 4.1 (stored or not) */
     char *buf;                        /* header bytes; q's slices point here */
     uint32_t buflen, bufcap;
     int32_t method_o, path_o, auth_o; /* offsets of pseudo-header values (-1: absent) */
@@ -78,6 +83,8 @@ struct px_h2 {
     size_t buffered;                  /* sum of the streams' resp lengths */
     size_t out_left;                  /* s->out's length after the last produce() */
     uint64_t out_wait_ms;             /* since when s->out has not shrunk (0: empty) */
+    uint32_t rst_tokens;              /* rapid reset bucket (H2_RST_BURST, H2_RST_RATE) */
+    uint64_t rst_ms;                  /* when rst_tokens was last refilled */
     unsigned goaway : 1;
     unsigned conn_paused : 1;         /* buffered went over H2_CONN_HIGH: upstreams wait for H2_CONN_LOW */
     unsigned stalled : 1;             /* the client took no output for client_body_timeout: close */
@@ -112,6 +119,7 @@ static struct h2s *stream_new(struct px_h2 *h, int32_t id)
     s->h = h;
     s->id = id;
     s->nhdr = 0;
+    s->hdr_size = 0;
     s->buf = buf;
     s->bufcap = cap;
     s->buflen = 0;
@@ -518,9 +526,21 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0; /* trailers are not forwarded */
     struct h2s *s = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
-    if (s == NULL || s->too_large)
+    if (s == NULL)
         return 0;
-    if (s->buflen + nl + vl + 32 > h->w->cfg->max_header_size) {
+    size_t max = h->w->cfg->max_header_size;
+    s->hdr_size += (uint32_t)(nl + vl + 32 < 2 * max ? nl + vl + 32 : 2 * max);
+    if (s->hdr_size > 2 * max) {
+        /* Twice the limit is no client with big cookies but a header block
+         * that expands (HPACK references to one large entry): nghttp2 skips
+         * the rest of a reset stream's block without checking every field,
+         * where answering 431 would pay for each of them first. */
+        nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_ENHANCE_YOUR_CALM);
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
+    if (s->too_large)
+        return 0;
+    if (s->buflen + nl + vl + 32 > max) {
         s->too_large = 1;
         return 0;
     }
@@ -774,6 +794,27 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
     return 0;
 }
 
+/* Rapid reset: the token bucket runs out -> GOAWAY(ENHANCE_YOUR_CALM), and
+ * the callback failure stops nghttp2 at this frame, so that the rest of the
+ * input (often thousands more HEADERS+RST_STREAM) never becomes requests. */
+static int rst_limit(struct px_h2 *h)
+{
+    if (h->rst_tokens < H2_RST_BURST) {
+        uint64_t now = px_now_ms(), add = (now - h->rst_ms) * H2_RST_RATE / 1000;
+        if (add) {
+            h->rst_tokens = add >= H2_RST_BURST - h->rst_tokens ? H2_RST_BURST : h->rst_tokens + (uint32_t)add;
+            h->rst_ms = now;
+        }
+    }
+    if (h->rst_tokens > 0) {
+        h->rst_tokens--;
+        return 0;
+    }
+    px_log_info("h2: %s sent too many RST_STREAM frames: GOAWAY", h->peer_ip);
+    nghttp2_session_terminate_session(h->ng, NGHTTP2_ENHANCE_YOUR_CALM);
+    return NGHTTP2_ERR_CALLBACK_FAILURE;
+}
+
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *ud)
 {
     struct px_h2 *h = ud;
@@ -794,6 +835,8 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
         if (s && end && s->dispatched && !s->body_done && !s->r.done)
             body_chunk(h, s, NULL, 0, 1);
         return 0;
+    case NGHTTP2_RST_STREAM:
+        return rst_limit(h);
     default:
         return 0;
     }
@@ -881,6 +924,8 @@ struct px_h2 *px_h2_new(struct px_worker *w, struct px_sock *sock, const struct 
     h->kick = kickfn;
     h->kick_arg = arg;
     evtimer_assign(&h->timer, w->base, h2_timeout, h);
+    h->rst_tokens = H2_RST_BURST;
+    h->rst_ms = px_now_ms();
     if ((h->tmp = evbuffer_new()) == NULL || nghttp2_session_callbacks_new(&cb) != 0 ||
         nghttp2_option_new(&opt) != 0)
         goto fail;
@@ -890,8 +935,8 @@ struct px_h2 *px_h2_new(struct px_worker *w, struct px_sock *sock, const struct 
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
     nghttp2_option_set_no_auto_window_update(opt, 1);
-    /* CVE-2023-44487: at most a burst of 1000 resets, then 33/s, else GOAWAY */
-    nghttp2_option_set_stream_reset_rate_limit(opt, 1000, 33);
+    /* a backstop only: rst_limit() trips first and says ENHANCE_YOUR_CALM */
+    nghttp2_option_set_stream_reset_rate_limit(opt, 2 * H2_RST_BURST, 2 * H2_RST_RATE);
     nghttp2_option_set_max_settings(opt, 32);
     if (nghttp2_session_server_new2(&h->ng, cb, h, opt) != 0)
         goto fail;

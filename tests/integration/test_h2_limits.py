@@ -8,7 +8,7 @@ import struct
 import threading
 import time
 
-from harness import (H2Client, build_dir, wait_until, ProxyTestCase, RecordingBackend, SLOW, StreamingBackend, http_response, import_h2,
+from harness import (H2Client, build_dir, shared_certs, wait_until, ProxyTestCase, RecordingBackend, SLOW, StreamingBackend, http_response, import_h2,
                      tls_config)
 
 h2 = import_h2()
@@ -141,6 +141,114 @@ class SendTimeout(H2LimitCase):
         grown = p.rss_kb() - base
         self.assertLess(grown, 8 * 1024, "proxyd grew by %d kB for one connection's stalled streams" % grown)
 
+
+def proxy_cpu_s(p):
+    """User + system CPU seconds of the proxyd process."""
+    with open("/proc/%d/stat" % p.pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Abuse(H2LimitCase):
+    def test_rapid_reset_stops_at_the_burst(self):
+        # CVE-2023-44487 in one write: 3000 HEADERS+RST_STREAM pairs. The burst is 1000 resets;
+        # once it is spent, no further stream may become a request.
+        b = self.backend(RecordingBackend)
+        p = self.proxy(h2_config(b))
+        c = self.client(p)
+        c.pump(3, lambda: c.remote_settings_seen)
+        for _ in range(3000):
+            sid = c.conn.get_next_available_stream_id()
+            c.conn.send_headers(sid, [(":method", "GET"), (":scheme", "https"), (":path", "/r"),
+                                      (":authority", "localhost")], end_stream=True)
+            c.conn.reset_stream(sid, CANCEL)
+        try:
+            c.sock.sendall(c.conn.data_to_send())
+        except OSError:
+            pass
+        c.pump(5, lambda: c.terminated or c.eof)
+        self.assertTrue(c.terminated, "no GOAWAY after 3000 rapid resets")
+        time.sleep(0.5 * SLOW)
+        logged = len(p.access_log_lines())
+        reached = b.accepted + len(b.requests)
+        # the stream whose RST_STREAM trips the limit was a request already: burst + 1
+        # (and the bucket refills at 33/s meanwhile)
+        self.assertLessEqual(logged, 1100, "%d streams became requests" % logged)
+        self.assertLessEqual(reached, 1100, "%d upstream connections + requests for a burst of 1000" % reached)
+        self.assertEqual(c.terminated[-1].error_code, ENHANCE_YOUR_CALM, c.terminated)
+        with H2Client(p.https_port) as c2:                     # others are served
+            self.assertEqual(c2.get("/fine").status, 200)
+
+    def test_hpack_bomb_refused_cheaply(self):
+        # one 4 KB entry in the dynamic table, then header blocks of 16000 one-byte references
+        # to it (64 MB each once decoded): refused (reset or 431) without decoding it all. Raw
+        # frames: the client library would not send such blocks.
+        import hpack
+        import ssl
+        b = self.backend(RecordingBackend)
+        p = self.proxy(h2_config(b))
+        ctx = ssl.create_default_context(cafile=shared_certs().ca)
+        ctx.set_alpn_protocols(["h2"])
+        sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", p.https_port), timeout=5),
+                               server_hostname="localhost")
+        self.addCleanup(sock.close)
+        fr = lambda t, f, sid, pl=b"": struct.pack(">I", len(pl))[1:] + bytes([t, f]) + struct.pack(">I", sid) + pl  # noqa
+        enc, dec = hpack.Encoder(), hpack.Decoder()
+        dec.max_allowed_table_size = 65536
+        frames = []
+        inbuf = bytearray()
+
+        def read_until(pred, timeout):
+            deadline = time.monotonic() + timeout * SLOW
+            while not pred() and time.monotonic() < deadline:
+                sock.settimeout(max(0.01, min(0.5, deadline - time.monotonic())))
+                try:
+                    d = sock.recv(65536)
+                except socket.timeout:
+                    continue
+                if not d:
+                    break
+                inbuf.extend(d)
+                while len(inbuf) >= 9 and len(inbuf) >= 9 + int.from_bytes(inbuf[:3], "big"):
+                    n = int.from_bytes(inbuf[:3], "big")
+                    t, f, sid = inbuf[3], inbuf[4], int.from_bytes(inbuf[5:9], "big") & 0x7FFFFFFF
+                    pl = bytes(inbuf[9:9 + n])
+                    del inbuf[:9 + n]
+                    if t == 1:  # HEADERS (proxyd sends no CONTINUATION for these)
+                        frames.append((t, sid, dict(dec.decode(pl))))
+                    else:
+                        frames.append((t, sid, pl))
+            return pred()
+
+        def status(sid):
+            for t, s2, pl in frames:
+                if t == 1 and s2 == sid:
+                    return int(pl[":status"])
+            return None
+
+        sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + fr(4, 0, 0))
+        # :path / is in the static table: the dynamic one (4096 bytes) holds just :authority and x-bomb
+        sock.sendall(fr(1, 5, 1, enc.encode([(":method", "GET"), (":scheme", "https"), (":authority", "localhost"),
+                                              (":path", "/"), ("x-bomb", "a" * 4000)])))
+        self.assertTrue(read_until(lambda: status(1), 5), frames)
+        self.assertEqual(status(1), 200)
+        cpu0 = proxy_cpu_s(p)
+        bombs = [3 + 2 * k for k in range(60)]
+        for sid in bombs:
+            # :method GET, :scheme https, :path / (static table), :authority from the dynamic
+            # table (no new entry), then index 62, the most recent entry: x-bomb
+            hb = b"\x82\x87\x84" + enc.encode([(":authority", "localhost")]) + b"\xbe" * 16000
+            sock.sendall(fr(1, 1, sid, hb[:16000]) + fr(9, 4, sid, hb[16000:]))
+        after = bombs[-1] + 2
+        sock.sendall(fr(1, 5, after, enc.encode([(":method", "GET"), (":scheme", "https"),
+                                                  (":authority", "localhost"), (":path", "/after")])))
+        read_until(lambda: status(after), 10)
+        cpu = proxy_cpu_s(p) - cpu0
+        self.assertEqual(status(after), 200, frames[-5:])     # the connection goes on
+        refused = {s2 for t, s2, pl in frames if t == 3 or (t == 1 and int(pl[":status"]) == 431)}
+        self.assertEqual(refused, set(bombs))
+        self.assertEqual([r.path for r in b.requests], ["/", "/after"])
+        self.assertLess(cpu, 0.25 * SLOW, "60 bomb blocks cost proxyd %.2f s of CPU" % cpu)
 
 if __name__ == "__main__":
     import unittest
