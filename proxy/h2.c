@@ -38,6 +38,9 @@
  * so many per second, else GOAWAY(ENHANCE_YOUR_CALM). */
 #define H2_RST_BURST 1000
 #define H2_RST_RATE 33
+/* Graceful GOAWAY: how long the final one waits for our PING's ACK. */
+#define H2_GOAWAY_DELAY_MS 1000
+static const uint8_t goaway_ping[8] = {'p', 'x', 'g', 'o', 'a', 'w', 'a', 'y'};
 
 struct h2hdr {
     uint32_t no, nl, vo, vl;
@@ -83,9 +86,12 @@ struct px_h2 {
     size_t buffered;                  /* sum of the streams' resp lengths */
     size_t out_left;                  /* s->out's length after the last produce() */
     uint64_t out_wait_ms;             /* since when s->out has not shrunk (0: empty) */
+    struct event goaway_timer;        /* the final GOAWAY, should the PING's ACK not come */
+    int32_t goaway_last;              /* last stream id of the final GOAWAY */
     uint32_t rst_tokens;              /* rapid reset bucket (H2_RST_BURST, H2_RST_RATE) */
     uint64_t rst_ms;                  /* when rst_tokens was last refilled */
-    unsigned goaway : 1;
+    unsigned goaway : 1;              /* shutting down: the notice went out */
+    unsigned goaway_final : 1;        /* the GOAWAY with goaway_last was submitted */
     unsigned conn_paused : 1;         /* buffered went over H2_CONN_HIGH: upstreams wait for H2_CONN_LOW */
     unsigned stalled : 1;             /* the client took no output for client_body_timeout: close */
 };
@@ -505,12 +511,22 @@ static void add_field(struct h2s *s, const char *name, size_t nl, const char *va
     s->hdr[s->nhdr++] = (struct h2hdr){no, (uint32_t)nl, vo, (uint32_t)vl};
 }
 
+/* A stream past the final GOAWAY's last id: the client takes it as not
+ * processed and may retry it elsewhere, so it must never reach an upstream. */
+static int refused(struct px_h2 *h, int32_t id)
+{
+    if (!h->goaway_final || id <= h->goaway_last)
+        return 0;
+    nghttp2_submit_rst_stream(h->ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_REFUSED_STREAM);
+    return 1;
+}
+
 static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *ud)
 {
     struct px_h2 *h = ud;
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
-    if (h->goaway)
+    if (refused(h, frame->hd.stream_id))
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     struct h2s *s = stream_new(h, frame->hd.stream_id);
     if (s == NULL)
@@ -815,6 +831,17 @@ static int rst_limit(struct px_h2 *h)
     return NGHTTP2_ERR_CALLBACK_FAILURE;
 }
 
+static void goaway_final(struct px_h2 *h)
+{
+    if (h->goaway_final)
+        return;
+    h->goaway_final = 1;
+    event_del(&h->goaway_timer);
+    h->goaway_last = nghttp2_session_get_last_proc_stream_id(h->ng);
+    nghttp2_submit_goaway(h->ng, NGHTTP2_FLAG_NONE, h->goaway_last, NGHTTP2_NO_ERROR, NULL, 0);
+    kick(h);
+}
+
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *ud)
 {
     struct px_h2 *h = ud;
@@ -825,8 +852,11 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
         s = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
         if (s == NULL)
             return 0;
-        if (frame->headers.cat == NGHTTP2_HCAT_REQUEST)
+        if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+            if (refused(h, frame->hd.stream_id))
+                return 0;
             dispatch(h, s, end);
+        }
         else if (end && s->dispatched && !s->body_done && !s->r.done)
             body_chunk(h, s, NULL, 0, 1); /* trailers end the body */
         return 0;
@@ -837,6 +867,11 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
         return 0;
     case NGHTTP2_RST_STREAM:
         return rst_limit(h);
+    case NGHTTP2_PING:
+        if ((frame->hd.flags & NGHTTP2_FLAG_ACK) && h->goaway &&
+            memcmp(frame->ping.opaque_data, goaway_ping, sizeof(goaway_ping)) == 0)
+            goaway_final(h);
+        return 0;
     default:
         return 0;
     }
@@ -904,6 +939,11 @@ static void h2_timeout(evutil_socket_t fd, short what, void *arg)
     kick(h);
 }
 
+static void goaway_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    goaway_final(arg);
+}
+
 /* ---- the session ---- */
 
 struct px_h2 *px_h2_new(struct px_worker *w, struct px_sock *sock, const struct px_h2_peer *peer,
@@ -924,6 +964,7 @@ struct px_h2 *px_h2_new(struct px_worker *w, struct px_sock *sock, const struct 
     h->kick = kickfn;
     h->kick_arg = arg;
     evtimer_assign(&h->timer, w->base, h2_timeout, h);
+    evtimer_assign(&h->goaway_timer, w->base, goaway_timeout, h);
     h->rst_tokens = H2_RST_BURST;
     h->rst_ms = px_now_ms();
     if ((h->tmp = evbuffer_new()) == NULL || nghttp2_session_callbacks_new(&cb) != 0 ||
@@ -1068,13 +1109,22 @@ int px_h2_idle(const struct px_h2 *h)
     return h->nstreams == 0;
 }
 
+/* Two steps (RFC 9113 6.8): GOAWAY(2^31-1) asks the client to open no more
+ * streams; the final GOAWAY, with the last stream we took, goes when our
+ * PING comes back (one round trip) or after H2_GOAWAY_DELAY_MS. Streams the
+ * client sent before it saw the notice are served instead of refused. */
 void px_h2_goaway(struct px_h2 *h)
 {
     if (h->goaway)
         return;
     h->goaway = 1;
-    nghttp2_submit_goaway(h->ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(h->ng),
-                          NGHTTP2_NO_ERROR, NULL, 0);
+    if (nghttp2_submit_shutdown_notice(h->ng) != 0 ||
+        nghttp2_submit_ping(h->ng, NGHTTP2_FLAG_NONE, goaway_ping) != 0) {
+        goaway_final(h);
+        return;
+    }
+    struct timeval tv = {H2_GOAWAY_DELAY_MS / 1000, H2_GOAWAY_DELAY_MS % 1000 * 1000};
+    event_add(&h->goaway_timer, &tv);
     kick(h);
 }
 
@@ -1095,6 +1145,7 @@ void px_h2_free(struct px_h2 *h)
     }
     free_dead(h);
     event_del(&h->timer);
+    event_del(&h->goaway_timer);
     if (h->ng)
         nghttp2_session_del(h->ng);
     if (h->tmp)

@@ -8,7 +8,7 @@ import struct
 import threading
 import time
 
-from harness import (H2Client, build_dir, shared_certs, wait_until, ProxyTestCase, RecordingBackend, SLOW, StreamingBackend, http_response, import_h2,
+from harness import (H2Client, build_dir, sha256, shared_certs, wait_until, ProxyTestCase, RecordingBackend, SLOW, StreamingBackend, http_response, import_h2,
                      tls_config)
 
 h2 = import_h2()
@@ -249,6 +249,45 @@ class Abuse(H2LimitCase):
         self.assertEqual(refused, set(bombs))
         self.assertEqual([r.path for r in b.requests], ["/", "/after"])
         self.assertLess(cpu, 0.25 * SLOW, "60 bomb blocks cost proxyd %.2f s of CPU" % cpu)
+
+class GracefulGoaway(H2LimitCase):
+    def test_streams_crossing_the_reload_goaway_complete(self):
+        # The client keeps sending requests it wrote before it could read a GOAWAY (a round trip
+        # of requests in flight). proxyd first announces the shutdown (GOAWAY 2^31-1), and only a
+        # round trip later sends the final GOAWAY: every one of those streams is served.
+        b = self.backend(StreamingBackend, total=256 * 1024, pieces=8, delay=0.1)
+        p = self.proxy(h2_config(b))
+        c = self.client(p)
+        first = c.request("GET", "/before")
+        self.assertTrue(c.pump(5, lambda: c.stream(first).headers is not None), c.stream(first))
+        p.reload(p.config_text)
+        time.sleep(0.2 * SLOW)                     # proxyd's first GOAWAY is out; the client has not read it
+        crossing = [c.request("GET", "/crossing%d" % i) for i in range(10)]
+        sids = [first] + crossing
+        c.pump(15, lambda: all(c.stream(s).done for s in sids))
+        for sid in sids:
+            s = c.stream(sid)
+            self.assertTrue(s.ended and s.reset is None and s.status == 200, s)
+            self.assertEqual(sha256(bytes(s.data)), sha256(b.body))
+        self.assertTrue(c.terminated, "no GOAWAY after SIGHUP")
+        self.assertEqual(c.terminated[0].last_stream_id, 2 ** 31 - 1, c.terminated)
+        self.assertGreaterEqual(c.terminated[-1].last_stream_id, max(sids), c.terminated)
+        self.assertEqual([g.error_code for g in c.terminated], [NO_ERROR] * len(c.terminated))
+        # the connection ends once its streams are done
+        self.assertTrue(c.pump(5, lambda: c.eof), "the connection outlived its streams after GOAWAY")
+
+    def test_final_goaway_without_ping_ack(self):
+        # a client that never answers PING still gets the final GOAWAY (after about 1 s)
+        b = self.backend(RecordingBackend)
+        p = self.proxy(h2_config(b))
+        c = self.client(p)
+        self.assertEqual(c.get("/x").status, 200)
+        p.reload(p.config_text)
+        time.sleep(2.5 * SLOW)                     # no reading: no PING ACK
+        c.pump(3, lambda: len(c.terminated) >= 2 or c.eof)
+        self.assertGreaterEqual(len(c.terminated), 2, c.terminated)
+        self.assertEqual(c.terminated[-1].last_stream_id, 1, c.terminated)
+
 
 if __name__ == "__main__":
     import unittest
