@@ -27,9 +27,20 @@
 #define H2_CONN_WINDOW (4 * 1024 * 1024)
 #define H2_STREAM_HIGH (256 * 1024)
 #define H2_STREAM_LOW (64 * 1024)
+/* Response bytes held per connection, all streams together: without it 128
+ * streams of a client that never opens its windows pin 128 x H2_STREAM_HIGH. */
+#define H2_CONN_HIGH (1024 * 1024)
+#define H2_CONN_LOW (512 * 1024)
 #define H2_OUT_HIGH (256 * 1024)
 #define H2_READ_MAX (64 * 1024)
 #define H2_CACHE_MAX 64
+/* CVE-2023-44487 (rapid reset): a burst of RST_STREAMs from the client, then
+ * so many per second, else GOAWAY(ENHANCE_YOUR_CALM). */
+#define H2_RST_BURST 1000
+#define H2_RST_RATE 33
+/* Graceful GOAWAY: how long the final one waits for our PING's ACK. */
+#define H2_GOAWAY_DELAY_MS 1000
+static const uint8_t goaway_ping[8] = {'p', 'x', 'g', 'o', 'a', 'w', 'a', 'y'};
 
 struct h2hdr {
     uint32_t no, nl, vo, vl;
@@ -43,11 +54,13 @@ struct h2s {
     struct px_h1_request q;           /* synthesized for the serializer and the log */
     struct h2hdr hdr[PX_H1_MAX_HEADERS];
     uint32_t nhdr;
+    uint32_t hdr_size;                /* decoded header list size, RFC 7541 4.1 (stored or not) */
     char *buf;                        /* header bytes; q's slices point here */
     uint32_t buflen, bufcap;
     int32_t method_o, path_o, auth_o; /* offsets of pseudo-header values (-1: absent) */
     uint32_t method_l, path_l, auth_l;
     struct evbuffer *resp;            /* response body waiting for DATA frames */
+    uint64_t wait_ms;                 /* px_now_ms() since the client last took bytes (0: not waiting) */
     uint64_t body_in;
     size_t unconsumed;                /* DATA bytes held back from the window (upstream full) */
     char client_ip[48];
@@ -69,7 +82,18 @@ struct px_h2 {
     struct h2s *streams, *dead;
     uint32_t nstreams;
     struct evbuffer *tmp;             /* request body staging (chunk framing) */
-    unsigned goaway : 1;
+    struct event timer;               /* client_body_timeout: streams and output the client does not take */
+    size_t buffered;                  /* sum of the streams' resp lengths */
+    size_t out_left;                  /* s->out's length after the last produce() */
+    uint64_t out_wait_ms;             /* since when s->out has not shrunk (0: empty) */
+    struct event goaway_timer;        /* the final GOAWAY, should the PING's ACK not come */
+    int32_t goaway_last;              /* last stream id of the final GOAWAY */
+    uint32_t rst_tokens;              /* rapid reset bucket (H2_RST_BURST, H2_RST_RATE) */
+    uint64_t rst_ms;                  /* when rst_tokens was last refilled */
+    unsigned goaway : 1;              /* shutting down: the notice went out */
+    unsigned goaway_final : 1;        /* the GOAWAY with goaway_last was submitted */
+    unsigned conn_paused : 1;         /* buffered went over H2_CONN_HIGH: upstreams wait for H2_CONN_LOW */
+    unsigned stalled : 1;             /* the client took no output for client_body_timeout: close */
 };
 
 static const struct px_down_ops h2_ops;
@@ -101,6 +125,7 @@ static struct h2s *stream_new(struct px_h2 *h, int32_t id)
     s->h = h;
     s->id = id;
     s->nhdr = 0;
+    s->hdr_size = 0;
     s->buf = buf;
     s->bufcap = cap;
     s->buflen = 0;
@@ -108,6 +133,7 @@ static struct h2s *stream_new(struct px_h2 *h, int32_t id)
     s->method_o = s->path_o = s->auth_o = -1;
     s->method_l = s->path_l = s->auth_l = 0;
     s->body_in = 0;
+    s->wait_ms = 0;
     s->unconsumed = 0;
     s->client_ip_len = 0;
     s->xff = NULL;
@@ -160,6 +186,13 @@ static void stream_unlink(struct px_h2 *h, struct h2s *s)
     h->nstreams--;
 }
 
+static void resp_clear(struct h2s *s)
+{
+    size_t n = evbuffer_get_length(s->resp);
+    evbuffer_drain(s->resp, n);
+    s->h->buffered -= n;
+}
+
 static void free_dead(struct px_h2 *h)
 {
     while (h->dead) {
@@ -205,9 +238,12 @@ static ssize_t data_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
                          nghttp2_data_source *src, void *ud)
 {
     struct h2s *s = src->ptr;
+    struct px_h2 *h = s->h;
     size_t n = (size_t)evbuffer_remove(s->resp, buf, length);
     size_t left = evbuffer_get_length(s->resp);
-    if (s->up_paused && left < H2_STREAM_LOW && s->r.up) {
+    h->buffered -= n;
+    s->wait_ms = left ? px_now_ms() : 0;
+    if (s->up_paused && left < H2_STREAM_LOW && !h->conn_paused && s->r.up) {
         s->up_paused = 0;
         px_upstream_resume(&s->r);
     }
@@ -286,10 +322,11 @@ static void respond_local(struct h2s *s, int status, const char *body, size_t le
     }
     n = put_adds(w, nv, n, lower, &used, 0);
     int head = s->r.method == PX_METHOD_HEAD;
-    evbuffer_drain(s->resp, evbuffer_get_length(s->resp));
-    if (!head)
-        evbuffer_add(s->resp, body, len);
+    resp_clear(s);
+    if (!head && evbuffer_add(s->resp, body, len) == 0)
+        h->buffered += len;
     s->resp_eof = 1;
+    s->wait_ms = px_now_ms();
     s->r.status = status;
     s->r.bytes_out = head ? 0 : len;
     s->r.resp_started = 1;
@@ -345,6 +382,7 @@ static int h2_resp_head(struct px_req *r, const struct px_h1_response *resp, siz
         free(lower);
     if (!body)
         s->resp_eof = 1;
+    s->wait_ms = px_now_ms(); /* counts only once bytes wait (stream_waits) */
     kick(h);
     return rv == 0 ? 0 : -1;
 }
@@ -352,14 +390,20 @@ static int h2_resp_head(struct px_req *r, const struct px_h1_response *resp, siz
 static int h2_resp_body(struct px_req *r, struct evbuffer *src, size_t len)
 {
     struct h2s *s = (struct h2s *)r;
+    struct px_h2 *h = s->h;
+    if (len && evbuffer_get_length(s->resp) == 0)
+        s->wait_ms = px_now_ms(); /* time spent waiting for the upstream is not the client's */
     px_buf_move(s->resp, src, len);
+    h->buffered += len;
     r->bytes_out += len;
     if (s->deferred) {
         s->deferred = 0;
-        nghttp2_session_resume_data(s->h->ng, s->id);
+        nghttp2_session_resume_data(h->ng, s->id);
     }
-    kick(s->h);
-    if (evbuffer_get_length(s->resp) >= H2_STREAM_HIGH) {
+    kick(h);
+    if (h->buffered >= H2_CONN_HIGH)
+        h->conn_paused = 1;
+    if (evbuffer_get_length(s->resp) >= H2_STREAM_HIGH || h->conn_paused) {
         s->up_paused = 1;
         return 1;
     }
@@ -372,6 +416,8 @@ static void h2_resp_end(struct px_req *r, int ok)
     r->done = 1;
     if (ok) {
         s->resp_eof = 1;
+        if (s->wait_ms == 0)
+            s->wait_ms = px_now_ms(); /* END_STREAM needs the window too */
         if (s->deferred) {
             s->deferred = 0;
             nghttp2_session_resume_data(s->h->ng, s->id);
@@ -466,12 +512,22 @@ static void add_field(struct h2s *s, const char *name, size_t nl, const char *va
     s->hdr[s->nhdr++] = (struct h2hdr){no, (uint32_t)nl, vo, (uint32_t)vl};
 }
 
+/* A stream past the final GOAWAY's last id: the client takes it as not
+ * processed and may retry it elsewhere, so it must never reach an upstream. */
+static int refused(struct px_h2 *h, int32_t id)
+{
+    if (!h->goaway_final || id <= h->goaway_last)
+        return 0;
+    nghttp2_submit_rst_stream(h->ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_REFUSED_STREAM);
+    return 1;
+}
+
 static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, void *ud)
 {
     struct px_h2 *h = ud;
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
-    if (h->goaway)
+    if (refused(h, frame->hd.stream_id))
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     struct h2s *s = stream_new(h, frame->hd.stream_id);
     if (s == NULL)
@@ -487,9 +543,21 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0; /* trailers are not forwarded */
     struct h2s *s = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
-    if (s == NULL || s->too_large)
+    if (s == NULL)
         return 0;
-    if (s->buflen + nl + vl + 32 > h->w->cfg->max_header_size) {
+    size_t max = h->w->cfg->max_header_size;
+    s->hdr_size += (uint32_t)(nl + vl + 32 < 2 * max ? nl + vl + 32 : 2 * max);
+    if (s->hdr_size > 2 * max) {
+        /* Twice the limit is no client with big cookies but a header block
+         * that expands (HPACK references to one large entry): nghttp2 skips
+         * the rest of a reset stream's block without checking every field,
+         * where answering 431 would pay for each of them first. */
+        nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_ENHANCE_YOUR_CALM);
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
+    if (s->too_large)
+        return 0;
+    if (s->buflen + nl + vl + 32 > max) {
         s->too_large = 1;
         return 0;
     }
@@ -586,16 +654,23 @@ static void dispatch(struct px_h2 *h, struct h2s *s, int end_stream)
     r->routes = w->routes;
     px_routes_pin(r->routes, w->id);
 
-    if (!s->too_large && s->auth_o >= 0) {
-        uint32_t off; /* a Host field for the upstream, from :authority */
-        int has_host = 0;
+    if (!s->too_large && s->auth_o >= 0 && s->auth_l > 0) {
+        /* :authority wins over a host field (RFC 9113 8.3.1), as in current
+         * nginx (routing by :authority, no 400): it picks the service and is
+         * the upstream's Host; a host field next to it is dropped, whatever
+         * its value, so routing, the upstream and the log never disagree.
+         * Without :authority the host field is used as it came. */
+        uint32_t j = 0, off;
         for (uint32_t i = 0; i < s->nhdr; i++)
-            if (s->hdr[i].nl == 4 && memcmp(s->buf + s->hdr[i].no, "host", 4) == 0)
-                has_host = 1;
-        if (!has_host && buf_add(s, "host", 4, &off) == 0) {
+            if (!(s->hdr[i].nl == 4 && memcmp(s->buf + s->hdr[i].no, "host", 4) == 0))
+                s->hdr[j++] = s->hdr[i];
+        s->nhdr = j;
+        if (buf_add(s, "host", 4, &off) == 0) {
             memmove(&s->hdr[1], &s->hdr[0], s->nhdr * sizeof(s->hdr[0]));
             s->hdr[0] = (struct h2hdr){off, 4, (uint32_t)s->auth_o, s->auth_l};
             s->nhdr++;
+        } else {
+            s->too_large = 1;
         }
     }
     if (!s->too_large)
@@ -736,6 +811,38 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
     return 0;
 }
 
+/* Rapid reset: the token bucket runs out -> GOAWAY(ENHANCE_YOUR_CALM), and
+ * the callback failure stops nghttp2 at this frame, so that the rest of the
+ * input (often thousands more HEADERS+RST_STREAM) never becomes requests. */
+static int rst_limit(struct px_h2 *h)
+{
+    if (h->rst_tokens < H2_RST_BURST) {
+        uint64_t now = px_now_ms(), add = (now - h->rst_ms) * H2_RST_RATE / 1000;
+        if (add) {
+            h->rst_tokens = add >= H2_RST_BURST - h->rst_tokens ? H2_RST_BURST : h->rst_tokens + (uint32_t)add;
+            h->rst_ms = now;
+        }
+    }
+    if (h->rst_tokens > 0) {
+        h->rst_tokens--;
+        return 0;
+    }
+    px_log_info("h2: %s sent too many RST_STREAM frames: GOAWAY", h->peer_ip);
+    nghttp2_session_terminate_session(h->ng, NGHTTP2_ENHANCE_YOUR_CALM);
+    return NGHTTP2_ERR_CALLBACK_FAILURE;
+}
+
+static void goaway_final(struct px_h2 *h)
+{
+    if (h->goaway_final)
+        return;
+    h->goaway_final = 1;
+    event_del(&h->goaway_timer);
+    h->goaway_last = nghttp2_session_get_last_proc_stream_id(h->ng);
+    nghttp2_submit_goaway(h->ng, NGHTTP2_FLAG_NONE, h->goaway_last, NGHTTP2_NO_ERROR, NULL, 0);
+    kick(h);
+}
+
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *ud)
 {
     struct px_h2 *h = ud;
@@ -746,8 +853,11 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
         s = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
         if (s == NULL)
             return 0;
-        if (frame->headers.cat == NGHTTP2_HCAT_REQUEST)
+        if (frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+            if (refused(h, frame->hd.stream_id))
+                return 0;
             dispatch(h, s, end);
+        }
         else if (end && s->dispatched && !s->body_done && !s->r.done)
             body_chunk(h, s, NULL, 0, 1); /* trailers end the body */
         return 0;
@@ -755,6 +865,13 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
         s = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
         if (s && end && s->dispatched && !s->body_done && !s->r.done)
             body_chunk(h, s, NULL, 0, 1);
+        return 0;
+    case NGHTTP2_RST_STREAM:
+        return rst_limit(h);
+    case NGHTTP2_PING:
+        if ((frame->hd.flags & NGHTTP2_FLAG_ACK) && h->goaway &&
+            memcmp(frame->ping.opaque_data, goaway_ping, sizeof(goaway_ping)) == 0)
+            goaway_final(h);
         return 0;
     default:
         return 0;
@@ -771,10 +888,61 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code,
     if (s->r.up)
         px_upstream_abort(&s->r); /* the client reset it: the upstream connection cannot be reused */
     stream_log(s);
+    resp_clear(s);
     stream_unlink(h, s);
     s->next = h->dead;
     h->dead = s;
     return 0;
+}
+
+/* ---- send timeout (client_body_timeout) ---- */
+
+/* Bytes (or the END_STREAM) wait for the client's window or socket. */
+static int stream_waits(const struct h2s *s)
+{
+    return s->wait_ms && (evbuffer_get_length(s->resp) || s->resp_eof);
+}
+
+/* The client let the stream sit: give up on it and its upstream now rather
+ * than when the RST_STREAM gets out (it may never, see stalled). */
+static void stream_timeout(struct px_h2 *h, struct h2s *s)
+{
+    px_log(PX_LOG_DEBUG, "h2: stream %d: client took nothing for client_body_timeout", s->id);
+    if (s->r.up)
+        px_upstream_abort(&s->r);
+    resp_clear(s);
+    s->resp_eof = 0;
+    s->wait_ms = 0;
+    nghttp2_submit_rst_stream(h->ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL);
+}
+
+static void h2_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_h2 *h = arg;
+    uint64_t now = px_now_ms(), t = h->w->cfg->client_body_timeout_ms, next = 0;
+    for (struct h2s *s = h->streams; s; s = s->next) {
+        if (!stream_waits(s))
+            continue;
+        if (now - s->wait_ms >= t) {
+            stream_timeout(h, s);
+            continue;
+        }
+        if (next == 0 || s->wait_ms + t - now < next)
+            next = s->wait_ms + t - now;
+    }
+    size_t out = evbuffer_get_length(h->s->out);
+    if (out && out >= h->out_left && h->out_wait_ms && now - h->out_wait_ms >= t)
+        h->stalled = 1; /* not even a GOAWAY would get through */
+    if (next && !h->stalled) {
+        struct timeval tv = {(time_t)(next / 1000), (suseconds_t)(next % 1000 * 1000)};
+        event_add(&h->timer, &tv);
+    }
+    kick(h);
+}
+
+static void goaway_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    goaway_final(arg);
 }
 
 /* ---- the session ---- */
@@ -796,6 +964,10 @@ struct px_h2 *px_h2_new(struct px_worker *w, struct px_sock *sock, const struct 
     h->peer.ip_len = ipn;
     h->kick = kickfn;
     h->kick_arg = arg;
+    evtimer_assign(&h->timer, w->base, h2_timeout, h);
+    evtimer_assign(&h->goaway_timer, w->base, goaway_timeout, h);
+    h->rst_tokens = H2_RST_BURST;
+    h->rst_ms = px_now_ms();
     if ((h->tmp = evbuffer_new()) == NULL || nghttp2_session_callbacks_new(&cb) != 0 ||
         nghttp2_option_new(&opt) != 0)
         goto fail;
@@ -805,8 +977,8 @@ struct px_h2 *px_h2_new(struct px_worker *w, struct px_sock *sock, const struct 
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
     nghttp2_option_set_no_auto_window_update(opt, 1);
-    /* CVE-2023-44487: at most a burst of 1000 resets, then 33/s, else GOAWAY */
-    nghttp2_option_set_stream_reset_rate_limit(opt, 1000, 33);
+    /* a backstop only: rst_limit() trips first and says ENHANCE_YOUR_CALM */
+    nghttp2_option_set_stream_reset_rate_limit(opt, 2 * H2_RST_BURST, 2 * H2_RST_RATE);
     nghttp2_option_set_max_settings(opt, 32);
     if (nghttp2_session_server_new2(&h->ng, cb, h, opt) != 0)
         goto fail;
@@ -850,9 +1022,23 @@ static int feed(struct px_h2 *h)
     return 0;
 }
 
+/* Track when the output last shrank: conn.c flushes too, so a shorter
+ * buffer than we left is progress as well. */
+static void out_progress(struct px_h2 *h, size_t before)
+{
+    size_t len = evbuffer_get_length(h->s->out);
+    if (len == 0)
+        h->out_wait_ms = 0;
+    else if (len < before || h->out_wait_ms == 0)
+        h->out_wait_ms = px_now_ms();
+    h->out_left = len;
+}
+
 static int produce(struct px_h2 *h)
 {
     struct evbuffer *out = h->s->out;
+    if (evbuffer_get_length(out) < h->out_left)
+        out_progress(h, h->out_left);
     while (evbuffer_get_length(out) < H2_OUT_HIGH) {
         const uint8_t *data;
         ssize_t n = nghttp2_session_mem_send(h->ng, &data);
@@ -864,13 +1050,33 @@ static int produce(struct px_h2 *h)
             break;
         evbuffer_add(out, data, (size_t)n);
     }
-    return px_sock_flush(h->s);
+    size_t before = evbuffer_get_length(out);
+    int rc = px_sock_flush(h->s);
+    out_progress(h, before);
+    return rc;
+}
+
+/* Upstreams paused for the connection's cap go on once it drained to half. */
+static void resume_paused(struct px_h2 *h)
+{
+    if (!h->conn_paused || h->buffered >= H2_CONN_LOW)
+        return;
+    h->conn_paused = 0;
+    for (struct h2s *s = h->streams; s; s = s->next)
+        if (s->up_paused && evbuffer_get_length(s->resp) < H2_STREAM_LOW && s->r.up) {
+            s->up_paused = 0;
+            px_upstream_resume(&s->r);
+        }
 }
 
 int px_h2_run(struct px_h2 *h)
 {
     free_dead(h);
     struct px_sock *s = h->s;
+    if (h->stalled) {
+        px_log(PX_LOG_DEBUG, "h2: the client took no output for client_body_timeout: closing");
+        return -1;
+    }
     for (int round = 0; round < 8; round++) {
         size_t got = 0;
         if (s->readable && !s->eof && !s->error && evbuffer_get_length(s->out) < H2_OUT_HIGH)
@@ -888,6 +1094,9 @@ int px_h2_run(struct px_h2 *h)
         return -1;
     if (s->eof)
         return 1;
+    resume_paused(h);
+    if ((h->nstreams || evbuffer_get_length(s->out)) && !evtimer_pending(&h->timer, NULL))
+        event_add(&h->timer, h->w->tv_body);
     if (!nghttp2_session_want_read(h->ng) && !nghttp2_session_want_write(h->ng) &&
         evbuffer_get_length(s->out) == 0)
         return 1;
@@ -901,13 +1110,22 @@ int px_h2_idle(const struct px_h2 *h)
     return h->nstreams == 0;
 }
 
+/* Two steps (RFC 9113 6.8): GOAWAY(2^31-1) asks the client to open no more
+ * streams; the final GOAWAY, with the last stream we took, goes when our
+ * PING comes back (one round trip) or after H2_GOAWAY_DELAY_MS. Streams the
+ * client sent before it saw the notice are served instead of refused. */
 void px_h2_goaway(struct px_h2 *h)
 {
     if (h->goaway)
         return;
     h->goaway = 1;
-    nghttp2_submit_goaway(h->ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(h->ng),
-                          NGHTTP2_NO_ERROR, NULL, 0);
+    if (nghttp2_submit_shutdown_notice(h->ng) != 0 ||
+        nghttp2_submit_ping(h->ng, NGHTTP2_FLAG_NONE, goaway_ping) != 0) {
+        goaway_final(h);
+        return;
+    }
+    struct timeval tv = {H2_GOAWAY_DELAY_MS / 1000, H2_GOAWAY_DELAY_MS % 1000 * 1000};
+    event_add(&h->goaway_timer, &tv);
     kick(h);
 }
 
@@ -927,6 +1145,8 @@ void px_h2_free(struct px_h2 *h)
         h->dead = s;
     }
     free_dead(h);
+    event_del(&h->timer);
+    event_del(&h->goaway_timer);
     if (h->ng)
         nghttp2_session_del(h->ng);
     if (h->tmp)

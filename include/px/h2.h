@@ -5,8 +5,10 @@
  * onto the same dispatch policy, upstream pool and access log as HTTP/1.x.
  * Flow control follows the upstream: a stream's window is consumed only as
  * fast as its upstream takes the body, and response DATA is produced only
- * as fast as the client reads (the socket's output watermark). Threading:
- * the worker that owns the connection. */
+ * as fast as the client reads (the socket's output watermark), at most
+ * 1 MiB held per connection; a stream (or the whole output) the client does
+ * not take for client_body_timeout is reset (or the session ends with -1).
+ * Threading: the worker that owns the connection. */
 #ifndef PX_H2_H
 #define PX_H2_H
 
@@ -31,7 +33,9 @@ struct px_h2 *px_h2_new(struct px_worker *w, struct px_sock *s, const struct px_
 int px_h2_run(struct px_h2 *h);
 /* No stream is open. */
 int px_h2_idle(const struct px_h2 *h);
-/* Graceful: GOAWAY with the last stream processed; open streams finish. */
+/* Graceful: a shutdown notice (GOAWAY 2^31-1) now, the final GOAWAY with the
+ * last stream processed one round trip (PING) or at most 1 s later; open
+ * streams finish, the session ends (px_h2_run returns 1) when none is left. */
 void px_h2_goaway(struct px_h2 *h);
 /* Abort every stream and free the session (the socket stays with the owner). */
 void px_h2_free(struct px_h2 *h);
