@@ -410,6 +410,29 @@ static int h2_resp_body(struct px_req *r, struct evbuffer *src, size_t len)
     return 0;
 }
 
+/* The most response bytes this stream may take now: its own watermark and
+ * the connection's cap. 0 (paused) when under a page is left; data_read or
+ * resume_paused resumes the upstream as for a resp_body pause. */
+static size_t h2_resp_room(struct px_req *r)
+{
+    struct h2s *s = (struct h2s *)r;
+    struct px_h2 *h = s->h;
+    size_t held = evbuffer_get_length(s->resp);
+    size_t room = held < H2_STREAM_HIGH ? H2_STREAM_HIGH - held : 0;
+    size_t conn_room = h->buffered < H2_CONN_HIGH ? H2_CONN_HIGH - h->buffered : 0;
+    if (conn_room < 4096 || h->conn_paused) {
+        h->conn_paused = 1;
+        room = 0;
+    } else if (conn_room < room) {
+        room = conn_room;
+    }
+    if (room < 4096) {
+        s->up_paused = 1;
+        return 0;
+    }
+    return room;
+}
+
 static void h2_resp_end(struct px_req *r, int ok)
 {
     struct h2s *s = (struct h2s *)r;
@@ -480,6 +503,7 @@ static const struct px_down_ops h2_ops = {
     .resp_error = h2_resp_error,
     .body_resume = h2_body_resume,
     .upgraded = h2_upgraded,
+    .resp_room = h2_resp_room,
 };
 
 /* ---- requests ---- */

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """A tiny application for `make run`: /up -> 200 "up"; anything else -> a
 short text page showing the method, path and the forwarding headers it got.
+`?delay=S` (up to 10 s) answers after S seconds: a slow request, to watch a
+graceful stop or a drain finish it.
 
     python3 tests/demo_backend.py [--host 127.0.0.1] [--port 3000]
 """
@@ -8,6 +10,8 @@ short text page showing the method, path and the forwarding headers it got.
 import argparse
 import html
 import sys
+import time
+from urllib.parse import parse_qs, urlsplit
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 SHOWN = ("Host", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Real-IP",
@@ -35,6 +39,12 @@ class Handler(BaseHTTPRequestHandler):
         body = self._body_in()
         if self.path.split("?", 1)[0] == "/up":
             return self._reply(200, "up\n")
+        delay = parse_qs(urlsplit(self.path).query).get("delay")
+        if delay:
+            try:
+                time.sleep(min(max(float(delay[0]), 0.0), 10.0))
+            except ValueError:
+                pass
         rows = ["%-18s %s" % (h + ":", self.headers.get(h, "-")) for h in SHOWN]
         page = ("<!doctype html><title>proxyd demo</title><h1>proxyd demo backend</h1><pre>%s</pre>\n" %
                 html.escape("\n".join(["%s %s" % (self.command, self.path), ""] + rows +

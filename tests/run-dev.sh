@@ -1,13 +1,14 @@
 #!/bin/sh
 # make run: proxyd on conf/dev.ini in front of tests/demo_backend.py.
 # The demo backend is stopped (by PID) whenever this script ends; SIGINT and
-# SIGTERM are passed on to proxyd, which then stops gracefully.
+# SIGTERM stop proxyd gracefully first (in-flight requests finish), then it.
+#   PROXYD, CONF, BACKEND_PORT override the binary, the config and the port.
 set -eu
 cd "$(dirname "$0")/.."
 
 PROXYD=${PROXYD:-build/proxyd}
 CONF=${CONF:-conf/dev.ini}
-BACKEND_PORT=3000
+BACKEND_PORT=${BACKEND_PORT:-3000}   # the port the config's targets name
 
 [ -x "$PROXYD" ] || { echo "run-dev: $PROXYD is missing: run make" >&2; exit 1; }
 [ -f "$CONF" ] || { echo "run-dev: $CONF is missing" >&2; exit 1; }
@@ -20,14 +21,13 @@ fi
 
 backend_pid=
 proxyd_pid=
-grace=0   # tenths of a second proxyd gets to stop on its own (Ctrl-C reaches it directly)
+# proxyd and the backend run in sessions of their own, so that a stop meant
+# for make run (Ctrl-C, `timeout`, a process-group TERM) reaches this script
+# alone, and it stops them in order: proxyd first, gracefully (it finishes
+# in-flight requests, up to shutdown_timeout), then the backend they need.
 cleanup() {
+    trap '' INT TERM
     if [ -n "$proxyd_pid" ]; then
-        i=0
-        while [ "$i" -lt "$grace" ] && kill -0 "$proxyd_pid" 2>/dev/null; do
-            sleep 0.1
-            i=$((i + 1))
-        done
         kill -TERM "$proxyd_pid" 2>/dev/null || true
         wait "$proxyd_pid" 2>/dev/null || true
     fi
@@ -39,10 +39,10 @@ cleanup() {
     proxyd_pid=
 }
 trap cleanup EXIT
-trap 'grace=50; exit 130' INT
+trap 'exit 130' INT
 trap 'exit 143' TERM
 
-python3 tests/demo_backend.py --host 127.0.0.1 --port "$BACKEND_PORT" &
+setsid python3 tests/demo_backend.py --host 127.0.0.1 --port "$BACKEND_PORT" &
 backend_pid=$!
 
 # wait (bounded) for the backend to answer
@@ -57,7 +57,7 @@ done
 echo "proxyd on http://127.0.0.1:8080/ and https://localhost:8443/ (HTTP/2) -> demo backend on 127.0.0.1:$BACKEND_PORT"
 echo "try: curl -i http://127.0.0.1:8080/   or   curl -i --http2 --cacert certs-dev/ca.crt https://localhost:8443/"
 # proxyd runs as a child (not exec) so that the trap can stop the backend when it exits.
-"$PROXYD" -c "$CONF" &
+setsid "$PROXYD" -c "$CONF" &
 proxyd_pid=$!
 set +e
 wait "$proxyd_pid"

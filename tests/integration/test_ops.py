@@ -325,3 +325,70 @@ class Privileges(ProxyTestCase):
             p.start(timeout=3)
         self.assertIn("user no-such-user-px: no such user", p.error_log_text())
         self.assertEqual(p.wait(5), 1)
+
+
+class MakeRun(ProxyTestCase):
+    """tests/run-dev.sh (make run) stopped the ways people stop it: a
+    process-group TERM (`timeout`, systemd, a terminal closing) or Ctrl-C.
+    In-flight requests finish; then everything it started is gone."""
+
+    def start_run_dev(self, tmp):
+        port, backend_port = free_port(), free_port()
+        conf = os.path.join(tmp, "dev.ini")
+        with open(conf, "w") as f:
+            f.write("[proxy]\nlisten_http = 127.0.0.1:%d\nworkers = 1\nshutdown_timeout = 10s\n"
+                    "control_socket = %s/control.sock\nstate_file = %s/state.json\n"
+                    "access_log = off\nerror_log = %s/error.log\n"
+                    "[service demo]\ntargets = 127.0.0.1:%d\n" % (port, tmp, tmp, tmp, backend_port))
+        repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = dict(os.environ, PROXYD=proxyd_path(), CONF=conf, BACKEND_PORT=str(backend_port))
+        proc = subprocess.Popen(["sh", os.path.join(repo, "tests", "run-dev.sh")], cwd=repo, env=env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        self.addCleanup(self._reap, proc)
+
+        def up():
+            try:
+                return get(port, "/health", timeout=1).status == 200
+            except Exception:
+                return False
+        self.assertTrue(wait_until(up, 10), "make run did not come up")
+        return proc, port, backend_port
+
+    def _reap(self, proc):
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            proc.wait(5)
+
+    def check_stop(self, sig):
+        import tempfile
+        import threading
+        tmp = tempfile.mkdtemp(prefix="proxyd-run-dev-")
+        proc, port, backend_port = self.start_run_dev(tmp)
+        result = {}
+
+        def slow():
+            try:
+                result["r"] = get(port, "/slow?delay=1.5", timeout=10 * SLOW)
+            except Exception as e:
+                result["e"] = e
+        t = threading.Thread(target=slow)
+        t.start()
+        time.sleep(0.5)
+        os.killpg(proc.pid, sig)  # the whole group, as `timeout` and a terminal do
+        t.join(15 * SLOW)
+        self.assertIn("r", result, "the in-flight request was cut: %r" % result.get("e"))
+        self.assertEqual(result["r"].status, 200)
+        proc.wait(15 * SLOW)
+        for p in (port, backend_port):
+            with socket.socket() as s:
+                self.assertNotEqual(s.connect_ex(("127.0.0.1", p)), 0, "port %d still served after stop" % p)
+
+    def test_process_group_term_finishes_in_flight(self):
+        self.check_stop(signal.SIGTERM)
+
+    def test_ctrl_c_finishes_in_flight(self):
+        self.check_stop(signal.SIGINT)
