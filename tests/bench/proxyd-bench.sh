@@ -8,11 +8,12 @@
 #                             bench requires; PROXYD_TLS=0: plain HTTP only
 #   PROXYD_WORKERS (1)        worker threads
 #   PROXYD (build/proxyd)     the binary
+#   PROXYD_INSTANCE (proxyd)  name of its scratch folder (two proxyds in one run)
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 proxyd=${PROXYD:-$repo/build/proxyd}
 upstream=${BENCH_UPSTREAM:?BENCH_UPSTREAM is set by bench/run.sh}
-dir=${BENCH_RUN_DIR:-/tmp/bench-run}/proxyd
+dir=${BENCH_RUN_DIR:-/tmp/bench-run}/${PROXYD_INSTANCE:-proxyd}
 mkdir -p "$dir"
 conf=$dir/proxyd.ini
 

@@ -6,6 +6,11 @@
 #                  8446: tls, tls-new, h2); 0: plain HTTP only (TLS/h2 cells show n/a)
 #   PROXYD_WORKERS proxyd worker threads (default 1)
 #   PROXYD         the binary (default build/proxyd)
+#   BASELINE       a git revision (e.g. HEAD~3 or a tag): it is built into a
+#                  temporary worktree and benchmarked as "proxyd-base" next to
+#                  "proxyd" in the same run, so before/after share one machine
+#                  state (ports 8087/8447). PROXYD_BASE=/path/to/proxyd does the
+#                  same with a binary at hand.
 #   QUICK, DURATION, WARMUP, REPS, CONNS, SCENARIOS, ... pass through (see the bench README)
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -67,4 +72,32 @@ else
   export PROXY_TLS_PORT=   # PROXYD_TLS=0: plain HTTP only
 fi
 export PROXY_CMD="bash '$repo/tests/bench/proxyd-bench.sh'"
+
+# Before/after in one run: the harness takes one PROXY_CMD, so run a copy of
+# it that starts a second one (PROXY2_*) right after the first.
+if [[ -n "${BASELINE:-}" && -z "${PROXYD_BASE:-}" ]]; then
+  wt=$(mktemp -d /tmp/proxyd-baseline.XXXXXX)
+  trap 'git -C "$repo" worktree remove --force "$wt" >/dev/null 2>&1 || rm -rf "$wt"' EXIT
+  git -C "$repo" worktree add --detach -q "$wt" "$BASELINE"
+  make -C "$wt" -j2 build/proxyd >/dev/null
+  mkdir -p /tmp/bench-run
+  cp "$wt/build/proxyd" /tmp/bench-run/proxyd-base
+  PROXYD_BASE=/tmp/bench-run/proxyd-base
+  echo "run-bench: baseline $(git -C "$repo" rev-parse --short "$BASELINE") as proxyd-base"
+fi
+if [[ -n "${PROXYD_BASE:-}" ]]; then
+  [[ -x "$PROXYD_BASE" ]] || { echo "run-bench: $PROXYD_BASE is not executable" >&2; exit 1; }
+  export PROXY2_NAME=proxyd-base PROXY2_HTTP_PORT=8087
+  if [[ "$PROXYD_TLS" != 0 ]]; then export PROXY2_TLS_PORT=8447; else export PROXY2_TLS_PORT=; fi
+  export PROXY2_CMD="env PROXYD='$PROXYD_BASE' PROXYD_INSTANCE=proxyd-base PROXYD_HTTP_PORT=8087 PROXYD_TLS_PORT=8447 bash '$repo/tests/bench/proxyd-bench.sh'"
+  patched=$(mktemp /tmp/bench-run-two.XXXXXX.sh)
+  sed -e "s|^BENCH_DIR=.*|BENCH_DIR='$BENCH_DIR'|" \
+      -e 's|^start_custom$|start_custom; [[ -z "${PROXY2_CMD:-}" ]] \|\| PROXY_CMD=$PROXY2_CMD PROXY_NAME=$PROXY2_NAME PROXY_HTTP_PORT=$PROXY2_HTTP_PORT PROXY_TLS_PORT=$PROXY2_TLS_PORT start_custom|' \
+      "$BENCH_DIR/run.sh" >"$patched"
+  grep -q 'PROXY2_CMD' "$patched" || { echo "run-bench: cannot add the baseline to $BENCH_DIR/run.sh" >&2; exit 1; }
+  rc=0
+  bash "$patched" || rc=$?
+  rm -f "$patched"
+  exit $rc
+fi
 exec bash "$BENCH_DIR/run.sh"

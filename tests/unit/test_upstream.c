@@ -205,8 +205,15 @@ static void fake_resp_end(struct px_req *r, int ok) {}
 static void fake_resp_error(struct px_req *r, int status) { errors++; }
 static void fake_body_resume(struct px_req *r) { resumed++; }
 static void fake_upgraded(struct px_req *r) {}
-static const struct px_down_ops fake_ops = {fake_write_head, fake_resp_head, fake_resp_body, fake_resp_end,
-                                            fake_resp_error, fake_body_resume, fake_upgraded};
+static const struct px_down_ops fake_ops = {
+    .write_head = fake_write_head,
+    .resp_head = fake_resp_head,
+    .resp_body = fake_resp_body,
+    .resp_end = fake_resp_end,
+    .resp_error = fake_resp_error,
+    .body_resume = fake_body_resume,
+    .upgraded = fake_upgraded,
+};
 
 static void test_body_resumes_after_connect(void)
 {
