@@ -53,12 +53,6 @@ struct h1req {
     uint64_t body_left;           /* PX_BODY_LENGTH */
     uint64_t body_total;
     struct px_chunked body_chunked;
-    const char *xff;              /* client's X-Forwarded-For (trusted peer only) */
-    size_t xff_len;
-    char *xff_join;               /* several X-Forwarded-For lines joined with ", " */
-    size_t xff_join_cap;
-    char client_ip[48];
-    size_t client_ip_len;
     size_t resp_mark, resp_end;   /* s.out length before and after the response head */
     unsigned expect_sent : 1;
 };
@@ -89,6 +83,8 @@ struct px_conn {
     unsigned reusable : 1;        /* on the worker's idle list */
     struct h1req *hr;
     struct px_uconn *tun;
+    struct px_target *tun_target;      /* counted in its load; kept alive by tun_routes */
+    const struct px_routes *tun_routes;
     const struct px_routes *hs_routes; /* pinned during the TLS handshake (SNI/ALPN callbacks) */
     struct px_h2 *h2;             /* C_H2: the HTTP/2 session */
     unsigned h2_idle_armed : 1;
@@ -109,6 +105,11 @@ static struct h1req *hr_alloc(struct px_worker *w)
     if (hr) {
         w->free_reqs = hr->r.next_free;
         w->nfree_reqs--;
+        /* what conn_close looks at before px_req_begin ran */
+        hr->r.status = 0;
+        hr->r.up = NULL;
+        hr->r.routes = NULL;
+        hr->r.parked = 0;
         return hr;
     }
     return calloc(1, sizeof(*hr));
@@ -116,9 +117,9 @@ static struct h1req *hr_alloc(struct px_worker *w)
 
 static void hr_release(struct px_worker *w, struct h1req *hr)
 {
-    if (hr->head_cap > HEAD_KEEP_MAX || hr->xff_join_cap > HEAD_KEEP_MAX || w->nfree_reqs >= REQ_CACHE_MAX) {
+    if (hr->head_cap > HEAD_KEEP_MAX || hr->r.xff_join_cap > HEAD_KEEP_MAX || w->nfree_reqs >= REQ_CACHE_MAX) {
         free(hr->head);
-        free(hr->xff_join);
+        px_req_release(&hr->r);
         free(hr);
         return;
     }
@@ -133,7 +134,7 @@ void px_conn_free_cache(struct px_worker *w)
         struct h1req *hr = w->free_reqs;
         w->free_reqs = hr->r.next_free;
         free(hr->head);
-        free(hr->xff_join);
+        px_req_release(&hr->r);
         free(hr);
     }
     w->nfree_reqs = 0;
@@ -256,6 +257,10 @@ static void conn_close(struct px_conn *c)
     if (c->tun) {
         px_uconn_close(c->tun);
         c->tun = NULL;
+        px_target_load_add(c->tun_target, w->id, 0, -1);
+        px_routes_unpin(c->tun_routes, w->id);
+        c->tun_target = NULL;
+        c->tun_routes = NULL;
     }
     if (c->hs_routes) {
         px_routes_unpin(c->hs_routes, w->id);
@@ -305,6 +310,16 @@ void px_conn_stop_all(struct px_worker *w)
     }
 }
 
+void px_conn_close_tunnels(struct px_worker *w, uint32_t target_id)
+{
+    struct px_conn *c = w->conns, *next;
+    for (; c; c = next) {
+        next = c->next;
+        if (c->state == C_TUNNEL && c->tun_target && c->tun_target->id == target_id)
+            conn_close(c);
+    }
+}
+
 void px_conn_goaway_all(struct px_worker *w)
 {
     for (struct px_conn *c = w->conns; c; c = c->next)
@@ -342,11 +357,12 @@ static void resp_opts(struct px_conn *c, struct px_resp_opts *o, int minor)
     o->nadd = c->w->nadds;
 }
 
-static void respond_local_x(struct px_conn *c, int status, const char *body, size_t len, const char *extra,
-                            size_t extra_len)
+/* px_down_ops.respond: a response proxyd makes itself. */
+static void h1_respond(struct px_req *r, int status, const char *body, size_t len,
+                       const struct px_h1_header *extra, size_t nextra)
 {
-    struct h1req *hr = c->hr;
-    struct px_req *r = &hr->r;
+    struct h1req *hr = (struct h1req *)r;
+    struct px_conn *c = r->down;
     /* A body we did not read poisons the connection: close after. */
     if (r->has_body && !r->body_sent)
         c->keepalive = 0;
@@ -354,15 +370,32 @@ static void respond_local_x(struct px_conn *c, int status, const char *body, siz
         c->keepalive = 0;
     char tmp[64];
     if (body == NULL) {
-        const char *reason = px_status_reason(status);
-        int n = snprintf(tmp, sizeof(tmp), "%d %s\n", status, reason);
+        int n = snprintf(tmp, sizeof(tmp), "%d %s\n", status, px_status_reason(status));
         body = tmp;
         len = (size_t)n;
+    }
+    char xbuf[1024], *xp = NULL;
+    size_t xlen = 0;
+    for (size_t i = 0; i < nextra; i++)
+        xlen += extra[i].name_len + extra[i].value_len + 4;
+    if (xlen) {
+        xp = xlen <= sizeof(xbuf) ? xbuf : malloc(xlen);
+        if (xp == NULL) {
+            conn_close(c);
+            return;
+        }
+        char *p = xp;
+        for (size_t i = 0; i < nextra; i++)
+            p += sprintf(p, "%.*s: %.*s\r\n", (int)extra[i].name_len, extra[i].name, (int)extra[i].value_len,
+                         extra[i].value);
+        xlen = (size_t)(p - xp);
     }
     struct px_resp_opts o;
     resp_opts(c, &o, hr->hreq.minor_version);
     int head = r->method == PX_METHOD_HEAD;
-    px_h1_write_local_response(c->s.out, status, body, len, head, &o, extra, extra_len);
+    px_h1_write_local_response(c->s.out, status, body, len, head, &o, xp, xlen);
+    if (xp != xbuf)
+        free(xp);
     r->status = status;
     r->bytes_out = head ? 0 : len;
     r->resp_started = 1;
@@ -371,53 +404,40 @@ static void respond_local_x(struct px_conn *c, int status, const char *body, siz
 
 static void respond_local(struct px_conn *c, int status, const char *body, size_t len)
 {
-    respond_local_x(c, status, body, len, NULL, 0);
+    px_req_respond(&c->hr->r, status, body, len);
 }
 
-/* 301 to https://HOST/PATH?QUERY (host lowercased, port stripped). */
-static void respond_redirect(struct px_conn *c)
+static struct px_req_origin h1_origin(struct px_conn *c, size_t head_bound)
 {
     const struct px_h1_request *q = &c->hr->hreq;
-    char host[256];
-    int hl = px_host_normalize(q->host, q->host ? q->host_len : 0, host, sizeof(host));
-    if (hl <= 0) {
-        respond_local(c, 400, NULL, 0);
-        return;
-    }
-    size_t cap = (size_t)hl + q->path_len + 32;
-    char stackbuf[1024];
-    char *loc = cap <= sizeof(stackbuf) ? stackbuf : malloc(cap);
-    if (loc == NULL) {
-        conn_close(c);
-        return;
-    }
-    int n = snprintf(loc, cap, "Location: https://%s%.*s\r\n", host, (int)q->path_len, q->path);
-    respond_local_x(c, 301, "301 Moved Permanently\n", 22, loc, (size_t)n);
-    if (loc != stackbuf)
-        free(loc);
+    struct px_req_origin o = {
+        .q = q,
+        .head_bound = head_bound,
+        .peer = &c->peer.sa,
+        .peer_ip = c->peer_ip,
+        .peer_ip_len = c->peer_ip_len,
+        .proto = q->minor_version ? PX_PROTO_HTTP11 : PX_PROTO_HTTP10,
+        .tls = c->tls,
+    };
+    return o;
 }
 
 /* A head that could not be parsed: there is no request to speak of. */
 static void respond_bad_head(struct px_conn *c, int status)
 {
     struct h1req *hr = c->hr;
-    memset(&hr->r, 0, sizeof(hr->r));
-    hr->r.w = c->w;
-    hr->r.down = c;
-    hr->r.ops = &h1_ops;
-    hr->r.start_us = px_now_us();
-    hr->r.start_wall_ms = px_wall_ms();
     hr->hreq.method = "";
     hr->hreq.method_len = 0;
+    hr->hreq.method_id = PX_METHOD_OTHER;
     hr->hreq.host = NULL;
     hr->hreq.path = "";
     hr->hreq.path_len = 0;
+    hr->hreq.content_length = -1;
+    hr->hreq.nheaders = 0;
     hr->hreq.minor_version = 1;
     hr->head_len = 0;
-    px_req_set_id(&hr->r, NULL, 0);
-    px_worker_refresh(c->w);
-    hr->r.routes = c->w->routes;
-    px_routes_pin(hr->r.routes, c->w->id);
+    struct px_req_origin o = h1_origin(c, 0);
+    px_req_begin(&hr->r, c->w, &h1_ops, c, &o);
     c->keepalive = 0;
     c->state = C_ACTIVE;
     respond_local(c, status, NULL, 0);
@@ -425,36 +445,12 @@ static void respond_bad_head(struct px_conn *c, int status)
 
 /* ---- the request ---- */
 
-static void access_log(struct px_conn *c, struct h1req *hr)
-{
-    const struct px_h1_request *q = &hr->hreq;
-    struct px_log_fields f = {
-        .client = hr->client_ip_len ? hr->client_ip : c->peer_ip,
-        .client_len = hr->client_ip_len ? hr->client_ip_len : c->peer_ip_len,
-        .method = q->method,
-        .method_len = q->method_len,
-        .host = q->host ? q->host : "",
-        .host_len = q->host ? q->host_len : 0,
-        .path = q->path ? q->path : "",
-        .path_len = q->path_len,
-        .proto = q->minor_version ? "HTTP/1.1" : "HTTP/1.0",
-        .tls = c->tls,
-    };
-    px_req_log(&hr->r, &f);
-}
-
 static void finish_request(struct px_conn *c, int ok)
 {
     struct h1req *hr = c->hr;
     struct px_req *r = &hr->r;
     struct px_worker *w = c->w;
-    r->done = 1;
-    if (r->up)
-        px_upstream_abort(r);
-    if (r->status)
-        access_log(c, hr);
-    if (r->routes)
-        px_routes_unpin(r->routes, w->id);
+    px_req_finish(r);
     int body_unread = r->has_body && !r->body_sent;
     c->hr = NULL;
     hr_release(w, hr); /* r is gone from here on */
@@ -571,28 +567,6 @@ static void read_body(struct px_conn *c)
     }
 }
 
-/* Field lines of the same name combine with ", " (RFC 9110 5.3). */
-static int join_xff(struct h1req *hr, const char *v, size_t n)
-{
-    size_t need = hr->xff_len + 2 + n;
-    if (need > hr->xff_join_cap) {
-        char *nb = malloc(need);
-        if (nb == NULL)
-            return -1;
-        memcpy(nb, hr->xff, hr->xff_len);
-        free(hr->xff_join);
-        hr->xff_join = nb;
-        hr->xff_join_cap = need;
-    } else if (hr->xff != hr->xff_join) {
-        memmove(hr->xff_join, hr->xff, hr->xff_len);
-    }
-    memcpy(hr->xff_join + hr->xff_len, ", ", 2);
-    memcpy(hr->xff_join + hr->xff_len + 2, v, n);
-    hr->xff = hr->xff_join;
-    hr->xff_len = need;
-    return 0;
-}
-
 static void start_request(struct px_conn *c, size_t head_len)
 {
     struct px_worker *w = c->w;
@@ -632,95 +606,52 @@ static void start_request(struct px_conn *c, size_t head_len)
     hr->head_len = head_len;
     evbuffer_drain(c->s.in, head_len);
 
-    memset(r, 0, sizeof(*r));
-    r->w = w;
-    r->ops = &h1_ops;
-    r->down = c;
-    r->method = q->method_id;
-    r->start_us = px_now_us();
-    r->start_wall_ms = px_wall_ms();
+    struct px_req_origin o = h1_origin(c, head_len);
+    o.has_body = q->chunked || q->content_length > 0;
+    int rc = px_req_begin(r, w, &h1_ops, c, &o);
     hr->body_total = 0;
     hr->expect_sent = 0;
     c->state = C_ACTIVE;
-    c->body_paused = 0;
+    c->body_paused = 1; /* until the upstream request starts (h1_proceed) */
     c->out_full = 0;
     c->keepalive = q->minor_version == 1 ? !q->conn_close : q->conn_keep_alive;
-
-    px_worker_refresh(w);
-    const struct px_config *cfg = w->cfg;
-    r->routes = w->routes;
-    px_routes_pin(r->routes, w->id);
-
-    /* one pass for the headers we act on */
-    const char *rid = NULL;
-    size_t rid_len = 0;
-    hr->xff = NULL;
-    hr->xff_len = 0;
-    for (size_t i = 0; i < q->nheaders; i++) {
-        const struct px_h1_header *h = &q->headers[i];
-        if (h->name_len == 12 && PX_IEQ_LIT(h->name, 12, "x-request-id")) {
-            rid = h->value;
-            rid_len = h->value_len;
-        } else if (h->name_len == 15 && PX_IEQ_LIT(h->name, 15, "x-forwarded-for")) {
-            if (hr->xff == NULL) {
-                hr->xff = h->value;
-                hr->xff_len = h->value_len;
-            } else if (join_xff(hr, h->value, h->value_len) < 0) {
-                conn_close(c);
-                return;
-            }
-        }
+    if (rc < 0) {
+        respond_local(c, 500, NULL, 0);
+        return;
     }
-    px_req_set_id(r, rid, rid_len);
-    int xff_trusted = 0;
-    hr->client_ip_len = px_req_client_ip(cfg, &c->peer.sa, c->peer_ip, c->peer_ip_len,
-                                         hr->xff, hr->xff_len, hr->client_ip, &xff_trusted);
-    if (!xff_trusted) {
-        hr->xff = NULL;
-        hr->xff_len = 0;
-    }
-
     if (q->chunked) {
         hr->body_mode = PX_BODY_CHUNKED;
         px_chunked_init(&hr->body_chunked);
-        r->has_body = 1;
     } else if (q->content_length > 0) {
         hr->body_mode = PX_BODY_LENGTH;
         hr->body_left = (uint64_t)q->content_length;
-        r->has_body = 1;
     } else {
         hr->body_mode = PX_BODY_NONE;
-        r->body_sent = 1;
-    }
-
-    struct px_decision d;
-    px_req_decide(r, cfg, q, c->tls, &d);
-    if (d.act == PX_ACT_REDIRECT) {
-        respond_redirect(c);
-        return;
-    }
-    if (d.act == PX_ACT_LOCAL) {
-        respond_local(c, d.status, d.body, d.body_len);
-        return;
     }
     r->websocket = q->upgrade_websocket && q->conn_upgrade && r->method == PX_METHOD_GET &&
                    q->minor_version == 1;
-    if (q->expect_continue && r->has_body && q->minor_version == 1 &&
-        evbuffer_get_length(c->s.in) == 0) {
+    px_req_dispatch(r);
+}
+
+/* px_down_ops.proceed: the upstream request started; let the body flow. */
+static void h1_proceed(struct px_req *r)
+{
+    struct h1req *hr = (struct h1req *)r;
+    struct px_conn *c = r->down;
+    const struct px_h1_request *q = &hr->hreq;
+    c->body_paused = 0;
+    if (!r->has_body)
+        return;
+    if (q->expect_continue && q->minor_version == 1 && evbuffer_get_length(c->s.in) == 0) {
         evbuffer_add(c->s.out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
         hr->expect_sent = 1;
-    }
-    int status = px_upstream_start(r);
-    if (status) {
-        respond_local(c, status, NULL, 0);
-        return;
-    }
-    if (hr->expect_sent)
         px_sock_flush(&c->s);
-    if (r->has_body) {
-        event_add(&c->timer, w->tv_body);
-        read_body(c);
     }
+    event_add(&c->timer, c->w->tv_body);
+    if (c->in_run)
+        c->again = 1; /* conn_run reads the body next */
+    else
+        read_body(c);
 }
 
 /* Parse heads from the input as long as there are complete requests and the
@@ -859,6 +790,12 @@ static void conn_run(struct px_conn *c)
             break;
         case C_ACTIVE: {
             struct h1req *hr = c->hr;
+            if (hr->r.parked && (c->s.rdhup || c->s.error)) {
+                /* the client left while its request waited (nginx: 499) */
+                hr->r.status = 499;
+                finish_request(c, 0);
+                break;
+            }
             if (c->out_full && evbuffer_get_length(c->s.out) < CLIENT_OUT_LOW) {
                 c->out_full = 0;
                 px_upstream_resume(&hr->r);
@@ -973,28 +910,6 @@ static void conn_timeout(evutil_socket_t fd, short what, void *arg)
 }
 
 /* ---- px_down_ops for HTTP/1.x ---- */
-
-static int h1_write_head(struct px_req *r, struct evbuffer *out)
-{
-    struct h1req *hr = (struct h1req *)r;
-    struct px_conn *c = r->down;
-    struct px_fwd f = {
-        .client_ip = hr->client_ip,
-        .client_ip_len = hr->client_ip_len,
-        .peer_ip = c->peer_ip,
-        .peer_ip_len = c->peer_ip_len,
-        .xff = hr->xff,
-        .xff_len = hr->xff_len,
-        .proto = c->tls ? "https" : "http",
-        .request_id = r->request_id,
-        .request_id_len = r->request_id_len,
-        .start_ms = r->start_wall_ms,
-        .default_host = r->target ? r->target->addr.text : NULL,
-        .websocket = r->websocket,
-        .strip_expect = 1,
-    };
-    return px_h1_write_request_head(out, &hr->hreq, hr->head_len, &f);
-}
 
 static int h1_resp_head(struct px_req *r, const struct px_h1_response *resp, size_t head_len, int *passthrough)
 {
@@ -1113,6 +1028,13 @@ static void h1_upgraded(struct px_req *r)
         return;
     }
     c->tun = u;
+    /* The tunnel outlives the request: it keeps the snapshot (and so its
+     * target) pinned, and counts on the target until it closes, so that a
+     * deploy knows when it is gone. */
+    c->tun_target = r->target;
+    c->tun_routes = r->routes;
+    px_routes_pin(c->tun_routes, c->w->id);
+    px_target_load_add(c->tun_target, c->w->id, 0, 1);
     px_uconn_tunnel(u, tunnel_event, c);
     r->body_sent = 1;
     c->keepalive = 0;
@@ -1126,7 +1048,8 @@ static void h1_upgraded(struct px_req *r)
 }
 
 static const struct px_down_ops h1_ops = {
-    .write_head = h1_write_head,
+    .respond = h1_respond,
+    .proceed = h1_proceed,
     .resp_head = h1_resp_head,
     .resp_body = h1_resp_body,
     .resp_end = h1_resp_end,

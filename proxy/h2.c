@@ -63,12 +63,9 @@ struct h2s {
     uint64_t wait_ms;                 /* px_now_ms() since the client last took bytes (0: not waiting) */
     uint64_t body_in;
     size_t unconsumed;                /* DATA bytes held back from the window (upstream full) */
-    char client_ip[48];
-    size_t client_ip_len;
-    const char *xff;
-    size_t xff_len;
+    struct evbuffer *hold;            /* request body that came before the upstream request started */
     unsigned too_large : 1, dispatched : 1, chunked_up : 1, resp_eof : 1, deferred : 1;
-    unsigned up_paused : 1, logged : 1, body_done : 1;
+    unsigned up_paused : 1, logged : 1, body_done : 1, proceeding : 1;
 };
 
 struct px_h2 {
@@ -120,7 +117,13 @@ static struct h2s *stream_new(struct px_h2 *h, int32_t id)
     char *buf = s->buf;
     uint32_t cap = s->bufcap;
     struct evbuffer *resp = s->resp;
-    memset(&s->r, 0, sizeof(s->r));
+    /* px_req_begin clears the rest at dispatch; a stream reset before
+     * that only needs these */
+    s->r.up = NULL;
+    s->r.routes = NULL;
+    s->r.status = 0;
+    s->r.parked = 0;
+    s->r.done = 0;
     memset(&s->q, 0, sizeof(s->q));
     s->h = h;
     s->id = id;
@@ -135,11 +138,8 @@ static struct h2s *stream_new(struct px_h2 *h, int32_t id)
     s->body_in = 0;
     s->wait_ms = 0;
     s->unconsumed = 0;
-    s->client_ip_len = 0;
-    s->xff = NULL;
-    s->xff_len = 0;
     s->too_large = s->dispatched = s->chunked_up = s->resp_eof = s->deferred = 0;
-    s->up_paused = s->logged = s->body_done = 0;
+    s->up_paused = s->logged = s->body_done = s->proceeding = 0;
     s->prev = NULL;
     s->next = h->streams;
     if (h->streams)
@@ -149,13 +149,23 @@ static struct h2s *stream_new(struct px_h2 *h, int32_t id)
     return s;
 }
 
+static void stream_free(struct h2s *s)
+{
+    evbuffer_free(s->resp);
+    if (s->hold)
+        evbuffer_free(s->hold);
+    px_req_release(&s->r);
+    free(s->buf);
+    free(s);
+}
+
 static void stream_cache(struct px_worker *w, struct h2s *s)
 {
     evbuffer_drain(s->resp, evbuffer_get_length(s->resp));
+    if (s->hold)
+        evbuffer_drain(s->hold, evbuffer_get_length(s->hold));
     if (w->nfree_h2s >= H2_CACHE_MAX || s->bufcap > 8192) {
-        evbuffer_free(s->resp);
-        free(s->buf);
-        free(s);
+        stream_free(s);
         return;
     }
     s->r.next_free = w->free_h2s;
@@ -168,9 +178,7 @@ void px_h2_free_cache(struct px_worker *w)
     while (w->free_h2s) {
         struct h2s *s = w->free_h2s;
         w->free_h2s = s->r.next_free;
-        evbuffer_free(s->resp);
-        free(s->buf);
-        free(s);
+        stream_free(s);
     }
     w->nfree_h2s = 0;
 }
@@ -209,27 +217,9 @@ static void stream_log(struct h2s *s)
     if (s->logged || !s->dispatched)
         return;
     s->logged = 1;
-    struct px_req *r = &s->r;
-    struct px_h2 *h = s->h;
-    if (r->status == 0)
-        r->status = 499; /* the client reset the stream first (nginx's code) */
-    struct px_log_fields f = {
-        .client = s->client_ip_len ? s->client_ip : h->peer_ip,
-        .client_len = s->client_ip_len ? s->client_ip_len : h->peer.ip_len,
-        .method = s->q.method ? s->q.method : "",
-        .method_len = s->q.method_len,
-        .host = s->q.host ? s->q.host : "",
-        .host_len = s->q.host ? s->q.host_len : 0,
-        .path = s->q.path ? s->q.path : "",
-        .path_len = s->q.path_len,
-        .proto = "HTTP/2",
-        .tls = 1,
-    };
-    px_req_log(r, &f);
-    if (r->routes) {
-        px_routes_unpin(r->routes, h->w->id);
-        r->routes = NULL;
-    }
+    if (s->r.status == 0)
+        s->r.status = 499; /* the client reset the stream first (nginx's code) */
+    px_req_finish(&s->r);
 }
 
 /* ---- responses ---- */
@@ -295,8 +285,10 @@ static size_t adds_len(const struct px_worker *w)
 }
 
 /* Submit a response proxyd makes itself. */
-static void respond_local(struct h2s *s, int status, const char *body, size_t len)
+static void h2_respond(struct px_req *r, int status, const char *body, size_t len,
+                       const struct px_h1_header *extra, size_t nextra)
 {
+    struct h2s *s = (struct h2s *)r;
     struct px_h2 *h = s->h;
     struct px_worker *w = h->w;
     char tmp[64], st[4], cl[24];
@@ -306,7 +298,7 @@ static void respond_local(struct h2s *s, int status, const char *body, size_t le
     }
     snprintf(st, sizeof(st), "%03d", status);
     int cln = snprintf(cl, sizeof(cl), "%zu", len);
-    nghttp2_nv nv[4 + PX_MAX_ADD_HEADERS];
+    nghttp2_nv nv[4 + 4 + PX_MAX_ADD_HEADERS];
     size_t n = 0, used = 0;
     nv[n++] = NV(":status", 7, st, 3);
     nv[n++] = NV("server", 6, "proxyd", 6);
@@ -314,15 +306,30 @@ static void respond_local(struct h2s *s, int status, const char *body, size_t le
     nv[n++] = NV("content-length", 14, cl, (size_t)cln);
     char stackbuf[2048];
     size_t need = adds_len(w);
+    if (nextra > 4)
+        nextra = 4;
+    for (size_t i = 0; i < nextra; i++)
+        need += extra[i].name_len;
     char *lower = need <= sizeof(stackbuf) ? stackbuf : malloc(need);
     if (lower == NULL) {
         nghttp2_submit_rst_stream(h->ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
         kick(h);
         return;
     }
+    for (size_t i = 0; i < nextra; i++) {
+        char *ln = lower + used;
+        px_lower_copy(ln, extra[i].name, extra[i].name_len);
+        used += extra[i].name_len;
+        nv[n++] = NV(ln, extra[i].name_len, extra[i].value, extra[i].value_len);
+    }
     n = put_adds(w, nv, n, lower, &used, 0);
     int head = s->r.method == PX_METHOD_HEAD;
     resp_clear(s);
+    if (s->unconsumed) {
+        /* body held back while the request waited: nobody reads it now */
+        nghttp2_session_consume(h->ng, s->id, s->unconsumed);
+        s->unconsumed = 0;
+    }
     if (!head && evbuffer_add(s->resp, body, len) == 0)
         h->buffered += len;
     s->resp_eof = 1;
@@ -453,7 +460,7 @@ static void h2_resp_end(struct px_req *r, int ok)
 
 static void h2_resp_error(struct px_req *r, int status)
 {
-    respond_local((struct h2s *)r, status, NULL, 0);
+    px_req_respond(r, status, NULL, 0);
 }
 
 static void h2_body_resume(struct px_req *r)
@@ -466,27 +473,24 @@ static void h2_body_resume(struct px_req *r)
     }
 }
 
-static int h2_write_head(struct px_req *r, struct evbuffer *out)
+/* px_down_ops.proceed: the upstream request started; the body that came
+ * while the request waited (parked) goes first. */
+static void h2_proceed(struct px_req *r)
 {
     struct h2s *s = (struct h2s *)r;
     struct px_h2 *h = s->h;
-    struct px_fwd f = {
-        .client_ip = s->client_ip,
-        .client_ip_len = s->client_ip_len,
-        .peer_ip = h->peer_ip,
-        .peer_ip_len = h->peer.ip_len,
-        .xff = s->xff,
-        .xff_len = s->xff_len,
-        .proto = "https",
-        .request_id = r->request_id,
-        .request_id_len = r->request_id_len,
-        .start_ms = r->start_wall_ms,
-        .default_host = r->target ? r->target->addr.text : NULL,
-        .strip_expect = 1,
-    };
-    /* the serializer's bound: every field plus its separators */
-    size_t bound = s->buflen + 4 * s->q.nheaders + 64;
-    return px_h1_write_request_head(out, &s->q, bound, &f);
+    s->proceeding = 1;
+    if (!r->has_body || s->hold == NULL)
+        return;
+    size_t n = evbuffer_get_length(s->hold);
+    if (n == 0 && !s->body_done)
+        return;
+    int paused = px_upstream_body(r, s->hold, n, s->body_done);
+    if (!paused && s->unconsumed) {
+        nghttp2_session_consume(h->ng, s->id, s->unconsumed);
+        s->unconsumed = 0;
+        kick(h);
+    }
 }
 
 static void h2_upgraded(struct px_req *r)
@@ -496,7 +500,8 @@ static void h2_upgraded(struct px_req *r)
 }
 
 static const struct px_down_ops h2_ops = {
-    .write_head = h2_write_head,
+    .respond = h2_respond,
+    .proceed = h2_proceed,
     .resp_head = h2_resp_head,
     .resp_body = h2_resp_body,
     .resp_end = h2_resp_end,
@@ -664,19 +669,9 @@ static int64_t parse_cl(const char *p, size_t n)
 
 static void dispatch(struct px_h2 *h, struct h2s *s, int end_stream)
 {
-    struct px_worker *w = h->w;
     struct px_req *r = &s->r;
     struct px_h1_request *q = &s->q;
     s->dispatched = 1;
-    px_worker_refresh(w);
-    const struct px_config *cfg = w->cfg;
-    r->w = w;
-    r->ops = &h2_ops;
-    r->down = s;
-    r->start_us = px_now_us();
-    r->start_wall_ms = px_wall_ms();
-    r->routes = w->routes;
-    px_routes_pin(r->routes, w->id);
 
     if (!s->too_large && s->auth_o >= 0 && s->auth_l > 0) {
         /* :authority wins over a host field (RFC 9113 8.3.1), as in current
@@ -700,12 +695,9 @@ static void dispatch(struct px_h2 *h, struct h2s *s, int end_stream)
     if (!s->too_large)
         join_cookies(s);
     int64_t cl = -1;
-    const char *rid = NULL;
-    size_t rid_len = 0;
     for (uint32_t i = 0; i < s->nhdr; i++) {
         const struct h2hdr *e = &s->hdr[i];
-        const char *nm = s->buf + e->no;
-        if (e->nl == 14 && memcmp(nm, "content-length", 14) == 0)
+        if (e->nl == 14 && memcmp(s->buf + e->no, "content-length", 14) == 0)
             cl = parse_cl(s->buf + e->vo, e->vl);
     }
     if (!end_stream && cl < 0 && !s->too_large) {
@@ -740,45 +732,34 @@ static void dispatch(struct px_h2 *h, struct h2s *s, int end_stream)
         if (hd->name_len == 4 && memcmp(hd->name, "host", 4) == 0 && q->host == NULL) {
             q->host = hd->value;
             q->host_len = hd->value_len;
-        } else if (hd->name_len == 12 && memcmp(hd->name, "x-request-id", 12) == 0) {
-            rid = hd->value;
-            rid_len = hd->value_len;
-        } else if (hd->name_len == 15 && memcmp(hd->name, "x-forwarded-for", 15) == 0 && s->xff == NULL) {
-            s->xff = hd->value;
-            s->xff_len = hd->value_len;
         }
     }
-    r->method = q->method_id;
-    px_req_set_id(r, rid, rid_len);
-    int trusted = 0;
-    s->client_ip_len = px_req_client_ip(cfg, h->peer.sa, h->peer_ip, h->peer.ip_len, s->xff, s->xff_len,
-                                        s->client_ip, &trusted);
-    if (!trusted) {
-        s->xff = NULL;
-        s->xff_len = 0;
-    }
-    r->has_body = !end_stream;
-    r->body_sent = end_stream;
+    struct px_req_origin o = {
+        .q = q,
+        .head_bound = s->buflen + 4 * s->q.nheaders + 64, /* every field plus its separators */
+        .peer = h->peer.sa,
+        .peer_ip = h->peer_ip,
+        .peer_ip_len = (uint8_t)h->peer.ip_len,
+        .proto = PX_PROTO_HTTP2,
+        .tls = 1,
+        .has_body = !end_stream,
+    };
+    int rc = px_req_begin(r, h->w, &h2_ops, s, &o);
     s->body_done = end_stream;
-
+    if (rc < 0) {
+        px_req_respond(r, 500, NULL, 0);
+        return;
+    }
     if (s->too_large) {
-        respond_local(s, 431, NULL, 0);
+        px_req_respond(r, 431, NULL, 0);
         return;
     }
     if (q->method_len == 7 && memcmp(q->method, "CONNECT", 7) == 0) {
         static const char msg[] = "CONNECT and WebSocket over HTTP/2 are not supported: use HTTP/1.1\n";
-        respond_local(s, 501, msg, sizeof(msg) - 1);
+        px_req_respond(r, 501, msg, sizeof(msg) - 1);
         return;
     }
-    struct px_decision d;
-    px_req_decide(r, cfg, q, 1, &d);
-    if (d.act != PX_ACT_PROXY) {
-        respond_local(s, d.act == PX_ACT_REDIRECT ? 400 : d.status, d.body, d.body_len);
-        return;
-    }
-    int status = px_upstream_start(r);
-    if (status)
-        respond_local(s, status, NULL, 0);
+    px_req_dispatch(r);
 }
 
 /* Request body bytes for the upstream (chunk-framed when the client sent
@@ -801,6 +782,18 @@ static void body_chunk(struct px_h2 *h, struct h2s *s, const uint8_t *data, size
             evbuffer_add(h->tmp, "0\r\n\r\n", 5);
     }
     size_t n = evbuffer_get_length(h->tmp);
+    if (!s->proceeding) {
+        /* the request waits (parked): keep the body, and its window, until
+         * the upstream request starts (h2_proceed) */
+        if (s->hold == NULL && (s->hold = evbuffer_new()) == NULL) {
+            nghttp2_submit_rst_stream(h->ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
+            evbuffer_drain(h->tmp, n);
+            return;
+        }
+        evbuffer_add_buffer(s->hold, h->tmp);
+        s->unconsumed += len;
+        return;
+    }
     int paused = px_upstream_body(r, h->tmp, n, last);
     evbuffer_drain(h->tmp, evbuffer_get_length(h->tmp));
     if (len) {
@@ -826,7 +819,7 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
         nghttp2_session_consume(ng, id, len);
         px_upstream_abort(&s->r);
         if (!s->r.resp_started)
-            respond_local(s, 413, NULL, 0);
+            px_req_respond(&s->r, 413, NULL, 0);
         else
             nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
         return 0;

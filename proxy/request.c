@@ -1,13 +1,16 @@
-/* request.c -- what every request does regardless of the client protocol:
- * its id, its client address, its access-log line. */
+/* request.c -- the one pipeline both protocols enter: begin (id, client
+ * address, forwarding fields), dispatch (shortcuts, route, policy, service
+ * state, upstream), park and resume, finish (log, counts, unpin). */
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "px/addr.h"
 #include "px/common.h"
 #include "px/config.h"
+#include "px/headers.h"
 #include "px/log.h"
 #include "px/request.h"
 #include "px/worker.h"
@@ -41,42 +44,312 @@ static int path_is(const struct px_h1_request *q, const char *p, int prefix)
     return prefix || q->path_len == n || q->path[n] == '?';
 }
 
-void px_req_decide(struct px_req *r, const struct px_config *cfg, const struct px_h1_request *q, int tls,
-                   struct px_decision *d)
+/* Field lines of the same name combine with ", " (RFC 9110 5.3), whatever
+ * the protocol: HTTP/1 repeats lines, HTTP/2 repeats fields. */
+static int xff_join(struct px_req *r, const char *v, size_t n)
 {
-    memset(d, 0, sizeof(*d));
-    d->act = PX_ACT_LOCAL;
+    size_t need = r->xff_len + 2 + n;
+    if (need > r->xff_join_cap) {
+        char *nb = malloc(need);
+        if (nb == NULL)
+            return -1;
+        memcpy(nb, r->xff, r->xff_len);
+        free(r->xff_join);
+        r->xff_join = nb;
+        r->xff_join_cap = need;
+    } else if (r->xff != r->xff_join) {
+        memmove(r->xff_join, r->xff, r->xff_len);
+    }
+    memcpy(r->xff_join + r->xff_len, ", ", 2);
+    memcpy(r->xff_join + r->xff_len + 2, v, n);
+    r->xff = r->xff_join;
+    r->xff_len = need;
+    return 0;
+}
+
+int px_req_begin(struct px_req *r, struct px_worker *w, const struct px_down_ops *ops, void *down,
+                 const struct px_req_origin *o)
+{
+    memset(r, 0, offsetof(struct px_req, next_free));
+    r->w = w;
+    r->ops = ops;
+    r->down = down;
+    r->q = o->q;
+    r->head_bound = o->head_bound;
+    r->peer = o->peer;
+    r->peer_ip = o->peer_ip;
+    r->peer_ip_len = o->peer_ip_len;
+    r->proto = o->proto;
+    r->tls = o->tls;
+    r->has_body = o->has_body;
+    r->body_sent = !o->has_body;
+    r->strip_expect = 1;
+    r->method = o->q->method_id;
+    r->start_us = px_now_us();
+    r->start_wall_ms = px_wall_ms();
+    px_worker_refresh(w);
+    r->routes = w->routes;
+    px_routes_pin(r->routes, w->id);
+
+    /* one pass over the fields the pipeline acts on */
+    const struct px_h1_request *q = o->q;
+    const char *rid = NULL;
+    size_t rid_len = 0;
+    int rc = 0;
+    for (size_t i = 0; i < q->nheaders; i++) {
+        const struct px_h1_header *h = &q->headers[i];
+        switch (px_hdr_lookup(h->name, h->name_len)) {
+        case PX_HDR_X_REQUEST_ID:
+            rid = h->value;
+            rid_len = h->value_len;
+            break;
+        case PX_HDR_X_FORWARDED_FOR:
+            if (r->xff == NULL) {
+                r->xff = h->value;
+                r->xff_len = h->value_len;
+            } else if (xff_join(r, h->value, h->value_len) < 0) {
+                rc = -1;
+            }
+            break;
+        default:
+            break;
+        }
+    }
+    px_req_set_id(r, rid, rid_len);
+    int trusted = 0;
+    r->client_ip_len = (uint8_t)px_req_client_ip(w->cfg, r->peer, r->peer_ip, r->peer_ip_len, r->xff, r->xff_len,
+                                                 r->client_ip, &trusted);
+    if (!trusted) {
+        r->xff = NULL;
+        r->xff_len = 0;
+    }
+    return rc;
+}
+
+void px_req_release(struct px_req *r)
+{
+    free(r->xff_join);
+    r->xff_join = NULL;
+    r->xff_join_cap = 0;
+}
+
+void px_req_respond(struct px_req *r, int status, const char *body, size_t len)
+{
+    r->step = PX_STEP_DONE;
+    r->ops->respond(r, status, body, len, NULL, 0);
+}
+
+/* 301 to https://HOST/PATH?QUERY (host lowercased, port stripped). */
+static void respond_redirect(struct px_req *r)
+{
+    const struct px_h1_request *q = r->q;
+    char host[256];
+    int hl = px_host_normalize(q->host, q->host ? q->host_len : 0, host, sizeof(host));
+    if (hl <= 0) {
+        px_req_respond(r, 400, NULL, 0);
+        return;
+    }
+    size_t cap = (size_t)hl + q->path_len + 16;
+    char stackbuf[1024];
+    char *loc = cap <= sizeof(stackbuf) ? stackbuf : malloc(cap);
+    if (loc == NULL) {
+        px_req_respond(r, 500, NULL, 0);
+        return;
+    }
+    int n = snprintf(loc, cap, "https://%s%.*s", host, (int)q->path_len, q->path);
+    struct px_h1_header extra = {"Location", 8, loc, (size_t)n};
+    r->step = PX_STEP_DONE;
+    r->ops->respond(r, 301, "301 Moved Permanently\n", 22, &extra, 1);
+    if (loc != stackbuf)
+        free(loc);
+}
+
+/* Steps before the route: answers proxyd gives without a service. 1 when
+ * the request was answered. */
+static int shortcuts(struct px_req *r, const struct px_config *cfg)
+{
+    const struct px_h1_request *q = r->q;
     if (cfg->health_path[0] && (r->method == PX_METHOD_GET || r->method == PX_METHOD_HEAD) &&
         path_is(q, cfg->health_path, 0)) {
-        d->status = 200;
-        d->body = "healthy\n";
-        d->body_len = 8;
-        return;
+        px_req_respond(r, 200, "healthy\n", 8);
+        return 1;
     }
-    if (!tls && path_is(q, "/.well-known/acme-challenge/", 1)) {
-        d->status = 404; /* answered from the ACME client's tokens once it lands */
-        return;
+    if (!r->tls && path_is(q, "/.well-known/acme-challenge/", 1)) {
+        px_req_respond(r, 404, NULL, 0); /* answered from the ACME client's tokens once it lands */
+        return 1;
     }
-    if (!tls && cfg->redirect_https && cfg->has_listen_https) {
-        d->act = PX_ACT_REDIRECT;
-        return;
+    if (!r->tls && cfg->redirect_https && cfg->has_listen_https) {
+        respond_redirect(r);
+        return 1;
     }
     if (q->content_length > 0 && cfg->max_body_size && (uint64_t)q->content_length > cfg->max_body_size) {
-        d->status = 413;
+        px_req_respond(r, 413, NULL, 0);
+        return 1;
+    }
+    return 0;
+}
+
+void px_req_dispatch(struct px_req *r)
+{
+    const struct px_config *cfg = px_routes_config(r->routes);
+    switch (r->step) {
+    case PX_STEP_ROUTE:
+        if (shortcuts(r, cfg))
+            return;
+        r->svc = px_routes_match(r->routes, r->q->host, r->q->host ? r->q->host_len : 0, r->q->path,
+                                 r->q->path_len);
+        if (r->svc == NULL) {
+            px_req_respond(r, 404, NULL, 0);
+            return;
+        }
+        r->step = PX_STEP_POLICY;
+        /* fall through */
+    case PX_STEP_POLICY:
+        /* Route policies (rate limits) decide here: answer, park with a
+         * delay (status 0), or go on. */
+        r->step = PX_STEP_STATE;
+        /* fall through */
+    case PX_STEP_STATE:
+        if (r->svc->state == PX_SVC_STOPPED) {
+            const char *m = r->svc->stop_message;
+            px_req_respond(r, 503, m, m ? strlen(m) : 0);
+            return;
+        }
+        if (r->svc->state == PX_SVC_PAUSED) {
+            px_req_park(r, r->svc->max_pause_ms, 504);
+            return;
+        }
+        r->step = PX_STEP_UPSTREAM;
+        /* fall through */
+    case PX_STEP_UPSTREAM: {
+        int status = px_upstream_start(r);
+        if (status) {
+            px_req_respond(r, status, NULL, 0);
+            return;
+        }
+        r->step = PX_STEP_DONE;
+        r->ops->proceed(r);
         return;
     }
-    r->svc = px_routes_match(r->routes, q->host, q->host ? q->host_len : 0, q->path, q->path_len);
-    if (r->svc == NULL) {
-        d->status = 404;
+    case PX_STEP_DONE:
         return;
     }
-    if (r->svc->state == PX_SVC_STOPPED) {
-        d->status = 503;
-        d->body = r->svc->stop_message;
-        d->body_len = d->body ? strlen(d->body) : 0;
-        return;
+}
+
+/* ---- parking ---- */
+
+static void park_unlink(struct px_req *r)
+{
+    struct px_req_ctx *x = &r->w->req;
+    if (r->park_prev)
+        r->park_prev->park_next = r->park_next;
+    else
+        x->parked = r->park_next;
+    if (r->park_next)
+        r->park_next->park_prev = r->park_prev;
+    r->park_next = r->park_prev = NULL;
+    x->nparked--;
+    r->parked = 0;
+    event_del(&r->park_ev);
+}
+
+static void park_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_req *r = arg;
+    park_unlink(r);
+    if (r->park_status)
+        px_req_respond(r, r->park_status, NULL, 0);
+    else
+        px_req_dispatch(r);
+}
+
+void px_req_park(struct px_req *r, uint64_t ms, int status)
+{
+    struct px_req_ctx *x = &r->w->req;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    r->park_status = status;
+    r->parked = 1;
+    r->park_prev = NULL;
+    r->park_next = x->parked;
+    if (x->parked)
+        x->parked->park_prev = r;
+    x->parked = r;
+    x->nparked++;
+    event_assign(&r->park_ev, r->w->base, -1, 0, park_timeout, r);
+    event_add(&r->park_ev, &tv);
+}
+
+void px_req_wake_service(struct px_worker *w, const char *name)
+{
+    struct px_req *r = w->req.parked, *next;
+    /* Resuming may answer at once and so free the object: take next first,
+     * and restart the walk when a resumed request parked again at the head. */
+    for (; r; r = next) {
+        next = r->park_next;
+        if (r->park_status == 0 || r->svc == NULL || strcmp(r->svc->name, name) != 0)
+            continue;
+        park_unlink(r);
+        /* the pause ended on a newer snapshot: route again on it */
+        px_routes_unpin(r->routes, w->id);
+        px_worker_refresh(w);
+        r->routes = w->routes;
+        px_routes_pin(r->routes, w->id);
+        r->svc = px_routes_match(r->routes, r->q->host, r->q->host ? r->q->host_len : 0, r->q->path,
+                                 r->q->path_len);
+        if (r->svc == NULL) {
+            px_req_respond(r, 404, NULL, 0);
+            continue;
+        }
+        r->step = PX_STEP_STATE;
+        px_req_dispatch(r);
     }
-    d->act = PX_ACT_PROXY;
+}
+
+uint32_t px_req_parked_count(const struct px_worker *w)
+{
+    return w->req.nparked;
+}
+
+/* ---- the end of a request ---- */
+
+static const char *const proto_names[] = {"HTTP/1.0", "HTTP/1.1", "HTTP/2"};
+
+static void access_log(const struct px_req *r);
+
+void px_req_finish(struct px_req *r)
+{
+    struct px_worker *w = r->w;
+    r->done = 1;
+    if (r->parked)
+        park_unlink(r);
+    if (r->up)
+        px_upstream_abort(r);
+    if (r->status)
+        access_log(r);
+    if (r->routes) {
+        px_routes_unpin(r->routes, w->id);
+        r->routes = NULL;
+    }
+}
+
+int px_req_write_head(struct px_req *r, struct evbuffer *out)
+{
+    struct px_fwd f = {
+        .client_ip = r->client_ip,
+        .client_ip_len = r->client_ip_len,
+        .peer_ip = r->peer_ip,
+        .peer_ip_len = r->peer_ip_len,
+        .xff = r->xff,
+        .xff_len = r->xff_len,
+        .proto = r->tls ? "https" : "http",
+        .request_id = r->request_id,
+        .request_id_len = r->request_id_len,
+        .start_ms = r->start_wall_ms,
+        .websocket = r->websocket,
+        .strip_expect = r->strip_expect,
+        .default_host = r->target ? r->target->addr.text : NULL,
+    };
+    return px_h1_write_request_head(out, r->q, r->head_bound, &f);
 }
 
 static int is_space(char c)
@@ -155,11 +428,28 @@ static char *json_str(char *p, const char *s, size_t n)
     return p;
 }
 
-void px_req_log(const struct px_req *r, const struct px_log_fields *f)
+static void access_log(const struct px_req *r)
 {
     struct px_worker *w = r->w;
     if (!px_log_access_enabled())
         return;
+    const struct px_h1_request *q = r->q;
+    const struct {
+        const char *client; size_t client_len;
+        const char *method; size_t method_len;
+        const char *host; size_t host_len;
+        const char *path; size_t path_len;
+        const char *proto;
+        int tls;
+    } fv = {
+        r->client_ip_len ? r->client_ip : r->peer_ip,
+        r->client_ip_len ? r->client_ip_len : r->peer_ip_len,
+        q->method ? q->method : "", q->method ? q->method_len : 0,
+        q->host ? q->host : "", q->host ? q->host_len : 0,
+        q->path ? q->path : "", q->path ? q->path_len : 0,
+        proto_names[r->proto < PX_ARRAY_LEN(proto_names) ? r->proto : 1],
+        r->tls,
+    }, *f = &fv;
     time_t sec = (time_t)(r->start_wall_ms / 1000);
     if (sec != w->log_sec) {
         struct tm tm;

@@ -53,6 +53,19 @@ static struct px_target **targets;
 static size_t ntargets, cap_targets;
 static uint32_t next_target_id;
 
+void px_target_inflight(const struct px_target *t, uint32_t *requests, uint32_t *tunnels)
+{
+    uint32_t rq = 0, tn = 0;
+    for (int w = 0; w < nworkers; w++) {
+        rq += atomic_load_explicit(&t->load[w].requests, memory_order_relaxed);
+        tn += atomic_load_explicit(&t->load[w].tunnels, memory_order_relaxed);
+    }
+    if (requests)
+        *requests = rq;
+    if (tunnels)
+        *tunnels = tn;
+}
+
 void px_routes_set_nworkers(int n)
 {
     nworkers = n < 1 ? 1 : (n > PX_MAX_WORKERS ? PX_MAX_WORKERS : n);
@@ -79,6 +92,11 @@ static struct px_target *target_get(const struct px_addr *a)
     struct px_target *t = calloc(1, sizeof(*t));
     if (t == NULL)
         return NULL;
+    t->load = calloc((size_t)nworkers, sizeof(*t->load));
+    if (t->load == NULL) {
+        free(t);
+        return NULL;
+    }
     t->addr = *a;
     t->id = next_target_id++;
     atomic_init(&t->healthy, 1);
@@ -98,6 +116,7 @@ static void target_put(struct px_target *t)
             break;
         }
     }
+    free(t->load);
     free(t);
 }
 

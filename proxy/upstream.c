@@ -99,8 +99,15 @@ void px_upstream_free_dead(struct px_worker *w)
 void px_upstream_close_idle(struct px_worker *w)
 {
     for (uint32_t i = 0; i < w->npools; i++)
-        while (w->pools[i].idle)
-            px_uconn_close(w->pools[i].idle);
+        px_upstream_close_idle_target(w, i);
+}
+
+void px_upstream_close_idle_target(struct px_worker *w, uint32_t target_id)
+{
+    if (target_id >= w->npools)
+        return;
+    while (w->pools[target_id].idle)
+        px_uconn_close(w->pools[target_id].idle);
 }
 
 static void arm(struct px_uconn *u, const struct timeval *tv)
@@ -235,15 +242,19 @@ static int attach(struct px_req *r, struct px_target *t, int *err)
     r->target = t;
     r->tries++;
     p->outstanding++;
+    px_target_load_add(t, w->id, 1, 0);
+    r->counted = 1;
     return 0;
 }
 
 static void detach_count(struct px_req *r)
 {
-    if (r->target) {
+    if (r->target && r->counted) {
         struct px_upool *p = px_worker_pool(r->w, r->target);
         if (p && p->outstanding)
             p->outstanding--;
+        px_target_load_add(r->target, r->w->id, -1, 0);
+        r->counted = 0;
     }
 }
 
@@ -270,7 +281,7 @@ int px_upstream_start(struct px_req *r)
             return 502;
     }
     struct px_uconn *u = r->up;
-    if (r->ops->write_head(r, u->s.out) < 0)
+    if (px_req_write_head(r, u->s.out) < 0)
         return 500;
     send_some(u);
     if (u->s.error) {
@@ -306,7 +317,9 @@ static void release(struct px_uconn *u, int reusable)
 static void finish(struct px_uconn *u, int ok)
 {
     struct px_req *r = u->req;
-    int reusable = ok && r->resp_keepalive && r->body_sent && u->state == U_BUSY;
+    /* a draining target's connections close once their response is done */
+    int reusable = ok && r->resp_keepalive && r->body_sent && u->state == U_BUSY &&
+                   !atomic_load_explicit(&r->target->draining, memory_order_relaxed);
     detach_count(r);
     r->up = NULL;
     release(u, reusable);
@@ -344,7 +357,7 @@ static void fail(struct px_uconn *u, int status, int connect_failed)
             struct px_uconn *nu = r->up;
             if (connect_failed)
                 evbuffer_add_buffer(nu->s.out, u->s.out);
-            else if (r->ops->write_head(r, nu->s.out) < 0)
+            else if (px_req_write_head(r, nu->s.out) < 0)
                 goto give_up;
             nu->body_paused = u->body_paused;
             px_uconn_close(u);

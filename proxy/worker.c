@@ -98,6 +98,8 @@ int px_worker_init(struct px_worker *w, int id, char *err, size_t errlen)
     memset(w, 0, sizeof(*w));
     w->id = id;
     w->notify_fd = -1;
+    pthread_mutex_init(&w->msg_lock, NULL);
+    w->msgs_tail = &w->msgs;
     struct event_config *ec = event_config_new();
     if (ec == NULL)
         goto fail;
@@ -232,6 +234,58 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
         log_flush_cb(-1, 0, w);
 }
 
+static void handle_msg(struct px_worker *w, const struct px_wmsg *m)
+{
+    switch (m->type) {
+    case PX_WM_CLOSE_IDLE:
+        px_upstream_close_idle_target(w, m->target_id);
+        break;
+    case PX_WM_DRAIN_TARGET:
+        /* busy connections see the target's draining flag when they end */
+        px_upstream_close_idle_target(w, m->target_id);
+        break;
+    case PX_WM_CLOSE_TUNNELS:
+        px_conn_close_tunnels(w, m->target_id);
+        break;
+    case PX_WM_WAKE_SERVICE:
+        px_req_wake_service(w, m->name);
+        break;
+    }
+}
+
+static void take_msgs(struct px_worker *w)
+{
+    pthread_mutex_lock(&w->msg_lock);
+    struct px_wmsg *m = w->msgs;
+    w->msgs = NULL;
+    w->msgs_tail = &w->msgs;
+    pthread_mutex_unlock(&w->msg_lock);
+    while (m) {
+        struct px_wmsg *next = m->next;
+        handle_msg(w, m);
+        free(m);
+        m = next;
+    }
+}
+
+int px_worker_send(struct px_worker *w, const struct px_wmsg *msg)
+{
+    struct px_wmsg *m = malloc(sizeof(*m));
+    if (m == NULL)
+        return -1;
+    *m = *msg;
+    m->name[PX_WMSG_NAME_MAX - 1] = '\0';
+    m->next = NULL;
+    pthread_mutex_lock(&w->msg_lock);
+    *w->msgs_tail = m;
+    w->msgs_tail = &m->next;
+    pthread_mutex_unlock(&w->msg_lock);
+    uint64_t one = 1;
+    if (write(w->notify_fd, &one, sizeof(one)) < 0)
+        px_log_warn("worker %d: eventfd write: %s", w->id, strerror(errno));
+    return 0;
+}
+
 static void notify_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct px_worker *w = arg;
@@ -241,6 +295,7 @@ static void notify_cb(evutil_socket_t fd, short what, void *arg)
     unsigned p = atomic_exchange(&w->pending, 0);
     if (p & PX_WN_ROUTES)
         px_worker_refresh(w);
+    take_msgs(w); /* after the refresh: a message may refer to the new snapshot */
     if ((p & PX_WN_RELOAD) && !w->stopping)
         px_conn_goaway_all(w);
     if ((p & PX_WN_STOP) && !w->stopping) {
@@ -388,4 +443,10 @@ void px_worker_free(struct px_worker *w)
     w->base = NULL;
     if (w->notify_fd >= 0)
         close(w->notify_fd);
+    for (struct px_wmsg *m = w->msgs, *next; m; m = next) {
+        next = m->next;
+        free(m);
+    }
+    w->msgs = NULL;
+    pthread_mutex_destroy(&w->msg_lock);
 }

@@ -1,15 +1,25 @@
-/* px/request.h -- one proxied request, independent of the client protocol.
+/* px/request.h -- one proxied request, independent of the client protocol,
+ * and the one pipeline every request goes through.
  *
- * The client side (HTTP/1.x connection now, an HTTP/2 stream later) fills a
- * px_req, writes the upstream request head into the buffer the upstream
- * module hands it, and implements px_down_ops to receive the response. The
- * upstream module (upstream.c) owns target choice, pooling, retries,
- * timeouts and the response framing. Request objects come from a per-worker
- * free list: no allocation per request in steady state. */
+ * A client side (an HTTP/1.x connection, an HTTP/2 stream) parses a request
+ * head into a px_h1_request, fills a px_req (px_req_begin), and hands it to
+ * px_req_dispatch(): shortcuts (health_path, ACME challenge, the port-80
+ * redirect) -> body limit -> route -> route policy -> service state ->
+ * upstream. A step that must wait parks the request (px_req_park): the
+ * worker keeps it on a list with a timer and re-enters the pipeline where it
+ * stopped. When the request is over, whatever the reason, the client side
+ * calls px_req_finish() once: access log, per-target counts, unpin.
+ *
+ * The client side implements px_down_ops; upstream.c owns target choice,
+ * pooling, retries, timeouts and the response framing. Request objects come
+ * from per-worker free lists: no allocation per request in steady state.
+ * Threading: a px_req lives and dies on its worker. */
 #ifndef PX_REQUEST_H
 #define PX_REQUEST_H
 
 #include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -22,9 +32,15 @@ struct px_uconn;
 struct px_config;
 
 struct px_down_ops {
-    /* (Re)write the upstream request head into out: used for the first try
-     * and for a retry on a fresh connection. Returns 0 or -1. */
-    int (*write_head)(struct px_req *r, struct evbuffer *out);
+    /* The pipeline answers the request itself (health, 404, 429, 502...):
+     * send this response. body NULL: "<status> <reason>\n". extra: response
+     * header fields to add (Location), or NULL. The request is over when it
+     * returns (the client side calls px_req_finish). */
+    void (*respond)(struct px_req *r, int status, const char *body, size_t len,
+                    const struct px_h1_header *extra, size_t nextra);
+    /* The upstream request has started: let the request body flow (HTTP/1:
+     * 100 Continue, read the body; HTTP/2: hand over what waited). */
+    void (*proceed)(struct px_req *r);
     /* The response head arrived. Return 0 to go on, -1 when the client is
      * gone. Set *passthrough when the client takes the upstream's chunked
      * framing verbatim (HTTP/1.1); otherwise body bytes arrive de-chunked. */
@@ -57,31 +73,51 @@ struct px_down_ops {
 
 enum px_body_mode { PX_BODY_NONE = 0, PX_BODY_LENGTH, PX_BODY_CHUNKED, PX_BODY_CLOSE };
 
+/* Where the pipeline (re-)enters a request. */
+enum px_step { PX_STEP_ROUTE = 0, PX_STEP_POLICY, PX_STEP_STATE, PX_STEP_UPSTREAM, PX_STEP_DONE };
+
+#define PX_CLIENT_IP_MAX 46
+
 struct px_req {
+    /* ---- set by px_req_begin, per request ---- */
     struct px_worker *w;
     const struct px_down_ops *ops;
     void *down;                      /* the client-side owner */
-    struct px_req *next_free;
+    const struct px_h1_request *q;   /* the head, owned by the client side */
+    size_t head_bound;               /* bytes the upstream head can need beyond the forwarding fields */
+    const struct sockaddr *peer;     /* the TCP peer */
+    const char *peer_ip;
+    uint8_t peer_ip_len;
+    uint8_t proto;                   /* PX_PROTO_* (access log) */
+    unsigned tls : 1;
+    unsigned websocket : 1;
+    unsigned strip_expect : 1;       /* proxyd answers 100-continue itself */
 
     const struct px_routes *routes;  /* pinned for the request's lifetime */
     const struct px_service *svc;
     struct px_target *target;        /* the target of the current try */
     struct px_uconn *up;
+    enum px_step step;
 
     enum px_method method;
     unsigned has_body : 1;           /* a request body follows the head */
     unsigned body_sent : 1;          /* the whole request body was handed over */
-    unsigned websocket : 1;
     unsigned resp_started : 1;       /* a response head was handed to the client side */
     unsigned done : 1;
+    unsigned parked : 1;
+    unsigned counted : 1;            /* in its target's in-flight count */
     uint8_t tries;
 
     int status;                      /* for the access log */
     uint64_t bytes_out;              /* body bytes sent to the client */
     uint64_t start_us;               /* monotonic */
     uint64_t start_wall_ms;
-    char request_id[33];
+    char request_id[65];
     uint8_t request_id_len;
+    char client_ip[PX_CLIENT_IP_MAX];
+    uint8_t client_ip_len;
+    const char *xff;                 /* the client's X-Forwarded-For to append to (trusted peer), or NULL */
+    size_t xff_len;
 
     /* response framing (upstream side) */
     enum px_body_mode resp_mode;
@@ -90,9 +126,71 @@ struct px_req {
     unsigned resp_passthrough : 1;
     unsigned resp_keepalive : 1;     /* the upstream connection may be reused */
     unsigned resp_more : 1;          /* at resp_head: body bytes already follow the head */
+
+    /* parking */
+    struct px_req *park_next, *park_prev;
+    int park_status;                 /* answered when the park times out; 0 = go on */
+
+    /* ---- kept across requests (px_req_begin leaves them) ---- */
+    struct px_req *next_free;
+    struct event park_ev;
+    char *xff_join;                  /* repeated X-Forwarded-For lines joined with ", " */
+    size_t xff_join_cap;
 };
 
-/* ---- request.c: protocol-independent helpers ---- */
+enum { PX_PROTO_HTTP10 = 0, PX_PROTO_HTTP11, PX_PROTO_HTTP2 };
+
+/* Per-worker state of the request module. */
+struct px_req_ctx {
+    struct px_req *parked;           /* parked requests (any order) */
+    uint32_t nparked;
+};
+
+/* ---- request.c: the pipeline ---- */
+
+/* What a client side knows about a request before the pipeline runs. */
+struct px_req_origin {
+    const struct px_h1_request *q;
+    size_t head_bound;
+    const struct sockaddr *peer;
+    const char *peer_ip;
+    uint8_t peer_ip_len;
+    uint8_t proto;
+    unsigned tls : 1;
+    unsigned has_body : 1;
+};
+
+/* Start a request: clear the per-request fields, pin the worker's current
+ * snapshot, take the request id, the client address (trusted_proxies) and
+ * the X-Forwarded-For to append to (repeated lines joined) from the head.
+ * Returns 0, or -1 out of memory (the request is begun all the same; answer
+ * it with 500 or close). */
+int px_req_begin(struct px_req *r, struct px_worker *w, const struct px_down_ops *ops, void *down,
+                 const struct px_req_origin *o);
+/* Run the pipeline from r->step. Ends in ops->respond (answered here),
+ * ops->proceed (proxying), or a park (resumed later from its worker). */
+void px_req_dispatch(struct px_req *r);
+/* Answer with a local response through the client side (respond). */
+void px_req_respond(struct px_req *r, int status, const char *body, size_t len);
+/* The request is over: leave the park list, drop the upstream, write the
+ * access-log line (when a status was set), count, unpin. Exactly once;
+ * the client side frees or recycles the object afterwards. */
+void px_req_finish(struct px_req *r);
+/* Free what px_req_begin keeps across requests (before freeing r). */
+void px_req_release(struct px_req *r);
+
+/* Park r for ms milliseconds: when the time passes, answer `status` (e.g.
+ * 504 when a pause outlasts max-pause) or, with status 0, go on at r->step.
+ * A parked request is resumed early by px_req_wake_service. */
+void px_req_park(struct px_req *r, uint64_t ms, int status);
+/* Resume the requests of worker w parked on service `name` (a pause ended):
+ * each is routed again on the current snapshot and goes on. */
+void px_req_wake_service(struct px_worker *w, const char *name);
+/* Number of requests parked on w. */
+uint32_t px_req_parked_count(const struct px_worker *w);
+
+/* Write the upstream request head (HTTP/1.1) for r into out. 0 or -1. */
+int px_req_write_head(struct px_req *r, struct evbuffer *out);
 
 /* Fill r's request id: the client's X-Request-ID when it is sane (1..64
  * visible chars), else a new one. */
@@ -103,35 +201,13 @@ void px_req_set_id(struct px_req *r, const char *client_id, size_t len);
  * client's X-Forwarded-For is to be appended to. */
 size_t px_req_client_ip(const struct px_config *cfg, const struct sockaddr *peer, const char *peer_ip,
                         size_t peer_ip_len, const char *xff, size_t xff_len, char *out, int *xff_trusted);
-/* What to do with a parsed request: DESIGN's order -- health_path, the ACME
- * challenge path, the port-80 redirect, the body limit, the route, the
- * service's state. Sets r->svc when a service matched. */
-enum px_action { PX_ACT_PROXY = 0, PX_ACT_LOCAL, PX_ACT_REDIRECT };
-struct px_decision {
-    enum px_action act;
-    int status;               /* PX_ACT_LOCAL */
-    const char *body;         /* NULL: "<status> <reason>\n" */
-    size_t body_len;
-};
-void px_req_decide(struct px_req *r, const struct px_config *cfg, const struct px_h1_request *q, int tls,
-                   struct px_decision *d);
-
-/* Append the access-log line for a finished request. */
-struct px_log_fields {
-    const char *client; size_t client_len;
-    const char *method; size_t method_len;
-    const char *host; size_t host_len;
-    const char *path; size_t path_len;
-    const char *proto;
-    int tls;
-};
-void px_req_log(const struct px_req *r, const struct px_log_fields *f);
 
 /* ---- upstream.c ---- */
 
 /* Choose a target of r->svc and attach an upstream connection (pooled or
- * connecting). Then calls ops->write_head and starts sending. Returns 0, or
- * an HTTP status (503: no target available) when nothing was started. */
+ * connecting). Then writes the head (px_req_write_head) and starts sending.
+ * Returns 0, or an HTTP status (503: no target available) when nothing was
+ * started. */
 int px_upstream_start(struct px_req *r);
 /* Hand len bytes of request body at the front of src to the upstream
  * (moved from src). last=1 when the body is complete. Returns 1 when the

@@ -30,6 +30,16 @@
 struct px_config;
 struct px_tls;
 
+/* What one worker has in flight on a target. Each worker writes only its
+ * own slot (a plain load and store, no read-modify-write); the main thread
+ * sums the slots to know when a draining target is idle. A cache line each,
+ * so workers never share one. */
+struct px_target_load {
+    _Atomic uint32_t requests;  /* requests with a connection to the target */
+    _Atomic uint32_t tunnels;   /* WebSocket tunnels to it */
+    char pad[64 - 2 * sizeof(uint32_t)];
+};
+
 /* An upstream HOST:PORT. Fields other than the atomics are immutable. */
 struct px_target {
     struct px_addr addr;
@@ -37,7 +47,24 @@ struct px_target {
     _Atomic int healthy;      /* written by health checks, read by workers */
     _Atomic int draining;     /* set when a deploy retires this target */
     int refs;                 /* snapshots naming it; main thread only */
+    struct px_target_load *load; /* one slot per worker */
 };
+
+/* Worker wid's own slot: add to its counts. */
+static inline void px_target_load_add(struct px_target *t, int wid, int requests, int tunnels)
+{
+    struct px_target_load *l = &t->load[wid];
+    if (requests)
+        atomic_store_explicit(&l->requests,
+                              atomic_load_explicit(&l->requests, memory_order_relaxed) + (uint32_t)requests,
+                              memory_order_relaxed);
+    if (tunnels)
+        atomic_store_explicit(&l->tunnels,
+                              atomic_load_explicit(&l->tunnels, memory_order_relaxed) + (uint32_t)tunnels,
+                              memory_order_relaxed);
+}
+/* Any thread: requests and tunnels in flight on t, summed over workers. */
+void px_target_inflight(const struct px_target *t, uint32_t *requests, uint32_t *tunnels);
 
 enum px_service_state { PX_SVC_ACTIVE = 0, PX_SVC_STOPPED, PX_SVC_PAUSED };
 
@@ -52,6 +79,7 @@ struct px_service {
     char *health_check_path;
     enum px_service_state state;
     char *stop_message;       /* for PX_SVC_STOPPED */
+    uint64_t max_pause_ms;    /* PX_SVC_PAUSED: requests wait this long, then 504 */
 };
 
 struct px_routes;

@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "px/request.h"
 #include "px/routes.h"
 
 struct px_conn;
@@ -53,6 +54,9 @@ struct px_worker {
     int notify_fd;            /* eventfd */
     struct event gc;          /* frees objects closed during this loop iteration */
     _Atomic unsigned pending; /* PX_WN_* bits for notify */
+    pthread_mutex_t msg_lock;      /* guards msgs: other threads append, the worker takes */
+    struct px_wmsg *msgs, **msgs_tail;
+    struct px_req_ctx req;         /* request.c: parked requests */
 
     const struct px_routes *routes; /* adopted snapshot (see routes.h) */
     const struct px_config *cfg;    /* px_routes_config(routes) */
@@ -88,6 +92,28 @@ struct px_worker {
 #define PX_WN_ROUTES 0x2      /* a new snapshot was published */
 #define PX_WN_KILL 0x4        /* shutdown_timeout passed: close everything now */
 #define PX_WN_RELOAD 0x8      /* the configuration was reloaded: GOAWAY on HTTP/2 connections */
+
+/* A typed message to a worker (px_worker_send). The main thread (control
+ * plane) tells workers about targets and services by id or name; the worker
+ * acts on its own connections and requests. */
+enum px_wmsg_type {
+    PX_WM_CLOSE_IDLE = 1,     /* close idle pooled connections to target_id */
+    PX_WM_DRAIN_TARGET,       /* target_id retires: idle connections close now, busy ones after their response */
+    PX_WM_CLOSE_TUNNELS,      /* close WebSocket tunnels to target_id (clients reconnect) */
+    PX_WM_WAKE_SERVICE,       /* a pause of service `name` ended: resume its parked requests */
+};
+
+#define PX_WMSG_NAME_MAX 128
+
+struct px_wmsg {
+    enum px_wmsg_type type;
+    uint32_t target_id;
+    char name[PX_WMSG_NAME_MAX];
+    struct px_wmsg *next;     /* the queue's */
+};
+
+/* Queue a copy of m for w and wake it (any thread). 0, or -1 out of memory. */
+int px_worker_send(struct px_worker *w, const struct px_wmsg *m);
 
 /* Open connections across all workers (max_connections). */
 extern _Atomic uint32_t px_open_conns;
@@ -136,5 +162,9 @@ void px_worker_conn_closed(struct px_worker *w);
 void px_upstream_free_dead(struct px_worker *w);
 /* Close all idle upstream connections of this worker (graceful stop). */
 void px_upstream_close_idle(struct px_worker *w);
+/* Close this worker's idle upstream connections to one target. */
+void px_upstream_close_idle_target(struct px_worker *w, uint32_t target_id);
+/* Close this worker's WebSocket tunnels to one target (conn.c). */
+void px_conn_close_tunnels(struct px_worker *w, uint32_t target_id);
 
 #endif

@@ -81,8 +81,8 @@ if [[ -n "${BASELINE:-}" && -z "${PROXYD_BASE:-}" ]]; then
   git -C "$repo" worktree add --detach -q "$wt" "$BASELINE"
   make -C "$wt" -j2 build/proxyd >/dev/null
   mkdir -p /tmp/bench-run
-  cp "$wt/build/proxyd" /tmp/bench-run/proxyd-base
-  PROXYD_BASE=/tmp/bench-run/proxyd-base
+  cp "$wt/build/proxyd" /tmp/bench-run/proxyd-base.bin
+  PROXYD_BASE=/tmp/bench-run/proxyd-base.bin
   echo "run-bench: baseline $(git -C "$repo" rev-parse --short "$BASELINE") as proxyd-base"
 fi
 if [[ -n "${PROXYD_BASE:-}" ]]; then

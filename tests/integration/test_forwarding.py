@@ -130,3 +130,36 @@ class TrailersToUpstream(ForwardingCase):
         self.assertEqual(r.status, 400, r)
         time.sleep(0.05)
         self.assertEqual(self.b.requests, [], "the trailer reached the upstream")
+
+
+class SamePipeline(ProxyTestCase):
+    """HTTP/1.1 and HTTP/2 requests go through one pipeline: the same request
+    from the same client reaches the upstream with the same Host and the same
+    forwarding fields, whatever the protocol (repeated X-Forwarded-For lines
+    or fields joined in both)."""
+
+    FWD = ("host", "x-forwarded-for", "x-real-ip", "x-forwarded-proto", "x-forwarded-host", "x-request-id")
+
+    def test_h1_and_h2_forward_the_same(self):
+        from harness import TlsClient
+        b = self.backend()
+        p = self.proxy(tls_service_config(b, extra_proxy="trusted_proxies = 127.0.0.0/8 10.0.0.0/8"))
+        fields = [("x-forwarded-for", "203.0.113.7"), ("x-forwarded-for", "10.1.2.3"),
+                  ("x-request-id", "same-request-1")]
+        with TlsClient(p.https_port) as c:
+            lines = "".join("%s: %s\r\n" % kv for kv in fields)
+            c.send(("GET /same?q=1 HTTP/1.1\r\nHost: localhost\r\n%s\r\n" % lines).encode())
+            self.assertEqual(c.read_response().status, 200)
+        with H2Client(p.https_port) as c:
+            st = c.get("/same?q=1", authority="localhost", headers=fields)
+            self.assertEqual(st.status, 200)
+        reqs = b.wait_requests(2)
+        self.assertEqual(len(reqs), 2)
+
+        def fwd(req):
+            return {n: [v for k, v in req.headers if k.lower() == n] for n in self.FWD}
+        h1, h2 = fwd(reqs[0]), fwd(reqs[1])
+        self.assertEqual(h1, h2)
+        self.assertEqual(h1["x-real-ip"], ["203.0.113.7"])
+        self.assertEqual(h1["x-forwarded-for"], ["203.0.113.7, 10.1.2.3, 127.0.0.1"])
+        self.assertEqual(reqs[0].target, reqs[1].target)

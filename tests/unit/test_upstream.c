@@ -50,6 +50,15 @@ static int setup_listening(void)
     return lfd;
 }
 
+/* The head px_req_write_head sends: a POST with a 400000-byte body. */
+static struct px_h1_request fake_q = {
+    .method = "POST", .method_len = 4, .method_id = PX_METHOD_POST,
+    .target = "/", .target_len = 1, .path = "/", .path_len = 1,
+    .minor_version = 1, .host = "t", .host_len = 1, .content_length = 400000,
+    .nheaders = 2,
+    .headers = {{"Host", 4, "t", 1}, {"Content-Length", 14, "400000", 6}},
+};
+
 static struct px_req req(void)
 {
     struct px_req r;
@@ -57,6 +66,10 @@ static struct px_req req(void)
     r.w = &w;
     r.svc = svc;
     r.method = PX_METHOD_GET;
+    r.q = &fake_q;
+    r.head_bound = 128;
+    r.peer_ip = "127.0.0.1";
+    r.peer_ip_len = 9;
     return r;
 }
 
@@ -187,10 +200,11 @@ static void test_pool_reuse(void)
 
 static int resumed, errors;
 
-static int fake_write_head(struct px_req *r, struct evbuffer *out)
+static void fake_respond(struct px_req *r, int status, const char *body, size_t len,
+                         const struct px_h1_header *extra, size_t nextra)
 {
-    return evbuffer_add_printf(out, "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 400000\r\n\r\n") > 0 ? 0 : -1;
 }
+static void fake_proceed(struct px_req *r) {}
 static int fake_resp_head(struct px_req *r, const struct px_h1_response *resp, size_t n, int *pt)
 {
     *pt = 1;
@@ -206,7 +220,8 @@ static void fake_resp_error(struct px_req *r, int status) { errors++; }
 static void fake_body_resume(struct px_req *r) { resumed++; }
 static void fake_upgraded(struct px_req *r) {}
 static const struct px_down_ops fake_ops = {
-    .write_head = fake_write_head,
+    .respond = fake_respond,
+    .proceed = fake_proceed,
     .resp_head = fake_resp_head,
     .resp_body = fake_resp_body,
     .resp_end = fake_resp_end,
