@@ -101,10 +101,10 @@ static const struct px_down_ops h1_ops;
 
 static struct h1req *hr_alloc(struct px_worker *w)
 {
-    struct h1req *hr = w->free_reqs;
+    struct h1req *hr = w->conn.free_reqs;
     if (hr) {
-        w->free_reqs = hr->r.next_free;
-        w->nfree_reqs--;
+        w->conn.free_reqs = hr->r.next_free;
+        w->conn.nfree_reqs--;
         /* what conn_close looks at before px_req_begin ran */
         hr->r.status = 0;
         hr->r.up = NULL;
@@ -117,27 +117,27 @@ static struct h1req *hr_alloc(struct px_worker *w)
 
 static void hr_release(struct px_worker *w, struct h1req *hr)
 {
-    if (hr->head_cap > HEAD_KEEP_MAX || hr->r.xff_join_cap > HEAD_KEEP_MAX || w->nfree_reqs >= REQ_CACHE_MAX) {
+    if (hr->head_cap > HEAD_KEEP_MAX || hr->r.xff_join_cap > HEAD_KEEP_MAX || w->conn.nfree_reqs >= REQ_CACHE_MAX) {
         free(hr->head);
         px_req_release(&hr->r);
         free(hr);
         return;
     }
-    hr->r.next_free = w->free_reqs;
-    w->free_reqs = hr;
-    w->nfree_reqs++;
+    hr->r.next_free = w->conn.free_reqs;
+    w->conn.free_reqs = hr;
+    w->conn.nfree_reqs++;
 }
 
-void px_conn_free_cache(struct px_worker *w)
+static void conn_free_cache(struct px_worker *w)
 {
-    while (w->free_reqs) {
-        struct h1req *hr = w->free_reqs;
-        w->free_reqs = hr->r.next_free;
+    while (w->conn.free_reqs) {
+        struct h1req *hr = w->conn.free_reqs;
+        w->conn.free_reqs = hr->r.next_free;
         free(hr->head);
         px_req_release(&hr->r);
         free(hr);
     }
-    w->nfree_reqs = 0;
+    w->conn.nfree_reqs = 0;
 }
 
 /* ---- connections a new client may take the place of ----
@@ -155,22 +155,22 @@ static void set_reusable(struct px_conn *c, int on)
     c->reusable = on ? 1 : 0;
     if (on) {
         c->inext = NULL;
-        c->iprev = w->idle_tail;
-        if (w->idle_tail)
-            w->idle_tail->inext = c;
+        c->iprev = w->conn.idle_tail;
+        if (w->conn.idle_tail)
+            w->conn.idle_tail->inext = c;
         else
-            w->idle_head = c;
-        w->idle_tail = c;
+            w->conn.idle_head = c;
+        w->conn.idle_tail = c;
         return;
     }
     if (c->iprev)
         c->iprev->inext = c->inext;
     else
-        w->idle_head = c->inext;
+        w->conn.idle_head = c->inext;
     if (c->inext)
         c->inext->iprev = c->iprev;
     else
-        w->idle_tail = c->iprev;
+        w->conn.idle_tail = c->iprev;
     c->inext = c->iprev = NULL;
 }
 
@@ -187,8 +187,8 @@ static void conn_close(struct px_conn *c);
 unsigned px_conn_drain_idle(struct px_worker *w, unsigned n)
 {
     unsigned closed = 0;
-    while (closed < n && w->idle_head) {
-        conn_close(w->idle_head);
+    while (closed < n && w->conn.idle_head) {
+        conn_close(w->conn.idle_head);
         closed++;
     }
     return closed;
@@ -231,11 +231,11 @@ void px_conn_accept(struct px_worker *w, int fd, int tls, const struct sockaddr 
         px_routes_pin(c->hs_routes, w->id);
         c->state = C_HANDSHAKE;
     }
-    c->next = w->conns;
-    if (w->conns)
-        w->conns->prev = c;
-    w->conns = c;
-    w->nconns++;
+    c->next = w->conn.all;
+    if (w->conn.all)
+        w->conn.all->prev = c;
+    w->conn.all = c;
+    w->conn.n++;
     if (c->state == C_IDLE)
         set_reusable(c, 1);
     event_add(&c->timer, w->tv_header);
@@ -276,29 +276,29 @@ static void conn_close(struct px_conn *c)
     if (c->prev)
         c->prev->next = c->next;
     else
-        w->conns = c->next;
+        w->conn.all = c->next;
     if (c->next)
         c->next->prev = c->prev;
     c->prev = NULL;
-    c->next = w->dead_conns;
-    w->dead_conns = c;
-    w->nconns--;
+    c->next = w->conn.dead;
+    w->conn.dead = c;
+    w->conn.n--;
     px_worker_schedule_gc(w);
     px_worker_conn_closed(w);
 }
 
-void px_conn_free_dead(struct px_worker *w)
+static void conn_gc(struct px_worker *w)
 {
-    while (w->dead_conns) {
-        struct px_conn *c = w->dead_conns;
-        w->dead_conns = c->next;
+    while (w->conn.dead) {
+        struct px_conn *c = w->conn.dead;
+        w->conn.dead = c->next;
         free(c);
     }
 }
 
 void px_conn_stop_all(struct px_worker *w)
 {
-    struct px_conn *c = w->conns, *next;
+    struct px_conn *c = w->conn.all, *next;
     for (; c; c = next) {
         next = c->next;
         if (c->state == C_IDLE || c->state == C_HANDSHAKE)
@@ -312,7 +312,7 @@ void px_conn_stop_all(struct px_worker *w)
 
 void px_conn_close_tunnels(struct px_worker *w, uint32_t target_id)
 {
-    struct px_conn *c = w->conns, *next;
+    struct px_conn *c = w->conn.all, *next;
     for (; c; c = next) {
         next = c->next;
         if (c->state == C_TUNNEL && c->tun_target && c->tun_target->id == target_id)
@@ -322,15 +322,15 @@ void px_conn_close_tunnels(struct px_worker *w, uint32_t target_id)
 
 void px_conn_goaway_all(struct px_worker *w)
 {
-    for (struct px_conn *c = w->conns; c; c = c->next)
+    for (struct px_conn *c = w->conn.all; c; c = c->next)
         if (c->state == C_H2)
             px_h2_goaway(c->h2);
 }
 
 void px_conn_kill_all(struct px_worker *w)
 {
-    while (w->conns)
-        conn_close(w->conns);
+    while (w->conn.all)
+        conn_close(w->conn.all);
 }
 
 /* Flush, half-close and read until EOF (or tv_linger), so that the peer
@@ -916,10 +916,10 @@ static int h1_resp_head(struct px_req *r, const struct px_h1_response *resp, siz
     struct h1req *hr = (struct h1req *)r;
     struct px_conn *c = r->down;
     struct px_resp_opts o;
-    if (r->resp_mode == PX_BODY_CLOSE || (r->has_body && !r->body_sent))
+    if (r->resp.mode == PX_BODY_CLOSE || (r->has_body && !r->body_sent))
         c->keepalive = 0;
     resp_opts(c, &o, hr->hreq.minor_version);
-    if (r->resp_mode == PX_BODY_CHUNKED && hr->hreq.minor_version == 0) {
+    if (r->resp.mode == PX_BODY_CHUNKED && hr->hreq.minor_version == 0) {
         o.strip_te = 1; /* HTTP/1.0 has no chunked: de-chunk and close */
         o.keep_alive = c->keepalive = 0;
         *passthrough = 0;
@@ -1109,3 +1109,15 @@ static void tunnel_run(struct px_conn *c)
         (us->readable && !c->tun_up_eof && evbuffer_get_length(cs->out) < TUNNEL_HIGH))
         event_active(&cs->ev, EV_READ, 1);
 }
+
+static void conn_exit(struct px_worker *w)
+{
+    conn_gc(w);
+    conn_free_cache(w);
+}
+
+const struct px_worker_module px_conn_module = {
+    .name = "conn",
+    .gc = conn_gc,
+    .exit = conn_exit,
+};

@@ -100,10 +100,10 @@ static const struct px_down_ops h2_ops;
 static struct h2s *stream_new(struct px_h2 *h, int32_t id)
 {
     struct px_worker *w = h->w;
-    struct h2s *s = w->free_h2s;
+    struct h2s *s = w->h2.free;
     if (s) {
-        w->free_h2s = s->r.next_free;
-        w->nfree_h2s--;
+        w->h2.free = s->r.next_free;
+        w->h2.nfree--;
     } else {
         s = calloc(1, sizeof(*s));
         if (s == NULL)
@@ -164,23 +164,23 @@ static void stream_cache(struct px_worker *w, struct h2s *s)
     evbuffer_drain(s->resp, evbuffer_get_length(s->resp));
     if (s->hold)
         evbuffer_drain(s->hold, evbuffer_get_length(s->hold));
-    if (w->nfree_h2s >= H2_CACHE_MAX || s->bufcap > 8192) {
+    if (w->h2.nfree >= H2_CACHE_MAX || s->bufcap > 8192) {
         stream_free(s);
         return;
     }
-    s->r.next_free = w->free_h2s;
-    w->free_h2s = s;
-    w->nfree_h2s++;
+    s->r.next_free = w->h2.free;
+    w->h2.free = s;
+    w->h2.nfree++;
 }
 
-void px_h2_free_cache(struct px_worker *w)
+static void h2_exit(struct px_worker *w)
 {
-    while (w->free_h2s) {
-        struct h2s *s = w->free_h2s;
-        w->free_h2s = s->r.next_free;
+    while (w->h2.free) {
+        struct h2s *s = w->h2.free;
+        w->h2.free = s->r.next_free;
         stream_free(s);
     }
-    w->nfree_h2s = 0;
+    w->h2.nfree = 0;
 }
 
 static void stream_unlink(struct px_h2 *h, struct h2s *s)
@@ -382,7 +382,7 @@ static int h2_resp_head(struct px_req *r, const struct px_h1_response *resp, siz
         nv[n++] = NV(ln, hd->name_len, hd->value, hd->value_len);
     }
     n = put_adds(w, nv, n, lower, &used, present);
-    int body = r->resp_mode != PX_BODY_NONE;
+    int body = r->resp.mode != PX_BODY_NONE;
     nghttp2_data_provider prd = {.source.ptr = s, .read_callback = data_read};
     int rv = nghttp2_submit_response(h->ng, s->id, nv, n, body ? &prd : NULL); /* copies nv */
     if (lower != stackbuf)
@@ -1170,3 +1170,8 @@ void px_h2_free(struct px_h2 *h)
         evbuffer_free(h->tmp);
     free(h);
 }
+
+const struct px_worker_module px_h2_module = {
+    .name = "h2",
+    .exit = h2_exit,
+};

@@ -31,6 +31,8 @@
  *     *consumed = 0; ERROR is sticky. Chunk extensions are checked loosely
  *     (BWS then ';', then any VCHAR/obs-text/SP/HTAB up to CR); whitespace
  *     after the size without a ';' is an error. */
+#include <event2/buffer.h>
+
 #include "px/http1.h"
 #include "px/common.h"
 
@@ -905,4 +907,35 @@ error:
     c->state = CS_ERROR;
     *consumed = 0;
     return PX_CHUNK_ERROR;
+}
+
+size_t px_chunked_scan(struct px_chunked *c, struct evbuffer *buf, uint64_t *data, enum px_chunk_result *end)
+{
+    struct evbuffer_iovec vec[8];
+    int nv = evbuffer_peek(buf, -1, NULL, vec, 8);
+    size_t scanned = 0;
+    *data = 0;
+    *end = PX_CHUNK_DATA;
+    for (int i = 0; i < nv && i < 8; i++) {
+        const char *p = vec[i].iov_base;
+        size_t left = vec[i].iov_len;
+        while (left) {
+            size_t used = 0;
+            enum px_chunk_result res = px_chunked_step(c, p, left, &used);
+            if (res == PX_CHUNK_ERROR) {
+                *end = PX_CHUNK_ERROR;
+                return scanned;
+            }
+            if (res == PX_CHUNK_DATA)
+                *data += used;
+            scanned += used;
+            p += used;
+            left -= used;
+            if (res == PX_CHUNK_DONE) {
+                *end = PX_CHUNK_DONE;
+                return scanned;
+            }
+        }
+    }
+    return scanned;
 }

@@ -22,6 +22,14 @@
 #define ACCESS_BUF_FLUSH (64 * 1024)
 #define ACCEPT_BATCH 64
 
+/* The modules with per-worker state, in the order their hooks run: pools
+ * close before the connections whose requests used them are freed. */
+static const struct px_worker_module *const modules[] = {
+    &px_upstream_module,
+    &px_conn_module,
+    &px_h2_module,
+};
+
 _Atomic uint32_t px_open_conns;
 _Atomic int px_workers_running;
 
@@ -202,8 +210,8 @@ static void accept_cb(evutil_socket_t fd, short what, void *arg)
         if (full) {
             px_conn_drain_idle(w, 1);
             uint64_t now = px_now_ms();
-            if (now - w->reuse_warned_ms >= 60000) {
-                w->reuse_warned_ms = now;
+            if (now - w->conn.reuse_warned_ms >= 60000) {
+                w->conn.reuse_warned_ms = now;
                 px_log_warn("max_connections (%u) reached: closing idle keep-alive connections for new ones",
                             max);
             }
@@ -219,7 +227,7 @@ void px_worker_conn_closed(struct px_worker *w)
     atomic_fetch_sub_explicit(&px_open_conns, 1, memory_order_relaxed);
     if (!w->accepting && !w->stopping)
         accept_resume(w);
-    if (w->stopping && w->nconns == 0)
+    if (w->stopping && w->conn.n == 0)
         event_base_loopexit(w->base, NULL);
 }
 
@@ -238,11 +246,11 @@ static void handle_msg(struct px_worker *w, const struct px_wmsg *m)
 {
     switch (m->type) {
     case PX_WM_CLOSE_IDLE:
-        px_upstream_close_idle_target(w, m->target_id);
+        px_pool_close_idle(w, m->target_id);
         break;
     case PX_WM_DRAIN_TARGET:
         /* busy connections see the target's draining flag when they end */
-        px_upstream_close_idle_target(w, m->target_id);
+        px_pool_close_idle(w, m->target_id);
         break;
     case PX_WM_CLOSE_TUNNELS:
         px_conn_close_tunnels(w, m->target_id);
@@ -305,9 +313,9 @@ static void notify_cb(evutil_socket_t fd, short what, void *arg)
             close(w->listeners[i].fd);
             w->listeners[i].fd = -1;
         }
-        px_upstream_close_idle(w);
+        px_pool_close_idle(w, UINT32_MAX);
         px_conn_stop_all(w);
-        if (w->nconns == 0)
+        if (w->conn.n == 0)
             event_base_loopexit(w->base, NULL);
     }
     if (p & PX_WN_KILL) {
@@ -327,8 +335,9 @@ void px_worker_notify(struct px_worker *w, unsigned what)
 static void gc_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct px_worker *w = arg;
-    px_conn_free_dead(w);
-    px_upstream_free_dead(w);
+    for (size_t i = 0; i < PX_ARRAY_LEN(modules); i++)
+        if (modules[i]->gc)
+            modules[i]->gc(w);
 }
 
 void px_worker_schedule_gc(struct px_worker *w)
@@ -381,22 +390,6 @@ void px_worker_request_id(struct px_worker *w, char out[32])
     }
 }
 
-struct px_upool *px_worker_pool(struct px_worker *w, const struct px_target *t)
-{
-    if (PX_LIKELY(t->id < w->npools))
-        return &w->pools[t->id];
-    uint32_t n = w->npools ? w->npools : 16;
-    while (n <= t->id)
-        n *= 2;
-    struct px_upool *np = realloc(w->pools, n * sizeof(*np));
-    if (np == NULL)
-        return NULL;
-    memset(np + w->npools, 0, (n - w->npools) * sizeof(*np));
-    /* pool lists point at connections, not at the array: moving is fine */
-    w->pools = np;
-    w->npools = n;
-    return &w->pools[t->id];
-}
 
 static void *worker_main(void *arg)
 {
@@ -421,11 +414,9 @@ void px_worker_free(struct px_worker *w)
 {
     if (w->base == NULL)
         return;
-    px_upstream_close_idle(w);
-    px_conn_free_dead(w);
-    px_upstream_free_dead(w);
-    px_conn_free_cache(w);
-    px_h2_free_cache(w);
+    for (size_t i = 0; i < PX_ARRAY_LEN(modules); i++)
+        if (modules[i]->exit)
+            modules[i]->exit(w);
     for (int i = 0; i < w->nlisteners; i++) {
         event_del(&w->listeners[i].ev);
         if (w->listeners[i].fd >= 0)
@@ -437,7 +428,6 @@ void px_worker_free(struct px_worker *w)
     event_del(&w->log_flush);
     if (w->access_buf)
         evbuffer_free(w->access_buf);
-    free(w->pools);
     free(w->adds);
     event_base_free(w->base);
     w->base = NULL;

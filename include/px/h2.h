@@ -13,10 +13,17 @@
 #define PX_H2_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 struct px_h2;
 struct px_sock;
+
+/* The HTTP/2 module's per-worker state. */
+struct px_h2_ctx {
+    void *free;               /* cached stream objects */
+    uint32_t nfree;
+};
 struct px_worker;
 
 struct px_h2_peer {
@@ -39,7 +46,5 @@ int px_h2_idle(const struct px_h2 *h);
 void px_h2_goaway(struct px_h2 *h);
 /* Abort every stream and free the session (the socket stays with the owner). */
 void px_h2_free(struct px_h2 *h);
-/* Free a worker's cache of stream objects (worker exit). */
-void px_h2_free_cache(struct px_worker *w);
 
 #endif

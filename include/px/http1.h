@@ -138,4 +138,23 @@ struct px_chunked {
 void px_chunked_init(struct px_chunked *c);
 enum px_chunk_result px_chunked_step(struct px_chunked *c, const char *buf, size_t len, size_t *consumed);
 
+/* How a message body is framed (RFC 9112 6.3), and where its relay stands
+ * (h1client.c). */
+enum px_body_mode { PX_BODY_NONE = 0, PX_BODY_LENGTH, PX_BODY_CHUNKED, PX_BODY_CLOSE };
+struct px_h1c_body {
+    enum px_body_mode mode;
+    uint64_t remaining;       /* PX_BODY_LENGTH */
+    struct px_chunked chunked;
+    unsigned passthrough : 1; /* chunked: hand the framing over verbatim */
+};
+
+struct evbuffer;
+/* Validate chunked framing at the front of buf without moving it: up to the
+ * bytes of its first 8 chains (call again for more). Returns the bytes
+ * scanned; *data gets how many of them are chunk data; *end is
+ * PX_CHUNK_DONE when the body (trailers included) ended within them,
+ * PX_CHUNK_ERROR when the framing is invalid (the count is then
+ * meaningless), else PX_CHUNK_DATA. The one scan both body directions use. */
+size_t px_chunked_scan(struct px_chunked *c, struct evbuffer *buf, uint64_t *data, enum px_chunk_result *end);
+
 #endif

@@ -71,8 +71,6 @@ struct px_down_ops {
     size_t (*resp_room)(struct px_req *r);
 };
 
-enum px_body_mode { PX_BODY_NONE = 0, PX_BODY_LENGTH, PX_BODY_CHUNKED, PX_BODY_CLOSE };
-
 /* Where the pipeline (re-)enters a request. */
 enum px_step { PX_STEP_ROUTE = 0, PX_STEP_POLICY, PX_STEP_STATE, PX_STEP_UPSTREAM, PX_STEP_DONE };
 
@@ -120,10 +118,7 @@ struct px_req {
     size_t xff_len;
 
     /* response framing (upstream side) */
-    enum px_body_mode resp_mode;
-    uint64_t resp_remaining;
-    struct px_chunked resp_chunked;
-    unsigned resp_passthrough : 1;
+    struct px_h1c_body resp;
     unsigned resp_keepalive : 1;     /* the upstream connection may be reused */
     unsigned resp_more : 1;          /* at resp_head: body bytes already follow the head */
 

@@ -15,22 +15,17 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "px/conn.h"
+#include "px/h2.h"
 #include "px/request.h"
 #include "px/routes.h"
+#include "px/upstream.h"
 
 struct px_conn;
 struct px_uconn;
 struct px_req;
 struct px_config;
 struct px_hdr_add;
-
-/* Per target, per worker: the keep-alive pool and balancing state. */
-struct px_upool {
-    struct px_uconn *idle;    /* idle keep-alive connections (LIFO) */
-    uint32_t nidle;
-    uint32_t outstanding;     /* requests in flight on this worker */
-    uint64_t down_until_ms;   /* passive health: skip after a connect failure */
-};
 
 struct px_listener {
     int fd;
@@ -56,27 +51,17 @@ struct px_worker {
     _Atomic unsigned pending; /* PX_WN_* bits for notify */
     pthread_mutex_t msg_lock;      /* guards msgs: other threads append, the worker takes */
     struct px_wmsg *msgs, **msgs_tail;
-    struct px_req_ctx req;         /* request.c: parked requests */
 
     const struct px_routes *routes; /* adopted snapshot (see routes.h) */
     const struct px_config *cfg;    /* px_routes_config(routes) */
     const struct timeval *tv_header, *tv_body, *tv_keepalive, *tv_uconnect, *tv_usend, *tv_uread,
         *tv_uidle, *tv_linger;
 
-    struct px_upool *pools;   /* indexed by px_target.id */
-    uint32_t npools;
-    uint32_t rr;              /* round-robin tie breaker */
-
-    struct px_conn *conns;    /* every client connection (list) */
-    uint32_t nconns;
-    struct px_conn *idle_head, *idle_tail; /* reusable connections, oldest first (conn.c) */
-    uint64_t reuse_warned_ms;      /* last "max_connections reached" warning */
-    struct px_conn *dead_conns;    /* closed, freed by gc */
-    struct px_uconn *dead_uconns;
-    void *free_reqs;               /* request object cache (owned by conn.c) */
-    uint32_t nfree_reqs;
-    void *free_h2s;                /* HTTP/2 stream object cache (owned by h2.c) */
-    uint32_t nfree_h2s;
+    /* each module's own per-worker state (its header says what is in it) */
+    struct px_conn_ctx conn;       /* conn.c, h1.c, tunnel.c: client connections */
+    struct px_h2_ctx h2;           /* h2.c */
+    struct px_upstream_ctx up;     /* balancer.c, pool.c, upstream.c */
+    struct px_req_ctx req;         /* request.c: parked requests */
     struct px_hdr_add *adds;       /* response headers from cfg, cached per config */
     size_t nadds;
     time_t log_sec;                /* cached ISO-8601 second for the access log */
@@ -120,6 +105,18 @@ extern _Atomic uint32_t px_open_conns;
 /* Worker threads whose loop has not ended yet. */
 extern _Atomic int px_workers_running;
 
+/* A module's per-worker hooks (nginx's init_process/exit_process): `gc`
+ * frees what the module closed during this loop iteration (objects are
+ * never freed inside their own callbacks); `exit` closes and frees what is
+ * left when the worker ends. Either may be NULL. worker.c runs the hooks of
+ * every module in its table, in order. */
+struct px_worker_module {
+    const char *name;
+    void (*gc)(struct px_worker *w);
+    void (*exit)(struct px_worker *w);
+};
+extern const struct px_worker_module px_conn_module, px_h2_module, px_upstream_module;
+
 int px_worker_init(struct px_worker *w, int id, char *err, size_t errlen);
 int px_worker_add_listener(struct px_worker *w, int fd, int tls);
 int px_worker_start(struct px_worker *w);
@@ -129,8 +126,6 @@ void px_worker_free(struct px_worker *w);
 
 /* Adopt the newest snapshot when one was published (called per request). */
 void px_worker_refresh(struct px_worker *w);
-/* The pool slot of target t on this worker (grows the table). NULL on OOM. */
-struct px_upool *px_worker_pool(struct px_worker *w, const struct px_target *t);
 /* Append an access-log line; it is written at the end of this loop iteration. */
 void px_worker_access_log(struct px_worker *w, const char *line, size_t len);
 /* 32 lowercase hex characters, no NUL. */
@@ -149,21 +144,14 @@ void px_conn_stop_all(struct px_worker *w);
 unsigned px_conn_drain_idle(struct px_worker *w, unsigned n);
 static inline int px_conn_have_idle(const struct px_worker *w)
 {
-    return w->idle_head != NULL;
+    return w->conn.idle_head != NULL;
 }
 /* Close every client connection now (shutdown deadline). */
 void px_conn_kill_all(struct px_worker *w);
 /* GOAWAY on every HTTP/2 connection (reload): clients reconnect at leisure. */
 void px_conn_goaway_all(struct px_worker *w);
-void px_conn_free_dead(struct px_worker *w);
-void px_conn_free_cache(struct px_worker *w);
 /* A client connection closed (conn.c -> worker.c): accounting, resume accepts. */
 void px_worker_conn_closed(struct px_worker *w);
-void px_upstream_free_dead(struct px_worker *w);
-/* Close all idle upstream connections of this worker (graceful stop). */
-void px_upstream_close_idle(struct px_worker *w);
-/* Close this worker's idle upstream connections to one target. */
-void px_upstream_close_idle_target(struct px_worker *w, uint32_t target_id);
 /* Close this worker's WebSocket tunnels to one target (conn.c). */
 void px_conn_close_tunnels(struct px_worker *w, uint32_t target_id);
 

@@ -1,7 +1,11 @@
 /* Unit tests: target choice (least outstanding, round robin, passive and
  * active health, draining) and the per-worker keep-alive pool. Includes
- * upstream.c to reach its statics. */
+ * the upstream module's files to reach their statics. */
+#include "../../proxy/balancer.c"
+#include "../../proxy/pool.c"
 #include "../../proxy/upstream.c"
+
+#include <unistd.h>
 
 #include <arpa/inet.h>
 
@@ -79,12 +83,12 @@ static void test_least_outstanding(void)
     if (!svc)
         return;
     struct px_req r = req();
-    px_worker_pool(&w, svc->targets[0])->outstanding = 3;
-    px_worker_pool(&w, svc->targets[1])->outstanding = 1;
-    px_worker_pool(&w, svc->targets[2])->outstanding = 2;
+    px_pool_of(&w, svc->targets[0])->outstanding = 3;
+    px_pool_of(&w, svc->targets[1])->outstanding = 1;
+    px_pool_of(&w, svc->targets[2])->outstanding = 2;
     for (int i = 0; i < 10; i++)
-        CHECK(pick_target(&r, NULL) == svc->targets[1]);
-    CHECK(pick_target(&r, svc->targets[1]) == svc->targets[2]); /* excluded: next best */
+        CHECK(px_balancer_pick(&r, NULL) == svc->targets[1]);
+    CHECK(px_balancer_pick(&r, svc->targets[1]) == svc->targets[2]); /* excluded: next best */
     teardown();
 }
 
@@ -96,7 +100,7 @@ static void test_round_robin_on_ties(void)
     struct px_req r = req();
     int seen[3] = {0, 0, 0};
     for (int i = 0; i < 30; i++) {
-        struct px_target *t = pick_target(&r, NULL);
+        struct px_target *t = px_balancer_pick(&r, NULL);
         for (int k = 0; k < 3; k++)
             if (t == svc->targets[k])
                 seen[k]++;
@@ -115,13 +119,13 @@ static void test_health_and_draining(void)
     struct px_req r = req();
     atomic_store(&svc->targets[0]->healthy, 0);
     for (int i = 0; i < 4; i++)
-        CHECK(pick_target(&r, NULL) == svc->targets[1]);
+        CHECK(px_balancer_pick(&r, NULL) == svc->targets[1]);
     atomic_store(&svc->targets[0]->healthy, 1);
     atomic_store(&svc->targets[1]->draining, 1);
     for (int i = 0; i < 4; i++)
-        CHECK(pick_target(&r, NULL) == svc->targets[0]);
+        CHECK(px_balancer_pick(&r, NULL) == svc->targets[0]);
     atomic_store(&svc->targets[0]->healthy, 0);
-    CHECK(pick_target(&r, NULL) == NULL); /* none usable: 503 */
+    CHECK(px_balancer_pick(&r, NULL) == NULL); /* none usable: 503 */
     teardown();
 }
 
@@ -131,17 +135,17 @@ static void test_passive_down(void)
     if (!svc)
         return;
     struct px_req r = req();
-    px_worker_pool(&w, svc->targets[0])->down_until_ms = px_now_ms() + 60000;
-    px_worker_pool(&w, svc->targets[1])->outstanding = 5;
+    px_pool_of(&w, svc->targets[0])->down_until_ms = px_now_ms() + 60000;
+    px_pool_of(&w, svc->targets[1])->outstanding = 5;
     for (int i = 0; i < 4; i++)
-        CHECK(pick_target(&r, NULL) == svc->targets[1]);
+        CHECK(px_balancer_pick(&r, NULL) == svc->targets[1]);
     /* all down: still try one rather than fail */
-    px_worker_pool(&w, svc->targets[1])->down_until_ms = px_now_ms() + 60000;
-    CHECK(pick_target(&r, NULL) != NULL);
+    px_pool_of(&w, svc->targets[1])->down_until_ms = px_now_ms() + 60000;
+    CHECK(px_balancer_pick(&r, NULL) != NULL);
     /* expired: usable again */
-    px_worker_pool(&w, svc->targets[0])->down_until_ms = px_now_ms() - 1;
-    CHECK(pick_target(&r, NULL) == svc->targets[0]);
-    CHECK_INT(px_worker_pool(&w, svc->targets[0])->down_until_ms, 0);
+    px_pool_of(&w, svc->targets[0])->down_until_ms = px_now_ms() - 1;
+    CHECK(px_balancer_pick(&r, NULL) == svc->targets[0]);
+    CHECK_INT(px_pool_of(&w, svc->targets[0])->down_until_ms, 0);
     teardown();
 }
 
@@ -153,12 +157,12 @@ static void test_pool_growth(void)
     struct px_target fake;
     memset(&fake, 0, sizeof(fake));
     fake.id = 1000;
-    struct px_upool *p = px_worker_pool(&w, &fake);
+    struct px_upool *p = px_pool_of(&w, &fake);
     CHECK(p != NULL);
-    CHECK(w.npools > 1000);
+    CHECK(w.up.npools > 1000);
     CHECK_INT(p->nidle, 0);
     CHECK_INT(p->outstanding, 0);
-    CHECK(px_worker_pool(&w, svc->targets[0]) == &w.pools[svc->targets[0]->id]);
+    CHECK(px_pool_of(&w, svc->targets[0]) == &w.up.pools[svc->targets[0]->id]);
     teardown();
 }
 
@@ -175,23 +179,23 @@ static void test_pool_reuse(void)
     CHECK_INT(attach(&r, svc->targets[0], &err), 0);
     struct px_uconn *u = r.up;
     CHECK(u != NULL && !u->reused);
-    CHECK_INT(w.pools[svc->targets[0]->id].outstanding, 1);
+    CHECK_INT(w.up.pools[svc->targets[0]->id].outstanding, 1);
     u->state = U_BUSY;
     detach_count(&r);
     r.up = NULL;
-    release(u, 1);
-    CHECK_INT(w.pools[svc->targets[0]->id].nidle, 1);
-    CHECK_INT(w.pools[svc->targets[0]->id].outstanding, 0);
+    px_pool_release(u, 1);
+    CHECK_INT(w.up.pools[svc->targets[0]->id].nidle, 1);
+    CHECK_INT(w.up.pools[svc->targets[0]->id].outstanding, 0);
     struct px_req r2 = req();
     CHECK_INT(attach(&r2, svc->targets[0], &err), 0);
     CHECK(r2.up == u);
     CHECK(u->reused);
-    CHECK_INT(w.pools[svc->targets[0]->id].nidle, 0);
+    CHECK_INT(w.up.pools[svc->targets[0]->id].nidle, 0);
     /* not reusable (e.g. Connection: close): closed, not pooled */
     u->state = U_BUSY;
     detach_count(&r2);
-    release(u, 0);
-    CHECK_INT(w.pools[svc->targets[0]->id].nidle, 0);
+    px_pool_release(u, 0);
+    CHECK_INT(w.up.pools[svc->targets[0]->id].nidle, 0);
     teardown();
     close(lfd);
 }

@@ -1,0 +1,119 @@
+/* px/upstream.h -- the upstream side of a request, in four files:
+ *
+ *   balancer.c  target choice: least outstanding requests, round robin on
+ *               ties, passive health (a target whose connect failed is
+ *               skipped for a while)
+ *   pool.c      connections to a target: the per-worker keep-alive pool,
+ *               connecting, closing (freed at the end of the loop iteration)
+ *   h1client.c  HTTP/1 response framing over a px_sock: the head, the body
+ *               mode, the relay (the health checker reuses it)
+ *   upstream.c  the glue: a request's tries and retries, timeouts, relay
+ *
+ * A px_uconn is connecting, busy with one request, idle in its worker's
+ * pool, or detached into a tunnel. Everything here belongs to one worker;
+ * only px_target's atomics are shared. */
+#ifndef PX_UPSTREAM_H
+#define PX_UPSTREAM_H
+
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <stdint.h>
+
+#include "px/http1.h"
+#include "px/request.h"
+#include "px/sock.h"
+
+struct px_worker;
+struct px_target;
+
+#define PX_UP_READ_MAX (256 * 1024)  /* per event, then yield to other connections */
+/* Per read(2): a 64 KiB body and its head in one. libevent rounds a chain
+ * (its header included) up to a power of two, so this is the most a 128 KiB
+ * allocation holds; 80 KiB took as much memory. */
+#define PX_UP_READ_CHUNK (128 * 1024 - 512)
+
+/* Per target, per worker: the keep-alive pool and balancing state. */
+struct px_upool {
+    struct px_uconn *idle;    /* idle keep-alive connections (LIFO) */
+    uint32_t nidle;
+    uint32_t outstanding;     /* requests in flight on this worker */
+    uint64_t down_until_ms;   /* passive health: skip after a connect failure */
+};
+
+/* The upstream module's per-worker state. */
+struct px_upstream_ctx {
+    struct px_upool *pools;   /* indexed by px_target.id */
+    uint32_t npools;
+    uint32_t rr;              /* round-robin tie breaker */
+    struct px_uconn *dead;    /* closed, freed by the worker's gc */
+};
+
+enum px_ustate { U_CONNECTING, U_BUSY, U_IDLE, U_TUNNEL, U_DEAD };
+
+struct px_uconn {
+    struct px_sock s;
+    struct px_worker *w;
+    uint32_t target_id;
+    enum px_ustate state;
+    struct px_req *req;
+    struct event timer;
+    struct px_uconn *next, *prev;  /* pool list, or the dead list */
+    unsigned reused : 1;
+    unsigned paused : 1;           /* stopped reading: the client is full */
+    unsigned body_paused : 1;      /* told the client to stop sending body */
+    unsigned head_done : 1;        /* response head parsed */
+    unsigned got_bytes : 1;        /* any response byte arrived */
+    px_tunnel_cb tunnel_cb;        /* U_TUNNEL: events go to the tunnel's owner */
+    void *tunnel_owner;
+};
+
+/* ---- balancer.c ---- */
+
+/* The target of r->svc for the next try: healthy, not draining, not
+ * passively down, least outstanding requests on this worker, round robin on
+ * ties; a passively down one only when nothing else is left. NULL: none. */
+struct px_target *px_balancer_pick(struct px_req *r, const struct px_target *exclude);
+/* A connect to t failed: skip it on this worker for a while. */
+void px_balancer_mark_down(struct px_worker *w, const struct px_target *t);
+
+/* ---- pool.c ---- */
+
+/* The pool slot of target t on worker w (grows the table). NULL on OOM. */
+struct px_upool *px_pool_of(struct px_worker *w, const struct px_target *t);
+/* A connection to t for a request: an idle pooled one that is still good,
+ * else a new one (connecting, its events going to upstream.c). NULL with an
+ * errno value in *err. */
+struct px_uconn *px_pool_get(struct px_worker *w, struct px_target *t, int *err);
+/* After a complete response: back to the pool when reusable, else closed. */
+void px_pool_release(struct px_uconn *u, int reusable);
+/* Close idle pooled connections: to one target, or to all (UINT32_MAX). */
+void px_pool_close_idle(struct px_worker *w, uint32_t target_id);
+/* Worker hooks: free connections closed during this iteration; at exit,
+ * close the idle ones and free the tables. */
+void px_pool_gc(struct px_worker *w);
+void px_pool_exit(struct px_worker *w);
+
+/* ---- upstream.c: the event entry points of a busy connection ---- */
+void px_upstream_event(evutil_socket_t fd, short what, void *arg);
+void px_upstream_timeout(evutil_socket_t fd, short what, void *arg);
+
+/* ---- h1client.c ---- */
+
+#define PX_H1C_HEAD_MAX (64 * 1024)
+
+/* Parse a response head at the front of in (not consumed). > 0: its length;
+ * 0: need more; -1: invalid; -2: larger than PX_H1C_HEAD_MAX. */
+int px_h1c_head(struct evbuffer *in, struct px_h1_response *resp);
+/* Set up b for resp's body (RFC 9112 6.3: HEAD, 1xx, 204, 304 have none;
+ * chunked; Content-Length; else until close). Returns 1 when the connection
+ * may be kept alive after the body. */
+int px_h1c_frame(struct px_h1c_body *b, const struct px_h1_response *resp, int head_request);
+/* Where body bytes go: move (or drain) len bytes at the front of src;
+ * return 1 to stop reading (the taker is full). */
+typedef int (*px_h1c_sink)(void *arg, struct evbuffer *src, size_t len);
+/* Relay the body bytes in in per b, de-chunking unless b->passthrough.
+ * Stops when *paused is set (by the sink's answer). Returns 1 when the body
+ * is complete, 0 when more is needed, -1 on malformed chunked framing. */
+int px_h1c_relay(struct px_h1c_body *b, struct evbuffer *in, px_h1c_sink sink, void *arg, unsigned *paused);
+
+#endif

@@ -1,0 +1,192 @@
+/* pool.c -- upstream connections: the per-worker keep-alive pool per
+ * target, connecting, closing. A closed connection goes on the worker's
+ * dead list and is freed at the end of the loop iteration (never inside its
+ * own callback). */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "px/common.h"
+#include "px/routes.h"
+#include "px/sock.h"
+#include "px/upstream.h"
+#include "px/worker.h"
+
+struct px_upool *px_pool_of(struct px_worker *w, const struct px_target *t)
+{
+    if (PX_LIKELY(t->id < w->up.npools))
+        return &w->up.pools[t->id];
+    uint32_t n = w->up.npools ? w->up.npools : 16;
+    while (n <= t->id)
+        n *= 2;
+    struct px_upool *np = realloc(w->up.pools, n * sizeof(*np));
+    if (np == NULL)
+        return NULL;
+    memset(np + w->up.npools, 0, (n - w->up.npools) * sizeof(*np));
+    /* pool lists point at connections, not at the array: moving is fine */
+    w->up.pools = np;
+    w->up.npools = n;
+    return &w->up.pools[t->id];
+}
+
+static void pool_unlink(struct px_upool *p, struct px_uconn *u)
+{
+    if (u->prev)
+        u->prev->next = u->next;
+    else
+        p->idle = u->next;
+    if (u->next)
+        u->next->prev = u->prev;
+    u->next = u->prev = NULL;
+    p->nidle--;
+}
+
+void px_uconn_close(struct px_uconn *u)
+{
+    if (u == NULL || u->state == U_DEAD)
+        return;
+    struct px_worker *w = u->w;
+    if (u->state == U_IDLE && u->target_id < w->up.npools)
+        pool_unlink(&w->up.pools[u->target_id], u);
+    event_del(&u->timer);
+    px_sock_close(&u->s);
+    u->state = U_DEAD;
+    u->req = NULL;
+    u->next = w->up.dead;
+    w->up.dead = u;
+    px_worker_schedule_gc(w);
+}
+
+void px_pool_gc(struct px_worker *w)
+{
+    while (w->up.dead) {
+        struct px_uconn *u = w->up.dead;
+        w->up.dead = u->next;
+        free(u);
+    }
+}
+
+void px_pool_close_idle(struct px_worker *w, uint32_t target_id)
+{
+    if (target_id == UINT32_MAX) {
+        for (uint32_t i = 0; i < w->up.npools; i++)
+            px_pool_close_idle(w, i);
+        return;
+    }
+    if (target_id >= w->up.npools)
+        return;
+    while (w->up.pools[target_id].idle)
+        px_uconn_close(w->up.pools[target_id].idle);
+}
+
+void px_pool_exit(struct px_worker *w)
+{
+    px_pool_close_idle(w, UINT32_MAX);
+    px_pool_gc(w);
+    free(w->up.pools);
+    w->up.pools = NULL;
+    w->up.npools = 0;
+}
+
+/* ---- connections ---- */
+
+static struct px_uconn *uconn_connect(struct px_worker *w, struct px_target *t, int *err)
+{
+    const struct px_addr *a = &t->addr;
+    int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        *err = errno;
+        return NULL;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    int rc = connect(fd, (const struct sockaddr *)&a->ss, a->len);
+    if (rc < 0 && errno != EINPROGRESS) {
+        *err = errno;
+        close(fd);
+        return NULL;
+    }
+    struct px_uconn *u = calloc(1, sizeof(*u));
+    if (u == NULL) {
+        *err = ENOMEM;
+        close(fd);
+        return NULL;
+    }
+    u->w = w;
+    u->target_id = t->id;
+    if (px_sock_open(&u->s, w->base, fd, px_upstream_event, u) < 0) {
+        free(u);
+        *err = ENOMEM;
+        return NULL;
+    }
+    u->s.read_chunk = PX_UP_READ_CHUNK;
+    event_assign(&u->timer, w->base, -1, 0, px_upstream_timeout, u);
+    u->state = rc == 0 ? U_BUSY : U_CONNECTING;
+    if (u->state == U_CONNECTING)
+        u->s.writable = u->s.readable = 0;
+    event_add(&u->timer, w->tv_uconnect);
+    return u;
+}
+
+/* An idle connection whose event is already active in this loop iteration
+ * may have been closed by the upstream in the same epoll batch that brought
+ * the request about to use it: look (one read) before reusing it, as its
+ * idle handler would. Cheap: nothing to do unless an event is pending. */
+static int idle_usable(struct px_uconn *u)
+{
+    if (!(u->s.ev.ev_evcallback.evcb_flags & (EVLIST_ACTIVE | EVLIST_ACTIVE_LATER)) && !u->s.rdhup)
+        return 1;
+    u->s.readable = 1;
+    px_sock_read(&u->s, 4096);
+    return !(u->s.eof || u->s.error || evbuffer_get_length(u->s.in));
+}
+
+struct px_uconn *px_pool_get(struct px_worker *w, struct px_target *t, int *err)
+{
+    struct px_upool *p = px_pool_of(w, t);
+    if (p == NULL) {
+        *err = ENOMEM;
+        return NULL;
+    }
+    struct px_uconn *u;
+    while ((u = p->idle) != NULL && !idle_usable(u))
+        px_uconn_close(u);
+    if (u) {
+        pool_unlink(p, u);
+        u->state = U_BUSY;
+        u->reused = 1;
+        return u;
+    }
+    return uconn_connect(w, t, err);
+}
+
+/* Release u after a complete response: back to the pool or closed. */
+void px_pool_release(struct px_uconn *u, int reusable)
+{
+    struct px_worker *w = u->w;
+    u->req = NULL;
+    if (!reusable || w->stopping || evbuffer_get_length(u->s.in) || u->s.eof || u->s.error ||
+        u->target_id >= w->up.npools) {
+        px_uconn_close(u);
+        return;
+    }
+    struct px_upool *p = &w->up.pools[u->target_id];
+    u->state = U_IDLE;
+    u->prev = NULL;
+    u->next = p->idle;
+    if (p->idle)
+        p->idle->prev = u;
+    p->idle = u;
+    p->nidle++;
+    event_add(&u->timer, w->tv_uidle);
+}
+
+const struct px_worker_module px_upstream_module = {
+    .name = "upstream",
+    .gc = px_pool_gc,
+    .exit = px_pool_exit,
+};
