@@ -268,6 +268,55 @@ static void test_body_resumes_after_connect(void)
     close(lfd);
 }
 
+/* A retiring target: idle pooled connections close on the worker's message,
+ * busy ones when their response ends, and its in-flight count follows. */
+static void test_draining_target(void)
+{
+    int lfd = setup_listening();
+    if (!svc) {
+        close(lfd);
+        return;
+    }
+    struct px_target *t = svc->targets[0];
+    struct px_req r = req();
+    r.ops = &fake_ops;
+    int err = 0;
+    CHECK_INT(attach(&r, t, &err), 0);
+    uint32_t inflight = 9;
+    px_target_inflight(t, &inflight, NULL);
+    CHECK_INT(inflight, 1);
+    struct px_uconn *u = r.up;
+    u->state = U_BUSY;
+    detach_count(&r);
+    r.up = NULL;
+    px_pool_release(u, 1);
+    px_target_inflight(t, &inflight, NULL);
+    CHECK_INT(inflight, 0);
+    CHECK_INT(w.up.pools[t->id].nidle, 1);
+    /* the control plane marks the target draining and tells the worker */
+    atomic_store(&t->draining, 1);
+    struct px_wmsg m = {.type = PX_WM_DRAIN_TARGET, .target_id = t->id};
+    CHECK_INT(px_worker_send(&w, &m), 0);
+    for (int i = 0; i < 50 && w.up.pools[t->id].nidle; i++)
+        event_base_loop(w.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    CHECK_INT(w.up.pools[t->id].nidle, 0);
+    /* a busy connection to it is closed, not pooled, when its response ends */
+    atomic_store(&t->draining, 0);
+    struct px_req r2 = req();
+    r2.ops = &fake_ops;
+    CHECK_INT(attach(&r2, t, &err), 0);
+    r2.up->state = U_BUSY;
+    r2.resp_keepalive = 1;
+    r2.body_sent = 1;
+    atomic_store(&t->draining, 1);
+    finish(r2.up, 1);
+    CHECK_INT(w.up.pools[t->id].nidle, 0);
+    px_target_inflight(t, &inflight, NULL);
+    CHECK_INT(inflight, 0);
+    teardown();
+    close(lfd);
+}
+
 int main(void)
 {
     px_log_open("/dev/null", "off", NULL, 0);
@@ -279,6 +328,7 @@ int main(void)
     UNIT_RUN(test_pool_growth);
     UNIT_RUN(test_pool_reuse);
     UNIT_RUN(test_body_resumes_after_connect);
+    UNIT_RUN(test_draining_target);
     px_log_close();
     return unit_report();
 }
