@@ -1,0 +1,51 @@
+/* px/state.h -- the services proxyctl deployed, persisted crash-safely.
+ *
+ * The state file is JSON, {"version":1,"services":[...]}, one object per
+ * service with its active and previous targets and its stopped/paused
+ * state. A save writes a temporary file next to it, fsyncs it, renames it
+ * over the old one and fsyncs the directory, so that a crash (kill -9, power
+ * loss) at any moment leaves either the old file or the new one, never a
+ * mix. A load skips an entry it cannot use with a log line and keeps the
+ * others (kamal-proxy #233: one bad certificate entry wiped its whole
+ * table). Main thread only; nothing here touches the data path. */
+#ifndef PX_STATE_H
+#define PX_STATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum px_state_svc { PX_STATE_ACTIVE = 0, PX_STATE_STOPPED, PX_STATE_PAUSED };
+
+struct px_state_service {
+    char *name;
+    char **hosts;
+    size_t nhosts;
+    char *path_prefix;        /* "/" when absent */
+    char **active;            /* "HOST:PORT" as given to deploy */
+    size_t nactive;
+    char **previous;          /* what rollback switches back to; may be empty */
+    size_t nprevious;
+    char *health_check_path;  /* "/up" when absent */
+    enum px_state_svc state;
+    char *stop_message;       /* PX_STATE_STOPPED; may be NULL */
+    uint64_t max_pause_ms;    /* PX_STATE_PAUSED */
+    int tls;                  /* deploy --tls: an ACME lineage for the hosts */
+};
+
+struct px_state {
+    struct px_state_service *services;
+    size_t nservices;
+};
+
+/* Write st to path crash-safely (see above). 0, or -1 with a message. */
+int px_state_save(const char *path, const struct px_state *st, char *err, size_t errlen);
+/* Read path into *st (zeroed first). A missing file is an empty state (0);
+ * an unreadable or unparsable file is -1 with a message; a bad service entry
+ * is skipped and logged. Free with px_state_free. */
+int px_state_load(const char *path, struct px_state *st, char *err, size_t errlen);
+void px_state_free(struct px_state *st);
+/* Deep copy of one service into dst (0, or -1 out of memory). */
+int px_state_service_copy(struct px_state_service *dst, const struct px_state_service *src);
+void px_state_service_clear(struct px_state_service *s);
+
+#endif

@@ -1,0 +1,194 @@
+/* health.c -- active HTTP health checks: a fresh connection per check, the
+ * response head read with the HTTP/1 client framing, any 2xx passes. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "px/common.h"
+#include "px/health.h"
+#include "px/http1.h"
+#include "px/sock.h"
+#include "px/upstream.h"
+
+struct px_health {
+    struct event_base *base;
+    struct px_addr addr;
+    char *request;              /* the whole request, built once */
+    size_t request_len;
+    uint64_t interval_ms, timeout_ms;
+    px_health_cb cb;
+    void *arg;
+    struct event next;          /* the next check */
+    struct event deadline;      /* the check in progress times out */
+    struct px_sock s;
+    uint64_t started_ms;
+    unsigned busy : 1;          /* a check is in progress */
+    unsigned connecting : 1;
+};
+
+static void start_check(evutil_socket_t fd, short what, void *arg);
+
+static void tv_of(struct timeval *tv, uint64_t ms)
+{
+    tv->tv_sec = (time_t)(ms / 1000);
+    tv->tv_usec = (suseconds_t)(ms % 1000) * 1000;
+}
+
+/* End the check in progress and report it. The callback may free h: it is
+ * the last thing done. */
+static void done(struct px_health *h, int pass, int status, const char *reason)
+{
+    struct px_health_result res = {
+        .pass = pass,
+        .status = status,
+        .reason = reason,
+        .elapsed_ms = px_now_ms() - h->started_ms,
+    };
+    event_del(&h->deadline);
+    px_sock_close(&h->s);
+    h->busy = 0;
+    uint64_t spent = res.elapsed_ms;
+    struct timeval tv;
+    tv_of(&tv, spent < h->interval_ms ? h->interval_ms - spent : 0);
+    event_add(&h->next, &tv);
+    h->cb(h->arg, &res);
+}
+
+static void on_io(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_health *h = arg;
+    char why[96];
+    px_sock_mark(&h->s, what);
+    if (h->connecting) {
+        int e = 0;
+        socklen_t el = sizeof(e);
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &el) < 0)
+            e = errno;
+        if (e == EINPROGRESS || e == EALREADY || (e == 0 && !(what & (EV_WRITE | EV_READ | EV_CLOSED))))
+            return;
+        if (e != 0) {
+            snprintf(why, sizeof(why), "connect: %s", strerror(e));
+            done(h, 0, 0, why);
+            return;
+        }
+        h->connecting = 0;
+        h->s.writable = 1;
+    }
+    if (evbuffer_get_length(h->s.out) && px_sock_flush(&h->s) < 0) {
+        snprintf(why, sizeof(why), "send: %s", strerror(h->s.err));
+        done(h, 0, 0, why);
+        return;
+    }
+    px_sock_read(&h->s, PX_H1C_HEAD_MAX);
+    struct px_h1_response resp;
+    int rc = px_h1c_head(h->s.in, &resp);
+    while (rc > 0 && resp.status < 200) { /* 1xx: the real answer follows */
+        evbuffer_drain(h->s.in, (size_t)rc);
+        rc = px_h1c_head(h->s.in, &resp);
+    }
+    if (rc > 0) {
+        int pass = resp.status >= 200 && resp.status < 300;
+        snprintf(why, sizeof(why), "%d", resp.status);
+        done(h, pass, resp.status, pass ? NULL : why);
+        return;
+    }
+    if (rc < 0) {
+        done(h, 0, 0, "invalid response");
+        return;
+    }
+    if (h->s.eof || h->s.error) {
+        done(h, 0, 0, h->s.error ? "connection reset" : "closed without answering");
+        return;
+    }
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_health *h = arg;
+    char why[64];
+    snprintf(why, sizeof(why), "timed out after %llu ms", (unsigned long long)h->timeout_ms);
+    done(h, 0, 0, why);
+}
+
+static void start_check(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_health *h = arg;
+    char why[96];
+    h->started_ms = px_now_ms();
+    h->busy = 1;
+    int sfd = socket(h->addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (sfd < 0) {
+        snprintf(why, sizeof(why), "socket: %s", strerror(errno));
+        done(h, 0, 0, why);
+        return;
+    }
+    int one = 1;
+    setsockopt(sfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    int rc = connect(sfd, (const struct sockaddr *)&h->addr.ss, h->addr.len);
+    if (rc < 0 && errno != EINPROGRESS) {
+        snprintf(why, sizeof(why), "connect: %s", strerror(errno));
+        close(sfd);
+        done(h, 0, 0, why);
+        return;
+    }
+    if (px_sock_open(&h->s, h->base, sfd, on_io, h) < 0) {
+        done(h, 0, 0, "out of memory");
+        return;
+    }
+    h->connecting = rc < 0;
+    if (h->connecting)
+        h->s.readable = h->s.writable = 0;
+    evbuffer_add(h->s.out, h->request, h->request_len);
+    struct timeval tv;
+    tv_of(&tv, h->timeout_ms);
+    event_add(&h->deadline, &tv);
+    if (!h->connecting)
+        on_io(sfd, EV_WRITE, h);
+}
+
+struct px_health *px_health_new(struct event_base *base, const struct px_addr *addr, const char *path,
+                                uint64_t interval_ms, uint64_t timeout_ms, px_health_cb cb, void *arg)
+{
+    struct px_health *h = calloc(1, sizeof(*h));
+    if (h == NULL)
+        return NULL;
+    h->base = base;
+    h->addr = *addr;
+    h->interval_ms = interval_ms ? interval_ms : 1000;
+    h->timeout_ms = timeout_ms ? timeout_ms : 5000;
+    h->cb = cb;
+    h->arg = arg;
+    h->s.fd = -1;
+    int n = snprintf(NULL, 0,
+                     "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: proxyd/%s\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+                     path && path[0] ? path : "/", addr->text, PX_VERSION);
+    h->request = malloc((size_t)n + 1);
+    if (h->request == NULL) {
+        free(h);
+        return NULL;
+    }
+    h->request_len = (size_t)snprintf(
+        h->request, (size_t)n + 1,
+        "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: proxyd/%s\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+        path && path[0] ? path : "/", addr->text, PX_VERSION);
+    event_assign(&h->next, base, -1, 0, start_check, h);
+    event_assign(&h->deadline, base, -1, 0, on_deadline, h);
+    event_active(&h->next, EV_TIMEOUT, 1);
+    return h;
+}
+
+void px_health_free(struct px_health *h)
+{
+    if (h == NULL)
+        return;
+    event_del(&h->next);
+    event_del(&h->deadline);
+    px_sock_close(&h->s);
+    free(h->request);
+    free(h);
+}

@@ -1,0 +1,319 @@
+/* state.c -- the deployed services on disk: JSON (jansson), written
+ * temp + fsync + rename + fsync(dir); loaded entry by entry, a bad entry
+ * skipped and logged, never the whole table. */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "px/log.h"
+#include "px/state.h"
+
+#define STATE_VERSION 1
+
+static const char *const state_names[] = {"active", "stopped", "paused"};
+
+/* ---- memory ---- */
+
+static void strv_free(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+static char **strv_dup(char *const *v, size_t n)
+{
+    char **out = calloc(n ? n : 1, sizeof(*out));
+    if (out == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        if ((out[i] = strdup(v[i])) == NULL) {
+            strv_free(out, i);
+            return NULL;
+        }
+    return out;
+}
+
+void px_state_service_clear(struct px_state_service *s)
+{
+    free(s->name);
+    strv_free(s->hosts, s->nhosts);
+    free(s->path_prefix);
+    strv_free(s->active, s->nactive);
+    strv_free(s->previous, s->nprevious);
+    free(s->health_check_path);
+    free(s->stop_message);
+    memset(s, 0, sizeof(*s));
+}
+
+int px_state_service_copy(struct px_state_service *dst, const struct px_state_service *src)
+{
+    memset(dst, 0, sizeof(*dst));
+    dst->state = src->state;
+    dst->max_pause_ms = src->max_pause_ms;
+    dst->tls = src->tls;
+    dst->nhosts = src->nhosts;
+    dst->nactive = src->nactive;
+    dst->nprevious = src->nprevious;
+    if ((dst->name = strdup(src->name)) == NULL ||
+        (dst->path_prefix = strdup(src->path_prefix ? src->path_prefix : "/")) == NULL ||
+        (dst->health_check_path = strdup(src->health_check_path ? src->health_check_path : "/up")) == NULL ||
+        (src->stop_message && (dst->stop_message = strdup(src->stop_message)) == NULL) ||
+        (dst->hosts = strv_dup(src->hosts, src->nhosts)) == NULL ||
+        (dst->active = strv_dup(src->active, src->nactive)) == NULL ||
+        (dst->previous = strv_dup(src->previous, src->nprevious)) == NULL) {
+        if (dst->hosts == NULL)
+            dst->nhosts = 0;
+        if (dst->active == NULL)
+            dst->nactive = 0;
+        if (dst->previous == NULL)
+            dst->nprevious = 0;
+        px_state_service_clear(dst);
+        return -1;
+    }
+    return 0;
+}
+
+void px_state_free(struct px_state *st)
+{
+    for (size_t i = 0; i < st->nservices; i++)
+        px_state_service_clear(&st->services[i]);
+    free(st->services);
+    st->services = NULL;
+    st->nservices = 0;
+}
+
+/* ---- save ---- */
+
+static json_t *strv_json(char *const *v, size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < n; i++)
+        json_array_append_new(a, json_string(v[i]));
+    return a;
+}
+
+static json_t *service_json(const struct px_state_service *s)
+{
+    json_t *o = json_object();
+    if (o == NULL)
+        return NULL;
+    json_object_set_new(o, "name", json_string(s->name));
+    json_object_set_new(o, "hosts", strv_json(s->hosts, s->nhosts));
+    json_object_set_new(o, "path_prefix", json_string(s->path_prefix ? s->path_prefix : "/"));
+    json_object_set_new(o, "active", strv_json(s->active, s->nactive));
+    json_object_set_new(o, "previous", strv_json(s->previous, s->nprevious));
+    json_object_set_new(o, "health_check_path", json_string(s->health_check_path ? s->health_check_path : "/up"));
+    json_object_set_new(o, "state", json_string(state_names[s->state]));
+    if (s->stop_message)
+        json_object_set_new(o, "stop_message", json_string(s->stop_message));
+    if (s->state == PX_STATE_PAUSED)
+        json_object_set_new(o, "max_pause_ms", json_integer((json_int_t)s->max_pause_ms));
+    if (s->tls)
+        json_object_set_new(o, "tls", json_true());
+    return o;
+}
+
+static int fsync_dir(const char *path)
+{
+    char *copy = strdup(path);
+    if (copy == NULL)
+        return -1;
+    int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    free(copy);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+int px_state_save(const char *path, const struct px_state *st, char *err, size_t errlen)
+{
+    json_t *root = json_object(), *arr = json_array();
+    char *text = NULL, *tmp = NULL;
+    int fd = -1, rc = -1;
+    if (root == NULL || arr == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    json_object_set_new(root, "version", json_integer(STATE_VERSION));
+    for (size_t i = 0; i < st->nservices; i++)
+        json_array_append_new(arr, service_json(&st->services[i]));
+    json_object_set(root, "services", arr);
+    text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    size_t tlen = strlen(path) + 16;
+    tmp = malloc(tlen);
+    if (text == NULL || tmp == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    snprintf(tmp, tlen, "%s.tmp", path);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+        goto out;
+    }
+    size_t len = strlen(text), off = 0;
+    while (off < len) {
+        ssize_t n = write(fd, text + off, len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+            goto out;
+        }
+        off += (size_t)n;
+    }
+    if (write(fd, "\n", 1) != 1 || fsync(fd) < 0) {
+        snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+        goto out;
+    }
+    close(fd);
+    fd = -1;
+    if (rename(tmp, path) < 0) {
+        snprintf(err, errlen, "rename %s: %s", path, strerror(errno));
+        goto out;
+    }
+    if (fsync_dir(path) < 0) {
+        snprintf(err, errlen, "fsync of %s's directory: %s", path, strerror(errno));
+        goto out;
+    }
+    rc = 0;
+out:
+    if (fd >= 0) {
+        close(fd);
+        unlink(tmp);
+    }
+    free(tmp);
+    free(text);
+    json_decref(arr);
+    json_decref(root);
+    return rc;
+}
+
+/* ---- load ---- */
+
+static int strv_from(json_t *a, char ***out, size_t *n, int allow_empty)
+{
+    *out = NULL;
+    *n = 0;
+    if (a == NULL)
+        return allow_empty ? ((*out = calloc(1, sizeof(char *))) ? 0 : -1) : -1;
+    if (!json_is_array(a))
+        return -1;
+    size_t k = json_array_size(a);
+    if (k == 0 && !allow_empty)
+        return -1;
+    char **v = calloc(k ? k : 1, sizeof(*v));
+    if (v == NULL)
+        return -1;
+    for (size_t i = 0; i < k; i++) {
+        json_t *e = json_array_get(a, i);
+        if (!json_is_string(e) || (v[i] = strdup(json_string_value(e))) == NULL) {
+            strv_free(v, i);
+            return -1;
+        }
+    }
+    *out = v;
+    *n = k;
+    return 0;
+}
+
+/* One entry: NULL when it is usable, else why not. */
+static const char *service_from(json_t *o, struct px_state_service *s)
+{
+    memset(s, 0, sizeof(*s));
+    if (!json_is_object(o))
+        return "not an object";
+    json_t *name = json_object_get(o, "name");
+    if (!json_is_string(name) || json_string_length(name) == 0)
+        return "no name";
+    if ((s->name = strdup(json_string_value(name))) == NULL)
+        return "out of memory";
+    if (strv_from(json_object_get(o, "hosts"), &s->hosts, &s->nhosts, 1) < 0)
+        return "hosts is not a list of strings";
+    if (strv_from(json_object_get(o, "active"), &s->active, &s->nactive, 0) < 0)
+        return "active is not a non-empty list of targets";
+    if (strv_from(json_object_get(o, "previous"), &s->previous, &s->nprevious, 1) < 0)
+        return "previous is not a list of targets";
+    json_t *pp = json_object_get(o, "path_prefix"), *hc = json_object_get(o, "health_check_path");
+    if ((pp && !json_is_string(pp)) || (hc && !json_is_string(hc)))
+        return "path_prefix and health_check_path must be strings";
+    s->path_prefix = strdup(pp ? json_string_value(pp) : "/");
+    s->health_check_path = strdup(hc ? json_string_value(hc) : "/up");
+    if (s->path_prefix == NULL || s->health_check_path == NULL)
+        return "out of memory";
+    if (s->path_prefix[0] != '/' || s->health_check_path[0] != '/')
+        return "path_prefix and health_check_path must start with /";
+    json_t *st = json_object_get(o, "state");
+    s->state = PX_STATE_ACTIVE;
+    if (st) {
+        const char *v = json_is_string(st) ? json_string_value(st) : "";
+        size_t i = 0;
+        while (i < sizeof(state_names) / sizeof(state_names[0]) && strcmp(v, state_names[i]) != 0)
+            i++;
+        if (i == sizeof(state_names) / sizeof(state_names[0]))
+            return "state is not active, stopped or paused";
+        s->state = (enum px_state_svc)i;
+    }
+    json_t *msg = json_object_get(o, "stop_message");
+    if (msg && json_is_string(msg) && (s->stop_message = strdup(json_string_value(msg))) == NULL)
+        return "out of memory";
+    json_t *mp = json_object_get(o, "max_pause_ms");
+    if (mp && (!json_is_integer(mp) || json_integer_value(mp) < 0))
+        return "max_pause_ms is not a duration";
+    s->max_pause_ms = mp ? (uint64_t)json_integer_value(mp) : 30000;
+    s->tls = json_is_true(json_object_get(o, "tls"));
+    return NULL;
+}
+
+int px_state_load(const char *path, struct px_state *st, char *err, size_t errlen)
+{
+    memset(st, 0, sizeof(*st));
+    json_error_t je;
+    json_t *root = json_load_file(path, 0, &je);
+    if (root == NULL) {
+        if (access(path, F_OK) < 0 && errno == ENOENT)
+            return 0;
+        snprintf(err, errlen, "%s:%d: %s", path, je.line, je.text);
+        return -1;
+    }
+    json_t *arr = json_object_get(root, "services");
+    if (!json_is_array(arr)) {
+        snprintf(err, errlen, "%s: no \"services\" list", path);
+        json_decref(root);
+        return -1;
+    }
+    size_t n = json_array_size(arr);
+    st->services = calloc(n ? n : 1, sizeof(*st->services));
+    if (st->services == NULL) {
+        snprintf(err, errlen, "out of memory");
+        json_decref(root);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct px_state_service *s = &st->services[st->nservices];
+        const char *why = service_from(json_array_get(arr, i), s);
+        if (why == NULL) {
+            for (size_t j = 0; j < st->nservices && why == NULL; j++)
+                if (strcmp(st->services[j].name, s->name) == 0)
+                    why = "a second entry with this name";
+        }
+        if (why) {
+            px_log_warn("%s: service entry %zu (%s) skipped: %s", path, i,
+                        s->name ? s->name : "?", why);
+            px_state_service_clear(s);
+            continue;
+        }
+        st->nservices++;
+    }
+    json_decref(root);
+    return 0;
+}

@@ -1,0 +1,148 @@
+/* Unit tests: the state file -- a round trip keeps every field; a missing
+ * file is an empty state; a bad entry is skipped and the others kept; a
+ * corrupt file is an error (never silently empty); a save leaves no
+ * temporary file and a stale one from a crash does not matter. */
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "px/log.h"
+#include "px/state.h"
+#include "unit.h"
+
+static char dir[64], path[128];
+
+static void write_file(const char *p, const char *text)
+{
+    FILE *f = fopen(p, "w");
+    fputs(text, f);
+    fclose(f);
+}
+
+static void test_round_trip(void)
+{
+    char *hosts[] = {"example.com", "www.example.com"};
+    char *active[] = {"10.0.0.5:3000"}, *previous[] = {"10.0.0.4:3000", "10.0.0.6:3000"};
+    struct px_state_service svcs[2] = {
+        {.name = "web", .hosts = hosts, .nhosts = 2, .path_prefix = "/", .active = active, .nactive = 1,
+         .previous = previous, .nprevious = 2, .health_check_path = "/up", .state = PX_STATE_PAUSED,
+         .max_pause_ms = 12000, .tls = 1},
+        {.name = "api", .hosts = NULL, .nhosts = 0, .path_prefix = "/api", .active = active, .nactive = 1,
+         .previous = NULL, .nprevious = 0, .health_check_path = "/health", .state = PX_STATE_STOPPED,
+         .stop_message = "back at 5 \"pm\"\n"},
+    };
+    struct px_state st = {svcs, 2}, got;
+    char err[256] = "";
+    CHECK_INT(px_state_save(path, &st, err, sizeof(err)), 0);
+    char tmp[160];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    CHECK(access(tmp, F_OK) != 0);
+    struct stat sb;
+    CHECK_INT(stat(path, &sb), 0);
+    CHECK_INT(sb.st_mode & 0777, 0600);
+    CHECK_INT(px_state_load(path, &got, err, sizeof(err)), 0);
+    CHECK_INT(got.nservices, 2);
+    if (got.nservices == 2) {
+        struct px_state_service *w = &got.services[0], *a = &got.services[1];
+        CHECK_STR(w->name, "web");
+        CHECK_INT(w->nhosts, 2);
+        CHECK_STR(w->hosts[1], "www.example.com");
+        CHECK_INT(w->nactive, 1);
+        CHECK_STR(w->active[0], "10.0.0.5:3000");
+        CHECK_INT(w->nprevious, 2);
+        CHECK_STR(w->previous[1], "10.0.0.6:3000");
+        CHECK_INT(w->state, PX_STATE_PAUSED);
+        CHECK_INT(w->max_pause_ms, 12000);
+        CHECK_INT(w->tls, 1);
+        CHECK_STR(a->name, "api");
+        CHECK_STR(a->path_prefix, "/api");
+        CHECK_STR(a->health_check_path, "/health");
+        CHECK_INT(a->state, PX_STATE_STOPPED);
+        CHECK_STR(a->stop_message, "back at 5 \"pm\"\n");
+        CHECK_INT(a->nhosts, 0);
+        CHECK_INT(a->tls, 0);
+    }
+    px_state_free(&got);
+}
+
+static void test_missing_is_empty(void)
+{
+    struct px_state st;
+    char err[256], p[160];
+    snprintf(p, sizeof(p), "%s/none.json", dir);
+    CHECK_INT(px_state_load(p, &st, err, sizeof(err)), 0);
+    CHECK_INT(st.nservices, 0);
+    px_state_free(&st);
+}
+
+static void test_bad_entries_skipped(void)
+{
+    write_file(path, "{\"version\":1,\"services\":["
+                     "{\"name\":\"ok1\",\"active\":[\"127.0.0.1:1\"]},"
+                     "{\"name\":\"noactive\",\"active\":[]},"
+                     "42,"
+                     "{\"active\":[\"127.0.0.1:2\"]},"
+                     "{\"name\":\"badstate\",\"active\":[\"127.0.0.1:3\"],\"state\":\"sleeping\"},"
+                     "{\"name\":\"ok1\",\"active\":[\"127.0.0.1:4\"]},"
+                     "{\"name\":\"ok2\",\"active\":[\"127.0.0.1:5\"],\"hosts\":[\"a.test\"],\"state\":\"stopped\"}"
+                     "]}");
+    struct px_state st;
+    char err[256];
+    CHECK_INT(px_state_load(path, &st, err, sizeof(err)), 0);
+    CHECK_INT(st.nservices, 2);
+    if (st.nservices == 2) {
+        CHECK_STR(st.services[0].name, "ok1");
+        CHECK_STR(st.services[0].active[0], "127.0.0.1:1");
+        CHECK_STR(st.services[0].path_prefix, "/");
+        CHECK_STR(st.services[1].name, "ok2");
+        CHECK_INT(st.services[1].state, PX_STATE_STOPPED);
+    }
+    px_state_free(&st);
+}
+
+static void test_corrupt_file_is_an_error(void)
+{
+    write_file(path, "{\"version\":1,\"services\":[{\"name\":\"x\"");
+    struct px_state st;
+    char err[256] = "";
+    CHECK_INT(px_state_load(path, &st, err, sizeof(err)), -1);
+    CHECK(strstr(err, path) != NULL);
+    write_file(path, "[]");
+    CHECK_INT(px_state_load(path, &st, err, sizeof(err)), -1);
+}
+
+static void test_stale_temp_ignored(void)
+{
+    char *active[] = {"127.0.0.1:9"};
+    struct px_state_service s = {.name = "one", .active = active, .nactive = 1};
+    struct px_state st = {&s, 1}, got;
+    char err[256], tmp[160];
+    CHECK_INT(px_state_save(path, &st, err, sizeof(err)), 0);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    write_file(tmp, "{\"half written"); /* a crash between write and rename */
+    CHECK_INT(px_state_load(path, &got, err, sizeof(err)), 0);
+    CHECK_INT(got.nservices, 1);
+    px_state_free(&got);
+    CHECK_INT(px_state_save(path, &st, err, sizeof(err)), 0); /* and the next save replaces it */
+    CHECK(access(tmp, F_OK) != 0);
+}
+
+int main(void)
+{
+    px_log_open("/dev/null", "off", NULL, 0);
+    snprintf(dir, sizeof(dir), "/tmp/px-state-XXXXXX");
+    if (mkdtemp(dir) == NULL)
+        return 1;
+    snprintf(path, sizeof(path), "%s/state.json", dir);
+    UNIT_RUN(test_round_trip);
+    UNIT_RUN(test_missing_is_empty);
+    UNIT_RUN(test_bad_entries_skipped);
+    UNIT_RUN(test_corrupt_file_is_an_error);
+    UNIT_RUN(test_stale_temp_ignored);
+    char cmd[160];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "cannot remove %s\n", dir);
+    px_log_close();
+    return unit_report();
+}
