@@ -33,16 +33,46 @@ struct px_upool *px_pool_of(struct px_worker *w, const struct px_target *t)
     return &w->up.pools[t->id];
 }
 
-static void pool_unlink(struct px_upool *p, struct px_uconn *u)
+static void list_unlink(struct px_uconn **head, struct px_uconn *u)
 {
     if (u->prev)
         u->prev->next = u->next;
     else
-        p->idle = u->next;
+        *head = u->next;
     if (u->next)
         u->next->prev = u->prev;
     u->next = u->prev = NULL;
+}
+
+static void list_push(struct px_uconn **head, struct px_uconn *u)
+{
+    u->prev = NULL;
+    u->next = *head;
+    if (*head)
+        (*head)->prev = u;
+    *head = u;
+}
+
+static void pool_unlink(struct px_upool *p, struct px_uconn *u)
+{
+    list_unlink(&p->idle, u);
     p->nidle--;
+}
+
+/* Busy connections are listed per target too, so that a deploy can cut
+ * the requests still running on a target at drain_timeout. */
+static void busy_link(struct px_worker *w, struct px_uconn *u)
+{
+    list_push(&w->up.pools[u->target_id].busy, u);
+    u->on_busy = 1;
+}
+
+void px_pool_unbusy(struct px_uconn *u)
+{
+    if (!u->on_busy)
+        return;
+    list_unlink(&u->w->up.pools[u->target_id].busy, u);
+    u->on_busy = 0;
 }
 
 void px_uconn_close(struct px_uconn *u)
@@ -52,6 +82,7 @@ void px_uconn_close(struct px_uconn *u)
     struct px_worker *w = u->w;
     if (u->state == U_IDLE && u->target_id < w->up.npools)
         pool_unlink(&w->up.pools[u->target_id], u);
+    px_pool_unbusy(u);
     event_del(&u->timer);
     px_sock_close(&u->s);
     u->state = U_DEAD;
@@ -159,9 +190,11 @@ struct px_uconn *px_pool_get(struct px_worker *w, struct px_target *t, int *err)
         pool_unlink(p, u);
         u->state = U_BUSY;
         u->reused = 1;
-        return u;
+    } else if ((u = uconn_connect(w, t, err)) == NULL) {
+        return NULL;
     }
-    return uconn_connect(w, t, err);
+    busy_link(w, u);
+    return u;
 }
 
 /* Release u after a complete response: back to the pool or closed. */
@@ -169,6 +202,7 @@ void px_pool_release(struct px_uconn *u, int reusable)
 {
     struct px_worker *w = u->w;
     u->req = NULL;
+    px_pool_unbusy(u);
     if (!reusable || w->stopping || evbuffer_get_length(u->s.in) || u->s.eof || u->s.error ||
         u->target_id >= w->up.npools) {
         px_uconn_close(u);
@@ -176,11 +210,7 @@ void px_pool_release(struct px_uconn *u, int reusable)
     }
     struct px_upool *p = &w->up.pools[u->target_id];
     u->state = U_IDLE;
-    u->prev = NULL;
-    u->next = p->idle;
-    if (p->idle)
-        p->idle->prev = u;
-    p->idle = u;
+    list_push(&p->idle, u);
     p->nidle++;
     event_add(&u->timer, w->tv_uidle);
 }

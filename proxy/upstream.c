@@ -233,6 +233,7 @@ struct px_uconn *px_upstream_detach(struct px_req *r)
     struct px_uconn *u = r->up;
     if (u == NULL)
         return NULL;
+    px_pool_unbusy(u);
     detach_count(r);
     r->up = NULL;
     u->req = NULL;
@@ -477,5 +478,30 @@ void px_upstream_timeout(evutil_socket_t fd, short what, void *arg)
         return;
     default:
         return;
+    }
+}
+
+void px_upstream_cut_target(struct px_worker *w, uint32_t target_id)
+{
+    if (target_id >= w->up.npools)
+        return;
+    struct px_uconn *u;
+    /* each cut takes u off the busy list: always look at the head */
+    while ((u = w->up.pools[target_id].busy) != NULL) {
+        struct px_req *r = u->req;
+        if (r == NULL) {
+            px_uconn_close(u);
+            continue;
+        }
+        px_log_warn("upstream %s: still busy at drain_timeout: cut", r->target ? r->target->addr.text : "?");
+        if (!u->head_done) {
+            detach_count(r);
+            r->up = NULL;
+            px_uconn_close(u);
+            r->ops->resp_error(r, 504);
+        } else {
+            r->resp_keepalive = 0;
+            finish(u, 0);
+        }
     }
 }

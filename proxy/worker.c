@@ -258,6 +258,9 @@ static void handle_msg(struct px_worker *w, const struct px_wmsg *m)
     case PX_WM_WAKE_SERVICE:
         px_req_wake_service(w, m->name);
         break;
+    case PX_WM_CUT_TARGET:
+        px_upstream_cut_target(w, m->target_id);
+        break;
     }
 }
 

@@ -35,6 +35,7 @@ struct px_target;
 /* Per target, per worker: the keep-alive pool and balancing state. */
 struct px_upool {
     struct px_uconn *idle;    /* idle keep-alive connections (LIFO) */
+    struct px_uconn *busy;    /* connections with a request (connecting or busy) */
     uint32_t nidle;
     uint32_t outstanding;     /* requests in flight on this worker */
     uint64_t down_until_ms;   /* passive health: skip after a connect failure */
@@ -63,6 +64,7 @@ struct px_uconn {
     unsigned body_paused : 1;      /* told the client to stop sending body */
     unsigned head_done : 1;        /* response head parsed */
     unsigned got_bytes : 1;        /* any response byte arrived */
+    unsigned on_busy : 1;          /* on its pool's busy list */
     px_tunnel_cb tunnel_cb;        /* U_TUNNEL: events go to the tunnel's owner */
     void *tunnel_owner;
 };
@@ -86,6 +88,8 @@ struct px_upool *px_pool_of(struct px_worker *w, const struct px_target *t);
 struct px_uconn *px_pool_get(struct px_worker *w, struct px_target *t, int *err);
 /* After a complete response: back to the pool when reusable, else closed. */
 void px_pool_release(struct px_uconn *u, int reusable);
+/* Take u off its target's busy list (it becomes a tunnel). */
+void px_pool_unbusy(struct px_uconn *u);
 /* Close idle pooled connections: to one target, or to all (UINT32_MAX). */
 void px_pool_close_idle(struct px_worker *w, uint32_t target_id);
 /* Worker hooks: free connections closed during this iteration; at exit,
@@ -93,7 +97,11 @@ void px_pool_close_idle(struct px_worker *w, uint32_t target_id);
 void px_pool_gc(struct px_worker *w);
 void px_pool_exit(struct px_worker *w);
 
-/* ---- upstream.c: the event entry points of a busy connection ---- */
+/* ---- upstream.c ---- */
+/* drain_timeout passed: cut this worker's requests still running on the
+ * target (504 before a response head, else the response is cut short). */
+void px_upstream_cut_target(struct px_worker *w, uint32_t target_id);
+/* the event entry points of a busy connection */
 void px_upstream_event(evutil_socket_t fd, short what, void *arg);
 void px_upstream_timeout(evutil_socket_t fd, short what, void *arg);
 

@@ -86,6 +86,7 @@ enum px_wmsg_type {
     PX_WM_DRAIN_TARGET,       /* target_id retires: idle connections close now, busy ones after their response */
     PX_WM_CLOSE_TUNNELS,      /* close WebSocket tunnels to target_id (clients reconnect) */
     PX_WM_WAKE_SERVICE,       /* a pause of service `name` ended: resume its parked requests */
+    PX_WM_CUT_TARGET,         /* drain_timeout passed: cut requests still running on target_id (504) */
 };
 
 #define PX_WMSG_NAME_MAX 128

@@ -317,6 +317,35 @@ static void test_draining_target(void)
     close(lfd);
 }
 
+/* drain_timeout: a request still waiting on the target is answered 504
+ * and its connection closed; the target's busy list and count empty out. */
+static void test_cut_target(void)
+{
+    int lfd = setup_listening();
+    if (!svc) {
+        close(lfd);
+        return;
+    }
+    struct px_target *t = svc->targets[0];
+    struct px_req r = req();
+    r.ops = &fake_ops;
+    errors = 0;
+    CHECK_INT(px_upstream_start(&r), 0);
+    CHECK(w.up.pools[t->id].busy == r.up);
+    struct px_wmsg m = {.type = PX_WM_CUT_TARGET, .target_id = t->id};
+    CHECK_INT(px_worker_send(&w, &m), 0);
+    for (int i = 0; i < 50 && errors == 0; i++)
+        event_base_loop(w.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    CHECK_INT(errors, 1);
+    CHECK(r.up == NULL);
+    CHECK(w.up.pools[t->id].busy == NULL);
+    uint32_t inflight = 9;
+    px_target_inflight(t, &inflight, NULL);
+    CHECK_INT(inflight, 0);
+    teardown();
+    close(lfd);
+}
+
 int main(void)
 {
     px_log_open("/dev/null", "off", NULL, 0);
@@ -329,6 +358,7 @@ int main(void)
     UNIT_RUN(test_pool_reuse);
     UNIT_RUN(test_body_resumes_after_connect);
     UNIT_RUN(test_draining_target);
+    UNIT_RUN(test_cut_target);
     px_log_close();
     return unit_report();
 }
