@@ -124,7 +124,9 @@ static struct h2s *stream_new(struct px_h2 *h, int32_t id)
     s->r.status = 0;
     s->r.parked = 0;
     s->r.done = 0;
-    memset(&s->q, 0, sizeof(s->q));
+    /* headers[] (3 KiB) is filled up to nheaders at dispatch: clearing it
+     * per stream cost more than the rest of stream setup */
+    memset(&s->q, 0, offsetof(struct px_h1_request, headers));
     s->h = h;
     s->id = id;
     s->nhdr = 0;
@@ -259,8 +261,9 @@ static void kick(struct px_h2 *h)
 /* nv room: :status, our own few fields, the upstream's, the add-headers */
 #define H2_NV_MAX (4 + PX_H1_MAX_HEADERS + PX_MAX_ADD_HEADERS)
 
-/* Append the [headers] the response does not have yet (names lowercased
- * into lower at *used). */
+/* Append the [headers] the response does not have yet. Their lowercase
+ * names are made once per configuration (set_adds); lowercased into lower
+ * at *used only for an add without one. */
 static size_t put_adds(const struct px_worker *w, nghttp2_nv *nv, size_t n, char *lower, size_t *used,
                        uint64_t present)
 {
@@ -268,12 +271,27 @@ static size_t put_adds(const struct px_worker *w, nghttp2_nv *nv, size_t n, char
         const struct px_hdr_add *a = &w->adds[j];
         if (present >> j & 1)
             continue;
-        char *ln = lower + *used;
-        px_lower_copy(ln, a->name, a->name_len);
-        *used += a->name_len;
+        const char *ln = a->lname;
+        if (ln == NULL) {
+            px_lower_copy(lower + *used, a->name, a->name_len);
+            ln = lower + *used;
+            *used += a->name_len;
+        }
         nv[n++] = NV(ln, a->name_len, a->value, a->value_len);
     }
     return n;
+}
+
+/* ":status" value: three digits (100..999, as the parser and our own
+ * responses guarantee), without snprintf's cost on every response. */
+static void status_digits(char st[4], int status)
+{
+    if (status < 100 || status > 999)
+        status = 502;
+    st[0] = (char)('0' + status / 100);
+    st[1] = (char)('0' + status / 10 % 10);
+    st[2] = (char)('0' + status % 10);
+    st[3] = '\0';
 }
 
 static size_t adds_len(const struct px_worker *w)
@@ -296,7 +314,7 @@ static void h2_respond(struct px_req *r, int status, const char *body, size_t le
         len = (size_t)snprintf(tmp, sizeof(tmp), "%d %s\n", status, px_status_reason(status));
         body = tmp;
     }
-    snprintf(st, sizeof(st), "%03d", status);
+    status_digits(st, status);
     int cln = snprintf(cl, sizeof(cl), "%zu", len);
     nghttp2_nv nv[4 + 4 + PX_MAX_ADD_HEADERS];
     size_t n = 0, used = 0;
@@ -365,7 +383,7 @@ static int h2_resp_head(struct px_req *r, const struct px_h1_response *resp, siz
         return -1;
     nghttp2_nv nv[H2_NV_MAX];
     char st[4];
-    snprintf(st, sizeof(st), "%03d", resp->status);
+    status_digits(st, resp->status);
     size_t n = 0, used = 0;
     uint64_t present = 0;
     nv[n++] = NV(":status", 7, st, 3);
