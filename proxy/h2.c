@@ -83,6 +83,7 @@ struct px_h2 {
     size_t buffered;                  /* sum of the streams' resp lengths */
     size_t out_left;                  /* s->out's length after the last produce() */
     uint64_t out_wait_ms;             /* since when s->out has not shrunk (0: empty) */
+    uint64_t now_ms;                  /* produce()'s clock: read at most once per call (0: not yet) */
     struct event goaway_timer;        /* the final GOAWAY, should the PING's ACK not come */
     int32_t goaway_last;              /* last stream id of the final GOAWAY */
     uint32_t rst_tokens;              /* rapid reset bucket (H2_RST_BURST, H2_RST_RATE) */
@@ -226,6 +227,16 @@ static void stream_log(struct h2s *s)
 
 /* ---- responses ---- */
 
+/* The send-timeout stamps taken while produce() runs: one clock read for
+ * all the frames of the call (data_read runs once per DATA frame), and none
+ * when no stamp is needed. */
+static uint64_t produce_now(struct px_h2 *h)
+{
+    if (h->now_ms == 0)
+        h->now_ms = px_now_ms();
+    return h->now_ms;
+}
+
 static ssize_t data_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
                          nghttp2_data_source *src, void *ud)
 {
@@ -234,7 +245,7 @@ static ssize_t data_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
     size_t n = (size_t)evbuffer_remove(s->resp, buf, length);
     size_t left = evbuffer_get_length(s->resp);
     h->buffered -= n;
-    s->wait_ms = left ? px_now_ms() : 0;
+    s->wait_ms = left ? produce_now(h) : 0; /* only nghttp2_session_mem_send in produce() calls us */
     if (s->up_paused && left < H2_STREAM_LOW && !h->conn_paused && s->r.up) {
         s->up_paused = 0;
         px_upstream_resume(&s->r);
@@ -405,9 +416,12 @@ static int h2_resp_head(struct px_req *r, const struct px_h1_response *resp, siz
     int rv = nghttp2_submit_response(h->ng, s->id, nv, n, body ? &prd : NULL); /* copies nv */
     if (lower != stackbuf)
         free(lower);
-    if (!body)
+    if (!body) {
         s->resp_eof = 1;
-    s->wait_ms = px_now_ms(); /* counts only once bytes wait (stream_waits) */
+        s->wait_ms = px_now_ms(); /* the END_STREAM waits from now (stream_waits) */
+    }
+    /* with a body, nothing counts before its bytes or its end wait:
+     * h2_resp_body and h2_resp_end stamp then, so no clock read here */
     kick(h);
     return rv == 0 ? 0 : -1;
 }
@@ -1065,13 +1079,14 @@ static void out_progress(struct px_h2 *h, size_t before)
     if (len == 0)
         h->out_wait_ms = 0;
     else if (len < before || h->out_wait_ms == 0)
-        h->out_wait_ms = px_now_ms();
+        h->out_wait_ms = produce_now(h);
     h->out_left = len;
 }
 
 static int produce(struct px_h2 *h)
 {
     struct evbuffer *out = h->s->out;
+    h->now_ms = 0; /* produce_now() reads the clock again if this call needs it */
     if (evbuffer_get_length(out) < h->out_left)
         out_progress(h, h->out_left);
     while (evbuffer_get_length(out) < H2_OUT_HIGH) {
