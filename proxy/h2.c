@@ -77,6 +77,7 @@ struct px_h2 {
     void (*kick)(void *);
     void *kick_arg;
     struct h2s *streams, *dead;
+    struct h2s *hdr_s;                /* the stream whose header block is coming in (NULL: none) */
     uint32_t nstreams;
     struct evbuffer *tmp;             /* request body staging (chunk framing) */
     struct event timer;               /* client_body_timeout: streams and output the client does not take */
@@ -188,6 +189,8 @@ void px_h2_free_cache(struct px_worker *w)
 
 static void stream_unlink(struct px_h2 *h, struct h2s *s)
 {
+    if (h->hdr_s == s)
+        h->hdr_s = NULL;
     if (s->prev)
         s->prev->next = s->next;
     else
@@ -594,6 +597,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, voi
     if (s == NULL)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     nghttp2_session_set_stream_user_data(ng, frame->hd.stream_id, s);
+    h->hdr_s = s;
     return 0;
 }
 
@@ -603,7 +607,12 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
     struct px_h2 *h = ud;
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0; /* trailers are not forwarded */
-    struct h2s *s = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+    /* A header block is never interleaved with another (RFC 9113 6.10):
+     * the stream on_begin_headers made is the one, without a lookup in
+     * nghttp2's stream map per field. It is linked, so its user data is s. */
+    struct h2s *s = h->hdr_s;
+    if (s == NULL || s->id != frame->hd.stream_id)
+        s = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
     if (s == NULL)
         return 0;
     size_t max = h->w->cfg->max_header_size;
