@@ -77,12 +77,14 @@ struct px_h2 {
     void (*kick)(void *);
     void *kick_arg;
     struct h2s *streams, *dead;
+    struct h2s *hdr_s;                /* the stream whose header block is coming in (NULL: none) */
     uint32_t nstreams;
     struct evbuffer *tmp;             /* request body staging (chunk framing) */
     struct event timer;               /* client_body_timeout: streams and output the client does not take */
     size_t buffered;                  /* sum of the streams' resp lengths */
     size_t out_left;                  /* s->out's length after the last produce() */
     uint64_t out_wait_ms;             /* since when s->out has not shrunk (0: empty) */
+    uint64_t now_ms;                  /* produce()'s clock: read at most once per call (0: not yet) */
     struct event goaway_timer;        /* the final GOAWAY, should the PING's ACK not come */
     int32_t goaway_last;              /* last stream id of the final GOAWAY */
     uint32_t rst_tokens;              /* rapid reset bucket (H2_RST_BURST, H2_RST_RATE) */
@@ -124,7 +126,9 @@ static struct h2s *stream_new(struct px_h2 *h, int32_t id)
     s->r.status = 0;
     s->r.parked = 0;
     s->r.done = 0;
-    memset(&s->q, 0, sizeof(s->q));
+    /* headers[] (3 KiB) is filled up to nheaders at dispatch: clearing it
+     * per stream cost more than the rest of stream setup */
+    memset(&s->q, 0, offsetof(struct px_h1_request, headers));
     s->h = h;
     s->id = id;
     s->nhdr = 0;
@@ -185,6 +189,8 @@ static void h2_exit(struct px_worker *w)
 
 static void stream_unlink(struct px_h2 *h, struct h2s *s)
 {
+    if (h->hdr_s == s)
+        h->hdr_s = NULL;
     if (s->prev)
         s->prev->next = s->next;
     else
@@ -224,6 +230,16 @@ static void stream_log(struct h2s *s)
 
 /* ---- responses ---- */
 
+/* The send-timeout stamps taken while produce() runs: one clock read for
+ * all the frames of the call (data_read runs once per DATA frame), and none
+ * when no stamp is needed. */
+static uint64_t produce_now(struct px_h2 *h)
+{
+    if (h->now_ms == 0)
+        h->now_ms = px_now_ms();
+    return h->now_ms;
+}
+
 static ssize_t data_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
                          nghttp2_data_source *src, void *ud)
 {
@@ -232,7 +248,7 @@ static ssize_t data_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
     size_t n = (size_t)evbuffer_remove(s->resp, buf, length);
     size_t left = evbuffer_get_length(s->resp);
     h->buffered -= n;
-    s->wait_ms = left ? px_now_ms() : 0;
+    s->wait_ms = left ? produce_now(h) : 0; /* only nghttp2_session_mem_send in produce() calls us */
     if (s->up_paused && left < H2_STREAM_LOW && !h->conn_paused && s->r.up) {
         s->up_paused = 0;
         px_upstream_resume(&s->r);
@@ -259,8 +275,9 @@ static void kick(struct px_h2 *h)
 /* nv room: :status, our own few fields, the upstream's, the add-headers */
 #define H2_NV_MAX (4 + PX_H1_MAX_HEADERS + PX_MAX_ADD_HEADERS)
 
-/* Append the [headers] the response does not have yet (names lowercased
- * into lower at *used). */
+/* Append the [headers] the response does not have yet. Their lowercase
+ * names are made once per configuration (set_adds); lowercased into lower
+ * at *used only for an add without one. */
 static size_t put_adds(const struct px_worker *w, nghttp2_nv *nv, size_t n, char *lower, size_t *used,
                        uint64_t present)
 {
@@ -268,12 +285,27 @@ static size_t put_adds(const struct px_worker *w, nghttp2_nv *nv, size_t n, char
         const struct px_hdr_add *a = &w->adds[j];
         if (present >> j & 1)
             continue;
-        char *ln = lower + *used;
-        px_lower_copy(ln, a->name, a->name_len);
-        *used += a->name_len;
+        const char *ln = a->lname;
+        if (ln == NULL) {
+            px_lower_copy(lower + *used, a->name, a->name_len);
+            ln = lower + *used;
+            *used += a->name_len;
+        }
         nv[n++] = NV(ln, a->name_len, a->value, a->value_len);
     }
     return n;
+}
+
+/* ":status" value: three digits (100..999, as the parser and our own
+ * responses guarantee), without snprintf's cost on every response. */
+static void status_digits(char st[4], int status)
+{
+    if (status < 100 || status > 999)
+        status = 502;
+    st[0] = (char)('0' + status / 100);
+    st[1] = (char)('0' + status / 10 % 10);
+    st[2] = (char)('0' + status % 10);
+    st[3] = '\0';
 }
 
 static size_t adds_len(const struct px_worker *w)
@@ -296,7 +328,7 @@ static void h2_respond(struct px_req *r, int status, const char *body, size_t le
         len = (size_t)snprintf(tmp, sizeof(tmp), "%d %s\n", status, px_status_reason(status));
         body = tmp;
     }
-    snprintf(st, sizeof(st), "%03d", status);
+    status_digits(st, status);
     int cln = snprintf(cl, sizeof(cl), "%zu", len);
     nghttp2_nv nv[4 + 4 + PX_MAX_ADD_HEADERS];
     size_t n = 0, used = 0;
@@ -365,7 +397,7 @@ static int h2_resp_head(struct px_req *r, const struct px_h1_response *resp, siz
         return -1;
     nghttp2_nv nv[H2_NV_MAX];
     char st[4];
-    snprintf(st, sizeof(st), "%03d", resp->status);
+    status_digits(st, resp->status);
     size_t n = 0, used = 0;
     uint64_t present = 0;
     nv[n++] = NV(":status", 7, st, 3);
@@ -387,9 +419,12 @@ static int h2_resp_head(struct px_req *r, const struct px_h1_response *resp, siz
     int rv = nghttp2_submit_response(h->ng, s->id, nv, n, body ? &prd : NULL); /* copies nv */
     if (lower != stackbuf)
         free(lower);
-    if (!body)
+    if (!body) {
         s->resp_eof = 1;
-    s->wait_ms = px_now_ms(); /* counts only once bytes wait (stream_waits) */
+        s->wait_ms = px_now_ms(); /* the END_STREAM waits from now (stream_waits) */
+    }
+    /* with a body, nothing counts before its bytes or its end wait:
+     * h2_resp_body and h2_resp_end stamp then, so no clock read here */
     kick(h);
     return rv == 0 ? 0 : -1;
 }
@@ -562,6 +597,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, voi
     if (s == NULL)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     nghttp2_session_set_stream_user_data(ng, frame->hd.stream_id, s);
+    h->hdr_s = s;
     return 0;
 }
 
@@ -571,7 +607,12 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
     struct px_h2 *h = ud;
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0; /* trailers are not forwarded */
-    struct h2s *s = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+    /* A header block is never interleaved with another (RFC 9113 6.10):
+     * the stream on_begin_headers made is the one, without a lookup in
+     * nghttp2's stream map per field. It is linked, so its user data is s. */
+    struct h2s *s = h->hdr_s;
+    if (s == NULL || s->id != frame->hd.stream_id)
+        s = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
     if (s == NULL)
         return 0;
     size_t max = h->w->cfg->max_header_size;
@@ -1047,13 +1088,14 @@ static void out_progress(struct px_h2 *h, size_t before)
     if (len == 0)
         h->out_wait_ms = 0;
     else if (len < before || h->out_wait_ms == 0)
-        h->out_wait_ms = px_now_ms();
+        h->out_wait_ms = produce_now(h);
     h->out_left = len;
 }
 
 static int produce(struct px_h2 *h)
 {
     struct evbuffer *out = h->s->out;
+    h->now_ms = 0; /* produce_now() reads the clock again if this call needs it */
     if (evbuffer_get_length(out) < h->out_left)
         out_progress(h, h->out_left);
     while (evbuffer_get_length(out) < H2_OUT_HIGH) {

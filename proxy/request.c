@@ -98,21 +98,18 @@ int px_req_begin(struct px_req *r, struct px_worker *w, const struct px_down_ops
     int rc = 0;
     for (size_t i = 0; i < q->nheaders; i++) {
         const struct px_h1_header *h = &q->headers[i];
-        switch (px_hdr_lookup(h->name, h->name_len)) {
-        case PX_HDR_X_REQUEST_ID:
+        /* the two names by their lengths first: a full px_hdr_lookup of
+         * every field costs more than the rest of this function */
+        if (h->name_len == 12 && PX_IEQ_LIT(h->name, 12, "x-request-id")) {
             rid = h->value;
             rid_len = h->value_len;
-            break;
-        case PX_HDR_X_FORWARDED_FOR:
+        } else if (h->name_len == 15 && PX_IEQ_LIT(h->name, 15, "x-forwarded-for")) {
             if (r->xff == NULL) {
                 r->xff = h->value;
                 r->xff_len = h->value_len;
             } else if (xff_join(r, h->value, h->value_len) < 0) {
                 rc = -1;
             }
-            break;
-        default:
-            break;
         }
     }
     px_req_set_id(r, rid, rid_len);
@@ -324,7 +321,7 @@ void px_req_finish(struct px_req *r)
         park_unlink(r);
     if (r->up)
         px_upstream_abort(r);
-    if (r->status)
+    if (r->status && px_log_access_enabled())
         access_log(r);
     if (r->routes) {
         px_routes_unpin(r->routes, w->id);
@@ -431,8 +428,6 @@ static char *json_str(char *p, const char *s, size_t n)
 static void access_log(const struct px_req *r)
 {
     struct px_worker *w = r->w;
-    if (!px_log_access_enabled())
-        return;
     const struct px_h1_request *q = r->q;
     const struct {
         const char *client; size_t client_len;

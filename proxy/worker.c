@@ -73,9 +73,15 @@ static void set_adds(struct px_worker *w)
             px_log_warn("[headers]: only the first %d headers are added", PX_MAX_ADD_HEADERS);
         n = PX_MAX_ADD_HEADERS;
     }
-    w->adds = calloc(n, sizeof(*w->adds));
+    /* one block: the array, then the lowercase names HTTP/2 sends (made
+     * here once rather than per response) */
+    size_t names = 0;
+    for (size_t i = 0; i < n; i++)
+        names += strlen(c->headers[i].name);
+    w->adds = calloc(1, n * sizeof(*w->adds) + names);
     if (w->adds == NULL)
         return;
+    char *lower = (char *)(w->adds + n);
     for (size_t i = 0; i < n; i++) {
         struct px_hdr_add *a = &w->adds[i];
         a->name = c->headers[i].name;
@@ -83,6 +89,9 @@ static void set_adds(struct px_worker *w)
         a->value = c->headers[i].value;
         a->value_len = strlen(a->value);
         a->https_only = strcasecmp(a->name, "strict-transport-security") == 0;
+        px_lower_copy(lower, a->name, a->name_len);
+        a->lname = lower;
+        lower += a->name_len;
     }
     w->nadds = n;
 }

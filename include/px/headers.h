@@ -68,6 +68,7 @@ struct px_hdr_add {
     const char *value;
     size_t value_len;
     int https_only;
+    const char *lname;   /* name lowercased (HTTP/2 field name), or NULL */
 };
 
 /* At most this many [headers] are added (the "upstream already sent it" set

@@ -150,9 +150,9 @@ static void test_request_head_trusted_ws_absolute(void)
 }
 
 static const struct px_hdr_add adds[] = {
-    {"Strict-Transport-Security", 25, "max-age=1", 9, 1},
-    {"X-Frame-Options", 15, "DENY", 4, 0},
-    {"X-Content-Type-Options", 22, "nosniff", 7, 0},
+    {"Strict-Transport-Security", 25, "max-age=1", 9, 1, NULL},
+    {"X-Frame-Options", 15, "DENY", 4, 0, NULL},
+    {"X-Content-Type-Options", 22, "nosniff", 7, 0, NULL},
 };
 
 static void test_response_head(void)
