@@ -54,20 +54,12 @@ static void set_timeouts(struct px_worker *w)
 static void set_adds(struct px_worker *w)
 {
     const struct px_config *c = w->cfg;
-    free(w->adds);
-    w->adds = NULL;
-    w->nadds = 0;
-    if (c->nheaders == 0)
-        return;
     size_t n = c->nheaders;
     if (n > PX_MAX_ADD_HEADERS) {
         if (w->id == 0)
             px_log_warn("[headers]: only the first %d headers are added", PX_MAX_ADD_HEADERS);
         n = PX_MAX_ADD_HEADERS;
     }
-    w->adds = calloc(n, sizeof(*w->adds));
-    if (w->adds == NULL)
-        return;
     for (size_t i = 0; i < n; i++) {
         struct px_hdr_add *a = &w->adds[i];
         a->name = c->headers[i].name;
@@ -438,7 +430,6 @@ void px_worker_free(struct px_worker *w)
     if (w->access_buf)
         evbuffer_free(w->access_buf);
     free(w->pools);
-    free(w->adds);
     event_base_free(w->base);
     w->base = NULL;
     if (w->notify_fd >= 0)

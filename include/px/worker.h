@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "px/headers.h"
 #include "px/request.h"
 #include "px/routes.h"
 
@@ -77,7 +78,8 @@ struct px_worker {
     uint32_t nfree_reqs;
     void *free_h2s;                /* HTTP/2 stream object cache (owned by h2.c) */
     uint32_t nfree_h2s;
-    struct px_hdr_add *adds;       /* response headers from cfg, cached per config */
+    struct px_hdr_add adds[PX_MAX_ADD_HEADERS]; /* response headers from cfg, cached per config;
+                                                   * fixed: no allocation can leave a response without them */
     size_t nadds;
     time_t log_sec;                /* cached ISO-8601 second for the access log */
     char log_time[24];
