@@ -1,6 +1,8 @@
 # proxyd -- build, test, run, bench.
 #   make            build/proxyd and build/proxyctl (-Werror)
-#   make test       unit + integration suite; ends with "N passed, N failed"
+#   make test       layering check + unit + integration suite; ends with "N passed, N failed"
+#   make layers     no data-path file includes a control-plane header
+#   make soak       a bounded load run (HTTP/1.1 + HTTP/2, a reload) outside `make test`
 #   make asan       the same suite under ASan+UBSan (build-asan/)
 #   make fuzz       libFuzzer targets for every parser (build-fuzz/)
 #   make run        proxyd on conf/dev.ini in front of a demo backend
@@ -23,7 +25,7 @@ LIB_OBJS     := $(patsubst %.c,$(B)/obj/%.o,$(PROXY_SRCS) $(CONTROL_SRCS))
 UNIT_SRCS    := $(wildcard tests/unit/test_*.c)
 UNIT_BINS    := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRCS))
 
-.PHONY: all test unit asan fuzz run bench soak deps certs-dev clean check-deps
+.PHONY: all test unit layers asan fuzz run bench soak deps certs-dev clean check-deps
 all: check-deps $(B)/proxyd $(B)/proxyctl
 
 # Installs missing Debian packages when run as root, else names them.
@@ -54,10 +56,20 @@ $(B)/tests/%: tests/unit/%.c tests/unit/unit.h $(B)/libpx.a $(B)/.flags
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -Itests/unit -o $@ $< $(B)/libpx.a $(LDFLAGS_ALL) $(PKG_LIBS)
 
+# test_config counts the loader's warnings through the log stub (it defines
+# all of px/log.h, so the archive's log.o stays out of that binary).
+$(B)/tests/test_config: tests/unit/test_config.c tests/unit/log_stub.c tests/unit/unit.h $(B)/libpx.a $(B)/.flags
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Itests/unit -o $@ $< tests/unit/log_stub.c $(B)/libpx.a $(LDFLAGS_ALL) $(PKG_LIBS)
+
 unit: all $(UNIT_BINS)
 
-test: unit
+test: layers unit
 	python3 tests/run.py --build $(B)
+
+# No data-path file includes a control-plane header (rule in the script).
+layers:
+	@sh tests/layers.sh
 
 asan:
 	$(MAKE) B=build-asan OPT=-O1 SANFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" test
@@ -82,8 +94,11 @@ run: all certs-dev
 bench: all
 	bash tests/bench/run-bench.sh
 
-soak: all
-	python3 tests/soak.py --build $(B)
+# A bounded load run (HTTP/1.1 keep-alive + HTTP/2, a SIGHUP halfway); not
+# part of `make test`. SOAK_SECONDS=60 for a longer one.
+SOAK_SECONDS ?= 10
+soak: all certs-dev
+	python3 tests/soak.py --build $(B) --seconds $(SOAK_SECONDS)
 
 certs-dev:
 	@sh certs-dev/make-certs.sh

@@ -1,6 +1,7 @@
 /* proxyctl.c -- the control client. The control socket arrives with the
- * deploy issue; until then proxyctl explains its usage and exits 2 for
- * anything else, or 3 when asked to reach a daemon. */
+ * deploy issue; until then: no arguments prints the usage on stderr and
+ * exits 2 (usage error); -h/--help prints it on stdout and -V/--version the
+ * version, exit 0; any command exits 3 ("cannot reach the daemon"). */
 #include <stdio.h>
 #include <string.h>
 

@@ -25,6 +25,7 @@
 
 #include "px/common.h"
 #include "px/log.h"
+#include "px/services.h"
 
 #define PX_TLS1_2 0x0303
 #define PX_TLS1_3 0x0304
@@ -1431,17 +1432,13 @@ static int finish(struct pctx *pc)
         if (s->ntargets == 0)
             return fail(pc, s->line, "targets: required in [service %s]", s->name);
         for (size_t j = 0; j < i; j++) {
+            /* the rule the control plane applies too (px/services.h) */
             struct px_service_conf *o = &cfg->services[j];
-            if (strcmp(o->path_prefix, s->path_prefix) != 0)
-                continue;
-            if (s->nhosts == 0 && o->nhosts == 0)
-                return fail(pc, s->line, "[service %s]: conflicts with [service %s] (any host, prefix %s)",
-                            s->name, o->name, s->path_prefix);
-            for (size_t a = 0; a < s->nhosts; a++)
-                for (size_t b = 0; b < o->nhosts; b++)
-                    if (strcmp(s->hosts[a], o->hosts[b]) == 0)
-                        return fail(pc, s->line, "[service %s]: conflicts with [service %s] (host %s, prefix %s)",
-                                    s->name, o->name, s->hosts[a], s->path_prefix);
+            struct px_service_claim cs = {s->name, (const char *const *)s->hosts, s->nhosts, s->path_prefix};
+            struct px_service_claim co = {o->name, (const char *const *)o->hosts, o->nhosts, o->path_prefix};
+            char msg[600];
+            if (px_service_conflict(&cs, &co, msg, sizeof(msg)))
+                return fail(pc, s->line, "[service %s]: %s", s->name, msg);
         }
     }
 

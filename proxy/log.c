@@ -46,31 +46,78 @@ static void retire(int fd)
     retired_fds[1] = fd;
 }
 
-int px_log_open(const char *error_log, const char *access_log, char *err, size_t errlen)
+struct px_log_sinks {
+    int efd, afd;             /* afd -1 = off */
+    char *error_path, *access_path;
+};
+
+struct px_log_sinks *px_log_prepare(const char *error_log, const char *access_log, char *err, size_t errlen)
 {
+    struct px_log_sinks *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        if (err)
+            snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    s->efd = s->afd = -1;
     int efd = open_sink(error_log, 2, err, errlen);
     if (efd == -2 || efd == -1) {
         if (efd == -1 && err)
             snprintf(err, errlen, "error_log cannot be off");
-        return -1;
+        goto fail;
     }
+    s->efd = efd;
     int afd = open_sink(access_log, 1, err, errlen);
-    if (afd == -2) {
-        if (efd > 2)
-            close(efd);
-        return -1;
+    if (afd == -2)
+        goto fail;
+    s->afd = afd;
+    if ((error_log && (s->error_path = strdup(error_log)) == NULL) ||
+        (access_log && (s->access_path = strdup(access_log)) == NULL)) {
+        if (err)
+            snprintf(err, errlen, "out of memory");
+        goto fail;
     }
+    return s;
+fail:
+    px_log_discard(s);
+    return NULL;
+}
+
+void px_log_discard(struct px_log_sinks *s)
+{
+    if (s == NULL)
+        return;
+    if (s->efd > 2)
+        close(s->efd);
+    if (s->afd > 2)
+        close(s->afd);
+    free(s->error_path);
+    free(s->access_path);
+    free(s);
+}
+
+void px_log_commit(struct px_log_sinks *s)
+{
     pthread_mutex_lock(&log_lock);
     free(error_path);
     free(access_path);
-    error_path = error_log ? strdup(error_log) : NULL;
-    access_path = access_log ? strdup(access_log) : NULL;
-    retire(atomic_exchange(&error_fd, efd));
-    retire(atomic_exchange(&access_fd, afd));
+    error_path = s->error_path;
+    access_path = s->access_path;
+    retire(atomic_exchange(&error_fd, s->efd));
+    retire(atomic_exchange(&access_fd, s->afd));
     pthread_mutex_unlock(&log_lock);
+    free(s);
     const char *lvl = getenv("PROXYD_LOG_LEVEL");
     if (lvl && strcmp(lvl, "debug") == 0)
         min_level = PX_LOG_DEBUG;
+}
+
+int px_log_open(const char *error_log, const char *access_log, char *err, size_t errlen)
+{
+    struct px_log_sinks *s = px_log_prepare(error_log, access_log, err, errlen);
+    if (s == NULL)
+        return -1;
+    px_log_commit(s);
     return 0;
 }
 

@@ -1,5 +1,6 @@
-/* routes.c -- immutable route snapshots: build, match, publish, reclaim.
- * See px/routes.h for the lifetime protocol. */
+/* routes.c -- immutable route snapshots of refcounted parts: build,
+ * publish, reclaim; the target registry. See px/routes.h for the lifetime
+ * protocol. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,14 +9,15 @@
 #include "px/config.h"
 #include "px/log.h"
 #include "px/routes.h"
+#include "px/services.h"
 #include "px/tls.h"
 
-/* Services that share a host key, longest path_prefix first. */
-struct host_entry {
-    char *key;                 /* exact host, or ".suffix" for "*.suffix" */
-    size_t key_len;
-    const struct px_service **svcs;
-    size_t nsvcs;
+/* One replaceable part of a snapshot (config, TLS, services). Snapshots
+ * name parts; a part is freed with the last snapshot naming it. */
+struct part {
+    int refs;                      /* snapshots naming it; main thread only */
+    void *obj;
+    void (*destroy)(void *);
 };
 
 struct pin {
@@ -24,15 +26,11 @@ struct pin {
 };
 
 struct px_routes {
-    struct px_config *cfg;
-    struct px_tls *tls;
-    struct px_service *services;
-    size_t nservices;
-    struct host_entry *exact;      /* sorted by key */
-    size_t nexact;
-    struct host_entry *wild;       /* longest suffix first */
-    size_t nwild;
-    struct host_entry any;         /* catch-all services */
+    /* what workers read (copies of the parts' objects, one load each) */
+    const struct px_config *cfg;
+    const struct px_tls *tls;      /* NULL without listen_https */
+    const struct px_services *svcs;
+    struct part *parts[PX_PART_COUNT];
     struct px_routes *next_retired;
     struct pin pins[PX_MAX_WORKERS];
 };
@@ -71,7 +69,7 @@ void px_routes_set_nworkers(int n)
     nworkers = n < 1 ? 1 : (n > PX_MAX_WORKERS ? PX_MAX_WORKERS : n);
 }
 
-static struct px_target *target_get(const struct px_addr *a)
+struct px_target *px_target_acquire(const struct px_addr *a)
 {
     for (size_t i = 0; i < ntargets; i++) {
         struct px_target *t = targets[i];
@@ -106,7 +104,7 @@ static struct px_target *target_get(const struct px_addr *a)
     return t;
 }
 
-static void target_put(struct px_target *t)
+void px_target_release(struct px_target *t)
 {
     if (t == NULL || --t->refs > 0)
         return;
@@ -120,135 +118,150 @@ static void target_put(struct px_target *t)
     free(t);
 }
 
+static void destroy_config(void *o)
+{
+    px_config_free(o);
+}
+
+static void destroy_tls(void *o)
+{
+    px_tls_free(o);
+}
+
+static void destroy_services(void *o)
+{
+    px_services_free(o);
+}
+
+static void part_put(struct part *p)
+{
+    if (p == NULL || --p->refs > 0)
+        return;
+    p->destroy(p->obj);
+    free(p);
+}
+
+/* A new part holding obj (NULL obj is a valid part: no TLS). On failure obj
+ * is destroyed. */
+static struct part *part_new(void *obj, void (*destroy)(void *))
+{
+    struct part *p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        destroy(obj);
+        return NULL;
+    }
+    p->refs = 1;
+    p->obj = obj;
+    p->destroy = destroy;
+    return p;
+}
+
 static void routes_free(struct px_routes *r)
 {
     if (r == NULL)
         return;
-    for (size_t i = 0; i < r->nservices; i++) {
-        struct px_service *s = &r->services[i];
-        for (size_t j = 0; j < s->ntargets; j++)
-            target_put(s->targets[j]);
-        free(s->targets);
-    }
-    free(r->services);
-    for (size_t i = 0; i < r->nexact; i++)
-        free(r->exact[i].svcs);
-    for (size_t i = 0; i < r->nwild; i++)
-        free(r->wild[i].svcs);
-    free(r->exact);
-    free(r->wild);
-    free(r->any.svcs);
-    px_tls_free(r->tls);
-    px_config_free(r->cfg);
+    for (int i = 0; i < PX_PART_COUNT; i++)
+        part_put(r->parts[i]);
     free(r);
 }
 
-static int entry_add(struct host_entry *e, const struct px_service *s)
+/* A snapshot of three parts; takes over one reference on each (dropped on
+ * failure). */
+static struct px_routes *routes_of(struct part *pc, struct part *pt, struct part *ps, char *err, size_t errlen)
 {
-    const struct px_service **n = realloc(e->svcs, (e->nsvcs + 1) * sizeof(*n));
-    if (n == NULL)
-        return -1;
-    e->svcs = n;
-    /* insertion sort: longest prefix first */
-    size_t i = e->nsvcs++;
-    while (i > 0 && e->svcs[i - 1]->path_prefix_len < s->path_prefix_len) {
-        e->svcs[i] = e->svcs[i - 1];
-        i--;
-    }
-    e->svcs[i] = s;
-    return 0;
-}
-
-static struct host_entry *entry_find_or_add(struct host_entry **arr, size_t *n, const char *key)
-{
-    for (size_t i = 0; i < *n; i++)
-        if (strcmp((*arr)[i].key, key) == 0)
-            return &(*arr)[i];
-    struct host_entry *na = realloc(*arr, (*n + 1) * sizeof(*na));
-    if (na == NULL)
+    struct px_routes *r = NULL;
+    if (pc == NULL || pt == NULL || ps == NULL || (r = calloc(1, sizeof(*r))) == NULL) {
+        part_put(pc);
+        part_put(pt);
+        part_put(ps);
+        snprintf(err, errlen, "out of memory building routes");
         return NULL;
-    *arr = na;
-    struct host_entry *e = &na[(*n)++];
-    memset(e, 0, sizeof(*e));
-    e->key = (char *)key;
-    e->key_len = strlen(key);
-    return e;
+    }
+    r->parts[PX_PART_CONFIG] = pc;
+    r->parts[PX_PART_TLS] = pt;
+    r->parts[PX_PART_SERVICES] = ps;
+    r->cfg = pc->obj;
+    r->tls = pt->obj;
+    r->svcs = ps->obj;
+    return r;
 }
 
-static int cmp_exact(const void *a, const void *b)
+struct px_routes *px_routes_make(struct px_config *cfg, struct px_tls *tls, struct px_services *svcs, char *err,
+                                 size_t errlen)
 {
-    return strcmp(((const struct host_entry *)a)->key, ((const struct host_entry *)b)->key);
-}
-
-static int cmp_wild(const void *a, const void *b)
-{
-    const struct host_entry *x = a, *y = b;
-    return x->key_len < y->key_len ? 1 : (x->key_len > y->key_len ? -1 : 0);
+    if (cfg == NULL || svcs == NULL || px_services_seal(svcs, err, errlen) < 0) {
+        if (cfg == NULL || svcs == NULL)
+            snprintf(err, errlen, "a snapshot needs a config and a services table");
+        px_config_free(cfg);
+        px_tls_free(tls);
+        px_services_free(svcs);
+        return NULL;
+    }
+    return routes_of(part_new(cfg, destroy_config), part_new(tls, destroy_tls),
+                     part_new(svcs, destroy_services), err, errlen);
 }
 
 struct px_routes *px_routes_build(struct px_config *cfg, char *err, size_t errlen)
 {
-    struct px_routes *r = calloc(1, sizeof(*r));
-    if (r == NULL) {
-        px_config_free(cfg);
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
-    r->cfg = cfg;
-    if (cfg->has_listen_https && (r->tls = px_tls_build(&cfg->tls, err, errlen)) == NULL) {
-        routes_free(r);
-        return NULL;
-    }
-    if (cfg->nservices) {
-        r->services = calloc(cfg->nservices, sizeof(*r->services));
-        if (r->services == NULL)
-            goto nomem;
-    }
-    for (size_t i = 0; i < cfg->nservices; i++) {
-        const struct px_service_conf *sc = &cfg->services[i];
-        struct px_service *s = &r->services[r->nservices++];
-        s->name = sc->name;
-        s->hosts = sc->hosts;
-        s->nhosts = sc->nhosts;
-        s->path_prefix = sc->path_prefix;
-        s->path_prefix_len = strlen(sc->path_prefix);
-        s->health_check_path = sc->health_check_path;
-        s->state = PX_SVC_ACTIVE;
-        s->targets = calloc(sc->ntargets ? sc->ntargets : 1, sizeof(*s->targets));
-        if (s->targets == NULL)
-            goto nomem;
-        for (size_t j = 0; j < sc->ntargets; j++) {
-            s->targets[j] = target_get(&sc->targets[j]);
-            if (s->targets[j] == NULL)
-                goto nomem;
-            s->ntargets++;
-        }
-    }
-    for (size_t i = 0; i < r->nservices; i++) {
-        const struct px_service *s = &r->services[i];
-        if (s->nhosts == 0) {
-            if (entry_add(&r->any, s) < 0)
-                goto nomem;
-            continue;
-        }
-        for (size_t j = 0; j < s->nhosts; j++) {
-            const char *h = s->hosts[j];
-            struct host_entry *e = (h[0] == '*' && h[1] == '.')
-                                       ? entry_find_or_add(&r->wild, &r->nwild, h + 1)
-                                       : entry_find_or_add(&r->exact, &r->nexact, h);
-            if (e == NULL || entry_add(e, s) < 0)
-                goto nomem;
-        }
-    }
-    if (r->nexact)
-        qsort(r->exact, r->nexact, sizeof(*r->exact), cmp_exact);
-    if (r->nwild)
-        qsort(r->wild, r->nwild, sizeof(*r->wild), cmp_wild);
-    return r;
-nomem:
-    snprintf(err, errlen, "out of memory building routes");
-    routes_free(r);
+    struct px_tls *tls = NULL;
+    struct px_services *svcs = NULL;
+    const struct px_routes *cur = px_routes_peek();
+    if (cfg->has_listen_https &&
+        (tls = px_tls_build(&cfg->tls, cur ? cur->tls : NULL, err, errlen)) == NULL)
+        goto fail;
+    if ((svcs = px_services_from_config(cfg, err, errlen)) == NULL)
+        goto fail;
+    return px_routes_make(cfg, tls, svcs, err, errlen);
+fail:
+    px_tls_free(tls);
+    px_config_free(cfg);
     return NULL;
+}
+
+/* A new snapshot: the current one with part `which` replaced by obj. */
+static int publish_part(int which, void *obj, void (*destroy)(void *), char *err, size_t errlen)
+{
+    struct px_routes *cur = atomic_load(&current);
+    if (cur == NULL) {
+        destroy(obj);
+        snprintf(err, errlen, "nothing published yet");
+        return -1;
+    }
+    struct part *p[PX_PART_COUNT];
+    for (int i = 0; i < PX_PART_COUNT; i++) {
+        p[i] = cur->parts[i];
+        p[i]->refs++;
+    }
+    part_put(p[which]);
+    p[which] = part_new(obj, destroy);
+    struct px_routes *r = routes_of(p[PX_PART_CONFIG], p[PX_PART_TLS], p[PX_PART_SERVICES], err, errlen);
+    if (r == NULL)
+        return -1;
+    px_routes_publish(r);
+    return 0;
+}
+
+int px_routes_publish_services(struct px_services *svcs, char *err, size_t errlen)
+{
+    if (svcs == NULL) {
+        snprintf(err, errlen, "no services table");
+        return -1;
+    }
+    if (px_services_seal(svcs, err, errlen) < 0) {
+        px_services_free(svcs);
+        return -1;
+    }
+    return publish_part(PX_PART_SERVICES, svcs, destroy_services, err, errlen);
+}
+
+int px_routes_publish_tls(struct px_tls *tls, char *err, size_t errlen)
+{
+    return publish_part(PX_PART_TLS, tls, destroy_tls, err, errlen);
+}
+
+int px_routes_part_refs(const struct px_routes *r, enum px_routes_part which)
+{
+    return r->parts[which]->refs;
 }
 
 void px_routes_publish(struct px_routes *r)
@@ -349,6 +362,11 @@ const struct px_config *px_routes_config(const struct px_routes *r)
     return r->cfg;
 }
 
+const struct px_services *px_routes_services(const struct px_routes *r)
+{
+    return r->svcs;
+}
+
 const struct px_tls *px_routes_tls(const struct px_routes *r)
 {
     return r->tls;
@@ -385,47 +403,8 @@ int px_host_normalize(const char *host, size_t len, char *out, size_t outlen)
     return (int)end;
 }
 
-static const struct px_service *match_prefix(const struct host_entry *e, const char *path, size_t plen)
-{
-    for (size_t i = 0; i < e->nsvcs; i++) {
-        const struct px_service *s = e->svcs[i];
-        size_t n = s->path_prefix_len;
-        if (n == 1)
-            return s; /* "/" */
-        if (plen >= n && memcmp(path, s->path_prefix, n) == 0 &&
-            (plen == n || path[n] == '/' || path[n] == '?'))
-            return s;
-    }
-    return NULL;
-}
-
 const struct px_service *px_routes_match(const struct px_routes *r, const char *host, size_t host_len,
                                          const char *path, size_t path_len)
 {
-    char h[256];
-    int hl = px_host_normalize(host, host_len, h, sizeof(h));
-    const struct px_service *s;
-    if (hl > 0) {
-        size_t lo = 0, hi = r->nexact;
-        while (lo < hi) {
-            size_t mid = (lo + hi) / 2;
-            int c = strcmp(h, r->exact[mid].key);
-            if (c == 0) {
-                if ((s = match_prefix(&r->exact[mid], path, path_len)) != NULL)
-                    return s;
-                break;
-            }
-            if (c < 0)
-                hi = mid;
-            else
-                lo = mid + 1;
-        }
-        for (size_t i = 0; i < r->nwild; i++) {
-            const struct host_entry *e = &r->wild[i];
-            if ((size_t)hl > e->key_len && memcmp(h + (size_t)hl - e->key_len, e->key, e->key_len) == 0 &&
-                (s = match_prefix(e, path, path_len)) != NULL)
-                return s;
-        }
-    }
-    return match_prefix(&r->any, path, path_len);
+    return px_services_match(r->svcs, host, host_len, path, path_len);
 }

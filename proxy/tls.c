@@ -1,4 +1,14 @@
-/* tls.c -- SSL_CTX per name, SNI, ALPN, session cache, tickets. */
+/* tls.c -- SSL_CTX per name, SNI, ALPN, session cache, tickets.
+ *
+ * Two layers, so that sessions survive a certificate swap (STYLE.md):
+ *  - a base (struct tls_base): one SSL_CTX without certificates that every
+ *    SSL is created from, so it is each SSL's session_ctx: it holds the
+ *    server-side session cache and the ticket-key callback and keys. It lives
+ *    as long as its SSL_CTX (the last px_tls or SSL holding a reference); a
+ *    new px_tls whose session settings are unchanged shares it.
+ *  - the certificate contexts of one px_tls (default + SNI names), rebuilt
+ *    on every reload. The servername callback, which OpenSSL runs for every
+ *    ClientHello (with or without SNI), moves the SSL onto one of them. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,9 +26,6 @@
 #include "px/log.h"
 #include "px/tls.h"
 
-/* HTTP/2 is offered in ALPN only once proxy/h2.c serves it. */
-#define PX_TLS_HAVE_H2 1
-
 struct tls_name {
     char *name;               /* lowercase; "*.example.com" allowed */
     SSL_CTX *ctx;
@@ -31,13 +38,22 @@ struct ticket_key {
     unsigned char name[16], aes[32], hmac[32];
 };
 
-struct px_tls {
-    SSL_CTX *dflt;
+struct tls_base {
+    SSL_CTX *ctx;             /* no certificate; app data = this struct; frees it (ex_data) */
     pthread_mutex_t tk_lock;
     struct ticket_key tk[2];
     int ntk;
     uint64_t tk_rotated_ms;
+    /* the session settings it was made with (px_tls_build compares them) */
     int tickets;
+    int proto_min, proto_max;
+    uint64_t session_timeout_ms;
+    char *ciphers;
+};
+
+struct px_tls {
+    struct tls_base *base;    /* holds a reference on base->ctx */
+    SSL_CTX *dflt;
     struct tls_name *names;
     size_t nnames;
     unsigned char alpn[32];   /* wire format, our preference order */
@@ -55,11 +71,20 @@ static void ssl_err(char *err, size_t errlen, const char *what, const char *file
     ERR_clear_error();
 }
 
+/* ex_data indexes: the px_tls an SSL was made for (set until its handshake
+ * is done: conn.c pins the snapshot holding it that long), and the base an
+ * SSL_CTX frees with it. */
+static int ssl_tls_idx = -1, ctx_base_idx = -1;
+static pthread_once_t idx_once = PTHREAD_ONCE_INIT;
+
 static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
                        unsigned int inlen, void *arg)
 {
-    const struct px_tls *t = arg;
+    PX_UNUSED(arg);
+    const struct px_tls *t = SSL_get_ex_data(ssl, ssl_tls_idx);
     unsigned char *o;
+    if (t == NULL)
+        return SSL_TLSEXT_ERR_NOACK;
     /* our preference wins (h2 first when configured) */
     if (SSL_select_next_proto(&o, outlen, t->alpn, (unsigned int)t->alpn_len, in, inlen) !=
         OPENSSL_NPN_NEGOTIATED)
@@ -77,25 +102,60 @@ static int name_matches(const char *pattern, const char *host)
     return strcasecmp(pattern, host) == 0;
 }
 
+static void base_free(struct tls_base *b)
+{
+    if (b == NULL)
+        return;
+    pthread_mutex_destroy(&b->tk_lock);
+    OPENSSL_cleanse(b->tk, sizeof(b->tk));
+    free(b->ciphers);
+    free(b);
+}
+
+/* The base SSL_CTX was freed (its last SSL or px_tls is gone): free the base. */
+static void base_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+    PX_UNUSED(parent);
+    PX_UNUSED(ad);
+    PX_UNUSED(idx);
+    PX_UNUSED(argl);
+    PX_UNUSED(argp);
+    base_free(ptr);
+}
+
+static void idx_init(void)
+{
+    ssl_tls_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    ctx_base_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, base_ex_free);
+}
+
+/* Every SSL starts on the base context (no certificate); move it onto the
+ * certificate context for its name (the default one without SNI or for an
+ * unknown name). OpenSSL calls this for every ClientHello. */
 static int servername_cb(SSL *ssl, int *al, void *arg)
 {
-    const struct px_tls *t = arg;
+    PX_UNUSED(arg);
+    const struct px_tls *t = SSL_get_ex_data(ssl, ssl_tls_idx);
+    if (t == NULL) {
+        *al = SSL_AD_INTERNAL_ERROR;
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
+    }
+    SSL_CTX *ctx = t->dflt;
     const char *host = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-    if (host == NULL)
-        return SSL_TLSEXT_ERR_OK;
     /* exact names first, then wildcards */
-    for (int pass = 0; pass < 2; pass++) {
+    for (int pass = 0; host && pass < 2 && ctx == t->dflt; pass++) {
         for (size_t i = 0; i < t->nnames; i++) {
             const char *n = t->names[i].name;
             if ((n[0] == '*') != (pass == 1))
                 continue;
             if (name_matches(n, host)) {
-                SSL_set_SSL_CTX(ssl, t->names[i].ctx);
-                return SSL_TLSEXT_ERR_OK;
+                ctx = t->names[i].ctx;
+                break;
             }
         }
     }
-    return SSL_TLSEXT_ERR_OK; /* unknown name: the default certificate */
+    SSL_set_SSL_CTX(ssl, ctx);
+    return SSL_TLSEXT_ERR_OK;
 }
 
 static int new_ticket_key(struct ticket_key *k)
@@ -109,7 +169,9 @@ static int new_ticket_key(struct ticket_key *k)
 static int ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CIPHER_CTX *cctx,
                      EVP_MAC_CTX *hctx, int enc)
 {
-    struct px_tls *t = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+    /* the base and every certificate context carry the base as app data; the
+     * SSL holds a reference on the base context (its session_ctx) */
+    struct tls_base *t = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
     struct ticket_key k;
     int which = -1;
     pthread_mutex_lock(&t->tk_lock);
@@ -142,8 +204,9 @@ static int ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CI
     return which == 0 ? 1 : 2; /* 2: valid, but issue a fresh ticket */
 }
 
-void px_tls_rotate_tickets(struct px_tls *t, uint64_t now_ms)
+void px_tls_rotate_tickets(struct px_tls *tls, uint64_t now_ms)
 {
+    struct tls_base *t = tls ? tls->base : NULL;
     if (t == NULL || !t->tickets || now_ms - t->tk_rotated_ms < TICKET_ROTATE_MS)
         return;
     struct ticket_key k;
@@ -201,7 +264,9 @@ out:
     return rc;
 }
 
-static SSL_CTX *ctx_new(const struct px_tls_conf *conf, struct px_tls *t, char *err, size_t errlen)
+/* A context with conf's protocol settings. base: the session context (cache,
+ * tickets); otherwise a certificate context. app: the tls_base (app data). */
+static SSL_CTX *ctx_new(const struct px_tls_conf *conf, int base, struct tls_base *app, char *err, size_t errlen)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (ctx == NULL) {
@@ -224,6 +289,10 @@ static SSL_CTX *ctx_new(const struct px_tls_conf *conf, struct px_tls *t, char *
     SSL_CTX_set_read_ahead(ctx, 1);
     static const unsigned char sid_ctx[] = "proxyd";
     SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
+    /* Sessions are stored in and looked up from the base (every SSL's
+     * session_ctx). The certificate contexts need the same mode all the same:
+     * OpenSSL sends an empty TLS 1.2 session ID when the SSL's current ctx
+     * does not cache, so nothing could be resumed. */
     if (conf->session_timeout_ms == 0) {
         SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     } else {
@@ -231,14 +300,65 @@ static SSL_CTX *ctx_new(const struct px_tls_conf *conf, struct px_tls *t, char *
         SSL_CTX_set_timeout(ctx, (long)(conf->session_timeout_ms / 1000 ? conf->session_timeout_ms / 1000 : 1));
         SSL_CTX_sess_set_cache_size(ctx, 20480);
     }
-    if (conf->session_tickets)
+    if (base && conf->session_tickets)
         SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb);
     /* TLS 1.3 resumes through NewSessionTicket: one is enough for the cache
-     * or a ticket; none when there is nothing to resume (OpenSSL sends two). */
+     * or a ticket; none when there is nothing to resume (OpenSSL sends two).
+     * An SSL takes this from the base. */
     SSL_CTX_set_num_tickets(ctx, conf->session_tickets || conf->session_timeout_ms ? 1 : 0);
-    SSL_CTX_set_app_data(ctx, t);
-    SSL_CTX_set_alpn_select_cb(ctx, alpn_select, t);
+    SSL_CTX_set_app_data(ctx, app);
+    if (base)
+        SSL_CTX_set_tlsext_servername_callback(ctx, servername_cb);
+    else
+        SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
     return ctx;
+}
+
+static int str_eq(const char *a, const char *b)
+{
+    return (a == NULL || b == NULL) ? a == b : strcmp(a, b) == 0;
+}
+
+/* Can a px_tls for conf use base b (same session settings)? */
+static int base_fits(const struct tls_base *b, const struct px_tls_conf *conf)
+{
+    return b->tickets == conf->session_tickets && b->proto_min == conf->proto_min &&
+           b->proto_max == conf->proto_max && b->session_timeout_ms == conf->session_timeout_ms &&
+           str_eq(b->ciphers, conf->ciphers);
+}
+
+/* A new base; the caller holds the one reference on its context. */
+static struct tls_base *base_new(const struct px_tls_conf *conf, char *err, size_t errlen)
+{
+    struct tls_base *b = calloc(1, sizeof(*b));
+    if (b == NULL || (conf->ciphers && (b->ciphers = strdup(conf->ciphers)) == NULL)) {
+        free(b);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    pthread_mutex_init(&b->tk_lock, NULL);
+    b->tickets = conf->session_tickets;
+    b->proto_min = conf->proto_min;
+    b->proto_max = conf->proto_max;
+    b->session_timeout_ms = conf->session_timeout_ms;
+    if (b->tickets) {
+        if (new_ticket_key(&b->tk[0]) < 0) {
+            snprintf(err, errlen, "cannot make session ticket keys");
+            goto fail;
+        }
+        b->ntk = 1;
+        b->tk_rotated_ms = px_now_ms();
+    }
+    if ((b->ctx = ctx_new(conf, 1, b, err, errlen)) == NULL)
+        goto fail;
+    if (SSL_CTX_set_ex_data(b->ctx, ctx_base_idx, b) != 1) {
+        SSL_CTX_free(b->ctx);
+        goto fail;
+    }
+    return b; /* from now on SSL_CTX_free(b->ctx) frees b */
+fail:
+    base_free(b);
+    return NULL;
 }
 
 static int parse_alpn(struct px_tls *t, const char *s, char *err, size_t errlen)
@@ -249,8 +369,6 @@ static int parse_alpn(struct px_tls *t, const char *s, char *err, size_t errlen)
         return -1;
     for (char *tok = strtok_r(copy, " \t,", &save); tok; tok = strtok_r(NULL, " \t,", &save)) {
         size_t n = strlen(tok);
-        if (!PX_TLS_HAVE_H2 && strcmp(tok, "h2") == 0)
-            continue;
         if (t->alpn_len + 1 + n > sizeof(t->alpn)) {
             snprintf(err, errlen, "alpn: too long");
             free(copy);
@@ -264,22 +382,17 @@ static int parse_alpn(struct px_tls *t, const char *s, char *err, size_t errlen)
     return 0;
 }
 
-struct px_tls *px_tls_build(const struct px_tls_conf *conf, char *err, size_t errlen)
+struct px_tls *px_tls_build(const struct px_tls_conf *conf, const struct px_tls *prev, char *err, size_t errlen)
 {
+    pthread_once(&idx_once, idx_init);
+    if (ssl_tls_idx < 0 || ctx_base_idx < 0) {
+        snprintf(err, errlen, "cannot register TLS ex_data");
+        return NULL;
+    }
     struct px_tls *t = calloc(1, sizeof(*t));
     if (t == NULL) {
         snprintf(err, errlen, "out of memory");
         return NULL;
-    }
-    pthread_mutex_init(&t->tk_lock, NULL);
-    t->tickets = conf->session_tickets;
-    if (t->tickets) {
-        if (new_ticket_key(&t->tk[0]) < 0) {
-            snprintf(err, errlen, "cannot make session ticket keys");
-            goto fail;
-        }
-        t->ntk = 1;
-        t->tk_rotated_ms = px_now_ms();
     }
     if (parse_alpn(t, conf->alpn, err, errlen) < 0)
         goto fail;
@@ -287,15 +400,24 @@ struct px_tls *px_tls_build(const struct px_tls_conf *conf, char *err, size_t er
         snprintf(err, errlen, "[tls]: certificate and certificate_key are required");
         goto fail;
     }
-    if ((t->dflt = ctx_new(conf, t, err, errlen)) == NULL ||
+    if (prev && base_fits(prev->base, conf)) {
+        if (SSL_CTX_up_ref(prev->base->ctx) != 1) {
+            snprintf(err, errlen, "SSL_CTX_up_ref failed");
+            goto fail;
+        }
+        t->base = prev->base;
+    } else if ((t->base = base_new(conf, err, errlen)) == NULL) {
+        goto fail;
+    }
+    if ((t->dflt = ctx_new(conf, 0, t->base, err, errlen)) == NULL ||
         add_keypairs(t->dflt, conf->certificate, conf->certificate_key, err, errlen) < 0)
         goto fail;
-    SSL_CTX_set_tlsext_servername_callback(t->dflt, servername_cb);
-    SSL_CTX_set_tlsext_servername_arg(t->dflt, t);
     if (conf->nsni) {
         t->names = calloc(conf->nsni, sizeof(*t->names));
-        if (t->names == NULL)
+        if (t->names == NULL) {
+            snprintf(err, errlen, "out of memory");
             goto fail;
+        }
     }
     for (size_t i = 0; i < conf->nsni; i++) {
         const struct px_sni_conf *s = &conf->sni[i];
@@ -305,7 +427,7 @@ struct px_tls *px_tls_build(const struct px_tls_conf *conf, char *err, size_t er
                 tn = &t->names[j];
         if (tn == NULL) {
             tn = &t->names[t->nnames];
-            if ((tn->name = strdup(s->name)) == NULL || (tn->ctx = ctx_new(conf, t, err, errlen)) == NULL) {
+            if ((tn->name = strdup(s->name)) == NULL || (tn->ctx = ctx_new(conf, 0, t->base, err, errlen)) == NULL) {
                 free(tn->name);
                 tn->name = NULL;
                 goto fail;
@@ -321,6 +443,11 @@ fail:
     return NULL;
 }
 
+int px_tls_same_sessions(const struct px_tls *a, const struct px_tls *b)
+{
+    return a && b && a->base == b->base;
+}
+
 void px_tls_free(struct px_tls *t)
 {
     if (t == NULL)
@@ -331,8 +458,8 @@ void px_tls_free(struct px_tls *t)
     }
     free(t->names);
     SSL_CTX_free(t->dflt);
-    pthread_mutex_destroy(&t->tk_lock);
-    OPENSSL_cleanse(t->tk, sizeof(t->tk));
+    if (t->base)
+        SSL_CTX_free(t->base->ctx); /* the base goes with its last reference */
     free(t);
 }
 
@@ -342,11 +469,17 @@ void px_tls_free(struct px_tls *t)
  * the handshake px_tls_handshake_done() puts the socket back as the write BIO. */
 SSL *px_tls_new(const struct px_tls *t, int fd)
 {
-    SSL *ssl = SSL_new(t->dflt);
+    SSL *ssl = SSL_new(t->base->ctx);
     BIO *sock = BIO_new_socket(fd, BIO_NOCLOSE);
     BIO *buf = BIO_new(BIO_f_buffer());
     if (ssl == NULL || sock == NULL || buf == NULL || BIO_set_write_buffer_size(buf, 16384) != 1 ||
         BIO_up_ref(sock) != 1) {
+        SSL_free(ssl);
+        BIO_free(sock);
+        BIO_free(buf);
+        return NULL;
+    }
+    if (SSL_set_ex_data(ssl, ssl_tls_idx, (void *)t) != 1) {
         SSL_free(ssl);
         BIO_free(sock);
         BIO_free(buf);
@@ -360,6 +493,7 @@ SSL *px_tls_new(const struct px_tls *t, int fd)
 
 int px_tls_handshake_done(SSL *ssl)
 {
+    SSL_set_ex_data(ssl, ssl_tls_idx, NULL); /* its px_tls may go once the handshake is done */
     BIO *wbio = SSL_get_wbio(ssl);
     BIO *sock = BIO_next(wbio);
     if (sock == NULL)

@@ -62,26 +62,20 @@ static void set_timeouts(struct px_worker *w)
 static void set_adds(struct px_worker *w)
 {
     const struct px_config *c = w->cfg;
-    free(w->adds);
-    w->adds = NULL;
-    w->nadds = 0;
-    if (c->nheaders == 0)
-        return;
     size_t n = c->nheaders;
     if (n > PX_MAX_ADD_HEADERS) {
         if (w->id == 0)
             px_log_warn("[headers]: only the first %d headers are added", PX_MAX_ADD_HEADERS);
         n = PX_MAX_ADD_HEADERS;
     }
-    /* one block: the array, then the lowercase names HTTP/2 sends (made
-     * here once rather than per response) */
+    /* the lowercase names HTTP/2 sends, made here once rather than per
+     * response; without the block h2.c lowercases per response */
     size_t names = 0;
     for (size_t i = 0; i < n; i++)
         names += strlen(c->headers[i].name);
-    w->adds = calloc(1, n * sizeof(*w->adds) + names);
-    if (w->adds == NULL)
-        return;
-    char *lower = (char *)(w->adds + n);
+    free(w->adds_lower);
+    w->adds_lower = names ? malloc(names) : NULL;
+    char *lower = w->adds_lower;
     for (size_t i = 0; i < n; i++) {
         struct px_hdr_add *a = &w->adds[i];
         a->name = c->headers[i].name;
@@ -89,9 +83,12 @@ static void set_adds(struct px_worker *w)
         a->value = c->headers[i].value;
         a->value_len = strlen(a->value);
         a->https_only = strcasecmp(a->name, "strict-transport-security") == 0;
-        px_lower_copy(lower, a->name, a->name_len);
-        a->lname = lower;
-        lower += a->name_len;
+        a->lname = NULL;
+        if (lower) {
+            px_lower_copy(lower, a->name, a->name_len);
+            a->lname = lower;
+            lower += a->name_len;
+        }
     }
     w->nadds = n;
 }
@@ -440,7 +437,7 @@ void px_worker_free(struct px_worker *w)
     event_del(&w->log_flush);
     if (w->access_buf)
         evbuffer_free(w->access_buf);
-    free(w->adds);
+    free(w->adds_lower);
     event_base_free(w->base);
     w->base = NULL;
     if (w->notify_fd >= 0)

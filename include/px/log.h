@@ -12,6 +12,13 @@ enum px_log_level { PX_LOG_DEBUG, PX_LOG_INFO, PX_LOG_WARN, PX_LOG_ERROR };
 /* Open the sinks. Returns 0, or -1 with a message in err. Safe to call
  * again (reload): the new files replace the old ones atomically. */
 int px_log_open(const char *error_log, const char *access_log, char *err, size_t errlen);
+/* The same in two steps, for an all-or-nothing reload: open the new sinks
+ * (nothing changes yet; NULL with a message in err), then either switch to
+ * them or drop them. Both take ownership of s. Main thread. */
+struct px_log_sinks;
+struct px_log_sinks *px_log_prepare(const char *error_log, const char *access_log, char *err, size_t errlen);
+void px_log_commit(struct px_log_sinks *s);
+void px_log_discard(struct px_log_sinks *s);
 /* Reopen the same paths (logrotate). */
 void px_log_reopen(void);
 void px_log_close(void);

@@ -1,9 +1,14 @@
 /* px/routes.h -- the immutable route snapshot and the blue-green swap.
  *
- * A snapshot holds everything a request needs to be served: the config in
- * force (timeouts, headers, limits) and the services with their targets.
- * It is built off the data path (main/control thread), published with one
- * atomic pointer store, and never changed afterwards.
+ * A snapshot holds everything a request needs to be served, in three parts
+ * that are replaced independently: the config in force (timeouts, headers,
+ * limits), the TLS contexts (px/tls.h) and the services table with its
+ * targets (px/services.h). A part is shared by consecutive snapshots
+ * (refcounted by the snapshots naming it, main thread only) and freed with
+ * the last one: a deploy publishes a new services table and keeps the very
+ * same config and TLS parts; a certificate reload replaces only the TLS
+ * part. A snapshot is built off the data path (main/control thread),
+ * published with one atomic pointer store, and never changed afterwards.
  *
  * Lifetime (no atomic read-modify-write on the data path):
  *  - A worker adopts the current snapshot with px_routes_current(); it
@@ -14,8 +19,8 @@
  *    once no worker's hazard slot points at it and every per-worker pin
  *    count is zero. So an old snapshot dies when its last request ends.
  *
- * Targets are shared between snapshots (the same HOST:PORT is the same
- * target object) and are freed with the last snapshot that names them. */
+ * Targets are shared between services tables (the same HOST:PORT is the same
+ * target object) and are freed with the last table that names them. */
 #ifndef PX_ROUTES_H
 #define PX_ROUTES_H
 
@@ -29,6 +34,7 @@
 
 struct px_config;
 struct px_tls;
+struct px_services;
 
 /* What one worker has in flight on a target. Each worker writes only its
  * own slot (a plain load and store, no read-modify-write); the main thread
@@ -49,6 +55,11 @@ struct px_target {
     int refs;                 /* snapshots naming it; main thread only */
     struct px_target_load *load; /* one slot per worker */
 };
+
+/* The target for HOST:PORT a, shared with every table naming it: a new
+ * reference (px_target_release drops it). NULL out of memory. Main thread. */
+struct px_target *px_target_acquire(const struct px_addr *a);
+void px_target_release(struct px_target *t);
 
 /* Worker wid's own slot: add to its counts. */
 static inline void px_target_load_add(struct px_target *t, int wid, int requests, int tunnels)
@@ -86,12 +97,31 @@ struct px_routes;
 
 /* ---- building and publishing (main thread only) ---- */
 
-/* Build a snapshot from cfg (the snapshot takes ownership of cfg, even on
- * failure); with listen_https this loads the certificates. Returns NULL with
- * a message in err on failure. */
+enum px_routes_part { PX_PART_CONFIG, PX_PART_TLS, PX_PART_SERVICES, PX_PART_COUNT };
+
+/* An unpublished snapshot of three new parts: cfg (required), tls (NULL
+ * without listen_https), svcs (required; sealed here). Takes ownership of all
+ * three, even on failure (NULL with a message in err). Nothing is published:
+ * a caller can build everything that can fail first, then publish. */
+struct px_routes *px_routes_make(struct px_config *cfg, struct px_tls *tls, struct px_services *svcs, char *err,
+                                 size_t errlen);
+/* px_routes_make with the parts cfg describes: its certificates (loaded now;
+ * sharing the session cache and ticket keys of the current snapshot's TLS
+ * part when the session settings are unchanged, see px_tls_build) and its
+ * [service] sections. Takes ownership of cfg, even on failure. */
 struct px_routes *px_routes_build(struct px_config *cfg, char *err, size_t errlen);
-/* Make r current; the previous snapshot is retired. */
+/* Make r current (cannot fail); the previous snapshot is retired. */
 void px_routes_publish(struct px_routes *r);
+/* Publish a snapshot whose services table is svcs and whose config and TLS
+ * parts are the current ones (the same objects): what a deploy does. Takes
+ * ownership of svcs, even on failure. 0, or -1 with a message in err
+ * (nothing published yet, out of memory) and nothing changed. */
+int px_routes_publish_services(struct px_services *svcs, char *err, size_t errlen);
+/* The same for a new TLS part (certificate reload): config and services kept. */
+int px_routes_publish_tls(struct px_tls *tls, char *err, size_t errlen);
+/* How many snapshots (published, retired or not yet published) name r's
+ * part `which`. Main thread; for tests and status. */
+int px_routes_part_refs(const struct px_routes *r, enum px_routes_part which);
 /* Free retired snapshots no worker uses any more. Returns how many remain. */
 int px_routes_reap(void);
 /* Free everything at exit (no worker may run). */
@@ -110,6 +140,8 @@ void px_routes_unpin(const struct px_routes *r, int wid);
 const struct px_config *px_routes_config(const struct px_routes *r);
 /* The TLS contexts (NULL without listen_https). */
 const struct px_tls *px_routes_tls(const struct px_routes *r);
+/* The services table (never NULL). */
+const struct px_services *px_routes_services(const struct px_routes *r);
 
 /* The service for a request: host (as sent: case-insensitive, ":port" and a
  * trailing dot ignored; NULL/empty = no host) by exact name, then the

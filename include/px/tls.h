@@ -10,8 +10,14 @@
  * Contexts: one default (certificate/certificate_key) and one per `sni`
  * name; each may hold an ECDSA and an RSA certificate (give two
  * space-separated files in certificate/certificate_key, or two sni lines for
- * the same name). The server-side session cache lives in the default
- * context and is shared by all workers (OpenSSL locks it). */
+ * the same name).
+ *
+ * Sessions outlive certificate swaps: the server-side session cache (shared
+ * by all workers; OpenSSL locks it) and the session-ticket keys live in a
+ * session context that a new px_tls shares with the previous one when the
+ * session settings (protocols, ciphers, session_timeout, session_tickets)
+ * are unchanged. Only a change of those starts with an empty cache and new
+ * keys. */
 #ifndef PX_TLS_H
 #define PX_TLS_H
 
@@ -22,10 +28,19 @@
 struct px_tls;
 struct px_tls_conf;
 
-/* NULL with a message in err on failure ("certificate FILE: reason"). */
-struct px_tls *px_tls_build(const struct px_tls_conf *conf, char *err, size_t errlen);
+/* Load conf's certificates into new contexts (main thread). prev: the TLS
+ * part in force, or NULL; when its session settings equal conf's the new
+ * px_tls shares its session cache and ticket keys (prev is only read, and
+ * may be freed before or after the result). NULL with a message in err on
+ * failure ("certificate FILE: reason"). */
+struct px_tls *px_tls_build(const struct px_tls_conf *conf, const struct px_tls *prev, char *err, size_t errlen);
+/* NULL is fine. Connections already made with t keep working. */
 void px_tls_free(struct px_tls *t);
-/* A server SSL for an accepted socket (worker thread). NULL on failure. */
+/* 1 when a and b share one session cache and ticket-key ring. */
+int px_tls_same_sessions(const struct px_tls *a, const struct px_tls *b);
+/* A server SSL for an accepted socket (worker thread). t must stay alive
+ * until px_tls_handshake_done() (conn.c pins the snapshot holding it). NULL
+ * on failure. */
 SSL *px_tls_new(const struct px_tls *t, int fd);
 /* Call when SSL_do_handshake succeeded: writes go straight to the socket
  * from now on. 0 done; 1 the last flight is still buffered (call again when
@@ -33,7 +48,8 @@ SSL *px_tls_new(const struct px_tls *t, int fd);
 int px_tls_handshake_done(SSL *ssl);
 /* With session_tickets = yes: start a new ticket key when the current one is
  * an hour old (the previous one is still accepted, and its tickets renewed).
- * Main thread; cheap when nothing is due. */
+ * Main thread; cheap when nothing is due. The key ring is shared by every
+ * px_tls with the same sessions and has its own lock. */
 void px_tls_rotate_tickets(struct px_tls *t, uint64_t now_ms);
 /* 1 when the connection negotiated ALPN "h2". */
 int px_tls_is_h2(SSL *ssl);

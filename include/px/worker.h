@@ -17,6 +17,7 @@
 
 #include "px/conn.h"
 #include "px/h2.h"
+#include "px/headers.h"
 #include "px/request.h"
 #include "px/routes.h"
 #include "px/upstream.h"
@@ -62,7 +63,9 @@ struct px_worker {
     struct px_h2_ctx h2;           /* h2.c */
     struct px_upstream_ctx up;     /* balancer.c, pool.c, upstream.c */
     struct px_req_ctx req;         /* request.c: parked requests */
-    struct px_hdr_add *adds;       /* response headers from cfg, cached per config */
+    struct px_hdr_add adds[PX_MAX_ADD_HEADERS]; /* response headers from cfg, cached per config;
+                                                   * fixed: no allocation can leave a response without them */
+    char *adds_lower;              /* their lowercase names (HTTP/2), one block; NULL: made per response */
     size_t nadds;
     time_t log_sec;                /* cached ISO-8601 second for the access log */
     char log_time[24];

@@ -5,6 +5,7 @@ throwaway CA made once per module (harness.shared_certs())."""
 
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -12,8 +13,8 @@ import tempfile
 import time
 
 from harness import (Proxy, ProxyError, ProxyTestCase, RecordingBackend, SLOW, StreamingBackend, copy_cert, curl,
-                     curl_https, http_response, proxyd_path, s_client, sha256, shared_certs, tls_config,
-                     tls_service_config, TlsClient)
+                     curl_https, get, http_response, proxyd_path, s_client, sha256, shared_certs, tls_config,
+                     tls_service_config, TlsClient, wait_until)
 
 HTTP10 = b"GET /resume HTTP/1.0\r\nHost: localhost\r\n\r\n"
 HTTP11 = b"GET /resume HTTP/1.1\r\nHost: localhost\r\n\r\n"  # keep-alive
@@ -366,9 +367,8 @@ class Resumption(TlsCase):
         self.assertEqual(self.resumed(p.https_port, "-tls1_2", n=3), ["Reused"] * 3)
 
 
-class HotReload(TlsCase):
-    """SIGHUP rebuilds the TLS contexts: new handshakes get the new files, open
-    connections go on; a bad certificate keeps the old configuration."""
+class LiveCertCase(TlsCase):
+    """A certificate pair in a temp dir that a test replaces in place."""
 
     def setUp(self):
         self.c = shared_certs()
@@ -389,6 +389,11 @@ class HotReload(TlsCase):
                 with open(dst + ".tmp", "wb") as f:
                     f.write(data)
                 os.replace(dst + ".tmp", dst)
+
+
+class HotReload(LiveCertCase):
+    """SIGHUP rebuilds the TLS contexts: new handshakes get the new files, open
+    connections go on; a bad certificate keeps the old configuration."""
 
     def test_reload_swaps_certificate_keeps_downloads(self):
         b = self.backend(StreamingBackend, total=3 * 1024 * 1024, pieces=30, delay=0.1)  # ~3 s
@@ -465,6 +470,115 @@ class HotReload(TlsCase):
         self.assertIn("reload failed, keeping the running configuration", log)
         self.assertIn("live.crt", log)
         self.assertHandshake(s_client(p.https_port), cn="localhost")
+
+
+class ReloadKeepsSessions(LiveCertCase):
+    """The session cache and the ticket keys outlive a SIGHUP that leaves the
+    [tls] session settings alone, even when the certificate files changed
+    (certbot renews in place): a session from before the reload resumes after
+    it, while new full handshakes get the new certificate."""
+
+    def save_session(self, port, flag):
+        f = os.path.join(self.dir, "sess%s.pem" % flag)
+        s = s_client(port, flag, "-sess_out", f, "-ign_eof", input=HTTP10)
+        self.assertHandshake(s, cn=None)
+        self.assertEqual(s.sessions(), ["New"], s)
+        self.assertTrue(os.path.exists(f), "no session to save")
+        return f
+
+    def offer(self, port, flag, f):
+        s = s_client(port, flag, "-sess_in", f, "-ign_eof", input=HTTP10)
+        self.assertTrue(s.ok, s)
+        self.assertIn("HTTP/1.", s.out)
+        return s.sessions()
+
+    def check(self, tls_keys, new_cert):
+        b = self.backend(RecordingBackend, response=echo_path)
+        p = self.proxy(tls_service_config(b, tls=tls_config(pairs=[self.live], **tls_keys)))
+        for flag in ("-tls1_2", "-tls1_3"):
+            with self.subTest(flag=flag):
+                f = self.save_session(p.https_port, flag)
+                self.assertEqual(self.offer(p.https_port, flag, f), ["Reused"])
+                if new_cert:
+                    self.install(self.c.v2 if flag == "-tls1_2" else self.c.ec)
+                log = p.reload(p.config_text)
+                self.assertNotIn("reload failed", log)
+                self.assertIn("configuration reloaded", log)
+                self.assertEqual(self.offer(p.https_port, flag, f), ["Reused"],
+                                 "session from before the SIGHUP not resumed")
+                if new_cert:
+                    cn = "localhost-v2" if flag == "-tls1_2" else "localhost"
+                    self.assertHandshake(s_client(p.https_port, flag), cn=cn)
+
+    def test_default_cache_survives_reload(self):
+        self.check({}, new_cert=False)
+
+    def test_cache_survives_certificate_renewal(self):
+        self.check({}, new_cert=True)
+
+    def test_ticket_keys_survive_reload(self):
+        # tickets alone: only the ticket keys can resume the session
+        self.check({"session_tickets": "yes", "session_timeout": "0"}, new_cert=True)
+
+    def test_tickets_and_cache_survive_reload(self):
+        self.check({"session_tickets": "yes"}, new_cert=False)
+
+    def test_changed_session_settings_start_afresh(self):
+        # a change of the session settings themselves is a new cache (documented)
+        b = self.backend(RecordingBackend, response=echo_path)
+        p = self.proxy(tls_service_config(b, tls=tls_config(pairs=[self.live])))
+        f = self.save_session(p.https_port, "-tls1_2")
+        log = p.reload(tls_service_config(b, tls=tls_config(pairs=[self.live], session_timeout="2h")))
+        self.assertNotIn("reload failed", log)
+        self.assertEqual(self.offer(p.https_port, "-tls1_2", f), ["New"])
+
+
+class AllOrNothingReload(LiveCertCase):
+    """A reload applies everything or nothing: new log files are opened and
+    the certificates loaded first; when a certificate fails, the logs are not
+    switched either."""
+
+    def read(self, path):
+        try:
+            with open(path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def test_bad_certificate_keeps_old_logs(self):
+        b = self.backend(RecordingBackend, response=echo_path)
+        old_access = os.path.join(self.dir, "old-access.log")
+        new_access = os.path.join(self.dir, "new-access.log")
+        new_error = os.path.join(self.dir, "new-error.log")
+        p = self.proxy(tls_service_config(b, tls=self.tls, extra_proxy="access_log = %s" % old_access))
+        old_error = p.error_log_path
+        self.assertEqual(get(p.port, "/before").status, 301)  # plain listener: redirect, logged
+        p.wait_access_log(1, path=old_access)
+        self.write_live(b"-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n", None)
+        before = len(self.read(old_error))
+        p.write_config(tls_service_config(b, tls=self.tls, extra_proxy="access_log = %s\nerror_log = %s" % (
+            new_access, new_error)))
+        p.send_signal(signal.SIGHUP)
+        self.assertTrue(wait_until(lambda: "reload failed" in self.read(old_error)[before:], 5 * SLOW),
+                        "no 'reload failed' in the old error log; new error log:\n" + self.read(new_error))
+        self.assertIn("live.crt", self.read(old_error)[before:])
+        self.assertNotIn("reload failed", self.read(new_error))
+        for i in range(3):
+            self.assertEqual(get(p.port, "/after%d" % i).status, 301)
+        r = curl_https(p, "/tls-after", "--http1.1")
+        self.assertEqual((r.returncode, r.stdout), (0, b"/tls-after"), r.stderr)
+        lines = p.wait_access_log(5, path=old_access)
+        self.assertEqual([e["path"] for e in lines][-4:], ["/after0", "/after1", "/after2", "/tls-after"])
+        self.assertEqual(self.read(new_access), "", "requests logged to the new access_log of a failed reload")
+        self.assertHandshake(s_client(p.https_port), cn="localhost")
+        # the same reload with good files switches everything
+        self.install(self.c.v2)
+        p.send_signal(signal.SIGHUP)
+        self.assertTrue(wait_until(lambda: "configuration reloaded" in self.read(new_error), 5 * SLOW),
+                        self.read(old_error)[before:])
+        self.assertEqual(get(p.port, "/new").status, 301)
+        self.assertEqual([e["path"] for e in p.wait_access_log(1, path=new_access)], ["/new"])
+        self.assertHandshake(s_client(p.https_port), cn="localhost-v2")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,49 @@
+/* px/server.h -- the process: listeners, privilege drop, signals, workers,
+ * the all-or-nothing reload, graceful stop, and the main-thread event base.
+ *
+ * Everything here runs on the main thread. The main-thread event base is
+ * where whatever is not a request runs: signals, the snapshot reaper and
+ * ticket-key rotation today; the control socket, health checks, metrics and
+ * ACME timers as they land (they add their events to px_server_base()).
+ * A control-plane header: data-path files never include it (make layers). */
+#ifndef PX_SERVER_H
+#define PX_SERVER_H
+
+#include <stddef.h>
+
+#include <event2/event.h>
+
+struct px_server;
+
+/* Load config_path, open the logs, build and publish the first route
+ * snapshot (certificates included), bind the listeners, then drop to
+ * `user`. Workers do not run yet. NULL on failure with the reason in err;
+ * err is empty when the reason has already been written to the error log. */
+struct px_server *px_server_new(const char *config_path, char *err, size_t errlen);
+/* Start the workers and run the main loop until a stop completes. Returns the
+ * process exit status: 0 after a graceful stop, 1 when workers could not run. */
+int px_server_run(struct px_server *s);
+/* Stop the workers if they run, close everything, free s (NULL is fine). */
+void px_server_free(struct px_server *s);
+
+/* The main-thread event base (valid from px_server_new to px_server_free). */
+struct event_base *px_server_base(struct px_server *s);
+
+/* Reload the configuration file, all or nothing: the new config is loaded,
+ * the new log files opened and the new snapshot parts (certificates
+ * included) built first; only when all of that succeeded are the logs
+ * switched and the snapshot published. 0, or -1 with the reason in err and
+ * nothing changed. SIGHUP calls it; so will the control plane's `reload`. */
+int px_server_reload(struct px_server *s, char *err, size_t errlen);
+/* Tell every worker to adopt the newest snapshot now (after a
+ * px_routes_publish_* from the control plane); idle workers would otherwise
+ * adopt it at their next event. */
+void px_server_routes_published(struct px_server *s);
+/* Begin a graceful stop, as SIGTERM does (a second call cuts at once). */
+void px_server_stop(struct px_server *s);
+
+/* proxyd -t: load the config and its certificates, change nothing. 0, or -1
+ * with "FILE:LINE: key: message" or "FILE: reason" in err. */
+int px_server_check(const char *config_path, char *err, size_t errlen);
+
+#endif

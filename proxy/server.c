@@ -1,0 +1,422 @@
+/* server.c -- process lifecycle: listeners, privilege drop, signals,
+ * workers, all-or-nothing reload, graceful stop. See px/server.h. */
+#include <errno.h>
+#include <grp.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "px/common.h"
+#include "px/config.h"
+#include "px/log.h"
+#include "px/routes.h"
+#include "px/server.h"
+#include "px/tls.h"
+#include "px/worker.h"
+
+struct px_server {
+    char *config_path;
+    struct event_base *base;
+    struct px_worker *workers;
+    int nworkers;
+    struct event *sig_hup, *sig_term, *sig_int, *sig_usr1, *reap_timer, *stop_timer;
+    int stopping;
+    int running;                   /* workers were started */
+    uint64_t stop_deadline_ms;
+    struct px_addr listen_http, listen_https;
+    int has_http, has_https;
+};
+
+/* One SO_REUSEPORT socket per worker; the kernel spreads connections. */
+static int open_listener(struct px_addr *a, char *err, size_t errlen)
+{
+    int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        goto fail;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
+        goto fail;
+    if (a->ss.ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&a->ss, a->len) < 0)
+        goto fail;
+    if (listen(fd, 4096) < 0)
+        goto fail;
+    int defer = 1; /* wake us when the first bytes are there */
+    setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, sizeof(defer));
+    /* port 0: every further worker binds the port the kernel chose */
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET)
+            ((struct sockaddr_in *)&a->ss)->sin_port = ((struct sockaddr_in *)&ss)->sin_port;
+        else if (ss.ss_family == AF_INET6)
+            ((struct sockaddr_in6 *)&a->ss)->sin6_port = ((struct sockaddr_in6 *)&ss)->sin6_port;
+    }
+    return fd;
+fail:
+    snprintf(err, errlen, "listen %s: %s", a->text, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    return -1;
+}
+
+static unsigned addr_port(const struct px_addr *a)
+{
+    if (a->ss.ss_family == AF_INET)
+        return ntohs(((const struct sockaddr_in *)&a->ss)->sin_port);
+    return ntohs(((const struct sockaddr_in6 *)&a->ss)->sin6_port);
+}
+
+static void log_listening(const char *what, const struct px_addr *a)
+{
+    char ip[64];
+    px_addr_ntop((const struct sockaddr *)&a->ss, ip, sizeof(ip));
+    px_log_info("listening %s %s%s%s:%u", what, a->ss.ss_family == AF_INET6 ? "[" : "", ip,
+                a->ss.ss_family == AF_INET6 ? "]" : "", addr_port(a));
+}
+
+/* Look the user up before anything is bound (a bad name fails the start
+ * cleanly); switch after binding. */
+static int lookup_user(const char *user, uid_t *uid, gid_t *gid, char *err, size_t errlen)
+{
+    struct passwd *pw = getpwnam(user);
+    if (pw == NULL) {
+        snprintf(err, errlen, "user %s: no such user", user);
+        return -1;
+    }
+    *uid = pw->pw_uid;
+    *gid = pw->pw_gid;
+    return 0;
+}
+
+static int drop_privileges(const char *user, uid_t uid, gid_t gid, char *err, size_t errlen)
+{
+    if (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0) {
+        snprintf(err, errlen, "dropping to user %s: %s", user, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static void notify_all(struct px_server *s, unsigned what)
+{
+    for (int i = 0; i < s->nworkers; i++)
+        px_worker_notify(&s->workers[i], what);
+}
+
+static int same_addr(const struct px_addr *a, int has_a, const struct px_addr *b, int has_b)
+{
+    if (has_a != has_b)
+        return 0;
+    return !has_a || strcmp(a->text, b->text) == 0;
+}
+
+int px_server_reload(struct px_server *s, char *err, size_t errlen)
+{
+    struct px_config *cfg = NULL;
+    struct px_log_sinks *sinks = NULL;
+    int listeners_changed, workers_changed;
+
+    if (px_config_load(s->config_path, &cfg, err, errlen) < 0)
+        return -1;
+    listeners_changed = !same_addr(&cfg->listen_http, cfg->has_listen_http, &s->listen_http, s->has_http) ||
+                        !same_addr(&cfg->listen_https, cfg->has_listen_https, &s->listen_https, s->has_https);
+    workers_changed = cfg->workers != s->nworkers;
+    if ((sinks = px_log_prepare(cfg->error_log, cfg->access_log, err, errlen)) == NULL) {
+        px_config_free(cfg);
+        return -1;
+    }
+    /* certificates and services: everything else that can fail */
+    struct px_routes *r = px_routes_build(cfg, err, errlen);
+    if (r == NULL) {
+        px_log_discard(sinks);
+        return -1;
+    }
+    /* nothing can fail from here on */
+    px_log_commit(sinks);
+    px_routes_publish(r);
+    notify_all(s, PX_WN_ROUTES | PX_WN_RELOAD);
+    if (listeners_changed)
+        px_log_warn("reload: listener addresses change only on restart");
+    if (workers_changed)
+        px_log_warn("reload: the number of workers changes only on restart");
+    return 0;
+}
+
+void px_server_routes_published(struct px_server *s)
+{
+    notify_all(s, PX_WN_ROUTES);
+}
+
+struct event_base *px_server_base(struct px_server *s)
+{
+    return s->base;
+}
+
+void px_server_stop(struct px_server *s)
+{
+    if (s->stopping) {
+        px_log_warn("second stop signal: exiting now");
+        notify_all(s, PX_WN_KILL);
+        return;
+    }
+    s->stopping = 1;
+    uint64_t budget = px_routes_config(px_routes_peek())->shutdown_timeout_ms;
+    s->stop_deadline_ms = px_now_ms() + budget;
+    px_log_info("stopping: finishing in-flight requests (up to %llu ms)", (unsigned long long)budget);
+    notify_all(s, PX_WN_STOP);
+    struct timeval tv = {0, 50000};
+    event_add(s->stop_timer, &tv);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct px_server *s = arg;
+    char err[1024];
+    PX_UNUSED(what);
+    switch (sig) {
+    case SIGHUP:
+        if (s->stopping)
+            break;
+        if (px_server_reload(s, err, sizeof(err)) < 0)
+            px_log_error("reload failed, keeping the running configuration: %s", err);
+        else
+            px_log_info("configuration reloaded from %s", s->config_path);
+        break;
+    case SIGUSR1:
+        px_log_reopen();
+        px_log_info("log files reopened");
+        break;
+    case SIGTERM:
+    case SIGINT:
+        px_server_stop(s);
+        break;
+    }
+}
+
+static void on_reap(evutil_socket_t fd, short what, void *arg)
+{
+    PX_UNUSED(fd);
+    PX_UNUSED(what);
+    PX_UNUSED(arg);
+    px_routes_reap();
+    const struct px_routes *r = px_routes_peek();
+    if (r)
+        /* the ticket-key ring is the one mutable piece of a TLS part: it has its own lock */
+        px_tls_rotate_tickets((struct px_tls *)px_routes_tls(r), px_now_ms());
+}
+
+static void on_stop_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_server *s = arg;
+    PX_UNUSED(fd);
+    PX_UNUSED(what);
+    if (atomic_load(&px_workers_running) == 0) {
+        event_base_loopexit(s->base, NULL);
+        return;
+    }
+    if (px_now_ms() >= s->stop_deadline_ms) {
+        px_log_warn("shutdown_timeout reached: closing the remaining connections");
+        notify_all(s, PX_WN_KILL);
+        s->stop_deadline_ms = UINT64_MAX;
+    }
+    struct timeval tv = {0, 50000};
+    event_add(s->stop_timer, &tv);
+}
+
+int px_server_check(const char *config_path, char *err, size_t errlen)
+{
+    struct px_config *cfg = NULL;
+    char msg[1024];
+    if (px_config_load(config_path, &cfg, err, errlen) < 0)
+        return -1;
+    /* like nginx -t: also load the certificates */
+    struct px_routes *r = px_routes_build(cfg, msg, sizeof(msg));
+    if (r == NULL) {
+        snprintf(err, errlen, "%s: %s", config_path, msg);
+        return -1;
+    }
+    px_routes_publish(r);
+    px_routes_shutdown();
+    return 0;
+}
+
+static int add_events(struct px_server *s)
+{
+    s->sig_hup = evsignal_new(s->base, SIGHUP, on_signal, s);
+    s->sig_term = evsignal_new(s->base, SIGTERM, on_signal, s);
+    s->sig_int = evsignal_new(s->base, SIGINT, on_signal, s);
+    s->sig_usr1 = evsignal_new(s->base, SIGUSR1, on_signal, s);
+    s->reap_timer = event_new(s->base, -1, EV_PERSIST, on_reap, s);
+    s->stop_timer = evtimer_new(s->base, on_stop_timer, s);
+    if (!s->sig_hup || !s->sig_term || !s->sig_int || !s->sig_usr1 || !s->reap_timer || !s->stop_timer)
+        return -1;
+    struct timeval one = {1, 0};
+    if (evsignal_add(s->sig_hup, NULL) < 0 || evsignal_add(s->sig_term, NULL) < 0 ||
+        evsignal_add(s->sig_int, NULL) < 0 || evsignal_add(s->sig_usr1, NULL) < 0 ||
+        event_add(s->reap_timer, &one) < 0)
+        return -1;
+    return 0;
+}
+
+struct px_server *px_server_new(const char *config_path, char *err, size_t errlen)
+{
+    struct px_config *cfg = NULL;
+    struct px_server *s = NULL;
+    char *user = NULL;
+    uid_t uid = 0;
+    gid_t gid = 0;
+    int logs_open = 0;
+
+    if (px_config_load(config_path, &cfg, err, errlen) < 0)
+        return NULL;
+    signal(SIGPIPE, SIG_IGN);
+    if ((s = calloc(1, sizeof(*s))) == NULL || (s->config_path = strdup(config_path)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    s->nworkers = cfg->workers > PX_MAX_WORKERS ? PX_MAX_WORKERS : cfg->workers;
+    s->has_http = cfg->has_listen_http;
+    s->has_https = cfg->has_listen_https;
+    s->listen_http = cfg->listen_http;
+    s->listen_https = cfg->listen_https;
+    if (px_log_open(cfg->error_log, cfg->access_log, err, errlen) < 0) {
+        char m[1024];
+        snprintf(m, sizeof(m), "proxyd: %s", err);
+        snprintf(err, errlen, "%s", m);
+        goto fail;
+    }
+    logs_open = 1;
+    if (cfg->user && geteuid() == 0) {
+        if ((user = strdup(cfg->user)) == NULL) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+        if (lookup_user(user, &uid, &gid, err, errlen) < 0)
+            goto fail;
+    }
+    px_routes_set_nworkers(s->nworkers);
+    struct px_routes *routes = px_routes_build(cfg, err, errlen);
+    cfg = NULL; /* the snapshot owns it, even on failure */
+    if (routes == NULL)
+        goto fail;
+    px_routes_publish(routes);
+
+    s->workers = calloc((size_t)s->nworkers, sizeof(*s->workers));
+    s->base = event_base_new();
+    if (s->workers == NULL || s->base == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    for (int i = 0; i < s->nworkers; i++) {
+        if (px_worker_init(&s->workers[i], i, err, errlen) < 0)
+            goto fail;
+        if (s->has_http) {
+            int fd = open_listener(&s->listen_http, err, errlen);
+            if (fd < 0)
+                goto fail;
+            if (px_worker_add_listener(&s->workers[i], fd, 0) < 0) {
+                close(fd);
+                snprintf(err, errlen, "listen %s: too many listeners", s->listen_http.text);
+                goto fail;
+            }
+        }
+        if (s->has_https) {
+            int fd = open_listener(&s->listen_https, err, errlen);
+            if (fd < 0)
+                goto fail;
+            if (px_worker_add_listener(&s->workers[i], fd, 1) < 0) {
+                close(fd);
+                snprintf(err, errlen, "listen %s: too many listeners", s->listen_https.text);
+                goto fail;
+            }
+        }
+    }
+    if (s->has_http)
+        log_listening("http", &s->listen_http);
+    if (s->has_https)
+        log_listening("https", &s->listen_https);
+    if (user && drop_privileges(user, uid, gid, err, errlen) < 0)
+        goto fail;
+    if (add_events(s) < 0) {
+        snprintf(err, errlen, "cannot set up signals and timers");
+        goto fail;
+    }
+    free(user);
+    return s;
+fail:
+    if (logs_open) {
+        px_log_error("%s", err);
+        err[0] = '\0';
+    }
+    px_config_free(cfg);
+    free(user);
+    px_server_free(s);
+    return NULL;
+}
+
+int px_server_run(struct px_server *s)
+{
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGHUP);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGUSR1);
+    /* workers never take the process signals */
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    s->running = 1;
+    int rc = 0;
+    for (int i = 0; i < s->nworkers; i++) {
+        atomic_fetch_add(&px_workers_running, 1);
+        if (px_worker_start(&s->workers[i]) != 0) {
+            atomic_fetch_sub(&px_workers_running, 1);
+            px_log_error("cannot start worker %d", i);
+            notify_all(s, PX_WN_KILL);
+            rc = 1;
+            break;
+        }
+        s->workers[i].started = 1;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0)
+        return rc;
+    px_log_info("proxyd %s started: %d workers, pid %d", PX_VERSION, s->nworkers, (int)getpid());
+    event_base_dispatch(s->base);
+    px_log_info("stopped");
+    return 0;
+}
+
+void px_server_free(struct px_server *s)
+{
+    if (s == NULL)
+        return;
+    if (s->workers) {
+        for (int i = 0; i < s->nworkers; i++)
+            if (s->workers[i].started)
+                px_worker_join(&s->workers[i]);
+        for (int i = 0; i < s->nworkers; i++)
+            px_worker_free(&s->workers[i]);
+    }
+    free(s->workers);
+    struct event *evs[] = {s->sig_hup, s->sig_term, s->sig_int, s->sig_usr1, s->reap_timer, s->stop_timer};
+    for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
+        if (evs[i])
+            event_free(evs[i]);
+    if (s->base)
+        event_base_free(s->base);
+    px_routes_shutdown();
+    px_log_close();
+    free(s->config_path);
+    free(s);
+}

@@ -1,0 +1,271 @@
+/* Unit tests: the services table (builder, ownership, the conflict rule),
+ * the snapshot parts and their refcounts, and TLS session sharing. */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "px/config.h"
+#include "px/log.h"
+#include "px/routes.h"
+#include "px/services.h"
+#include "px/tls.h"
+#include "unit.h"
+
+static struct px_config *load(const char *ini)
+{
+    char err[512];
+    struct px_config *cfg = NULL;
+    if (px_config_load_string(ini, "t.ini", &cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "config: %s\n", err);
+        return NULL;
+    }
+    return cfg;
+}
+
+static const char *conflict(const char *an, const char *ah, const char *ap, const char *bn, const char *bh,
+                            const char *bp)
+{
+    static char buf[256];
+    const char *ahs[] = {ah}, *bhs[] = {bh};
+    struct px_service_claim a = {an, ahs, ah ? 1 : 0, ap}, b = {bn, bhs, bh ? 1 : 0, bp};
+    const char *r = px_service_conflict(&a, &b, buf, sizeof(buf));
+    return r ? r : "-";
+}
+
+static void test_conflict_rule(void)
+{
+    CHECK_STR(conflict("a", NULL, "/", "b", NULL, "/"), "conflicts with service b (any host, prefix /)");
+    CHECK_STR(conflict("a", NULL, NULL, "b", NULL, "/"), "conflicts with service b (any host, prefix /)");
+    CHECK_STR(conflict("a", "x.com", "/app", "b", "X.COM", "/app/"),
+              "conflicts with service b (host X.COM, prefix /app)");
+    CHECK_STR(conflict("a", "x.com", "/app", "b", "x.com", "/ap"), "-");
+    CHECK_STR(conflict("a", "x.com", "/", "b", "y.com", "/"), "-");
+    CHECK_STR(conflict("a", "x.com", "/", "b", NULL, "/"), "-");     /* a host beats the catch-all */
+    CHECK_STR(conflict("a", "*.x.com", "/", "b", "a.x.com", "/"), "-"); /* exact beats wildcard */
+    CHECK_STR(conflict("a", "*.x.com", "/", "b", "*.X.com", "/"), "conflicts with service b (host *.X.com, prefix /)");
+    CHECK_STR(conflict("web", NULL, "/", "web", NULL, "/"), "-");    /* a deploy replaces its own service */
+    /* several hosts: any common one */
+    const char *ah[] = {"a.com", "b.com"}, *bh[] = {"c.com", "B.com"};
+    struct px_service_claim a = {"a", ah, 2, "/"}, b = {"b", bh, 2, "/"};
+    char buf[128];
+    CHECK(px_service_conflict(&a, &b, buf, sizeof(buf)) == buf);
+    CHECK_STR(buf, "conflicts with service b (host B.com, prefix /)");
+}
+
+static struct px_addr addr(const char *text)
+{
+    struct px_addr a;
+    memset(&a, 0, sizeof(a));
+    if (px_addr_parse(text, &a) != NULL)
+        fprintf(stderr, "bad address %s\n", text);
+    return a;
+}
+
+/* The table copies every string: the caller's buffers may change or go. */
+static void test_builder_owns_strings(void)
+{
+    char name[] = "web", host[] = "Example.COM", prefix[] = "/app/", hc[] = "/up2", msg[] = "down for a bit";
+    const char *hosts[] = {host};
+    struct px_addr t = addr("127.0.0.1:7100");
+    struct px_service_spec sp = {.name = name, .hosts = hosts, .nhosts = 1, .path_prefix = prefix,
+                                 .targets = &t, .ntargets = 1, .health_check_path = hc,
+                                 .state = PX_SVC_STOPPED, .stop_message = msg, .max_pause_ms = 1500};
+    char err[256];
+    struct px_services *tab = px_services_new();
+    CHECK(tab != NULL);
+    CHECK_INT(px_services_add(tab, &sp, err, sizeof(err)), 0);
+    memset(name, 'x', 3);
+    memset(host, 'x', sizeof(host) - 1);
+    memset(prefix, 'x', sizeof(prefix) - 1);
+    memset(hc, 'x', sizeof(hc) - 1);
+    memset(msg, 'x', sizeof(msg) - 1);
+    const struct px_service *s = px_services_find(tab, "web");
+    CHECK(s != NULL);
+    if (s) {
+        CHECK_STR(s->hosts[0], "example.com");
+        CHECK_STR(s->path_prefix, "/app");
+        CHECK_INT((int)s->path_prefix_len, 4);
+        CHECK_STR(s->health_check_path, "/up2");
+        CHECK_STR(s->stop_message, "down for a bit");
+        CHECK_INT(s->state, PX_SVC_STOPPED);
+        CHECK_INT((int)s->max_pause_ms, 1500);
+        CHECK_STR(s->targets[0]->addr.text, "127.0.0.1:7100");
+    }
+    /* the conflict rule on add; nothing is added */
+    const char *h2[] = {"EXAMPLE.com"};
+    struct px_service_spec other = {.name = "api", .hosts = h2, .nhosts = 1, .path_prefix = "/app",
+                                    .targets = &t, .ntargets = 1};
+    CHECK_INT(px_services_add(tab, &other, err, sizeof(err)), -1);
+    CHECK_STR(err, "service api: conflicts with service web (host example.com, prefix /app)");
+    CHECK_INT((int)px_services_count(tab), 1);
+    other.name = "web";
+    other.path_prefix = "/other";
+    CHECK_INT(px_services_add(tab, &other, err, sizeof(err)), -1);
+    CHECK_STR(err, "service web: defined twice");
+    other.name = "api";
+    other.path_prefix = "app";
+    CHECK_INT(px_services_add(tab, &other, err, sizeof(err)), -1);
+    CHECK_STR(err, "service api: path_prefix must start with /");
+    other.path_prefix = "/api";
+    CHECK_INT(px_services_add(tab, &other, err, sizeof(err)), 0);
+    CHECK(px_services_at(tab, 1)->targets[0] == s->targets[0]); /* one target per HOST:PORT */
+    CHECK_INT(px_services_seal(tab, err, sizeof(err)), 0);
+    CHECK_STR(px_services_match(tab, "example.com", 11, "/api/x", 6)->name, "api");
+    CHECK_INT(px_services_add(tab, &other, err, sizeof(err)), -1); /* sealed */
+    /* a copy of a service into a new table shares its targets */
+    struct px_services *tab2 = px_services_new();
+    CHECK_INT(px_services_add_copy(tab2, s, err, sizeof(err)), 0);
+    CHECK(px_services_at(tab2, 0)->targets[0] == s->targets[0]);
+    CHECK_INT(px_services_at(tab2, 0)->targets[0]->refs, 3);
+    px_services_free(tab);
+    CHECK_INT(px_services_at(tab2, 0)->targets[0]->refs, 1);
+    CHECK_STR(px_services_at(tab2, 0)->stop_message, "down for a bit");
+    px_services_free(tab2);
+}
+
+/* The config loader's services come out owning copies: freeing the config
+ * leaves the table intact (ASan would catch a borrowed string). */
+static void test_from_config_outlives_config(void)
+{
+    char err[256];
+    struct px_config *cfg = load("[proxy]\nlisten_http = 127.0.0.1:0\n"
+                                 "[service a]\nhosts = a.test\npath_prefix = /x/\ntargets = 127.0.0.1:7200\n");
+    CHECK(cfg != NULL);
+    if (!cfg)
+        return;
+    struct px_services *t = px_services_from_config(cfg, err, sizeof(err));
+    px_config_free(cfg);
+    CHECK(t != NULL);
+    if (!t)
+        return;
+    const struct px_service *s = px_services_match(t, "a.test", 6, "/x/y", 4);
+    CHECK(s != NULL);
+    if (s) {
+        CHECK_STR(s->name, "a");
+        CHECK_STR(s->path_prefix, "/x");
+        CHECK_STR(s->hosts[0], "a.test");
+    }
+    px_services_free(t);
+}
+
+static struct px_services *one_service(const char *name, const char *target)
+{
+    char err[256];
+    struct px_addr t = addr(target);
+    struct px_service_spec sp = {.name = name, .targets = &t, .ntargets = 1};
+    struct px_services *tab = px_services_new();
+    if (tab && px_services_add(tab, &sp, err, sizeof(err)) < 0) {
+        fprintf(stderr, "%s\n", err);
+        px_services_free(tab);
+        return NULL;
+    }
+    return tab;
+}
+
+/* Publishing a services table keeps the config and TLS parts (the same
+ * objects); parts are counted by the snapshots naming them and freed with
+ * the last. */
+static void test_publish_services_keeps_parts(void)
+{
+    char err[256];
+    px_routes_set_nworkers(1);
+    struct px_routes *a = px_routes_build(load("[proxy]\nlisten_http = 127.0.0.1:0\n"
+                                               "[service old]\ntargets = 127.0.0.1:7300\n"),
+                                          err, sizeof(err));
+    CHECK(a != NULL);
+    if (!a)
+        return;
+    px_routes_publish(a);
+    CHECK(px_routes_current(0) == a);
+    px_routes_pin(a, 0); /* a request still running on a */
+    CHECK_INT(px_routes_publish_services(one_service("new", "127.0.0.1:7301"), err, sizeof(err)), 0);
+    const struct px_routes *b = px_routes_peek();
+    CHECK(b != a);
+    CHECK(px_routes_config(b) == px_routes_config(a));
+    CHECK(px_routes_tls(b) == px_routes_tls(a));
+    CHECK(px_routes_services(b) != px_routes_services(a));
+    CHECK_INT(px_routes_part_refs(b, PX_PART_CONFIG), 2);
+    CHECK_INT(px_routes_part_refs(b, PX_PART_TLS), 2);
+    CHECK_INT(px_routes_part_refs(b, PX_PART_SERVICES), 1);
+    CHECK_STR(px_routes_match(b, NULL, 0, "/", 1)->name, "new");
+    CHECK_STR(px_routes_match(a, NULL, 0, "/", 1)->name, "old"); /* a is still whole */
+    CHECK_INT(px_routes_reap(), 1);
+    CHECK(px_routes_current(0) == b);
+    px_routes_unpin(a, 0);
+    CHECK_INT(px_routes_reap(), 0); /* a freed; its config part lives on in b */
+    CHECK_INT(px_routes_part_refs(b, PX_PART_CONFIG), 1);
+    CHECK_INT((int)px_routes_config(b)->workers >= 1, 1);
+    /* a TLS part alone */
+    CHECK_INT(px_routes_publish_tls(NULL, err, sizeof(err)), 0);
+    const struct px_routes *c = px_routes_peek();
+    CHECK(px_routes_services(c) == px_routes_services(b));
+    CHECK(px_routes_config(c) == px_routes_config(b));
+    CHECK_INT(px_routes_part_refs(c, PX_PART_SERVICES), 2);
+    px_routes_current(0);
+    CHECK_INT(px_routes_reap(), 0);
+    CHECK_INT(px_routes_part_refs(c, PX_PART_SERVICES), 1);
+    px_routes_shutdown();
+    /* nothing published yet: refused, and the table is freed (no leak) */
+    CHECK_INT(px_routes_publish_services(one_service("x", "127.0.0.1:7302"), err, sizeof(err)), -1);
+    CHECK_STR(err, "nothing published yet");
+    px_routes_shutdown();
+    px_routes_set_nworkers(PX_MAX_WORKERS);
+}
+
+static const char *tls_ini(const char *extra)
+{
+    static char buf[1024];
+    snprintf(buf, sizeof(buf),
+             "[proxy]\nlisten_http = 127.0.0.1:0\nlisten_https = 127.0.0.1:0\n"
+             "[tls]\ncertificate = certs-dev/localhost.crt\ncertificate_key = certs-dev/localhost.key\n%s"
+             "[service s]\ntargets = 127.0.0.1:7400\n",
+             extra);
+    return buf;
+}
+
+/* A rebuilt TLS part shares the session cache and ticket keys of the one in
+ * force unless the session settings changed. */
+static void test_tls_sessions_outlive_rebuild(void)
+{
+    char err[512];
+    if (access("certs-dev/localhost.crt", R_OK) != 0) {
+        printf("# skipped: no certs-dev/localhost.crt (make certs-dev)\n");
+        return;
+    }
+    struct px_config *c1 = load(tls_ini("session_tickets = yes\n"));
+    struct px_config *c2 = load(tls_ini("session_tickets = yes\n"));
+    struct px_config *c3 = load(tls_ini("session_tickets = yes\nsession_timeout = 1h\n"));
+    CHECK(c1 && c2 && c3);
+    if (!c1 || !c2 || !c3)
+        return;
+    struct px_tls *t1 = px_tls_build(&c1->tls, NULL, err, sizeof(err));
+    CHECK(t1 != NULL);
+    struct px_tls *t2 = px_tls_build(&c2->tls, t1, err, sizeof(err));
+    CHECK(t2 != NULL);
+    CHECK(px_tls_same_sessions(t1, t2));
+    px_tls_free(t1); /* t2 keeps the shared base alive */
+    struct px_tls *t3 = px_tls_build(&c3->tls, t2, err, sizeof(err));
+    CHECK(t3 != NULL);
+    CHECK(!px_tls_same_sessions(t2, t3));
+    struct px_tls *t4 = px_tls_build(&c3->tls, NULL, err, sizeof(err));
+    CHECK(!px_tls_same_sessions(t3, t4));
+    px_tls_rotate_tickets(t2, UINT64_MAX / 2); /* rotates the shared ring; no crash after t1 went */
+    px_tls_free(t2);
+    px_tls_free(t3);
+    px_tls_free(t4);
+    px_config_free(c1);
+    px_config_free(c2);
+    px_config_free(c3);
+}
+
+int main(void)
+{
+    px_log_open("/dev/null", "off", NULL, 0);
+    UNIT_RUN(test_conflict_rule);
+    UNIT_RUN(test_builder_owns_strings);
+    UNIT_RUN(test_from_config_outlives_config);
+    UNIT_RUN(test_publish_services_keeps_parts);
+    UNIT_RUN(test_tls_sessions_outlive_rebuild);
+    px_log_close();
+    return unit_report();
+}
