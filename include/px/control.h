@@ -1,0 +1,242 @@
+/* px/control.h -- the control protocol, shared by the daemon's control
+ * server and proxyctl (control/protocol.c).
+ *
+ * Wire format: newline-delimited JSON (jansson), one object per line.
+ *
+ *   request   {"id":N,"cmd":"deploy","args":{...}}
+ *   progress  {"id":N,"progress":"waiting for 10.0.0.5:3000 to be healthy"}   (zero or more)
+ *   ok        {"id":N,"ok":true,"result":{...}}                                (exactly one,
+ *   error     {"id":N,"ok":false,"error":{"code":"...","message":"..."}}        last)
+ *
+ * The id is any JSON value and is echoed as given; a request without one, or
+ * a line that is not a JSON object, is answered with "id":null. "args" may
+ * be omitted (= {}). Unknown arguments are errors, so a misspelt option
+ * never passes silently. A line is at most PX_CTL_LINE_MAX bytes before its
+ * '\n'; a trailing '\r' is tolerated (nc, socat -t, telnet) and stripped.
+ * A longer request line is answered with line_too_long and the connection
+ * closed.
+ *
+ * Nothing here keeps state between calls: the module is safe on the
+ * daemon's main thread and in proxyctl alike, and reentrant. Strings
+ * returned as `const char *` are static unless said otherwise.
+ *
+ * Result shapes (the "result" object of an ok reply), per command:
+ *
+ *   deploy, rollback  {"service":"web","active":["10.0.0.5:3000"],"previous":["10.0.0.4:3000"],
+ *                      "drained":3,            requests that were in flight on the old targets
+ *                      "cut":0,                of those, cut with 504 at drain_timeout
+ *                      "duration_ms":2100}
+ *   list              {"services":[{"name":"web","state":"running"|"paused"|"stopped",
+ *                      "hosts":["example.com"],   [] = any host
+ *                      "path_prefix":"/","active":["h:p"],"previous":["h:p"],
+ *                      "in_flight":N,
+ *                      "stop_message":"..."       only when stopped with a message
+ *                      "max_pause_ms":N           only when paused
+ *                      }]}
+ *   status            {"version":"0.1.0","pid":N,"uptime_s":N,"workers":N,"connections":N,
+ *                      "services":N, ...}         more scalar keys may follow; proxyctl
+ *                                                 prints every scalar key it gets
+ *   stop, pause, resume {"service":"web","state":"stopped"|"paused"|"running"}
+ *   remove            {"service":"web"}
+ *   reload            {"config":"/etc/proxyd/proxyd.ini"}
+ *   cert_status       {"certificates":[{"name":"example.com","hosts":[...],"not_after":"RFC 3339",
+ *                      "days_left":N,"source":"acme"|"file"}]}
+ *   cert_renew        {"renewed":["example.com"],"skipped":["..."]}
+ *   cert_reload       {"loaded":N}
+ *
+ * Progress lines are free text for people (proxyctl prints them to stderr
+ * as they arrive); deploy and rollback send, in order: "waiting for H:P to
+ * be healthy" (per target), "switched", "draining N requests", "done in 2.1s".
+ */
+#ifndef PX_CONTROL_H
+#define PX_CONTROL_H
+
+#include <stddef.h>
+
+#include <jansson.h>
+
+/* The largest request line the daemon reads, not counting its '\n'. */
+#define PX_CTL_LINE_MAX (64 * 1024)
+/* The largest reply line proxyctl reads (a list of many services). */
+#define PX_CTL_REPLY_MAX (16 * 1024 * 1024)
+/* Bounds of duration-ms arguments, inclusive. */
+#define PX_CTL_DURATION_MIN_MS 1
+#define PX_CTL_DURATION_MAX_MS (24LL * 3600 * 1000)
+/* At most this many strings in a string-array argument. */
+#define PX_CTL_ARRAY_MAX 256
+/* At most this many bytes in stop's message. */
+#define PX_CTL_MESSAGE_MAX 1024
+
+/* Defaults of optional arguments: the daemon applies them (they are never
+ * filled in by the validator); proxyctl's help and time limit use them. */
+#define PX_CTL_DEFAULT_PATH_PREFIX "/"
+#define PX_CTL_DEFAULT_HEALTH_CHECK_PATH "/up"
+#define PX_CTL_DEFAULT_HEALTH_CHECK_INTERVAL_MS 1000
+#define PX_CTL_DEFAULT_HEALTH_CHECK_TIMEOUT_MS 5000
+#define PX_CTL_DEFAULT_DEPLOY_TIMEOUT_MS 30000
+#define PX_CTL_DEFAULT_DRAIN_TIMEOUT_MS 30000
+#define PX_CTL_DEFAULT_MAX_PAUSE_MS 30000
+
+/* ---- error codes ---------------------------------------------------------
+ * Stable snake_case strings on the wire; an enum in C so a handler cannot
+ * misspell one. Append only: never renumber or rename. */
+enum px_ctl_err {
+    PX_CTL_OK = 0,
+    PX_CTL_E_BAD_REQUEST,         /* malformed JSON, missing/ill-typed field, bad argument */
+    PX_CTL_E_LINE_TOO_LONG,       /* request line over PX_CTL_LINE_MAX; the daemon closes */
+    PX_CTL_E_UNKNOWN_COMMAND,     /* "cmd" is not in the command table */
+    PX_CTL_E_FORBIDDEN,           /* the peer's uid/gid may not use the socket */
+    PX_CTL_E_UNKNOWN_SERVICE,     /* no service of that name */
+    PX_CTL_E_CONFLICT,            /* another service claims the same host and path_prefix */
+    PX_CTL_E_BUSY,                /* a deploy/rollback of this service is already running */
+    PX_CTL_E_HEALTH_CHECK_FAILED, /* a new target was not healthy within deploy_timeout;
+                                     message: "H:P /up: 503 after 30s"; nothing changed */
+    PX_CTL_E_DEPLOY_TIMEOUT,      /* the deploy could not finish within deploy_timeout for a
+                                     reason other than health (nothing changed) */
+    PX_CTL_E_NO_PREVIOUS,         /* rollback of a service with no previous targets */
+    PX_CTL_E_RELOAD_FAILED,       /* the new config or certificates did not load; old ones serve */
+    PX_CTL_E_SHUTTING_DOWN,       /* the daemon is stopping and takes no new work */
+    PX_CTL_E_NOT_IMPLEMENTED,     /* a known command this build cannot do yet (cert_* without ACME) */
+    PX_CTL_E_INTERNAL,            /* a bug or resource failure in the daemon */
+    PX_CTL_E__COUNT
+};
+
+/* The wire name of a code ("bad_request"); "internal" for out-of-range values. */
+const char *px_ctl_err_name(enum px_ctl_err code);
+/* The code of a wire name, or -1 when unknown (a newer daemon's code). */
+int px_ctl_err_from_name(const char *name);
+
+/* ---- command table -------------------------------------------------------
+ * One row per command. The daemon's handlers receive args already checked
+ * against the row's schema; proxyctl builds its argv parser and its help
+ * from the same rows. */
+enum px_ctl_arg_type {
+    PX_CTL_ARG_STRING,      /* non-empty JSON string without NUL */
+    PX_CTL_ARG_INT,         /* JSON integer >= 0 */
+    PX_CTL_ARG_BOOL,        /* JSON true/false */
+    PX_CTL_ARG_STRINGS,     /* JSON array of 0..PX_CTL_ARRAY_MAX distinct strings as above
+                               (required = at least one) */
+    PX_CTL_ARG_DURATION_MS, /* JSON integer in [PX_CTL_DURATION_MIN_MS, PX_CTL_DURATION_MAX_MS] */
+};
+
+#define PX_CTL_ARG_REQUIRED   0x1 /* must be present */
+#define PX_CTL_ARG_POSITIONAL 0x2 /* proxyctl takes it as a bare word, in table order */
+
+struct px_ctl_arg {
+    const char *name;             /* JSON key, snake_case ("health_check_interval_ms") */
+    enum px_ctl_arg_type type;
+    unsigned flags;               /* PX_CTL_ARG_* */
+    const char *flag;             /* proxyctl's option without "--" ("health-check-interval"),
+                                     NULL for positional arguments */
+    const char *metavar;          /* "HOST:PORT", "30s"; NULL for bool flags */
+    const char *help;             /* one line, for proxyctl help */
+    /* Extra check of each string value (each element for STRINGS); NULL = none.
+     * Returns NULL or a static message. */
+    const char *(*check)(const char *value);
+};
+
+struct px_ctl_cmd {
+    const char *name;             /* wire name, snake_case; proxyctl spells '_' as ' ' */
+    const char *help;             /* one line */
+    const struct px_ctl_arg *args;
+    size_t nargs;
+};
+
+/* The table (static, immutable) and its length. */
+const struct px_ctl_cmd *px_ctl_commands(size_t *n);
+/* The row of a wire name, or NULL. */
+const struct px_ctl_cmd *px_ctl_command_find(const char *name);
+/* The schema row of an argument, or NULL. */
+const struct px_ctl_arg *px_ctl_command_arg(const struct px_ctl_cmd *cmd, const char *name);
+
+/* The argument validator: args must be a JSON object (NULL = {}) whose keys
+ * are all in cmd's schema, with the declared types and bounds, and every
+ * required one present. Returns NULL, or a message naming the argument
+ * ("targets: required", "deploy_timeout_ms: must be an integer 1..86400000
+ * (milliseconds)", "frobnicate: unknown argument") written into err (and
+ * returned). An error here is a bad_request. */
+const char *px_ctl_args_check(const struct px_ctl_cmd *cmd, const json_t *args, char *err, size_t errlen);
+
+/* Per-value checks used by the schema (NULL or a static message). */
+const char *px_ctl_check_service(const char *v); /* 1..64 of [A-Za-z0-9_.-], like [service NAME] */
+const char *px_ctl_check_target(const char *v);  /* HOST:PORT or [V6]:PORT, port 1..65535 (no DNS) */
+const char *px_ctl_check_host(const char *v);    /* host name or *.suffix, no port */
+const char *px_ctl_check_path(const char *v);    /* '/' then visible ASCII, no '?' or '#' */
+const char *px_ctl_check_message(const char *v); /* at most PX_CTL_MESSAGE_MAX bytes */
+
+/* ---- framing ------------------------------------------------------------- */
+enum px_ctl_frame {
+    PX_CTL_FRAME_LINE,     /* a complete line is at buf[0, *line_len) (no "\n" or "\r\n");
+                              drop *consumed bytes from the buffer after using it */
+    PX_CTL_FRAME_MORE,     /* no '\n' yet and still within max: read more */
+    PX_CTL_FRAME_TOO_LONG, /* more than max bytes before the '\n' (seen, or certain because
+                              len > max): answer line_too_long and close */
+};
+
+/* Find the first line in buf[0, len). max is the longest line allowed,
+ * counted without its '\n' (PX_CTL_LINE_MAX for requests); a line of exactly
+ * max bytes is accepted. scanned, if not NULL, is per-connection state that
+ * makes repeated calls on a growing buffer linear: start it at 0 and keep it
+ * while the buffer only grows; the framer sets it to 0 on LINE (the caller
+ * then drops *consumed bytes) and on TOO_LONG. line_len and consumed are set
+ * on LINE only. */
+enum px_ctl_frame px_ctl_frame(const char *buf, size_t len, size_t max, size_t *scanned,
+                               size_t *line_len, size_t *consumed);
+
+/* ---- requests ------------------------------------------------------------ */
+struct px_ctl_request {
+    json_t *root;                 /* owned: the parsed line; NULL when it did not parse */
+    json_t *id;                   /* borrowed from root; NULL = absent (echo null) */
+    const struct px_ctl_cmd *cmd; /* the table row; NULL unless the command is known */
+    json_t *args;                 /* borrowed from root (an empty object is added when
+                                     "args" was absent); valid only when
+                                     px_ctl_request_parse returned PX_CTL_OK */
+};
+
+/* Parse and validate one request line (line[0, len), without its newline;
+ * need not be NUL-terminated). Returns PX_CTL_OK with req filled, or an
+ * error code (PX_CTL_E_BAD_REQUEST, PX_CTL_E_UNKNOWN_COMMAND) with a
+ * message in err; either way req->id is the id to echo (NULL when the line
+ * was not a JSON object or had none) and the caller must call
+ * px_ctl_request_clear(req). Handlers may read req->args with jansson's
+ * getters: every key present has its schema type. */
+enum px_ctl_err px_ctl_request_parse(const char *line, size_t len, struct px_ctl_request *req,
+                                     char *err, size_t errlen);
+/* Release what parse made; req may be reused. Safe on a zeroed or cleared req. */
+void px_ctl_request_clear(struct px_ctl_request *req);
+
+/* Typed getters for validated args (defaults when the key is absent). */
+const char *px_ctl_arg_str(const json_t *args, const char *name, const char *dflt);
+long long px_ctl_arg_int(const json_t *args, const char *name, long long dflt); /* INT, DURATION_MS */
+int px_ctl_arg_bool(const json_t *args, const char *name, int dflt);
+
+/* ---- building lines ------------------------------------------------------
+ * Each returns a malloc'd NUL-terminated line ending in "\n" (free() it) and
+ * its length in *len (if not NULL), or NULL when out of memory. id is
+ * borrowed; NULL writes "id":null. Keys are written in a fixed order. */
+char *px_ctl_request_line(const json_t *id, const char *cmd, json_t *args_stolen, size_t *len);
+/* result_stolen: the reference is taken even on failure; NULL = {}. */
+char *px_ctl_ok_line(const json_t *id, json_t *result_stolen, size_t *len);
+char *px_ctl_error_line(const json_t *id, enum px_ctl_err code, const char *message, size_t *len);
+char *px_ctl_progress_line(const json_t *id, const char *text, size_t *len);
+
+/* ---- reading replies (proxyctl) ------------------------------------------ */
+enum px_ctl_reply_kind { PX_CTL_REPLY_PROGRESS, PX_CTL_REPLY_OK, PX_CTL_REPLY_ERROR };
+
+struct px_ctl_reply {
+    json_t *root;                 /* owned */
+    enum px_ctl_reply_kind kind;
+    json_t *id;                   /* borrowed; NULL when null/absent */
+    const char *progress;         /* PROGRESS: the text */
+    json_t *result;               /* OK: the result object (borrowed; {} when absent) */
+    const char *code;             /* ERROR: wire code (may be one this build does not know) */
+    const char *message;          /* ERROR: message ("" when absent) */
+};
+
+/* Parse one reply line. Returns NULL, or a static message when the line is
+ * not a reply ("not JSON", "no ok or progress"); either way call
+ * px_ctl_reply_clear(). */
+const char *px_ctl_reply_parse(const char *line, size_t len, struct px_ctl_reply *rep);
+void px_ctl_reply_clear(struct px_ctl_reply *rep);
+
+#endif
