@@ -201,6 +201,15 @@ struct px_routes *px_routes_make(struct px_config *cfg, struct px_tls *tls, stru
                      part_new(svcs, destroy_services), err, errlen);
 }
 
+static px_services_provider provider;
+static void *provider_arg;
+
+void px_routes_set_services_provider(px_services_provider fn, void *arg)
+{
+    provider = fn;
+    provider_arg = arg;
+}
+
 struct px_routes *px_routes_build(struct px_config *cfg, char *err, size_t errlen)
 {
     struct px_tls *tls = NULL;
@@ -209,7 +218,8 @@ struct px_routes *px_routes_build(struct px_config *cfg, char *err, size_t errle
     if (cfg->has_listen_https &&
         (tls = px_tls_build(&cfg->tls, cur ? cur->tls : NULL, err, errlen)) == NULL)
         goto fail;
-    if ((svcs = px_services_from_config(cfg, err, errlen)) == NULL)
+    svcs = provider ? provider(provider_arg, cfg, err, errlen) : px_services_from_config(cfg, err, errlen);
+    if (svcs == NULL)
         goto fail;
     return px_routes_make(cfg, tls, svcs, err, errlen);
 fail:

@@ -10,12 +10,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <event2/event.h>
 
 #include "px/common.h"
 #include "px/config.h"
+#include "px/control_server.h"
+#include "px/deploy.h"
 #include "px/log.h"
 #include "px/routes.h"
 #include "px/server.h"
@@ -33,7 +36,58 @@ struct px_server {
     uint64_t stop_deadline_ms;
     struct px_addr listen_http, listen_https;
     int has_http, has_https;
+    uint64_t started_ms;
+    struct px_deployer *deployer;  /* services proxyctl deploys, on this base */
+    struct px_ctlserver *control;  /* the control socket */
 };
+
+static void hook_published(void *arg)
+{
+    px_server_routes_published(arg);
+}
+
+static void hook_broadcast(void *arg, const struct px_wmsg *m)
+{
+    struct px_server *s = arg;
+    for (int i = 0; i < s->nworkers; i++)
+        if (px_worker_send(&s->workers[i], m) < 0)
+            px_log_error("worker %d: cannot queue a message (out of memory)", i);
+}
+
+static struct px_services *services_provider(void *arg, const struct px_config *cfg, char *err, size_t errlen)
+{
+    struct px_server *s = arg;
+    return px_deployer_services(s->deployer, cfg, err, errlen);
+}
+
+/* The directory of a path proxyd creates (state file, control socket):
+ * made when missing, like /run/proxyd on a fresh machine. */
+static void make_parent(const char *path)
+{
+    char dir[512];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL || slash == dir)
+        return;
+    *slash = '\0';
+    if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+        px_log_warn("cannot create %s: %s", dir, strerror(errno));
+}
+
+uint64_t px_server_uptime_s(const struct px_server *s)
+{
+    return (px_now_ms() - s->started_ms) / 1000;
+}
+
+int px_server_nworkers(const struct px_server *s)
+{
+    return s->nworkers;
+}
+
+const char *px_server_config_path(const struct px_server *s)
+{
+    return s->config_path;
+}
 
 /* One SO_REUSEPORT socket per worker; the kernel spreads connections. */
 static int open_listener(struct px_addr *a, char *err, size_t errlen)
@@ -306,6 +360,21 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
             goto fail;
     }
     px_routes_set_nworkers(s->nworkers);
+    s->started_ms = px_now_ms();
+    s->base = event_base_new();
+    if (s->base == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    /* the deployed services come back before the first snapshot is built */
+    make_parent(cfg->state_file);
+    struct px_deploy_hooks hooks = {hook_published, hook_broadcast, s};
+    char serr[512];
+    if ((s->deployer = px_deployer_new(s->base, cfg->state_file, &hooks, serr, sizeof(serr))) == NULL) {
+        snprintf(err, errlen, "state_file %s", serr);
+        goto fail;
+    }
+    px_routes_set_services_provider(services_provider, s);
     struct px_routes *routes = px_routes_build(cfg, err, errlen);
     cfg = NULL; /* the snapshot owns it, even on failure */
     if (routes == NULL)
@@ -313,8 +382,7 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
     px_routes_publish(routes);
 
     s->workers = calloc((size_t)s->nworkers, sizeof(*s->workers));
-    s->base = event_base_new();
-    if (s->workers == NULL || s->base == NULL) {
+    if (s->workers == NULL) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -346,6 +414,14 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
         log_listening("http", &s->listen_http);
     if (s->has_https)
         log_listening("https", &s->listen_https);
+    /* the control socket, before the drop (its directory may be root's) */
+    const struct px_config *c0 = px_routes_config(px_routes_peek());
+    make_parent(c0->control_socket);
+    if ((s->control = px_ctlserver_new(s->base, c0->control_socket, c0->control_socket_mode, s, s->deployer, err,
+                                       errlen)) == NULL)
+        goto fail;
+    if (user && chown(c0->control_socket, uid, gid) < 0)
+        px_log_warn("control_socket %s: chown to %s: %s", c0->control_socket, user, strerror(errno));
     if (user && drop_privileges(user, uid, gid, err, errlen) < 0)
         goto fail;
     if (add_events(s) < 0) {
@@ -409,6 +485,9 @@ void px_server_free(struct px_server *s)
             px_worker_free(&s->workers[i]);
     }
     free(s->workers);
+    px_ctlserver_free(s->control);
+    px_deployer_free(s->deployer);
+    px_routes_set_services_provider(NULL, NULL);
     struct event *evs[] = {s->sig_hup, s->sig_term, s->sig_int, s->sig_usr1, s->reap_timer, s->stop_timer};
     for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
         if (evs[i])

@@ -110,6 +110,13 @@ struct px_routes *px_routes_make(struct px_config *cfg, struct px_tls *tls, stru
  * part when the session settings are unchanged, see px_tls_build) and its
  * [service] sections. Takes ownership of cfg, even on failure. */
 struct px_routes *px_routes_build(struct px_config *cfg, char *err, size_t errlen);
+/* Where px_routes_build takes the services table from: by default the
+ * config's [service] sections; the control plane installs its own (the
+ * config's services with the deployed ones on top), so that a reload keeps
+ * what proxyctl deployed. Main thread. */
+typedef struct px_services *(*px_services_provider)(void *arg, const struct px_config *cfg, char *err,
+                                                     size_t errlen);
+void px_routes_set_services_provider(px_services_provider fn, void *arg);
 /* Make r current (cannot fail); the previous snapshot is retired. */
 void px_routes_publish(struct px_routes *r);
 /* Publish a snapshot whose services table is svcs and whose config and TLS

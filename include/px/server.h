@@ -10,6 +10,7 @@
 #define PX_SERVER_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <event2/event.h>
 
@@ -41,6 +42,11 @@ int px_server_reload(struct px_server *s, char *err, size_t errlen);
 void px_server_routes_published(struct px_server *s);
 /* Begin a graceful stop, as SIGTERM does (a second call cuts at once). */
 void px_server_stop(struct px_server *s);
+
+/* For `proxyctl status`. */
+uint64_t px_server_uptime_s(const struct px_server *s);
+int px_server_nworkers(const struct px_server *s);
+const char *px_server_config_path(const struct px_server *s);
 
 /* proxyd -t: load the config and its certificates, change nothing. 0, or -1
  * with "FILE:LINE: key: message" or "FILE: reason" in err. */

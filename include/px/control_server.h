@@ -1,0 +1,29 @@
+/* px/control_server.h -- the control socket (control/server.c) and its command
+ * handlers (control/commands.c), on the main thread's event base.
+ *
+ * A Unix stream socket at control_socket, created with control_socket_mode
+ * (a stale socket file is replaced; a live one, another proxyd answering on
+ * it, refuses the start). Every peer is checked with SO_PEERCRED: root,
+ * proxyd's own uid, or a member of the socket file's group may talk; others
+ * get one "forbidden" reply and are closed. Each connection reads
+ * newline-delimited JSON requests (px/control.h), at most PX_CTL_LINE_MAX
+ * bytes a line, and answers them in order; a slow or hostile client holds
+ * only its own buffers and never blocks the loop or another client. A
+ * control-plane header. */
+#ifndef PX_CONTROL_SERVER_H
+#define PX_CONTROL_SERVER_H
+
+#include <stddef.h>
+
+#include <event2/event.h>
+
+struct px_server;
+struct px_deployer;
+struct px_ctlserver;
+
+struct px_ctlserver *px_ctlserver_new(struct event_base *base, const char *path, unsigned mode,
+                                      struct px_server *srv, struct px_deployer *dep, char *err, size_t errlen);
+/* Close the socket and every connection; unlink the socket file. */
+void px_ctlserver_free(struct px_ctlserver *c);
+
+#endif

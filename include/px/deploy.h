@@ -1,0 +1,91 @@
+/* px/deploy.h -- the services the control plane owns: blue-green deploys
+ * gated on health checks, rollbacks, stop/pause/resume/remove, draining of
+ * retired targets, and the state file that makes all of it survive a
+ * restart.
+ *
+ * The snapshot's services table is the config's [service] sections with the
+ * deployed services on top (a deployed service replaces a [service] of the
+ * same name): px_deployer_services builds it for the server at start and on
+ * every reload, and the deployer publishes a new one after each change,
+ * keeping the config and TLS parts.
+ *
+ * A change is written to the state file (crash-safe, px/state.h) before it
+ * is published and before its command answers. One operation per service at
+ * a time: a second deploy of a service that is deploying is refused with
+ * "busy". Everything here runs on the main thread's event base; workers only
+ * see published snapshots and typed messages. A control-plane header. */
+#ifndef PX_DEPLOY_H
+#define PX_DEPLOY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+#include <jansson.h>
+
+struct px_config;
+struct px_services;
+struct px_wmsg;
+struct px_deployer;
+
+/* What the server lends the deployer. */
+struct px_deploy_hooks {
+    void (*published)(void *arg);                        /* a new snapshot: workers adopt it now */
+    void (*broadcast)(void *arg, const struct px_wmsg *m); /* to every worker */
+    void *arg;
+};
+
+/* Load the state file (a bad entry is skipped with a log line; an unreadable
+ * file is an error: nothing is overwritten). NULL with a message in err. */
+struct px_deployer *px_deployer_new(struct event_base *base, const char *state_file,
+                                    const struct px_deploy_hooks *hooks, char *err, size_t errlen);
+void px_deployer_free(struct px_deployer *d);
+/* The services table for a snapshot on cfg (see above), sealed. NULL with a
+ * message in err. A deployed service that conflicts with a [service] of
+ * another name is left out with a log line. */
+struct px_services *px_deployer_services(struct px_deployer *d, const struct px_config *cfg, char *err,
+                                         size_t errlen);
+
+struct px_deploy_spec {
+    const char *service;
+    const char *const *targets;       /* "HOST:PORT" */
+    size_t ntargets;
+    const char *const *hosts;         /* NULL/0: keep the service's hosts (any host for a new one) */
+    size_t nhosts;
+    int hosts_given;                  /* hosts replace the service's, even when empty */
+    const char *path_prefix;          /* NULL: keep, or "/" */
+    const char *health_check_path;    /* NULL: keep, or "/up" */
+    uint64_t interval_ms, timeout_ms, deploy_timeout_ms, drain_timeout_ms;
+    int force;                        /* switch without waiting for health */
+    int tls;
+};
+
+/* A long operation's reports. progress: a line for the operator ("waiting
+ * for ... to be healthy", "switched", "draining N requests"). done: once;
+ * code NULL on success with result (borrowed), else a stable error code and
+ * a message. The callbacks may be called before px_deploy returns. */
+typedef void (*px_deploy_progress_cb)(void *arg, const char *text);
+typedef void (*px_deploy_done_cb)(void *arg, const char *code, const char *message, json_t *result);
+
+void px_deploy(struct px_deployer *d, const struct px_deploy_spec *spec, px_deploy_progress_cb progress,
+               px_deploy_done_cb done, void *arg);
+/* Switch back to the previous targets, with the same health check and
+ * draining. */
+void px_rollback(struct px_deployer *d, const char *service, uint64_t drain_timeout_ms,
+                 px_deploy_progress_cb progress, px_deploy_done_cb done, void *arg);
+/* The client of an operation went away: keep going, report to nobody. */
+void px_deploy_forget(struct px_deployer *d, void *arg);
+
+/* stop (503 with message), pause (requests wait up to max_pause_ms, then
+ * 504), resume (ends a stop or a pause; paused requests go on), remove.
+ * Immediate: NULL on success, else an error code with the message in msg. */
+const char *px_deployer_stop(struct px_deployer *d, const char *service, const char *message, char *msg,
+                             size_t msglen);
+const char *px_deployer_pause(struct px_deployer *d, const char *service, uint64_t max_pause_ms, char *msg,
+                              size_t msglen);
+const char *px_deployer_resume(struct px_deployer *d, const char *service, char *msg, size_t msglen);
+const char *px_deployer_remove(struct px_deployer *d, const char *service, char *msg, size_t msglen);
+/* {"services":[...]} as the control protocol's list result (new reference). */
+json_t *px_deployer_list(struct px_deployer *d);
+
+#endif

@@ -1,0 +1,779 @@
+/* deploy.c -- blue-green deploys, rollbacks and service states on the main
+ * thread: health-gate the new targets, write the state file, publish a new
+ * services table (config and TLS parts kept), drain the retired targets
+ * (idle connections now, busy ones after their response, tunnels at once,
+ * the rest cut at drain_timeout), then answer. See px/deploy.h. */
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "px/addr.h"
+#include "px/common.h"
+#include "px/config.h"
+#include "px/deploy.h"
+#include "px/health.h"
+#include "px/log.h"
+#include "px/routes.h"
+#include "px/services.h"
+#include "px/state.h"
+#include "px/worker.h"
+
+#define DRAIN_POLL_MS 20
+#define CUT_GRACE_MS 2000 /* after the cut, how long the workers get to report it */
+
+enum phase { PH_HEALTH, PH_DRAIN, PH_CUT };
+
+struct op;
+struct check {
+    struct op *o;
+    size_t i;
+};
+
+struct op {
+    struct px_deployer *d;
+    struct op *next;
+    struct px_state_service svc;   /* the service as it is after the switch */
+    int existed;                   /* a deployed entry was replaced */
+    struct px_addr *addrs;         /* the new targets, resolved */
+    size_t naddrs;
+    struct px_health **checks;
+    struct check *ctx;             /* each checker's (op, index) */
+    int *passed;
+    char **why;                    /* last failure per target */
+    enum phase phase;
+    struct event timer;            /* deploy_timeout, then the drain poll */
+    uint64_t started_ms, phase_deadline_ms, drain_timeout_ms;
+    struct px_target **old;        /* retired targets, referenced while draining */
+    size_t nold;
+    uint32_t drained_peak;
+    px_deploy_progress_cb progress;
+    px_deploy_done_cb done;
+    void *arg;
+};
+
+struct px_deployer {
+    struct event_base *base;
+    char *state_file;
+    struct px_deploy_hooks hooks;
+    struct px_state st;            /* the deployed services, as persisted */
+    struct op *ops;
+};
+
+/* ---- the services table ---- */
+
+static const struct px_config *cur_config(void)
+{
+    const struct px_routes *r = px_routes_peek();
+    return r ? px_routes_config(r) : NULL;
+}
+
+static const char *to_spec(const struct px_state_service *s, struct px_service_spec *spec, struct px_addr *addrs)
+{
+    for (size_t i = 0; i < s->nactive; i++) {
+        const char *e = px_addr_parse(s->active[i], &addrs[i]);
+        if (e)
+            return e;
+    }
+    memset(spec, 0, sizeof(*spec));
+    spec->name = s->name;
+    spec->hosts = (const char *const *)s->hosts;
+    spec->nhosts = s->nhosts;
+    spec->path_prefix = s->path_prefix;
+    spec->targets = addrs;
+    spec->ntargets = s->nactive;
+    spec->health_check_path = s->health_check_path;
+    spec->state = s->state == PX_STATE_STOPPED  ? PX_SVC_STOPPED
+                  : s->state == PX_STATE_PAUSED ? PX_SVC_PAUSED
+                                                : PX_SVC_ACTIVE;
+    spec->stop_message = s->stop_message;
+    spec->max_pause_ms = s->max_pause_ms;
+    return NULL;
+}
+
+static const struct px_state_service *deployed(const struct px_deployer *d, const char *name)
+{
+    for (size_t i = 0; i < d->st.nservices; i++)
+        if (strcmp(d->st.services[i].name, name) == 0)
+            return &d->st.services[i];
+    return NULL;
+}
+
+/* The table for cfg with the deployed services on top; `over` (may be NULL)
+ * stands in for the deployed entry of its name. strict: a deployed service
+ * that does not fit is an error (a command), else it is left out with a log
+ * line (a start or a reload must serve the rest). */
+static struct px_services *build(struct px_deployer *d, const struct px_config *cfg,
+                                 const struct px_state_service *over, int strict, char *err, size_t errlen)
+{
+    struct px_services *t = px_services_new();
+    if (t == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    for (size_t i = 0; cfg && i < cfg->nservices; i++) {
+        const struct px_service_conf *sc = &cfg->services[i];
+        if (deployed(d, sc->name) || (over && strcmp(over->name, sc->name) == 0))
+            continue; /* proxyctl owns it now */
+        struct px_service_spec spec = {
+            .name = sc->name,
+            .hosts = (const char *const *)sc->hosts,
+            .nhosts = sc->nhosts,
+            .path_prefix = sc->path_prefix,
+            .targets = sc->targets,
+            .ntargets = sc->ntargets,
+            .health_check_path = sc->health_check_path,
+        };
+        if (px_services_add(t, &spec, err, errlen) < 0)
+            goto fail;
+    }
+    int over_done = 0;
+    for (size_t i = 0; i <= d->st.nservices; i++) {
+        const struct px_state_service *s;
+        if (i < d->st.nservices) {
+            s = &d->st.services[i];
+            if (over && strcmp(s->name, over->name) == 0) {
+                s = over;
+                over_done = 1;
+            }
+        } else {
+            if (over == NULL || over_done)
+                break;
+            s = over;
+        }
+        struct px_addr *addrs = calloc(s->nactive ? s->nactive : 1, sizeof(*addrs));
+        struct px_service_spec spec;
+        char why[256];
+        const char *e = addrs ? to_spec(s, &spec, addrs) : "out of memory";
+        int rc = e ? -1 : px_services_add(t, &spec, why, sizeof(why));
+        free(addrs);
+        if (rc == 0)
+            continue;
+        if (e)
+            snprintf(why, sizeof(why), "%s", e);
+        if (strict || s == over) {
+            snprintf(err, errlen, "service %s: %s", s->name, why);
+            goto fail;
+        }
+        px_log_error("state: service %s left out: %s", s->name, why);
+    }
+    if (px_services_seal(t, err, errlen) < 0)
+        goto fail;
+    return t;
+fail:
+    px_services_free(t);
+    return NULL;
+}
+
+struct px_services *px_deployer_services(struct px_deployer *d, const struct px_config *cfg, char *err,
+                                         size_t errlen)
+{
+    return build(d, cfg, NULL, 0, err, errlen);
+}
+
+
+/* Replace (or add) the deployed entry svc, persist, publish. On failure
+ * nothing changed: NULL or an error code with the message in msg. */
+static const char *commit(struct px_deployer *d, const struct px_state_service *svc, char *msg, size_t msglen)
+{
+    struct px_services *t = build(d, cur_config(), svc, 1, msg, msglen);
+    if (t == NULL)
+        return strstr(msg, "conflict") ? "conflict" : "bad_request";
+    struct px_state next = d->st;
+    size_t i = 0;
+    while (i < d->st.nservices && strcmp(d->st.services[i].name, svc->name) != 0)
+        i++;
+    struct px_state_service *arr = d->st.services;
+    if (i == d->st.nservices) {
+        arr = realloc(d->st.services, (d->st.nservices + 1) * sizeof(*arr));
+        if (arr == NULL) {
+            px_services_free(t);
+            snprintf(msg, msglen, "out of memory");
+            return "internal";
+        }
+        d->st.services = arr;
+        next.services = arr;
+        next.nservices = d->st.nservices + 1;
+    }
+    struct px_state_service saved = arr[i], copy;
+    if (px_state_service_copy(&copy, svc) < 0) {
+        px_services_free(t);
+        snprintf(msg, msglen, "out of memory");
+        return "internal";
+    }
+    arr[i] = copy;
+    if (px_state_save(d->state_file, &next, msg, msglen) < 0) {
+        px_state_service_clear(&arr[i]);
+        if (i < d->st.nservices)
+            arr[i] = saved;
+        px_services_free(t);
+        return "internal";
+    }
+    if (i < d->st.nservices)
+        px_state_service_clear(&saved);
+    d->st.nservices = next.nservices;
+    if (px_routes_publish_services(t, msg, msglen) < 0)
+        return "internal"; /* persisted; the next start or reload serves it */
+    d->hooks.published(d->hooks.arg);
+    return NULL;
+}
+
+/* ---- operations ---- */
+
+static struct op *find_op(struct px_deployer *d, const char *name)
+{
+    for (struct op *o = d->ops; o; o = o->next)
+        if (strcmp(o->svc.name, name) == 0)
+            return o;
+    return NULL;
+}
+
+static void progress(struct op *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void progress(struct op *o, const char *fmt, ...)
+{
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    px_log_info("deploy %s: %s", o->svc.name, buf);
+    if (o->progress)
+        o->progress(o->arg, buf);
+}
+
+static void op_free(struct op *o)
+{
+    struct px_deployer *d = o->d;
+    for (struct op **pp = &d->ops; *pp; pp = &(*pp)->next)
+        if (*pp == o) {
+            *pp = o->next;
+            break;
+        }
+    event_del(&o->timer);
+    for (size_t i = 0; i < o->naddrs; i++) {
+        if (o->checks)
+            px_health_free(o->checks[i]);
+        if (o->why)
+            free(o->why[i]);
+    }
+    for (size_t i = 0; i < o->nold; i++)
+        px_target_release(o->old[i]);
+    free(o->old);
+    free(o->checks);
+    free(o->ctx);
+    free(o->passed);
+    free(o->why);
+    free(o->addrs);
+    px_state_service_clear(&o->svc);
+    free(o);
+}
+
+static void finish(struct op *o, const char *code, const char *message)
+{
+    json_t *res = NULL;
+    if (code == NULL) {
+        json_t *act = json_array(), *prev = json_array();
+        for (size_t i = 0; i < o->svc.nactive; i++)
+            json_array_append_new(act, json_string(o->svc.active[i]));
+        for (size_t i = 0; i < o->svc.nprevious; i++)
+            json_array_append_new(prev, json_string(o->svc.previous[i]));
+        res = json_pack("{s:s, s:o, s:o, s:I, s:I}", "service", o->svc.name, "active", act, "previous", prev,
+                        "drained", (json_int_t)o->drained_peak,
+                        "duration_ms", (json_int_t)(px_now_ms() - o->started_ms));
+        progress(o, "done in %.1fs", (double)(px_now_ms() - o->started_ms) / 1000.0);
+    } else {
+        px_log_warn("deploy %s failed: %s: %s", o->svc.name, code, message);
+    }
+    if (o->done)
+        o->done(o->arg, code, message, res);
+    json_decref(res);
+    op_free(o);
+}
+
+static uint32_t inflight(struct op *o)
+{
+    uint32_t sum = 0;
+    for (size_t i = 0; i < o->nold; i++) {
+        uint32_t rq = 0, tn = 0;
+        px_target_inflight(o->old[i], &rq, &tn);
+        sum += rq + tn;
+    }
+    return sum;
+}
+
+static void broadcast_targets(struct op *o, enum px_wmsg_type type)
+{
+    for (size_t i = 0; i < o->nold; i++) {
+        struct px_wmsg m = {.type = type, .target_id = o->old[i]->id};
+        o->d->hooks.broadcast(o->d->hooks.arg, &m);
+    }
+}
+
+static void arm(struct op *o, uint64_t ms)
+{
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    event_add(&o->timer, &tv);
+}
+
+static void on_drain_poll(struct op *o)
+{
+    uint32_t n = inflight(o);
+    if (n == 0) {
+        finish(o, NULL, NULL);
+        return;
+    }
+    uint64_t now = px_now_ms();
+    if (o->phase == PH_DRAIN && now >= o->phase_deadline_ms) {
+        progress(o, "drain_timeout: cutting %u request%s still running", n, n == 1 ? "" : "s");
+        broadcast_targets(o, PX_WM_CUT_TARGET);
+        o->phase = PH_CUT;
+        o->phase_deadline_ms = now + CUT_GRACE_MS;
+    } else if (o->phase == PH_CUT && now >= o->phase_deadline_ms) {
+        finish(o, NULL, NULL); /* cut; whatever is left closes by itself */
+        return;
+    }
+    arm(o, DRAIN_POLL_MS);
+}
+
+/* The new targets passed (or --force): persist, publish, drain the old. */
+static void switch_over(struct op *o)
+{
+    struct px_deployer *d = o->d;
+    char msg[512];
+    for (size_t i = 0; o->checks && i < o->naddrs; i++) {
+        px_health_free(o->checks[i]);
+        o->checks[i] = NULL;
+    }
+    /* the targets that retire: in the service's table now, not in the new set */
+    const struct px_routes *cur = px_routes_peek();
+    const struct px_service *was = cur ? px_services_find(px_routes_services(cur), o->svc.name) : NULL;
+    if (was) {
+        o->old = calloc(was->ntargets ? was->ntargets : 1, sizeof(*o->old));
+        for (size_t i = 0; o->old && i < was->ntargets; i++) {
+            int kept = 0;
+            for (size_t j = 0; j < o->naddrs; j++)
+                if (strcmp(was->targets[i]->addr.text, o->addrs[j].text) == 0)
+                    kept = 1;
+            if (!kept && (o->old[o->nold] = px_target_acquire(&was->targets[i]->addr)) != NULL)
+                o->nold++;
+        }
+    }
+    const char *code = commit(d, &o->svc, msg, sizeof(msg));
+    if (code) {
+        finish(o, code, msg);
+        return;
+    }
+    /* the new set serves: none of it is draining (a rollback reuses targets) */
+    const struct px_service *now = px_services_find(px_routes_services(px_routes_peek()), o->svc.name);
+    for (size_t i = 0; now && i < now->ntargets; i++)
+        atomic_store(&now->targets[i]->draining, 0);
+    progress(o, "switched to %s", o->svc.active[0]);
+    for (size_t i = 0; i < o->nold; i++)
+        atomic_store(&o->old[i]->draining, 1);
+    broadcast_targets(o, PX_WM_DRAIN_TARGET);
+    broadcast_targets(o, PX_WM_CLOSE_TUNNELS);
+    o->drained_peak = inflight(o);
+    if (o->drained_peak)
+        progress(o, "draining %u request%s", o->drained_peak, o->drained_peak == 1 ? "" : "s");
+    o->phase = PH_DRAIN;
+    o->phase_deadline_ms = px_now_ms() + o->drain_timeout_ms;
+    on_drain_poll(o);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct op *o = arg;
+    if (o->phase != PH_HEALTH) {
+        on_drain_poll(o);
+        return;
+    }
+    /* deploy_timeout: the first target that never passed says why */
+    for (size_t i = 0; i < o->naddrs; i++) {
+        if (o->passed[i])
+            continue;
+        char msg[512];
+        snprintf(msg, sizeof(msg), "%s %s: %s after %.0fs", o->addrs[i].text, o->svc.health_check_path,
+                 o->why[i] ? o->why[i] : "no answer", (double)(px_now_ms() - o->started_ms) / 1000.0);
+        finish(o, "health_check_failed", msg);
+        return;
+    }
+}
+
+static void on_health(void *arg, const struct px_health_result *res)
+{
+    struct check *c = arg;
+    struct op *o = c->o;
+    if (o->phase != PH_HEALTH)
+        return;
+    if (!res->pass) {
+        free(o->why[c->i]);
+        o->why[c->i] = strdup(res->reason ? res->reason : "failed");
+        return;
+    }
+    if (!o->passed[c->i]) {
+        o->passed[c->i] = 1;
+        progress(o, "%s is healthy", o->addrs[c->i].text);
+    }
+    for (size_t i = 0; i < o->naddrs; i++)
+        if (!o->passed[i])
+            return;
+    event_del(&o->timer);
+    switch_over(o); /* frees the checkers: the last thing this callback does */
+}
+
+static void start(struct px_deployer *d, struct op *o, uint64_t interval_ms, uint64_t timeout_ms,
+                  uint64_t deploy_timeout_ms, int force)
+{
+    o->next = d->ops;
+    d->ops = o;
+    event_assign(&o->timer, d->base, -1, 0, on_timer, o);
+    if (force) {
+        progress(o, "--force: switching without waiting for health checks");
+        switch_over(o);
+        return;
+    }
+    o->checks = calloc(o->naddrs, sizeof(*o->checks));
+    o->ctx = calloc(o->naddrs, sizeof(*o->ctx));
+    o->passed = calloc(o->naddrs, sizeof(*o->passed));
+    o->why = calloc(o->naddrs, sizeof(*o->why));
+    if (o->checks == NULL || o->ctx == NULL || o->passed == NULL || o->why == NULL) {
+        finish(o, "internal", "out of memory");
+        return;
+    }
+    arm(o, deploy_timeout_ms);
+    for (size_t i = 0; i < o->naddrs; i++) {
+        progress(o, "waiting for %s to be healthy (GET %s)", o->addrs[i].text, o->svc.health_check_path);
+        o->ctx[i] = (struct check){o, i};
+        o->checks[i] = px_health_new(d->base, &o->addrs[i], o->svc.health_check_path, interval_ms, timeout_ms,
+                                     on_health, &o->ctx[i]);
+        if (o->checks[i] == NULL) {
+            finish(o, "internal", "out of memory");
+            return;
+        }
+    }
+}
+
+static char **strv(const char *const *v, size_t n)
+{
+    char **out = calloc(n ? n : 1, sizeof(*out));
+    for (size_t i = 0; out && i < n; i++)
+        if ((out[i] = strdup(v[i])) == NULL)
+            return NULL; /* the op's clear frees what was made */
+    return out;
+}
+
+/* A new op for service name (NULL with done called when it cannot start). */
+static struct op *op_new(struct px_deployer *d, const char *name, px_deploy_progress_cb pr, px_deploy_done_cb done,
+                         void *arg)
+{
+    if (find_op(d, name)) {
+        char msg[256];
+        snprintf(msg, sizeof(msg), "a deploy or rollback of %s is in progress", name);
+        done(arg, "busy", msg, NULL);
+        return NULL;
+    }
+    struct op *o = calloc(1, sizeof(*o));
+    if (o == NULL) {
+        done(arg, "internal", "out of memory", NULL);
+        return NULL;
+    }
+    o->d = d;
+    o->progress = pr;
+    o->done = done;
+    o->arg = arg;
+    o->started_ms = px_now_ms();
+    return o;
+}
+
+/* Resolve the new targets into o->addrs: NULL or a message. */
+static const char *resolve(struct op *o, char *msg, size_t msglen)
+{
+    o->naddrs = o->svc.nactive;
+    o->addrs = calloc(o->naddrs ? o->naddrs : 1, sizeof(*o->addrs));
+    if (o->addrs == NULL)
+        return "out of memory";
+    for (size_t i = 0; i < o->naddrs; i++) {
+        const char *e = px_addr_parse(o->svc.active[i], &o->addrs[i]);
+        if (e) {
+            snprintf(msg, msglen, "target %s: %s", o->svc.active[i], e);
+            return msg;
+        }
+    }
+    return NULL;
+}
+
+/* The service as the config file defines it, as a deployed entry. */
+static int from_config(const struct px_deployer *d, const char *name, struct px_state_service *out)
+{
+    const struct px_config *cfg = cur_config();
+    PX_UNUSED(d);
+    for (size_t i = 0; cfg && i < cfg->nservices; i++) {
+        const struct px_service_conf *sc = &cfg->services[i];
+        if (strcmp(sc->name, name) != 0)
+            continue;
+        memset(out, 0, sizeof(*out));
+        out->name = strdup(sc->name);
+        out->hosts = strv((const char *const *)sc->hosts, sc->nhosts);
+        out->nhosts = out->hosts ? sc->nhosts : 0;
+        out->path_prefix = strdup(sc->path_prefix);
+        out->health_check_path = strdup(sc->health_check_path);
+        out->active = calloc(sc->ntargets ? sc->ntargets : 1, sizeof(char *));
+        for (size_t j = 0; out->active && j < sc->ntargets; j++)
+            if ((out->active[out->nactive] = strdup(sc->targets[j].text)) != NULL)
+                out->nactive++;
+        out->previous = calloc(1, sizeof(char *));
+        return out->name && out->hosts && out->path_prefix && out->health_check_path && out->active &&
+                       out->previous
+                   ? 0
+                   : -1;
+    }
+    return -1;
+}
+
+void px_deploy(struct px_deployer *d, const struct px_deploy_spec *q, px_deploy_progress_cb pr,
+               px_deploy_done_cb done, void *arg)
+{
+    char msg[512];
+    if (q->service == NULL || q->service[0] == '\0' || q->ntargets == 0) {
+        done(arg, "bad_request", "deploy needs a service and at least one target", NULL);
+        return;
+    }
+    struct op *o = op_new(d, q->service, pr, done, arg);
+    if (o == NULL)
+        return;
+    struct px_state_service cur;
+    const struct px_state_service *dep = deployed(d, q->service);
+    int have = dep ? px_state_service_copy(&cur, dep) == 0 : from_config(d, q->service, &cur) == 0;
+    struct px_state_service *s = &o->svc;
+    s->name = strdup(q->service);
+    s->hosts = q->hosts_given || !have ? strv(q->hosts, q->nhosts) : strv((const char *const *)cur.hosts, cur.nhosts);
+    s->nhosts = s->hosts ? (q->hosts_given || !have ? q->nhosts : cur.nhosts) : 0;
+    s->path_prefix = strdup(q->path_prefix ? q->path_prefix : have ? cur.path_prefix : "/");
+    s->health_check_path = strdup(q->health_check_path ? q->health_check_path : have ? cur.health_check_path : "/up");
+    s->active = strv(q->targets, q->ntargets);
+    s->nactive = s->active ? q->ntargets : 0;
+    /* previous: what served until now, unless the deploy names the same targets */
+    int same = have && cur.nactive == q->ntargets;
+    for (size_t i = 0; same && i < q->ntargets; i++)
+        same = strcmp(cur.active[i], q->targets[i]) == 0;
+    if (have && !same) {
+        s->previous = strv((const char *const *)cur.active, cur.nactive);
+        s->nprevious = s->previous ? cur.nactive : 0;
+    } else {
+        s->previous = have ? strv((const char *const *)cur.previous, cur.nprevious) : strv(NULL, 0);
+        s->nprevious = have && s->previous ? cur.nprevious : 0;
+    }
+    s->state = have ? cur.state : PX_STATE_ACTIVE;
+    s->stop_message = have && cur.stop_message ? strdup(cur.stop_message) : NULL;
+    s->max_pause_ms = have ? cur.max_pause_ms : 0;
+    s->tls = q->tls || (have && cur.tls);
+    if (have)
+        px_state_service_clear(&cur);
+    if (s->name == NULL || s->hosts == NULL || s->path_prefix == NULL || s->health_check_path == NULL ||
+        s->active == NULL || s->previous == NULL) {
+        done(arg, "internal", "out of memory", NULL);
+        px_state_service_clear(s);
+        free(o);
+        return;
+    }
+    const char *e = resolve(o, msg, sizeof(msg));
+    if (e) {
+        done(arg, "bad_request", e, NULL);
+        free(o->addrs);
+        px_state_service_clear(s);
+        free(o);
+        return;
+    }
+    /* the conflict rule before any waiting: fail fast */
+    struct px_services *t = build(d, cur_config(), s, 1, msg, sizeof(msg));
+    if (t == NULL) {
+        done(arg, strstr(msg, "conflict") ? "conflict" : "bad_request", msg, NULL);
+        free(o->addrs);
+        px_state_service_clear(s);
+        free(o);
+        return;
+    }
+    px_services_free(t);
+    o->drain_timeout_ms = q->drain_timeout_ms ? q->drain_timeout_ms : 30000;
+    start(d, o, q->interval_ms ? q->interval_ms : 1000, q->timeout_ms ? q->timeout_ms : 5000,
+          q->deploy_timeout_ms ? q->deploy_timeout_ms : 30000, q->force);
+}
+
+void px_rollback(struct px_deployer *d, const char *service, uint64_t drain_timeout_ms,
+                 px_deploy_progress_cb pr, px_deploy_done_cb done, void *arg)
+{
+    const struct px_state_service *dep = deployed(d, service);
+    if (dep == NULL) {
+        char msg[256];
+        snprintf(msg, sizeof(msg), "%s was never deployed: nothing to roll back to", service);
+        done(arg, "unknown_service", msg, NULL);
+        return;
+    }
+    if (dep->nprevious == 0) {
+        char msg[256];
+        snprintf(msg, sizeof(msg), "%s has no previous targets", service);
+        done(arg, "no_previous", msg, NULL);
+        return;
+    }
+    struct px_deploy_spec q = {
+        .service = service,
+        .targets = (const char *const *)dep->previous,
+        .ntargets = dep->nprevious,
+        .drain_timeout_ms = drain_timeout_ms,
+    };
+    px_deploy(d, &q, pr, done, arg);
+}
+
+void px_deploy_forget(struct px_deployer *d, void *arg)
+{
+    for (struct op *o = d->ops; o; o = o->next)
+        if (o->arg == arg) {
+            o->progress = NULL;
+            o->done = NULL;
+        }
+}
+
+/* ---- immediate commands ---- */
+
+static const char *change(struct px_deployer *d, const char *service, enum px_state_svc st, const char *message,
+                          uint64_t max_pause_ms, char *msg, size_t msglen)
+{
+    struct px_state_service s;
+    const struct px_state_service *dep = deployed(d, service);
+    if (dep ? px_state_service_copy(&s, dep) < 0 : from_config(d, service, &s) < 0) {
+        snprintf(msg, msglen, "no service %s", service);
+        return "unknown_service";
+    }
+    enum px_state_svc was = s.state;
+    s.state = st;
+    free(s.stop_message);
+    s.stop_message = message ? strdup(message) : NULL;
+    s.max_pause_ms = max_pause_ms;
+    const char *code = commit(d, &s, msg, msglen);
+    px_state_service_clear(&s);
+    if (code == NULL && was == PX_STATE_PAUSED && st != PX_STATE_PAUSED) {
+        struct px_wmsg m = {.type = PX_WM_WAKE_SERVICE};
+        snprintf(m.name, sizeof(m.name), "%s", service);
+        d->hooks.broadcast(d->hooks.arg, &m);
+    }
+    return code;
+}
+
+const char *px_deployer_stop(struct px_deployer *d, const char *service, const char *message, char *msg,
+                             size_t msglen)
+{
+    return change(d, service, PX_STATE_STOPPED, message, 0, msg, msglen);
+}
+
+const char *px_deployer_pause(struct px_deployer *d, const char *service, uint64_t max_pause_ms, char *msg,
+                              size_t msglen)
+{
+    return change(d, service, PX_STATE_PAUSED, NULL, max_pause_ms ? max_pause_ms : 30000, msg, msglen);
+}
+
+const char *px_deployer_resume(struct px_deployer *d, const char *service, char *msg, size_t msglen)
+{
+    return change(d, service, PX_STATE_ACTIVE, NULL, 0, msg, msglen);
+}
+
+const char *px_deployer_remove(struct px_deployer *d, const char *service, char *msg, size_t msglen)
+{
+    size_t i = 0;
+    while (i < d->st.nservices && strcmp(d->st.services[i].name, service) != 0)
+        i++;
+    if (i == d->st.nservices) {
+        snprintf(msg, msglen, "no deployed service %s", service);
+        return "unknown_service";
+    }
+    if (find_op(d, service)) {
+        snprintf(msg, msglen, "a deploy of %s is in progress", service);
+        return "busy";
+    }
+    struct px_state_service gone = d->st.services[i];
+    d->st.services[i] = d->st.services[--d->st.nservices];
+    struct px_services *t = build(d, cur_config(), NULL, 0, msg, msglen);
+    if (t == NULL || px_state_save(d->state_file, &d->st, msg, msglen) < 0) {
+        px_services_free(t);
+        d->st.services[d->st.nservices++] = d->st.services[i];
+        d->st.services[i] = gone;
+        return "internal";
+    }
+    px_state_service_clear(&gone);
+    if (px_routes_publish_services(t, msg, msglen) < 0)
+        return "internal";
+    d->hooks.published(d->hooks.arg);
+    return NULL;
+}
+
+json_t *px_deployer_list(struct px_deployer *d)
+{
+    json_t *arr = json_array();
+    const struct px_routes *r = px_routes_peek();
+    const struct px_services *t = r ? px_routes_services(r) : NULL;
+    static const char *const names[] = {"running", "stopped", "paused"};
+    for (size_t i = 0; t && i < px_services_count(t); i++) {
+        const struct px_service *s = px_services_at(t, i);
+        const struct px_state_service *dep = deployed(d, s->name);
+        json_t *hosts = json_array(), *act = json_array(), *prev = json_array();
+        uint32_t busy = 0;
+        for (size_t j = 0; j < s->nhosts; j++)
+            json_array_append_new(hosts, json_string(s->hosts[j]));
+        for (size_t j = 0; j < s->ntargets; j++) {
+            uint32_t rq = 0, tn = 0;
+            px_target_inflight(s->targets[j], &rq, &tn);
+            busy += rq + tn;
+            json_array_append_new(act, json_string(s->targets[j]->addr.text));
+        }
+        for (size_t j = 0; dep && j < dep->nprevious; j++)
+            json_array_append_new(prev, json_string(dep->previous[j]));
+        json_t *o = json_pack("{s:s, s:s, s:o, s:s, s:o, s:o, s:I, s:s}", "name", s->name, "state",
+                              names[s->state], "hosts", hosts, "path_prefix", s->path_prefix, "active", act,
+                              "previous", prev, "in_flight", (json_int_t)busy, "source",
+                              dep ? "proxyctl" : "config");
+        if (s->state == PX_SVC_STOPPED && s->stop_message)
+            json_object_set_new(o, "stop_message", json_string(s->stop_message));
+        if (s->state == PX_SVC_PAUSED)
+            json_object_set_new(o, "max_pause_ms", json_integer((json_int_t)s->max_pause_ms));
+        json_array_append_new(arr, o);
+    }
+    return json_pack("{s:o}", "services", arr);
+}
+
+/* ---- lifetime ---- */
+
+struct px_deployer *px_deployer_new(struct event_base *base, const char *state_file,
+                                    const struct px_deploy_hooks *hooks, char *err, size_t errlen)
+{
+    struct px_deployer *d = calloc(1, sizeof(*d));
+    if (d == NULL || (d->state_file = strdup(state_file)) == NULL) {
+        free(d);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    d->base = base;
+    d->hooks = *hooks;
+    if (px_state_load(state_file, &d->st, err, errlen) < 0) {
+        free(d->state_file);
+        free(d);
+        return NULL;
+    }
+    if (d->st.nservices)
+        px_log_info("state: %zu deployed service%s from %s", d->st.nservices, d->st.nservices == 1 ? "" : "s",
+                    state_file);
+    return d;
+}
+
+void px_deployer_free(struct px_deployer *d)
+{
+    if (d == NULL)
+        return;
+    while (d->ops) {
+        d->ops->done = NULL;
+        d->ops->progress = NULL;
+        op_free(d->ops);
+    }
+    px_state_free(&d->st);
+    free(d->state_file);
+    free(d);
+}
