@@ -47,7 +47,8 @@ struct op {
     uint64_t started_ms, phase_deadline_ms, drain_timeout_ms;
     struct px_target **old;        /* retired targets, referenced while draining */
     size_t nold;
-    uint32_t drained_peak;
+    uint32_t drained_peak;         /* in flight on the old targets at the switch */
+    uint32_t cut;                  /* of those, still running at drain_timeout */
     px_deploy_progress_cb progress;
     px_deploy_done_cb done;
     void *arg;
@@ -278,9 +279,9 @@ static void finish(struct op *o, const char *code, const char *message)
             json_array_append_new(act, json_string(o->svc.active[i]));
         for (size_t i = 0; i < o->svc.nprevious; i++)
             json_array_append_new(prev, json_string(o->svc.previous[i]));
-        res = json_pack("{s:s, s:o, s:o, s:I, s:I}", "service", o->svc.name, "active", act, "previous", prev,
-                        "drained", (json_int_t)o->drained_peak,
-                        "duration_ms", (json_int_t)(px_now_ms() - o->started_ms));
+        res = json_pack("{s:s, s:o, s:o, s:I, s:I, s:I}", "service", o->svc.name, "active", act, "previous",
+                        prev, "drained", (json_int_t)o->drained_peak, "cut", (json_int_t)o->cut, "duration_ms",
+                        (json_int_t)(px_now_ms() - o->started_ms));
         progress(o, "done in %.1fs", (double)(px_now_ms() - o->started_ms) / 1000.0);
     } else {
         px_log_warn("deploy %s failed: %s: %s", o->svc.name, code, message);
@@ -326,6 +327,7 @@ static void on_drain_poll(struct op *o)
     uint64_t now = px_now_ms();
     if (o->phase == PH_DRAIN && now >= o->phase_deadline_ms) {
         progress(o, "drain_timeout: cutting %u request%s still running", n, n == 1 ? "" : "s");
+        o->cut = n;
         broadcast_targets(o, PX_WM_CUT_TARGET);
         o->phase = PH_CUT;
         o->phase_deadline_ms = now + CUT_GRACE_MS;

@@ -133,9 +133,17 @@ static void h1_respond(struct px_req *r, int status, const char *body, size_t le
     struct px_resp_opts o;
     resp_opts(c, &o, hr->hreq.minor_version);
     int head = r->method == PX_METHOD_HEAD;
-    px_h1_write_local_response(c->s.out, status, body, len, head, &o, xp, xlen);
+    int rc = px_h1_write_local_response(c->s.out, status, body, len, head, &o, xp, xlen);
     if (xp != xbuf)
         free(xp);
+    if (rc < 0) {
+        /* never a silent drop: say so, and close rather than leave the
+         * client waiting on a keep-alive connection */
+        px_log_error("out of memory writing a %d response: closing the connection", status);
+        r->status = status;
+        finish_request(c, 0);
+        return;
+    }
     r->status = status;
     r->bytes_out = head ? 0 : len;
     r->resp_started = 1;

@@ -371,7 +371,10 @@ static void h2_respond(struct px_req *r, int status, const char *body, size_t le
     s->r.resp_started = 1;
     s->r.done = 1;
     nghttp2_data_provider prd = {.source.ptr = s, .read_callback = data_read};
-    nghttp2_submit_response(h->ng, s->id, nv, n, head ? NULL : &prd); /* nghttp2 copies nv */
+    if (nghttp2_submit_response(h->ng, s->id, nv, n, head ? NULL : &prd) != 0) { /* nghttp2 copies nv */
+        px_log_error("h2: cannot submit a %d response: resetting the stream", status);
+        nghttp2_submit_rst_stream(h->ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
+    }
     if (lower != stackbuf)
         free(lower);
     kick(h);

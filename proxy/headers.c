@@ -378,14 +378,14 @@ int px_h1_write_response_head(struct evbuffer *out, const struct px_h1_response 
     return evbuffer_commit_space(out, &v, 1);
 }
 
-void px_h1_write_local_response(struct evbuffer *out, int status, const char *body, size_t body_len,
-                                int omit_body, const struct px_resp_opts *o, const char *extra,
-                                size_t extra_len)
+int px_h1_write_local_response(struct evbuffer *out, int status, const char *body, size_t body_len,
+                               int omit_body, const struct px_resp_opts *o, const char *extra,
+                               size_t extra_len)
 {
     size_t bound = add_bound(o) + 256 + extra_len + (omit_body ? 0 : body_len);
     struct evbuffer_iovec v;
     if (evbuffer_reserve_space(out, (ev_ssize_t)bound, &v, 1) < 1)
-        return;
+        return -1;
     char *p = v.iov_base;
     p = put_status_line(p, status, NULL, 0);
     PUTL(p, "Server: proxyd\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ");
@@ -399,5 +399,5 @@ void px_h1_write_local_response(struct evbuffer *out, int status, const char *bo
     if (!omit_body && body_len)
         PUT(p, body, body_len);
     v.iov_len = (size_t)(p - (char *)v.iov_base);
-    evbuffer_commit_space(out, &v, 1);
+    return evbuffer_commit_space(out, &v, 1);
 }

@@ -96,10 +96,12 @@ int px_h1_write_response_head(struct evbuffer *out, const struct px_h1_response 
 /* A response proxyd makes itself (health, 404, 502, ...): status line,
  * Content-Type text/plain, Content-Length, `extra` (complete header lines
  * such as "Location: ...\r\n", or NULL), the add-headers, Connection, then
- * body (may be NULL with body_len 0; omit_body for HEAD). */
-void px_h1_write_local_response(struct evbuffer *out, int status, const char *body, size_t body_len,
-                                int omit_body, const struct px_resp_opts *o, const char *extra,
-                                size_t extra_len);
+ * body (may be NULL with body_len 0; omit_body for HEAD). 0, or -1 when the
+ * buffer could not grow (nothing was written: the caller must not go on as
+ * if the client got an answer). */
+int px_h1_write_local_response(struct evbuffer *out, int status, const char *body, size_t body_len,
+                               int omit_body, const struct px_resp_opts *o, const char *extra,
+                               size_t extra_len);
 
 const char *px_status_reason(int status);
 
