@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "px/common.h"
+#include "px/config.h"
 #include "px/control.h"
 
 /* ---- error codes ---- */
@@ -50,17 +51,7 @@ int px_ctl_err_from_name(const char *name)
 
 const char *px_ctl_check_service(const char *v)
 {
-    size_t n = strlen(v);
-
-    if (n == 0 || n > 64)
-        return "name must be 1..64 characters";
-    for (; *v; v++) {
-        unsigned char c = (unsigned char)*v;
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '-' || c == '.'))
-            return "name may contain only letters, digits, '_', '-' and '.'";
-    }
-    return NULL;
+    return px_config_check_name(v); /* the same rule as [service NAME] */
 }
 
 static int host_char(unsigned char c)

@@ -439,8 +439,9 @@ static const char *check_health_path(const char *v)
     return *v == '\0' ? NULL : check_abs_path(v);
 }
 
-/* Section names ([limit NAME], [service NAME]) and references to them. */
-static const char *check_name(const char *v)
+/* Section names ([limit NAME], [service NAME]) and references to them;
+ * also the control protocol's service names (one rule for both). */
+const char *px_config_check_name(const char *v)
 {
     size_t n = strlen(v);
 
@@ -459,7 +460,7 @@ static const char *check_user(const char *v)
 {
     if (v[0] == '-' || strlen(v) > 32)
         return "bad user name";
-    return check_name(v) ? "bad user name" : NULL;
+    return px_config_check_name(v) ? "bad user name" : NULL;
 }
 
 static const char *check_email(const char *v)
@@ -932,7 +933,7 @@ static const struct keydef limit_keys[] = {
 #define R(f) offsetof(struct px_route_conf, f)
 static const struct keydef route_keys[] = {
     KFN("host", set_route_host, NULL, 0),
-    KOPT("limit", R(limit), NULL, check_name),
+    KOPT("limit", R(limit), NULL, px_config_check_name),
 };
 #undef R
 
@@ -1143,7 +1144,7 @@ static int begin_section(struct pctx *pc, char *inner)
     switch (sd->id) {
     case S_LIMIT: {
         struct px_limit_conf *g;
-        if ((err = check_name(name)) != NULL)
+        if ((err = px_config_check_name(name)) != NULL)
             return fail(pc, line, "%s: %s", pc->label, err);
         for (size_t i = 0; i < cfg->nlimits; i++)
             if (strcmp(cfg->limits[i].name, name) == 0)
@@ -1176,7 +1177,7 @@ static int begin_section(struct pctx *pc, char *inner)
     }
     case S_SERVICE: {
         struct px_service_conf *g;
-        if ((err = check_name(name)) != NULL)
+        if ((err = px_config_check_name(name)) != NULL)
             return fail(pc, line, "%s: %s", pc->label, err);
         for (size_t i = 0; i < cfg->nservices; i++)
             if (strcmp(cfg->services[i].name, name) == 0)

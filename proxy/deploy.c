@@ -117,16 +117,7 @@ static struct px_services *build(struct px_deployer *d, const struct px_config *
         const struct px_service_conf *sc = &cfg->services[i];
         if (deployed(d, sc->name) || (over && strcmp(over->name, sc->name) == 0))
             continue; /* proxyctl owns it now */
-        struct px_service_spec spec = {
-            .name = sc->name,
-            .hosts = (const char *const *)sc->hosts,
-            .nhosts = sc->nhosts,
-            .path_prefix = sc->path_prefix,
-            .targets = sc->targets,
-            .ntargets = sc->ntargets,
-            .health_check_path = sc->health_check_path,
-        };
-        if (px_services_add(t, &spec, err, errlen) < 0)
+        if (px_services_add_conf(t, sc, err, errlen) < 0)
             goto fail;
     }
     int over_done = 0;

@@ -227,6 +227,21 @@ int px_services_add_copy(struct px_services *t, const struct px_service *from, c
     return rc;
 }
 
+int px_services_add_conf(struct px_services *t, const struct px_service_conf *sc, char *err, size_t errlen)
+{
+    struct px_service_spec sp = {
+        .name = sc->name,
+        .hosts = (const char *const *)sc->hosts,
+        .nhosts = sc->nhosts,
+        .path_prefix = sc->path_prefix,
+        .targets = sc->targets,
+        .ntargets = sc->ntargets,
+        .health_check_path = sc->health_check_path,
+        .state = PX_SVC_ACTIVE,
+    };
+    return px_services_add(t, &sp, err, errlen);
+}
+
 struct px_services *px_services_from_config(const struct px_config *cfg, char *err, size_t errlen)
 {
     struct px_services *t = px_services_new();
@@ -235,18 +250,7 @@ struct px_services *px_services_from_config(const struct px_config *cfg, char *e
         return NULL;
     }
     for (size_t i = 0; i < cfg->nservices; i++) {
-        const struct px_service_conf *sc = &cfg->services[i];
-        struct px_service_spec sp = {
-            .name = sc->name,
-            .hosts = (const char *const *)sc->hosts,
-            .nhosts = sc->nhosts,
-            .path_prefix = sc->path_prefix,
-            .targets = sc->targets,
-            .ntargets = sc->ntargets,
-            .health_check_path = sc->health_check_path,
-            .state = PX_SVC_ACTIVE,
-        };
-        if (px_services_add(t, &sp, err, errlen) < 0)
+        if (px_services_add_conf(t, &cfg->services[i], err, errlen) < 0)
             goto fail;
     }
     if (px_services_seal(t, err, errlen) < 0)

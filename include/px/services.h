@@ -72,6 +72,9 @@ int px_services_add(struct px_services *t, const struct px_service_spec *spec, c
 /* Add a copy of an existing service (of another table): same strings, same
  * target objects. Same errors as px_services_add. */
 int px_services_add_copy(struct px_services *t, const struct px_service *s, char *err, size_t errlen);
+/* Add one [service] section of a config (same errors as px_services_add). */
+struct px_service_conf;
+int px_services_add_conf(struct px_services *t, const struct px_service_conf *sc, char *err, size_t errlen);
 /* The [service] sections of cfg as a sealed table (cfg is only read; the
  * table owns copies). NULL with a message in err. */
 struct px_services *px_services_from_config(const struct px_config *cfg, char *err, size_t errlen);
