@@ -1,6 +1,7 @@
 /* health.c -- active HTTP health checks: a fresh connection per check, the
  * response head read with the HTTP/1 client framing, any 2xx passes. */
 #include <errno.h>
+#include <stdatomic.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -13,6 +14,9 @@
 #include "px/health.h"
 #include "px/http1.h"
 #include "px/sock.h"
+#include "px/log.h"
+#include "px/routes.h"
+#include "px/services.h"
 #include "px/upstream.h"
 
 struct px_health {
@@ -191,4 +195,118 @@ void px_health_free(struct px_health *h)
     px_sock_close(&h->s);
     free(h->request);
     free(h);
+}
+
+/* ---- the monitor ---- */
+
+struct watch {
+    struct px_monitor *m;
+    struct px_target *t;       /* referenced while watched */
+    struct px_health *h;
+    unsigned fails;
+    int seen;                  /* still in the table (sync's mark) */
+};
+
+struct px_monitor {
+    struct event_base *base;
+    uint64_t interval_ms, timeout_ms;
+    struct watch **w;
+    size_t n, cap;
+};
+
+static void on_watch(void *arg, const struct px_health_result *res)
+{
+    struct watch *w = arg;
+    if (res->pass) {
+        if (!atomic_load(&w->t->healthy))
+            px_log_info("target %s is healthy again: back in balancing", w->t->addr.text);
+        w->fails = 0;
+        atomic_store(&w->t->healthy, 1);
+        return;
+    }
+    if (++w->fails == PX_HEALTH_FALL && atomic_load(&w->t->healthy)) {
+        atomic_store(&w->t->healthy, 0);
+        px_log_warn("target %s failed %d health checks (%s): out of balancing", w->t->addr.text, PX_HEALTH_FALL,
+                    res->reason ? res->reason : "?");
+    }
+}
+
+struct px_monitor *px_monitor_new(struct event_base *base, uint64_t interval_ms, uint64_t timeout_ms)
+{
+    struct px_monitor *m = calloc(1, sizeof(*m));
+    if (m == NULL)
+        return NULL;
+    m->base = base;
+    m->interval_ms = interval_ms;
+    m->timeout_ms = timeout_ms;
+    return m;
+}
+
+static void watch_free(struct watch *w)
+{
+    px_health_free(w->h);
+    atomic_store(&w->t->healthy, 1); /* nobody judges it any more */
+    px_target_release(w->t);
+    free(w);
+}
+
+void px_monitor_sync(struct px_monitor *m, const struct px_services *t)
+{
+    if (m == NULL || t == NULL)
+        return;
+    for (size_t i = 0; i < m->n; i++)
+        m->w[i]->seen = 0;
+    for (size_t i = 0; i < px_services_count(t); i++) {
+        const struct px_service *s = px_services_at(t, i);
+        for (size_t j = 0; j < s->ntargets; j++) {
+            struct watch *found = NULL;
+            for (size_t k = 0; k < m->n && !found; k++)
+                if (m->w[k]->t == s->targets[j])
+                    found = m->w[k];
+            if (found) {
+                found->seen = 1;
+                continue;
+            }
+            if (m->n == m->cap) {
+                size_t nc = m->cap ? m->cap * 2 : 8;
+                struct watch **nw = realloc(m->w, nc * sizeof(*nw));
+                if (nw == NULL)
+                    return;
+                m->w = nw;
+                m->cap = nc;
+            }
+            struct watch *w = calloc(1, sizeof(*w));
+            if (w == NULL)
+                return;
+            w->m = m;
+            w->seen = 1;
+            if ((w->t = px_target_acquire(&s->targets[j]->addr)) == NULL ||
+                (w->h = px_health_new(m->base, &w->t->addr, s->health_check_path, m->interval_ms, m->timeout_ms,
+                                      on_watch, w)) == NULL) {
+                if (w->t)
+                    px_target_release(w->t);
+                free(w);
+                return;
+            }
+            m->w[m->n++] = w;
+        }
+    }
+    for (size_t i = 0; i < m->n;) {
+        if (m->w[i]->seen) {
+            i++;
+            continue;
+        }
+        watch_free(m->w[i]);
+        m->w[i] = m->w[--m->n];
+    }
+}
+
+void px_monitor_free(struct px_monitor *m)
+{
+    if (m == NULL)
+        return;
+    for (size_t i = 0; i < m->n; i++)
+        watch_free(m->w[i]);
+    free(m->w);
+    free(m);
 }

@@ -19,6 +19,7 @@
 #include "px/config.h"
 #include "px/control_server.h"
 #include "px/deploy.h"
+#include "px/health.h"
 #include "px/log.h"
 #include "px/routes.h"
 #include "px/server.h"
@@ -39,6 +40,7 @@ struct px_server {
     uint64_t started_ms;
     struct px_deployer *deployer;  /* services proxyctl deploys, on this base */
     struct px_ctlserver *control;  /* the control socket */
+    struct px_monitor *monitor;    /* active health checks of every served target */
 };
 
 static void hook_published(void *arg)
@@ -200,6 +202,7 @@ int px_server_reload(struct px_server *s, char *err, size_t errlen)
     px_log_commit(sinks);
     px_routes_publish(r);
     notify_all(s, PX_WN_ROUTES | PX_WN_RELOAD);
+    px_monitor_sync(s->monitor, px_routes_services(px_routes_peek()));
     if (listeners_changed)
         px_log_warn("reload: listener addresses change only on restart");
     if (workers_changed)
@@ -210,6 +213,7 @@ int px_server_reload(struct px_server *s, char *err, size_t errlen)
 void px_server_routes_published(struct px_server *s)
 {
     notify_all(s, PX_WN_ROUTES);
+    px_monitor_sync(s->monitor, px_routes_services(px_routes_peek()));
 }
 
 struct event_base *px_server_base(struct px_server *s)
@@ -424,6 +428,11 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
         px_log_warn("control_socket %s: chown to %s: %s", c0->control_socket, user, strerror(errno));
     if (user && drop_privileges(user, uid, gid, err, errlen) < 0)
         goto fail;
+    if ((s->monitor = px_monitor_new(s->base, 1000, 5000)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    px_monitor_sync(s->monitor, px_routes_services(px_routes_peek()));
     if (add_events(s) < 0) {
         snprintf(err, errlen, "cannot set up signals and timers");
         goto fail;
@@ -485,6 +494,7 @@ void px_server_free(struct px_server *s)
             px_worker_free(&s->workers[i]);
     }
     free(s->workers);
+    px_monitor_free(s->monitor);
     px_ctlserver_free(s->control);
     px_deployer_free(s->deployer);
     px_routes_set_services_provider(NULL, NULL);
