@@ -30,6 +30,7 @@ struct ctl_conn {
     json_t *op_id;           /* the id of the long command in progress */
     unsigned busy : 1;       /* a long command runs: later lines wait */
     unsigned closing : 1;    /* close once the replies are written */
+    unsigned in_process : 1; /* process() is on the stack */
 };
 
 /* server.c */

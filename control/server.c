@@ -60,32 +60,36 @@ void px_ctl_conn_send(struct ctl_conn *c, char *line, size_t len)
 
 static void process(struct ctl_conn *c);
 
-/* A long command finished: take the next request line. */
+/* A long command finished: take the next request line. It may finish
+ * before its handler returned (refused at once): then process() is on the
+ * stack and goes on by itself. */
 void px_ctl_conn_done(struct ctl_conn *c)
 {
     c->busy = 0;
     json_decref(c->op_id);
     c->op_id = NULL;
-    process(c);
+    if (!c->in_process)
+        process(c);
 }
 
 static void process(struct ctl_conn *c)
 {
     struct evbuffer *in = bufferevent_get_input(c->bev);
+    c->in_process = 1;
     while (!c->busy && !c->closing) {
         if (evbuffer_get_length(bufferevent_get_output(c->bev)) > OUT_HIGH) {
             bufferevent_disable(c->bev, EV_READ); /* the write callback resumes us */
-            return;
+            break;
         }
         size_t len = evbuffer_get_length(in);
         if (len == 0)
-            return;
+            break;
         size_t look = len < PX_CTL_LINE_MAX + 2 ? len : PX_CTL_LINE_MAX + 2;
         const char *buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)look);
         size_t line_len = 0, consumed = 0;
         enum px_ctl_frame f = px_ctl_frame(buf, look, PX_CTL_LINE_MAX, &c->scanned, &line_len, &consumed);
         if (f == PX_CTL_FRAME_MORE)
-            return;
+            break;
         if (f == PX_CTL_FRAME_TOO_LONG) {
             size_t n;
             char *line = px_ctl_error_line(NULL, PX_CTL_E_LINE_TOO_LONG, "request line over 64 KiB", &n);
@@ -98,6 +102,7 @@ static void process(struct ctl_conn *c)
         char err[512];
         memset(&req, 0, sizeof(req));
         enum px_ctl_err rc = px_ctl_request_parse(buf, line_len, &req, err, sizeof(err));
+        evbuffer_drain(in, consumed); /* the request is parsed: the line is done with */
         if (rc != PX_CTL_OK) {
             size_t n;
             char *line = px_ctl_error_line(req.id, rc, err, &n);
@@ -106,8 +111,8 @@ static void process(struct ctl_conn *c)
             px_ctl_handle(&c->srv->env, c, &req);
         }
         px_ctl_request_clear(&req);
-        evbuffer_drain(in, consumed);
     }
+    c->in_process = 0;
     if (c->closing) {
         bufferevent_disable(c->bev, EV_READ);
         if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)

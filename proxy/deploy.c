@@ -352,15 +352,21 @@ static void switch_over(struct op *o)
                 o->nold++;
         }
     }
+    /* The new set serves: none of it may be draining (a rollback reuses the
+     * targets the last deploy retired) -- before it is published, or a
+     * worker could route to a draining target and find none. */
+    for (size_t i = 0; i < o->naddrs; i++) {
+        struct px_target *t = px_target_acquire(&o->addrs[i]);
+        if (t) {
+            atomic_store(&t->draining, 0);
+            px_target_release(t); /* the table commit publishes holds it */
+        }
+    }
     const char *code = commit(d, &o->svc, msg, sizeof(msg));
     if (code) {
         finish(o, code, msg);
         return;
     }
-    /* the new set serves: none of it is draining (a rollback reuses targets) */
-    const struct px_service *now = px_services_find(px_routes_services(px_routes_peek()), o->svc.name);
-    for (size_t i = 0; now && i < now->ntargets; i++)
-        atomic_store(&now->targets[i]->draining, 0);
     progress(o, "switched to %s", o->svc.active[0]);
     for (size_t i = 0; i < o->nold; i++)
         atomic_store(&o->old[i]->draining, 1);
