@@ -349,8 +349,20 @@ class TestRollback(DeployCase):
         self.assertEqual(self.body_of(p), b"blue")
 
 
+    def test_conflicting_deploy_is_refused_with_conflict(self):
+        blue = self.coloured("blue")
+        p = self.plain_proxy()
+        self.deploy(p, "web", blue, "--host", "a.test")
+        r = self.deploy(p, "other", blue, "--host", "a.test", ok=False, timeout=10)
+        self.assertProxyAlive(p)
+        self.assertEqual(r.rc, 1, r)
+        self.assertIn("conflict", r.err)
+        self.assertEqual(self.body_of(p, host="a.test"), b"blue")
+
+
 for _name in ("test_rollback_without_previous_exits_1", "test_rollback_of_unknown_service_exits_1",
-              "test_second_deploy_while_one_runs_is_refused_with_busy"):
+              "test_second_deploy_while_one_runs_is_refused_with_busy",
+              "test_conflicting_deploy_is_refused_with_conflict"):
     # Known bug (see the comment in test_rollback_of_unknown_service_exits_1):
     # expected to fail until control/commands.c answers synchronous errors
     # without re-entering process().
