@@ -266,6 +266,24 @@ class TestDraining(DeployCase):
         self.assertIn("drain_timeout", r.err)
         self.assertEqual(self.body_of(p), b"green")
 
+    @unittest.expectedFailure
+    def test_drain_timeout_result_counts_the_cut(self):
+        # BUG (proxy/deploy.c finish()): include/px/control.h documents
+        # "cut": N in the deploy/rollback result (requests cut with 504 at
+        # drain_timeout); the daemon never sends the key.
+        blue = self.coloured("blue", slow_paths={"/hang": 10})
+        green = self.coloured("green")
+        p = self.plain_proxy()
+        self.deploy(p, "web", blue)
+        t, out = self._background_get(p.port, "/hang", timeout=15)
+        self.assertTrue(wait_until(lambda: any(q.path == "/hang" for q in blue.requests), 3))
+        r = proxyctl(p, "--json", "deploy", "web", "--target", green.addr, "--drain-timeout", "500ms", *FAST)
+        t.join(15 * SLOW)
+        self.assertEqual(r.rc, 0, r)
+        res = r.json()
+        self.assertEqual(res.get("drained"), 1, res)
+        self.assertEqual(res.get("cut"), 1, res)
+
     def test_websocket_tunnel_to_blue_closed_at_switch(self):
         ws = self.backend(WebSocketBackend)
         green = self.coloured("green")
@@ -479,6 +497,22 @@ class TestStateFile(DeployCase):
         self.assertEqual(proxyctl(p2, "rollback", "web").rc, 0)
         self.assertEqual(self.body_of(p2), b"blue")
 
+    def test_kill_9_after_deploy_keeps_a_valid_state_file(self):
+        blue, green = self.coloured("blue"), self.coloured("green")
+        d = self.state_dir()
+        cfg = "[proxy]\nstate_file = {sd}/state.json\n"
+        p1 = self.proxy(cfg, subst={"sd": d})
+        self.deploy(p1, "web", blue)
+        self.deploy(p1, "web", green)
+        p1.send_signal(signal.SIGKILL)
+        self.assertIsNotNone(p1.wait(5))
+        with open(os.path.join(d, "state.json")) as f:
+            saved = json.load(f)  # written before deploy answered: complete and valid
+        self.assertEqual([(s["name"], s["active"], s["previous"]) for s in saved["services"]],
+                         [("web", [green.addr], [blue.addr])])
+        p2 = self.proxy(cfg, subst={"sd": d})
+        self.assertEqual(self.body_of(p2), b"green")
+
     def _start_on(self, text):
         p = self.proxy("[proxy]\n", start=False)
         with open(os.path.join(p.tmp, "state.json"), "w") as f:
@@ -577,6 +611,24 @@ class TestControlSocket(DeployCase):
         self.assertIn("forbidden", r.err)
         self.assertIn("refused a peer", p.error_log_text())
         self.assertEqual(proxyctl(p, "list").rc, 0)
+
+    def test_live_socket_refused_stale_socket_replaced(self):
+        p1 = self.plain_proxy()
+        sock = os.path.join(p1.tmp, "control.sock")
+        # a second proxyd on a socket another one answers on: refused
+        p2 = self.proxy("[proxy]\ncontrol_socket = %s\n" % sock, start=False)
+        with self.assertRaises(ProxyError):
+            p2.start(timeout=5)
+        self.assertIn("another process answers there", p2.error_log_text())
+        self.assertEqual(proxyctl(p1, "list").rc, 0, "the live socket was taken over")
+        # a stale socket (its proxyd killed) is replaced
+        p1.send_signal(signal.SIGKILL)
+        p1.wait(5)
+        self.assertTrue(stat.S_ISSOCK(os.stat(sock).st_mode))
+        p3 = self.proxy("[proxy]\ncontrol_socket = %s\n" % sock)
+        r = proxyctl(sock, "status", "--json")
+        self.assertEqual(r.rc, 0, r)
+        self.assertEqual(r.json()["pid"], p3.pid)
 
     def test_hostile_clients_do_not_block_others(self):
         blue = self.coloured("blue")
@@ -728,6 +780,15 @@ def streaming(name, total=48 * 1024, pieces=6, delay=0.01):
 class TestPromise(DeployCase):
 
     def test_ten_alternating_deploys_under_load_fail_no_request(self):
+        # KNOWN BUG, fails often (not always): proxy/deploy.c switch_over()
+        # clears the `draining` flag of the new targets only after commit()
+        # has published the snapshot. Targets are shared by address, so a
+        # target that was retired by the previous deploy (every rollback, and
+        # every blue/green alternation) is published with draining=1;
+        # a worker that routes a request in that window finds no usable
+        # target and answers proxyd's own 503. Fix: clear draining on the new
+        # set before px_routes_publish_services(). Not marked
+        # expectedFailure because the race does not lose every run.
         blue, green = self.coloured("blue"), self.coloured("green")
         sb_resp, sb_body = streaming("blue")
         sg_resp, sg_body = streaming("green")
