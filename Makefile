@@ -2,7 +2,7 @@
 #   make            build/proxyd and build/proxyctl (-Werror)
 #   make test       layering check + unit + integration suite; ends with "N passed, N failed"
 #   make layers     no data-path file includes a control-plane header
-#   make soak       a bounded load run (HTTP/1.1 + HTTP/2, a reload) outside `make test`
+#   make soak       bounded load runs (HTTP/1.1 + HTTP/2, a reload; 100 deploys) outside `make test`
 #   make asan       the same suite under ASan+UBSan (build-asan/)
 #   make fuzz       libFuzzer targets for every parser (build-fuzz/)
 #   make run        proxyd on conf/dev.ini in front of a demo backend
@@ -94,11 +94,15 @@ run: all certs-dev
 bench: all
 	bash tests/bench/run-bench.sh
 
-# A bounded load run (HTTP/1.1 keep-alive + HTTP/2, a SIGHUP halfway); not
-# part of `make test`. SOAK_SECONDS=60 for a longer one.
+# A bounded load run (HTTP/1.1 keep-alive + HTTP/2, a SIGHUP halfway), then
+# SOAK_DEPLOYS alternating deploys/rollbacks under load (tests/soak_deploy.py:
+# zero failed requests, p99 at rest vs during deploys); not part of
+# `make test`. SOAK_SECONDS=60 for a longer one.
 SOAK_SECONDS ?= 10
+SOAK_DEPLOYS ?= 100
 soak: all certs-dev
 	python3 tests/soak.py --build $(B) --seconds $(SOAK_SECONDS)
+	python3 tests/soak_deploy.py --build $(B) --deploys $(SOAK_DEPLOYS)
 
 certs-dev:
 	@sh certs-dev/make-certs.sh
