@@ -266,11 +266,9 @@ class TestDraining(DeployCase):
         self.assertIn("drain_timeout", r.err)
         self.assertEqual(self.body_of(p), b"green")
 
-    @unittest.expectedFailure
     def test_drain_timeout_result_counts_the_cut(self):
-        # BUG (proxy/deploy.c finish()): include/px/control.h documents
-        # "cut": N in the deploy/rollback result (requests cut with 504 at
-        # drain_timeout); the daemon never sends the key.
+        # include/px/control.h: "cut" counts the requests cut with 504 at
+        # drain_timeout.
         blue = self.coloured("blue", slow_paths={"/hang": 10})
         green = self.coloured("green")
         p = self.plain_proxy()
@@ -336,12 +334,9 @@ class TestRollback(DeployCase):
         self.assertIn("no_previous", r.err)
 
     def test_rollback_of_unknown_service_exits_1(self):
-        # BUG (control/commands.c + control/server.c): a long command whose
-        # done callback runs synchronously (rollback of an unknown service,
-        # no_previous, deploy busy/bad target/conflict) calls
-        # px_ctl_conn_done -> process() while the request line is still in
-        # the input buffer; process() handles the same line again, forever:
-        # proxyd dies of SIGSEGV (stack overflow) and proxyctl exits 3.
+        # A long command refused at once (its done callback runs before the
+        # handler returns) once re-ran its own request line until the stack
+        # overflowed; it must answer and leave proxyd running.
         p = self.plain_proxy()
         r = proxyctl(p, "rollback", "nope", timeout=10)
         self.assertProxyAlive(p)
@@ -378,13 +373,6 @@ class TestRollback(DeployCase):
         self.assertEqual(self.body_of(p, host="a.test"), b"blue")
 
 
-for _name in ("test_rollback_without_previous_exits_1", "test_rollback_of_unknown_service_exits_1",
-              "test_second_deploy_while_one_runs_is_refused_with_busy",
-              "test_conflicting_deploy_is_refused_with_conflict"):
-    # Known bug (see the comment in test_rollback_of_unknown_service_exits_1):
-    # expected to fail until control/commands.c answers synchronous errors
-    # without re-entering process().
-    setattr(TestRollback, _name, unittest.expectedFailure(getattr(TestRollback, _name)))
 
 
 # --------------------------------------------------------------------------
@@ -780,15 +768,9 @@ def streaming(name, total=48 * 1024, pieces=6, delay=0.01):
 class TestPromise(DeployCase):
 
     def test_ten_alternating_deploys_under_load_fail_no_request(self):
-        # KNOWN BUG, fails often (not always): proxy/deploy.c switch_over()
-        # clears the `draining` flag of the new targets only after commit()
-        # has published the snapshot. Targets are shared by address, so a
-        # target that was retired by the previous deploy (every rollback, and
-        # every blue/green alternation) is published with draining=1;
-        # a worker that routes a request in that window finds no usable
-        # target and answers proxyd's own 503. Fix: clear draining on the new
-        # set before px_routes_publish_services(). Not marked
-        # expectedFailure because the race does not lose every run.
+        # A rollback reuses the targets the last deploy retired: they must
+        # stop draining before the switch is published, or a request in that
+        # window finds no usable target (503). This caught it.
         blue, green = self.coloured("blue"), self.coloured("green")
         sb_resp, sb_body = streaming("blue")
         sg_resp, sg_body = streaming("green")
