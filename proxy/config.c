@@ -1301,6 +1301,8 @@ static int on_key(void *user, const char *section, const char *name, const char 
         pc->listen_https_line = pc->lineno;
     if (pc->sect == S_ACME && strcmp(name, "enabled") == 0)
         pc->acme_enabled_line = pc->lineno;
+    if (pc->sect == S_SERVICE && strcmp(name, "health_check_path") == 0)
+        ((struct px_service_conf *)pc->base)->health_checks = 1;
     if (*value != '\0' && pending_feature(pc->sect, name))
         warn(pc, pc->lineno, "%s: accepted but not implemented yet", name);
     return 1;

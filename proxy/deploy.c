@@ -90,6 +90,7 @@ static const char *to_spec(const struct px_state_service *s, struct px_service_s
                                                 : PX_SVC_ACTIVE;
     spec->stop_message = s->stop_message;
     spec->max_pause_ms = s->max_pause_ms;
+    spec->health_checks = 1; /* deployed: its path passed once, it is watched from then on */
     return NULL;
 }
 

@@ -258,7 +258,7 @@ void px_monitor_sync(struct px_monitor *m, const struct px_services *t)
         m->w[i]->seen = 0;
     for (size_t i = 0; i < px_services_count(t); i++) {
         const struct px_service *s = px_services_at(t, i);
-        for (size_t j = 0; j < s->ntargets; j++) {
+        for (size_t j = 0; s->health_checks && j < s->ntargets; j++) {
             struct watch *found = NULL;
             for (size_t k = 0; k < m->n && !found; k++)
                 if (m->w[k]->t == s->targets[j])

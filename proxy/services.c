@@ -180,6 +180,7 @@ int px_services_add(struct px_services *t, const struct px_service_spec *sp, cha
     s->path_prefix_len = prefix_len(pp);
     s->state = sp->state;
     s->max_pause_ms = sp->max_pause_ms;
+    s->health_checks = sp->health_checks;
     if ((s->name = strdup(sp->name)) == NULL || (s->path_prefix = strndup(pp, s->path_prefix_len)) == NULL ||
         (s->health_check_path = strdup(sp->health_check_path ? sp->health_check_path : "/up")) == NULL ||
         (sp->stop_message && (s->stop_message = strdup(sp->stop_message)) == NULL))
@@ -221,6 +222,7 @@ int px_services_add_copy(struct px_services *t, const struct px_service *from, c
         .state = from->state,
         .stop_message = from->stop_message,
         .max_pause_ms = from->max_pause_ms,
+        .health_checks = from->health_checks,
     };
     int rc = px_services_add(t, &sp, err, errlen);
     free(addrs);
@@ -238,6 +240,7 @@ int px_services_add_conf(struct px_services *t, const struct px_service_conf *sc
         .ntargets = sc->ntargets,
         .health_check_path = sc->health_check_path,
         .state = PX_SVC_ACTIVE,
+        .health_checks = sc->health_checks,
     };
     return px_services_add(t, &sp, err, errlen);
 }

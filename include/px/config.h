@@ -21,6 +21,7 @@ struct px_service_conf {
     struct px_addr *targets; /* at least one */
     size_t ntargets;
     char *health_check_path; /* default "/up" */
+    int health_checks;       /* health_check_path was given: check the targets all the time */
     int line;
 };
 

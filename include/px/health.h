@@ -40,10 +40,11 @@ struct px_health *px_health_new(struct event_base *base, const struct px_addr *a
 /* Stop and free (a check in progress is abandoned). NULL is fine. */
 void px_health_free(struct px_health *h);
 
-/* ---- the monitor: every target of the served services, all the time ----
+/* ---- the monitor: the targets of the served services, all the time ----
  *
- * One checker per target of the current services table, with the path of
- * the first service that names it. A target is taken out of balancing
+ * One checker per target of the services that ask for it (deployed ones,
+ * and [service] sections that give health_check_path), with the path of the
+ * first service that names it. A target is taken out of balancing
  * (px_target.healthy = 0) after PX_HEALTH_FALL consecutive failures and put
  * back after one pass; the transitions are logged. px_monitor_sync adds
  * and drops checkers after every publish (start, reload, deploy). */

@@ -91,6 +91,7 @@ struct px_service {
     enum px_service_state state;
     char *stop_message;       /* for PX_SVC_STOPPED */
     uint64_t max_pause_ms;    /* PX_SVC_PAUSED: requests wait this long, then 504 */
+    int health_checks;        /* its targets are checked all the time (px_monitor) */
 };
 
 struct px_routes;

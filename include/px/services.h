@@ -38,6 +38,7 @@ struct px_service_spec {
     enum px_service_state state;
     const char *stop_message;        /* PX_SVC_STOPPED: the 503 page text; NULL = none */
     uint64_t max_pause_ms;           /* PX_SVC_PAUSED: how long requests wait before 504 */
+    int health_checks;               /* check the targets all the time (px_monitor) */
 };
 
 /* The part of a service that two services must not share: the service
