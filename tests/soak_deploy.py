@@ -53,6 +53,10 @@ def main():
     ap.add_argument("--max-p99-ratio", type=float, default=0.0,
                     help="fail when p99 during deploys / p99 at rest exceeds this (0 = report only)")
     ap.add_argument("--time-limit", type=float, default=600.0, help="give up after this many seconds")
+    ap.add_argument("--via", choices=("socket", "proxyctl"), default="socket",
+                    help="drive the deploys over one control connection (default: the p99 then measures the "
+                         "deploys, not the cost of starting a process per operation on a 2-core machine), "
+                         "or by running build/proxyctl for each")
     args = ap.parse_args()
     os.environ["PROXYD_BUILD"] = os.path.abspath(args.build)
 
@@ -139,7 +143,49 @@ def main():
             except Exception as e:  # noqa: BLE001
                 record("/", phase["name"], False, 0, "h2 client %d: %r" % (n, e))
 
+    conn = {"sock": None, "buf": b"", "id": 0}
+
+    def ctl_socket(a):
+        """The operation as one request on a persistent control connection;
+        (exit code as proxyctl would give it, message, seconds)."""
+        import json
+        import socket as sk
+        if conn["sock"] is None:
+            conn["sock"] = sk.socket(sk.AF_UNIX, sk.SOCK_STREAM)
+            conn["sock"].settimeout(120)
+            conn["sock"].connect(os.path.join(proxy.tmp, "control.sock"))
+        cmd, svc, rest = a[0], a[1], list(a[2:])
+        args = {"service": svc}
+        while rest:
+            flag, val = rest.pop(0), rest.pop(0)
+            if flag == "--target":
+                args.setdefault("targets", []).append(val)
+            elif flag == "--path-prefix":
+                args["path_prefix"] = val
+            elif flag == "--health-check-interval":
+                args["health_check_interval_ms"] = int(val[:-2])
+            elif flag == "--health-check-timeout":
+                args["health_check_timeout_ms"] = int(float(val[:-1]) * 1000)
+        conn["id"] += 1
+        t0 = time.monotonic()
+        conn["sock"].sendall((json.dumps({"id": conn["id"], "cmd": cmd, "args": args}) + "\n").encode())
+        while True:
+            while b"\n" not in conn["buf"]:
+                d = conn["sock"].recv(65536)
+                if not d:
+                    return 3, "control connection closed", time.monotonic() - t0
+                conn["buf"] += d
+            line, conn["buf"] = conn["buf"].split(b"\n", 1)
+            rep = json.loads(line)
+            if "progress" in rep:
+                continue
+            if rep.get("ok"):
+                return 0, "", time.monotonic() - t0
+            return 1, "%s: %s" % (rep["error"]["code"], rep["error"]["message"]), time.monotonic() - t0
+
     def ctl(*a):
+        if args.via == "socket" and a[0] in ("deploy", "rollback"):
+            return ctl_socket(a)
         sock = os.path.join(proxy.tmp, "control.sock")
         t0 = time.monotonic()
         p = subprocess.run([proxyctl_bin, "--socket", sock] + list(a), stdout=subprocess.PIPE,
