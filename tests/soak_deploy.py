@@ -36,6 +36,54 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "integration"))
 
 
+BACKEND = r"""
+import socket, sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+name, total = sys.argv[1].encode(), int(sys.argv[2])
+body = ((name + b"-") * (total // 4 + 1))[:total] if total else name
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def setup(self):
+        super().setup()  # head and body leave in separate writes: no Nagle wait between them
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def do_GET(self):
+        b = b"up" if self.path == "/up" else body
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(b)))
+        self.end_headers()
+        if self.path == "/up" or not total:
+            self.wfile.write(b)
+            return
+        step = total // 6
+        for i in range(0, total, step):
+            time.sleep(0.01)
+            self.wfile.write(b[i:i + step])
+    def log_message(self, *a):
+        pass
+srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+srv.daemon_threads = True
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+"""
+
+
+class ProcBackend:
+    """A soak backend in its own process: answers its name (or a streaming
+    body of `total` bytes in 6 pieces, 10 ms apart), and /up with 200."""
+
+    def __init__(self, name, total):
+        self.proc = subprocess.Popen([sys.executable, "-c", BACKEND, name, str(total)], stdout=subprocess.PIPE,
+                                     stdin=subprocess.DEVNULL)
+        self.addr = "127.0.0.1:%d" % int(self.proc.stdout.readline())
+
+    def close(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
 def pct(values, p):
     if not values:
         return float("nan")
@@ -53,6 +101,8 @@ def main():
     ap.add_argument("--max-p99-ratio", type=float, default=0.0,
                     help="fail when p99 during deploys / p99 at rest exceeds this (0 = report only)")
     ap.add_argument("--time-limit", type=float, default=600.0, help="give up after this many seconds")
+    ap.add_argument("--backends", choices=("process", "thread"), default="process",
+                    help="backends in processes of their own (default) or threads of this one")
     ap.add_argument("--via", choices=("socket", "proxyctl"), default="socket",
                     help="drive the deploys over one control connection (default: the p99 then measures the "
                          "deploys, not the cost of starting a process per operation on a 2-core machine), "
@@ -79,10 +129,17 @@ def main():
             return items
         return respond, body
 
-    blue, green = RecordingBackend(response=named("blue")), RecordingBackend(response=named("green"))
     sb_resp, sb_body = streaming("blue")
     sg_resp, sg_body = streaming("green")
-    sblue, sgreen = RecordingBackend(response=sb_resp), RecordingBackend(response=sg_resp)
+    if args.backends == "process":
+        # each backend in a process of its own: the clients' interpreter (and
+        # its GIL) then measures proxyd, not the backends answering the new
+        # targets' health checks
+        blue, green = ProcBackend("blue", 0), ProcBackend("green", 0)
+        sblue, sgreen = ProcBackend("blue", 48 * 1024), ProcBackend("green", 48 * 1024)
+    else:
+        blue, green = RecordingBackend(response=named("blue")), RecordingBackend(response=named("green"))
+        sblue, sgreen = RecordingBackend(response=sb_resp), RecordingBackend(response=sg_resp)
     backends = [blue, green, sblue, sgreen]
     accept = {"/": {b"blue", b"green"}, "/stream": {sb_body, sg_body}}
 
