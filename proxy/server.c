@@ -62,9 +62,10 @@ static struct px_services *services_provider(void *arg, const struct px_config *
     return px_deployer_services(s->deployer, cfg, err, errlen);
 }
 
-/* The directory of a path proxyd creates (state file, control socket):
- * made when missing, like /run/proxyd on a fresh machine. */
-static void make_parent(const char *path)
+/* The directory of a path proxyd writes (state file, control socket):
+ * made when missing, like /run/proxyd on a fresh machine, and given to the
+ * user proxyd drops to (uid -1: none), who writes there afterwards. */
+static void make_parent(const char *path, uid_t uid, gid_t gid)
 {
     char dir[512];
     snprintf(dir, sizeof(dir), "%s", path);
@@ -72,8 +73,13 @@ static void make_parent(const char *path)
     if (slash == NULL || slash == dir)
         return;
     *slash = '\0';
-    if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-        px_log_warn("cannot create %s: %s", dir, strerror(errno));
+    if (mkdir(dir, 0750) < 0) {
+        if (errno != EEXIST)
+            px_log_warn("cannot create %s: %s", dir, strerror(errno));
+        return; /* an existing directory is the operator's: left as it is */
+    }
+    if (uid != (uid_t)-1 && chown(dir, uid, gid) < 0)
+        px_log_warn("%s: chown: %s", dir, strerror(errno));
 }
 
 uint64_t px_server_uptime_s(const struct px_server *s)
@@ -371,7 +377,7 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
         goto fail;
     }
     /* the deployed services come back before the first snapshot is built */
-    make_parent(cfg->state_file);
+    make_parent(cfg->state_file, user ? uid : (uid_t)-1, gid);
     struct px_deploy_hooks hooks = {hook_published, hook_broadcast, s};
     char serr[512];
     if ((s->deployer = px_deployer_new(s->base, cfg->state_file, &hooks, serr, sizeof(serr))) == NULL) {
@@ -420,7 +426,7 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
         log_listening("https", &s->listen_https);
     /* the control socket, before the drop (its directory may be root's) */
     const struct px_config *c0 = px_routes_config(px_routes_peek());
-    make_parent(c0->control_socket);
+    make_parent(c0->control_socket, user ? uid : (uid_t)-1, gid);
     if ((s->control = px_ctlserver_new(s->base, c0->control_socket, c0->control_socket_mode, s, s->deployer, err,
                                        errlen)) == NULL)
         goto fail;
