@@ -1,6 +1,7 @@
 /* balancer.c -- which target of a service gets the next try: least
  * outstanding requests on this worker, round robin on ties (the start index
- * rotates), skipping unhealthy, draining and passively down targets. */
+ * rotates), skipping unhealthy targets; draining and passively down ones
+ * only when nothing else is left. */
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -24,12 +25,19 @@ struct px_target *px_balancer_pick(struct px_req *r, const struct px_target *exc
     uint32_t start = n > 1 ? w->up.rr++ % (uint32_t)n : 0;
     for (size_t k = 0; k < n; k++) {
         struct px_target *t = svc->targets[(start + k) % n];
-        if (t == exclude || !atomic_load_explicit(&t->healthy, memory_order_relaxed) ||
-            atomic_load_explicit(&t->draining, memory_order_relaxed))
+        if (t == exclude || !atomic_load_explicit(&t->healthy, memory_order_relaxed))
             continue;
         struct px_upool *p = px_pool_of(w, t);
         if (p == NULL)
             continue;
+        /* A draining target is a last resort, not a refusal: a request
+         * routed on the snapshot a deploy just replaced only has the old
+         * targets, and they still serve until the deploy has answered. */
+        if (atomic_load_explicit(&t->draining, memory_order_relaxed)) {
+            if (fallback == NULL)
+                fallback = t;
+            continue;
+        }
         if (p->down_until_ms) {
             if (now == 0)
                 now = px_now_ms();

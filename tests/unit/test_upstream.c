@@ -124,8 +124,12 @@ static void test_health_and_draining(void)
     atomic_store(&svc->targets[1]->draining, 1);
     for (int i = 0; i < 4; i++)
         CHECK(px_balancer_pick(&r, NULL) == svc->targets[0]);
+    /* only a draining one left: it still serves (a request routed on the
+     * snapshot a deploy just replaced), rather than a 503 */
     atomic_store(&svc->targets[0]->healthy, 0);
-    CHECK(px_balancer_pick(&r, NULL) == NULL); /* none usable: 503 */
+    CHECK(px_balancer_pick(&r, NULL) == svc->targets[1]);
+    atomic_store(&svc->targets[1]->healthy, 0);
+    CHECK(px_balancer_pick(&r, NULL) == NULL); /* none healthy: 503 */
     teardown();
 }
 
