@@ -23,7 +23,10 @@
 #define DRAIN_POLL_MS 20
 #define CUT_GRACE_MS 2000 /* after the cut, how long the workers get to report it */
 
-enum phase { PH_HEALTH, PH_DRAIN, PH_CUT };
+enum phase { PH_HEALTH, PH_WARM, PH_DRAIN, PH_CUT };
+
+#define WARM_MS 30      /* how long the switch waits for the new targets' connections */
+#define WARM_MAX 16     /* connections opened ahead per target and worker, at most */
 
 struct op;
 struct check {
@@ -47,6 +50,8 @@ struct op {
     uint64_t started_ms, phase_deadline_ms, drain_timeout_ms;
     struct px_target **old;        /* retired targets, referenced while draining */
     size_t nold;
+    struct px_target **warm;       /* the new targets, referenced while the workers warm them */
+    size_t nwarm;
     uint32_t drained_peak;         /* in flight on the old targets at the switch */
     uint32_t cut;                  /* of those, still running at drain_timeout */
     px_deploy_progress_cb progress;
@@ -253,6 +258,9 @@ static void op_free(struct op *o)
     for (size_t i = 0; i < o->nold; i++)
         px_target_release(o->old[i]);
     free(o->old);
+    for (size_t i = 0; i < o->nwarm; i++)
+        px_target_release(o->warm[i]);
+    free(o->warm);
     free(o->checks);
     free(o->ctx);
     free(o->passed);
@@ -381,9 +389,48 @@ static void switch_over(struct op *o)
     on_drain_poll(o);
 }
 
+/* Before the switch, each worker opens connections to the new targets,
+ * about as many as it has requests on the service now (plus two), so the
+ * first requests after the switch do not each pay a connect. */
+static void warm_then_switch(struct op *o)
+{
+    const struct px_routes *cur = px_routes_peek();
+    const struct px_service *was = cur ? px_services_find(px_routes_services(cur), o->svc.name) : NULL;
+    uint32_t busy = 0;
+    for (size_t i = 0; was && i < was->ntargets; i++) {
+        uint32_t rq = 0;
+        px_target_inflight(was->targets[i], &rq, NULL);
+        busy += rq;
+    }
+    uint32_t per = busy / (uint32_t)(o->naddrs ? o->naddrs : 1) + 2;
+    if (per > WARM_MAX)
+        per = WARM_MAX;
+    for (size_t i = 0; i < o->naddrs; i++) {
+        struct px_target *t = px_target_acquire(&o->addrs[i]);
+        if (t == NULL)
+            continue;
+        struct px_target **nw = realloc(o->warm, (o->nwarm + 1) * sizeof(*nw));
+        if (nw == NULL) {
+            px_target_release(t);
+            continue;
+        }
+        o->warm = nw;
+        o->warm[o->nwarm++] = t;
+        atomic_store(&t->draining, 0);
+        struct px_wmsg m = {.type = PX_WM_WARM_TARGET, .target_id = t->id, .addr = t->addr, .count = per};
+        o->d->hooks.broadcast(o->d->hooks.arg, &m);
+    }
+    o->phase = PH_WARM;
+    arm(o, WARM_MS);
+}
+
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct op *o = arg;
+    if (o->phase == PH_WARM) {
+        switch_over(o);
+        return;
+    }
     if (o->phase != PH_HEALTH) {
         on_drain_poll(o);
         return;
@@ -419,7 +466,7 @@ static void on_health(void *arg, const struct px_health_result *res)
         if (!o->passed[i])
             return;
     event_del(&o->timer);
-    switch_over(o); /* frees the checkers: the last thing this callback does */
+    warm_then_switch(o);
 }
 
 static void start(struct px_deployer *d, struct op *o, uint64_t interval_ms, uint64_t timeout_ms,
@@ -430,7 +477,7 @@ static void start(struct px_deployer *d, struct op *o, uint64_t interval_ms, uin
     event_assign(&o->timer, d->base, -1, 0, on_timer, o);
     if (force) {
         progress(o, "--force: switching without waiting for health checks");
-        switch_over(o);
+        warm_then_switch(o);
         return;
     }
     o->checks = calloc(o->naddrs, sizeof(*o->checks));

@@ -117,6 +117,14 @@ void px_pool_close_idle(struct px_worker *w, uint32_t target_id)
 void px_pool_exit(struct px_worker *w)
 {
     px_pool_close_idle(w, UINT32_MAX);
+    for (uint32_t i = 0; i < w->up.npools; i++) { /* warming ones: no request owns them */
+        struct px_uconn *u = w->up.pools[i].busy, *next;
+        for (; u; u = next) {
+            next = u->next;
+            if (u->req == NULL)
+                px_uconn_close(u);
+        }
+    }
     px_pool_gc(w);
     free(w->up.pools);
     w->up.pools = NULL;
@@ -125,7 +133,7 @@ void px_pool_exit(struct px_worker *w)
 
 /* ---- connections ---- */
 
-static struct px_uconn *uconn_connect(struct px_worker *w, struct px_target *t, int *err)
+static struct px_uconn *uconn_connect(struct px_worker *w, const struct px_target *t, int *err)
 {
     const struct px_addr *a = &t->addr;
     int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -195,6 +203,43 @@ struct px_uconn *px_pool_get(struct px_worker *w, struct px_target *t, int *err)
     }
     busy_link(w, u);
     return u;
+}
+
+void px_pool_warm(struct px_worker *w, const struct px_target *t, uint32_t count)
+{
+    struct px_upool *p = px_pool_of(w, t);
+    if (p == NULL || w->stopping)
+        return;
+    uint32_t have = p->nidle + p->warming;
+    for (; have < count; have++) {
+        int err = 0;
+        struct px_uconn *u = uconn_connect(w, t, &err);
+        if (u == NULL)
+            return; /* the deploy's health checks passed: a real failure shows on use */
+        if (u->state == U_BUSY) {
+            px_pool_release(u, 1); /* connected at once (loopback) */
+        } else {
+            u->warm = 1; /* no request: px_upstream_event pools it once connected */
+            p->warming++;
+            busy_link(w, u); /* listed, so that a cut or the worker's exit closes it */
+        }
+    }
+}
+
+/* A warming connection's connect ended: pool it, or drop it. */
+void px_pool_warmed(struct px_uconn *u, int ok)
+{
+    struct px_worker *w = u->w;
+    if (u->target_id < w->up.npools && w->up.pools[u->target_id].warming)
+        w->up.pools[u->target_id].warming--;
+    u->warm = 0;
+    if (!ok) {
+        px_uconn_close(u);
+        return;
+    }
+    u->state = U_BUSY;
+    u->s.writable = 1;
+    px_pool_release(u, 1);
 }
 
 /* Release u after a complete response: back to the pool or closed. */

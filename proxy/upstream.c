@@ -420,6 +420,10 @@ void px_upstream_event(evutil_socket_t fd, short what, void *arg)
             e = errno;
         if (e == EINPROGRESS || e == EALREADY || (e == 0 && !(what & (EV_WRITE | EV_READ))))
             return;
+        if (u->warm) {
+            px_pool_warmed(u, e == 0);
+            return;
+        }
         if (e != 0) {
             fail(u, 502, 1);
             return;
@@ -455,7 +459,10 @@ void px_upstream_timeout(evutil_socket_t fd, short what, void *arg)
     struct px_uconn *u = arg;
     switch (u->state) {
     case U_CONNECTING:
-        fail(u, 504, 1);
+        if (u->warm)
+            px_pool_warmed(u, 0);
+        else
+            fail(u, 504, 1);
         return;
     case U_BUSY:
         /* Waiting on the client (slow reader, or a body still coming with

@@ -267,6 +267,11 @@ static void handle_msg(struct px_worker *w, const struct px_wmsg *m)
     case PX_WM_CUT_TARGET:
         px_upstream_cut_target(w, m->target_id);
         break;
+    case PX_WM_WARM_TARGET: {
+        struct px_target t = {.addr = m->addr, .id = m->target_id}; /* what a connect needs */
+        px_pool_warm(w, &t, m->count);
+        break;
+    }
     }
 }
 

@@ -38,6 +38,7 @@ struct px_upool {
     struct px_uconn *busy;    /* connections with a request (connecting or busy) */
     uint32_t nidle;
     uint32_t outstanding;     /* requests in flight on this worker */
+    uint32_t warming;         /* connections opening ahead of a switch (px_pool_warm) */
     uint64_t down_until_ms;   /* passive health: skip after a connect failure */
 };
 
@@ -65,6 +66,7 @@ struct px_uconn {
     unsigned head_done : 1;        /* response head parsed */
     unsigned got_bytes : 1;        /* any response byte arrived */
     unsigned on_busy : 1;          /* on its pool's busy list */
+    unsigned warm : 1;             /* connecting ahead of a switch, no request yet */
     px_tunnel_cb tunnel_cb;        /* U_TUNNEL: events go to the tunnel's owner */
     void *tunnel_owner;
 };
@@ -88,6 +90,11 @@ struct px_upool *px_pool_of(struct px_worker *w, const struct px_target *t);
 struct px_uconn *px_pool_get(struct px_worker *w, struct px_target *t, int *err);
 /* After a complete response: back to the pool when reusable, else closed. */
 void px_pool_release(struct px_uconn *u, int reusable);
+/* Open connections to t until this worker's pool for it holds `count`
+ * (idle or connecting), so that the first requests after a deploy's switch
+ * find warm connections instead of each paying a connect. */
+void px_pool_warm(struct px_worker *w, const struct px_target *t, uint32_t count);
+void px_pool_warmed(struct px_uconn *u, int ok);
 /* Take u off its target's busy list (it becomes a tunnel). */
 void px_pool_unbusy(struct px_uconn *u);
 /* Close idle pooled connections: to one target, or to all (UINT32_MAX). */

@@ -90,6 +90,7 @@ enum px_wmsg_type {
     PX_WM_CLOSE_TUNNELS,      /* close WebSocket tunnels to target_id (clients reconnect) */
     PX_WM_WAKE_SERVICE,       /* a pause of service `name` ended: resume its parked requests */
     PX_WM_CUT_TARGET,         /* drain_timeout passed: cut requests still running on target_id (504) */
+    PX_WM_WARM_TARGET,        /* open `count` connections to `target` ahead of a switch (its pool) */
 };
 
 #define PX_WMSG_NAME_MAX 128
@@ -97,6 +98,8 @@ enum px_wmsg_type {
 struct px_wmsg {
     enum px_wmsg_type type;
     uint32_t target_id;
+    struct px_addr addr;      /* PX_WM_WARM_TARGET: the target's address (a copy: no lifetime) */
+    uint32_t count;
     char name[PX_WMSG_NAME_MAX];
     struct px_wmsg *next;     /* the queue's */
 };

@@ -350,6 +350,41 @@ static void test_cut_target(void)
     close(lfd);
 }
 
+/* A deploy warms the new target: the worker opens connections that join
+ * its pool as idle once connected, up to the count asked for. */
+static void test_warm_target(void)
+{
+    int lfd = setup_listening();
+    if (!svc) {
+        close(lfd);
+        return;
+    }
+    struct px_target *t = svc->targets[0];
+    struct px_wmsg m = {.type = PX_WM_WARM_TARGET, .target_id = t->id, .addr = t->addr, .count = 3};
+    CHECK_INT(px_worker_send(&w, &m), 0);
+    for (int i = 0; i < 100 && (t->id >= w.up.npools || w.up.pools[t->id].nidle < 3); i++)
+        event_base_loop(w.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    CHECK(t->id < w.up.npools);
+    if (t->id >= w.up.npools) {
+        teardown();
+        close(lfd);
+        return;
+    }
+    CHECK_INT(w.up.pools[t->id].nidle, 3);
+    CHECK_INT(w.up.pools[t->id].warming, 0);
+    CHECK_INT(px_worker_send(&w, &m), 0); /* already warm: nothing more */
+    for (int i = 0; i < 10; i++)
+        event_base_loop(w.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    CHECK_INT(w.up.pools[t->id].nidle, 3);
+    struct px_req r = req();
+    int err = 0;
+    CHECK_INT(attach(&r, t, &err), 0);
+    CHECK(r.up != NULL && r.up->reused); /* the first request takes a warm one */
+    px_upstream_abort(&r);
+    teardown();
+    close(lfd);
+}
+
 int main(void)
 {
     px_log_open("/dev/null", "off", NULL, 0);
@@ -363,6 +398,7 @@ int main(void)
     UNIT_RUN(test_body_resumes_after_connect);
     UNIT_RUN(test_draining_target);
     UNIT_RUN(test_cut_target);
+    UNIT_RUN(test_warm_target);
     px_log_close();
     return unit_report();
 }
