@@ -132,14 +132,7 @@ const char *px_ctl_check_target(const char *v)
 
 const char *px_ctl_check_path(const char *v)
 {
-    if (v[0] != '/')
-        return "must start with '/'";
-    for (const char *p = v; *p; p++) {
-        unsigned char c = (unsigned char)*p;
-        if (c <= 0x20 || c >= 0x7f || c == '?' || c == '#')
-            return "bad character in path";
-    }
-    return NULL;
+    return px_config_check_path(v); /* the same rule as the config file's paths */
 }
 
 const char *px_ctl_check_message(const char *v)

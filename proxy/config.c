@@ -421,8 +421,9 @@ static const char *check_socket_path(const char *v)
     return NULL;
 }
 
-/* An absolute URL path: '/' then visible ASCII, no '?' or '#'. */
-static const char *check_abs_path(const char *v)
+/* An absolute URL path: '/' then visible ASCII, no '?' or '#'; also the
+ * control protocol's paths (one rule for both). */
+const char *px_config_check_path(const char *v)
 {
     if (v[0] != '/')
         return "must start with '/'";
@@ -436,7 +437,7 @@ static const char *check_abs_path(const char *v)
 
 static const char *check_health_path(const char *v)
 {
-    return *v == '\0' ? NULL : check_abs_path(v);
+    return *v == '\0' ? NULL : px_config_check_path(v);
 }
 
 /* Section names ([limit NAME], [service NAME]) and references to them;
@@ -656,7 +657,7 @@ static const char *set_domains(struct pctx *pc, void *base, const char *v)
 static const char *set_path_prefix(struct pctx *pc, void *base, const char *v)
 {
     struct px_service_conf *s = base;
-    const char *err = check_abs_path(v);
+    const char *err = px_config_check_path(v);
     size_t n = strlen(v);
     char *p;
 
@@ -942,7 +943,7 @@ static const struct keydef service_keys[] = {
     KFN("hosts", set_hosts, "", 0),
     KFN("path_prefix", set_path_prefix, "/", 0),
     KFN("targets", set_targets, NULL, 0),
-    KSTR("health_check_path", S(health_check_path), "/up", check_abs_path),
+    KSTR("health_check_path", S(health_check_path), "/up", px_config_check_path),
 };
 #undef S
 
@@ -1163,7 +1164,7 @@ static int begin_section(struct pctx *pc, char *inner)
     case S_ROUTE: {
         struct px_route_conf *g;
         /* Same prefix twice is fine for different hosts: checked at the end. */
-        if ((err = check_abs_path(name)) != NULL)
+        if ((err = px_config_check_path(name)) != NULL)
             return fail(pc, line, "%s: prefix %s", pc->label, err);
         if ((g = grow(cfg->routes, cfg->nroutes, sizeof(*g))) == NULL)
             return fail(pc, line, "out of memory");

@@ -140,5 +140,6 @@ const char *px_parse_duration_ms(const char *s, uint64_t *out); /* "500ms" "10s"
 const char *px_parse_size(const char *s, uint64_t *out);        /* "16k" "10m" "1g"; bare number = bytes */
 const char *px_parse_bool(const char *s, int *out);             /* yes/no/on/off/true/false/1/0 */
 const char *px_config_check_name(const char *s);                /* 1..64 of [A-Za-z0-9_.-]: sections, services */
+const char *px_config_check_path(const char *s);                /* '/' then visible ASCII, no '?' or '#' */
 
 #endif
