@@ -503,11 +503,7 @@ static void start(struct px_deployer *d, struct op *o, uint64_t interval_ms, uin
 
 static char **strv(const char *const *v, size_t n)
 {
-    char **out = calloc(n ? n : 1, sizeof(*out));
-    for (size_t i = 0; out && i < n; i++)
-        if ((out[i] = strdup(v[i])) == NULL)
-            return NULL; /* the op's clear frees what was made */
-    return out;
+    return px_state_strv_dup((char *const *)v, n);
 }
 
 /* A new op for service name (NULL with done called when it cannot start). */

@@ -279,8 +279,8 @@ void px_req_park(struct px_req *r, uint64_t ms, int status)
 void px_req_wake_service(struct px_worker *w, const char *name)
 {
     struct px_req *r = w->req.parked, *next;
-    /* Resuming may answer at once and so free the object: take next first,
-     * and restart the walk when a resumed request parked again at the head. */
+    /* Resuming may answer at once and so free the object: take next first.
+     * A request that parks again goes to the head, behind the walk. */
     for (; r; r = next) {
         next = r->park_next;
         if (r->park_status == 0 || r->svc == NULL || strcmp(r->svc->name, name) != 0)

@@ -27,7 +27,7 @@ static void strv_free(char **v, size_t n)
     free(v);
 }
 
-static char **strv_dup(char *const *v, size_t n)
+char **px_state_strv_dup(char *const *v, size_t n)
 {
     char **out = calloc(n ? n : 1, sizeof(*out));
     if (out == NULL)
@@ -65,9 +65,9 @@ int px_state_service_copy(struct px_state_service *dst, const struct px_state_se
         (dst->path_prefix = strdup(src->path_prefix ? src->path_prefix : "/")) == NULL ||
         (dst->health_check_path = strdup(src->health_check_path ? src->health_check_path : "/up")) == NULL ||
         (src->stop_message && (dst->stop_message = strdup(src->stop_message)) == NULL) ||
-        (dst->hosts = strv_dup(src->hosts, src->nhosts)) == NULL ||
-        (dst->active = strv_dup(src->active, src->nactive)) == NULL ||
-        (dst->previous = strv_dup(src->previous, src->nprevious)) == NULL) {
+        (dst->hosts = px_state_strv_dup(src->hosts, src->nhosts)) == NULL ||
+        (dst->active = px_state_strv_dup(src->active, src->nactive)) == NULL ||
+        (dst->previous = px_state_strv_dup(src->previous, src->nprevious)) == NULL) {
         if (dst->hosts == NULL)
             dst->nhosts = 0;
         if (dst->active == NULL)

@@ -305,6 +305,26 @@ class TestDraining(DeployCase):
 # 6. rollback
 # --------------------------------------------------------------------------
 
+class TestReload(DeployCase):
+
+    def test_reload_keeps_deployed_services(self):
+        """`proxyctl reload` and SIGHUP rebuild the services from the file
+        with the deployed ones on top: a deploy survives both."""
+        blue = self.coloured("blue")
+        p = self.plain_proxy()
+        self.deploy(p, "web", blue)
+        r = proxyctl(p, "--json", "reload")
+        self.assertEqual(r.rc, 0, r)
+        self.assertEqual(self.body_of(p), b"blue")
+        p.send_signal(signal.SIGHUP)
+        self.assertTrue(wait_until(lambda: "configuration reloaded" in p.error_log_text(), 5))
+        self.assertEqual(self.body_of(p), b"blue")
+        r = proxyctl(p, "--json", "list")
+        self.assertEqual(r.rc, 0, r)
+        names = [svc["name"] for svc in r.json()["services"]]
+        self.assertEqual(names, ["web"])
+
+
 class TestRollback(DeployCase):
 
     def test_rollback_switches_back_to_blue(self):
