@@ -36,7 +36,9 @@ struct px_limit_conf {
     char *name;
     uint64_t rate_milli_per_s; /* "10r/s" -> 10000, "30r/m" -> 500 */
     uint32_t burst;
-    int nodelay;               /* default 1 */
+    int nodelay;               /* default 1; 0 when `delay` is given */
+    uint32_t delay;            /* nginx delay=N: the first N excess requests pass at once
+                                * (only when !nodelay); default 0 */
     int status;                /* 429 (default) or 503 */
     uint64_t zone_size;        /* default 10m */
     int line;
