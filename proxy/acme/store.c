@@ -595,8 +595,8 @@ static int switch_links(const char *live, const char *name, int n, int *restored
  *                  secp256r1 if present), config_dir (set if present),
  *                  authenticator (added as standalone when missing: the one
  *                  that works if certbot renews with proxyd stopped).
- * Everything else (account, http01_port, webroot settings, comments) is
- * left as it is. */
+ * Everything else (account while the server stays, http01_port, webroot
+ * settings, comments) is left as it is. */
 
 struct lines {
     char **v;
@@ -654,7 +654,7 @@ static int lines_split(struct lines *l, const char *text)
 
 enum scope { TOP, RP }; /* the top level, [renewalparams] itself */
 
-/* What scope line i is in (-1: another section), given the headers before it. */
+/* Where the top level ends and [renewalparams] starts. */
 struct conf_map {
     size_t first_section; /* index of the first section header, n if none */
     size_t rp_header;     /* index of [renewalparams], n if none */
