@@ -20,7 +20,9 @@
 #include "px/log.h"
 #include "unit.h"
 
+#ifndef __clang__
 #pragma GCC diagnostic ignored "-Wformat-truncation"
+#endif
 
 static char top[64], cfg[128], logpath[160], outpath[160];
 static struct event_base *base;
