@@ -118,7 +118,8 @@ void px_acme_op_cancel(struct px_acme_op *op);
  * with the standalone authenticator, when proxyd does not hold port 80).
  * Synchronous file I/O (a few small files, fsynced): main thread only, at
  * renewal time. proxyd writes these files as the user it runs as (after
- * `user =`): config_dir must be that user's.
+ * `user =`): config_dir must be that user's, and px_acme_store_init runs
+ * after the privilege drop (else what it creates is root's).
  * ====================================================================== */
 
 /* A lineage on disk: what live/NAME points at. */
