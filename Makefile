@@ -12,14 +12,14 @@
 B       ?= build
 CC      ?= cc
 OPT     ?= -O2
-PKGS    := libevent_core libevent_pthreads libevent_openssl openssl libnghttp2 jansson inih
+PKGS    := libevent_core libevent_pthreads libevent_openssl openssl libnghttp2 jansson inih libcurl
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
 CFLAGS_ALL := -std=c11 -D_GNU_SOURCE -g $(OPT) $(WARN) -pthread -Iinclude $(PKG_CFLAGS) $(SANFLAGS) $(CFLAGS)
 LDFLAGS_ALL := -pthread $(SANFLAGS) $(LDFLAGS)
 
-PROXY_SRCS   := $(filter-out proxy/main.c,$(wildcard proxy/*.c))
+PROXY_SRCS   := $(filter-out proxy/main.c,$(wildcard proxy/*.c)) $(wildcard proxy/acme/*.c)
 CONTROL_SRCS := $(filter-out control/proxyctl.c,$(wildcard control/*.c))
 LIB_OBJS     := $(patsubst %.c,$(B)/obj/%.o,$(PROXY_SRCS) $(CONTROL_SRCS))
 UNIT_SRCS    := $(wildcard tests/unit/test_*.c)

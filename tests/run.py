@@ -266,13 +266,19 @@ def child_main(ids):
 
     import harness  # noqa: E402  (after sys.path)
 
-    def on_term(signum, frame):  # the runner's time limit: stop our proxies, leave at once
+    def stop_everything():
         harness.kill_all()
+        if "pebble" in sys.modules:  # the ACME tests' CA, by PID
+            sys.modules["pebble"].kill_all()
+
+    def on_term(signum, frame):  # the runner's time limit: stop our proxies, leave at once
+        stop_everything()
         sys.stdout.flush()
         os._exit(3)
 
     signal.signal(signal.SIGTERM, on_term)
     atexit.register(harness.close_all)
+    atexit.register(lambda: "pebble" in sys.modules and sys.modules["pebble"].kill_all())
     loader = unittest.TestLoader()
     result = LineResult()
     for tid in ids:
