@@ -740,24 +740,20 @@ fail:
     return err;
 }
 
+/* host = example.com www.example.com: the site's names, as a [service]'s
+ * hosts (one route for the names of one nginx server block). */
 static const char *set_route_host(struct pctx *pc, void *base, const char *v)
 {
     struct px_route_conf *r = base;
-    char tok[TOK_MAX], *h = NULL;
-    const char *err;
+    char **list;
+    size_t n;
+    const char *err = parse_hosts(pc, v, 1, &list, &n);
 
-    (void)pc;
-    if (*v != '\0') {
-        if (strlen(v) >= sizeof(tok))
-            return "bad host name";
-        memcpy(tok, v, strlen(v) + 1);
-        if ((err = check_host(tok, 1)) != NULL)
-            return err;
-        if ((h = strdup(tok)) == NULL)
-            return "out of memory";
-    }
-    free(r->host);
-    r->host = h;
+    if (err)
+        return err;
+    free_strv(r->hosts, r->nhosts);
+    r->hosts = list;
+    r->nhosts = n;
     return NULL;
 }
 
@@ -1574,6 +1570,16 @@ static int set_has_header(const struct px_header_set_conf *s, const char *name)
     return 0;
 }
 
+/* The first host name two routes share, or NULL. */
+static const char *shared_host(const struct px_route_conf *a, const struct px_route_conf *b)
+{
+    for (size_t i = 0; i < a->nhosts; i++)
+        for (size_t j = 0; j < b->nhosts; j++)
+            if (strcmp(a->hosts[i], b->hosts[j]) == 0)
+                return a->hosts[i];
+    return NULL;
+}
+
 /* A path can end with a suffix of each route (one is a suffix of the
  * other: ".js" and ".min.js"); *which gets the shorter. */
 static int suffixes_overlap(const struct px_route_conf *a, const struct px_route_conf *b, const char **which)
@@ -1597,8 +1603,8 @@ static int suffixes_overlap(const struct px_route_conf *a, const struct px_route
 }
 
 /* Exactly one route must apply to any request: two routes conflict when
- * they have the same prefix (a trailing '/' ignored) and the same host (or
- * both none), and either neither has a suffix or a path could end with a
+ * they have the same prefix (a trailing '/' ignored) and a host name in
+ * common (or neither names one), and either neither has a suffix or a path could end with a
  * suffix of each. References must name existing sections; the headers a
  * route adds must fit the response writers' bound. */
 static int check_routes(struct pctx *pc)
@@ -1648,17 +1654,17 @@ static int check_routes(struct pctx *pc)
 
         for (size_t j = 0; j < i; j++) {
             struct px_route_conf *o = &cfg->routes[j];
-            const char *sfx = NULL;
+            const char *sfx = NULL, *host = NULL;
             if (o->prefix_len != r->prefix_len || memcmp(o->prefix, r->prefix, r->prefix_len) != 0)
                 continue;
-            if ((o->host == NULL) != (r->host == NULL) || (r->host && strcmp(o->host, r->host) != 0))
+            if ((o->nhosts == 0) != (r->nhosts == 0) || (r->nhosts && (host = shared_host(r, o)) == NULL))
                 continue;
             if ((o->nsuffixes == 0) != (r->nsuffixes == 0))
                 continue; /* the one with a matching suffix wins */
             if (r->nsuffixes && !suffixes_overlap(r, o, &sfx))
                 continue;
             return fail(pc, r->line, "[route %s]: conflicts with [route %s] at line %d (%s%s%s%s)", r->prefix,
-                        o->prefix, o->line, r->host ? "host " : "any host", r->host ? r->host : "",
+                        o->prefix, o->line, host ? "host " : "any host", host ? host : "",
                         sfx ? ", suffix " : "", sfx ? sfx : "");
         }
     }
@@ -1907,7 +1913,7 @@ void px_config_free(struct px_config *cfg)
     for (size_t i = 0; i < cfg->nroutes; i++) {
         struct px_route_conf *r = &cfg->routes[i];
         free(r->prefix);
-        free(r->host);
+        free_strv(r->hosts, r->nhosts);
         free_strv(r->suffixes, r->nsuffixes);
         for (size_t j = 0; j < r->nlimits; j++)
             free(r->limits[j].name);

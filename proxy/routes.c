@@ -14,26 +14,34 @@
 #include "px/services.h"
 #include "px/tls.h"
 
-/* One [route], with what matching needs next to what it does. */
+/* One entry of the match table: a [route] for one of its host names (or
+ * for any host), with what matching needs. */
 struct route {
-    struct px_route pub;
+    const struct px_route *pub;    /* what the [route] does (shared by its host names) */
     const char *prefix;            /* the config's string; prefix_len bytes are matched */
     size_t prefix_len;
     const char *host;              /* exact name, or ".suffix" of a "*.suffix" (host_kind) */
     size_t host_len;
     uint8_t host_kind;             /* HOST_ANY, HOST_WILD, HOST_EXACT: also their precedence */
     const char *const *suffixes;   /* lowercase; the config's strings */
-    size_t *suffix_lens;
+    const size_t *suffix_lens;     /* the [route]'s (policy's) */
     size_t nsuffixes;
     size_t order;                  /* position in the file: ties in sorting */
 };
 
 enum { HOST_ANY = 0, HOST_WILD, HOST_EXACT };
 
+/* What one [route] does, and its suffix lengths. */
+struct policy {
+    struct px_route pub;
+    size_t *suffix_lens;
+};
+
 /* The config part of a snapshot: the config and what is made from it. */
 struct conf_part {
     struct px_config *cfg;
     struct px_limits *limits;
+    struct policy *policies;       /* one per [route], in file order */
     struct route *routes;          /* in precedence order: the first that matches applies */
     size_t nroutes;
     int any_host;                  /* a route names a host: normalize the request's */
@@ -153,11 +161,12 @@ static void conf_part_free(struct conf_part *c)
 {
     if (c == NULL)
         return;
-    for (size_t i = 0; i < c->nroutes; i++) {
-        free((void *)c->routes[i].pub.zones);
-        free((void *)c->routes[i].pub.adds);
-        free(c->routes[i].suffix_lens);
+    for (size_t i = 0; c->policies && i < c->cfg->nroutes; i++) {
+        free((void *)c->policies[i].pub.zones);
+        free((void *)c->policies[i].pub.adds);
+        free(c->policies[i].suffix_lens);
     }
+    free(c->policies);
     free(c->routes);
     free(c->lower_names);
     px_limits_free(c->limits);
@@ -216,7 +225,7 @@ static void add_of(struct px_hdr_add *a, const struct px_header_conf *h, char **
  * one list: [headers] minus the names its sets give, then its sets. The
  * config guarantees the sets do not repeat a name and the whole fits
  * PX_MAX_ADD_HEADERS. */
-static int route_adds(const struct px_config *cfg, const struct px_route_conf *rc, struct route *rt, char **lower)
+static int route_adds(const struct px_config *cfg, const struct px_route_conf *rc, struct policy *rt, char **lower)
 {
     size_t n = 0;
     struct px_hdr_add *adds = calloc(PX_MAX_ADD_HEADERS, sizeof(*adds));
@@ -239,12 +248,42 @@ static int route_adds(const struct px_config *cfg, const struct px_route_conf *r
     return 0;
 }
 
+/* What [route] rc does: its zones and its response headers. */
+static int policy_make(struct conf_part *c, const struct px_route_conf *rc, struct policy *pol, char **lower,
+                       char *err, size_t errlen)
+{
+    pol->pub.prefix = rc->prefix;
+    if (rc->nsuffixes && (pol->suffix_lens = calloc(rc->nsuffixes, sizeof(size_t))) == NULL)
+        goto oom;
+    for (size_t k = 0; k < rc->nsuffixes; k++)
+        pol->suffix_lens[k] = strlen(rc->suffixes[k]);
+    if (rc->nlimits) {
+        struct px_limit_zone **z = calloc(rc->nlimits, sizeof(*z));
+        if (z == NULL)
+            goto oom;
+        pol->pub.zones = z;
+        pol->pub.nzones = rc->nlimits;
+        for (size_t k = 0; k < rc->nlimits; k++) {
+            if ((z[k] = px_limits_find(c->limits, rc->limits[k].name)) == NULL) {
+                snprintf(err, errlen, "[route %s]: no zone %s", rc->prefix, rc->limits[k].name);
+                return -1;
+            }
+        }
+    }
+    if (rc->nheader_sets && route_adds(c->cfg, rc, pol, lower) < 0)
+        goto oom;
+    return 0;
+oom:
+    snprintf(err, errlen, "out of memory building routes");
+    return -1;
+}
+
 /* Takes ownership of cfg, even on failure. */
 static struct conf_part *conf_part_new(struct px_config *cfg, char *err, size_t errlen)
 {
     const struct px_routes *cur = atomic_load(&current);
     struct conf_part *c = calloc(1, sizeof(*c));
-    size_t names = 0;
+    size_t names = 0, entries = 0;
     char *lower;
 
     if (c == NULL) {
@@ -255,10 +294,9 @@ static struct conf_part *conf_part_new(struct px_config *cfg, char *err, size_t 
     c->cfg = cfg;
     if ((c->limits = px_limits_build(cfg, cur ? cur->conf->limits : NULL, err, errlen)) == NULL)
         goto fail;
-    if (cfg->nroutes && (c->routes = calloc(cfg->nroutes, sizeof(*c->routes))) == NULL)
-        goto oom;
     for (size_t i = 0; i < cfg->nroutes; i++) {
         const struct px_route_conf *rc = &cfg->routes[i];
+        entries += rc->nhosts ? rc->nhosts : 1;
         if (rc->nheader_sets == 0)
             continue;
         for (size_t j = 0; j < cfg->nheaders; j++)
@@ -269,43 +307,34 @@ static struct conf_part *conf_part_new(struct px_config *cfg, char *err, size_t 
                 names += strlen(set->headers[j].name);
         }
     }
+    if (cfg->nroutes && ((c->policies = calloc(cfg->nroutes, sizeof(*c->policies))) == NULL ||
+                         (c->routes = calloc(entries, sizeof(*c->routes))) == NULL))
+        goto oom;
     if (names && (c->lower_names = malloc(names)) == NULL)
         goto oom;
     lower = c->lower_names;
     for (size_t i = 0; i < cfg->nroutes; i++) {
         const struct px_route_conf *rc = &cfg->routes[i];
-        struct route *rt = &c->routes[c->nroutes++];
-        rt->pub.prefix = rc->prefix;
-        rt->prefix = rc->prefix;
-        rt->prefix_len = rc->prefix_len;
-        rt->order = i;
-        if (rc->host) {
-            c->any_host = 1;
-            rt->host_kind = rc->host[0] == '*' ? HOST_WILD : HOST_EXACT;
-            rt->host = rc->host[0] == '*' ? rc->host + 1 : rc->host;
-            rt->host_len = strlen(rt->host);
-        }
-        rt->suffixes = (const char *const *)rc->suffixes;
-        rt->nsuffixes = rc->nsuffixes;
-        if (rc->nsuffixes && (rt->suffix_lens = calloc(rc->nsuffixes, sizeof(size_t))) == NULL)
-            goto oom;
-        for (size_t k = 0; k < rc->nsuffixes; k++)
-            rt->suffix_lens[k] = strlen(rc->suffixes[k]);
-        if (rc->nlimits) {
-            struct px_limit_zone **z = calloc(rc->nlimits, sizeof(*z));
-            if (z == NULL)
-                goto oom;
-            rt->pub.zones = z;
-            rt->pub.nzones = rc->nlimits;
-            for (size_t k = 0; k < rc->nlimits; k++) {
-                if ((z[k] = px_limits_find(c->limits, rc->limits[k].name)) == NULL) {
-                    snprintf(err, errlen, "[route %s]: no zone %s", rc->prefix, rc->limits[k].name);
-                    goto fail;
-                }
+        struct policy *pol = &c->policies[i];
+        if (policy_make(c, rc, pol, &lower, err, errlen) < 0)
+            goto fail;
+        for (size_t h = 0; h < (rc->nhosts ? rc->nhosts : 1); h++) {
+            struct route *rt = &c->routes[c->nroutes++];
+            rt->pub = &pol->pub;
+            rt->prefix = rc->prefix;
+            rt->prefix_len = rc->prefix_len;
+            rt->order = i;
+            rt->suffixes = (const char *const *)rc->suffixes;
+            rt->suffix_lens = pol->suffix_lens;
+            rt->nsuffixes = rc->nsuffixes;
+            if (rc->nhosts) {
+                const char *name = rc->hosts[h];
+                c->any_host = 1;
+                rt->host_kind = name[0] == '*' ? HOST_WILD : HOST_EXACT;
+                rt->host = name[0] == '*' ? name + 1 : name;
+                rt->host_len = strlen(rt->host);
             }
         }
-        if (rc->nheader_sets && route_adds(cfg, rc, rt, &lower) < 0)
-            goto oom;
     }
     qsort(c->routes, c->nroutes, sizeof(*c->routes), route_cmp);
     return c;
@@ -735,7 +764,7 @@ const struct px_route *px_routes_route(const struct px_routes *r, const char *ho
         break;
     }
     free(heap);
-    return found ? &found->pub : NULL;
+    return found ? found->pub : NULL;
 }
 
 struct px_limits *px_routes_limits(const struct px_routes *r)

@@ -34,7 +34,8 @@ struct px_name_ref {
 struct px_route_conf {
     char *prefix;            /* from "[route PREFIX]", as written ("/api/") */
     size_t prefix_len;       /* what is matched: prefix without its trailing '/' ("/api"); "/" is 1 */
-    char *host;              /* lowercase; "*.example.com" allowed; NULL = any host */
+    char **hosts;            /* lowercase, unique; "*.example.com" allowed; none = any host */
+    size_t nhosts;
     char **suffixes;         /* lowercase file extensions (".js"); none = any path */
     size_t nsuffixes;
     struct px_name_ref *limits;      /* [limit NAME] zones, in the order given */

@@ -271,7 +271,7 @@ static void test_every_key(void)
     if (cfg->nroutes == 1) {
         CHECK_STR(cfg->routes[0].prefix, "/api/");
         CHECK_INT(cfg->routes[0].prefix_len, 4);
-        CHECK_STR(cfg->routes[0].host, "api.example.com");
+        CHECK(cfg->routes[0].nhosts == 1 && strcmp(cfg->routes[0].hosts[0], "api.example.com") == 0);
         CHECK_INT(cfg->routes[0].nlimits, 1);
         if (cfg->routes[0].nlimits == 1) {
             CHECK_STR(cfg->routes[0].limits[0].name, "api");
@@ -439,7 +439,7 @@ static void test_errors(void)
         {BASE "[route /a/]\n[route /a/]\n", "t.ini:4: [route /a/]: conflicts with [route /a/] at line 3 (any host)"},
         {BASE "[route /a/]\nhost = A.com\n[route /a/]\nhost = a.com\n",
          "t.ini:5: [route /a/]: conflicts with [route /a/] at line 3 (host a.com)"},
-        {BASE "[route /a/]\nhost = a b\n", "t.ini:4: host: bad host name"},
+        {BASE "[route /a/]\nhost = a..b\n", "t.ini:4: host: bad host name"},
         {BASE "[route /a/]\nrate = 1\n", "t.ini:4: rate: unknown key in [route /a/]"},
         {BASE "[route /a/]\nlimit = a/b\n", "t.ini:4: limit: name may contain only"},
         /* [service NAME] */
@@ -669,10 +669,10 @@ static void test_services_and_routes(void)
     if (cfg->nroutes == 4) {
         CHECK_STR(cfg->routes[0].prefix, "/api/v1/sessions/");
         CHECK(cfg->routes[0].nlimits == 1 && strcmp(cfg->routes[0].limits[0].name, "chat") == 0);
-        CHECK(cfg->routes[0].host == NULL);
-        CHECK_STR(cfg->routes[1].host, "a.example.com");
+        CHECK_INT(cfg->routes[0].nhosts, 0);
+        CHECK(cfg->routes[1].nhosts == 1 && strcmp(cfg->routes[1].hosts[0], "a.example.com") == 0);
         CHECK_INT(cfg->routes[1].nlimits, 0);
-        CHECK_STR(cfg->routes[2].host, "b.example.com");
+        CHECK(cfg->routes[2].nhosts == 1 && strcmp(cfg->routes[2].hosts[0], "b.example.com") == 0);
         CHECK_INT(cfg->routes[3].nlimits, 0);
     }
     px_config_free(cfg);
@@ -828,6 +828,9 @@ static void test_route_policy_errors(void)
          "t.ini:5: [route /]: conflicts with [route /] at line 3 (any host, suffix .js)"},
         {BASE "[route /x]\nhost = a.com\nsuffix = .js\n[route /x/]\nhost = a.com\nsuffix = .js\n",
          "t.ini:6: [route /x/]: conflicts with [route /x] at line 3 (host a.com, suffix .js)"},
+        {BASE "[route /x]\nhost = a.com b.com\n[route /x]\nhost = c.com B.com\n",
+         "t.ini:5: [route /x]: conflicts with [route /x] at line 3 (host b.com)"},
+        {BASE "[route /x]\nhost = a.com A.com\n", "t.ini:4: host: duplicate host (got \"A.com\")"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         CHECK_LOAD_ERR(cases[i].text, cases[i].want);

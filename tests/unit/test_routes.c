@@ -165,7 +165,7 @@ static const char *ini_routes =
     "[route /api/v1/sessions/]\nlimit = chat\n"
     "[route /]\nsuffix = .js .css\nheaders = immutable\n"
     "[route /static/]\n"
-    "[route /api/]\nhost = api.example.com\n"
+    "[route /api/]\nhost = api.example.com api2.example.com\n"
     "[route /api]\nhost = *.example.com\n"
     "[route /api]\nhost = *.eu.example.com\n"
     "[route /app]\nsuffix = .js\n"
@@ -282,6 +282,7 @@ static void test_route_hosts(void)
         goto out;
     CHECK(exact != none && wild != none && deep != none && exact != wild && deep != wild);
     CHECK(multi == wild);  /* "*.example.com" takes any depth */
+    CHECK(px_routes_route(r, "api2.example.com", 16, "/api/y", 6) == exact); /* one route, two names */
     CHECK(other == none);  /* "*.example.com" is not example.com */
     CHECK(bad == none);
     CHECK_INT(none->nzones, 1);
