@@ -1059,10 +1059,26 @@ static void test_prod_config(void)
     CHECK_INT(cfg->redirect_https, 1);
     CHECK_STR(cfg->tls.certificate, "/etc/letsencrypt/live/example.com/fullchain.pem");
     CHECK_STR(cfg->tls.certificate_key, "/etc/letsencrypt/live/example.com/privkey.pem");
+    /* both sites' policies */
     CHECK_INT(cfg->nlimits, 2);
-    CHECK_INT(cfg->nroutes, 2);
-    CHECK(cfg->nservices == 1 && cfg->services[0].ntargets == 1);
-    CHECK(cfg->nservices == 1 && strcmp(cfg->services[0].targets[0].text, "127.0.0.1:3000") == 0);
+    if (cfg->nlimits == 2) {
+        CHECK_INT(cfg->limits[0].rate_milli_per_s, 10000);
+        CHECK_INT(cfg->limits[0].burst, 20);
+        CHECK_INT(cfg->limits[0].nodelay, 1);
+        CHECK_INT(cfg->limits[1].rate_milli_per_s, 5000);
+        CHECK_INT(cfg->limits[1].burst, 10);
+    }
+    CHECK_INT(cfg->nheader_sets, 3);
+    CHECK_INT(cfg->nroutes, 5);
+    if (cfg->nroutes == 5) {
+        CHECK_STR(cfg->routes[1].prefix, "/api/v1/sessions/");
+        CHECK(cfg->routes[1].nlimits == 1 && strcmp(cfg->routes[1].limits[0].name, "chat") == 0);
+        CHECK_INT(cfg->routes[2].nsuffixes, 9);
+        CHECK(cfg->routes[3].nhosts == 1 && strcmp(cfg->routes[3].hosts[0], "shop.example.com") == 0);
+    }
+    CHECK_INT(cfg->nservices, 2);
+    CHECK(cfg->nservices >= 1 && cfg->services[0].ntargets == 1);
+    CHECK(cfg->nservices >= 1 && strcmp(cfg->services[0].targets[0].text, "127.0.0.1:3000") == 0);
     px_config_free(cfg);
 }
 
