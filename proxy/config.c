@@ -1588,13 +1588,10 @@ static int suffixes_overlap(const struct px_route_conf *a, const struct px_route
         for (size_t j = 0; j < b->nsuffixes; j++) {
             const char *x = a->suffixes[i], *y = b->suffixes[j];
             size_t nx = strlen(x), ny = strlen(y);
-            if (nx > ny) {
-                const char *t = x;
-                x = y, y = t;
-                nx = ny, ny = strlen(y);
-            }
-            if (strcmp(y + (ny - nx), x) == 0) {
-                *which = x;
+            const char *shorter = nx <= ny ? x : y, *longer = nx <= ny ? y : x;
+            size_t ns = nx <= ny ? nx : ny, nl = nx <= ny ? ny : nx;
+            if (strcmp(longer + (nl - ns), shorter) == 0) {
+                *which = shorter;
                 return 1;
             }
         }
