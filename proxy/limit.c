@@ -391,8 +391,10 @@ static int zone_step(const struct px_limit_zone *z, const struct px_limit_key *k
  * One stripe lock is held at a time, so zones cannot deadlock. The price,
  * which nginx pays too (it locks one zone at a time as well): two workers
  * may both pass the look at an earlier zone and then both be charged, so
- * under a race an earlier zone's excess can end a request or so above its
- * burst. A single zone is exact: its look and charge are one step. */
+ * under a race an earlier zone can let through up to one request per other
+ * racing worker past its burst. A single zone is exact: its look and
+ * charge are one step. A key evicted between the look and the charge (it
+ * was idle) is charged as a new key. */
 void px_limit_check(struct px_limit_zone *const *zones, size_t n, const struct px_limit_key *key, uint64_t now_ms,
                     struct px_limit_result *res)
 {
