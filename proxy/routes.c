@@ -336,7 +336,8 @@ static struct conf_part *conf_part_new(struct px_config *cfg, char *err, size_t 
             }
         }
     }
-    qsort(c->routes, c->nroutes, sizeof(*c->routes), route_cmp);
+    if (c->nroutes > 1)
+        qsort(c->routes, c->nroutes, sizeof(*c->routes), route_cmp);
     return c;
 oom:
     snprintf(err, errlen, "out of memory building routes");
