@@ -5,9 +5,9 @@
  * head into a px_h1_request, fills a px_req (px_req_begin), and hands it to
  * px_req_dispatch(): shortcuts (health_path, ACME challenge, the port-80
  * redirect) -> [route] match -> body limit -> route policy (rate limits) ->
- * service -> service state -> upstream. A step that must wait parks the request (px_req_park): the
- * worker keeps it on a list with a timer and re-enters the pipeline where it
- * stopped. When the request is over, whatever the reason, the client side
+ * service -> service state -> upstream. A step that must wait parks the
+ * request (px_req_park): the worker keeps it on a list with a timer and
+ * re-enters the pipeline where it stopped. When the request is over, whatever the reason, the client side
  * calls px_req_finish() once: access log, per-target counts, unpin.
  *
  * The client side implements px_down_ops; upstream.c owns target choice,
