@@ -14,15 +14,19 @@ the ASan build: a leak or a sanitizer report fails the test.
 """
 
 import atexit
+import base64
 import calendar
 import glob
+import http.server
 import json
 import os
 import re
 import shutil
+import ssl
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 
@@ -252,6 +256,62 @@ class Issuance(AcmeClientCase):
         self.assertLess(r.elapsed, 5 * SLOW, r)
         for mark in SANITIZER_MARKS:
             self.assertNotIn(mark, r.err, r)
+
+    def test_renewal_info_window(self):
+        """A CA that offers renewalInfo (RFC 9773; a stub here, pebble 2.4.0
+        has none): the client asks {renewalInfo}/{certID} with the certID
+        of pebble's certificate -- base64url(AKI keyIdentifier) "."
+        base64url(serial), computed here from openssl's output -- and
+        reports the window."""
+        self.assertIssued(self.obtain("ari2.example.com"))
+        cert = os.path.join(self.out, "cert.pem")
+        _, text = openssl("x509", "-in", cert, "-noout", "-serial", "-ext", "authorityKeyIdentifier")
+        serial = bytes.fromhex(re.search(r"serial=([0-9A-F]+)", text).group(1).rjust(2, "0"))
+        if serial[0] & 0x80:
+            serial = b"\0" + serial
+        keyid = bytes.fromhex(re.search(r"([0-9A-F]{2}(:[0-9A-F]{2})+)", text.split("Identifier", 1)[1])
+                              .group(1).replace(":", ""))
+        b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+        cert_id = b64(keyid) + "." + b64(serial)
+        asked = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                base = "https://127.0.0.1:%d" % self.server.server_port
+                if self.path == "/dir":
+                    body = {"newNonce": base + "/nonce", "newAccount": base + "/acct", "newOrder": base + "/order",
+                            "renewalInfo": base + "/ari/"}
+                elif self.path.startswith("/ari/"):
+                    asked.append(self.path[len("/ari/"):])
+                    body = {"suggestedWindow": {"start": "2030-01-02T03:04:05Z", "end": "2030-01-03T03:04:05Z"}}
+                else:
+                    self.send_error(404)
+                    return
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(os.path.join(self.pb.tmp, "cert.pem"), os.path.join(self.pb.tmp, "key.pem"))
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        self.addCleanup(srv.server_close)
+        self.addCleanup(srv.shutdown)
+        argv = [acme_obtain_path(), "--directory", "https://127.0.0.1:%d/dir" % srv.server_port,
+                "--ca", self.pb.ca_bundle, "--accounts", self.accounts, "--renewal-info", cert]
+        p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30 * SLOW)
+        r = Run(p, 0)
+        self.assertEqual(r.rc, 0, r)
+        self.assertEqual(asked, [cert_id])
+        self.assertEqual(r.out.strip(), "renewal-info ok=1 %d %d" % (calendar.timegm((2030, 1, 2, 3, 4, 5)),
+                                                                      calendar.timegm((2030, 1, 3, 3, 4, 5))), r)
 
     def test_cancel_unpublishes(self):
         """Cancelled while the challenges are out (right after the first
