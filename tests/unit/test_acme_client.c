@@ -26,7 +26,9 @@
 #include "unit.h"
 
 /* CHECK_STR on px_acme_error's arrays: a failure message may be cut */
+#ifndef __clang__
 #pragma GCC diagnostic ignored "-Wformat-truncation"
+#endif
 
 /* A fixed P-256 key. d is arbitrary; x and y were derived from it by the
  * openssl command line, not by this code:
