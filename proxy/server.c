@@ -15,6 +15,7 @@
 
 #include <event2/event.h>
 
+#include "px/acme.h"
 #include "px/acme_manager.h"
 #include "px/challenge.h"
 #include "px/common.h"
@@ -529,7 +530,8 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
     px_routes_set_services_provider(services_provider, s);
     /* ACME: libcurl before any thread; the lineages on disk before the
      * first TLS part, so that they serve from the first handshake */
-    px_acme_global_init();
+    if (px_acme_global_init() < 0)
+        px_log_warn("acme: libcurl's global init failed");
     if (cfg->acme.enabled) {
         if (user)
             make_owned_dir(cfg->acme.config_dir, uid, gid);
@@ -668,7 +670,6 @@ void px_server_free(struct px_server *s)
         event_base_free(s->base);
     px_routes_shutdown();
     px_challenge_shutdown();
-    px_acme_global_cleanup();
     px_log_close();
     free(s->config_path);
     free(s);

@@ -131,9 +131,4 @@ void px_acme_manager_renew(struct px_acme_manager *m, int force, px_acme_renew_c
 /* The client of a cert renew went away: its answer goes nowhere. */
 void px_acme_manager_forget(struct px_acme_manager *m, void *arg);
 
-/* libcurl's global state, before any thread starts (px_server_new) and
- * after the last one ended. */
-void px_acme_global_init(void);
-void px_acme_global_cleanup(void);
-
 #endif

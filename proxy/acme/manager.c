@@ -9,7 +9,6 @@
 #include <strings.h>
 #include <time.h>
 
-#include <curl/curl.h>
 #include <event2/event.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
@@ -1244,16 +1243,4 @@ void px_acme_manager_forget(struct px_acme_manager *m, void *arg)
     for (struct waiter *w = m ? m->waiters : NULL; w; w = w->next)
         if (w->arg == arg)
             w->done = NULL;
-}
-
-/* ---- process-wide ---- */
-
-void px_acme_global_init(void)
-{
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
-void px_acme_global_cleanup(void)
-{
-    curl_global_cleanup();
 }
