@@ -62,7 +62,12 @@ $(B)/tests/test_config: tests/unit/test_config.c tests/unit/log_stub.c tests/uni
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -Itests/unit -o $@ $< tests/unit/log_stub.c $(B)/libpx.a $(LDFLAGS_ALL) $(PKG_LIBS)
 
-unit: all $(UNIT_BINS)
+unit: all $(UNIT_BINS) $(B)/acme-obtain
+
+# A test tool, not part of proxyd: px_acme_obtain against a CA with its own
+# HTTP-01 responder (tests/integration/test_acme_client.py).
+$(B)/acme-obtain: tests/acme_obtain.c $(B)/libpx.a $(B)/.flags
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(B)/libpx.a $(LDFLAGS_ALL) $(PKG_LIBS) $(shell pkg-config --libs libevent_extra)
 
 test: layers unit
 	python3 tests/run.py --build $(B)

@@ -60,7 +60,9 @@ struct px_acme_client_conf {
 /* How the client has its HTTP-01 answers served (by the manager's token
  * table on listen_http). publish() is called before the challenge is
  * triggered, unpublish() once the authorization is decided (or the op
- * ends). publish returns 0, or -1 (the op fails with "internal"). */
+ * ends, is cancelled or its client freed). publish returns 0, or -1 (the
+ * op fails with "internal"). Both are called from inside the client: they
+ * must not cancel an op or free the client. */
 struct px_acme_challenge_ops {
     int (*publish)(void *arg, const char *token, const char *key_authorization);
     void (*unpublish)(void *arg, const char *token);
@@ -78,36 +80,52 @@ struct px_acme_cert {
 };
 
 /* Exactly one of cert and err is non-NULL. Called once per op, never from
- * inside the call that started it. */
+ * inside the call that started it, from an event of its own: it may free
+ * the client or start other ops. The op is gone once it returns. */
 typedef void (*px_acme_done_fn)(void *arg, const struct px_acme_cert *cert, const struct px_acme_error *err);
 
+/* libcurl's global init (curl_global_init is not thread-safe): call it on
+ * the main thread before the workers start. px_acme_client_new calls it
+ * too (once); calling it again is a no-op. 0, or -1 when curl fails. */
+int px_acme_global_init(void);
+
 /* A client for one CA and account. NULL with a message in err (bad URL,
- * unreadable account files, curl init). */
+ * unreadable account files, curl init). Reads the account (if any) under
+ * accounts_dir now; registers one, when an op first needs it, with a new
+ * ES256 key (certbot's RSA accounts are not usable: skipped, logged).
+ * Requests go through one libcurl multi handle on base (the connection to
+ * the CA is reused), each with a 10 s connect and 30 s overall limit. */
 struct px_acme_client *px_acme_client_new(struct event_base *base, const struct px_acme_client_conf *conf, char *err,
                                           size_t errlen);
 /* Cancels every op in flight (no callbacks; published tokens are
  * unpublished). */
 void px_acme_client_free(struct px_acme_client *c);
 
-/* Obtain a certificate for names[0..n) (DNS names, lowercase): account
- * (loaded or registered), newOrder, HTTP-01 for every authorization,
- * finalize with a CSR for a new key, poll (Retry-After honoured, backoff
- * otherwise), download. badNonce is retried with the nonce it carries.
- * Progress goes to the error log at info level, prefixed with names[0].
- * The op gives up after timeout_ms in all ("timeout"). NULL only when out
- * of memory. */
+/* Obtain a certificate for names[0..n) (distinct lowercase DNS names, 1
+ * to 100; names[0] is the subject CN): account (loaded or registered),
+ * newOrder, HTTP-01 for every authorization not already valid (all tokens
+ * published, then all challenges triggered, then each authorization
+ * polled), finalize with a CSR for a new key, poll (Retry-After honoured,
+ * else 0.5 s doubling to 5 s), download. badNonce is retried with the
+ * nonce it carries (16 times). Progress goes to the error log at info
+ * level, prefixed with names[0]. The op gives up after timeout_ms in all
+ * ("timeout"; 0 = no limit). Bad arguments fail the op ("internal") through
+ * the callback. ch is copied. NULL only when out of memory. */
 struct px_acme_op *px_acme_obtain(struct px_acme_client *c, const char *const *names, size_t n,
                                   const struct px_acme_challenge_ops *ch, uint64_t timeout_ms, px_acme_done_fn done,
                                   void *arg);
 
-/* RFC 9773: the CA's suggested renewal window for a certificate (PEM).
- * done is called once: ok=1 with the window (Unix seconds), or ok=0 when
- * the CA offers no renewalInfo or asking failed (then renew by expiry). */
+/* RFC 9773: the CA's suggested renewal window for a certificate (PEM; the
+ * first certificate in it is asked about). done is called once, as for
+ * px_acme_obtain: ok=1 with the window (Unix seconds), or ok=0 when the CA
+ * offers no renewalInfo (pebble 2.4.0) or asking failed, within 60 s (then
+ * renew by expiry). Needs the directory only, not the account. */
 typedef void (*px_acme_window_fn)(void *arg, int ok, time_t start, time_t end);
 struct px_acme_op *px_acme_renewal_info(struct px_acme_client *c, const char *cert_pem, px_acme_window_fn done,
                                         void *arg);
 
-/* Stop an op: its callback is never called. */
+/* Stop an op: its callback is never called; its tokens are unpublished.
+ * Not for an op whose callback has run. NULL is a no-op. */
 void px_acme_op_cancel(struct px_acme_op *op);
 
 /* ======================================================================
