@@ -64,6 +64,7 @@ enum outcome { OUT_NONE, OUT_OK, OUT_FAILED };
 
 struct lineage {
     struct lineage *next;
+    struct px_acme_manager *m;
     char *name;
     char **want;                 /* the names to obtain it for */
     size_t nwant;
@@ -139,6 +140,7 @@ struct px_acme_manager {
     size_t nsvcs;
     int started;
     int store_ready;             /* px_acme_store_init succeeded */
+    int tls_built;               /* a TLS part was built with the lineages (listen_https) */
     struct px_acme_client *client;
     int client_stale;            /* settings changed: a new client before the next order */
     struct lineage *lineages;    /* the [acme] one first, then the services' */
@@ -258,7 +260,8 @@ static struct px_acme_sched sched_of(const struct px_acme_manager *m, const stru
 
 /* ---- lineages on disk ---- */
 
-/* (Re)read l from disk. Returns 1 when what it serves may have changed. */
+/* (Re)read l from disk. Returns 1 when the TLS part must be rebuilt: the
+ * version changed, or the one on disk is not the one served. */
 static int load(struct px_acme_manager *m, struct lineage *l)
 {
     struct px_acme_lineage d;
@@ -287,7 +290,7 @@ static int load(struct px_acme_manager *m, struct lineage *l)
         }
     }
     int after = l->present ? l->disk.version : 0;
-    return after != before || after != l->served_version;
+    return after != before || (m->tls_built && after != l->served_version);
 }
 
 static struct lineage *find(struct px_acme_manager *m, const char *name)
@@ -317,12 +320,8 @@ static void lineage_free(struct lineage *l)
 static void certs_changed(struct px_acme_manager *m)
 {
     char err[1024];
-    if (m->hooks.certs_changed && m->hooks.certs_changed(m->hooks.arg, err, sizeof(err)) < 0) {
+    if (m->hooks.certs_changed && m->hooks.certs_changed(m->hooks.arg, err, sizeof(err)) < 0)
         px_log_error("acme: serving the new certificates failed, the current ones stay: %s", err);
-        return;
-    }
-    for (struct lineage *l = m->lineages; l; l = l->next)
-        l->served_version = l->present ? l->disk.version : 0;
 }
 
 /* ---- waiters (cert renew) ---- */
@@ -627,6 +626,7 @@ static void run_queue(struct px_acme_manager *m)
 static void on_window(void *arg, int ok, time_t start, time_t end)
 {
     struct lineage *l = arg;
+    struct px_acme_manager *m = l->m;
     l->ari = NULL;
     if (!ok)
         return;
@@ -639,9 +639,12 @@ static void on_window(void *arg, int ok, time_t start, time_t end)
     l->window_start_ms = s;
     l->window_end_ms = e;
     l->window_at_ms = px_acme_window_pick(s, e, r);
-    /* the next timer run looks again */
-    if (l->window_at_ms < l->next_check_ms)
+    px_log_info("acme %s: the CA suggests renewing between %lld and %lld (Unix time)", l->name,
+                (long long)start, (long long)end);
+    if (l->window_at_ms < l->next_check_ms && !l->running && !l->queued) {
         l->next_check_ms = l->window_at_ms;
+        arm(m);
+    }
 }
 
 static char *read_small(const char *path)
@@ -744,6 +747,7 @@ static struct lineage *want(struct px_acme_manager *m, const char *name, char *c
             free(l);
             return NULL;
         }
+        l->m = m;
         /* [acme]'s lineage first, the services' after it in their order */
         struct lineage **pp = &m->lineages;
         if (service)
@@ -958,10 +962,12 @@ int px_acme_manager_start(struct px_acme_manager *m, char *err, size_t errlen)
     for (struct lineage *l = m->lineages; l; l = l->next)
         l->next_check_ms = now;
     int rc = 0;
-    if (px_acme_store_init(m->config_dir, err, errlen) < 0)
+    struct px_acme_error e;
+    /* the tree, and the client now (renewalInfo is asked before anything is due) */
+    if (ready(m, &e) < 0) {
+        snprintf(err, errlen, "%s", e.detail);
         rc = -1;
-    else
-        m->store_ready = 1;
+    }
     arm(m);
     return rc;
 }
@@ -1074,6 +1080,16 @@ struct px_tls *px_acme_manager_build_tls(struct px_acme_manager *m, const struct
     c.sni = sni;
     c.nsni = n;
     struct px_tls *t = px_tls_build(&c, prev, err, errlen);
+    if (t) {
+        /* what the new part serves (a lineage is in it when one of its names is) */
+        m->tls_built = 1;
+        for (struct lineage *l = m->lineages; l; l = l->next) {
+            l->served_version = 0;
+            for (size_t j = conf->nsni; l->present && j < n && !l->served_version; j++)
+                if (sni[j].cert == l->disk.fullchain)
+                    l->served_version = l->disk.version;
+        }
+    }
     free(sni);
     return t;
 }
