@@ -74,7 +74,7 @@ struct lineage {
     /* on disk */
     int present;                 /* disk is filled */
     struct px_acme_lineage disk;
-    char load_err[256];          /* a broken lineage on disk: why */
+    char load_err[512];          /* a broken lineage on disk: why */
     int served_version;          /* the version the TLS part has (0 none) */
     /* the schedule */
     int64_t next_check_ms;
