@@ -129,65 +129,119 @@ struct px_acme_op *px_acme_renewal_info(struct px_acme_client *c, const char *ce
 void px_acme_op_cancel(struct px_acme_op *op);
 
 /* ======================================================================
- * proxy/acme/store.c: certbot's layout, the lock, the hooks
+ * proxy/acme/store.c: certbot's layout, the lock; proxy/acme/hooks.c: the hooks
+ *
+ * A lineage certbot made is used as is, and certbot can go on using one
+ * proxyd made (`certbot certificates` lists it; `certbot renew` renews it,
+ * with the standalone authenticator, when proxyd does not hold port 80).
+ * Synchronous file I/O (a few small files, fsynced): main thread only, at
+ * renewal time. proxyd writes these files as the user it runs as (after
+ * `user =`): config_dir must be that user's, and px_acme_store_init runs
+ * after the privilege drop (else what it creates is root's).
  * ====================================================================== */
 
 /* A lineage on disk: what live/NAME points at. */
 struct px_acme_lineage {
     char name[256];
-    int version;                       /* N of the archive files live/ points at; 0 = none yet */
-    char live_dir[4096];               /* config_dir/live/NAME */
-    char fullchain[4096], privkey[4096]; /* live/NAME/fullchain.pem, privkey.pem */
-    char **names;                      /* the certificate's DNS names (SAN), owned */
+    int version;                         /* N of the archive files live/ points at; 0 = none yet */
+    char live_dir[4096];                 /* config_dir/live/NAME */
+    char fullchain[4096], privkey[4096]; /* live/NAME/fullchain.pem, privkey.pem (the links) */
+    char **names;                        /* the certificate's DNS names (SAN, lowercase; the CN if
+                                          * it has none), owned */
     size_t nnames;
     time_t not_before, not_after;
 };
 
-/* Create config_dir and its subdirectories with certbot's modes (0700 for
- * accounts/, archive/, live/; 0755 for renewal/ and renewal-hooks/{pre,
- * deploy,post}/). Existing ones are left as they are. -1 with a message. */
+/* Create config_dir (mkdir -p, 0755) and its subdirectories with certbot's
+ * modes (0700 for accounts/, archive/, live/; 0755 for renewal/ and
+ * renewal-hooks/{pre,deploy,post}/), whatever the umask. Existing ones are
+ * left as they are. -1 with a message (e.g. a file where a directory
+ * belongs). */
 int px_acme_store_init(const char *config_dir, char *err, size_t errlen);
 
 /* Read lineage NAME (works on a lineage certbot made): 1 found and filled,
- * 0 none (no live/NAME), -1 broken (message in err). Free with
- * px_acme_lineage_clear. */
+ * 0 none (no live/NAME, or one with neither fullchain.pem nor privkey.pem:
+ * out->live_dir and the paths are still filled, version 0), -1 broken
+ * (message in err, out cleared): a link missing, dangling or not into
+ * archive/ as KINDN.pem, fullchain.pem and privkey.pem at different N (an
+ * interrupted update), no certificate or key in them, a key that is not the
+ * certificate's. version is N of the links' targets; names and dates come
+ * from the leaf (the first certificate of fullchain.pem). Paths in out are
+ * config_dir as given + "/live/...". Free with px_acme_lineage_clear (NULL
+ * and cleared ones are fine). A lineage name is one path component, not
+ * starting with '.'. */
 int px_acme_store_load(const char *config_dir, const char *name, struct px_acme_lineage *out, char *err,
                        size_t errlen);
 void px_acme_lineage_clear(struct px_acme_lineage *l);
 
-/* Write a new version N+1 of lineage NAME: archive files (key 0600), then
- * live/ symlinks switched atomically (each link made under a temp name and
- * renamed over the old one), then renewal/NAME.conf (directory URL, names,
- * version). fsyncs what it writes. On success fills out (may be NULL).
- * -1 with a message; a failure before the links switch leaves live/ as it
- * was. */
+/* Write a new version of lineage NAME, N = the highest version of any
+ * archive/NAME/ file + 1 (certbot's rule): the certificate's key and leaf
+ * are checked first (a key that is not the leaf's is refused, nothing
+ * written); then the archive files (cert, chain, fullchain 0644; privkey
+ * 0600 plus the group bits and group of the current key, as certbot does),
+ * then renewal/NAME.conf, then the live/ links, each made under a temp name
+ * and renamed over the old one (certbot's relative ../../archive/NAME/
+ * targets), and live/README files as certbot writes them. fsyncs what it
+ * writes. On success fills out (may be NULL; its version is N).
+ *
+ * renewal/NAME.conf is certbot's (configobj) format, edited in place when
+ * it exists: proxyd sets archive_dir, cert, privkey, chain, fullchain (the
+ * absolute paths under realpath(config_dir)) and proxyd_domains (names,
+ * space-separated: certbot reads the names from the certificate, and keeps
+ * this key when it rewrites the file); in [renewalparams] server (=
+ * directory_url; when it changes, the old server's `account` line goes),
+ * key_type = ecdsa, elliptic_curve and config_dir when present, and
+ * authenticator = standalone when missing. The rest (account, webroot and
+ * plugin settings, comments) is left as it is; an unchanged file is not
+ * rewritten. A new one has version = 2.1.0 (the certbot format written).
+ *
+ * -1 with a message. A failure before the links switch leaves live/ as it
+ * was and removes the files of version N (and a live/NAME it had just
+ * made); a failure among the four link renames puts the switched ones back
+ * first. */
 int px_acme_store_save(const char *config_dir, const char *name, const char *directory_url,
                        const char *const *names, size_t nnames, const struct px_acme_cert *cert,
                        struct px_acme_lineage *out, char *err, size_t errlen);
 
 /* The lock that keeps two renewals (two proxyd, or proxyd and certbot) from
- * running at once: flock on config_dir/.proxyd.lock (certbot locks its own
- * directories; this lock is ours). Returns a fd >= 0, -1 when held by
- * someone else (EWOULDBLOCK) or on error (message in err). */
+ * running at once: certbot's own lock file, config_dir/.certbot.lock (0600),
+ * with an open-file-description write lock (F_OFD_SETLK), which conflicts
+ * with certbot's lockf() and with any other OFD lock on it, this process's
+ * included; never blocks. Returns a fd >= 0 (close-on-exec; hold it for the
+ * whole renewal, hooks included), or -1 when held by someone else or on
+ * error (message in err). While proxyd holds it, certbot run on the same
+ * config_dir says "Another instance of Certbot is already running". */
 int px_acme_store_lock(const char *config_dir, char *err, size_t errlen);
 void px_acme_store_unlock(int fd);
 
 /* Run the executables of config_dir/renewal-hooks/KIND/ (KIND "pre",
- * "deploy", "post"), one after another in byte order of their names, with
- * RENEWED_LINEAGE=live_dir and RENEWED_DOMAINS="a b c" in the environment
- * (for "deploy"; pre and post get them too, as far as known). Each gets
- * timeout_ms, then SIGTERM, then SIGKILL; its stdout and stderr are logged
- * line by line at info level ("hook deploy/10-reload: ..."); a failing hook
- * is logged and the next one runs. Asynchronous on base (a child watcher,
- * never waitpid blocking); done(arg, nfailed) once all ran. Returns NULL
- * (and calls nothing) when there is no such directory or nothing executable
- * in it. */
+ * "deploy", "post") one after another, in byte order of their names
+ * (strcmp). Which: certbot's rule (regular files after symlinks that this
+ * process may execute, not ending in '~') and not starting with '.'. A file
+ * without a #! line runs under /bin/sh, as certbot's `sh -c` would run it.
+ * Environment: proxyd's, plus RENEWED_LINEAGE=live_dir (when non-NULL) and
+ * RENEWED_DOMAINS="a b c" (when domains is non-NULL); stdin /dev/null; cwd
+ * proxyd's; uid and gid proxyd's (after `user =`: hooks have that user's
+ * rights only). Each hook is a process group of its own. Its stdout and
+ * stderr are logged line by line at info level ("hook deploy/10-reload:
+ * ..."). After timeout_ms (0 = no limit) its group gets SIGTERM, and
+ * SIGKILL 2 s later; a hook that exits non-zero, dies of a signal, runs
+ * out of time or cannot be started counts as failed, is logged, and the
+ * next one runs. A hook is over when its process exits (a daemon it
+ * started may keep running). Asynchronous on base (px/child.h: a pidfd per
+ * hook, never a blocking waitpid, no SIGCHLD handler); done(arg, nfailed)
+ * once all ran, never from inside px_acme_hooks_run; the handle is freed
+ * before done is called (do not cancel it there or after). Returns NULL
+ * (and calls nothing) when there is no such directory, nothing executable
+ * in it, or no memory. */
 struct px_acme_hooks;
 typedef void (*px_acme_hooks_done_fn)(void *arg, int nfailed);
 struct px_acme_hooks *px_acme_hooks_run(struct event_base *base, const char *config_dir, const char *kind,
                                         const char *live_dir, const char *const *domains, size_t ndomains,
                                         uint64_t timeout_ms, px_acme_hooks_done_fn done, void *arg);
-/* Kill what still runs (SIGKILL, reaped); no callback. */
+/* Stop: the running hook's process group gets SIGKILL and the hook is
+ * reaped (waiting up to 1 s for it; past that it is reaped later on base);
+ * the rest do not run; done is never called. NULL is fine. */
 void px_acme_hooks_cancel(struct px_acme_hooks *h);
 
 #endif
