@@ -555,8 +555,7 @@ static void attempt_start(struct px_acme_manager *m, struct lineage *l)
     char err[512] = "";
     if ((a->lock_fd = px_acme_store_lock(m->config_dir, err, sizeof(err))) < 0) {
         a->failed = 1;
-        set_err(&a->err, "locked", "%s/.proxyd.lock: %s", m->config_dir,
-                err[0] ? err : "another renewal (proxyd or certbot) holds it");
+        set_err(&a->err, "locked", "%s", err[0] ? err : "another renewal (proxyd or certbot) holds config_dir's lock");
         attempt_end(a);
         return;
     }

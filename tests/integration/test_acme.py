@@ -10,6 +10,7 @@ certbot-style lineage on disk served as it is."""
 
 import json
 import os
+import shutil
 import socket
 import ssl
 import stat
@@ -19,7 +20,7 @@ import unittest
 
 import pebble
 from harness import (Client, ProxyTestCase, RecordingBackend, Reader, SLOW, build_dir, free_port, http_response,
-                     make_certs, request_bytes, shared_certs, tls_config, wait_until)
+                     shared_certs, tls_config, wait_until)
 
 PROXYCTL = os.path.join(build_dir(), "proxyctl")
 SKIP = pebble.available()
@@ -43,12 +44,22 @@ class Ctl:
         return "<proxyctl rc=%s stdout=%r stderr=%r>" % (self.rc, self.out[-2000:], self.err[-2000:])
 
 
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
 class TlsConn(Client):
-    """A TLS client connection verified against pebble's root (SNI = name)."""
+    """A TLS client connection verified against pebble's root (SNI = name);
+    one context per root, so that a session can be offered again."""
+
+    _contexts = {}
 
     def __init__(self, port, name, roots, session=None, timeout=5.0):
-        ctx = ssl.create_default_context(cadata=roots)
-        ctx.set_alpn_protocols(["http/1.1"])
+        ctx = self._contexts.get(roots)
+        if ctx is None:
+            ctx = self._contexts[roots] = ssl.create_default_context(cadata=roots)
+            ctx.set_alpn_protocols(["http/1.1"])
         self.timeout = timeout * SLOW
         raw = socket.create_connection(("127.0.0.1", port), timeout=5)
         try:
@@ -63,8 +74,7 @@ class TlsConn(Client):
 
 
 def pem_der(path):
-    with open(path) as f:
-        return ssl.PEM_cert_to_DER_cert(f.read())
+    return ssl.PEM_cert_to_DER_cert(read(path))
 
 
 @unittest.skipIf(SKIP, SKIP)
@@ -137,14 +147,14 @@ class Issuance(AcmeCase):
         self.assertGreaterEqual(c["days_left"], 365)  # pebble: 5 years
 
         # HTTP-01 was answered on the plain listener, Host with its port, before the redirect
-        lines = [json.loads(l) for l in p.access_log_lines()]
+        lines = p.access_log_lines()
         ch = [l for l in lines if l["path"].startswith("/.well-known/acme-challenge/")]
         self.assertTrue(ch, lines)
         self.assertTrue(all(l["status"] == 200 and not l["tls"] for l in ch), ch)
         self.assertEqual({l["host"] for l in ch}, {"%s:%d" % (n, self.http_port) for n in NAMES})
         # the tokens are gone once the order is done
-        r = Client(p.port).request("GET", ch[0]["path"], host="example.test")
-        self.assertEqual(r.status, 404)
+        with Client(p.port) as cl:
+            self.assertEqual(cl.request("GET", ch[0]["path"], host="example.test").status, 404)
 
         # certbot's layout, links and modes
         le = os.path.join(p.tmp, "le")
@@ -156,8 +166,7 @@ class Issuance(AcmeCase):
             self.assertEqual(os.readlink(link), "../../archive/example.test/%s1.pem" % f)
         self.assertEqual(stat.S_IMODE(os.stat(self.live(p, "example.test", "privkey.pem")).st_mode) & 0o077, 0)
         self.assertTrue(os.path.isfile(os.path.join(le, "renewal", "example.test.conf")))
-        with open(self.live(p, "example.test", "fullchain.pem")) as f:
-            self.assertEqual(f.read().count("BEGIN CERTIFICATE"), 2)  # leaf + intermediate
+        self.assertEqual(read(self.live(p, "example.test", "fullchain.pem")).count("BEGIN CERTIFICATE"), 2)
 
         # served by SNI for both names, chaining to pebble's root (verified by the client)
         for name in NAMES:
@@ -179,7 +188,6 @@ class Issuance(AcmeCase):
 
     def test_forced_renewal_runs_hooks_and_keeps_connections(self):
         # hooks first: the manager leaves existing directories as they are
-        tmp_hooks = {}
         p = self.acme_proxy(start=False)
         log = os.path.join(p.tmp, "hooks.log")
         hooks = os.path.join(p.tmp, "le", "renewal-hooks")
@@ -197,12 +205,11 @@ class Issuance(AcmeCase):
                 f.write("#!/bin/sh\necho \"%s/%s|$RENEWED_LINEAGE|$RENEWED_DOMAINS\" >> %s\n%s\n"
                         % (kind, name, log, extra))
             os.chmod(path, 0o755)
-            tmp_hooks[name] = path
         with open(os.path.join(hooks, "deploy", "30-not-executable"), "w") as f:
             f.write("#!/bin/sh\necho never >> %s\n" % log)
         p.start()
         self.wait_version(p, "example.test", 1)
-        wait_until(lambda: os.path.exists(log) and "post/" in open(log).read(), 5)
+        wait_until(lambda: os.path.exists(log) and "post/" in read(log), 5)
         os.remove(log)  # the first issuance ran them too; look at the renewal's
         v1 = pem_der(self.live(p, "example.test", "cert.pem"))
 
@@ -219,13 +226,12 @@ class Issuance(AcmeCase):
         self.assertEqual(r.json()["failed"], [])
 
         # hooks: pre, deploy in byte order (a failing one does not stop the rest), post
-        with open(log) as f:
-            ran = f.read().split()
+        ran = read(log).splitlines()
         live_dir = os.path.join(p.tmp, "le", "live", "example.test")
         doms = " ".join(NAMES)
-        self.assertEqual([l.split("|")[0] for l in open(log).read().splitlines()],
+        self.assertEqual([l.split("|")[0] for l in ran],
                          ["pre/10-pre", "deploy/10-first", "deploy/15-fails", "deploy/20-second", "post/10-post"], ran)
-        for l in open(log).read().splitlines():
+        for l in ran:
             _, lin, dm = l.split("|")
             self.assertEqual((lin, dm), (live_dir, doms), l)
         text = p.error_log_text()
@@ -306,7 +312,6 @@ class Issuance(AcmeCase):
         self.assertNotIn("app", [s["name"] for s in r.json()["services"]])
 
     def make_tmp(self):
-        import shutil
         import tempfile
         d = tempfile.mkdtemp(prefix="proxyd-acme-")
         self.addCleanup(shutil.rmtree, d, True)
@@ -367,64 +372,45 @@ class CaDown(AcmeCase):
         self.assertEqual(self.served_der(p, "example.test"), v1)
 
 
-@unittest.skipIf(SKIP, SKIP)
 class CertbotLineage(ProxyTestCase):
-    """A lineage in certbot's layout, made before proxyd starts, is served as
-    it is: no order (the CA here does not even exist)."""
+    """A lineage certbot made (tests/unit/fixtures/certbot: certbot 2.1
+    against pebble), on disk before proxyd starts, is served as it is: no
+    order (the CA here does not even exist)."""
 
-    def make_lineage(self, le, name, certs):
-        crt, key = certs.other_ec
-        arch = os.path.join(le, "archive", name)
-        live = os.path.join(le, "live", name)
-        os.makedirs(arch, 0o700)
-        os.makedirs(live, 0o700)
-        os.makedirs(os.path.join(le, "renewal"))
-        pem = open(crt).read()
-        files = {"cert": pem, "chain": open(certs.ca).read(), "fullchain": pem + open(certs.ca).read(),
-                 "privkey": open(key).read()}
-        for f, text in files.items():
-            path = os.path.join(arch, "%s1.pem" % f)
-            with open(path, "w") as out:
-                out.write(text)
-            os.chmod(path, 0o600 if f == "privkey" else 0o644)
-            os.symlink("../../archive/%s/%s1.pem" % (name, f), os.path.join(live, f + ".pem"))
-        with open(os.path.join(le, "renewal", name + ".conf"), "w") as out:
-            out.write("# renew_before_expiry = 30 days\nversion = 2.1.0\n"
-                      "archive_dir = {le}/archive/{n}\ncert = {le}/live/{n}/cert.pem\n"
-                      "privkey = {le}/live/{n}/privkey.pem\nchain = {le}/live/{n}/chain.pem\n"
-                      "fullchain = {le}/live/{n}/fullchain.pem\n\n[renewalparams]\nauthenticator = standalone\n"
-                      "server = https://127.0.0.1:1/dir\n".format(le=le, n=name))
+    FIXTURE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "unit", "fixtures",
+                           "certbot")
+
+    def status(self, p):
+        r = subprocess.run([PROXYCTL, "--socket", os.path.join(p.tmp, "control.sock"), "cert", "status", "--json"],
+                           stdout=subprocess.PIPE, timeout=10 * SLOW)
+        return [c for c in json.loads(r.stdout)["certificates"] if c["source"] == "acme"][0]
 
     def test_existing_lineage_served_without_issuing(self):
-        certs = shared_certs() or make_certs(self.tmpdir())
         p = self.proxy(start=False)
         le = os.path.join(p.tmp, "le")
-        self.make_lineage(le, "other.test", certs)
+        shutil.copytree(self.FIXTURE, le, symlinks=True)
+        for d in ("live", "archive"):
+            os.chmod(os.path.join(le, d), 0o700)
         p.write_config("[proxy]\nlisten_https = 127.0.0.1:0\n%s\n[acme]\nenabled = yes\n"
-                       "directory = https://127.0.0.1:1/dir\ndomains = other.test\nconfig_dir = %s\n"
-                       "renew_before = 1d\n[service web]\ntargets = 127.0.0.1:9\n" % (tls_config(certs), le))
+                       "directory = https://127.0.0.1:1/dir\ndomains = %s\nconfig_dir = %s\n"
+                       "[service web]\ntargets = 127.0.0.1:9\n" % (tls_config(), " ".join(NAMES), le))
         p.start()
-        r = subprocess.run([PROXYCTL, "--socket", os.path.join(p.tmp, "control.sock"), "cert", "status", "--json"],
-                           stdout=subprocess.PIPE, timeout=10 * SLOW)
-        c = [c for c in json.loads(r.stdout)["certificates"] if c["source"] == "acme"][0]
+        c = self.status(p)
         self.assertEqual((c["name"], c["version"], c["served"], c["state"], c["last_attempt"]),
-                         ("other.test", 1, True, "valid", None), c)
-        ctx = ssl.create_default_context(cafile=certs.ca)
-        with socket.create_connection(("127.0.0.1", p.https_port), timeout=5) as raw:
-            with ctx.wrap_socket(raw, server_hostname="other.test") as s:
-                self.assertEqual(s.getpeercert(binary_form=True), pem_der(certs.other_ec[0]))
+                         ("example.test", 1, True, "valid", None), c)
+        self.assertEqual(sorted(c["hosts"]), sorted(NAMES))
+        want = pem_der(os.path.join(le, "archive", "example.test", "cert1.pem"))
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE  # the pebble that issued it is long gone
+        for name in NAMES:
+            with socket.create_connection(("127.0.0.1", p.https_port), timeout=5) as raw:
+                with ctx.wrap_socket(raw, server_hostname=name) as s:
+                    self.assertEqual(s.getpeercert(binary_form=True), want, name)
         time.sleep(0.3)  # the first check has run: still nothing ordered
-        r = subprocess.run([PROXYCTL, "--socket", os.path.join(p.tmp, "control.sock"), "cert", "status", "--json"],
-                           stdout=subprocess.PIPE, timeout=10 * SLOW)
-        c = [c for c in json.loads(r.stdout)["certificates"] if c["source"] == "acme"][0]
+        c = self.status(p)
         self.assertIsNone(c["last_attempt"], c)
-
-    def tmpdir(self):
-        import shutil
-        import tempfile
-        d = tempfile.mkdtemp(prefix="proxyd-acme-")
-        self.addCleanup(shutil.rmtree, d, True)
-        return d
+        self.assertEqual(c["version"], 1)
 
 
 class NotConfigured(ProxyTestCase):
