@@ -8,6 +8,7 @@ CA gone -> the renewal fails, the old certificate serves, a retry follows;
 a renewal that comes due by itself; deploy --tls, across a restart; a
 certbot-style lineage on disk served as it is."""
 
+import atexit
 import json
 import os
 import shutil
@@ -77,23 +78,40 @@ def pem_der(path):
     return ssl.PEM_cert_to_DER_cert(read(path))
 
 
+_PEBBLES = {}
+
+
+def shared_pebble(nonce_reject=0, validity_s=None):
+    """One pebble per setting for the whole module (the runner runs each test
+    on its own, so class fixtures would be torn down after the first); the
+    proxies of the tests listen on its http_port one after the other."""
+    key = (nonce_reject, validity_s)
+    pb = _PEBBLES.get(key)
+    if pb is None or any(p.poll() is not None for p in pb.procs):
+        if pb is not None:
+            pb.stop()
+        pb = _PEBBLES[key] = pebble.Pebble(http_port=free_port(), nonce_reject=nonce_reject, validity_s=validity_s)
+        pb.roots = pb.issuer_roots()
+        atexit.register(pb.stop)
+    return pb
+
+
 @unittest.skipIf(SKIP, SKIP)
 class AcmeCase(ProxyTestCase):
-    """A pebble for the class (the proxies of its tests listen on its
-    http_port one after the other); tests that need their own start it."""
-
     nonce_reject = 0
     validity_s = None
+    own_pebble = False  # a pebble of its own, stopped after the test (one that stops it)
 
-    @classmethod
-    def setUpClass(cls):
-        cls.http_port = free_port()
-        cls.pb = pebble.Pebble(http_port=cls.http_port, nonce_reject=cls.nonce_reject, validity_s=cls.validity_s)
-        cls.roots = cls.pb.issuer_roots()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.pb.stop()
+    def setUp(self):
+        if self.own_pebble:
+            self.pb = pebble.Pebble(http_port=free_port(), nonce_reject=self.nonce_reject,
+                                    validity_s=self.validity_s)
+            self.addCleanup(self.pb.stop)
+            self.pb.roots = self.pb.issuer_roots()
+        else:
+            self.pb = shared_pebble(self.nonce_reject, self.validity_s)
+        self.http_port = self.pb.http_port
+        self.roots = self.pb.roots
 
     def acme_proxy(self, domains=NAMES, extra_acme="", extra="", pb=None, tmp=None, start=True, **kw):
         pb = pb or self.pb
@@ -341,6 +359,8 @@ class DueByExpiry(AcmeCase):
 
 
 class CaDown(AcmeCase):
+    own_pebble = True
+
     def test_renewal_fails_old_certificate_serves_and_retries(self):
         p = self.acme_proxy()
         self.wait_version(p, "example.test", 1)
