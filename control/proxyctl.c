@@ -27,7 +27,7 @@ enum { EXIT_DONE = 0, EXIT_REFUSED = 1, EXIT_USAGE = 2, EXIT_UNREACHABLE = 3 };
 #define LIMIT_MARGIN_MS 30000         /* on top of what the daemon may take */
 #define LIMIT_DEFAULT_MS 30000        /* commands that answer at once */
 #define LIMIT_ROLLBACK_MS (10 * 60000) /* rollback uses the service's stored timeouts */
-#define LIMIT_CERT_RENEW_MS (5 * 60000)
+#define LIMIT_CERT_RENEW_MS (20 * 60000) /* an order (5 min at most) and three hook directories */
 
 struct invocation {
     const char *socket;

@@ -113,15 +113,16 @@ class AcmeCase(ProxyTestCase):
         self.http_port = self.pb.http_port
         self.roots = self.pb.roots
 
-    def acme_proxy(self, domains=NAMES, extra_acme="", extra="", pb=None, tmp=None, start=True, **kw):
+    def acme_proxy(self, domains=NAMES, extra_acme="", extra="", extra_proxy="", tls=None, pb=None, tmp=None,
+                   start=True, **kw):
         pb = pb or self.pb
         self.b = getattr(self, "b", None) or self.backend(RecordingBackend, response=hello)
         config = ("[proxy]\nlisten_http = 127.0.0.1:%d\nlisten_https = 127.0.0.1:0\nredirect_https = yes\n"
-                  "state_file = %s/state.json\n\n%s\n"
+                  "state_file = %s/state.json\n%s\n%s\n"
                   "[acme]\nenabled = yes\ndirectory = %s\nca_bundle = %s\ndomains = %s\nconfig_dir = %s/le\n"
                   "email = ops@example.test\nretry_interval = 1s\ncheck_interval = 1h\n%s\n"
                   "[service web]\ntargets = %s\n%s"
-                  % (pb.http_port, tmp or "{tmp}", tls_config(), pb.directory, pb.ca_bundle, " ".join(domains),
+                  % (pb.http_port, tmp or "{tmp}", extra_proxy, tls or tls_config(), pb.directory, pb.ca_bundle, " ".join(domains),
                      tmp or "{tmp}", extra_acme, self.b.addr, extra))
         return self.proxy(config, start=start, **kw)
 
@@ -274,6 +275,13 @@ class Issuance(AcmeCase):
     def test_renew_without_force_skips_what_is_not_due(self):
         p = self.acme_proxy()
         self.wait_version(p, "example.test", 1)
+        cert = pem_der(self.live(p, "example.test", "cert.pem"))
+        # a reload (SIGHUP) and a cert reload keep serving the lineage
+        p.reload(p.config_text)
+        self.assertEqual(self.served_der(p, "www.example.test"), cert)
+        r = self.ctl(p, "cert", "reload", "--json")
+        self.assertEqual((r.rc, r.json()), (0, {"loaded": 2}), r)
+        self.assertEqual(self.served_der(p, "example.test"), cert)
         r = self.ctl(p, "cert", "renew", "--json")
         self.assertEqual(r.rc, 0, r)
         self.assertEqual((r.json()["renewed"], r.json()["skipped"]), ([], ["example.test"]))
@@ -334,6 +342,46 @@ class Issuance(AcmeCase):
         d = tempfile.mkdtemp(prefix="proxyd-acme-")
         self.addCleanup(shutil.rmtree, d, True)
         return d
+
+
+@unittest.skipUnless(os.geteuid() == 0, "needs root (to drop to nobody)")
+class Privileges(AcmeCase):
+    def test_config_dir_and_hooks_belong_to_user(self):
+        import pwd
+        nobody = pwd.getpwnam("nobody")
+        p = self.acme_proxy(start=False)
+        # what nobody must read after the drop: the CA's bundle, and the [tls] files (a renewal
+        # rebuilds the TLS part from them)
+        certs = shared_certs()
+        pair = []
+        for src in certs.ec + (self.pb.ca_bundle,):
+            dst = os.path.join(p.tmp, os.path.basename(src))
+            shutil.copyfile(src, dst)
+            os.chmod(dst, 0o644)
+            pair.append(dst)
+        os.chmod(p.tmp, 0o711)
+        p.write_config(self.acme_proxy_config_text(p, pair))
+        p.start()
+        le = os.path.join(p.tmp, "le")
+        self.assertEqual(os.stat(le).st_uid, nobody.pw_uid)  # made for the user at start
+        self.wait_version(p, "example.test", 1)
+        for path in ("archive/example.test/privkey1.pem", "live/example.test", "renewal/example.test.conf",
+                     "accounts", "renewal-hooks/deploy"):
+            self.assertEqual(os.lstat(os.path.join(le, path)).st_uid, nobody.pw_uid, path)
+        hook = os.path.join(le, "renewal-hooks", "deploy", "10-whoami")
+        with open(hook, "w") as f:
+            f.write("#!/bin/sh\nid -u > \"$RENEWED_LINEAGE/../../hook-uid\"\n")
+        os.chmod(hook, 0o755)
+        r = self.ctl(p, "cert", "renew", "--force")
+        self.assertEqual(r.rc, 0, r)
+        self.assertEqual(read(os.path.join(le, "hook-uid")).strip(), str(nobody.pw_uid))
+        self.assertEqual(os.stat(os.path.join(le, "archive", "example.test", "cert2.pem")).st_uid, nobody.pw_uid)
+        self.assertEqual(self.served_der(p, "example.test"), pem_der(self.live(p, "example.test", "cert.pem")))
+
+    def acme_proxy_config_text(self, p, pair):
+        text = p.config_text.replace("[proxy]\n", "[proxy]\nuser = nobody\n", 1)
+        certs = shared_certs()
+        return text.replace(certs.ec[0], pair[0]).replace(certs.ec[1], pair[1]).replace(self.pb.ca_bundle, pair[2])
 
 
 class NonceRejection(AcmeCase):
