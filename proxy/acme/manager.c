@@ -261,7 +261,10 @@ static struct px_acme_sched sched_of(const struct px_acme_manager *m, const stru
 /* ---- lineages on disk ---- */
 
 /* (Re)read l from disk. Returns 1 when the TLS part must be rebuilt: the
- * version changed, or the one on disk is not the one served. */
+ * version changed, or the one on disk is not the one served. A lineage
+ * that is broken on disk (an update by hand or by certbot half done) keeps
+ * what was read before: the TLS part in service keeps its certificate in
+ * memory, and the next renewal writes a whole new version. */
 static int load(struct px_acme_manager *m, struct lineage *l)
 {
     struct px_acme_lineage d;
@@ -269,20 +272,20 @@ static int load(struct px_acme_manager *m, struct lineage *l)
     int before = l->present ? l->disk.version : 0;
     memset(&d, 0, sizeof(d));
     int rc = px_acme_store_load(m->config_dir, l->name, &d, err, sizeof(err));
+    if (rc < 0) {
+        if (strcmp(l->load_err, err) != 0)
+            px_log_error("acme %s: lineage in %s is unusable: %s", l->name, m->config_dir, err);
+        snprintf(l->load_err, sizeof(l->load_err), "%s", err);
+        px_acme_lineage_clear(&d);
+        return 0;
+    }
+    l->load_err[0] = '\0';
     if (rc == 1) {
         if (l->present)
             px_acme_lineage_clear(&l->disk);
         l->disk = d;
         l->present = 1;
-        l->load_err[0] = '\0';
     } else {
-        if (rc < 0) {
-            if (strcmp(l->load_err, err) != 0)
-                px_log_error("acme %s: lineage in %s is unusable: %s", l->name, m->config_dir, err);
-            snprintf(l->load_err, sizeof(l->load_err), "%s", err);
-        } else {
-            l->load_err[0] = '\0';
-        }
         px_acme_lineage_clear(&d);
         if (l->present) {
             px_acme_lineage_clear(&l->disk);
