@@ -122,7 +122,8 @@ class AcmeCase(ProxyTestCase):
                   "[acme]\nenabled = yes\ndirectory = %s\nca_bundle = %s\ndomains = %s\nconfig_dir = %s/le\n"
                   "email = ops@example.test\nretry_interval = 1s\ncheck_interval = 1h\n%s\n"
                   "[service web]\ntargets = %s\n%s"
-                  % (pb.http_port, tmp or "{tmp}", extra_proxy, tls or tls_config(), pb.directory, pb.ca_bundle, " ".join(domains),
+                  % (pb.http_port, tmp or "{tmp}", extra_proxy, tls or tls_config(), pb.directory, pb.ca_bundle,
+                     " ".join(domains),
                      tmp or "{tmp}", extra_acme, self.b.addr, extra))
         return self.proxy(config, start=start, **kw)
 
@@ -290,7 +291,8 @@ class Issuance(AcmeCase):
         r = self.ctl(p, "cert", "status")
         self.assertEqual(r.rc, 0, r)
         self.assertRegex(r.out, r"(?m)^NAME +HOSTS +NOT-AFTER +DAYS-LEFT +SOURCE +LAST-ATTEMPT +OUTCOME +NEXT-CHECK$")
-        self.assertRegex(r.out, r"(?m)^example\.test +example\.test,www\.example\.test +\S+Z +\d+ +acme +\S+Z +ok +\S+Z$")
+        self.assertRegex(r.out,
+                         r"(?m)^example\.test +example\.test,www\.example\.test +\S+Z +\d+ +acme +\S+Z +ok +\S+Z$")
         self.assertRegex(r.out, r"(?m)^default +localhost")
 
     def test_deploy_tls_issues_serves_and_survives_restart(self):
