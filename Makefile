@@ -83,9 +83,12 @@ FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,build-fuzz/%,$(FUZZ_SRCS))
 # make fuzz FUZZ_TIME=60 also runs each target that long (on a scratch copy of its corpus).
 FUZZ_TIME ?=
+# Both steps with the same flags: build-fuzz/.flags changing between them
+# would rebuild libpx.a without the instrumentation.
+FUZZ_MAKE = $(MAKE) B=build-fuzz CC=clang OPT=-O1 SANFLAGS="-fsanitize=fuzzer-no-link,address,undefined"
 fuzz:
-	$(MAKE) B=build-fuzz CC=clang OPT=-O1 SANFLAGS="-fsanitize=fuzzer-no-link,address,undefined" build-fuzz/libpx.a
-	$(MAKE) B=build-fuzz CC=clang $(FUZZ_BINS)
+	$(FUZZ_MAKE) build-fuzz/libpx.a
+	$(FUZZ_MAKE) $(FUZZ_BINS)
 	@if [ -n "$(FUZZ_TIME)" ]; then for f in $(FUZZ_BINS); do n=$${f#build-fuzz/fuzz_}; \
 	  rm -rf build-fuzz/corpus-$$n && cp -r tests/fuzz/corpus/$$n build-fuzz/corpus-$$n && \
 	  $$f -max_total_time=$(FUZZ_TIME) -print_final_stats=1 build-fuzz/corpus-$$n 2>&1 | grep -E "Done|ERROR|SUMMARY" || exit 1; done; fi

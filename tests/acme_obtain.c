@@ -5,14 +5,16 @@
  *
  *   acme-obtain --directory URL --accounts DIR --port PORT [--ca FILE]
  *               [--out DIR] [--email ADDR] [--timeout MS] [--refuse]
- *               [--cancel-after MS] NAME...
+ *               [--cancel-after MS | --cancel-on-publish] NAME...
  *   acme-obtain --directory URL --accounts DIR [--ca FILE] --renewal-info CERT.pem
  *
  * Obtain: writes privkey.pem, cert.pem, chain.pem, fullchain.pem into
  * --out and prints "issued NOT_BEFORE NOT_AFTER" (Unix seconds); on
  * failure prints "error TYPE: DETAIL" and exits 1. --refuse answers every
  * validation request 404. --cancel-after cancels the op after MS and frees
- * the client, then prints "cancelled, N tokens left published".
+ * the client, then prints "cancelled, N tokens left published";
+ * --cancel-on-publish does so as soon as a token was published (from the
+ * loop: publish itself must not cancel).
  * Renewal info: prints "renewal-info ok=0" or "renewal-info ok=1 START END".
  * Every validation request is logged on stderr ("challenge HOST TOKEN STATUS"). */
 #include <errno.h>
@@ -44,6 +46,8 @@ static struct {
     struct token tokens[MAX_TOKENS];
     int ntokens;
     int refuse;
+    int cancel_on_publish;
+    struct event *cancel;
     const char *out;
     int status; /* exit status */
 } g;
@@ -56,6 +60,10 @@ static int publish(void *arg, const char *token, const char *keyauth)
     g.tokens[g.ntokens].keyauth = strdup(keyauth);
     g.ntokens++;
     fprintf(stderr, "publish %s\n", token);
+    if (g.cancel_on_publish) {
+        struct timeval now = {0, 0};
+        evtimer_add(g.cancel, &now);
+    }
     return 0;
 }
 
@@ -171,7 +179,7 @@ static char *read_all(const char *path)
 static void usage(void)
 {
     fprintf(stderr, "usage: acme-obtain --directory URL --accounts DIR [--ca FILE] [--port PORT] [--out DIR] "
-                    "[--email ADDR] [--timeout MS] [--refuse] [--cancel-after MS] NAME...\n"
+                    "[--email ADDR] [--timeout MS] [--refuse] [--cancel-after MS | --cancel-on-publish] NAME...\n"
                     "       acme-obtain --directory URL --accounts DIR [--ca FILE] --renewal-info CERT.pem\n");
     exit(2);
 }
@@ -179,17 +187,12 @@ static void usage(void)
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"directory", required_argument, NULL, 'd'},
-        {"accounts", required_argument, NULL, 'a'},
-        {"ca", required_argument, NULL, 'c'},
-        {"port", required_argument, NULL, 'p'},
-        {"out", required_argument, NULL, 'o'},
-        {"email", required_argument, NULL, 'e'},
-        {"timeout", required_argument, NULL, 't'},
-        {"refuse", no_argument, NULL, 'r'},
-        {"cancel-after", required_argument, NULL, 'x'},
-        {"renewal-info", required_argument, NULL, 'i'},
-        {NULL, 0, NULL, 0},
+        {"directory", required_argument, NULL, 'd'},    {"accounts", required_argument, NULL, 'a'},
+        {"ca", required_argument, NULL, 'c'},           {"port", required_argument, NULL, 'p'},
+        {"out", required_argument, NULL, 'o'},          {"email", required_argument, NULL, 'e'},
+        {"timeout", required_argument, NULL, 't'},      {"refuse", no_argument, NULL, 'r'},
+        {"cancel-after", required_argument, NULL, 'x'}, {"cancel-on-publish", no_argument, NULL, 'P'},
+        {"renewal-info", required_argument, NULL, 'i'}, {NULL, 0, NULL, 0},
     };
     struct px_acme_client_conf conf = {0};
     const char *ari = NULL;
@@ -197,7 +200,6 @@ int main(int argc, char **argv)
     long cancel_after = -1;
     unsigned long long timeout = 120000;
     struct evhttp *http = NULL;
-    struct event *cancel = NULL;
     char err[512];
 
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -228,6 +230,9 @@ int main(int argc, char **argv)
             break;
         case 'x':
             cancel_after = atol(optarg);
+            break;
+        case 'P':
+            g.cancel_on_publish = 1;
             break;
         case 'i':
             ari = optarg;
@@ -265,10 +270,10 @@ int main(int argc, char **argv)
         evhttp_set_gencb(http, on_http, NULL);
         g.op = px_acme_obtain(g.client, (const char *const *)argv + optind, (size_t)(argc - optind), &chops, timeout,
                               on_done, NULL);
+        g.cancel = evtimer_new(g.base, on_cancel, NULL);
         if (cancel_after >= 0) {
             struct timeval tv = {cancel_after / 1000, (cancel_after % 1000) * 1000};
-            cancel = evtimer_new(g.base, on_cancel, NULL);
-            evtimer_add(cancel, &tv);
+            evtimer_add(g.cancel, &tv);
         }
     }
     if (g.op == NULL) {
@@ -277,8 +282,8 @@ int main(int argc, char **argv)
     }
     event_base_dispatch(g.base);
     px_acme_client_free(g.client);
-    if (cancel != NULL)
-        event_free(cancel);
+    if (g.cancel != NULL)
+        event_free(g.cancel);
     if (http != NULL)
         evhttp_free(http);
     event_base_free(g.base);

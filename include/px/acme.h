@@ -62,7 +62,8 @@ struct px_acme_client_conf {
  * triggered, unpublish() once the authorization is decided (or the op
  * ends, is cancelled or its client freed). publish returns 0, or -1 (the
  * op fails with "internal"). Both are called from inside the client: they
- * must not cancel an op or free the client. */
+ * must not cancel an op or free the client. Two ops for the same names may
+ * publish the same token (a CA reusing a pending authorization): count. */
 struct px_acme_challenge_ops {
     int (*publish)(void *arg, const char *token, const char *key_authorization);
     void (*unpublish)(void *arg, const char *token);

@@ -274,6 +274,8 @@ static void call_on_resp(void *arg, const struct px_acme_resp *r)
         /* RFC 8555 section 6.5: retry with the nonce this error carried
          * (pushed above, popped first) */
         k->retries--;
+        px_log_info("acme: badNonce from %s; sending it again with the nonce that came back (%d more times at most)",
+                    k->url, k->retries);
         if (call_send(k) < 0)
             call_failf(k, "internal", "out of memory");
         return;

@@ -413,7 +413,8 @@ static char *bio_text(BIO *b)
     long n = BIO_get_mem_data(b, &p);
     if (n < 0 || (s = malloc((size_t)n + 1)) == NULL)
         return NULL;
-    memcpy(s, p, (size_t)n);
+    if (n > 0)
+        memcpy(s, p, (size_t)n); /* an empty BIO has no data pointer */
     s[n] = '\0';
     return s;
 }

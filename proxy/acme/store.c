@@ -891,14 +891,15 @@ static int update_conf(const char *root, const char *name, const char *url, cons
             seterr(err, errlen, "%s: %s", tmp, strerror(errno));
             goto out;
         }
-    if (fsync(fd) < 0 || close(fd) < 0) {
-        fd = -1;
+    if (fsync(fd) < 0) {
         seterr(err, errlen, "%s: %s", tmp, strerror(errno));
         goto out;
     }
+    int closed = close(fd);
     fd = -1;
-    if (rename(tmp, path) < 0) {
-        seterr(err, errlen, "rename %s to %s: %s", tmp, path, strerror(errno));
+    if (closed < 0 || rename(tmp, path) < 0) {
+        seterr(err, errlen, "%s %s: %s", closed < 0 ? "close" : "rename to", closed < 0 ? tmp : path, strerror(errno));
+        unlink(tmp);
         goto out;
     }
     *strrchr(path, '/') = '\0';

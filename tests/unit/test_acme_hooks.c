@@ -241,7 +241,7 @@ static void test_time_limit(void)
     run_until(&r.called, 5000);
     CHECK_INT(r.called, 1);
     CHECK_INT(r.nfailed, 1);
-    CHECK(px_now_ms() - t0 < 1500);
+    CHECK(px_now_ms() - t0 < 4000);
     CHECK(logged("[info] hook deploy/1-slow: started\n"));
     CHECK(logged("[warn] hook deploy/1-slow: still running after 300 ms: SIGTERM\n"));
     CHECK(logged("[warn] hook deploy/1-slow: killed: it ran past the time limit (300 ms)\n"));
@@ -258,11 +258,11 @@ static void test_time_limit(void)
     t0 = px_now_ms();
     h = px_acme_hooks_run(base, cfg, "pre", NULL, NULL, 0, 200, on_done, &r);
     CHECK(h != NULL);
-    run_until(&r.called, 5000);
+    run_until(&r.called, 8000);
     CHECK_INT(r.called, 1);
     CHECK_INT(r.nfailed, 1);
     uint64_t took = px_now_ms() - t0;
-    CHECK(took >= 2150 && took < 3500);
+    CHECK(took >= 2150 && took < 6000);
     CHECK(logged("[warn] hook pre/stubborn: still running 2000 ms after SIGTERM: SIGKILL\n"));
     unsetenv("PIDFILE");
     teardown();
@@ -317,7 +317,7 @@ static void test_daemon_keeps_pipe(void)
     run_until(&r.called, 5000);
     CHECK_INT(r.called, 1);
     CHECK_INT(r.nfailed, 0);
-    CHECK(px_now_ms() - t0 < 1000);
+    CHECK(px_now_ms() - t0 < 4000);
     CHECK(logged("hook deploy/starts-daemon: started it\n"));
     pid_t d = pid_in(pidfile);
     CHECK(d > 0 && !gone(d)); /* not ours to kill */
