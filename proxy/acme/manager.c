@@ -407,6 +407,8 @@ static void remove_lineage(struct px_acme_manager *m, struct lineage *l)
     lineage_free(l);
 }
 
+/* The token table (px/challenge.h). One order runs at a time, so a token
+ * is never published twice at once (acme.h's "count" case cannot arise). */
 static int ch_publish(void *arg, const char *token, const char *key_authorization)
 {
     PX_UNUSED(arg);
