@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "px/common.h"
+#include "px/headers.h"
 #include "px/log.h"
 #include "px/services.h"
 
@@ -33,6 +34,7 @@
 #define MAX_KEYS 64 /* per section table: the "seen" set is a uint64_t */
 #define TOK_MAX 256 /* one list item; lines are shorter than inih's 200 anyway */
 #define LIST_SEPS " \t"
+#define REF_SEPS " \t," /* a route's limit/headers/suffix lists */
 
 enum sect { S_NONE, S_PROXY, S_TLS, S_HEADERS, S_LIMIT, S_ROUTE, S_SERVICE, S_ACME, S_COUNT };
 
@@ -80,10 +82,12 @@ struct keydef {
 #define KADDR(n, o, h) {.name = n, .type = K_ADDR, .off = o, .has_off = h}
 #define KFN(n, s, d, f) {.name = n, .type = K_FN, .set = s, .def = d, .flags = f}
 
+enum { UNNAMED = 0, NAMED, NAME_OPTIONAL };
+
 struct sectdef {
     const char *kind;
     enum sect id;
-    int named; /* written "[kind NAME]" */
+    int named; /* UNNAMED "[kind]", NAMED "[kind NAME]", NAME_OPTIONAL either */
     const struct keydef *keys;
     size_t nkeys;
 };
@@ -105,6 +109,7 @@ struct pctx {
     int key_line[MAX_KEYS];
     int first_line[S_COUNT];/* unique sections: where they were opened */
     int listen_https_line, acme_enabled_line;
+    int delay_line, nodelay_yes_line; /* current [limit]: nginx's delay= and nodelay exclude each other */
 
     char bad[TOK_MAX];      /* the offending list item, quoted in the message */
     char msg[160];          /* scratch for formatted validator messages */
@@ -124,10 +129,6 @@ struct pctx {
 static int pending_feature(enum sect s, const char *key)
 {
     switch (s) {
-    case S_LIMIT:
-        return key == NULL;
-    case S_ROUTE:
-        return key != NULL && strcmp(key, "limit") == 0;
     case S_PROXY:
         return key != NULL && strcmp(key, "metrics_listen") == 0;
     default:
@@ -434,6 +435,28 @@ const char *px_config_check_path(const char *v)
     return NULL;
 }
 
+/* A [route] prefix is matched against the normalized request path (%XX
+ * decoded, "//" merged, "." and ".." resolved, as nginx matches locations),
+ * so it must be normalized itself to ever match. */
+static const char *check_route_prefix(const char *v)
+{
+    const char *err = px_config_check_path(v);
+
+    if (err)
+        return err;
+    if (strchr(v, '%'))
+        return "must be written decoded (no %XX)";
+    for (const char *p = v; *p; p++) {
+        if (*p != '/')
+            continue;
+        if (p[1] == '/')
+            return "must not contain \"//\"";
+        if (p[1] == '.' && (p[2] == '/' || p[2] == '\0' || (p[2] == '.' && (p[3] == '/' || p[3] == '\0'))))
+            return "must not contain \".\" or \"..\" segments";
+    }
+    return NULL;
+}
+
 static const char *check_health_path(const char *v)
 {
     return *v == '\0' ? NULL : px_config_check_path(v);
@@ -715,24 +738,112 @@ fail:
     return err;
 }
 
+/* host = example.com www.example.com: the site's names, as a [service]'s
+ * hosts (one route for the names of one nginx server block). */
 static const char *set_route_host(struct pctx *pc, void *base, const char *v)
 {
     struct px_route_conf *r = base;
-    char tok[TOK_MAX], *h = NULL;
+    char **list;
+    size_t n;
+    const char *err = parse_hosts(pc, v, 1, &list, &n);
+
+    if (err)
+        return err;
+    free_strv(r->hosts, r->nhosts);
+    r->hosts = list;
+    r->nhosts = n;
+    return NULL;
+}
+
+/* Names of other sections ([limit NAME], [headers NAME]), space- or
+ * comma-separated; a repeated key adds to the list. */
+static const char *add_refs(struct pctx *pc, const char *v, struct px_name_ref **list, size_t *n)
+{
+    struct px_name_ref *g;
+    char tok[TOK_MAX];
     const char *err;
+    int r;
+
+    while ((r = next_tok(&v, REF_SEPS, tok, sizeof(tok))) != 0) {
+        if (r < 0)
+            return "name must be 1..64 characters";
+        snprintf(pc->bad, sizeof(pc->bad), "%s", tok);
+        if ((err = px_config_check_name(tok)) != NULL)
+            return err;
+        for (size_t i = 0; i < *n; i++)
+            if (strcmp((*list)[i].name, tok) == 0)
+                return "named twice";
+        if ((g = grow(*list, *n, sizeof(*g))) == NULL)
+            return "out of memory";
+        *list = g;
+        g[*n].line = pc->lineno;
+        if ((g[*n].name = strdup(tok)) == NULL)
+            return "out of memory";
+        (*n)++;
+    }
+    pc->bad[0] = '\0';
+    return NULL;
+}
+
+static const char *set_route_limits(struct pctx *pc, void *base, const char *v)
+{
+    struct px_route_conf *r = base;
+    return add_refs(pc, v, &r->limits, &r->nlimits);
+}
+
+static const char *set_route_headers(struct pctx *pc, void *base, const char *v)
+{
+    struct px_route_conf *r = base;
+    return add_refs(pc, v, &r->header_sets, &r->nheader_sets);
+}
+
+/* File extensions: ".js .CSS" -> ".js" ".css" (matched case-insensitively
+ * at the end of the path, the query left out). */
+static const char *set_route_suffix(struct pctx *pc, void *base, const char *v)
+{
+    struct px_route_conf *r = base;
+    char tok[TOK_MAX], **g;
+    int rc;
+
+    while ((rc = next_tok(&v, REF_SEPS, tok, sizeof(tok))) != 0) {
+        if (rc < 0)
+            return "suffix too long";
+        snprintf(pc->bad, sizeof(pc->bad), "%s", tok);
+        if (tok[0] != '.' || tok[1] == '\0')
+            return "must be a file extension starting with '.' (e.g. .js)";
+        for (const char *p = tok; *p; p++) {
+            unsigned char c = (unsigned char)*p;
+            if (c <= 0x20 || c >= 0x7f || c == '/' || c == '?' || c == '#' || c == '%')
+                return "bad character in suffix";
+        }
+        lower(tok);
+        for (size_t i = 0; i < r->nsuffixes; i++)
+            if (strcmp(r->suffixes[i], tok) == 0)
+                return "named twice";
+        if ((g = grow(r->suffixes, r->nsuffixes, sizeof(*g))) == NULL)
+            return "out of memory";
+        r->suffixes = g;
+        if ((g[r->nsuffixes] = strdup(tok)) == NULL)
+            return "out of memory";
+        r->nsuffixes++;
+    }
+    pc->bad[0] = '\0';
+    return NULL;
+}
+
+/* nginx's delay=N: the first N excess requests pass at once, the rest of the
+ * burst waits; giving it turns nodelay off. */
+static const char *set_delay(struct pctx *pc, void *base, const char *v)
+{
+    struct px_limit_conf *l = base;
+    const char *p = v;
+    uint64_t n;
 
     (void)pc;
-    if (*v != '\0') {
-        if (strlen(v) >= sizeof(tok))
-            return "bad host name";
-        memcpy(tok, v, strlen(v) + 1);
-        if ((err = check_host(tok, 1)) != NULL)
-            return err;
-        if ((h = strdup(tok)) == NULL)
-            return "out of memory";
-    }
-    free(r->host);
-    r->host = h;
+    if (parse_u64(&p, &n) != NULL || *p != '\0' || n > UINT32_MAX)
+        return "must be a number";
+    l->delay = (uint32_t)n;
+    l->nodelay = 0;
     return NULL;
 }
 
@@ -925,17 +1036,18 @@ static const struct keydef limit_keys[] = {
     KFN("rate", set_rate, NULL, 0),
     KU32("burst", L(burst), 0, UINT32_MAX, "0"),
     KBOOL("nodelay", L(nodelay), "yes"),
+    KFN("delay", set_delay, NULL, 0),
     KFN("status", set_status, "429", 0),
     KSIZE("zone_size", L(zone_size), 64u << 10, UINT64_MAX, "10m"),
 };
 #undef L
 
-#define R(f) offsetof(struct px_route_conf, f)
 static const struct keydef route_keys[] = {
     KFN("host", set_route_host, NULL, 0),
-    KOPT("limit", R(limit), NULL, px_config_check_name),
+    KFN("suffix", set_route_suffix, NULL, KF_REPEAT),
+    KFN("limit", set_route_limits, NULL, KF_REPEAT),
+    KFN("headers", set_route_headers, NULL, KF_REPEAT),
 };
-#undef R
 
 #define S(f) offsetof(struct px_service_conf, f)
 static const struct keydef service_keys[] = {
@@ -965,13 +1077,13 @@ _Static_assert(PX_ARRAY_LEN(proxy_keys) <= MAX_KEYS, "seen set too small");
 
 #define SECT(k, id, named, keys) {k, id, named, keys, PX_ARRAY_LEN(keys)}
 static const struct sectdef sections[] = {
-    SECT("proxy", S_PROXY, 0, proxy_keys),
-    SECT("tls", S_TLS, 0, tls_keys),
-    {"headers", S_HEADERS, 0, NULL, 0},
-    SECT("limit", S_LIMIT, 1, limit_keys),
-    SECT("route", S_ROUTE, 1, route_keys),
-    SECT("service", S_SERVICE, 1, service_keys),
-    SECT("acme", S_ACME, 0, acme_keys),
+    SECT("proxy", S_PROXY, UNNAMED, proxy_keys),
+    SECT("tls", S_TLS, UNNAMED, tls_keys),
+    {"headers", S_HEADERS, NAME_OPTIONAL, NULL, 0}, /* [headers]; [headers NAME]: a set for routes */
+    SECT("limit", S_LIMIT, NAMED, limit_keys),
+    SECT("route", S_ROUTE, NAMED, route_keys),
+    SECT("service", S_SERVICE, NAMED, service_keys),
+    SECT("acme", S_ACME, UNNAMED, acme_keys),
 };
 #undef SECT
 
@@ -1131,10 +1243,10 @@ static int begin_section(struct pctx *pc, char *inner)
         char q[256];
         return fail(pc, line, "%s: unknown section", quote(pc->label, q, sizeof(q)));
     }
-    if (sd->named && *name == '\0')
+    if (sd->named == NAMED && *name == '\0')
         return fail(pc, line, "%s: needs a name: [%s %s]", pc->label, kind,
                     sd->id == S_ROUTE ? "PREFIX" : "NAME");
-    if (!sd->named && *name)
+    if (sd->named == UNNAMED && *name)
         return fail(pc, line, "%s: [%s] takes no name", pc->label, kind);
 
     pc->sect = sd->id;
@@ -1142,6 +1254,7 @@ static int begin_section(struct pctx *pc, char *inner)
     pc->sect_line = line;
     pc->seen = 0;
     pc->base = NULL;
+    pc->delay_line = pc->nodelay_yes_line = 0;
 
     switch (sd->id) {
     case S_LIMIT: {
@@ -1164,8 +1277,9 @@ static int begin_section(struct pctx *pc, char *inner)
     }
     case S_ROUTE: {
         struct px_route_conf *g;
-        /* Same prefix twice is fine for different hosts: checked at the end. */
-        if ((err = px_config_check_path(name)) != NULL)
+        /* Same prefix twice is fine for different hosts or suffixes:
+         * checked at the end. */
+        if ((err = check_route_prefix(name)) != NULL)
             return fail(pc, line, "%s: prefix %s", pc->label, err);
         if ((g = grow(cfg->routes, cfg->nroutes, sizeof(*g))) == NULL)
             return fail(pc, line, "out of memory");
@@ -1173,6 +1287,35 @@ static int begin_section(struct pctx *pc, char *inner)
         g = &cfg->routes[cfg->nroutes++];
         g->line = line;
         if ((g->prefix = strdup(name)) == NULL)
+            return fail(pc, line, "out of memory");
+        g->prefix_len = strlen(name);
+        if (g->prefix_len > 1 && name[g->prefix_len - 1] == '/') /* "/api/" matches like "/api" */
+            g->prefix_len--;
+        pc->base = g;
+        break;
+    }
+    case S_HEADERS: {
+        struct px_header_set_conf *g;
+        if (*name == '\0') {
+            if (pc->first_line[S_HEADERS])
+                return fail(pc, line, "%s: duplicate section (first at line %d)", pc->label,
+                            pc->first_line[S_HEADERS]);
+            pc->first_line[S_HEADERS] = line;
+            cfg->has_headers_section = 1;
+            break; /* base NULL: the [headers] list */
+        }
+        if ((err = px_config_check_name(name)) != NULL)
+            return fail(pc, line, "%s: %s", pc->label, err);
+        for (size_t i = 0; i < cfg->nheader_sets; i++)
+            if (strcmp(cfg->header_sets[i].name, name) == 0)
+                return fail(pc, line, "%s: duplicate section (first at line %d)", pc->label,
+                            cfg->header_sets[i].line);
+        if ((g = grow(cfg->header_sets, cfg->nheader_sets, sizeof(*g))) == NULL)
+            return fail(pc, line, "out of memory");
+        cfg->header_sets = g;
+        g = &cfg->header_sets[cfg->nheader_sets++];
+        g->line = line;
+        if ((g->name = strdup(name)) == NULL)
             return fail(pc, line, "out of memory");
         pc->base = g;
         break;
@@ -1206,8 +1349,6 @@ static int begin_section(struct pctx *pc, char *inner)
             pc->base = &cfg->tls, cfg->tls.present = 1;
         else if (sd->id == S_ACME)
             pc->base = &cfg->acme, cfg->acme.present = 1;
-        else if (sd->id == S_HEADERS)
-            cfg->has_headers_section = 1;
         break;
     }
     /* [proxy], [tls] and [acme] got their defaults when the config was made. */
@@ -1227,33 +1368,36 @@ static int is_tchar(unsigned char c)
            (c && strchr("!#$%&'*+-.^_`|~", c) != NULL);
 }
 
+/* One header line of [headers] (pc->base NULL) or of a [headers NAME] set. */
 static int add_header(struct pctx *pc, const char *name, const char *value)
 {
     /* Framing and hop-by-hop headers would corrupt the response. */
     static const char *const forbidden[] = {"content-length", "transfer-encoding", "connection",
                                             "keep-alive", "upgrade", "te", "trailer", "host"};
     struct px_config *cfg = pc->cfg;
-    struct px_header_conf *g;
+    struct px_header_set_conf *set = pc->base;
+    struct px_header_conf **list = set ? &set->headers : &cfg->headers, *g;
+    size_t *n = set ? &set->nheaders : &cfg->nheaders;
     char q[256];
 
     for (const char *p = name; *p; p++)
         if (!is_tchar((unsigned char)*p))
-            return fail(pc, pc->lineno, "%s: bad header name in [headers]", quote(name, q, sizeof(q)));
+            return fail(pc, pc->lineno, "%s: bad header name in %s", quote(name, q, sizeof(q)), pc->label);
     for (size_t i = 0; i < PX_ARRAY_LEN(forbidden); i++)
         if (ieq(name, forbidden[i]))
-            return fail(pc, pc->lineno, "%s: cannot be set in [headers]", name);
+            return fail(pc, pc->lineno, "%s: cannot be set in %s", name, pc->label);
     if (*value == '\0')
         return fail(pc, pc->lineno, "%s: empty header value", name);
     for (const char *p = value; *p; p++)
         if (is_ctl((unsigned char)*p) && *p != '\t')
             return fail_value(pc, name, "control character in header value", value);
-    for (size_t i = 0; i < cfg->nheaders; i++)
-        if (ieq(cfg->headers[i].name, name))
-            return fail(pc, pc->lineno, "%s: duplicate header in [headers]", name);
-    if ((g = grow(cfg->headers, cfg->nheaders, sizeof(*g))) == NULL)
+    for (size_t i = 0; i < *n; i++)
+        if (ieq((*list)[i].name, name))
+            return fail(pc, pc->lineno, "%s: duplicate header in %s", name, pc->label);
+    if ((g = grow(*list, *n, sizeof(*g))) == NULL)
         return fail(pc, pc->lineno, "out of memory");
-    cfg->headers = g;
-    g = &cfg->headers[cfg->nheaders++];
+    *list = g;
+    g = &g[(*n)++];
     g->name = strdup(name);
     g->value = strdup(value);
     if (g->name == NULL || g->value == NULL)
@@ -1305,6 +1449,16 @@ static int on_key(void *user, const char *section, const char *name, const char 
         pc->acme_enabled_line = pc->lineno;
     if (pc->sect == S_SERVICE && strcmp(name, "health_check_path") == 0)
         ((struct px_service_conf *)pc->base)->health_checks = 1;
+    if (pc->sect == S_LIMIT) {
+        if (strcmp(name, "delay") == 0)
+            pc->delay_line = pc->lineno;
+        else if (strcmp(name, "nodelay") == 0 && ((struct px_limit_conf *)pc->base)->nodelay)
+            pc->nodelay_yes_line = pc->lineno;
+        if (pc->delay_line && pc->nodelay_yes_line)
+            return fail(pc, pc->lineno, "%s: delay and nodelay = yes exclude each other (%s at line %d); "
+                        "delay = N already turns nodelay off", name, strcmp(name, "delay") ? "delay" : "nodelay",
+                        strcmp(name, "delay") ? pc->delay_line : pc->nodelay_yes_line);
+    }
     if (*value != '\0' && pending_feature(pc->sect, name))
         warn(pc, pc->lineno, "%s: accepted but not implemented yet", name);
     return 1;
@@ -1400,6 +1554,138 @@ static int same_fixed_addr(const struct px_addr *a, const struct px_addr *b)
     return pa != 0 && a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
 }
 
+static const struct px_header_set_conf *find_header_set(const struct px_config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->nheader_sets; i++)
+        if (strcmp(cfg->header_sets[i].name, name) == 0)
+            return &cfg->header_sets[i];
+    return NULL;
+}
+
+static int set_has_header(const struct px_header_set_conf *s, const char *name)
+{
+    for (size_t i = 0; i < s->nheaders; i++)
+        if (ieq(s->headers[i].name, name))
+            return 1;
+    return 0;
+}
+
+/* The first host name two routes share, or NULL. */
+static const char *shared_host(const struct px_route_conf *a, const struct px_route_conf *b)
+{
+    for (size_t i = 0; i < a->nhosts; i++)
+        for (size_t j = 0; j < b->nhosts; j++)
+            if (strcmp(a->hosts[i], b->hosts[j]) == 0)
+                return a->hosts[i];
+    return NULL;
+}
+
+/* A path can end with a suffix of each route (one is a suffix of the
+ * other: ".js" and ".min.js"); *which gets the shorter. */
+static int suffixes_overlap(const struct px_route_conf *a, const struct px_route_conf *b, const char **which)
+{
+    for (size_t i = 0; i < a->nsuffixes; i++) {
+        for (size_t j = 0; j < b->nsuffixes; j++) {
+            const char *x = a->suffixes[i], *y = b->suffixes[j];
+            size_t nx = strlen(x), ny = strlen(y);
+            const char *shorter = nx <= ny ? x : y, *longer = nx <= ny ? y : x;
+            size_t ns = nx <= ny ? nx : ny, nl = nx <= ny ? ny : nx;
+            if (strcmp(longer + (nl - ns), shorter) == 0) {
+                *which = shorter;
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Exactly one route must apply to any request: two routes conflict when
+ * they have the same prefix (a trailing '/' ignored) and a host name in
+ * common (or neither names one), and either neither has a suffix or a path could end with a
+ * suffix of each. References must name existing sections; the headers a
+ * route adds must fit the response writers' bound. */
+static int check_routes(struct pctx *pc)
+{
+    struct px_config *cfg = pc->cfg;
+
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        struct px_route_conf *r = &cfg->routes[i];
+        size_t total = 0;
+
+        for (size_t k = 0; k < r->nlimits; k++) {
+            size_t j = 0;
+            while (j < cfg->nlimits && strcmp(cfg->limits[j].name, r->limits[k].name) != 0)
+                j++;
+            if (j == cfg->nlimits)
+                return fail(pc, r->limits[k].line, "limit: no [limit %s] section", r->limits[k].name);
+        }
+        for (size_t k = 0; k < r->nheader_sets; k++) {
+            const struct px_header_set_conf *set = find_header_set(cfg, r->header_sets[k].name);
+            if (set == NULL)
+                return fail(pc, r->header_sets[k].line, "headers: no [headers %s] section",
+                            r->header_sets[k].name);
+            for (size_t h = 0; h < set->nheaders; h++) {
+                for (size_t k2 = 0; k2 < k; k2++) {
+                    const struct px_header_set_conf *o = find_header_set(cfg, r->header_sets[k2].name);
+                    if (set_has_header(o, set->headers[h].name))
+                        return fail(pc, r->header_sets[k].line,
+                                    "headers: %s is set by both [headers %s] and [headers %s]",
+                                    set->headers[h].name, o->name, set->name);
+                }
+            }
+            total += set->nheaders;
+        }
+        if (r->nheader_sets) {
+            /* a set's header replaces the [headers] one of the same name */
+            for (size_t h = 0; h < cfg->nheaders; h++) {
+                size_t k = 0;
+                while (k < r->nheader_sets &&
+                       !set_has_header(find_header_set(cfg, r->header_sets[k].name), cfg->headers[h].name))
+                    k++;
+                total += k == r->nheader_sets;
+            }
+            if (total > PX_MAX_ADD_HEADERS)
+                return fail(pc, r->header_sets[0].line, "headers: more than %d response headers with [headers]",
+                            PX_MAX_ADD_HEADERS);
+        }
+
+        for (size_t j = 0; j < i; j++) {
+            struct px_route_conf *o = &cfg->routes[j];
+            const char *sfx = NULL, *host = NULL;
+            if (o->prefix_len != r->prefix_len || memcmp(o->prefix, r->prefix, r->prefix_len) != 0)
+                continue;
+            if ((o->nhosts == 0) != (r->nhosts == 0) || (r->nhosts && (host = shared_host(r, o)) == NULL))
+                continue;
+            if ((o->nsuffixes == 0) != (r->nsuffixes == 0))
+                continue; /* the one with a matching suffix wins */
+            if (r->nsuffixes && !suffixes_overlap(r, o, &sfx))
+                continue;
+            return fail(pc, r->line, "[route %s]: conflicts with [route %s] at line %d (%s%s%s%s)", r->prefix,
+                        o->prefix, o->line, host ? "host " : "any host", host ? host : "",
+                        sfx ? ", suffix " : "", sfx ? sfx : "");
+        }
+    }
+
+    /* sections nothing uses cost memory (a zone) or are a typo */
+    for (size_t i = 0; i < cfg->nlimits; i++) {
+        int used = 0;
+        for (size_t j = 0; j < cfg->nroutes && !used; j++)
+            for (size_t k = 0; k < cfg->routes[j].nlimits && !used; k++)
+                used = strcmp(cfg->routes[j].limits[k].name, cfg->limits[i].name) == 0;
+        if (!used)
+            warn(pc, cfg->limits[i].line, "[limit %s]: no [route] uses it", cfg->limits[i].name);
+    }
+    for (size_t i = 0; i < cfg->nheader_sets; i++) {
+        int used = 0;
+        for (size_t j = 0; j < cfg->nroutes && !used; j++)
+            for (size_t k = 0; k < cfg->routes[j].nheader_sets && !used; k++)
+                used = strcmp(cfg->routes[j].header_sets[k].name, cfg->header_sets[i].name) == 0;
+        if (!used)
+            warn(pc, cfg->header_sets[i].line, "[headers %s]: no [route] uses it", cfg->header_sets[i].name);
+    }
+    return 1;
+}
+
 static int finish(struct pctx *pc)
 {
     static const struct px_header_conf defaults[] = {
@@ -1413,24 +1699,6 @@ static int finish(struct pctx *pc)
     for (size_t i = 0; i < cfg->nlimits; i++)
         if (cfg->limits[i].rate_milli_per_s == 0)
             return fail(pc, cfg->limits[i].line, "rate: required in [limit %s]", cfg->limits[i].name);
-
-    for (size_t i = 0; i < cfg->nroutes; i++) {
-        struct px_route_conf *r = &cfg->routes[i];
-        int found = r->limit == NULL;
-        for (size_t j = 0; j < cfg->nlimits && !found; j++)
-            found = strcmp(cfg->limits[j].name, r->limit) == 0;
-        if (!found)
-            return fail(pc, r->line, "limit: no [limit %s] section", r->limit);
-        for (size_t j = 0; j < i; j++) {
-            struct px_route_conf *o = &cfg->routes[j];
-            if (strcmp(o->prefix, r->prefix) != 0)
-                continue;
-            if ((o->host == NULL) != (r->host == NULL) || (r->host && strcmp(o->host, r->host) != 0))
-                continue;
-            return fail(pc, r->line, "[route %s]: conflicts with [route %s] at line %d (%s%s)", r->prefix,
-                        o->prefix, o->line, r->host ? "host " : "any host", r->host ? r->host : "");
-        }
-    }
 
     for (size_t i = 0; i < cfg->nservices; i++) {
         struct px_service_conf *s = &cfg->services[i];
@@ -1475,7 +1743,7 @@ static int finish(struct pctx *pc)
                 return fail(pc, 0, "out of memory");
         }
     }
-    return 1;
+    return check_routes(pc);
 }
 
 /* ---- entry points ---- */
@@ -1627,10 +1895,27 @@ void px_config_free(struct px_config *cfg)
     for (size_t i = 0; i < cfg->nlimits; i++)
         free(cfg->limits[i].name);
     free(cfg->limits);
+    for (size_t i = 0; i < cfg->nheader_sets; i++) {
+        struct px_header_set_conf *hs = &cfg->header_sets[i];
+        for (size_t j = 0; j < hs->nheaders; j++) {
+            free(hs->headers[j].name);
+            free(hs->headers[j].value);
+        }
+        free(hs->headers);
+        free(hs->name);
+    }
+    free(cfg->header_sets);
     for (size_t i = 0; i < cfg->nroutes; i++) {
-        free(cfg->routes[i].prefix);
-        free(cfg->routes[i].host);
-        free(cfg->routes[i].limit);
+        struct px_route_conf *r = &cfg->routes[i];
+        free(r->prefix);
+        free_strv(r->hosts, r->nhosts);
+        free_strv(r->suffixes, r->nsuffixes);
+        for (size_t j = 0; j < r->nlimits; j++)
+            free(r->limits[j].name);
+        free(r->limits);
+        for (size_t j = 0; j < r->nheader_sets; j++)
+            free(r->header_sets[j].name);
+        free(r->header_sets);
     }
     free(cfg->routes);
     for (size_t i = 0; i < cfg->nservices; i++) {

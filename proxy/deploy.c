@@ -26,7 +26,6 @@
 enum phase { PH_HEALTH, PH_WARM, PH_DRAIN, PH_CUT };
 
 #define WARM_MS 30      /* how long the switch waits for the new targets' connections */
-#define WARM_MAX 16     /* connections opened ahead per target and worker, at most */
 
 struct op;
 struct check {
@@ -390,21 +389,16 @@ static void switch_over(struct op *o)
 }
 
 /* Before the switch, each worker opens connections to the new targets,
- * about as many as it has requests on the service now (plus two), so the
- * first requests after the switch do not each pay a connect. */
+ * about as many as it holds to the targets they replace (px_pool_warm
+ * counts its own), so the first requests after the switch do not each pay
+ * a connect. */
 static void warm_then_switch(struct op *o)
 {
     const struct px_routes *cur = px_routes_peek();
     const struct px_service *was = cur ? px_services_find(px_routes_services(cur), o->svc.name) : NULL;
-    uint32_t busy = 0;
-    for (size_t i = 0; was && i < was->ntargets; i++) {
-        uint32_t rq = 0;
-        px_target_inflight(was->targets[i], &rq, NULL);
-        busy += rq;
-    }
-    uint32_t per = busy / (uint32_t)(o->naddrs ? o->naddrs : 1) + 2;
-    if (per > WARM_MAX)
-        per = WARM_MAX;
+    struct px_wmsg m = {.type = PX_WM_WARM_TARGET, .count = (uint32_t)o->naddrs};
+    for (size_t i = 0; was && i < was->ntargets && m.nfrom < PX_WMSG_FROM_MAX; i++)
+        m.from[m.nfrom++] = was->targets[i]->id;
     for (size_t i = 0; i < o->naddrs; i++) {
         struct px_target *t = px_target_acquire(&o->addrs[i]);
         if (t == NULL)
@@ -417,7 +411,8 @@ static void warm_then_switch(struct op *o)
         o->warm = nw;
         o->warm[o->nwarm++] = t;
         atomic_store(&t->draining, 0);
-        struct px_wmsg m = {.type = PX_WM_WARM_TARGET, .target_id = t->id, .addr = t->addr, .count = per};
+        m.target_id = t->id;
+        m.addr = t->addr;
         o->d->hooks.broadcast(o->d->hooks.arg, &m);
     }
     o->phase = PH_WARM;

@@ -86,15 +86,17 @@ void px_h1_free_cache(struct px_worker *w)
 
 /* ---- responses proxyd makes itself ---- */
 
-static void resp_opts(struct px_conn *c, struct px_resp_opts *o, int minor)
+/* The response headers: the request's route's when it has sets, else the
+ * worker's [headers]. */
+static void resp_opts(struct px_conn *c, const struct px_req *r, struct px_resp_opts *o, int minor)
 {
     o->client_minor = minor;
     o->keep_alive = c->keepalive;
     o->strip_te = 0;
     o->is_https = c->tls;
     o->upgrade = 0;
-    o->add = c->w->adds;
-    o->nadd = c->w->nadds;
+    o->add = r->adds ? r->adds : c->w->adds;
+    o->nadd = r->adds ? r->nadds : c->w->nadds;
 }
 
 /* px_down_ops.respond: a response proxyd makes itself. */
@@ -131,7 +133,7 @@ static void h1_respond(struct px_req *r, int status, const char *body, size_t le
         xlen = (size_t)(p - xp);
     }
     struct px_resp_opts o;
-    resp_opts(c, &o, hr->hreq.minor_version);
+    resp_opts(c, r, &o, hr->hreq.minor_version);
     int head = r->method == PX_METHOD_HEAD;
     int rc = px_h1_write_local_response(c->s.out, status, body, len, head, &o, xp, xlen);
     if (xp != xbuf)
@@ -501,7 +503,7 @@ static int h1_resp_head(struct px_req *r, const struct px_h1_response *resp, siz
     struct px_resp_opts o;
     if (r->resp.mode == PX_BODY_CLOSE || (r->has_body && !r->body_sent))
         c->keepalive = 0;
-    resp_opts(c, &o, hr->hreq.minor_version);
+    resp_opts(c, r, &o, hr->hreq.minor_version);
     if (r->resp.mode == PX_BODY_CHUNKED && hr->hreq.minor_version == 0) {
         o.strip_te = 1; /* HTTP/1.0 has no chunked: de-chunk and close */
         o.keep_alive = c->keepalive = 0;

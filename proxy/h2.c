@@ -275,14 +275,26 @@ static void kick(struct px_h2 *h)
 /* nv room: :status, our own few fields, the upstream's, the add-headers */
 #define H2_NV_MAX (4 + PX_H1_MAX_HEADERS + PX_MAX_ADD_HEADERS)
 
-/* Append the [headers] the response does not have yet. Their lowercase
- * names are made once per configuration (set_adds); lowercased into lower
- * at *used only for an add without one. */
-static size_t put_adds(const struct px_worker *w, nghttp2_nv *nv, size_t n, char *lower, size_t *used,
-                       uint64_t present)
+/* The response headers of a request: its route's when it has sets, else
+ * the worker's [headers]. */
+struct adds {
+    const struct px_hdr_add *a;
+    size_t n;
+};
+
+static struct adds req_adds(const struct px_worker *w, const struct px_req *r)
 {
-    for (size_t j = 0; j < w->nadds; j++) {
-        const struct px_hdr_add *a = &w->adds[j];
+    return r->adds ? (struct adds){r->adds, r->nadds} : (struct adds){w->adds, w->nadds};
+}
+
+/* Append the headers the response does not have yet (HSTS too: HTTP/2 is
+ * always TLS here). Their lowercase names are made once per configuration (set_adds,
+ * the route table); lowercased into lower at *used only for an add
+ * without one. */
+static size_t put_adds(struct adds ad, nghttp2_nv *nv, size_t n, char *lower, size_t *used, uint64_t present)
+{
+    for (size_t j = 0; j < ad.n; j++) {
+        const struct px_hdr_add *a = &ad.a[j];
         if (present >> j & 1)
             continue;
         const char *ln = a->lname;
@@ -308,11 +320,11 @@ static void status_digits(char st[4], int status)
     st[3] = '\0';
 }
 
-static size_t adds_len(const struct px_worker *w)
+static size_t adds_len(struct adds ad)
 {
     size_t n = 0;
-    for (size_t i = 0; i < w->nadds; i++)
-        n += w->adds[i].name_len;
+    for (size_t i = 0; i < ad.n; i++)
+        n += ad.a[i].name_len;
     return n;
 }
 
@@ -337,7 +349,8 @@ static void h2_respond(struct px_req *r, int status, const char *body, size_t le
     nv[n++] = NV("content-type", 12, "text/plain; charset=utf-8", 25);
     nv[n++] = NV("content-length", 14, cl, (size_t)cln);
     char stackbuf[2048];
-    size_t need = adds_len(w);
+    struct adds ad = req_adds(w, r);
+    size_t need = adds_len(ad);
     if (nextra > 4)
         nextra = 4;
     for (size_t i = 0; i < nextra; i++)
@@ -354,7 +367,7 @@ static void h2_respond(struct px_req *r, int status, const char *body, size_t le
         used += extra[i].name_len;
         nv[n++] = NV(ln, extra[i].name_len, extra[i].value, extra[i].value_len);
     }
-    n = put_adds(w, nv, n, lower, &used, 0);
+    n = put_adds(ad, nv, n, lower, &used, 0);
     int head = s->r.method == PX_METHOD_HEAD;
     resp_clear(s);
     if (s->unconsumed) {
@@ -393,7 +406,8 @@ static int h2_resp_head(struct px_req *r, const struct px_h1_response *resp, siz
     struct px_h2 *h = s->h;
     struct px_worker *w = h->w;
     *passthrough = 0; /* HTTP/2 has its own framing: de-chunk */
-    size_t cap = head_len + adds_len(w);
+    struct adds ad = req_adds(w, r);
+    size_t cap = head_len + adds_len(ad);
     char stackbuf[8192];
     char *lower = cap <= sizeof(stackbuf) ? stackbuf : malloc(cap); /* heads over 8 KiB only */
     if (lower == NULL)
@@ -411,12 +425,12 @@ static int h2_resp_head(struct px_req *r, const struct px_h1_response *resp, siz
         char *ln = lower + used;
         px_lower_copy(ln, hd->name, hd->name_len);
         used += hd->name_len;
-        int j = px_hdr_add_find(w->adds, w->nadds, hd->name, hd->name_len);
+        int j = px_hdr_add_find(ad.a, ad.n, hd->name, hd->name_len);
         if (j >= 0)
             present |= (uint64_t)1 << j;
         nv[n++] = NV(ln, hd->name_len, hd->value, hd->value_len);
     }
-    n = put_adds(w, nv, n, lower, &used, present);
+    n = put_adds(ad, nv, n, lower, &used, present);
     int body = r->resp.mode != PX_BODY_NONE;
     nghttp2_data_provider prd = {.source.ptr = s, .read_callback = data_read};
     int rv = nghttp2_submit_response(h->ng, s->id, nv, n, body ? &prd : NULL); /* copies nv */

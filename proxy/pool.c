@@ -205,11 +205,30 @@ struct px_uconn *px_pool_get(struct px_worker *w, struct px_target *t, int *err)
     return u;
 }
 
-void px_pool_warm(struct px_worker *w, const struct px_target *t, uint32_t count)
+void px_pool_warm(struct px_worker *w, const struct px_target *t, const uint32_t *from, uint32_t nfrom,
+                  uint32_t nnew)
 {
     struct px_upool *p = px_pool_of(w, t);
     if (p == NULL || w->stopping)
         return;
+    /* What this worker needs: the most requests it had in flight at once on
+     * the targets replaced, shared among the new targets as the balancer
+     * will share them, plus one. Counted here, not by the main thread,
+     * because only the worker knows its own concurrency; a peak, not the
+     * pool's size, so that connections warmed and never used do not feed
+     * the next deploy's count. The old pools' peaks restart from zero. */
+    uint32_t peak = 0;
+    for (uint32_t i = 0; i < nfrom; i++)
+        if (from[i] < w->up.npools && from[i] != t->id) {
+            struct px_upool *o = &w->up.pools[from[i]];
+            peak += o->peak > o->outstanding ? o->peak : o->outstanding;
+            o->peak = o->outstanding;
+        }
+    if (nnew == 0)
+        nnew = 1;
+    uint32_t count = (peak + nnew - 1) / nnew + 1;
+    if (count > PX_WARM_MAX)
+        count = PX_WARM_MAX;
     uint32_t have = p->nidle + p->warming;
     for (; have < count; have++) {
         int err = 0;

@@ -12,6 +12,7 @@
 #include "px/common.h"
 #include "px/config.h"
 #include "px/headers.h"
+#include "px/limit.h"
 #include "px/log.h"
 #include "px/request.h"
 #include "px/worker.h"
@@ -199,31 +200,91 @@ static int shortcuts(struct px_req *r, const struct px_config *cfg)
         respond_redirect(r);
         return 1;
     }
-    if (q->content_length > 0 && cfg->max_body_size && (uint64_t)q->content_length > cfg->max_body_size) {
-        px_req_respond(r, 413, NULL, 0);
+    return 0;
+}
+
+/* The [route] of r on its pinned snapshot, and the response headers that
+ * come with it. */
+static void set_route(struct px_req *r)
+{
+    const struct px_h1_request *q = r->q;
+    r->route = px_routes_route(r->routes, q->host, q->host ? q->host_len : 0, q->path, q->path_len);
+    r->adds = r->route ? r->route->adds : NULL;
+    r->nadds = r->route ? r->route->nadds : 0;
+}
+
+/* The rate-limit key: the client address in binary, made only for a route
+ * with zones. The peer's comes from its sockaddr; an address taken from a
+ * trusted proxy's X-Forwarded-For is parsed (unparsable: the peer's). */
+static void client_key(const struct px_req *r, struct px_limit_key *k)
+{
+    if (r->xff && px_limit_key_parse(r->client_ip, r->client_ip_len, k) == 0)
+        return;
+    if (px_limit_key_from_sockaddr(r->peer, k) < 0)
+        memset(k, 0, sizeof(*k)); /* not an IP peer: one shared key */
+}
+
+/* The route's zones decide, as nginx's limit_req does: go on, wait (parked;
+ * the request re-enters at PX_STEP_SERVICE), or the rejecting zone's status
+ * (429 with Retry-After; 503 bare, as nginx sends it). 1 when the request
+ * does not go on now. */
+static int rate_limit(struct px_req *r)
+{
+    const struct px_route *rt = r->route;
+    struct px_limit_key k;
+    struct px_limit_result res;
+
+    client_key(r, &k);
+    px_limit_check(rt->zones, rt->nzones, &k, r->start_us / 1000, &res);
+    if (PX_LIKELY(res.verdict == PX_LIMIT_PASS))
+        return 0;
+    if (res.verdict == PX_LIMIT_DELAY) {
+        r->step = PX_STEP_SERVICE;
+        px_req_park(r, res.delay_ms, 0);
         return 1;
     }
-    return 0;
+    struct px_limit_zone *z = rt->zones[res.which];
+    int status = px_limit_zone_status(z);
+    r->limited = px_limit_zone_name(z);
+    r->step = PX_STEP_DONE;
+    if (status != 429) {
+        r->ops->respond(r, status, NULL, 0, NULL, 0);
+        return 1;
+    }
+    char v[12];
+    int n = snprintf(v, sizeof(v), "%" PRIu32, res.retry_after_s ? res.retry_after_s : 1);
+    struct px_h1_header ra = {"Retry-After", 11, v, (size_t)n};
+    r->ops->respond(r, 429, NULL, 0, &ra, 1);
+    return 1;
 }
 
 void px_req_dispatch(struct px_req *r)
 {
     const struct px_config *cfg = px_routes_config(r->routes);
+    const struct px_h1_request *q = r->q;
     switch (r->step) {
     case PX_STEP_ROUTE:
+        /* health_path and ACME challenges first: never limited */
         if (shortcuts(r, cfg))
             return;
-        r->svc = px_routes_match(r->routes, r->q->host, r->q->host ? r->q->host_len : 0, r->q->path,
-                                 r->q->path_len);
-        if (r->svc == NULL) {
-            px_req_respond(r, 404, NULL, 0);
+        set_route(r);
+        if (q->content_length > 0 && cfg->max_body_size && (uint64_t)q->content_length > cfg->max_body_size) {
+            px_req_respond(r, 413, NULL, 0);
             return;
         }
         r->step = PX_STEP_POLICY;
         /* fall through */
     case PX_STEP_POLICY:
-        /* Route policies (rate limits) decide here: answer, park with a
-         * delay (status 0), or go on. */
+        if (r->route && r->route->nzones && rate_limit(r))
+            return;
+        r->step = PX_STEP_SERVICE;
+        /* fall through */
+    case PX_STEP_SERVICE:
+        r->svc = px_routes_match(r->routes, q->host, q->host ? q->host_len : 0, q->path, q->path_len);
+        if (r->svc == NULL) {
+            px_req_respond(r, 404, NULL, 0);
+            return;
+        }
         r->step = PX_STEP_STATE;
         /* fall through */
     case PX_STEP_STATE:
@@ -311,6 +372,7 @@ void px_req_wake_service(struct px_worker *w, const char *name)
         px_worker_refresh(w);
         r->routes = w->routes;
         px_routes_pin(r->routes, w->id);
+        set_route(r); /* its headers; the limits were applied once */
         r->svc = px_routes_match(r->routes, r->q->host, r->q->host ? r->q->host_len : 0, r->q->path,
                                  r->q->path_len);
         if (r->svc == NULL) {
@@ -474,8 +536,9 @@ static void access_log(const struct px_req *r)
     }
     const char *svc = r->svc ? r->svc->name : "";
     const char *up = r->target ? r->target->addr.text : "";
+    size_t limited_len = r->limited ? strlen(r->limited) : 0;
     size_t bound = 400 + 6 * (f->client_len + f->method_len + f->host_len + f->path_len + strlen(svc) +
-                              strlen(up) + r->request_id_len);
+                              strlen(up) + r->request_id_len + limited_len);
     char stackbuf[2048];
     char *buf = stackbuf;
     struct evbuffer_iovec v;
@@ -501,7 +564,13 @@ static void access_log(const struct px_req *r)
     p = json_str(p + 12, up, strlen(up));
     memcpy(p, ",\"request_id\":", 14);
     p = json_str(p + 14, r->request_id, r->request_id_len);
-    p += sprintf(p, ",\"proto\":\"%s\",\"tls\":%s}\n", f->proto, f->tls ? "true" : "false");
+    p += sprintf(p, ",\"proto\":\"%s\",\"tls\":%s", f->proto, f->tls ? "true" : "false");
+    if (r->limited) {
+        memcpy(p, ",\"limited\":", 11);
+        p = json_str(p + 11, r->limited, limited_len);
+    }
+    memcpy(p, "}\n", 2);
+    p += 2;
     if (buf == stackbuf) {
         px_worker_access_log(w, buf, (size_t)(p - buf));
     } else {

@@ -1,16 +1,52 @@
 /* routes.c -- immutable route snapshots of refcounted parts: build,
- * publish, reclaim; the target registry. See px/routes.h for the lifetime
- * protocol. */
+ * publish, reclaim; the [route] table; the target registry. See
+ * px/routes.h for the lifetime protocol. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "px/common.h"
 #include "px/config.h"
+#include "px/headers.h"
+#include "px/limit.h"
 #include "px/log.h"
 #include "px/routes.h"
 #include "px/services.h"
 #include "px/tls.h"
+
+/* One entry of the match table: a [route] for one of its host names (or
+ * for any host), with what matching needs. */
+struct route {
+    const struct px_route *pub;    /* what the [route] does (shared by its host names) */
+    const char *prefix;            /* the config's string; prefix_len bytes are matched */
+    size_t prefix_len;
+    const char *host;              /* exact name, or ".suffix" of a "*.suffix" (host_kind) */
+    size_t host_len;
+    uint8_t host_kind;             /* HOST_ANY, HOST_WILD, HOST_EXACT: also their precedence */
+    const char *const *suffixes;   /* lowercase; the config's strings */
+    const size_t *suffix_lens;     /* the [route]'s (policy's) */
+    size_t nsuffixes;
+    size_t order;                  /* position in the file: ties in sorting */
+};
+
+enum { HOST_ANY = 0, HOST_WILD, HOST_EXACT };
+
+/* What one [route] does, and its suffix lengths. */
+struct policy {
+    struct px_route pub;
+    size_t *suffix_lens;
+};
+
+/* The config part of a snapshot: the config and what is made from it. */
+struct conf_part {
+    struct px_config *cfg;
+    struct px_limits *limits;
+    struct policy *policies;       /* one per [route], in file order */
+    struct route *routes;          /* in precedence order: the first that matches applies */
+    size_t nroutes;
+    int any_host;                  /* a route names a host: normalize the request's */
+    char *lower_names;             /* lowercase names of every route's adds, one block */
+};
 
 /* One replaceable part of a snapshot (config, TLS, services). Snapshots
  * name parts; a part is freed with the last snapshot naming it. */
@@ -28,6 +64,7 @@ struct pin {
 struct px_routes {
     /* what workers read (copies of the parts' objects, one load each) */
     const struct px_config *cfg;
+    const struct conf_part *conf;
     const struct px_tls *tls;      /* NULL without listen_https */
     const struct px_services *svcs;
     struct part *parts[PX_PART_COUNT];
@@ -118,9 +155,195 @@ void px_target_release(struct px_target *t)
     free(t);
 }
 
+/* ---- the config part: config, [route] table, zones ---- */
+
+static void conf_part_free(struct conf_part *c)
+{
+    if (c == NULL)
+        return;
+    for (size_t i = 0; c->policies && i < c->cfg->nroutes; i++) {
+        free((void *)c->policies[i].pub.zones);
+        free((void *)c->policies[i].pub.adds);
+        free(c->policies[i].suffix_lens);
+    }
+    free(c->policies);
+    free(c->routes);
+    free(c->lower_names);
+    px_limits_free(c->limits);
+    px_config_free(c->cfg);
+    free(c);
+}
+
 static void destroy_config(void *o)
 {
-    px_config_free(o);
+    conf_part_free(o);
+}
+
+static int route_cmp(const void *a, const void *b)
+{
+    const struct route *x = a, *y = b;
+    if (x->prefix_len != y->prefix_len)
+        return x->prefix_len > y->prefix_len ? -1 : 1;
+    if (x->host_kind != y->host_kind)
+        return x->host_kind > y->host_kind ? -1 : 1;
+    if (x->host_kind == HOST_WILD && x->host_len != y->host_len)
+        return x->host_len > y->host_len ? -1 : 1;
+    if ((x->nsuffixes != 0) != (y->nsuffixes != 0))
+        return x->nsuffixes ? -1 : 1;
+    return x->order < y->order ? -1 : x->order > y->order;
+}
+
+static const struct px_header_set_conf *header_set(const struct px_config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->nheader_sets; i++)
+        if (strcmp(cfg->header_sets[i].name, name) == 0)
+            return &cfg->header_sets[i];
+    return NULL;
+}
+
+static int set_names(const struct px_header_set_conf *set, const char *name)
+{
+    for (size_t i = 0; i < set->nheaders; i++)
+        if (strcasecmp(set->headers[i].name, name) == 0)
+            return 1;
+    return 0;
+}
+
+static void add_of(struct px_hdr_add *a, const struct px_header_conf *h, char **lower)
+{
+    a->name = h->name;
+    a->name_len = strlen(h->name);
+    a->value = h->value;
+    a->value_len = strlen(h->value);
+    a->https_only = strcasecmp(h->name, "strict-transport-security") == 0;
+    px_lower_copy(*lower, a->name, a->name_len);
+    a->lname = *lower;
+    *lower += a->name_len;
+}
+
+/* The route's response headers, merged once here so a response only walks
+ * one list: [headers] minus the names its sets give, then its sets. The
+ * config guarantees the sets do not repeat a name and the whole fits
+ * PX_MAX_ADD_HEADERS. */
+static int route_adds(const struct px_config *cfg, const struct px_route_conf *rc, struct policy *rt, char **lower)
+{
+    size_t n = 0;
+    struct px_hdr_add *adds = calloc(PX_MAX_ADD_HEADERS, sizeof(*adds));
+    if (adds == NULL)
+        return -1;
+    for (size_t i = 0; i < cfg->nheaders && n < PX_MAX_ADD_HEADERS; i++) {
+        size_t k = 0;
+        while (k < rc->nheader_sets && !set_names(header_set(cfg, rc->header_sets[k].name), cfg->headers[i].name))
+            k++;
+        if (k == rc->nheader_sets)
+            add_of(&adds[n++], &cfg->headers[i], lower);
+    }
+    for (size_t k = 0; k < rc->nheader_sets; k++) {
+        const struct px_header_set_conf *set = header_set(cfg, rc->header_sets[k].name);
+        for (size_t i = 0; i < set->nheaders && n < PX_MAX_ADD_HEADERS; i++)
+            add_of(&adds[n++], &set->headers[i], lower);
+    }
+    rt->pub.adds = adds;
+    rt->pub.nadds = n;
+    return 0;
+}
+
+/* What [route] rc does: its zones and its response headers. */
+static int policy_make(struct conf_part *c, const struct px_route_conf *rc, struct policy *pol, char **lower,
+                       char *err, size_t errlen)
+{
+    pol->pub.prefix = rc->prefix;
+    if (rc->nsuffixes && (pol->suffix_lens = calloc(rc->nsuffixes, sizeof(size_t))) == NULL)
+        goto oom;
+    for (size_t k = 0; k < rc->nsuffixes; k++)
+        pol->suffix_lens[k] = strlen(rc->suffixes[k]);
+    if (rc->nlimits) {
+        struct px_limit_zone **z = calloc(rc->nlimits, sizeof(*z));
+        if (z == NULL)
+            goto oom;
+        pol->pub.zones = z;
+        pol->pub.nzones = rc->nlimits;
+        for (size_t k = 0; k < rc->nlimits; k++) {
+            if ((z[k] = px_limits_find(c->limits, rc->limits[k].name)) == NULL) {
+                snprintf(err, errlen, "[route %s]: no zone %s", rc->prefix, rc->limits[k].name);
+                return -1;
+            }
+        }
+    }
+    if (rc->nheader_sets && route_adds(c->cfg, rc, pol, lower) < 0)
+        goto oom;
+    return 0;
+oom:
+    snprintf(err, errlen, "out of memory building routes");
+    return -1;
+}
+
+/* Takes ownership of cfg, even on failure. */
+static struct conf_part *conf_part_new(struct px_config *cfg, char *err, size_t errlen)
+{
+    const struct px_routes *cur = atomic_load(&current);
+    struct conf_part *c = calloc(1, sizeof(*c));
+    size_t names = 0, entries = 0;
+    char *lower;
+
+    if (c == NULL) {
+        px_config_free(cfg);
+        snprintf(err, errlen, "out of memory building routes");
+        return NULL;
+    }
+    c->cfg = cfg;
+    if ((c->limits = px_limits_build(cfg, cur ? cur->conf->limits : NULL, err, errlen)) == NULL)
+        goto fail;
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        const struct px_route_conf *rc = &cfg->routes[i];
+        entries += rc->nhosts ? rc->nhosts : 1;
+        if (rc->nheader_sets == 0)
+            continue;
+        for (size_t j = 0; j < cfg->nheaders; j++)
+            names += strlen(cfg->headers[j].name);
+        for (size_t k = 0; k < rc->nheader_sets; k++) {
+            const struct px_header_set_conf *set = header_set(cfg, rc->header_sets[k].name);
+            for (size_t j = 0; set && j < set->nheaders; j++)
+                names += strlen(set->headers[j].name);
+        }
+    }
+    if (cfg->nroutes && ((c->policies = calloc(cfg->nroutes, sizeof(*c->policies))) == NULL ||
+                         (c->routes = calloc(entries, sizeof(*c->routes))) == NULL))
+        goto oom;
+    if (names && (c->lower_names = malloc(names)) == NULL)
+        goto oom;
+    lower = c->lower_names;
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        const struct px_route_conf *rc = &cfg->routes[i];
+        struct policy *pol = &c->policies[i];
+        if (policy_make(c, rc, pol, &lower, err, errlen) < 0)
+            goto fail;
+        for (size_t h = 0; h < (rc->nhosts ? rc->nhosts : 1); h++) {
+            struct route *rt = &c->routes[c->nroutes++];
+            rt->pub = &pol->pub;
+            rt->prefix = rc->prefix;
+            rt->prefix_len = rc->prefix_len;
+            rt->order = i;
+            rt->suffixes = (const char *const *)rc->suffixes;
+            rt->suffix_lens = pol->suffix_lens;
+            rt->nsuffixes = rc->nsuffixes;
+            if (rc->nhosts) {
+                const char *name = rc->hosts[h];
+                c->any_host = 1;
+                rt->host_kind = name[0] == '*' ? HOST_WILD : HOST_EXACT;
+                rt->host = name[0] == '*' ? name + 1 : name;
+                rt->host_len = strlen(rt->host);
+            }
+        }
+    }
+    if (c->nroutes > 1)
+        qsort(c->routes, c->nroutes, sizeof(*c->routes), route_cmp);
+    return c;
+oom:
+    snprintf(err, errlen, "out of memory building routes");
+fail:
+    conf_part_free(c);
+    return NULL;
 }
 
 static void destroy_tls(void *o)
@@ -180,7 +403,8 @@ static struct px_routes *routes_of(struct part *pc, struct part *pt, struct part
     r->parts[PX_PART_CONFIG] = pc;
     r->parts[PX_PART_TLS] = pt;
     r->parts[PX_PART_SERVICES] = ps;
-    r->cfg = pc->obj;
+    r->conf = pc->obj;
+    r->cfg = r->conf->cfg;
     r->tls = pt->obj;
     r->svcs = ps->obj;
     return r;
@@ -189,16 +413,21 @@ static struct px_routes *routes_of(struct part *pc, struct part *pt, struct part
 struct px_routes *px_routes_make(struct px_config *cfg, struct px_tls *tls, struct px_services *svcs, char *err,
                                  size_t errlen)
 {
+    struct conf_part *conf = NULL;
     if (cfg == NULL || svcs == NULL || px_services_seal(svcs, err, errlen) < 0) {
         if (cfg == NULL || svcs == NULL)
             snprintf(err, errlen, "a snapshot needs a config and a services table");
         px_config_free(cfg);
-        px_tls_free(tls);
-        px_services_free(svcs);
-        return NULL;
+        goto fail;
     }
-    return routes_of(part_new(cfg, destroy_config), part_new(tls, destroy_tls),
+    if ((conf = conf_part_new(cfg, err, errlen)) == NULL) /* took cfg */
+        goto fail;
+    return routes_of(part_new(conf, destroy_config), part_new(tls, destroy_tls),
                      part_new(svcs, destroy_services), err, errlen);
+fail:
+    px_tls_free(tls);
+    px_services_free(svcs);
+    return NULL;
 }
 
 static px_services_provider provider;
@@ -422,6 +651,137 @@ int px_host_normalize(const char *host, size_t len, char *out, size_t outlen)
     }
     out[end] = '\0';
     return (int)end;
+}
+
+/* ---- [route] matching ---- */
+
+#define PATH_STACK 4096
+
+static int unhex(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c |= 0x20;
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* The path as nginx matches locations (ngx_http_parse_complex_uri): %XX
+ * decoded (a decoded '/' or '.' counts as one), "//" merged, "." and ".."
+ * resolved, never above the root. out has room for n bytes: the result is
+ * never longer. Returns its length. */
+static size_t normalize_path(const char *p, size_t n, char *out)
+{
+    size_t m = 0, r = 0, w = 0;
+    for (size_t i = 0; i < n; i++) {
+        int hi, lo;
+        if (p[i] == '%' && i + 2 < n && (hi = unhex((unsigned char)p[i + 1])) >= 0 &&
+            (lo = unhex((unsigned char)p[i + 2])) >= 0) {
+            out[m++] = (char)(hi << 4 | lo);
+            i += 2;
+        } else {
+            out[m++] = p[i];
+        }
+    }
+    if (m == 0 || out[0] != '/')
+        return m; /* "*", or not a path: no route prefix can match it anyway */
+    /* segments, in place (w <= r always) */
+    while (r < m) {
+        while (r < m && out[r] == '/')
+            r++;
+        size_t s = r;
+        while (r < m && out[r] != '/')
+            r++;
+        size_t len = r - s;
+        if (len == 0 || (len == 1 && out[s] == '.')) {
+            if (r == m)
+                out[w++] = '/'; /* "/a/" and "/a/." end as "/a/" */
+            continue;
+        }
+        if (len == 2 && out[s] == '.' && out[s + 1] == '.') {
+            while (w > 0 && out[w - 1] != '/')
+                w--;
+            if (w > 0)
+                w--;
+            if (r == m)
+                out[w++] = '/';
+            continue;
+        }
+        out[w++] = '/';
+        memmove(out + w, out + s, len);
+        w += len;
+    }
+    return w ? w : (out[0] = '/', 1);
+}
+
+/* Up to the query; *messy when normalizing could change it. */
+static size_t path_part(const char *p, size_t n, int *messy)
+{
+    size_t i = 0;
+    int m = 0;
+    for (; i < n; i++) {
+        char c = p[i];
+        if (c == '?')
+            break;
+        if (c == '%' || (c == '/' && i + 1 < n && (p[i + 1] == '/' || p[i + 1] == '.')))
+            m = 1;
+    }
+    *messy = m;
+    return i;
+}
+
+static int suffix_match(const struct route *rt, const char *p, size_t n)
+{
+    for (size_t k = 0; k < rt->nsuffixes; k++) {
+        size_t len = rt->suffix_lens[k];
+        if (len <= n && px_slice_ieq(p + n - len, len, rt->suffixes[k], len))
+            return 1;
+    }
+    return 0;
+}
+
+const struct px_route *px_routes_route(const struct px_routes *r, const char *host, size_t host_len,
+                                       const char *path, size_t path_len)
+{
+    const struct conf_part *c = r->conf;
+    const struct route *found = NULL;
+    char stackbuf[PATH_STACK], *heap = NULL, h[256];
+    int messy, hl = -1;
+
+    if (PX_LIKELY(c->nroutes == 0))
+        return NULL;
+    size_t n = path_part(path, path_len, &messy);
+    const char *p = path;
+    if (messy) {
+        char *buf = n <= sizeof(stackbuf) ? stackbuf : (heap = malloc(n));
+        if (buf) {
+            n = normalize_path(path, n, buf);
+            p = buf;
+        }
+    }
+    if (c->any_host)
+        hl = px_host_normalize(host, host_len, h, sizeof(h));
+    for (size_t i = 0; i < c->nroutes; i++) {
+        const struct route *rt = &c->routes[i];
+        size_t pl = rt->prefix_len;
+        if (pl > n || memcmp(p, rt->prefix, pl) != 0 || (pl < n && p[pl] != '/' && rt->prefix[pl - 1] != '/'))
+            continue;
+        if (rt->host_kind == HOST_EXACT && ((size_t)hl != rt->host_len || memcmp(h, rt->host, rt->host_len) != 0))
+            continue;
+        if (rt->host_kind == HOST_WILD &&
+            (hl <= 0 || (size_t)hl <= rt->host_len || memcmp(h + hl - rt->host_len, rt->host, rt->host_len) != 0))
+            continue;
+        if (rt->nsuffixes && !suffix_match(rt, p, n))
+            continue;
+        found = rt;
+        break;
+    }
+    free(heap);
+    return found ? found->pub : NULL;
+}
+
+struct px_limits *px_routes_limits(const struct px_routes *r)
+{
+    return r->conf->limits;
 }
 
 const struct px_service *px_routes_match(const struct px_routes *r, const char *host, size_t host_len,

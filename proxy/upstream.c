@@ -61,7 +61,8 @@ static int attach(struct px_req *r, struct px_target *t, int *err)
     r->up = u;
     r->target = t;
     r->tries++;
-    p->outstanding++;
+    if (++p->outstanding > p->peak)
+        p->peak = p->outstanding;
     px_target_load_add(t, w->id, 1, 0);
     r->counted = 1;
     return 0;

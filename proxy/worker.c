@@ -269,7 +269,7 @@ static void handle_msg(struct px_worker *w, const struct px_wmsg *m)
         break;
     case PX_WM_WARM_TARGET: {
         struct px_target t = {.addr = m->addr, .id = m->target_id}; /* what a connect needs */
-        px_pool_warm(w, &t, m->count);
+        px_pool_warm(w, &t, m->from, m->nfrom, m->count);
         break;
     }
     }

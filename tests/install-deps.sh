@@ -16,5 +16,14 @@ if [ "$(id -u)" != 0 ]; then
 fi
 echo "proxyd: installing$missing"
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends $missing
+# The tests start nginx (a side-by-side check) and certbot (a layout check)
+# themselves: keep the packages' postinst from starting their services on
+# ports 80/443 or a renewal timer.
+made_policy=0
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && made_policy=1
+fi
+rc=0
+{ apt-get update -qq && apt-get install -y -qq --no-install-recommends $missing; } || rc=$?
+[ "$made_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
+[ "$rc" = 0 ] || { echo "proxyd: apt-get failed ($rc)" >&2; exit 1; }

@@ -25,10 +25,23 @@ struct px_service_conf {
     int line;
 };
 
+/* A [route] key naming another section, and the line it was written on. */
+struct px_name_ref {
+    char *name;
+    int line;
+};
+
 struct px_route_conf {
-    char *prefix;            /* from "[route PREFIX]" */
-    char *host;              /* NULL = any host */
-    char *limit;             /* name of a [limit NAME] section, or NULL */
+    char *prefix;            /* from "[route PREFIX]", as written ("/api/") */
+    size_t prefix_len;       /* what is matched: prefix without its trailing '/' ("/api"); "/" is 1 */
+    char **hosts;            /* lowercase, unique; "*.example.com" allowed; none = any host */
+    size_t nhosts;
+    char **suffixes;         /* lowercase file extensions (".js"); none = any path */
+    size_t nsuffixes;
+    struct px_name_ref *limits;      /* [limit NAME] zones, in the order given */
+    size_t nlimits;
+    struct px_name_ref *header_sets; /* [headers NAME] sets, in the order given */
+    size_t nheader_sets;
     int line;
 };
 
@@ -47,6 +60,14 @@ struct px_limit_conf {
 struct px_header_conf {
     char *name;
     char *value;
+};
+
+/* A [headers NAME] section: added to the responses of the routes naming it. */
+struct px_header_set_conf {
+    char *name;
+    struct px_header_conf *headers;
+    size_t nheaders;
+    int line;
 };
 
 struct px_sni_conf {
@@ -115,6 +136,9 @@ struct px_config {
     int has_headers_section;  /* without it, the four defaults below apply */
     struct px_header_conf *headers; /* resolved list (defaults filled in when no section) */
     size_t nheaders;
+
+    struct px_header_set_conf *header_sets; /* [headers NAME] */
+    size_t nheader_sets;
 
     struct px_limit_conf *limits;
     size_t nlimits;

@@ -6,8 +6,11 @@
  *
  *   ms     = now - last        (negative: 0; clock jumped back > 60 s: 1)
  *   excess = node.excess - rate * ms / 1000 + 1000, floored at 0
+ *            (rate * ms / 1000 truncates, as nginx's integer division does)
  *   excess > burst * 1000      -> rejected; nothing is charged
- *   otherwise                  -> charged: node.excess = excess, node.last = now
+ *   otherwise                  -> charged: node.excess = excess, and
+ *                                 node.last = now unless ms is 0 (a clock
+ *                                 that stood still or went back keeps it)
  *   delay  = excess <= delay * 1000 ? 0 : (excess - delay * 1000) * 1000 / rate  (ms)
  *            (nodelay = an infinite `delay`; no `delay` and no nodelay = delay 0)
  *
@@ -20,15 +23,20 @@
  * zone is charged and the delay is the longest of theirs.
  *
  * Memory: a zone's state is a fixed arena sized from `zone_size` (allocated
- * once, when the zone is made): no allocation per request or per new key.
- * Keys are evicted least recently used first, but only idle ones (excess
- * fully leaked); when the arena is full and the least recently used key is
- * not idle, the request is rejected, as nginx does when its shared zone
- * cannot allocate a node.
+ * once, when the zone is made; its pages are touched only as keys arrive):
+ * no allocation per request or per new key. About 50 bytes a key: 10m
+ * holds some 200,000 (px_limit_zone_capacity says exactly). Keys are
+ * evicted least recently used first, but only idle ones (excess fully
+ * leaked); when the arena is full and the least recently used key is not
+ * idle, the request is rejected, as nginx does when its shared zone cannot
+ * allocate a node. Like nginx's expire, making a key also frees up to two
+ * least recently used keys idle for a minute.
  *
- * Threads: a zone is shared by every worker. It is striped (the key's hash
- * picks a stripe with its own small lock, table and LRU list), so workers
- * rarely contend and no lock is global.
+ * Threads: a zone is shared by every worker. It is striped (the key's hash,
+ * keyed per zone, picks a stripe with its own small lock, table and LRU
+ * list), so workers rarely contend and no lock is global. The capacity is
+ * split evenly over the stripes, so a new key can be refused a little
+ * before the zone holds `capacity` keys.
  *
  * Lifetime: zones belong to a px_limits set built from a config on the main
  * thread. A reload builds a new set from the old one: a zone whose name and
@@ -36,7 +44,11 @@
  * shared zones by name); its rate, burst, delay and status take the new
  * values. The config snapshot holds the set; workers use zones through the
  * pinned snapshot, so a set is freed only after the last request that could
- * see it. */
+ * see it. A zone handle (struct px_limit_zone) is one set's view: that set's
+ * parameters over state it may share with the sets before and after it;
+ * the handle lives as long as its set. Old and new sets may be used at once
+ * (workers on an old snapshot): each applies its own parameters to the
+ * shared buckets. */
 #ifndef PX_LIMIT_H
 #define PX_LIMIT_H
 
@@ -44,27 +56,34 @@
 #include <stdint.h>
 
 struct px_config;
+struct sockaddr;
 struct px_limit_zone;
 struct px_limits;
 
 /* A client key: an IPv4 address (family 4, first 4 bytes) or an IPv6 one
- * (family 6, all 16 bytes). Bytes past the address must be zero. */
+ * (family 6, all 16 bytes). Bytes past the address must be zero. An
+ * IPv4-mapped IPv6 address (::ffff:a.b.c.d) is the IPv4 key: the fillers
+ * below make it so, as px_cidr_match does. */
 struct px_limit_key {
     uint8_t family;
     uint8_t addr[16];
 };
 
-/* Fill k from a numeric address ("192.0.2.1", "2001:db8::1"). -1 when s is
- * not one. */
+/* Fill k from a numeric address ("192.0.2.1", "2001:db8::1"; s need not be
+ * NUL-terminated). -1 (k zeroed) when s is not exactly one. */
 int px_limit_key_parse(const char *s, size_t len, struct px_limit_key *k);
+/* Fill k from a peer address (AF_INET or AF_INET6). -1 for other families. */
+int px_limit_key_from_sockaddr(const struct sockaddr *sa, struct px_limit_key *k);
 
 /* Build the zones of cfg's [limit] sections, carrying over the state of
  * old's zones that keep their name and zone_size (old may be NULL and is
  * not changed; it stays valid for its readers until px_limits_free). NULL
- * with a message in err on failure (out of memory). Main thread. */
+ * with a message in err on failure (out of memory, a rate or zone_size out
+ * of range); old is untouched then. Main thread. */
 struct px_limits *px_limits_build(const struct px_config *cfg, struct px_limits *old, char *err, size_t errlen);
-/* Free the set; zones carried over into a newer set live on there. NULL is
- * fine. */
+/* Free the set; zones carried over into a newer set live on there (a
+ * zone's state is refcounted by the sets holding it). NULL is fine. Any
+ * one thread at a time with px_limits_build, after the last reader. */
 void px_limits_free(struct px_limits *l);
 /* The zone called name, or NULL. */
 struct px_limit_zone *px_limits_find(const struct px_limits *l, const char *name);
@@ -74,6 +93,9 @@ const char *px_limit_zone_name(const struct px_limit_zone *z);
 int px_limit_zone_status(const struct px_limit_zone *z); /* 429 or 503 */
 /* How many keys the arena holds at most. */
 size_t px_limit_zone_capacity(const struct px_limit_zone *z);
+/* How many keys it holds now (takes each stripe's lock in turn: for
+ * metrics and tests, not the request path). */
+size_t px_limit_zone_keys(const struct px_limit_zone *z);
 
 enum px_limit_verdict {
     PX_LIMIT_PASS = 0,  /* go on now */
@@ -83,14 +105,22 @@ enum px_limit_verdict {
 
 struct px_limit_result {
     enum px_limit_verdict verdict;
-    uint64_t delay_ms;       /* PX_LIMIT_DELAY: the longest delay */
-    uint32_t retry_after_s;  /* PX_LIMIT_REJECT: whole seconds until a request would pass, >= 1 */
-    size_t which;            /* PX_LIMIT_REJECT: the zone that rejected (first in order) */
+    uint64_t delay_ms;       /* PX_LIMIT_DELAY: the longest delay (> 0) */
+    uint32_t retry_after_s;  /* PX_LIMIT_REJECT: whole seconds (rounded up, >= 1) until a
+                              * request of this key would pass the rejecting zone, if no
+                              * other comes meanwhile; when the zone had no room for a new
+                              * key, until its least recently used key goes idle */
+    size_t which;            /* PX_LIMIT_REJECT: the zone that rejected (first in order);
+                              * PX_LIMIT_DELAY: the zone with the longest delay (on a tie,
+                              * the later one, as nginx logs it); PX_LIMIT_PASS: 0 */
 };
 
 /* Decide one request of key k against zones[0..n) at now_ms (a monotonic
- * millisecond clock: the caller passes it, so tests use a fake one). Any
- * thread. */
+ * millisecond clock: the caller passes it, so tests use a fake one), and
+ * charge it unless rejected. n == 0 passes. The zones should be distinct.
+ * Any thread; takes one stripe lock at a time, never allocates. With n > 1
+ * two workers racing on one key may both pass the look at an earlier zone
+ * and both be charged there (nginx has the same race); one zone is exact. */
 void px_limit_check(struct px_limit_zone *const *zones, size_t n, const struct px_limit_key *k, uint64_t now_ms,
                     struct px_limit_result *res);
 

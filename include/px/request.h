@@ -4,10 +4,10 @@
  * A client side (an HTTP/1.x connection, an HTTP/2 stream) parses a request
  * head into a px_h1_request, fills a px_req (px_req_begin), and hands it to
  * px_req_dispatch(): shortcuts (health_path, ACME challenge, the port-80
- * redirect) -> body limit -> route -> route policy -> service state ->
- * upstream. A step that must wait parks the request (px_req_park): the
- * worker keeps it on a list with a timer and re-enters the pipeline where it
- * stopped. When the request is over, whatever the reason, the client side
+ * redirect) -> [route] match -> body limit -> route policy (rate limits) ->
+ * service -> service state -> upstream. A step that must wait parks the
+ * request (px_req_park): the worker keeps it on a list with a timer and
+ * re-enters the pipeline where it stopped. When the request is over, whatever the reason, the client side
  * calls px_req_finish() once: access log, per-target counts, unpin.
  *
  * The client side implements px_down_ops; upstream.c owns target choice,
@@ -28,6 +28,7 @@
 
 struct px_req;
 struct px_worker;
+struct px_hdr_add;
 struct px_uconn;
 struct px_config;
 
@@ -71,8 +72,11 @@ struct px_down_ops {
     size_t (*resp_room)(struct px_req *r);
 };
 
-/* Where the pipeline (re-)enters a request. */
-enum px_step { PX_STEP_ROUTE = 0, PX_STEP_POLICY, PX_STEP_STATE, PX_STEP_UPSTREAM, PX_STEP_DONE };
+/* Where the pipeline (re-)enters a request. ROUTE: shortcuts, then the
+ * [route] that applies (before the service, as an nginx location applies
+ * to a path no service serves); POLICY: its rate limits (a delayed request
+ * parks and re-enters at SERVICE); SERVICE: the service by host and path. */
+enum px_step { PX_STEP_ROUTE = 0, PX_STEP_POLICY, PX_STEP_SERVICE, PX_STEP_STATE, PX_STEP_UPSTREAM, PX_STEP_DONE };
 
 #define PX_CLIENT_IP_MAX 46
 
@@ -92,6 +96,11 @@ struct px_req {
     unsigned strip_expect : 1;       /* proxyd answers 100-continue itself */
 
     const struct px_routes *routes;  /* pinned for the request's lifetime */
+    const struct px_route *route;    /* the [route] that applies, or NULL */
+    const struct px_hdr_add *adds;   /* response headers when its route has sets (r->route->adds),
+                                      * NULL: the worker's [headers] */
+    size_t nadds;
+    const char *limited;             /* the zone that rejected it (access log), or NULL */
     const struct px_service *svc;
     struct px_target *target;        /* the target of the current try */
     struct px_uconn *up;

@@ -1,8 +1,9 @@
 /* px/routes.h -- the immutable route snapshot and the blue-green swap.
  *
  * A snapshot holds everything a request needs to be served, in three parts
- * that are replaced independently: the config in force (timeouts, headers,
- * limits), the TLS contexts (px/tls.h) and the services table with its
+ * that are replaced independently: the config in force with the policies
+ * made from it (timeouts, headers, the [route] table and its rate-limit
+ * zones), the TLS contexts (px/tls.h) and the services table with its
  * targets (px/services.h). A part is shared by consecutive snapshots
  * (refcounted by the snapshots naming it, main thread only) and freed with
  * the last one: a deploy publishes a new services table and keeps the very
@@ -35,6 +36,9 @@
 struct px_config;
 struct px_tls;
 struct px_services;
+struct px_limits;
+struct px_limit_zone;
+struct px_hdr_add;
 
 /* What one worker has in flight on a target. Each worker writes only its
  * own slot (a plain load and store, no read-modify-write); the main thread
@@ -102,8 +106,12 @@ enum px_routes_part { PX_PART_CONFIG, PX_PART_TLS, PX_PART_SERVICES, PX_PART_COU
 
 /* An unpublished snapshot of three new parts: cfg (required), tls (NULL
  * without listen_https), svcs (required; sealed here). Takes ownership of all
- * three, even on failure (NULL with a message in err). Nothing is published:
- * a caller can build everything that can fail first, then publish. */
+ * three, even on failure (NULL with a message in err). The config part also
+ * gets cfg's [route] table and its rate-limit zones, made here: zones that
+ * keep their name and zone_size carry their state over from the current
+ * snapshot's (px_limits_build). Nothing is published: a caller can build
+ * everything that can fail first, then publish (an unpublished snapshot
+ * that is dropped leaves the current zones as they were). */
 struct px_routes *px_routes_make(struct px_config *cfg, struct px_tls *tls, struct px_services *svcs, char *err,
                                  size_t errlen);
 /* px_routes_make with the parts cfg describes: its certificates (loaded now;
@@ -163,6 +171,35 @@ const struct px_services *px_routes_services(const struct px_routes *r);
  * on a segment boundary. NULL when nothing matches. */
 const struct px_service *px_routes_match(const struct px_routes *r, const char *host, size_t host_len,
                                          const char *path, size_t path_len);
+
+/* ---- [route] policies ---- */
+
+/* What a [route] does to the requests it applies to. Owned by the
+ * snapshot's config part: immutable, valid while the request pins it. */
+struct px_route {
+    const char *prefix;                 /* as configured ("/api/"), for messages */
+    struct px_limit_zone *const *zones; /* its [limit] zones in the order given (px_limit_check) */
+    size_t nzones;
+    const struct px_hdr_add *adds;      /* the response headers of its requests: [headers] with its
+                                         * [headers NAME] sets on top (a set's header replaces the
+                                         * [headers] one of the same name); NULL when it names no set:
+                                         * then [headers] alone, as for a request no route matches */
+    size_t nadds;
+};
+
+/* The one [route] that applies to a request, as one nginx location does:
+ * the longest prefix that matches the normalized path (%XX decoded, "//"
+ * merged, "." and ".." resolved; the query ignored) on a segment boundary;
+ * at equal prefix a route for the exact host beats one for a "*.suffix"
+ * (the longer first), which beats one without host; then one whose suffix
+ * matches the path (case-insensitive) beats one without. NULL when none
+ * matches (or the snapshot has no routes: then it costs one test). host is
+ * as sent (":port" ignored). Any thread. No allocation, except for a path
+ * over 4 KiB that needs normalizing. */
+const struct px_route *px_routes_route(const struct px_routes *r, const char *host, size_t host_len,
+                                       const char *path, size_t path_len);
+/* The snapshot's rate-limit zones (one set per config part). */
+struct px_limits *px_routes_limits(const struct px_routes *r);
 
 /* Normalize a Host value into out (lowercase, port and trailing dot
  * stripped). Returns the length, or -1 if it is not a valid host. */

@@ -38,6 +38,7 @@ struct px_upool {
     struct px_uconn *busy;    /* connections with a request (connecting or busy) */
     uint32_t nidle;
     uint32_t outstanding;     /* requests in flight on this worker */
+    uint32_t peak;            /* the most in flight at once since the pool was last warmed from */
     uint32_t warming;         /* connections opening ahead of a switch (px_pool_warm) */
     uint64_t down_until_ms;   /* passive health: skip after a connect failure */
 };
@@ -93,7 +94,11 @@ void px_pool_release(struct px_uconn *u, int reusable);
 /* Open connections to t until this worker's pool for it holds `count`
  * (idle or connecting), so that the first requests after a deploy's switch
  * find warm connections instead of each paying a connect. */
-void px_pool_warm(struct px_worker *w, const struct px_target *t, uint32_t count);
+/* Open connections to t ahead of a switch from the targets `from`: this
+ * worker's connections to them (idle and busy) divided among `nnew` new
+ * targets, plus one; at least one, at most PX_WARM_MAX. */
+void px_pool_warm(struct px_worker *w, const struct px_target *t, const uint32_t *from, uint32_t nfrom,
+                  uint32_t nnew);
 void px_pool_warmed(struct px_uconn *u, int ok);
 /* Take u off its target's busy list (it becomes a tunnel). */
 void px_pool_unbusy(struct px_uconn *u);

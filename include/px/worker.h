@@ -90,16 +90,22 @@ enum px_wmsg_type {
     PX_WM_CLOSE_TUNNELS,      /* close WebSocket tunnels to target_id (clients reconnect) */
     PX_WM_WAKE_SERVICE,       /* a pause of service `name` ended: resume its parked requests */
     PX_WM_CUT_TARGET,         /* drain_timeout passed: cut requests still running on target_id (504) */
-    PX_WM_WARM_TARGET,        /* open `count` connections to `target` ahead of a switch (its pool) */
+    PX_WM_WARM_TARGET,        /* open connections to `target` ahead of a switch (its pool): as many as
+                               * this worker has to the `from` targets it replaces (its share of them
+                               * among `count` new targets), plus one; at least one, at most PX_WARM_MAX */
 };
 
 #define PX_WMSG_NAME_MAX 128
+#define PX_WMSG_FROM_MAX 16
+#define PX_WARM_MAX 16
 
 struct px_wmsg {
     enum px_wmsg_type type;
     uint32_t target_id;
     struct px_addr addr;      /* PX_WM_WARM_TARGET: the target's address (a copy: no lifetime) */
     uint32_t count;
+    uint32_t from[PX_WMSG_FROM_MAX]; /* PX_WM_WARM_TARGET: ids of the targets being replaced */
+    uint32_t nfrom;
     char name[PX_WMSG_NAME_MAX];
     struct px_wmsg *next;     /* the queue's */
 };

@@ -9,6 +9,9 @@
 #   PROXYD_WORKERS (1)        worker threads
 #   PROXYD (build/proxyd)     the binary
 #   PROXYD_INSTANCE (proxyd)  name of its scratch folder (two proxyds in one run)
+#   PROXYD_LIMIT (0)          1: a rate limit on "/" that admits the whole load
+#                             (1000000r/s per client IP), to measure what a
+#                             limit costs per request
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 proxyd=${PROXYD:-$repo/build/proxyd}
@@ -34,6 +37,14 @@ conf=$dir/proxyd.ini
     echo "certificate_key = ${BENCH_KEY:?}"
     echo "session_timeout = 0"
     echo "session_tickets = no"
+  fi
+  if [[ "${PROXYD_LIMIT:-0}" != 0 ]]; then
+    echo
+    echo "[limit bench]"
+    echo "rate = 1000000r/s"
+    echo "burst = 1000000"
+    echo "[route /]"
+    echo "limit = bench"
   fi
   echo
   echo "[service bench]"

@@ -617,7 +617,8 @@ class TestControlSocket(DeployCase):
                      prefix=["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"])
         self.assertEqual(r.rc, 1, r)
         self.assertIn("forbidden", r.err)
-        self.assertIn("refused a peer", p.error_log_text())
+        # the reply can reach proxyctl before the log line reaches the file
+        self.assertTrue(wait_until(lambda: "refused a peer" in p.error_log_text(), timeout=5), p.error_log_text())
         self.assertEqual(proxyctl(p, "list").rc, 0)
 
     def test_live_socket_refused_stale_socket_replaced(self):

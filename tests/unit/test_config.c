@@ -274,8 +274,13 @@ static void test_every_key(void)
     CHECK_INT(cfg->nroutes, 1);
     if (cfg->nroutes == 1) {
         CHECK_STR(cfg->routes[0].prefix, "/api/");
-        CHECK_STR(cfg->routes[0].host, "api.example.com");
-        CHECK_STR(cfg->routes[0].limit, "api");
+        CHECK_INT(cfg->routes[0].prefix_len, 4);
+        CHECK(cfg->routes[0].nhosts == 1 && strcmp(cfg->routes[0].hosts[0], "api.example.com") == 0);
+        CHECK_INT(cfg->routes[0].nlimits, 1);
+        if (cfg->routes[0].nlimits == 1) {
+            CHECK_STR(cfg->routes[0].limits[0].name, "api");
+            CHECK_INT(cfg->routes[0].limits[0].line, 46);
+        }
         CHECK_INT(cfg->routes[0].line, 44);
     }
     CHECK_INT(cfg->nservices, 1);
@@ -436,13 +441,13 @@ static void test_errors(void)
         {BASE "[limit a/b]\n", "t.ini:3: [limit a/b]: name may contain only"},
         /* [route PREFIX] */
         {BASE "[route api]\n", "t.ini:3: [route api]: prefix must start with '/'"},
-        {BASE "[route /api/]\nlimit = nope\n", "t.ini:3: limit: no [limit nope] section"},
+        {BASE "[route /api/]\nlimit = nope\n", "t.ini:4: limit: no [limit nope] section"},
         {BASE "[route /a/]\n[route /a/]\n", "t.ini:4: [route /a/]: conflicts with [route /a/] at line 3 (any host)"},
         {BASE "[route /a/]\nhost = A.com\n[route /a/]\nhost = a.com\n",
          "t.ini:5: [route /a/]: conflicts with [route /a/] at line 3 (host a.com)"},
-        {BASE "[route /a/]\nhost = a b\n", "t.ini:4: host: bad host name"},
+        {BASE "[route /a/]\nhost = a..b\n", "t.ini:4: host: bad host name"},
         {BASE "[route /a/]\nrate = 1\n", "t.ini:4: rate: unknown key in [route /a/]"},
-        {BASE "[route /a/]\nlimit = a b\n", "t.ini:4: limit: name may contain only"},
+        {BASE "[route /a/]\nlimit = a/b\n", "t.ini:4: limit: name may contain only"},
         /* [service NAME] */
         {BASE "[service web]\nhosts = a.com\n", "t.ini:3: targets: required in [service web]"},
         {BASE "[service web]\ntargets =\n", "t.ini:4: targets: needs at least one HOST:PORT"},
@@ -668,14 +673,200 @@ static void test_services_and_routes(void)
     CHECK_INT(cfg->nroutes, 4);
     if (cfg->nroutes == 4) {
         CHECK_STR(cfg->routes[0].prefix, "/api/v1/sessions/");
-        CHECK_STR(cfg->routes[0].limit, "chat");
-        CHECK(cfg->routes[0].host == NULL);
-        CHECK_STR(cfg->routes[1].host, "a.example.com");
-        CHECK(cfg->routes[1].limit == NULL);
-        CHECK_STR(cfg->routes[2].host, "b.example.com");
-        CHECK(cfg->routes[3].limit == NULL);
+        CHECK(cfg->routes[0].nlimits == 1 && strcmp(cfg->routes[0].limits[0].name, "chat") == 0);
+        CHECK_INT(cfg->routes[0].nhosts, 0);
+        CHECK(cfg->routes[1].nhosts == 1 && strcmp(cfg->routes[1].hosts[0], "a.example.com") == 0);
+        CHECK_INT(cfg->routes[1].nlimits, 0);
+        CHECK(cfg->routes[2].nhosts == 1 && strcmp(cfg->routes[2].hosts[0], "b.example.com") == 0);
+        CHECK_INT(cfg->routes[3].nlimits, 0);
     }
     px_config_free(cfg);
+}
+
+/* [route] suffix / limit / headers lists, [headers NAME] sets, [limit] delay. */
+static void test_route_policies(void)
+{
+    static const char text[] =
+        BASE
+        "[limit api]\n"                       /* 3 */
+        "rate = 10r/s\n"
+        "burst = 20\n"
+        "delay = 8\n"                         /* 6 */
+        "[limit chat]\n"
+        "rate = 5r/s\n"
+        "nodelay = no\n"
+        "delay = 0\n"                         /* 10 */
+        "[route /api/v1/]\n"                  /* 11 */
+        "limit = api, chat\n"
+        "headers = cors\n"
+        "[route /]\n"                         /* 14 */
+        "suffix = .JS .css,.png\n"
+        "suffix = .woff2\n"
+        "headers = immutable\n"
+        "headers = other\n"                   /* 18 */
+        "[route /api/]\n"
+        "limit = api\n"
+        "limit = chat\n"                      /* 21 */
+        "[headers cors]\n"                    /* 22 */
+        "Access-Control-Allow-Origin = https://example.com\n"
+        "Access-Control-Allow-Credentials = true\n"
+        "[headers immutable]\n"
+        "Cache-Control = public, max-age=31536000, immutable\n"
+        "[headers other]\n"                   /* 27 */
+        "[headers]\n"
+        "X-Frame-Options = DENY\n";
+    struct px_config *cfg = load_ok(text);
+
+    CHECK_STR(errbuf, "");
+    CHECK(cfg != NULL);
+    if (cfg == NULL)
+        return;
+    CHECK_INT(cfg->nlimits, 2);
+    if (cfg->nlimits == 2) {
+        CHECK_INT(cfg->limits[0].delay, 8);
+        CHECK_INT(cfg->limits[0].nodelay, 0);
+        CHECK_INT(cfg->limits[1].delay, 0);
+        CHECK_INT(cfg->limits[1].nodelay, 0);
+    }
+    CHECK_INT(cfg->nroutes, 3);
+    if (cfg->nroutes == 3) {
+        const struct px_route_conf *r = &cfg->routes[0];
+        CHECK_INT(r->prefix_len, 7);
+        CHECK_INT(r->nlimits, 2);
+        CHECK_INT(r->nsuffixes, 0);
+        if (r->nlimits == 2) {
+            CHECK_STR(r->limits[0].name, "api");
+            CHECK_STR(r->limits[1].name, "chat");
+            CHECK_INT(r->limits[1].line, 12);
+        }
+        CHECK(r->nheader_sets == 1 && strcmp(r->header_sets[0].name, "cors") == 0);
+        r = &cfg->routes[1];
+        CHECK_INT(r->prefix_len, 1);
+        CHECK_INT(r->nsuffixes, 4);
+        if (r->nsuffixes == 4) {
+            CHECK_STR(r->suffixes[0], ".js");
+            CHECK_STR(r->suffixes[1], ".css");
+            CHECK_STR(r->suffixes[2], ".png");
+            CHECK_STR(r->suffixes[3], ".woff2");
+        }
+        CHECK_INT(r->nheader_sets, 2);
+        if (r->nheader_sets == 2) {
+            CHECK_STR(r->header_sets[1].name, "other");
+            CHECK_INT(r->header_sets[1].line, 18);
+        }
+        r = &cfg->routes[2];
+        CHECK(r->nlimits == 2 && r->limits[1].line == 21);
+    }
+    CHECK_INT(cfg->nheader_sets, 3);
+    if (cfg->nheader_sets == 3) {
+        CHECK_STR(cfg->header_sets[0].name, "cors");
+        CHECK_INT(cfg->header_sets[0].line, 22);
+        CHECK_INT(cfg->header_sets[0].nheaders, 2);
+        if (cfg->header_sets[0].nheaders == 2) {
+            CHECK_STR(cfg->header_sets[0].headers[1].name, "Access-Control-Allow-Credentials");
+            CHECK_STR(cfg->header_sets[0].headers[1].value, "true");
+        }
+        CHECK_INT(cfg->header_sets[2].nheaders, 0); /* an empty set is allowed */
+    }
+    CHECK_INT(cfg->has_headers_section, 1);
+    CHECK_INT(cfg->nheaders, 1);
+    px_config_free(cfg);
+
+    /* [headers NAME] does not count as [headers]: the defaults still apply */
+    cfg = load_ok(BASE "[headers cors]\nX-A = 1\n[route /]\nheaders = cors\n");
+    CHECK(cfg != NULL);
+    if (cfg) {
+        CHECK_INT(cfg->has_headers_section, 0);
+        CHECK_INT(cfg->nheaders, 4);
+        px_config_free(cfg);
+    }
+    /* suffix routes at one prefix: disjoint suffixes, or one without */
+    cfg = load_ok(BASE "[route /]\nsuffix = .js\n[route /]\nsuffix = .css\n[route /]\n[route /a]\nsuffix = .js\n");
+    CHECK_STR(errbuf, "");
+    px_config_free(cfg);
+}
+
+static void test_route_policy_errors(void)
+{
+    static const struct {
+        const char *text;
+        const char *want;
+    } cases[] = {
+        /* delay and nodelay */
+        {BASE "[limit a]\nrate = 1r/s\nnodelay = yes\ndelay = 3\n",
+         "t.ini:6: delay: delay and nodelay = yes exclude each other (nodelay at line 5)"},
+        {BASE "[limit a]\nrate = 1r/s\ndelay = 3\nnodelay = yes\n",
+         "t.ini:6: nodelay: delay and nodelay = yes exclude each other (delay at line 5)"},
+        {BASE "[limit a]\nrate = 1r/s\ndelay = x\n", "t.ini:5: delay: must be a number"},
+        {BASE "[limit a]\nrate = 1r/s\ndelay = -1\n", "t.ini:5: delay: must be a number"},
+        {BASE "[limit a]\nrate = 1r/s\ndelay = 1\ndelay = 2\n", "t.ini:6: delay: duplicate key in [limit a]"},
+        /* references */
+        {BASE "[route /]\nheaders = cors\n", "t.ini:4: headers: no [headers cors] section"},
+        {BASE "[limit a]\nrate = 1r/s\n[route /]\nlimit = a\nlimit = b\n", "t.ini:7: limit: no [limit b] section"},
+        {BASE "[limit a]\nrate = 1r/s\n[route /]\nlimit = a a\n", "t.ini:6: limit: named twice (got \"a\")"},
+        {BASE "[limit a]\nrate = 1r/s\n[route /]\nlimit = a\nlimit = a\n", "t.ini:7: limit: named twice"},
+        {BASE "[route /]\nheaders = a/b\n", "t.ini:4: headers: name may contain only"},
+        {BASE "[headers a]\nX-A = 1\n[headers b]\nx-a = 2\n[route /]\nheaders = a b\n",
+         "t.ini:8: headers: x-a is set by both [headers a] and [headers b]"},
+        /* [headers NAME] */
+        {BASE "[headers a]\n[headers a]\n", "t.ini:4: [headers a]: duplicate section (first at line 3)"},
+        {BASE "[headers]\n[headers]\n", "t.ini:4: [headers]: duplicate section (first at line 3)"},
+        {BASE "[headers a/b]\n", "t.ini:3: [headers a/b]: name may contain only"},
+        {BASE "[headers a]\nContent-Length = 1\n", "t.ini:4: Content-Length: cannot be set in [headers a]"},
+        {BASE "[headers a]\nX-A = 1\nx-a = 2\n", "t.ini:5: x-a: duplicate header in [headers a]"},
+        {BASE "[headers a]\nX A = 1\n", "t.ini:4: X A: bad header name in [headers a]"},
+        {BASE "[headers a]\nX-A =\n", "t.ini:4: X-A: empty header value"},
+        /* suffixes */
+        {BASE "[route /]\nsuffix = js\n", "t.ini:4: suffix: must be a file extension starting with '.'"},
+        {BASE "[route /]\nsuffix = .\n", "t.ini:4: suffix: must be a file extension starting with '.'"},
+        {BASE "[route /]\nsuffix = .a/b\n", "t.ini:4: suffix: bad character in suffix (got \".a/b\")"},
+        {BASE "[route /]\nsuffix = .js .JS\n", "t.ini:4: suffix: named twice (got \".JS\")"},
+        /* prefixes */
+        {BASE "[route /a//b]\n", "t.ini:3: [route /a//b]: prefix must not contain \"//\""},
+        {BASE "[route /a/./b]\n", "t.ini:3: [route /a/./b]: prefix must not contain \".\" or \"..\" segments"},
+        {BASE "[route /a/..]\n", "t.ini:3: [route /a/..]: prefix must not contain \".\" or \"..\" segments"},
+        {BASE "[route /%41]\n", "t.ini:3: [route /%41]: prefix must be written decoded"},
+        {BASE "[route /a?b]\n", "t.ini:3: [route /a?b]: prefix bad character in path"},
+        /* conflicts */
+        {BASE "[route /a/]\n[route /a]\n", "t.ini:4: [route /a]: conflicts with [route /a/] at line 3 (any host)"},
+        {BASE "[route /]\nsuffix = .js\n[route /]\nsuffix = .css .min.JS\n",
+         "t.ini:5: [route /]: conflicts with [route /] at line 3 (any host, suffix .js)"},
+        {BASE "[route /x]\nhost = a.com\nsuffix = .js\n[route /x/]\nhost = a.com\nsuffix = .js\n",
+         "t.ini:6: [route /x/]: conflicts with [route /x] at line 3 (host a.com, suffix .js)"},
+        {BASE "[route /x]\nhost = a.com b.com\n[route /x]\nhost = c.com B.com\n",
+         "t.ini:5: [route /x]: conflicts with [route /x] at line 3 (host b.com)"},
+        {BASE "[route /x]\nhost = a.com A.com\n", "t.ini:4: host: duplicate host (got \"A.com\")"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        CHECK_LOAD_ERR(cases[i].text, cases[i].want);
+
+    /* a route's headers must fit the response writers' 64: 4 defaults + 60 fit */
+    {
+        static char text[4096];
+        size_t o = (size_t)snprintf(text, sizeof(text), BASE "[route /]\nheaders = big\n[headers big]\n");
+        for (int i = 0; i < 60; i++)
+            o += (size_t)snprintf(text + o, sizeof(text) - o, "X-H%d = v\n", i);
+        struct px_config *cfg = load_ok(text);
+        CHECK_STR(errbuf, "");
+        px_config_free(cfg);
+        /* one replacing a default still fits; one more does not */
+        o += (size_t)snprintf(text + o, sizeof(text) - o, "X-Frame-Options = SAMEORIGIN\n");
+        cfg = load_ok(text);
+        CHECK_STR(errbuf, "");
+        px_config_free(cfg);
+        snprintf(text + o, sizeof(text) - o, "X-H60 = v\n");
+        CHECK_LOAD_ERR(text, "t.ini:4: headers: more than 64 response headers with [headers]");
+    }
+}
+
+static void test_route_warnings(void)
+{
+    int before = px_log_stub_count();
+    struct px_config *cfg = load_ok(BASE "[limit a]\nrate = 1r/s\n[headers h]\nX-A = 1\n[route /]\n");
+    CHECK(cfg != NULL);
+    px_config_free(cfg);
+    CHECK_INT(px_log_stub_count() - before, 2);
+    CHECK_STR(px_log_stub_last(), "t.ini:5: [headers h]: no [route] uses it");
 }
 
 static void test_syntax_details(void)
@@ -786,9 +977,9 @@ static void test_warnings(void)
     cfg = load_ok(text);
     CHECK(cfg != NULL);
     px_config_free(cfg);
-    /* metrics_listen, [limit api], limit =; [tls] and [acme] shipped, so no warning */
-    CHECK_INT(px_log_stub_count() - before, 3);
-    CHECK_STR(px_log_stub_last(), "t.ini:8: limit: accepted but not implemented yet");
+    /* metrics_listen only; [tls], [limit], [route] and [acme] shipped, so no warning */
+    CHECK_INT(px_log_stub_count() - before, 1);
+    CHECK_STR(px_log_stub_last(), "t.ini:3: metrics_listen: accepted but not implemented yet");
     /* A config that fails warns about nothing. */
     before = px_log_stub_count();
     CHECK_LOAD_ERR(BASE "[acme]\n[tls]\nfoo = 1\n", "t.ini:5: foo");
@@ -873,10 +1064,26 @@ static void test_prod_config(void)
     CHECK_INT(cfg->redirect_https, 1);
     CHECK_STR(cfg->tls.certificate, "/etc/letsencrypt/live/example.com/fullchain.pem");
     CHECK_STR(cfg->tls.certificate_key, "/etc/letsencrypt/live/example.com/privkey.pem");
+    /* both sites' policies */
     CHECK_INT(cfg->nlimits, 2);
-    CHECK_INT(cfg->nroutes, 2);
-    CHECK(cfg->nservices == 1 && cfg->services[0].ntargets == 1);
-    CHECK(cfg->nservices == 1 && strcmp(cfg->services[0].targets[0].text, "127.0.0.1:3000") == 0);
+    if (cfg->nlimits == 2) {
+        CHECK_INT(cfg->limits[0].rate_milli_per_s, 10000);
+        CHECK_INT(cfg->limits[0].burst, 20);
+        CHECK_INT(cfg->limits[0].nodelay, 1);
+        CHECK_INT(cfg->limits[1].rate_milli_per_s, 5000);
+        CHECK_INT(cfg->limits[1].burst, 10);
+    }
+    CHECK_INT(cfg->nheader_sets, 3);
+    CHECK_INT(cfg->nroutes, 5);
+    if (cfg->nroutes == 5) {
+        CHECK_STR(cfg->routes[1].prefix, "/api/v1/sessions/");
+        CHECK(cfg->routes[1].nlimits == 1 && strcmp(cfg->routes[1].limits[0].name, "chat") == 0);
+        CHECK_INT(cfg->routes[2].nsuffixes, 9);
+        CHECK(cfg->routes[3].nhosts == 1 && strcmp(cfg->routes[3].hosts[0], "shop.example.com") == 0);
+    }
+    CHECK_INT(cfg->nservices, 2);
+    CHECK(cfg->nservices >= 1 && cfg->services[0].ntargets == 1);
+    CHECK(cfg->nservices >= 1 && strcmp(cfg->services[0].targets[0].text, "127.0.0.1:3000") == 0);
     px_config_free(cfg);
 }
 
@@ -904,6 +1111,9 @@ int main(void)
     UNIT_RUN(test_bools);
     UNIT_RUN(test_headers_section);
     UNIT_RUN(test_services_and_routes);
+    UNIT_RUN(test_route_policies);
+    UNIT_RUN(test_route_policy_errors);
+    UNIT_RUN(test_route_warnings);
     UNIT_RUN(test_syntax_details);
     UNIT_RUN(test_long_lines);
     UNIT_RUN(test_warnings);

@@ -19,6 +19,7 @@ static struct px_service *svc; /* the test flips its state, as a control command
 static int lfd = -1;
 
 static int responded, proceeded, last_status;
+static char last_extra[128]; /* "Name: value" of the first extra header, or "" */
 
 static void fake_respond(struct px_req *r, int status, const char *body, size_t len,
                          const struct px_h1_header *extra, size_t nextra)
@@ -26,6 +27,10 @@ static void fake_respond(struct px_req *r, int status, const char *body, size_t 
     responded++;
     last_status = status;
     r->status = status;
+    last_extra[0] = '\0';
+    if (nextra)
+        snprintf(last_extra, sizeof(last_extra), "%.*s: %.*s", (int)extra[0].name_len, extra[0].name,
+                 (int)extra[0].value_len, extra[0].value);
 }
 static void fake_proceed(struct px_req *r) { proceeded++; }
 static int fake_resp_head(struct px_req *r, const struct px_h1_response *resp, size_t n, int *pt) { return 0; }
@@ -67,7 +72,7 @@ static struct px_req_origin origin(void)
 /* A service whose one target is a loopback listener (connects complete). */
 static int setup(const char *extra_proxy)
 {
-    char ini[512], err[256];
+    char ini[1024], err[256];
     lfd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     bind(lfd, (struct sockaddr *)&sa, sizeof(sa));
@@ -87,6 +92,7 @@ static int setup(const char *extra_proxy)
         return -1;
     svc = (struct px_service *)px_routes_match(w.routes, "a.test", 6, "/", 1);
     responded = proceeded = last_status = 0;
+    last_extra[0] = '\0';
     return svc ? 0 : -1;
 }
 
@@ -218,6 +224,101 @@ static void test_prologue_joins_xff_and_keeps_long_id(void)
     teardown();
 }
 
+/* One request on path through the pipeline; finished unless it parked. */
+static void one(const char *path, struct px_req *r)
+{
+    static struct px_h1_request qq;
+    qq = q;
+    qq.path = qq.target = path;
+    qq.path_len = qq.target_len = strlen(path);
+    memset(r, 0, sizeof(*r));
+    struct px_req_origin o = origin();
+    o.q = &qq;
+    px_req_begin(r, &w, &ops, NULL, &o);
+    px_req_dispatch(r);
+}
+
+static void done(struct px_req *r)
+{
+    px_req_finish(r);
+    px_req_release(r);
+}
+
+static void test_limit_rejects_429_with_retry_after(void)
+{
+    CHECK_INT(setup("\n[limit api]\nrate = 1r/m\nburst = 1\nzone_size = 64k\n[route /api/]\nlimit = api\n"), 0);
+    if (!svc)
+        return;
+    struct px_req r;
+    for (int i = 0; i < 2; i++) {
+        one("/api/x", &r);
+        CHECK_INT(proceeded, i + 1);
+        CHECK(r.limited == NULL);
+        done(&r);
+    }
+    one("/api/y?z", &r);
+    CHECK_INT(responded, 1);
+    CHECK_INT(last_status, 429);
+    /* 1r/m leaks 16 milli-requests a second (nginx's 1000/60): a request
+     * fits again after 62.5 s */
+    CHECK_STR(last_extra, "Retry-After: 63");
+    CHECK_STR(r.limited, "api");
+    CHECK(r.svc == NULL); /* decided before the service */
+    done(&r);
+    /* another route, the health path: not limited */
+    one("/other", &r);
+    CHECK_INT(proceeded, 3);
+    done(&r);
+    one("/health", &r);
+    CHECK_INT(last_status, 200);
+    done(&r);
+    teardown();
+}
+
+static void test_limit_503_has_no_retry_after(void)
+{
+    CHECK_INT(setup("\n[limit api]\nrate = 1r/m\nburst = 0\nstatus = 503\nzone_size = 64k\n[route /]\nlimit = api\n"), 0);
+    if (!svc)
+        return;
+    struct px_req r;
+    one("/", &r);
+    CHECK_INT(proceeded, 1);
+    done(&r);
+    one("/", &r);
+    CHECK_INT(last_status, 503);
+    CHECK_STR(last_extra, "");
+    CHECK_STR(r.limited, "api");
+    done(&r);
+    teardown();
+}
+
+/* Without nodelay the burst waits its turn: parked, then on to the upstream. */
+static void test_limit_delay_parks_then_proceeds(void)
+{
+    CHECK_INT(setup("\n[limit api]\nrate = 20r/s\nburst = 5\nnodelay = no\nzone_size = 64k\n[route /]\nlimit = api\n"),
+              0);
+    if (!svc)
+        return;
+    struct px_req a, b;
+    one("/", &a);
+    CHECK_INT(proceeded, 1); /* the first is not delayed */
+    one("/", &b);
+    CHECK(b.parked);
+    CHECK_INT(b.step, PX_STEP_SERVICE);
+    CHECK_INT(proceeded, 1);
+    uint64_t t0 = px_now_ms();
+    while (proceeded < 2 && px_now_ms() - t0 < 2000)
+        event_base_loop(w.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    CHECK_INT(proceeded, 2);
+    CHECK_INT(responded, 0);
+    CHECK(!b.parked);
+    CHECK(b.svc == svc);
+    CHECK(b.limited == NULL);
+    done(&a);
+    done(&b);
+    teardown();
+}
+
 int main(void)
 {
     px_log_open("/dev/null", "off", NULL, 0);
@@ -226,6 +327,9 @@ int main(void)
     UNIT_RUN(test_wake_resumes_to_upstream);
     UNIT_RUN(test_client_leaves_while_parked);
     UNIT_RUN(test_prologue_joins_xff_and_keeps_long_id);
+    UNIT_RUN(test_limit_rejects_429_with_retry_after);
+    UNIT_RUN(test_limit_503_has_no_retry_after);
+    UNIT_RUN(test_limit_delay_parks_then_proceeds);
     px_log_close();
     return unit_report();
 }

@@ -3,6 +3,8 @@
 #include <string.h>
 
 #include "px/config.h"
+#include "px/headers.h"
+#include "px/limit.h"
 #include "px/log.h"
 #include "px/routes.h"
 #include "unit.h"
@@ -151,6 +153,257 @@ static void test_reclaim(void)
     px_routes_set_nworkers(PX_MAX_WORKERS);
 }
 
+/* ---- [route] policies ---- */
+
+static const char *ini_routes =
+    "[proxy]\nlisten_http = 127.0.0.1:0\n"
+    "[service any]\ntargets = 127.0.0.1:3005\n"
+    "[limit api]\nrate = 10r/s\nburst = 20\nzone_size = 64k\n"
+    "[limit chat]\nrate = 5r/s\nburst = 10\nzone_size = 64k\n"
+    "[route /api/]\nlimit = api\n"
+    "[route /api/v1/]\nlimit = api, chat\nheaders = cors\n"
+    "[route /api/v1/sessions/]\nlimit = chat\n"
+    "[route /]\nsuffix = .js .css\nheaders = immutable\n"
+    "[route /static/]\n"
+    "[route /api/]\nhost = api.example.com api2.example.com\n"
+    "[route /api]\nhost = *.example.com\n"
+    "[route /api]\nhost = *.eu.example.com\n"
+    "[route /app]\nsuffix = .js\n"
+    "[route /app]\n"
+    "[headers cors]\nAccess-Control-Allow-Origin = https://example.com\nX-Frame-Options = SAMEORIGIN\n"
+    "[headers immutable]\nCache-Control = public, max-age=31536000, immutable\n";
+
+/* "PREFIX" of the route that applies, "PREFIX host H" for a host route, "-" for none. */
+static const char *route(const struct px_routes *r, const char *host, const char *path)
+{
+    static char out[128];
+    const struct px_route *rt = px_routes_route(r, host, host ? strlen(host) : 0, path, strlen(path));
+    if (rt == NULL)
+        return "-";
+    snprintf(out, sizeof(out), "%s", rt->prefix);
+    return out;
+}
+
+static void test_route_prefix(void)
+{
+    struct px_routes *r = build(ini_routes);
+    CHECK(r != NULL);
+    if (!r)
+        return;
+    CHECK_STR(route(r, NULL, "/api"), "/api/");
+    CHECK_STR(route(r, NULL, "/api/"), "/api/");
+    CHECK_STR(route(r, NULL, "/api/x?y=1"), "/api/");
+    CHECK_STR(route(r, NULL, "/api?y=/api/v1/"), "/api/");
+    CHECK_STR(route(r, NULL, "/apix"), "-");     /* segment boundary; "/" only with a suffix */
+    CHECK_STR(route(r, NULL, "/api/v1"), "/api/v1/");
+    CHECK_STR(route(r, NULL, "/api/v1/users?x=1"), "/api/v1/");
+    CHECK_STR(route(r, NULL, "/api/v1/sessions/abc"), "/api/v1/sessions/");
+    CHECK_STR(route(r, NULL, "/api/v1/sessions"), "/api/v1/sessions/");
+    CHECK_STR(route(r, NULL, "/api/v1/sessionsx"), "/api/v1/");
+    CHECK_STR(route(r, NULL, "/static/app.js"), "/static/");  /* the longer prefix beats a suffix */
+    CHECK_STR(route(r, NULL, "/"), "-");
+    CHECK_STR(route(r, NULL, ""), "-");
+    CHECK_STR(route(r, NULL, "*"), "-");
+    px_routes_publish(r);
+    px_routes_shutdown();
+}
+
+/* The path as nginx matches locations: an encoded or dotted path cannot
+ * slip past a limit. */
+static void test_route_normalized(void)
+{
+    struct px_routes *r = build(ini_routes);
+    CHECK(r != NULL);
+    if (!r)
+        return;
+    CHECK_STR(route(r, NULL, "//api//v1/sessions/x"), "/api/v1/sessions/");
+    CHECK_STR(route(r, NULL, "/%61pi/v1/%73essions/x"), "/api/v1/sessions/");
+    CHECK_STR(route(r, NULL, "/api%2Fv1%2fsessions"), "/api/v1/sessions/");
+    CHECK_STR(route(r, NULL, "/x/../api/v1/sessions/"), "/api/v1/sessions/");
+    CHECK_STR(route(r, NULL, "/api/v1/sessions/../../v1/x"), "/api/v1/");
+    CHECK_STR(route(r, NULL, "/api/./v1/./sessions/."), "/api/v1/sessions/");
+    CHECK_STR(route(r, NULL, "/%2e%2e/api/x"), "/api/");      /* never above the root */
+    CHECK_STR(route(r, NULL, "/../../api"), "/api/");
+    CHECK_STR(route(r, NULL, "/api/v1/sessions/.."), "/api/v1/");
+    CHECK_STR(route(r, NULL, "/api%zz"), "-");                /* not an escape: literal */
+    CHECK_STR(route(r, NULL, "/ap%69?x=%2Fapi/v1/"), "/api/");
+    CHECK_STR(route(r, NULL, "/.well-known/x.js"), "/");
+    /* a long path is normalized too (off the stack) */
+    {
+        static char p[9000];
+        strcpy(p, "//api/v1/sessions/");
+        memset(p + strlen(p), 'a', 8000);
+        p[8018] = '\0';
+        CHECK_STR(route(r, NULL, p), "/api/v1/sessions/");
+    }
+    px_routes_publish(r);
+    px_routes_shutdown();
+}
+
+static void test_route_suffix(void)
+{
+    struct px_routes *r = build(ini_routes);
+    CHECK(r != NULL);
+    if (!r)
+        return;
+    CHECK_STR(route(r, NULL, "/x.js"), "/");
+    CHECK_STR(route(r, NULL, "/a/b/STYLE.CSS"), "/");
+    CHECK_STR(route(r, NULL, "/x.js?v=1.css"), "/");
+    CHECK_STR(route(r, NULL, "/x.json"), "-");
+    CHECK_STR(route(r, NULL, "/x.html?x.js"), "-");      /* the query is not the path */
+    CHECK_STR(route(r, NULL, "/x.js/"), "-");
+    CHECK_STR(route(r, NULL, "/x%2Ejs"), "/");
+    /* at equal prefix the route whose suffix matches wins */
+    CHECK_STR(route(r, NULL, "/app/x.js"), "/app");
+    CHECK_STR(route(r, NULL, "/app/x.css"), "/app");
+    CHECK_STR(route(r, NULL, "/app.js"), "/");             /* "/app" is not a prefix of it */
+    const struct px_route *a = px_routes_route(r, NULL, 0, "/app/x.JS", 9);
+    const struct px_route *b = px_routes_route(r, NULL, 0, "/app/x.jsx", 10);
+    CHECK(a && b && a != b);
+    px_routes_publish(r);
+    px_routes_shutdown();
+}
+
+static void test_route_hosts(void)
+{
+    struct px_routes *r = build(ini_routes);
+    CHECK(r != NULL);
+    if (!r)
+        return;
+    const struct px_route *none = px_routes_route(r, NULL, 0, "/api/x", 6);
+    const struct px_route *exact = px_routes_route(r, "API.Example.com:8443", 20, "/api/x", 6);
+    const struct px_route *wild = px_routes_route(r, "a.example.com", 13, "/api/x", 6);
+    const struct px_route *deep = px_routes_route(r, "x.eu.example.com", 16, "/api/x", 6);
+    const struct px_route *multi = px_routes_route(r, "a.b.example.com.", 16, "/api", 4);
+    const struct px_route *other = px_routes_route(r, "example.com", 11, "/api/x", 6);
+    const struct px_route *bad = px_routes_route(r, "a b", 3, "/api/x", 6);
+    CHECK(none && exact && wild && deep && multi && other && bad);
+    if (!(none && exact && wild && deep && multi && other && bad))
+        goto out;
+    CHECK(exact != none && wild != none && deep != none && exact != wild && deep != wild);
+    CHECK(multi == wild);  /* "*.example.com" takes any depth */
+    CHECK(px_routes_route(r, "api2.example.com", 16, "/api/y", 6) == exact); /* one route, two names */
+    CHECK(other == none);  /* "*.example.com" is not example.com */
+    CHECK(bad == none);
+    CHECK_INT(none->nzones, 1);
+    CHECK_INT(exact->nzones, 0);
+    /* a host route does not beat a longer host-less prefix */
+    CHECK_STR(route(r, "api.example.com", "/api/v1/x"), "/api/v1/");
+out:
+    px_routes_publish(r);
+    px_routes_shutdown();
+}
+
+static void test_route_policy(void)
+{
+    struct px_routes *r = build(ini_routes);
+    CHECK(r != NULL);
+    if (!r)
+        return;
+    const struct px_route *v1 = px_routes_route(r, NULL, 0, "/api/v1/x", 9);
+    const struct px_route *api = px_routes_route(r, NULL, 0, "/api/x", 6);
+    const struct px_route *js = px_routes_route(r, NULL, 0, "/x.js", 5);
+    CHECK(v1 && api && js);
+    if (!(v1 && api && js))
+        goto out;
+    CHECK_INT(v1->nzones, 2);
+    if (v1->nzones == 2) {
+        CHECK_STR(px_limit_zone_name(v1->zones[0]), "api");
+        CHECK_STR(px_limit_zone_name(v1->zones[1]), "chat");
+        CHECK(v1->zones[0] == api->zones[0]); /* one zone, shared by the routes naming it */
+        CHECK(v1->zones[0] == px_limits_find(px_routes_limits(r), "api"));
+    }
+    CHECK(api->adds == NULL); /* no sets: the [headers] alone */
+    CHECK_INT(js->nzones, 0);
+    /* the defaults, X-Frame-Options replaced by the set's, then the set */
+    CHECK_INT(v1->nadds, 5);
+    if (v1->nadds == 5) {
+        CHECK_STR(v1->adds[0].name, "Strict-Transport-Security");
+        CHECK_INT(v1->adds[0].https_only, 1);
+        CHECK_STR(v1->adds[1].name, "X-Content-Type-Options");
+        CHECK_STR(v1->adds[3].name, "Access-Control-Allow-Origin");
+        CHECK(v1->adds[3].lname && memcmp(v1->adds[3].lname, "access-control-allow-origin", 27) == 0);
+        CHECK_INT(v1->adds[3].name_len, 27);
+        CHECK_INT(v1->adds[3].https_only, 0);
+        CHECK_STR(v1->adds[4].value, "SAMEORIGIN");
+        CHECK_INT(px_hdr_add_find(v1->adds, v1->nadds, "x-frame-options", 15), 4);
+    }
+    CHECK_INT(js->nadds, 5);
+    if (js->nadds == 5)
+        CHECK_STR(js->adds[4].value, "public, max-age=31536000, immutable");
+out:
+    px_routes_publish(r);
+    px_routes_shutdown();
+}
+
+static void test_route_none(void)
+{
+    struct px_routes *r = build(ini_main);
+    CHECK(r != NULL);
+    if (!r)
+        return;
+    CHECK(px_routes_route(r, "example.com", 11, "/api/x", 6) == NULL);
+    CHECK(px_routes_limits(r) != NULL);
+    px_routes_publish(r);
+    px_routes_shutdown();
+}
+
+/* Zones keep their state across a reload that leaves them unchanged, and
+ * start over when their zone_size changes (nginx keeps shared zones by
+ * name and size). */
+static void test_zones_carry_over(void)
+{
+    const char *fmt = "[proxy]\nlisten_http = 127.0.0.1:0\n[service s]\ntargets = 127.0.0.1:7000\n"
+                      "[limit api]\nrate = 1r/m\nburst = %d\nzone_size = %s\n[route /]\nlimit = api\n";
+    char ini[512];
+    struct px_limit_key k = {4, {192, 0, 2, 1}};
+    struct px_limit_result res;
+
+    snprintf(ini, sizeof(ini), fmt, 1, "64k");
+    struct px_routes *a = build(ini);
+    CHECK(a != NULL);
+    if (!a)
+        return;
+    px_routes_publish(a);
+    const struct px_route *ra = px_routes_route(a, NULL, 0, "/", 1);
+    px_limit_check(ra->zones, ra->nzones, &k, 1000, &res);
+    CHECK_INT(res.verdict, PX_LIMIT_PASS);
+    px_limit_check(ra->zones, ra->nzones, &k, 1000, &res);
+    CHECK_INT(res.verdict, PX_LIMIT_PASS);
+    px_limit_check(ra->zones, ra->nzones, &k, 1000, &res);
+    CHECK_INT(res.verdict, PX_LIMIT_REJECT);
+
+    /* an unchanged zone (a new burst is only a parameter): the bucket is full still */
+    snprintf(ini, sizeof(ini), fmt, 2, "64k");
+    struct px_routes *b = build(ini);
+    CHECK(b != NULL);
+    if (!b)
+        goto out;
+    px_routes_publish(b);
+    const struct px_route *rb = px_routes_route(b, NULL, 0, "/", 1);
+    px_limit_check(rb->zones, rb->nzones, &k, 1000, &res);
+    CHECK_INT(res.verdict, PX_LIMIT_PASS);   /* the third fits burst 2 */
+    px_limit_check(rb->zones, rb->nzones, &k, 1000, &res);
+    CHECK_INT(res.verdict, PX_LIMIT_REJECT);
+
+    /* a new zone_size: a new zone, empty */
+    snprintf(ini, sizeof(ini), fmt, 2, "128k");
+    struct px_routes *c = build(ini);
+    CHECK(c != NULL);
+    if (!c)
+        goto out;
+    px_routes_publish(c);
+    const struct px_route *rc = px_routes_route(c, NULL, 0, "/", 1);
+    for (int i = 0; i < 3; i++) {
+        px_limit_check(rc->zones, rc->nzones, &k, 1000, &res);
+        CHECK_INT(res.verdict, PX_LIMIT_PASS);
+    }
+    px_limit_check(rc->zones, rc->nzones, &k, 1000, &res);
+    CHECK_INT(res.verdict, PX_LIMIT_REJECT);
+out:
+    px_routes_shutdown();
+}
+
 int main(void)
 {
     px_log_open("/dev/null", "off", NULL, 0);
@@ -160,6 +413,13 @@ int main(void)
     UNIT_RUN(test_host_normalize);
     UNIT_RUN(test_targets_shared);
     UNIT_RUN(test_reclaim);
+    UNIT_RUN(test_route_prefix);
+    UNIT_RUN(test_route_normalized);
+    UNIT_RUN(test_route_suffix);
+    UNIT_RUN(test_route_hosts);
+    UNIT_RUN(test_route_policy);
+    UNIT_RUN(test_route_none);
+    UNIT_RUN(test_zones_carry_over);
     px_log_close();
     return unit_report();
 }

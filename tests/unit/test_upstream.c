@@ -351,7 +351,8 @@ static void test_cut_target(void)
 }
 
 /* A deploy warms the new target: the worker opens connections that join
- * its pool as idle once connected, up to the count asked for. */
+ * its pool as idle once connected: its peak concurrency on the targets the
+ * deploy replaces, shared among the new targets, plus one. */
 static void test_warm_target(void)
 {
     int lfd = setup_listening();
@@ -360,8 +361,19 @@ static void test_warm_target(void)
         return;
     }
     struct px_target *t = svc->targets[0];
-    struct px_wmsg m = {.type = PX_WM_WARM_TARGET, .target_id = t->id, .addr = t->addr, .count = 3};
-    CHECK_INT(px_worker_send(&w, &m), 0);
+    /* a made-up old target this worker had 4 requests on at once */
+    struct px_target old = {.id = t->id + 1};
+    struct px_upool *op = px_pool_of(&w, &old);
+    CHECK(op != NULL);
+    if (op == NULL) {
+        teardown();
+        close(lfd);
+        return;
+    }
+    op->peak = 4;
+    struct px_wmsg m = {.type = PX_WM_WARM_TARGET, .target_id = t->id, .addr = t->addr, .count = 2,
+                        .from = {old.id}, .nfrom = 1};
+    CHECK_INT(px_worker_send(&w, &m), 0); /* 4 shared by 2 new targets, plus one: 3 */
     for (int i = 0; i < 100 && (t->id >= w.up.npools || w.up.pools[t->id].nidle < 3); i++)
         event_base_loop(w.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
     CHECK(t->id < w.up.npools);
@@ -372,14 +384,20 @@ static void test_warm_target(void)
     }
     CHECK_INT(w.up.pools[t->id].nidle, 3);
     CHECK_INT(w.up.pools[t->id].warming, 0);
+    CHECK_INT(w.up.pools[old.id].peak, 0); /* the old pool's peak restarts */
+    w.up.pools[old.id].peak = 4;
     CHECK_INT(px_worker_send(&w, &m), 0); /* already warm: nothing more */
     for (int i = 0; i < 10; i++)
         event_base_loop(w.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
     CHECK_INT(w.up.pools[t->id].nidle, 3);
+    /* warmed connections never used do not count: the new pool's peak is 0,
+     * so warming back from it asks for one connection only */
+    CHECK_INT(w.up.pools[t->id].peak, 0);
     struct px_req r = req();
     int err = 0;
     CHECK_INT(attach(&r, t, &err), 0);
     CHECK(r.up != NULL && r.up->reused); /* the first request takes a warm one */
+    CHECK_INT(w.up.pools[t->id].peak, 1);
     px_upstream_abort(&r);
     teardown();
     close(lfd);
