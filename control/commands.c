@@ -6,10 +6,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "px/acme_manager.h"
 #include "px/common.h"
+#include "px/config.h"
 #include "px/control.h"
 #include "px/deploy.h"
+#include "px/routes.h"
 #include "px/server.h"
+#include "px/services.h"
 #include "px/worker.h"
 #include "ctl_internal.h"
 
@@ -48,6 +52,10 @@ static void op_progress(void *arg, const char *text)
 static void op_done(void *arg, const char *code, const char *message, json_t *result)
 {
     struct ctl_conn *c = arg;
+    if (code == NULL && c->tls_note)
+        op_progress(c, c->tls_note);
+    free(c->tls_note);
+    c->tls_note = NULL;
     if (code == NULL)
         reply_ok(c, c->op_id, json_incref(result));
     else
@@ -70,11 +78,46 @@ static size_t strings(const json_t *args, const char *name, const char **out, si
     return n;
 }
 
+/* deploy --tls: refused before anything changes unless [acme] runs and
+ * the service has host names HTTP-01 can prove (its new ones, or the ones
+ * it keeps). NULL, or an error code with the message in msg. */
+static const char *tls_check(struct px_ctl_env *env, const json_t *args, char *msg, size_t msglen)
+{
+    if (px_server_acme(env->srv) == NULL) {
+        snprintf(msg, msglen, "deploy --tls needs [acme] enabled = yes (with listen_http, where the CA's HTTP-01 "
+                              "validation arrives)");
+        return "acme_not_configured";
+    }
+    const char *hosts[PX_CTL_ARRAY_MAX];
+    size_t n = strings(args, "hosts", hosts, PX_CTL_ARRAY_MAX);
+    if (json_object_get(args, "hosts") == NULL) {
+        const struct px_service *s =
+            px_services_find(px_routes_services(px_routes_peek()), px_ctl_arg_str(args, "service", ""));
+        for (size_t i = 0; s && i < s->nhosts && i < PX_CTL_ARRAY_MAX; i++)
+            hosts[n++] = s->hosts[i];
+    }
+    if (n == 0) {
+        snprintf(msg, msglen, "--tls needs the service's host names (--host NAME): the certificate is for them");
+        return "bad_request";
+    }
+    for (size_t i = 0; i < n; i++)
+        if (hosts[i][0] == '*') {
+            snprintf(msg, msglen, "--tls: %s: a wildcard certificate needs DNS-01 challenges (not supported)",
+                     hosts[i]);
+            return "bad_request";
+        }
+    return NULL;
+}
+
 static void h_deploy(struct px_ctl_env *env, struct ctl_conn *c, const json_t *id, const json_t *args)
 {
     if (px_ctl_arg_bool(args, "tls", 0)) {
-        reply_err(c, id, PX_CTL_E_NOT_IMPLEMENTED, "--tls needs the ACME client, which this build does not have yet");
-        return;
+        char msg[512];
+        const char *code = tls_check(env, args, msg, sizeof(msg));
+        if (code) {
+            reply_err(c, id, code_of(code), msg);
+            return;
+        }
     }
     const char *targets[PX_CTL_ARRAY_MAX], *hosts[PX_CTL_ARRAY_MAX];
     struct px_deploy_spec q = {
@@ -91,8 +134,15 @@ static void h_deploy(struct px_ctl_env *env, struct ctl_conn *c, const json_t *i
         .deploy_timeout_ms = (uint64_t)px_ctl_arg_int(args, "deploy_timeout_ms", PX_CTL_DEFAULT_DEPLOY_TIMEOUT_MS),
         .drain_timeout_ms = (uint64_t)px_ctl_arg_int(args, "drain_timeout_ms", PX_CTL_DEFAULT_DRAIN_TIMEOUT_MS),
         .force = px_ctl_arg_bool(args, "force", 0),
+        .tls = px_ctl_arg_bool(args, "tls", 0),
     };
     begin_op(c, id);
+    if (q.tls) {
+        char note[512];
+        snprintf(note, sizeof(note),
+                 "tls: the certificate is obtained and renewed in the background (proxyctl cert status)");
+        c->tls_note = strdup(note);
+    }
     px_deploy(env->dep, &q, op_progress, op_done, c);
 }
 
@@ -178,11 +228,48 @@ static void h_reload(struct px_ctl_env *env, struct ctl_conn *c, const json_t *i
     reply_ok(c, id, json_pack("{s:s}", "config", px_server_config_path(env->srv)));
 }
 
-static void h_cert(struct px_ctl_env *env, struct ctl_conn *c, const json_t *id, const json_t *args)
+/* ---- certificates ---- */
+
+static const struct px_tls_conf *tls_conf(void)
 {
-    reply_err(c, id, PX_CTL_E_NOT_IMPLEMENTED,
-              "certificates come from files in this build (the ACME client is a later issue): "
-              "edit [tls] and run proxyctl reload");
+    const struct px_config *cfg = px_routes_config(px_routes_peek());
+    return cfg->has_listen_https || cfg->tls.present ? &cfg->tls : NULL;
+}
+
+static void h_cert_status(struct px_ctl_env *env, struct ctl_conn *c, const json_t *id, const json_t *args)
+{
+    reply_ok(c, id, px_acme_manager_status(px_server_acme(env->srv), tls_conf()));
+}
+
+static void h_cert_renew(struct px_ctl_env *env, struct ctl_conn *c, const json_t *id, const json_t *args)
+{
+    struct px_acme_manager *m = px_server_acme(env->srv);
+    if (m == NULL) {
+        reply_err(c, id, PX_CTL_E_ACME_NOT_CONFIGURED,
+                  "[acme] is not enabled: certificates come from the [tls] files (renew them, then proxyctl cert "
+                  "reload)");
+        return;
+    }
+    begin_op(c, id);
+    px_acme_manager_renew(m, px_ctl_arg_bool(args, "force", 0), op_done, c);
+}
+
+static void h_cert_reload(struct px_ctl_env *env, struct ctl_conn *c, const json_t *id, const json_t *args)
+{
+    char err[1024];
+    struct px_acme_manager *m = px_server_acme(env->srv);
+    if (m)
+        px_acme_manager_reload(m);
+    if (px_server_reload_certs(env->srv, err, sizeof(err)) < 0) {
+        reply_err(c, id, PX_CTL_E_RELOAD_FAILED, err);
+        return;
+    }
+    const struct px_config *cfg = px_routes_config(px_routes_peek());
+    size_t n = 0;
+    if (cfg->has_listen_https) {
+        n = 1 + cfg->tls.nsni + px_acme_manager_served(m);
+    }
+    reply_ok(c, id, json_pack("{s:I}", "loaded", (json_int_t)n));
 }
 
 static const struct {
@@ -191,7 +278,8 @@ static const struct {
 } handlers[] = {
     {"deploy", h_deploy}, {"rollback", h_rollback}, {"list", h_list},     {"stop", h_stop},
     {"pause", h_pause},   {"resume", h_resume},     {"remove", h_remove}, {"status", h_status},
-    {"reload", h_reload}, {"cert_status", h_cert},  {"cert_renew", h_cert}, {"cert_reload", h_cert},
+    {"reload", h_reload}, {"cert_status", h_cert_status}, {"cert_renew", h_cert_renew},
+    {"cert_reload", h_cert_reload},
 };
 
 void px_ctl_handle(struct px_ctl_env *env, struct ctl_conn *c, const struct px_ctl_request *req)
@@ -207,4 +295,5 @@ void px_ctl_handle(struct px_ctl_env *env, struct ctl_conn *c, const struct px_c
 void px_ctl_forget(struct px_ctl_env *env, struct ctl_conn *c)
 {
     px_deploy_forget(env->dep, c);
+    px_acme_manager_forget(px_server_acme(env->srv), c);
 }

@@ -28,6 +28,7 @@ struct ctl_conn {
     size_t scanned;          /* the framer's state for the line being read */
     uid_t uid;
     json_t *op_id;           /* the id of the long command in progress */
+    char *tls_note;          /* deploy --tls: the lineage, named in a progress line at the end */
     unsigned busy : 1;       /* a long command runs: later lines wait */
     unsigned closing : 1;    /* close once the replies are written */
     unsigned in_process : 1; /* process() is on the stack */

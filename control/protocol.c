@@ -30,6 +30,8 @@ static const char *const err_names[PX_CTL_E__COUNT] = {
     [PX_CTL_E_SHUTTING_DOWN] = "shutting_down",
     [PX_CTL_E_NOT_IMPLEMENTED] = "not_implemented",
     [PX_CTL_E_INTERNAL] = "internal",
+    [PX_CTL_E_ACME_NOT_CONFIGURED] = "acme_not_configured",
+    [PX_CTL_E_RENEWAL_FAILED] = "renewal_failed",
 };
 
 const char *px_ctl_err_name(enum px_ctl_err code)
@@ -164,7 +166,8 @@ static const struct px_ctl_arg deploy_args[] = {
     {"drain_timeout_ms", PX_CTL_ARG_DURATION_MS, 0, "drain-timeout", "DURATION",
      "cut requests still on the old targets with 504 after this (default 30s)", NULL},
     {"force", PX_CTL_ARG_BOOL, 0, "force", NULL, "switch without waiting for health checks", NULL},
-    {"tls", PX_CTL_ARG_BOOL, 0, "tls", NULL, "obtain and renew a certificate for the hosts (ACME)", NULL},
+    {"tls", PX_CTL_ARG_BOOL, 0, "tls", NULL,
+     "obtain and renew a certificate for the hosts (ACME, in the background after the deploy)", NULL},
 };
 
 static const struct px_ctl_arg service_args[] = {ARG_SERVICE};
@@ -181,7 +184,7 @@ static const struct px_ctl_arg pause_args[] = {
 };
 
 static const struct px_ctl_arg cert_renew_args[] = {
-    {"force", PX_CTL_ARG_BOOL, 0, "force", NULL, "renew even when not due", NULL},
+    {"force", PX_CTL_ARG_BOOL, 0, "force", NULL, "renew every ACME certificate, due or not", NULL},
 };
 
 #define ARGS(a) (a), PX_ARRAY_LEN(a)
@@ -196,9 +199,11 @@ static const struct px_ctl_cmd commands[] = {
     {"remove", "remove the service (its hosts then answer 404)", ARGS(service_args)},
     {"status", "show the daemon's version, uptime, workers and connections", NULL, 0},
     {"reload", "reload the config and certificates (like SIGHUP); a bad one changes nothing", NULL, 0},
-    {"cert_status", "show the certificates and when they expire", NULL, 0},
-    {"cert_renew", "renew the ACME certificates that are due", ARGS(cert_renew_args)},
-    {"cert_reload", "reload the certificate files from disk", NULL, 0},
+    {"cert_status", "show the certificates: names, expiry, source, last ACME attempt and next check", NULL, 0},
+    {"cert_renew", "renew the ACME certificates that are due (all with --force); answers after the attempts",
+     ARGS(cert_renew_args)},
+    {"cert_reload", "reload the certificate files and ACME lineages from disk (sessions stay resumable)", NULL,
+     0},
 };
 
 const struct px_ctl_cmd *px_ctl_commands(size_t *n)

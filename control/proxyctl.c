@@ -27,7 +27,7 @@ enum { EXIT_DONE = 0, EXIT_REFUSED = 1, EXIT_USAGE = 2, EXIT_UNREACHABLE = 3 };
 #define LIMIT_MARGIN_MS 30000         /* on top of what the daemon may take */
 #define LIMIT_DEFAULT_MS 30000        /* commands that answer at once */
 #define LIMIT_ROLLBACK_MS (10 * 60000) /* rollback uses the service's stored timeouts */
-#define LIMIT_CERT_RENEW_MS (5 * 60000)
+#define LIMIT_CERT_RENEW_MS (20 * 60000) /* an order (5 min at most) and three hook directories */
 
 struct invocation {
     const char *socket;
@@ -91,7 +91,7 @@ static void usage(FILE *f)
     }
     fprintf(f, "\noptions:\n"
                "  --socket PATH  the daemon's control socket (default $PROXYCTL_SOCKET, else %s)\n"
-               "  --json         print the result as JSON (list, status: instead of a table)\n"
+               "  --json         print the result as JSON (list, status, cert status: instead of a table)\n"
                "  --help         this text; proxyctl help COMMAND or COMMAND --help for one command\n"
                "  --version      print the version\n"
                "\nDurations: 500ms, 10s, 5m, 1h (a bare number is seconds).\n"
@@ -428,7 +428,8 @@ static void print_result(const struct invocation *inv, const json_t *result)
     };
     static const struct column certs[] = {
         {"name", "NAME", "-"},          {"hosts", "HOSTS", "-"},     {"not_after", "NOT-AFTER", "-"},
-        {"days_left", "DAYS-LEFT", "-"}, {"source", "SOURCE", "-"},
+        {"days_left", "DAYS-LEFT", "-"}, {"source", "SOURCE", "-"},   {"last_attempt", "LAST-ATTEMPT", "-"},
+        {"outcome", "OUTCOME", "-"},     {"next_check", "NEXT-CHECK", "-"},
     };
     const json_t *rows;
 
@@ -448,10 +449,18 @@ static void print_result(const struct invocation *inv, const json_t *result)
     }
     if (strcmp(inv->cmd->name, "cert_status") == 0 &&
         json_is_array(rows = json_object_get(result, "certificates"))) {
-        if (json_array_size(rows) == 0)
+        if (json_array_size(rows) == 0) {
             printf("no certificates\n");
-        else
-            print_table(rows, certs, PX_ARRAY_LEN(certs));
+            return;
+        }
+        print_table(rows, certs, PX_ARRAY_LEN(certs));
+        /* why the last attempt failed, one line per certificate */
+        for (size_t i = 0; i < json_array_size(rows); i++) {
+            const json_t *row = json_array_get(rows, i), *e = json_object_get(row, "error");
+            if (e)
+                printf("%s: %s: %s\n", json_string_value(json_object_get(row, "name")),
+                       json_string_value(json_object_get(e, "type")), json_string_value(json_object_get(e, "detail")));
+        }
         return;
     }
     print_fields(result);

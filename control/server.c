@@ -43,6 +43,7 @@ static void conn_free(struct ctl_conn *c)
     if (c->busy)
         px_ctl_forget(&s->env, c);
     json_decref(c->op_id);
+    free(c->tls_note);
     bufferevent_free(c->bev);
     free(c);
 }

@@ -129,8 +129,6 @@ struct pctx {
 static int pending_feature(enum sect s, const char *key)
 {
     switch (s) {
-    case S_ACME:
-        return key == NULL;
     case S_PROXY:
         return key != NULL && strcmp(key, "metrics_listen") == 0;
     default:
@@ -1070,6 +1068,8 @@ static const struct keydef acme_keys[] = {
     KDUR("renew_before", A(renew_before_ms), "30d"),
     KDUR("check_interval", A(check_interval_ms), "12h"),
     KOPT("ca_bundle", A(ca_bundle), "", check_path),
+    KDUR("retry_interval", A(retry_interval_ms), "5m"),
+    KDUR("hook_timeout", A(hook_timeout_ms), "5m"),
 };
 #undef A
 
@@ -1722,8 +1722,6 @@ static int finish(struct pctx *pc)
     if (cfg->has_listen_https && (cfg->tls.certificate == NULL || cfg->tls.certificate_key == NULL))
         return fail(pc, pc->listen_https_line, "listen_https: needs [tls] with certificate and certificate_key");
 
-    if (cfg->acme.enabled && cfg->acme.ndomains == 0)
-        return fail(pc, pc->acme_enabled_line, "enabled: needs domains in [acme]");
     if (cfg->acme.enabled && !cfg->has_listen_http)
         return fail(pc, pc->acme_enabled_line, "enabled: needs listen_http (HTTP-01 challenges arrive there)");
 

@@ -744,6 +744,13 @@ const char *px_deployer_remove(struct px_deployer *d, const char *service, char 
     return NULL;
 }
 
+void px_deployer_each_tls(const struct px_deployer *d, px_deployer_tls_fn fn, void *arg)
+{
+    for (size_t i = 0; i < d->st.nservices; i++)
+        if (d->st.services[i].tls)
+            fn(arg, d->st.services[i].name, d->st.services[i].hosts, d->st.services[i].nhosts);
+}
+
 json_t *px_deployer_list(struct px_deployer *d)
 {
     json_t *arr = json_array();

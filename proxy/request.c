@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "px/addr.h"
+#include "px/challenge.h"
 #include "px/common.h"
 #include "px/config.h"
 #include "px/headers.h"
@@ -162,6 +163,25 @@ static void respond_redirect(struct px_req *r)
         free(loc);
 }
 
+/* HTTP-01 (RFC 8555 8.3): the key authorization of a pending token, for
+ * any Host (the CA sends NAME:PORT) and before the redirect; else 404. */
+static void respond_challenge(struct px_req *r)
+{
+    static const char prefix[] = "/.well-known/acme-challenge/";
+    const struct px_h1_request *q = r->q;
+    const char *token = q->path + sizeof(prefix) - 1;
+    const char *end = memchr(token, '?', q->path_len - (sizeof(prefix) - 1));
+    size_t len = end ? (size_t)(end - token) : q->path_len - (sizeof(prefix) - 1);
+    char keyauth[PX_CHALLENGE_KEYAUTH_MAX + 1];
+    int n = r->method == PX_METHOD_GET || r->method == PX_METHOD_HEAD
+                ? px_challenge_lookup(r->w->id, token, len, keyauth, sizeof(keyauth))
+                : -1;
+    if (n < 0)
+        px_req_respond(r, 404, NULL, 0);
+    else
+        px_req_respond(r, 200, keyauth, (size_t)n);
+}
+
 /* Steps before the route: answers proxyd gives without a service. 1 when
  * the request was answered. */
 static int shortcuts(struct px_req *r, const struct px_config *cfg)
@@ -173,7 +193,7 @@ static int shortcuts(struct px_req *r, const struct px_config *cfg)
         return 1;
     }
     if (!r->tls && path_is(q, "/.well-known/acme-challenge/", 1)) {
-        px_req_respond(r, 404, NULL, 0); /* answered from the ACME client's tokens once it lands */
+        respond_challenge(r);
         return 1;
     }
     if (!r->tls && cfg->redirect_https && cfg->has_listen_https) {

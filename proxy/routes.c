@@ -439,13 +439,24 @@ void px_routes_set_services_provider(px_services_provider fn, void *arg)
     provider_arg = arg;
 }
 
+static px_tls_provider tls_provider;
+static void *tls_provider_arg;
+
+void px_routes_set_tls_provider(px_tls_provider fn, void *arg)
+{
+    tls_provider = fn;
+    tls_provider_arg = arg;
+}
+
 struct px_routes *px_routes_build(struct px_config *cfg, char *err, size_t errlen)
 {
     struct px_tls *tls = NULL;
     struct px_services *svcs = NULL;
     const struct px_routes *cur = px_routes_peek();
+    const struct px_tls *prev = cur ? cur->tls : NULL;
     if (cfg->has_listen_https &&
-        (tls = px_tls_build(&cfg->tls, cur ? cur->tls : NULL, err, errlen)) == NULL)
+        (tls = tls_provider ? tls_provider(tls_provider_arg, cfg, prev, err, errlen)
+                            : px_tls_build(&cfg->tls, prev, err, errlen)) == NULL)
         goto fail;
     svcs = provider ? provider(provider_arg, cfg, err, errlen) : px_services_from_config(cfg, err, errlen);
     if (svcs == NULL)

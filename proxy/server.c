@@ -15,6 +15,9 @@
 
 #include <event2/event.h>
 
+#include "px/acme.h"
+#include "px/acme_manager.h"
+#include "px/challenge.h"
 #include "px/common.h"
 #include "px/config.h"
 #include "px/control_server.h"
@@ -41,11 +44,148 @@ struct px_server {
     struct px_deployer *deployer;  /* services proxyctl deploys, on this base */
     struct px_ctlserver *control;  /* the control socket */
     struct px_monitor *monitor;    /* active health checks of every served target */
+    struct px_acme_manager *acme;  /* [acme] enabled: lineages, renewals, the token table */
 };
+
+static void notify_all(struct px_server *s, unsigned what);
 
 static void hook_published(void *arg)
 {
     px_server_routes_published(arg);
+}
+
+/* ---- ACME: the manager's view of the deployed --tls services, and the
+ * TLS part with its lineages ---- */
+
+struct tls_services {
+    struct px_acme_service *v;
+    const char **hosts;            /* one block for every service's host list */
+    size_t n, nhosts;
+};
+
+static void count_tls(void *arg, const char *service, char *const *hosts, size_t nhosts)
+{
+    struct tls_services *t = arg;
+    PX_UNUSED(service);
+    PX_UNUSED(hosts);
+    t->n++;
+    t->nhosts += nhosts;
+}
+
+/* HTTP-01 proves names, not wildcards: those hosts are left out. */
+static void take_tls(void *arg, const char *service, char *const *hosts, size_t nhosts)
+{
+    struct tls_services *t = arg;
+    struct px_acme_service *v = &t->v[t->n++];
+    v->service = service;
+    v->hosts = t->hosts + t->nhosts;
+    for (size_t i = 0; i < nhosts; i++)
+        if (hosts[i][0] != '*')
+            t->hosts[t->nhosts + v->nhosts++] = hosts[i];
+    t->nhosts += v->nhosts;
+}
+
+static void sync_acme_services(struct px_server *s)
+{
+    struct tls_services t = {0};
+    if (s->acme == NULL || s->deployer == NULL)
+        return;
+    px_deployer_each_tls(s->deployer, count_tls, &t);
+    t.v = calloc(t.n ? t.n : 1, sizeof(*t.v));
+    t.hosts = calloc(t.nhosts ? t.nhosts : 1, sizeof(*t.hosts));
+    if (t.v == NULL || t.hosts == NULL) {
+        px_log_error("acme: out of memory listing the --tls services");
+    } else {
+        t.n = t.nhosts = 0;
+        px_deployer_each_tls(s->deployer, take_tls, &t);
+        px_acme_manager_set_services(s->acme, t.v, t.n);
+    }
+    free(t.v);
+    free(t.hosts);
+}
+
+static struct px_tls *tls_provider(void *arg, const struct px_config *cfg, const struct px_tls *prev, char *err,
+                                   size_t errlen)
+{
+    struct px_server *s = arg;
+    return px_acme_manager_build_tls(s->acme, &cfg->tls, prev, err, errlen);
+}
+
+int px_server_reload_certs(struct px_server *s, char *err, size_t errlen)
+{
+    const struct px_routes *cur = px_routes_peek();
+    const struct px_config *cfg = px_routes_config(cur);
+    if (!cfg->has_listen_https)
+        return 0; /* nothing serves TLS */
+    struct px_tls *t = px_acme_manager_build_tls(s->acme, &cfg->tls, px_routes_tls(cur), err, errlen);
+    if (t == NULL || px_routes_publish_tls(t, err, errlen) < 0)
+        return -1;
+    notify_all(s, PX_WN_ROUTES);
+    return 0;
+}
+
+static int hook_certs_changed(void *arg, char *err, size_t errlen)
+{
+    return px_server_reload_certs(arg, err, errlen);
+}
+
+struct px_acme_manager *px_server_acme(struct px_server *s)
+{
+    return s->acme;
+}
+
+/* config_dir, made when missing and given to the user proxyd drops to, who
+ * writes there afterwards (an existing one is left as the operator set it). */
+static void make_owned_dir(const char *dir, uid_t uid, gid_t gid)
+{
+    if (mkdir(dir, 0755) < 0) {
+        if (errno != EEXIST)
+            px_log_warn("cannot create %s: %s", dir, strerror(errno));
+        return;
+    }
+    if (uid != (uid_t)-1 && chown(dir, uid, gid) < 0)
+        px_log_warn("%s: chown: %s", dir, strerror(errno));
+}
+
+/* A new manager for acme (enabled), with the deployed --tls services. */
+static int acme_new(struct px_server *s, const struct px_acme_conf *acme, char *err, size_t errlen)
+{
+    struct px_acme_manager_hooks h = {hook_certs_changed, s};
+    if ((s->acme = px_acme_manager_new(s->base, acme, &h, err, errlen)) == NULL)
+        return -1;
+    sync_acme_services(s);
+    return 0;
+}
+
+static void acme_start(struct px_server *s)
+{
+    char err[1024];
+    if (px_acme_manager_start(s->acme, err, sizeof(err)) < 0)
+        px_log_error("acme: %s (certificates cannot be obtained until this is fixed)", err);
+}
+
+/* After a reload: [acme] turned on, off, or changed. */
+static void acme_reload(struct px_server *s, const struct px_acme_conf *acme)
+{
+    char err[1024];
+    if (acme->enabled && s->acme == NULL) {
+        if (acme_new(s, acme, err, sizeof(err)) < 0) {
+            px_log_error("acme: %s", err);
+            return;
+        }
+        acme_start(s);
+    } else if (!acme->enabled && s->acme) {
+        px_acme_manager_free(s->acme);
+        s->acme = NULL;
+        px_log_info("acme: disabled; its certificates are no longer renewed or served");
+    } else if (s->acme) {
+        px_acme_manager_reconfigure(s->acme, acme);
+        return;
+    } else {
+        return;
+    }
+    if (px_server_reload_certs(s, err, sizeof(err)) < 0)
+        px_log_error("acme: rebuilding the certificates failed, the current ones stay: %s", err);
 }
 
 static void hook_broadcast(void *arg, const struct px_wmsg *m)
@@ -209,6 +349,7 @@ int px_server_reload(struct px_server *s, char *err, size_t errlen)
     px_routes_publish(r);
     notify_all(s, PX_WN_ROUTES | PX_WN_RELOAD);
     px_monitor_sync(s->monitor, px_routes_services(px_routes_peek()));
+    acme_reload(s, &px_routes_config(px_routes_peek())->acme);
     if (listeners_changed)
         px_log_warn("reload: listener addresses change only on restart");
     if (workers_changed)
@@ -220,6 +361,7 @@ void px_server_routes_published(struct px_server *s)
 {
     notify_all(s, PX_WN_ROUTES);
     px_monitor_sync(s->monitor, px_routes_services(px_routes_peek()));
+    sync_acme_services(s); /* a deploy --tls, or the removal of such a service */
 }
 
 struct event_base *px_server_base(struct px_server *s)
@@ -274,6 +416,7 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
     PX_UNUSED(what);
     PX_UNUSED(arg);
     px_routes_reap();
+    px_challenge_reap();
     const struct px_routes *r = px_routes_peek();
     if (r)
         /* the ticket-key ring is the one mutable piece of a TLS part: it has its own lock */
@@ -385,6 +528,17 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
         goto fail;
     }
     px_routes_set_services_provider(services_provider, s);
+    /* ACME: libcurl before any thread; the lineages on disk before the
+     * first TLS part, so that they serve from the first handshake */
+    if (px_acme_global_init() < 0)
+        px_log_warn("acme: libcurl's global init failed");
+    if (cfg->acme.enabled) {
+        if (user)
+            make_owned_dir(cfg->acme.config_dir, uid, gid);
+        if (acme_new(s, &cfg->acme, err, errlen) < 0)
+            goto fail;
+    }
+    px_routes_set_tls_provider(tls_provider, s);
     struct px_routes *routes = px_routes_build(cfg, err, errlen);
     cfg = NULL; /* the snapshot owns it, even on failure */
     if (routes == NULL)
@@ -434,6 +588,8 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
         px_log_warn("control_socket %s: chown to %s: %s", c0->control_socket, user, strerror(errno));
     if (user && drop_privileges(user, uid, gid, err, errlen) < 0)
         goto fail;
+    if (s->acme)
+        acme_start(s); /* as the user: config_dir's tree is theirs */
     if ((s->monitor = px_monitor_new(s->base, 1000, 5000)) == NULL) {
         snprintf(err, errlen, "out of memory");
         goto fail;
@@ -502,8 +658,10 @@ void px_server_free(struct px_server *s)
     free(s->workers);
     px_monitor_free(s->monitor);
     px_ctlserver_free(s->control);
+    px_acme_manager_free(s->acme);
     px_deployer_free(s->deployer);
     px_routes_set_services_provider(NULL, NULL);
+    px_routes_set_tls_provider(NULL, NULL);
     struct event *evs[] = {s->sig_hup, s->sig_term, s->sig_int, s->sig_usr1, s->reap_timer, s->stop_timer};
     for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
         if (evs[i])
@@ -511,6 +669,7 @@ void px_server_free(struct px_server *s)
     if (s->base)
         event_base_free(s->base);
     px_routes_shutdown();
+    px_challenge_shutdown();
     px_log_close();
     free(s->config_path);
     free(s);

@@ -443,6 +443,18 @@ fail:
     return NULL;
 }
 
+int px_tls_check_pair(const char *cert, const char *key, char *err, size_t errlen)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx == NULL) {
+        snprintf(err, errlen, "SSL_CTX_new failed");
+        return -1;
+    }
+    int rc = add_keypair(ctx, cert, key, err, errlen);
+    SSL_CTX_free(ctx);
+    return rc;
+}
+
 int px_tls_same_sessions(const struct px_tls *a, const struct px_tls *b)
 {
     return a && b && a->base == b->base;

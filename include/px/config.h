@@ -97,6 +97,8 @@ struct px_acme_conf {
     char *config_dir;
     uint64_t renew_before_ms, check_interval_ms;
     char *ca_bundle;         /* NULL = system default */
+    uint64_t retry_interval_ms; /* the first retry after a failed renewal (doubles up to check_interval) */
+    uint64_t hook_timeout_ms;   /* per renewal hook, then SIGTERM, then SIGKILL */
 };
 
 struct px_config {

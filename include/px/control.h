@@ -40,9 +40,22 @@
  *   remove            {"service":"web"}
  *   reload            {"config":"/etc/proxyd/proxyd.ini"}
  *   cert_status       {"certificates":[{"name":"example.com","hosts":[...],"not_after":"RFC 3339",
- *                      "days_left":N,"source":"acme"|"file"}]}
- *   cert_renew        {"renewed":["example.com"],"skipped":["..."]}
- *   cert_reload       {"loaded":N}
+ *                      "days_left":N,"source":"acme"|"file",
+ *                      "file":"/path.crt"                  source file: the certificate file
+ *                                                          ("name" is "default" or the sni name)
+ *                      -- source acme only: --
+ *                      "lineage":"/etc/proxyd/letsencrypt/live/example.com","version":N (0 = none yet),
+ *                      "wanted":[names to obtain it for],"service":"web"|null (deploy --tls),
+ *                      "served":true|false,"state":"valid"|"missing"|"expired"|"renewing",
+ *                      "last_attempt":"RFC 3339"|null,"outcome":"ok"|"failed"|"renewing"|null,
+ *                      "error":{"type":"connection","detail":"..."}   when the last attempt failed,
+ *                                                          "type" as in RFC 8555 or ours (px/acme.h)
+ *                      "failures":N (in a row),"next_check":"RFC 3339"|"now",
+ *                      "renewal_window":{"start","end"}     when the CA offers one (RFC 9773)
+ *                      }]}                                 not_after and days_left null without one
+ *   cert_renew        {"renewed":["example.com"],"skipped":["..."],"failed":[]}  (answers after
+ *                      the attempts; a failure is an error reply, renewal_failed)
+ *   cert_reload       {"loaded":N}                         certificates now served (files + ACME)
  *
  * Progress lines are free text for people (proxyctl prints them to stderr
  * as they arrive); deploy and rollback send, in order: "waiting for H:P to
@@ -96,8 +109,12 @@ enum px_ctl_err {
     PX_CTL_E_NO_PREVIOUS,         /* rollback of a service with no previous targets */
     PX_CTL_E_RELOAD_FAILED,       /* the new config or certificates did not load; old ones serve */
     PX_CTL_E_SHUTTING_DOWN,       /* the daemon is stopping and takes no new work */
-    PX_CTL_E_NOT_IMPLEMENTED,     /* a known command this build cannot do yet (cert_* without ACME) */
+    PX_CTL_E_NOT_IMPLEMENTED,     /* a known command this build cannot do yet */
     PX_CTL_E_INTERNAL,            /* a bug or resource failure in the daemon */
+    PX_CTL_E_ACME_NOT_CONFIGURED, /* cert_renew, deploy --tls: [acme] is not enabled */
+    PX_CTL_E_RENEWAL_FAILED,      /* cert_renew: an attempt failed; message: "NAME: TYPE: detail"
+                                     per failed lineage (TYPE as in RFC 8555, e.g. "connection");
+                                     the old certificate keeps serving and is retried later */
     PX_CTL_E__COUNT
 };
 

@@ -85,6 +85,10 @@ const char *px_deployer_pause(struct px_deployer *d, const char *service, uint64
                               size_t msglen);
 const char *px_deployer_resume(struct px_deployer *d, const char *service, char *msg, size_t msglen);
 const char *px_deployer_remove(struct px_deployer *d, const char *service, char *msg, size_t msglen);
+/* The deployed services with tls (deploy --tls), in state-file order:
+ * fn(arg, service, hosts, nhosts) for each (borrowed for the call). */
+typedef void (*px_deployer_tls_fn)(void *arg, const char *service, char *const *hosts, size_t nhosts);
+void px_deployer_each_tls(const struct px_deployer *d, px_deployer_tls_fn fn, void *arg);
 /* {"services":[...]} as the control protocol's list result (new reference). */
 json_t *px_deployer_list(struct px_deployer *d);
 

@@ -126,6 +126,12 @@ struct px_routes *px_routes_build(struct px_config *cfg, char *err, size_t errle
 typedef struct px_services *(*px_services_provider)(void *arg, const struct px_config *cfg, char *err,
                                                      size_t errlen);
 void px_routes_set_services_provider(px_services_provider fn, void *arg);
+/* Likewise for the TLS part: by default px_tls_build(&cfg->tls, prev); the
+ * control plane installs its own to add the ACME certificates. */
+struct px_tls_conf;
+typedef struct px_tls *(*px_tls_provider)(void *arg, const struct px_config *cfg, const struct px_tls *prev,
+                                          char *err, size_t errlen);
+void px_routes_set_tls_provider(px_tls_provider fn, void *arg);
 /* Make r current (cannot fail); the previous snapshot is retired. */
 void px_routes_publish(struct px_routes *r);
 /* Publish a snapshot whose services table is svcs and whose config and TLS

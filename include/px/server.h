@@ -40,6 +40,13 @@ int px_server_reload(struct px_server *s, char *err, size_t errlen);
  * px_routes_publish_* from the control plane); idle workers would otherwise
  * adopt it at their next event. */
 void px_server_routes_published(struct px_server *s);
+/* Build and publish a new TLS part from the current config's [tls] and the
+ * ACME lineages (config and services parts kept; sessions stay resumable):
+ * after a renewal, and for `proxyctl cert reload`. 0, or -1 with the reason
+ * in err and the current certificates still serving. */
+int px_server_reload_certs(struct px_server *s, char *err, size_t errlen);
+/* The ACME manager, or NULL when [acme] is not enabled. */
+struct px_acme_manager *px_server_acme(struct px_server *s);
 /* Begin a graceful stop, as SIGTERM does (a second call cuts at once). */
 void px_server_stop(struct px_server *s);
 

@@ -34,6 +34,10 @@ struct px_tls_conf;
  * may be freed before or after the result). NULL with a message in err on
  * failure ("certificate FILE: reason"). */
 struct px_tls *px_tls_build(const struct px_tls_conf *conf, const struct px_tls *prev, char *err, size_t errlen);
+/* Do the certificate chain file and key file load and match? 0, or -1
+ * with "certificate FILE: reason" in err (main thread; for certificates
+ * that must not fail a whole build, like ACME lineages). */
+int px_tls_check_pair(const char *cert, const char *key, char *err, size_t errlen);
 /* NULL is fine. Connections already made with t keep working. */
 void px_tls_free(struct px_tls *t);
 /* 1 when a and b share one session cache and ticket-key ring. */

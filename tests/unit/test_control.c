@@ -413,7 +413,8 @@ static void test_error_codes(void)
     static const char *const stable[] = {"bad_request", "line_too_long", "unknown_command", "forbidden",
                                          "unknown_service", "conflict", "busy", "health_check_failed",
                                          "deploy_timeout", "no_previous", "reload_failed", "shutting_down",
-                                         "not_implemented", "internal"};
+                                         "not_implemented", "internal", "acme_not_configured",
+                                         "renewal_failed"};
 
     CHECK_STR(px_ctl_err_name(PX_CTL_E_BAD_REQUEST), "bad_request");
     CHECK_STR(px_ctl_err_name(PX_CTL_E_HEALTH_CHECK_FAILED), "health_check_failed");

@@ -1,0 +1,54 @@
+/* px/challenge.h -- the HTTP-01 token table: what the plain listener
+ * answers at /.well-known/acme-challenge/TOKEN while an ACME order is being
+ * validated (RFC 8555 8.3).
+ *
+ * The ACME manager (main thread) puts a token with its key authorization
+ * before the CA is told to validate, and removes it once the authorization
+ * is decided; workers look tokens up on every challenge request.
+ *
+ * Threading (no lock, no read-modify-write on the data path): the table is
+ * immutable; a change copies it and publishes the copy with one atomic
+ * pointer store. A reader announces the table it reads in its worker's
+ * hazard slot, re-checks that it is still current, copies the answer out
+ * and clears the slot -- it holds the table for the length of one memcpy,
+ * never across an event. A replaced table is freed by the main thread as
+ * soon as no hazard slot names it (px_challenge_reap, also run by every
+ * change). With no token pending the table is NULL and a lookup is one
+ * atomic load. A data-path header: workers include it. */
+#ifndef PX_CHALLENGE_H
+#define PX_CHALLENGE_H
+
+#include <stddef.h>
+
+/* A token is 1..PX_CHALLENGE_TOKEN_MAX base64url characters (A-Z a-z 0-9
+ * '-' '_'); a key authorization is token "." thumbprint, at most
+ * PX_CHALLENGE_KEYAUTH_MAX bytes. */
+#define PX_CHALLENGE_TOKEN_MAX 128
+#define PX_CHALLENGE_KEYAUTH_MAX 256
+/* At most this many tokens at once (an order has one per name; a lineage
+ * has at most 100 names at Let's Encrypt). */
+#define PX_CHALLENGE_MAX 1024
+
+/* ---- main thread ---- */
+
+/* Add token (or replace its key authorization). 0, or -1 when the token
+ * or key authorization is malformed or too long, the table is full, or out
+ * of memory (nothing changed). */
+int px_challenge_put(const char *token, const char *key_authorization);
+/* Remove token: 1 removed, 0 it was not there. */
+int px_challenge_remove(const char *token);
+/* Tokens in the current table. */
+size_t px_challenge_count(void);
+/* Free replaced tables no reader holds. Returns how many are still held. */
+int px_challenge_reap(void);
+/* Free everything (no worker may run). */
+void px_challenge_shutdown(void);
+
+/* ---- any worker (wid < PX_MAX_WORKERS, one reader per wid at a time) ---- */
+
+/* Look token[0, len) up: copies its key authorization into out (NUL-
+ * terminated) and returns its length, or -1 when unknown or malformed. out
+ * must hold PX_CHALLENGE_KEYAUTH_MAX + 1 bytes. */
+int px_challenge_lookup(int wid, const char *token, size_t len, char *out, size_t outlen);
+
+#endif
