@@ -82,6 +82,7 @@ def _pdeathsig():
 # --------------------------------------------------------------------------
 
 _LISTEN_RE = re.compile(r"\[info\] listening (http|https) (\S+)")
+_STARTED_RE = re.compile(r"\[info\] proxyd \S+ started: ")
 
 
 def _split_hostport(s):
@@ -210,20 +211,25 @@ class Proxy:
         def ready():
             if self.proc.poll() is not None:
                 return True
-            for kind, addr in _LISTEN_RE.findall(self.error_log_text()):
+            text = self.error_log_text()
+            for kind, addr in _LISTEN_RE.findall(text):
                 if kind == "http" and self.port is None:
                     self.port = _split_hostport(addr)[1]
                 if kind == "https" and self.https_port is None:
                     self.https_port = _split_hostport(addr)[1]
-            return (self.port is not None or not want_http) and \
+            # "started" comes after everything that can still fail (the
+            # control socket, the state file), not just the listeners
+            return _STARTED_RE.search(text) is not None and \
+                (self.port is not None or not want_http) and \
                 (self.https_port is not None or not want_https)
 
         wait_until(ready, timeout)
         if self.proc.poll() is not None:
             raise ProxyError("proxyd exited with %s during start-up; log:\n%s"
                              % (self.proc.returncode, self.error_log_text()[-4000:]))
-        if (want_http and self.port is None) or (want_https and self.https_port is None):
-            raise ProxyError("proxyd did not log 'listening http[s] ADDR' within %.0fs; log:\n%s"
+        if (want_http and self.port is None) or (want_https and self.https_port is None) or \
+                _STARTED_RE.search(self.error_log_text()) is None:
+            raise ProxyError("proxyd did not log 'listening http[s] ADDR' and 'started' within %.0fs; log:\n%s"
                              % (timeout * SLOW, self.error_log_text()[-4000:]))
 
     def url(self, path="/"):
