@@ -528,9 +528,11 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
         goto fail;
     }
     px_routes_set_services_provider(services_provider, s);
-    /* ACME: libcurl before any thread; the lineages on disk before the
-     * first TLS part, so that they serve from the first handshake */
-    if (px_acme_global_init() < 0)
+    /* ACME: libcurl's global init before any thread, unless it may run
+     * later (then the first client does it, on the reload that enables
+     * [acme]); the lineages on disk before the first TLS part, so that they
+     * serve from the first handshake */
+    if ((cfg->acme.enabled || !px_acme_global_init_threadsafe()) && px_acme_global_init() < 0)
         px_log_warn("acme: libcurl's global init failed");
     if (cfg->acme.enabled) {
         if (user)

@@ -89,6 +89,11 @@ typedef void (*px_acme_done_fn)(void *arg, const struct px_acme_cert *cert, cons
  * the main thread before the workers start. px_acme_client_new calls it
  * too (once); calling it again is a no-op. 0, or -1 when curl fails. */
 int px_acme_global_init(void);
+/* 1 when this libcurl's global init may run while other threads exist
+ * (CURL_VERSION_THREADSAFE, libcurl >= 7.84): then px_acme_global_init can
+ * wait until [acme] is first enabled, and a proxy without ACME never pays
+ * for it (about 2 MB of resident library pages). */
+int px_acme_global_init_threadsafe(void);
 
 /* A client for one CA and account. NULL with a message in err (bad URL,
  * unreadable account files, curl init). Reads the account (if any) under

@@ -140,6 +140,15 @@ int px_acme_global_init(void)
     return 0;
 }
 
+int px_acme_global_init_threadsafe(void)
+{
+#ifdef CURL_VERSION_THREADSAFE
+    return (curl_version_info(CURLVERSION_NOW)->features & CURL_VERSION_THREADSAFE) != 0;
+#else
+    return 0;
+#endif
+}
+
 /* ---- nonces ---- */
 
 static void nonce_push(struct px_acme_client *c, const char *nonce)

@@ -273,6 +273,20 @@ class Issuance(AcmeCase):
             self.assertTrue(again.sock.session_reused)
             self.assertEqual(again.request("GET", "/resumed", host="example.test").status, 200)
 
+    def test_acme_enabled_by_a_reload(self):
+        # started without [acme] (libcurl is not even initialised then), turned
+        # on by SIGHUP: the certificate is obtained and served without a restart
+        p = self.acme_proxy(start=False)
+        with_acme = p.config_text
+        p.write_config(with_acme.replace("[acme]\nenabled = yes\n", "[acme]\nenabled = no\n"))
+        p.start()
+        r = self.ctl(p, "cert", "renew", "--json")
+        self.assertEqual(r.rc, 1, r)
+        self.assertIn("acme_not_configured", r.err)
+        p.reload(with_acme)
+        self.wait_version(p, "example.test", 1)
+        self.assertEqual(self.served_der(p, "example.test"), pem_der(self.live(p, "example.test", "cert.pem")))
+
     def test_renew_without_force_skips_what_is_not_due(self):
         p = self.acme_proxy()
         self.wait_version(p, "example.test", 1)
