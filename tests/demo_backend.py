@@ -9,6 +9,7 @@ graceful stop or a drain finish it.
 
 import argparse
 import html
+import socket
 import sys
 import time
 from urllib.parse import parse_qs, urlsplit
@@ -21,6 +22,13 @@ SHOWN = ("Host", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"   # keep-alive with the proxy
     server_version = "demo-backend"
+
+    def setup(self):
+        super().setup()
+        # head and body leave in two writes: without TCP_NODELAY the body
+        # waits for the ACK of the head, which the proxy delays (~40 ms), as
+        # any app server that forgets it would (gunicorn and puma set it)
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _body_in(self):
         n = int(self.headers.get("Content-Length") or 0)
