@@ -99,14 +99,24 @@ static void resp_opts(struct px_conn *c, const struct px_req *r, struct px_resp_
     o->nadd = r->adds ? r->nadds : c->w->nadds;
 }
 
+/* The unread body of hr's request can be skipped to keep the connection:
+ * its length is known and small, and the client is sending it (with
+ * Expect: 100-continue and no 100 sent, it may never come). */
+static int body_discardable(const struct px_h1req *hr)
+{
+    return hr->body_mode == PX_BODY_LENGTH && hr->body_left <= PX_DISCARD_MAX &&
+           !(hr->hreq.expect_continue && !hr->expect_sent);
+}
+
 /* px_down_ops.respond: a response proxyd makes itself. */
 static void h1_respond(struct px_req *r, int status, const char *body, size_t len,
                        const struct px_h1_header *extra, size_t nextra)
 {
     struct px_h1req *hr = (struct px_h1req *)r;
     struct px_conn *c = r->down;
-    /* A body we did not read poisons the connection: close after. */
-    if (r->has_body && !r->body_sent)
+    /* A body we did not read poisons the connection unless it can be
+     * skipped: close after. */
+    if (r->has_body && !r->body_sent && !body_discardable(hr))
         c->keepalive = 0;
     if (status >= 400 && status != 404 && status != 429 && status != 503)
         c->keepalive = 0;
@@ -202,6 +212,10 @@ static void finish_request(struct px_conn *c, int ok)
     struct px_worker *w = c->w;
     px_req_finish(r);
     int body_unread = r->has_body && !r->body_sent;
+    if (body_unread && ok && c->keepalive && body_discardable(hr)) {
+        c->discard = (uint32_t)hr->body_left; /* read_head skips it */
+        body_unread = 0;
+    }
     c->hr = NULL;
     hr_release(w, hr); /* r is gone from here on */
     if (c->state == C_DEAD || c->closing || c->state == C_TUNNEL)
@@ -397,6 +411,22 @@ static void read_head(struct px_conn *c)
     size_t limit = (size_t)cfg->max_header_size;
     for (;;) {
         size_t len = evbuffer_get_length(c->s.in);
+        if (c->discard) {
+            /* the rest of the body of a request answered unread */
+            if (len == 0 && c->s.readable && !c->s.eof && !c->s.error) {
+                px_sock_read(&c->s, PX_CLIENT_READ_MAX);
+                len = evbuffer_get_length(c->s.in);
+            }
+            if (len == 0) {
+                if (c->s.eof || c->s.error)
+                    px_conn_close(c);
+                return;
+            }
+            size_t n = len < c->discard ? len : c->discard;
+            evbuffer_drain(c->s.in, n);
+            c->discard -= (uint32_t)n;
+            continue;
+        }
         if (len < limit && c->s.readable && !c->s.eof && !c->s.error) {
             px_sock_read(&c->s, limit - len + 1024);
             len = evbuffer_get_length(c->s.in);

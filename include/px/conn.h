@@ -44,6 +44,10 @@ struct px_h2;
 #define PX_CLIENT_OUT_HIGH (64 * 1024)
 #define PX_CLIENT_OUT_LOW (16 * 1024)
 #define PX_CLIENT_READ_MAX (64 * 1024)
+/* A request answered without reading its body (404, 429, 503, a redirect)
+ * keeps its keep-alive connection when at most this much body is left: it
+ * is read and dropped, as nginx discards it; a larger one closes. */
+#define PX_DISCARD_MAX (1024 * 1024)
 
 /* States: HANDSHAKE (TLS) -> IDLE (keep-alive, waiting for a first byte) ->
  * HEAD (reading a request head) -> ACTIVE (one request in flight) -> IDLE
@@ -75,6 +79,7 @@ struct px_conn {
     unsigned closing : 1;         /* inside conn_close */
     unsigned shut_wr : 1;         /* C_LINGER: our side is shut down */
     unsigned reusable : 1;        /* on the worker's idle list */
+    uint32_t discard;             /* h1.c: body bytes of an answered request still to skip */
     struct px_h1req *hr;              /* h1.c: the request in progress */
     struct px_uconn *tun;
     struct px_target *tun_target;      /* counted in its load; kept alive by tun_routes */

@@ -81,6 +81,50 @@ class Burst(LimitCase):
         self.assertEqual(ok.headers.get_all("access-control-allow-origin"), ["https://example.com"])
         self.assertIsNone(ok.header("retry-after"))
 
+    def test_rejected_post_keeps_the_connection(self):
+        """A POST answered 429 without reading its body keeps its keep-alive
+        connection: the body is read and dropped, as nginx discards it; the
+        next request on the connection, pipelined right behind the body or
+        sent later, is answered. A chunked body, an Expect: 100-continue whose
+        body may never come, or a body over 1 MiB still closes."""
+        p = self.start(limit(burst=0) + "[route /api/]\nlimit = api\n")
+        with Client(p.port) as c:
+            self.assertEqual(c.request("POST", "/api/x", host="app.test", body=b"a" * 10).status, 200)
+            big = b"b" * 200000
+            r = c.request("POST", "/api/x", host="app.test", body=big)
+            self.assertEqual(r.status, 429)
+            self.assertNotEqual((r.header("connection") or "").lower(), "close", r)
+            # the body's tail and the next request in one write
+            c.send(request_bytes("POST", "/api/x", host="app.test", body=b"c" * 5000) +
+                   request_bytes("GET", "/other", host="app.test"))
+            self.assertEqual(c.read_response().status, 429)
+            self.assertEqual(c.read_response().status, 200)
+            # a head now, its body later
+            c.send(request_bytes("POST", "/api/x", host="app.test", headers=[("Content-Length", "6")],
+                                 content_length=False))
+            self.assertEqual(c.read_response().status, 429)
+            time.sleep(0.05)
+            c.send(b"later!" + request_bytes("GET", "/other", host="app.test"))
+            r = c.read_response()
+            self.assertEqual((r.status, r.body), (200, r.body))
+        got = [q.path for q in self.b.requests]
+        self.assertEqual(got.count("/other"), 2, got)
+        self.assertEqual(len([q for q in self.b.requests if q.path == "/api/x"]), 1)
+        for headers, body in ((("Transfer-Encoding", "chunked"),), b"5\r\nhello\r\n0\r\n\r\n"), \
+                             ((("Expect", "100-continue"),), None), \
+                             ((), b"x" * (1024 * 1024 + 1)):
+            with Client(p.port) as c:
+                if body is None:  # the client waits for 100 before its body
+                    c.send(request_bytes("POST", "/api/x", host="app.test",
+                                         headers=list(headers) + [("Content-Length", "5")], content_length=False))
+                else:
+                    c.send(request_bytes("POST", "/api/x", host="app.test", headers=list(headers), body=body,
+                                         content_length=None if not headers else False))
+                r = c.read_response()
+                self.assertEqual(r.status, 429)
+                self.assertEqual((r.header("connection") or "").lower(), "close", (headers, r))
+                self.assertTrue(c.closed_within(5), headers)
+
     def test_503_configured(self):
         p = self.start(limit(burst=1, more="status = 503") + "[route /]\nlimit = api\nheaders = cors\n" + CORS)
         with Client(p.port) as c:
