@@ -91,7 +91,10 @@ fuzz:
 	$(FUZZ_MAKE) $(FUZZ_BINS)
 	@if [ -n "$(FUZZ_TIME)" ]; then for f in $(FUZZ_BINS); do n=$${f#build-fuzz/fuzz_}; \
 	  rm -rf build-fuzz/corpus-$$n && cp -r tests/fuzz/corpus/$$n build-fuzz/corpus-$$n && \
-	  $$f -max_total_time=$(FUZZ_TIME) -print_final_stats=1 build-fuzz/corpus-$$n 2>&1 | grep -E "Done|ERROR|SUMMARY" || exit 1; done; fi
+	  $$f -max_total_time=$(FUZZ_TIME) -print_final_stats=1 -artifact_prefix=build-fuzz/ build-fuzz/corpus-$$n \
+	    >build-fuzz/fuzz-$$n.log 2>&1; rc=$$?; grep -E "Done|ERROR|SUMMARY" build-fuzz/fuzz-$$n.log; \
+	  if [ $$rc != 0 ]; then tail -60 build-fuzz/fuzz-$$n.log; echo "fuzz_$$n failed (exit $$rc): build-fuzz/fuzz-$$n.log, crash input in build-fuzz/" >&2; exit 1; fi; \
+	  done; fi
 build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c build-fuzz/libpx.a
 	clang -std=c11 -D_GNU_SOURCE -g -O1 -Iinclude $(PKG_CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< build-fuzz/libpx.a $(PKG_LIBS)
 	@echo "run: $@ tests/fuzz/corpus/$*"

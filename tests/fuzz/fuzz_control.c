@@ -60,7 +60,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             }
             char *ok = px_ctl_ok_line(req.id, json_deep_copy(req.args), NULL);
             free(ok);
-            char *pr = px_ctl_progress_line(req.id, err, NULL);
+            char *pr = px_ctl_progress_line(req.id, req.cmd->name, NULL); /* err is not written on success */
             free(pr);
         } else {
             if (memchr(err, '\0', sizeof(err)) == NULL)
