@@ -263,15 +263,6 @@ static void *grow(void *arr, size_t n, size_t elem)
     return p;
 }
 
-static void free_strv(char **v, size_t n)
-{
-    if (v == NULL)
-        return;
-    for (size_t i = 0; i < n; i++)
-        free(v[i]);
-    free(v);
-}
-
 /* Next token of *s separated by any of seps; copied into tok. Returns 1
  * with a token, 0 at the end, -1 when the token does not fit. */
 static int next_tok(const char **s, const char *seps, char *tok, size_t toksz)
@@ -642,7 +633,7 @@ static const char *parse_hosts(struct pctx *pc, const char *v, int allow_wild, c
     *nout = n;
     return NULL;
 fail:
-    free_strv(list, n);
+    px_strv_free(list, n);
     return err;
 }
 
@@ -655,7 +646,7 @@ static const char *set_hosts(struct pctx *pc, void *base, const char *v)
 
     if (err)
         return err;
-    free_strv(s->hosts, s->nhosts);
+    px_strv_free(s->hosts, s->nhosts);
     s->hosts = list;
     s->nhosts = n;
     return NULL;
@@ -670,7 +661,7 @@ static const char *set_domains(struct pctx *pc, void *base, const char *v)
 
     if (err)
         return err == msg_no_wildcard ? "wildcards need DNS-01 challenges (not supported)" : err;
-    free_strv(a->domains, a->ndomains);
+    px_strv_free(a->domains, a->ndomains);
     a->domains = list;
     a->ndomains = n;
     return NULL;
@@ -749,7 +740,7 @@ static const char *set_route_host(struct pctx *pc, void *base, const char *v)
 
     if (err)
         return err;
-    free_strv(r->hosts, r->nhosts);
+    px_strv_free(r->hosts, r->nhosts);
     r->hosts = list;
     r->nhosts = n;
     return NULL;
@@ -1785,14 +1776,14 @@ static int load(const char *text, size_t len, const char *name, struct px_config
 
     for (size_t i = 0; i < pc.nwarns; i++)
         px_log_warn("%s", pc.warns[i]);
-    free_strv(pc.warns, pc.nwarns);
+    px_strv_free(pc.warns, pc.nwarns);
     *out = cfg;
     return 0;
 
 fail:
     if (err && errlen)
         snprintf(err, errlen, "%s", pc.err);
-    free_strv(pc.warns, pc.nwarns);
+    px_strv_free(pc.warns, pc.nwarns);
     px_config_free(cfg);
     *out = NULL;
     return -1;
@@ -1908,8 +1899,8 @@ void px_config_free(struct px_config *cfg)
     for (size_t i = 0; i < cfg->nroutes; i++) {
         struct px_route_conf *r = &cfg->routes[i];
         free(r->prefix);
-        free_strv(r->hosts, r->nhosts);
-        free_strv(r->suffixes, r->nsuffixes);
+        px_strv_free(r->hosts, r->nhosts);
+        px_strv_free(r->suffixes, r->nsuffixes);
         for (size_t j = 0; j < r->nlimits; j++)
             free(r->limits[j].name);
         free(r->limits);
@@ -1921,7 +1912,7 @@ void px_config_free(struct px_config *cfg)
     for (size_t i = 0; i < cfg->nservices; i++) {
         struct px_service_conf *s = &cfg->services[i];
         free(s->name);
-        free_strv(s->hosts, s->nhosts);
+        px_strv_free(s->hosts, s->nhosts);
         free(s->path_prefix);
         free(s->targets);
         free(s->health_check_path);
@@ -1930,7 +1921,7 @@ void px_config_free(struct px_config *cfg)
 
     free(cfg->acme.directory);
     free(cfg->acme.email);
-    free_strv(cfg->acme.domains, cfg->acme.ndomains);
+    px_strv_free(cfg->acme.domains, cfg->acme.ndomains);
     free(cfg->acme.config_dir);
     free(cfg->acme.ca_bundle);
     free(cfg);

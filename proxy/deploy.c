@@ -496,11 +496,6 @@ static void start(struct px_deployer *d, struct op *o, uint64_t interval_ms, uin
     }
 }
 
-static char **strv(const char *const *v, size_t n)
-{
-    return px_state_strv_dup((char *const *)v, n);
-}
-
 /* A new op for service name (NULL with done called when it cannot start). */
 static struct op *op_new(struct px_deployer *d, const char *name, px_deploy_progress_cb pr, px_deploy_done_cb done,
                          void *arg)
@@ -552,7 +547,7 @@ static int from_config(const struct px_deployer *d, const char *name, struct px_
             continue;
         memset(out, 0, sizeof(*out));
         out->name = strdup(sc->name);
-        out->hosts = strv((const char *const *)sc->hosts, sc->nhosts);
+        out->hosts = px_strv_dup((const char *const *)sc->hosts, sc->nhosts);
         out->nhosts = out->hosts ? sc->nhosts : 0;
         out->path_prefix = strdup(sc->path_prefix);
         out->health_check_path = strdup(sc->health_check_path);
@@ -585,21 +580,21 @@ void px_deploy(struct px_deployer *d, const struct px_deploy_spec *q, px_deploy_
     int have = dep ? px_state_service_copy(&cur, dep) == 0 : from_config(d, q->service, &cur) == 0;
     struct px_state_service *s = &o->svc;
     s->name = strdup(q->service);
-    s->hosts = q->hosts_given || !have ? strv(q->hosts, q->nhosts) : strv((const char *const *)cur.hosts, cur.nhosts);
+    s->hosts = q->hosts_given || !have ? px_strv_dup(q->hosts, q->nhosts) : px_strv_dup((const char *const *)cur.hosts, cur.nhosts);
     s->nhosts = s->hosts ? (q->hosts_given || !have ? q->nhosts : cur.nhosts) : 0;
     s->path_prefix = strdup(q->path_prefix ? q->path_prefix : have ? cur.path_prefix : "/");
     s->health_check_path = strdup(q->health_check_path ? q->health_check_path : have ? cur.health_check_path : "/up");
-    s->active = strv(q->targets, q->ntargets);
+    s->active = px_strv_dup(q->targets, q->ntargets);
     s->nactive = s->active ? q->ntargets : 0;
     /* previous: what served until now, unless the deploy names the same targets */
     int same = have && cur.nactive == q->ntargets;
     for (size_t i = 0; same && i < q->ntargets; i++)
         same = strcmp(cur.active[i], q->targets[i]) == 0;
     if (have && !same) {
-        s->previous = strv((const char *const *)cur.active, cur.nactive);
+        s->previous = px_strv_dup((const char *const *)cur.active, cur.nactive);
         s->nprevious = s->previous ? cur.nactive : 0;
     } else {
-        s->previous = have ? strv((const char *const *)cur.previous, cur.nprevious) : strv(NULL, 0);
+        s->previous = have ? px_strv_dup((const char *const *)cur.previous, cur.nprevious) : px_strv_dup(NULL, 0);
         s->nprevious = have && s->previous ? cur.nprevious : 0;
     }
     s->state = have ? cur.state : PX_STATE_ACTIVE;

@@ -11,6 +11,7 @@
 
 #include <jansson.h>
 
+#include "px/common.h"
 #include "px/log.h"
 #include "px/state.h"
 
@@ -20,33 +21,13 @@ static const char *const state_names[] = {"active", "stopped", "paused"};
 
 /* ---- memory ---- */
 
-static void strv_free(char **v, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(v[i]);
-    free(v);
-}
-
-char **px_state_strv_dup(char *const *v, size_t n)
-{
-    char **out = calloc(n ? n : 1, sizeof(*out));
-    if (out == NULL)
-        return NULL;
-    for (size_t i = 0; i < n; i++)
-        if ((out[i] = strdup(v[i])) == NULL) {
-            strv_free(out, i);
-            return NULL;
-        }
-    return out;
-}
-
 void px_state_service_clear(struct px_state_service *s)
 {
     free(s->name);
-    strv_free(s->hosts, s->nhosts);
+    px_strv_free(s->hosts, s->nhosts);
     free(s->path_prefix);
-    strv_free(s->active, s->nactive);
-    strv_free(s->previous, s->nprevious);
+    px_strv_free(s->active, s->nactive);
+    px_strv_free(s->previous, s->nprevious);
     free(s->health_check_path);
     free(s->stop_message);
     memset(s, 0, sizeof(*s));
@@ -65,9 +46,9 @@ int px_state_service_copy(struct px_state_service *dst, const struct px_state_se
         (dst->path_prefix = strdup(src->path_prefix ? src->path_prefix : "/")) == NULL ||
         (dst->health_check_path = strdup(src->health_check_path ? src->health_check_path : "/up")) == NULL ||
         (src->stop_message && (dst->stop_message = strdup(src->stop_message)) == NULL) ||
-        (dst->hosts = px_state_strv_dup(src->hosts, src->nhosts)) == NULL ||
-        (dst->active = px_state_strv_dup(src->active, src->nactive)) == NULL ||
-        (dst->previous = px_state_strv_dup(src->previous, src->nprevious)) == NULL) {
+        (dst->hosts = px_strv_dup((const char *const *)src->hosts, src->nhosts)) == NULL ||
+        (dst->active = px_strv_dup((const char *const *)src->active, src->nactive)) == NULL ||
+        (dst->previous = px_strv_dup((const char *const *)src->previous, src->nprevious)) == NULL) {
         if (dst->hosts == NULL)
             dst->nhosts = 0;
         if (dst->active == NULL)
@@ -217,7 +198,7 @@ static int strv_from(json_t *a, char ***out, size_t *n, int allow_empty)
     for (size_t i = 0; i < k; i++) {
         json_t *e = json_array_get(a, i);
         if (!json_is_string(e) || (v[i] = strdup(json_string_value(e))) == NULL) {
-            strv_free(v, i);
+            px_strv_free(v, i);
             return -1;
         }
     }

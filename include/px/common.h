@@ -51,4 +51,9 @@ uint64_t px_now_us(void);
 /* Wall clock in milliseconds since the Unix epoch. */
 uint64_t px_wall_ms(void);
 
+/* A string vector: a copy of v[0..n) (n = 0 gives an empty, non-NULL
+ * vector), NULL when out of memory; and its free (NULL is fine). */
+char **px_strv_dup(const char *const *v, size_t n);
+void px_strv_free(char **v, size_t n);
+
 #endif

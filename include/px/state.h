@@ -47,8 +47,5 @@ void px_state_free(struct px_state *st);
 /* Deep copy of one service into dst (0, or -1 out of memory). */
 int px_state_service_copy(struct px_state_service *dst, const struct px_state_service *src);
 void px_state_service_clear(struct px_state_service *s);
-/* A copy of n strings (n 0: an empty vector, not NULL); NULL out of memory,
- * with nothing left allocated. */
-char **px_state_strv_dup(char *const *v, size_t n);
 
 #endif

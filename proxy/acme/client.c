@@ -234,13 +234,19 @@ static void call_report(struct call *k, const struct px_acme_resp *r, const stru
 }
 
 static void call_failf(struct call *k, const char *type, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* An error of type with a formatted detail. */
+static void error_vset(struct px_acme_error *e, const char *type, const char *fmt, va_list ap)
+{
+    snprintf(e->type, sizeof(e->type), "%s", type);
+    vsnprintf(e->detail, sizeof(e->detail), fmt, ap);
+}
+
 static void call_failf(struct call *k, const char *type, const char *fmt, ...)
 {
     struct px_acme_error e;
     va_list ap;
-    snprintf(e.type, sizeof(e.type), "%s", type);
     va_start(ap, fmt);
-    vsnprintf(e.detail, sizeof(e.detail), fmt, ap);
+    error_vset(&e, type, fmt, ap);
     va_end(ap);
     call_report(k, NULL, &e);
 }
@@ -579,9 +585,8 @@ static void op_failf(struct px_acme_op *op, const char *type, const char *fmt, .
 {
     struct px_acme_error e;
     va_list ap;
-    snprintf(e.type, sizeof(e.type), "%s", type);
     va_start(ap, fmt);
-    vsnprintf(e.detail, sizeof(e.detail), fmt, ap);
+    error_vset(&e, type, fmt, ap);
     va_end(ap);
     op_fail(op, &e);
 }

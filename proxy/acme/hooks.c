@@ -70,15 +70,6 @@ struct px_acme_hooks {
     size_t linelen;
 };
 
-static void strv_free(char **v, size_t n)
-{
-    if (v == NULL)
-        return;
-    for (size_t i = 0; i < n; i++)
-        free(v[i]);
-    free(v);
-}
-
 static int by_bytes(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
@@ -127,7 +118,7 @@ static int list_hooks(const char *dir, const char *kind, char ***out, size_t *no
     return 0;
 oom:
     closedir(d);
-    strv_free(v, n);
+    px_strv_free(v, n);
     px_log_error("hooks %s: out of memory", kind);
     return -1;
 }
@@ -166,7 +157,7 @@ static char **make_env(const char *live_dir, const char *const *domains, size_t 
     }
     return env;
 fail:
-    strv_free(env, n + 2);
+    px_strv_free(env, n + 2);
     return NULL;
 }
 
@@ -388,12 +379,12 @@ static void hooks_free(struct px_acme_hooks *h)
         event_free(h->timer);
     close_output(h);
     free(h->dir);
-    strv_free(h->names, h->nnames);
+    px_strv_free(h->names, h->nnames);
     if (h->envp) {
         size_t n = 0;
         while (h->envp[n])
             n++;
-        strv_free(h->envp, n);
+        px_strv_free(h->envp, n);
     }
     free(h);
 }

@@ -151,24 +151,6 @@ struct px_acme_manager {
 
 /* ---- small helpers ---- */
 
-static void strv_free(char **v, size_t n)
-{
-    for (size_t i = 0; v && i < n; i++)
-        free(v[i]);
-    free(v);
-}
-
-static char **strv_dup(const char *const *v, size_t n)
-{
-    char **o = calloc(n ? n : 1, sizeof(*o));
-    for (size_t i = 0; o && i < n; i++)
-        if ((o[i] = strdup(v[i])) == NULL) {
-            strv_free(o, i);
-            return NULL;
-        }
-    return o;
-}
-
 static int strv_has(char *const *v, size_t n, const char *s)
 {
     for (size_t i = 0; i < n; i++)
@@ -313,7 +295,7 @@ static void lineage_free(struct lineage *l)
     if (l->present)
         px_acme_lineage_clear(&l->disk);
     free(l->name);
-    strv_free(l->want, l->nwant);
+    px_strv_free(l->want, l->nwant);
     free(l->service);
     free(l);
 }
@@ -767,7 +749,7 @@ static struct lineage *want(struct px_acme_manager *m, const char *name, char *c
         l->from_config = 0;
         free(l->service);
         l->service = NULL;
-        strv_free(l->want, l->nwant);
+        px_strv_free(l->want, l->nwant);
         l->want = NULL;
         l->nwant = 0;
     }
@@ -806,7 +788,7 @@ static void reconcile(struct px_acme_manager *m)
     for (struct lineage *l = m->lineages; l; l = l->next) {
         if (k < nb) {
             before[k].l = l;
-            before[k].want = strv_dup((const char *const *)l->want, l->nwant);
+            before[k].want = px_strv_dup((const char *const *)l->want, l->nwant);
             before[k].nwant = before[k].want ? l->nwant : 0;
             k++;
         }
@@ -836,7 +818,7 @@ static void reconcile(struct px_acme_manager *m)
         struct lineage *l = before[i].l;
         if (l->wanted && !strv_same_set(before[i].want, before[i].nwant, l->want, l->nwant))
             l->next_check_ms = now; /* the names changed: look again now */
-        strv_free(before[i].want, before[i].nwant);
+        px_strv_free(before[i].want, before[i].nwant);
     }
     free(before);
     for (struct lineage *l = m->lineages, *next; l; l = next) {
@@ -863,14 +845,14 @@ static int copy_conf(struct px_acme_manager *m, const struct px_acme_conf *c)
 {
     char *dir = strdup(c->directory), *email = dup_or_null(c->email), *cd = strdup(c->config_dir),
          *ca = dup_or_null(c->ca_bundle);
-    char **doms = strv_dup((const char *const *)c->domains, c->ndomains);
+    char **doms = px_strv_dup((const char *const *)c->domains, c->ndomains);
     if (dir == NULL || cd == NULL || doms == NULL || (c->email && *c->email && !email) ||
         (c->ca_bundle && *c->ca_bundle && !ca)) {
         free(dir);
         free(email);
         free(cd);
         free(ca);
-        strv_free(doms, c->ndomains);
+        px_strv_free(doms, c->ndomains);
         return -1;
     }
     if (m->directory && (!str_eq(m->directory, dir) || !str_eq(m->email, email) || !str_eq(m->ca_bundle, ca) ||
@@ -882,7 +864,7 @@ static int copy_conf(struct px_acme_manager *m, const struct px_acme_conf *c)
     free(m->email);
     free(m->config_dir);
     free(m->ca_bundle);
-    strv_free(m->domains, m->ndomains);
+    px_strv_free(m->domains, m->ndomains);
     m->directory = dir;
     m->email = email;
     m->config_dir = cd;
@@ -944,7 +926,7 @@ void px_acme_manager_free(struct px_acme_manager *m)
     px_acme_client_free(m->client);
     for (size_t i = 0; i < m->nsvcs; i++) {
         free(m->svcs[i].service);
-        strv_free(m->svcs[i].hosts, m->svcs[i].nhosts);
+        px_strv_free(m->svcs[i].hosts, m->svcs[i].nhosts);
     }
     free(m->svcs);
     if (m->timer)
@@ -955,7 +937,7 @@ void px_acme_manager_free(struct px_acme_manager *m)
     free(m->email);
     free(m->config_dir);
     free(m->ca_bundle);
-    strv_free(m->domains, m->ndomains);
+    px_strv_free(m->domains, m->ndomains);
     free(m);
 }
 
@@ -1015,12 +997,12 @@ void px_acme_manager_set_services(struct px_acme_manager *m, const struct px_acm
     }
     for (size_t i = 0; i < n; i++) {
         c[i].service = strdup(svcs[i].service);
-        c[i].hosts = strv_dup(svcs[i].hosts, svcs[i].nhosts);
+        c[i].hosts = px_strv_dup(svcs[i].hosts, svcs[i].nhosts);
         c[i].nhosts = c[i].hosts ? svcs[i].nhosts : 0;
     }
     for (size_t i = 0; i < m->nsvcs; i++) {
         free(m->svcs[i].service);
-        strv_free(m->svcs[i].hosts, m->svcs[i].nhosts);
+        px_strv_free(m->svcs[i].hosts, m->svcs[i].nhosts);
     }
     free(m->svcs);
     m->svcs = c;
