@@ -497,13 +497,6 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
     s->has_https = cfg->has_listen_https;
     s->listen_http = cfg->listen_http;
     s->listen_https = cfg->listen_https;
-    if (px_log_open(cfg->error_log, cfg->access_log, err, errlen) < 0) {
-        char m[1024];
-        snprintf(m, sizeof(m), "proxyd: %s", err);
-        snprintf(err, errlen, "%s", m);
-        goto fail;
-    }
-    logs_open = 1;
     if (cfg->user && geteuid() == 0) {
         if ((user = strdup(cfg->user)) == NULL) {
             snprintf(err, errlen, "out of memory");
@@ -511,7 +504,17 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
         }
         if (lookup_user(user, &uid, &gid, err, errlen) < 0)
             goto fail;
+        /* the log files it makes are the user's, who reopens them after
+         * the drop (SIGUSR1, or a reload to new paths) */
+        px_log_set_owner(uid, gid);
     }
+    if (px_log_open(cfg->error_log, cfg->access_log, err, errlen) < 0) {
+        char m[1024];
+        snprintf(m, sizeof(m), "proxyd: %s", err);
+        snprintf(err, errlen, "%s", m);
+        goto fail;
+    }
+    logs_open = 1;
     px_routes_set_nworkers(s->nworkers);
     s->started_ms = px_now_ms();
     s->base = event_base_new();

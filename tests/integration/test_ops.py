@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import time
+import unittest
 
 from harness import (Client, Proxy, ProxyTestCase, SLOW, SilentBackend, StreamingBackend, free_port, get,
                      proxyd_path, request_bytes, wait_until)
@@ -200,6 +201,28 @@ class Signals(ProxyTestCase):
         self.assertEqual(get(p.port, "/").body, b"A")
         self.assertRegex(new_log, r"proxyd\.ini:\d+: max_connections")
 
+    def test_failed_reload_leaves_no_new_log_file(self):
+        """A reload naming new log files that fails later (here: a certificate
+        that is not there) removes the files it created; the old ones serve."""
+        a = self.backend(name="A")
+        p = self.proxy(self.config(a.addr, "error_log = {tmp}/error.log\n"))
+        new_access, new_error = os.path.join(p.tmp, "new-access.log"), os.path.join(p.tmp, "new-error.log")
+        old_error = p.error_log_path
+        p.write_config(self.config(a.addr, "access_log = %s\nerror_log = %s\nlisten_https = 127.0.0.1:0\n"
+                                           "[tls]\ncertificate = {tmp}/none.crt\ncertificate_key = {tmp}/none.key\n"
+                                           % (new_access, new_error)))
+        p.send_signal(signal.SIGHUP)
+
+        def failed():
+            with open(old_error) as f:
+                return "reload failed" in f.read()
+        self.assertTrue(wait_until(failed, 3), "no 'reload failed' line")
+        self.assertFalse(os.path.exists(new_access), "a failed reload left the new access log behind")
+        self.assertFalse(os.path.exists(new_error), "a failed reload left the new error log behind")
+        self.assertEqual(get(p.port, "/").body, b"A")
+        old_access = os.path.join(p.tmp, "access.log")
+        self.assertEqual(len(p.wait_access_log(1, path=old_access)), 1)  # the old access log still written
+
     def test_sigterm_finishes_streaming_response(self):
         sb = self.backend(StreamingBackend, total=20000, pieces=10, delay=0.2)  # ~2 s
         p = self.proxy(self.config(sb.addr, "shutdown_timeout = 6s"))
@@ -312,6 +335,59 @@ class Privileges(ProxyTestCase):
         else:
             self.assertEqual(uids[1], os.geteuid())
         self.assertEqual(len(p.wait_access_log(1)), 1)  # the log opened before the drop still works
+
+    def user_proxy(self, extra_proxy, before_start=None):
+        """A proxy that drops to nobody, whose config and temp dir nobody can
+        read (a reload reads the config as the user)."""
+        b = self.backend(name="A")
+        p = self.proxy("[proxy]\nuser = nobody\n%s[service web]\ntargets = %s\n" % (extra_proxy, b.addr),
+                       start=False)
+        os.chmod(p.tmp, 0o711)
+        os.chmod(p.config_path, 0o644)
+        if before_start:
+            before_start(p)
+        p.start()
+        return p
+
+    def sighup_result(self, p):
+        before = len(p.error_log_text())
+        p.send_signal(signal.SIGHUP)
+        self.assertTrue(wait_until(lambda: "reload" in p.error_log_text()[before:], 3), p.error_log_text())
+        return p.error_log_text()[before:]
+
+    @unittest.skipUnless(os.geteuid() == 0, "needs root (to drop to nobody)")
+    def test_user_log_files_belong_to_user_and_reload_works(self):
+        """conf/proxyd.ini's setup: the log directory is the user's; the files
+        proxyd creates as root before the drop are the user's too, so a
+        reload and a reopen after rotation work."""
+        import pwd
+        nobody = pwd.getpwnam("nobody")
+
+        def logs_dir(p):
+            os.mkdir(os.path.join(p.tmp, "logs"))
+            os.chown(os.path.join(p.tmp, "logs"), nobody.pw_uid, nobody.pw_gid)
+        p = self.user_proxy("error_log = {tmp}/logs/error.log\naccess_log = {tmp}/logs/access.log\n", logs_dir)
+        for name in ("error.log", "access.log"):
+            st = os.stat(os.path.join(p.tmp, "logs", name))
+            self.assertEqual((st.st_uid, st.st_gid), (nobody.pw_uid, nobody.pw_gid), name)
+        self.assertIn("configuration reloaded", self.sighup_result(p))
+        self.assertIn("configuration reloaded", self.sighup_result(p))  # and again
+        self.assertEqual(get(p.port, "/").status, 200)
+        self.assertEqual(len(p.wait_access_log(1)), 1)
+
+    @unittest.skipUnless(os.geteuid() == 0, "needs root (to drop to nobody)")
+    def test_user_reload_keeps_root_owned_log_open(self):
+        """An existing log file the user cannot open (root's, 0600) is kept open
+        across a reload, as nginx keeps its fds; the reload does not fail."""
+        def root_logs(p):
+            for name in ("error.log", "access.log"):
+                fd = os.open(os.path.join(p.tmp, name), os.O_CREAT | os.O_WRONLY, 0o600)
+                os.close(fd)
+        p = self.user_proxy("error_log = {tmp}/error.log\n", root_logs)
+        self.assertEqual(os.stat(p.error_log_path).st_uid, 0)  # left as the operator made it
+        self.assertIn("configuration reloaded", self.sighup_result(p))
+        self.assertEqual(get(p.port, "/").status, 200)
+        self.assertEqual(len(p.wait_access_log(1)), 1)
 
     def test_unknown_user_fails_start(self):
         if os.geteuid() != 0:
