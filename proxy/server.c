@@ -237,19 +237,33 @@ const char *px_server_config_path(const struct px_server *s)
     return s->config_path;
 }
 
-/* One SO_REUSEPORT socket per worker; the kernel spreads connections. */
-static int open_listener(struct px_addr *a, char *err, size_t errlen)
+/* One SO_REUSEPORT socket per worker; the kernel spreads connections.
+ *
+ * SO_REUSEPORT would also let a second proxyd (or anything else of the same
+ * uid that sets it) bind the same address and silently take half of the
+ * connections. So the first socket of an address (join = 0) is bound
+ * without it, an exclusive bind that fails with "Address already in use"
+ * whenever anything listens there, as nginx's bind() does; SO_REUSEPORT is
+ * set on it after the bind and before listen(), so that the reuseport group
+ * forms around it and the other workers' sockets (join = 1) join it. The
+ * check and the bind are one system call: no window for another process.
+ * SO_REUSEADDR keeps a restart from tripping over TIME_WAIT connections. A
+ * process given listening sockets (a binary upgrade, socket activation)
+ * binds nothing, and a socket it adds to such an address joins. */
+static int open_listener(struct px_addr *a, int join, char *err, size_t errlen)
 {
     int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         goto fail;
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
+    if (join && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
         goto fail;
     if (a->ss.ss_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     if (bind(fd, (struct sockaddr *)&a->ss, a->len) < 0)
+        goto fail;
+    if (!join && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
         goto fail;
     if (listen(fd, 4096) < 0)
         goto fail;
@@ -267,9 +281,23 @@ static int open_listener(struct px_addr *a, char *err, size_t errlen)
     return fd;
 fail:
     snprintf(err, errlen, "listen %s: %s", a->text, strerror(errno));
+    if (errno == EADDRINUSE && !join)
+        snprintf(err + strlen(err), errlen - strlen(err), " (another process listens there; a second proxyd?)");
     if (fd >= 0)
         close(fd);
     return -1;
+}
+
+/* Whether a restart could bind a: the exclusive bind open_listener starts
+ * with, undone at once. Returns 0, or -1 with the reason in err. */
+static int probe_listener(const struct px_addr *a, char *err, size_t errlen)
+{
+    struct px_addr copy = *a;
+    int fd = open_listener(&copy, 0, err, errlen);
+    if (fd < 0)
+        return -1;
+    close(fd);
+    return 0;
 }
 
 static unsigned addr_port(const struct px_addr *a)
@@ -323,6 +351,24 @@ static int same_addr(const struct px_addr *a, int has_a, const struct px_addr *b
     return !has_a || strcmp(a->text, b->text) == 0;
 }
 
+/* A reload names other listen addresses: they are bound only by a restart,
+ * which fails when another process holds one; say so now. */
+static void warn_listeners(struct px_server *s, const struct px_config *cfg)
+{
+    px_log_warn("reload: listener addresses change only on restart");
+    const struct px_addr *want[2] = {cfg->has_listen_http ? &cfg->listen_http : NULL,
+                                     cfg->has_listen_https ? &cfg->listen_https : NULL};
+    for (int i = 0; i < 2; i++) {
+        char msg[512];
+        if (want[i] == NULL || addr_port(want[i]) == 0 ||
+            (s->has_http && strcmp(want[i]->text, s->listen_http.text) == 0) ||
+            (s->has_https && strcmp(want[i]->text, s->listen_https.text) == 0))
+            continue; /* ephemeral, or bound by this process already */
+        if (probe_listener(want[i], msg, sizeof(msg)) < 0)
+            px_log_warn("reload: a restart with this configuration would fail: %s", msg);
+    }
+}
+
 int px_server_reload(struct px_server *s, char *err, size_t errlen)
 {
     struct px_config *cfg = NULL;
@@ -351,7 +397,7 @@ int px_server_reload(struct px_server *s, char *err, size_t errlen)
     px_monitor_sync(s->monitor, px_routes_services(px_routes_peek()));
     acme_reload(s, &px_routes_config(px_routes_peek())->acme);
     if (listeners_changed)
-        px_log_warn("reload: listener addresses change only on restart");
+        warn_listeners(s, px_routes_config(px_routes_peek()));
     if (workers_changed)
         px_log_warn("reload: the number of workers changes only on restart");
     return 0;
@@ -559,7 +605,7 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
         if (px_worker_init(&s->workers[i], i, err, errlen) < 0)
             goto fail;
         if (s->has_http) {
-            int fd = open_listener(&s->listen_http, err, errlen);
+            int fd = open_listener(&s->listen_http, i > 0, err, errlen);
             if (fd < 0)
                 goto fail;
             if (px_worker_add_listener(&s->workers[i], fd, 0) < 0) {
@@ -569,7 +615,7 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
             }
         }
         if (s->has_https) {
-            int fd = open_listener(&s->listen_https, err, errlen);
+            int fd = open_listener(&s->listen_https, i > 0, err, errlen);
             if (fd < 0)
                 goto fail;
             if (px_worker_add_listener(&s->workers[i], fd, 1) < 0) {

@@ -403,6 +403,56 @@ class Privileges(ProxyTestCase):
         self.assertEqual(p.wait(5), 1)
 
 
+class Listeners(ProxyTestCase):
+    """SO_REUSEPORT spreads connections over the workers' sockets; it must not
+    let a second proxyd on the same address take half of them."""
+
+    def test_second_instance_on_same_port_refused(self):
+        a = self.backend(name="A")
+        b = self.backend(name="B")
+        first = self.proxy(self.service_config(a))
+        second = self.proxy("[proxy]\nlisten_http = 127.0.0.1:%d\n[service web]\ntargets = %s\n"
+                            % (first.port, b.addr), start=False)
+        with self.assertRaises(Exception):
+            second.start(timeout=3)
+        self.assertEqual(second.wait(5), 1)
+        self.assertIn("listen 127.0.0.1:%d: Address already in use" % first.port, second.error_log_text())
+        for _ in range(20):  # a fresh connection each: all of them reach the first instance
+            self.assertEqual(get(first.port, "/").body, b"A")
+        self.assertEqual(len(b.requests), 0)
+
+    def test_restart_on_same_port_after_stop(self):
+        """The exclusive bind does not trip over the TIME_WAIT connections a
+        stop leaves (proxyd closes its idle keep-alive connections first)."""
+        a = self.backend(name="A")
+        first = self.proxy(self.service_config(a))
+        port = first.port
+        clients = [Client(port) for _ in range(3)]
+        for c in clients:
+            self.assertEqual(c.request("GET", "/").status, 200)
+        self.assertEqual(first.stop(), 0)
+        for c in clients:
+            c.close()
+        again = self.proxy("[proxy]\nlisten_http = 127.0.0.1:%d\n[service web]\ntargets = %s\n" % (port, a.addr))
+        self.assertEqual(get(again.port, "/").body, b"A")
+
+    def test_reload_to_port_held_elsewhere_warns(self):
+        """Listen addresses change on restart only; a reload naming one another
+        process holds says that a restart would fail, and serving goes on."""
+        a = self.backend(name="A")
+        p = self.proxy(self.service_config(a))
+        with socket.socket() as other:
+            other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # even one that shares
+            other.bind(("127.0.0.1", 0))
+            other.listen(1)
+            held = other.getsockname()[1]
+            log = p.reload("[proxy]\nlisten_http = 127.0.0.1:%d\n[service web]\ntargets = %s\n" % (held, a.addr))
+        self.assertIn("configuration reloaded", log)
+        self.assertIn("a restart with this configuration would fail: listen 127.0.0.1:%d: Address already in use"
+                      % held, log)
+        self.assertEqual(get(p.port, "/").body, b"A")
+
+
 class MakeRun(ProxyTestCase):
     """tests/run-dev.sh (make run) stopped the ways people stop it: a
     process-group TERM (`timeout`, systemd, a terminal closing) or Ctrl-C.
