@@ -1,4 +1,5 @@
 /* main.c -- argv -> px_server_run(). Nothing else. */
+#include <getopt.h>
 #include <stdio.h>
 #include <unistd.h>
 
@@ -11,7 +12,10 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: proxyd [-c FILE]      run in the foreground (default %s)\n"
                "       proxyd -t [-c FILE]   check the configuration\n"
-               "       proxyd -V             print the version\n",
+               "       proxyd -V             print the version\n"
+               "       proxyd -h             this help\n"
+               "long forms: --config FILE (or --config=FILE), --test, --version, --help\n"
+               "signals: HUP reload, TERM/INT graceful stop, USR1 reopen the log files\n",
             DEFAULT_CONFIG);
 }
 
@@ -22,7 +26,14 @@ int main(int argc, char **argv)
     int opt;
     char err[1024];
 
-    while ((opt = getopt(argc, argv, "c:tVh")) != -1) {
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"test", no_argument, NULL, 't'},
+        {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    while ((opt = getopt_long(argc, argv, "c:tVh", longopts, NULL)) != -1) {
         switch (opt) {
         case 'c':
             config_path = optarg;

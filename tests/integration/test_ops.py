@@ -96,6 +96,27 @@ class CommandLine(ProxyTestCase):
         self.assertEqual(r.returncode, 0, r)
         self.assertRegex((r.stdout + r.stderr).decode(), r"\d+\.\d+\.\d+")
 
+    def test_long_options(self):
+        """--help and -h: usage on stdout, exit 0; --version, --test and
+        --config as -V, -t and -c; an unknown option: usage on stderr, exit 2."""
+        for flag in ("--help", "-h"):
+            with self.subTest(flag=flag):
+                r = self.run_proxyd(flag)
+                self.assertEqual((r.returncode, r.stderr), (0, b""), r)
+                self.assertIn("usage: proxyd", r.stdout.decode())
+                self.assertIn("--config", r.stdout.decode())
+        self.assertEqual(self.run_proxyd("--version").stdout, self.run_proxyd("-V").stdout)
+        self.assertEqual(self.run_proxyd("--version").returncode, 0)
+        p = self.config_file("[service web]\ntargets = 127.0.0.1:3000\n")
+        for args in (("--test", "--config", p.config_path), ("--config=%s" % p.config_path, "--test")):
+            with self.subTest(args=args):
+                r = self.run_proxyd(*args)
+                self.assertEqual(r.returncode, 0, r)
+                self.assertEqual(r.stdout, b"configuration ok\n")
+        r = self.run_proxyd("--bogus")
+        self.assertEqual((r.returncode, r.stdout), (2, b""), r)
+        self.assertIn("usage: proxyd", r.stderr.decode())
+
     def test_check_good_config(self):
         p = self.config_file("[service web]\nhosts = example.com\ntargets = 127.0.0.1:3000\n\n"
                              "[limit api]\nrate = 10r/s\nburst = 20\n\n[route /api/]\nlimit = api\n")
