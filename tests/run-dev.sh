@@ -38,9 +38,24 @@ cleanup() {
     backend_pid=
     proxyd_pid=
 }
+# A stop (INT or TERM) is how make run is meant to end: once proxyd is up,
+# the script exits with proxyd's status, 0 for a clean graceful stop, so
+# that make says nothing ("make: *** [run] Error 143" was a clean stop
+# reported as a failure). A stop before proxyd runs exits 128+signal.
+stop() {
+    trap '' INT TERM
+    rc=$1
+    if [ -n "$proxyd_pid" ]; then
+        kill -TERM "$proxyd_pid" 2>/dev/null || true
+        rc=0
+        wait "$proxyd_pid" || rc=$?
+        proxyd_pid=
+    fi
+    exit "$rc"
+}
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap 'stop 130' INT
+trap 'stop 143' TERM
 
 setsid python3 tests/demo_backend.py --host 127.0.0.1 --port "$BACKEND_PORT" &
 backend_pid=$!
