@@ -16,6 +16,8 @@
 
 #include <errno.h>
 #include <ini.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -501,11 +503,22 @@ static const char *check_https_url(const char *v)
     return NULL;
 }
 
+/* The list as the TLS context will take it (SSL_CTX_set_cipher_list, as
+ * tls.c does), so that a list OpenSSL rejects is an error with FILE:LINE
+ * in -t and a reload, not one found later while building the context. */
 static const char *check_ciphers(const char *v)
 {
     if (*v == '\0')
         return "must not be empty";
-    return has_ctl(v) ? "control character in cipher list" : NULL;
+    if (has_ctl(v))
+        return "control character in cipher list";
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx == NULL)
+        return "cannot check it (out of memory)";
+    int ok = SSL_CTX_set_cipher_list(ctx, v) == 1;
+    SSL_CTX_free(ctx);
+    ERR_clear_error();
+    return ok ? NULL : "no cipher of the list is known to OpenSSL (see `openssl ciphers`)";
 }
 
 static const char msg_no_wildcard[] = "wildcards are not allowed here";
@@ -901,6 +914,7 @@ static const char *set_sni(struct pctx *pc, void *base, const char *v)
     e.name = strdup(name);
     e.cert = strndup(c1 + 1, (size_t)(c2 - c1 - 1));
     e.key = strdup(c2 + 1);
+    e.line = pc->lineno;
     if (e.name == NULL || e.cert == NULL || e.key == NULL ||
         (g = grow(t->sni, t->nsni, sizeof(*t->sni))) == NULL) {
         free(e.name);
@@ -1438,6 +1452,10 @@ static int on_key(void *user, const char *section, const char *name, const char 
         pc->listen_https_line = pc->lineno;
     if (pc->sect == S_ACME && strcmp(name, "enabled") == 0)
         pc->acme_enabled_line = pc->lineno;
+    if (pc->sect == S_TLS && strcmp(name, "certificate") == 0)
+        pc->cfg->tls.certificate_line = pc->lineno;
+    if (pc->sect == S_TLS && strcmp(name, "certificate_key") == 0)
+        pc->cfg->tls.certificate_key_line = pc->lineno;
     if (pc->sect == S_SERVICE && strcmp(name, "health_check_path") == 0)
         ((struct px_service_conf *)pc->base)->health_checks = 1;
     if (pc->sect == S_LIMIT) {
@@ -1755,6 +1773,7 @@ static int load(const char *text, size_t len, const char *name, struct px_config
         goto fail;
     }
     pc.cfg = cfg;
+    cfg->tls.file = cfg->path;
     if (!apply_defaults(&pc, find_sect(S_PROXY), cfg) || !apply_defaults(&pc, find_sect(S_TLS), &cfg->tls) ||
         !apply_defaults(&pc, find_sect(S_ACME), &cfg->acme))
         goto fail;

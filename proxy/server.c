@@ -496,7 +496,12 @@ int px_server_check(const char *config_path, char *err, size_t errlen)
     /* like nginx -t: also load the certificates */
     struct px_routes *r = px_routes_build(cfg, msg, sizeof(msg));
     if (r == NULL) {
-        snprintf(err, errlen, "%s: %s", config_path, msg);
+        /* an error about a key (a certificate file) already says FILE:LINE */
+        size_t n = strlen(config_path);
+        if (strncmp(msg, config_path, n) == 0 && msg[n] == ':')
+            snprintf(err, errlen, "%s", msg);
+        else
+            snprintf(err, errlen, "%s: %s", config_path, msg);
         return -1;
     }
     px_routes_publish(r);

@@ -60,14 +60,25 @@ struct px_tls {
     size_t alpn_len;
 };
 
-static void ssl_err(char *err, size_t errlen, const char *what, const char *file)
+/* key: the config key; line: where the config sets it (0: not from the
+ * config, e.g. an ACME lineage), giving "FILE:LINE: key: PATH: reason" as
+ * every config error does. what: the message (NULL: OpenSSL's reason). */
+static void ssl_err(char *err, size_t errlen, const struct px_tls_conf *conf, int line, const char *key,
+                    const char *path, const char *what)
 {
     unsigned long e = ERR_get_error();
-    char buf[256];
+    char buf[256], msg[320];
     ERR_error_string_n(e, buf, sizeof(buf));
     /* keep only the reason: "error:0A000086:SSL routines::certificate verify failed" -> after last ':' */
     const char *reason = strrchr(buf, ':');
-    snprintf(err, errlen, "%s %s: %s", what, file, reason && reason[1] ? reason + 1 : buf);
+    reason = reason && reason[1] ? reason + 1 : buf;
+    /* a given message replaces OpenSSL's reason: for a key that does not
+     * match, OpenSSL 3 drops the certificate and says "no certificate assigned" */
+    snprintf(msg, sizeof(msg), "%s", what ? what : reason);
+    if (conf && conf->file && line > 0)
+        snprintf(err, errlen, "%s:%d: %s: %s: %s", conf->file, line, key, path, msg);
+    else
+        snprintf(err, errlen, "%s %s: %s", key, path, msg);
     ERR_clear_error();
 }
 
@@ -220,41 +231,49 @@ void px_tls_rotate_tickets(struct px_tls *tls, uint64_t now_ms)
     pthread_mutex_unlock(&t->tk_lock);
 }
 
-static int add_keypair(SSL_CTX *ctx, const char *cert, const char *key, char *err, size_t errlen)
+/* conf, cline, kline, ckey, kkey: for the errors (the keys and lines that
+ * name the two files). */
+static int add_keypair(SSL_CTX *ctx, const char *cert, const char *key, const struct px_tls_conf *conf, int cline,
+                       int kline, const char *ckey, const char *kkey, char *err, size_t errlen)
 {
     if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
-        ssl_err(err, errlen, "certificate", cert);
+        ssl_err(err, errlen, conf, cline, ckey, cert, NULL);
         return -1;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-        ssl_err(err, errlen, "certificate_key", key);
+        ssl_err(err, errlen, conf, kline, kkey, key, NULL);
         return -1;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
-        ssl_err(err, errlen, "certificate_key does not match certificate", key);
+        ssl_err(err, errlen, conf, kline, kkey, key, "does not match the certificate");
         return -1;
     }
     return 0;
 }
 
-/* "a.crt b.crt" + "a.key b.key": pairs in order. */
-static int add_keypairs(SSL_CTX *ctx, const char *certs, const char *keys, char *err, size_t errlen)
+/* "a.crt b.crt" + "a.key b.key" ([tls] certificate, certificate_key): pairs in order. */
+static int add_keypairs(SSL_CTX *ctx, const struct px_tls_conf *conf, char *err, size_t errlen)
 {
-    char *c = strdup(certs), *k = strdup(keys);
+    char *c = strdup(conf->certificate), *k = strdup(conf->certificate_key);
     int rc = -1, n = 0;
     if (c == NULL || k == NULL)
         goto out;
     char *sc = NULL, *sk = NULL;
     char *ct = strtok_r(c, " \t", &sc), *kt = strtok_r(k, " \t", &sk);
     while (ct && kt) {
-        if (add_keypair(ctx, ct, kt, err, errlen) < 0)
+        if (add_keypair(ctx, ct, kt, conf, conf->certificate_line, conf->certificate_key_line, "certificate",
+                        "certificate_key", err, errlen) < 0)
             goto out;
         n++;
         ct = strtok_r(NULL, " \t", &sc);
         kt = strtok_r(NULL, " \t", &sk);
     }
     if (ct || kt || n == 0) {
-        snprintf(err, errlen, "certificate and certificate_key must list the same number of files");
+        if (conf->file && conf->certificate_key_line > 0)
+            snprintf(err, errlen, "%s:%d: certificate_key: must list as many files as certificate", conf->file,
+                     conf->certificate_key_line);
+        else
+            snprintf(err, errlen, "certificate and certificate_key must list the same number of files");
         goto out;
     }
     rc = 0;
@@ -276,7 +295,7 @@ static SSL_CTX *ctx_new(const struct px_tls_conf *conf, int base, struct tls_bas
     SSL_CTX_set_min_proto_version(ctx, conf->proto_min ? conf->proto_min : TLS1_2_VERSION);
     SSL_CTX_set_max_proto_version(ctx, conf->proto_max ? conf->proto_max : TLS1_3_VERSION);
     if (conf->ciphers && SSL_CTX_set_cipher_list(ctx, conf->ciphers) != 1) {
-        ssl_err(err, errlen, "ciphers", conf->ciphers);
+        ssl_err(err, errlen, conf, 0, "ciphers", conf->ciphers, NULL); /* the config checked it (with its line) */
         SSL_CTX_free(ctx);
         return NULL;
     }
@@ -410,7 +429,7 @@ struct px_tls *px_tls_build(const struct px_tls_conf *conf, const struct px_tls 
         goto fail;
     }
     if ((t->dflt = ctx_new(conf, 0, t->base, err, errlen)) == NULL ||
-        add_keypairs(t->dflt, conf->certificate, conf->certificate_key, err, errlen) < 0)
+        add_keypairs(t->dflt, conf, err, errlen) < 0)
         goto fail;
     if (conf->nsni) {
         t->names = calloc(conf->nsni, sizeof(*t->names));
@@ -434,7 +453,7 @@ struct px_tls *px_tls_build(const struct px_tls_conf *conf, const struct px_tls 
             }
             t->nnames++;
         }
-        if (add_keypair(tn->ctx, s->cert, s->key, err, errlen) < 0)
+        if (add_keypair(tn->ctx, s->cert, s->key, conf, s->line, s->line, "sni", "sni", err, errlen) < 0)
             goto fail;
     }
     return t;
@@ -450,7 +469,7 @@ int px_tls_check_pair(const char *cert, const char *key, char *err, size_t errle
         snprintf(err, errlen, "SSL_CTX_new failed");
         return -1;
     }
-    int rc = add_keypair(ctx, cert, key, err, errlen);
+    int rc = add_keypair(ctx, cert, key, NULL, 0, 0, "certificate", "certificate_key", err, errlen);
     SSL_CTX_free(ctx);
     return rc;
 }

@@ -74,11 +74,14 @@ struct px_sni_conf {
     char *name;              /* server name (lowercase) */
     char *cert;              /* full chain PEM path */
     char *key;               /* key PEM path */
+    int line;                /* its sni = line in file (0: not from the config, e.g. an ACME lineage) */
 };
 
 struct px_tls_conf {
     int present;             /* a [tls] section was given */
     char *certificate, *certificate_key;
+    const char *file;        /* the config's path (px_config.path, borrowed) and the lines of */
+    int certificate_line, certificate_key_line; /* the keys: errors loading the files say FILE:LINE */
     struct px_sni_conf *sni;
     size_t nsni;
     int proto_min, proto_max; /* TLS1_2_VERSION / TLS1_3_VERSION values (0x0303, 0x0304) */

@@ -1059,7 +1059,7 @@ struct px_tls *px_acme_manager_build_tls(struct px_acme_manager *m, const struct
                 taken = strcasecmp(sni[j].name, l->disk.names[i]) == 0;
             if (taken)
                 continue;
-            sni[n++] = (struct px_sni_conf){l->disk.names[i], l->disk.fullchain, l->disk.privkey};
+            sni[n++] = (struct px_sni_conf){l->disk.names[i], l->disk.fullchain, l->disk.privkey, 0};
         }
     }
     struct px_tls_conf c = *conf;

@@ -10,7 +10,7 @@ import time
 import unittest
 
 from harness import (Client, Proxy, ProxyTestCase, SLOW, SilentBackend, StreamingBackend, free_port, get,
-                     proxyd_path, request_bytes, wait_until)
+                     proxyd_path, request_bytes, shared_certs, tls_config, wait_until)
 
 
 class AccessLog(ProxyTestCase):
@@ -145,6 +145,29 @@ class CommandLine(ProxyTestCase):
                 self.assertEqual(r.returncode, 1, out)
                 self.assertRegex(out, re.escape("%s:%d: %s: " % (p.config_path, line, key)) + r"\S")
                 self.assertNotIn("configuration ok", out)
+
+    def test_check_tls_errors_name_file_and_line(self):
+        """[tls] errors found while loading the files or the cipher list say
+        FILE:LINE: key: like every other config error (-t, and a reload)."""
+        certs = shared_certs()
+        cases = [
+            ("ciphers", tls_config(certs, ciphers="BOGUS"), "no cipher of the list is known"),
+            ("certificate", tls_config(certs, pairs=[("/nonexistent/a.crt", certs.ec[1])]),
+             "/nonexistent/a.crt: No such file or directory"),
+            ("certificate_key", tls_config(certs, pairs=[(certs.ec[0], certs.rsa[1])]),
+             "does not match the certificate"),
+            ("sni", tls_config(certs, sni=[("other.test", ("/nonexistent/o.crt", certs.other_ec[1]))]),
+             "/nonexistent/o.crt: No such file or directory"),
+        ]
+        for key, tls, msg in cases:
+            with self.subTest(key=key):
+                p = self.config_file("[proxy]\nlisten_https = 127.0.0.1:0\n" + tls)
+                line = next(i + 1 for i, l in enumerate(p.config_text.split("\n")) if l.startswith(key + " ="))
+                r = self.run_proxyd("-t", "-c", p.config_path)
+                out = (r.stdout + r.stderr).decode()
+                self.assertEqual(r.returncode, 1, out)
+                self.assertTrue(out.startswith("%s:%d: %s: " % (p.config_path, line, key)), out)
+                self.assertIn(msg, out)
 
     def test_check_unknown_section(self):
         p = self.config_file("[bogus]\nx = 1\n")

@@ -418,6 +418,8 @@ static void test_errors(void)
         {"[tls]\nsni = a.com:c:k\nsni = A.com:c:e\n", "t.ini:3: sni: duplicate server name and certificate"},
         {"[tls]\nsession_tickets = 2\n", "t.ini:2: session_tickets: expected yes or no"},
         {"[tls]\nciphers =\n", "t.ini:2: ciphers: must not be empty"},
+        {"[tls]\nciphers = BOGUS:NOPE\n",
+         "t.ini:2: ciphers: no cipher of the list is known to OpenSSL (see `openssl ciphers`) (got \"BOGUS:NOPE\")"},
         {"[tls]\ncertificate = a\ncertificate = b\n", "t.ini:3: certificate: duplicate key in [tls]"},
         /* [headers] */
         {BASE "[headers]\nBad Header = x\n", "t.ini:4: Bad Header: bad header name in [headers]"},
