@@ -272,9 +272,14 @@ static void access_path_copy(char *buf, size_t len)
     pthread_mutex_unlock(&log_lock);
 }
 
-static void access_failed(int e)
+/* e: the errno; rest, len: what was not written (whole lines but the
+ * first, which may have gone out in part: lost all the same). */
+static void access_failed(int e, const char *rest, size_t len)
 {
-    atomic_fetch_add(&access_lost, 1);
+    uint64_t lines = 0;
+    for (const char *p = rest, *end = rest + len; p < end && (p = memchr(p, '\n', (size_t)(end - p))); p++)
+        lines++;
+    atomic_fetch_add(&access_lost, lines ? lines : 1);
     uint64_t now = px_now_ms(), next = atomic_load(&access_next_report);
     if (now < next || !atomic_compare_exchange_strong(&access_next_report, &next, now + PX_LOG_FAIL_REPORT_MS))
         return; /* said recently, or another thread says it now */
@@ -307,7 +312,7 @@ void px_log_access_write(const char *line, size_t len)
         if (w < 0) {
             if (errno == EINTR)
                 continue;
-            access_failed(errno);
+            access_failed(errno, line, len);
             return;
         }
         line += w;

@@ -39,9 +39,9 @@ void px_log(enum px_log_level lvl, const char *fmt, ...) __attribute__((format(p
 
 /* 1 when access logging is on. */
 int px_log_access_enabled(void);
-/* Write one complete access-log line (must end in '\n'). Thread-safe;
- * lines from different threads never interleave. A failing write (ENOSPC)
- * drops the line and is reported in the error log at most once per
+/* Write complete access-log lines (each ending in '\n'; a worker writes its
+ * batch at once). Thread-safe; lines from different threads never
+ * interleave. A failing write (ENOSPC) drops the lines and is reported in the error log at most once per
  * PX_LOG_FAIL_REPORT_MS with the count of lines lost; a write that works
  * again after a report says so once. */
 #define PX_LOG_FAIL_REPORT_MS 60000

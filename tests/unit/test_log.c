@@ -44,12 +44,14 @@ static void access_log_full_disk_reported_once_then_recovery(void)
     /* one line for five lost ones: the next report is PX_LOG_FAIL_REPORT_MS away */
     CHECK_INT(count(text, "access_log /dev/full: write failed: No space left on device (1 line(s) lost"), 1);
     CHECK_INT(count(text, "access_log"), 1);
+    /* a worker's batch of lines counts as that many lost lines */
+    px_log_access_write("{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n", 24);
     /* the disk has room again (here: a reopen to a writable file) */
     CHECK_INT(px_log_open(errpath, accpath, err, sizeof(err)), 0);
     px_log_access_write("{\"status\":200}\n", 15);
     px_log_access_write("{\"status\":200}\n", 15);
     text = slurp(errpath);
-    CHECK(strstr(text, "writing again (4 line(s) lost since the last report)") != NULL);
+    CHECK(strstr(text, "writing again (7 line(s) lost since the last report)") != NULL);
     CHECK_INT(count(text, "writing again"), 1);
     CHECK_INT(count(slurp(accpath), "status"), 2);
     px_log_close();
