@@ -279,25 +279,32 @@ static int open_listener(struct px_addr *a, int join, char *err, size_t errlen)
             ((struct sockaddr_in6 *)&a->ss)->sin6_port = ((struct sockaddr_in6 *)&ss)->sin6_port;
     }
     return fd;
-fail:
-    snprintf(err, errlen, "listen %s: %s", a->text, strerror(errno));
-    if (errno == EADDRINUSE && !join)
-        snprintf(err + strlen(err), errlen - strlen(err), " (another process listens there; a second proxyd?)");
+fail:;
+    int e = errno;
+    snprintf(err, errlen, "listen %s: %s%s", a->text, strerror(e),
+             e == EADDRINUSE && !join ? " (another process listens there; a second proxyd?)" : "");
     if (fd >= 0)
         close(fd);
     return -1;
 }
 
 /* Whether a restart could bind a: the exclusive bind open_listener starts
- * with, undone at once. Returns 0, or -1 with the reason in err. */
+ * with (no listen(), so no connection can land on it), undone at once.
+ * Returns 0, or -1 with the reason in err. */
 static int probe_listener(const struct px_addr *a, char *err, size_t errlen)
 {
-    struct px_addr copy = *a;
-    int fd = open_listener(&copy, 0, err, errlen);
-    if (fd < 0)
-        return -1;
-    close(fd);
-    return 0;
+    int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1, rc = -1;
+    if (fd >= 0) {
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (a->ss.ss_family == AF_INET6)
+            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+        rc = bind(fd, (const struct sockaddr *)&a->ss, a->len);
+    }
+    if (rc < 0)
+        snprintf(err, errlen, "listen %s: %s", a->text, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    return rc < 0 ? -1 : 0;
 }
 
 static unsigned addr_port(const struct px_addr *a)
