@@ -96,8 +96,13 @@ int main(void)
     snprintf(accpath, sizeof(accpath), "%s/access.log", dir);
     UNIT_RUN(access_log_full_disk_reported_once_then_recovery);
     UNIT_RUN(discarded_sinks_remove_created_files);
-    unlink(errpath);
-    unlink(accpath);
+    /* everything a test may have made, also when it failed */
+    const char *names[] = {"error.log", "access.log", "new-error.log", "new-access.log"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        char path[160];
+        snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+        unlink(path);
+    }
     rmdir(dir);
     return unit_report();
 }
