@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -39,6 +40,8 @@ int px_state_service_copy(struct px_state_service *dst, const struct px_state_se
     dst->state = src->state;
     dst->max_pause_ms = src->max_pause_ms;
     dst->tls = src->tls;
+    dst->interval_ms = src->interval_ms;
+    dst->timeout_ms = src->timeout_ms;
     dst->nhosts = src->nhosts;
     dst->nactive = src->nactive;
     dst->nprevious = src->nprevious;
@@ -98,6 +101,10 @@ static json_t *service_json(const struct px_state_service *s)
         json_object_set_new(o, "max_pause_ms", json_integer((json_int_t)s->max_pause_ms));
     if (s->tls)
         json_object_set_new(o, "tls", json_true());
+    if (s->interval_ms)
+        json_object_set_new(o, "health_check_interval_ms", json_integer((json_int_t)s->interval_ms));
+    if (s->timeout_ms)
+        json_object_set_new(o, "health_check_timeout_ms", json_integer((json_int_t)s->timeout_ms));
     return o;
 }
 
@@ -252,6 +259,13 @@ static const char *service_from(json_t *o, struct px_state_service *s)
         return "max_pause_ms is not a duration";
     s->max_pause_ms = mp ? (uint64_t)json_integer_value(mp) : 30000;
     s->tls = json_is_true(json_object_get(o, "tls"));
+    /* absent in files written before they were kept: the defaults */
+    json_t *iv = json_object_get(o, "health_check_interval_ms"), *to = json_object_get(o, "health_check_timeout_ms");
+    if ((iv && (!json_is_integer(iv) || json_integer_value(iv) <= 0 || json_integer_value(iv) > 86400000)) ||
+        (to && (!json_is_integer(to) || json_integer_value(to) <= 0 || json_integer_value(to) > 86400000)))
+        return "health_check_interval_ms and health_check_timeout_ms must be durations (1..86400000 ms)";
+    s->interval_ms = iv ? (uint64_t)json_integer_value(iv) : 0;
+    s->timeout_ms = to ? (uint64_t)json_integer_value(to) : 0;
     return NULL;
 }
 
@@ -297,4 +311,37 @@ int px_state_load(const char *path, struct px_state *st, char *err, size_t errle
     }
     json_decref(root);
     return 0;
+}
+
+int px_state_set_aside(const char *path, char *aside, size_t asidelen, char *err, size_t errlen)
+{
+    char stamp[32];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
+    /* link + unlink, not rename: link never replaces an existing name */
+    for (int i = 1; i <= 1000; i++) {
+        int n = i == 1 ? snprintf(aside, asidelen, "%s.unreadable-%s", path, stamp)
+                       : snprintf(aside, asidelen, "%s.unreadable-%s-%d", path, stamp, i);
+        if (n < 0 || (size_t)n >= asidelen) {
+            snprintf(err, errlen, "%s: path too long", path);
+            return -1;
+        }
+        if (link(path, aside) == 0) {
+            if (unlink(path) < 0) {
+                snprintf(err, errlen, "unlink %s: %s", path, strerror(errno));
+                unlink(aside);
+                return -1;
+            }
+            fsync_dir(path);
+            return 0;
+        }
+        if (errno != EEXIST) {
+            snprintf(err, errlen, "link %s to %s: %s", path, aside, strerror(errno));
+            return -1;
+        }
+    }
+    snprintf(err, errlen, "%s: too many files set aside already", path);
+    return -1;
 }

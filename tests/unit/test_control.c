@@ -414,7 +414,7 @@ static void test_error_codes(void)
                                          "unknown_service", "conflict", "busy", "health_check_failed",
                                          "deploy_timeout", "no_previous", "reload_failed", "shutting_down",
                                          "not_implemented", "internal", "acme_not_configured",
-                                         "renewal_failed"};
+                                         "renewal_failed", "invalid_target"};
 
     CHECK_STR(px_ctl_err_name(PX_CTL_E_BAD_REQUEST), "bad_request");
     CHECK_STR(px_ctl_err_name(PX_CTL_E_HEALTH_CHECK_FAILED), "health_check_failed");
