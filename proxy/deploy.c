@@ -685,6 +685,9 @@ void px_deploy(struct px_deployer *d, const struct px_deploy_spec *q, px_deploy_
     /* the timings given, else (rollback) the ones the last deploy used */
     s->interval_ms = q->interval_ms ? q->interval_ms : have && cur.interval_ms ? cur.interval_ms : 1000;
     s->timeout_ms = q->timeout_ms ? q->timeout_ms : have && cur.timeout_ms ? cur.timeout_ms : 5000;
+    s->deploy_timeout_ms = q->deploy_timeout_ms          ? q->deploy_timeout_ms
+                           : have && cur.deploy_timeout_ms ? cur.deploy_timeout_ms
+                                                         : 30000;
     if (have)
         px_state_service_clear(&cur);
     if (s->name == NULL || s->hosts == NULL || s->path_prefix == NULL || s->health_check_path == NULL ||
@@ -716,7 +719,7 @@ void px_deploy(struct px_deployer *d, const struct px_deploy_spec *q, px_deploy_
     }
     px_services_free(t);
     o->drain_timeout_ms = q->drain_timeout_ms ? q->drain_timeout_ms : 30000;
-    start(d, o, s->interval_ms, s->timeout_ms, q->deploy_timeout_ms ? q->deploy_timeout_ms : 30000, q->force);
+    start(d, o, s->interval_ms, s->timeout_ms, s->deploy_timeout_ms, q->force);
 }
 
 void px_rollback(struct px_deployer *d, const char *service, uint64_t drain_timeout_ms,
@@ -726,6 +729,7 @@ void px_rollback(struct px_deployer *d, const char *service, uint64_t drain_time
     if (dep == NULL) {
         char msg[256];
         struct px_state_service conf;
+        memset(&conf, 0, sizeof(conf)); /* from_config leaves it alone when there is no such [service] */
         if (from_config(d, service, &conf) == 0) {
             /* a [service] of the file: it exists, it has just never switched */
             px_state_service_clear(&conf);

@@ -42,6 +42,7 @@ int px_state_service_copy(struct px_state_service *dst, const struct px_state_se
     dst->tls = src->tls;
     dst->interval_ms = src->interval_ms;
     dst->timeout_ms = src->timeout_ms;
+    dst->deploy_timeout_ms = src->deploy_timeout_ms;
     dst->nhosts = src->nhosts;
     dst->nactive = src->nactive;
     dst->nprevious = src->nprevious;
@@ -105,6 +106,8 @@ static json_t *service_json(const struct px_state_service *s)
         json_object_set_new(o, "health_check_interval_ms", json_integer((json_int_t)s->interval_ms));
     if (s->timeout_ms)
         json_object_set_new(o, "health_check_timeout_ms", json_integer((json_int_t)s->timeout_ms));
+    if (s->deploy_timeout_ms)
+        json_object_set_new(o, "deploy_timeout_ms", json_integer((json_int_t)s->deploy_timeout_ms));
     return o;
 }
 
@@ -260,12 +263,15 @@ static const char *service_from(json_t *o, struct px_state_service *s)
     s->max_pause_ms = mp ? (uint64_t)json_integer_value(mp) : 30000;
     s->tls = json_is_true(json_object_get(o, "tls"));
     /* absent in files written before they were kept: the defaults */
-    json_t *iv = json_object_get(o, "health_check_interval_ms"), *to = json_object_get(o, "health_check_timeout_ms");
-    if ((iv && (!json_is_integer(iv) || json_integer_value(iv) <= 0 || json_integer_value(iv) > 86400000)) ||
-        (to && (!json_is_integer(to) || json_integer_value(to) <= 0 || json_integer_value(to) > 86400000)))
-        return "health_check_interval_ms and health_check_timeout_ms must be durations (1..86400000 ms)";
-    s->interval_ms = iv ? (uint64_t)json_integer_value(iv) : 0;
-    s->timeout_ms = to ? (uint64_t)json_integer_value(to) : 0;
+    static const char *const timings[] = {"health_check_interval_ms", "health_check_timeout_ms", "deploy_timeout_ms"};
+    uint64_t *fields[] = {&s->interval_ms, &s->timeout_ms, &s->deploy_timeout_ms};
+    for (size_t i = 0; i < PX_ARRAY_LEN(timings); i++) {
+        json_t *v = json_object_get(o, timings[i]);
+        if (v && (!json_is_integer(v) || json_integer_value(v) <= 0 || json_integer_value(v) > 86400000))
+            return "health_check_interval_ms, health_check_timeout_ms and deploy_timeout_ms must be durations "
+                   "(1..86400000 ms)";
+        *fields[i] = v ? (uint64_t)json_integer_value(v) : 0;
+    }
     return NULL;
 }
 

@@ -32,6 +32,7 @@ struct px_state_service {
     int tls;                  /* deploy --tls: an ACME lineage for the hosts */
     uint64_t interval_ms;     /* the health-check timings of the last deploy (rollback and the */
     uint64_t timeout_ms;      /* monitor use them); 0 = the defaults, 1 s and 5 s */
+    uint64_t deploy_timeout_ms; /* the last deploy's, for rollback; 0 = 30 s */
 };
 
 struct px_state {
