@@ -870,27 +870,43 @@ class TestSelfTarget(DeployCase):
 
 class TestShutdownDuringDeploy(DeployCase):
 
-    def test_sigterm_answers_a_pending_deploy_with_shutting_down(self):
+    def test_sigterm_answers_pending_deploys_and_rollbacks_with_shutting_down(self):
+        """DESIGN's shutting_down: every long command still waiting when
+        proxyd stops gets its one reply before the control socket closes
+        (proxyctl would otherwise report 'closed without answering', as if
+        the daemon were unreachable and the deploy might still run)."""
+        blue, green = self.coloured("blue"), self.coloured("green")
         sick = self.coloured("sick", healthy=False)
         p = self.plain_proxy()
-        s = unix_conn(p, 20)
-        self.addCleanup(s.close)
-        s.sendall((json.dumps({"id": 7, "cmd": "deploy", "args": {
-            "service": "web", "targets": [sick.addr], "health_check_interval_ms": 100,
-            "deploy_timeout_ms": 15000}}) + "\n").encode())
-        self.assertTrue(wait_until(lambda: sick.health_requests, 5))
+        self.deploy(p, "web", blue, "--deploy-timeout", "15s")
+        self.deploy(p, "web", green, "--deploy-timeout", "15s")
+        blue.healthy = False  # the rollback waits for it
+        blue.reset()
+        conns = []
+        for req in ({"id": 7, "cmd": "deploy", "args": {"service": "api", "targets": [sick.addr], "hosts": ["api.test"],
+                                                       "health_check_interval_ms": 100, "deploy_timeout_ms": 15000}},
+                    {"id": "rb", "cmd": "rollback", "args": {"service": "web"}}):
+            s = unix_conn(p, 20)
+            self.addCleanup(s.close)
+            s.sendall((json.dumps(req) + "\n").encode())
+            conns.append(s)
+        self.assertTrue(wait_until(lambda: sick.health_requests and blue.health_requests, 5))
         p.send_signal(signal.SIGTERM)
-        buf, lines = bytearray(), []
-        deadline = time.monotonic() + 10 * SLOW
-        while True:
-            line = read_line(s, buf, deadline)
-            if not line:
-                break
-            lines.append(json.loads(line))
-        self.assertEqual(len(lines), 1, lines)
-        self.assertEqual((lines[0]["id"], lines[0]["ok"], lines[0]["error"]["code"]), (7, False, "shutting_down"),
-                         lines)
-        self.assertIn("nothing changed", lines[0]["error"]["message"])
+        got = []
+        for s in conns:
+            buf, lines = bytearray(), []
+            deadline = time.monotonic() + 10 * SLOW
+            while True:
+                line = read_line(s, buf, deadline)
+                if not line:
+                    break
+                lines.append(json.loads(line))
+            got.append(lines)
+        for lines, rid in zip(got, (7, "rb")):
+            self.assertEqual(len(lines), 1, lines)
+            self.assertEqual((lines[0]["id"], lines[0]["ok"], lines[0]["error"]["code"]),
+                             (rid, False, "shutting_down"), lines)
+            self.assertIn("nothing changed", lines[0]["error"]["message"])
         self.assertEqual(p.wait(10), 0)
 
 
