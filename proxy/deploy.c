@@ -114,6 +114,24 @@ static const struct px_state_service *deployed(const struct px_deployer *d, cons
     return NULL;
 }
 
+/* target is proxyd itself: its bound listeners (once known), else cfg's
+ * (a port 0 there is skipped), and metrics_listen. The rule: px/services.h. */
+static const char *is_self(const struct px_deployer *d, const struct px_config *cfg, const struct px_addr *target,
+                           char *buf, size_t buflen)
+{
+    struct px_addr self[8];
+    size_t n = 0;
+    for (size_t i = 0; i < d->nlistens && n < 6; i++)
+        self[n++] = d->listens[i];
+    if (cfg && d->nlistens == 0 && cfg->has_listen_http)
+        self[n++] = cfg->listen_http;
+    if (cfg && d->nlistens == 0 && cfg->has_listen_https)
+        self[n++] = cfg->listen_https;
+    if (cfg && cfg->has_metrics_listen)
+        self[n++] = cfg->metrics_listen;
+    return px_service_self_target(target, self, n, buf, buflen);
+}
+
 /* The deployed service (as persisted) that a [service] of another name
  * claims the host and prefix of: its conflict message in buf, or NULL. */
 static const char *claimed(const struct px_deployer *d, const struct px_service_conf *sc, char *buf, size_t buflen)
@@ -188,8 +206,16 @@ static struct px_services *build(struct px_deployer *d, const struct px_config *
         }
         struct px_addr *addrs = calloc(s->nactive ? s->nactive : 1, sizeof(*addrs));
         struct px_service_spec spec;
-        char why[256];
+        char why[320];
         const char *e = addrs ? to_spec(s, &spec, addrs) : "out of memory";
+        /* one restored from a state file written before the rule, or a
+         * listener that moved onto a target since: it would loop */
+        char selfwhy[200], selfmsg[300];
+        for (size_t j = 0; e == NULL && j < s->nactive; j++)
+            if (is_self(d, cfg, &addrs[j], selfwhy, sizeof(selfwhy))) {
+                snprintf(selfmsg, sizeof(selfmsg), "target %s %s", s->active[j], selfwhy);
+                e = selfmsg;
+            }
         int rc = e ? -1 : px_services_add(t, &spec, why, sizeof(why));
         free(addrs);
         if (rc == 0)
@@ -594,16 +620,9 @@ static const char *resolve(struct op *o, char *msg, size_t msglen)
 /* A new target that is proxyd itself: NULL or the message in msg. */
 static const char *self_target(const struct px_deployer *d, const struct op *o, char *msg, size_t msglen)
 {
-    const struct px_config *cfg = cur_config();
-    struct px_addr self[8];
-    size_t n = 0;
-    for (size_t i = 0; i < d->nlistens && n < PX_ARRAY_LEN(self) - 1; i++)
-        self[n++] = d->listens[i];
-    if (cfg && cfg->has_metrics_listen)
-        self[n++] = cfg->metrics_listen;
     for (size_t i = 0; i < o->naddrs; i++) {
         char why[300];
-        if (px_service_self_target(&o->addrs[i], self, n, why, sizeof(why))) {
+        if (is_self(d, cur_config(), &o->addrs[i], why, sizeof(why))) {
             snprintf(msg, msglen, "target %s %s", o->svc.active[i], why);
             return msg;
         }

@@ -868,6 +868,26 @@ class TestSelfTarget(DeployCase):
                       (r.stdout + r.stderr).decode())
 
 
+    def test_state_entry_targeting_proxyd_itself_is_left_out(self):
+        """A state file written before the rule (or a listener moved onto a
+        target since): that entry is left out with an error line, the others
+        serve."""
+        blue = self.coloured("blue")
+        port = free_port()
+        p = self.proxy("[proxy]\nlisten_http = 127.0.0.1:%d\n" % port, start=False)
+        with open(os.path.join(p.tmp, "state.json"), "w") as f:
+            json.dump({"version": 1, "services": [
+                {"name": "loop", "hosts": ["loop.test"], "active": ["localhost:%d" % port], "previous": []},
+                {"name": "web", "hosts": ["web.test"], "active": [blue.addr], "previous": []}]}, f)
+        p.start()
+        self.assertEqual([s["name"] for s in proxyctl(p, "--json", "list").json()["services"]], ["web"])
+        self.assertIn("state: service loop left out: target localhost:%d is proxyd's own listen address 127.0.0.1:%d"
+                      % (port, port),
+                      p.error_log_text())
+        self.assertEqual(self.body_of(p, host="web.test"), b"blue")
+        self.assertEqual(get(p.port, "/", host="loop.test").status, 404)
+
+
 class TestShutdownDuringDeploy(DeployCase):
 
     def test_sigterm_answers_pending_deploys_and_rollbacks_with_shutting_down(self):
