@@ -930,6 +930,35 @@ class TestShutdownDuringDeploy(DeployCase):
         self.assertEqual(p.wait(10), 0)
 
 
+    def test_sigterm_answers_a_pending_cert_renew_with_shutting_down(self):
+        """The same for `cert renew` waiting on a CA that does not answer
+        (a socket that accepts and stays silent)."""
+        hang = socket.socket()
+        self.addCleanup(hang.close)
+        hang.bind(("127.0.0.1", 0))
+        hang.listen(16)
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        p = self.proxy("[proxy]\n\n[acme]\nenabled = yes\ndirectory = https://127.0.0.1:%d/dir\n"
+                       "ca_bundle = %s/certs-dev/ca.crt\ndomains = a.test\nconfig_dir = {tmp}/le\n"
+                       % (hang.getsockname()[1], root))
+        s = unix_conn(p, 20)
+        self.addCleanup(s.close)
+        s.sendall(b'{"id":5,"cmd":"cert_renew","args":{"force":true}}\n')
+        self.assertTrue(wait_until(lambda: "ordering a certificate" in p.error_log_text(), 5))
+        # in its handler by now or not: either way it answers shutting_down
+        p.send_signal(signal.SIGTERM)
+        buf, lines = bytearray(), []
+        deadline = time.monotonic() + 10 * SLOW
+        while True:
+            line = read_line(s, buf, deadline)
+            if not line:
+                break
+            lines.append(json.loads(line))
+        self.assertEqual([(x["id"], x["ok"], x["error"]["code"]) for x in lines], [(5, False, "shutting_down")],
+                         lines)
+        self.assertEqual(p.wait(10), 0)
+
+
 class TestCodesAndProgress(DeployCase):
 
     def test_rollback_of_a_config_service_never_deployed_is_no_previous(self):
