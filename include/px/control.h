@@ -110,7 +110,8 @@ enum px_ctl_err {
                                      reason other than health (nothing changed) */
     PX_CTL_E_NO_PREVIOUS,         /* rollback of a service with no previous targets */
     PX_CTL_E_RELOAD_FAILED,       /* the new config or certificates did not load; old ones serve */
-    PX_CTL_E_SHUTTING_DOWN,       /* the daemon is stopping and takes no new work */
+    PX_CTL_E_SHUTTING_DOWN,       /* the daemon is stopping and takes no new work; also the
+                                     answer of a long command still running at SIGTERM */
     PX_CTL_E_NOT_IMPLEMENTED,     /* a known command this build cannot do yet */
     PX_CTL_E_INTERNAL,            /* a bug or resource failure in the daemon */
     PX_CTL_E_ACME_NOT_CONFIGURED, /* cert_renew, deploy --tls: [acme] is not enabled */
