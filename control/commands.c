@@ -45,6 +45,8 @@ static void op_progress(void *arg, const char *text)
 {
     struct ctl_conn *c = arg;
     size_t n;
+    if (!c->progress)
+        return; /* one response line per request unless it asked (DESIGN, control protocol) */
     char *line = px_ctl_progress_line(c->op_id, text, &n);
     px_ctl_conn_send(c, line, n);
 }
@@ -109,8 +111,19 @@ static const char *tls_check(struct px_ctl_env *env, const json_t *args, char *m
     return NULL;
 }
 
+/* A long command while the daemon stops: 1 when refused. */
+static int refuse_stopping(struct px_ctl_env *env, struct ctl_conn *c, const json_t *id)
+{
+    if (!env->stopping)
+        return 0;
+    reply_err(c, id, PX_CTL_E_SHUTTING_DOWN, "proxyd is stopping");
+    return 1;
+}
+
 static void h_deploy(struct px_ctl_env *env, struct ctl_conn *c, const json_t *id, const json_t *args)
 {
+    if (refuse_stopping(env, c, id))
+        return;
     if (px_ctl_arg_bool(args, "tls", 0)) {
         char msg[512];
         const char *code = tls_check(env, args, msg, sizeof(msg));
@@ -148,6 +161,8 @@ static void h_deploy(struct px_ctl_env *env, struct ctl_conn *c, const json_t *i
 
 static void h_rollback(struct px_ctl_env *env, struct ctl_conn *c, const json_t *id, const json_t *args)
 {
+    if (refuse_stopping(env, c, id))
+        return;
     begin_op(c, id);
     px_rollback(env->dep, px_ctl_arg_str(args, "service", ""),
                 (uint64_t)px_ctl_arg_int(args, "drain_timeout_ms", PX_CTL_DEFAULT_DRAIN_TIMEOUT_MS), op_progress,
@@ -215,12 +230,17 @@ static void h_status(struct px_ctl_env *env, struct ctl_conn *c, const json_t *i
                           "uptime_s", (json_int_t)px_server_uptime_s(env->srv), "workers",
                           (json_int_t)px_server_nworkers(env->srv), "connections",
                           (json_int_t)atomic_load(&px_open_conns), "services", (json_int_t)nsvc);
+    const char *problem = px_deployer_state_problem(env->dep);
+    if (r && problem)
+        json_object_set_new(r, "state_file_error", json_string(problem));
     reply_ok(c, id, r);
 }
 
 static void h_reload(struct px_ctl_env *env, struct ctl_conn *c, const json_t *id, const json_t *args)
 {
     char err[1024];
+    if (refuse_stopping(env, c, id))
+        return;
     if (px_server_reload(env->srv, err, sizeof(err)) < 0) {
         reply_err(c, id, PX_CTL_E_RELOAD_FAILED, err);
         return;
@@ -244,6 +264,8 @@ static void h_cert_status(struct px_ctl_env *env, struct ctl_conn *c, const json
 static void h_cert_renew(struct px_ctl_env *env, struct ctl_conn *c, const json_t *id, const json_t *args)
 {
     struct px_acme_manager *m = px_server_acme(env->srv);
+    if (refuse_stopping(env, c, id))
+        return;
     if (m == NULL) {
         reply_err(c, id, PX_CTL_E_ACME_NOT_CONFIGURED,
                   "[acme] is not enabled: certificates come from the [tls] files (renew them, then proxyctl cert "
@@ -286,6 +308,7 @@ void px_ctl_handle(struct px_ctl_env *env, struct ctl_conn *c, const struct px_c
 {
     for (size_t i = 0; i < PX_ARRAY_LEN(handlers); i++)
         if (strcmp(handlers[i].name, req->cmd->name) == 0) {
+            c->progress = req->progress;
             handlers[i].fn(env, c, req->id, req->args);
             return;
         }

@@ -19,6 +19,7 @@ struct px_ctlserver;
 struct px_ctl_env {
     struct px_server *srv;
     struct px_deployer *dep;
+    int stopping;            /* px_ctlserver_shutdown: long commands answer shutting_down */
 };
 
 struct ctl_conn {
@@ -32,6 +33,7 @@ struct ctl_conn {
     unsigned busy : 1;       /* a long command runs: later lines wait */
     unsigned closing : 1;    /* close once the replies are written */
     unsigned in_process : 1; /* process() is on the stack */
+    unsigned progress : 1;   /* the request in progress asked for progress lines */
 };
 
 /* server.c */

@@ -32,6 +32,7 @@ static const char *const err_names[PX_CTL_E__COUNT] = {
     [PX_CTL_E_INTERNAL] = "internal",
     [PX_CTL_E_ACME_NOT_CONFIGURED] = "acme_not_configured",
     [PX_CTL_E_RENEWAL_FAILED] = "renewal_failed",
+    [PX_CTL_E_INVALID_TARGET] = "invalid_target",
 };
 
 const char *px_ctl_err_name(enum px_ctl_err code)
@@ -383,6 +384,12 @@ enum px_ctl_err px_ctl_request_parse(const char *line, size_t len, struct px_ctl
         errf(err, errlen, "unknown command \"%.64s\"", name);
         return PX_CTL_E_UNKNOWN_COMMAND;
     }
+    json_t *pr = json_object_get(req->root, "progress");
+    if (pr && !json_is_boolean(pr)) {
+        errf(err, errlen, "progress: must be true or false");
+        return PX_CTL_E_BAD_REQUEST;
+    }
+    req->progress = json_is_true(pr);
     args = json_object_get(req->root, "args");
     if (args == NULL || json_is_null(args)) {
         if ((args = json_object()) == NULL || json_object_set_new(req->root, "args", args) != 0) {
@@ -475,19 +482,26 @@ static json_t *with_id(const json_t *id)
     return obj;
 }
 
-char *px_ctl_request_line(const json_t *id, const char *cmd, json_t *args_stolen, size_t *len)
+char *px_ctl_request_line_progress(const json_t *id, const char *cmd, json_t *args_stolen, int progress,
+                                   size_t *len)
 {
     json_t *obj = with_id(id);
 
     if (args_stolen == NULL)
         args_stolen = json_object();
     if (obj == NULL || args_stolen == NULL || json_object_set_new(obj, "cmd", text_value(cmd)) != 0 ||
-        json_object_set(obj, "args", args_stolen) != 0) {
+        json_object_set(obj, "args", args_stolen) != 0 ||
+        (progress && json_object_set_new(obj, "progress", json_true()) != 0)) {
         json_decref(obj);
         obj = NULL;
     }
     json_decref(args_stolen);
     return finish_line(obj, len);
+}
+
+char *px_ctl_request_line(const json_t *id, const char *cmd, json_t *args_stolen, size_t *len)
+{
+    return px_ctl_request_line_progress(id, cmd, args_stolen, 0, len);
 }
 
 char *px_ctl_ok_line(const json_t *id, json_t *result_stolen, size_t *len)

@@ -546,7 +546,8 @@ static int run(const struct invocation *inv)
         goto out;
     }
     memcpy(sun.sun_path, inv->socket, strlen(inv->socket) + 1);
-    if ((req = px_ctl_request_line(id, inv->cmd->name, json_incref(inv->args), &reqlen)) == NULL) {
+    /* progress lines on stderr as they arrive: proxyctl asks for them */
+    if ((req = px_ctl_request_line_progress(id, inv->cmd->name, json_incref(inv->args), 1, &reqlen)) == NULL) {
         rc = unreachable("out of memory%s%s", "", "");
         goto out;
     }

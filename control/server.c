@@ -3,6 +3,7 @@
  * JSON requests answered in order (control/commands.c does the work). */
 #include <errno.h>
 #include <grp.h>
+#include <poll.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,8 +17,10 @@
 #include <event2/bufferevent.h>
 #include <event2/listener.h>
 
+#include "px/common.h"
 #include "px/control.h"
 #include "px/control_server.h"
+#include "px/deploy.h"
 #include "px/log.h"
 #include "ctl_internal.h"
 
@@ -256,12 +259,55 @@ struct px_ctlserver *px_ctlserver_new(struct event_base *base, const char *path,
     return s;
 }
 
+void px_ctlserver_shutdown(struct px_ctlserver *s)
+{
+    if (s == NULL || s->env.stopping)
+        return;
+    s->env.stopping = 1;
+    px_deployer_shutdown(s->env.dep); /* deploys and rollbacks answer through their callbacks */
+    /* what is left (cert renew) is answered here and forgotten by its module */
+    for (int again = 1; again;) {
+        again = 0;
+        for (struct ctl_conn *c = s->conns; c; c = c->next) {
+            if (!c->busy)
+                continue;
+            size_t n;
+            char *line = px_ctl_error_line(c->op_id, PX_CTL_E_SHUTTING_DOWN,
+                                           "proxyd is stopping: the operation was abandoned", &n);
+            px_ctl_forget(&s->env, c);
+            px_ctl_conn_send(c, line, n);
+            px_ctl_conn_done(c); /* may take the next request, or free c: start over */
+            again = 1;
+            break;
+        }
+    }
+}
+
+/* Write what is queued for c now (the loop is about to stop): a local
+ * client's socket buffer takes a reply at once; bounded at 200 ms. */
+static void flush_now(struct ctl_conn *c)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+    uint64_t deadline = px_now_ms() + 200;
+    while (fd >= 0 && evbuffer_get_length(out) > 0 && px_now_ms() < deadline) {
+        if (evbuffer_write(out, fd) < 0) {
+            if (errno != EAGAIN && errno != EINTR)
+                break;
+            struct pollfd p = {.fd = fd, .events = POLLOUT};
+            poll(&p, 1, 20);
+        }
+    }
+}
+
 void px_ctlserver_free(struct px_ctlserver *s)
 {
     if (s == NULL)
         return;
-    while (s->conns)
+    while (s->conns) {
+        flush_now(s->conns);
         conn_free(s->conns);
+    }
     if (s->listener)
         evconnlistener_free(s->listener);
     unlink(s->path);

@@ -1060,6 +1060,11 @@ static const struct keydef service_keys[] = {
     KFN("path_prefix", set_path_prefix, "/", 0),
     KFN("targets", set_targets, NULL, 0),
     KSTR("health_check_path", S(health_check_path), "/up", px_config_check_path),
+    /* a check every 100 ms at most (a backend is not a load test); a timeout past an hour is a typo */
+    {.name = "health_check_interval", .type = K_DURATION, .off = S(health_check_interval_ms), .min = 100,
+     .max = 3600 * 1000, .def = "1s"},
+    {.name = "health_check_timeout", .type = K_DURATION, .off = S(health_check_timeout_ms), .min = 100,
+     .max = 3600 * 1000, .def = "5s"},
 };
 #undef S
 
@@ -1159,8 +1164,13 @@ static const char *set_value(struct pctx *pc, const struct keydef *k, void *base
     case K_DURATION:
         if ((err = px_parse_duration_ms(v, &n)) != NULL)
             return err;
-        if (n < k->min || n > k->max)
-            return "must be greater than 0"; /* every duration key has min 1 and no max */
+        if (n < k->min || n > k->max) {
+            if (k->min <= 1 && k->max == UINT64_MAX)
+                return "must be greater than 0";
+            snprintf(pc->msg, sizeof(pc->msg), "must be %llums..%llus", (unsigned long long)k->min,
+                     (unsigned long long)(k->max / 1000));
+            return pc->msg;
+        }
         *(uint64_t *)field = n;
         return NULL;
     case K_SIZE:
@@ -1458,6 +1468,8 @@ static int on_key(void *user, const char *section, const char *name, const char 
         pc->cfg->tls.certificate_key_line = pc->lineno;
     if (pc->sect == S_SERVICE && strcmp(name, "health_check_path") == 0)
         ((struct px_service_conf *)pc->base)->health_checks = 1;
+    if (pc->sect == S_SERVICE && strcmp(name, "targets") == 0)
+        ((struct px_service_conf *)pc->base)->targets_line = pc->lineno;
     if (pc->sect == S_LIMIT) {
         if (strcmp(name, "delay") == 0)
             pc->delay_line = pc->lineno;
@@ -1713,6 +1725,21 @@ static int finish(struct pctx *pc)
         struct px_service_conf *s = &cfg->services[i];
         if (s->ntargets == 0)
             return fail(pc, s->line, "targets: required in [service %s]", s->name);
+        /* a target that is proxyd itself loops every request back in (the rule deploy applies too) */
+        struct px_addr self[3];
+        size_t nself = 0;
+        if (cfg->has_listen_http)
+            self[nself++] = cfg->listen_http;
+        if (cfg->has_listen_https)
+            self[nself++] = cfg->listen_https;
+        if (cfg->has_metrics_listen)
+            self[nself++] = cfg->metrics_listen;
+        for (size_t j = 0; j < s->ntargets; j++) {
+            char msg[300];
+            if (px_service_self_target(&s->targets[j], self, nself, msg, sizeof(msg)))
+                return fail(pc, s->targets_line ? s->targets_line : s->line, "targets: %s %s in [service %s]",
+                            s->targets[j].text, msg, s->name);
+        }
         for (size_t j = 0; j < i; j++) {
             /* the rule the control plane applies too (px/services.h) */
             struct px_service_conf *o = &cfg->services[j];

@@ -64,6 +64,12 @@ struct px_deployer {
     struct px_deploy_hooks hooks;
     struct px_state st;            /* the deployed services, as persisted */
     struct op *ops;
+    int started;                   /* the first table was built: later builds are reloads */
+    int stopping;                  /* px_deployer_shutdown: no new operation */
+    char *state_problem;           /* the state file could not be read at start (status shows it) */
+    int frozen;                    /* ... nor moved aside: no change may overwrite it */
+    struct px_addr *listens;       /* proxyd's own bound addresses: never a target */
+    size_t nlistens;
 };
 
 /* ---- the services table ---- */
@@ -95,6 +101,8 @@ static const char *to_spec(const struct px_state_service *s, struct px_service_s
     spec->stop_message = s->stop_message;
     spec->max_pause_ms = s->max_pause_ms;
     spec->health_checks = 1; /* deployed: its path passed once, it is watched from then on */
+    spec->health_check_interval_ms = s->interval_ms;
+    spec->health_check_timeout_ms = s->timeout_ms;
     return NULL;
 }
 
@@ -106,13 +114,53 @@ static const struct px_state_service *deployed(const struct px_deployer *d, cons
     return NULL;
 }
 
-/* The table for cfg with the deployed services on top; `over` (may be NULL)
- * stands in for the deployed entry of its name. strict: a deployed service
- * that does not fit is an error (a command), else it is left out with a log
- * line (a start or a reload must serve the rest). */
-static struct px_services *build(struct px_deployer *d, const struct px_config *cfg,
-                                 const struct px_state_service *over, int strict, char *err, size_t errlen)
+/* target is proxyd itself: its bound listeners (once known), else cfg's
+ * (a port 0 there is skipped), and metrics_listen. The rule: px/services.h. */
+static const char *is_self(const struct px_deployer *d, const struct px_config *cfg, const struct px_addr *target,
+                           char *buf, size_t buflen)
 {
+    struct px_addr self[8];
+    size_t n = 0;
+    for (size_t i = 0; i < d->nlistens && n < 6; i++)
+        self[n++] = d->listens[i];
+    if (cfg && d->nlistens == 0 && cfg->has_listen_http)
+        self[n++] = cfg->listen_http;
+    if (cfg && d->nlistens == 0 && cfg->has_listen_https)
+        self[n++] = cfg->listen_https;
+    if (cfg && cfg->has_metrics_listen)
+        self[n++] = cfg->metrics_listen;
+    return px_service_self_target(target, self, n, buf, buflen);
+}
+
+/* The deployed service (as persisted) that a [service] of another name
+ * claims the host and prefix of: its conflict message in buf, or NULL. */
+static const char *claimed(const struct px_deployer *d, const struct px_service_conf *sc, char *buf, size_t buflen)
+{
+    struct px_service_claim a = {sc->name, (const char *const *)sc->hosts, sc->nhosts, sc->path_prefix};
+    for (size_t i = 0; i < d->st.nservices; i++) {
+        const struct px_state_service *s = &d->st.services[i];
+        struct px_service_claim b = {s->name, (const char *const *)s->hosts, s->nhosts, s->path_prefix};
+        if (px_service_conflict(&a, &b, buf, buflen))
+            return buf;
+    }
+    return NULL;
+}
+
+enum build_mode {
+    B_START,   /* a [service] claiming a deployed service's host is left out, loudly */
+    B_RELOAD,  /* ... is an error: the reload fails and the old table keeps serving */
+    B_COMMAND, /* ... stays out (it was logged at start); a deployed service that does not fit is an error */
+};
+
+/* The table for cfg with the deployed services on top; `over` (may be NULL)
+ * stands in for the deployed entry of its name. A deployed service that does
+ * not fit (a bad target) is an error for a command, else it is left out with
+ * a log line (a start or a reload must serve the rest). */
+static struct px_services *build(struct px_deployer *d, const struct px_config *cfg,
+                                 const struct px_state_service *over, enum build_mode mode, char *err,
+                                 size_t errlen)
+{
+    int strict = mode == B_COMMAND;
     struct px_services *t = px_services_new();
     if (t == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -120,8 +168,25 @@ static struct px_services *build(struct px_deployer *d, const struct px_config *
     }
     for (size_t i = 0; cfg && i < cfg->nservices; i++) {
         const struct px_service_conf *sc = &cfg->services[i];
+        char why[600];
         if (deployed(d, sc->name) || (over && strcmp(over->name, sc->name) == 0))
             continue; /* proxyctl owns it now */
+        /* a reload never drops a deployed service (kamal-proxy's routes are
+         * its own; nginx refuses a reload with a conflict) */
+        if (claimed(d, sc, why, sizeof(why))) {
+            if (mode == B_RELOAD) {
+                snprintf(err, errlen,
+                         "%s:%d: [service %s]: %s, deployed by proxyctl (a reload never drops a deployed service: "
+                         "proxyctl remove it first, or change this section)",
+                         cfg->path ? cfg->path : "config", sc->line, sc->name, why);
+                goto fail;
+            }
+            if (mode == B_START)
+                px_log_error("%s:%d: [service %s]: %s, deployed by proxyctl: this section is left out, the "
+                             "deployed service keeps serving (proxyctl remove it to hand the host to the config)",
+                             cfg->path ? cfg->path : "config", sc->line, sc->name, why);
+            continue;
+        }
         if (px_services_add_conf(t, sc, err, errlen) < 0)
             goto fail;
     }
@@ -141,8 +206,16 @@ static struct px_services *build(struct px_deployer *d, const struct px_config *
         }
         struct px_addr *addrs = calloc(s->nactive ? s->nactive : 1, sizeof(*addrs));
         struct px_service_spec spec;
-        char why[256];
+        char why[320];
         const char *e = addrs ? to_spec(s, &spec, addrs) : "out of memory";
+        /* one restored from a state file written before the rule, or a
+         * listener that moved onto a target since: it would loop */
+        char selfwhy[200], selfmsg[300];
+        for (size_t j = 0; e == NULL && j < s->nactive; j++)
+            if (is_self(d, cfg, &addrs[j], selfwhy, sizeof(selfwhy))) {
+                snprintf(selfmsg, sizeof(selfmsg), "target %s %s", s->active[j], selfwhy);
+                e = selfmsg;
+            }
         int rc = e ? -1 : px_services_add(t, &spec, why, sizeof(why));
         free(addrs);
         if (rc == 0)
@@ -166,7 +239,10 @@ fail:
 struct px_services *px_deployer_services(struct px_deployer *d, const struct px_config *cfg, char *err,
                                          size_t errlen)
 {
-    return build(d, cfg, NULL, 0, err, errlen);
+    struct px_services *t = build(d, cfg, NULL, d->started ? B_RELOAD : B_START, err, errlen);
+    if (t)
+        d->started = 1;
+    return t;
 }
 
 
@@ -174,7 +250,12 @@ struct px_services *px_deployer_services(struct px_deployer *d, const struct px_
  * nothing changed: NULL or an error code with the message in msg. */
 static const char *commit(struct px_deployer *d, const struct px_state_service *svc, char *msg, size_t msglen)
 {
-    struct px_services *t = build(d, cur_config(), svc, 1, msg, msglen);
+    if (d->frozen) {
+        snprintf(msg, msglen, "state_file %s: %s; fix or remove it and restart proxyd", d->state_file,
+                 d->state_problem);
+        return "internal";
+    }
+    struct px_services *t = build(d, cur_config(), svc, B_COMMAND, msg, msglen);
     if (t == NULL)
         return strstr(msg, "conflict") ? "conflict" : "bad_request";
     struct px_state next = d->st;
@@ -536,6 +617,19 @@ static const char *resolve(struct op *o, char *msg, size_t msglen)
     return NULL;
 }
 
+/* A new target that is proxyd itself: NULL or the message in msg. */
+static const char *self_target(const struct px_deployer *d, const struct op *o, char *msg, size_t msglen)
+{
+    for (size_t i = 0; i < o->naddrs; i++) {
+        char why[300];
+        if (is_self(d, cur_config(), &o->addrs[i], why, sizeof(why))) {
+            snprintf(msg, msglen, "target %s %s", o->svc.active[i], why);
+            return msg;
+        }
+    }
+    return NULL;
+}
+
 /* The service as the config file defines it, as a deployed entry. */
 static int from_config(const struct px_deployer *d, const char *name, struct px_state_service *out)
 {
@@ -556,6 +650,8 @@ static int from_config(const struct px_deployer *d, const char *name, struct px_
             if ((out->active[out->nactive] = strdup(sc->targets[j].text)) != NULL)
                 out->nactive++;
         out->previous = calloc(1, sizeof(char *));
+        out->interval_ms = sc->health_check_interval_ms;
+        out->timeout_ms = sc->health_check_timeout_ms;
         return out->name && out->hosts && out->path_prefix && out->health_check_path && out->active &&
                        out->previous
                    ? 0
@@ -568,6 +664,10 @@ void px_deploy(struct px_deployer *d, const struct px_deploy_spec *q, px_deploy_
                px_deploy_done_cb done, void *arg)
 {
     char msg[512];
+    if (d->stopping) {
+        done(arg, "shutting_down", "proxyd is stopping", NULL);
+        return;
+    }
     if (q->service == NULL || q->service[0] == '\0' || q->ntargets == 0) {
         done(arg, "bad_request", "deploy needs a service and at least one target", NULL);
         return;
@@ -601,6 +701,12 @@ void px_deploy(struct px_deployer *d, const struct px_deploy_spec *q, px_deploy_
     s->stop_message = have && cur.stop_message ? strdup(cur.stop_message) : NULL;
     s->max_pause_ms = have ? cur.max_pause_ms : 0;
     s->tls = q->tls || (have && cur.tls);
+    /* the timings given, else (rollback) the ones the last deploy used */
+    s->interval_ms = q->interval_ms ? q->interval_ms : have && cur.interval_ms ? cur.interval_ms : 1000;
+    s->timeout_ms = q->timeout_ms ? q->timeout_ms : have && cur.timeout_ms ? cur.timeout_ms : 5000;
+    s->deploy_timeout_ms = q->deploy_timeout_ms          ? q->deploy_timeout_ms
+                           : have && cur.deploy_timeout_ms ? cur.deploy_timeout_ms
+                                                         : 30000;
     if (have)
         px_state_service_clear(&cur);
     if (s->name == NULL || s->hosts == NULL || s->path_prefix == NULL || s->health_check_path == NULL ||
@@ -611,15 +717,18 @@ void px_deploy(struct px_deployer *d, const struct px_deploy_spec *q, px_deploy_
         return;
     }
     const char *e = resolve(o, msg, sizeof(msg));
+    const char *code = "bad_request";
+    if (e == NULL && (e = self_target(d, o, msg, sizeof(msg))) != NULL)
+        code = "invalid_target";
     if (e) {
-        done(arg, "bad_request", e, NULL);
+        done(arg, code, e, NULL);
         free(o->addrs);
         px_state_service_clear(s);
         free(o);
         return;
     }
     /* the conflict rule before any waiting: fail fast */
-    struct px_services *t = build(d, cur_config(), s, 1, msg, sizeof(msg));
+    struct px_services *t = build(d, cur_config(), s, B_COMMAND, msg, sizeof(msg));
     if (t == NULL) {
         done(arg, strstr(msg, "conflict") ? "conflict" : "bad_request", msg, NULL);
         free(o->addrs);
@@ -629,8 +738,7 @@ void px_deploy(struct px_deployer *d, const struct px_deploy_spec *q, px_deploy_
     }
     px_services_free(t);
     o->drain_timeout_ms = q->drain_timeout_ms ? q->drain_timeout_ms : 30000;
-    start(d, o, q->interval_ms ? q->interval_ms : 1000, q->timeout_ms ? q->timeout_ms : 5000,
-          q->deploy_timeout_ms ? q->deploy_timeout_ms : 30000, q->force);
+    start(d, o, s->interval_ms, s->timeout_ms, s->deploy_timeout_ms, q->force);
 }
 
 void px_rollback(struct px_deployer *d, const char *service, uint64_t drain_timeout_ms,
@@ -639,7 +747,18 @@ void px_rollback(struct px_deployer *d, const char *service, uint64_t drain_time
     const struct px_state_service *dep = deployed(d, service);
     if (dep == NULL) {
         char msg[256];
-        snprintf(msg, sizeof(msg), "%s was never deployed: nothing to roll back to", service);
+        struct px_state_service conf;
+        memset(&conf, 0, sizeof(conf)); /* from_config leaves it alone when there is no such [service] */
+        if (from_config(d, service, &conf) == 0) {
+            /* a [service] of the file: it exists, it has just never switched */
+            px_state_service_clear(&conf);
+            snprintf(msg, sizeof(msg), "%s has no previous targets (it serves its [service] targets and was never "
+                     "deployed)", service);
+            done(arg, "no_previous", msg, NULL);
+            return;
+        }
+        px_state_service_clear(&conf);
+        snprintf(msg, sizeof(msg), "no service %s", service);
         done(arg, "unknown_service", msg, NULL);
         return;
     }
@@ -723,9 +842,14 @@ const char *px_deployer_remove(struct px_deployer *d, const char *service, char 
         snprintf(msg, msglen, "a deploy of %s is in progress", service);
         return "busy";
     }
+    if (d->frozen) {
+        snprintf(msg, msglen, "state_file %s: %s; fix or remove it and restart proxyd", d->state_file,
+                 d->state_problem);
+        return "internal";
+    }
     struct px_state_service gone = d->st.services[i];
     d->st.services[i] = d->st.services[--d->st.nservices];
-    struct px_services *t = build(d, cur_config(), NULL, 0, msg, msglen);
+    struct px_services *t = build(d, cur_config(), NULL, B_COMMAND, msg, msglen);
     if (t == NULL || px_state_save(d->state_file, &d->st, msg, msglen) < 0) {
         px_services_free(t);
         d->st.services[d->st.nservices++] = d->st.services[i];
@@ -793,10 +917,28 @@ struct px_deployer *px_deployer_new(struct event_base *base, const char *state_f
     }
     d->base = base;
     d->hooks = *hooks;
-    if (px_state_load(state_file, &d->st, err, errlen) < 0) {
-        free(d->state_file);
-        free(d);
-        return NULL;
+    char why[512];
+    if (px_state_load(state_file, &d->st, why, sizeof(why)) < 0) {
+        /* the front door starts anyway (DESIGN, blue-green deploy 6): the
+         * file goes aside, never overwritten, and the config serves */
+        char aside[1024], aerr[512], note[1600];
+        px_state_free(&d->st);
+        if (px_state_set_aside(state_file, aside, sizeof(aside), aerr, sizeof(aerr)) == 0) {
+            snprintf(note, sizeof(note), "unreadable (%s): moved aside to %s", why, aside);
+            px_log_error("state_file %s: %s; serving the config's services, the next deploy writes a fresh file",
+                         state_file, note);
+        } else {
+            snprintf(note, sizeof(note), "unreadable (%s) and not moved aside (%s)", why, aerr);
+            d->frozen = 1;
+            px_log_error("state_file %s: %s; serving the config's services, deploys are refused until it is "
+                         "fixed or removed", state_file, note);
+        }
+        if ((d->state_problem = strdup(note)) == NULL) {
+            free(d->state_file);
+            free(d);
+            snprintf(err, errlen, "out of memory");
+            return NULL;
+        }
     }
     if (d->st.nservices)
         px_log_info("state: %zu deployed service%s from %s", d->st.nservices, d->st.nservices == 1 ? "" : "s",
@@ -804,10 +946,56 @@ struct px_deployer *px_deployer_new(struct event_base *base, const char *state_f
     return d;
 }
 
+const char *px_deployer_state_problem(const struct px_deployer *d)
+{
+    return d ? d->state_problem : NULL;
+}
+
+void px_deployer_set_listeners(struct px_deployer *d, const struct px_addr *addrs, size_t n)
+{
+    struct px_addr *copy = n ? calloc(n, sizeof(*copy)) : NULL;
+    if (n && copy == NULL) {
+        px_log_error("deploy: out of memory: a target equal to proxyd's own address is not refused");
+        return;
+    }
+    if (n)
+        memcpy(copy, addrs, n * sizeof(*copy));
+    free(d->listens);
+    d->listens = copy;
+    d->nlistens = n;
+}
+
+void px_deployer_shutdown(struct px_deployer *d)
+{
+    if (d == NULL)
+        return;
+    d->stopping = 1;
+    while (d->ops) {
+        struct op *o = d->ops;
+        px_deploy_done_cb done = o->done;
+        void *arg = o->arg;
+        char msg[512];
+        if (o->phase == PH_DRAIN || o->phase == PH_CUT)
+            snprintf(msg, sizeof(msg), "proxyd is stopping: %s was switched to %s; requests still on the old "
+                     "targets finish within shutdown_timeout", o->svc.name, o->svc.active[0]);
+        else
+            snprintf(msg, sizeof(msg), "proxyd is stopping: the deploy of %s was abandoned before the switch; "
+                     "nothing changed", o->svc.name);
+        px_log_warn("deploy %s: %s", o->svc.name, msg);
+        o->done = NULL;
+        o->progress = NULL;
+        op_free(o);
+        if (done)
+            done(arg, "shutting_down", msg, NULL);
+    }
+}
+
 void px_deployer_free(struct px_deployer *d)
 {
     if (d == NULL)
         return;
+    free(d->listens);
+    free(d->state_problem);
     while (d->ops) {
         d->ops->done = NULL;
         d->ops->progress = NULL;

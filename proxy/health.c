@@ -205,6 +205,8 @@ struct watch {
     struct px_health *h;
     unsigned fails;
     int seen;                  /* still in the table (sync's mark) */
+    uint64_t interval_ms, timeout_ms; /* what the checker runs with */
+    char *path;
 };
 
 struct px_monitor {
@@ -245,9 +247,30 @@ struct px_monitor *px_monitor_new(struct event_base *base, uint64_t interval_ms,
 static void watch_free(struct watch *w)
 {
     px_health_free(w->h);
+    free(w->path);
     atomic_store(&w->t->healthy, 1); /* nobody judges it any more */
     px_target_release(w->t);
     free(w);
+}
+
+/* The checker of w, with the timings and path of service s (0/NULL: the monitor's defaults). */
+static int watch_start(struct px_monitor *m, struct watch *w, const struct px_service *s)
+{
+    uint64_t iv = s->health_check_interval_ms ? s->health_check_interval_ms : m->interval_ms;
+    uint64_t to = s->health_check_timeout_ms ? s->health_check_timeout_ms : m->timeout_ms;
+    char *path = strdup(s->health_check_path ? s->health_check_path : "/up");
+    struct px_health *h = path ? px_health_new(m->base, &w->t->addr, path, iv, to, on_watch, w) : NULL;
+    if (h == NULL) {
+        free(path);
+        return -1;
+    }
+    px_health_free(w->h);
+    free(w->path);
+    w->h = h;
+    w->path = path;
+    w->interval_ms = iv;
+    w->timeout_ms = to;
+    return 0;
 }
 
 void px_monitor_sync(struct px_monitor *m, const struct px_services *t)
@@ -264,7 +287,16 @@ void px_monitor_sync(struct px_monitor *m, const struct px_services *t)
                 if (m->w[k]->t == s->targets[j])
                     found = m->w[k];
             if (found) {
+                if (found->seen)
+                    continue; /* the first service that names the target sets its check */
                 found->seen = 1;
+                uint64_t iv = s->health_check_interval_ms ? s->health_check_interval_ms : m->interval_ms;
+                uint64_t to = s->health_check_timeout_ms ? s->health_check_timeout_ms : m->timeout_ms;
+                const char *path = s->health_check_path ? s->health_check_path : "/up";
+                /* a reload or a deploy changed how it is checked: a new checker, same count of failures */
+                if ((iv != found->interval_ms || to != found->timeout_ms || strcmp(path, found->path) != 0) &&
+                    watch_start(m, found, s) < 0)
+                    px_log_error("health: %s: out of memory, keeping its old check", found->t->addr.text);
                 continue;
             }
             if (m->n == m->cap) {
@@ -280,9 +312,7 @@ void px_monitor_sync(struct px_monitor *m, const struct px_services *t)
                 return;
             w->m = m;
             w->seen = 1;
-            if ((w->t = px_target_acquire(&s->targets[j]->addr)) == NULL ||
-                (w->h = px_health_new(m->base, &w->t->addr, s->health_check_path, m->interval_ms, m->timeout_ms,
-                                      on_watch, w)) == NULL) {
+            if ((w->t = px_target_acquire(&s->targets[j]->addr)) == NULL || watch_start(m, w, s) < 0) {
                 if (w->t)
                     px_target_release(w->t);
                 free(w);

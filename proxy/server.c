@@ -433,6 +433,7 @@ void px_server_stop(struct px_server *s)
     uint64_t budget = px_routes_config(px_routes_peek())->shutdown_timeout_ms;
     s->stop_deadline_ms = px_now_ms() + budget;
     px_log_info("stopping: finishing in-flight requests (up to %llu ms)", (unsigned long long)budget);
+    px_ctlserver_shutdown(s->control); /* pending deploys answer shutting_down */
     notify_all(s, PX_WN_STOP);
     struct timeval tv = {0, 50000};
     event_add(s->stop_timer, &tv);
@@ -641,6 +642,15 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
         log_listening("http", &s->listen_http);
     if (s->has_https)
         log_listening("https", &s->listen_https);
+    { /* deploy refuses these as targets (a loop), with their real ports */
+        struct px_addr self[2];
+        size_t nself = 0;
+        if (s->has_http)
+            self[nself++] = s->listen_http;
+        if (s->has_https)
+            self[nself++] = s->listen_https;
+        px_deployer_set_listeners(s->deployer, self, nself);
+    }
     /* the control socket, before the drop (its directory may be root's) */
     const struct px_config *c0 = px_routes_config(px_routes_peek());
     make_parent(c0->control_socket, user ? uid : (uid_t)-1, gid);

@@ -4,6 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
 
 #include "px/common.h"
 #include "px/config.h"
@@ -181,6 +184,8 @@ int px_services_add(struct px_services *t, const struct px_service_spec *sp, cha
     s->state = sp->state;
     s->max_pause_ms = sp->max_pause_ms;
     s->health_checks = sp->health_checks;
+    s->health_check_interval_ms = sp->health_check_interval_ms ? sp->health_check_interval_ms : 1000;
+    s->health_check_timeout_ms = sp->health_check_timeout_ms ? sp->health_check_timeout_ms : 5000;
     if ((s->name = strdup(sp->name)) == NULL || (s->path_prefix = strndup(pp, s->path_prefix_len)) == NULL ||
         (s->health_check_path = strdup(sp->health_check_path ? sp->health_check_path : "/up")) == NULL ||
         (sp->stop_message && (s->stop_message = strdup(sp->stop_message)) == NULL))
@@ -223,10 +228,92 @@ int px_services_add_copy(struct px_services *t, const struct px_service *from, c
         .stop_message = from->stop_message,
         .max_pause_ms = from->max_pause_ms,
         .health_checks = from->health_checks,
+        .health_check_interval_ms = from->health_check_interval_ms,
+        .health_check_timeout_ms = from->health_check_timeout_ms,
     };
     int rc = px_services_add(t, &sp, err, errlen);
     free(addrs);
     return rc;
+}
+
+/* ---- the self-target rule ---- */
+
+static unsigned port_of(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET)
+        return ntohs(((const struct sockaddr_in *)ss)->sin_port);
+    if (ss->ss_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
+    return 0;
+}
+
+/* The address part as 16 bytes (IPv4 as v4-mapped), 0 for another family. */
+static int ip16(const struct sockaddr *sa, unsigned char out[16])
+{
+    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (sa->sa_family == AF_INET) {
+        memcpy(out, mapped, 12);
+        memcpy(out + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+        return 1;
+    }
+    if (sa->sa_family == AF_INET6) {
+        memcpy(out, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+        return 1;
+    }
+    return 0;
+}
+
+static int ip_unspecified(const unsigned char a[16])
+{
+    static const unsigned char any4[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0};
+    static const unsigned char any6[16] = {0};
+    return memcmp(a, any4, 16) == 0 || memcmp(a, any6, 16) == 0;
+}
+
+static int ip_loopback(const unsigned char a[16])
+{
+    static const unsigned char lo6[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    return memcmp(a, lo6, 16) == 0 || (memcmp(a, mapped, 12) == 0 && a[12] == 127);
+}
+
+/* An address of this host: loopback, unspecified, or on an interface. */
+static int ip_local(const unsigned char a[16])
+{
+    if (ip_loopback(a) || ip_unspecified(a))
+        return 1;
+    struct ifaddrs *ifs = NULL;
+    int found = 0;
+    if (getifaddrs(&ifs) < 0)
+        return 0;
+    for (struct ifaddrs *i = ifs; i && !found; i = i->ifa_next) {
+        unsigned char b[16];
+        found = i->ifa_addr && ip16(i->ifa_addr, b) && memcmp(a, b, 16) == 0;
+    }
+    freeifaddrs(ifs);
+    return found;
+}
+
+const char *px_service_self_target(const struct px_addr *target, const struct px_addr *listens, size_t n, char *buf,
+                                   size_t buflen)
+{
+    unsigned char t[16];
+    unsigned port = port_of(&target->ss);
+    if (port == 0 || !ip16((const struct sockaddr *)&target->ss, t))
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char l[16];
+        if (port_of(&listens[i].ss) != port || !ip16((const struct sockaddr *)&listens[i].ss, l))
+            continue;
+        /* the same address; a wildcard listener and a local target; an
+         * unspecified target (connect() takes it as this host) and a local listener */
+        if (memcmp(t, l, 16) == 0 || (ip_unspecified(l) && ip_local(t)) || (ip_unspecified(t) && ip_local(l))) {
+            snprintf(buf, buflen, "is proxyd's own listen address %s (every request would loop back into proxyd)",
+                     listens[i].text);
+            return buf;
+        }
+    }
+    return NULL;
 }
 
 int px_services_add_conf(struct px_services *t, const struct px_service_conf *sc, char *err, size_t errlen)
@@ -241,6 +328,8 @@ int px_services_add_conf(struct px_services *t, const struct px_service_conf *sc
         .health_check_path = sc->health_check_path,
         .state = PX_SVC_ACTIVE,
         .health_checks = sc->health_checks,
+        .health_check_interval_ms = sc->health_check_interval_ms,
+        .health_check_timeout_ms = sc->health_check_timeout_ms,
     };
     return px_services_add(t, &sp, err, errlen);
 }

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -39,6 +40,9 @@ int px_state_service_copy(struct px_state_service *dst, const struct px_state_se
     dst->state = src->state;
     dst->max_pause_ms = src->max_pause_ms;
     dst->tls = src->tls;
+    dst->interval_ms = src->interval_ms;
+    dst->timeout_ms = src->timeout_ms;
+    dst->deploy_timeout_ms = src->deploy_timeout_ms;
     dst->nhosts = src->nhosts;
     dst->nactive = src->nactive;
     dst->nprevious = src->nprevious;
@@ -98,6 +102,12 @@ static json_t *service_json(const struct px_state_service *s)
         json_object_set_new(o, "max_pause_ms", json_integer((json_int_t)s->max_pause_ms));
     if (s->tls)
         json_object_set_new(o, "tls", json_true());
+    if (s->interval_ms)
+        json_object_set_new(o, "health_check_interval_ms", json_integer((json_int_t)s->interval_ms));
+    if (s->timeout_ms)
+        json_object_set_new(o, "health_check_timeout_ms", json_integer((json_int_t)s->timeout_ms));
+    if (s->deploy_timeout_ms)
+        json_object_set_new(o, "deploy_timeout_ms", json_integer((json_int_t)s->deploy_timeout_ms));
     return o;
 }
 
@@ -252,6 +262,16 @@ static const char *service_from(json_t *o, struct px_state_service *s)
         return "max_pause_ms is not a duration";
     s->max_pause_ms = mp ? (uint64_t)json_integer_value(mp) : 30000;
     s->tls = json_is_true(json_object_get(o, "tls"));
+    /* absent in files written before they were kept: the defaults */
+    static const char *const timings[] = {"health_check_interval_ms", "health_check_timeout_ms", "deploy_timeout_ms"};
+    uint64_t *fields[] = {&s->interval_ms, &s->timeout_ms, &s->deploy_timeout_ms};
+    for (size_t i = 0; i < PX_ARRAY_LEN(timings); i++) {
+        json_t *v = json_object_get(o, timings[i]);
+        if (v && (!json_is_integer(v) || json_integer_value(v) <= 0 || json_integer_value(v) > 86400000))
+            return "health_check_interval_ms, health_check_timeout_ms and deploy_timeout_ms must be durations "
+                   "(1..86400000 ms)";
+        *fields[i] = v ? (uint64_t)json_integer_value(v) : 0;
+    }
     return NULL;
 }
 
@@ -297,4 +317,37 @@ int px_state_load(const char *path, struct px_state *st, char *err, size_t errle
     }
     json_decref(root);
     return 0;
+}
+
+int px_state_set_aside(const char *path, char *aside, size_t asidelen, char *err, size_t errlen)
+{
+    char stamp[32];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
+    /* link + unlink, not rename: link never replaces an existing name */
+    for (int i = 1; i <= 1000; i++) {
+        int n = i == 1 ? snprintf(aside, asidelen, "%s.unreadable-%s", path, stamp)
+                       : snprintf(aside, asidelen, "%s.unreadable-%s-%d", path, stamp, i);
+        if (n < 0 || (size_t)n >= asidelen) {
+            snprintf(err, errlen, "%s: path too long", path);
+            return -1;
+        }
+        if (link(path, aside) == 0) {
+            if (unlink(path) < 0) {
+                snprintf(err, errlen, "unlink %s: %s", path, strerror(errno));
+                unlink(aside);
+                return -1;
+            }
+            fsync_dir(path);
+            return 0;
+        }
+        if (errno != EEXIST) {
+            snprintf(err, errlen, "link %s to %s: %s", path, aside, strerror(errno));
+            return -1;
+        }
+    }
+    snprintf(err, errlen, "%s: too many files set aside already", path);
+    return -1;
 }

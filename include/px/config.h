@@ -22,7 +22,10 @@ struct px_service_conf {
     size_t ntargets;
     char *health_check_path; /* default "/up" */
     int health_checks;       /* health_check_path was given: check the targets all the time */
+    uint64_t health_check_interval_ms; /* default 1s */
+    uint64_t health_check_timeout_ms;  /* default 5s */
     int line;
+    int targets_line;
 };
 
 /* A [route] key naming another section, and the line it was written on. */

@@ -3,14 +3,16 @@
  *
  * Wire format: newline-delimited JSON (jansson), one object per line.
  *
- *   request   {"id":N,"cmd":"deploy","args":{...}}
- *   progress  {"id":N,"progress":"waiting for 10.0.0.5:3000 to be healthy"}   (zero or more)
+ *   request   {"id":N,"cmd":"deploy","args":{...},"progress":true}           ("progress" optional)
+ *   progress  {"id":N,"progress":"waiting for 10.0.0.5:3000 to be healthy"}   (zero or more, only
+ *                                                                             when asked for)
  *   ok        {"id":N,"ok":true,"result":{...}}                                (exactly one,
  *   error     {"id":N,"ok":false,"error":{"code":"...","message":"..."}}        last)
  *
  * The id is any JSON value and is echoed as given; a request without one, or
  * a line that is not a JSON object, is answered with "id":null. "args" may
- * be omitted (= {}). Unknown arguments are errors, so a misspelt option
+ * be omitted (= {}). "progress" (a boolean, default false) asks for progress
+ * lines; without it a request gets exactly one line back. Unknown arguments are errors, so a misspelt option
  * never passes silently. A line is at most PX_CTL_LINE_MAX bytes before its
  * '\n'; a trailing '\r' is tolerated (nc, socat -t, telnet) and stripped.
  * A longer request line is answered with line_too_long and the connection
@@ -57,8 +59,8 @@
  *                      the attempts; a failure is an error reply, renewal_failed)
  *   cert_reload       {"loaded":N}                         certificates now served (files + ACME)
  *
- * Progress lines are free text for people (proxyctl prints them to stderr
- * as they arrive); deploy and rollback send, in order: "waiting for H:P to
+ * Progress lines are free text for people (proxyctl asks for them and
+ * prints them to stderr as they arrive); deploy and rollback send, in order: "waiting for H:P to
  * be healthy" (per target), "switched", "draining N requests", "done in 2.1s".
  */
 #ifndef PX_CONTROL_H
@@ -108,13 +110,16 @@ enum px_ctl_err {
                                      reason other than health (nothing changed) */
     PX_CTL_E_NO_PREVIOUS,         /* rollback of a service with no previous targets */
     PX_CTL_E_RELOAD_FAILED,       /* the new config or certificates did not load; old ones serve */
-    PX_CTL_E_SHUTTING_DOWN,       /* the daemon is stopping and takes no new work */
+    PX_CTL_E_SHUTTING_DOWN,       /* the daemon is stopping and takes no new work; also the
+                                     answer of a long command still running at SIGTERM */
     PX_CTL_E_NOT_IMPLEMENTED,     /* a known command this build cannot do yet */
     PX_CTL_E_INTERNAL,            /* a bug or resource failure in the daemon */
     PX_CTL_E_ACME_NOT_CONFIGURED, /* cert_renew, deploy --tls: [acme] is not enabled */
     PX_CTL_E_RENEWAL_FAILED,      /* cert_renew: an attempt failed; message: "NAME: TYPE: detail"
                                      per failed lineage (TYPE as in RFC 8555, e.g. "connection");
                                      the old certificate keeps serving and is retried later */
+    PX_CTL_E_INVALID_TARGET,      /* deploy: a target is proxyd itself (one of its listen
+                                     addresses): every request would loop; nothing changed */
     PX_CTL_E__COUNT
 };
 
@@ -208,6 +213,7 @@ struct px_ctl_request {
     json_t *args;                 /* borrowed from root (an empty object is added when
                                      "args" was absent); valid only when
                                      px_ctl_request_parse returned PX_CTL_OK */
+    int progress;                 /* "progress":true at the top level: progress lines wanted */
 };
 
 /* Parse and validate one request line (line[0, len), without its newline;
@@ -232,6 +238,9 @@ int px_ctl_arg_bool(const json_t *args, const char *name, int dflt);
  * its length in *len (if not NULL), or NULL when out of memory. id is
  * borrowed; NULL writes "id":null. Keys are written in a fixed order. */
 char *px_ctl_request_line(const json_t *id, const char *cmd, json_t *args_stolen, size_t *len);
+/* The same with "progress":true when progress is nonzero (proxyctl asks). */
+char *px_ctl_request_line_progress(const json_t *id, const char *cmd, json_t *args_stolen, int progress,
+                                   size_t *len);
 /* result_stolen: the reference is taken even on failure; NULL = {}. */
 char *px_ctl_ok_line(const json_t *id, json_t *result_stolen, size_t *len);
 char *px_ctl_error_line(const json_t *id, enum px_ctl_err code, const char *message, size_t *len);

@@ -23,7 +23,14 @@ struct px_ctlserver;
 
 struct px_ctlserver *px_ctlserver_new(struct event_base *base, const char *path, unsigned mode,
                                       struct px_server *srv, struct px_deployer *dep, char *err, size_t errlen);
-/* Close the socket and every connection; unlink the socket file. */
+/* The daemon is stopping: every long command in progress (deploy, rollback,
+ * cert renew) is answered {"ok":false,"error":{"code":"shutting_down",...}}
+ * now, and later ones the same way; short commands still answer until the
+ * socket closes. */
+void px_ctlserver_shutdown(struct px_ctlserver *c);
+/* Close the socket and every connection (replies already queued are
+ * written first, waiting at most a fraction of a second); unlink the socket
+ * file. */
 void px_ctlserver_free(struct px_ctlserver *c);
 
 #endif

@@ -23,6 +23,7 @@
 #include <event2/event.h>
 #include <jansson.h>
 
+struct px_addr;
 struct px_config;
 struct px_services;
 struct px_wmsg;
@@ -35,14 +36,33 @@ struct px_deploy_hooks {
     void *arg;
 };
 
-/* Load the state file (a bad entry is skipped with a log line; an unreadable
- * file is an error: nothing is overwritten). NULL with a message in err. */
+/* Load the state file. A bad entry is skipped with a log line. A file that
+ * cannot be read at all never stops the start: it is renamed aside
+ * (px_state_set_aside), logged as an error and reported by
+ * px_deployer_state_problem; the config's services serve and the next change
+ * writes a fresh file. When it cannot even be moved aside, changes are
+ * refused (nothing may overwrite it) until a restart finds it readable or
+ * gone. NULL (out of memory only) with a message in err. */
 struct px_deployer *px_deployer_new(struct event_base *base, const char *state_file,
                                     const struct px_deploy_hooks *hooks, char *err, size_t errlen);
 void px_deployer_free(struct px_deployer *d);
+/* What went wrong with the state file at start ("...: moved aside to X"), or
+ * NULL. Borrowed. */
+const char *px_deployer_state_problem(const struct px_deployer *d);
+/* proxyd's bound listen addresses (real ports), which deploy refuses as
+ * targets with invalid_target (px_service_self_target); copied. */
+void px_deployer_set_listeners(struct px_deployer *d, const struct px_addr *addrs, size_t n);
+/* The daemon is stopping: every operation in progress answers
+ * "shutting_down" now (one that has not switched yet is abandoned and
+ * changes nothing; one that has switched stays switched, its old targets
+ * finish within shutdown_timeout), and new ones are refused the same way. */
+void px_deployer_shutdown(struct px_deployer *d);
 /* The services table for a snapshot on cfg (see above), sealed. NULL with a
- * message in err. A deployed service that conflicts with a [service] of
- * another name is left out with a log line. */
+ * message in err. A deployed service is never dropped for a [service] of
+ * another name that claims its host and prefix: on the first call (the
+ * start) that [service] is left out with an error-log line; on later calls
+ * (reloads) it is an error, "FILE:LINE: [service B]: conflicts with service
+ * A (...), deployed by proxyctl ...", and the reload fails. */
 struct px_services *px_deployer_services(struct px_deployer *d, const struct px_config *cfg, char *err,
                                          size_t errlen);
 
@@ -69,8 +89,8 @@ typedef void (*px_deploy_done_cb)(void *arg, const char *code, const char *messa
 
 void px_deploy(struct px_deployer *d, const struct px_deploy_spec *spec, px_deploy_progress_cb progress,
                px_deploy_done_cb done, void *arg);
-/* Switch back to the previous targets, with the same health check and
- * draining. */
+/* Switch back to the previous targets, with the health-check path and
+ * timings of the last deploy (kept in the state file), and draining. */
 void px_rollback(struct px_deployer *d, const char *service, uint64_t drain_timeout_ms,
                  px_deploy_progress_cb progress, px_deploy_done_cb done, void *arg);
 /* The client of an operation went away: keep going, report to nobody. */

@@ -43,8 +43,10 @@ void px_health_free(struct px_health *h);
 /* ---- the monitor: the targets of the served services, all the time ----
  *
  * One checker per target of the services that ask for it (deployed ones,
- * and [service] sections that give health_check_path), with the path of the
- * first service that names it. A target is taken out of balancing
+ * and [service] sections that give health_check_path), with the path and
+ * the health_check_interval_ms / health_check_timeout_ms of the first service
+ * that names it (the monitor's own interval and timeout when those are 0); a
+ * sync that finds them changed restarts the checker. A target is taken out of balancing
  * (px_target.healthy = 0) after PX_HEALTH_FALL consecutive failures and put
  * back after one pass; the transitions are logged. px_monitor_sync adds
  * and drops checkers after every publish (start, reload, deploy). */

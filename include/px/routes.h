@@ -96,6 +96,7 @@ struct px_service {
     char *stop_message;       /* for PX_SVC_STOPPED */
     uint64_t max_pause_ms;    /* PX_SVC_PAUSED: requests wait this long, then 504 */
     int health_checks;        /* its targets are checked all the time (px_monitor) */
+    uint64_t health_check_interval_ms, health_check_timeout_ms; /* px_monitor's timings (> 0) */
 };
 
 struct px_routes;

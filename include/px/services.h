@@ -39,6 +39,8 @@ struct px_service_spec {
     const char *stop_message;        /* PX_SVC_STOPPED: the 503 page text; NULL = none */
     uint64_t max_pause_ms;           /* PX_SVC_PAUSED: how long requests wait before 504 */
     int health_checks;               /* check the targets all the time (px_monitor) */
+    uint64_t health_check_interval_ms;  /* 0 = 1 s */
+    uint64_t health_check_timeout_ms;   /* 0 = 5 s */
 };
 
 /* The part of a service that two services must not share: the service
@@ -59,6 +61,16 @@ struct px_service_claim {
  * name (a deploy replaces it). */
 const char *px_service_conflict(const struct px_service_claim *a, const struct px_service_claim *b, char *buf,
                                 size_t buflen);
+
+/* The rule against a target that is proxyd itself (a --target typo that
+ * would loop every request back into proxyd): target equals one of the n
+ * listen addresses, or has its port while that listener takes any address
+ * (0.0.0.0:P, [::]:P) and target is a local address (loopback, an address of
+ * this host's interfaces, or unspecified). A listen address with port 0 is
+ * skipped (not bound yet). Returns NULL, or buf holding "is proxyd's own
+ * listen address L". Main thread (it may list the interfaces). */
+const char *px_service_self_target(const struct px_addr *target, const struct px_addr *listens, size_t n, char *buf,
+                                   size_t buflen);
 
 /* The claim of an existing service. */
 struct px_service_claim px_service_claim_of(const struct px_service *s);

@@ -30,6 +30,9 @@ struct px_state_service {
     char *stop_message;       /* PX_STATE_STOPPED; may be NULL */
     uint64_t max_pause_ms;    /* PX_STATE_PAUSED */
     int tls;                  /* deploy --tls: an ACME lineage for the hosts */
+    uint64_t interval_ms;     /* the health-check timings of the last deploy (rollback and the */
+    uint64_t timeout_ms;      /* monitor use them); 0 = the defaults, 1 s and 5 s */
+    uint64_t deploy_timeout_ms; /* the last deploy's, for rollback; 0 = 30 s */
 };
 
 struct px_state {
@@ -43,6 +46,11 @@ int px_state_save(const char *path, const struct px_state *st, char *err, size_t
  * an unreadable or unparsable file is -1 with a message; a bad service entry
  * is skipped and logged. Free with px_state_free. */
 int px_state_load(const char *path, struct px_state *st, char *err, size_t errlen);
+/* Rename an unreadable state file aside, to PATH.unreadable-YYYYMMDDTHHMMSSZ
+ * (with -2, -3, ... when that name exists: an earlier one is never
+ * overwritten), so that the next save cannot replace it. 0 with the new name
+ * in aside, or -1 with a message in err (the file stays where it is). */
+int px_state_set_aside(const char *path, char *aside, size_t asidelen, char *err, size_t errlen);
 void px_state_free(struct px_state *st);
 /* Deep copy of one service into dst (0, or -1 out of memory). */
 int px_state_service_copy(struct px_state_service *dst, const struct px_state_service *src);

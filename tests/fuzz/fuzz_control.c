@@ -60,8 +60,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             }
             char *ok = px_ctl_ok_line(req.id, json_deep_copy(req.args), NULL);
             free(ok);
-            char *pr = px_ctl_progress_line(req.id, req.cmd->name, NULL); /* err is not written on success */
-            free(pr);
+            if (req.progress) { /* only a request that asked gets progress lines */
+                char *pr = px_ctl_progress_line(req.id, req.cmd->name, NULL); /* err is not written on success */
+                free(pr);
+            }
+            char *again = px_ctl_request_line_progress(req.id, req.cmd->name, json_deep_copy(req.args),
+                                                       req.progress, NULL);
+            free(again);
         } else {
             if (memchr(err, '\0', sizeof(err)) == NULL)
                 abort();

@@ -14,6 +14,7 @@ promise (10 deploys under load, zero failed requests).
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -547,29 +548,64 @@ class TestStateFile(DeployCase):
             saved = json.load(f)
         self.assertEqual([s["name"] for s in saved["services"]], ["web"])
 
-    def _assert_refuses(self, text, what):
-        p = self._start_on(text)
+    def _assert_set_aside(self, text, what):
+        """A state file that cannot be read never stops the front door: it is
+        renamed aside (never overwritten), the error log and `status` say so,
+        the config's services serve, and the next deploy writes a fresh file."""
+        blue = self.coloured("blue")
+        p = self.proxy("[proxy]\n\n[service conf]\nhosts = conf.test\ntargets = %s\n" % blue.addr, start=False)
         path = os.path.join(p.tmp, "state.json")
-        with self.assertRaises(ProxyError, msg="proxyd started on a %s state file" % what):
-            p.start(timeout=5)
-        self.assertNotEqual(p.proc.returncode, 0)
+        with open(path, "w") as f:
+            f.write(text)
+        p.start(timeout=5)
+        aside = [n for n in os.listdir(p.tmp) if n.startswith("state.json.unreadable-")]
+        self.assertEqual(len(aside), 1, os.listdir(p.tmp))
+        with open(os.path.join(p.tmp, aside[0])) as f:
+            self.assertEqual(f.read(), text, "the %s state file was not kept as it was" % what)
+        self.assertFalse(os.path.exists(path))
         log = p.error_log_text()
-        self.assertIn(path, log, "the error does not name the state file:\n" + log[-2000:])
+        self.assertRegex(log, r"\[error\] state_file %s: unreadable .*moved aside to %s"
+                         % (re.escape(path), re.escape(os.path.join(p.tmp, aside[0]))))
+        self.assertEqual(self.body_of(p, host="conf.test"), b"blue")
+        st = proxyctl(p, "--json", "status")
+        self.assertEqual(st.rc, 0, st)
+        self.assertIn(aside[0], st.json().get("state_file_error", ""), st)
+        st = proxyctl(p, "status")
+        self.assertRegex(st.out, r"state_file_error\s+unreadable .*%s" % re.escape(aside[0]))
+        self.deploy(p, "web", blue, "--host", "web.test")
         with open(path) as f:
-            self.assertEqual(f.read(), text, "proxyd overwrote the damaged state file")
+            self.assertEqual([s["name"] for s in json.load(f)["services"]], ["web"])
+        with open(os.path.join(p.tmp, aside[0])) as f:
+            self.assertEqual(f.read(), text, "the deploy overwrote the file set aside")
+        return p
 
-    def test_truncated_state_file_refuses_to_start(self):
+    def test_truncated_state_file_is_set_aside(self):
         blue = self.coloured("blue")
         good = json.dumps({"version": 1, "services": [
             {"name": "web", "hosts": [], "path_prefix": "/", "active": [blue.addr], "previous": [],
              "health_check_path": "/up", "state": "active"}]}, indent=2)
-        self._assert_refuses(good[:len(good) // 2], "truncated")
+        self._assert_set_aside(good[:len(good) // 2], "truncated")
 
-    def test_garbage_state_file_refuses_to_start(self):
-        self._assert_refuses("\x00\x01garbage{{{ not json\n", "garbage")
+    def test_garbage_state_file_is_set_aside(self):
+        self._assert_set_aside("\x00\x01garbage{{{ not json\n", "garbage")
 
-    def test_state_file_without_services_list_refuses_to_start(self):
-        self._assert_refuses('{"version": 1, "services": 42}\n', "malformed")
+    def test_state_file_without_services_list_is_set_aside(self):
+        p = self._assert_set_aside('{"version": 1, "services": 42}\n', "malformed")
+        # a second bad file later gets a name of its own: the first is never overwritten
+        first = sorted(n for n in os.listdir(p.tmp) if n.startswith("state.json.unreadable-"))
+        self.assertEqual(p.stop(), 0)
+        with open(os.path.join(p.tmp, "state.json"), "w") as f:
+            f.write("second {")
+        p.port = None
+        p.start(timeout=5)
+        names = sorted(n for n in os.listdir(p.tmp) if n.startswith("state.json.unreadable-"))
+        self.assertEqual(len(names), 2, names)
+        self.assertTrue(set(first) < set(names))
+        contents = set()
+        for n in names:
+            with open(os.path.join(p.tmp, n)) as f:
+                contents.add(f.read())
+        self.assertEqual(contents, {'{"version": 1, "services": 42}\n', "second {"})
 
 
 # --------------------------------------------------------------------------
@@ -694,6 +730,314 @@ class TestControlSocket(DeployCase):
         # a deploy still works, and traffic never noticed
         self.assertEqual(self.body_of(p), b"blue")
         self.assertProxyAlive(p)
+
+
+# --------------------------------------------------------------------------
+# 10b. issue 14: reload conflicts, self targets, shutdown, codes, progress,
+#      rollback timings
+# --------------------------------------------------------------------------
+
+def control_lines(proxy, request, until_final=True, timeout=20.0):
+    """Send one raw request line; return every line read until the final
+    reply (or EOF), as parsed JSON objects."""
+    s = unix_conn(proxy, timeout)
+    try:
+        s.sendall((json.dumps(request) + "\n").encode())
+        buf, out = bytearray(), []
+        deadline = time.monotonic() + timeout * SLOW
+        while True:
+            line = read_line(s, buf, deadline)
+            if not line:
+                return out
+            out.append(json.loads(line))
+            if until_final and "ok" in out[-1]:
+                # anything more on the wire for this request would be a protocol violation
+                s.settimeout(0.3)
+                try:
+                    extra = s.recv(65536)
+                except socket.timeout:
+                    extra = b""
+                if extra:
+                    out.extend(json.loads(x) for x in extra.decode().splitlines() if x.strip())
+                return out
+    finally:
+        s.close()
+
+
+class TestReloadConflict(DeployCase):
+    CONF = "[proxy]\n\n[service web]\nhosts = www.test\ntargets = %s\n"
+
+    def test_reload_claiming_a_deployed_host_is_refused(self):
+        """README: a reload never drops a deployed service, reloads are all
+        or nothing. A config adding a [service] on a deployed service's host
+        and prefix is refused (FILE:LINE naming the deployed service); the
+        old table keeps serving."""
+        www, app, other = self.coloured("www"), self.coloured("app"), self.coloured("other")
+        p = self.proxy(self.CONF % www.addr)
+        self.deploy(p, "app", app, "--host", "app.test")
+        self.assertEqual(self.body_of(p, host="app.test"), b"app")
+        bad = self.CONF % www.addr + "\n[service other]\nhosts = app.test\ntargets = %s\n" % other.addr
+        p.write_config(bad)
+        line = p.config_text.splitlines().index("[service other]") + 1
+        r = proxyctl(p, "reload")
+        self.assertEqual(r.rc, 1, r)
+        self.assertIn("reload_failed", r.err)
+        self.assertIn("%s:%d: [service other]: conflicts with service app" % (p.config_path, line), r.err)
+        self.assertIn("deployed by proxyctl", r.err)
+        log = p.reload(bad)  # SIGHUP: the same refusal in the error log
+        self.assertIn("reload failed", log)
+        self.assertIn("%s:%d: [service other]" % (p.config_path, line), log)
+        self.assertEqual(self.body_of(p, host="app.test"), b"app")
+        self.assertEqual(self.body_of(p, host="www.test"), b"www")
+        names = [s["name"] for s in proxyctl(p, "--json", "list").json()["services"]]
+        self.assertEqual(sorted(names), ["app", "web"])
+        self.assertEqual(other.requests, [])
+        # a section that does not conflict still reloads
+        ok = self.CONF % www.addr + "\n[service other]\nhosts = other.test\ntargets = %s\n" % other.addr
+        p.write_config(ok)
+        self.assertEqual(proxyctl(p, "reload").rc, 0)
+        self.assertEqual(self.body_of(p, host="other.test"), b"other")
+        self.assertEqual(self.body_of(p, host="app.test"), b"app")
+
+    def test_start_with_a_config_claiming_a_deployed_host_keeps_the_deployed_service(self):
+        """At start the front door must come up: the deployed service (what
+        served before the restart) keeps its host, the conflicting [service]
+        is left out with an error-log line naming both."""
+        www, app, other = self.coloured("www"), self.coloured("app"), self.coloured("other")
+        p = self.proxy(self.CONF % www.addr)
+        self.deploy(p, "app", app, "--host", "app.test")
+        self.assertEqual(p.stop(), 0)
+        p.write_config(self.CONF % www.addr + "\n[service other]\nhosts = app.test\ntargets = %s\n" % other.addr)
+        line = p.config_text.splitlines().index("[service other]") + 1
+        p.port = None  # a new ephemeral port
+        p.start()
+        self.assertEqual(self.body_of(p, host="app.test"), b"app")
+        self.assertEqual(self.body_of(p, host="www.test"), b"www")
+        self.assertRegex(p.error_log_text(), r"\[error\] %s:%d: \[service other\]: conflicts with service app.*left out"
+                         % (re.escape(p.config_path), line))
+        names = [s["name"] for s in proxyctl(p, "--json", "list").json()["services"]]
+        self.assertEqual(sorted(names), ["app", "web"])
+        # a later deploy is not blocked by the section left out
+        self.deploy(p, "app", app.addr, "--host", "app.test")
+        self.assertEqual(other.requests, [])
+
+
+class TestSelfTarget(DeployCase):
+    """A deploy whose target is proxyd's own listen address loops every
+    request back into proxyd: refused with invalid_target, nothing changes."""
+
+    def assertRefused(self, p, target):
+        r = proxyctl(p, "deploy", "loop", "--target", target, "--host", "loop.test", "--force", timeout=10)
+        self.assertEqual(r.rc, 1, (target, r))
+        self.assertIn("invalid_target", r.err)
+        self.assertIn("proxyd's own listen address", r.err)
+
+    def test_deploy_to_own_address_is_refused(self):
+        p = self.plain_proxy()
+        for t in ("127.0.0.1:%d" % p.port, "localhost:%d" % p.port):
+            self.assertRefused(p, t)
+        self.assertEqual(proxyctl(p, "--json", "list").json()["services"], [])
+        self.assertFalse(os.path.exists(os.path.join(p.tmp, "state.json")))
+        self.assertEqual(get(p.port, "/", host="loop.test").status, 404)
+        # another port of this host is fine (a forced deploy does not wait for it)
+        r = proxyctl(p, "deploy", "ok", "--target", "127.0.0.1:%d" % free_port(), "--force", timeout=10)
+        self.assertEqual(r.rc, 0, r)
+
+    def test_wildcard_listener_matches_every_local_address(self):
+        p = self.proxy("[proxy]\nlisten_http = 0.0.0.0:0\n")
+        targets = ["127.0.0.1:%d" % p.port, "localhost:%d" % p.port, "127.0.0.2:%d" % p.port,
+                   "0.0.0.0:%d" % p.port]
+        if socket.has_ipv6:
+            targets.append("[::1]:%d" % p.port)
+        for t in targets:
+            self.assertRefused(p, t)
+
+    def test_config_target_equal_to_listen_address_is_an_error(self):
+        port = free_port()
+        text = ("[proxy]\nlisten_http = 0.0.0.0:%d\ncontrol_socket = /tmp/x.sock\n\n[service web]\nhosts = a.test\n"
+                "targets = 127.0.0.1:%d\n" % (port, port))
+        d = tempfile.mkdtemp(prefix="proxyd-self-")
+        self.addCleanup(shutil.rmtree, d, True)
+        path = os.path.join(d, "p.ini")
+        with open(path, "w") as f:
+            f.write(text)
+        r = subprocess.run([os.path.join(build_dir(), "proxyd"), "-t", "-c", path], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=10 * SLOW)
+        self.assertEqual(r.returncode, 1, r)
+        self.assertIn("%s:7: targets: 127.0.0.1:%d is proxyd's own listen address" % (path, port),
+                      (r.stdout + r.stderr).decode())
+
+
+    def test_state_entry_targeting_proxyd_itself_is_left_out(self):
+        """A state file written before the rule (or a listener moved onto a
+        target since): that entry is left out with an error line, the others
+        serve."""
+        blue = self.coloured("blue")
+        port = free_port()
+        p = self.proxy("[proxy]\nlisten_http = 127.0.0.1:%d\n" % port, start=False)
+        with open(os.path.join(p.tmp, "state.json"), "w") as f:
+            json.dump({"version": 1, "services": [
+                {"name": "loop", "hosts": ["loop.test"], "active": ["localhost:%d" % port], "previous": []},
+                {"name": "web", "hosts": ["web.test"], "active": [blue.addr], "previous": []}]}, f)
+        p.start()
+        self.assertEqual([s["name"] for s in proxyctl(p, "--json", "list").json()["services"]], ["web"])
+        self.assertIn("state: service loop left out: target localhost:%d is proxyd's own listen address 127.0.0.1:%d"
+                      % (port, port),
+                      p.error_log_text())
+        self.assertEqual(self.body_of(p, host="web.test"), b"blue")
+        self.assertEqual(get(p.port, "/", host="loop.test").status, 404)
+
+
+class TestShutdownDuringDeploy(DeployCase):
+
+    def test_sigterm_answers_pending_deploys_and_rollbacks_with_shutting_down(self):
+        """DESIGN's shutting_down: every long command still waiting when
+        proxyd stops gets its one reply before the control socket closes
+        (proxyctl would otherwise report 'closed without answering', as if
+        the daemon were unreachable and the deploy might still run)."""
+        blue, green = self.coloured("blue"), self.coloured("green")
+        sick = self.coloured("sick", healthy=False)
+        p = self.plain_proxy()
+        self.deploy(p, "web", blue, "--deploy-timeout", "15s")
+        self.deploy(p, "web", green, "--deploy-timeout", "15s")
+        blue.healthy = False  # the rollback waits for it
+        blue.reset()
+        conns = []
+        for req in ({"id": 7, "cmd": "deploy", "args": {"service": "api", "targets": [sick.addr], "hosts": ["api.test"],
+                                                       "health_check_interval_ms": 100, "deploy_timeout_ms": 15000}},
+                    {"id": "rb", "cmd": "rollback", "args": {"service": "web"}}):
+            s = unix_conn(p, 20)
+            self.addCleanup(s.close)
+            s.sendall((json.dumps(req) + "\n").encode())
+            conns.append(s)
+        self.assertTrue(wait_until(lambda: sick.health_requests and blue.health_requests, 5))
+        p.send_signal(signal.SIGTERM)
+        got = []
+        for s in conns:
+            buf, lines = bytearray(), []
+            deadline = time.monotonic() + 10 * SLOW
+            while True:
+                line = read_line(s, buf, deadline)
+                if not line:
+                    break
+                lines.append(json.loads(line))
+            got.append(lines)
+        for lines, rid in zip(got, (7, "rb")):
+            self.assertEqual(len(lines), 1, lines)
+            self.assertEqual((lines[0]["id"], lines[0]["ok"], lines[0]["error"]["code"]),
+                             (rid, False, "shutting_down"), lines)
+            self.assertIn("nothing changed", lines[0]["error"]["message"])
+        self.assertEqual(p.wait(10), 0)
+
+
+    def test_sigterm_answers_a_pending_cert_renew_with_shutting_down(self):
+        """The same for `cert renew` waiting on a CA that does not answer
+        (a socket that accepts and stays silent)."""
+        hang = socket.socket()
+        self.addCleanup(hang.close)
+        hang.bind(("127.0.0.1", 0))
+        hang.listen(16)
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        p = self.proxy("[proxy]\n\n[acme]\nenabled = yes\ndirectory = https://127.0.0.1:%d/dir\n"
+                       "ca_bundle = %s/certs-dev/ca.crt\ndomains = a.test\nconfig_dir = {tmp}/le\n"
+                       % (hang.getsockname()[1], root))
+        s = unix_conn(p, 20)
+        self.addCleanup(s.close)
+        s.sendall(b'{"id":5,"cmd":"cert_renew","args":{"force":true}}\n')
+        self.assertTrue(wait_until(lambda: "ordering a certificate" in p.error_log_text(), 5))
+        # in its handler by now or not: either way it answers shutting_down
+        p.send_signal(signal.SIGTERM)
+        buf, lines = bytearray(), []
+        deadline = time.monotonic() + 10 * SLOW
+        while True:
+            line = read_line(s, buf, deadline)
+            if not line:
+                break
+            lines.append(json.loads(line))
+        self.assertEqual([(x["id"], x["ok"], x["error"]["code"]) for x in lines], [(5, False, "shutting_down")],
+                         lines)
+        self.assertEqual(p.wait(10), 0)
+
+
+class TestCodesAndProgress(DeployCase):
+
+    def test_rollback_of_a_config_service_never_deployed_is_no_previous(self):
+        blue = self.coloured("blue")
+        p = self.proxy(self.service_config(blue))
+        r = proxyctl(p, "rollback", "web", timeout=10)
+        self.assertEqual(r.rc, 1, r)
+        self.assertIn("proxyctl: no_previous:", r.err)
+        r = proxyctl(p, "rollback", "nope", timeout=10)
+        self.assertIn("proxyctl: unknown_service:", r.err)
+
+    def test_progress_lines_only_when_asked(self):
+        blue, green = self.coloured("blue"), self.coloured("green")
+        p = self.plain_proxy()
+        args = {"service": "web", "targets": [blue.addr], "health_check_interval_ms": 100}
+        lines = control_lines(p, {"id": 1, "cmd": "deploy", "args": args})
+        self.assertEqual(len(lines), 1, lines)
+        self.assertEqual((lines[0]["id"], lines[0]["ok"]), (1, True), lines)
+        args["targets"] = [green.addr]
+        lines = control_lines(p, {"id": 2, "cmd": "deploy", "args": args, "progress": True})
+        self.assertGreater(len(lines), 1, lines)
+        self.assertTrue(all(set(x) == {"id", "progress"} and x["id"] == 2 for x in lines[:-1]), lines)
+        self.assertEqual((lines[-1]["id"], lines[-1]["ok"]), (2, True), lines)
+        self.assertTrue(any("healthy" in x["progress"] for x in lines[:-1]), lines)
+        lines = control_lines(p, {"id": 3, "cmd": "rollback", "args": {"service": "web"}, "progress": False})
+        self.assertEqual([x.get("ok") for x in lines], [True], lines)
+        lines = control_lines(p, {"id": 4, "cmd": "list", "progress": "yes"})
+        self.assertEqual((lines[0]["ok"], lines[0]["error"]["code"]), (False, "bad_request"), lines)
+        # proxyctl asks, and prints them on stderr
+        r = self.deploy(p, "web", green)
+        self.assertIn("is healthy", r.err)
+
+
+class TestRollbackTimings(DeployCase):
+
+    def test_rollback_uses_the_last_deploys_health_check_timings(self):
+        """The deploy's interval (100 ms) and deploy timeout (2 s) are kept
+        with the service: a rollback to a target that stays unhealthy checks
+        it every 100 ms and gives up after 2 s, not every 1 s for 30 s."""
+        blue, green = self.coloured("blue"), self.coloured("green")
+        p = self.plain_proxy()
+        self.deploy(p, "web", blue, "--deploy-timeout", "2s")
+        self.deploy(p, "web", green, "--deploy-timeout", "2s")
+        with open(os.path.join(p.tmp, "state.json")) as f:
+            saved = json.load(f)["services"][0]
+        self.assertEqual((saved["health_check_interval_ms"], saved["health_check_timeout_ms"],
+                          saved["deploy_timeout_ms"]), (100, 1000, 2000), saved)
+        blue.healthy = False
+        blue.reset()
+        r = proxyctl(p, "rollback", "web", timeout=60)
+        self.assertEqual(r.rc, 1, r)
+        self.assertIn("health_check_failed", r.err)
+        # the deploy timeout kept (2 s), not the default 30 s
+        self.assertLess(r.elapsed, 15 * SLOW, r)
+        # checks every 100 ms: ~10 a second; the default interval gives 1 a second
+        n = len(blue.health_requests)
+        self.assertGreaterEqual(n, max(8, 4 * r.elapsed), (n, r.elapsed))
+        self.assertEqual(self.body_of(p), b"green")
+
+
+class TestServiceHealthTimings(DeployCase):
+
+    def test_health_check_interval_is_honoured(self):
+        """[service] health_check_interval: 200 ms sees clearly more checks
+        than 5 s in the same window."""
+        fast, slow = self.coloured("fast"), self.coloured("slow")
+        p = self.proxy("[proxy]\n\n[service fast]\nhosts = fast.test\ntargets = %s\nhealth_check_path = /up\n"
+                       "health_check_interval = 200ms\nhealth_check_timeout = 1s\n\n"
+                       "[service slow]\nhosts = slow.test\ntargets = %s\nhealth_check_path = /up\n"
+                       "health_check_interval = 5s\n" % (fast.addr, slow.addr))
+        self.assertTrue(wait_until(lambda: len(fast.health_requests) >= 8, 10), len(fast.health_requests))
+        n_fast, n_slow = len(fast.health_requests), len(slow.health_requests)
+        self.assertLessEqual(n_slow, 2, (n_fast, n_slow))
+        self.assertGreaterEqual(n_fast, 4 * max(n_slow, 1), (n_fast, n_slow))
+        # a reload that changes the interval changes the checker
+        p.write_config(p.config_text.replace("health_check_interval = 5s", "health_check_interval = 200ms"))
+        self.assertEqual(proxyctl(p, "reload").rc, 0)
+        slow.reset()
+        self.assertTrue(wait_until(lambda: len(slow.health_requests) >= 5, 10), len(slow.health_requests))
 
 
 # --------------------------------------------------------------------------

@@ -136,7 +136,8 @@ class Requests(ProxyctlTest):
                 "service": "web", "targets": ["10.0.0.5:3000", "10.0.0.6:3000"], "hosts": ["example.com"],
                 "path_prefix": "/", "health_check_path": "/up", "health_check_interval_ms": 500,
                 "health_check_timeout_ms": 5000, "deploy_timeout_ms": 120000, "drain_timeout_ms": 30000,
-                "force": True, "tls": True}})
+                "force": True, "tls": True},
+            "progress": True})  # proxyctl asks for progress lines (a script that does not never sees one)
         self.assertEqual(errt.splitlines(), ["waiting for 10.0.0.5:3000 to be healthy", "switched",
                                             "draining 3 requests", "done in 2.1s"])
         self.assertIn("10.0.0.5:3000", out)
@@ -161,7 +162,7 @@ class Requests(ProxyctlTest):
         for argv, cmd, args in cases:
             rc, out, errt = self.run_ctl(*argv, sock=d.path)
             self.assertEqual(rc, 0, (argv, errt))
-            self.assertEqual(d.requests[-1], {"id": 1, "cmd": cmd, "args": args}, argv)
+            self.assertEqual(d.requests[-1], {"id": 1, "cmd": cmd, "args": args, "progress": True}, argv)
 
     def test_socket_from_env_and_flag_wins(self):
         d = self.daemon([(0, ok({}))])

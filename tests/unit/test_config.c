@@ -486,6 +486,83 @@ static void test_errors(void)
         CHECK_LOAD_ERR(cases[i].text, cases[i].want);
 }
 
+/* [service] health_check_interval / health_check_timeout: the monitor's
+ * timings, durations like every other, bounded to 100 ms..1 h. */
+static void test_service_health_timings(void)
+{
+    struct px_config *cfg = load_ok(BASE "[service a]\nhosts = a.com\ntargets = 127.0.0.1:1\n"
+                                         "[service b]\nhosts = b.com\ntargets = 127.0.0.1:2\nhealth_check_path = /up\n"
+                                         "health_check_interval = 250ms\nhealth_check_timeout = 1m\n");
+    CHECK_STR(errbuf, "");
+    CHECK(cfg != NULL && cfg->nservices == 2);
+    if (cfg == NULL || cfg->nservices != 2) {
+        px_config_free(cfg);
+        return;
+    }
+    CHECK_INT(cfg->services[0].health_check_interval_ms, 1000);
+    CHECK_INT(cfg->services[0].health_check_timeout_ms, 5000);
+    CHECK_INT(cfg->services[1].health_check_interval_ms, 250);
+    CHECK_INT(cfg->services[1].health_check_timeout_ms, 60000);
+    px_config_free(cfg);
+
+    static const struct {
+        const char *text, *want;
+    } bad[] = {
+        {BASE "[service a]\ntargets = 127.0.0.1:1\nhealth_check_interval = 0\n",
+         "t.ini:5: health_check_interval: must be 100ms..3600s"},
+        {BASE "[service a]\ntargets = 127.0.0.1:1\nhealth_check_interval = 50ms\n",
+         "t.ini:5: health_check_interval: must be 100ms..3600s"},
+        {BASE "[service a]\ntargets = 127.0.0.1:1\nhealth_check_interval = 2h\n",
+         "t.ini:5: health_check_interval: must be 100ms..3600s"},
+        {BASE "[service a]\ntargets = 127.0.0.1:1\nhealth_check_timeout = 0s\n",
+         "t.ini:5: health_check_timeout: must be 100ms..3600s"},
+        {BASE "[service a]\ntargets = 127.0.0.1:1\nhealth_check_timeout = -1s\n", "t.ini:5: health_check_timeout: "},
+        {BASE "[service a]\ntargets = 127.0.0.1:1\nhealth_check_timeout = soon\n",
+         "t.ini:5: health_check_timeout: bad duration"},
+        {BASE "[service a]\ntargets = 127.0.0.1:1\nhealth_check_interval = 1s\nhealth_check_interval = 2s\n",
+         "t.ini:6: health_check_interval: duplicate key"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        CHECK_LOAD_ERR(bad[i].text, bad[i].want);
+}
+
+/* A [service] target that is proxyd's own listener: every request would
+ * loop back in. Same address, or a wildcard listener and a local address. */
+static void test_service_self_target(void)
+{
+    static const struct {
+        const char *text, *want;
+    } bad[] = {
+        {"[proxy]\nlisten_http = 127.0.0.1:8080\n[service a]\nhosts = a.com\ntargets = 10.9.9.9:1 127.0.0.1:8080\n",
+         "t.ini:5: targets: 127.0.0.1:8080 is proxyd's own listen address 127.0.0.1:8080"},
+        {"[proxy]\nlisten_http = 0.0.0.0:8080\n[service a]\ntargets = localhost:8080\nhosts = a.com\n",
+         "t.ini:4: targets: localhost:8080 is proxyd's own listen address 0.0.0.0:8080"},
+        {"[proxy]\nlisten_http = *:8080\n[service a]\ntargets = 127.0.0.5:8080\n",
+         "t.ini:4: targets: 127.0.0.5:8080 is proxyd's own listen address"},
+        {"[proxy]\nlisten_http = [::]:8080\n[service a]\ntargets = 127.0.0.1:8080\n",
+         "t.ini:4: targets: 127.0.0.1:8080 is proxyd's own listen address [::]:8080"},
+        {"[proxy]\nlisten_http = 0.0.0.0:8080\n[service a]\ntargets = [::1]:8080\n",
+         "t.ini:4: targets: [::1]:8080 is proxyd's own listen address"},
+        {"[proxy]\nlisten_http = 127.0.0.1:8080\nmetrics_listen = 127.0.0.1:9145\n[service a]\n"
+         "targets = 127.0.0.1:9145\n",
+         "t.ini:5: targets: 127.0.0.1:9145 is proxyd's own listen address 127.0.0.1:9145"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        CHECK_LOAD_ERR(bad[i].text, bad[i].want);
+    /* another port, another host, an ephemeral listener: fine */
+    static const char *const good[] = {
+        "[proxy]\nlisten_http = 0.0.0.0:8080\n[service a]\ntargets = 127.0.0.1:8081\n",
+        "[proxy]\nlisten_http = 127.0.0.1:8080\n[service a]\ntargets = 10.9.9.9:8080\n",
+        "[proxy]\nlisten_http = 127.0.0.1:8080\n[service a]\ntargets = 127.0.0.2:8080\n",
+        "[proxy]\nlisten_http = 127.0.0.1:0\n[service a]\ntargets = 127.0.0.1:3000\n",
+    };
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        struct px_config *cfg = load_ok(good[i]);
+        CHECK_STR(errbuf, "");
+        px_config_free(cfg);
+    }
+}
+
 static void test_durations(void)
 {
     static const struct {
@@ -1108,6 +1185,8 @@ int main(void)
     UNIT_RUN(test_defaults);
     UNIT_RUN(test_every_key);
     UNIT_RUN(test_errors);
+    UNIT_RUN(test_service_health_timings);
+    UNIT_RUN(test_service_self_target);
     UNIT_RUN(test_durations);
     UNIT_RUN(test_sizes);
     UNIT_RUN(test_bools);

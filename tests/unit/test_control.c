@@ -414,7 +414,7 @@ static void test_error_codes(void)
                                          "unknown_service", "conflict", "busy", "health_check_failed",
                                          "deploy_timeout", "no_previous", "reload_failed", "shutting_down",
                                          "not_implemented", "internal", "acme_not_configured",
-                                         "renewal_failed"};
+                                         "renewal_failed", "invalid_target"};
 
     CHECK_STR(px_ctl_err_name(PX_CTL_E_BAD_REQUEST), "bad_request");
     CHECK_STR(px_ctl_err_name(PX_CTL_E_HEALTH_CHECK_FAILED), "health_check_failed");
@@ -506,8 +506,38 @@ static void test_round_trip(void)
                             NULL);
     CHECK_INT(px_ctl_request_parse(s, strlen(s) - 1, &req, err, sizeof(err)), PX_CTL_OK);
     CHECK_STR(req.cmd ? req.cmd->name : NULL, "deploy");
+    CHECK_INT(req.progress, 0); /* not asked: exactly one reply line */
     px_ctl_request_clear(&req);
     free(s);
+
+    /* proxyctl asks for progress lines at the top level */
+    s = px_ctl_request_line_progress(id, "rollback", json_pack("{s:s}", "service", "web"), 1, NULL);
+    CHECK_STR(s, "{\"id\":1,\"cmd\":\"rollback\",\"args\":{\"service\":\"web\"},\"progress\":true}\n");
+    CHECK_INT(px_ctl_request_parse(s, strlen(s) - 1, &req, err, sizeof(err)), PX_CTL_OK);
+    CHECK_INT(req.progress, 1);
+    px_ctl_request_clear(&req);
+    free(s);
+    s = px_ctl_request_line_progress(id, "list", NULL, 0, NULL);
+    CHECK_STR(s, "{\"id\":1,\"cmd\":\"list\",\"args\":{}}\n");
+    free(s);
+    static const char *const progress_lines[][2] = {
+        {"{\"cmd\":\"list\",\"progress\":false}", "0"},
+        {"{\"cmd\":\"list\",\"progress\":true}", "1"},
+        {"{\"cmd\":\"list\",\"args\":{},\"progress\":1}", "bad"},
+        {"{\"cmd\":\"list\",\"progress\":\"yes\"}", "bad"},
+        {"{\"cmd\":\"list\",\"args\":{\"progress\":true}}", "bad"}, /* top level only: not an argument */
+    };
+    for (size_t i = 0; i < sizeof(progress_lines) / sizeof(progress_lines[0]); i++) {
+        const char *l = progress_lines[i][0], *want = progress_lines[i][1];
+        enum px_ctl_err rc = px_ctl_request_parse(l, strlen(l), &req, err, sizeof(err));
+        if (strcmp(want, "bad") == 0) {
+            CHECK_INT(rc, PX_CTL_E_BAD_REQUEST);
+        } else {
+            CHECK_INT(rc, PX_CTL_OK);
+            CHECK_INT(req.progress, want[0] - '0');
+        }
+        px_ctl_request_clear(&req);
+    }
     json_decref(id);
 
     static const struct {

@@ -62,6 +62,43 @@ static struct px_addr addr(const char *text)
 }
 
 /* The table copies every string: the caller's buffers may change or go. */
+/* The self-target rule: a target that is one of proxyd's listen addresses. */
+static void test_self_target_rule(void)
+{
+    static const struct {
+        const char *target, *listen;
+        int self;
+    } cases[] = {
+        {"127.0.0.1:80", "127.0.0.1:80", 1},
+        {"127.0.0.1:80", "127.0.0.1:81", 0},
+        {"127.0.0.1:80", "127.0.0.2:80", 0},
+        {"127.0.0.9:80", "0.0.0.0:80", 1},     /* a wildcard takes every local address */
+        {"[::1]:80", "0.0.0.0:80", 1},
+        {"127.0.0.1:80", "[::]:80", 1},
+        {"0.0.0.0:80", "127.0.0.1:80", 1},     /* connect() to 0.0.0.0 reaches this host */
+        {"[::]:80", "[::1]:80", 1},
+        {"192.0.2.1:80", "0.0.0.0:80", 0},     /* TEST-NET: not this host */
+        {"127.0.0.1:80", "127.0.0.1:0", 0},    /* not bound yet: unknown */
+    };
+    char buf[256];
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct px_addr t, l;
+        CHECK(px_addr_parse(cases[i].target, &t) == NULL);
+        CHECK(px_addr_parse(cases[i].listen, &l) == NULL);
+        const char *r = px_service_self_target(&t, &l, 1, buf, sizeof(buf));
+        if ((r != NULL) != cases[i].self && !unit_failed_now) {
+            unit_failed_now = 1;
+            snprintf(unit_msg, sizeof(unit_msg), "%s vs %s: want %d", cases[i].target, cases[i].listen,
+                     cases[i].self);
+        }
+        if (r)
+            CHECK(strstr(r, cases[i].listen) != NULL);
+    }
+    struct px_addr t;
+    CHECK(px_addr_parse("127.0.0.1:80", &t) == NULL);
+    CHECK(px_service_self_target(&t, NULL, 0, buf, sizeof(buf)) == NULL);
+}
+
 static void test_builder_owns_strings(void)
 {
     char name[] = "web", host[] = "Example.COM", prefix[] = "/app/", hc[] = "/up2", msg[] = "down for a bit";
@@ -262,6 +299,7 @@ int main(void)
 {
     px_log_open("/dev/null", "off", NULL, 0);
     UNIT_RUN(test_conflict_rule);
+    UNIT_RUN(test_self_target_rule);
     UNIT_RUN(test_builder_owns_strings);
     UNIT_RUN(test_from_config_outlives_config);
     UNIT_RUN(test_publish_services_keeps_parts);

@@ -26,7 +26,7 @@ static void test_round_trip(void)
     struct px_state_service svcs[2] = {
         {.name = "web", .hosts = hosts, .nhosts = 2, .path_prefix = "/", .active = active, .nactive = 1,
          .previous = previous, .nprevious = 2, .health_check_path = "/up", .state = PX_STATE_PAUSED,
-         .max_pause_ms = 12000, .tls = 1},
+         .max_pause_ms = 12000, .tls = 1, .interval_ms = 250, .timeout_ms = 2000, .deploy_timeout_ms = 9000},
         {.name = "api", .hosts = NULL, .nhosts = 0, .path_prefix = "/api", .active = active, .nactive = 1,
          .previous = NULL, .nprevious = 0, .health_check_path = "/health", .state = PX_STATE_STOPPED,
          .stop_message = "back at 5 \"pm\"\n"},
@@ -54,6 +54,9 @@ static void test_round_trip(void)
         CHECK_INT(w->state, PX_STATE_PAUSED);
         CHECK_INT(w->max_pause_ms, 12000);
         CHECK_INT(w->tls, 1);
+        CHECK_INT(w->interval_ms, 250);
+        CHECK_INT(w->timeout_ms, 2000);
+        CHECK_INT(w->deploy_timeout_ms, 9000);
         CHECK_STR(a->name, "api");
         CHECK_STR(a->path_prefix, "/api");
         CHECK_STR(a->health_check_path, "/health");
@@ -61,6 +64,8 @@ static void test_round_trip(void)
         CHECK_STR(a->stop_message, "back at 5 \"pm\"\n");
         CHECK_INT(a->nhosts, 0);
         CHECK_INT(a->tls, 0);
+        CHECK_INT(a->interval_ms, 0); /* not given: the defaults, and nothing written */
+        CHECK_INT(a->deploy_timeout_ms, 0);
     }
     px_state_free(&got);
 }
@@ -111,6 +116,61 @@ static void test_corrupt_file_is_an_error(void)
     CHECK_INT(px_state_load(path, &st, err, sizeof(err)), -1);
 }
 
+static char *slurp(const char *p)
+{
+    static char buf[256];
+    FILE *f = fopen(p, "r");
+    size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+    if (f)
+        fclose(f);
+    buf[n] = '\0';
+    return buf;
+}
+
+/* An unreadable file goes aside under a name of its own; a second one never
+ * takes the first one's name. */
+static void test_set_aside(void)
+{
+    char err[256] = "", a1[256], a2[256], prefix[200];
+    write_file(path, "first {");
+    CHECK_INT(px_state_set_aside(path, a1, sizeof(a1), err, sizeof(err)), 0);
+    CHECK_STR(err, "");
+    snprintf(prefix, sizeof(prefix), "%s.unreadable-", path);
+    CHECK(strncmp(a1, prefix, strlen(prefix)) == 0);
+    CHECK(access(path, F_OK) != 0);
+    CHECK_STR(slurp(a1), "first {");
+    write_file(path, "second {");
+    CHECK_INT(px_state_set_aside(path, a2, sizeof(a2), err, sizeof(err)), 0);
+    CHECK(strcmp(a1, a2) != 0);
+    CHECK_STR(slurp(a1), "first {");
+    CHECK_STR(slurp(a2), "second {");
+    /* within the same second: the next free suffix */
+    if (strncmp(a1, a2, strlen(a1)) == 0)
+        CHECK_STR(a2 + strlen(a1), "-2");
+    /* nothing to move: an error, nothing made */
+    CHECK_INT(px_state_set_aside(path, a2, sizeof(a2), err, sizeof(err)), -1);
+    CHECK(strstr(err, path) != NULL);
+    unlink(a1);
+}
+
+static void test_bad_timings_skip_the_entry(void)
+{
+    write_file(path, "{\"version\":1,\"services\":["
+                     "{\"name\":\"a\",\"active\":[\"127.0.0.1:1\"],\"health_check_interval_ms\":0},"
+                     "{\"name\":\"b\",\"active\":[\"127.0.0.1:1\"],\"deploy_timeout_ms\":\"5s\"},"
+                     "{\"name\":\"c\",\"active\":[\"127.0.0.1:1\"],\"health_check_timeout_ms\":700}]}");
+    struct px_state st;
+    char err[256];
+    CHECK_INT(px_state_load(path, &st, err, sizeof(err)), 0);
+    CHECK_INT(st.nservices, 1);
+    if (st.nservices == 1) {
+        CHECK_STR(st.services[0].name, "c");
+        CHECK_INT(st.services[0].timeout_ms, 700);
+        CHECK_INT(st.services[0].interval_ms, 0);
+    }
+    px_state_free(&st);
+}
+
 static void test_stale_temp_ignored(void)
 {
     char *active[] = {"127.0.0.1:9"};
@@ -139,6 +199,8 @@ int main(void)
     UNIT_RUN(test_bad_entries_skipped);
     UNIT_RUN(test_corrupt_file_is_an_error);
     UNIT_RUN(test_stale_temp_ignored);
+    UNIT_RUN(test_set_aside);
+    UNIT_RUN(test_bad_timings_skip_the_entry);
     char cmd[160];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
     if (system(cmd) != 0)
