@@ -36,7 +36,9 @@ struct px_acme_error {
     /* RFC 8555 error type without "urn:ietf:params:acme:error:"
      * ("badNonce", "rateLimited", "unauthorized", "connection", "dns", ...),
      * or one of ours: "network" (could not reach the CA), "timeout",
-     * "bad_response" (not what RFC 8555 says), "io" (files), "hook",
+     * "bad_response" (not what RFC 8555 says), "bad_certificate" (the
+     * certificate issued does not cover the names ordered, or is outside
+     * its validity dates), "io" (files), "hook",
      * "internal". */
     char type[48];
     char detail[512];        /* human text: the CA's detail, or ours */

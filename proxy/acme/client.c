@@ -966,6 +966,12 @@ static void on_cert(struct px_acme_op *op, const struct px_acme_resp *r)
     if ((b = BIO_new_mem_buf(op->chain.cert_pem, -1)) == NULL ||
         (leaf = PEM_read_bio_X509(b, NULL, NULL, NULL)) == NULL || X509_check_private_key(leaf, op->cert_key) != 1) {
         op_failf(op, "bad_response", "%s: the certificate is not for the key of the CSR", op->cert_url);
+    } else if (px_acme_cert_check(op->chain.cert_pem, (const char *const *)op->names, op->nnames, time(NULL), why,
+                                  sizeof(why)) < 0) {
+        /* checked before anything is written: the certificate in service
+         * stays */
+        op_failf(op, "bad_certificate", "%s: the certificate the CA issued is not the one ordered: %s", op->cert_url,
+                 why);
     } else if ((op->key_pem = px_acme_key_pem(op->cert_key)) == NULL) {
         op_failf(op, "internal", "out of memory");
     } else {

@@ -152,6 +152,16 @@ struct px_acme_chain {
 int px_acme_chain_parse(const char *pem, size_t len, struct px_acme_chain *out, char *err, size_t errlen);
 void px_acme_chain_clear(struct px_acme_chain *ch);
 
+/* Is the leaf of cert_pem (the first certificate) what was ordered? Its
+ * DNS subjectAltNames must cover every one of names[0..n) as a browser
+ * matches them (case-insensitive; "*.example.com" covers one left-most
+ * label; the subject CN is not looked at), and now must be inside its
+ * validity: notBefore <= now + PX_ACME_CLOCK_SKEW_S, notAfter > now.
+ * 0, or -1 with the reason in err ("it does not cover a.example, ..."). */
+#define PX_ACME_CLOCK_SKEW_S 300
+int px_acme_cert_check(const char *cert_pem, const char *const *names, size_t n, time_t now, char *err,
+                       size_t errlen);
+
 /* RFC 3339 date-time ("2025-01-02T03:04:05Z", fractions and offsets
  * allowed) as Unix seconds. 0 or -1. */
 int px_acme_rfc3339(const char *s, time_t *out);

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <curl/curl.h>
 #include <openssl/err.h>
@@ -481,6 +482,78 @@ out:
     BIO_free(leaf);
     BIO_free(rest);
     BIO_free(full);
+    return rc;
+}
+
+/* ---- the certificate against the order ---- */
+
+/* An exact (case-insensitive) DNS SAN: how a wildcard identifier is
+ * covered (X509_check_host takes a host name, not a pattern). */
+static int san_equal(X509 *x, const char *name)
+{
+    GENERAL_NAMES *gens = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+    int found = 0;
+    for (int i = 0; gens != NULL && i < sk_GENERAL_NAME_num(gens) && !found; i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
+        if (g->type != GEN_DNS)
+            continue;
+        const unsigned char *d = ASN1_STRING_get0_data(g->d.dNSName);
+        int len = ASN1_STRING_length(g->d.dNSName);
+        found = len >= 0 && (size_t)len == strlen(name) && strncasecmp((const char *)d, name, (size_t)len) == 0;
+    }
+    GENERAL_NAMES_free(gens);
+    return found;
+}
+
+int px_acme_cert_check(const char *cert_pem, const char *const *names, size_t n, time_t now, char *err,
+                       size_t errlen)
+{
+    BIO *b = BIO_new_mem_buf(cert_pem, -1);
+    X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+    time_t nb, na;
+    char missing[200] = "";
+    size_t nmissing = 0, used = 0;
+    int rc = -1;
+    if (x == NULL) {
+        snprintf(err, errlen, "no certificate");
+        goto out;
+    }
+    if (asn1_time(X509_get0_notBefore(x), &nb) < 0 || asn1_time(X509_get0_notAfter(x), &na) < 0) {
+        snprintf(err, errlen, "unreadable validity dates");
+        goto out;
+    }
+    if (nb > now + PX_ACME_CLOCK_SKEW_S) {
+        snprintf(err, errlen, "not valid yet: notBefore is %lld s ahead of this clock", (long long)(nb - now));
+        goto out;
+    }
+    if (na <= now) {
+        snprintf(err, errlen, "expired: notAfter was %lld s ago", (long long)(now - na));
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        /* a browser's rules: SANs only (never the CN), "*" a whole
+         * left-most label */
+        if (san_equal(x, names[i]) ||
+            (names[i][0] != '*' &&
+             X509_check_host(x, names[i], 0,
+                             X509_CHECK_FLAG_NEVER_CHECK_SUBJECT | X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS,
+                             NULL) == 1))
+            continue;
+        if (nmissing++ < 3 && used < sizeof(missing)) {
+            int w = snprintf(missing + used, sizeof(missing) - used, "%s%s", used ? ", " : "", names[i]);
+            used += w > 0 ? (size_t)w : 0;
+        }
+    }
+    if (nmissing > 0) {
+        snprintf(err, errlen, "it does not cover %s%s (%zu of the %zu names ordered)", missing,
+                 nmissing > 3 ? ", ..." : "", nmissing, n);
+        goto out;
+    }
+    rc = 0;
+out:
+    ERR_clear_error();
+    X509_free(x);
+    BIO_free(b);
     return rc;
 }
 
