@@ -232,7 +232,11 @@ void px_acme_store_unlock(int fd);
  * proxyd's; uid and gid proxyd's (after `user =`: hooks have that user's
  * rights only). Each hook is a process group of its own. Its stdout and
  * stderr are logged line by line at info level ("hook deploy/10-reload:
- * ..."). After timeout_ms (0 = no limit) its group gets SIGTERM, and
+ * ..."), the first 64 KiB or 1000 lines of each run; the rest is read
+ * (the hook never blocks on a full pipe) and dropped, with one warning
+ * line counting the bytes. A file that is not executable is skipped (as
+ * certbot does) with a warning once per path for the life of the process.
+ * After timeout_ms (0 = no limit) its group gets SIGTERM, and
  * SIGKILL 2 s later; a hook that exits non-zero, dies of a signal, runs
  * out of time or cannot be started counts as failed, is logged, and the
  * next one runs. A hook is over when its process exits (a daemon it
