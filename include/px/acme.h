@@ -87,15 +87,15 @@ struct px_acme_cert {
  * the client or start other ops. The op is gone once it returns. */
 typedef void (*px_acme_done_fn)(void *arg, const struct px_acme_cert *cert, const struct px_acme_error *err);
 
-/* libcurl's global init (curl_global_init is not thread-safe): call it on
- * the main thread before the workers start. px_acme_client_new calls it
- * too (once); calling it again is a no-op. 0, or -1 when curl fails. */
-int px_acme_global_init(void);
-/* 1 when this libcurl's global init may run while other threads exist
- * (CURL_VERSION_THREADSAFE, libcurl >= 7.84): then px_acme_global_init can
- * wait until [acme] is first enabled, and a proxy without ACME never pays
- * for it (about 2 MB of resident library pages). */
-int px_acme_global_init_threadsafe(void);
+/* Load libcurl (proxyd does not link it: dlopen("libcurl.so.4") the first
+ * time, so a proxy without [acme] never maps it and its ~27 dependencies)
+ * and run its global init, once per process; later calls return 0 at
+ * once. Thread-safe. Call it when ACME is enabled (start, the reload that
+ * enables [acme]) before anything else of ACME; px_acme_client_new calls
+ * it too. 0, or -1 with a message for the operator in err: the library
+ * missing names it and the package to install (libcurl4); a later call
+ * tries again. */
+int px_acme_global_init(char *err, size_t errlen);
 
 /* A client for one CA and account. NULL with a message in err (bad URL,
  * unreadable account files, curl init). Reads the account (if any) under

@@ -203,6 +203,48 @@ void px_acme_account_clear(struct px_acme_account *a);
 /* Write text to path atomically (temp file, fsync, rename, fsync dir). */
 int px_acme_write_file(const char *path, const char *text, int mode, char *err, size_t errlen);
 
+/* ---- libcurl.c ------------------------------------------------------ */
+
+/* libcurl is not linked: it is dlopen()ed (libcurl.so.4, RTLD_NOW |
+ * RTLD_LOCAL) by the first px_acme_global_init, i.e. when ACME is first
+ * enabled, and these functions are called through px_curl. The table is
+ * written once, under a lock, before px_acme_global_init returns 0, and
+ * never changes after: read it only after that. */
+#include <curl/curl.h>
+
+#define PX_CURL_FUNCTIONS(X)                                                                                           \
+    X(global_init, curl_global_init)                                                                                   \
+    X(version_info, curl_version_info)                                                                                 \
+    X(easy_init, curl_easy_init)                                                                                       \
+    X(easy_setopt, curl_easy_setopt)                                                                                   \
+    X(easy_getinfo, curl_easy_getinfo)                                                                                 \
+    X(easy_strerror, curl_easy_strerror)                                                                               \
+    X(easy_cleanup, curl_easy_cleanup)                                                                                 \
+    X(multi_init, curl_multi_init)                                                                                     \
+    X(multi_setopt, curl_multi_setopt)                                                                                 \
+    X(multi_add_handle, curl_multi_add_handle)                                                                         \
+    X(multi_remove_handle, curl_multi_remove_handle)                                                                   \
+    X(multi_socket_action, curl_multi_socket_action)                                                                   \
+    X(multi_assign, curl_multi_assign)                                                                                 \
+    X(multi_info_read, curl_multi_info_read)                                                                           \
+    X(multi_cleanup, curl_multi_cleanup)                                                                               \
+    X(slist_append, curl_slist_append)                                                                                 \
+    X(slist_free_all, curl_slist_free_all)                                                                             \
+    X(url, curl_url)                                                                                                   \
+    X(url_set, curl_url_set)                                                                                           \
+    X(url_get, curl_url_get)                                                                                           \
+    X(url_cleanup, curl_url_cleanup)                                                                                   \
+    X(free, curl_free)
+
+struct px_curl {
+#define PX_CURL_MEMBER(member, fn) __typeof__(&fn) member;
+    PX_CURL_FUNCTIONS(PX_CURL_MEMBER)
+#undef PX_CURL_MEMBER
+};
+extern struct px_curl px_curl;
+/* 1 once libcurl is mapped (tests). */
+int px_acme_curl_loaded(void);
+
 /* ---- http.c --------------------------------------------------------- */
 
 struct px_acme_http;

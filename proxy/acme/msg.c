@@ -11,7 +11,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include <curl/curl.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -670,6 +669,48 @@ out:
     return id;
 }
 
+/* An HTTP-date (RFC 9110 section 5.6.7): IMF-fixdate "Sun, 06 Nov 1994
+ * 08:49:37 GMT", and the obsolete RFC 850 "Sunday, 06-Nov-94 08:49:37 GMT"
+ * and asctime "Sun Nov  6 08:49:37 1994" forms a recipient must accept.
+ * Not strptime: its month names follow the locale. 0 or -1. */
+static int http_date(const char *s, time_t *out)
+{
+    static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+    char mon[4], tail[8] = "";
+    int d, y, h, mi, sec, n = 0, m;
+    struct tm tm;
+    const char *p = strchr(s, ' ');
+    if (p == NULL)
+        return -1;
+    if (p[-1] == ',' && sscanf(p, " %2d %3s %4d %2d:%2d:%2d %3s%n", &d, mon, &y, &h, &mi, &sec, tail, &n) == 7) {
+        /* IMF-fixdate */
+    } else if (p[-1] == ',' && sscanf(p, " %2d-%3s-%2d %2d:%2d:%2d %3s%n", &d, mon, &y, &h, &mi, &sec, tail, &n) == 7) {
+        y += y < 70 ? 2000 : 1900; /* RFC 9110: a year more than 50 years ahead is in the past */
+    } else if (p[-1] != ',' && sscanf(p, " %3s %2d %2d:%2d:%2d %4d%n", mon, &d, &h, &mi, &sec, &y, &n) == 6) {
+        strcpy(tail, "GMT");
+    } else {
+        return -1;
+    }
+    mon[3] = '\0';
+    if (strchr(mon, '-') != NULL) /* "%3s" in the RFC 850 form stops at a space only */
+        return -1;
+    while (p[n] == ' ' || p[n] == '\t' || p[n] == '\r' || p[n] == '\n')
+        n++;
+    const char *found = strlen(mon) == 3 ? strstr(months, mon) : NULL;
+    if (p[n] != '\0' || strcmp(tail, "GMT") != 0 || found == NULL || (m = (int)(found - months)) % 3 != 0 || d < 1 ||
+        d > 31 || h > 23 || mi > 59 || sec > 60 || y < 1970)
+        return -1;
+    memset(&tm, 0, sizeof(tm));
+    tm.tm_year = y - 1900;
+    tm.tm_mon = m / 3;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = sec;
+    *out = timegm(&tm);
+    return 0;
+}
+
 long px_acme_retry_after(const char *value, time_t now)
 {
     if (value == NULL)
@@ -685,8 +726,8 @@ long px_acme_retry_after(const char *value, time_t now)
             return -1;
         return v > 86400 * 365 ? 86400L * 365 : (long)v;
     }
-    time_t t = curl_getdate(value, NULL);
-    if (t == (time_t)-1)
+    time_t t;
+    if (http_date(value, &t) < 0)
         return -1;
     return t > now ? (long)(t - now) : 0;
 }

@@ -16,12 +16,15 @@ import socket
 import ssl
 import stat
 import subprocess
+import tempfile
 import time
 import unittest
 
 import pebble
-from harness import (Client, ProxyTestCase, RecordingBackend, Reader, SLOW, build_dir, free_port, http_response,
-                     shared_certs, tls_config, wait_until)
+from unittest import mock
+
+from harness import (Client, ProxyError, ProxyTestCase, RecordingBackend, Reader, SLOW, build_dir, curl_https,
+                     free_port, http_response, shared_certs, tls_config, wait_until)
 
 PROXYCTL = os.path.join(build_dir(), "proxyctl")
 SKIP = pebble.available()
@@ -76,6 +79,11 @@ class TlsConn(Client):
 
 def pem_der(path):
     return ssl.PEM_cert_to_DER_cert(read(path))
+
+
+def libcurl_mapped(p):
+    with open("/proc/%d/maps" % p.pid) as f:
+        return "libcurl" in f.read()
 
 
 _PEBBLES = {}
@@ -280,10 +288,12 @@ class Issuance(AcmeCase):
         with_acme = p.config_text
         p.write_config(with_acme.replace("[acme]\nenabled = yes\n", "[acme]\nenabled = no\n"))
         p.start()
+        self.assertFalse(libcurl_mapped(p), "libcurl is loaded only when ACME is enabled")
         r = self.ctl(p, "cert", "renew", "--json")
         self.assertEqual(r.rc, 1, r)
         self.assertIn("acme_not_configured", r.err)
         p.reload(with_acme)
+        self.assertTrue(libcurl_mapped(p))
         self.wait_version(p, "example.test", 1)
         self.assertEqual(self.served_der(p, "example.test"), pem_der(self.live(p, "example.test", "cert.pem")))
 
@@ -524,6 +534,57 @@ class NotConfigured(ProxyTestCase):
         r = ctl("cert", "reload", "--json")
         self.assertEqual(r.rc, 0, r)
         self.assertEqual(r.json()["loaded"], 2)
+
+
+
+class Libcurl(ProxyTestCase):
+    """libcurl is dlopen()ed when ACME is first enabled, never before; when it
+    cannot be loaded, a config with [acme] is refused with a message naming the
+    library and the package (start and reload), and nothing crashes."""
+
+    ACME = ("[acme]\nenabled = yes\ndirectory = https://127.0.0.1:%d/dir\ndomains = example.test\n"
+            "config_dir = {tmp}/le\nretry_interval = 1h\n")
+
+    def config(self, acme):
+        self.b = getattr(self, "b", None) or self.backend(RecordingBackend, response=hello)
+        return ("[proxy]\nlisten_http = 127.0.0.1:0\nlisten_https = 127.0.0.1:0\n%s\n%s\n[service web]\ntargets = %s\n"
+                % (tls_config(), self.ACME % free_port() if acme else "", self.b.addr))
+
+    def test_not_mapped_without_acme_then_loaded_by_a_reload(self):
+        p = self.proxy(self.config(False))
+        self.assertEqual(curl_https(p, "/x").returncode, 0)
+        self.assertFalse(libcurl_mapped(p))
+        log = p.reload(self.config(True))
+        self.assertIn("configuration reloaded", log)
+        self.assertTrue(libcurl_mapped(p))
+        self.assertEqual(curl_https(p, "/y").returncode, 0)
+
+    def test_started_with_acme_maps_it(self):
+        p = self.proxy(self.config(True))
+        self.assertTrue(libcurl_mapped(p))
+
+    def test_missing_libcurl_refuses_acme_and_keeps_serving(self):
+        # a libcurl.so.4 that is no shared object, found first on LD_LIBRARY_PATH
+        d = tempfile.mkdtemp(prefix="proxyd-libcurl-")
+        self.addCleanup(shutil.rmtree, d, True)
+        lib = os.path.join(d, "libcurl.so.4")
+        with open(lib, "w") as f:
+            f.write("not a library\n")
+        with mock.patch.dict(os.environ, {"LD_LIBRARY_PATH": os.path.dirname(lib)}):
+            p = self.proxy(self.config(True), start=False)
+            with self.assertRaises(ProxyError):
+                p.start(timeout=5)
+            self.assertNotEqual(p.proc.wait(10), 0)
+            log = p.error_log_text()
+            self.assertIn("ACME is unavailable: libcurl.so.4 cannot be loaded", log)
+            self.assertIn("install the libcurl4 package", log)
+            q = self.proxy(self.config(False))
+        self.assertEqual(curl_https(q, "/x").returncode, 0)
+        log = q.reload(self.config(True))
+        self.assertIn("reload failed, keeping the running configuration: ACME is unavailable: libcurl.so.4", log)
+        self.assertTrue(q.alive())
+        self.assertFalse(libcurl_mapped(q))
+        self.assertEqual(curl_https(q, "/y").returncode, 0)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <curl/curl.h>
 #include <event2/event.h>
 #include <openssl/bn.h>
 #include <openssl/ecdsa.h>
@@ -807,6 +806,18 @@ static void test_renewal_info(void)
     CHECK_INT(px_acme_retry_after("12x", 0), -1);
     CHECK_INT(px_acme_retry_after("Thu, 02 Jan 2025 03:04:15 GMT", 1735787045), 10);
     CHECK_INT(px_acme_retry_after("Thu, 02 Jan 2025 03:04:15 GMT", 1735787045 + 100), 0); /* past */
+    /* RFC 9110's obsolete forms, which a recipient must accept too */
+    CHECK_INT(px_acme_retry_after("Thursday, 02-Jan-25 03:04:15 GMT", 1735787045), 10);
+    CHECK_INT(px_acme_retry_after("Thu Jan  2 03:04:15 2025", 1735787045), 10);
+    CHECK_INT(px_acme_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", 0), 784111777);
+    CHECK_INT(px_acme_retry_after("Thu, 02 Jan 2025 03:04:15 GMT\r\n", 1735787045), 10);
+    static const char *const bad_dates[] = {
+        "Thu, 02 Jan 2025 03:04:15 PST", "Thu, 02 Foo 2025 03:04:15 GMT", "Thu, 32 Jan 2025 03:04:15 GMT",
+        "Thu, 02 Jan 2025 24:04:15 GMT", "Thu, 02 Jan 2025 03:04:15 GMT x", "Thu, 02 Jan 2025", "Thu,",
+        "Thu 02 Jan 2025 03:04:15 GMT", "Thu, 02 anJ 2025 03:04:15 GMT", "",
+    };
+    for (size_t i = 0; i < PX_ARRAY_LEN(bad_dates); i++)
+        CHECK_INT(px_acme_retry_after(bad_dates[i], 0), -1);
 }
 
 /* ---- accounts/ ---- */
@@ -1077,7 +1088,11 @@ int main(void)
     snprintf(tmpdir, sizeof(tmpdir), "/tmp/test_acme_client.XXXXXX");
     if (mkdtemp(tmpdir) == NULL)
         return 1;
-    px_acme_global_init();
+    char ierr[256];
+    if (px_acme_global_init(ierr, sizeof(ierr)) < 0) {
+        fprintf(stderr, "%s\n", ierr);
+        return 1;
+    }
     UNIT_RUN(test_b64url_vectors);
     UNIT_RUN(test_b64url_rejects);
     UNIT_RUN(test_thumbprint);
@@ -1099,6 +1114,5 @@ int main(void)
     UNIT_RUN(test_timeout);
     UNIT_RUN(test_client_new_errors);
     rm_rf(tmpdir);
-    curl_global_cleanup();
     return unit_report();
 }
