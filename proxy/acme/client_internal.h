@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include <curl/curl.h>
 #include <jansson.h>
 #include <openssl/evp.h>
 
@@ -210,8 +211,6 @@ int px_acme_write_file(const char *path, const char *text, int mode, char *err, 
  * enabled, and these functions are called through px_curl. The table is
  * written once, under a lock, before px_acme_global_init returns 0, and
  * never changes after: read it only after that. */
-#include <curl/curl.h>
-
 #define PX_CURL_FUNCTIONS(X)                                                                                           \
     X(global_init, curl_global_init)                                                                                   \
     X(version_info, curl_version_info)                                                                                 \
@@ -242,8 +241,6 @@ struct px_curl {
 #undef PX_CURL_MEMBER
 };
 extern struct px_curl px_curl;
-/* 1 once libcurl is mapped (tests). */
-int px_acme_curl_loaded(void);
 
 /* ---- http.c --------------------------------------------------------- */
 

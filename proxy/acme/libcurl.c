@@ -75,11 +75,3 @@ int px_acme_global_init(char *err, size_t errlen)
     pthread_mutex_unlock(&lock);
     return rc;
 }
-
-int px_acme_curl_loaded(void)
-{
-    pthread_mutex_lock(&lock);
-    int l = loaded;
-    pthread_mutex_unlock(&lock);
-    return l;
-}

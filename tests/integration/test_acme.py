@@ -172,6 +172,7 @@ class Issuance(AcmeCase):
         self.assertEqual(c["outcome"], "ok")
         self.assertEqual(c["state"], "valid")
         self.assertIsNone(c["service"])
+        self.assertEqual(c["key_type"], "ECDSA-P256")
         self.assertGreaterEqual(c["days_left"], 365)  # pebble: 5 years
 
         # HTTP-01 was answered on the plain listener, Host with its port, before the redirect
@@ -314,10 +315,11 @@ class Issuance(AcmeCase):
         # the table
         r = self.ctl(p, "cert", "status")
         self.assertEqual(r.rc, 0, r)
-        self.assertRegex(r.out, r"(?m)^NAME +HOSTS +NOT-AFTER +DAYS-LEFT +SOURCE +LAST-ATTEMPT +OUTCOME +NEXT-CHECK$")
         self.assertRegex(r.out,
-                         r"(?m)^example\.test +example\.test,www\.example\.test +\S+Z +\d+ +acme +\S+Z +ok +\S+Z$")
-        self.assertRegex(r.out, r"(?m)^default +localhost")
+                         r"(?m)^NAME +KEY +HOSTS +NOT-AFTER +DAYS-LEFT +SOURCE +LAST-ATTEMPT +OUTCOME +NEXT-CHECK$")
+        self.assertRegex(r.out, r"(?m)^example\.test +ECDSA-P256 +example\.test,www\.example\.test +\S+Z +\d+ +acme"
+                                r" +\S+Z +ok +\S+Z$")
+        self.assertRegex(r.out, r"(?m)^default +ECDSA-P256 +localhost")
 
     def test_deploy_tls_issues_serves_and_survives_restart(self):
         tmp = self.make_tmp()
@@ -512,8 +514,9 @@ class NotConfigured(ProxyTestCase):
 
     def test_cert_commands_without_acme(self):
         b = self.backend(RecordingBackend)
+        cs = shared_certs()
         p = self.proxy("[proxy]\nlisten_https = 127.0.0.1:0\n%s\n[service web]\ntargets = %s\n"
-                       % (tls_config(sni=[("other.test", shared_certs().other_ec)]), b.addr))
+                       % (tls_config(pairs=[cs.ec, cs.rsa], sni=[("other.test", cs.other_ec)]), b.addr))
         sock = os.path.join(p.tmp, "control.sock")
 
         def ctl(*a):
@@ -522,9 +525,18 @@ class NotConfigured(ProxyTestCase):
         r = ctl("cert", "status", "--json")
         self.assertEqual(r.rc, 0, r)
         certs = r.json()["certificates"]
-        self.assertEqual([(c["name"], c["source"]) for c in certs], [("default", "file"), ("other.test", "file")])
+        # the default name's ECDSA and RSA certificates, told apart by key type and file
+        self.assertEqual([(c["name"], c["source"], c["key_type"], c["file"]) for c in certs],
+                         [("default", "file", "ECDSA-P256", cs.ec[0]), ("default", "file", "RSA-2048", cs.rsa[0]),
+                          ("other.test", "file", "ECDSA-P256", cs.other_ec[0])])
         self.assertEqual(certs[0]["hosts"], ["localhost"])
         self.assertGreater(certs[0]["days_left"], 0)
+        r = ctl("cert", "status")
+        self.assertEqual(r.rc, 0, r)
+        rows = [line.split() for line in r.out.splitlines()]
+        self.assertEqual([row[:3] for row in rows], [["NAME", "KEY", "HOSTS"], ["default", "ECDSA-P256", "localhost"],
+                                                     ["default", "RSA-2048", "localhost"],
+                                                     ["other.test", "ECDSA-P256", "other.test"]])
         r = ctl("cert", "renew")
         self.assertEqual(r.rc, 1, r)
         self.assertIn("acme_not_configured", r.err)
