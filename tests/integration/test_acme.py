@@ -21,6 +21,7 @@ import time
 import unittest
 
 import pebble
+import stub_ca
 from unittest import mock
 
 from harness import (Client, ProxyError, ProxyTestCase, RecordingBackend, Reader, SLOW, build_dir, curl_https,
@@ -547,6 +548,66 @@ class NotConfigured(ProxyTestCase):
         self.assertEqual(r.rc, 0, r)
         self.assertEqual(r.json()["loaded"], 2)
 
+
+
+class WrongCertificate(ProxyTestCase):
+    """A CA that issues a certificate for names other than the order's (or one
+    outside its dates): nothing is written, the working certificate keeps
+    serving, the attempt fails with bad_certificate and is retried."""
+
+    def test_wrong_names_or_dates_are_refused(self):
+        ca = stub_ca.StubCA(["site.test"])
+        self.addCleanup(ca.close)
+        b = self.backend(RecordingBackend, response=hello)
+        p = self.proxy("[proxy]\nlisten_http = 127.0.0.1:0\nlisten_https = 127.0.0.1:0\n%s\n"
+                       "[acme]\nenabled = yes\ndirectory = %s\nca_bundle = %s\ndomains = site.test\n"
+                       "config_dir = {tmp}/le\nretry_interval = 1h\n[service web]\ntargets = %s\n"
+                       % (tls_config(), ca.directory, ca.ca_crt, b.addr))
+        sock = os.path.join(p.tmp, "control.sock")
+        roots = read(ca.ca_crt)
+
+        def ctl(*a):
+            return Ctl(subprocess.run([PROXYCTL, "--socket", sock] + list(a), stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, timeout=30 * SLOW))
+
+        def status():
+            r = ctl("cert", "status", "--json")
+            return {c["name"]: c for c in r.json()["certificates"]}.get("site.test")
+
+        c = wait_until(lambda: (lambda c: c if c and c["version"] == 1 and c["served"] else None)(status()), 20)
+        self.assertTrue(c, p.error_log_text()[-3000:])
+        live = os.path.join(p.tmp, "le", "live", "site.test", "cert.pem")
+        v1 = pem_der(live)
+        with TlsConn(p.https_port, "site.test", roots) as t:
+            self.assertEqual(t.der(), v1)
+
+        cases = [("DNS:wrong.example", 0, "it does not cover site.test (1 of the 1 names ordered)"),
+                 ("DNS:site.test", -90, "expired"),
+                 ("DNS:site.test", 2, "not valid yet")]
+        for n, (san, start_days, why) in enumerate(cases, 1):
+            ca.san, ca.start_days = san, start_days
+            r = ctl("cert", "renew", "--force")
+            self.assertEqual(r.rc, 1, r)
+            self.assertIn("site.test: bad_certificate: ", r.err)
+            self.assertIn("the certificate the CA issued is not the one ordered: " + why, r.err)
+            # nothing written: no archive 2, live/ still on 1, the same certificate served
+            self.assertFalse(os.path.exists(os.path.join(p.tmp, "le", "archive", "site.test", "cert2.pem")))
+            self.assertEqual(os.readlink(live), "../../archive/site.test/cert1.pem")
+            with TlsConn(p.https_port, "site.test", roots) as t:
+                self.assertEqual(t.der(), v1)
+            c = status()
+            self.assertEqual((c["version"], c["state"], c["outcome"], c["failures"], c["error"]["type"]),
+                             (1, "valid", "failed", n, "bad_certificate"), c)
+            self.assertNotEqual(c["next_check"], "now")
+        self.assertIn("renewal failed: bad_certificate: ", p.error_log_text())
+        self.assertIn("the current certificate stays in service, next attempt in", p.error_log_text())
+
+        # the CA fixed: the next attempt installs version 2
+        ca.san, ca.start_days = "DNS:site.test", 0
+        r = ctl("cert", "renew", "--force")
+        self.assertEqual(r.rc, 0, r)
+        self.assertEqual(os.readlink(live), "../../archive/site.test/cert2.pem")
+        self.assertEqual(status()["failures"], 0)
 
 
 class Libcurl(ProxyTestCase):
