@@ -451,6 +451,12 @@ int px_server_check(const char *config_path, char *err, size_t errlen)
     char msg[1024];
     if (px_config_load(config_path, &cfg, err, errlen) < 0)
         return -1;
+    /* what start would refuse: [acme] without a loadable libcurl */
+    if (cfg->acme.enabled && px_acme_global_init(msg, sizeof(msg)) < 0) {
+        snprintf(err, errlen, "%s: %s", config_path, msg);
+        px_config_free(cfg);
+        return -1;
+    }
     /* like nginx -t: also load the certificates */
     struct px_routes *r = px_routes_build(cfg, msg, sizeof(msg));
     if (r == NULL) {

@@ -651,6 +651,11 @@ class Libcurl(ProxyTestCase):
             log = p.error_log_text()
             self.assertIn("ACME is unavailable: libcurl.so.4 cannot be loaded", log)
             self.assertIn("install the libcurl4 package", log)
+            # proxyd -t says the same
+            t = subprocess.run([os.path.join(build_dir(), "proxyd"), "-t", "-c", p.config_path],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=10 * SLOW)
+            self.assertEqual(t.returncode, 1, t)
+            self.assertIn(b"ACME is unavailable: libcurl.so.4 cannot be loaded", t.stderr)
             q = self.proxy(self.config(False))
         self.assertEqual(curl_https(q, "/x").returncode, 0)
         log = q.reload(self.config(True))
