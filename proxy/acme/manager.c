@@ -1115,7 +1115,7 @@ static json_t *key_type_json(X509 *x)
 }
 
 /* notAfter, DNS names and key type (into o) of the first certificate in a
- * PEM file. */
+ * PEM file; not_after_ms and hosts may be NULL (not wanted). */
 static int cert_file_info(const char *path, int64_t *not_after_ms, json_t *hosts, json_t *o)
 {
     FILE *f = fopen(path, "r");
@@ -1127,8 +1127,9 @@ static int cert_file_info(const char *path, int64_t *not_after_ms, json_t *hosts
         return -1;
     struct tm tm;
     const ASN1_TIME *na = X509_get0_notAfter(x);
-    *not_after_ms = na && ASN1_TIME_to_tm(na, &tm) == 1 ? (int64_t)timegm(&tm) * 1000 : 0;
-    GENERAL_NAMES *gens = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+    if (not_after_ms != NULL)
+        *not_after_ms = na && ASN1_TIME_to_tm(na, &tm) == 1 ? (int64_t)timegm(&tm) * 1000 : 0;
+    GENERAL_NAMES *gens = hosts ? X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL) : NULL;
     for (int i = 0; gens && i < sk_GENERAL_NAME_num(gens); i++) {
         const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
         if (g->type != GEN_DNS)
@@ -1196,11 +1197,8 @@ json_t *px_acme_manager_status(struct px_acme_manager *m, const struct px_tls_co
         }
         json_t *o = json_pack("{s:s, s:o, s:s}", "name", l->name, "hosts", hosts, "source", "acme");
         add_expiry(o, l->present ? (int64_t)l->disk.not_after * 1000 : 0, now);
-        int64_t ignored;
-        json_t *unused = json_array();
-        if (!l->present || cert_file_info(l->disk.fullchain, &ignored, unused, o) < 0)
+        if (!l->present || cert_file_info(l->disk.fullchain, NULL, NULL, o) < 0)
             json_object_set_new(o, "key_type", json_null());
-        json_decref(unused);
         char live[4200];
         snprintf(live, sizeof(live), "%s/live/%s", m->config_dir, l->name);
         json_object_set_new(o, "lineage", json_string(live));
