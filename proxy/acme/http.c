@@ -222,7 +222,8 @@ static char *absolute_location(const char *base, const char *loc)
     CURLU *u = px_curl.url();
     char *abs = NULL, *out = NULL;
     if (u != NULL && px_curl.url_set(u, CURLUPART_URL, base, 0) == CURLUE_OK &&
-        px_curl.url_set(u, CURLUPART_URL, loc, 0) == CURLUE_OK && px_curl.url_get(u, CURLUPART_URL, &abs, 0) == CURLUE_OK)
+        px_curl.url_set(u, CURLUPART_URL, loc, 0) == CURLUE_OK &&
+        px_curl.url_get(u, CURLUPART_URL, &abs, 0) == CURLUE_OK)
         out = strdup(abs);
     px_curl.free(abs);
     px_curl.url_cleanup(u);

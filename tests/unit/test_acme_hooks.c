@@ -329,7 +329,8 @@ static void test_output_capped(void)
         fprintf(stderr, "error.log: %lld bytes\n", (long long)st.st_size);
     CHECK(st.st_size > 64 * 1024 && st.st_size < 80 * 1024);
     /* 10 MiB of 'a', a newline, "last line\n": 64 KiB logged */
-    CHECK(logged("hook deploy/1-chatty: 10420235 more bytes of output not logged (only the first 64 KiB or 1000 lines of a run are)"));
+    CHECK(logged("hook deploy/1-chatty: 10420235 more bytes of output not logged "
+                 "(only the first 64 KiB or 1000 lines of a run are)"));
     CHECK(!logged("hook deploy/1-chatty: last line"));
     CHECK(logged("hook deploy/2-next: next hook speaks\n"));
 
