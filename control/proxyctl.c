@@ -427,7 +427,8 @@ static void print_result(const struct invocation *inv, const json_t *result)
         {"in_flight", "IN-FLIGHT", "0"},
     };
     static const struct column certs[] = {
-        {"name", "NAME", "-"},          {"hosts", "HOSTS", "-"},     {"not_after", "NOT-AFTER", "-"},
+        {"name", "NAME", "-"},          {"key_type", "KEY", "-"},    {"hosts", "HOSTS", "-"},
+        {"not_after", "NOT-AFTER", "-"},
         {"days_left", "DAYS-LEFT", "-"}, {"source", "SOURCE", "-"},   {"last_attempt", "LAST-ATTEMPT", "-"},
         {"outcome", "OUTCOME", "-"},     {"next_check", "NEXT-CHECK", "-"},
     };

@@ -387,6 +387,10 @@ int px_server_reload(struct px_server *s, char *err, size_t errlen)
     listeners_changed = !same_addr(&cfg->listen_http, cfg->has_listen_http, &s->listen_http, s->has_http) ||
                         !same_addr(&cfg->listen_https, cfg->has_listen_https, &s->listen_https, s->has_https);
     workers_changed = cfg->workers != s->nworkers;
+    if (cfg->acme.enabled && px_acme_global_init(err, errlen) < 0) {
+        px_config_free(cfg);
+        return -1;
+    }
     if ((sinks = px_log_prepare(cfg->error_log, cfg->access_log, err, errlen)) == NULL) {
         px_config_free(cfg);
         return -1;
@@ -501,6 +505,12 @@ int px_server_check(const char *config_path, char *err, size_t errlen)
     char msg[1024];
     if (px_config_load(config_path, &cfg, err, errlen) < 0)
         return -1;
+    /* what start would refuse: [acme] without a loadable libcurl */
+    if (cfg->acme.enabled && px_acme_global_init(msg, sizeof(msg)) < 0) {
+        snprintf(err, errlen, "%s: %s", config_path, msg);
+        px_config_free(cfg);
+        return -1;
+    }
     /* like nginx -t: also load the certificates */
     struct px_routes *r = px_routes_build(cfg, msg, sizeof(msg));
     if (r == NULL) {
@@ -590,13 +600,12 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
         goto fail;
     }
     px_routes_set_services_provider(services_provider, s);
-    /* ACME: libcurl's global init before any thread, unless it may run
-     * later (then the first client does it, on the reload that enables
-     * [acme]); the lineages on disk before the first TLS part, so that they
-     * serve from the first handshake */
-    if ((cfg->acme.enabled || !px_acme_global_init_threadsafe()) && px_acme_global_init() < 0)
-        px_log_warn("acme: libcurl's global init failed");
+    /* ACME: libcurl is loaded (and initialised) only when [acme] is on, here
+     * or on the reload that turns it on; the lineages on disk before the
+     * first TLS part, so that they serve from the first handshake */
     if (cfg->acme.enabled) {
+        if (px_acme_global_init(err, errlen) < 0)
+            goto fail;
         if (user)
             make_owned_dir(cfg->acme.config_dir, uid, gid);
         if (acme_new(s, &cfg->acme, err, errlen) < 0)

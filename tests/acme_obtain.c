@@ -243,8 +243,8 @@ int main(int argc, char **argv)
     }
     if (conf.directory == NULL || conf.accounts_dir == NULL || (ari == NULL && (optind >= argc || port <= 0)))
         usage();
-    if (px_acme_global_init() < 0) {
-        fprintf(stderr, "curl init failed\n");
+    if (px_acme_global_init(err, sizeof(err)) < 0) {
+        fprintf(stderr, "%s\n", err);
         return 2;
     }
     g.base = event_base_new();

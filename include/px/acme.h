@@ -36,7 +36,9 @@ struct px_acme_error {
     /* RFC 8555 error type without "urn:ietf:params:acme:error:"
      * ("badNonce", "rateLimited", "unauthorized", "connection", "dns", ...),
      * or one of ours: "network" (could not reach the CA), "timeout",
-     * "bad_response" (not what RFC 8555 says), "io" (files), "hook",
+     * "bad_response" (not what RFC 8555 says), "bad_certificate" (the
+     * certificate issued does not cover the names ordered, or is outside
+     * its validity dates), "io" (files), "hook",
      * "internal". */
     char type[48];
     char detail[512];        /* human text: the CA's detail, or ours */
@@ -85,15 +87,15 @@ struct px_acme_cert {
  * the client or start other ops. The op is gone once it returns. */
 typedef void (*px_acme_done_fn)(void *arg, const struct px_acme_cert *cert, const struct px_acme_error *err);
 
-/* libcurl's global init (curl_global_init is not thread-safe): call it on
- * the main thread before the workers start. px_acme_client_new calls it
- * too (once); calling it again is a no-op. 0, or -1 when curl fails. */
-int px_acme_global_init(void);
-/* 1 when this libcurl's global init may run while other threads exist
- * (CURL_VERSION_THREADSAFE, libcurl >= 7.84): then px_acme_global_init can
- * wait until [acme] is first enabled, and a proxy without ACME never pays
- * for it (about 2 MB of resident library pages). */
-int px_acme_global_init_threadsafe(void);
+/* Load libcurl (proxyd does not link it: dlopen("libcurl.so.4") the first
+ * time, so a proxy without [acme] never maps it and its ~27 dependencies)
+ * and run its global init, once per process; later calls return 0 at
+ * once. Thread-safe. Call it when ACME is enabled (start, the reload that
+ * enables [acme]) before anything else of ACME; px_acme_client_new calls
+ * it too. 0, or -1 with a message for the operator in err: the library
+ * missing names it and the package to install (libcurl4); a later call
+ * tries again. */
+int px_acme_global_init(char *err, size_t errlen);
 
 /* A client for one CA and account. NULL with a message in err (bad URL,
  * unreadable account files, curl init). Reads the account (if any) under
@@ -230,7 +232,11 @@ void px_acme_store_unlock(int fd);
  * proxyd's; uid and gid proxyd's (after `user =`: hooks have that user's
  * rights only). Each hook is a process group of its own. Its stdout and
  * stderr are logged line by line at info level ("hook deploy/10-reload:
- * ..."). After timeout_ms (0 = no limit) its group gets SIGTERM, and
+ * ..."), the first 64 KiB or 1000 lines of each run; the rest is read
+ * (the hook never blocks on a full pipe) and dropped, with one warning
+ * line counting the bytes. A file that is not executable is skipped (as
+ * certbot does) with a warning once per path for the life of the process.
+ * After timeout_ms (0 = no limit) its group gets SIGTERM, and
  * SIGKILL 2 s later; a hook that exits non-zero, dies of a signal, runs
  * out of time or cannot be started counts as failed, is logged, and the
  * next one runs. A hook is over when its process exits (a daemon it

@@ -43,6 +43,8 @@
  *   reload            {"config":"/etc/proxyd/proxyd.ini"}
  *   cert_status       {"certificates":[{"name":"example.com","hosts":[...],"not_after":"RFC 3339",
  *                      "days_left":N,"source":"acme"|"file",
+ *                      "key_type":"ECDSA-P256"|"RSA-2048"|...|null  the certificate's key (tells a
+ *                                                          name's ECDSA and RSA certificates apart)
  *                      "file":"/path.crt"                  source file: the certificate file
  *                                                          ("name" is "default" or the sni name)
  *                      -- source acme only: --

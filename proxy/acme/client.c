@@ -16,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <curl/curl.h>
 #include <event2/event.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -128,26 +127,6 @@ static void op_fail(struct px_acme_op *op, const struct px_acme_error *err);
 static void op_failf(struct px_acme_op *op, const char *type, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void boot_next(struct px_acme_client *c);
-
-int px_acme_global_init(void)
-{
-    static int done;
-    if (done)
-        return 0;
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-        return -1;
-    done = 1;
-    return 0;
-}
-
-int px_acme_global_init_threadsafe(void)
-{
-#ifdef CURL_VERSION_THREADSAFE
-    return (curl_version_info(CURLVERSION_NOW)->features & CURL_VERSION_THREADSAFE) != 0;
-#else
-    return 0;
-#endif
-}
 
 /* ---- nonces ---- */
 
@@ -966,6 +945,12 @@ static void on_cert(struct px_acme_op *op, const struct px_acme_resp *r)
     if ((b = BIO_new_mem_buf(op->chain.cert_pem, -1)) == NULL ||
         (leaf = PEM_read_bio_X509(b, NULL, NULL, NULL)) == NULL || X509_check_private_key(leaf, op->cert_key) != 1) {
         op_failf(op, "bad_response", "%s: the certificate is not for the key of the CSR", op->cert_url);
+    } else if (px_acme_cert_check(op->chain.cert_pem, (const char *const *)op->names, op->nnames, time(NULL), why,
+                                  sizeof(why)) < 0) {
+        /* checked before anything is written: the certificate in service
+         * stays */
+        op_failf(op, "bad_certificate", "%s: the certificate the CA issued is not the one ordered: %s", op->cert_url,
+                 why);
     } else if ((op->key_pem = px_acme_key_pem(op->cert_key)) == NULL) {
         op_failf(op, "internal", "out of memory");
     } else {
@@ -1165,10 +1150,8 @@ struct px_acme_client *px_acme_client_new(struct event_base *base, const struct 
     if ((sub = px_acme_account_subdir(conf->directory, err, errlen)) == NULL)
         return NULL;
     free(sub);
-    if (px_acme_global_init() < 0) {
-        snprintf(err, errlen, "curl_global_init failed");
+    if (px_acme_global_init(err, errlen) < 0)
         return NULL;
-    }
     if ((c = calloc(1, sizeof(*c))) == NULL) {
         snprintf(err, errlen, "out of memory");
         return NULL;

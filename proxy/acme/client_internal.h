@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include <curl/curl.h>
 #include <jansson.h>
 #include <openssl/evp.h>
 
@@ -152,6 +153,16 @@ struct px_acme_chain {
 int px_acme_chain_parse(const char *pem, size_t len, struct px_acme_chain *out, char *err, size_t errlen);
 void px_acme_chain_clear(struct px_acme_chain *ch);
 
+/* Is the leaf of cert_pem (the first certificate) what was ordered? Its
+ * DNS subjectAltNames must cover every one of names[0..n) as a browser
+ * matches them (case-insensitive; "*.example.com" covers one left-most
+ * label; the subject CN is not looked at), and now must be inside its
+ * validity: notBefore <= now + PX_ACME_CLOCK_SKEW_S, notAfter > now.
+ * 0, or -1 with the reason in err ("it does not cover a.example, ..."). */
+#define PX_ACME_CLOCK_SKEW_S 300
+int px_acme_cert_check(const char *cert_pem, const char *const *names, size_t n, time_t now, char *err,
+                       size_t errlen);
+
 /* RFC 3339 date-time ("2025-01-02T03:04:05Z", fractions and offsets
  * allowed) as Unix seconds. 0 or -1. */
 int px_acme_rfc3339(const char *s, time_t *out);
@@ -192,6 +203,44 @@ int px_acme_account_save_regr(const struct px_acme_account *acct, const json_t *
 void px_acme_account_clear(struct px_acme_account *a);
 /* Write text to path atomically (temp file, fsync, rename, fsync dir). */
 int px_acme_write_file(const char *path, const char *text, int mode, char *err, size_t errlen);
+
+/* ---- libcurl.c ------------------------------------------------------ */
+
+/* libcurl is not linked: it is dlopen()ed (libcurl.so.4, RTLD_NOW |
+ * RTLD_LOCAL) by the first px_acme_global_init, i.e. when ACME is first
+ * enabled, and these functions are called through px_curl. The table is
+ * written once, under a lock, before px_acme_global_init returns 0, and
+ * never changes after: read it only after that. */
+#define PX_CURL_FUNCTIONS(X)                                                                                           \
+    X(global_init, curl_global_init)                                                                                   \
+    X(version_info, curl_version_info)                                                                                 \
+    X(easy_init, curl_easy_init)                                                                                       \
+    X(easy_setopt, curl_easy_setopt)                                                                                   \
+    X(easy_getinfo, curl_easy_getinfo)                                                                                 \
+    X(easy_strerror, curl_easy_strerror)                                                                               \
+    X(easy_cleanup, curl_easy_cleanup)                                                                                 \
+    X(multi_init, curl_multi_init)                                                                                     \
+    X(multi_setopt, curl_multi_setopt)                                                                                 \
+    X(multi_add_handle, curl_multi_add_handle)                                                                         \
+    X(multi_remove_handle, curl_multi_remove_handle)                                                                   \
+    X(multi_socket_action, curl_multi_socket_action)                                                                   \
+    X(multi_assign, curl_multi_assign)                                                                                 \
+    X(multi_info_read, curl_multi_info_read)                                                                           \
+    X(multi_cleanup, curl_multi_cleanup)                                                                               \
+    X(slist_append, curl_slist_append)                                                                                 \
+    X(slist_free_all, curl_slist_free_all)                                                                             \
+    X(url, curl_url)                                                                                                   \
+    X(url_set, curl_url_set)                                                                                           \
+    X(url_get, curl_url_get)                                                                                           \
+    X(url_cleanup, curl_url_cleanup)                                                                                   \
+    X(free, curl_free)
+
+struct px_curl {
+#define PX_CURL_MEMBER(member, fn) __typeof__(&fn) member;
+    PX_CURL_FUNCTIONS(PX_CURL_MEMBER)
+#undef PX_CURL_MEMBER
+};
+extern struct px_curl px_curl;
 
 /* ---- http.c --------------------------------------------------------- */
 

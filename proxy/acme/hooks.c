@@ -20,7 +20,11 @@
  *  - Hooks run with the uid and gid proxyd runs as: root only if it was
  *    started as root without `user =`; otherwise whatever they do (reload
  *    another server, copy keys) needs that user's rights (sudo rules,
- *    group-readable files). They inherit proxyd's environment and cwd. */
+ *    group-readable files). They inherit proxyd's environment and cwd.
+ *  - Output is logged up to OUTPUT_LOG_MAX bytes or OUTPUT_LOG_LINES lines
+ *    per run and the rest read and
+ *    dropped (counted in one line at the end): the pipe never fills, so a
+ *    chatty hook never blocks, and the error log stays bounded. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -43,6 +47,10 @@
 #define KILL_GRACE_MS 2000  /* SIGTERM, then this long, then SIGKILL */
 #define CANCEL_WAIT_MS 1000 /* how long cancel waits for a SIGKILLed hook */
 #define LINE_MAX_LOG 1024   /* longer output lines are logged in pieces */
+#define OUTPUT_LOG_MAX (64 * 1024) /* per hook run: what is logged of its output (bytes, */
+#define OUTPUT_LOG_LINES 1000      /* and lines: a log line costs ~60 bytes more); the rest is read and dropped */
+#define READ_BUDGET (256 * 1024)   /* per wakeup: a hook writing without pause does not hold the loop */
+#define SKIPPED_MAX 64             /* non-executable hooks remembered, to warn once about each */
 
 extern char **environ;
 
@@ -68,7 +76,51 @@ struct px_acme_hooks {
     int killing; /* 0, 1 SIGTERM sent, 2 SIGKILL sent */
     char line[LINE_MAX_LOG];
     size_t linelen;
+    size_t logged;      /* bytes of output taken into log lines (<= OUTPUT_LOG_MAX) */
+    size_t nlines;      /* log lines of output (<= OUTPUT_LOG_LINES + 1) */
+    uint64_t dropped;   /* bytes read past that */
 };
+
+/* The non-executable hooks already warned about (paths), so that each is
+ * logged once per process lifetime, not at every attempt; one that becomes
+ * executable is forgotten (a later chmod -x warns again). Main thread only,
+ * as everything here. */
+static char *skipped[SKIPPED_MAX];
+static size_t nskipped;
+
+static int skipped_find(const char *path)
+{
+    for (size_t i = 0; i < nskipped; i++)
+        if (strcmp(skipped[i], path) == 0)
+            return (int)i;
+    return -1;
+}
+
+static void skipped_forget(const char *path)
+{
+    int i = skipped_find(path);
+    if (i < 0)
+        return;
+    free(skipped[i]);
+    skipped[i] = skipped[--nskipped];
+}
+
+/* 1 the first time path is seen not executable (then warn), else 0. */
+static int skipped_first(const char *path)
+{
+    char *copy;
+    if (skipped_find(path) >= 0)
+        return 0;
+    if ((copy = strdup(path)) != NULL) {
+        if (nskipped == SKIPPED_MAX) { /* full: the oldest is forgotten */
+            free(skipped[0]);
+            memmove(skipped, skipped + 1, (SKIPPED_MAX - 1) * sizeof(*skipped));
+            nskipped--;
+        }
+        skipped[nskipped++] = copy;
+    }
+    return 1;
+}
 
 static int by_bytes(const void *a, const void *b)
 {
@@ -98,9 +150,13 @@ static int list_hooks(const char *dir, const char *kind, char ***out, size_t *no
             !S_ISREG(st.st_mode))
             continue;
         if (access(path, X_OK) < 0) {
-            px_log(PX_LOG_DEBUG, "hook %s/%s: not executable, skipped", kind, de->d_name);
+            /* certbot skips it too, and says so only in its debug log */
+            if (skipped_first(path))
+                px_log_warn("hook %s/%s: skipped: not executable (%s); chmod +x it to have it run (said once)", kind,
+                            de->d_name, strerror(errno));
             continue;
         }
+        skipped_forget(path);
         char **nv = realloc(v, (n + 1) * sizeof(*v));
         if (nv == NULL || (nv[n] = strdup(de->d_name)) == NULL) {
             if (nv)
@@ -172,11 +228,14 @@ static void log_line(struct px_acme_hooks *h)
     }
     px_log_info("hook %s/%s: %.*s", h->kind, h->cur, (int)h->linelen, h->line);
     h->linelen = 0;
+    h->nlines++;
 }
 
 static void take_output(struct px_acme_hooks *h, const char *p, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
+    size_t i = 0;
+    for (; i < n && h->logged < OUTPUT_LOG_MAX && h->nlines < OUTPUT_LOG_LINES; i++) {
+        h->logged++;
         if (p[i] == '\n') {
             if (h->linelen && h->line[h->linelen - 1] == '\r')
                 h->linelen--;
@@ -187,16 +246,20 @@ static void take_output(struct px_acme_hooks *h, const char *p, size_t n)
             log_line(h);
         h->line[h->linelen++] = p[i];
     }
+    h->dropped += n - i;
 }
 
-/* Read what is there; 1 at EOF or on an error (the pipe is then done), 0 when it would block. */
+/* Read what is there, up to READ_BUDGET bytes; 1 at EOF or on an error
+ * (the pipe is then done), 0 when it would block or the budget is spent
+ * (the level-triggered event comes back for the rest). */
 static int read_output(struct px_acme_hooks *h)
 {
     char buf[4096];
-    for (;;) {
+    for (size_t budget = READ_BUDGET; budget > 0;) {
         ssize_t n = read(h->out_fd, buf, sizeof(buf));
         if (n > 0) {
             take_output(h, buf, (size_t)n);
+            budget = (size_t)n < budget ? budget - (size_t)n : 0;
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -205,6 +268,7 @@ static int read_output(struct px_acme_hooks *h)
             return 0;
         return 1;
     }
+    return 0;
 }
 
 static void close_output(struct px_acme_hooks *h)
@@ -304,6 +368,9 @@ static int start_hook(struct px_acme_hooks *h)
     h->pid = pid;
     h->killing = 0;
     h->linelen = 0;
+    h->logged = 0;
+    h->nlines = 0;
+    h->dropped = 0;
     h->out_fd = pfd[0];
     pfd[0] = -1;
     px_log_info("hook %s/%s: running (pid %d)", h->kind, h->cur, (int)pid);
@@ -353,6 +420,9 @@ static void on_exit_status(void *arg, pid_t pid, int status)
     if (h->linelen)
         log_line(h);
     close_output(h);
+    if (h->dropped > 0)
+        px_log_warn("hook %s/%s: %llu more bytes of output not logged (only the first %d KiB or %d lines of a run are)",
+                    h->kind, h->cur, (unsigned long long)h->dropped, OUTPUT_LOG_MAX / 1024, OUTPUT_LOG_LINES);
     h->pid = 0;
     if (h->killing) {
         px_log_warn("hook %s/%s: killed: it ran past the time limit (%llu ms)", h->kind, h->cur,

@@ -57,7 +57,7 @@ static void on_sock_event(evutil_socket_t fd, short what, void *arg)
     struct sock_watch *w = arg;
     struct px_acme_http *h = w->h; /* w may be gone after socket_action */
     int action = (what & EV_READ ? CURL_CSELECT_IN : 0) | (what & EV_WRITE ? CURL_CSELECT_OUT : 0), running;
-    curl_multi_socket_action(h->multi, fd, action, &running);
+    px_curl.multi_socket_action(h->multi, fd, action, &running);
     check_done(h);
 }
 
@@ -80,7 +80,7 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *
     struct sock_watch *w = socketp;
     if (what == CURL_POLL_REMOVE) {
         if (w != NULL) {
-            curl_multi_assign(h->multi, fd, NULL);
+            px_curl.multi_assign(h->multi, fd, NULL);
             watch_free(w);
         }
         return 0;
@@ -94,7 +94,7 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *
         if (h->watches)
             h->watches->prev = w;
         h->watches = w;
-        curl_multi_assign(h->multi, fd, w);
+        px_curl.multi_assign(h->multi, fd, w);
     } else if (w->added) {
         event_del(&w->ev);
         w->added = 0;
@@ -110,7 +110,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct px_acme_http *h = arg;
     int running;
-    curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    px_curl.multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
     check_done(h);
 }
 
@@ -196,8 +196,8 @@ static size_t on_header(char *p, size_t size, size_t nmemb, void *arg)
 static void req_free(struct px_acme_http_req *r)
 {
     if (r->easy != NULL) {
-        curl_multi_remove_handle(r->h->multi, r->easy);
-        curl_easy_cleanup(r->easy);
+        px_curl.multi_remove_handle(r->h->multi, r->easy);
+        px_curl.easy_cleanup(r->easy);
     }
     if (r->prev)
         r->prev->next = r->next;
@@ -205,7 +205,7 @@ static void req_free(struct px_acme_http_req *r)
         r->h->reqs = r->next;
     if (r->next)
         r->next->prev = r->prev;
-    curl_slist_free_all(r->headers);
+    px_curl.slist_free_all(r->headers);
     free(r->url);
     free(r->post);
     free(r->body);
@@ -219,13 +219,14 @@ static void req_free(struct px_acme_http_req *r)
 /* A relative Location resolved against the request URL. */
 static char *absolute_location(const char *base, const char *loc)
 {
-    CURLU *u = curl_url();
+    CURLU *u = px_curl.url();
     char *abs = NULL, *out = NULL;
-    if (u != NULL && curl_url_set(u, CURLUPART_URL, base, 0) == CURLUE_OK &&
-        curl_url_set(u, CURLUPART_URL, loc, 0) == CURLUE_OK && curl_url_get(u, CURLUPART_URL, &abs, 0) == CURLUE_OK)
+    if (u != NULL && px_curl.url_set(u, CURLUPART_URL, base, 0) == CURLUE_OK &&
+        px_curl.url_set(u, CURLUPART_URL, loc, 0) == CURLUE_OK &&
+        px_curl.url_get(u, CURLUPART_URL, &abs, 0) == CURLUE_OK)
         out = strdup(abs);
-    curl_free(abs);
-    curl_url_cleanup(u);
+    px_curl.free(abs);
+    px_curl.url_cleanup(u);
     return out;
 }
 
@@ -234,13 +235,13 @@ static void finish(struct px_acme_http_req *r, CURLcode result)
     struct px_acme_resp resp = {.status = 0};
     char *loc = NULL;
     long code = 0;
-    curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &code);
+    px_curl.easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &code);
     if (result == CURLE_OK) {
         resp.status = code;
     } else if (r->too_big) {
         resp.error = "response larger than 1 MiB";
     } else {
-        resp.error = r->errbuf[0] ? r->errbuf : curl_easy_strerror(result);
+        resp.error = r->errbuf[0] ? r->errbuf : px_curl.easy_strerror(result);
         resp.timed_out = result == CURLE_OPERATION_TIMEDOUT;
     }
     resp.body = r->body ? r->body : "";
@@ -259,15 +260,15 @@ static void check_done(struct px_acme_http *h)
 {
     CURLMsg *m;
     int left;
-    while ((m = curl_multi_info_read(h->multi, &left)) != NULL) {
+    while ((m = px_curl.multi_info_read(h->multi, &left)) != NULL) {
         struct px_acme_http_req *r = NULL;
         if (m->msg != CURLMSG_DONE)
             continue;
         CURLcode result = m->data.result;
-        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&r);
+        px_curl.easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&r);
         /* out of the multi before the callback, which may start the next
          * request (or cancel others: their pending messages go with them) */
-        curl_multi_remove_handle(h->multi, r->easy);
+        px_curl.multi_remove_handle(h->multi, r->easy);
         finish(r, result);
         req_free(r);
     }
@@ -283,54 +284,54 @@ struct px_acme_http_req *px_acme_http_start(struct px_acme_http *h, enum px_acme
     r->h = h;
     r->fn = fn;
     r->arg = arg;
-    if ((r->url = strdup(url)) == NULL || (r->easy = curl_easy_init()) == NULL)
+    if ((r->url = strdup(url)) == NULL || (r->easy = px_curl.easy_init()) == NULL)
         goto fail;
     r->next = h->reqs;
     if (h->reqs)
         h->reqs->prev = r;
     h->reqs = r;
     CURL *e = r->easy;
-    curl_easy_setopt(e, CURLOPT_URL, r->url);
-    curl_easy_setopt(e, CURLOPT_PRIVATE, r);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)PX_ACME_CONNECT_TIMEOUT_MS);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)PX_ACME_REQUEST_TIMEOUT_MS);
-    curl_easy_setopt(e, CURLOPT_USERAGENT, "proxyd/" PX_VERSION);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
+    px_curl.easy_setopt(e, CURLOPT_URL, r->url);
+    px_curl.easy_setopt(e, CURLOPT_PRIVATE, r);
+    px_curl.easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    px_curl.easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    px_curl.easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)PX_ACME_CONNECT_TIMEOUT_MS);
+    px_curl.easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)PX_ACME_REQUEST_TIMEOUT_MS);
+    px_curl.easy_setopt(e, CURLOPT_USERAGENT, "proxyd/" PX_VERSION);
+    px_curl.easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
+    px_curl.easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    px_curl.easy_setopt(e, CURLOPT_WRITEDATA, r);
+    px_curl.easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    px_curl.easy_setopt(e, CURLOPT_HEADERDATA, r);
     if (h->ca_bundle != NULL) {
         /* only this file: not the CURL_CA_BUNDLE/SSL_CERT_FILE the
          * environment may name, nor the system's directory */
-        curl_easy_setopt(e, CURLOPT_CAINFO, h->ca_bundle);
-        curl_easy_setopt(e, CURLOPT_CAPATH, NULL);
+        px_curl.easy_setopt(e, CURLOPT_CAINFO, h->ca_bundle);
+        px_curl.easy_setopt(e, CURLOPT_CAPATH, NULL);
     }
     if (m == PX_ACME_HEAD) {
-        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+        px_curl.easy_setopt(e, CURLOPT_NOBODY, 1L);
     } else if (m == PX_ACME_POST) {
         if ((r->post = strdup(body ? body : "")) == NULL)
             goto fail;
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->post);
-        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)strlen(r->post));
-        if ((hl = curl_slist_append(r->headers, "Content-Type: application/jose+json")) == NULL)
+        px_curl.easy_setopt(e, CURLOPT_POSTFIELDS, r->post);
+        px_curl.easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)strlen(r->post));
+        if ((hl = px_curl.slist_append(r->headers, "Content-Type: application/jose+json")) == NULL)
             goto fail;
         r->headers = hl;
-        if ((hl = curl_slist_append(r->headers, "Expect:")) == NULL) /* no 100-continue round trip */
+        if ((hl = px_curl.slist_append(r->headers, "Expect:")) == NULL) /* no 100-continue round trip */
             goto fail;
         r->headers = hl;
     }
     if (accept != NULL) {
         char line[128];
         snprintf(line, sizeof(line), "Accept: %s", accept);
-        if ((hl = curl_slist_append(r->headers, line)) == NULL)
+        if ((hl = px_curl.slist_append(r->headers, line)) == NULL)
             goto fail;
         r->headers = hl;
     }
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
-    if (curl_multi_add_handle(h->multi, e) != CURLM_OK)
+    px_curl.easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
+    if (px_curl.multi_add_handle(h->multi, e) != CURLM_OK)
         goto fail;
     return r;
 fail:
@@ -359,15 +360,15 @@ struct px_acme_http *px_acme_http_new(struct event_base *base, const char *ca_bu
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    if ((h->multi = curl_multi_init()) == NULL) {
+    if ((h->multi = px_curl.multi_init()) == NULL) {
         snprintf(err, errlen, "curl_multi_init failed");
         goto fail;
     }
-    curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-    curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
-    curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, on_timer_set);
-    curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
-    curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, 4L);
+    px_curl.multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    px_curl.multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
+    px_curl.multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, on_timer_set);
+    px_curl.multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
+    px_curl.multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, 4L);
     return h;
 fail:
     px_acme_http_free(h);
@@ -381,7 +382,7 @@ void px_acme_http_free(struct px_acme_http *h)
     while (h->reqs != NULL)
         req_free(h->reqs);
     if (h->multi != NULL)
-        curl_multi_cleanup(h->multi); /* closes the cached connections */
+        px_curl.multi_cleanup(h->multi); /* closes the cached connections */
     while (h->watches != NULL)
         watch_free(h->watches);
     if (h->timer != NULL)

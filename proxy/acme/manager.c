@@ -1082,8 +1082,41 @@ struct px_tls *px_acme_manager_build_tls(struct px_acme_manager *m, const struct
 
 /* ---- cert status ---- */
 
-/* notAfter and DNS names of the first certificate in a PEM file. */
-static int cert_file_info(const char *path, int64_t *not_after_ms, json_t *hosts)
+/* The certificate's key as an operator tells two apart (a name with an
+ * ECDSA and an RSA certificate): "ECDSA-P256", "RSA-2048", "Ed25519". */
+static json_t *key_type_json(X509 *x)
+{
+    EVP_PKEY *k = X509_get0_pubkey(x);
+    char text[64], group[32];
+    size_t glen = 0;
+    if (k == NULL)
+        return json_null();
+    switch (EVP_PKEY_get_base_id(k)) {
+    case EVP_PKEY_EC:
+        if (EVP_PKEY_get_group_name(k, group, sizeof(group), &glen) != 1)
+            snprintf(group, sizeof(group), "%d", EVP_PKEY_get_bits(k));
+        else if (strcmp(group, "prime256v1") == 0)
+            snprintf(group, sizeof(group), "P256");
+        else if (strcmp(group, "secp384r1") == 0)
+            snprintf(group, sizeof(group), "P384");
+        else if (strcmp(group, "secp521r1") == 0)
+            snprintf(group, sizeof(group), "P521");
+        snprintf(text, sizeof(text), "ECDSA-%s", group);
+        break;
+    case EVP_PKEY_RSA:
+    case EVP_PKEY_RSA_PSS:
+        snprintf(text, sizeof(text), "RSA-%d", EVP_PKEY_get_bits(k));
+        break;
+    default:
+        snprintf(text, sizeof(text), "%s", OBJ_nid2sn(EVP_PKEY_get_base_id(k)));
+        break;
+    }
+    return json_string(text);
+}
+
+/* notAfter, DNS names and key type (into o) of the first certificate in a
+ * PEM file; not_after_ms and hosts may be NULL (not wanted). */
+static int cert_file_info(const char *path, int64_t *not_after_ms, json_t *hosts, json_t *o)
 {
     FILE *f = fopen(path, "r");
     if (f == NULL)
@@ -1094,8 +1127,9 @@ static int cert_file_info(const char *path, int64_t *not_after_ms, json_t *hosts
         return -1;
     struct tm tm;
     const ASN1_TIME *na = X509_get0_notAfter(x);
-    *not_after_ms = na && ASN1_TIME_to_tm(na, &tm) == 1 ? (int64_t)timegm(&tm) * 1000 : 0;
-    GENERAL_NAMES *gens = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+    if (not_after_ms != NULL)
+        *not_after_ms = na && ASN1_TIME_to_tm(na, &tm) == 1 ? (int64_t)timegm(&tm) * 1000 : 0;
+    GENERAL_NAMES *gens = hosts ? X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL) : NULL;
     for (int i = 0; gens && i < sk_GENERAL_NAME_num(gens); i++) {
         const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
         if (g->type != GEN_DNS)
@@ -1105,6 +1139,7 @@ static int cert_file_info(const char *path, int64_t *not_after_ms, json_t *hosts
         json_array_append_new(hosts, json_stringn((const char *)p, (size_t)len));
     }
     GENERAL_NAMES_free(gens);
+    json_object_set_new(o, "key_type", key_type_json(x));
     X509_free(x);
     return 0;
 }
@@ -1128,7 +1163,7 @@ static void file_entries(json_t *arr, const char *name, const char *files, int64
         json_t *hosts = json_array();
         int64_t na = 0;
         json_t *o = json_pack("{s:s, s:s}", "name", name, "source", "file");
-        if (cert_file_info(p, &na, hosts) < 0)
+        if (cert_file_info(p, &na, hosts, o) < 0)
             json_object_set_new(o, "error",
                                 json_pack("{s:s, s:s}", "type", "io", "detail", "cannot read the certificate"));
         json_object_set_new(o, "hosts", hosts);
@@ -1162,6 +1197,8 @@ json_t *px_acme_manager_status(struct px_acme_manager *m, const struct px_tls_co
         }
         json_t *o = json_pack("{s:s, s:o, s:s}", "name", l->name, "hosts", hosts, "source", "acme");
         add_expiry(o, l->present ? (int64_t)l->disk.not_after * 1000 : 0, now);
+        if (!l->present || cert_file_info(l->disk.fullchain, NULL, NULL, o) < 0)
+            json_object_set_new(o, "key_type", json_null());
         char live[4200];
         snprintf(live, sizeof(live), "%s/live/%s", m->config_dir, l->name);
         json_object_set_new(o, "lineage", json_string(live));

@@ -9,8 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
-#include <curl/curl.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -484,6 +484,78 @@ out:
     return rc;
 }
 
+/* ---- the certificate against the order ---- */
+
+/* An exact (case-insensitive) DNS SAN: how a wildcard identifier is
+ * covered (X509_check_host takes a host name, not a pattern). */
+static int san_equal(X509 *x, const char *name)
+{
+    GENERAL_NAMES *gens = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+    int found = 0;
+    for (int i = 0; gens != NULL && i < sk_GENERAL_NAME_num(gens) && !found; i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
+        if (g->type != GEN_DNS)
+            continue;
+        const unsigned char *d = ASN1_STRING_get0_data(g->d.dNSName);
+        int len = ASN1_STRING_length(g->d.dNSName);
+        found = len >= 0 && (size_t)len == strlen(name) && strncasecmp((const char *)d, name, (size_t)len) == 0;
+    }
+    GENERAL_NAMES_free(gens);
+    return found;
+}
+
+int px_acme_cert_check(const char *cert_pem, const char *const *names, size_t n, time_t now, char *err,
+                       size_t errlen)
+{
+    BIO *b = BIO_new_mem_buf(cert_pem, -1);
+    X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+    time_t nb, na;
+    char missing[200] = "";
+    size_t nmissing = 0, used = 0;
+    int rc = -1;
+    if (x == NULL) {
+        snprintf(err, errlen, "no certificate");
+        goto out;
+    }
+    if (asn1_time(X509_get0_notBefore(x), &nb) < 0 || asn1_time(X509_get0_notAfter(x), &na) < 0) {
+        snprintf(err, errlen, "unreadable validity dates");
+        goto out;
+    }
+    if (nb > now + PX_ACME_CLOCK_SKEW_S) {
+        snprintf(err, errlen, "not valid yet: notBefore is %lld s ahead of this clock", (long long)(nb - now));
+        goto out;
+    }
+    if (na <= now) {
+        snprintf(err, errlen, "expired: notAfter was %lld s ago", (long long)(now - na));
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        /* a browser's rules: SANs only (never the CN), "*" a whole
+         * left-most label */
+        if (san_equal(x, names[i]) ||
+            (names[i][0] != '*' &&
+             X509_check_host(x, names[i], 0,
+                             X509_CHECK_FLAG_NEVER_CHECK_SUBJECT | X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS,
+                             NULL) == 1))
+            continue;
+        if (nmissing++ < 3 && used < sizeof(missing)) {
+            int w = snprintf(missing + used, sizeof(missing) - used, "%s%s", used ? ", " : "", names[i]);
+            used += w > 0 ? (size_t)w : 0;
+        }
+    }
+    if (nmissing > 0) {
+        snprintf(err, errlen, "it does not cover %s%s (%zu of the %zu names ordered)", missing,
+                 nmissing > 3 ? ", ..." : "", nmissing, n);
+        goto out;
+    }
+    rc = 0;
+out:
+    ERR_clear_error();
+    X509_free(x);
+    BIO_free(b);
+    return rc;
+}
+
 /* ---- RFC 9773 renewalInfo ---- */
 
 static int digits(const char *s, int n, int *out)
@@ -597,6 +669,48 @@ out:
     return id;
 }
 
+/* An HTTP-date (RFC 9110 section 5.6.7): IMF-fixdate "Sun, 06 Nov 1994
+ * 08:49:37 GMT", and the obsolete RFC 850 "Sunday, 06-Nov-94 08:49:37 GMT"
+ * and asctime "Sun Nov  6 08:49:37 1994" forms a recipient must accept.
+ * Not strptime: its month names follow the locale. 0 or -1. */
+static int http_date(const char *s, time_t *out)
+{
+    static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+    char mon[4], tail[8] = "";
+    int d, y, h, mi, sec, n = 0, m;
+    struct tm tm;
+    const char *p = strchr(s, ' ');
+    if (p == NULL)
+        return -1;
+    if (p[-1] == ',' && sscanf(p, " %2d %3s %4d %2d:%2d:%2d %3s%n", &d, mon, &y, &h, &mi, &sec, tail, &n) == 7) {
+        /* IMF-fixdate */
+    } else if (p[-1] == ',' && sscanf(p, " %2d-%3s-%2d %2d:%2d:%2d %3s%n", &d, mon, &y, &h, &mi, &sec, tail, &n) == 7) {
+        y += y < 70 ? 2000 : 1900; /* RFC 9110: a year more than 50 years ahead is in the past */
+    } else if (p[-1] != ',' && sscanf(p, " %3s %2d %2d:%2d:%2d %4d%n", mon, &d, &h, &mi, &sec, &y, &n) == 6) {
+        strcpy(tail, "GMT");
+    } else {
+        return -1;
+    }
+    mon[3] = '\0';
+    if (strchr(mon, '-') != NULL) /* "%3s" in the RFC 850 form stops at a space only */
+        return -1;
+    while (p[n] == ' ' || p[n] == '\t' || p[n] == '\r' || p[n] == '\n')
+        n++;
+    const char *found = strlen(mon) == 3 ? strstr(months, mon) : NULL;
+    if (p[n] != '\0' || strcmp(tail, "GMT") != 0 || found == NULL || (m = (int)(found - months)) % 3 != 0 || d < 1 ||
+        d > 31 || h > 23 || mi > 59 || sec > 60 || y < 1970)
+        return -1;
+    memset(&tm, 0, sizeof(tm));
+    tm.tm_year = y - 1900;
+    tm.tm_mon = m / 3;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = sec;
+    *out = timegm(&tm);
+    return 0;
+}
+
 long px_acme_retry_after(const char *value, time_t now)
 {
     if (value == NULL)
@@ -612,8 +726,8 @@ long px_acme_retry_after(const char *value, time_t now)
             return -1;
         return v > 86400 * 365 ? 86400L * 365 : (long)v;
     }
-    time_t t = curl_getdate(value, NULL);
-    if (t == (time_t)-1)
+    time_t t;
+    if (http_date(value, &t) < 0)
         return -1;
     return t > now ? (long)(t - now) : 0;
 }

@@ -202,6 +202,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             px_acme_chain_clear(&again);
             char *id = px_acme_ari_cert_id(ch.cert_pem, strlen(ch.cert_pem), err, sizeof(err));
             free(id);
+            /* the check of the names and dates of what a CA issued */
+            static const char *const names[] = {"example.com", "*.example.com", "a.b.example.com"};
+            (void)px_acme_cert_check(ch.cert_pem, names, 1 + n % 3, 1700000000, err, sizeof(err));
         }
         px_acme_chain_clear(&ch);
         char *id = px_acme_ari_cert_id(p, n, err, sizeof(err));

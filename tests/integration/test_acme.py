@@ -16,12 +16,16 @@ import socket
 import ssl
 import stat
 import subprocess
+import tempfile
 import time
 import unittest
 
 import pebble
-from harness import (Client, ProxyTestCase, RecordingBackend, Reader, SLOW, build_dir, free_port, http_response,
-                     shared_certs, tls_config, wait_until)
+import stub_ca
+from unittest import mock
+
+from harness import (Client, ProxyError, ProxyTestCase, RecordingBackend, Reader, SLOW, build_dir, curl_https,
+                     free_port, http_response, shared_certs, tls_config, wait_until)
 
 PROXYCTL = os.path.join(build_dir(), "proxyctl")
 SKIP = pebble.available()
@@ -76,6 +80,11 @@ class TlsConn(Client):
 
 def pem_der(path):
     return ssl.PEM_cert_to_DER_cert(read(path))
+
+
+def libcurl_mapped(p):
+    with open("/proc/%d/maps" % p.pid) as f:
+        return "libcurl" in f.read()
 
 
 _PEBBLES = {}
@@ -164,6 +173,7 @@ class Issuance(AcmeCase):
         self.assertEqual(c["outcome"], "ok")
         self.assertEqual(c["state"], "valid")
         self.assertIsNone(c["service"])
+        self.assertEqual(c["key_type"], "ECDSA-P256")
         self.assertGreaterEqual(c["days_left"], 365)  # pebble: 5 years
 
         # HTTP-01 was answered on the plain listener, Host with its port, before the redirect
@@ -280,10 +290,12 @@ class Issuance(AcmeCase):
         with_acme = p.config_text
         p.write_config(with_acme.replace("[acme]\nenabled = yes\n", "[acme]\nenabled = no\n"))
         p.start()
+        self.assertFalse(libcurl_mapped(p), "libcurl is loaded only when ACME is enabled")
         r = self.ctl(p, "cert", "renew", "--json")
         self.assertEqual(r.rc, 1, r)
         self.assertIn("acme_not_configured", r.err)
         p.reload(with_acme)
+        self.assertTrue(libcurl_mapped(p))
         self.wait_version(p, "example.test", 1)
         self.assertEqual(self.served_der(p, "example.test"), pem_der(self.live(p, "example.test", "cert.pem")))
 
@@ -304,10 +316,11 @@ class Issuance(AcmeCase):
         # the table
         r = self.ctl(p, "cert", "status")
         self.assertEqual(r.rc, 0, r)
-        self.assertRegex(r.out, r"(?m)^NAME +HOSTS +NOT-AFTER +DAYS-LEFT +SOURCE +LAST-ATTEMPT +OUTCOME +NEXT-CHECK$")
         self.assertRegex(r.out,
-                         r"(?m)^example\.test +example\.test,www\.example\.test +\S+Z +\d+ +acme +\S+Z +ok +\S+Z$")
-        self.assertRegex(r.out, r"(?m)^default +localhost")
+                         r"(?m)^NAME +KEY +HOSTS +NOT-AFTER +DAYS-LEFT +SOURCE +LAST-ATTEMPT +OUTCOME +NEXT-CHECK$")
+        self.assertRegex(r.out, r"(?m)^example\.test +ECDSA-P256 +example\.test,www\.example\.test +\S+Z +\d+ +acme"
+                                r" +\S+Z +ok +\S+Z$")
+        self.assertRegex(r.out, r"(?m)^default +ECDSA-P256 +localhost")
 
     def test_deploy_tls_issues_serves_and_survives_restart(self):
         tmp = self.make_tmp()
@@ -502,8 +515,9 @@ class NotConfigured(ProxyTestCase):
 
     def test_cert_commands_without_acme(self):
         b = self.backend(RecordingBackend)
+        cs = shared_certs()
         p = self.proxy("[proxy]\nlisten_https = 127.0.0.1:0\n%s\n[service web]\ntargets = %s\n"
-                       % (tls_config(sni=[("other.test", shared_certs().other_ec)]), b.addr))
+                       % (tls_config(pairs=[cs.ec, cs.rsa], sni=[("other.test", cs.other_ec)]), b.addr))
         sock = os.path.join(p.tmp, "control.sock")
 
         def ctl(*a):
@@ -512,9 +526,18 @@ class NotConfigured(ProxyTestCase):
         r = ctl("cert", "status", "--json")
         self.assertEqual(r.rc, 0, r)
         certs = r.json()["certificates"]
-        self.assertEqual([(c["name"], c["source"]) for c in certs], [("default", "file"), ("other.test", "file")])
+        # the default name's ECDSA and RSA certificates, told apart by key type and file
+        self.assertEqual([(c["name"], c["source"], c["key_type"], c["file"]) for c in certs],
+                         [("default", "file", "ECDSA-P256", cs.ec[0]), ("default", "file", "RSA-2048", cs.rsa[0]),
+                          ("other.test", "file", "ECDSA-P256", cs.other_ec[0])])
         self.assertEqual(certs[0]["hosts"], ["localhost"])
         self.assertGreater(certs[0]["days_left"], 0)
+        r = ctl("cert", "status")
+        self.assertEqual(r.rc, 0, r)
+        rows = [line.split() for line in r.out.splitlines()]
+        self.assertEqual([row[:3] for row in rows], [["NAME", "KEY", "HOSTS"], ["default", "ECDSA-P256", "localhost"],
+                                                     ["default", "RSA-2048", "localhost"],
+                                                     ["other.test", "ECDSA-P256", "other.test"]])
         r = ctl("cert", "renew")
         self.assertEqual(r.rc, 1, r)
         self.assertIn("acme_not_configured", r.err)
@@ -524,6 +547,122 @@ class NotConfigured(ProxyTestCase):
         r = ctl("cert", "reload", "--json")
         self.assertEqual(r.rc, 0, r)
         self.assertEqual(r.json()["loaded"], 2)
+
+
+
+class WrongCertificate(ProxyTestCase):
+    """A CA that issues a certificate for names other than the order's (or one
+    outside its dates): nothing is written, the working certificate keeps
+    serving, the attempt fails with bad_certificate and is retried."""
+
+    def test_wrong_names_or_dates_are_refused(self):
+        ca = stub_ca.StubCA(["site.test"])
+        self.addCleanup(ca.close)
+        b = self.backend(RecordingBackend, response=hello)
+        p = self.proxy("[proxy]\nlisten_http = 127.0.0.1:0\nlisten_https = 127.0.0.1:0\n%s\n"
+                       "[acme]\nenabled = yes\ndirectory = %s\nca_bundle = %s\ndomains = site.test\n"
+                       "config_dir = {tmp}/le\nretry_interval = 1h\n[service web]\ntargets = %s\n"
+                       % (tls_config(), ca.directory, ca.ca_crt, b.addr))
+        sock = os.path.join(p.tmp, "control.sock")
+        roots = read(ca.ca_crt)
+
+        def ctl(*a):
+            return Ctl(subprocess.run([PROXYCTL, "--socket", sock] + list(a), stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, timeout=30 * SLOW))
+
+        def status():
+            r = ctl("cert", "status", "--json")
+            return {c["name"]: c for c in r.json()["certificates"]}.get("site.test")
+
+        c = wait_until(lambda: (lambda c: c if c and c["version"] == 1 and c["served"] else None)(status()), 20)
+        self.assertTrue(c, p.error_log_text()[-3000:])
+        live = os.path.join(p.tmp, "le", "live", "site.test", "cert.pem")
+        v1 = pem_der(live)
+        with TlsConn(p.https_port, "site.test", roots) as t:
+            self.assertEqual(t.der(), v1)
+
+        cases = [("DNS:wrong.example", 0, "it does not cover site.test (1 of the 1 names ordered)"),
+                 ("DNS:site.test", -90, "expired"),
+                 ("DNS:site.test", 2, "not valid yet")]
+        for n, (san, start_days, why) in enumerate(cases, 1):
+            ca.san, ca.start_days = san, start_days
+            r = ctl("cert", "renew", "--force")
+            self.assertEqual(r.rc, 1, r)
+            self.assertIn("site.test: bad_certificate: ", r.err)
+            self.assertIn("the certificate the CA issued is not the one ordered: " + why, r.err)
+            # nothing written: no archive 2, live/ still on 1, the same certificate served
+            self.assertFalse(os.path.exists(os.path.join(p.tmp, "le", "archive", "site.test", "cert2.pem")))
+            self.assertEqual(os.readlink(live), "../../archive/site.test/cert1.pem")
+            with TlsConn(p.https_port, "site.test", roots) as t:
+                self.assertEqual(t.der(), v1)
+            c = status()
+            self.assertEqual((c["version"], c["state"], c["outcome"], c["failures"], c["error"]["type"]),
+                             (1, "valid", "failed", n, "bad_certificate"), c)
+            self.assertNotEqual(c["next_check"], "now")
+        self.assertIn("renewal failed: bad_certificate: ", p.error_log_text())
+        self.assertIn("the current certificate stays in service, next attempt in", p.error_log_text())
+
+        # the CA fixed: the next attempt installs version 2
+        ca.san, ca.start_days = "DNS:site.test", 0
+        r = ctl("cert", "renew", "--force")
+        self.assertEqual(r.rc, 0, r)
+        self.assertEqual(os.readlink(live), "../../archive/site.test/cert2.pem")
+        self.assertEqual(status()["failures"], 0)
+
+
+class Libcurl(ProxyTestCase):
+    """libcurl is dlopen()ed when ACME is first enabled, never before; when it
+    cannot be loaded, a config with [acme] is refused with a message naming the
+    library and the package (start and reload), and nothing crashes."""
+
+    ACME = ("[acme]\nenabled = yes\ndirectory = https://127.0.0.1:%d/dir\ndomains = example.test\n"
+            "config_dir = {tmp}/le\nretry_interval = 1h\n")
+
+    def config(self, acme):
+        self.b = getattr(self, "b", None) or self.backend(RecordingBackend, response=hello)
+        return ("[proxy]\nlisten_http = 127.0.0.1:0\nlisten_https = 127.0.0.1:0\n%s\n%s\n[service web]\ntargets = %s\n"
+                % (tls_config(), self.ACME % free_port() if acme else "", self.b.addr))
+
+    def test_not_mapped_without_acme_then_loaded_by_a_reload(self):
+        p = self.proxy(self.config(False))
+        self.assertEqual(curl_https(p, "/x").returncode, 0)
+        self.assertFalse(libcurl_mapped(p))
+        log = p.reload(self.config(True))
+        self.assertIn("configuration reloaded", log)
+        self.assertTrue(libcurl_mapped(p))
+        self.assertEqual(curl_https(p, "/y").returncode, 0)
+
+    def test_started_with_acme_maps_it(self):
+        p = self.proxy(self.config(True))
+        self.assertTrue(libcurl_mapped(p))
+
+    def test_missing_libcurl_refuses_acme_and_keeps_serving(self):
+        # a libcurl.so.4 that is no shared object, found first on LD_LIBRARY_PATH
+        d = tempfile.mkdtemp(prefix="proxyd-libcurl-")
+        self.addCleanup(shutil.rmtree, d, True)
+        lib = os.path.join(d, "libcurl.so.4")
+        with open(lib, "w") as f:
+            f.write("not a library\n")
+        with mock.patch.dict(os.environ, {"LD_LIBRARY_PATH": os.path.dirname(lib)}):
+            p = self.proxy(self.config(True), start=False)
+            with self.assertRaises(ProxyError):
+                p.start(timeout=5)
+            self.assertNotEqual(p.proc.wait(10), 0)
+            log = p.error_log_text()
+            self.assertIn("ACME is unavailable: libcurl.so.4 cannot be loaded", log)
+            self.assertIn("install the libcurl4 package", log)
+            # proxyd -t says the same
+            t = subprocess.run([os.path.join(build_dir(), "proxyd"), "-t", "-c", p.config_path],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=10 * SLOW)
+            self.assertEqual(t.returncode, 1, t)
+            self.assertIn(b"ACME is unavailable: libcurl.so.4 cannot be loaded", t.stderr)
+            q = self.proxy(self.config(False))
+        self.assertEqual(curl_https(q, "/x").returncode, 0)
+        log = q.reload(self.config(True))
+        self.assertIn("reload failed, keeping the running configuration: ACME is unavailable: libcurl.so.4", log)
+        self.assertTrue(q.alive())
+        self.assertFalse(libcurl_mapped(q))
+        self.assertEqual(curl_https(q, "/y").returncode, 0)
 
 
 if __name__ == "__main__":

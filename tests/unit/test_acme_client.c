@@ -13,7 +13,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <curl/curl.h>
 #include <event2/event.h>
 #include <openssl/bn.h>
 #include <openssl/ecdsa.h>
@@ -647,6 +646,94 @@ static void test_chain(void)
     EVP_PKEY_free(leafk);
 }
 
+/* A leaf with subjectAltName san ("DNS:a, DNS:b"; NULL = none), valid
+ * from now + nb to now + na (seconds). */
+static char *san_cert(EVP_PKEY *k, const char *cn, const char *san, long nb, long na)
+{
+    X509 *x = X509_new();
+    X509V3_CTX ctx;
+    X509_set_version(x, X509_VERSION_3);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 7);
+    X509_gmtime_adj(X509_getm_notBefore(x), nb);
+    X509_gmtime_adj(X509_getm_notAfter(x), na);
+    X509_set_pubkey(x, k);
+    X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
+    X509_set_issuer_name(x, X509_get_subject_name(x));
+    if (san != NULL) {
+        X509V3_set_ctx(&ctx, x, x, NULL, NULL, 0);
+        X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, &ctx, NID_subject_alt_name, san);
+        X509_add_ext(x, e, -1);
+        X509_EXTENSION_free(e);
+    }
+    X509_sign(x, k, EVP_sha256());
+    char *pem = pem_of(x);
+    X509_free(x);
+    return pem;
+}
+
+/* The leaf must cover what was ordered and be inside its dates. */
+static void test_cert_check(void)
+{
+    EVP_PKEY *k = px_acme_key_new();
+    time_t now = time(NULL);
+    char err[256];
+    const char *site[] = {"site.test"}, *two[] = {"example.com", "www.example.com"};
+    const char *sub[] = {"a.example.com", "b.example.com"}, *wild[] = {"*.example.com"};
+    const char *deep[] = {"a.b.example.com"}, *bare[] = {"example.com"};
+    struct {
+        const char *cn, *san;
+        long nb, na;
+        const char *const *names;
+        size_t n;
+        int ok;
+        const char *why; /* in err when refused */
+    } cases[] = {
+        /* the repro: the CA signed the CSR's key for another name */
+        {"wrong.example", "DNS:wrong.example", 0, 86400, site, 1, 0, "does not cover site.test"},
+        {"site.test", "DNS:site.test", 0, 86400, site, 1, 1, NULL},
+        /* case-insensitive, order free, extra names fine */
+        {"x", "DNS:WWW.Example.COM, DNS:other.test, DNS:example.com", 0, 86400, two, 2, 1, NULL},
+        /* one name of two missing */
+        {"example.com", "DNS:example.com", 0, 86400, two, 2, 0, "does not cover www.example.com (1 of the 2"},
+        /* the CN is never looked at (browsers do not), with or without SANs */
+        {"site.test", NULL, 0, 86400, site, 1, 0, "does not cover site.test"},
+        {"site.test", "DNS:other.test", 0, 86400, site, 1, 0, "does not cover site.test"},
+        /* a wildcard covers one left-most label, as in a browser */
+        {"x", "DNS:*.example.com", 0, 86400, sub, 2, 1, NULL},
+        {"x", "DNS:*.example.com", 0, 86400, deep, 1, 0, "a.b.example.com"},
+        {"x", "DNS:*.example.com", 0, 86400, bare, 1, 0, "example.com"},
+        {"x", "DNS:a*.example.com", 0, 86400, sub, 1, 0, "a.example.com"},
+        /* a wildcard identifier needs that wildcard SAN */
+        {"x", "DNS:*.Example.com", 0, 86400, wild, 1, 1, NULL},
+        {"x", "DNS:a.example.com", 0, 86400, wild, 1, 0, "*.example.com"},
+        /* an IP SAN is no DNS name */
+        {"x", "IP:127.0.0.1", 0, 86400, site, 1, 0, "site.test"},
+        /* dates: a little clock skew is fine, more is not; expired is not */
+        {"site.test", "DNS:site.test", PX_ACME_CLOCK_SKEW_S - 60, 86400, site, 1, 1, NULL},
+        {"site.test", "DNS:site.test", 3600, 86400, site, 1, 0, "not valid yet"},
+        {"site.test", "DNS:site.test", -86400, -60, site, 1, 0, "expired"},
+    };
+    for (size_t i = 0; i < PX_ARRAY_LEN(cases); i++) {
+        char *pem = san_cert(k, cases[i].cn, cases[i].san, cases[i].nb, cases[i].na);
+        err[0] = '\0';
+        int rc = px_acme_cert_check(pem, cases[i].names, cases[i].n, now, err, sizeof(err));
+        if (rc != (cases[i].ok ? 0 : -1))
+            fprintf(stderr, "case %zu: rc %d (%s)\n", i, rc, err);
+        CHECK_INT(rc, cases[i].ok ? 0 : -1);
+        if (!cases[i].ok)
+            CHECK(strstr(err, cases[i].why) != NULL);
+        free(pem);
+    }
+    /* many missing names: the message stays short and says how many */
+    const char *many[] = {"a.test", "b.test", "c.test", "d.test", "e.test"};
+    char *pem = san_cert(k, "x", "DNS:z.test", 0, 86400);
+    CHECK_INT(px_acme_cert_check(pem, many, 5, now, err, sizeof(err)), -1);
+    CHECK(strstr(err, "a.test, b.test, c.test, ... (5 of the 5 names ordered)") != NULL);
+    free(pem);
+    CHECK_INT(px_acme_cert_check("junk", site, 1, now, err, sizeof(err)), -1);
+    EVP_PKEY_free(k);
+}
+
 /* RFC 9773 section 4.1's example: AKI keyIdentifier
  * 69:88:5B:6B:87:46:40:41:E1:B3:7B:84:7B:A0:AE:2C:DE:01:C8:D4 and serial
  * 0x87654321 give "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE". */
@@ -719,6 +806,18 @@ static void test_renewal_info(void)
     CHECK_INT(px_acme_retry_after("12x", 0), -1);
     CHECK_INT(px_acme_retry_after("Thu, 02 Jan 2025 03:04:15 GMT", 1735787045), 10);
     CHECK_INT(px_acme_retry_after("Thu, 02 Jan 2025 03:04:15 GMT", 1735787045 + 100), 0); /* past */
+    /* RFC 9110's obsolete forms, which a recipient must accept too */
+    CHECK_INT(px_acme_retry_after("Thursday, 02-Jan-25 03:04:15 GMT", 1735787045), 10);
+    CHECK_INT(px_acme_retry_after("Thu Jan  2 03:04:15 2025", 1735787045), 10);
+    CHECK_INT(px_acme_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", 0), 784111777);
+    CHECK_INT(px_acme_retry_after("Thu, 02 Jan 2025 03:04:15 GMT\r\n", 1735787045), 10);
+    static const char *const bad_dates[] = {
+        "Thu, 02 Jan 2025 03:04:15 PST", "Thu, 02 Foo 2025 03:04:15 GMT", "Thu, 32 Jan 2025 03:04:15 GMT",
+        "Thu, 02 Jan 2025 24:04:15 GMT", "Thu, 02 Jan 2025 03:04:15 GMT x", "Thu, 02 Jan 2025", "Thu,",
+        "Thu 02 Jan 2025 03:04:15 GMT", "Thu, 02 anJ 2025 03:04:15 GMT", "",
+    };
+    for (size_t i = 0; i < PX_ARRAY_LEN(bad_dates); i++)
+        CHECK_INT(px_acme_retry_after(bad_dates[i], 0), -1);
 }
 
 /* ---- accounts/ ---- */
@@ -989,7 +1088,11 @@ int main(void)
     snprintf(tmpdir, sizeof(tmpdir), "/tmp/test_acme_client.XXXXXX");
     if (mkdtemp(tmpdir) == NULL)
         return 1;
-    px_acme_global_init();
+    char ierr[256];
+    if (px_acme_global_init(ierr, sizeof(ierr)) < 0) {
+        fprintf(stderr, "%s\n", ierr);
+        return 1;
+    }
     UNIT_RUN(test_b64url_vectors);
     UNIT_RUN(test_b64url_rejects);
     UNIT_RUN(test_thumbprint);
@@ -1002,6 +1105,7 @@ int main(void)
     UNIT_RUN(test_authz);
     UNIT_RUN(test_problem);
     UNIT_RUN(test_chain);
+    UNIT_RUN(test_cert_check);
     UNIT_RUN(test_ari_cert_id);
     UNIT_RUN(test_renewal_info);
     UNIT_RUN(test_account_subdir);
@@ -1010,6 +1114,5 @@ int main(void)
     UNIT_RUN(test_timeout);
     UNIT_RUN(test_client_new_errors);
     rm_rf(tmpdir);
-    curl_global_cleanup();
     return unit_report();
 }

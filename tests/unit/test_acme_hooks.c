@@ -103,7 +103,7 @@ static void hook(const char *kind, const char *name, int mode, const char *body)
 
 static char *slurp(const char *path)
 {
-    static char buf[65536];
+    static char buf[262144];
     FILE *f = fopen(path, "r");
     size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
     buf[n] = '\0';
@@ -303,6 +303,95 @@ static void test_output(void)
     teardown();
 }
 
+static int count(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)) != NULL; p += strlen(needle))
+        n++;
+    return n;
+}
+
+/* What a hook prints is logged up to 64 KiB per run; the rest is read
+ * (the hook never blocks on a full pipe), dropped and counted. */
+static void test_output_capped(void)
+{
+    setup();
+    hook("deploy", "1-chatty", 0755, "#!/bin/sh\nhead -c 10485760 /dev/zero | tr '\\0' a\necho\necho last line\n");
+    hook("deploy", "2-next", 0755, "#!/bin/sh\necho next hook speaks\n");
+    struct result r = {0};
+    CHECK(px_acme_hooks_run(base, cfg, "deploy", LIVE, DOMAINS, 2, 20000, on_done, &r) != NULL);
+    run_until(&r.called, 20000);
+    CHECK_INT(r.called, 1);
+    CHECK_INT(r.nfailed, 0);
+    struct stat st;
+    CHECK_INT(stat(logpath, &st), 0);
+    if (!(st.st_size > 64 * 1024 && st.st_size < 80 * 1024))
+        fprintf(stderr, "error.log: %lld bytes\n", (long long)st.st_size);
+    CHECK(st.st_size > 64 * 1024 && st.st_size < 80 * 1024);
+    /* 10 MiB of 'a', a newline, "last line\n": 64 KiB logged */
+    CHECK(logged("hook deploy/1-chatty: 10420235 more bytes of output not logged "
+                 "(only the first 64 KiB or 1000 lines of a run are)"));
+    CHECK(!logged("hook deploy/1-chatty: last line"));
+    CHECK(logged("hook deploy/2-next: next hook speaks\n"));
+
+    /* one that leaves a writer that never stops on the pipe is still over
+     * when it exits (what is left is not read without end) */
+    char p[512];
+    snprintf(p, sizeof(p), "%s/renewal-hooks/deploy/1-chatty", cfg);
+    unlink(p);
+    snprintf(p, sizeof(p), "%s/renewal-hooks/deploy/2-next", cfg);
+    unlink(p);
+    hook("deploy", "3-endless", 0755, "#!/bin/sh\nyes endless &\necho bye\n");
+    memset(&r, 0, sizeof(r));
+    CHECK(px_acme_hooks_run(base, cfg, "deploy", LIVE, DOMAINS, 2, 20000, on_done, &r) != NULL);
+    run_until(&r.called, 20000);
+    CHECK_INT(r.called, 1);
+    CHECK_INT(r.nfailed, 0);
+    CHECK(logged("hook deploy/3-endless: bye\n"));
+    /* short lines: 1000 of them at most (the log line costs more than the output) */
+    CHECK(count(slurp(logpath), "hook deploy/3-endless: endless\n") <= 1000);
+    CHECK_INT(stat(logpath, &st), 0);
+    CHECK(st.st_size < 80 * 1024 + 1001 * 64);
+    teardown();
+}
+
+/* A hook that is not executable is skipped, as certbot does, and said so
+ * once per file for the life of the process. */
+static void test_not_executable_warned_once(void)
+{
+    setup();
+    hook("deploy", "noexec", 0644, "#!/bin/sh\necho ran\n");
+    hook("deploy", "ok", 0755, "#!/bin/sh\n");
+    const char *warn = "[warn] hook deploy/noexec: skipped: not executable (Permission denied); chmod +x it";
+    for (int i = 0; i < 3; i++) {
+        struct result r = {0};
+        CHECK(px_acme_hooks_run(base, cfg, "deploy", LIVE, DOMAINS, 2, 5000, on_done, &r) != NULL);
+        run_until(&r.called, 5000);
+        CHECK_INT(r.called, 1);
+    }
+    CHECK_INT(count(slurp(logpath), warn), 1);
+    CHECK(!logged("hook deploy/noexec: ran"));
+    /* made executable, it runs; made non-executable again, it is said again */
+    char p[512];
+    snprintf(p, sizeof(p), "%s/renewal-hooks/deploy/noexec", cfg);
+    for (int mode = 0755, i = 0; i < 3; i++, mode = 0644) {
+        chmod(p, (mode_t)mode);
+        struct result r = {0};
+        CHECK(px_acme_hooks_run(base, cfg, "deploy", LIVE, DOMAINS, 2, 5000, on_done, &r) != NULL);
+        run_until(&r.called, 5000);
+        CHECK_INT(r.called, 1);
+    }
+    CHECK(logged("hook deploy/noexec: ran\n"));
+    CHECK_INT(count(slurp(logpath), warn), 2);
+    /* alone in its directory: nothing runs, and it is not said again */
+    snprintf(p, sizeof(p), "%s/renewal-hooks/deploy/ok", cfg);
+    unlink(p);
+    struct result r = {0};
+    CHECK(px_acme_hooks_run(base, cfg, "deploy", LIVE, DOMAINS, 2, 5000, on_done, &r) == NULL);
+    CHECK_INT(count(slurp(logpath), warn), 2);
+    teardown();
+}
+
 /* A hook that leaves a daemon holding its stdout is over when it exits. */
 static void test_daemon_keeps_pipe(void)
 {
@@ -396,6 +485,8 @@ int main(void)
     UNIT_RUN(test_failures);
     UNIT_RUN(test_time_limit);
     UNIT_RUN(test_output);
+    UNIT_RUN(test_output_capped);
+    UNIT_RUN(test_not_executable_warned_once);
     UNIT_RUN(test_daemon_keeps_pipe);
     UNIT_RUN(test_nothing_to_run);
     UNIT_RUN(test_cancel);
