@@ -1,7 +1,7 @@
 # proxyd -- build, test, run, bench.
 #   make            build/proxyd and build/proxyctl (-Werror)
 #   make test       layering check + unit + integration suite; ends with "N passed, N failed"
-#   make layers     no data-path file includes a control-plane header
+#   make layers     no data-path file includes a control-plane header; proxyctl links no data-path symbol
 #   make soak       bounded load runs (HTTP/1.1 + HTTP/2, a reload; 100 deploys) outside `make test`
 #   make asan       the same suite under ASan+UBSan (build-asan/)
 #   make fuzz       libFuzzer targets for every parser (build-fuzz/)
@@ -51,8 +51,16 @@ $(B)/libpx.a: $(LIB_OBJS)
 $(B)/proxyd: $(B)/obj/proxy/main.o $(B)/libpx.a
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS)
 
-$(B)/proxyctl: $(B)/obj/control/proxyctl.o $(B)/libpx.a
-	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS)
+# proxyctl links only the leaves it uses: the control protocol, the errors
+# table, the value parsers and the clock -- no data-path object (make layers
+# checks it with nm).
+CTL_OBJS := $(patsubst %,$(B)/obj/%.o,control/protocol proxy/errors proxy/parse proxy/util)
+$(B)/libpxctl.a: $(CTL_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(B)/proxyctl: $(B)/obj/control/proxyctl.o $(B)/libpxctl.a
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(shell pkg-config --libs jansson 2>/dev/null)
 
 $(B)/tests/%: tests/unit/%.c tests/unit/unit.h $(B)/libpx.a $(B)/.flags
 	@mkdir -p $(dir $@)
@@ -74,9 +82,10 @@ $(B)/acme-obtain: tests/acme_obtain.c $(B)/libpx.a $(B)/.flags
 test: layers unit
 	python3 tests/run.py --build $(B)
 
-# No data-path file includes a control-plane header (rule in the script).
-layers:
-	@sh tests/layers.sh
+# No data-path file includes a control-plane header, and proxyctl links no
+# data-path symbol (rules in the script).
+layers: $(B)/proxyctl
+	@sh tests/layers.sh . $(B)/proxyctl
 
 asan:
 	$(MAKE) B=build-asan OPT=-O1 SANFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" test

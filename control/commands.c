@@ -1,6 +1,8 @@
-/* control/commands.c -- one handler per command of the protocol's table.
- * Handlers call only public module APIs (deploy.h, server.h, worker
- * counters), like kamal-proxy's commands.go; args arrive validated. */
+/* control/commands.c -- one handler per command of the protocol's table
+ * (PX_CTL_COMMANDS in px/control.h). Handlers call only public module APIs
+ * (deploy.h, server.h, worker counters), like kamal-proxy's commands.go;
+ * args arrive validated. The modules return typed codes and structs; only
+ * this file turns them into JSON. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,17 +28,27 @@ static void reply_ok(struct ctl_conn *c, const json_t *id, json_t *result)
     px_ctl_conn_send(c, line, n);
 }
 
-static void reply_err(struct ctl_conn *c, const json_t *id, enum px_ctl_err code, const char *msg)
+static void reply_err(struct ctl_conn *c, const json_t *id, enum px_err code, const char *msg)
 {
     size_t n;
     char *line = px_ctl_error_line(id, code, msg, &n);
     px_ctl_conn_send(c, line, n);
 }
 
-static enum px_ctl_err code_of(const char *name)
+/* ACME's errors are still named by strings (px/acme_manager.h): the one
+ * place they become codes. A name this build does not know is internal. */
+static enum px_err acme_code(const char *name)
 {
-    int v = px_ctl_err_from_name(name);
-    return v < 0 ? PX_CTL_E_INTERNAL : (enum px_ctl_err)v;
+    int v = px_err_from_name(name);
+    return v < 0 ? PX_E_INTERNAL : (enum px_err)v;
+}
+
+static json_t *string_array(const char *const *v, size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < n; i++)
+        json_array_append_new(a, json_string(v[i]));
+    return a;
 }
 
 /* ---- long commands: progress lines, then one answer ---- */
@@ -51,18 +63,36 @@ static void op_progress(void *arg, const char *text)
     px_ctl_conn_send(c, line, n);
 }
 
-static void op_done(void *arg, const char *code, const char *message, json_t *result)
+/* The one answer of a long command: result (stolen) when code is PX_E_OK. */
+static void op_answer(struct ctl_conn *c, enum px_err code, const char *message, json_t *result)
 {
-    struct ctl_conn *c = arg;
-    if (code == NULL && c->tls_note)
+    if (code == PX_E_OK && c->tls_note)
         op_progress(c, c->tls_note);
     free(c->tls_note);
     c->tls_note = NULL;
-    if (code == NULL)
-        reply_ok(c, c->op_id, json_incref(result));
+    if (code == PX_E_OK)
+        reply_ok(c, c->op_id, result);
     else
-        reply_err(c, c->op_id, code_of(code), message);
+        reply_err(c, c->op_id, code, message);
     px_ctl_conn_done(c); /* may free c */
+}
+
+/* deploy, rollback: the result object of px/control.h. */
+static void deploy_done(void *arg, enum px_err code, const char *message, const struct px_deploy_result *r)
+{
+    json_t *res = NULL;
+    if (code == PX_E_OK)
+        res = json_pack("{s:s, s:o, s:o, s:I, s:I, s:I}", "service", r->service, "active",
+                        string_array(r->active, r->nactive), "previous", string_array(r->previous, r->nprevious),
+                        "drained", (json_int_t)r->drained, "cut", (json_int_t)r->cut, "duration_ms",
+                        (json_int_t)r->duration_ms);
+    op_answer(arg, code, message, res);
+}
+
+/* cert_renew: the manager's result is JSON already (borrowed). */
+static void acme_done(void *arg, const char *code, const char *message, json_t *result)
+{
+    op_answer(arg, code ? acme_code(code) : PX_E_OK, message, json_incref(result));
 }
 
 static void begin_op(struct ctl_conn *c, const json_t *id)
@@ -82,13 +112,13 @@ static size_t strings(const json_t *args, const char *name, const char **out, si
 
 /* deploy --tls: refused before anything changes unless [acme] runs and
  * the service has host names HTTP-01 can prove (its new ones, or the ones
- * it keeps). NULL, or an error code with the message in msg. */
-static const char *tls_check(struct px_ctl_env *env, const json_t *args, char *msg, size_t msglen)
+ * it keeps). PX_E_OK, or an error code with the message in msg. */
+static enum px_err tls_check(struct px_ctl_env *env, const json_t *args, char *msg, size_t msglen)
 {
     if (px_server_acme(env->srv) == NULL) {
         snprintf(msg, msglen, "deploy --tls needs [acme] enabled = yes (with listen_http, where the CA's HTTP-01 "
                               "validation arrives)");
-        return "acme_not_configured";
+        return PX_E_ACME_NOT_CONFIGURED;
     }
     const char *hosts[PX_CTL_ARRAY_MAX];
     size_t n = strings(args, "hosts", hosts, PX_CTL_ARRAY_MAX);
@@ -100,15 +130,15 @@ static const char *tls_check(struct px_ctl_env *env, const json_t *args, char *m
     }
     if (n == 0) {
         snprintf(msg, msglen, "--tls needs the service's host names (--host NAME): the certificate is for them");
-        return "bad_request";
+        return PX_E_BAD_REQUEST;
     }
     for (size_t i = 0; i < n; i++)
         if (hosts[i][0] == '*') {
             snprintf(msg, msglen, "--tls: %s: a wildcard certificate needs DNS-01 challenges (not supported)",
                      hosts[i]);
-            return "bad_request";
+            return PX_E_BAD_REQUEST;
         }
-    return NULL;
+    return PX_E_OK;
 }
 
 /* A long command while the daemon stops: 1 when refused. */
@@ -116,7 +146,7 @@ static int refuse_stopping(struct px_ctl_env *env, struct ctl_conn *c, const jso
 {
     if (!env->stopping)
         return 0;
-    reply_err(c, id, PX_CTL_E_SHUTTING_DOWN, "proxyd is stopping");
+    reply_err(c, id, PX_E_SHUTTING_DOWN, "proxyd is stopping");
     return 1;
 }
 
@@ -126,9 +156,9 @@ static void h_deploy(struct px_ctl_env *env, struct ctl_conn *c, const json_t *i
         return;
     if (px_ctl_arg_bool(args, "tls", 0)) {
         char msg[512];
-        const char *code = tls_check(env, args, msg, sizeof(msg));
-        if (code) {
-            reply_err(c, id, code_of(code), msg);
+        enum px_err code = tls_check(env, args, msg, sizeof(msg));
+        if (code != PX_E_OK) {
+            reply_err(c, id, code, msg);
             return;
         }
     }
@@ -156,7 +186,7 @@ static void h_deploy(struct px_ctl_env *env, struct ctl_conn *c, const json_t *i
                  "tls: the certificate is obtained and renewed in the background (proxyctl cert status)");
         c->tls_note = strdup(note);
     }
-    px_deploy(env->dep, &q, op_progress, op_done, c);
+    px_deploy(env->dep, &q, op_progress, deploy_done, c);
 }
 
 static void h_rollback(struct px_ctl_env *env, struct ctl_conn *c, const json_t *id, const json_t *args)
@@ -166,16 +196,16 @@ static void h_rollback(struct px_ctl_env *env, struct ctl_conn *c, const json_t 
     begin_op(c, id);
     px_rollback(env->dep, px_ctl_arg_str(args, "service", ""),
                 (uint64_t)px_ctl_arg_int(args, "drain_timeout_ms", PX_CTL_DEFAULT_DRAIN_TIMEOUT_MS), op_progress,
-                op_done, c);
+                deploy_done, c);
 }
 
 /* ---- immediate commands ---- */
 
-static void state_reply(struct ctl_conn *c, const json_t *id, const char *code, const char *msg,
+static void state_reply(struct ctl_conn *c, const json_t *id, enum px_err code, const char *msg,
                         const char *service, const char *state)
 {
-    if (code) {
-        reply_err(c, id, code_of(code), msg);
+    if (code != PX_E_OK) {
+        reply_err(c, id, code, msg);
         return;
     }
     json_t *r = state ? json_pack("{s:s, s:s}", "service", service, "state", state)
@@ -187,7 +217,7 @@ static void h_stop(struct px_ctl_env *env, struct ctl_conn *c, const json_t *id,
 {
     char msg[512];
     const char *svc = px_ctl_arg_str(args, "service", "");
-    const char *code = px_deployer_stop(env->dep, svc, px_ctl_arg_str(args, "message", NULL), msg, sizeof(msg));
+    enum px_err code = px_deployer_stop(env->dep, svc, px_ctl_arg_str(args, "message", NULL), msg, sizeof(msg));
     state_reply(c, id, code, msg, svc, "stopped");
 }
 
@@ -195,7 +225,7 @@ static void h_pause(struct px_ctl_env *env, struct ctl_conn *c, const json_t *id
 {
     char msg[512];
     const char *svc = px_ctl_arg_str(args, "service", "");
-    const char *code = px_deployer_pause(
+    enum px_err code = px_deployer_pause(
         env->dep, svc, (uint64_t)px_ctl_arg_int(args, "max_pause_ms", PX_CTL_DEFAULT_MAX_PAUSE_MS), msg, sizeof(msg));
     state_reply(c, id, code, msg, svc, "paused");
 }
@@ -204,7 +234,7 @@ static void h_resume(struct px_ctl_env *env, struct ctl_conn *c, const json_t *i
 {
     char msg[512];
     const char *svc = px_ctl_arg_str(args, "service", "");
-    const char *code = px_deployer_resume(env->dep, svc, msg, sizeof(msg));
+    enum px_err code = px_deployer_resume(env->dep, svc, msg, sizeof(msg));
     state_reply(c, id, code, msg, svc, "running");
 }
 
@@ -212,20 +242,40 @@ static void h_remove(struct px_ctl_env *env, struct ctl_conn *c, const json_t *i
 {
     char msg[512];
     const char *svc = px_ctl_arg_str(args, "service", "");
-    const char *code = px_deployer_remove(env->dep, svc, msg, sizeof(msg));
+    enum px_err code = px_deployer_remove(env->dep, svc, msg, sizeof(msg));
     state_reply(c, id, code, msg, svc, NULL);
+}
+
+/* One service of `list` (px/control.h), appended to the array arg. */
+static void list_entry(void *arg, const struct px_deploy_entry *e)
+{
+    static const char *const names[] = {"running", "stopped", "paused"}; /* by enum px_svc_state */
+    const struct px_service *s = e->svc;
+    json_t *act = json_array();
+    for (size_t j = 0; act && j < s->ntargets; j++)
+        json_array_append_new(act, json_string(s->targets[j]->addr.text));
+    json_t *o = json_pack("{s:s, s:s, s:o, s:s, s:o, s:o, s:I, s:s}", "name", s->name, "state", names[s->state],
+                          "hosts", string_array((const char *const *)s->hosts, s->nhosts), "path_prefix",
+                          s->path_prefix, "active", act, "previous", string_array(e->previous, e->nprevious),
+                          "in_flight", (json_int_t)e->in_flight, "source", e->deployed ? "proxyctl" : "config");
+    if (o && s->state == PX_SVC_STOPPED && s->stop_message)
+        json_object_set_new(o, "stop_message", json_string(s->stop_message));
+    if (o && s->state == PX_SVC_PAUSED)
+        json_object_set_new(o, "max_pause_ms", json_integer((json_int_t)s->max_pause_ms));
+    json_array_append_new(arg, o);
 }
 
 static void h_list(struct px_ctl_env *env, struct ctl_conn *c, const json_t *id, const json_t *args)
 {
-    reply_ok(c, id, px_deployer_list(env->dep));
+    json_t *arr = json_array();
+    if (arr)
+        px_deployer_each(env->dep, list_entry, arr);
+    reply_ok(c, id, json_pack("{s:o}", "services", arr));
 }
 
 static void h_status(struct px_ctl_env *env, struct ctl_conn *c, const json_t *id, const json_t *args)
 {
-    json_t *list = px_deployer_list(env->dep);
-    size_t nsvc = json_array_size(json_object_get(list, "services"));
-    json_decref(list);
+    size_t nsvc = px_deployer_each(env->dep, NULL, NULL);
     json_t *r = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I}", "version", PX_VERSION, "pid", (json_int_t)getpid(),
                           "uptime_s", (json_int_t)px_server_uptime_s(env->srv), "workers",
                           (json_int_t)px_server_nworkers(env->srv), "connections",
@@ -242,7 +292,7 @@ static void h_reload(struct px_ctl_env *env, struct ctl_conn *c, const json_t *i
     if (refuse_stopping(env, c, id))
         return;
     if (px_server_reload(env->srv, err, sizeof(err)) < 0) {
-        reply_err(c, id, PX_CTL_E_RELOAD_FAILED, err);
+        reply_err(c, id, PX_E_RELOAD_FAILED, err);
         return;
     }
     reply_ok(c, id, json_pack("{s:s}", "config", px_server_config_path(env->srv)));
@@ -267,13 +317,13 @@ static void h_cert_renew(struct px_ctl_env *env, struct ctl_conn *c, const json_
     if (refuse_stopping(env, c, id))
         return;
     if (m == NULL) {
-        reply_err(c, id, PX_CTL_E_ACME_NOT_CONFIGURED,
+        reply_err(c, id, PX_E_ACME_NOT_CONFIGURED,
                   "[acme] is not enabled: certificates come from the [tls] files (renew them, then proxyctl cert "
                   "reload)");
         return;
     }
     begin_op(c, id);
-    px_acme_manager_renew(m, px_ctl_arg_bool(args, "force", 0), op_done, c);
+    px_acme_manager_renew(m, px_ctl_arg_bool(args, "force", 0), acme_done, c);
 }
 
 static void h_cert_reload(struct px_ctl_env *env, struct ctl_conn *c, const json_t *id, const json_t *args)
@@ -283,7 +333,7 @@ static void h_cert_reload(struct px_ctl_env *env, struct ctl_conn *c, const json
     if (m)
         px_acme_manager_reload(m);
     if (px_server_reload_certs(env->srv, err, sizeof(err)) < 0) {
-        reply_err(c, id, PX_CTL_E_RELOAD_FAILED, err);
+        reply_err(c, id, PX_E_RELOAD_FAILED, err);
         return;
     }
     const struct px_config *cfg = px_routes_config(px_routes_peek());
@@ -294,25 +344,19 @@ static void h_cert_reload(struct px_ctl_env *env, struct ctl_conn *c, const json
     reply_ok(c, id, json_pack("{s:I}", "loaded", (json_int_t)n));
 }
 
-static const struct {
-    const char *name;
-    handler_fn fn;
-} handlers[] = {
-    {"deploy", h_deploy}, {"rollback", h_rollback}, {"list", h_list},     {"stop", h_stop},
-    {"pause", h_pause},   {"resume", h_resume},     {"remove", h_remove}, {"status", h_status},
-    {"reload", h_reload}, {"cert_status", h_cert_status}, {"cert_renew", h_cert_renew},
-    {"cert_reload", h_cert_reload},
+/* The handler half of PX_CTL_COMMANDS: a row naming a function that does
+ * not exist fails here, at build time. */
+static const handler_fn handlers[] = {
+#define HANDLER_(name, handler, args, help) [PX_CTL_CMD_##name] = handler,
+    PX_CTL_COMMANDS(HANDLER_)
+#undef HANDLER_
 };
+_Static_assert(PX_ARRAY_LEN(handlers) == PX_CTL_CMD__COUNT, "one handler per command");
 
 void px_ctl_handle(struct px_ctl_env *env, struct ctl_conn *c, const struct px_ctl_request *req)
 {
-    for (size_t i = 0; i < PX_ARRAY_LEN(handlers); i++)
-        if (strcmp(handlers[i].name, req->cmd->name) == 0) {
-            c->progress = req->progress;
-            handlers[i].fn(env, c, req->id, req->args);
-            return;
-        }
-    reply_err(c, req->id, PX_CTL_E_NOT_IMPLEMENTED, "no handler for this command");
+    c->progress = req->progress;
+    handlers[req->cmd->id](env, c, req->id, req->args);
 }
 
 void px_ctl_forget(struct px_ctl_env *env, struct ctl_conn *c)

@@ -8,53 +8,14 @@
 #include <string.h>
 
 #include "px/common.h"
-#include "px/config.h"
+#include "px/parse.h"
 #include "px/control.h"
-
-/* ---- error codes ---- */
-
-/* Indexed by enum px_ctl_err; the wire names never change. */
-static const char *const err_names[PX_CTL_E__COUNT] = {
-    [PX_CTL_OK] = "ok",
-    [PX_CTL_E_BAD_REQUEST] = "bad_request",
-    [PX_CTL_E_LINE_TOO_LONG] = "line_too_long",
-    [PX_CTL_E_UNKNOWN_COMMAND] = "unknown_command",
-    [PX_CTL_E_FORBIDDEN] = "forbidden",
-    [PX_CTL_E_UNKNOWN_SERVICE] = "unknown_service",
-    [PX_CTL_E_CONFLICT] = "conflict",
-    [PX_CTL_E_BUSY] = "busy",
-    [PX_CTL_E_HEALTH_CHECK_FAILED] = "health_check_failed",
-    [PX_CTL_E_DEPLOY_TIMEOUT] = "deploy_timeout",
-    [PX_CTL_E_NO_PREVIOUS] = "no_previous",
-    [PX_CTL_E_RELOAD_FAILED] = "reload_failed",
-    [PX_CTL_E_SHUTTING_DOWN] = "shutting_down",
-    [PX_CTL_E_NOT_IMPLEMENTED] = "not_implemented",
-    [PX_CTL_E_INTERNAL] = "internal",
-    [PX_CTL_E_ACME_NOT_CONFIGURED] = "acme_not_configured",
-    [PX_CTL_E_RENEWAL_FAILED] = "renewal_failed",
-    [PX_CTL_E_INVALID_TARGET] = "invalid_target",
-};
-
-const char *px_ctl_err_name(enum px_ctl_err code)
-{
-    if ((int)code < 0 || code >= PX_CTL_E__COUNT || err_names[code] == NULL)
-        return "internal";
-    return err_names[code];
-}
-
-int px_ctl_err_from_name(const char *name)
-{
-    for (int i = 0; name && i < PX_CTL_E__COUNT; i++)
-        if (err_names[i] && strcmp(err_names[i], name) == 0)
-            return i;
-    return -1;
-}
 
 /* ---- value checks ---- */
 
 const char *px_ctl_check_service(const char *v)
 {
-    return px_config_check_name(v); /* the same rule as [service NAME] */
+    return px_parse_check_name(v); /* the same rule as [service NAME] */
 }
 
 static int host_char(unsigned char c)
@@ -135,7 +96,7 @@ const char *px_ctl_check_target(const char *v)
 
 const char *px_ctl_check_path(const char *v)
 {
-    return px_config_check_path(v); /* the same rule as the config file's paths */
+    return px_parse_check_path(v); /* the same rule as the config file's paths */
 }
 
 const char *px_ctl_check_message(const char *v)
@@ -189,23 +150,15 @@ static const struct px_ctl_arg cert_renew_args[] = {
 };
 
 #define ARGS(a) (a), PX_ARRAY_LEN(a)
+#define NO_ARGS NULL, 0
 
+/* The schema half of PX_CTL_COMMANDS (the handlers are commands.c's). */
 static const struct px_ctl_cmd commands[] = {
-    {"deploy", "health-check new targets, switch the service to them, drain the old ones", ARGS(deploy_args)},
-    {"rollback", "switch back to the previous targets (same health check and draining)", ARGS(service_args)},
-    {"list", "show every service: state, hosts, targets, requests in flight", NULL, 0},
-    {"stop", "answer 503 with a maintenance page until resume", ARGS(stop_args)},
-    {"pause", "hold new requests until resume (a short migration)", ARGS(pause_args)},
-    {"resume", "end a pause or a stop", ARGS(service_args)},
-    {"remove", "remove the service (its hosts then answer 404)", ARGS(service_args)},
-    {"status", "show the daemon's version, uptime, workers and connections", NULL, 0},
-    {"reload", "reload the config and certificates (like SIGHUP); a bad one changes nothing", NULL, 0},
-    {"cert_status", "show the certificates: names, expiry, source, last ACME attempt and next check", NULL, 0},
-    {"cert_renew", "renew the ACME certificates that are due (all with --force); answers after the attempts",
-     ARGS(cert_renew_args)},
-    {"cert_reload", "reload the certificate files and ACME lineages from disk (sessions stay resumable)", NULL,
-     0},
+#define ROW_(name, handler, args, help) {PX_CTL_CMD_##name, #name, help, args},
+    PX_CTL_COMMANDS(ROW_)
+#undef ROW_
 };
+_Static_assert(PX_ARRAY_LEN(commands) == PX_CTL_CMD__COUNT, "one schema row per command");
 
 const struct px_ctl_cmd *px_ctl_commands(size_t *n)
 {
@@ -353,7 +306,7 @@ enum px_ctl_frame px_ctl_frame(const char *buf, size_t len, size_t max, size_t *
 
 /* ---- requests ---- */
 
-enum px_ctl_err px_ctl_request_parse(const char *line, size_t len, struct px_ctl_request *req, char *err,
+enum px_err px_ctl_request_parse(const char *line, size_t len, struct px_ctl_request *req, char *err,
                                      size_t errlen)
 {
     json_error_t jerr;
@@ -364,43 +317,43 @@ enum px_ctl_err px_ctl_request_parse(const char *line, size_t len, struct px_ctl
     req->root = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
     if (req->root == NULL) {
         errf(err, errlen, "malformed JSON at column %d: %s", jerr.column, jerr.text);
-        return PX_CTL_E_BAD_REQUEST;
+        return PX_E_BAD_REQUEST;
     }
     if (!json_is_object(req->root)) {
         errf(err, errlen, "a request must be a JSON object");
-        return PX_CTL_E_BAD_REQUEST;
+        return PX_E_BAD_REQUEST;
     }
     req->id = json_object_get(req->root, "id");
     cmd = json_object_get(req->root, "cmd");
     if (cmd == NULL) {
         errf(err, errlen, "cmd: required");
-        return PX_CTL_E_BAD_REQUEST;
+        return PX_E_BAD_REQUEST;
     }
     if ((name = json_string_value(cmd)) == NULL || strlen(name) != json_string_length(cmd)) {
         errf(err, errlen, "cmd: must be a string");
-        return PX_CTL_E_BAD_REQUEST;
+        return PX_E_BAD_REQUEST;
     }
     if ((req->cmd = px_ctl_command_find(name)) == NULL) {
         errf(err, errlen, "unknown command \"%.64s\"", name);
-        return PX_CTL_E_UNKNOWN_COMMAND;
+        return PX_E_UNKNOWN_COMMAND;
     }
     json_t *pr = json_object_get(req->root, "progress");
     if (pr && !json_is_boolean(pr)) {
         errf(err, errlen, "progress: must be true or false");
-        return PX_CTL_E_BAD_REQUEST;
+        return PX_E_BAD_REQUEST;
     }
     req->progress = json_is_true(pr);
     args = json_object_get(req->root, "args");
     if (args == NULL || json_is_null(args)) {
         if ((args = json_object()) == NULL || json_object_set_new(req->root, "args", args) != 0) {
             errf(err, errlen, "out of memory");
-            return PX_CTL_E_INTERNAL;
+            return PX_E_INTERNAL;
         }
     }
     if (px_ctl_args_check(req->cmd, args, err, errlen) != NULL)
-        return PX_CTL_E_BAD_REQUEST;
+        return PX_E_BAD_REQUEST;
     req->args = args;
-    return PX_CTL_OK;
+    return PX_E_OK;
 }
 
 void px_ctl_request_clear(struct px_ctl_request *req)
@@ -519,11 +472,11 @@ char *px_ctl_ok_line(const json_t *id, json_t *result_stolen, size_t *len)
     return finish_line(obj, len);
 }
 
-char *px_ctl_error_line(const json_t *id, enum px_ctl_err code, const char *message, size_t *len)
+char *px_ctl_error_line(const json_t *id, enum px_err code, const char *message, size_t *len)
 {
     json_t *obj = with_id(id), *e = json_object();
 
-    if (obj == NULL || e == NULL || json_object_set_new(e, "code", json_string(px_ctl_err_name(code))) != 0 ||
+    if (obj == NULL || e == NULL || json_object_set_new(e, "code", json_string(px_err_name(code))) != 0 ||
         json_object_set_new(e, "message", text_value(message)) != 0 ||
         json_object_set_new(obj, "ok", json_false()) != 0 || json_object_set(obj, "error", e) != 0) {
         json_decref(obj);

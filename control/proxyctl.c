@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #include "px/common.h"
-#include "px/config.h"
+#include "px/parse.h"
 #include "px/control.h"
 
 enum { EXIT_DONE = 0, EXIT_REFUSED = 1, EXIT_USAGE = 2, EXIT_UNREACHABLE = 3 };

@@ -96,7 +96,7 @@ static void process(struct ctl_conn *c)
             break;
         if (f == PX_CTL_FRAME_TOO_LONG) {
             size_t n;
-            char *line = px_ctl_error_line(NULL, PX_CTL_E_LINE_TOO_LONG, "request line over 64 KiB", &n);
+            char *line = px_ctl_error_line(NULL, PX_E_LINE_TOO_LONG, "request line over 64 KiB", &n);
             px_ctl_conn_send(c, line, n);
             c->closing = 1;
             evbuffer_drain(in, len);
@@ -105,9 +105,9 @@ static void process(struct ctl_conn *c)
         struct px_ctl_request req;
         char err[512];
         memset(&req, 0, sizeof(req));
-        enum px_ctl_err rc = px_ctl_request_parse(buf, line_len, &req, err, sizeof(err));
+        enum px_err rc = px_ctl_request_parse(buf, line_len, &req, err, sizeof(err));
         evbuffer_drain(in, consumed); /* the request is parsed: the line is done with */
-        if (rc != PX_CTL_OK) {
+        if (rc != PX_E_OK) {
             size_t n;
             char *line = px_ctl_error_line(req.id, rc, err, &n);
             px_ctl_conn_send(c, line, n);
@@ -183,7 +183,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     struct ucred cr;
     if (!peer_allowed(s, fd, &cr)) {
         size_t n;
-        char *line = px_ctl_error_line(NULL, PX_CTL_E_FORBIDDEN, "this user may not use the control socket", &n);
+        char *line = px_ctl_error_line(NULL, PX_E_FORBIDDEN, "this user may not use the control socket", &n);
         if (line) {
             if (write(fd, line, n) < 0)
                 px_log_info("control: a forbidden peer went away");
@@ -272,7 +272,7 @@ void px_ctlserver_shutdown(struct px_ctlserver *s)
             if (!c->busy)
                 continue;
             size_t n;
-            char *line = px_ctl_error_line(c->op_id, PX_CTL_E_SHUTTING_DOWN,
+            char *line = px_ctl_error_line(c->op_id, PX_E_SHUTTING_DOWN,
                                            "proxyd is stopping: the operation was abandoned", &n);
             px_ctl_forget(&s->env, c);
             px_ctl_conn_send(c, line, n);

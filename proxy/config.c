@@ -291,100 +291,6 @@ static int next_tok(const char **s, const char *seps, char *tok, size_t toksz)
 }
 
 
-/* Unsigned decimal, no sign, overflow checked. Advances *pp. */
-static const char *parse_u64(const char **pp, uint64_t *out)
-{
-    const char *p = *pp;
-    uint64_t v = 0;
-
-    if (*p < '0' || *p > '9')
-        return "not a number";
-    for (; *p >= '0' && *p <= '9'; p++) {
-        unsigned d = (unsigned)(*p - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            return "number too large";
-        v = v * 10 + d;
-    }
-    *pp = p;
-    *out = v;
-    return NULL;
-}
-
-/* ---- shared value parsers (px/config.h) ---- */
-
-const char *px_parse_duration_ms(const char *s, uint64_t *out)
-{
-    static const struct {
-        const char *unit;
-        uint64_t ms;
-    } units[] = {{"", 1000}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}};
-    const char *p = s;
-    uint64_t v;
-
-    if (s == NULL || *s == '\0')
-        return "empty duration";
-    if (*s == '-')
-        return "must not be negative";
-    if (parse_u64(&p, &v) != NULL)
-        return *p >= '0' && *p <= '9' ? "too large" : "bad duration (use e.g. 500ms, 10s, 5m, 1h, 2d)";
-    for (size_t i = 0; i < PX_ARRAY_LEN(units); i++) {
-        if (strcmp(p, units[i].unit) != 0)
-            continue;
-        if (v > UINT64_MAX / units[i].ms)
-            return "too large";
-        *out = v * units[i].ms;
-        return NULL;
-    }
-    return "bad duration (use e.g. 500ms, 10s, 5m, 1h, 2d)";
-}
-
-const char *px_parse_size(const char *s, uint64_t *out)
-{
-    const char *p = s;
-    uint64_t v, mul = 1;
-
-    if (s == NULL || *s == '\0')
-        return "empty size";
-    if (*s == '-')
-        return "must not be negative";
-    if (parse_u64(&p, &v) != NULL)
-        return *p >= '0' && *p <= '9' ? "too large" : "bad size (use e.g. 512, 16k, 10m, 1g)";
-    if (*p != '\0') {
-        switch (*p) {
-        case 'k': case 'K': mul = 1ull << 10; break;
-        case 'm': case 'M': mul = 1ull << 20; break;
-        case 'g': case 'G': mul = 1ull << 30; break;
-        default: return "bad size (use e.g. 512, 16k, 10m, 1g)";
-        }
-        if (p[1] != '\0')
-            return "bad size (use e.g. 512, 16k, 10m, 1g)";
-    }
-    if (v > UINT64_MAX / mul)
-        return "too large";
-    *out = v * mul;
-    return NULL;
-}
-
-const char *px_parse_bool(const char *s, int *out)
-{
-    static const char *const yes[] = {"yes", "on", "true", "1"};
-    static const char *const no[] = {"no", "off", "false", "0"};
-
-    if (s == NULL)
-        return "expected yes or no";
-    for (size_t i = 0; i < PX_ARRAY_LEN(yes); i++) {
-        if (ieq(s, yes[i])) {
-            *out = 1;
-            return NULL;
-        }
-        if (ieq(s, no[i])) {
-            *out = 0;
-            return NULL;
-        }
-    }
-    return "expected yes or no";
-}
-
 /* ---- validators ---- */
 
 static const char *check_path(const char *v)
@@ -414,26 +320,12 @@ static const char *check_socket_path(const char *v)
     return NULL;
 }
 
-/* An absolute URL path: '/' then visible ASCII, no '?' or '#'; also the
- * control protocol's paths (one rule for both). */
-const char *px_config_check_path(const char *v)
-{
-    if (v[0] != '/')
-        return "must start with '/'";
-    for (const char *p = v; *p; p++) {
-        unsigned char c = (unsigned char)*p;
-        if (c <= 0x20 || c >= 0x7f || c == '?' || c == '#')
-            return "bad character in path";
-    }
-    return NULL;
-}
-
 /* A [route] prefix is matched against the normalized request path (%XX
  * decoded, "//" merged, "." and ".." resolved, as nginx matches locations),
  * so it must be normalized itself to ever match. */
 static const char *check_route_prefix(const char *v)
 {
-    const char *err = px_config_check_path(v);
+    const char *err = px_parse_check_path(v);
 
     if (err)
         return err;
@@ -452,31 +344,14 @@ static const char *check_route_prefix(const char *v)
 
 static const char *check_health_path(const char *v)
 {
-    return *v == '\0' ? NULL : px_config_check_path(v);
-}
-
-/* Section names ([limit NAME], [service NAME]) and references to them;
- * also the control protocol's service names (one rule for both). */
-const char *px_config_check_name(const char *v)
-{
-    size_t n = strlen(v);
-
-    if (n == 0 || n > 64)
-        return "name must be 1..64 characters";
-    for (; *v; v++) {
-        unsigned char c = (unsigned char)*v;
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '-' || c == '.'))
-            return "name may contain only letters, digits, '_', '-' and '.'";
-    }
-    return NULL;
+    return *v == '\0' ? NULL : px_parse_check_path(v);
 }
 
 static const char *check_user(const char *v)
 {
     if (v[0] == '-' || strlen(v) > 32)
         return "bad user name";
-    return px_config_check_name(v) ? "bad user name" : NULL;
+    return px_parse_check_name(v) ? "bad user name" : NULL;
 }
 
 static const char *check_email(const char *v)
@@ -572,7 +447,7 @@ static const char *set_workers(struct pctx *pc, void *base, const char *v)
         cfg->workers = cpus < 1 ? 1 : cpus > 256 ? 256 : (int)cpus;
         return NULL;
     }
-    if (parse_u64(&p, &n) != NULL || *p != '\0' || n < 1 || n > 256)
+    if (px_parse_u64(&p, &n) != NULL || *p != '\0' || n < 1 || n > 256)
         return "must be auto or 1..256";
     cfg->workers = (int)n;
     return NULL;
@@ -683,7 +558,7 @@ static const char *set_domains(struct pctx *pc, void *base, const char *v)
 static const char *set_path_prefix(struct pctx *pc, void *base, const char *v)
 {
     struct px_service_conf *s = base;
-    const char *err = px_config_check_path(v);
+    const char *err = px_parse_check_path(v);
     size_t n = strlen(v);
     char *p;
 
@@ -772,7 +647,7 @@ static const char *add_refs(struct pctx *pc, const char *v, struct px_name_ref *
         if (r < 0)
             return "name must be 1..64 characters";
         snprintf(pc->bad, sizeof(pc->bad), "%s", tok);
-        if ((err = px_config_check_name(tok)) != NULL)
+        if ((err = px_parse_check_name(tok)) != NULL)
             return err;
         for (size_t i = 0; i < *n; i++)
             if (strcmp((*list)[i].name, tok) == 0)
@@ -844,7 +719,7 @@ static const char *set_delay(struct pctx *pc, void *base, const char *v)
     uint64_t n;
 
     (void)pc;
-    if (parse_u64(&p, &n) != NULL || *p != '\0' || n > UINT32_MAX)
+    if (px_parse_u64(&p, &n) != NULL || *p != '\0' || n > UINT32_MAX)
         return "must be a number";
     l->delay = (uint32_t)n;
     l->nodelay = 0;
@@ -854,19 +729,9 @@ static const char *set_delay(struct pctx *pc, void *base, const char *v)
 static const char *set_rate(struct pctx *pc, void *base, const char *v)
 {
     struct px_limit_conf *l = base;
-    const char *p = v;
-    uint64_t n;
 
     (void)pc;
-    if (parse_u64(&p, &n) != NULL || n < 1 || n > 1000000)
-        return "must be Nr/s or Nr/m with N in 1..1000000";
-    if (strcmp(p, "r/s") == 0)
-        l->rate_milli_per_s = n * 1000;
-    else if (strcmp(p, "r/m") == 0)
-        l->rate_milli_per_s = n * 1000 / 60;
-    else
-        return "must be Nr/s or Nr/m with N in 1..1000000";
-    return NULL;
+    return px_parse_rate(v, &l->rate_milli_per_s);
 }
 
 static const char *set_status(struct pctx *pc, void *base, const char *v)
@@ -1059,7 +924,7 @@ static const struct keydef service_keys[] = {
     KFN("hosts", set_hosts, "", 0),
     KFN("path_prefix", set_path_prefix, "/", 0),
     KFN("targets", set_targets, NULL, 0),
-    KSTR("health_check_path", S(health_check_path), "/up", px_config_check_path),
+    KSTR("health_check_path", S(health_check_path), "/up", px_parse_check_path),
     /* a check every 100 ms at most (a backend is not a load test); a timeout past an hour is a typo */
     {.name = "health_check_interval", .type = K_DURATION, .off = S(health_check_interval_ms), .min = 100,
      .max = 3600 * 1000, .def = "1s"},
@@ -1148,7 +1013,7 @@ static const char *set_value(struct pctx *pc, const struct keydef *k, void *base
         *(int *)field = b;
         return NULL;
     case K_U32:
-        if (parse_u64(&p, &n) != NULL || *p != '\0')
+        if (px_parse_u64(&p, &n) != NULL || *p != '\0')
             return k->max == UINT32_MAX ? "must be a number" : bounds_msg(pc, k);
         if (n < k->min || n > k->max)
             return bounds_msg(pc, k);
@@ -1274,7 +1139,7 @@ static int begin_section(struct pctx *pc, char *inner)
     switch (sd->id) {
     case S_LIMIT: {
         struct px_limit_conf *g;
-        if ((err = px_config_check_name(name)) != NULL)
+        if ((err = px_parse_check_name(name)) != NULL)
             return fail(pc, line, "%s: %s", pc->label, err);
         for (size_t i = 0; i < cfg->nlimits; i++)
             if (strcmp(cfg->limits[i].name, name) == 0)
@@ -1319,7 +1184,7 @@ static int begin_section(struct pctx *pc, char *inner)
             cfg->has_headers_section = 1;
             break; /* base NULL: the [headers] list */
         }
-        if ((err = px_config_check_name(name)) != NULL)
+        if ((err = px_parse_check_name(name)) != NULL)
             return fail(pc, line, "%s: %s", pc->label, err);
         for (size_t i = 0; i < cfg->nheader_sets; i++)
             if (strcmp(cfg->header_sets[i].name, name) == 0)
@@ -1337,7 +1202,7 @@ static int begin_section(struct pctx *pc, char *inner)
     }
     case S_SERVICE: {
         struct px_service_conf *g;
-        if ((err = px_config_check_name(name)) != NULL)
+        if ((err = px_parse_check_name(name)) != NULL)
             return fail(pc, line, "%s: %s", pc->label, err);
         for (size_t i = 0; i < cfg->nservices; i++)
             if (strcmp(cfg->services[i].name, name) == 0)

@@ -157,11 +157,12 @@ enum build_mode {
  * not fit (a bad target) is an error for a command, else it is left out with
  * a log line (a start or a reload must serve the rest). */
 static struct px_services *build(struct px_deployer *d, const struct px_config *cfg,
-                                 const struct px_state_service *over, enum build_mode mode, char *err,
-                                 size_t errlen)
+                                 const struct px_state_service *over, enum build_mode mode, enum px_err *code,
+                                 char *err, size_t errlen)
 {
     int strict = mode == B_COMMAND;
     struct px_services *t = px_services_new();
+    *code = PX_E_INTERNAL;
     if (t == NULL) {
         snprintf(err, errlen, "out of memory");
         return NULL;
@@ -179,6 +180,7 @@ static struct px_services *build(struct px_deployer *d, const struct px_config *
                          "%s:%d: [service %s]: %s, deployed by proxyctl (a reload never drops a deployed service: "
                          "proxyctl remove it first, or change this section)",
                          cfg->path ? cfg->path : "config", sc->line, sc->name, why);
+                *code = PX_E_CONFLICT;
                 goto fail;
             }
             if (mode == B_START)
@@ -187,7 +189,7 @@ static struct px_services *build(struct px_deployer *d, const struct px_config *
                              cfg->path ? cfg->path : "config", sc->line, sc->name, why);
             continue;
         }
-        if (px_services_add_conf(t, sc, err, errlen) < 0)
+        if ((*code = px_services_add_conf(t, sc, err, errlen)) != PX_E_OK)
             goto fail;
     }
     int over_done = 0;
@@ -208,6 +210,7 @@ static struct px_services *build(struct px_deployer *d, const struct px_config *
         struct px_service_spec spec;
         char why[320];
         const char *e = addrs ? to_spec(s, &spec, addrs) : "out of memory";
+        enum px_err ecode = addrs ? PX_E_BAD_REQUEST : PX_E_INTERNAL;
         /* one restored from a state file written before the rule, or a
          * listener that moved onto a target since: it would loop */
         char selfwhy[200], selfmsg[300];
@@ -216,20 +219,24 @@ static struct px_services *build(struct px_deployer *d, const struct px_config *
                 snprintf(selfmsg, sizeof(selfmsg), "target %s %s", s->active[j], selfwhy);
                 e = selfmsg;
             }
-        int rc = e ? -1 : px_services_add(t, &spec, why, sizeof(why));
+        enum px_err rc = e ? ecode : px_services_add(t, &spec, why, sizeof(why));
         free(addrs);
-        if (rc == 0)
+        if (rc == PX_E_OK)
             continue;
         if (e)
             snprintf(why, sizeof(why), "%s", e);
         if (strict || s == over) {
             snprintf(err, errlen, "service %s: %s", s->name, why);
+            *code = rc;
             goto fail;
         }
         px_log_error("state: service %s left out: %s", s->name, why);
     }
-    if (px_services_seal(t, err, errlen) < 0)
+    if (px_services_seal(t, err, errlen) < 0) {
+        *code = PX_E_INTERNAL;
         goto fail;
+    }
+    *code = PX_E_OK;
     return t;
 fail:
     px_services_free(t);
@@ -239,7 +246,8 @@ fail:
 struct px_services *px_deployer_services(struct px_deployer *d, const struct px_config *cfg, char *err,
                                          size_t errlen)
 {
-    struct px_services *t = build(d, cfg, NULL, d->started ? B_RELOAD : B_START, err, errlen);
+    enum px_err code;
+    struct px_services *t = build(d, cfg, NULL, d->started ? B_RELOAD : B_START, &code, err, errlen);
     if (t)
         d->started = 1;
     return t;
@@ -247,17 +255,18 @@ struct px_services *px_deployer_services(struct px_deployer *d, const struct px_
 
 
 /* Replace (or add) the deployed entry svc, persist, publish. On failure
- * nothing changed: NULL or an error code with the message in msg. */
-static const char *commit(struct px_deployer *d, const struct px_state_service *svc, char *msg, size_t msglen)
+ * nothing changed: PX_E_OK, or a code with the message in msg. */
+static enum px_err commit(struct px_deployer *d, const struct px_state_service *svc, char *msg, size_t msglen)
 {
+    enum px_err code;
     if (d->frozen) {
         snprintf(msg, msglen, "state_file %s: %s; fix or remove it and restart proxyd", d->state_file,
                  d->state_problem);
-        return "internal";
+        return PX_E_INTERNAL;
     }
-    struct px_services *t = build(d, cur_config(), svc, B_COMMAND, msg, msglen);
+    struct px_services *t = build(d, cur_config(), svc, B_COMMAND, &code, msg, msglen);
     if (t == NULL)
-        return strstr(msg, "conflict") ? "conflict" : "bad_request";
+        return code;
     struct px_state next = d->st;
     size_t i = 0;
     while (i < d->st.nservices && strcmp(d->st.services[i].name, svc->name) != 0)
@@ -268,7 +277,7 @@ static const char *commit(struct px_deployer *d, const struct px_state_service *
         if (arr == NULL) {
             px_services_free(t);
             snprintf(msg, msglen, "out of memory");
-            return "internal";
+            return PX_E_INTERNAL;
         }
         d->st.services = arr;
         next.services = arr;
@@ -278,7 +287,7 @@ static const char *commit(struct px_deployer *d, const struct px_state_service *
     if (px_state_service_copy(&copy, svc) < 0) {
         px_services_free(t);
         snprintf(msg, msglen, "out of memory");
-        return "internal";
+        return PX_E_INTERNAL;
     }
     arr[i] = copy;
     if (px_state_save(d->state_file, &next, msg, msglen) < 0) {
@@ -286,15 +295,15 @@ static const char *commit(struct px_deployer *d, const struct px_state_service *
         if (i < d->st.nservices)
             arr[i] = saved;
         px_services_free(t);
-        return "internal";
+        return PX_E_INTERNAL;
     }
     if (i < d->st.nservices)
         px_state_service_clear(&saved);
     d->st.nservices = next.nservices;
     if (px_routes_publish_services(t, msg, msglen) < 0)
-        return "internal"; /* persisted; the next start or reload serves it */
+        return PX_E_INTERNAL; /* persisted; the next start or reload serves it */
     d->hooks.published(d->hooks.arg);
-    return NULL;
+    return PX_E_OK;
 }
 
 /* ---- operations ---- */
@@ -350,25 +359,24 @@ static void op_free(struct op *o)
     free(o);
 }
 
-static void finish(struct op *o, const char *code, const char *message)
+static void finish(struct op *o, enum px_err code, const char *message)
 {
-    json_t *res = NULL;
-    if (code == NULL) {
-        json_t *act = json_array(), *prev = json_array();
-        for (size_t i = 0; i < o->svc.nactive; i++)
-            json_array_append_new(act, json_string(o->svc.active[i]));
-        for (size_t i = 0; i < o->svc.nprevious; i++)
-            json_array_append_new(prev, json_string(o->svc.previous[i]));
-        res = json_pack("{s:s, s:o, s:o, s:I, s:I, s:I}", "service", o->svc.name, "active", act, "previous",
-                        prev, "drained", (json_int_t)o->drained_peak, "cut", (json_int_t)o->cut, "duration_ms",
-                        (json_int_t)(px_now_ms() - o->started_ms));
+    struct px_deploy_result res = {
+        .service = o->svc.name,
+        .active = (const char *const *)o->svc.active,
+        .nactive = o->svc.nactive,
+        .previous = (const char *const *)o->svc.previous,
+        .nprevious = o->svc.nprevious,
+        .drained = o->drained_peak,
+        .cut = o->cut,
+        .duration_ms = px_now_ms() - o->started_ms,
+    };
+    if (code == PX_E_OK)
         progress(o, "done in %.1fs", (double)(px_now_ms() - o->started_ms) / 1000.0);
-    } else {
-        px_log_warn("deploy %s failed: %s: %s", o->svc.name, code, message);
-    }
+    else
+        px_log_warn("deploy %s failed: %s: %s", o->svc.name, px_err_name(code), message);
     if (o->done)
-        o->done(o->arg, code, message, res);
-    json_decref(res);
+        o->done(o->arg, code, message, code == PX_E_OK ? &res : NULL);
     op_free(o);
 }
 
@@ -401,7 +409,7 @@ static void on_drain_poll(struct op *o)
 {
     uint32_t n = inflight(o);
     if (n == 0) {
-        finish(o, NULL, NULL);
+        finish(o, PX_E_OK, NULL);
         return;
     }
     uint64_t now = px_now_ms();
@@ -412,7 +420,7 @@ static void on_drain_poll(struct op *o)
         o->phase = PH_CUT;
         o->phase_deadline_ms = now + CUT_GRACE_MS;
     } else if (o->phase == PH_CUT && now >= o->phase_deadline_ms) {
-        finish(o, NULL, NULL); /* cut; whatever is left closes by itself */
+        finish(o, PX_E_OK, NULL); /* cut; whatever is left closes by itself */
         return;
     }
     arm(o, DRAIN_POLL_MS);
@@ -451,8 +459,8 @@ static void switch_over(struct op *o)
             px_target_release(t); /* the table commit publishes holds it */
         }
     }
-    const char *code = commit(d, &o->svc, msg, sizeof(msg));
-    if (code) {
+    enum px_err code = commit(d, &o->svc, msg, sizeof(msg));
+    if (code != PX_E_OK) {
         finish(o, code, msg);
         return;
     }
@@ -518,7 +526,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         char msg[512];
         snprintf(msg, sizeof(msg), "%s %s: %s after %.0fs", o->addrs[i].text, o->svc.health_check_path,
                  o->why[i] ? o->why[i] : "no answer", (double)(px_now_ms() - o->started_ms) / 1000.0);
-        finish(o, "health_check_failed", msg);
+        finish(o, PX_E_HEALTH_CHECK_FAILED, msg);
         return;
     }
 }
@@ -561,7 +569,7 @@ static void start(struct px_deployer *d, struct op *o, uint64_t interval_ms, uin
     o->passed = calloc(o->naddrs, sizeof(*o->passed));
     o->why = calloc(o->naddrs, sizeof(*o->why));
     if (o->checks == NULL || o->ctx == NULL || o->passed == NULL || o->why == NULL) {
-        finish(o, "internal", "out of memory");
+        finish(o, PX_E_INTERNAL, "out of memory");
         return;
     }
     arm(o, deploy_timeout_ms);
@@ -571,7 +579,7 @@ static void start(struct px_deployer *d, struct op *o, uint64_t interval_ms, uin
         o->checks[i] = px_health_new(d->base, &o->addrs[i], o->svc.health_check_path, interval_ms, timeout_ms,
                                      on_health, &o->ctx[i]);
         if (o->checks[i] == NULL) {
-            finish(o, "internal", "out of memory");
+            finish(o, PX_E_INTERNAL, "out of memory");
             return;
         }
     }
@@ -584,12 +592,12 @@ static struct op *op_new(struct px_deployer *d, const char *name, px_deploy_prog
     if (find_op(d, name)) {
         char msg[256];
         snprintf(msg, sizeof(msg), "a deploy or rollback of %s is in progress", name);
-        done(arg, "busy", msg, NULL);
+        done(arg, PX_E_BUSY, msg, NULL);
         return NULL;
     }
     struct op *o = calloc(1, sizeof(*o));
     if (o == NULL) {
-        done(arg, "internal", "out of memory", NULL);
+        done(arg, PX_E_INTERNAL, "out of memory", NULL);
         return NULL;
     }
     o->d = d;
@@ -665,11 +673,11 @@ void px_deploy(struct px_deployer *d, const struct px_deploy_spec *q, px_deploy_
 {
     char msg[512];
     if (d->stopping) {
-        done(arg, "shutting_down", "proxyd is stopping", NULL);
+        done(arg, PX_E_SHUTTING_DOWN, "proxyd is stopping", NULL);
         return;
     }
     if (q->service == NULL || q->service[0] == '\0' || q->ntargets == 0) {
-        done(arg, "bad_request", "deploy needs a service and at least one target", NULL);
+        done(arg, PX_E_BAD_REQUEST, "deploy needs a service and at least one target", NULL);
         return;
     }
     struct op *o = op_new(d, q->service, pr, done, arg);
@@ -711,15 +719,15 @@ void px_deploy(struct px_deployer *d, const struct px_deploy_spec *q, px_deploy_
         px_state_service_clear(&cur);
     if (s->name == NULL || s->hosts == NULL || s->path_prefix == NULL || s->health_check_path == NULL ||
         s->active == NULL || s->previous == NULL) {
-        done(arg, "internal", "out of memory", NULL);
+        done(arg, PX_E_INTERNAL, "out of memory", NULL);
         px_state_service_clear(s);
         free(o);
         return;
     }
     const char *e = resolve(o, msg, sizeof(msg));
-    const char *code = "bad_request";
+    enum px_err code = PX_E_BAD_REQUEST;
     if (e == NULL && (e = self_target(d, o, msg, sizeof(msg))) != NULL)
-        code = "invalid_target";
+        code = PX_E_INVALID_TARGET;
     if (e) {
         done(arg, code, e, NULL);
         free(o->addrs);
@@ -728,9 +736,9 @@ void px_deploy(struct px_deployer *d, const struct px_deploy_spec *q, px_deploy_
         return;
     }
     /* the conflict rule before any waiting: fail fast */
-    struct px_services *t = build(d, cur_config(), s, B_COMMAND, msg, sizeof(msg));
+    struct px_services *t = build(d, cur_config(), s, B_COMMAND, &code, msg, sizeof(msg));
     if (t == NULL) {
-        done(arg, strstr(msg, "conflict") ? "conflict" : "bad_request", msg, NULL);
+        done(arg, code, msg, NULL);
         free(o->addrs);
         px_state_service_clear(s);
         free(o);
@@ -754,18 +762,18 @@ void px_rollback(struct px_deployer *d, const char *service, uint64_t drain_time
             px_state_service_clear(&conf);
             snprintf(msg, sizeof(msg), "%s has no previous targets (it serves its [service] targets and was never "
                      "deployed)", service);
-            done(arg, "no_previous", msg, NULL);
+            done(arg, PX_E_NO_PREVIOUS, msg, NULL);
             return;
         }
         px_state_service_clear(&conf);
         snprintf(msg, sizeof(msg), "no service %s", service);
-        done(arg, "unknown_service", msg, NULL);
+        done(arg, PX_E_UNKNOWN_SERVICE, msg, NULL);
         return;
     }
     if (dep->nprevious == 0) {
         char msg[256];
         snprintf(msg, sizeof(msg), "%s has no previous targets", service);
-        done(arg, "no_previous", msg, NULL);
+        done(arg, PX_E_NO_PREVIOUS, msg, NULL);
         return;
     }
     struct px_deploy_spec q = {
@@ -788,23 +796,23 @@ void px_deploy_forget(struct px_deployer *d, void *arg)
 
 /* ---- immediate commands ---- */
 
-static const char *change(struct px_deployer *d, const char *service, enum px_state_svc st, const char *message,
-                          uint64_t max_pause_ms, char *msg, size_t msglen)
+static enum px_err change(struct px_deployer *d, const char *service, enum px_state_svc st, const char *message,
+                         uint64_t max_pause_ms, char *msg, size_t msglen)
 {
     struct px_state_service s;
     const struct px_state_service *dep = deployed(d, service);
     if (dep ? px_state_service_copy(&s, dep) < 0 : from_config(d, service, &s) < 0) {
         snprintf(msg, msglen, "no service %s", service);
-        return "unknown_service";
+        return PX_E_UNKNOWN_SERVICE;
     }
     enum px_state_svc was = s.state;
     s.state = st;
     free(s.stop_message);
     s.stop_message = message ? strdup(message) : NULL;
     s.max_pause_ms = max_pause_ms;
-    const char *code = commit(d, &s, msg, msglen);
+    enum px_err code = commit(d, &s, msg, msglen);
     px_state_service_clear(&s);
-    if (code == NULL && was == PX_STATE_PAUSED && st != PX_STATE_PAUSED) {
+    if (code == PX_E_OK && was == PX_STATE_PAUSED && st != PX_STATE_PAUSED) {
         struct px_wmsg m = {.type = PX_WM_WAKE_SERVICE};
         snprintf(m.name, sizeof(m.name), "%s", service);
         d->hooks.broadcast(d->hooks.arg, &m);
@@ -812,55 +820,56 @@ static const char *change(struct px_deployer *d, const char *service, enum px_st
     return code;
 }
 
-const char *px_deployer_stop(struct px_deployer *d, const char *service, const char *message, char *msg,
+enum px_err px_deployer_stop(struct px_deployer *d, const char *service, const char *message, char *msg,
                              size_t msglen)
 {
     return change(d, service, PX_STATE_STOPPED, message, 0, msg, msglen);
 }
 
-const char *px_deployer_pause(struct px_deployer *d, const char *service, uint64_t max_pause_ms, char *msg,
+enum px_err px_deployer_pause(struct px_deployer *d, const char *service, uint64_t max_pause_ms, char *msg,
                               size_t msglen)
 {
     return change(d, service, PX_STATE_PAUSED, NULL, max_pause_ms ? max_pause_ms : 30000, msg, msglen);
 }
 
-const char *px_deployer_resume(struct px_deployer *d, const char *service, char *msg, size_t msglen)
+enum px_err px_deployer_resume(struct px_deployer *d, const char *service, char *msg, size_t msglen)
 {
     return change(d, service, PX_STATE_ACTIVE, NULL, 0, msg, msglen);
 }
 
-const char *px_deployer_remove(struct px_deployer *d, const char *service, char *msg, size_t msglen)
+enum px_err px_deployer_remove(struct px_deployer *d, const char *service, char *msg, size_t msglen)
 {
     size_t i = 0;
     while (i < d->st.nservices && strcmp(d->st.services[i].name, service) != 0)
         i++;
     if (i == d->st.nservices) {
         snprintf(msg, msglen, "no deployed service %s", service);
-        return "unknown_service";
+        return PX_E_UNKNOWN_SERVICE;
     }
     if (find_op(d, service)) {
         snprintf(msg, msglen, "a deploy of %s is in progress", service);
-        return "busy";
+        return PX_E_BUSY;
     }
     if (d->frozen) {
         snprintf(msg, msglen, "state_file %s: %s; fix or remove it and restart proxyd", d->state_file,
                  d->state_problem);
-        return "internal";
+        return PX_E_INTERNAL;
     }
     struct px_state_service gone = d->st.services[i];
     d->st.services[i] = d->st.services[--d->st.nservices];
-    struct px_services *t = build(d, cur_config(), NULL, B_COMMAND, msg, msglen);
+    enum px_err code;
+    struct px_services *t = build(d, cur_config(), NULL, B_COMMAND, &code, msg, msglen);
     if (t == NULL || px_state_save(d->state_file, &d->st, msg, msglen) < 0) {
         px_services_free(t);
         d->st.services[d->st.nservices++] = d->st.services[i];
         d->st.services[i] = gone;
-        return "internal";
+        return PX_E_INTERNAL; /* as before: a table that no longer builds without it is a state problem */
     }
     px_state_service_clear(&gone);
     if (px_routes_publish_services(t, msg, msglen) < 0)
-        return "internal";
+        return PX_E_INTERNAL;
     d->hooks.published(d->hooks.arg);
-    return NULL;
+    return PX_E_OK;
 }
 
 void px_deployer_each_tls(const struct px_deployer *d, px_deployer_tls_fn fn, void *arg)
@@ -870,38 +879,27 @@ void px_deployer_each_tls(const struct px_deployer *d, px_deployer_tls_fn fn, vo
             fn(arg, d->st.services[i].name, d->st.services[i].hosts, d->st.services[i].nhosts);
 }
 
-json_t *px_deployer_list(struct px_deployer *d)
+size_t px_deployer_each(struct px_deployer *d, px_deployer_list_fn fn, void *arg)
 {
-    json_t *arr = json_array();
     const struct px_routes *r = px_routes_peek();
     const struct px_services *t = r ? px_routes_services(r) : NULL;
-    static const char *const names[] = {"running", "stopped", "paused"};
-    for (size_t i = 0; t && i < px_services_count(t); i++) {
+    size_t n = t ? px_services_count(t) : 0;
+    for (size_t i = 0; fn && i < n; i++) {
         const struct px_service *s = px_services_at(t, i);
         const struct px_state_service *dep = deployed(d, s->name);
-        json_t *hosts = json_array(), *act = json_array(), *prev = json_array();
-        uint32_t busy = 0;
-        for (size_t j = 0; j < s->nhosts; j++)
-            json_array_append_new(hosts, json_string(s->hosts[j]));
+        struct px_deploy_entry e = {.svc = s, .deployed = dep != NULL};
         for (size_t j = 0; j < s->ntargets; j++) {
             uint32_t rq = 0, tn = 0;
             px_target_inflight(s->targets[j], &rq, &tn);
-            busy += rq + tn;
-            json_array_append_new(act, json_string(s->targets[j]->addr.text));
+            e.in_flight += rq + tn;
         }
-        for (size_t j = 0; dep && j < dep->nprevious; j++)
-            json_array_append_new(prev, json_string(dep->previous[j]));
-        json_t *o = json_pack("{s:s, s:s, s:o, s:s, s:o, s:o, s:I, s:s}", "name", s->name, "state",
-                              names[s->state], "hosts", hosts, "path_prefix", s->path_prefix, "active", act,
-                              "previous", prev, "in_flight", (json_int_t)busy, "source",
-                              dep ? "proxyctl" : "config");
-        if (s->state == PX_SVC_STOPPED && s->stop_message)
-            json_object_set_new(o, "stop_message", json_string(s->stop_message));
-        if (s->state == PX_SVC_PAUSED)
-            json_object_set_new(o, "max_pause_ms", json_integer((json_int_t)s->max_pause_ms));
-        json_array_append_new(arr, o);
+        if (dep) {
+            e.previous = (const char *const *)dep->previous;
+            e.nprevious = dep->nprevious;
+        }
+        fn(arg, &e);
     }
-    return json_pack("{s:o}", "services", arr);
+    return n;
 }
 
 /* ---- lifetime ---- */
@@ -986,7 +984,7 @@ void px_deployer_shutdown(struct px_deployer *d)
         o->progress = NULL;
         op_free(o);
         if (done)
-            done(arg, "shutting_down", msg, NULL);
+            done(arg, PX_E_SHUTTING_DOWN, msg, NULL);
     }
 }
 

@@ -127,7 +127,7 @@ static char *lower_dup(const char *s)
 }
 
 /* Takes ownership of s (freed on failure). */
-static int table_append(struct px_services *t, struct px_service *s, char *err, size_t errlen)
+static enum px_err table_append(struct px_services *t, struct px_service *s, char *err, size_t errlen)
 {
     if (t->nsvcs == t->cap) {
         size_t nc = t->cap ? t->cap * 2 : 8;
@@ -135,48 +135,49 @@ static int table_append(struct px_services *t, struct px_service *s, char *err, 
         if (n == NULL) {
             service_free(s);
             snprintf(err, errlen, "out of memory");
-            return -1;
+            return PX_E_INTERNAL;
         }
         t->svcs = n;
         t->cap = nc;
     }
     t->svcs[t->nsvcs++] = s;
-    return 0;
+    return PX_E_OK;
 }
 
 /* Validation and the conflict rule, shared by both add functions. */
-static int admit(const struct px_services *t, const struct px_service_claim *c, char *err, size_t errlen)
+static enum px_err admit(const struct px_services *t, const struct px_service_claim *c, char *err, size_t errlen)
 {
     char buf[512];
     if (t->sealed) {
         snprintf(err, errlen, "services table already published");
-        return -1;
+        return PX_E_INTERNAL; /* a caller's bug */
     }
     for (size_t i = 0; i < t->nsvcs; i++) {
         if (strcmp(t->svcs[i]->name, c->name) == 0) {
             snprintf(err, errlen, "service %s: defined twice", c->name);
-            return -1;
+            return PX_E_BAD_REQUEST;
         }
         struct px_service_claim o = px_service_claim_of(t->svcs[i]);
         if (px_service_conflict(c, &o, buf, sizeof(buf))) {
             snprintf(err, errlen, "service %s: %s", c->name, buf);
-            return -1;
+            return PX_E_CONFLICT;
         }
     }
-    return 0;
+    return PX_E_OK;
 }
 
-int px_services_add(struct px_services *t, const struct px_service_spec *sp, char *err, size_t errlen)
+enum px_err px_services_add(struct px_services *t, const struct px_service_spec *sp, char *err, size_t errlen)
 {
     struct px_service *s = NULL;
+    enum px_err code;
     const char *bad = check_spec(sp);
     if (bad) {
         snprintf(err, errlen, "service %s: %s", sp->name ? sp->name : "?", bad);
-        return -1;
+        return PX_E_BAD_REQUEST;
     }
     struct px_service_claim c = {sp->name, sp->hosts, sp->nhosts, sp->path_prefix};
-    if (admit(t, &c, err, errlen) < 0)
-        return -1;
+    if ((code = admit(t, &c, err, errlen)) != PX_E_OK)
+        return code;
     if ((s = calloc(1, sizeof(*s))) == NULL)
         goto nomem;
     const char *pp = sp->path_prefix ? sp->path_prefix : "/";
@@ -204,15 +205,15 @@ int px_services_add(struct px_services *t, const struct px_service_spec *sp, cha
 nomem:
     service_free(s);
     snprintf(err, errlen, "out of memory");
-    return -1;
+    return PX_E_INTERNAL;
 }
 
-int px_services_add_copy(struct px_services *t, const struct px_service *from, char *err, size_t errlen)
+enum px_err px_services_add_copy(struct px_services *t, const struct px_service *from, char *err, size_t errlen)
 {
     struct px_addr *addrs = calloc(from->ntargets ? from->ntargets : 1, sizeof(*addrs));
     if (addrs == NULL) {
         snprintf(err, errlen, "out of memory");
-        return -1;
+        return PX_E_INTERNAL;
     }
     for (size_t i = 0; i < from->ntargets; i++)
         addrs[i] = from->targets[i]->addr; /* same HOST:PORT = same target object */
@@ -231,7 +232,7 @@ int px_services_add_copy(struct px_services *t, const struct px_service *from, c
         .health_check_interval_ms = from->health_check_interval_ms,
         .health_check_timeout_ms = from->health_check_timeout_ms,
     };
-    int rc = px_services_add(t, &sp, err, errlen);
+    enum px_err rc = px_services_add(t, &sp, err, errlen);
     free(addrs);
     return rc;
 }
@@ -316,7 +317,8 @@ const char *px_service_self_target(const struct px_addr *target, const struct px
     return NULL;
 }
 
-int px_services_add_conf(struct px_services *t, const struct px_service_conf *sc, char *err, size_t errlen)
+enum px_err px_services_add_conf(struct px_services *t, const struct px_service_conf *sc, char *err,
+                                 size_t errlen)
 {
     struct px_service_spec sp = {
         .name = sc->name,
@@ -342,7 +344,7 @@ struct px_services *px_services_from_config(const struct px_config *cfg, char *e
         return NULL;
     }
     for (size_t i = 0; i < cfg->nservices; i++) {
-        if (px_services_add_conf(t, &cfg->services[i], err, errlen) < 0)
+        if (px_services_add_conf(t, &cfg->services[i], err, errlen) != PX_E_OK)
             goto fail;
     }
     if (px_services_seal(t, err, errlen) < 0)

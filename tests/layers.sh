@@ -8,10 +8,14 @@
 #    metrics, ACME) and the control-plane headers themselves;
 #  - every other .c and .h under proxy/ and include/ is data path (or shared
 #    by it) and must not include a control-plane header.
-# Exit 0 when clean; 1 naming each file, line and include otherwise.
-# Usage: sh tests/layers.sh [ROOT]   (default: the current directory)
+#  - proxyctl, when its binary is given, defines no data-path symbol
+#    (px_routes_*, px_limit_*, px_tls_*): it links the protocol, the errors
+#    table and the value parsers only (nm, so a stray call cannot hide).
+# Exit 0 when clean; 1 naming each file, line and include (or symbol) otherwise.
+# Usage: sh tests/layers.sh [ROOT [PROXYCTL]]   (default: the current directory)
 set -u
 ROOT=${1:-.}
+PROXYCTL=${2:-}
 CONTROL_HEADERS='px/control[^/]*\.h|px/deploy\.h|px/health\.h|px/state\.h|px/acme[^/]*\.h|px/metrics\.h|px/server\.h'
 CONTROL_FILES='^(control/|proxy/acme/|proxy/(main|server|health|deploy|state|metrics)\.c$|include/px/(control[^/]*|deploy|health|state|acme[^/]*|metrics|server)\.h$)'
 
@@ -38,3 +42,16 @@ if [ "$bad" -ne 0 ]; then
     exit 1
 fi
 echo "layers: ok ($checked data-path files, none includes a control-plane header)"
+if [ -n "$PROXYCTL" ]; then
+    if ! syms=$(nm "$PROXYCTL"); then
+        echo "layers: FAILED: cannot read the symbols of $PROXYCTL" >&2
+        exit 1
+    fi
+    hits=$(printf '%s\n' "$syms" | grep -E ' [TtDdBb] px_(routes|limit|tls)_')
+    if [ -n "$hits" ]; then
+        printf '%s\n' "$hits" | sed "s|^|layers: $PROXYCTL links data-path symbol: |" >&2
+        echo "layers: FAILED: proxyctl must link no data-path object (its objects: CTL_OBJS in the Makefile)" >&2
+        exit 1
+    fi
+    echo "layers: ok ($PROXYCTL links no px_routes_/px_limit_/px_tls_ symbol)"
+fi

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "px/addr.h"
+#include "px/parse.h" /* the value parsers the loader uses (durations, sizes, rates) */
 
 struct px_service_conf {
     char *name;
@@ -167,13 +168,5 @@ int px_config_load_string(const char *text, const char *name, struct px_config *
                           char *err, size_t errlen);
 
 void px_config_free(struct px_config *cfg);
-
-/* Value parsers shared with the control protocol (validators return NULL or
- * a static error message). */
-const char *px_parse_duration_ms(const char *s, uint64_t *out); /* "500ms" "10s" "5m" "1h" "2d"; bare number = seconds */
-const char *px_parse_size(const char *s, uint64_t *out);        /* "16k" "10m" "1g"; bare number = bytes */
-const char *px_parse_bool(const char *s, int *out);             /* yes/no/on/off/true/false/1/0 */
-const char *px_config_check_name(const char *s);                /* 1..64 of [A-Za-z0-9_.-]: sections, services */
-const char *px_config_check_path(const char *s);                /* '/' then visible ASCII, no '?' or '#' */
 
 #endif

@@ -72,6 +72,8 @@
 
 #include <jansson.h>
 
+#include "px/errors.h"
+
 /* The largest request line the daemon reads, not counting its '\n'. */
 #define PX_CTL_LINE_MAX (64 * 1024)
 /* The largest reply line proxyctl reads (a list of many services). */
@@ -95,45 +97,13 @@
 #define PX_CTL_DEFAULT_MAX_PAUSE_MS 30000
 
 /* ---- error codes ---------------------------------------------------------
- * Stable snake_case strings on the wire; an enum in C so a handler cannot
- * misspell one. Append only: never renumber or rename. */
-enum px_ctl_err {
-    PX_CTL_OK = 0,
-    PX_CTL_E_BAD_REQUEST,         /* malformed JSON, missing/ill-typed field, bad argument */
-    PX_CTL_E_LINE_TOO_LONG,       /* request line over PX_CTL_LINE_MAX; the daemon closes */
-    PX_CTL_E_UNKNOWN_COMMAND,     /* "cmd" is not in the command table */
-    PX_CTL_E_FORBIDDEN,           /* the peer's uid/gid may not use the socket */
-    PX_CTL_E_UNKNOWN_SERVICE,     /* no service of that name */
-    PX_CTL_E_CONFLICT,            /* another service claims the same host and path_prefix */
-    PX_CTL_E_BUSY,                /* a deploy/rollback of this service is already running */
-    PX_CTL_E_HEALTH_CHECK_FAILED, /* a new target was not healthy within deploy_timeout;
-                                     message: "H:P /up: 503 after 30s"; nothing changed */
-    PX_CTL_E_DEPLOY_TIMEOUT,      /* the deploy could not finish within deploy_timeout for a
-                                     reason other than health (nothing changed) */
-    PX_CTL_E_NO_PREVIOUS,         /* rollback of a service with no previous targets */
-    PX_CTL_E_RELOAD_FAILED,       /* the new config or certificates did not load; old ones serve */
-    PX_CTL_E_SHUTTING_DOWN,       /* the daemon is stopping and takes no new work; also the
-                                     answer of a long command still running at SIGTERM */
-    PX_CTL_E_NOT_IMPLEMENTED,     /* a known command this build cannot do yet */
-    PX_CTL_E_INTERNAL,            /* a bug or resource failure in the daemon */
-    PX_CTL_E_ACME_NOT_CONFIGURED, /* cert_renew, deploy --tls: [acme] is not enabled */
-    PX_CTL_E_RENEWAL_FAILED,      /* cert_renew: an attempt failed; message: "NAME: TYPE: detail"
-                                     per failed lineage (TYPE as in RFC 8555, e.g. "connection");
-                                     the old certificate keeps serving and is retried later */
-    PX_CTL_E_INVALID_TARGET,      /* deploy: a target is proxyd itself (one of its listen
-                                     addresses): every request would loop; nothing changed */
-    PX_CTL_E__COUNT
-};
-
-/* The wire name of a code ("bad_request"); "internal" for out-of-range values. */
-const char *px_ctl_err_name(enum px_ctl_err code);
-/* The code of a wire name, or -1 when unknown (a newer daemon's code). */
-int px_ctl_err_from_name(const char *name);
+ * enum px_err (px/errors.h): the deployer, the services table and the
+ * handlers return these; px_err_name gives the wire string. */
 
 /* ---- command table -------------------------------------------------------
- * One row per command. The daemon's handlers receive args already checked
- * against the row's schema; proxyctl builds its argv parser and its help
- * from the same rows. */
+ * One row per command (PX_CTL_COMMANDS below). The daemon's handlers receive
+ * args already checked against the row's schema; proxyctl builds its argv
+ * parser and its help from the same rows. */
 enum px_ctl_arg_type {
     PX_CTL_ARG_STRING,      /* non-empty JSON string without NUL */
     PX_CTL_ARG_INT,         /* JSON integer >= 0 */
@@ -159,7 +129,43 @@ struct px_ctl_arg {
     const char *(*check)(const char *value);
 };
 
+/* THE command table, one row per command (HAProxy's cli_kw):
+ *   X(NAME, HANDLER, ARGS, HELP)
+ * NAME the wire name (snake_case; proxyctl spells '_' as ' '); HANDLER the
+ * daemon's function for it (control/commands.c); ARGS the argument schema
+ * (ARGS(array) of struct px_ctl_arg in control/protocol.c, or NO_ARGS);
+ * HELP one line. protocol.c makes the schema rows from it, commands.c the
+ * handler table indexed by PX_CTL_CMD_NAME, so a row whose handler does not
+ * exist does not build, and a handler is never missing at run time.
+ * proxyctl links only the schema (the HANDLER column is not expanded there). */
+#define PX_CTL_COMMANDS(X)                                                                                    \
+    X(deploy, h_deploy, ARGS(deploy_args),                                                                    \
+      "health-check new targets, switch the service to them, drain the old ones")                            \
+    X(rollback, h_rollback, ARGS(service_args),                                                               \
+      "switch back to the previous targets (same health check and draining)")                                \
+    X(list, h_list, NO_ARGS, "show every service: state, hosts, targets, requests in flight")                \
+    X(stop, h_stop, ARGS(stop_args), "answer 503 with a maintenance page until resume")                       \
+    X(pause, h_pause, ARGS(pause_args), "hold new requests until resume (a short migration)")                 \
+    X(resume, h_resume, ARGS(service_args), "end a pause or a stop")                                          \
+    X(remove, h_remove, ARGS(service_args), "remove the service (its hosts then answer 404)")                 \
+    X(status, h_status, NO_ARGS, "show the daemon's version, uptime, workers and connections")                \
+    X(reload, h_reload, NO_ARGS, "reload the config and certificates (like SIGHUP); a bad one changes nothing")\
+    X(cert_status, h_cert_status, NO_ARGS,                                                                    \
+      "show the certificates: names, expiry, source, last ACME attempt and next check")                      \
+    X(cert_renew, h_cert_renew, ARGS(cert_renew_args),                                                        \
+      "renew the ACME certificates that are due (all with --force); answers after the attempts")             \
+    X(cert_reload, h_cert_reload, NO_ARGS,                                                                    \
+      "reload the certificate files and ACME lineages from disk (sessions stay resumable)")
+
+enum px_ctl_cmd_id {
+#define PX_CTL_CMD_ENUM_(name, handler, args, help) PX_CTL_CMD_##name,
+    PX_CTL_COMMANDS(PX_CTL_CMD_ENUM_)
+#undef PX_CTL_CMD_ENUM_
+    PX_CTL_CMD__COUNT
+};
+
 struct px_ctl_cmd {
+    enum px_ctl_cmd_id id;        /* its row: PX_CTL_CMD_deploy, ... */
     const char *name;             /* wire name, snake_case; proxyctl spells '_' as ' ' */
     const char *help;             /* one line */
     const struct px_ctl_arg *args;
@@ -214,18 +220,18 @@ struct px_ctl_request {
     const struct px_ctl_cmd *cmd; /* the table row; NULL unless the command is known */
     json_t *args;                 /* borrowed from root (an empty object is added when
                                      "args" was absent); valid only when
-                                     px_ctl_request_parse returned PX_CTL_OK */
+                                     px_ctl_request_parse returned PX_E_OK */
     int progress;                 /* "progress":true at the top level: progress lines wanted */
 };
 
 /* Parse and validate one request line (line[0, len), without its newline;
- * need not be NUL-terminated). Returns PX_CTL_OK with req filled, or an
- * error code (PX_CTL_E_BAD_REQUEST, PX_CTL_E_UNKNOWN_COMMAND) with a
+ * need not be NUL-terminated). Returns PX_E_OK with req filled, or an
+ * error code (PX_E_BAD_REQUEST, PX_E_UNKNOWN_COMMAND) with a
  * message in err; either way req->id is the id to echo (NULL when the line
  * was not a JSON object or had none) and the caller must call
  * px_ctl_request_clear(req). Handlers may read req->args with jansson's
  * getters: every key present has its schema type. */
-enum px_ctl_err px_ctl_request_parse(const char *line, size_t len, struct px_ctl_request *req,
+enum px_err px_ctl_request_parse(const char *line, size_t len, struct px_ctl_request *req,
                                      char *err, size_t errlen);
 /* Release what parse made; req may be reused. Safe on a zeroed or cleared req. */
 void px_ctl_request_clear(struct px_ctl_request *req);
@@ -245,7 +251,7 @@ char *px_ctl_request_line_progress(const json_t *id, const char *cmd, json_t *ar
                                    size_t *len);
 /* result_stolen: the reference is taken even on failure; NULL = {}. */
 char *px_ctl_ok_line(const json_t *id, json_t *result_stolen, size_t *len);
-char *px_ctl_error_line(const json_t *id, enum px_ctl_err code, const char *message, size_t *len);
+char *px_ctl_error_line(const json_t *id, enum px_err code, const char *message, size_t *len);
 char *px_ctl_progress_line(const json_t *id, const char *text, size_t *len);
 
 /* ---- reading replies (proxyctl) ------------------------------------------ */

@@ -21,10 +21,12 @@
 #include <stdint.h>
 
 #include <event2/event.h>
-#include <jansson.h>
+
+#include "px/errors.h"
 
 struct px_addr;
 struct px_config;
+struct px_service;
 struct px_services;
 struct px_wmsg;
 struct px_deployer;
@@ -80,12 +82,27 @@ struct px_deploy_spec {
     int tls;
 };
 
+/* What a deploy or rollback that succeeded did (borrowed for the callback). */
+struct px_deploy_result {
+    const char *service;
+    const char *const *active;        /* the targets now serving */
+    size_t nactive;
+    const char *const *previous;      /* what rollback would switch back to */
+    size_t nprevious;
+    uint32_t drained;                 /* requests in flight on the old targets at the switch */
+    uint32_t cut;                     /* of those, cut with 504 at drain_timeout */
+    uint64_t duration_ms;
+};
+
 /* A long operation's reports. progress: a line for the operator ("waiting
  * for ... to be healthy", "switched", "draining N requests"). done: once;
- * code NULL on success with result (borrowed), else a stable error code and
- * a message. The callbacks may be called before px_deploy returns. */
+ * PX_E_OK with result, else the code (PX_E_BAD_REQUEST, PX_E_CONFLICT,
+ * PX_E_INVALID_TARGET, PX_E_BUSY, PX_E_UNKNOWN_SERVICE, PX_E_NO_PREVIOUS,
+ * PX_E_HEALTH_CHECK_FAILED, PX_E_SHUTTING_DOWN, PX_E_INTERNAL) and a message
+ * with result NULL. The callbacks may be called before px_deploy returns. */
 typedef void (*px_deploy_progress_cb)(void *arg, const char *text);
-typedef void (*px_deploy_done_cb)(void *arg, const char *code, const char *message, json_t *result);
+typedef void (*px_deploy_done_cb)(void *arg, enum px_err code, const char *message,
+                                  const struct px_deploy_result *result);
 
 void px_deploy(struct px_deployer *d, const struct px_deploy_spec *spec, px_deploy_progress_cb progress,
                px_deploy_done_cb done, void *arg);
@@ -98,18 +115,31 @@ void px_deploy_forget(struct px_deployer *d, void *arg);
 
 /* stop (503 with message), pause (requests wait up to max_pause_ms, then
  * 504), resume (ends a stop or a pause; paused requests go on), remove.
- * Immediate: NULL on success, else an error code with the message in msg. */
-const char *px_deployer_stop(struct px_deployer *d, const char *service, const char *message, char *msg,
+ * Immediate: PX_E_OK, else PX_E_UNKNOWN_SERVICE, PX_E_BUSY (remove during a
+ * deploy), PX_E_CONFLICT/PX_E_BAD_REQUEST (the table no longer builds) or
+ * PX_E_INTERNAL, with the message in msg. */
+enum px_err px_deployer_stop(struct px_deployer *d, const char *service, const char *message, char *msg,
                              size_t msglen);
-const char *px_deployer_pause(struct px_deployer *d, const char *service, uint64_t max_pause_ms, char *msg,
+enum px_err px_deployer_pause(struct px_deployer *d, const char *service, uint64_t max_pause_ms, char *msg,
                               size_t msglen);
-const char *px_deployer_resume(struct px_deployer *d, const char *service, char *msg, size_t msglen);
-const char *px_deployer_remove(struct px_deployer *d, const char *service, char *msg, size_t msglen);
+enum px_err px_deployer_resume(struct px_deployer *d, const char *service, char *msg, size_t msglen);
+enum px_err px_deployer_remove(struct px_deployer *d, const char *service, char *msg, size_t msglen);
 /* The deployed services with tls (deploy --tls), in state-file order:
  * fn(arg, service, hosts, nhosts) for each (borrowed for the call). */
 typedef void (*px_deployer_tls_fn)(void *arg, const char *service, char *const *hosts, size_t nhosts);
 void px_deployer_each_tls(const struct px_deployer *d, px_deployer_tls_fn fn, void *arg);
-/* {"services":[...]} as the control protocol's list result (new reference). */
-json_t *px_deployer_list(struct px_deployer *d);
+/* One served service, as `list` shows it (borrowed for the callback). */
+struct px_deploy_entry {
+    const struct px_service *svc;     /* in the published table: name, state, hosts, path_prefix,
+                                         targets, stop_message, max_pause_ms (px/services.h) */
+    const char *const *previous;      /* deployed services only; else none */
+    size_t nprevious;
+    uint32_t in_flight;               /* requests and tunnels on its targets, all workers */
+    int deployed;                     /* by proxyctl (else a [service] of the config) */
+};
+typedef void (*px_deployer_list_fn)(void *arg, const struct px_deploy_entry *e);
+/* Every service of the published table, in table order; fn may be NULL.
+ * Returns how many there are. */
+size_t px_deployer_each(struct px_deployer *d, px_deployer_list_fn fn, void *arg);
 
 #endif

@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "px/addr.h"
+#include "px/errors.h"
 #include "px/routes.h"
 
 struct px_config;
@@ -79,15 +80,17 @@ struct px_service_claim px_service_claim_of(const struct px_service *s);
 struct px_services *px_services_new(void);
 /* Add a service: validates the spec (name, path_prefix, hosts), runs the
  * conflict rule against every service already in the table, copies every
- * string and acquires the targets. 0, or -1 with a message in err (nothing
- * added). Fails on a sealed table. */
-int px_services_add(struct px_services *t, const struct px_service_spec *spec, char *err, size_t errlen);
+ * string and acquires the targets. PX_E_OK, or with a message in err and
+ * nothing added: PX_E_CONFLICT (the conflict rule), PX_E_BAD_REQUEST (a bad
+ * spec, a name given twice), PX_E_INTERNAL (out of memory, a sealed table). */
+enum px_err px_services_add(struct px_services *t, const struct px_service_spec *spec, char *err, size_t errlen);
 /* Add a copy of an existing service (of another table): same strings, same
  * target objects. Same errors as px_services_add. */
-int px_services_add_copy(struct px_services *t, const struct px_service *s, char *err, size_t errlen);
+enum px_err px_services_add_copy(struct px_services *t, const struct px_service *s, char *err, size_t errlen);
 /* Add one [service] section of a config (same errors as px_services_add). */
 struct px_service_conf;
-int px_services_add_conf(struct px_services *t, const struct px_service_conf *sc, char *err, size_t errlen);
+enum px_err px_services_add_conf(struct px_services *t, const struct px_service_conf *sc, char *err,
+                                 size_t errlen);
 /* The [service] sections of cfg as a sealed table (cfg is only read; the
  * table owns copies). NULL with a message in err. */
 struct px_services *px_services_from_config(const struct px_config *cfg, char *err, size_t errlen);

@@ -93,6 +93,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         px_parse_duration_ms(text, &u);
         px_parse_size(text, &u);
         px_parse_bool(text, &b);
+        px_parse_rate(text, &u);
         px_cidr_parse(text, &c);
         px_addr_parse(text, &a);
         px_cidr_match_text(&c, 0, text, strlen(text));

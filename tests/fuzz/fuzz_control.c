@@ -14,7 +14,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static void answer(const json_t *id, enum px_ctl_err code, const char *msg)
+static void answer(const json_t *id, enum px_err code, const char *msg)
 {
     char *line = px_ctl_error_line(id, code, msg, NULL);
     json_t *back;
@@ -39,11 +39,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t line, used;
         struct px_ctl_request req;
         struct px_ctl_reply rep;
-        enum px_ctl_err code;
+        enum px_err code;
 
         enum px_ctl_frame f = px_ctl_frame(buf + off, size - off, max, &scanned, &line, &used);
         if (f == PX_CTL_FRAME_TOO_LONG) {
-            answer(NULL, PX_CTL_E_LINE_TOO_LONG, "line too long");
+            answer(NULL, PX_E_LINE_TOO_LONG, "line too long");
             break;
         }
         if (f == PX_CTL_FRAME_MORE)
@@ -51,7 +51,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (line > max || used > size - off)
             abort();
         code = px_ctl_request_parse(buf + off, line, &req, err, sizeof(err));
-        if (code == PX_CTL_OK) {
+        if (code == PX_E_OK) {
             /* what a handler would do: read every argument through the getters */
             for (size_t i = 0; i < req.cmd->nargs; i++) {
                 px_ctl_arg_str(req.args, req.cmd->args[i].name, NULL);

@@ -887,6 +887,28 @@ class TestSelfTarget(DeployCase):
         self.assertEqual(self.body_of(p, host="web.test"), b"blue")
         self.assertEqual(get(p.port, "/", host="loop.test").status, 404)
 
+    def test_error_code_is_typed_never_found_in_the_message(self):
+        """The code of an error is the failing module's, never read from its
+        text (deploy once picked `conflict` by strstr(message, "conflict")):
+        a state entry named conflict-loop that cannot be served makes the
+        table fail to build for a command, and that is not a conflict."""
+        blue = self.coloured("blue")
+        port = free_port()
+        p = self.proxy("[proxy]\nlisten_http = 127.0.0.1:%d\n" % port, start=False)
+        with open(os.path.join(p.tmp, "state.json"), "w") as f:
+            json.dump({"version": 1, "services": [
+                {"name": "conflict-loop", "hosts": ["loop.test"], "active": ["localhost:%d" % port], "previous": []},
+                {"name": "web", "hosts": ["web.test"], "active": [blue.addr], "previous": []}]}, f)
+        p.start()
+        s = unix_conn(p, 10)
+        self.addCleanup(s.close)
+        s.sendall(b'{"id":1,"cmd":"stop","args":{"service":"web"}}\n')
+        reply = json.loads(read_line(s, bytearray(), time.monotonic() + 10 * SLOW))
+        self.assertEqual(reply["ok"], False, reply)
+        self.assertIn("service conflict-loop: target localhost:%d is proxyd's own listen address" % port,
+                      reply["error"]["message"])
+        self.assertEqual(reply["error"]["code"], "bad_request", reply)
+
 
 class TestShutdownDuringDeploy(DeployCase):
 

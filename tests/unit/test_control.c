@@ -106,7 +106,7 @@ static void test_request_ok(void)
     struct px_ctl_request req;
     char err[256] = "";
 
-    CHECK_INT(PARSE(&req, "{\"id\":7,\"cmd\":\"list\"}", err), PX_CTL_OK);
+    CHECK_INT(PARSE(&req, "{\"id\":7,\"cmd\":\"list\"}", err), PX_E_OK);
     CHECK(req.cmd == px_ctl_command_find("list"));
     CHECK_INT(json_integer_value(req.id), 7);
     CHECK(json_is_object(req.args) && json_object_size(req.args) == 0); /* absent args = {} */
@@ -120,7 +120,7 @@ static void test_request_ok(void)
                           "\"deploy_timeout_ms\":30000,\"drain_timeout_ms\":30000,\"force\":false,"
                           "\"tls\":true},\"extra\":1}",
                     err),
-              PX_CTL_OK);
+              PX_E_OK);
     CHECK_STR(err, "");
     CHECK_STR(px_ctl_arg_str(req.args, "service", NULL), "web");
     CHECK_STR(px_ctl_arg_str(req.args, "health_check_path", NULL), "/up");
@@ -134,7 +134,7 @@ static void test_request_ok(void)
     px_ctl_request_clear(&req);
 
     /* "args":null is {} */
-    CHECK_INT(PARSE(&req, "{\"cmd\":\"status\",\"args\":null}", err), PX_CTL_OK);
+    CHECK_INT(PARSE(&req, "{\"cmd\":\"status\",\"args\":null}", err), PX_E_OK);
     CHECK(req.id == NULL);
     px_ctl_request_clear(&req);
 }
@@ -151,17 +151,17 @@ static void test_request_ids(void)
         for (int bad = 0; bad < 3; bad++) {
             static const char *const tails[] = {"\"cmd\":\"list\"", "\"cmd\":\"nope\"", "\"cmd\":\"stop\""};
             json_t *want = json_loads(ids[i], JSON_DECODE_ANY, NULL);
-            enum px_ctl_err e;
+            enum px_err e;
             snprintf(line, sizeof(line), "{\"id\":%s,%s}", ids[i], tails[bad]);
             e = PARSE(&req, line, err);
-            CHECK_INT(e, bad == 0 ? PX_CTL_OK : bad == 1 ? PX_CTL_E_UNKNOWN_COMMAND : PX_CTL_E_BAD_REQUEST);
+            CHECK_INT(e, bad == 0 ? PX_E_OK : bad == 1 ? PX_E_UNKNOWN_COMMAND : PX_E_BAD_REQUEST);
             CHECK(want != NULL);
             if (strcmp(ids[i], "null") == 0)
                 CHECK(json_is_null(req.id));
             else
                 CHECK(req.id != NULL && json_equal(req.id, want));
             /* and the reply line carries it back */
-            out = px_ctl_error_line(req.id, e ? e : PX_CTL_E_INTERNAL, err, NULL);
+            out = px_ctl_error_line(req.id, e ? e : PX_E_INTERNAL, err, NULL);
             CHECK(out != NULL);
             if (out) {
                 json_t *back = json_loads(out, 0, NULL);
@@ -179,28 +179,28 @@ static void test_request_malformed(void)
 {
     static const struct {
         const char *line;
-        enum px_ctl_err code;
+        enum px_err code;
         const char *msg;    /* prefix of the message */
         int has_id;
     } cases[] = {
-        {"", PX_CTL_E_BAD_REQUEST, "malformed JSON", 0},
-        {"{", PX_CTL_E_BAD_REQUEST, "malformed JSON", 0},
-        {"{\"id\":1,\"cmd\":\"list\"", PX_CTL_E_BAD_REQUEST, "malformed JSON", 0},
-        {"{\"id\":1,\"cmd\":\"list\"} x", PX_CTL_E_BAD_REQUEST, "malformed JSON", 0},
-        {"[1,2]", PX_CTL_E_BAD_REQUEST, "a request must be a JSON object", 0},
-        {"\"list\"", PX_CTL_E_BAD_REQUEST, "malformed JSON", 0},
-        {"{\"id\":1,\"id\":2,\"cmd\":\"list\"}", PX_CTL_E_BAD_REQUEST, "malformed JSON", 0},
-        {"{\"id\":1}", PX_CTL_E_BAD_REQUEST, "cmd: required", 1},
-        {"{\"id\":1,\"cmd\":5}", PX_CTL_E_BAD_REQUEST, "cmd: must be a string", 1},
-        {"{\"id\":1,\"cmd\":\"li\\u0000st\"}", PX_CTL_E_BAD_REQUEST, "malformed JSON", 0},
-        {"{\"id\":1,\"cmd\":\"LIST\"}", PX_CTL_E_UNKNOWN_COMMAND, "unknown command \"LIST\"", 1},
-        {"{\"id\":1,\"cmd\":\"cert status\"}", PX_CTL_E_UNKNOWN_COMMAND, "unknown command", 1},
-        {"{\"id\":1,\"cmd\":\"list\",\"args\":[]}", PX_CTL_E_BAD_REQUEST, "args: must be an object", 1},
-        {"{\"id\":1,\"cmd\":\"list\",\"args\":{\"x\":1}}", PX_CTL_E_BAD_REQUEST, "x: unknown argument of list", 1},
-        {"{\"id\":1,\"cmd\":\"rollback\",\"args\":{}}", PX_CTL_E_BAD_REQUEST, "service: required", 1},
-        {"{\"id\":1,\"cmd\":\"rollback\",\"args\":{\"service\":1}}", PX_CTL_E_BAD_REQUEST,
+        {"", PX_E_BAD_REQUEST, "malformed JSON", 0},
+        {"{", PX_E_BAD_REQUEST, "malformed JSON", 0},
+        {"{\"id\":1,\"cmd\":\"list\"", PX_E_BAD_REQUEST, "malformed JSON", 0},
+        {"{\"id\":1,\"cmd\":\"list\"} x", PX_E_BAD_REQUEST, "malformed JSON", 0},
+        {"[1,2]", PX_E_BAD_REQUEST, "a request must be a JSON object", 0},
+        {"\"list\"", PX_E_BAD_REQUEST, "malformed JSON", 0},
+        {"{\"id\":1,\"id\":2,\"cmd\":\"list\"}", PX_E_BAD_REQUEST, "malformed JSON", 0},
+        {"{\"id\":1}", PX_E_BAD_REQUEST, "cmd: required", 1},
+        {"{\"id\":1,\"cmd\":5}", PX_E_BAD_REQUEST, "cmd: must be a string", 1},
+        {"{\"id\":1,\"cmd\":\"li\\u0000st\"}", PX_E_BAD_REQUEST, "malformed JSON", 0},
+        {"{\"id\":1,\"cmd\":\"LIST\"}", PX_E_UNKNOWN_COMMAND, "unknown command \"LIST\"", 1},
+        {"{\"id\":1,\"cmd\":\"cert status\"}", PX_E_UNKNOWN_COMMAND, "unknown command", 1},
+        {"{\"id\":1,\"cmd\":\"list\",\"args\":[]}", PX_E_BAD_REQUEST, "args: must be an object", 1},
+        {"{\"id\":1,\"cmd\":\"list\",\"args\":{\"x\":1}}", PX_E_BAD_REQUEST, "x: unknown argument of list", 1},
+        {"{\"id\":1,\"cmd\":\"rollback\",\"args\":{}}", PX_E_BAD_REQUEST, "service: required", 1},
+        {"{\"id\":1,\"cmd\":\"rollback\",\"args\":{\"service\":1}}", PX_E_BAD_REQUEST,
          "service: must be a non-empty string", 1},
-        {"{\"id\":1,\"cmd\":\"list\"}\xff", PX_CTL_E_BAD_REQUEST, "malformed JSON", 0},
+        {"{\"id\":1,\"cmd\":\"list\"}\xff", PX_E_BAD_REQUEST, "malformed JSON", 0},
     };
     struct px_ctl_request req;
     char err[256];
@@ -215,7 +215,7 @@ static void test_request_malformed(void)
         px_ctl_request_clear(&req);
     }
     /* not NUL-terminated: only len bytes are read */
-    CHECK_INT(px_ctl_request_parse("{\"cmd\":\"list\"}garbage", 14, &req, err, sizeof(err)), PX_CTL_OK);
+    CHECK_INT(px_ctl_request_parse("{\"cmd\":\"list\"}garbage", 14, &req, err, sizeof(err)), PX_E_OK);
     px_ctl_request_clear(&req);
 }
 
@@ -412,22 +412,22 @@ static void test_error_codes(void)
 {
     static const char *const stable[] = {"bad_request", "line_too_long", "unknown_command", "forbidden",
                                          "unknown_service", "conflict", "busy", "health_check_failed",
-                                         "deploy_timeout", "no_previous", "reload_failed", "shutting_down",
-                                         "not_implemented", "internal", "acme_not_configured",
+                                         "no_previous", "reload_failed", "shutting_down",
+                                         "internal", "acme_not_configured",
                                          "renewal_failed", "invalid_target"};
 
-    CHECK_STR(px_ctl_err_name(PX_CTL_E_BAD_REQUEST), "bad_request");
-    CHECK_STR(px_ctl_err_name(PX_CTL_E_HEALTH_CHECK_FAILED), "health_check_failed");
-    CHECK_STR(px_ctl_err_name(PX_CTL_E__COUNT), "internal");
-    CHECK_STR(px_ctl_err_name((enum px_ctl_err)-1), "internal");
-    CHECK_INT(PX_CTL_E__COUNT - 1, sizeof(stable) / sizeof(stable[0]));
+    CHECK_STR(px_err_name(PX_E_BAD_REQUEST), "bad_request");
+    CHECK_STR(px_err_name(PX_E_HEALTH_CHECK_FAILED), "health_check_failed");
+    CHECK_STR(px_err_name(PX_E__COUNT), "internal");
+    CHECK_STR(px_err_name((enum px_err)-1), "internal");
+    CHECK_INT(PX_E__COUNT - 1, sizeof(stable) / sizeof(stable[0]));
     for (size_t i = 0; i < sizeof(stable) / sizeof(stable[0]); i++) {
-        int code = px_ctl_err_from_name(stable[i]);
+        int code = px_err_from_name(stable[i]);
         CHECK(code > 0);
-        CHECK_STR(px_ctl_err_name((enum px_ctl_err)code), stable[i]);
+        CHECK_STR(px_err_name((enum px_err)code), stable[i]);
     }
-    CHECK_INT(px_ctl_err_from_name("nope"), -1);
-    CHECK_INT(px_ctl_err_from_name(NULL), -1);
+    CHECK_INT(px_err_from_name("nope"), -1);
+    CHECK_INT(px_err_from_name(NULL), -1);
 }
 
 /* ---- builders and replies ---- */
@@ -445,12 +445,12 @@ static void test_builders(void)
     s = px_ctl_ok_line(NULL, NULL, NULL);
     CHECK_STR(s, "{\"id\":null,\"ok\":true,\"result\":{}}\n");
     free(s);
-    s = px_ctl_error_line(id, PX_CTL_E_HEALTH_CHECK_FAILED, "10.0.0.5:3000 /up: 503 after 30s", NULL);
+    s = px_ctl_error_line(id, PX_E_HEALTH_CHECK_FAILED, "10.0.0.5:3000 /up: 503 after 30s", NULL);
     CHECK_STR(s, "{\"id\":3,\"ok\":false,\"error\":{\"code\":\"health_check_failed\","
                  "\"message\":\"10.0.0.5:3000 /up: 503 after 30s\"}}\n");
     free(s);
     /* a message with a newline and bytes that are not UTF-8 stays one valid line */
-    s = px_ctl_error_line(sid, PX_CTL_E_BAD_REQUEST, "two\nlines \xff\xfe", NULL);
+    s = px_ctl_error_line(sid, PX_E_BAD_REQUEST, "two\nlines \xff\xfe", NULL);
     CHECK_STR(s, "{\"id\":\"x\",\"ok\":false,\"error\":{\"code\":\"bad_request\",\"message\":\"two\\nlines ??\"}}\n");
     free(s);
     s = px_ctl_progress_line(id, "waiting for 10.0.0.5:3000 to be healthy", NULL);
@@ -484,7 +484,7 @@ static void test_round_trip(void)
     px_ctl_reply_clear(&rep);
     free(s);
 
-    s = px_ctl_error_line(NULL, PX_CTL_E_FORBIDDEN, "uid 1001 may not use this socket", NULL);
+    s = px_ctl_error_line(NULL, PX_E_FORBIDDEN, "uid 1001 may not use this socket", NULL);
     CHECK(px_ctl_reply_parse(s, strlen(s), &rep) == NULL);
     CHECK_INT(rep.kind, PX_CTL_REPLY_ERROR);
     CHECK(rep.id == NULL);
@@ -504,7 +504,7 @@ static void test_round_trip(void)
                             json_pack("{s:s,s:[s],s:I}", "service", "web", "targets", "10.0.0.5:3000",
                                       "deploy_timeout_ms", (json_int_t)30000),
                             NULL);
-    CHECK_INT(px_ctl_request_parse(s, strlen(s) - 1, &req, err, sizeof(err)), PX_CTL_OK);
+    CHECK_INT(px_ctl_request_parse(s, strlen(s) - 1, &req, err, sizeof(err)), PX_E_OK);
     CHECK_STR(req.cmd ? req.cmd->name : NULL, "deploy");
     CHECK_INT(req.progress, 0); /* not asked: exactly one reply line */
     px_ctl_request_clear(&req);
@@ -513,7 +513,7 @@ static void test_round_trip(void)
     /* proxyctl asks for progress lines at the top level */
     s = px_ctl_request_line_progress(id, "rollback", json_pack("{s:s}", "service", "web"), 1, NULL);
     CHECK_STR(s, "{\"id\":1,\"cmd\":\"rollback\",\"args\":{\"service\":\"web\"},\"progress\":true}\n");
-    CHECK_INT(px_ctl_request_parse(s, strlen(s) - 1, &req, err, sizeof(err)), PX_CTL_OK);
+    CHECK_INT(px_ctl_request_parse(s, strlen(s) - 1, &req, err, sizeof(err)), PX_E_OK);
     CHECK_INT(req.progress, 1);
     px_ctl_request_clear(&req);
     free(s);
@@ -529,11 +529,11 @@ static void test_round_trip(void)
     };
     for (size_t i = 0; i < sizeof(progress_lines) / sizeof(progress_lines[0]); i++) {
         const char *l = progress_lines[i][0], *want = progress_lines[i][1];
-        enum px_ctl_err rc = px_ctl_request_parse(l, strlen(l), &req, err, sizeof(err));
+        enum px_err rc = px_ctl_request_parse(l, strlen(l), &req, err, sizeof(err));
         if (strcmp(want, "bad") == 0) {
-            CHECK_INT(rc, PX_CTL_E_BAD_REQUEST);
+            CHECK_INT(rc, PX_E_BAD_REQUEST);
         } else {
-            CHECK_INT(rc, PX_CTL_OK);
+            CHECK_INT(rc, PX_E_OK);
             CHECK_INT(req.progress, want[0] - '0');
         }
         px_ctl_request_clear(&req);

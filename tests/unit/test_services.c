@@ -132,23 +132,23 @@ static void test_builder_owns_strings(void)
     const char *h2[] = {"EXAMPLE.com"};
     struct px_service_spec other = {.name = "api", .hosts = h2, .nhosts = 1, .path_prefix = "/app",
                                     .targets = &t, .ntargets = 1};
-    CHECK_INT(px_services_add(tab, &other, err, sizeof(err)), -1);
+    CHECK_INT(px_services_add(tab, &other, err, sizeof(err)), PX_E_CONFLICT);
     CHECK_STR(err, "service api: conflicts with service web (host example.com, prefix /app)");
     CHECK_INT((int)px_services_count(tab), 1);
     other.name = "web";
     other.path_prefix = "/other";
-    CHECK_INT(px_services_add(tab, &other, err, sizeof(err)), -1);
+    CHECK_INT(px_services_add(tab, &other, err, sizeof(err)), PX_E_BAD_REQUEST);
     CHECK_STR(err, "service web: defined twice");
     other.name = "api";
     other.path_prefix = "app";
-    CHECK_INT(px_services_add(tab, &other, err, sizeof(err)), -1);
+    CHECK_INT(px_services_add(tab, &other, err, sizeof(err)), PX_E_BAD_REQUEST);
     CHECK_STR(err, "service api: path_prefix must start with /");
     other.path_prefix = "/api";
     CHECK_INT(px_services_add(tab, &other, err, sizeof(err)), 0);
     CHECK(px_services_at(tab, 1)->targets[0] == s->targets[0]); /* one target per HOST:PORT */
     CHECK_INT(px_services_seal(tab, err, sizeof(err)), 0);
     CHECK_STR(px_services_match(tab, "example.com", 11, "/api/x", 6)->name, "api");
-    CHECK_INT(px_services_add(tab, &other, err, sizeof(err)), -1); /* sealed */
+    CHECK_INT(px_services_add(tab, &other, err, sizeof(err)), PX_E_INTERNAL); /* sealed */
     /* a copy of a service into a new table shares its targets */
     struct px_services *tab2 = px_services_new();
     CHECK_INT(px_services_add_copy(tab2, s, err, sizeof(err)), 0);
@@ -191,7 +191,7 @@ static struct px_services *one_service(const char *name, const char *target)
     struct px_addr t = addr(target);
     struct px_service_spec sp = {.name = name, .targets = &t, .ntargets = 1};
     struct px_services *tab = px_services_new();
-    if (tab && px_services_add(tab, &sp, err, sizeof(err)) < 0) {
+    if (tab && px_services_add(tab, &sp, err, sizeof(err)) != PX_E_OK) {
         fprintf(stderr, "%s\n", err);
         px_services_free(tab);
         return NULL;

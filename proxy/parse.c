@@ -1,0 +1,154 @@
+/* parse.c -- value parsers shared by the config loader, the control
+ * protocol and proxyctl (px/parse.h). A leaf: libc only. */
+#include "px/parse.h"
+
+#include <stddef.h>
+#include <string.h>
+
+#include "px/common.h"
+
+static int ieq(const char *a, const char *b)
+{
+    for (; *a && *b; a++, b++) {
+        int x = (*a >= 'A' && *a <= 'Z') ? *a + 32 : *a;
+        int y = (*b >= 'A' && *b <= 'Z') ? *b + 32 : *b;
+        if (x != y)
+            return 0;
+    }
+    return *a == *b;
+}
+
+const char *px_parse_u64(const char **pp, uint64_t *out)
+{
+    const char *p = *pp;
+    uint64_t v = 0;
+
+    if (*p < '0' || *p > '9')
+        return "not a number";
+    for (; *p >= '0' && *p <= '9'; p++) {
+        unsigned d = (unsigned)(*p - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return "number too large";
+        v = v * 10 + d;
+    }
+    *pp = p;
+    *out = v;
+    return NULL;
+}
+
+const char *px_parse_duration_ms(const char *s, uint64_t *out)
+{
+    static const struct {
+        const char *unit;
+        uint64_t ms;
+    } units[] = {{"", 1000}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}};
+    const char *p = s;
+    uint64_t v;
+
+    if (s == NULL || *s == '\0')
+        return "empty duration";
+    if (*s == '-')
+        return "must not be negative";
+    if (px_parse_u64(&p, &v) != NULL)
+        return *p >= '0' && *p <= '9' ? "too large" : "bad duration (use e.g. 500ms, 10s, 5m, 1h, 2d)";
+    for (size_t i = 0; i < PX_ARRAY_LEN(units); i++) {
+        if (strcmp(p, units[i].unit) != 0)
+            continue;
+        if (v > UINT64_MAX / units[i].ms)
+            return "too large";
+        *out = v * units[i].ms;
+        return NULL;
+    }
+    return "bad duration (use e.g. 500ms, 10s, 5m, 1h, 2d)";
+}
+
+const char *px_parse_size(const char *s, uint64_t *out)
+{
+    const char *p = s;
+    uint64_t v, mul = 1;
+
+    if (s == NULL || *s == '\0')
+        return "empty size";
+    if (*s == '-')
+        return "must not be negative";
+    if (px_parse_u64(&p, &v) != NULL)
+        return *p >= '0' && *p <= '9' ? "too large" : "bad size (use e.g. 512, 16k, 10m, 1g)";
+    if (*p != '\0') {
+        switch (*p) {
+        case 'k': case 'K': mul = 1ull << 10; break;
+        case 'm': case 'M': mul = 1ull << 20; break;
+        case 'g': case 'G': mul = 1ull << 30; break;
+        default: return "bad size (use e.g. 512, 16k, 10m, 1g)";
+        }
+        if (p[1] != '\0')
+            return "bad size (use e.g. 512, 16k, 10m, 1g)";
+    }
+    if (v > UINT64_MAX / mul)
+        return "too large";
+    *out = v * mul;
+    return NULL;
+}
+
+const char *px_parse_rate(const char *s, uint64_t *milli_per_s)
+{
+    static const char bad[] = "must be Nr/s or Nr/m with N in 1..1000000";
+    const char *p = s;
+    uint64_t n;
+
+    if (s == NULL || px_parse_u64(&p, &n) != NULL || n < 1 || n > 1000000)
+        return bad;
+    if (strcmp(p, "r/s") == 0)
+        *milli_per_s = n * 1000;
+    else if (strcmp(p, "r/m") == 0)
+        *milli_per_s = n * 1000 / 60;
+    else
+        return bad;
+    return NULL;
+}
+
+const char *px_parse_bool(const char *s, int *out)
+{
+    static const char *const yes[] = {"yes", "on", "true", "1"};
+    static const char *const no[] = {"no", "off", "false", "0"};
+
+    if (s == NULL)
+        return "expected yes or no";
+    for (size_t i = 0; i < PX_ARRAY_LEN(yes); i++) {
+        if (ieq(s, yes[i])) {
+            *out = 1;
+            return NULL;
+        }
+        if (ieq(s, no[i])) {
+            *out = 0;
+            return NULL;
+        }
+    }
+    return "expected yes or no";
+}
+
+const char *px_parse_check_name(const char *v)
+{
+    size_t n = strlen(v);
+
+    if (n == 0 || n > 64)
+        return "name must be 1..64 characters";
+    for (; *v; v++) {
+        unsigned char c = (unsigned char)*v;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-' || c == '.'))
+            return "name may contain only letters, digits, '_', '-' and '.'";
+    }
+    return NULL;
+}
+
+const char *px_parse_check_path(const char *v)
+{
+    if (v[0] != '/')
+        return "must start with '/'";
+    for (const char *p = v; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c <= 0x20 || c >= 0x7f || c == '?' || c == '#')
+            return "bad character in path";
+    }
+    return NULL;
+}
