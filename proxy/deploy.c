@@ -149,13 +149,14 @@ static const char *claimed(const struct px_deployer *d, const struct px_service_
 enum build_mode {
     B_START,   /* a [service] claiming a deployed service's host is left out, loudly */
     B_RELOAD,  /* ... is an error: the reload fails and the old table keeps serving */
-    B_COMMAND, /* ... stays out (it was logged at start); a deployed service that does not fit is an error */
+    B_COMMAND, /* ... stays out (it was logged at start); so does another deployed entry that does not fit */
 };
 
 /* The table for cfg with the deployed services on top; `over` (may be NULL)
- * stands in for the deployed entry of its name. A deployed service that does
- * not fit (a bad target) is an error for a command, else it is left out with
- * a log line (a start or a reload must serve the rest). */
+ * stands in for the deployed entry of its name. If `over` does not fit (a bad
+ * target) that is the command's error; any other deployed entry that does not
+ * fit is left out, with a log line at start and reload: one bad entry never
+ * takes the others, nor every later command, down with it. */
 static struct px_services *build(struct px_deployer *d, const struct px_config *cfg,
                                  const struct px_state_service *over, enum build_mode mode, enum px_err *code,
                                  char *err, size_t errlen)
@@ -225,12 +226,16 @@ static struct px_services *build(struct px_deployer *d, const struct px_config *
             continue;
         if (e)
             snprintf(why, sizeof(why), "%s", e);
-        if (strict || s == over) {
+        if (s == over) {
             snprintf(err, errlen, "service %s: %s", s->name, why);
             *code = rc;
             goto fail;
         }
-        px_log_error("state: service %s left out: %s", s->name, why);
+        /* another deployed entry that does not fit was logged when it was
+         * left out (start, reload); a command on some other service must not
+         * fail for it, and it stays in the state file for the operator */
+        if (!strict)
+            px_log_error("state: service %s left out: %s", s->name, why);
     }
     if (px_services_seal(t, err, errlen) < 0) {
         *code = PX_E_INTERNAL;

@@ -890,24 +890,39 @@ class TestSelfTarget(DeployCase):
     def test_error_code_is_typed_never_found_in_the_message(self):
         """The code of an error is the failing module's, never read from its
         text (deploy once picked `conflict` by strstr(message, "conflict")):
-        a state entry named conflict-loop that cannot be served makes the
-        table fail to build for a command, and that is not a conflict."""
-        blue = self.coloured("blue")
-        port = free_port()
-        p = self.proxy("[proxy]\nlisten_http = 127.0.0.1:%d\n" % port, start=False)
-        with open(os.path.join(p.tmp, "state.json"), "w") as f:
-            json.dump({"version": 1, "services": [
-                {"name": "conflict-loop", "hosts": ["loop.test"], "active": ["localhost:%d" % port], "previous": []},
-                {"name": "web", "hosts": ["web.test"], "active": [blue.addr], "previous": []}]}, f)
-        p.start()
+        a path prefix named "conflict" (no leading '/') is bad_request, though
+        its message says "conflict"."""
+        p = self.plain_proxy()
         s = unix_conn(p, 10)
         self.addCleanup(s.close)
-        s.sendall(b'{"id":1,"cmd":"stop","args":{"service":"web"}}\n')
+        s.sendall(b'{"id":1,"cmd":"deploy","args":{"service":"web","targets":["127.0.0.1:1"],'
+                  b'"hosts":["a.test"],"path_prefix":"conflict","force":true}}\n')
         reply = json.loads(read_line(s, bytearray(), time.monotonic() + 10 * SLOW))
         self.assertEqual(reply["ok"], False, reply)
-        self.assertIn("service conflict-loop: target localhost:%d is proxyd's own listen address" % port,
-                      reply["error"]["message"])
+        self.assertIn("conflict", reply["error"]["message"])
         self.assertEqual(reply["error"]["code"], "bad_request", reply)
+
+    def test_an_entry_left_out_blocks_no_other_command(self):
+        """A state entry left out at start (its target is proxyd itself) does
+        not make every later command fail: stop, deploy and remove of other
+        services work, and the entry stays in the state file."""
+        blue, green = self.coloured("blue"), self.coloured("green")
+        port = free_port()
+        p = self.proxy("[proxy]\nlisten_http = 127.0.0.1:%d\n" % port, start=False)
+        state = os.path.join(p.tmp, "state.json")
+        with open(state, "w") as f:
+            json.dump({"version": 1, "services": [
+                {"name": "loop", "hosts": ["loop.test"], "active": ["localhost:%d" % port], "previous": []},
+                {"name": "web", "hosts": ["web.test"], "active": [blue.addr], "previous": []}]}, f)
+        p.start()
+        self.assertEqual(proxyctl(p, "stop", "web", timeout=10).rc, 0)
+        self.assertEqual(get(p.port, "/", host="web.test").status, 503)
+        self.assertEqual(proxyctl(p, "resume", "web", timeout=10).rc, 0)
+        self.deploy(p, "api", green, "--host", "api.test")
+        self.assertEqual(self.body_of(p, host="api.test"), b"green")
+        self.assertEqual(proxyctl(p, "remove", "api", timeout=10).rc, 0)
+        with open(state) as f:
+            self.assertIn("loop", [s["name"] for s in json.load(f)["services"]])
 
 
 class TestShutdownDuringDeploy(DeployCase):
