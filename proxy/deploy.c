@@ -224,10 +224,15 @@ static struct px_services *build(struct px_deployer *d, const struct px_config *
         free(addrs);
         if (rc == PX_E_OK)
             continue;
+        /* px_services_add's messages already start "service NAME: " */
+        const char *bare = why;
+        size_t nl = strlen(s->name);
         if (e)
-            snprintf(why, sizeof(why), "%s", e);
+            bare = e;
+        else if (strncmp(why, "service ", 8) == 0 && strncmp(why + 8, s->name, nl) == 0 && why[8 + nl] == ':')
+            bare = why + 8 + nl + (why[9 + nl] == ' ' ? 2 : 1);
         if (s == over) {
-            snprintf(err, errlen, "service %s: %s", s->name, why);
+            snprintf(err, errlen, "service %s: %s", s->name, bare);
             *code = rc;
             goto fail;
         }
@@ -235,7 +240,7 @@ static struct px_services *build(struct px_deployer *d, const struct px_config *
          * left out (start, reload); a command on some other service must not
          * fail for it, and it stays in the state file for the operator */
         if (!strict)
-            px_log_error("state: service %s left out: %s", s->name, why);
+            px_log_error("state: service %s left out: %s", s->name, bare);
     }
     if (px_services_seal(t, err, errlen) < 0) {
         *code = PX_E_INTERNAL;

@@ -391,6 +391,8 @@ class TestRollback(DeployCase):
         self.assertProxyAlive(p)
         self.assertEqual(r.rc, 1, r)
         self.assertIn("conflict", r.err)
+        # the service is named once ("service other: service other: ..." before)
+        self.assertIn("service other: conflicts with service web (host a.test", r.err)
         self.assertEqual(self.body_of(p, host="a.test"), b"blue")
 
 
