@@ -812,6 +812,11 @@ static void dispatch(struct px_h2 *h, struct h2s *s, int end_stream)
         px_req_respond(r, 431, NULL, 0);
         return;
     }
+    int bad = q->path_len ? px_h1_check_target(q->path, q->path_len) : 0;
+    if (bad) {
+        px_req_respond(r, -bad, NULL, 0); /* a '#', a bad %-escape, %00: as HTTP/1 answers them */
+        return;
+    }
     if (q->method_len == 7 && memcmp(q->method, "CONNECT", 7) == 0) {
         static const char msg[] = "CONNECT and WebSocket over HTTP/2 are not supported: use HTTP/1.1\n";
         px_req_respond(r, 501, msg, sizeof(msg) - 1);
