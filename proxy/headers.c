@@ -177,7 +177,7 @@ int px_h1_write_request_head(struct evbuffer *out, const struct px_h1_request *r
     const char *dflt = r->host == NULL ? f->default_host : NULL;
     size_t dflt_len = dflt ? strlen(dflt) : 0;
     size_t bound = head_len + r->target_len + r->host_len * 2 + dflt_len + f->xff_len + f->peer_ip_len +
-                   f->client_ip_len + f->request_id_len + 512;
+                   f->client_ip_len + f->request_id_len + f->loop_len + 512;
     struct evbuffer_iovec v;
     if (evbuffer_reserve_space(out, (ev_ssize_t)bound, &v, 1) < 1)
         return -1;
@@ -248,6 +248,12 @@ int px_h1_write_request_head(struct evbuffer *out, const struct px_h1_request *r
     PUT(p, f->request_id, f->request_id_len);
     PUTL(p, "\r\nX-Request-Start: t=");
     p = put_u64(p, f->start_ms);
+    if (f->loop) {
+        /* a line of its own: the client's CDN-Loop lines went before it,
+         * unchanged, and the list reads as one (RFC 9110 5.3) */
+        PUTL(p, "\r\nCDN-Loop: ");
+        PUT(p, f->loop, f->loop_len);
+    }
     if (f->websocket)
         PUTL(p, "\r\nConnection: upgrade");
     PUTL(p, "\r\n\r\n");
@@ -269,6 +275,7 @@ static const struct {
     {429, "Too Many Requests"}, {431, "Request Header Fields Too Large"},
     {500, "Internal Server Error"}, {501, "Not Implemented"}, {502, "Bad Gateway"},
     {503, "Service Unavailable"}, {504, "Gateway Timeout"}, {505, "HTTP Version Not Supported"},
+    {508, "Loop Detected"},
 };
 
 const char *px_status_reason(int status)

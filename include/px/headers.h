@@ -53,6 +53,8 @@ struct px_fwd {
     uint64_t start_ms;        /* unix ms */
     const char *default_host; /* NUL-terminated Host for a request that has none (HTTP/1.0): the
                                  chosen target's address text, or NULL (then an empty Host) */
+    const char *loop;         /* proxyd's CDN-Loop token (RFC 8586) to add as its own line, or NULL */
+    size_t loop_len;
     int websocket;            /* keep Upgrade, send Connection: upgrade */
     int strip_expect;         /* proxyd answers 100-continue itself */
 };
