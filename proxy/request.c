@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/time.h>
 #include <time.h>
 
 #include "px/addr.h"
@@ -79,6 +80,19 @@ static int loop_seen(const char *v, size_t n)
     size_t tl;
     const char *t = px_req_loop_token(&tl);
     return n >= tl && memmem(v, n, t, tl) != NULL;
+}
+
+const char *px_req_date(struct px_worker *w)
+{
+    struct px_req_ctx *x = &w->req;
+    struct timeval tv;
+    if (w->base == NULL || event_base_gettimeofday_cached(w->base, &tv) != 0)
+        gettimeofday(&tv, NULL);
+    if (x->date[0] == '\0' || (int64_t)tv.tv_sec != x->date_sec) {
+        px_http_date((int64_t)tv.tv_sec, x->date);
+        x->date_sec = (int64_t)tv.tv_sec;
+    }
+    return x->date;
 }
 
 static int path_is(const struct px_h1_request *q, const char *p, int prefix)
