@@ -325,7 +325,10 @@ class TargetVariants(LimitCase):
         self.assertEqual(statuses(p.port, "/login", 2), [200, 200])
         got = {}
         for t in self.LIMITED + self.BAD:
-            r = raw_request(p.port, request_bytes("GET", t, host="app.test"), timeout=5.0)
+            # Connection: close, so that each answer ends at once (a 429 keeps the connection
+            # open, and 1r/m leaks a whole request back within a minute of waiting)
+            r = raw_request(p.port, request_bytes("GET", t, host="app.test", headers=[("Connection", "close")]),
+                            timeout=5.0)
             got[t] = int(r.data.split(b" ")[1]) if r.data else 0
         self.assertEqual(got, dict([(t, 429) for t in self.LIMITED] + [(t, 400) for t in self.BAD]))
         reqs = self.b.wait_requests(3)  # a forwarded variant would be recorded before its status came back
