@@ -82,6 +82,34 @@ static void test_request_head(void)
     evbuffer_free(b);
 }
 
+/* The loop token goes last, as a line of its own after the client's
+ * CDN-Loop lines (which pass unchanged). */
+static void test_request_head_loop_token(void)
+{
+    const char *in = "GET / HTTP/1.1\r\nHost: a\r\nCDN-Loop: cloudflare\r\n\r\n";
+    struct px_h1_request r;
+    int n = px_h1_parse_request(in, strlen(in), &r);
+    CHECK_INT(n, (int)strlen(in));
+    struct evbuffer *b = evbuffer_new();
+    struct px_fwd f = fwd();
+    f.loop = "proxyd-0123456789abcdef";
+    f.loop_len = 23;
+    CHECK_INT(px_h1_write_request_head(b, &r, (size_t)n, &f), 0);
+    char *out = drain_str(b);
+    CHECK_STR(out, "GET / HTTP/1.1\r\n"
+                   "Host: a\r\n"
+                   "CDN-Loop: cloudflare\r\n"
+                   "X-Forwarded-For: 127.0.0.1\r\n"
+                   "X-Real-IP: 10.1.2.3\r\n"
+                   "X-Forwarded-Proto: http\r\n"
+                   "X-Forwarded-Host: a\r\n"
+                   "X-Request-ID: abc\r\n"
+                   "X-Request-Start: t=1700000000123\r\n"
+                   "CDN-Loop: proxyd-0123456789abcdef\r\n\r\n");
+    free(out);
+    evbuffer_free(b);
+}
+
 /* HTTP/1.0 without Host: the upstream gets the target's address, never an
  * empty Host (issue 6 r5b); with a Host, default_host changes nothing. */
 static void test_request_head_default_host(void)
@@ -262,6 +290,7 @@ int main(void)
 {
     UNIT_RUN(test_lookup);
     UNIT_RUN(test_request_head);
+    UNIT_RUN(test_request_head_loop_token);
     UNIT_RUN(test_request_head_default_host);
     UNIT_RUN(test_request_head_trusted_ws_absolute);
     UNIT_RUN(test_response_head);
