@@ -321,8 +321,8 @@ static const char *check_socket_path(const char *v)
 }
 
 /* A [route] prefix is matched against the normalized request path (%XX
- * decoded, "//" merged, "." and ".." resolved, as nginx matches locations),
- * so it must be normalized itself to ever match. */
+ * decoded, ";params" dropped, "//" merged, "." and ".." resolved), so it
+ * must be normalized itself to ever match. */
 static const char *check_route_prefix(const char *v)
 {
     const char *err = px_parse_check_path(v);
@@ -331,6 +331,8 @@ static const char *check_route_prefix(const char *v)
         return err;
     if (strchr(v, '%'))
         return "must be written decoded (no %XX)";
+    if (strchr(v, ';'))
+        return "must not contain ';' (\";params\" are dropped from a path before matching)";
     for (const char *p = v; *p; p++) {
         if (*p != '/')
             continue;

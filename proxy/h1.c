@@ -97,6 +97,7 @@ static void resp_opts(struct px_conn *c, const struct px_req *r, struct px_resp_
     o->upgrade = 0;
     o->add = r->adds ? r->adds : c->w->adds;
     o->nadd = r->adds ? r->nadds : c->w->nadds;
+    o->date = px_req_date(c->w);
 }
 
 /* The unread body of hr's request can be skipped to keep the connection:

@@ -342,9 +342,10 @@ static void h2_respond(struct px_req *r, int status, const char *body, size_t le
     }
     status_digits(st, status);
     int cln = snprintf(cl, sizeof(cl), "%zu", len);
-    nghttp2_nv nv[4 + 4 + PX_MAX_ADD_HEADERS];
+    nghttp2_nv nv[5 + 4 + PX_MAX_ADD_HEADERS];
     size_t n = 0, used = 0;
     nv[n++] = NV(":status", 7, st, 3);
+    nv[n++] = NV("date", 4, px_req_date(w), PX_HTTP_DATE_LEN);
     nv[n++] = NV("server", 6, "proxyd", 6);
     nv[n++] = NV("content-type", 12, "text/plain; charset=utf-8", 25);
     nv[n++] = NV("content-length", 14, cl, (size_t)cln);
@@ -417,11 +418,14 @@ static int h2_resp_head(struct px_req *r, const struct px_h1_response *resp, siz
     status_digits(st, resp->status);
     size_t n = 0, used = 0;
     uint64_t present = 0;
+    int has_date = 0;
     nv[n++] = NV(":status", 7, st, 3);
     for (size_t i = 0; i < resp->nheaders; i++) {
         const struct px_h1_header *hd = &resp->headers[i];
         if (is_hop(hd->name, hd->name_len))
             continue;
+        if (hd->name_len == 4 && PX_IEQ_LIT(hd->name, 4, "date"))
+            has_date = 1;
         char *ln = lower + used;
         px_lower_copy(ln, hd->name, hd->name_len);
         used += hd->name_len;
@@ -430,6 +434,8 @@ static int h2_resp_head(struct px_req *r, const struct px_h1_response *resp, siz
             present |= (uint64_t)1 << j;
         nv[n++] = NV(ln, hd->name_len, hd->value, hd->value_len);
     }
+    if (!has_date) /* RFC 9110 6.6.1: the upstream's Date is kept, a missing one added */
+        nv[n++] = NV("date", 4, px_req_date(w), PX_HTTP_DATE_LEN);
     n = put_adds(ad, nv, n, lower, &used, present);
     int body = r->resp.mode != PX_BODY_NONE;
     nghttp2_data_provider prd = {.source.ptr = s, .read_callback = data_read};
@@ -810,6 +816,11 @@ static void dispatch(struct px_h2 *h, struct h2s *s, int end_stream)
     }
     if (s->too_large) {
         px_req_respond(r, 431, NULL, 0);
+        return;
+    }
+    int bad = q->path_len ? px_h1_check_target(q->path, q->path_len) : 0;
+    if (bad) {
+        px_req_respond(r, -bad, NULL, 0); /* a '#', a bad %-escape, %00: as HTTP/1 answers them */
         return;
     }
     if (q->method_len == 7 && memcmp(q->method, "CONNECT", 7) == 0) {

@@ -177,7 +177,7 @@ int px_h1_write_request_head(struct evbuffer *out, const struct px_h1_request *r
     const char *dflt = r->host == NULL ? f->default_host : NULL;
     size_t dflt_len = dflt ? strlen(dflt) : 0;
     size_t bound = head_len + r->target_len + r->host_len * 2 + dflt_len + f->xff_len + f->peer_ip_len +
-                   f->client_ip_len + f->request_id_len + 512;
+                   f->client_ip_len + f->request_id_len + f->loop_len + 512;
     struct evbuffer_iovec v;
     if (evbuffer_reserve_space(out, (ev_ssize_t)bound, &v, 1) < 1)
         return -1;
@@ -248,6 +248,12 @@ int px_h1_write_request_head(struct evbuffer *out, const struct px_h1_request *r
     PUT(p, f->request_id, f->request_id_len);
     PUTL(p, "\r\nX-Request-Start: t=");
     p = put_u64(p, f->start_ms);
+    if (f->loop) {
+        /* a line of its own: the client's CDN-Loop lines went before it,
+         * unchanged, and the list reads as one (RFC 9110 5.3) */
+        PUTL(p, "\r\nCDN-Loop: ");
+        PUT(p, f->loop, f->loop_len);
+    }
     if (f->websocket)
         PUTL(p, "\r\nConnection: upgrade");
     PUTL(p, "\r\n\r\n");
@@ -269,6 +275,7 @@ static const struct {
     {429, "Too Many Requests"}, {431, "Request Header Fields Too Large"},
     {500, "Internal Server Error"}, {501, "Not Implemented"}, {502, "Bad Gateway"},
     {503, "Service Unavailable"}, {504, "Gateway Timeout"}, {505, "HTTP Version Not Supported"},
+    {508, "Loop Detected"},
 };
 
 const char *px_status_reason(int status)
@@ -291,6 +298,54 @@ static char *put_status_line(char *p, int status, const char *reason, size_t rea
         reason_len = strlen(reason);
     }
     PUT(p, reason, reason_len);
+    PUTL(p, "\r\n");
+    return p;
+}
+
+void px_http_date(int64_t t, char *out)
+{
+    static const char days[7][4] = {"Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"}; /* 1970-01-01: Thu */
+    static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    if (t < 0)
+        t = 0;
+    int64_t days_since = t / 86400, sod = t % 86400;
+    /* civil_from_days (H. Hinnant): the proleptic Gregorian date */
+    int64_t z = days_since + 719468, era = z / 146097, doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100), mp = (5 * doy + 2) / 153;
+    int64_t d = doy - (153 * mp + 2) / 5 + 1, m = mp < 10 ? mp + 3 : mp - 9, y = yoe + era * 400 + (m <= 2);
+    if (y > 9999)
+        y = 9999;
+    char *p = out;
+    memcpy(p, days[days_since % 7], 3);
+    p += 3;
+    *p++ = ',';
+    *p++ = ' ';
+    *p++ = (char)('0' + d / 10);
+    *p++ = (char)('0' + d % 10);
+    *p++ = ' ';
+    memcpy(p, months[m - 1], 3);
+    p += 3;
+    *p++ = ' ';
+    *p++ = (char)('0' + y / 1000);
+    *p++ = (char)('0' + y / 100 % 10);
+    *p++ = (char)('0' + y / 10 % 10);
+    *p++ = (char)('0' + y % 10);
+    *p++ = ' ';
+    int64_t hms[3] = {sod / 3600, sod / 60 % 60, sod % 60};
+    for (int i = 0; i < 3; i++) {
+        *p++ = (char)('0' + hms[i] / 10);
+        *p++ = (char)('0' + hms[i] % 10);
+        *p++ = i < 2 ? ':' : ' ';
+    }
+    memcpy(p, "GMT", 4);
+}
+
+static char *put_date(char *p, const char *date)
+{
+    PUTL(p, "Date: ");
+    PUT(p, date, PX_HTTP_DATE_LEN);
     PUTL(p, "\r\n");
     return p;
 }
@@ -341,7 +396,7 @@ static char *put_connection(char *p, const struct px_resp_opts *o)
 int px_h1_write_response_head(struct evbuffer *out, const struct px_h1_response *resp, size_t head_len,
                               const struct px_resp_opts *o)
 {
-    size_t bound = head_len + add_bound(o) + 128;
+    size_t bound = head_len + add_bound(o) + 128 + 64; /* 64: a Date line */
     struct evbuffer_iovec v;
     if (evbuffer_reserve_space(out, (ev_ssize_t)bound, &v, 1) < 1)
         return -1;
@@ -349,6 +404,7 @@ int px_h1_write_response_head(struct evbuffer *out, const struct px_h1_response 
     struct conn_tokens ct;
     conn_tokens_collect(&ct, resp->headers, resp->nheaders);
     uint64_t present = 0;
+    int has_date = 0;
 
     p = put_status_line(p, resp->status, resp->reason, resp->reason_len);
     for (size_t i = 0; i < resp->nheaders; i++) {
@@ -365,12 +421,16 @@ int px_h1_write_response_head(struct evbuffer *out, const struct px_h1_response 
         } else if (id == PX_HDR_OTHER) {
             if (ct.n && conn_tokens_has(&ct, h->name, h->name_len))
                 continue;
+            if (h->name_len == 4 && PX_IEQ_LIT(h->name, 4, "date"))
+                has_date = 1;
             int j = px_hdr_add_find(o->add, o->nadd, h->name, h->name_len);
             if (j >= 0)
                 present |= (uint64_t)1 << j;
         }
         p = put_header(p, h);
     }
+    if (!has_date && o->date) /* RFC 9110 6.6.1: a recipient with a clock adds the one missing */
+        p = put_date(p, o->date);
     p = put_adds(p, o, present);
     p = put_connection(p, o);
     PUTL(p, "\r\n");
@@ -382,12 +442,14 @@ int px_h1_write_local_response(struct evbuffer *out, int status, const char *bod
                                int omit_body, const struct px_resp_opts *o, const char *extra,
                                size_t extra_len)
 {
-    size_t bound = add_bound(o) + 256 + extra_len + (omit_body ? 0 : body_len);
+    size_t bound = add_bound(o) + 256 + 64 + extra_len + (omit_body ? 0 : body_len);
     struct evbuffer_iovec v;
     if (evbuffer_reserve_space(out, (ev_ssize_t)bound, &v, 1) < 1)
         return -1;
     char *p = v.iov_base;
     p = put_status_line(p, status, NULL, 0);
+    if (o->date)
+        p = put_date(p, o->date);
     PUTL(p, "Server: proxyd\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ");
     p = put_u64(p, body_len);
     PUTL(p, "\r\n");

@@ -462,8 +462,28 @@ enum px_method px_h1_method_id(const char *m, size_t n)
     return PX_METHOD_OTHER;
 }
 
+int px_h1_check_target(const char *t, size_t n)
+{
+    if (memchr(t, '#', n) != NULL)
+        return -400;
+    const char *q = memchr(t, '?', n);
+    size_t pn = q ? (size_t)(q - t) : n;
+    if (pn > PX_H1_PATH_MAX)
+        return -414;
+    const char *p = t, *end = t + pn;
+    while ((p = memchr(p, '%', (size_t)(end - p))) != NULL) {
+        int hi, lo;
+        if (end - p < 3 || (hi = hex_val((unsigned char)p[1])) < 0 || (lo = hex_val((unsigned char)p[2])) < 0 ||
+            (hi | lo) == 0)
+            return -400;
+        p += 3;
+    }
+    return 0;
+}
+
 /* Splits the request-target into path/query (and the absolute-form
- * authority); -1 when it is not an acceptable form. */
+ * authority); -400 when it is not an acceptable form, or what
+ * px_h1_check_target answers. */
 static int classify_target(struct px_h1_request *req, const char **auth, size_t *auth_len)
 {
     const char *t = req->target;
@@ -475,7 +495,7 @@ static int classify_target(struct px_h1_request *req, const char **auth, size_t 
         path = t;
     } else if (n == 1 && t[0] == '*') {
         if (req->method_id != PX_METHOD_OPTIONS)
-            return -1;
+            return -400;
         req->path = t;
         req->path_len = 1;
         return 0;
@@ -486,12 +506,12 @@ static int classify_target(struct px_h1_request *req, const char **auth, size_t 
         else if (n >= 8 && PX_IEQ_LIT(t, 8, "https://"))
             skip = 8;
         else
-            return -1;
+            return -400;
         size_t a = skip;
         while (a < n && IS(t[a], C_HOST))
             a++;
         if (a == skip)
-            return -1; /* empty authority */
+            return -400; /* empty authority */
         *auth = t + skip;
         *auth_len = a - skip;
         if (a == n) {
@@ -500,9 +520,12 @@ static int classify_target(struct px_h1_request *req, const char **auth, size_t 
             return 0;
         }
         if (t[a] != '/')
-            return -1; /* userinfo, "?q" without a path, or junk */
+            return -400; /* userinfo, "?q" without a path, or junk */
         path = t + a;
     }
+    int bad = px_h1_check_target(path, (size_t)(t + n - path));
+    if (bad)
+        return bad;
     req->path = path;
     req->path_len = (size_t)(t + n - path);
     const char *q = memchr(path, '?', req->path_len);
@@ -598,8 +621,8 @@ int px_h1_parse_request(const char *buf, size_t len, struct px_h1_request *req)
 
     const char *auth;
     size_t auth_len = 0;
-    if (classify_target(req, &auth, &auth_len) < 0)
-        return -400;
+    if ((r = classify_target(req, &auth, &auth_len)) < 0)
+        return r;
 
     struct h1_state st;
     h1_state_init(&st, 1);

@@ -19,7 +19,7 @@
 #include "px/limit.h"
 
 #define MAX_STRIPES 64
-#define MIN_PER_STRIPE 1024     /* fewer stripes for small zones: one full stripe refuses new keys */
+#define MIN_PER_STRIPE 1024     /* fewer stripes for small zones: a full stripe evicts before the zone is full */
 #define CLOCK_BACK_MS 60000     /* nginx: a clock that went back further counts as 1 ms elapsed */
 #define EXPIRE_IDLE_MS 60000    /* nginx's expire frees only entries untouched this long */
 #define NODELAY UINT64_MAX      /* an infinite delay threshold */
@@ -276,23 +276,12 @@ static void expire_locked(const struct px_limit_zone *z, struct stripe *s, uint6
     }
 }
 
-/* Whether a new key could get an entry now; else *wait_ms until the least
- * recently used key goes idle. */
-static int room_locked(const struct px_limit_zone *z, const struct stripe *s, uint64_t now, uint64_t *wait_ms)
-{
-    if (s->free != 0 || s->fresh < s->cap)
-        return 1;
-    const struct entry *e = ent(s, s->lru);
-    if (idle(z, e, now))
-        return 1;
-    *wait_ms = wait_until_leaked(z, e->last, e->excess, now);
-    return 0;
-}
-
-/* An entry for a new key: a freed one, a never used one, or the least
- * recently used one if it is idle (an active key is never evicted: the
- * new key is refused instead, as nginx refuses when it cannot allocate a
- * node). 0 when there is none. */
+/* An entry for a new key: a freed one, a never used one, or else the least
+ * recently used one, idle or not: nginx's ngx_http_limit_req_expire(ctx, 0)
+ * ("n == 0 deletes oldest entry by force") when its zone cannot allocate a
+ * node. A full zone must not lock every new client out until its buckets
+ * leak (a few thousand addresses, or one IPv6 /64, fill it); the price is
+ * that a flood of new addresses makes the zone forget its oldest client. */
 static uint32_t take_locked(const struct px_limit_zone *z, struct stripe *s, uint64_t now)
 {
     uint32_t i;
@@ -306,8 +295,6 @@ static uint32_t take_locked(const struct px_limit_zone *z, struct stripe *s, uin
     if (s->fresh < s->cap)
         return ++s->fresh;
     i = s->lru;
-    if (!idle(z, ent(s, i), now))
-        return 0;
     remove_locked(z->a, s, i);
     return i;
 }
@@ -335,10 +322,11 @@ enum step {
     CHARGE,                     /* nginx account(): charge from the current state, no burst check */
 };
 
-enum { OK, BUSY, FULL };
+enum { OK, BUSY };
 
 /* One zone's step for key k at now. *excess: the excess this request
- * leaves (or would leave); on BUSY/FULL *wait_ms until a retry could pass. */
+ * leaves (or would leave); on BUSY *wait_ms until a retry could pass. A new
+ * key always gets an entry (take_locked), so it is never BUSY. */
 static int zone_step(const struct px_limit_zone *z, const struct px_limit_key *k, uint64_t now, enum step how,
                      uint64_t *excess, uint64_t *wait_ms)
 {
@@ -366,17 +354,10 @@ static int zone_step(const struct px_limit_zone *z, const struct px_limit_key *k
         }
     } else {
         *excess = 0;
-        if (how == LOOK) {
-            if (!room_locked(z, s, now, wait_ms))
-                rc = FULL;
-        } else if ((i = take_locked(z, s, now)) != 0) {
+        if (how != LOOK) {
+            i = take_locked(z, s, now);
             insert_locked(s, i, k, h, now);
-        } else if (how == LOOK_CHARGE) {
-            room_locked(z, s, now, wait_ms);
-            rc = FULL;
         }
-        /* CHARGE with no room (another worker filled the stripe since the
-         * look): the request has passed; this zone just does not count it. */
     }
     pthread_mutex_unlock(&s->lock);
     return rc;
@@ -393,8 +374,8 @@ static int zone_step(const struct px_limit_zone *z, const struct px_limit_key *k
  * may both pass the look at an earlier zone and then both be charged, so
  * under a race an earlier zone can let through up to one request per other
  * racing worker past its burst. A single zone is exact: its look and
- * charge are one step. A key evicted between the look and the charge (it
- * was idle) is charged as a new key. */
+ * charge are one step. A key evicted between the look and the charge (its
+ * stripe was full) is charged as a new key. */
 void px_limit_check(struct px_limit_zone *const *zones, size_t n, const struct px_limit_key *key, uint64_t now_ms,
                     struct px_limit_result *res)
 {

@@ -2,9 +2,12 @@
  * address, forwarding fields), dispatch (shortcuts, route, policy, service
  * state, upstream), park and resume, finish (log, counts, unpin). */
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/time.h>
 #include <time.h>
 
 #include "px/addr.h"
@@ -36,6 +39,60 @@ void px_req_set_id(struct px_req *r, const char *id, size_t len)
     px_worker_request_id(r->w, r->request_id);
     r->request_id[32] = '\0';
     r->request_id_len = 32;
+}
+
+static char loop_token[24];
+static size_t loop_token_len;
+static pthread_once_t loop_once = PTHREAD_ONCE_INIT;
+
+static void loop_token_make(void)
+{
+    static const char hex[] = "0123456789abcdef";
+    uint64_t x;
+    /* random, so that two proxyd on one host (or a chain through another
+     * proxy) tell their tokens apart; the clock and the address space only
+     * if the kernel has no entropy yet: it need not be secret */
+    if (getrandom(&x, sizeof(x), GRND_NONBLOCK) != (ssize_t)sizeof(x)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        x = ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) ^ (uint64_t)(uintptr_t)&x;
+        x ^= x >> 31;
+        x *= 0x9e3779b97f4a7c15u;
+    }
+    memcpy(loop_token, "proxyd-", 7);
+    for (int i = 0; i < 16; i++)
+        loop_token[7 + i] = hex[(x >> (60 - 4 * i)) & 15];
+    loop_token[23] = '\0';
+    loop_token_len = 23;
+}
+
+const char *px_req_loop_token(size_t *len)
+{
+    pthread_once(&loop_once, loop_token_make);
+    *len = loop_token_len;
+    return loop_token;
+}
+
+/* A CDN-Loop value naming this process (a list of cdn-ids with parameters:
+ * the random token is matched anywhere in it). */
+static int loop_seen(const char *v, size_t n)
+{
+    size_t tl;
+    const char *t = px_req_loop_token(&tl);
+    return n >= tl && memmem(v, n, t, tl) != NULL;
+}
+
+const char *px_req_date(struct px_worker *w)
+{
+    struct px_req_ctx *x = &w->req;
+    struct timeval tv;
+    if (w->base == NULL || event_base_gettimeofday_cached(w->base, &tv) != 0)
+        gettimeofday(&tv, NULL);
+    if (x->date[0] == '\0' || (int64_t)tv.tv_sec != x->date_sec) {
+        px_http_date((int64_t)tv.tv_sec, x->date);
+        x->date_sec = (int64_t)tv.tv_sec;
+    }
+    return x->date;
 }
 
 static int path_is(const struct px_h1_request *q, const char *p, int prefix)
@@ -105,6 +162,9 @@ int px_req_begin(struct px_req *r, struct px_worker *w, const struct px_down_ops
         if (h->name_len == 12 && PX_IEQ_LIT(h->name, 12, "x-request-id")) {
             rid = h->value;
             rid_len = h->value_len;
+        } else if (h->name_len == 8 && PX_IEQ_LIT(h->name, 8, "cdn-loop")) {
+            if (loop_seen(h->value, h->value_len))
+                r->looped = 1;
         } else if (h->name_len == 15 && PX_IEQ_LIT(h->name, 15, "x-forwarded-for")) {
             if (r->xff == NULL) {
                 r->xff = h->value;
@@ -267,6 +327,13 @@ void px_req_dispatch(struct px_req *r)
         /* health_path and ACME challenges first: never limited */
         if (shortcuts(r, cfg))
             return;
+        if (PX_UNLIKELY(r->looped)) {
+            /* it came from this process: sending it upstream again would
+             * loop until max_connections (a target that is proxyd itself) */
+            static const char msg[] = "508 Loop Detected: this request already passed through this proxyd\n";
+            px_req_respond(r, 508, msg, sizeof(msg) - 1);
+            return;
+        }
         set_route(r);
         if (q->content_length > 0 && cfg->max_body_size && (uint64_t)q->content_length > cfg->max_body_size) {
             px_req_respond(r, 413, NULL, 0);
@@ -413,6 +480,7 @@ void px_req_finish(struct px_req *r)
 
 int px_req_write_head(struct px_req *r, struct evbuffer *out)
 {
+    size_t f_loop_len;
     struct px_fwd f = {
         .client_ip = r->client_ip,
         .client_ip_len = r->client_ip_len,
@@ -426,8 +494,10 @@ int px_req_write_head(struct px_req *r, struct evbuffer *out)
         .start_ms = r->start_wall_ms,
         .websocket = r->websocket,
         .strip_expect = r->strip_expect,
+        .loop = px_req_loop_token(&f_loop_len),
         .default_host = r->target ? r->target->addr.text : NULL,
     };
+    f.loop_len = f_loop_len;
     return px_h1_write_request_head(out, r->q, r->head_bound, &f);
 }
 

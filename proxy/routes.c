@@ -8,6 +8,7 @@
 #include "px/common.h"
 #include "px/config.h"
 #include "px/headers.h"
+#include "px/http1.h"
 #include "px/limit.h"
 #include "px/log.h"
 #include "px/routes.h"
@@ -655,7 +656,9 @@ int px_host_normalize(const char *host, size_t len, char *out, size_t outlen)
 
 /* ---- [route] matching ---- */
 
-#define PATH_STACK 4096
+/* Paths up to this long are normalized on the stack; the parsers answer
+ * longer ones 414 before any route is looked up (px_h1_check_target). */
+#define PATH_STACK PX_H1_PATH_MAX
 
 static int unhex(unsigned char c)
 {
@@ -665,8 +668,10 @@ static int unhex(unsigned char c)
     return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
-/* The path as nginx matches locations (ngx_http_parse_complex_uri): %XX
- * decoded (a decoded '/' or '.' counts as one), "//" merged, "." and ".."
+/* The path as a backend may read it, for matching: %XX decoded (a decoded
+ * '/' or '.' counts as one, as in nginx's ngx_http_parse_complex_uri), then
+ * per segment ";params" dropped (servlet containers route "/login;x" and
+ * "/app/..;/admin" as "/login" and "/admin"), "//" merged, "." and ".."
  * resolved, never above the root. out has room for n bytes: the result is
  * never longer. Returns its length. */
 static size_t normalize_path(const char *p, size_t n, char *out)
@@ -691,7 +696,8 @@ static size_t normalize_path(const char *p, size_t n, char *out)
         size_t s = r;
         while (r < m && out[r] != '/')
             r++;
-        size_t len = r - s;
+        const char *semi = memchr(out + s, ';', r - s);
+        size_t len = semi ? (size_t)(semi - (out + s)) : r - s;
         if (len == 0 || (len == 1 && out[s] == '.')) {
             if (r == m)
                 out[w++] = '/'; /* "/a/" and "/a/." end as "/a/" */
@@ -713,20 +719,32 @@ static size_t normalize_path(const char *p, size_t n, char *out)
     return w ? w : (out[0] = '/', 1);
 }
 
-/* Up to the query; *messy when normalizing could change it. */
+/* Up to the query (or a fragment, which the parsers reject anyway);
+ * *messy when normalizing could change it. */
 static size_t path_part(const char *p, size_t n, int *messy)
 {
     size_t i = 0;
     int m = 0;
     for (; i < n; i++) {
         char c = p[i];
-        if (c == '?')
+        if (c == '?' || c == '#')
             break;
-        if (c == '%' || (c == '/' && i + 1 < n && (p[i + 1] == '/' || p[i + 1] == '.')))
+        if (c == '%' || c == ';' || (c == '/' && i + 1 < n && (p[i + 1] == '/' || p[i + 1] == '.')))
             m = 1;
     }
     *messy = m;
     return i;
+}
+
+/* A byte that continues a path segment's name: after a prefix it means
+ * another name ("/app" is not "/appointment", "/login-help" not "/login").
+ * Anything else ends the name for matching -- '/', '.', a decoded '?', '#',
+ * space, NUL, ... -- since a backend may serve "/login.json" (Rails formats,
+ * Spring suffix patterns), "/login%3f", "/login%20" as /login. */
+static inline int name_byte(unsigned char c)
+{
+    return (unsigned char)((c | 0x20) - 'a') < 26u || (unsigned char)(c - '0') < 10u || c == '-' || c == '_' ||
+           c == '~' || c >= 0x80;
 }
 
 static int suffix_match(const struct route *rt, const char *p, size_t n)
@@ -744,26 +762,24 @@ const struct px_route *px_routes_route(const struct px_routes *r, const char *ho
 {
     const struct conf_part *c = r->conf;
     const struct route *found = NULL;
-    char stackbuf[PATH_STACK], *heap = NULL, h[256];
+    char buf[PATH_STACK], h[256];
     int messy, hl = -1;
 
     if (PX_LIKELY(c->nroutes == 0))
         return NULL;
     size_t n = path_part(path, path_len, &messy);
     const char *p = path;
-    if (messy) {
-        char *buf = n <= sizeof(stackbuf) ? stackbuf : (heap = malloc(n));
-        if (buf) {
-            n = normalize_path(path, n, buf);
-            p = buf;
-        }
+    if (messy && n <= sizeof(buf)) {
+        n = normalize_path(path, n, buf);
+        p = buf;
     }
     if (c->any_host)
         hl = px_host_normalize(host, host_len, h, sizeof(h));
     for (size_t i = 0; i < c->nroutes; i++) {
         const struct route *rt = &c->routes[i];
         size_t pl = rt->prefix_len;
-        if (pl > n || memcmp(p, rt->prefix, pl) != 0 || (pl < n && p[pl] != '/' && rt->prefix[pl - 1] != '/'))
+        if (pl > n || memcmp(p, rt->prefix, pl) != 0 ||
+            (pl < n && name_byte((unsigned char)p[pl]) && rt->prefix[pl - 1] != '/'))
             continue;
         if (rt->host_kind == HOST_EXACT && ((size_t)hl != rt->host_len || memcmp(h, rt->host, rt->host_len) != 0))
             continue;
@@ -775,7 +791,6 @@ const struct px_route *px_routes_route(const struct px_routes *r, const char *ho
         found = rt;
         break;
     }
-    free(heap);
     return found ? found->pub : NULL;
 }
 

@@ -53,6 +53,8 @@ struct px_fwd {
     uint64_t start_ms;        /* unix ms */
     const char *default_host; /* NUL-terminated Host for a request that has none (HTTP/1.0): the
                                  chosen target's address text, or NULL (then an empty Host) */
+    const char *loop;         /* proxyd's CDN-Loop token (RFC 8586) to add as its own line, or NULL */
+    size_t loop_len;
     int websocket;            /* keep Upgrade, send Connection: upgrade */
     int strip_expect;         /* proxyd answers 100-continue itself */
 };
@@ -87,14 +89,23 @@ struct px_resp_opts {
     int upgrade;              /* 101: keep Upgrade, Connection: upgrade */
     const struct px_hdr_add *add;
     size_t nadd;
+    const char *date;         /* IMF-fixdate of now (px_http_date), or NULL: the Date of proxyd's own
+                               * responses, and of an upstream response that has none */
 };
 
-/* Serialize an upstream response head for an HTTP/1.x client. */
+/* RFC 9110 5.6.7 IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT". */
+#define PX_HTTP_DATE_LEN 29
+/* Format unix_sec into out (PX_HTTP_DATE_LEN bytes and a NUL). No locale,
+ * no allocation; any thread. */
+void px_http_date(int64_t unix_sec, char *out);
+
+/* Serialize an upstream response head for an HTTP/1.x client. Its Date is
+ * kept; o->date is added only when it has none (RFC 9110 6.6.1). */
 int px_h1_write_response_head(struct evbuffer *out, const struct px_h1_response *resp, size_t head_len,
                               const struct px_resp_opts *o);
 
 /* A response proxyd makes itself (health, 404, 502, ...): status line,
- * Content-Type text/plain, Content-Length, `extra` (complete header lines
+ * Date (o->date, when set), Content-Type text/plain, Content-Length, `extra` (complete header lines
  * such as "Location: ...\r\n", or NULL), the add-headers, Connection, then
  * body (may be NULL with body_len 0; omit_body for HEAD). 0, or -1 when the
  * buffer could not grow (nothing was written: the caller must not go on as

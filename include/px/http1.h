@@ -96,6 +96,20 @@ struct px_h1_response {
 };
 
 int px_h1_parse_request(const char *buf, size_t len, struct px_h1_request *req);
+
+/* The longest path (the request-target up to '?') proxyd takes: nginx's
+ * default large_client_header_buffers answers a request line over 8 KiB
+ * with 414 too. [route] matching normalizes a path this long on the stack. */
+#define PX_H1_PATH_MAX 8192
+
+/* The checks every request-target gets, HTTP/1 (px_h1_parse_request runs
+ * them) and HTTP/2 (:path): 0, or -(status). A '#' anywhere -> -400: a
+ * fragment is no part of a request-target (RFC 9112 3.2), and a backend
+ * that drops it would serve "/login#x" as "/login" past the [route /login]
+ * limit. In the path (up to the first '?'; the query is the backend's):
+ * a '%' not followed by two hex digits, or "%00", -> -400, as nginx
+ * answers them; a path over PX_H1_PATH_MAX -> -414. */
+int px_h1_check_target(const char *target, size_t len);
 int px_h1_parse_response(const char *buf, size_t len, struct px_h1_response *resp);
 
 /* Returns the method id for a method token (exact, case-sensitive). */

@@ -26,16 +26,17 @@
  * once, when the zone is made; its pages are touched only as keys arrive):
  * no allocation per request or per new key. About 50 bytes a key: 10m
  * holds some 200,000 (px_limit_zone_capacity says exactly). Keys are
- * evicted least recently used first, but only idle ones (excess fully
- * leaked); when the arena is full and the least recently used key is not
- * idle, the request is rejected, as nginx does when its shared zone cannot
- * allocate a node. Like nginx's expire, making a key also frees up to two
- * least recently used keys idle for a minute.
+ * evicted least recently used first: when the arena (a stripe of it) is
+ * full, a new key takes the least recently used key's entry even if that
+ * key is still being limited, as nginx's ngx_http_limit_req_expire(ctx, 0)
+ * deletes its oldest node by force when the zone cannot allocate one: a new
+ * client is never refused for want of room. Like nginx's expire, making a
+ * key also frees up to two least recently used keys idle for a minute.
  *
  * Threads: a zone is shared by every worker. It is striped (the key's hash,
  * keyed per zone, picks a stripe with its own small lock, table and LRU
  * list), so workers rarely contend and no lock is global. The capacity is
- * split evenly over the stripes, so a new key can be refused a little
+ * split evenly over the stripes, so a stripe can start evicting a little
  * before the zone holds `capacity` keys.
  *
  * Lifetime: zones belong to a px_limits set built from a config on the main
@@ -108,8 +109,7 @@ struct px_limit_result {
     uint64_t delay_ms;       /* PX_LIMIT_DELAY: the longest delay (> 0) */
     uint32_t retry_after_s;  /* PX_LIMIT_REJECT: whole seconds (rounded up, >= 1) until a
                               * request of this key would pass the rejecting zone, if no
-                              * other comes meanwhile; when the zone had no room for a new
-                              * key, until its least recently used key goes idle */
+                              * other comes meanwhile */
     size_t which;            /* PX_LIMIT_REJECT: the zone that rejected (first in order);
                               * PX_LIMIT_DELAY: the zone with the longest delay (on a tie,
                               * the later one, as nginx logs it); PX_LIMIT_PASS: 0 */

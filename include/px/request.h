@@ -94,6 +94,7 @@ struct px_req {
     unsigned tls : 1;
     unsigned websocket : 1;
     unsigned strip_expect : 1;       /* proxyd answers 100-continue itself */
+    unsigned looped : 1;             /* it carries this process's CDN-Loop token: it came from us */
 
     const struct px_routes *routes;  /* pinned for the request's lifetime */
     const struct px_route *route;    /* the [route] that applies, or NULL */
@@ -148,6 +149,8 @@ enum { PX_PROTO_HTTP10 = 0, PX_PROTO_HTTP11, PX_PROTO_HTTP2 };
 struct px_req_ctx {
     struct px_req *parked;           /* parked requests (any order) */
     uint32_t nparked;
+    int64_t date_sec;                /* the second date[] shows (px_req_date) */
+    char date[32];                   /* IMF-fixdate, PX_HTTP_DATE_LEN bytes and a NUL */
 };
 
 /* ---- request.c: the pipeline ---- */
@@ -192,6 +195,19 @@ void px_req_park(struct px_req *r, uint64_t ms, int status);
 void px_req_wake_service(struct px_worker *w, const char *name);
 /* Number of requests parked on w. */
 uint32_t px_req_parked_count(const struct px_worker *w);
+
+/* This process's loop token: "proxyd-" and 16 random hex digits, made once
+ * (any thread) and constant for the process's life. Every request proxyd
+ * sends upstream carries it in a CDN-Loop line (RFC 8586); a request that
+ * arrives with it came from this very process (a target that is proxyd
+ * itself, or a chain of proxies back to it) and is answered 508 Loop
+ * Detected without going upstream again. NUL-terminated; *len its length. */
+const char *px_req_loop_token(size_t *len);
+
+/* The Date of worker w's responses: an IMF-fixdate of the worker's cached
+ * loop time (event_base_gettimeofday_cached: no system call per request),
+ * formatted once a second. Valid until the next call on w. */
+const char *px_req_date(struct px_worker *w);
 
 /* Write the upstream request head (HTTP/1.1) for r into out. 0 or -1. */
 int px_req_write_head(struct px_req *r, struct evbuffer *out);

@@ -189,14 +189,18 @@ struct px_route {
 };
 
 /* The one [route] that applies to a request, as one nginx location does:
- * the longest prefix that matches the normalized path (%XX decoded, "//"
- * merged, "." and ".." resolved; the query ignored) on a segment boundary;
- * at equal prefix a route for the exact host beats one for a "*.suffix"
- * (the longer first), which beats one without host; then one whose suffix
- * matches the path (case-insensitive) beats one without. NULL when none
- * matches (or the snapshot has no routes: then it costs one test). host is
- * as sent (":port" ignored). Any thread. No allocation, except for a path
- * over 4 KiB that needs normalizing. */
+ * the longest prefix that matches the normalized path (%XX decoded,
+ * ";params" dropped from each segment, "//" merged, "." and ".." resolved;
+ * the query ignored) where a name ends: the byte after the prefix is not a
+ * letter, digit, '-', '_', '~' or non-ASCII ("/login" takes "/login/x",
+ * "/login.json", "/login;x", "/login%3f", never "/loginx"); at equal prefix
+ * a route for the exact host beats one for a "*.suffix" (the longer first),
+ * which beats one without host; then one whose suffix matches the path
+ * (case-insensitive) beats one without. NULL when none matches (or the
+ * snapshot has no routes: then it costs one test). host is as sent
+ * (":port" ignored). Any thread. No allocation: a path up to
+ * PX_H1_PATH_MAX is normalized on the stack; a longer one (the parsers
+ * answer it 414 first) is matched as sent. */
 const struct px_route *px_routes_route(const struct px_routes *r, const char *host, size_t host_len,
                                        const char *path, size_t path_len);
 /* The snapshot's rate-limit zones (one set per config part). */

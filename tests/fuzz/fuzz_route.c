@@ -1,8 +1,9 @@
 /* fuzz_route.c -- libFuzzer target for [route] matching: the request-path
- * normalizer (%XX, "//", "." and "..") and the match over a fixed table.
- * Input: HOST '\n' PATH (no '\n': all path). Any input must match or not,
- * cleanly; the normalized path must be no longer than the input, start with
- * '/' when the input did, and hold no empty, "." or ".." segment.
+ * normalizer (%XX, ";params", "//", "." and "..") and the match over a fixed
+ * table. Input: HOST '\n' PATH (no '\n': all path). Any input must match or
+ * not, cleanly; the normalized path must be no longer than the input, start
+ * with '/' when the input did, and hold no empty, "." or ".." segment and no
+ * ';'. The target checks (px_h1_check_target) run on the path too.
  *
  *   ./fuzz_route tests/fuzz/corpus/route
  *
@@ -56,6 +57,8 @@ static void check_normalized(const char *in, size_t n)
             size_t len = j - i - 1;
             if (j < m && len == 0) /* "//" */
                 abort();
+            if (memchr(out + i + 1, ';', len) != NULL) /* ";params" are dropped */
+                abort();
             if ((len == 1 && out[i + 1] == '.') || (len == 2 && out[i + 1] == '.' && out[i + 2] == '.'))
                 abort();
         }
@@ -75,5 +78,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (rt && rt->nzones > 1)
         abort();
     check_normalized(path, path_len);
+    int bad = px_h1_check_target(path, path_len);
+    if (bad != 0 && bad != -400 && bad != -414)
+        abort();
     return 0;
 }

@@ -163,3 +163,60 @@ class SamePipeline(ProxyTestCase):
         self.assertEqual(h1["x-real-ip"], ["203.0.113.7"])
         self.assertEqual(h1["x-forwarded-for"], ["203.0.113.7, 10.1.2.3, 127.0.0.1"])
         self.assertEqual(reqs[0].target, reqs[1].target)
+
+
+class LoopDetection(ProxyTestCase):
+    """Every request proxyd sends upstream carries its per-process token in a
+    CDN-Loop line (RFC 8586); one that comes back with it is answered 508
+    without going upstream again, so a target that is proxyd itself (or two
+    proxyd pointing at each other) costs two connections, not all of them."""
+
+    TOKEN = r"^proxyd-[0-9a-f]{16}$"
+
+    def test_upstream_gets_the_token_after_the_clients_lines(self):
+        from harness import RecordingBackend
+        b = self.backend(RecordingBackend)
+        p = self.proxy(self.service_config(b))
+        for extra in (b"", b"CDN-Loop: cloudflare\r\n", b"CDN-Loop: proxyd-0123456789abcdef\r\n"):
+            r = raw_request(p.port, b"GET /x HTTP/1.1\r\nHost: a\r\n" + extra + b"Connection: close\r\n\r\n")
+            self.assertEqual(r.status, 200, r)  # another proxyd's token passes
+        reqs = b.wait_requests(3)
+        own = [q.headers.get_all("cdn-loop")[-1] for q in reqs]
+        self.assertRegex(own[0], self.TOKEN)
+        self.assertEqual(own, [own[0]] * 3)  # one token for the process
+        self.assertEqual(reqs[1].headers.get_all("cdn-loop"), ["cloudflare", own[0]])
+        self.assertEqual(reqs[2].headers.get_all("cdn-loop"), ["proxyd-0123456789abcdef", own[0]])
+        # a request that carries it is not forwarded
+        r = raw_request(p.port, b"GET /x HTTP/1.1\r\nHost: a\r\nCDN-Loop: x, " + own[0].encode() + b"\r\n\r\n")
+        self.assertEqual(r.status, 508, r)
+        self.assertEqual(len(b.requests), 3)
+
+    def test_self_target_answers_508_and_other_sites_still_answer(self):
+        from harness import RecordingBackend, free_port
+        b = self.backend(RecordingBackend)
+        port = free_port()
+        p = self.proxy("[proxy]\nlisten_http = 127.0.0.1:%d\nmax_connections = 50\n"
+                       "[service loop]\nhosts = loop.test\ntargets = 127.0.0.1:%d\n"
+                       "[service web]\nhosts = web.test\ntargets = %s\n" % (port, port, b.addr))
+        for _ in range(3):
+            r = raw_request(p.port, b"GET / HTTP/1.1\r\nHost: loop.test\r\nConnection: close\r\n\r\n", timeout=10)
+            self.assertEqual(r.status, 508, r)  # relayed from the inner hop
+            self.assertIn(b"Loop Detected", r.data)
+        r = raw_request(p.port, b"GET /index.html HTTP/1.1\r\nHost: web.test\r\nConnection: close\r\n\r\n")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual([q.target for q in b.wait_requests(1)], ["/index.html"])
+        lines = p.wait_access_log(7)
+        loop = [e for e in lines if e["host"] == "loop.test"]
+        self.assertEqual(sorted((e["status"], e["upstream"]) for e in loop),
+                         [(508, "")] * 3 + [(508, "127.0.0.1:%d" % port)] * 3, loop)
+
+    def test_two_instances_pointing_at_each_other(self):
+        from harness import free_port
+        pa, pb = free_port(), free_port()
+        a = self.proxy("[proxy]\nlisten_http = 127.0.0.1:%d\n[service s]\ntargets = 127.0.0.1:%d\n" % (pa, pb))
+        bp = self.proxy("[proxy]\nlisten_http = 127.0.0.1:%d\n[service s]\ntargets = 127.0.0.1:%d\n" % (pb, pa))
+        r = raw_request(a.port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", timeout=10)
+        self.assertEqual(r.status, 508, r)
+        # A -> B -> A: A saw its own token and answered; B relayed it
+        self.assertEqual([e["status"] for e in a.wait_access_log(2)], [508, 508])
+        self.assertEqual([e["status"] for e in bp.wait_access_log(1)], [508])

@@ -12,6 +12,7 @@ HSTS = "max-age=63072000; includeSubDomains; preload"
 DEFAULTS = [("strict-transport-security", HSTS), ("x-frame-options", "DENY"),
             ("x-content-type-options", "nosniff"), ("x-xss-protection", "1; mode=block")]
 UPSTREAM_STATUSES = (200, 201, 204, 301, 304, 400, 404, 500, 503)
+UPSTREAM_DATE = "Mon, 01 Jan 2024 00:00:00 GMT"
 
 
 def by_path(req):
@@ -22,6 +23,8 @@ def by_path(req):
         body = b"" if status in (204, 304) else b"s"
         extra = [("Location", "/elsewhere")] if status == 301 else []
         return http_response(status, body, headers=extra, content_length=status not in (204, 304))
+    if req.path == "/dated":
+        return http_response(200, b"d", headers=[("Date", UPSTREAM_DATE)])
     if req.path == "/upstream-set":
         return http_response(200, b"u", headers=[("STRICT-TRANSPORT-SECURITY", "max-age=5"),
                                                   ("x-frame-options", "SAMEORIGIN")])
@@ -33,9 +36,9 @@ class HeadersCase(ProxyTestCase):
         self.b = self.backend(RecordingBackend, response=by_path)
         self.silent = self.backend(SilentBackend)
 
-    def make_proxy(self, headers_section=None):
+    def make_proxy(self, headers_section=None, more=""):
         extra = ("[service slow]\nhosts = slow.test\ntargets = %s\n\n[service dead]\nhosts = dead.test\n"
-                 "targets = 127.0.0.1:%d\n" % (self.silent.addr, free_port()))
+                 "targets = 127.0.0.1:%d\n" % (self.silent.addr, free_port())) + more
         if headers_section is not None:
             extra += "\n[headers]\n" + headers_section
         conf = tls_service_config(self.b, extra_proxy="redirect_https = no\nmax_body_size = 1k\n"
@@ -188,3 +191,102 @@ class Configured(HeadersCase):
 if __name__ == "__main__":
     import unittest
     unittest.main()
+
+
+class DateHeader(HeadersCase):
+    """RFC 9110 6.6.1: every response proxyd makes itself has a Date (one
+    cached string per worker and second), over HTTP/1.1, HTTPS and HTTP/2;
+    a proxied response keeps the upstream's Date and gets proxyd's only
+    when it has none."""
+
+    LIMITS = ("[limit z429]\nrate = 1r/m\nburst = 0\nzone_size = 64k\n"
+              "[limit z503]\nrate = 1r/m\nburst = 0\nzone_size = 64k\nstatus = 503\n"
+              "[route /lim429]\nlimit = z429\n[route /lim503]\nlimit = z503\n")
+
+    def setUp(self):
+        super().setUp()
+        self.make_proxy(more=self.LIMITS)
+        # the token proxyd puts on upstream requests, for a request that loops back
+        r = raw_request(self.p.port, request_bytes("GET", "/first", host="app.test"))
+        self.assertEqual(r.status, 200, r)
+        self.token = self.b.wait_requests(1)[0].headers.get_all("cdn-loop")[-1]
+
+    def assertDate(self, headers, what):
+        import email.utils
+        import time
+        got = headers.get_all("date")
+        self.assertEqual(len(got), 1, "%s: %r" % (what, list(headers)))
+        self.assertRegex(got[0], r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|"
+                                 r"Nov|Dec) \d{4} \d\d:\d\d:\d\d GMT$", what)
+        # the clock it shows is this machine's (loose: no timing decides the test)
+        self.assertLess(abs(email.utils.parsedate_to_datetime(got[0]).timestamp() - time.time()), 300, what)
+
+    def own_h1(self):
+        return [
+            ("404 no service", request_bytes("GET", "/", host="nomatch.test"), 404),
+            ("502 dead upstream", request_bytes("GET", "/", host="dead.test"), 502),
+            ("504 upstream timeout", request_bytes("GET", "/", host="slow.test"), 504),
+            ("413 body too large", request_bytes("POST", "/", host="app.test", body=b"x" * 2048), 413),
+            ("431 head too large", request_bytes("GET", "/", host="app.test", headers=[("X-Big", "v" * 3000)]), 431),
+            ("400 bad request", b"GET /a%zz HTTP/1.1\r\nHost: app.test\r\n\r\n", 400),
+            ("200 health", request_bytes("GET", "/health", host="nomatch.test"), 200),
+            ("429 limited", request_bytes("GET", "/lim429", host="app.test"), 429),
+            ("503 limited", request_bytes("GET", "/lim503", host="app.test"), 503),
+            ("508 loop", request_bytes("GET", "/", host="app.test", headers=[("CDN-Loop", self.token)]), 508),
+        ]
+
+    def test_own_responses_http1(self):
+        for path in ("/lim429", "/lim503"):  # use up burst 0 (the one request that passes)
+            self.assertEqual(self.h1(request_bytes("GET", path, host="app.test"), False)[0], 200)
+        for tls in (False, True):
+            for what, data, st in self.own_h1():
+                with self.subTest(tls=tls, case=what):
+                    status, h = self.h1(data, tls)
+                    self.assertEqual(status, st)
+                    self.assertDate(h, what)
+                    self.assertEqual(h.get_all("server"), ["proxyd"], what)
+
+    def test_own_responses_h2(self):
+        for path in ("/lim429", "/lim503"):
+            self.assertEqual(self.h2(path)[0], 200)
+        cases = [
+            ("404 no service", dict(path="/", authority="nomatch.test"), 404),
+            ("502 dead upstream", dict(path="/", authority="dead.test"), 502),
+            ("504 upstream timeout", dict(path="/", authority="slow.test"), 504),
+            ("413 body too large", dict(path="/", method="POST", headers=[("content-length", "2048")],
+                                        end_stream=False), 413),
+            ("431 head too large", dict(path="/", headers=[("x-big", "v" * 3000)]), 431),
+            ("400 bad escape", dict(path="/a%zz"), 400),
+            ("501 CONNECT", dict(path=None, method="CONNECT", authority="app.test:443"), 501),
+            ("200 health", dict(path="/health", authority="nomatch.test"), 200),
+            ("429 limited", dict(path="/lim429"), 429),
+            ("503 limited", dict(path="/lim503"), 503),
+            ("508 loop", dict(path="/", headers=[("cdn-loop", self.token)]), 508),
+        ]
+        for what, kw, st in cases:
+            with self.subTest(case=what):
+                status, h = self.h2(**kw)
+                self.assertEqual(status, st)
+                self.assertDate(h, what)
+
+    def test_redirect_http1(self):
+        conf = tls_service_config(self.b)  # redirect_https = yes by default
+        p = self.proxy(conf)
+        with Client(p.port) as c:
+            c.send(request_bytes("GET", "/x", host="app.test"))
+            r = c.read_response("GET")
+        self.assertEqual(r.status, 301)
+        self.assertDate(r.headers, "301")
+
+    def test_proxied_keeps_the_upstreams_or_adds_one(self):
+        for tls in (False, True):
+            status, h = self.h1(request_bytes("GET", "/dated", host="app.test"), tls)
+            self.assertEqual((status, h.get_all("date")), (200, [UPSTREAM_DATE]))
+            status, h = self.h1(request_bytes("GET", "/", host="app.test"), tls)  # the backend sends none
+            self.assertEqual(status, 200)
+            self.assertDate(h, "proxied without Date, tls=%s" % tls)
+        status, h = self.h2("/dated")
+        self.assertEqual((status, h.get_all("date")), (200, [UPSTREAM_DATE]))
+        status, h = self.h2("/")
+        self.assertEqual(status, 200)
+        self.assertDate(h, "h2 proxied without Date")

@@ -20,7 +20,7 @@ import threading
 import time
 
 from harness import (SLOW, Client, H2Client, ProxyTestCase, RecordingBackend, free_port, get, http_response,
-                     request_bytes, tls_service_config, wait_until)
+                     raw_request, request_bytes, tls_service_config, wait_until)
 
 SECURITY = ("x-frame-options", "x-content-type-options", "x-xss-protection")
 CORS = ("[headers cors]\n"
@@ -305,6 +305,52 @@ class Reload(LimitCase):
         self.assertIn("reload failed", log)
         self.assertIn("conflicts with [route /api/]", log)
         self.assertEqual(statuses(p.port, "/api/x", 1), [429])
+
+
+class TargetVariants(LimitCase):
+    """What a backend would serve as /login is limited by [route /login]:
+    after the burst, every spelling of it is 429 -- ";params", a decoded
+    '?', space, ".json" -- or 400 when it is no valid target ('#', "%00",
+    "%zz", a cut "%"), as nginx answers; never forwarded. Within the burst
+    the upstream gets the target byte for byte."""
+
+    LIMITED = ["/login;x", "/login;jsessionid=1/", "/login%3f", "/login%3Fa=1", "/login%20", "/login%23",
+               "/login.json", "/login/", "/a/..;/login", "//login", "/%6cogin"]
+    BAD = ["/login#x", "/login%00", "/login%", "/login%zz", "/login%4?x", "/login?a#b"]
+
+    def test_h1_variants_limited_or_400(self):
+        p = self.start(limit(burst=2) + "[route /login]\nlimit = api\n")
+        first = "/login;jsessionid=AB%2f?x=%zz"
+        self.assertEqual(statuses(p.port, first, 1), [200])
+        self.assertEqual(statuses(p.port, "/login", 2), [200, 200])
+        got = {}
+        for t in self.LIMITED + self.BAD:
+            # Connection: close, so that each answer ends at once (a 429 keeps the connection
+            # open, and 1r/m leaks a whole request back within a minute of waiting)
+            r = raw_request(p.port, request_bytes("GET", t, host="app.test", headers=[("Connection", "close")]),
+                            timeout=5.0)
+            got[t] = int(r.data.split(b" ")[1]) if r.data else 0
+        self.assertEqual(got, dict([(t, 429) for t in self.LIMITED] + [(t, 400) for t in self.BAD]))
+        reqs = self.b.wait_requests(3)  # a forwarded variant would be recorded before its status came back
+        self.assertEqual([r.target for r in self.b.requests], [first, "/login", "/login"])
+        # another name is another route: not limited
+        self.assertEqual(statuses(p.port, "/login-help", 1) + statuses(p.port, "/loginx", 1), [200, 200])
+        self.assertEqual(reqs[0].start_line, "GET %s HTTP/1.1" % first)
+
+    def test_h2_variants_limited_or_refused(self):
+        p = self.proxy(tls_service_config(self.b, extra_proxy="redirect_https = no",
+                                          extra=limit(burst=2) + "[route /login]\nlimit = api\n"))
+        c = H2Client(p.https_port, validate=False)
+        self.addCleanup(c.close)
+        self.assertEqual([c.get("/login").status for _ in range(3)], [200] * 3)
+        for t in ["/login;x", "/login%3f", "/login.json"]:
+            self.assertEqual(c.get(t).status, 429, t)
+        for t in ["/login%00", "/login%zz", "/login%"]:
+            self.assertEqual(c.get(t).status, 400, t)
+        # '#': 400, or a stream error where the HTTP/2 layer refuses it first
+        s = c.get("/login#x")
+        self.assertTrue(s.status == 400 or s.reset is not None, s)
+        self.assertEqual(len(self.b.requests), 3)
 
 
 class HTTP2(ProxyTestCase):

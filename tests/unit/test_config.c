@@ -904,6 +904,7 @@ static void test_route_policy_errors(void)
         {BASE "[route /a//b]\n", "t.ini:3: [route /a//b]: prefix must not contain \"//\""},
         {BASE "[route /a/./b]\n", "t.ini:3: [route /a/./b]: prefix must not contain \".\" or \"..\" segments"},
         {BASE "[route /a/..]\n", "t.ini:3: [route /a/..]: prefix must not contain \".\" or \"..\" segments"},
+        {BASE "[route /a;x]\n", "t.ini:3: [route /a;x]: prefix must not contain ';' (\";params\" are dropped from a path before matching)"},
         {BASE "[route /%41]\n", "t.ini:3: [route /%41]: prefix must be written decoded"},
         {BASE "[route /a?b]\n", "t.ini:3: [route /a?b]: prefix bad character in path"},
         /* conflicts */

@@ -82,6 +82,34 @@ static void test_request_head(void)
     evbuffer_free(b);
 }
 
+/* The loop token goes last, as a line of its own after the client's
+ * CDN-Loop lines (which pass unchanged). */
+static void test_request_head_loop_token(void)
+{
+    const char *in = "GET / HTTP/1.1\r\nHost: a\r\nCDN-Loop: cloudflare\r\n\r\n";
+    struct px_h1_request r;
+    int n = px_h1_parse_request(in, strlen(in), &r);
+    CHECK_INT(n, (int)strlen(in));
+    struct evbuffer *b = evbuffer_new();
+    struct px_fwd f = fwd();
+    f.loop = "proxyd-0123456789abcdef";
+    f.loop_len = 23;
+    CHECK_INT(px_h1_write_request_head(b, &r, (size_t)n, &f), 0);
+    char *out = drain_str(b);
+    CHECK_STR(out, "GET / HTTP/1.1\r\n"
+                   "Host: a\r\n"
+                   "CDN-Loop: cloudflare\r\n"
+                   "X-Forwarded-For: 127.0.0.1\r\n"
+                   "X-Real-IP: 10.1.2.3\r\n"
+                   "X-Forwarded-Proto: http\r\n"
+                   "X-Forwarded-Host: a\r\n"
+                   "X-Request-ID: abc\r\n"
+                   "X-Request-Start: t=1700000000123\r\n"
+                   "CDN-Loop: proxyd-0123456789abcdef\r\n\r\n");
+    free(out);
+    evbuffer_free(b);
+}
+
 /* HTTP/1.0 without Host: the upstream gets the target's address, never an
  * empty Host (issue 6 r5b); with a Host, default_host changes nothing. */
 static void test_request_head_default_host(void)
@@ -214,13 +242,60 @@ static void test_local_response(void)
     evbuffer_free(b);
 }
 
+/* IMF-fixdate without locale or libc time formatting. */
+static void test_http_date(void)
+{
+    char d[PX_HTTP_DATE_LEN + 1];
+    px_http_date(784111777, d);                 /* RFC 9110's example */
+    CHECK_STR(d, "Sun, 06 Nov 1994 08:49:37 GMT");
+    px_http_date(0, d);
+    CHECK_STR(d, "Thu, 01 Jan 1970 00:00:00 GMT");
+    px_http_date(951782400, d);                 /* a leap day */
+    CHECK_STR(d, "Tue, 29 Feb 2000 00:00:00 GMT");
+    px_http_date(1798761599, d);
+    CHECK_STR(d, "Thu, 31 Dec 2026 23:59:59 GMT");
+    CHECK_INT(strlen(d), PX_HTTP_DATE_LEN);
+}
+
+/* proxyd's own responses carry Date; an upstream response keeps its own
+ * Date and gets proxyd's only when it has none (RFC 9110 6.6.1). */
+static void test_date_lines(void)
+{
+    static const char date[] = "Sun, 06 Nov 1994 08:49:37 GMT";
+    struct evbuffer *b = evbuffer_new();
+    struct px_resp_opts o = {.client_minor = 1, .keep_alive = 1, .date = date};
+    CHECK_INT(px_h1_write_local_response(b, 429, NULL, 0, 0, &o, "Retry-After: 1\r\n", 16), 0);
+    char *out = drain_str(b);
+    CHECK_STR(out, "HTTP/1.1 429 Too Many Requests\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nServer: proxyd\r\n"
+                   "Content-Type: text/plain; charset=utf-8\r\nContent-Length: 0\r\nRetry-After: 1\r\n\r\n");
+    free(out);
+    const char *with = "HTTP/1.1 200 OK\r\ndate: Mon, 01 Jan 2024 00:00:00 GMT\r\nContent-Length: 0\r\n\r\n";
+    const char *without = "HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n";
+    struct px_h1_response resp;
+    int n = px_h1_parse_response(with, strlen(with), &resp);
+    CHECK_INT(px_h1_write_response_head(b, &resp, (size_t)n, &o), 0);
+    out = drain_str(b);
+    CHECK_STR(out, with);
+    free(out);
+    n = px_h1_parse_response(without, strlen(without), &resp);
+    CHECK_INT(px_h1_write_response_head(b, &resp, (size_t)n, &o), 0);
+    out = drain_str(b);
+    CHECK_STR(out, "HTTP/1.1 204 No Content\r\nX-A: 1\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n");
+    free(out);
+    CHECK_STR(px_status_reason(508), "Loop Detected");
+    evbuffer_free(b);
+}
+
 int main(void)
 {
     UNIT_RUN(test_lookup);
     UNIT_RUN(test_request_head);
+    UNIT_RUN(test_request_head_loop_token);
     UNIT_RUN(test_request_head_default_host);
     UNIT_RUN(test_request_head_trusted_ws_absolute);
     UNIT_RUN(test_response_head);
     UNIT_RUN(test_local_response);
+    UNIT_RUN(test_http_date);
+    UNIT_RUN(test_date_lines);
     return unit_report();
 }

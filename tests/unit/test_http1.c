@@ -131,7 +131,19 @@ static const struct req_case req_cases[] = {
     RQ("obs-text target", "GET /caf\xc3\xa9?q=\x80 HTTP/1.1\r\nHost: h\r\n\r\n", PX_METHOD_GET, "/caf\xc3\xa9?q=\x80", "q=\x80", "h", -1, 0),
     RQ("long target", "GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/bbbbbbbbbbbbbbbbbbbbbbbbbbb?cccccccccccccccccc=dddddddddddd HTTP/1.1\r\nHost: h\r\n\r\n", PX_METHOD_GET, "/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/bbbbbbbbbbbbbbbbbbbbbbbbbbb?cccccccccccccccccc=dddddddddddd", "cccccccccccccccccc=dddddddddddd", "h", -1, 0),
     RQ("17-char name", "PROPFIND /d" H11 "X-Forwarded-Proto: https\r\nX-Forwarded-Host: a\r\n\r\n", PX_METHOD_OTHER, "/d", NULL, "h", -1, 0),
-    RQ("fragment kept", "GET /a#b HTTP/1.1\r\nHost: h\r\n\r\n", PX_METHOD_GET, "/a#b", NULL, "h", -1, 0),
+    RQE("fragment", "GET /a#b HTTP/1.1\r\nHost: h\r\n\r\n", -400),          /* RFC 9112 3.2: no fragment */
+    RQE("fragment in query", "GET /a?x#b HTTP/1.1\r\nHost: h\r\n\r\n", -400),
+    RQE("fragment absolute", "GET http://h/a#b HTTP/1.1\r\nHost: h\r\n\r\n", -400),
+    RQE("escape cut", "GET /login% HTTP/1.1\r\nHost: h\r\n\r\n", -400),        /* nginx: 400 */
+    RQE("escape one digit", "GET /login%4 HTTP/1.1\r\nHost: h\r\n\r\n", -400),
+    RQE("escape not hex", "GET /login%zz HTTP/1.1\r\nHost: h\r\n\r\n", -400),
+    RQE("escape half hex", "GET /login%4g/x HTTP/1.1\r\nHost: h\r\n\r\n", -400),
+    RQE("escape cut by query", "GET /login%4?x=1 HTTP/1.1\r\nHost: h\r\n\r\n", -400),
+    RQE("escape nul", "GET /login%00 HTTP/1.1\r\nHost: h\r\n\r\n", -400),
+    RQE("escape nul absolute", "GET http://h/a%00 HTTP/1.1\r\nHost: h\r\n\r\n", -400),
+    RQ("escapes", "GET /a%2F%2fb%3F%20%e9%01 HTTP/1.1\r\nHost: h\r\n\r\n", PX_METHOD_GET, "/a%2F%2fb%3F%20%e9%01", NULL, "h", -1, 0),
+    RQ("bad escape in query", "GET /a?x=%zz%00% HTTP/1.1\r\nHost: h\r\n\r\n", PX_METHOD_GET, "/a?x=%zz%00%", "x=%zz%00%", "h", -1, 0),
+    RQ("semicolon", "GET /login;jsessionid=1 HTTP/1.1\r\nHost: h\r\n\r\n", PX_METHOD_GET, "/login;jsessionid=1", NULL, "h", -1, 0),
 
     /* --- line endings, folding, whitespace --- */
     RQE("bare lf request line", "GET / HTTP/1.1\nHost: h\r\n\r\n", -400),
@@ -604,6 +616,38 @@ static void test_max_headers(void)
     CHECK_INT(parse_resp(buf, (size_t)n, &resp), -502);
 }
 
+/* px_h1_check_target: what HTTP/1 and HTTP/2 both run on a target. The
+ * path may be PX_H1_PATH_MAX long, the query longer; one byte more -> 414. */
+static void test_check_target(void)
+{
+    static char t[PX_H1_PATH_MAX + 64];
+    CHECK_INT(px_h1_check_target("/", 1), 0);
+    CHECK_INT(px_h1_check_target("/a%41%7e", 8), 0);
+    CHECK_INT(px_h1_check_target("/a%4", 4), -400);
+    CHECK_INT(px_h1_check_target("/a%", 3), -400);
+    CHECK_INT(px_h1_check_target("/a%0%41", 7), -400);
+    CHECK_INT(px_h1_check_target("/a%00b", 6), -400);
+    CHECK_INT(px_h1_check_target("/a%01b", 6), 0);
+    CHECK_INT(px_h1_check_target("/a%10b", 6), 0);
+    CHECK_INT(px_h1_check_target("/a#", 3), -400);
+    CHECK_INT(px_h1_check_target("/a?%", 4), 0);
+    CHECK_INT(px_h1_check_target("/a%4?1", 6), -400);  /* the escape may not run into the query */
+    t[0] = '/';
+    memset(t + 1, 'a', sizeof(t) - 1);
+    CHECK_INT(px_h1_check_target(t, PX_H1_PATH_MAX), 0);
+    CHECK_INT(px_h1_check_target(t, PX_H1_PATH_MAX + 1), -414);
+    t[PX_H1_PATH_MAX] = '?';
+    CHECK_INT(px_h1_check_target(t, sizeof(t)), 0);     /* a long query is fine */
+    /* through the parser */
+    struct px_h1_request req;
+    char buf[PX_H1_PATH_MAX + 128];
+    memset(t + 1, 'a', sizeof(t) - 1);
+    int n = snprintf(buf, sizeof(buf), "GET %.*s HTTP/1.1\r\nHost: h\r\n\r\n", PX_H1_PATH_MAX + 1, t);
+    CHECK_INT(px_h1_parse_request(buf, (size_t)n, &req), -414);
+    n = snprintf(buf, sizeof(buf), "GET %.*s HTTP/1.1\r\nHost: h\r\n\r\n", PX_H1_PATH_MAX, t);
+    CHECK_INT(px_h1_parse_request(buf, (size_t)n, &req), n);
+}
+
 /* Every byte value in a field value, a field name, the target, a method. */
 static void test_byte_classes(void)
 {
@@ -613,7 +657,8 @@ static void test_byte_classes(void)
         int value_ok = b == '\t' || (b >= 0x20 && b <= 0x7e) || b >= 0x80;
         int tchar = (b >= '0' && b <= '9') || (b >= 'a' && b <= 'z') || (b >= 'A' && b <= 'Z') ||
                     (b != 0 && strchr("!#$%&'*+-.^_`|~", b) != NULL);
-        int target_ok = (b > 0x20 && b <= 0x7e) || b >= 0x80;
+        /* '#' is a fragment, "/a%b" a cut escape: both 400 */
+        int target_ok = ((b > 0x20 && b <= 0x7e) || b >= 0x80) && b != '#' && b != '%';
         int method_ok = (b >= 'A' && b <= 'Z') || b == '_' || b == '-'; /* nginx's alphabet */
 
         int n = snprintf(in, sizeof(in), "GET / HTTP/1.1\r\nHost: h\r\nX: a?b\r\n\r\n");
@@ -987,6 +1032,7 @@ int main(void)
     UNIT_RUN(test_split_every_byte);
     UNIT_RUN(test_max_headers);
     UNIT_RUN(test_byte_classes);
+    UNIT_RUN(test_check_target);
     UNIT_RUN(test_leading_crlf_count);
     UNIT_RUN(test_chunked_matrix);
     UNIT_RUN(test_chunked_results);

@@ -556,50 +556,55 @@ static void test_evict_idle_lru(void)
     px_limits_free(l);
 }
 
-/* A full zone whose least recently used key is still active refuses new
- * keys with the zone's status, and Retry-After until that key goes idle;
- * known keys go on as before. */
-static void test_full_rejects(void)
+/* A full zone whose keys are all still being limited evicts its least
+ * recently used key for a new one, as nginx's ngx_http_limit_req_expire(ctx,
+ * 0) deletes the oldest node by force: a brand-new client passes at once
+ * (it used to be refused until the oldest key leaked). The evicted key
+ * starts over as a new one; the others keep their state. */
+static void test_full_evicts_lru(void)
 {
     struct px_limits *l = build(HEAD "[limit a]\nrate = 30r/m\nburst = 2\nzone_size = 64k\nstatus = 503\n"
                                      "[limit b]\nrate = 1r/s\nburst = 5\n",
                                 NULL);
     struct px_limit_zone *z = px_limits_find(l, "a"), *b = px_limits_find(l, "b");
-    if (!z || !b)
+    if (!z || !b) {
+        CHECK(!"zones a and b were not built");
+        px_limits_free(l);
         return;
+    }
     size_t cap = px_limit_zone_capacity(z);
+    CHECK(cap >= 1000);
     for (uint32_t i = 0; i < cap; i++) {
         struct px_limit_key k = key_v4(0x0a000000 + i);
         CHECK_INT(check1(z, &k, T0).verdict, PX_LIMIT_PASS);
-        CHECK_INT(check1(z, &k, T0).verdict, PX_LIMIT_PASS);    /* excess 1000: busy for 2 s */
+        CHECK_INT(check1(z, &k, T0).verdict, PX_LIMIT_PASS);
+        CHECK_INT(check1(z, &k, T0).verdict, PX_LIMIT_PASS);    /* excess 2000: at the burst, busy for 4 s */
     }
-    struct px_limit_key x = key("203.0.113.1"), y = key("203.0.113.2");
-    struct px_limit_result r = check1(z, &x, T0);
-    CHECK_INT(r.verdict, PX_LIMIT_REJECT);
-    CHECK_INT(r.which, 0);
-    CHECK_INT(r.retry_after_s, 2);
-    CHECK_INT(px_limit_zone_status(z), 503);
-    r = check1(z, &x, T0 + 1000);
-    CHECK_INT(r.verdict, PX_LIMIT_REJECT);
-    CHECK_INT(r.retry_after_s, 1);
-    CHECK_INT(check1(z, &x, T0 + 1999).verdict, PX_LIMIT_REJECT);
-    /* a known key still passes within its burst (2000 <= 2000) */
-    struct px_limit_key k5 = key_v4(0x0a000005);
-    CHECK_INT(check1(z, &k5, T0).verdict, PX_LIMIT_PASS);
-    CHECK_INT(check1(z, &k5, T0).verdict, PX_LIMIT_REJECT);
-    /* a full earlier zone rejects before anything is charged */
+    CHECK_INT(px_limit_zone_keys(z), cap);
+    /* 20 brand-new clients pass; each evicts the least recently used key */
+    for (uint32_t i = 0; i < 20; i++) {
+        struct px_limit_key x = key_v4(0xcb007100 + i);
+        struct px_limit_result r = check1(z, &x, T0 + 10);
+        CHECK_INT(r.verdict, PX_LIMIT_PASS);
+        CHECK_INT(r.delay_ms, 0);
+    }
+    CHECK_INT(px_limit_zone_keys(z), cap);
+    /* keys 0..19 were the least recently used: forgotten, key 0 starts over
+     * (three pass again); key 20 and later are still limited */
+    struct px_limit_key k20 = key_v4(0x0a000014), klast = key_v4(0x0a000000 + (uint32_t)cap - 1);
+    CHECK_INT(check1(z, &k20, T0 + 20).verdict, PX_LIMIT_REJECT);
+    CHECK_INT(check1(z, &klast, T0 + 20).verdict, PX_LIMIT_REJECT);
+    CHECK_INT(burst(z, "10.0.0.0", T0 + 20, 4).pass, 3);     /* evicts key 21 in turn */
+    /* a new client is not rejected by a full earlier zone either, and both
+     * zones are charged */
+    struct px_limit_key y = key("198.51.100.7");
     struct px_limit_zone *zs[2] = {z, b};
-    px_limit_check(zs, 2, &y, T0 + 1000, &r);
-    CHECK_INT(r.verdict, PX_LIMIT_REJECT);
-    CHECK_INT(r.which, 0);
-    CHECK_INT(px_limit_zone_keys(b), 0);
-    CHECK_INT(px_limit_zone_keys(z), cap);
-    /* at T0 + 2000 the oldest has leaked: it makes room */
-    CHECK_INT(check1(z, &x, T0 + 2000).verdict, PX_LIMIT_PASS);
-    CHECK_INT(px_limit_zone_keys(z), cap);
-    px_limit_check(zs, 2, &y, T0 + 2000, &r);
+    struct px_limit_result r;
+    px_limit_check(zs, 2, &y, T0 + 30, &r);
     CHECK_INT(r.verdict, PX_LIMIT_PASS);
     CHECK_INT(px_limit_zone_keys(b), 1);
+    CHECK_INT(px_limit_zone_keys(z), cap);
+    CHECK_INT(burst(z, "198.51.100.7", T0 + 30, 3).pass, 2);   /* y is known in a: 1 charged, burst 2 */
     px_limits_free(l);
 }
 
@@ -867,7 +872,7 @@ int main(void)
     UNIT_RUN(test_multi_reject_charges_none);
     UNIT_RUN(test_multi_longest_delay);
     UNIT_RUN(test_evict_idle_lru);
-    UNIT_RUN(test_full_rejects);
+    UNIT_RUN(test_full_evicts_lru);
     UNIT_RUN(test_expire);
     UNIT_RUN(test_capacity_100k_v4);
     UNIT_RUN(test_capacity_100k_v6);

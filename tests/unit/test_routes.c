@@ -225,7 +225,9 @@ static void test_route_normalized(void)
     CHECK_STR(route(r, NULL, "/%2e%2e/api/x"), "/api/");      /* never above the root */
     CHECK_STR(route(r, NULL, "/../../api"), "/api/");
     CHECK_STR(route(r, NULL, "/api/v1/sessions/.."), "/api/v1/");
-    CHECK_STR(route(r, NULL, "/api%zz"), "-");                /* not an escape: literal */
+    CHECK_STR(route(r, NULL, "/api%zz"), "/api/");            /* not an escape: a literal '%' ends the name
+                                                                * (the parsers answer 400 first) */
+    CHECK_STR(route(r, NULL, "/apix%zz"), "-");
     CHECK_STR(route(r, NULL, "/ap%69?x=%2Fapi/v1/"), "/api/");
     CHECK_STR(route(r, NULL, "/.well-known/x.js"), "/");
     /* a long path is normalized too (off the stack) */
@@ -236,6 +238,45 @@ static void test_route_normalized(void)
         p[8018] = '\0';
         CHECK_STR(route(r, NULL, p), "/api/v1/sessions/");
     }
+    px_routes_publish(r);
+    px_routes_shutdown();
+}
+
+/* What a backend would serve as /login is limited by [route /login]: the
+ * prefix must end where a name ends -- '/', '.', ';params', a decoded '?',
+ * '#', space, NUL -- never inside a longer name ("/loginx", "/login-help"). */
+static void test_route_boundary(void)
+{
+    struct px_routes *r = build("[proxy]\nlisten_http = 127.0.0.1:0\n[service any]\ntargets = 127.0.0.1:3005\n"
+                                "[route /login]\n[route /admin/]\n[route /app]\nsuffix = .js\n");
+    CHECK(r != NULL);
+    if (!r)
+        return;
+    static const char *const limited[] = {
+        "/login", "/login/", "/login?x", "/login;x", "/login;jsessionid=1?a=b", "/login%3f", "/login%3Fx=1",
+        "/login%23", "/login%20", "/login%09", "/login%00", "/login.json", "/login%2ejson", "/login%2f",
+        "/login/x", "/;x/login", "/x;y/../login", "/login;x/", "//login", "/a/..;/login", "/login%3bx",
+        "/admin", "/admin;x/users", "/x/..;/admin/", "/login%", "/login%zz",
+    };
+    for (size_t i = 0; i < sizeof(limited) / sizeof(limited[0]); i++) {
+        const char *got = route(r, NULL, limited[i]);
+        CHECK(strcmp(got, "-") != 0);
+        if (strcmp(got, "-") == 0)
+            fprintf(stderr, "# not limited: %s\n", limited[i]);
+    }
+    static const char *const other[] = {
+        "/loginx", "/login-help", "/login_x", "/login~", "/login%41", "/login\xc3\xa9", "/LOGIN", "/logi",
+        "/x/login", "/login/../x", "/adminx", "/;login", "/lo;gin",
+    };
+    for (size_t i = 0; i < sizeof(other) / sizeof(other[0]); i++) {
+        const char *got = route(r, NULL, other[i]);
+        CHECK_STR(got, "-");
+        if (strcmp(got, "-") != 0)
+            fprintf(stderr, "# limited: %s\n", other[i]);
+    }
+    CHECK_STR(route(r, NULL, "/login"), "/login");
+    CHECK_STR(route(r, NULL, "/app.js;v=1"), "/app");          /* the suffix after ";params" are dropped */
+    CHECK_STR(route(r, NULL, "/app/x.js;jsessionid=1"), "/app");
     px_routes_publish(r);
     px_routes_shutdown();
 }
@@ -256,7 +297,8 @@ static void test_route_suffix(void)
     /* at equal prefix the route whose suffix matches wins */
     CHECK_STR(route(r, NULL, "/app/x.js"), "/app");
     CHECK_STR(route(r, NULL, "/app/x.css"), "/app");
-    CHECK_STR(route(r, NULL, "/app.js"), "/");             /* "/app" is not a prefix of it */
+    CHECK_STR(route(r, NULL, "/app.js"), "/app");          /* '.' ends the name "app" (see test_route_boundary) */
+    CHECK_STR(route(r, NULL, "/apps.js"), "/");            /* "/app" is not a prefix of "/apps" */
     const struct px_route *a = px_routes_route(r, NULL, 0, "/app/x.JS", 9);
     const struct px_route *b = px_routes_route(r, NULL, 0, "/app/x.jsx", 10);
     CHECK(a && b && a != b);
@@ -416,6 +458,7 @@ int main(void)
     UNIT_RUN(test_route_prefix);
     UNIT_RUN(test_route_normalized);
     UNIT_RUN(test_route_suffix);
+    UNIT_RUN(test_route_boundary);
     UNIT_RUN(test_route_hosts);
     UNIT_RUN(test_route_policy);
     UNIT_RUN(test_route_none);
