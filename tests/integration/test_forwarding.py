@@ -2,6 +2,8 @@
 exact request head that reaches a stub upstream, and the exact response head
 that reaches the client."""
 
+import socket
+import threading
 import time
 
 from harness import H2Client, ProxyTestCase, raw_request, tls_service_config
@@ -191,13 +193,68 @@ class LoopDetection(ProxyTestCase):
         self.assertEqual(r.status, 508, r)
         self.assertEqual(len(b.requests), 3)
 
+    def relay_to(self, port):
+        """A TCP relay to 127.0.0.1:port on a port of its own, as a container
+        runtime's port mapping or a NAT rule would be: proxyd cannot see that
+        a target behind it is proxyd itself (a target equal to its own listen
+        address is refused outright), only the token can."""
+        ls = socket.socket()
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(64)
+        ls.settimeout(0.2)
+        stop = threading.Event()
+        socks = []
+
+        def pipe(a, b):
+            try:
+                while True:
+                    d = a.recv(65536)
+                    if not d:
+                        break
+                    b.sendall(d)
+            except OSError:
+                pass
+            for x in (a, b):
+                try:
+                    x.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+        def accept():
+            while not stop.is_set():
+                try:
+                    c, _ = ls.accept()
+                except socket.timeout:
+                    continue
+                except OSError:
+                    break
+                u = socket.create_connection(("127.0.0.1", port), timeout=10)
+                c.settimeout(None)
+                u.settimeout(None)
+                socks.extend((c, u))
+                for a, b in ((c, u), (u, c)):
+                    threading.Thread(target=pipe, args=(a, b), daemon=True).start()
+
+        t = threading.Thread(target=accept, daemon=True)
+        t.start()
+
+        def cleanup():
+            stop.set()
+            t.join(5)
+            ls.close()
+            for x in socks:
+                x.close()
+        self.addCleanup(cleanup)
+        return ls.getsockname()[1]
+
     def test_self_target_answers_508_and_other_sites_still_answer(self):
         from harness import RecordingBackend, free_port
         b = self.backend(RecordingBackend)
         port = free_port()
+        relay = self.relay_to(port)
         p = self.proxy("[proxy]\nlisten_http = 127.0.0.1:%d\nmax_connections = 50\n"
                        "[service loop]\nhosts = loop.test\ntargets = 127.0.0.1:%d\n"
-                       "[service web]\nhosts = web.test\ntargets = %s\n" % (port, port, b.addr))
+                       "[service web]\nhosts = web.test\ntargets = %s\n" % (port, relay, b.addr))
         for _ in range(3):
             r = raw_request(p.port, b"GET / HTTP/1.1\r\nHost: loop.test\r\nConnection: close\r\n\r\n", timeout=10)
             self.assertEqual(r.status, 508, r)  # relayed from the inner hop
@@ -208,7 +265,7 @@ class LoopDetection(ProxyTestCase):
         lines = p.wait_access_log(7)
         loop = [e for e in lines if e["host"] == "loop.test"]
         self.assertEqual(sorted((e["status"], e["upstream"]) for e in loop),
-                         [(508, "")] * 3 + [(508, "127.0.0.1:%d" % port)] * 3, loop)
+                         [(508, "")] * 3 + [(508, "127.0.0.1:%d" % relay)] * 3, loop)
 
     def test_two_instances_pointing_at_each_other(self):
         from harness import free_port

@@ -341,7 +341,7 @@ static void test_output_capped(void)
     unlink(p);
     snprintf(p, sizeof(p), "%s/renewal-hooks/deploy/2-next", cfg);
     unlink(p);
-    hook("deploy", "3-endless", 0755, "#!/bin/sh\nyes endless &\necho bye\n");
+    hook("deploy", "3-endless", 0755, "#!/bin/sh\necho bye\nyes endless &\n");
     memset(&r, 0, sizeof(r));
     CHECK(px_acme_hooks_run(base, cfg, "deploy", LIVE, DOMAINS, 2, 20000, on_done, &r) != NULL);
     run_until(&r.called, 20000);
