@@ -170,6 +170,35 @@ class Balancing(ProxyTestCase):
         self.assertGreaterEqual(min(n1, n2), 5, "unbalanced: %d / %d" % (n1, n2))
 
 
+class KeepalivePool(ProxyTestCase):
+    def test_idle_pool_bounded(self):
+        """[proxy] upstream_keepalive bounds the idle upstream connections a
+        worker keeps (nginx's `keepalive N`): after a burst of 12 concurrent
+        requests, each on its own upstream connection, the backend sees at
+        most 3 stay open (the rest closed, least recently used first), and
+        the next request reuses one of those kept instead of connecting."""
+        b = self.backend(RecordingBackend, response=lambda req: [0.5, http_response(200, b"ok")])
+        p = self.proxy(self.service_config(b, extra_proxy="workers = 1\nupstream_keepalive = 3"))
+        results = []
+
+        def one():
+            results.append(get(p.port, "/", timeout=10).status)
+        threads = [threading.Thread(target=one) for _ in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(15)
+        self.assertEqual(results, [200] * 12)
+        self.assertEqual(b.accepted, 12, "the burst did not open 12 upstream connections")
+        self.assertTrue(wait_until(lambda: b.open_connections() <= 3, 5),
+                        "%d idle upstream connections kept (bound 3)" % b.open_connections())
+        time.sleep(0.2)  # nothing closes the kept ones: they stay pooled
+        self.assertEqual(b.open_connections(), 3)
+        b.response = None
+        self.assertEqual(get(p.port, "/").status, 200)
+        self.assertEqual(b.accepted, 12, "a kept connection was not reused")
+
+
 class WebSocket(ProxyTestCase):
     def setUp(self):
         self.b = self.backend(WebSocketBackend)
