@@ -74,6 +74,7 @@ struct px_uconn {
     unsigned got_bytes : 1;        /* any response byte arrived */
     unsigned on_busy : 1;          /* on its pool's busy list */
     unsigned warm : 1;             /* connecting ahead of a switch, no request yet */
+    unsigned quickacked : 1;       /* TCP_QUICKACK set for this response (upstream.c ack_now) */
     px_tunnel_cb tunnel_cb;        /* U_TUNNEL: events go to the tunnel's owner */
     void *tunnel_owner;
 };

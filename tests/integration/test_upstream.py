@@ -199,6 +199,30 @@ class KeepalivePool(ProxyTestCase):
         self.assertEqual(b.accepted, 12, "a kept connection was not reused")
 
 
+class NagleBackend(ProxyTestCase):
+    def test_head_and_body_in_two_writes_no_delayed_ack_stall(self):
+        """A backend that leaves Nagle on (Python's http.server, many dev
+        servers) and writes the head and the body in two send()s holds the
+        body until the head is acknowledged. A delayed ACK from proxyd would
+        cost ~40 ms per keep-alive request (nginx pays it); proxyd acks at
+        once (TCP_QUICKACK), so the median request through it takes far
+        less than one delayed-ACK timer (40 ms on Linux)."""
+        body = b"x" * 100
+        b = self.backend(RecordingBackend, response=lambda req: [
+            http_response(200, body, head_only=True), body])
+        p = self.proxy(self.service_config(b, extra_proxy="workers = 1"))
+        times = []
+        with Client(p.port) as c:
+            for _ in range(20):
+                t0 = time.monotonic()
+                r = c.request("GET", "/")
+                times.append(time.monotonic() - t0)
+                self.assertEqual((r.status, r.body), (200, body))
+        self.assertEqual(b.request_connections(), 1, "the requests did not share one upstream connection")
+        times.sort()
+        self.assertLess(times[10], 0.02, "median %.1f ms per request (a delayed ACK is 40 ms)" % (times[10] * 1000))
+
+
 class WebSocket(ProxyTestCase):
     def setUp(self):
         self.b = self.backend(WebSocketBackend)
