@@ -274,6 +274,7 @@ static void tls_handshake(struct px_conn *c)
     int e = SSL_get_error(c->s.ssl, rc);
     if (e == SSL_ERROR_WANT_READ) {
         c->s.readable = 0; /* wait for an EPOLLIN edge, not any edge */
+        px_tls_handshake_waiting(c->s.ssl);
         return;
     }
     if (e == SSL_ERROR_WANT_WRITE) {
