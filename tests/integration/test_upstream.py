@@ -174,7 +174,8 @@ class KeepalivePool(ProxyTestCase):
     def test_idle_pool_bounded(self):
         """[proxy] upstream_keepalive bounds the idle upstream connections a
         worker keeps (nginx's `keepalive N`): after a burst of 12 concurrent
-        requests, each on its own upstream connection, the backend sees at
+        requests, each on its own upstream connection (the backend answers
+        after 0.5 s), the backend sees at
         most 3 stay open (the rest closed, least recently used first), and
         the next request reuses one of those kept instead of connecting."""
         b = self.backend(RecordingBackend, response=lambda req: [0.5, http_response(200, b"ok")])
@@ -189,14 +190,15 @@ class KeepalivePool(ProxyTestCase):
         for t in threads:
             t.join(15)
         self.assertEqual(results, [200] * 12)
-        self.assertEqual(b.accepted, 12, "the burst did not open 12 upstream connections")
+        opened = b.accepted  # 12 unless a request started after another had ended
+        self.assertGreaterEqual(opened, 8, "the burst did not open many upstream connections")
         self.assertTrue(wait_until(lambda: b.open_connections() <= 3, 5),
                         "%d idle upstream connections kept (bound 3)" % b.open_connections())
         time.sleep(0.2)  # nothing closes the kept ones: they stay pooled
         self.assertEqual(b.open_connections(), 3)
         b.response = None
         self.assertEqual(get(p.port, "/").status, 200)
-        self.assertEqual(b.accepted, 12, "a kept connection was not reused")
+        self.assertEqual(b.accepted, opened, "a kept connection was not reused")
 
 
 class NagleBackend(ProxyTestCase):
