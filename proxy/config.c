@@ -883,6 +883,7 @@ static const struct keydef proxy_keys[] = {
     KDUR("upstream_connect_timeout", P(upstream_connect_timeout_ms), "5s"),
     KDUR("upstream_send_timeout", P(upstream_send_timeout_ms), "60s"),
     KDUR("upstream_read_timeout", P(upstream_read_timeout_ms), "60s"),
+    KU32("upstream_keepalive", P(upstream_keepalive), 0, 1000000, "256"),
     KDUR("shutdown_timeout", P(shutdown_timeout_ms), "30s"),
     KFN("trusted_proxies", set_trusted_proxies, "", 0),
     KADDR("metrics_listen", P(metrics_listen), P(has_metrics_listen)),

@@ -124,7 +124,8 @@ void px_conn_accept(struct px_worker *w, int fd, int tls, const struct sockaddr 
     if (w->conn.all)
         w->conn.all->prev = c;
     w->conn.all = c;
-    w->conn.n++;
+    if (++w->conn.n > w->conn.peak)
+        w->conn.peak = w->conn.n;
     if (c->state == C_IDLE)
         px_conn_set_reusable(c, 1);
     event_add(&c->timer, w->tv_header);
@@ -273,6 +274,7 @@ static void tls_handshake(struct px_conn *c)
     int e = SSL_get_error(c->s.ssl, rc);
     if (e == SSL_ERROR_WANT_READ) {
         c->s.readable = 0; /* wait for an EPOLLIN edge, not any edge */
+        px_tls_handshake_waiting(c->s.ssl);
         return;
     }
     if (e == SSL_ERROR_WANT_WRITE) {

@@ -971,6 +971,13 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code,
     if (s == NULL)
         return 0;
     nghttp2_session_set_stream_user_data(ng, id, NULL);
+    if (s->unconsumed) {
+        /* body held back (a parked request, a full upstream) that nobody
+         * will read now: its bytes still count against the connection's
+         * window, which would shrink for good with every such reset */
+        nghttp2_session_consume_connection(ng, s->unconsumed);
+        s->unconsumed = 0;
+    }
     if (s->r.up)
         px_upstream_abort(&s->r); /* the client reset it: the upstream connection cannot be reused */
     stream_log(s);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "px/common.h"
+#include "px/config.h"
 #include "px/routes.h"
 #include "px/sock.h"
 #include "px/upstream.h"
@@ -53,10 +54,36 @@ static void list_push(struct px_uconn **head, struct px_uconn *u)
     *head = u;
 }
 
-static void pool_unlink(struct px_upool *p, struct px_uconn *u)
+static void pool_unlink(struct px_worker *w, struct px_upool *p, struct px_uconn *u)
 {
     list_unlink(&p->idle, u);
     p->nidle--;
+    struct px_upstream_ctx *c = &w->up;
+    if (u->lru_prev)
+        u->lru_prev->lru_next = u->lru_next;
+    else
+        c->lru_head = u->lru_next;
+    if (u->lru_next)
+        u->lru_next->lru_prev = u->lru_prev;
+    else
+        c->lru_tail = u->lru_prev;
+    u->lru_next = u->lru_prev = NULL;
+    c->nidle--;
+}
+
+static void pool_link(struct px_worker *w, struct px_upool *p, struct px_uconn *u)
+{
+    list_push(&p->idle, u);
+    p->nidle++;
+    struct px_upstream_ctx *c = &w->up;
+    u->lru_prev = NULL;
+    u->lru_next = c->lru_head;
+    if (c->lru_head)
+        c->lru_head->lru_prev = u;
+    else
+        c->lru_tail = u;
+    c->lru_head = u;
+    c->nidle++;
 }
 
 /* Busy connections are listed per target too, so that a deploy can cut
@@ -81,7 +108,7 @@ void px_uconn_close(struct px_uconn *u)
         return;
     struct px_worker *w = u->w;
     if (u->state == U_IDLE && u->target_id < w->up.npools)
-        pool_unlink(&w->up.pools[u->target_id], u);
+        pool_unlink(w, &w->up.pools[u->target_id], u);
     px_pool_unbusy(u);
     event_del(&u->timer);
     px_sock_close(&u->s);
@@ -195,7 +222,7 @@ struct px_uconn *px_pool_get(struct px_worker *w, struct px_target *t, int *err)
     while ((u = p->idle) != NULL && !idle_usable(u))
         px_uconn_close(u);
     if (u) {
-        pool_unlink(p, u);
+        pool_unlink(w, p, u);
         u->state = U_BUSY;
         u->reused = 1;
     } else if ((u = uconn_connect(w, t, err)) == NULL) {
@@ -272,10 +299,19 @@ void px_pool_release(struct px_uconn *u, int reusable)
         px_uconn_close(u);
         return;
     }
-    struct px_upool *p = &w->up.pools[u->target_id];
+    uint32_t max = w->cfg->upstream_keepalive;
+    if (max == 0) {
+        px_uconn_close(u);
+        return;
+    }
+    /* Full: the one idle the longest goes, as nginx's keepalive cache
+     * does; the returning one is the likeliest to be reused soon (LIFO). */
+    while (w->up.nidle >= max && w->up.lru_tail) {
+        px_uconn_close(w->up.lru_tail);
+        w->up.idle_evicted++;
+    }
     u->state = U_IDLE;
-    list_push(&p->idle, u);
-    p->nidle++;
+    pool_link(w, &w->up.pools[u->target_id], u);
     event_add(&u->timer, w->tv_uidle);
 }
 

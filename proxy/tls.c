@@ -522,9 +522,8 @@ SSL *px_tls_new(const struct px_tls *t, int fd)
     return ssl;
 }
 
-int px_tls_handshake_done(SSL *ssl)
+static int unbuffer(SSL *ssl)
 {
-    SSL_set_ex_data(ssl, ssl_tls_idx, NULL); /* its px_tls may go once the handshake is done */
     BIO *wbio = SSL_get_wbio(ssl);
     BIO *sock = BIO_next(wbio);
     if (sock == NULL)
@@ -534,6 +533,27 @@ int px_tls_handshake_done(SSL *ssl)
     BIO_up_ref(sock);
     SSL_set0_wbio(ssl, sock);     /* frees buf, which drops its reference to sock */
     return 0;
+}
+
+int px_tls_handshake_done(SSL *ssl)
+{
+    SSL_set_ex_data(ssl, ssl_tls_idx, NULL); /* its px_tls may go once the handshake is done */
+    return unbuffer(ssl);
+}
+
+/* TLS 1.3: the server's only flight ends with its Finished; what follows
+ * (a NewSessionTicket, or nothing) is one record. The flight's 16 KiB write
+ * buffer and the buffering BIO's 4 KiB read buffer (20 KiB a connection) need
+ * not wait through the client's round trip: in a burst of handshakes most
+ * connections sit there, waiting for the client's Finished. TLS 1.2 sends a
+ * second flight (ticket, ChangeCipherSpec, Finished) and keeps the buffer.
+ * (OpenSSL's server state after writing its Finished is TLS_ST_EARLY_DATA,
+ * whether or not early data is on.) */
+void px_tls_handshake_waiting(SSL *ssl)
+{
+    if (SSL_version(ssl) == TLS1_3_VERSION && SSL_get_state(ssl) == TLS_ST_EARLY_DATA &&
+        BIO_next(SSL_get_wbio(ssl)) != NULL && BIO_wpending(SSL_get_wbio(ssl)) == 0)
+        unbuffer(ssl);
 }
 
 int px_tls_is_h2(SSL *ssl)

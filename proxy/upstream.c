@@ -8,6 +8,8 @@
  * (ops->resp_body returns 1); the client stops reading its body while our
  * output is above UP_OUT_HIGH. */
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -57,7 +59,7 @@ static int attach(struct px_req *r, struct px_target *t, int *err)
     }
     struct px_upool *p = px_pool_of(w, t); /* exists: px_pool_get made it */
     u->req = r;
-    u->paused = u->body_paused = u->head_done = u->got_bytes = 0;
+    u->paused = u->body_paused = u->head_done = u->got_bytes = u->quickacked = 0;
     r->up = u;
     r->target = t;
     r->tries++;
@@ -268,6 +270,24 @@ static void start_response(struct px_uconn *u, const struct px_h1_response *resp
     evbuffer_drain(u->s.in, head_len);
 }
 
+/* Part of a response arrived and the rest has not: acknowledge it now.
+ * Having just sent the request, the socket is in Linux's "pingpong" mode
+ * and delays its ACK (40 ms) to piggyback it on data we will not send; a
+ * backend with Nagle on (Python's http.server, many dev servers) writes
+ * the head and the body in two segments and holds the body until the head
+ * is acked, so every keep-alive request would wait for that timer.
+ * TCP_QUICKACK sends the pending ACK and leaves pingpong mode until we
+ * send again (it is not sticky: hence once per response, re-armed for the
+ * next). A response that comes whole in one read costs nothing. */
+static void ack_now(struct px_uconn *u)
+{
+    if (u->quickacked)
+        return;
+    u->quickacked = 1;
+    int one = 1;
+    setsockopt(u->s.fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
+}
+
 static void process(struct px_uconn *u)
 {
     struct px_req *r = u->req;
@@ -319,8 +339,11 @@ static void process(struct px_uconn *u)
     while (!u->head_done) {
         struct px_h1_response resp;
         int rc = px_h1c_head(u->s.in, &resp);
-        if (rc == 0)
+        if (rc == 0) {
+            if (n)
+                ack_now(u);
             break;
+        }
         if (rc == -2) {
             px_log_warn("upstream sent a response head over %d bytes", PX_H1C_HEAD_MAX);
             fail(u, 502, 0);
@@ -393,6 +416,8 @@ static void process(struct px_uconn *u)
             finish(u, 1);
             return;
         }
+        if (rc == 0 && n && !paused)
+            ack_now(u);
     }
     if (u->s.eof || u->s.error) {
         if (!u->head_done) {

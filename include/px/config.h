@@ -132,6 +132,8 @@ struct px_config {
     uint64_t upstream_connect_timeout_ms;/* 5s */
     uint64_t upstream_send_timeout_ms;   /* 60s */
     uint64_t upstream_read_timeout_ms;   /* 60s */
+    uint32_t upstream_keepalive;         /* 256: idle upstream connections kept per worker (all
+                                          * targets together); 0 = none kept */
     uint64_t shutdown_timeout_ms;        /* 30s */
     struct px_cidr *trusted_proxies;
     size_t ntrusted_proxies;

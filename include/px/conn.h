@@ -13,6 +13,7 @@ struct px_conn;
 struct px_conn_ctx {
     struct px_conn *all;            /* every open client connection */
     uint32_t n;
+    uint32_t peak;                  /* the most open at once since the worker last gave memory back */
     struct px_conn *idle_head, *idle_tail; /* reusable connections, oldest first */
     uint64_t reuse_warned_ms;       /* last "max_connections reached" warning */
     struct px_conn *dead;           /* closed, freed by the worker's gc */

@@ -50,6 +50,10 @@ SSL *px_tls_new(const struct px_tls *t, int fd);
  * from now on. 0 done; 1 the last flight is still buffered (call again when
  * writable); -1 error. */
 int px_tls_handshake_done(SSL *ssl);
+/* Call when SSL_do_handshake wants to read: once the server's last flight
+ * is out (TLS 1.3), drops the flight's write buffer while the client
+ * answers. */
+void px_tls_handshake_waiting(SSL *ssl);
 /* With session_tickets = yes: start a new ticket key when the current one is
  * an hour old (the previous one is still accepted, and its tickets renewed).
  * Main thread; cheap when nothing is due. The key ring is shared by every

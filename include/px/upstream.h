@@ -49,6 +49,11 @@ struct px_upstream_ctx {
     uint32_t npools;
     uint32_t rr;              /* round-robin tie breaker */
     struct px_uconn *dead;    /* closed, freed by the worker's gc */
+    /* Every idle connection of this worker, all targets, most recently
+     * pooled first: at [proxy] upstream_keepalive the oldest is closed. */
+    struct px_uconn *lru_head, *lru_tail;
+    uint32_t nidle;
+    uint64_t idle_evicted;    /* idle connections closed for the bound */
 };
 
 enum px_ustate { U_CONNECTING, U_BUSY, U_IDLE, U_TUNNEL, U_DEAD };
@@ -61,6 +66,7 @@ struct px_uconn {
     struct px_req *req;
     struct event timer;
     struct px_uconn *next, *prev;  /* pool list, or the dead list */
+    struct px_uconn *lru_next, *lru_prev; /* U_IDLE: the worker's idle list (px_upstream_ctx) */
     unsigned reused : 1;
     unsigned paused : 1;           /* stopped reading: the client is full */
     unsigned body_paused : 1;      /* told the client to stop sending body */
@@ -68,6 +74,7 @@ struct px_uconn {
     unsigned got_bytes : 1;        /* any response byte arrived */
     unsigned on_busy : 1;          /* on its pool's busy list */
     unsigned warm : 1;             /* connecting ahead of a switch, no request yet */
+    unsigned quickacked : 1;       /* TCP_QUICKACK set for this response (upstream.c ack_now) */
     px_tunnel_cb tunnel_cb;        /* U_TUNNEL: events go to the tunnel's owner */
     void *tunnel_owner;
 };
@@ -89,7 +96,11 @@ struct px_upool *px_pool_of(struct px_worker *w, const struct px_target *t);
  * else a new one (connecting, its events going to upstream.c). NULL with an
  * errno value in *err. */
 struct px_uconn *px_pool_get(struct px_worker *w, struct px_target *t, int *err);
-/* After a complete response: back to the pool when reusable, else closed. */
+/* After a complete response: back to the pool when reusable, else closed.
+ * The worker keeps at most [proxy] upstream_keepalive idle connections, all
+ * targets together: a connection pooled beyond that closes the one idle the
+ * longest (nginx's `keepalive N`, which also evicts the least recently used).
+ * An idle connection also closes after 60 s (nginx's keepalive_timeout). */
 void px_pool_release(struct px_uconn *u, int reusable);
 /* Open connections to t until this worker's pool for it holds `count`
  * (idle or connecting), so that the first requests after a deploy's switch

@@ -292,3 +292,40 @@ class GracefulGoaway(H2LimitCase):
 if __name__ == "__main__":
     import unittest
     unittest.main()
+
+
+class ParkedReset(H2LimitCase):
+    def test_reset_parked_streams_give_the_connection_window_back(self):
+        """Request bodies that came while their request waited (parked by a
+        rate-limit delay) are held, not consumed: their bytes stay counted
+        against the connection's receive window. When the client resets such
+        a stream they must be handed back, or after a few the connection can
+        never send a body again (4 MiB connection window: 20 x 200 KiB held,
+        then a 256 KiB body on an unlimited path)."""
+        b = self.backend(RecordingBackend)
+        p = self.proxy("[proxy]\nlisten_https = 127.0.0.1:0\nworkers = 1\n\n%s\n[service web]\ntargets = %s\n"
+                       "[limit api]\nrate = 1r/m\nburst = 100\nnodelay = no\nzone_size = 1m\n"
+                       "[route /api/]\nlimit = api\n" % (tls_config(), b.addr))
+        c = self.client(p)
+        first = c.request("GET", "/api/first")
+        self.assertEqual(c.wait_stream(first).status, 200)  # the one the rate lets through at once
+        body = b"p" * (200 * 1024)
+        for i in range(20):
+            sid = c.request("POST", "/api/parked%d" % i, headers=[("content-length", str(len(body)))],
+                            end_stream=False)
+            c.send_body(sid, body, end_stream=False, timeout=5)
+            c.reset(sid)
+        time.sleep(0.2)
+        big = b"q" * (256 * 1024)
+        sid = c.request("POST", "/free", headers=[("content-length", str(len(big)))], end_stream=False)
+        try:
+            c.send_body(sid, big, end_stream=True, timeout=5)
+        except socket.timeout as e:
+            self.fail("the connection's window was not given back: %s (%d bytes left)"
+                      % (e, c.conn.outbound_flow_control_window))
+        s = c.wait_stream(sid)
+        self.assertEqual(s.status, 200, s)
+        got = [r for r in b.wait_requests(2) if r.path == "/free"]
+        self.assertEqual(len(got), 1)
+        self.assertEqual(got[0].body, big)
+        self.assertEqual([r.path for r in b.requests if r.path.startswith("/api/parked")], [])

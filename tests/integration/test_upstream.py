@@ -170,6 +170,61 @@ class Balancing(ProxyTestCase):
         self.assertGreaterEqual(min(n1, n2), 5, "unbalanced: %d / %d" % (n1, n2))
 
 
+class KeepalivePool(ProxyTestCase):
+    def test_idle_pool_bounded(self):
+        """[proxy] upstream_keepalive bounds the idle upstream connections a
+        worker keeps (nginx's `keepalive N`): after a burst of 12 concurrent
+        requests, each on its own upstream connection (the backend answers
+        after 0.5 s), the backend sees at
+        most 3 stay open (the rest closed, least recently used first), and
+        the next request reuses one of those kept instead of connecting."""
+        b = self.backend(RecordingBackend, response=lambda req: [0.5, http_response(200, b"ok")])
+        p = self.proxy(self.service_config(b, extra_proxy="workers = 1\nupstream_keepalive = 3"))
+        results = []
+
+        def one():
+            results.append(get(p.port, "/", timeout=10).status)
+        threads = [threading.Thread(target=one) for _ in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(15)
+        self.assertEqual(results, [200] * 12)
+        opened = b.accepted  # 12 unless a request started after another had ended
+        self.assertGreaterEqual(opened, 8, "the burst did not open many upstream connections")
+        self.assertTrue(wait_until(lambda: b.open_connections() <= 3, 5),
+                        "%d idle upstream connections kept (bound 3)" % b.open_connections())
+        time.sleep(0.2)  # nothing closes the kept ones: they stay pooled
+        self.assertEqual(b.open_connections(), 3)
+        b.response = None
+        self.assertEqual(get(p.port, "/").status, 200)
+        self.assertEqual(b.accepted, opened, "a kept connection was not reused")
+
+
+class NagleBackend(ProxyTestCase):
+    def test_head_and_body_in_two_writes_no_delayed_ack_stall(self):
+        """A backend that leaves Nagle on (Python's http.server, many dev
+        servers) and writes the head and the body in two send()s holds the
+        body until the head is acknowledged. A delayed ACK from proxyd would
+        cost ~40 ms per keep-alive request (nginx pays it); proxyd acks at
+        once (TCP_QUICKACK), so the median request through it takes far
+        less than one delayed-ACK timer (40 ms on Linux)."""
+        body = b"x" * 100
+        b = self.backend(RecordingBackend, response=lambda req: [
+            http_response(200, body, head_only=True), body])
+        p = self.proxy(self.service_config(b, extra_proxy="workers = 1"))
+        times = []
+        with Client(p.port) as c:
+            for _ in range(20):
+                t0 = time.monotonic()
+                r = c.request("GET", "/")
+                times.append(time.monotonic() - t0)
+                self.assertEqual((r.status, r.body), (200, body))
+        self.assertEqual(b.request_connections(), 1, "the requests did not share one upstream connection")
+        times.sort()
+        self.assertLess(times[10], 0.02, "median %.1f ms per request (a delayed ACK is 40 ms)" % (times[10] * 1000))
+
+
 class WebSocket(ProxyTestCase):
     def setUp(self):
         self.b = self.backend(WebSocketBackend)

@@ -89,6 +89,7 @@ static void test_defaults(void)
     CHECK_INT(cfg->upstream_connect_timeout_ms, 5000);
     CHECK_INT(cfg->upstream_send_timeout_ms, 60000);
     CHECK_INT(cfg->upstream_read_timeout_ms, 60000);
+    CHECK_INT(cfg->upstream_keepalive, 256);
     CHECK_INT(cfg->shutdown_timeout_ms, 30000);
     CHECK_INT(cfg->ntrusted_proxies, 0);
     CHECK_INT(cfg->has_metrics_listen, 0);

@@ -15,10 +15,13 @@
 static struct px_worker w;
 static const struct px_service *svc;
 
+static const char *extra_proxy = ""; /* more [proxy] lines for the next setup() */
+
 static int setup(const char *targets)
 {
     char ini[512], err[256];
-    snprintf(ini, sizeof(ini), "[proxy]\nlisten_http = 127.0.0.1:0\n[service s]\ntargets = %s\n", targets);
+    snprintf(ini, sizeof(ini), "[proxy]\nlisten_http = 127.0.0.1:0\n%s[service s]\ntargets = %s\n", extra_proxy,
+             targets);
     struct px_config *cfg = NULL;
     if (px_config_load_string(ini, "t.ini", &cfg, err, sizeof(err)) < 0)
         return -1;
@@ -202,6 +205,82 @@ static void test_pool_reuse(void)
     CHECK_INT(w.up.pools[svc->targets[0]->id].nidle, 0);
     teardown();
     close(lfd);
+}
+
+static int listener(unsigned *port)
+{
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    bind(lfd, (struct sockaddr *)&sa, sizeof(sa));
+    listen(lfd, 8);
+    socklen_t sl = sizeof(sa);
+    getsockname(lfd, (struct sockaddr *)&sa, &sl);
+    *port = ntohs(sa.sin_port);
+    return lfd;
+}
+
+static struct px_uconn *busy_conn(struct px_req *r, const struct px_target *t)
+{
+    int err = 0;
+    *r = req();
+    if (attach(r, (struct px_target *)t, &err) < 0)
+        return NULL;
+    struct px_uconn *u = r->up;
+    u->state = U_BUSY;
+    detach_count(r);
+    r->up = NULL;
+    return u;
+}
+
+/* upstream_keepalive bounds the worker's idle connections, all targets
+ * together: a connection released into a full pool closes the one idle the
+ * longest, whichever target it belongs to. */
+static void test_pool_bound(void)
+{
+    unsigned pa, pb;
+    int la = listener(&pa), lb = listener(&pb);
+    char targets[64];
+    snprintf(targets, sizeof(targets), "127.0.0.1:%u 127.0.0.1:%u", pa, pb);
+    extra_proxy = "upstream_keepalive = 2\n";
+    int rc = setup(targets);
+    extra_proxy = "";
+    CHECK_INT(rc, 0);
+    if (rc != 0) {
+        close(la);
+        close(lb);
+        return;
+    }
+    const struct px_target *a = svc->targets[0], *b = svc->targets[1];
+    struct px_req r1, r2, r3, r4;
+    struct px_uconn *u1 = busy_conn(&r1, a), *u2 = busy_conn(&r2, b), *u3 = busy_conn(&r3, a);
+    CHECK(u1 && u2 && u3);
+    if (!(u1 && u2 && u3)) {
+        teardown();
+        close(la);
+        close(lb);
+        return;
+    }
+    px_pool_release(u1, 1);
+    px_pool_release(u2, 1);
+    CHECK_INT(w.up.nidle, 2);
+    CHECK_INT(w.up.idle_evicted, 0);
+    px_pool_release(u3, 1); /* full: u1, idle the longest, goes */
+    CHECK_INT(w.up.nidle, 2);
+    CHECK_INT(w.up.idle_evicted, 1);
+    CHECK_INT(u1->state, U_DEAD);
+    CHECK_INT(u2->state, U_IDLE);
+    CHECK_INT(u3->state, U_IDLE);
+    CHECK_INT(w.up.pools[a->id].nidle, 1);
+    CHECK_INT(w.up.pools[b->id].nidle, 1);
+    CHECK(w.up.lru_head == u3 && w.up.lru_tail == u2);
+    /* taking one out of the pool takes it off the worker's list too */
+    CHECK(busy_conn(&r4, b) == u2);
+    CHECK_INT(w.up.nidle, 1);
+    CHECK(w.up.lru_head == u3 && w.up.lru_tail == u3);
+    px_uconn_close(u2);
+    teardown();
+    close(la);
+    close(lb);
 }
 
 /* ---- a request body that outruns a connecting upstream ---- */
@@ -413,6 +492,7 @@ int main(void)
     UNIT_RUN(test_passive_down);
     UNIT_RUN(test_pool_growth);
     UNIT_RUN(test_pool_reuse);
+    UNIT_RUN(test_pool_bound);
     UNIT_RUN(test_body_resumes_after_connect);
     UNIT_RUN(test_draining_target);
     UNIT_RUN(test_cut_target);
