@@ -127,9 +127,7 @@ static void test_thumbprint(void)
 {
     EVP_PKEY *k = fixed_key();
     char t[44], id[33];
-    CHECK(k != NULL);
-    if (k == NULL)
-        return;
+    REQUIRE(k != NULL);
     CHECK_INT(px_acme_thumbprint(k, t), 0);
     CHECK_STR(t, "n60AQ9GmNDi04IJtdIJYM0NJKUkTlPgpCQretS9M38k");
     CHECK_INT(px_acme_key_id(k, id), 0);

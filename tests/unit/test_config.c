@@ -64,9 +64,7 @@ static void test_defaults(void)
     struct px_config *cfg = load_ok(BASE);
 
     CHECK_STR(errbuf, "");
-    CHECK(cfg != NULL);
-    if (cfg == NULL)
-        return;
+    REQUIRE(cfg != NULL);
     CHECK_STR(cfg->path, "t.ini");
     CHECK(cfg->workers >= 1 && cfg->workers <= 256);
     CHECK_INT(cfg->has_listen_http, 1);
@@ -202,9 +200,7 @@ static void test_every_key(void)
     struct px_config *cfg = load_ok(text);
 
     CHECK_STR(errbuf, "");
-    CHECK(cfg != NULL);
-    if (cfg == NULL)
-        return;
+    REQUIRE(cfg != NULL);
     CHECK_INT(cfg->workers, 3);
     CHECK_STR(cfg->listen_http.text, "127.0.0.1:8080");
     CHECK_INT(cfg->has_listen_https, 1);
@@ -495,11 +491,7 @@ static void test_service_health_timings(void)
                                          "[service b]\nhosts = b.com\ntargets = 127.0.0.1:2\nhealth_check_path = /up\n"
                                          "health_check_interval = 250ms\nhealth_check_timeout = 1m\n");
     CHECK_STR(errbuf, "");
-    CHECK(cfg != NULL && cfg->nservices == 2);
-    if (cfg == NULL || cfg->nservices != 2) {
-        px_config_free(cfg);
-        return;
-    }
+    REQUIRE_ELSE(cfg != NULL && cfg->nservices == 2, px_config_free(cfg));
     CHECK_INT(cfg->services[0].health_check_interval_ms, 1000);
     CHECK_INT(cfg->services[0].health_check_timeout_ms, 5000);
     CHECK_INT(cfg->services[1].health_check_interval_ms, 250);
@@ -728,9 +720,7 @@ static void test_services_and_routes(void)
     struct px_config *cfg = load_ok(text);
 
     CHECK_STR(errbuf, "");
-    CHECK(cfg != NULL);
-    if (cfg == NULL)
-        return;
+    REQUIRE(cfg != NULL);
     CHECK_INT(cfg->nservices, 4);
     if (cfg->nservices == 4) {
         CHECK_STR(cfg->services[0].path_prefix, "/");
@@ -798,9 +788,7 @@ static void test_route_policies(void)
     struct px_config *cfg = load_ok(text);
 
     CHECK_STR(errbuf, "");
-    CHECK(cfg != NULL);
-    if (cfg == NULL)
-        return;
+    REQUIRE(cfg != NULL);
     CHECK_INT(cfg->nlimits, 2);
     if (cfg->nlimits == 2) {
         CHECK_INT(cfg->limits[0].delay, 8);
@@ -1099,9 +1087,7 @@ static void test_files(void)
     /* A NUL byte in a file is an error, not the end of the line. */
     snprintf(path, sizeof(path), "/tmp/px-test-config-%d.ini", (int)getpid());
     f = fopen(path, "wb");
-    CHECK(f != NULL);
-    if (f == NULL)
-        return;
+    REQUIRE(f != NULL);
     fwrite(BASE "work\0ers = 1\n", 1, sizeof(BASE "work\0ers = 1\n") - 1, f);
     fclose(f);
     cfg = (struct px_config *)1;
@@ -1120,8 +1106,7 @@ static void test_dev_config(void)
     struct px_config *cfg = NULL;
 
     CHECK_INT(px_config_load("conf/dev.ini", &cfg, errbuf, sizeof(errbuf)), 0);
-    if (cfg == NULL)
-        return;
+    REQUIRE(cfg != NULL);
     CHECK_STR(cfg->listen_http.text, "127.0.0.1:8080");
     CHECK_INT(cfg->workers, 2);
     CHECK_STR(cfg->access_log, "-");
@@ -1138,8 +1123,7 @@ static void test_prod_config(void)
     struct px_config *cfg = NULL;
 
     CHECK_INT(px_config_load("conf/proxyd.ini", &cfg, errbuf, sizeof(errbuf)), 0);
-    if (cfg == NULL)
-        return;
+    REQUIRE(cfg != NULL);
     CHECK_INT(cfg->has_listen_http, 1);
     CHECK_INT(cfg->has_listen_https, 1);
     CHECK_INT(cfg->redirect_https, 1);

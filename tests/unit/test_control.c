@@ -65,9 +65,7 @@ static void test_frame_bound(void)
     size_t max = PX_CTL_LINE_MAX, line, used, scanned = 0;
     char *buf = malloc(max + 3);
 
-    CHECK(buf != NULL);
-    if (buf == NULL)
-        return;
+    REQUIRE(buf != NULL);
     memset(buf, 'x', max + 2);
     buf[max] = '\n';
     CHECK_INT(px_ctl_frame(buf, max + 1, max, NULL, &line, &used), PX_CTL_FRAME_LINE);

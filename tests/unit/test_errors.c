@@ -40,9 +40,7 @@ static void test_every_code_has_a_wire_name(void)
     CHECK_STR(px_err_name(PX_E_OK), "ok");
     for (int i = 0; i < PX_E__COUNT; i++) {
         const char *n = px_err_name((enum px_err)i);
-        CHECK(n != NULL && *n != '\0');
-        if (n == NULL)
-            return;
+        REQUIRE(n != NULL && *n != '\0');
         CHECK(strspn(n, "abcdefghijklmnopqrstuvwxyz_") == strlen(n));
         CHECK(i == PX_E_INTERNAL || strcmp(n, "internal") != 0); /* not the out-of-range fallback */
         CHECK_INT(px_err_from_name(n), i);                        /* distinct, and found back */
@@ -60,9 +58,7 @@ static void test_readme_lists_exactly_the_codes(void)
     int seen[PX_E__COUNT] = {0};
     int rows = 0;
 
-    CHECK(readme != NULL);
-    if (readme == NULL)
-        return;
+    REQUIRE(readme != NULL);
     char *p = strstr(readme, "\nError codes (stable");
     CHECK(p != NULL);
     if (p == NULL)

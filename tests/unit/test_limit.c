@@ -175,9 +175,7 @@ static void test_burst_nodelay(void)
 {
     struct px_limits *l = build(ini_api, NULL);
     struct px_limit_zone *z = px_limits_find(l, "api");
-    CHECK(z != NULL);
-    if (!z)
-        return;
+    REQUIRE(z != NULL);
     CHECK_STR(px_limit_zone_name(z), "api");
     CHECK_INT(px_limit_zone_status(z), 429);
     CHECK(px_limits_find(l, "nope") == NULL);
@@ -222,8 +220,7 @@ static void test_refill(void)
 {
     struct px_limits *l = build(ini_api, NULL);
     struct px_limit_zone *z = px_limits_find(l, "api");
-    if (!z)
-        return;
+    REQUIRE(z);
     struct tally t = burst(z, "192.0.2.1", T0, 21);
     CHECK_INT(t.pass, 21);
     t = burst(z, "192.0.2.1", T0 + 1000, 30);
@@ -253,8 +250,7 @@ static void test_retry_after(void)
                                      "[limit min]\nrate = 1r/m\nburst = 0\n",
                                 NULL);
     struct px_limit_zone *slow = px_limits_find(l, "slow"), *min = px_limits_find(l, "min");
-    if (!slow || !min)
-        return;
+    REQUIRE(slow && min);
     /* 30r/m = 500 milli/s: after 3 at T0 (excess 2000) the next needs 1000
      * leaked, 2000 ms */
     struct tally t = burst(slow, "192.0.2.1", T0, 4);
@@ -286,8 +282,7 @@ static void test_retry_after(void)
      * passes is 8621 (rounded up, not down) */
     l = build(HEAD "[limit seven]\nrate = 7r/m\n", NULL);
     struct px_limit_zone *seven = px_limits_find(l, "seven");
-    if (!seven)
-        return;
+    REQUIRE(seven);
     CHECK_INT(burst(seven, "192.0.2.1", T0, 1).pass, 1);
     t = burst(seven, "192.0.2.1", T0 + 7620, 1);
     CHECK_INT(t.reject, 1);
@@ -304,8 +299,7 @@ static void test_rate_per_minute(void)
 {
     struct px_limits *l = build(HEAD "[limit a]\nrate = 30r/m\n[limit b]\nrate = 60r/m\nburst = 1\n", NULL);
     struct px_limit_zone *a = px_limits_find(l, "a"), *b = px_limits_find(l, "b");
-    if (!a || !b)
-        return;
+    REQUIRE(a && b);
     int pass = 0;
     for (uint64_t ms = 0; ms < 20000; ms += 100)
         pass += burst(a, "192.0.2.1", T0 + ms, 1).pass;
@@ -328,8 +322,7 @@ static void test_delay(void)
 {
     struct px_limits *l = build(HEAD "[limit d]\nrate = 10r/s\nburst = 5\nnodelay = no\n", NULL);
     struct px_limit_zone *z = px_limits_find(l, "d");
-    if (!z)
-        return;
+    REQUIRE(z);
     struct px_limit_key k = key("192.0.2.1");
     struct px_limit_result r = check1(z, &k, T0);
     CHECK_INT(r.verdict, PX_LIMIT_PASS);
@@ -353,8 +346,7 @@ static void test_delay(void)
     px_limits_free(l);
     l = build(HEAD "[limit d]\nrate = 30r/m\nburst = 3\nnodelay = no\n", NULL);
     z = px_limits_find(l, "d");
-    if (!z)
-        return;
+    REQUIRE(z);
     CHECK_INT(check1(z, &k, T0).delay_ms, 0);
     CHECK_INT(check1(z, &k, T0).delay_ms, 2000);
     CHECK_INT(check1(z, &k, T0 + 300).delay_ms, 3700); /* 1000 - 150 + 1000 = 1850 milli */
@@ -366,13 +358,11 @@ static void test_delay(void)
 static void test_delay_two_stage(void)
 {
     struct px_config *cfg = load(HEAD "[limit d]\nrate = 10r/s\nburst = 12\n");
-    if (!cfg)
-        return;
+    REQUIRE(cfg);
     set_delay(cfg, 0, 8);
     struct px_limits *l = build_cfg(cfg, NULL);
     struct px_limit_zone *z = px_limits_find(l, "d");
-    if (!z)
-        return;
+    REQUIRE(z);
     struct px_limit_key k = key("192.0.2.1");
     for (int i = 0; i < 9; i++)
         CHECK_INT(check1(z, &k, T0).verdict, PX_LIMIT_PASS);
@@ -388,13 +378,11 @@ static void test_delay_two_stage(void)
 
     /* delay = 0 without nodelay is plain nodelay = no */
     cfg = load(HEAD "[limit d]\nrate = 10r/s\nburst = 2\n");
-    if (!cfg)
-        return;
+    REQUIRE(cfg);
     set_delay(cfg, 0, 0);
     l = build_cfg(cfg, NULL);
     z = px_limits_find(l, "d");
-    if (!z)
-        return;
+    REQUIRE(z);
     CHECK_INT(check1(z, &k, T0).delay_ms, 0);
     CHECK_INT(check1(z, &k, T0).delay_ms, 100);
     CHECK_INT(check1(z, &k, T0).delay_ms, 200);
@@ -405,8 +393,7 @@ static void test_status_503(void)
 {
     struct px_limits *l = build(HEAD "[limit a]\nrate = 1r/s\nstatus = 503\n", NULL);
     struct px_limit_zone *z = px_limits_find(l, "a");
-    if (!z)
-        return;
+    REQUIRE(z);
     CHECK_INT(px_limit_zone_status(z), 503);
     struct tally t = burst(z, "2001:db8::1", T0, 3);
     CHECK_INT(t.pass, 1);
@@ -421,8 +408,7 @@ static void test_clock_backwards(void)
 {
     struct px_limits *l = build(HEAD "[limit a]\nrate = 10r/s\nburst = 5\n", NULL);
     struct px_limit_zone *z = px_limits_find(l, "a");
-    if (!z)
-        return;
+    REQUIRE(z);
     CHECK_INT(burst(z, "192.0.2.1", T0, 7).pass, 6);
     CHECK_INT(burst(z, "192.0.2.1", T0 - 30000, 3).pass, 0);  /* nothing leaks backwards */
     CHECK_INT(burst(z, "192.0.2.1", T0 + 100, 3).pass, 1);     /* leaks from T0 */
@@ -450,8 +436,7 @@ static void test_multi_reject_charges_none(void)
                                      "[limit tight]\nrate = 10r/s\nburst = 1\n",
                                 NULL);
     struct px_limit_zone *wide = px_limits_find(l, "wide"), *tight = px_limits_find(l, "tight");
-    if (!wide || !tight)
-        return;
+    REQUIRE(wide && tight);
     struct px_limit_zone *zs[2] = {wide, tight};
     struct px_limit_key k = key("192.0.2.1");
     struct px_limit_result r;
@@ -496,8 +481,7 @@ static void test_multi_longest_delay(void)
                                      "[limit c]\nrate = 1r/s\nburst = 3\n",
                                 NULL);
     struct px_limit_zone *a = px_limits_find(l, "a"), *b = px_limits_find(l, "b"), *c = px_limits_find(l, "c");
-    if (!a || !b || !c)
-        return;
+    REQUIRE(a && b && c);
     struct px_limit_zone *zs[3] = {a, c, b};
     struct px_limit_key k = key("2001:db8::5");
     struct px_limit_result r;
@@ -533,8 +517,7 @@ static void test_evict_idle_lru(void)
 {
     struct px_limits *l = build(HEAD "[limit a]\nrate = 1r/s\nburst = 0\nzone_size = 64k\n", NULL);
     struct px_limit_zone *z = px_limits_find(l, "a");
-    if (!z)
-        return;
+    REQUIRE(z);
     size_t cap = px_limit_zone_capacity(z);
     CHECK(cap >= 1000 && cap * 48 <= 64 * 1024);
     for (uint32_t i = 0; i < cap; i++) {
@@ -567,11 +550,7 @@ static void test_full_evicts_lru(void)
                                      "[limit b]\nrate = 1r/s\nburst = 5\n",
                                 NULL);
     struct px_limit_zone *z = px_limits_find(l, "a"), *b = px_limits_find(l, "b");
-    if (!z || !b) {
-        CHECK(!"zones a and b were not built");
-        px_limits_free(l);
-        return;
-    }
+    REQUIRE_ELSE(z && b, px_limits_free(l));
     size_t cap = px_limit_zone_capacity(z);
     CHECK(cap >= 1000);
     for (uint32_t i = 0; i < cap; i++) {
@@ -616,8 +595,7 @@ static void test_expire(void)
                                      "[limit m]\nrate = 1r/m\nburst = 5\nzone_size = 64k\n",
                                 NULL);
     struct px_limit_zone *a = px_limits_find(l, "a"), *m = px_limits_find(l, "m");
-    if (!a || !m)
-        return;
+    REQUIRE(a && m);
     for (uint32_t i = 0; i < 10; i++) {
         struct px_limit_key k = key_v4(0x0a000000 + i);
         CHECK_INT(check1(a, &k, T0).verdict, PX_LIMIT_PASS);
@@ -641,8 +619,7 @@ static void capacity_100k(int v6)
 {
     struct px_limits *l = build(HEAD "[limit a]\nrate = 1r/s\nburst = 0\nzone_size = 10m\n", NULL);
     struct px_limit_zone *z = px_limits_find(l, "a");
-    if (!z)
-        return;
+    REQUIRE(z);
     CHECK(px_limit_zone_capacity(z) >= 100000);
     CHECK(px_limit_zone_capacity(z) <= 10 * 1024 * 1024 / 48);
     int pass = 0, again = 0;
@@ -682,8 +659,7 @@ static void test_carry_over(void)
                                       "[limit gone]\nrate = 1r/s\n",
                                  NULL);
     struct px_limit_zone *api1 = px_limits_find(l1, "api"), *other1 = px_limits_find(l1, "other");
-    if (!api1 || !other1)
-        return;
+    REQUIRE(api1 && other1);
     CHECK_INT(burst(api1, "192.0.2.1", T0, 4).pass, 3);       /* excess 2000 */
     CHECK_INT(burst(other1, "192.0.2.1", T0, 2).pass, 1);
 
@@ -691,8 +667,7 @@ static void test_carry_over(void)
                                       "[limit api]\nrate = 1r/s\nburst = 5\nstatus = 503\n",
                                  l1);
     struct px_limit_zone *api2 = px_limits_find(l2, "api"), *other2 = px_limits_find(l2, "other");
-    if (!api2 || !other2)
-        return;
+    REQUIRE(api2 && other2);
     CHECK(api2 != api1);
     CHECK_INT(px_limit_zone_status(api2), 503);
     CHECK_INT(px_limit_zone_status(api1), 429);
@@ -717,8 +692,7 @@ static void test_carry_over(void)
                                       "[limit api2]\nrate = 1r/s\nburst = 5\n",
                                  l2);
     struct px_limit_zone *api3 = px_limits_find(l3, "api"), *ren = px_limits_find(l3, "api2");
-    if (!api3 || !ren)
-        return;
+    REQUIRE(api3 && ren);
     px_limits_free(l2);
     CHECK_INT(burst(api3, "192.0.2.1", T0 + 2000, 10).pass, 0);
     CHECK_INT(burst(ren, "192.0.2.1", T0 + 2000, 10).pass, 6);
@@ -731,14 +705,12 @@ static void test_build_errors(void)
     char err[256];
     struct px_limits *l1 = build(ini_api, NULL);
     struct px_limit_zone *z = px_limits_find(l1, "api");
-    if (!z)
-        return;
+    REQUIRE(z);
     CHECK_INT(burst(z, "192.0.2.1", T0, 21).pass, 21);
 
     struct px_config *cfg = load(HEAD "[limit api]\nrate = 10r/s\nburst = 20\n[limit big]\nrate = 1r/s\n"
                                       "zone_size = 1000000g\n");
-    if (!cfg)
-        return;
+    REQUIRE(cfg);
     err[0] = '\0';
     CHECK(px_limits_build(cfg, l1, err, sizeof(err)) == NULL);
     CHECK(strstr(err, "big") != NULL);
@@ -812,8 +784,7 @@ static void test_threads_one_zone(void)
 {
     struct px_limits *l = build(HEAD "[limit a]\nrate = 10r/s\nburst = 50\nnodelay = no\n", NULL);
     struct px_limit_zone *z = px_limits_find(l, "a");
-    if (!z)
-        return;
+    REQUIRE(z);
     struct hammer h[NTHREADS];
     hammer(&z, 1, h);
     int shared = 0;
@@ -835,8 +806,7 @@ static void test_threads_zones(void)
                                      "[limit c]\nrate = 10r/s\nburst = 20\n",
                                 NULL);
     struct px_limit_zone *a = px_limits_find(l, "a"), *b = px_limits_find(l, "b"), *c = px_limits_find(l, "c");
-    if (!a || !b || !c)
-        return;
+    REQUIRE(a && b && c);
     struct px_limit_zone *zs[2] = {a, b};
     struct hammer h[NTHREADS];
     hammer(zs, 2, h);

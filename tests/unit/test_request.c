@@ -113,9 +113,8 @@ static void run_until(int *flag, int ms)
 
 static void test_pause_times_out_504(void)
 {
-    CHECK_INT(setup(""), 0);
-    if (!svc)
-        return;
+    REQUIRE_OK(setup(""));
+    REQUIRE(svc != NULL);
     svc->state = PX_SVC_PAUSED;
     svc->max_pause_ms = 50;
     struct px_req r;
@@ -140,9 +139,8 @@ static void test_pause_times_out_504(void)
 
 static void test_wake_resumes_to_upstream(void)
 {
-    CHECK_INT(setup(""), 0);
-    if (!svc)
-        return;
+    REQUIRE_OK(setup(""));
+    REQUIRE(svc != NULL);
     svc->state = PX_SVC_PAUSED;
     svc->max_pause_ms = 10000;
     struct px_req r;
@@ -176,9 +174,8 @@ static void test_wake_resumes_to_upstream(void)
 
 static void test_client_leaves_while_parked(void)
 {
-    CHECK_INT(setup(""), 0);
-    if (!svc)
-        return;
+    REQUIRE_OK(setup(""));
+    REQUIRE(svc != NULL);
     svc->state = PX_SVC_PAUSED;
     svc->max_pause_ms = 30;
     struct px_req r;
@@ -199,9 +196,8 @@ static void test_client_leaves_while_parked(void)
 
 static void test_prologue_joins_xff_and_keeps_long_id(void)
 {
-    CHECK_INT(setup("trusted_proxies = 0.0.0.0/32"), 0); /* the test peer is 0.0.0.0 */
-    if (!svc)
-        return;
+    REQUIRE_OK(setup("trusted_proxies = 0.0.0.0/32")); /* the test peer is 0.0.0.0 */
+    REQUIRE(svc != NULL);
     static const char id64[] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
     struct px_h1_request q2 = q;
     q2.nheaders = 4;
@@ -246,9 +242,8 @@ static void done(struct px_req *r)
 
 static void test_limit_rejects_429_with_retry_after(void)
 {
-    CHECK_INT(setup("\n[limit api]\nrate = 1r/m\nburst = 1\nzone_size = 64k\n[route /api/]\nlimit = api\n"), 0);
-    if (!svc)
-        return;
+    REQUIRE_OK(setup("\n[limit api]\nrate = 1r/m\nburst = 1\nzone_size = 64k\n[route /api/]\nlimit = api\n"));
+    REQUIRE(svc != NULL);
     struct px_req r;
     for (int i = 0; i < 2; i++) {
         one("/api/x", &r);
@@ -277,9 +272,8 @@ static void test_limit_rejects_429_with_retry_after(void)
 
 static void test_limit_503_has_no_retry_after(void)
 {
-    CHECK_INT(setup("\n[limit api]\nrate = 1r/m\nburst = 0\nstatus = 503\nzone_size = 64k\n[route /]\nlimit = api\n"), 0);
-    if (!svc)
-        return;
+    REQUIRE_OK(setup("\n[limit api]\nrate = 1r/m\nburst = 0\nstatus = 503\nzone_size = 64k\n[route /]\nlimit = api\n"));
+    REQUIRE(svc != NULL);
     struct px_req r;
     one("/", &r);
     CHECK_INT(proceeded, 1);
@@ -295,10 +289,9 @@ static void test_limit_503_has_no_retry_after(void)
 /* Without nodelay the burst waits its turn: parked, then on to the upstream. */
 static void test_limit_delay_parks_then_proceeds(void)
 {
-    CHECK_INT(setup("\n[limit api]\nrate = 20r/s\nburst = 5\nnodelay = no\nzone_size = 64k\n[route /]\nlimit = api\n"),
-              0);
-    if (!svc)
-        return;
+    REQUIRE_OK(
+        setup("\n[limit api]\nrate = 20r/s\nburst = 5\nnodelay = no\nzone_size = 64k\n[route /]\nlimit = api\n"));
+    REQUIRE(svc != NULL);
     struct px_req a, b;
     one("/", &a);
     CHECK_INT(proceeded, 1); /* the first is not delayed */

@@ -39,9 +39,7 @@ static const char *ini_main =
 static void test_match_hosts(void)
 {
     struct px_routes *r = build(ini_main);
-    CHECK(r != NULL);
-    if (!r)
-        return;
+    REQUIRE(r != NULL);
     CHECK_STR(match(r, "example.com", "/"), "web");
     CHECK_STR(match(r, "EXAMPLE.com", "/x"), "web");
     CHECK_STR(match(r, "example.com:8080", "/x"), "web");
@@ -61,9 +59,7 @@ static void test_match_hosts(void)
 static void test_match_prefix_segments(void)
 {
     struct px_routes *r = build(ini_main);
-    CHECK(r != NULL);
-    if (!r)
-        return;
+    REQUIRE(r != NULL);
     CHECK_STR(match(r, "example.com", "/app"), "app");
     CHECK_STR(match(r, "example.com", "/app/"), "app");
     CHECK_STR(match(r, "example.com", "/app/x"), "app");
@@ -82,9 +78,7 @@ static void test_no_catch_all(void)
 {
     struct px_routes *r = build("[proxy]\nlisten_http = 127.0.0.1:0\n"
                                 "[service a]\nhosts = a.test\ntargets = 127.0.0.1:1\n");
-    CHECK(r != NULL);
-    if (!r)
-        return;
+    REQUIRE(r != NULL);
     CHECK_STR(match(r, "a.test", "/"), "a");
     CHECK_STR(match(r, "b.test", "/"), "-");
     CHECK_STR(match(r, NULL, "/"), "-");
@@ -109,9 +103,7 @@ static void test_targets_shared(void)
     struct px_routes *a = build("[proxy]\nlisten_http = 127.0.0.1:0\n[service s]\ntargets = 127.0.0.1:7000 127.0.0.1:7001\n");
     px_routes_publish(a);
     struct px_routes *b = build("[proxy]\nlisten_http = 127.0.0.1:0\n[service s]\ntargets = 127.0.0.1:7001 127.0.0.1:7002\n");
-    CHECK(a && b);
-    if (!a || !b)
-        return;
+    REQUIRE(a && b);
     const struct px_service *sa = px_routes_match(a, NULL, 0, "/", 1);
     const struct px_service *sb = px_routes_match(b, NULL, 0, "/", 1);
     CHECK(sa->targets[1] == sb->targets[0]);
@@ -187,9 +179,7 @@ static const char *route(const struct px_routes *r, const char *host, const char
 static void test_route_prefix(void)
 {
     struct px_routes *r = build(ini_routes);
-    CHECK(r != NULL);
-    if (!r)
-        return;
+    REQUIRE(r != NULL);
     CHECK_STR(route(r, NULL, "/api"), "/api/");
     CHECK_STR(route(r, NULL, "/api/"), "/api/");
     CHECK_STR(route(r, NULL, "/api/x?y=1"), "/api/");
@@ -213,9 +203,7 @@ static void test_route_prefix(void)
 static void test_route_normalized(void)
 {
     struct px_routes *r = build(ini_routes);
-    CHECK(r != NULL);
-    if (!r)
-        return;
+    REQUIRE(r != NULL);
     CHECK_STR(route(r, NULL, "//api//v1/sessions/x"), "/api/v1/sessions/");
     CHECK_STR(route(r, NULL, "/%61pi/v1/%73essions/x"), "/api/v1/sessions/");
     CHECK_STR(route(r, NULL, "/api%2Fv1%2fsessions"), "/api/v1/sessions/");
@@ -249,9 +237,7 @@ static void test_route_boundary(void)
 {
     struct px_routes *r = build("[proxy]\nlisten_http = 127.0.0.1:0\n[service any]\ntargets = 127.0.0.1:3005\n"
                                 "[route /login]\n[route /admin/]\n[route /app]\nsuffix = .js\n");
-    CHECK(r != NULL);
-    if (!r)
-        return;
+    REQUIRE(r != NULL);
     static const char *const limited[] = {
         "/login", "/login/", "/login?x", "/login;x", "/login;jsessionid=1?a=b", "/login%3f", "/login%3Fx=1",
         "/login%23", "/login%20", "/login%09", "/login%00", "/login.json", "/login%2ejson", "/login%2f",
@@ -284,9 +270,7 @@ static void test_route_boundary(void)
 static void test_route_suffix(void)
 {
     struct px_routes *r = build(ini_routes);
-    CHECK(r != NULL);
-    if (!r)
-        return;
+    REQUIRE(r != NULL);
     CHECK_STR(route(r, NULL, "/x.js"), "/");
     CHECK_STR(route(r, NULL, "/a/b/STYLE.CSS"), "/");
     CHECK_STR(route(r, NULL, "/x.js?v=1.css"), "/");
@@ -309,9 +293,7 @@ static void test_route_suffix(void)
 static void test_route_hosts(void)
 {
     struct px_routes *r = build(ini_routes);
-    CHECK(r != NULL);
-    if (!r)
-        return;
+    REQUIRE(r != NULL);
     const struct px_route *none = px_routes_route(r, NULL, 0, "/api/x", 6);
     const struct px_route *exact = px_routes_route(r, "API.Example.com:8443", 20, "/api/x", 6);
     const struct px_route *wild = px_routes_route(r, "a.example.com", 13, "/api/x", 6);
@@ -339,9 +321,7 @@ out:
 static void test_route_policy(void)
 {
     struct px_routes *r = build(ini_routes);
-    CHECK(r != NULL);
-    if (!r)
-        return;
+    REQUIRE(r != NULL);
     const struct px_route *v1 = px_routes_route(r, NULL, 0, "/api/v1/x", 9);
     const struct px_route *api = px_routes_route(r, NULL, 0, "/api/x", 6);
     const struct px_route *js = px_routes_route(r, NULL, 0, "/x.js", 5);
@@ -381,9 +361,7 @@ out:
 static void test_route_none(void)
 {
     struct px_routes *r = build(ini_main);
-    CHECK(r != NULL);
-    if (!r)
-        return;
+    REQUIRE(r != NULL);
     CHECK(px_routes_route(r, "example.com", 11, "/api/x", 6) == NULL);
     CHECK(px_routes_limits(r) != NULL);
     px_routes_publish(r);
@@ -403,9 +381,7 @@ static void test_zones_carry_over(void)
 
     snprintf(ini, sizeof(ini), fmt, 1, "64k");
     struct px_routes *a = build(ini);
-    CHECK(a != NULL);
-    if (!a)
-        return;
+    REQUIRE(a != NULL);
     px_routes_publish(a);
     const struct px_route *ra = px_routes_route(a, NULL, 0, "/", 1);
     px_limit_check(ra->zones, ra->nzones, &k, 1000, &res);

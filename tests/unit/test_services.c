@@ -167,14 +167,10 @@ static void test_from_config_outlives_config(void)
     char err[256];
     struct px_config *cfg = load("[proxy]\nlisten_http = 127.0.0.1:0\n"
                                  "[service a]\nhosts = a.test\npath_prefix = /x/\ntargets = 127.0.0.1:7200\n");
-    CHECK(cfg != NULL);
-    if (!cfg)
-        return;
+    REQUIRE(cfg != NULL);
     struct px_services *t = px_services_from_config(cfg, err, sizeof(err));
     px_config_free(cfg);
-    CHECK(t != NULL);
-    if (!t)
-        return;
+    REQUIRE(t != NULL);
     const struct px_service *s = px_services_match(t, "a.test", 6, "/x/y", 4);
     CHECK(s != NULL);
     if (s) {
@@ -209,9 +205,7 @@ static void test_publish_services_keeps_parts(void)
     struct px_routes *a = px_routes_build(load("[proxy]\nlisten_http = 127.0.0.1:0\n"
                                                "[service old]\ntargets = 127.0.0.1:7300\n"),
                                           err, sizeof(err));
-    CHECK(a != NULL);
-    if (!a)
-        return;
+    REQUIRE(a != NULL);
     px_routes_publish(a);
     CHECK(px_routes_current(0) == a);
     px_routes_pin(a, 0); /* a request still running on a */
@@ -272,9 +266,7 @@ static void test_tls_sessions_outlive_rebuild(void)
     struct px_config *c1 = load(tls_ini("session_tickets = yes\n"));
     struct px_config *c2 = load(tls_ini("session_tickets = yes\n"));
     struct px_config *c3 = load(tls_ini("session_tickets = yes\nsession_timeout = 1h\n"));
-    CHECK(c1 && c2 && c3);
-    if (!c1 || !c2 || !c3)
-        return;
+    REQUIRE(c1 && c2 && c3);
     struct px_tls *t1 = px_tls_build(&c1->tls, NULL, err, sizeof(err));
     CHECK(t1 != NULL);
     struct px_tls *t2 = px_tls_build(&c2->tls, t1, err, sizeof(err));

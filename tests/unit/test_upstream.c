@@ -82,9 +82,8 @@ static struct px_req req(void)
 
 static void test_least_outstanding(void)
 {
-    CHECK_INT(setup("127.0.0.1:7001 127.0.0.1:7002 127.0.0.1:7003"), 0);
-    if (!svc)
-        return;
+    REQUIRE_OK(setup("127.0.0.1:7001 127.0.0.1:7002 127.0.0.1:7003"));
+    REQUIRE(svc != NULL);
     struct px_req r = req();
     px_pool_of(&w, svc->targets[0])->outstanding = 3;
     px_pool_of(&w, svc->targets[1])->outstanding = 1;
@@ -97,9 +96,8 @@ static void test_least_outstanding(void)
 
 static void test_round_robin_on_ties(void)
 {
-    CHECK_INT(setup("127.0.0.1:7001 127.0.0.1:7002 127.0.0.1:7003"), 0);
-    if (!svc)
-        return;
+    REQUIRE_OK(setup("127.0.0.1:7001 127.0.0.1:7002 127.0.0.1:7003"));
+    REQUIRE(svc != NULL);
     struct px_req r = req();
     int seen[3] = {0, 0, 0};
     for (int i = 0; i < 30; i++) {
@@ -116,9 +114,8 @@ static void test_round_robin_on_ties(void)
 
 static void test_health_and_draining(void)
 {
-    CHECK_INT(setup("127.0.0.1:7001 127.0.0.1:7002"), 0);
-    if (!svc)
-        return;
+    REQUIRE_OK(setup("127.0.0.1:7001 127.0.0.1:7002"));
+    REQUIRE(svc != NULL);
     struct px_req r = req();
     atomic_store(&svc->targets[0]->healthy, 0);
     for (int i = 0; i < 4; i++)
@@ -138,9 +135,8 @@ static void test_health_and_draining(void)
 
 static void test_passive_down(void)
 {
-    CHECK_INT(setup("127.0.0.1:7001 127.0.0.1:7002"), 0);
-    if (!svc)
-        return;
+    REQUIRE_OK(setup("127.0.0.1:7001 127.0.0.1:7002"));
+    REQUIRE(svc != NULL);
     struct px_req r = req();
     px_pool_of(&w, svc->targets[0])->down_until_ms = px_now_ms() + 60000;
     px_pool_of(&w, svc->targets[1])->outstanding = 5;
@@ -158,9 +154,8 @@ static void test_passive_down(void)
 
 static void test_pool_growth(void)
 {
-    CHECK_INT(setup("127.0.0.1:7001"), 0);
-    if (!svc)
-        return;
+    REQUIRE_OK(setup("127.0.0.1:7001"));
+    REQUIRE(svc != NULL);
     struct px_target fake;
     memset(&fake, 0, sizeof(fake));
     fake.id = 1000;
@@ -177,10 +172,7 @@ static void test_pool_growth(void)
 static void test_pool_reuse(void)
 {
     int lfd = setup_listening();
-    if (!svc) {
-        close(lfd);
-        return;
-    }
+    REQUIRE_ELSE(svc != NULL, close(lfd));
     struct px_req r = req();
     int err = 0;
     CHECK_INT(attach(&r, svc->targets[0], &err), 0);
@@ -320,10 +312,7 @@ static const struct px_down_ops fake_ops = {
 static void test_body_resumes_after_connect(void)
 {
     int lfd = setup_listening();
-    if (!svc) {
-        close(lfd);
-        return;
-    }
+    REQUIRE_ELSE(svc != NULL, close(lfd));
     struct px_req r = req();
     r.ops = &fake_ops;
     r.method = PX_METHOD_POST;
@@ -356,10 +345,7 @@ static void test_body_resumes_after_connect(void)
 static void test_draining_target(void)
 {
     int lfd = setup_listening();
-    if (!svc) {
-        close(lfd);
-        return;
-    }
+    REQUIRE_ELSE(svc != NULL, close(lfd));
     struct px_target *t = svc->targets[0];
     struct px_req r = req();
     r.ops = &fake_ops;
@@ -405,10 +391,7 @@ static void test_draining_target(void)
 static void test_cut_target(void)
 {
     int lfd = setup_listening();
-    if (!svc) {
-        close(lfd);
-        return;
-    }
+    REQUIRE_ELSE(svc != NULL, close(lfd));
     struct px_target *t = svc->targets[0];
     struct px_req r = req();
     r.ops = &fake_ops;
@@ -435,32 +418,19 @@ static void test_cut_target(void)
 static void test_warm_target(void)
 {
     int lfd = setup_listening();
-    if (!svc) {
-        close(lfd);
-        return;
-    }
+    REQUIRE_ELSE(svc != NULL, close(lfd));
     struct px_target *t = svc->targets[0];
     /* a made-up old target this worker had 4 requests on at once */
     struct px_target old = {.id = t->id + 1};
     struct px_upool *op = px_pool_of(&w, &old);
-    CHECK(op != NULL);
-    if (op == NULL) {
-        teardown();
-        close(lfd);
-        return;
-    }
+    REQUIRE_ELSE(op != NULL, (teardown(), close(lfd)));
     op->peak = 4;
     struct px_wmsg m = {.type = PX_WM_WARM_TARGET, .target_id = t->id, .addr = t->addr, .count = 2,
                         .from = {old.id}, .nfrom = 1};
     CHECK_INT(px_worker_send(&w, &m), 0); /* 4 shared by 2 new targets, plus one: 3 */
     for (int i = 0; i < 100 && (t->id >= w.up.npools || w.up.pools[t->id].nidle < 3); i++)
         event_base_loop(w.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
-    CHECK(t->id < w.up.npools);
-    if (t->id >= w.up.npools) {
-        teardown();
-        close(lfd);
-        return;
-    }
+    REQUIRE_ELSE(t->id < w.up.npools, (teardown(), close(lfd)));
     CHECK_INT(w.up.pools[t->id].nidle, 3);
     CHECK_INT(w.up.pools[t->id].warming, 0);
     CHECK_INT(w.up.pools[old.id].peak, 0); /* the old pool's peak restarts */

@@ -2,7 +2,14 @@
  * binary; main() calls UNIT_RUN(fn) for every test and returns
  * unit_report(). Output is one line per test, "ok - NAME" or
  * "not ok - NAME: FILE:LINE: EXPR", read by tests/run.py. A test may
- * include a proxy/ .c file directly to reach its statics. */
+ * include a proxy/ .c file directly to reach its statics.
+ *
+ * CHECK* records the first failure and goes on. REQUIRE* is for setup the
+ * rest of the test depends on (a config that loads, a zone that exists): it
+ * fails the test ("not ok - NAME: REQUIRE failed: EXPR (FILE:LINE)") and
+ * returns from it, so a test can never pass by returning early. Use it in
+ * the test function itself (it returns void); never write a bare
+ * `if (!x) return;` in a test. */
 #ifndef PX_UNIT_H
 #define PX_UNIT_H
 
@@ -37,6 +44,46 @@ static char unit_msg[512];
             unit_failed_now = 1;                                                       \
             snprintf(unit_msg, sizeof(unit_msg), "%s:%d: %s == \"%s\" (got \"%s\")",   \
                      __FILE__, __LINE__, #a, sb_ ? sb_ : "(null)", sa_ ? sa_ : "(null)"); \
+        }                                                                              \
+    } while (0)
+
+/* After an earlier CHECK failed, keep its message first: it usually says
+ * why the setup failed. */
+static inline void unit_require_failed(const char *expr, const char *file, int line)
+{
+    size_t n = unit_failed_now ? strlen(unit_msg) : 0;
+    snprintf(unit_msg + n, sizeof(unit_msg) - n, "%sREQUIRE failed: %s (%s:%d)", n ? "; then " : "", expr,
+             file, line);
+    unit_failed_now = 1;
+}
+
+#define REQUIRE(cond)                                                                  \
+    do {                                                                               \
+        if (!(cond)) {                                                                 \
+            unit_require_failed(#cond, __FILE__, __LINE__);                            \
+            return;                                                                    \
+        }                                                                              \
+    } while (0)
+
+/* REQUIRE, running cleanup (one expression or call) before the return. */
+#define REQUIRE_ELSE(cond, cleanup)                                                    \
+    do {                                                                               \
+        if (!(cond)) {                                                                 \
+            unit_require_failed(#cond, __FILE__, __LINE__);                            \
+            cleanup;                                                                   \
+            return;                                                                    \
+        }                                                                              \
+    } while (0)
+
+/* REQUIRE that a setup call returned 0 (the usual int-returning helper). */
+#define REQUIRE_OK(expr)                                                               \
+    do {                                                                               \
+        long long ur_ = (long long)(expr);                                             \
+        if (ur_ != 0) {                                                                \
+            char ue_[256];                                                             \
+            snprintf(ue_, sizeof(ue_), "%s == 0 (got %lld)", #expr, ur_);              \
+            unit_require_failed(ue_, __FILE__, __LINE__);                              \
+            return;                                                                    \
         }                                                                              \
     } while (0)
 
