@@ -1,0 +1,51 @@
+"""ProxyTestCase: the unittest base that starts backends and proxies and
+checks them at cleanup. Part of harness.py."""
+
+import unittest
+
+from backends import RecordingBackend
+from proxyproc import Proxy
+
+
+class ProxyTestCase(unittest.TestCase):
+    """Starts backends and proxies whose cleanup is registered with the test."""
+
+    maxDiff = 4000
+
+    def backend(self, cls=RecordingBackend, **kw):
+        b = cls(**kw)
+        self.addCleanup(b.close)
+        return b
+
+    def proxy(self, config="", **kw):
+        p = Proxy(config, **kw)
+        self._proxies = getattr(self, "_proxies", []) + [p]
+        self.addCleanup(self._check_sanitizers, p)
+        self.addCleanup(p.close)
+        return p
+
+    SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                       "WARNING: ThreadSanitizer")
+
+    def _check_sanitizers(self, p):
+        """After proxyd stopped (cleanups run last-in first-out): a sanitizer
+        report in its error log fails the test (make asan)."""
+        try:
+            text = p.error_log_text() + getattr(p, "_final_stderr", "")
+        except Exception:
+            return
+        for mark in self.SANITIZER_MARKS:
+            if mark in text:
+                i = text.index(mark)
+                self.fail("proxyd sanitizer report:\n" + text[max(0, i - 200):i + 3000])
+
+    def service_config(self, *backends, extra_proxy="", extra=""):
+        """A catch-all service over the given backends."""
+        return "[proxy]\n%s\n%s\n[service web]\ntargets = %s\n" % (
+            extra_proxy, extra, " ".join(b if isinstance(b, str) else b.addr for b in backends))
+
+    def assertSecurityHeaders(self, resp):
+        self.assertEqual(resp.headers.get_all("x-frame-options"), ["DENY"], resp)
+        self.assertEqual(resp.headers.get_all("x-content-type-options"), ["nosniff"], resp)
+        self.assertEqual(resp.headers.get_all("x-xss-protection"), ["1; mode=block"], resp)
+        self.assertIsNone(resp.header("strict-transport-security"), resp)
