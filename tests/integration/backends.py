@@ -4,6 +4,7 @@ response (RecordingBackend and its variants). Part of harness.py."""
 
 import base64
 import hashlib
+import re
 import socket
 import threading
 import time
@@ -11,6 +12,36 @@ import time
 from common import SLOW
 from httpwire import (CLOSE, Closed, Headers, Reader, chunked_response, header_tokens, http_response,
                       parse_head, read_chunked)
+
+
+class ParseError(ValueError):
+    """A request from proxyd that a strict HTTP/1.1 server would refuse
+    (RFC 9112): recorded in the backend's parse_errors, and the test fails
+    at cleanup unless it declared them expected (ProxyTestCase.backend)."""
+
+
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_REQUEST_LINE_RE = re.compile(_TOKEN + rb" [\x21-\x7e]+ HTTP/1\.[01]")
+_FIELD_LINE_RE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([\x21-\x7e\x80-\xff]([ \t\x21-\x7e\x80-\xff]*"
+                            rb"[\x21-\x7e\x80-\xff])?)?[ \t]*")
+
+
+def check_request_head(head):
+    """Raise ParseError unless head (through CRLFCRLF) is a well-formed
+    request line and field lines: CRLF only (no bare CR or LF), no empty line
+    or other bytes before the request line, no obs-fold, no control bytes in
+    a value, a Content-Length of digits."""
+    if head.startswith(b"\r\n") or head.startswith(b"\n"):
+        raise ParseError("empty line before the request line (garbage between requests?): %r" % head[:200])
+    lines = head[:-4].split(b"\r\n")
+    if not _REQUEST_LINE_RE.fullmatch(lines[0]):
+        raise ParseError("bad request line %r" % lines[0][:200])
+    for line in lines[1:]:
+        m = _FIELD_LINE_RE.fullmatch(line)
+        if not m:
+            raise ParseError("bad header line %r in request %r" % (line[:200], lines[0][:100]))
+        if m.group(1).lower() == b"content-length" and not re.fullmatch(rb"[0-9]+", m.group(2) or b""):
+            raise ParseError("bad Content-Length %r in request %r" % (line[:200], lines[0][:100]))
 
 
 class BackendRequest:
@@ -53,7 +84,7 @@ class RecordingBackend:
     says Connection: close, or keep_alive=False."""
 
     def __init__(self, response=None, name=None, health_path="/up", healthy=True,
-                 keep_alive=True, send_continue=True):
+                 keep_alive=True, send_continue=True, parse_errors_ok=False):
         self.response = response
         self.name = name
         self.health_path = health_path
@@ -63,6 +94,8 @@ class RecordingBackend:
         self.requests = []
         self.health_requests = []
         self.errors = []
+        self.parse_errors = []        # ParseError texts: proxyd sent a malformed request
+        self.parse_errors_ok = parse_errors_ok
         self.accepted = 0
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
@@ -83,6 +116,7 @@ class RecordingBackend:
             self.requests.clear()
             self.health_requests.clear()
             self.errors.clear()
+            self.parse_errors.clear()
 
     def wait_requests(self, n, timeout=5.0):
         """Wait until at least n requests were recorded; returns a copy of the list."""
@@ -148,6 +182,8 @@ class RecordingBackend:
         except ValueError as e:
             with self.lock:
                 self.errors.append(str(e))
+                if isinstance(e, ParseError):
+                    self.parse_errors.append("connection %d: %s" % (conn_id, e))
         finally:
             try:
                 conn.close()
@@ -155,22 +191,30 @@ class RecordingBackend:
                 pass
 
     def read_request(self, conn, conn_id, reader):
-        """Read one request; returns BackendRequest or raises Closed/ValueError."""
-        head = reader.until(b"\r\n\r\n", None, limit=1 << 20)
+        """Read one request; returns BackendRequest or raises Closed, or
+        ParseError (a ValueError) when proxyd sent a malformed one."""
+        try:
+            head = reader.until(b"\r\n\r\n", None, limit=1 << 20)
+        except ValueError as e:
+            raise ParseError("request head: %s" % e)
+        check_request_head(head)
         _, hdrs = parse_head(head)
         h = Headers(hdrs)
         te = h.get_all("transfer-encoding")
         cls = h.get_all("content-length")
         if te and cls:
-            raise ValueError("upstream request has both Transfer-Encoding and Content-Length")
+            raise ParseError("upstream request has both Transfer-Encoding and Content-Length")
         if len(set(cls)) > 1:
-            raise ValueError("upstream request has differing Content-Length")
+            raise ParseError("upstream request has differing Content-Length")
         if (self.send_continue and "100-continue" in header_tokens(h.get("expect"))):
             conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
         if te:
             if header_tokens(",".join(te))[-1:] != ["chunked"]:
-                raise ValueError("unsupported Transfer-Encoding %r" % te)
-            body, raw = read_chunked(reader, None)
+                raise ParseError("unsupported Transfer-Encoding %r" % te)
+            try:
+                body, raw = read_chunked(reader, None)
+            except ValueError as e:
+                raise ParseError("chunked body of %r: %s" % (head.split(b"\r\n", 1)[0][:100], e))
             return BackendRequest(conn_id, head, body, raw, True)
         n = int(cls[0]) if cls else 0
         body = reader.exact(n) if n else b""
@@ -191,6 +235,9 @@ class RecordingBackend:
                 resp = self.respond(req)
             if not self.send_items(conn, resp):
                 return
+            if "close" in header_tokens(req.header("connection")) and reader.buf:
+                raise ParseError("%d bytes after a Connection: close request: %r"
+                                 % (len(reader.buf), bytes(reader.buf[:200])))
             if not self.keep_alive or "close" in header_tokens(req.header("connection")):
                 return
             if isinstance(resp, (bytes, bytearray)):

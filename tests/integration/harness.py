@@ -13,14 +13,16 @@ private ones other helpers use), so `from harness import X` keeps working:
 - backends.py   Threads in the test process on 127.0.0.1:0 that record the
                 exact bytes each request carried and answer with a scripted
                 response (RecordingBackend and its variants: Streaming,
-                Closing, Silent, WebSocket).
+                Closing, Silent, WebSocket). They read strictly and record
+                every malformed request in parse_errors (ParseError).
 - clients.py    raw_request() and Client, a small HTTP/1.1 response reader
                 for keep-alive and pipelining on one socket; get(), curl().
 - tlskit.py     The throwaway test PKI (shared_certs), [tls] snippets,
                 curl_https, openssl s_client, TlsClient.
 - h2client.py   H2Client (HTTP/2 over TLS).
 - proxycase.py  ProxyTestCase: backends and proxies cleaned up with the
-                test, and the cleanup checks (sanitizer reports).
+                test, and the cleanup checks: a sanitizer report in
+                proxyd's log, a malformed request a backend received.
 
 Every wait is bounded; every process and socket is cleaned up by the
 object that made it. A new helper goes into the module of its concern and
@@ -37,8 +39,8 @@ from httpwire import (  # noqa: F401
     Closed, Reader, parse_head, Headers, header_tokens, read_chunked,
     http_response, chunked_response, _REASONS, CLOSE)
 from backends import (  # noqa: F401
-    BackendRequest, default_response, RecordingBackend, StreamingBackend, ClosingBackend, SilentBackend,
-    WS_GUID, ws_accept, WebSocketBackend)
+    ParseError, check_request_head, BackendRequest, default_response, RecordingBackend,
+    StreamingBackend, ClosingBackend, SilentBackend, WS_GUID, ws_accept, WebSocketBackend)
 from clients import (  # noqa: F401
     request_bytes, RawResult, raw_request, Response, Client, curl,
     get)

@@ -13,9 +13,25 @@ class ProxyTestCase(unittest.TestCase):
     maxDiff = 4000
 
     def backend(self, cls=RecordingBackend, **kw):
+        """A backend closed with the test; parse_errors_ok=True when the test
+        expects proxyd to send it a malformed request (else cleanup fails)."""
         b = cls(**kw)
+        self.addCleanup(self._check_backend_parse, b)
         self.addCleanup(b.close)
         return b
+
+    def _check_backend_parse(self, b):
+        """After the backend closed (cleanups run last-in first-out), as the
+        sanitizer check: a request from proxyd that the backend could not
+        parse strictly (backends.ParseError: request line, header line,
+        Content-Length, chunked framing, bytes after a close) fails the test,
+        unless the backend was made with parse_errors_ok=True."""
+        with b.lock:
+            errs = list(getattr(b, "parse_errors", ()))
+        if errs and not getattr(b, "parse_errors_ok", False):
+            self.fail("backend %s saw %d malformed request%s from proxyd (parse_errors_ok=True "
+                      "if the test expects it):\n%s" % (b.addr, len(errs), "" if len(errs) == 1 else "s",
+                                                        "\n".join(errs[:10])))
 
     def proxy(self, config="", **kw):
         p = Proxy(config, **kw)
