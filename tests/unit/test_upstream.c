@@ -236,22 +236,11 @@ static void test_pool_bound(void)
     extra_proxy = "upstream_keepalive = 2\n";
     int rc = setup(targets);
     extra_proxy = "";
-    CHECK_INT(rc, 0);
-    if (rc != 0) {
-        close(la);
-        close(lb);
-        return;
-    }
+    REQUIRE_ELSE(rc == 0, (close(la), close(lb)));
     const struct px_target *a = svc->targets[0], *b = svc->targets[1];
     struct px_req r1, r2, r3, r4;
     struct px_uconn *u1 = busy_conn(&r1, a), *u2 = busy_conn(&r2, b), *u3 = busy_conn(&r3, a);
-    CHECK(u1 && u2 && u3);
-    if (!(u1 && u2 && u3)) {
-        teardown();
-        close(la);
-        close(lb);
-        return;
-    }
+    REQUIRE_ELSE(u1 && u2 && u3, (teardown(), close(la), close(lb)));
     px_pool_release(u1, 1);
     px_pool_release(u2, 1);
     CHECK_INT(w.up.nidle, 2);
