@@ -135,8 +135,10 @@ static int setup(void)
     nchecks = nsent = npublished = ndone = 0;
     last_progress[0] = '\0';
     snprintf(dir, sizeof(dir), "/tmp/px-test-deploy-XXXXXX");
-    if (mkdtemp(dir) == NULL)
+    if (mkdtemp(dir) == NULL) {
+        dir[0] = '\0';
         return -1;
+    }
     snprintf(state_path, sizeof(state_path), "%s/state.json", dir);
     if (px_config_load_string("[proxy]\nlisten_http = 127.0.0.1:0\n[service web]\ntargets = " OLD "\n", "t.ini",
                               &cfg, err, sizeof(err)) < 0) {
@@ -163,8 +165,11 @@ static void teardown(void)
     if (base)
         event_base_free(base);
     base = NULL;
-    unlink(state_path);
-    rmdir(dir);
+    if (dir[0]) {
+        unlink(state_path);
+        rmdir(dir);
+    }
+    dir[0] = '\0';
 }
 
 /* The target the published snapshot serves for web ("" when none). */
@@ -206,7 +211,7 @@ static void fire(void)
  * last request ends, before drain_timeout. */
 static void test_health_wait_switch_drain(void)
 {
-    REQUIRE_OK(setup());
+    REQUIRE_ELSE(setup() == 0, teardown());
     struct px_target *old = target(OLD);
     REQUIRE_ELSE(old != NULL, teardown());
     px_target_load_add(old, 0, 2, 0); /* two requests in flight on the old target */
@@ -269,7 +274,7 @@ static void test_health_wait_switch_drain(void)
  * answers after the workers' grace, with the count it cut. */
 static void test_drain_timeout_cuts(void)
 {
-    REQUIRE_OK(setup());
+    REQUIRE_ELSE(setup() == 0, teardown());
     struct px_target *old = target(OLD);
     REQUIRE_ELSE(old != NULL, teardown());
     px_target_load_add(old, 1, 3, 0);
@@ -306,7 +311,7 @@ static void test_drain_timeout_cuts(void)
  * message names the target, its last failure and the fake time waited. */
 static void test_deploy_timeout(void)
 {
-    REQUIRE_OK(setup());
+    REQUIRE_ELSE(setup() == 0, teardown());
     deploy_new(10000);
     REQUIRE_ELSE(nchecks == 1, teardown());
     fake_now += 1000;
@@ -328,7 +333,7 @@ static void test_deploy_timeout(void)
 /* A second deploy of the service while one waits is refused with busy. */
 static void test_busy(void)
 {
-    REQUIRE_OK(setup());
+    REQUIRE_ELSE(setup() == 0, teardown());
     deploy_new(10000);
     REQUIRE_ELSE(dep->ops != NULL, teardown());
     deploy_new(10000);
@@ -342,7 +347,7 @@ static void test_busy(void)
  * target is health-checked, switched to and the deployed one drained. */
 static void test_rollback(void)
 {
-    REQUIRE_OK(setup());
+    REQUIRE_ELSE(setup() == 0, teardown());
     px_rollback(dep, "web", 5000, on_progress, on_done, NULL);
     CHECK_INT(ndone, 1);
     CHECK_INT(done_code, PX_E_NO_PREVIOUS);
@@ -387,7 +392,7 @@ static void test_rollback(void)
 /* Shutdown before the switch abandons the deploy: nothing changes. */
 static void test_shutdown_before_switch(void)
 {
-    REQUIRE_OK(setup());
+    REQUIRE_ELSE(setup() == 0, teardown());
     deploy_new(10000);
     REQUIRE_ELSE(nchecks == 1, teardown());
     px_deployer_shutdown(dep);
