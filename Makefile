@@ -79,7 +79,7 @@ unit: all $(UNIT_BINS) $(B)/acme-obtain
 $(B)/acme-obtain: tests/acme_obtain.c $(B)/libpx.a $(B)/.flags
 	$(CC) $(CFLAGS_ALL) -o $@ $< $(B)/libpx.a $(LDFLAGS_ALL) $(PKG_LIBS) $(shell pkg-config --libs libevent_extra)
 
-test: layers unit
+test: layers unit certs-dev
 	python3 tests/run.py --build $(B)
 
 # No data-path file includes a control-plane header, and proxyctl links no
