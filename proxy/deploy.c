@@ -190,7 +190,7 @@ static struct px_services *build(struct px_deployer *d, const struct px_config *
                              cfg->path ? cfg->path : "config", sc->line, sc->name, why);
             continue;
         }
-        if ((*code = px_services_add_conf(t, sc, err, errlen)) != PX_E_OK)
+        if ((*code = px_config_add_service(t, sc, err, errlen)) != PX_E_OK)
             goto fail;
     }
     int over_done = 0;

@@ -1,5 +1,5 @@
 /* routes.c -- immutable route snapshots of refcounted parts: build,
- * publish, reclaim; the [route] table; the target registry. See
+ * publish, reclaim; the [route] table. See
  * px/routes.h for the lifetime protocol. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,76 +84,9 @@ static struct slot slots[PX_MAX_WORKERS];
 static struct px_routes *retired;  /* main thread only */
 static int nworkers = PX_MAX_WORKERS;
 
-/* Target registry: main thread only. */
-static struct px_target **targets;
-static size_t ntargets, cap_targets;
-static uint32_t next_target_id;
-
-void px_target_inflight(const struct px_target *t, uint32_t *requests, uint32_t *tunnels)
-{
-    uint32_t rq = 0, tn = 0;
-    for (int w = 0; w < nworkers; w++) {
-        rq += atomic_load_explicit(&t->load[w].requests, memory_order_relaxed);
-        tn += atomic_load_explicit(&t->load[w].tunnels, memory_order_relaxed);
-    }
-    if (requests)
-        *requests = rq;
-    if (tunnels)
-        *tunnels = tn;
-}
-
 void px_routes_set_nworkers(int n)
 {
     nworkers = n < 1 ? 1 : (n > PX_MAX_WORKERS ? PX_MAX_WORKERS : n);
-}
-
-struct px_target *px_target_acquire(const struct px_addr *a)
-{
-    for (size_t i = 0; i < ntargets; i++) {
-        struct px_target *t = targets[i];
-        if (t->addr.len == a->len && memcmp(&t->addr.ss, &a->ss, a->len) == 0 &&
-            strcmp(t->addr.text, a->text) == 0) {
-            t->refs++;
-            return t;
-        }
-    }
-    if (ntargets == cap_targets) {
-        size_t nc = cap_targets ? cap_targets * 2 : 16;
-        struct px_target **nt = realloc(targets, nc * sizeof(*nt));
-        if (nt == NULL)
-            return NULL;
-        targets = nt;
-        cap_targets = nc;
-    }
-    struct px_target *t = calloc(1, sizeof(*t));
-    if (t == NULL)
-        return NULL;
-    t->load = calloc((size_t)nworkers, sizeof(*t->load));
-    if (t->load == NULL) {
-        free(t);
-        return NULL;
-    }
-    t->addr = *a;
-    t->id = next_target_id++;
-    atomic_init(&t->healthy, 1);
-    atomic_init(&t->draining, 0);
-    t->refs = 1;
-    targets[ntargets++] = t;
-    return t;
-}
-
-void px_target_release(struct px_target *t)
-{
-    if (t == NULL || --t->refs > 0)
-        return;
-    for (size_t i = 0; i < ntargets; i++) {
-        if (targets[i] == t) {
-            targets[i] = targets[--ntargets];
-            break;
-        }
-    }
-    free(t->load);
-    free(t);
 }
 
 /* ---- the config part: config, [route] table, zones ---- */
@@ -459,7 +392,7 @@ struct px_routes *px_routes_build(struct px_config *cfg, char *err, size_t errle
         (tls = tls_provider ? tls_provider(tls_provider_arg, cfg, prev, err, errlen)
                             : px_tls_build(&cfg->tls, prev, err, errlen)) == NULL)
         goto fail;
-    svcs = provider ? provider(provider_arg, cfg, err, errlen) : px_services_from_config(cfg, err, errlen);
+    svcs = provider ? provider(provider_arg, cfg, err, errlen) : px_config_services(cfg, err, errlen);
     if (svcs == NULL)
         goto fail;
     return px_routes_make(cfg, tls, svcs, err, errlen);
@@ -565,9 +498,6 @@ void px_routes_shutdown(void)
         atomic_store(&slots[w].hazard, NULL);
         slots[w].mine = NULL;
     }
-    free(targets);
-    targets = NULL;
-    ntargets = cap_targets = 0;
 }
 
 const struct px_routes *px_routes_peek(void)
@@ -621,37 +551,6 @@ const struct px_services *px_routes_services(const struct px_routes *r)
 const struct px_tls *px_routes_tls(const struct px_routes *r)
 {
     return r->tls;
-}
-
-int px_host_normalize(const char *host, size_t len, char *out, size_t outlen)
-{
-    if (host == NULL || len == 0)
-        return 0;
-    size_t end = len;
-    if (host[0] == '[') {
-        const char *rb = memchr(host, ']', len);
-        if (rb == NULL)
-            return -1;
-        end = (size_t)(rb - host) + 1;
-    } else {
-        const char *colon = memchr(host, ':', len);
-        if (colon)
-            end = (size_t)(colon - host);
-    }
-    if (end > 0 && host[end - 1] == '.')
-        end--;
-    if (end >= outlen)
-        return -1;
-    for (size_t i = 0; i < end; i++) {
-        unsigned char c = (unsigned char)host[i];
-        if (c >= 'A' && c <= 'Z')
-            c = (unsigned char)(c + 32);
-        else if (c <= ' ' || c == '/' || c == '\\' || c >= 0x7f)
-            return -1;
-        out[i] = (char)c;
-    }
-    out[end] = '\0';
-    return (int)end;
 }
 
 /* ---- [route] matching ---- */

@@ -585,6 +585,7 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
     }
     logs_open = 1;
     px_routes_set_nworkers(s->nworkers);
+    px_target_set_nworkers(s->nworkers);
     s->started_ms = px_now_ms();
     s->base = event_base_new();
     if (s->base == NULL) {

@@ -20,8 +20,10 @@
  *    once no worker's hazard slot points at it and every per-worker pin
  *    count is zero. So an old snapshot dies when its last request ends.
  *
- * Targets are shared between services tables (the same HOST:PORT is the same
- * target object) and are freed with the last table that names them. */
+ * Targets (px/target.h) are shared between services tables (the same
+ * HOST:PORT is the same target object) and are freed with the last holder.
+ * This module is the snapshot only: it names the config, TLS and services
+ * modules and none of them names it. */
 #ifndef PX_ROUTES_H
 #define PX_ROUTES_H
 
@@ -29,9 +31,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "px/addr.h"
-
-#define PX_MAX_WORKERS 64
+#include "px/services.h" /* struct px_service, what px_routes_match returns */
 
 struct px_config;
 struct px_tls;
@@ -39,65 +39,6 @@ struct px_services;
 struct px_limits;
 struct px_limit_zone;
 struct px_hdr_add;
-
-/* What one worker has in flight on a target. Each worker writes only its
- * own slot (a plain load and store, no read-modify-write); the main thread
- * sums the slots to know when a draining target is idle. A cache line each,
- * so workers never share one. */
-struct px_target_load {
-    _Atomic uint32_t requests;  /* requests with a connection to the target */
-    _Atomic uint32_t tunnels;   /* WebSocket tunnels to it */
-    char pad[64 - 2 * sizeof(uint32_t)];
-};
-
-/* An upstream HOST:PORT. Fields other than the atomics are immutable. */
-struct px_target {
-    struct px_addr addr;
-    uint32_t id;              /* unique for the process lifetime; indexes per-worker pools */
-    _Atomic int healthy;      /* written by health checks, read by workers */
-    _Atomic int draining;     /* set when a deploy retires this target */
-    int refs;                 /* snapshots naming it; main thread only */
-    struct px_target_load *load; /* one slot per worker */
-};
-
-/* The target for HOST:PORT a, shared with every table naming it: a new
- * reference (px_target_release drops it). NULL out of memory. Main thread. */
-struct px_target *px_target_acquire(const struct px_addr *a);
-void px_target_release(struct px_target *t);
-
-/* Worker wid's own slot: add to its counts. */
-static inline void px_target_load_add(struct px_target *t, int wid, int requests, int tunnels)
-{
-    struct px_target_load *l = &t->load[wid];
-    if (requests)
-        atomic_store_explicit(&l->requests,
-                              atomic_load_explicit(&l->requests, memory_order_relaxed) + (uint32_t)requests,
-                              memory_order_relaxed);
-    if (tunnels)
-        atomic_store_explicit(&l->tunnels,
-                              atomic_load_explicit(&l->tunnels, memory_order_relaxed) + (uint32_t)tunnels,
-                              memory_order_relaxed);
-}
-/* Any thread: requests and tunnels in flight on t, summed over workers. */
-void px_target_inflight(const struct px_target *t, uint32_t *requests, uint32_t *tunnels);
-
-enum px_service_state { PX_SVC_ACTIVE = 0, PX_SVC_STOPPED, PX_SVC_PAUSED };
-
-struct px_service {
-    char *name;
-    char **hosts;
-    size_t nhosts;
-    char *path_prefix;        /* "/" or "/seg" without trailing '/' */
-    size_t path_prefix_len;
-    struct px_target **targets;
-    size_t ntargets;
-    char *health_check_path;
-    enum px_service_state state;
-    char *stop_message;       /* for PX_SVC_STOPPED */
-    uint64_t max_pause_ms;    /* PX_SVC_PAUSED: requests wait this long, then 504 */
-    int health_checks;        /* its targets are checked all the time (px_monitor) */
-    uint64_t health_check_interval_ms, health_check_timeout_ms; /* px_monitor's timings (> 0) */
-};
 
 struct px_routes;
 
@@ -151,6 +92,8 @@ int px_routes_reap(void);
 void px_routes_shutdown(void);
 /* The current snapshot as seen by the main thread (never NULL after the first publish). */
 const struct px_routes *px_routes_peek(void);
+/* How many per-worker slots (hazards, pins) the reaper checks: n clamped to
+ * 1..PX_MAX_WORKERS. Main thread, before the workers start. */
 void px_routes_set_nworkers(int n);
 
 /* ---- reading (any worker thread) ---- */
@@ -205,9 +148,5 @@ const struct px_route *px_routes_route(const struct px_routes *r, const char *ho
                                        const char *path, size_t path_len);
 /* The snapshot's rate-limit zones (one set per config part). */
 struct px_limits *px_routes_limits(const struct px_routes *r);
-
-/* Normalize a Host value into out (lowercase, port and trailing dot
- * stripped). Returns the length, or -1 if it is not a valid host. */
-int px_host_normalize(const char *host, size_t len, char *out, size_t outlen);
 
 #endif

@@ -168,7 +168,7 @@ static void test_from_config_outlives_config(void)
     struct px_config *cfg = load("[proxy]\nlisten_http = 127.0.0.1:0\n"
                                  "[service a]\nhosts = a.test\npath_prefix = /x/\ntargets = 127.0.0.1:7200\n");
     REQUIRE(cfg != NULL);
-    struct px_services *t = px_services_from_config(cfg, err, sizeof(err));
+    struct px_services *t = px_config_services(cfg, err, sizeof(err));
     px_config_free(cfg);
     REQUIRE(t != NULL);
     const struct px_service *s = px_services_match(t, "a.test", 6, "/x/y", 4);
