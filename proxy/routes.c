@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "px/carry.h"
 #include "px/common.h"
 #include "px/config.h"
 #include "px/headers.h"
@@ -69,6 +70,7 @@ struct px_routes {
     const struct px_tls *tls;      /* NULL without listen_https */
     const struct px_services *svcs;
     struct part *parts[PX_PART_COUNT];
+    struct px_carry *carry;        /* what publishing it updates (NULL: none); main thread */
     struct px_routes *next_retired;
     struct pin pins[PX_MAX_WORKERS];
 };
@@ -213,9 +215,8 @@ oom:
 }
 
 /* Takes ownership of cfg, even on failure. */
-static struct conf_part *conf_part_new(struct px_config *cfg, char *err, size_t errlen)
+static struct conf_part *conf_part_new(struct px_config *cfg, struct px_carry *carry, char *err, size_t errlen)
 {
-    const struct px_routes *cur = atomic_load(&current);
     struct conf_part *c = calloc(1, sizeof(*c));
     size_t names = 0, entries = 0;
     char *lower;
@@ -226,7 +227,7 @@ static struct conf_part *conf_part_new(struct px_config *cfg, char *err, size_t 
         return NULL;
     }
     c->cfg = cfg;
-    if ((c->limits = px_limits_build(cfg, cur ? cur->conf->limits : NULL, err, errlen)) == NULL)
+    if ((c->limits = px_limits_build(cfg, carry ? carry->zones : NULL, err, errlen)) == NULL)
         goto fail;
     for (size_t i = 0; i < cfg->nroutes; i++) {
         const struct px_route_conf *rc = &cfg->routes[i];
@@ -344,9 +345,10 @@ static struct px_routes *routes_of(struct part *pc, struct part *pt, struct part
     return r;
 }
 
-struct px_routes *px_routes_make(struct px_config *cfg, struct px_tls *tls, struct px_services *svcs, char *err,
-                                 size_t errlen)
+struct px_routes *px_routes_make(struct px_config *cfg, struct px_tls *tls, struct px_services *svcs,
+                                 struct px_carry *carry, char *err, size_t errlen)
 {
+    struct px_routes *r;
     struct conf_part *conf = NULL;
     if (cfg == NULL || svcs == NULL || px_services_seal(svcs, err, errlen) < 0) {
         if (cfg == NULL || svcs == NULL)
@@ -354,10 +356,13 @@ struct px_routes *px_routes_make(struct px_config *cfg, struct px_tls *tls, stru
         px_config_free(cfg);
         goto fail;
     }
-    if ((conf = conf_part_new(cfg, err, errlen)) == NULL) /* took cfg */
+    if ((conf = conf_part_new(cfg, carry, err, errlen)) == NULL) /* took cfg */
         goto fail;
-    return routes_of(part_new(conf, destroy_config), part_new(tls, destroy_tls),
-                     part_new(svcs, destroy_services), err, errlen);
+    r = routes_of(part_new(conf, destroy_config), part_new(tls, destroy_tls), part_new(svcs, destroy_services),
+                  err, errlen);
+    if (r)
+        r->carry = carry;
+    return r;
 fail:
     px_tls_free(tls);
     px_services_free(svcs);
@@ -382,20 +387,19 @@ void px_routes_set_tls_provider(px_tls_provider fn, void *arg)
     tls_provider_arg = arg;
 }
 
-struct px_routes *px_routes_build(struct px_config *cfg, char *err, size_t errlen)
+struct px_routes *px_routes_build(struct px_config *cfg, struct px_carry *carry, char *err, size_t errlen)
 {
     struct px_tls *tls = NULL;
     struct px_services *svcs = NULL;
-    const struct px_routes *cur = px_routes_peek();
-    const struct px_tls *prev = cur ? cur->tls : NULL;
+    const struct px_tls_sessions *sessions = carry ? carry->sessions : NULL;
     if (cfg->has_listen_https &&
-        (tls = tls_provider ? tls_provider(tls_provider_arg, cfg, prev, err, errlen)
-                            : px_tls_build(&cfg->tls, prev, err, errlen)) == NULL)
+        (tls = tls_provider ? tls_provider(tls_provider_arg, cfg, sessions, err, errlen)
+                            : px_tls_build(&cfg->tls, sessions, err, errlen)) == NULL)
         goto fail;
     svcs = provider ? provider(provider_arg, cfg, err, errlen) : px_config_services(cfg, err, errlen);
     if (svcs == NULL)
         goto fail;
-    return px_routes_make(cfg, tls, svcs, err, errlen);
+    return px_routes_make(cfg, tls, svcs, carry, err, errlen);
 fail:
     px_tls_free(tls);
     px_config_free(cfg);
@@ -421,6 +425,7 @@ static int publish_part(int which, void *obj, void (*destroy)(void *), char *err
     struct px_routes *r = routes_of(p[PX_PART_CONFIG], p[PX_PART_TLS], p[PX_PART_SERVICES], err, errlen);
     if (r == NULL)
         return -1;
+    r->carry = cur->carry;
     px_routes_publish(r);
     return 0;
 }
@@ -450,6 +455,10 @@ int px_routes_part_refs(const struct px_routes *r, enum px_routes_part which)
 
 void px_routes_publish(struct px_routes *r)
 {
+    if (r->carry) {
+        px_carry_keep_zones(r->carry, r->conf->limits);
+        px_carry_keep_sessions(r->carry, px_tls_sessions(r->tls));
+    }
     struct px_routes *old = atomic_exchange(&current, r);
     if (old) {
         old->next_retired = retired;

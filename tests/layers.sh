@@ -23,7 +23,7 @@ set -u
 ROOT=${1:-.}
 PROXYCTL=${2:-}
 OBJDIR=${3:-}
-CIRCLE_MODULES='config routes services target'
+CIRCLE_MODULES='config routes services target carry'
 CONTROL_HEADERS='px/control[^/]*\.h|px/deploy\.h|px/health\.h|px/state\.h|px/acme[^/]*\.h|px/metrics\.h|px/server\.h'
 CONTROL_FILES='^(control/|proxy/acme/|proxy/(main|server|health|deploy|state|metrics)\.c$|include/px/(control[^/]*|deploy|health|state|acme[^/]*|metrics|server)\.h$)'
 

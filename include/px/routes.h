@@ -33,6 +33,7 @@
 
 #include "px/services.h" /* struct px_service, what px_routes_match returns */
 
+struct px_carry;
 struct px_config;
 struct px_tls;
 struct px_services;
@@ -50,17 +51,21 @@ enum px_routes_part { PX_PART_CONFIG, PX_PART_TLS, PX_PART_SERVICES, PX_PART_COU
  * without listen_https), svcs (required; sealed here). Takes ownership of all
  * three, even on failure (NULL with a message in err). The config part also
  * gets cfg's [route] table and its rate-limit zones, made here: zones that
- * keep their name and zone_size carry their state over from the current
- * snapshot's (px_limits_build). Nothing is published: a caller can build
- * everything that can fail first, then publish (an unpublished snapshot
- * that is dropped leaves the current zones as they were). */
-struct px_routes *px_routes_make(struct px_config *cfg, struct px_tls *tls, struct px_services *svcs, char *err,
-                                 size_t errlen);
+ * keep their name and zone_size carry their state over from the carry's
+ * zone set (px/carry.h, px_limits_build). carry: the carry-over object
+ * (NULL: nothing carried over, and nothing recorded); publishing the
+ * snapshot makes the carry hold its zones and TLS session context (and so
+ * do the snapshots px_routes_publish_services/_tls derive from it).
+ * Nothing is published here: a caller can build everything that can fail
+ * first, then publish (an unpublished snapshot that is dropped leaves the
+ * carry and the current zones as they were). */
+struct px_routes *px_routes_make(struct px_config *cfg, struct px_tls *tls, struct px_services *svcs,
+                                 struct px_carry *carry, char *err, size_t errlen);
 /* px_routes_make with the parts cfg describes: its certificates (loaded now;
- * sharing the session cache and ticket keys of the current snapshot's TLS
- * part when the session settings are unchanged, see px_tls_build) and its
- * [service] sections. Takes ownership of cfg, even on failure. */
-struct px_routes *px_routes_build(struct px_config *cfg, char *err, size_t errlen);
+ * sharing the carry's session cache and ticket keys when the session
+ * settings are unchanged, see px_tls_build) and its [service] sections.
+ * Takes ownership of cfg, even on failure. */
+struct px_routes *px_routes_build(struct px_config *cfg, struct px_carry *carry, char *err, size_t errlen);
 /* Where px_routes_build takes the services table from: by default the
  * config's [service] sections; the control plane installs its own (the
  * config's services with the deployed ones on top), so that a reload keeps
@@ -68,11 +73,12 @@ struct px_routes *px_routes_build(struct px_config *cfg, char *err, size_t errle
 typedef struct px_services *(*px_services_provider)(void *arg, const struct px_config *cfg, char *err,
                                                      size_t errlen);
 void px_routes_set_services_provider(px_services_provider fn, void *arg);
-/* Likewise for the TLS part: by default px_tls_build(&cfg->tls, prev); the
- * control plane installs its own to add the ACME certificates. */
-struct px_tls_conf;
-typedef struct px_tls *(*px_tls_provider)(void *arg, const struct px_config *cfg, const struct px_tls *prev,
-                                          char *err, size_t errlen);
+/* Likewise for the TLS part: by default px_tls_build(&cfg->tls, sessions)
+ * with the carry's session context; the control plane installs its own to
+ * add the ACME certificates. */
+struct px_tls_sessions;
+typedef struct px_tls *(*px_tls_provider)(void *arg, const struct px_config *cfg,
+                                          const struct px_tls_sessions *sessions, char *err, size_t errlen);
 void px_routes_set_tls_provider(px_tls_provider fn, void *arg);
 /* Make r current (cannot fail); the previous snapshot is retired. */
 void px_routes_publish(struct px_routes *r);
