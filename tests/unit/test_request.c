@@ -429,6 +429,29 @@ static void test_limit_later_cancelled_when_client_leaves(void)
     teardown();
 }
 
+/* "Later" and no answer: after the bound (a second) the request goes on,
+ * fail open, and the pending answer is cancelled. */
+static void test_limit_later_without_answer_fails_open(void)
+{
+    CHECK_INT(setup_later(), 0);
+    if (!svc)
+        return;
+    struct px_req r;
+    one("/", &r);
+    CHECK(r.parked);
+    CHECK_INT(proceeded, 0);
+    run_until(&proceeded, 3000);
+    CHECK_INT(proceeded, 1);
+    CHECK_INT(responded, 0);
+    CHECK(!r.parked);
+    CHECK_INT(fake.cancels, 1);
+    CHECK(fake.done == NULL);
+    CHECK(r.limited == NULL);
+    done(&r);
+    CHECK_INT(fake.cancels, 1); /* not cancelled twice */
+    teardown();
+}
+
 int main(void)
 {
     px_log_open("/dev/null", "off", NULL, 0);
@@ -443,6 +466,7 @@ int main(void)
     UNIT_RUN(test_limit_later_parks_then_passes);
     UNIT_RUN(test_limit_later_rejects);
     UNIT_RUN(test_limit_later_cancelled_when_client_leaves);
+    UNIT_RUN(test_limit_later_without_answer_fails_open);
     px_log_close();
     return unit_report();
 }
