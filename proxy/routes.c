@@ -369,34 +369,17 @@ fail:
     return NULL;
 }
 
-static px_services_provider provider;
-static void *provider_arg;
-
-void px_routes_set_services_provider(px_services_provider fn, void *arg)
-{
-    provider = fn;
-    provider_arg = arg;
-}
-
-static px_tls_provider tls_provider;
-static void *tls_provider_arg;
-
-void px_routes_set_tls_provider(px_tls_provider fn, void *arg)
-{
-    tls_provider = fn;
-    tls_provider_arg = arg;
-}
-
 struct px_routes *px_routes_build(struct px_config *cfg, struct px_carry *carry, char *err, size_t errlen)
 {
     struct px_tls *tls = NULL;
     struct px_services *svcs = NULL;
     const struct px_tls_sessions *sessions = carry ? carry->sessions : NULL;
     if (cfg->has_listen_https &&
-        (tls = tls_provider ? tls_provider(tls_provider_arg, cfg, sessions, err, errlen)
-                            : px_tls_build(&cfg->tls, sessions, err, errlen)) == NULL)
+        (tls = carry && carry->tls ? carry->tls(carry->tls_arg, cfg, sessions, err, errlen)
+                                   : px_tls_build(&cfg->tls, sessions, err, errlen)) == NULL)
         goto fail;
-    svcs = provider ? provider(provider_arg, cfg, err, errlen) : px_config_services(cfg, err, errlen);
+    svcs = carry && carry->services ? carry->services(carry->services_arg, cfg, err, errlen)
+                                    : px_config_services(cfg, err, errlen);
     if (svcs == NULL)
         goto fail;
     return px_routes_make(cfg, tls, svcs, carry, err, errlen);

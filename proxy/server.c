@@ -603,7 +603,8 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
         snprintf(err, errlen, "state_file %s", serr);
         goto fail;
     }
-    px_routes_set_services_provider(services_provider, s);
+    s->carry.services = services_provider;
+    s->carry.services_arg = s;
     /* ACME: libcurl is loaded (and initialised) only when [acme] is on, here
      * or on the reload that turns it on; the lineages on disk before the
      * first TLS part, so that they serve from the first handshake */
@@ -615,7 +616,8 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
         if (acme_new(s, &cfg->acme, err, errlen) < 0)
             goto fail;
     }
-    px_routes_set_tls_provider(tls_provider, s);
+    s->carry.tls = tls_provider;
+    s->carry.tls_arg = s;
     struct px_routes *routes = px_routes_build(cfg, &s->carry, err, errlen);
     cfg = NULL; /* the snapshot owns it, even on failure */
     if (routes == NULL)
@@ -748,8 +750,6 @@ void px_server_free(struct px_server *s)
     px_ctlserver_free(s->control);
     px_acme_manager_free(s->acme);
     px_deployer_free(s->deployer);
-    px_routes_set_services_provider(NULL, NULL);
-    px_routes_set_tls_provider(NULL, NULL);
     struct event *evs[] = {s->sig_hup, s->sig_term, s->sig_int, s->sig_usr1, s->reap_timer, s->stop_timer};
     for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
         if (evs[i])

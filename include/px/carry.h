@@ -3,7 +3,8 @@
  * inherited as file descriptors): the listening sockets, the rate-limit
  * zones (their state, found by name) and the TLS session context (session
  * cache and ticket keys). nginx's ngx_cycle_t/old_cycle, HAProxy's
- * listeners handed over with -x.
+ * listeners handed over with -x. It also names how a rebuild keeps what
+ * the control plane added since the config was read (the providers below).
  *
  * Ownership: the server owns the one carry of the process (px_carry_init at
  * start, px_carry_free at exit). It holds a reference on the zone set and
@@ -23,8 +24,22 @@
 #include "px/addr.h"
 #include "px/common.h" /* PX_MAX_WORKERS */
 
+struct px_config;
 struct px_limits;
+struct px_services;
+struct px_tls;
 struct px_tls_sessions;
+
+/* Where a rebuild takes the services table from: NULL = the config's
+ * [service] sections (px_config_services); the control plane installs its
+ * own (the config's services with the deployed ones on top), so that a
+ * reload keeps what proxyctl deployed. Main thread. */
+typedef struct px_services *(*px_services_provider)(void *arg, const struct px_config *cfg, char *err,
+                                                     size_t errlen);
+/* Likewise for the TLS part: NULL = px_tls_build(&cfg->tls, sessions); the
+ * control plane installs its own to add the ACME certificates. */
+typedef struct px_tls *(*px_tls_provider)(void *arg, const struct px_config *cfg,
+                                          const struct px_tls_sessions *sessions, char *err, size_t errlen);
 
 #define PX_CARRY_MAX_LISTENERS 4
 
@@ -41,6 +56,12 @@ struct px_carry {
     size_t nlisteners;
     struct px_limits *zones;          /* the zone set in force (a reference), or NULL */
     struct px_tls_sessions *sessions; /* the TLS session context in force (a reference), or NULL */
+    /* how a rebuild makes the parts that must keep what the control plane
+     * added (deployed services, ACME certificates); set by the server */
+    px_services_provider services;
+    void *services_arg;
+    px_tls_provider tls;
+    void *tls_arg;
 };
 
 /* An empty carry: nothing carried over (what a first start has). */

@@ -63,23 +63,11 @@ struct px_routes *px_routes_make(struct px_config *cfg, struct px_tls *tls, stru
                                  struct px_carry *carry, char *err, size_t errlen);
 /* px_routes_make with the parts cfg describes: its certificates (loaded now;
  * sharing the carry's session cache and ticket keys when the session
- * settings are unchanged, see px_tls_build) and its [service] sections.
- * Takes ownership of cfg, even on failure. */
+ * settings are unchanged, see px_tls_build) and its [service] sections --
+ * or what the carry's providers make of them (px/carry.h: the deployed
+ * services on top, the ACME certificates added). Takes ownership of cfg,
+ * even on failure. */
 struct px_routes *px_routes_build(struct px_config *cfg, struct px_carry *carry, char *err, size_t errlen);
-/* Where px_routes_build takes the services table from: by default the
- * config's [service] sections; the control plane installs its own (the
- * config's services with the deployed ones on top), so that a reload keeps
- * what proxyctl deployed. Main thread. */
-typedef struct px_services *(*px_services_provider)(void *arg, const struct px_config *cfg, char *err,
-                                                     size_t errlen);
-void px_routes_set_services_provider(px_services_provider fn, void *arg);
-/* Likewise for the TLS part: by default px_tls_build(&cfg->tls, sessions)
- * with the carry's session context; the control plane installs its own to
- * add the ACME certificates. */
-struct px_tls_sessions;
-typedef struct px_tls *(*px_tls_provider)(void *arg, const struct px_config *cfg,
-                                          const struct px_tls_sessions *sessions, char *err, size_t errlen);
-void px_routes_set_tls_provider(px_tls_provider fn, void *arg);
 /* Make r current (cannot fail); the previous snapshot is retired. */
 void px_routes_publish(struct px_routes *r);
 /* Publish a snapshot whose services table is svcs and whose config and TLS
