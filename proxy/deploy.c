@@ -18,6 +18,7 @@
 #include "px/routes.h"
 #include "px/services.h"
 #include "px/state.h"
+#include "px/target.h"
 #include "px/worker.h"
 
 #define DRAIN_POLL_MS 20
