@@ -15,8 +15,8 @@ static void test_listeners_by_address(void)
     struct px_carry c;
     struct px_addr a, b;
     px_carry_init(&c);
-    CHECK(px_addr_parse("127.0.0.1:8080", &a) == NULL);
-    CHECK(px_addr_parse("127.0.0.1:8443", &b) == NULL);
+    REQUIRE(px_addr_parse("127.0.0.1:8080", &a) == NULL);
+    REQUIRE(px_addr_parse("127.0.0.1:8443", &b) == NULL);
     CHECK_INT(px_carry_add_listener(&c, &a, 0, 5), 0);
     CHECK_INT(px_carry_add_listener(&c, &b, 1, 6), 0);
     CHECK_INT(px_carry_add_listener(&c, &a, 0, 7), 0);
@@ -62,13 +62,9 @@ static void test_zones_held(void)
     struct px_limit_result res;
     px_carry_init(&c);
     struct px_limits *l1 = zones(ini);
-    CHECK(l1 != NULL);
-    if (l1 == NULL)
-        return;
+    REQUIRE(l1 != NULL);
     struct px_limit_zone *z = px_limits_find(l1, "api");
-    CHECK(z != NULL);
-    if (z == NULL)
-        return;
+    REQUIRE_ELSE(z != NULL, px_limits_free(l1));
     px_limit_check(&z, 1, &k, 1000, &res);
     CHECK_INT(res.verdict, PX_LIMIT_PASS);
     px_carry_keep_zones(&c, l1);

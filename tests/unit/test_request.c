@@ -361,9 +361,8 @@ static int setup_later(void)
  * proxied, and goes on to the upstream when the answer comes. */
 static void test_limit_later_parks_then_passes(void)
 {
-    CHECK_INT(setup_later(), 0);
-    if (!svc)
-        return;
+    REQUIRE_OK(setup_later());
+    REQUIRE(svc != NULL);
     struct px_req r;
     one("/", &r);
     CHECK_INT(fake.checks, 1);
@@ -391,9 +390,8 @@ static void test_limit_later_parks_then_passes(void)
 /* "Later", then reject: the zone's status, as a synchronous reject. */
 static void test_limit_later_rejects(void)
 {
-    CHECK_INT(setup_later(), 0);
-    if (!svc)
-        return;
+    REQUIRE_OK(setup_later());
+    REQUIRE(svc != NULL);
     struct px_req r;
     one("/", &r);
     CHECK(r.parked);
@@ -415,9 +413,8 @@ static void test_limit_later_rejects(void)
  * so it can never reach a finished request. */
 static void test_limit_later_cancelled_when_client_leaves(void)
 {
-    CHECK_INT(setup_later(), 0);
-    if (!svc)
-        return;
+    REQUIRE_OK(setup_later());
+    REQUIRE(svc != NULL);
     struct px_req r;
     one("/", &r);
     CHECK(r.parked);
@@ -433,9 +430,8 @@ static void test_limit_later_cancelled_when_client_leaves(void)
  * fail open, and the pending answer is cancelled. */
 static void test_limit_later_without_answer_fails_open(void)
 {
-    CHECK_INT(setup_later(), 0);
-    if (!svc)
-        return;
+    REQUIRE_OK(setup_later());
+    REQUIRE(svc != NULL);
     struct px_req r;
     one("/", &r);
     CHECK(r.parked);
