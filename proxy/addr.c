@@ -294,3 +294,34 @@ int px_cidr_match_text(const struct px_cidr *set, size_t n, const char *p, size_
     family = addr_bytes(AF_INET6, a, &bytes);
     return match_bytes(set, n, family, bytes);
 }
+
+int px_host_normalize(const char *host, size_t len, char *out, size_t outlen)
+{
+    if (host == NULL || len == 0)
+        return 0;
+    size_t end = len;
+    if (host[0] == '[') {
+        const char *rb = memchr(host, ']', len);
+        if (rb == NULL)
+            return -1;
+        end = (size_t)(rb - host) + 1;
+    } else {
+        const char *colon = memchr(host, ':', len);
+        if (colon)
+            end = (size_t)(colon - host);
+    }
+    if (end > 0 && host[end - 1] == '.')
+        end--;
+    if (end >= outlen)
+        return -1;
+    for (size_t i = 0; i < end; i++) {
+        unsigned char c = (unsigned char)host[i];
+        if (c >= 'A' && c <= 'Z')
+            c = (unsigned char)(c + 32);
+        else if (c <= ' ' || c == '/' || c == '\\' || c >= 0x7f)
+            return -1;
+        out[i] = (char)c;
+    }
+    out[end] = '\0';
+    return (int)end;
+}

@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "px/challenge.h"
-#include "px/routes.h" /* PX_MAX_WORKERS */
+#include "px/common.h" /* PX_MAX_WORKERS */
 
 struct entry {
     char token[PX_CHALLENGE_TOKEN_MAX + 1];

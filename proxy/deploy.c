@@ -18,6 +18,7 @@
 #include "px/routes.h"
 #include "px/services.h"
 #include "px/state.h"
+#include "px/target.h"
 #include "px/worker.h"
 
 #define DRAIN_POLL_MS 20
@@ -190,7 +191,7 @@ static struct px_services *build(struct px_deployer *d, const struct px_config *
                              cfg->path ? cfg->path : "config", sc->line, sc->name, why);
             continue;
         }
-        if ((*code = px_services_add_conf(t, sc, err, errlen)) != PX_E_OK)
+        if ((*code = px_config_add_service(t, sc, err, errlen)) != PX_E_OK)
             goto fail;
     }
     int over_done = 0;

@@ -17,6 +17,7 @@
 #include "px/log.h"
 #include "px/routes.h"
 #include "px/services.h"
+#include "px/target.h"
 #include "px/upstream.h"
 
 struct px_health {

@@ -67,7 +67,9 @@ struct arena {
 
 /* A zone as one set sees it: that set's parameters over a shared arena. */
 struct px_limit_zone {
-    struct arena *a;
+    const struct px_limit_ops *ops;
+    void *state;                /* ops' state; the arena for px_limit_arena_ops */
+    struct arena *a;            /* the arena, or NULL on another implementation */
     char *name;
     uint64_t rate;              /* milli-requests per second, 1 .. 2^32 - 1 */
     uint64_t burst;             /* milli-requests */
@@ -76,6 +78,7 @@ struct px_limit_zone {
 };
 
 struct px_limits {
+    int refs;                   /* main thread only */
     size_t n;
     struct px_limit_zone zones[];
 };
@@ -433,10 +436,15 @@ int px_limit_zone_status(const struct px_limit_zone *z)
 
 size_t px_limit_zone_capacity(const struct px_limit_zone *z)
 {
-    return z->a->capacity;
+    return z->a ? z->a->capacity : 0;
 }
 
 size_t px_limit_zone_keys(const struct px_limit_zone *z)
+{
+    return z->ops->keys(z);
+}
+
+static size_t arena_keys(const struct px_limit_zone *z)
 {
     size_t n = 0;
     for (uint32_t i = 0; i < z->a->nstripes; i++) {
@@ -544,6 +552,65 @@ fail:
     return NULL;
 }
 
+static enum px_limit_verdict arena_check(struct px_limit_zone *const *zones, size_t n, const struct px_limit_key *k,
+                                        uint64_t now_ms, struct px_limit_result *res, px_limit_done_fn done,
+                                        void *arg)
+{
+    px_limit_check(zones, n, k, now_ms, res);
+    return res->verdict;
+}
+
+static void arena_free(void *state)
+{
+    arena_unref(state);
+}
+
+const struct px_limit_ops px_limit_arena_ops = {
+    .kind = "arena",
+    .check = arena_check,
+    .cancel = NULL,
+    .keys = arena_keys,
+    .free = arena_free,
+};
+
+enum px_limit_verdict px_limit_decide(struct px_limit_zone *const *zones, size_t n, const struct px_limit_key *k,
+                                      uint64_t now_ms, struct px_limit_result *res, px_limit_done_fn done,
+                                      void *arg)
+{
+    if (n == 0) {
+        memset(res, 0, sizeof(*res));
+        return PX_LIMIT_PASS;
+    }
+    return zones[0]->ops->check(zones, n, k, now_ms, res, done, arg);
+}
+
+void px_limit_cancel(struct px_limit_zone *const *zones, size_t n, void *arg)
+{
+    if (n && zones[0]->ops->cancel)
+        zones[0]->ops->cancel(zones, n, arg);
+}
+
+void px_limit_zone_set_ops(struct px_limit_zone *z, const struct px_limit_ops *ops, void *state)
+{
+    if (z->ops)
+        z->ops->free(z->state);
+    z->ops = ops;
+    z->state = state;
+    z->a = ops == &px_limit_arena_ops ? state : NULL;
+}
+
+void *px_limit_zone_state(const struct px_limit_zone *z)
+{
+    return z->state;
+}
+
+struct px_limits *px_limits_ref(struct px_limits *l)
+{
+    if (l)
+        l->refs++;
+    return l;
+}
+
 static struct arena *carried(const struct px_limits *old, const struct px_limit_conf *c)
 {
     for (size_t i = 0; old && i < old->n; i++) {
@@ -564,6 +631,7 @@ struct px_limits *px_limits_build(const struct px_config *cfg, struct px_limits 
         snprintf(err, errlen, "limits: out of memory");
         return NULL;
     }
+    l->refs = 1;
     for (size_t i = 0; i < cfg->nlimits; i++) {
         const struct px_limit_conf *c = &cfg->limits[i];
         struct px_limit_zone *z = &l->zones[i];
@@ -582,6 +650,8 @@ struct px_limits *px_limits_build(const struct px_config *cfg, struct px_limits 
         z->status = c->status;
         if ((z->a = carried(old, c)) == NULL && (z->a = arena_new(c->name, c->zone_size, err, errlen)) == NULL)
             goto fail;
+        z->ops = &px_limit_arena_ops;
+        z->state = z->a;
     }
     return l;
 
@@ -592,10 +662,11 @@ fail:
 
 void px_limits_free(struct px_limits *l)
 {
-    if (l == NULL)
+    if (l == NULL || --l->refs > 0)
         return;
     for (size_t i = 0; i < l->n; i++) {
-        arena_unref(l->zones[i].a);
+        if (l->zones[i].ops)
+            l->zones[i].ops->free(l->zones[i].state);
         free(l->zones[i].name);
     }
     free(l);

@@ -284,26 +284,20 @@ static void client_key(const struct px_req *r, struct px_limit_key *k)
         memset(k, 0, sizeof(*k)); /* not an IP peer: one shared key */
 }
 
-/* The route's zones decide, as nginx's limit_req does: go on, wait (parked;
- * the request re-enters at PX_STEP_SERVICE), or the rejecting zone's status
- * (429 with Retry-After; 503 bare, as nginx sends it). 1 when the request
- * does not go on now. */
-static int rate_limit(struct px_req *r)
+/* What the zones decided, applied: go on (0), wait (parked; the request
+ * re-enters at PX_STEP_SERVICE), or the rejecting zone's status (429 with
+ * Retry-After; 503 bare, as nginx sends it). 1 when the request does not go
+ * on now. */
+static int limit_apply(struct px_req *r, const struct px_limit_result *res)
 {
-    const struct px_route *rt = r->route;
-    struct px_limit_key k;
-    struct px_limit_result res;
-
-    client_key(r, &k);
-    px_limit_check(rt->zones, rt->nzones, &k, r->start_us / 1000, &res);
-    if (PX_LIKELY(res.verdict == PX_LIMIT_PASS))
+    if (PX_LIKELY(res->verdict == PX_LIMIT_PASS))
         return 0;
-    if (res.verdict == PX_LIMIT_DELAY) {
+    if (res->verdict == PX_LIMIT_DELAY) {
         r->step = PX_STEP_SERVICE;
-        px_req_park(r, res.delay_ms, 0);
+        px_req_park(r, res->delay_ms, 0);
         return 1;
     }
-    struct px_limit_zone *z = rt->zones[res.which];
+    struct px_limit_zone *z = r->route->zones[res->which];
     int status = px_limit_zone_status(z);
     r->limited = px_limit_zone_name(z);
     r->step = PX_STEP_DONE;
@@ -312,10 +306,56 @@ static int rate_limit(struct px_req *r)
         return 1;
     }
     char v[12];
-    int n = snprintf(v, sizeof(v), "%" PRIu32, res.retry_after_s ? res.retry_after_s : 1);
+    int n = snprintf(v, sizeof(v), "%" PRIu32, res->retry_after_s ? res->retry_after_s : 1);
     struct px_h1_header ra = {"Retry-After", 11, v, (size_t)n};
     r->ops->respond(r, 429, NULL, 0, &ra, 1);
     return 1;
+}
+
+/* A zone that answers later (a shared backend) keeps the request parked
+ * this long at most; with no answer by then the request goes on: a limiter
+ * that is down must not take the site down (the fail-open choice in the
+ * README). */
+#define LIMIT_LATER_MS 1000
+
+static void park_unlink(struct px_req *r);
+
+/* The later answer, on this worker's thread: unpark and apply it. */
+static void limit_answer(void *arg, const struct px_limit_result *res)
+{
+    struct px_req *r = arg;
+    r->limit_pending = 0;
+    park_unlink(r);
+    if (!limit_apply(r, res))
+        px_req_dispatch(r); /* at PX_STEP_SERVICE */
+}
+
+static void limit_cancel(struct px_req *r)
+{
+    r->limit_pending = 0;
+    px_limit_cancel(r->route->zones, r->route->nzones, r);
+}
+
+/* The route's zones decide, as nginx's limit_req does (px_limit_decide: the
+ * zones' ops; a "later" answer parks the request until limit_answer). 1
+ * when the request does not go on now. */
+static int rate_limit(struct px_req *r)
+{
+    const struct px_route *rt = r->route;
+    struct px_limit_key k;
+    struct px_limit_result res;
+
+    client_key(r, &k);
+    enum px_limit_verdict v = px_limit_decide(rt->zones, rt->nzones, &k, r->start_us / 1000, &res, limit_answer, r);
+    if (PX_LIKELY(v == PX_LIMIT_PASS))
+        return 0;
+    if (v == PX_LIMIT_LATER) {
+        r->step = PX_STEP_SERVICE;
+        r->limit_pending = 1;
+        px_req_park(r, LIMIT_LATER_MS, 0);
+        return 1;
+    }
+    return limit_apply(r, &res);
 }
 
 void px_req_dispatch(struct px_req *r)
@@ -402,6 +442,8 @@ static void park_timeout(evutil_socket_t fd, short what, void *arg)
 {
     struct px_req *r = arg;
     park_unlink(r);
+    if (r->limit_pending)
+        limit_cancel(r); /* no answer in time: go on */
     if (r->park_status)
         px_req_respond(r, r->park_status, NULL, 0);
     else
@@ -466,6 +508,8 @@ void px_req_finish(struct px_req *r)
 {
     struct px_worker *w = r->w;
     r->done = 1;
+    if (r->limit_pending)
+        limit_cancel(r);
     if (r->parked)
         park_unlink(r);
     if (r->up)

@@ -1,10 +1,11 @@
 /* routes.c -- immutable route snapshots of refcounted parts: build,
- * publish, reclaim; the [route] table; the target registry. See
+ * publish, reclaim; the [route] table. See
  * px/routes.h for the lifetime protocol. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "px/carry.h"
 #include "px/common.h"
 #include "px/config.h"
 #include "px/headers.h"
@@ -69,6 +70,7 @@ struct px_routes {
     const struct px_tls *tls;      /* NULL without listen_https */
     const struct px_services *svcs;
     struct part *parts[PX_PART_COUNT];
+    struct px_carry *carry;        /* what publishing it updates (NULL: none); main thread */
     struct px_routes *next_retired;
     struct pin pins[PX_MAX_WORKERS];
 };
@@ -84,76 +86,9 @@ static struct slot slots[PX_MAX_WORKERS];
 static struct px_routes *retired;  /* main thread only */
 static int nworkers = PX_MAX_WORKERS;
 
-/* Target registry: main thread only. */
-static struct px_target **targets;
-static size_t ntargets, cap_targets;
-static uint32_t next_target_id;
-
-void px_target_inflight(const struct px_target *t, uint32_t *requests, uint32_t *tunnels)
-{
-    uint32_t rq = 0, tn = 0;
-    for (int w = 0; w < nworkers; w++) {
-        rq += atomic_load_explicit(&t->load[w].requests, memory_order_relaxed);
-        tn += atomic_load_explicit(&t->load[w].tunnels, memory_order_relaxed);
-    }
-    if (requests)
-        *requests = rq;
-    if (tunnels)
-        *tunnels = tn;
-}
-
 void px_routes_set_nworkers(int n)
 {
     nworkers = n < 1 ? 1 : (n > PX_MAX_WORKERS ? PX_MAX_WORKERS : n);
-}
-
-struct px_target *px_target_acquire(const struct px_addr *a)
-{
-    for (size_t i = 0; i < ntargets; i++) {
-        struct px_target *t = targets[i];
-        if (t->addr.len == a->len && memcmp(&t->addr.ss, &a->ss, a->len) == 0 &&
-            strcmp(t->addr.text, a->text) == 0) {
-            t->refs++;
-            return t;
-        }
-    }
-    if (ntargets == cap_targets) {
-        size_t nc = cap_targets ? cap_targets * 2 : 16;
-        struct px_target **nt = realloc(targets, nc * sizeof(*nt));
-        if (nt == NULL)
-            return NULL;
-        targets = nt;
-        cap_targets = nc;
-    }
-    struct px_target *t = calloc(1, sizeof(*t));
-    if (t == NULL)
-        return NULL;
-    t->load = calloc((size_t)nworkers, sizeof(*t->load));
-    if (t->load == NULL) {
-        free(t);
-        return NULL;
-    }
-    t->addr = *a;
-    t->id = next_target_id++;
-    atomic_init(&t->healthy, 1);
-    atomic_init(&t->draining, 0);
-    t->refs = 1;
-    targets[ntargets++] = t;
-    return t;
-}
-
-void px_target_release(struct px_target *t)
-{
-    if (t == NULL || --t->refs > 0)
-        return;
-    for (size_t i = 0; i < ntargets; i++) {
-        if (targets[i] == t) {
-            targets[i] = targets[--ntargets];
-            break;
-        }
-    }
-    free(t->load);
-    free(t);
 }
 
 /* ---- the config part: config, [route] table, zones ---- */
@@ -280,9 +215,8 @@ oom:
 }
 
 /* Takes ownership of cfg, even on failure. */
-static struct conf_part *conf_part_new(struct px_config *cfg, char *err, size_t errlen)
+static struct conf_part *conf_part_new(struct px_config *cfg, struct px_carry *carry, char *err, size_t errlen)
 {
-    const struct px_routes *cur = atomic_load(&current);
     struct conf_part *c = calloc(1, sizeof(*c));
     size_t names = 0, entries = 0;
     char *lower;
@@ -293,7 +227,7 @@ static struct conf_part *conf_part_new(struct px_config *cfg, char *err, size_t 
         return NULL;
     }
     c->cfg = cfg;
-    if ((c->limits = px_limits_build(cfg, cur ? cur->conf->limits : NULL, err, errlen)) == NULL)
+    if ((c->limits = px_limits_build(cfg, carry ? carry->zones : NULL, err, errlen)) == NULL)
         goto fail;
     for (size_t i = 0; i < cfg->nroutes; i++) {
         const struct px_route_conf *rc = &cfg->routes[i];
@@ -411,9 +345,10 @@ static struct px_routes *routes_of(struct part *pc, struct part *pt, struct part
     return r;
 }
 
-struct px_routes *px_routes_make(struct px_config *cfg, struct px_tls *tls, struct px_services *svcs, char *err,
-                                 size_t errlen)
+struct px_routes *px_routes_make(struct px_config *cfg, struct px_tls *tls, struct px_services *svcs,
+                                 struct px_carry *carry, char *err, size_t errlen)
 {
+    struct px_routes *r;
     struct conf_part *conf = NULL;
     if (cfg == NULL || svcs == NULL || px_services_seal(svcs, err, errlen) < 0) {
         if (cfg == NULL || svcs == NULL)
@@ -421,48 +356,33 @@ struct px_routes *px_routes_make(struct px_config *cfg, struct px_tls *tls, stru
         px_config_free(cfg);
         goto fail;
     }
-    if ((conf = conf_part_new(cfg, err, errlen)) == NULL) /* took cfg */
+    if ((conf = conf_part_new(cfg, carry, err, errlen)) == NULL) /* took cfg */
         goto fail;
-    return routes_of(part_new(conf, destroy_config), part_new(tls, destroy_tls),
-                     part_new(svcs, destroy_services), err, errlen);
+    r = routes_of(part_new(conf, destroy_config), part_new(tls, destroy_tls), part_new(svcs, destroy_services),
+                  err, errlen);
+    if (r)
+        r->carry = carry;
+    return r;
 fail:
     px_tls_free(tls);
     px_services_free(svcs);
     return NULL;
 }
 
-static px_services_provider provider;
-static void *provider_arg;
-
-void px_routes_set_services_provider(px_services_provider fn, void *arg)
-{
-    provider = fn;
-    provider_arg = arg;
-}
-
-static px_tls_provider tls_provider;
-static void *tls_provider_arg;
-
-void px_routes_set_tls_provider(px_tls_provider fn, void *arg)
-{
-    tls_provider = fn;
-    tls_provider_arg = arg;
-}
-
-struct px_routes *px_routes_build(struct px_config *cfg, char *err, size_t errlen)
+struct px_routes *px_routes_build(struct px_config *cfg, struct px_carry *carry, char *err, size_t errlen)
 {
     struct px_tls *tls = NULL;
     struct px_services *svcs = NULL;
-    const struct px_routes *cur = px_routes_peek();
-    const struct px_tls *prev = cur ? cur->tls : NULL;
+    const struct px_tls_sessions *sessions = carry ? carry->sessions : NULL;
     if (cfg->has_listen_https &&
-        (tls = tls_provider ? tls_provider(tls_provider_arg, cfg, prev, err, errlen)
-                            : px_tls_build(&cfg->tls, prev, err, errlen)) == NULL)
+        (tls = carry && carry->tls ? carry->tls(carry->tls_arg, cfg, sessions, err, errlen)
+                                   : px_tls_build(&cfg->tls, sessions, err, errlen)) == NULL)
         goto fail;
-    svcs = provider ? provider(provider_arg, cfg, err, errlen) : px_services_from_config(cfg, err, errlen);
+    svcs = carry && carry->services ? carry->services(carry->services_arg, cfg, err, errlen)
+                                    : px_config_services(cfg, err, errlen);
     if (svcs == NULL)
         goto fail;
-    return px_routes_make(cfg, tls, svcs, err, errlen);
+    return px_routes_make(cfg, tls, svcs, carry, err, errlen);
 fail:
     px_tls_free(tls);
     px_config_free(cfg);
@@ -488,6 +408,7 @@ static int publish_part(int which, void *obj, void (*destroy)(void *), char *err
     struct px_routes *r = routes_of(p[PX_PART_CONFIG], p[PX_PART_TLS], p[PX_PART_SERVICES], err, errlen);
     if (r == NULL)
         return -1;
+    r->carry = cur->carry;
     px_routes_publish(r);
     return 0;
 }
@@ -517,6 +438,10 @@ int px_routes_part_refs(const struct px_routes *r, enum px_routes_part which)
 
 void px_routes_publish(struct px_routes *r)
 {
+    if (r->carry) {
+        px_carry_keep_zones(r->carry, r->conf->limits);
+        px_carry_keep_sessions(r->carry, px_tls_sessions(r->tls));
+    }
     struct px_routes *old = atomic_exchange(&current, r);
     if (old) {
         old->next_retired = retired;
@@ -565,9 +490,6 @@ void px_routes_shutdown(void)
         atomic_store(&slots[w].hazard, NULL);
         slots[w].mine = NULL;
     }
-    free(targets);
-    targets = NULL;
-    ntargets = cap_targets = 0;
 }
 
 const struct px_routes *px_routes_peek(void)
@@ -621,37 +543,6 @@ const struct px_services *px_routes_services(const struct px_routes *r)
 const struct px_tls *px_routes_tls(const struct px_routes *r)
 {
     return r->tls;
-}
-
-int px_host_normalize(const char *host, size_t len, char *out, size_t outlen)
-{
-    if (host == NULL || len == 0)
-        return 0;
-    size_t end = len;
-    if (host[0] == '[') {
-        const char *rb = memchr(host, ']', len);
-        if (rb == NULL)
-            return -1;
-        end = (size_t)(rb - host) + 1;
-    } else {
-        const char *colon = memchr(host, ':', len);
-        if (colon)
-            end = (size_t)(colon - host);
-    }
-    if (end > 0 && host[end - 1] == '.')
-        end--;
-    if (end >= outlen)
-        return -1;
-    for (size_t i = 0; i < end; i++) {
-        unsigned char c = (unsigned char)host[i];
-        if (c >= 'A' && c <= 'Z')
-            c = (unsigned char)(c + 32);
-        else if (c <= ' ' || c == '/' || c == '\\' || c >= 0x7f)
-            return -1;
-        out[i] = (char)c;
-    }
-    out[end] = '\0';
-    return (int)end;
 }
 
 /* ---- [route] matching ---- */

@@ -17,6 +17,7 @@
 
 #include "px/acme.h"
 #include "px/acme_manager.h"
+#include "px/carry.h"
 #include "px/challenge.h"
 #include "px/common.h"
 #include "px/config.h"
@@ -26,6 +27,7 @@
 #include "px/log.h"
 #include "px/routes.h"
 #include "px/server.h"
+#include "px/target.h"
 #include "px/tls.h"
 #include "px/worker.h"
 
@@ -45,6 +47,7 @@ struct px_server {
     struct px_ctlserver *control;  /* the control socket */
     struct px_monitor *monitor;    /* active health checks of every served target */
     struct px_acme_manager *acme;  /* [acme] enabled: lineages, renewals, the token table */
+    struct px_carry carry;         /* what outlives a reload (px/carry.h): every rebuild takes it */
 };
 
 static void notify_all(struct px_server *s, unsigned what);
@@ -104,11 +107,11 @@ static void sync_acme_services(struct px_server *s)
     free(t.hosts);
 }
 
-static struct px_tls *tls_provider(void *arg, const struct px_config *cfg, const struct px_tls *prev, char *err,
-                                   size_t errlen)
+static struct px_tls *tls_provider(void *arg, const struct px_config *cfg, const struct px_tls_sessions *sessions,
+                                   char *err, size_t errlen)
 {
     struct px_server *s = arg;
-    return px_acme_manager_build_tls(s->acme, &cfg->tls, prev, err, errlen);
+    return px_acme_manager_build_tls(s->acme, &cfg->tls, sessions, err, errlen);
 }
 
 int px_server_reload_certs(struct px_server *s, char *err, size_t errlen)
@@ -117,7 +120,7 @@ int px_server_reload_certs(struct px_server *s, char *err, size_t errlen)
     const struct px_config *cfg = px_routes_config(cur);
     if (!cfg->has_listen_https)
         return 0; /* nothing serves TLS */
-    struct px_tls *t = px_acme_manager_build_tls(s->acme, &cfg->tls, px_routes_tls(cur), err, errlen);
+    struct px_tls *t = px_acme_manager_build_tls(s->acme, &cfg->tls, s->carry.sessions, err, errlen);
     if (t == NULL || px_routes_publish_tls(t, err, errlen) < 0)
         return -1;
     notify_all(s, PX_WN_ROUTES);
@@ -396,7 +399,7 @@ int px_server_reload(struct px_server *s, char *err, size_t errlen)
         return -1;
     }
     /* certificates and services: everything else that can fail */
-    struct px_routes *r = px_routes_build(cfg, err, errlen);
+    struct px_routes *r = px_routes_build(cfg, &s->carry, err, errlen);
     if (r == NULL) {
         px_log_discard(sinks);
         return -1;
@@ -512,7 +515,7 @@ int px_server_check(const char *config_path, char *err, size_t errlen)
         return -1;
     }
     /* like nginx -t: also load the certificates */
-    struct px_routes *r = px_routes_build(cfg, msg, sizeof(msg));
+    struct px_routes *r = px_routes_build(cfg, NULL, msg, sizeof(msg)); /* nothing to carry: it exits */
     if (r == NULL) {
         /* an error about a key (a certificate file) already says FILE:LINE */
         size_t n = strlen(config_path);
@@ -585,6 +588,7 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
     }
     logs_open = 1;
     px_routes_set_nworkers(s->nworkers);
+    px_target_set_nworkers(s->nworkers);
     s->started_ms = px_now_ms();
     s->base = event_base_new();
     if (s->base == NULL) {
@@ -599,7 +603,8 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
         snprintf(err, errlen, "state_file %s", serr);
         goto fail;
     }
-    px_routes_set_services_provider(services_provider, s);
+    s->carry.services = services_provider;
+    s->carry.services_arg = s;
     /* ACME: libcurl is loaded (and initialised) only when [acme] is on, here
      * or on the reload that turns it on; the lineages on disk before the
      * first TLS part, so that they serve from the first handshake */
@@ -611,8 +616,9 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
         if (acme_new(s, &cfg->acme, err, errlen) < 0)
             goto fail;
     }
-    px_routes_set_tls_provider(tls_provider, s);
-    struct px_routes *routes = px_routes_build(cfg, err, errlen);
+    s->carry.tls = tls_provider;
+    s->carry.tls_arg = s;
+    struct px_routes *routes = px_routes_build(cfg, &s->carry, err, errlen);
     cfg = NULL; /* the snapshot owns it, even on failure */
     if (routes == NULL)
         goto fail;
@@ -635,6 +641,7 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
                 snprintf(err, errlen, "listen %s: too many listeners", s->listen_http.text);
                 goto fail;
             }
+            px_carry_add_listener(&s->carry, &s->listen_http, 0, fd); /* cannot be full: two addresses */
         }
         if (s->has_https) {
             int fd = open_listener(&s->listen_https, i > 0, err, errlen);
@@ -645,6 +652,7 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
                 snprintf(err, errlen, "listen %s: too many listeners", s->listen_https.text);
                 goto fail;
             }
+            px_carry_add_listener(&s->carry, &s->listen_https, 1, fd);
         }
     }
     if (s->has_http)
@@ -742,8 +750,6 @@ void px_server_free(struct px_server *s)
     px_ctlserver_free(s->control);
     px_acme_manager_free(s->acme);
     px_deployer_free(s->deployer);
-    px_routes_set_services_provider(NULL, NULL);
-    px_routes_set_tls_provider(NULL, NULL);
     struct event *evs[] = {s->sig_hup, s->sig_term, s->sig_int, s->sig_usr1, s->reap_timer, s->stop_timer};
     for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
         if (evs[i])
@@ -751,6 +757,8 @@ void px_server_free(struct px_server *s)
     if (s->base)
         event_base_free(s->base);
     px_routes_shutdown();
+    px_carry_free(&s->carry);
+    px_target_shutdown();
     px_challenge_shutdown();
     px_log_close();
     free(s->config_path);

@@ -9,7 +9,6 @@
 #include <netinet/in.h>
 
 #include "px/common.h"
-#include "px/config.h"
 #include "px/services.h"
 
 /* Services that share a host key, longest path_prefix first. */
@@ -314,44 +313,6 @@ const char *px_service_self_target(const struct px_addr *target, const struct px
             return buf;
         }
     }
-    return NULL;
-}
-
-enum px_err px_services_add_conf(struct px_services *t, const struct px_service_conf *sc, char *err,
-                                 size_t errlen)
-{
-    struct px_service_spec sp = {
-        .name = sc->name,
-        .hosts = (const char *const *)sc->hosts,
-        .nhosts = sc->nhosts,
-        .path_prefix = sc->path_prefix,
-        .targets = sc->targets,
-        .ntargets = sc->ntargets,
-        .health_check_path = sc->health_check_path,
-        .state = PX_SVC_ACTIVE,
-        .health_checks = sc->health_checks,
-        .health_check_interval_ms = sc->health_check_interval_ms,
-        .health_check_timeout_ms = sc->health_check_timeout_ms,
-    };
-    return px_services_add(t, &sp, err, errlen);
-}
-
-struct px_services *px_services_from_config(const struct px_config *cfg, char *err, size_t errlen)
-{
-    struct px_services *t = px_services_new();
-    if (t == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
-    for (size_t i = 0; i < cfg->nservices; i++) {
-        if (px_services_add_conf(t, &cfg->services[i], err, errlen) != PX_E_OK)
-            goto fail;
-    }
-    if (px_services_seal(t, err, errlen) < 0)
-        goto fail;
-    return t;
-fail:
-    px_services_free(t);
     return NULL;
 }
 

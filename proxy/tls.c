@@ -401,8 +401,29 @@ static int parse_alpn(struct px_tls *t, const char *s, char *err, size_t errlen)
     return 0;
 }
 
-struct px_tls *px_tls_build(const struct px_tls_conf *conf, const struct px_tls *prev, char *err, size_t errlen)
+/* The public name of a base: px_tls_sessions is a tls_base (casts only). */
+struct px_tls_sessions *px_tls_sessions(const struct px_tls *t)
 {
+    return t ? (struct px_tls_sessions *)t->base : NULL;
+}
+
+struct px_tls_sessions *px_tls_sessions_ref(struct px_tls_sessions *s)
+{
+    if (s)
+        SSL_CTX_up_ref(((struct tls_base *)s)->ctx); /* cannot fail on a live context */
+    return s;
+}
+
+void px_tls_sessions_unref(struct px_tls_sessions *s)
+{
+    if (s)
+        SSL_CTX_free(((struct tls_base *)s)->ctx); /* the last frees the base too */
+}
+
+struct px_tls *px_tls_build(const struct px_tls_conf *conf, const struct px_tls_sessions *sessions, char *err,
+                            size_t errlen)
+{
+    struct tls_base *prev = (struct tls_base *)sessions;
     pthread_once(&idx_once, idx_init);
     if (ssl_tls_idx < 0 || ctx_base_idx < 0) {
         snprintf(err, errlen, "cannot register TLS ex_data");
@@ -419,12 +440,12 @@ struct px_tls *px_tls_build(const struct px_tls_conf *conf, const struct px_tls 
         snprintf(err, errlen, "[tls]: certificate and certificate_key are required");
         goto fail;
     }
-    if (prev && base_fits(prev->base, conf)) {
-        if (SSL_CTX_up_ref(prev->base->ctx) != 1) {
+    if (prev && base_fits(prev, conf)) {
+        if (SSL_CTX_up_ref(prev->ctx) != 1) {
             snprintf(err, errlen, "SSL_CTX_up_ref failed");
             goto fail;
         }
-        t->base = prev->base;
+        t->base = prev;
     } else if ((t->base = base_new(conf, err, errlen)) == NULL) {
         goto fail;
     }

@@ -11,11 +11,19 @@
 #  - proxyctl, when its binary is given, defines no data-path symbol
 #    (px_routes_*, px_limit_*, px_tls_*): it links the protocol, the errors
 #    table and the value parsers only (nm, so a stray call cannot hide).
+#  - no circle among the snapshot's modules (CIRCLE_MODULES: config, routes,
+#    services, target), neither by include (a module's .c or header includes
+#    another's header) nor, when the object directory is given, by call (a
+#    module's object has an undefined px_ symbol another's object defines:
+#    nm, so a declaration copied by hand cannot hide an arrow). Any circle
+#    counts, not only pairs: the arrows are closed transitively.
 # Exit 0 when clean; 1 naming each file, line and include (or symbol) otherwise.
-# Usage: sh tests/layers.sh [ROOT [PROXYCTL]]   (default: the current directory)
+# Usage: sh tests/layers.sh [ROOT [PROXYCTL [OBJDIR]]]   (default: the current directory)
 set -u
 ROOT=${1:-.}
 PROXYCTL=${2:-}
+OBJDIR=${3:-}
+CIRCLE_MODULES='config routes services target carry'
 CONTROL_HEADERS='px/control[^/]*\.h|px/deploy\.h|px/health\.h|px/state\.h|px/acme[^/]*\.h|px/metrics\.h|px/server\.h'
 CONTROL_FILES='^(control/|proxy/acme/|proxy/(main|server|health|deploy|state|metrics)\.c$|include/px/(control[^/]*|deploy|health|state|acme[^/]*|metrics|server)\.h$)'
 
@@ -55,3 +63,66 @@ if [ -n "$PROXYCTL" ]; then
     fi
     echo "layers: ok ($PROXYCTL links no px_routes_/px_limit_/px_tls_ symbol)"
 fi
+
+# circles: arrows "KIND FROM TO" (with the evidence), then a transitive
+# closure per kind; a pair reachable both ways is a circle.
+circles() {
+    awk -v mods="$CIRCLE_MODULES" '
+        BEGIN { n = split(mods, m, " ") }
+        { kind[$1] = 1; e[$1, $2, $3] = 1; why[$1, $2, $3] = why[$1, $2, $3] " " $4 }
+        END {
+            bad = 0
+            for (k in kind) {
+                for (i = 1; i <= n; i++) for (j = 1; j <= n; j++) r[i, j] = ((k, m[i], m[j]) in e)
+                for (x = 1; x <= n; x++) for (i = 1; i <= n; i++) for (j = 1; j <= n; j++)
+                    if (r[i, x] && r[x, j]) r[i, j] = 1
+                for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) {
+                    if (!(r[i, j] && r[j, i])) continue
+                    bad = 1
+                    printf "layers: circle by %s between %s and %s\n", k, m[i], m[j] > "/dev/stderr"
+                    for (a = 1; a <= n; a++) for (b = 1; b <= n; b++)
+                        if ((k, m[a], m[b]) in e && r[b, i] && r[i, a] && r[b, j] && r[j, a])
+                            printf "layers:   %s -> %s:%s\n", m[a], m[b], why[k, m[a], m[b]] > "/dev/stderr"
+                }
+            }
+            exit bad
+        }'
+}
+present=''
+for a in $CIRCLE_MODULES; do
+    [ -f "proxy/$a.c" ] && present="$present $a"
+done
+CIRCLE_MODULES=${present# }
+arrows=$(
+    for a in $CIRCLE_MODULES; do
+        for f in proxy/$a.c include/px/$a.h; do
+            [ -f "$f" ] || continue
+            for b in $CIRCLE_MODULES; do
+                [ "$a" = "$b" ] && continue
+                grep -nE "^[[:space:]]*#[[:space:]]*include[[:space:]]*[\"<]px/$b\.h[\">]" "$f" |
+                    sed "s|^\([0-9]*\):.*|include $a $b $f:\1|"
+            done
+        done
+    done
+    if [ -n "$OBJDIR" ]; then
+        for a in $CIRCLE_MODULES; do
+            [ -f "$OBJDIR/proxy/$a.o" ] || { echo "missing $OBJDIR/proxy/$a.o"; continue; }
+            for b in $CIRCLE_MODULES; do
+                [ "$a" = "$b" ] && continue
+                nm -u "$OBJDIR/proxy/$a.o" | awk '$2 ~ /^px_/ { print $2 }' | sort -u >"${TMPDIR:-/tmp}/layers.$$.u"
+                nm --defined-only "$OBJDIR/proxy/$b.o" | awk '$2 ~ /^[TDBR]$/ { print $3 }' | sort -u |
+                    comm -12 "${TMPDIR:-/tmp}/layers.$$.u" - | sed "s|^|call $a $b |"
+            done
+        done
+        rm -f "${TMPDIR:-/tmp}/layers.$$.u"
+    fi
+)
+if printf '%s\n' "$arrows" | grep -q '^missing '; then
+    printf '%s\n' "$arrows" | grep '^missing ' | sed 's/^missing /layers: FAILED: no object /' >&2
+    exit 1
+fi
+if ! printf '%s\n' "$arrows" | grep -v '^$' | circles; then
+    echo "layers: FAILED: no circle among $CIRCLE_MODULES (rule in tests/layers.sh)" >&2
+    exit 1
+fi
+echo "layers: ok (no circle among $CIRCLE_MODULES by include${OBJDIR:+ or by call})"

@@ -44,6 +44,7 @@
 struct px_acme_conf;
 struct px_tls_conf;
 struct px_tls;
+struct px_tls_sessions;
 struct px_acme_manager;
 
 /* ---- when a lineage is due (a pure function; times are Unix ms) ---- */
@@ -110,10 +111,11 @@ void px_acme_manager_reload(struct px_acme_manager *m);
 /* How many lineages it serves (files on disk, valid). */
 size_t px_acme_manager_served(const struct px_acme_manager *m);
 
-/* The TLS part for conf plus the served lineages (see above). m NULL:
- * px_tls_build(conf, prev). NULL with a message in err. */
+/* The TLS part for conf plus the served lineages (see above), on the
+ * session context `sessions` when it fits (px_tls_build). m NULL:
+ * px_tls_build(conf, sessions). NULL with a message in err. */
 struct px_tls *px_acme_manager_build_tls(struct px_acme_manager *m, const struct px_tls_conf *conf,
-                                         const struct px_tls *prev, char *err, size_t errlen);
+                                         const struct px_tls_sessions *sessions, char *err, size_t errlen);
 
 /* `cert status`: {"certificates":[...]}: the [tls] files (source "file")
  * then the lineages (source "acme"); see px/control.h for the fields. m

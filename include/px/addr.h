@@ -39,4 +39,8 @@ int px_cidr_match(const struct px_cidr *set, size_t n, const struct sockaddr *sa
 /* Same for an address in text form (from X-Forwarded-For); 0 if unparsable. */
 int px_cidr_match_text(const struct px_cidr *set, size_t n, const char *p, size_t len);
 
+/* Normalize a Host value into out (lowercase, port and trailing dot
+ * stripped). Returns the length, or -1 if it is not a valid host. */
+int px_host_normalize(const char *host, size_t len, char *out, size_t outlen);
+
 #endif

@@ -8,6 +8,10 @@
 
 #define PX_VERSION "0.1.0"
 
+/* The most worker threads a process runs: per-worker slots (snapshot pins,
+ * target load, challenge hazards) are sized by it. */
+#define PX_MAX_WORKERS 64
+
 #define PX_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define PX_UNUSED(x) ((void)(x))
 #define PX_LIKELY(x) __builtin_expect(!!(x), 1)

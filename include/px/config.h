@@ -12,7 +12,10 @@
 #include <stdint.h>
 
 #include "px/addr.h"
+#include "px/errors.h"
 #include "px/parse.h" /* the value parsers the loader uses (durations, sizes, rates) */
+
+struct px_services;
 
 struct px_service_conf {
     char *name;
@@ -170,5 +173,14 @@ int px_config_load_string(const char *text, const char *name, struct px_config *
                           char *err, size_t errlen);
 
 void px_config_free(struct px_config *cfg);
+
+/* ---- the [service] sections as a services table (px/services.h) ---- */
+
+/* Add one [service] section to t (same errors as px_services_add). */
+enum px_err px_config_add_service(struct px_services *t, const struct px_service_conf *sc, char *err,
+                                  size_t errlen);
+/* The [service] sections of cfg as a sealed table (cfg is only read; the
+ * table owns copies). NULL with a message in err. Main thread. */
+struct px_services *px_config_services(const struct px_config *cfg, char *err, size_t errlen);
 
 #endif

@@ -82,9 +82,10 @@ int px_limit_key_from_sockaddr(const struct sockaddr *sa, struct px_limit_key *k
  * with a message in err on failure (out of memory, a rate or zone_size out
  * of range); old is untouched then. Main thread. */
 struct px_limits *px_limits_build(const struct px_config *cfg, struct px_limits *old, char *err, size_t errlen);
-/* Free the set; zones carried over into a newer set live on there (a
- * zone's state is refcounted by the sets holding it). NULL is fine. Any
- * one thread at a time with px_limits_build, after the last reader. */
+/* Drop one reference on the set (px_limits_ref); the last frees it. Zones
+ * carried over into a newer set live on there (a zone's state is
+ * refcounted by the sets holding it). NULL is fine. Main thread, after the
+ * last reader. */
 void px_limits_free(struct px_limits *l);
 /* The zone called name, or NULL. */
 struct px_limit_zone *px_limits_find(const struct px_limits *l, const char *name);
@@ -94,14 +95,15 @@ const char *px_limit_zone_name(const struct px_limit_zone *z);
 int px_limit_zone_status(const struct px_limit_zone *z); /* 429 or 503 */
 /* How many keys the arena holds at most. */
 size_t px_limit_zone_capacity(const struct px_limit_zone *z);
-/* How many keys it holds now (takes each stripe's lock in turn: for
- * metrics and tests, not the request path). */
+/* How many keys it holds now (its ops' keys; the arena takes each stripe's
+ * lock in turn: for metrics and tests, not the request path). */
 size_t px_limit_zone_keys(const struct px_limit_zone *z);
 
 enum px_limit_verdict {
     PX_LIMIT_PASS = 0,  /* go on now */
     PX_LIMIT_DELAY,     /* go on after *delay_ms (park the request) */
     PX_LIMIT_REJECT,    /* answer zones[*which]'s status */
+    PX_LIMIT_LATER,     /* px_limit_decide only: the answer comes through its done callback */
 };
 
 struct px_limit_result {
@@ -123,5 +125,60 @@ struct px_limit_result {
  * and both be charged there (nginx has the same race); one zone is exact. */
 void px_limit_check(struct px_limit_zone *const *zones, size_t n, const struct px_limit_key *k, uint64_t now_ms,
                     struct px_limit_result *res);
+
+/* ---- zone implementations ---- */
+
+/* Where a "later" answer goes: on the worker thread that asked (the
+ * implementation posts it there), exactly once, unless cancelled first. res
+ * is only read during the call; its verdict is never PX_LIMIT_LATER. */
+typedef void (*px_limit_done_fn)(void *arg, const struct px_limit_result *res);
+
+/* What keeps a zone's state. Today's striped arena (above) is the first
+ * implementation, px_limit_arena_ops; a backend shared by several proxyd
+ * instances (Redis) is the next: its check may answer PX_LIMIT_LATER, and
+ * the request pipeline parks the request until done is called, so h1 and h2
+ * need no change. Every zone of one [route] has the same ops (the checks of
+ * several zones are one decision). */
+struct px_limit_ops {
+    const char *kind;           /* "arena", ... (messages) */
+    /* Decide one request of key k against zones[0..n) (n >= 1, all of this
+     * kind) and charge it, with px_limit_check's rules. Fills res and
+     * returns its verdict, or returns PX_LIMIT_LATER (res untouched) and
+     * calls done(arg, ...) once later on the calling worker's thread. Any
+     * worker thread; never blocks. */
+    enum px_limit_verdict (*check)(struct px_limit_zone *const *zones, size_t n, const struct px_limit_key *k,
+                                   uint64_t now_ms, struct px_limit_result *res, px_limit_done_fn done, void *arg);
+    /* Forget a pending "later" answer for arg: done is not called for it
+     * after this returns (the request ended first). The calling worker's
+     * thread. NULL when check never answers later. */
+    void (*cancel)(struct px_limit_zone *const *zones, size_t n, void *arg);
+    /* How many keys the zone holds (metrics and tests, not the request path). */
+    size_t (*keys)(const struct px_limit_zone *z);
+    /* Drop the zone's hold on state (the set that named it is freed). */
+    void (*free)(void *state);
+};
+
+/* The striped arena: px_limit_check behind the ops (it never answers later). */
+extern const struct px_limit_ops px_limit_arena_ops;
+
+/* Decide through the zones' ops: px_limit_check for arena zones; another
+ * implementation may return PX_LIMIT_LATER and answer through done(arg).
+ * n == 0 passes. Any worker thread. */
+enum px_limit_verdict px_limit_decide(struct px_limit_zone *const *zones, size_t n, const struct px_limit_key *k,
+                                      uint64_t now_ms, struct px_limit_result *res, px_limit_done_fn done,
+                                      void *arg);
+/* Cancel a "later" answer px_limit_decide promised for arg (see the op). */
+void px_limit_cancel(struct px_limit_zone *const *zones, size_t n, void *arg);
+
+/* Put zone z on another implementation: ops with its state (taken over;
+ * the zone's previous state is dropped through its ops' free). Such a zone
+ * is not carried over by name into the next set. Main thread, before the
+ * set is published. */
+void px_limit_zone_set_ops(struct px_limit_zone *z, const struct px_limit_ops *ops, void *state);
+/* The zone's implementation state (what set_ops gave, or the arena). */
+void *px_limit_zone_state(const struct px_limit_zone *z);
+/* A new reference on the set (main thread): it is freed by the last
+ * px_limits_free. The carry-over object holds one on the set in force. */
+struct px_limits *px_limits_ref(struct px_limits *l);
 
 #endif

@@ -113,6 +113,7 @@ struct px_req {
     unsigned resp_started : 1;       /* a response head was handed to the client side */
     unsigned done : 1;
     unsigned parked : 1;
+    unsigned limit_pending : 1;      /* a zone answers later (px_limit_decide): parked until then */
     unsigned counted : 1;            /* in its target's in-flight count */
     uint8_t tries;
 

@@ -20,8 +20,10 @@
  *    once no worker's hazard slot points at it and every per-worker pin
  *    count is zero. So an old snapshot dies when its last request ends.
  *
- * Targets are shared between services tables (the same HOST:PORT is the same
- * target object) and are freed with the last table that names them. */
+ * Targets (px/target.h) are shared between services tables (the same
+ * HOST:PORT is the same target object) and are freed with the last holder.
+ * This module is the snapshot only: it names the config, TLS and services
+ * modules and none of them names it. */
 #ifndef PX_ROUTES_H
 #define PX_ROUTES_H
 
@@ -29,75 +31,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "px/addr.h"
+#include "px/services.h" /* struct px_service, what px_routes_match returns */
 
-#define PX_MAX_WORKERS 64
-
+struct px_carry;
 struct px_config;
 struct px_tls;
 struct px_services;
 struct px_limits;
 struct px_limit_zone;
 struct px_hdr_add;
-
-/* What one worker has in flight on a target. Each worker writes only its
- * own slot (a plain load and store, no read-modify-write); the main thread
- * sums the slots to know when a draining target is idle. A cache line each,
- * so workers never share one. */
-struct px_target_load {
-    _Atomic uint32_t requests;  /* requests with a connection to the target */
-    _Atomic uint32_t tunnels;   /* WebSocket tunnels to it */
-    char pad[64 - 2 * sizeof(uint32_t)];
-};
-
-/* An upstream HOST:PORT. Fields other than the atomics are immutable. */
-struct px_target {
-    struct px_addr addr;
-    uint32_t id;              /* unique for the process lifetime; indexes per-worker pools */
-    _Atomic int healthy;      /* written by health checks, read by workers */
-    _Atomic int draining;     /* set when a deploy retires this target */
-    int refs;                 /* snapshots naming it; main thread only */
-    struct px_target_load *load; /* one slot per worker */
-};
-
-/* The target for HOST:PORT a, shared with every table naming it: a new
- * reference (px_target_release drops it). NULL out of memory. Main thread. */
-struct px_target *px_target_acquire(const struct px_addr *a);
-void px_target_release(struct px_target *t);
-
-/* Worker wid's own slot: add to its counts. */
-static inline void px_target_load_add(struct px_target *t, int wid, int requests, int tunnels)
-{
-    struct px_target_load *l = &t->load[wid];
-    if (requests)
-        atomic_store_explicit(&l->requests,
-                              atomic_load_explicit(&l->requests, memory_order_relaxed) + (uint32_t)requests,
-                              memory_order_relaxed);
-    if (tunnels)
-        atomic_store_explicit(&l->tunnels,
-                              atomic_load_explicit(&l->tunnels, memory_order_relaxed) + (uint32_t)tunnels,
-                              memory_order_relaxed);
-}
-/* Any thread: requests and tunnels in flight on t, summed over workers. */
-void px_target_inflight(const struct px_target *t, uint32_t *requests, uint32_t *tunnels);
-
-enum px_service_state { PX_SVC_ACTIVE = 0, PX_SVC_STOPPED, PX_SVC_PAUSED };
-
-struct px_service {
-    char *name;
-    char **hosts;
-    size_t nhosts;
-    char *path_prefix;        /* "/" or "/seg" without trailing '/' */
-    size_t path_prefix_len;
-    struct px_target **targets;
-    size_t ntargets;
-    char *health_check_path;
-    enum px_service_state state;
-    char *stop_message;       /* for PX_SVC_STOPPED */
-    uint64_t max_pause_ms;    /* PX_SVC_PAUSED: requests wait this long, then 504 */
-    int health_checks;        /* its targets are checked all the time (px_monitor) */
-    uint64_t health_check_interval_ms, health_check_timeout_ms; /* px_monitor's timings (> 0) */
-};
 
 struct px_routes;
 
@@ -109,30 +51,23 @@ enum px_routes_part { PX_PART_CONFIG, PX_PART_TLS, PX_PART_SERVICES, PX_PART_COU
  * without listen_https), svcs (required; sealed here). Takes ownership of all
  * three, even on failure (NULL with a message in err). The config part also
  * gets cfg's [route] table and its rate-limit zones, made here: zones that
- * keep their name and zone_size carry their state over from the current
- * snapshot's (px_limits_build). Nothing is published: a caller can build
- * everything that can fail first, then publish (an unpublished snapshot
- * that is dropped leaves the current zones as they were). */
-struct px_routes *px_routes_make(struct px_config *cfg, struct px_tls *tls, struct px_services *svcs, char *err,
-                                 size_t errlen);
+ * keep their name and zone_size carry their state over from the carry's
+ * zone set (px/carry.h, px_limits_build). carry: the carry-over object
+ * (NULL: nothing carried over, and nothing recorded); publishing the
+ * snapshot makes the carry hold its zones and TLS session context (and so
+ * do the snapshots px_routes_publish_services/_tls derive from it).
+ * Nothing is published here: a caller can build everything that can fail
+ * first, then publish (an unpublished snapshot that is dropped leaves the
+ * carry and the current zones as they were). */
+struct px_routes *px_routes_make(struct px_config *cfg, struct px_tls *tls, struct px_services *svcs,
+                                 struct px_carry *carry, char *err, size_t errlen);
 /* px_routes_make with the parts cfg describes: its certificates (loaded now;
- * sharing the session cache and ticket keys of the current snapshot's TLS
- * part when the session settings are unchanged, see px_tls_build) and its
- * [service] sections. Takes ownership of cfg, even on failure. */
-struct px_routes *px_routes_build(struct px_config *cfg, char *err, size_t errlen);
-/* Where px_routes_build takes the services table from: by default the
- * config's [service] sections; the control plane installs its own (the
- * config's services with the deployed ones on top), so that a reload keeps
- * what proxyctl deployed. Main thread. */
-typedef struct px_services *(*px_services_provider)(void *arg, const struct px_config *cfg, char *err,
-                                                     size_t errlen);
-void px_routes_set_services_provider(px_services_provider fn, void *arg);
-/* Likewise for the TLS part: by default px_tls_build(&cfg->tls, prev); the
- * control plane installs its own to add the ACME certificates. */
-struct px_tls_conf;
-typedef struct px_tls *(*px_tls_provider)(void *arg, const struct px_config *cfg, const struct px_tls *prev,
-                                          char *err, size_t errlen);
-void px_routes_set_tls_provider(px_tls_provider fn, void *arg);
+ * sharing the carry's session cache and ticket keys when the session
+ * settings are unchanged, see px_tls_build) and its [service] sections --
+ * or what the carry's providers make of them (px/carry.h: the deployed
+ * services on top, the ACME certificates added). Takes ownership of cfg,
+ * even on failure. */
+struct px_routes *px_routes_build(struct px_config *cfg, struct px_carry *carry, char *err, size_t errlen);
 /* Make r current (cannot fail); the previous snapshot is retired. */
 void px_routes_publish(struct px_routes *r);
 /* Publish a snapshot whose services table is svcs and whose config and TLS
@@ -151,6 +86,8 @@ int px_routes_reap(void);
 void px_routes_shutdown(void);
 /* The current snapshot as seen by the main thread (never NULL after the first publish). */
 const struct px_routes *px_routes_peek(void);
+/* How many per-worker slots (hazards, pins) the reaper checks: n clamped to
+ * 1..PX_MAX_WORKERS. Main thread, before the workers start. */
 void px_routes_set_nworkers(int n);
 
 /* ---- reading (any worker thread) ---- */
@@ -205,9 +142,5 @@ const struct px_route *px_routes_route(const struct px_routes *r, const char *ho
                                        const char *path, size_t path_len);
 /* The snapshot's rate-limit zones (one set per config part). */
 struct px_limits *px_routes_limits(const struct px_routes *r);
-
-/* Normalize a Host value into out (lowercase, port and trailing dot
- * stripped). Returns the length, or -1 if it is not a valid host. */
-int px_host_normalize(const char *host, size_t len, char *out, size_t outlen);
 
 #endif

@@ -1,8 +1,8 @@
 /* px/services.h -- the services table: one replaceable part of a route
  * snapshot (see px/routes.h).
  *
- * A table is built on the main thread, by the config loader's caller
- * (px_services_from_config) or by the control plane (px_services_new, then
+ * A table is built on the main thread, from a config's [service] sections
+ * (px_config_services, px/config.h) or by the control plane (px_services_new, then
  * px_services_add for each service), sealed, and handed to the route module,
  * which publishes it. After sealing it is immutable and read lock-free by
  * workers through the snapshot that names it.
@@ -21,10 +21,28 @@
 
 #include "px/addr.h"
 #include "px/errors.h"
-#include "px/routes.h"
+#include "px/target.h"
 
-struct px_config;
 struct px_services;
+
+/* A service as workers read it (immutable once its table is sealed). */
+enum px_service_state { PX_SVC_ACTIVE = 0, PX_SVC_STOPPED, PX_SVC_PAUSED };
+
+struct px_service {
+    char *name;
+    char **hosts;
+    size_t nhosts;
+    char *path_prefix;        /* "/" or "/seg" without trailing '/' */
+    size_t path_prefix_len;
+    struct px_target **targets;
+    size_t ntargets;
+    char *health_check_path;
+    enum px_service_state state;
+    char *stop_message;       /* for PX_SVC_STOPPED */
+    uint64_t max_pause_ms;    /* PX_SVC_PAUSED: requests wait this long, then 504 */
+    int health_checks;        /* its targets are checked all the time (px_monitor) */
+    uint64_t health_check_interval_ms, health_check_timeout_ms; /* px_monitor's timings (> 0) */
+};
 
 /* What a caller gives to add one service. Every pointer is borrowed for the
  * call only. */
@@ -87,13 +105,6 @@ enum px_err px_services_add(struct px_services *t, const struct px_service_spec 
 /* Add a copy of an existing service (of another table): same strings, same
  * target objects. Same errors as px_services_add. */
 enum px_err px_services_add_copy(struct px_services *t, const struct px_service *s, char *err, size_t errlen);
-/* Add one [service] section of a config (same errors as px_services_add). */
-struct px_service_conf;
-enum px_err px_services_add_conf(struct px_services *t, const struct px_service_conf *sc, char *err,
-                                 size_t errlen);
-/* The [service] sections of cfg as a sealed table (cfg is only read; the
- * table owns copies). NULL with a message in err. */
-struct px_services *px_services_from_config(const struct px_config *cfg, char *err, size_t errlen);
 /* Build the host index; afterwards the table is immutable. Idempotent.
  * 0, or -1 out of memory (the table stays unsealed and may be freed). */
 int px_services_seal(struct px_services *t, char *err, size_t errlen);
@@ -107,8 +118,10 @@ const struct px_service *px_services_at(const struct px_services *t, size_t i);
 /* By name; NULL when absent. */
 const struct px_service *px_services_find(const struct px_services *t, const char *name);
 
-/* The service for a request (sealed table, any thread); see
- * px_routes_match for the rules. NULL when nothing matches. */
+/* The service for a request (sealed table, any thread): host (as sent:
+ * case-insensitive, ":port" and a trailing dot ignored; NULL/empty = no host)
+ * by exact name, then the longest "*.suffix", then catch-all; within each,
+ * the longest path_prefix on a segment boundary. NULL when nothing matches. */
 const struct px_service *px_services_match(const struct px_services *t, const char *host, size_t host_len,
                                            const char *path, size_t path_len);
 

@@ -27,13 +27,27 @@
 
 struct px_tls;
 struct px_tls_conf;
+/* A session context: the server-side session cache and the session-ticket
+ * key ring that px_tls objects share. Refcounted (the px_tls built on it,
+ * every SSL made from those, and the carry-over object, px/carry.h, hold
+ * references); what a reload or a binary upgrade carries over. */
+struct px_tls_sessions;
 
-/* Load conf's certificates into new contexts (main thread). prev: the TLS
- * part in force, or NULL; when its session settings equal conf's the new
- * px_tls shares its session cache and ticket keys (prev is only read, and
- * may be freed before or after the result). NULL with a message in err on
- * failure ("certificate FILE: reason"). */
-struct px_tls *px_tls_build(const struct px_tls_conf *conf, const struct px_tls *prev, char *err, size_t errlen);
+/* Load conf's certificates into new contexts (main thread). sessions: the
+ * session context in force (the carry-over object's), or NULL; when its
+ * session settings equal conf's the new px_tls shares it (only read; it
+ * may be released before or after the result), else the px_tls gets a new
+ * one (empty cache, new ticket keys). NULL with a message in err on failure
+ * ("certificate FILE: reason"). */
+struct px_tls *px_tls_build(const struct px_tls_conf *conf, const struct px_tls_sessions *sessions, char *err,
+                            size_t errlen);
+/* The session context t was built on (borrowed: valid while t is; NULL for
+ * NULL). */
+struct px_tls_sessions *px_tls_sessions(const struct px_tls *t);
+/* A new reference on s (NULL is fine); main thread. */
+struct px_tls_sessions *px_tls_sessions_ref(struct px_tls_sessions *s);
+/* Drop one (NULL is fine); the last frees the cache and keys. */
+void px_tls_sessions_unref(struct px_tls_sessions *s);
 /* Do the certificate chain file and key file load and match? 0, or -1
  * with "certificate FILE: reason" in err (main thread; for certificates
  * that must not fail a whole build, like ACME lineages). */

@@ -1029,10 +1029,10 @@ size_t px_acme_manager_served(const struct px_acme_manager *m)
 }
 
 struct px_tls *px_acme_manager_build_tls(struct px_acme_manager *m, const struct px_tls_conf *conf,
-                                         const struct px_tls *prev, char *err, size_t errlen)
+                                         const struct px_tls_sessions *sessions, char *err, size_t errlen)
 {
     if (m == NULL)
-        return px_tls_build(conf, prev, err, errlen);
+        return px_tls_build(conf, sessions, err, errlen);
     size_t cap = conf->nsni;
     for (struct lineage *l = m->lineages; l; l = l->next)
         if (l->present && !l->gone)
@@ -1065,7 +1065,7 @@ struct px_tls *px_acme_manager_build_tls(struct px_acme_manager *m, const struct
     struct px_tls_conf c = *conf;
     c.sni = sni;
     c.nsni = n;
-    struct px_tls *t = px_tls_build(&c, prev, err, errlen);
+    struct px_tls *t = px_tls_build(&c, sessions, err, errlen);
     if (t) {
         /* what the new part serves (a lineage is in it when one of its names is) */
         m->tls_built = 1;

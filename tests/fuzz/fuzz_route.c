@@ -30,7 +30,7 @@ static const struct px_routes *table(void)
         struct px_config *cfg = NULL;
         char err[256];
         if (px_config_load_string(ini, "fuzz.ini", &cfg, err, sizeof(err)) < 0 ||
-            (r = px_routes_build(cfg, err, sizeof(err))) == NULL)
+            (r = px_routes_build(cfg, NULL, err, sizeof(err))) == NULL)
             abort();
         px_routes_publish(r);
     }

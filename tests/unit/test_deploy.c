@@ -145,7 +145,7 @@ static int setup(void)
         fprintf(stderr, "config: %s\n", err);
         return -1;
     }
-    struct px_routes *r = px_routes_build(cfg, err, sizeof(err));
+    struct px_routes *r = px_routes_build(cfg, NULL, err, sizeof(err));
     if (r == NULL) {
         fprintf(stderr, "routes: %s\n", err);
         return -1;

@@ -8,6 +8,7 @@
 
 #include "px/common.h"
 #include "px/config.h"
+#include "px/limit.h"
 #include "px/log.h"
 #include "px/request.h"
 #include "px/routes.h"
@@ -84,7 +85,7 @@ static int setup(const char *extra_proxy)
     struct px_config *cfg = NULL;
     if (px_config_load_string(ini, "t.ini", &cfg, err, sizeof(err)) < 0)
         return -1;
-    struct px_routes *r = px_routes_build(cfg, err, sizeof(err));
+    struct px_routes *r = px_routes_build(cfg, NULL, err, sizeof(err));
     if (r == NULL)
         return -1;
     px_routes_publish(r);
@@ -312,6 +313,141 @@ static void test_limit_delay_parks_then_proceeds(void)
     teardown();
 }
 
+/* A zone implementation that answers later, as a limiter shared by several
+ * instances (Redis) would: check keeps the callback, the test answers. */
+static struct {
+    px_limit_done_fn done;
+    void *arg;
+    int checks, cancels, freed;
+} fake;
+
+static enum px_limit_verdict fake_check(struct px_limit_zone *const *zones, size_t n, const struct px_limit_key *k,
+                                        uint64_t now_ms, struct px_limit_result *res, px_limit_done_fn done_fn,
+                                        void *arg)
+{
+    fake.checks++;
+    fake.done = done_fn;
+    fake.arg = arg;
+    return PX_LIMIT_LATER;
+}
+static void fake_cancel(struct px_limit_zone *const *zones, size_t n, void *arg)
+{
+    if (fake.arg == arg) {
+        fake.cancels++;
+        fake.done = NULL;
+        fake.arg = NULL;
+    }
+}
+static size_t fake_keys(const struct px_limit_zone *z) { return 0; }
+static void fake_free(void *state) { fake.freed++; }
+static const struct px_limit_ops fake_ops = {
+    .kind = "fake", .check = fake_check, .cancel = fake_cancel, .keys = fake_keys, .free = fake_free,
+};
+
+/* The zone of [route /] on the fake implementation. */
+static int setup_later(void)
+{
+    memset(&fake, 0, sizeof(fake));
+    if (setup("\n[limit api]\nrate = 1r/m\nburst = 0\nzone_size = 64k\n[route /]\nlimit = api\n") < 0)
+        return -1;
+    struct px_limit_zone *z = px_limits_find(px_routes_limits(px_routes_peek()), "api");
+    if (z == NULL)
+        return -1;
+    px_limit_zone_set_ops(z, &fake_ops, NULL);
+    return 0;
+}
+
+/* "Later", then pass: the request waits parked, neither answered nor
+ * proxied, and goes on to the upstream when the answer comes. */
+static void test_limit_later_parks_then_passes(void)
+{
+    REQUIRE_OK(setup_later());
+    REQUIRE(svc != NULL);
+    struct px_req r;
+    one("/", &r);
+    CHECK_INT(fake.checks, 1);
+    CHECK(fake.arg == &r);
+    CHECK(r.parked);
+    CHECK_INT(px_req_parked_count(&w), 1);
+    CHECK_INT(proceeded, 0);
+    CHECK_INT(responded, 0);
+    if (fake.done) {
+        struct px_limit_result res = {.verdict = PX_LIMIT_PASS};
+        fake.done(fake.arg, &res);
+    }
+    CHECK(!r.parked);
+    CHECK_INT(px_req_parked_count(&w), 0);
+    CHECK_INT(proceeded, 1);
+    CHECK_INT(responded, 0);
+    CHECK(r.svc == svc);
+    CHECK(r.limited == NULL);
+    done(&r);
+    CHECK_INT(fake.cancels, 0); /* answered: nothing to cancel */
+    teardown();
+    CHECK_INT(fake.freed, 1);   /* the set's free went through the zone's ops */
+}
+
+/* "Later", then reject: the zone's status, as a synchronous reject. */
+static void test_limit_later_rejects(void)
+{
+    REQUIRE_OK(setup_later());
+    REQUIRE(svc != NULL);
+    struct px_req r;
+    one("/", &r);
+    CHECK(r.parked);
+    if (fake.done) {
+        struct px_limit_result res = {.verdict = PX_LIMIT_REJECT, .retry_after_s = 7, .which = 0};
+        fake.done(fake.arg, &res);
+    }
+    CHECK(!r.parked);
+    CHECK_INT(responded, 1);
+    CHECK_INT(last_status, 429);
+    CHECK_STR(last_extra, "Retry-After: 7");
+    CHECK_STR(r.limited, "api");
+    CHECK_INT(proceeded, 0);
+    done(&r);
+    teardown();
+}
+
+/* The client leaves while the answer is pending: the answer is cancelled,
+ * so it can never reach a finished request. */
+static void test_limit_later_cancelled_when_client_leaves(void)
+{
+    REQUIRE_OK(setup_later());
+    REQUIRE(svc != NULL);
+    struct px_req r;
+    one("/", &r);
+    CHECK(r.parked);
+    done(&r);
+    CHECK_INT(fake.cancels, 1);
+    CHECK(fake.done == NULL);
+    CHECK_INT(px_req_parked_count(&w), 0);
+    CHECK_INT(responded + proceeded, 0);
+    teardown();
+}
+
+/* "Later" and no answer: after the bound (a second) the request goes on,
+ * fail open, and the pending answer is cancelled. */
+static void test_limit_later_without_answer_fails_open(void)
+{
+    REQUIRE_OK(setup_later());
+    REQUIRE(svc != NULL);
+    struct px_req r;
+    one("/", &r);
+    CHECK(r.parked);
+    CHECK_INT(proceeded, 0);
+    run_until(&proceeded, 3000);
+    CHECK_INT(proceeded, 1);
+    CHECK_INT(responded, 0);
+    CHECK(!r.parked);
+    CHECK_INT(fake.cancels, 1);
+    CHECK(fake.done == NULL);
+    CHECK(r.limited == NULL);
+    done(&r);
+    CHECK_INT(fake.cancels, 1); /* not cancelled twice */
+    teardown();
+}
+
 int main(void)
 {
     px_log_open("/dev/null", "off", NULL, 0);
@@ -323,6 +459,10 @@ int main(void)
     UNIT_RUN(test_limit_rejects_429_with_retry_after);
     UNIT_RUN(test_limit_503_has_no_retry_after);
     UNIT_RUN(test_limit_delay_parks_then_proceeds);
+    UNIT_RUN(test_limit_later_parks_then_passes);
+    UNIT_RUN(test_limit_later_rejects);
+    UNIT_RUN(test_limit_later_cancelled_when_client_leaves);
+    UNIT_RUN(test_limit_later_without_answer_fails_open);
     px_log_close();
     return unit_report();
 }

@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "px/carry.h"
 #include "px/config.h"
 #include "px/headers.h"
 #include "px/limit.h"
@@ -9,7 +10,10 @@
 #include "px/routes.h"
 #include "unit.h"
 
-static struct px_routes *build(const char *ini)
+/* What the server hands to every rebuild; tests that carry zones over use it. */
+static struct px_carry carry;
+
+static struct px_routes *build_with(const char *ini, struct px_carry *c)
 {
     char err[512];
     struct px_config *cfg = NULL;
@@ -17,7 +21,12 @@ static struct px_routes *build(const char *ini)
         fprintf(stderr, "config: %s\n", err);
         return NULL;
     }
-    return px_routes_build(cfg, err, sizeof(err));
+    return px_routes_build(cfg, c, err, sizeof(err));
+}
+
+static struct px_routes *build(const char *ini)
+{
+    return build_with(ini, NULL);
 }
 
 static const char *match(const struct px_routes *r, const char *host, const char *path)
@@ -379,10 +388,14 @@ static void test_zones_carry_over(void)
     struct px_limit_key k = {4, {192, 0, 2, 1}};
     struct px_limit_result res;
 
+    px_carry_init(&carry);
     snprintf(ini, sizeof(ini), fmt, 1, "64k");
-    struct px_routes *a = build(ini);
+    struct px_routes *a = build_with(ini, &carry);
     REQUIRE(a != NULL);
+    CHECK(carry.zones == NULL); /* built, not published: the carry is as it was */
     px_routes_publish(a);
+    struct px_limits *za = px_routes_limits(a);
+    CHECK(carry.zones == za);
     const struct px_route *ra = px_routes_route(a, NULL, 0, "/", 1);
     px_limit_check(ra->zones, ra->nzones, &k, 1000, &res);
     CHECK_INT(res.verdict, PX_LIMIT_PASS);
@@ -391,9 +404,21 @@ static void test_zones_carry_over(void)
     px_limit_check(ra->zones, ra->nzones, &k, 1000, &res);
     CHECK_INT(res.verdict, PX_LIMIT_REJECT);
 
+    /* without the carry nothing is carried over: a new, empty bucket */
+    snprintf(ini, sizeof(ini), fmt, 1, "64k");
+    struct px_routes *fresh = build(ini);
+    CHECK(fresh != NULL);
+    if (fresh) {
+        const struct px_route *rf = px_routes_route(fresh, NULL, 0, "/", 1);
+        px_limit_check(rf->zones, rf->nzones, &k, 1000, &res);
+        CHECK_INT(res.verdict, PX_LIMIT_PASS);
+        px_routes_publish(fresh); /* built without a carry: leaves it alone (a is freed now) */
+        CHECK(carry.zones == za);
+    }
+
     /* an unchanged zone (a new burst is only a parameter): the bucket is full still */
     snprintf(ini, sizeof(ini), fmt, 2, "64k");
-    struct px_routes *b = build(ini);
+    struct px_routes *b = build_with(ini, &carry);
     CHECK(b != NULL);
     if (!b)
         goto out;
@@ -406,7 +431,7 @@ static void test_zones_carry_over(void)
 
     /* a new zone_size: a new zone, empty */
     snprintf(ini, sizeof(ini), fmt, 2, "128k");
-    struct px_routes *c = build(ini);
+    struct px_routes *c = build_with(ini, &carry);
     CHECK(c != NULL);
     if (!c)
         goto out;
@@ -420,6 +445,7 @@ static void test_zones_carry_over(void)
     CHECK_INT(res.verdict, PX_LIMIT_REJECT);
 out:
     px_routes_shutdown();
+    px_carry_free(&carry); /* the last reference on the last zone set */
 }
 
 int main(void)

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "px/carry.h"
 #include "px/config.h"
 #include "px/log.h"
 #include "px/routes.h"
@@ -168,7 +169,7 @@ static void test_from_config_outlives_config(void)
     struct px_config *cfg = load("[proxy]\nlisten_http = 127.0.0.1:0\n"
                                  "[service a]\nhosts = a.test\npath_prefix = /x/\ntargets = 127.0.0.1:7200\n");
     REQUIRE(cfg != NULL);
-    struct px_services *t = px_services_from_config(cfg, err, sizeof(err));
+    struct px_services *t = px_config_services(cfg, err, sizeof(err));
     px_config_free(cfg);
     REQUIRE(t != NULL);
     const struct px_service *s = px_services_match(t, "a.test", 6, "/x/y", 4);
@@ -204,7 +205,7 @@ static void test_publish_services_keeps_parts(void)
     px_routes_set_nworkers(1);
     struct px_routes *a = px_routes_build(load("[proxy]\nlisten_http = 127.0.0.1:0\n"
                                                "[service old]\ntargets = 127.0.0.1:7300\n"),
-                                          err, sizeof(err));
+                                          NULL, err, sizeof(err));
     REQUIRE(a != NULL);
     px_routes_publish(a);
     CHECK(px_routes_current(0) == a);
@@ -266,11 +267,11 @@ static void test_tls_sessions_outlive_rebuild(void)
     REQUIRE(c1 && c2 && c3);
     struct px_tls *t1 = px_tls_build(&c1->tls, NULL, err, sizeof(err));
     CHECK(t1 != NULL);
-    struct px_tls *t2 = px_tls_build(&c2->tls, t1, err, sizeof(err));
+    struct px_tls *t2 = px_tls_build(&c2->tls, px_tls_sessions(t1), err, sizeof(err));
     CHECK(t2 != NULL);
     CHECK(px_tls_same_sessions(t1, t2));
     px_tls_free(t1); /* t2 keeps the shared base alive */
-    struct px_tls *t3 = px_tls_build(&c3->tls, t2, err, sizeof(err));
+    struct px_tls *t3 = px_tls_build(&c3->tls, px_tls_sessions(t2), err, sizeof(err));
     CHECK(t3 != NULL);
     CHECK(!px_tls_same_sessions(t2, t3));
     struct px_tls *t4 = px_tls_build(&c3->tls, NULL, err, sizeof(err));
@@ -284,6 +285,53 @@ static void test_tls_sessions_outlive_rebuild(void)
     px_config_free(c3);
 }
 
+/* The carry-over object holds the session context in force: a rebuild
+ * shares it even after every snapshot that had it is gone, a build that is
+ * not published leaves the carry alone, and new session settings replace it
+ * when published. */
+static void test_carry_holds_tls_sessions(void)
+{
+    char err[512];
+    struct px_carry carry;
+    REQUIRE(access("certs-dev/localhost.crt", R_OK) == 0); /* make certs-dev */
+    px_carry_init(&carry);
+    px_routes_set_nworkers(1);
+    struct px_config *c1 = load(tls_ini("session_tickets = yes\n"));
+    REQUIRE(c1 != NULL);
+    struct px_routes *a = px_routes_build(c1, &carry, err, sizeof(err));
+    REQUIRE(a != NULL);
+    CHECK(carry.sessions == NULL); /* not published yet */
+    px_routes_publish(a);
+    struct px_tls_sessions *sa = px_tls_sessions(px_routes_tls(a));
+    CHECK(sa != NULL);
+    CHECK(carry.sessions == sa);
+    px_routes_shutdown(); /* every snapshot gone: the carry keeps the context alive */
+    CHECK(carry.sessions == sa);
+
+    struct px_config *c2 = load(tls_ini("session_tickets = yes\n"));
+    struct px_routes *b = c2 ? px_routes_build(c2, &carry, err, sizeof(err)) : NULL;
+    CHECK(b != NULL);
+    if (b) {
+        CHECK(px_tls_sessions(px_routes_tls(b)) == sa); /* the same cache and ticket keys */
+        px_routes_publish(b);
+    }
+    /* new session settings: a new context, in the carry once published */
+    struct px_config *c3 = load(tls_ini("session_tickets = yes\nsession_timeout = 1h\n"));
+    struct px_routes *c = c3 ? px_routes_build(c3, &carry, err, sizeof(err)) : NULL;
+    CHECK(c != NULL);
+    if (c) {
+        struct px_tls_sessions *sc = px_tls_sessions(px_routes_tls(c));
+        CHECK(sc != sa);
+        CHECK(carry.sessions == sa);
+        px_routes_publish(c);
+        CHECK(carry.sessions == sc);
+    }
+    px_routes_shutdown();
+    px_carry_free(&carry);
+    CHECK(carry.sessions == NULL && carry.zones == NULL);
+    px_routes_set_nworkers(PX_MAX_WORKERS);
+}
+
 int main(void)
 {
     px_log_open("/dev/null", "off", NULL, 0);
@@ -293,6 +341,7 @@ int main(void)
     UNIT_RUN(test_from_config_outlives_config);
     UNIT_RUN(test_publish_services_keeps_parts);
     UNIT_RUN(test_tls_sessions_outlive_rebuild);
+    UNIT_RUN(test_carry_holds_tls_sessions);
     px_log_close();
     return unit_report();
 }

@@ -25,7 +25,7 @@ static int setup(const char *targets)
     struct px_config *cfg = NULL;
     if (px_config_load_string(ini, "t.ini", &cfg, err, sizeof(err)) < 0)
         return -1;
-    struct px_routes *r = px_routes_build(cfg, err, sizeof(err));
+    struct px_routes *r = px_routes_build(cfg, NULL, err, sizeof(err));
     if (r == NULL)
         return -1;
     px_routes_publish(r);
