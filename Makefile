@@ -28,12 +28,17 @@ LIB_OBJS     := $(patsubst %.c,$(B)/obj/%.o,$(PROXY_SRCS) $(CONTROL_SRCS))
 UNIT_SRCS    := $(wildcard tests/unit/test_*.c)
 UNIT_BINS    := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRCS))
 
-.PHONY: all test unit layers asan fuzz run bench soak deps certs-dev clean check-deps
+.PHONY: all test unit layers asan fuzz run bench soak deps certs-dev clean check-deps check-test-deps
 all: check-deps $(B)/proxyd $(B)/proxyctl
 
 # Installs missing Debian packages when run as root, else names them.
 check-deps:
 	@sh tests/install-deps.sh
+
+# What the tests, fuzzers and soak runs use on top (tests/deps-test.txt):
+# make run never installs these.
+check-test-deps:
+	@sh tests/install-deps.sh test
 
 # Rebuild everything when the flags change.
 $(B)/.flags: FORCE check-deps
@@ -80,7 +85,7 @@ unit: all $(UNIT_BINS) $(B)/acme-obtain
 $(B)/acme-obtain: tests/acme_obtain.c $(B)/libpx.a $(B)/.flags
 	$(CC) $(CFLAGS_ALL) -o $@ $< $(B)/libpx.a $(LDFLAGS_ALL) $(PKG_LIBS) $(shell pkg-config --libs libevent_extra)
 
-test: layers unit certs-dev
+test: check-test-deps layers unit certs-dev
 	python3 tests/run.py --build $(B)
 
 # No data-path file includes a control-plane header, proxyctl links no
@@ -99,7 +104,7 @@ FUZZ_TIME ?=
 # Both steps with the same flags: build-fuzz/.flags changing between them
 # would rebuild libpx.a without the instrumentation.
 FUZZ_MAKE = $(MAKE) B=build-fuzz CC=clang OPT=-O1 SANFLAGS="-fsanitize=fuzzer-no-link,address,undefined"
-fuzz:
+fuzz: check-test-deps
 	$(FUZZ_MAKE) build-fuzz/libpx.a
 	$(FUZZ_MAKE) $(FUZZ_BINS)
 	@if [ -n "$(FUZZ_TIME)" ]; then for f in $(FUZZ_BINS); do n=$${f#build-fuzz/fuzz_}; \
@@ -124,7 +129,7 @@ bench: all
 # `make test`. SOAK_SECONDS=60 for a longer one.
 SOAK_SECONDS ?= 10
 SOAK_DEPLOYS ?= 100
-soak: all certs-dev
+soak: check-test-deps all certs-dev
 	python3 tests/soak.py --build $(B) --seconds $(SOAK_SECONDS)
 	python3 tests/soak_deploy.py --build $(B) --deploys $(SOAK_DEPLOYS)
 
@@ -132,7 +137,7 @@ certs-dev:
 	@sh certs-dev/make-certs.sh
 
 deps:
-	sh tests/install-deps.sh
+	sh tests/install-deps.sh test
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -1,11 +1,15 @@
 #!/bin/sh
-# Install the Debian packages proxyd needs to build and test.
+# Install the Debian packages proxyd needs.
+#   sh tests/install-deps.sh        to build and run it (tests/deps.txt): make, make run
+#   sh tests/install-deps.sh test   and to test it (tests/deps-test.txt too): make test, asan, fuzz, soak
 # As root: installs what is missing (apt-get). Otherwise: names what is
 # missing and exits 1. Fast when everything is there (no apt-get call).
 set -e
 cd "$(dirname "$0")"
 missing=""
-for p in $(cat deps.txt); do
+lists=deps.txt
+[ "${1:-}" = test ] && lists="deps.txt deps-test.txt"
+for p in $(cat $lists); do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
 [ -z "$missing" ] && exit 0

@@ -545,7 +545,7 @@ class Nginx(ProxyTestCase):
 
     def test_same_answers_as_nginx(self):
         if NGINX is None:
-            self.skipTest("nginx is not installed (tests/deps.txt lists it): no yardstick to compare with")
+            self.skipTest("nginx is not installed (tests/deps-test.txt lists it): no yardstick to compare with")
         b = self.backend(RecordingBackend)
         ngx = self.run_sequence(self.start_nginx(b))
         p = self.proxy(self.service_config(b, extra=PROXYD_SAME))
