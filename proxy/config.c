@@ -874,6 +874,7 @@ static const struct keydef proxy_keys[] = {
     KSTR("access_log", P(access_log), "-", check_path),
     KSTR("error_log", P(error_log), "-", check_error_log),
     KOPT("user", P(user), "", check_user),
+    KOPT("pid_file", P(pid_file), "", check_path),
     KU32("max_connections", P(max_connections), 1, 1000000, "10000"),
     KDUR("client_header_timeout", P(client_header_timeout_ms), "10s"),
     KDUR("client_body_timeout", P(client_body_timeout_ms), "60s"),
@@ -1779,6 +1780,7 @@ void px_config_free(struct px_config *cfg)
     free(cfg->access_log);
     free(cfg->error_log);
     free(cfg->user);
+    free(cfg->pid_file);
     free(cfg->trusted_proxies);
 
     free(cfg->tls.certificate);

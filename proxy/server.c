@@ -1,6 +1,7 @@
 /* server.c -- process lifecycle: listeners, privilege drop, signals,
  * workers, all-or-nothing reload, graceful stop. See px/server.h. */
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -48,6 +49,7 @@ struct px_server {
     struct px_monitor *monitor;    /* active health checks of every served target */
     struct px_acme_manager *acme;  /* [acme] enabled: lineages, renewals, the token table */
     struct px_carry carry;         /* what outlives a reload (px/carry.h): every rebuild takes it */
+    char *pid_file;                /* written at start, removed at exit if it still names us */
 };
 
 static void notify_all(struct px_server *s, unsigned what);
@@ -223,6 +225,49 @@ static void make_parent(const char *path, uid_t uid, gid_t gid)
     }
     if (uid != (uid_t)-1 && chown(dir, uid, gid) < 0)
         px_log_warn("%s: chown: %s", dir, strerror(errno));
+}
+
+/* nginx's pid file: "PID\n", written once the listeners and the control
+ * socket are up (a second instance has failed by then, so it never replaces
+ * the pid of the one that runs), before the drop: its directory may be
+ * root's (/run). Owned by the user, so that the process can remove it. */
+static int write_pid_file(struct px_server *s, const char *path, uid_t uid, gid_t gid, char *err, size_t errlen)
+{
+    make_parent(path, uid, gid);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+    char buf[32];
+    int n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+    if (fd < 0 || write(fd, buf, (size_t)n) != n || (uid != (uid_t)-1 && fchown(fd, uid, gid) < 0)) {
+        snprintf(err, errlen, "pid_file %s: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    close(fd);
+    if ((s->pid_file = strdup(path)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+/* Removed at exit only while it still names this process (a new instance
+ * may have written its own since). */
+static void remove_pid_file(struct px_server *s)
+{
+    if (s->pid_file == NULL)
+        return;
+    FILE *f = fopen(s->pid_file, "re");
+    long pid = 0;
+    if (f) {
+        if (fscanf(f, "%ld", &pid) != 1)
+            pid = 0;
+        fclose(f);
+    }
+    if (pid == (long)getpid() && unlink(s->pid_file) < 0)
+        px_log_warn("pid_file %s: %s", s->pid_file, strerror(errno));
+    free(s->pid_file);
+    s->pid_file = NULL;
 }
 
 uint64_t px_server_uptime_s(const struct px_server *s)
@@ -414,6 +459,9 @@ int px_server_reload(struct px_server *s, char *err, size_t errlen)
         warn_listeners(s, px_routes_config(px_routes_peek()));
     if (workers_changed)
         px_log_warn("reload: the number of workers changes only on restart");
+    const char *pf = px_routes_config(px_routes_peek())->pid_file;
+    if ((pf == NULL) != (s->pid_file == NULL) || (pf && strcmp(pf, s->pid_file) != 0))
+        px_log_warn("reload: pid_file changes only on restart (it stays %s)", s->pid_file ? s->pid_file : "unset");
     return 0;
 }
 
@@ -676,6 +724,8 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
         goto fail;
     if (user && chown(c0->control_socket, uid, gid) < 0)
         px_log_warn("control_socket %s: chown to %s: %s", c0->control_socket, user, strerror(errno));
+    if (c0->pid_file && write_pid_file(s, c0->pid_file, user ? uid : (uid_t)-1, gid, err, errlen) < 0)
+        goto fail;
     if (user && drop_privileges(user, uid, gid, err, errlen) < 0)
         goto fail;
     if (s->acme)
@@ -760,6 +810,7 @@ void px_server_free(struct px_server *s)
     px_carry_free(&s->carry);
     px_target_shutdown();
     px_challenge_shutdown();
+    remove_pid_file(s);
     px_log_close();
     free(s->config_path);
     free(s);

@@ -126,6 +126,7 @@ struct px_config {
     char *access_log;        /* default "-" */
     char *error_log;         /* default "-" */
     char *user;              /* NULL = do not drop privileges */
+    char *pid_file;          /* NULL = none; written before the drop, removed at exit (logrotate's postrotate) */
     uint32_t max_connections;      /* default 10000 (per process) */
     uint64_t client_header_timeout_ms;   /* 10s */
     uint64_t client_body_timeout_ms;     /* 60s */

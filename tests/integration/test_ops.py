@@ -357,6 +357,73 @@ class Signals(ProxyTestCase):
         self.assertTrue(p.alive())
 
 
+class PidFile(ProxyTestCase):
+    """DESIGN's pid_file: logrotate's postrotate signals the process it names
+    (`kill -USR1 $(cat PIDFILE)`)."""
+
+    def test_pid_file_names_the_process_and_goes_at_exit(self):
+        b = self.backend()
+        p = self.proxy("[proxy]\npid_file = {tmp}/run/proxyd.pid\n[service web]\ntargets = %s\n" % b.addr)
+        path = os.path.join(p.tmp, "run", "proxyd.pid")  # its directory made for it
+        with open(path) as f:
+            self.assertEqual(f.read(), "%d\n" % p.pid)
+        # logrotate's flow: rename, then USR1 to the pid the file names
+        log = p.access_log_path
+        self.assertEqual(get(p.port, "/before").status, 200)
+        self.assertEqual(len(p.wait_access_log(1)), 1)
+        os.rename(log, log + ".1")
+        with open(path) as f:
+            os.kill(int(f.read()), signal.SIGUSR1)
+        self.assertTrue(wait_until(lambda: os.path.exists(log), 3), "access log not recreated")
+        self.assertEqual(get(p.port, "/after").status, 200)
+        self.assertEqual([e["path"] for e in p.wait_access_log(1)], ["/after"])
+        # a reload that names another pid_file keeps this one (restart only)
+        with open(p.config_path) as f:
+            text = f.read()
+        with open(p.config_path, "w") as f:
+            f.write(text.replace("run/proxyd.pid", "other.pid"))
+        before = len(p.error_log_text())
+        p.send_signal(signal.SIGHUP)
+        self.assertTrue(wait_until(lambda: "pid_file changes only on restart" in p.error_log_text()[before:], 3),
+                        p.error_log_text()[before:])
+        self.assertFalse(os.path.exists(os.path.join(p.tmp, "other.pid")))
+        p.send_signal(signal.SIGTERM)
+        self.assertEqual(p.wait(10), 0)
+        self.assertFalse(os.path.exists(path), "pid file left behind")
+
+    def test_pid_file_of_another_process_is_left_at_exit(self):
+        """Removed at exit only while it still names this process."""
+        p = self.proxy("[proxy]\npid_file = {tmp}/proxyd.pid\n")
+        path = os.path.join(p.tmp, "proxyd.pid")
+        with open(path, "w") as f:
+            f.write("1\n")  # as a new instance would have written it
+        p.send_signal(signal.SIGTERM)
+        self.assertEqual(p.wait(10), 0)
+        with open(path) as f:
+            self.assertEqual(f.read(), "1\n")
+
+    def test_unwritable_pid_file_fails_start(self):
+        p = self.proxy("[proxy]\npid_file = /proc/proxyd-no-such/proxyd.pid\n", start=False)
+        with self.assertRaises(Exception):
+            p.start()
+        self.assertIn("pid_file /proc/proxyd-no-such/proxyd.pid", p.error_log_text())
+
+    @unittest.skipUnless(os.geteuid() == 0, "needs root (to drop to nobody)")
+    def test_pid_file_with_user_is_removed_at_exit(self):
+        import pwd
+        nobody = pwd.getpwnam("nobody")
+        p = self.proxy("[proxy]\nuser = nobody\npid_file = {tmp}/run/proxyd.pid\n", start=False)
+        os.chmod(p.tmp, 0o711)
+        os.chmod(p.config_path, 0o644)
+        p.start()
+        path = os.path.join(p.tmp, "run", "proxyd.pid")
+        st = os.stat(path)
+        self.assertEqual((st.st_uid, st.st_gid), (nobody.pw_uid, nobody.pw_gid))
+        p.send_signal(signal.SIGTERM)
+        self.assertEqual(p.wait(10), 0)
+        self.assertFalse(os.path.exists(path), "pid file left behind")
+
+
 class Privileges(ProxyTestCase):
     def uid_of(self, pid):
         with open("/proc/%d/status" % pid) as f:
