@@ -63,9 +63,14 @@ static void op_progress(void *arg, const char *text)
     px_ctl_conn_send(c, line, n);
 }
 
-/* The one answer of a long command: result (stolen) when code is PX_E_OK. */
+/* The one answer of a long command: result (stolen, whatever the code; an
+ * error answer carries only the message). */
 static void op_answer(struct ctl_conn *c, enum px_err code, const char *message, json_t *result)
 {
+    if (code != PX_E_OK) {
+        json_decref(result);
+        result = NULL;
+    }
     if (code == PX_E_OK && c->tls_note)
         op_progress(c, c->tls_note);
     free(c->tls_note);
