@@ -404,7 +404,7 @@ static uint32_t inflight(struct op *o)
 static void broadcast_targets(struct op *o, enum px_wmsg_type type)
 {
     for (size_t i = 0; i < o->nold; i++) {
-        struct px_wmsg m = {.type = type, .target_id = o->old[i]->id};
+        struct px_wmsg m = {.type = type, .u.target.id = o->old[i]->id};
         o->d->hooks.broadcast(o->d->hooks.arg, &m);
     }
 }
@@ -495,9 +495,9 @@ static void warm_then_switch(struct op *o)
 {
     const struct px_routes *cur = px_routes_peek();
     const struct px_service *was = cur ? px_services_find(px_routes_services(cur), o->svc.name) : NULL;
-    struct px_wmsg m = {.type = PX_WM_WARM_TARGET, .count = (uint32_t)o->naddrs};
-    for (size_t i = 0; was && i < was->ntargets && m.nfrom < PX_WMSG_FROM_MAX; i++)
-        m.from[m.nfrom++] = was->targets[i]->id;
+    struct px_wmsg m = {.type = PX_WM_WARM_TARGET, .u.warm.count = (uint32_t)o->naddrs};
+    for (size_t i = 0; was && i < was->ntargets && m.u.warm.nfrom < PX_WMSG_FROM_MAX; i++)
+        m.u.warm.from[m.u.warm.nfrom++] = was->targets[i]->id;
     for (size_t i = 0; i < o->naddrs; i++) {
         struct px_target *t = px_target_acquire(&o->addrs[i]);
         if (t == NULL)
@@ -510,8 +510,8 @@ static void warm_then_switch(struct op *o)
         o->warm = nw;
         o->warm[o->nwarm++] = t;
         atomic_store(&t->draining, 0);
-        m.target_id = t->id;
-        m.addr = t->addr;
+        m.u.warm.target_id = t->id;
+        m.u.warm.addr = t->addr;
         o->d->hooks.broadcast(o->d->hooks.arg, &m);
     }
     o->phase = PH_WARM;
@@ -824,7 +824,7 @@ static enum px_err change(struct px_deployer *d, const char *service, enum px_st
     px_state_service_clear(&s);
     if (code == PX_E_OK && was == PX_STATE_PAUSED && st != PX_STATE_PAUSED) {
         struct px_wmsg m = {.type = PX_WM_WAKE_SERVICE};
-        snprintf(m.name, sizeof(m.name), "%s", service);
+        snprintf(m.u.service.name, sizeof(m.u.service.name), "%s", service);
         d->hooks.broadcast(d->hooks.arg, &m);
     }
     return code;

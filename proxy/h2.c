@@ -15,6 +15,7 @@
 
 #include "px/common.h"
 #include "px/config.h"
+#include "px/conn.h"
 #include "px/h2.h"
 #include "px/headers.h"
 #include "px/log.h"
@@ -93,6 +94,8 @@ struct px_h2 {
     unsigned goaway_final : 1;        /* the GOAWAY with goaway_last was submitted */
     unsigned conn_paused : 1;         /* buffered went over H2_CONN_HIGH: upstreams wait for H2_CONN_LOW */
     unsigned stalled : 1;             /* the client took no output for client_body_timeout: close */
+    unsigned idle_armed : 1;          /* as a session: on the keep-alive timer, the connection reusable */
+    struct px_conn *c;                /* as a session: its connection (NULL: px_h2_new's caller owns) */
 };
 
 static const struct px_down_ops h2_ops;
@@ -1248,7 +1251,87 @@ void px_h2_free(struct px_h2 *h)
     free(h);
 }
 
+/* ---- the session on a client connection (struct px_session_ops) ---- */
+
+/* Upstream events produced frames: write them once this loop iteration is
+ * done (EV_TIMEOUT marks no socket readiness). */
+static void session_kick(void *arg)
+{
+    struct px_conn *c = arg;
+    if (c->in_run)
+        c->again = 1;
+    else
+        event_active(&c->s.ev, EV_TIMEOUT, 1);
+}
+
+static void *session_open(struct px_conn *c)
+{
+    struct px_h2_peer peer = {&c->peer.sa, c->peer_ip, c->peer_ip_len};
+    struct px_h2 *h = px_h2_new(c->w, &c->s, &peer, session_kick, c);
+    if (h == NULL)
+        return NULL;
+    h->c = c;
+    event_add(&c->timer, c->w->tv_keepalive);
+    h->idle_armed = 1;
+    px_conn_idle(c, 1);
+    return h;
+}
+
+static void session_run(void *session)
+{
+    struct px_h2 *h = session;
+    struct px_conn *c = h->c;
+    if (px_h2_run(h) != 0) {
+        px_conn_close(c);
+        return;
+    }
+    if (!px_h2_idle(h)) {
+        if (h->idle_armed) {
+            h->idle_armed = 0;
+            px_conn_idle(c, 0);
+        }
+    } else if (!h->idle_armed) {
+        h->idle_armed = 1;
+        px_conn_idle(c, 1);
+        event_add(&c->timer, c->w->tv_keepalive);
+    }
+}
+
+static void session_timeout(void *session)
+{
+    struct px_h2 *h = session;
+    if (!px_h2_idle(h)) {
+        event_add(&h->c->timer, h->c->w->tv_keepalive);
+        return;
+    }
+    px_conn_close(h->c);
+}
+
+/* Reload and stop alike: GOAWAY; the session ends when its streams are done. */
+static int session_goaway(void *session, int stop)
+{
+    PX_UNUSED(stop);
+    px_h2_goaway(session);
+    return 0;
+}
+
+static void session_free(void *session)
+{
+    px_h2_free(session);
+}
+
+static const struct px_session_ops h2_session = {
+    .name = "h2",
+    .open = session_open,
+    .run = session_run,
+    .timeout = session_timeout,
+    .goaway = session_goaway,
+    .free = session_free,
+};
+
 const struct px_worker_module px_h2_module = {
     .name = "h2",
     .exit = h2_exit,
+    .alpn = "h2",
+    .session = &h2_session,
 };

@@ -314,9 +314,3 @@ void px_pool_release(struct px_uconn *u, int reusable)
     pool_link(w, &w->up.pools[u->target_id], u);
     event_add(&u->timer, w->tv_uidle);
 }
-
-const struct px_worker_module px_upstream_module = {
-    .name = "upstream",
-    .gc = px_pool_gc,
-    .exit = px_pool_exit,
-};

@@ -649,3 +649,17 @@ static void access_log(const struct px_req *r)
         px_worker_access_log(w, "", 0);
     }
 }
+
+/* ---- the module ---- */
+
+static void req_on_msg(struct px_worker *w, const struct px_wmsg *m)
+{
+    if (m->type == PX_WM_WAKE_SERVICE)
+        px_req_wake_service(w, m->u.service.name);
+}
+
+const struct px_worker_module px_req_module = {
+    .name = "request",
+    .msgs = PX_WM_BIT(PX_WM_WAKE_SERVICE),
+    .on_msg = req_on_msg,
+};

@@ -120,7 +120,7 @@ int px_server_reload_certs(struct px_server *s, char *err, size_t errlen)
     struct px_tls *t = px_acme_manager_build_tls(s->acme, &cfg->tls, px_routes_tls(cur), err, errlen);
     if (t == NULL || px_routes_publish_tls(t, err, errlen) < 0)
         return -1;
-    notify_all(s, PX_WN_ROUTES);
+    notify_all(s, PX_WM_ROUTES);
     return 0;
 }
 
@@ -345,10 +345,11 @@ static int drop_privileges(const char *user, uid_t uid, gid_t gid, char *err, si
     return 0;
 }
 
-static void notify_all(struct px_server *s, unsigned what)
+static void notify_all(struct px_server *s, enum px_wmsg_type what)
 {
     for (int i = 0; i < s->nworkers; i++)
-        px_worker_notify(&s->workers[i], what);
+        if (px_worker_post(&s->workers[i], what) < 0)
+            px_log_error("worker %d: cannot queue a message (out of memory)", i);
 }
 
 static int same_addr(const struct px_addr *a, int has_a, const struct px_addr *b, int has_b)
@@ -404,7 +405,8 @@ int px_server_reload(struct px_server *s, char *err, size_t errlen)
     /* nothing can fail from here on */
     px_log_commit(sinks);
     px_routes_publish(r);
-    notify_all(s, PX_WN_ROUTES | PX_WN_RELOAD);
+    notify_all(s, PX_WM_ROUTES);
+    notify_all(s, PX_WM_RELOAD);
     px_monitor_sync(s->monitor, px_routes_services(px_routes_peek()));
     acme_reload(s, &px_routes_config(px_routes_peek())->acme);
     if (listeners_changed)
@@ -416,7 +418,7 @@ int px_server_reload(struct px_server *s, char *err, size_t errlen)
 
 void px_server_routes_published(struct px_server *s)
 {
-    notify_all(s, PX_WN_ROUTES);
+    notify_all(s, PX_WM_ROUTES);
     px_monitor_sync(s->monitor, px_routes_services(px_routes_peek()));
     sync_acme_services(s); /* a deploy --tls, or the removal of such a service */
 }
@@ -430,7 +432,7 @@ void px_server_stop(struct px_server *s)
 {
     if (s->stopping) {
         px_log_warn("second stop signal: exiting now");
-        notify_all(s, PX_WN_KILL);
+        notify_all(s, PX_WM_KILL);
         return;
     }
     s->stopping = 1;
@@ -438,7 +440,7 @@ void px_server_stop(struct px_server *s)
     s->stop_deadline_ms = px_now_ms() + budget;
     px_log_info("stopping: finishing in-flight requests (up to %llu ms)", (unsigned long long)budget);
     px_ctlserver_shutdown(s->control); /* pending deploys answer shutting_down */
-    notify_all(s, PX_WN_STOP);
+    notify_all(s, PX_WM_STOP);
     struct timeval tv = {0, 50000};
     event_add(s->stop_timer, &tv);
 }
@@ -492,7 +494,7 @@ static void on_stop_timer(evutil_socket_t fd, short what, void *arg)
     }
     if (px_now_ms() >= s->stop_deadline_ms) {
         px_log_warn("shutdown_timeout reached: closing the remaining connections");
-        notify_all(s, PX_WN_KILL);
+        notify_all(s, PX_WM_KILL);
         s->stop_deadline_ms = UINT64_MAX;
     }
     struct timeval tv = {0, 50000};
@@ -624,7 +626,7 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
         goto fail;
     }
     for (int i = 0; i < s->nworkers; i++) {
-        if (px_worker_init(&s->workers[i], i, err, errlen) < 0)
+        if (px_worker_init(&s->workers[i], i, px_worker_modules, px_worker_nmodules, err, errlen) < 0)
             goto fail;
         if (s->has_http) {
             int fd = open_listener(&s->listen_http, i > 0, err, errlen);
@@ -711,7 +713,7 @@ int px_server_run(struct px_server *s)
         if (px_worker_start(&s->workers[i]) != 0) {
             atomic_fetch_sub(&px_workers_running, 1);
             px_log_error("cannot start worker %d", i);
-            notify_all(s, PX_WN_KILL);
+            notify_all(s, PX_WM_KILL);
             rc = 1;
             break;
         }

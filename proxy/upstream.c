@@ -538,3 +538,40 @@ void px_upstream_cut_target(struct px_worker *w, uint32_t target_id)
         }
     }
 }
+
+/* ---- the module: balancer.c, pool.c, upstream.c ---- */
+
+static void upstream_on_msg(struct px_worker *w, const struct px_wmsg *m)
+{
+    switch (m->type) {
+    case PX_WM_DRAIN_TARGET:
+        /* busy connections see the target's draining flag when they end */
+        px_pool_close_idle(w, m->u.target.id);
+        break;
+    case PX_WM_CUT_TARGET:
+        px_upstream_cut_target(w, m->u.target.id);
+        break;
+    case PX_WM_WARM_TARGET: {
+        struct px_target t = {.addr = m->u.warm.addr, .id = m->u.warm.target_id}; /* what a connect needs */
+        px_pool_warm(w, &t, m->u.warm.from, m->u.warm.nfrom, m->u.warm.count);
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+static void upstream_on_stop(struct px_worker *w, int now)
+{
+    if (!now)
+        px_pool_close_idle(w, UINT32_MAX);
+}
+
+const struct px_worker_module px_upstream_module = {
+    .name = "upstream",
+    .msgs = PX_WM_BIT(PX_WM_DRAIN_TARGET) | PX_WM_BIT(PX_WM_CUT_TARGET) | PX_WM_BIT(PX_WM_WARM_TARGET),
+    .on_msg = upstream_on_msg,
+    .on_stop = upstream_on_stop,
+    .gc = px_pool_gc,
+    .exit = px_pool_exit,
+};

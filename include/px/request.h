@@ -246,4 +246,8 @@ typedef void (*px_tunnel_cb)(struct px_uconn *u, short what, void *owner);
 void px_uconn_tunnel(struct px_uconn *u, px_tunnel_cb cb, void *owner);
 void px_uconn_close(struct px_uconn *u);
 
+struct px_worker_module;
+/* The module: answers WAKE_SERVICE. */
+extern const struct px_worker_module px_req_module;
+
 #endif

@@ -147,4 +147,8 @@ typedef int (*px_h1c_sink)(void *arg, struct evbuffer *src, size_t len);
  * is complete, 0 when more is needed, -1 on malformed chunked framing. */
 int px_h1c_relay(struct px_h1c_body *b, struct evbuffer *in, px_h1c_sink sink, void *arg, unsigned *paused);
 
+struct px_worker_module;
+/* The module: answers DRAIN_TARGET, CUT_TARGET, WARM_TARGET; closes idle pools on stop. */
+extern const struct px_worker_module px_upstream_module;
+
 #endif

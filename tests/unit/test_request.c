@@ -88,7 +88,7 @@ static int setup(const char *extra_proxy)
     if (r == NULL)
         return -1;
     px_routes_publish(r);
-    if (px_worker_init(&w, 0, err, sizeof(err)) < 0)
+    if (px_worker_init(&w, 0, px_worker_modules, px_worker_nmodules, err, sizeof(err)) < 0)
         return -1;
     svc = (struct px_service *)px_routes_match(w.routes, "a.test", 6, "/", 1);
     responded = proceeded = last_status = 0;
@@ -157,7 +157,7 @@ static void test_wake_resumes_to_upstream(void)
     /* the pause ends: the control plane publishes the service active, then wakes */
     svc->state = PX_SVC_ACTIVE;
     struct px_wmsg m = {.type = PX_WM_WAKE_SERVICE};
-    snprintf(m.name, sizeof(m.name), "s");
+    snprintf(m.u.service.name, sizeof(m.u.service.name), "s");
     CHECK_INT(px_worker_send(&w, &m), 0);
     run_until(&proceeded, 2000);
     CHECK_INT(proceeded, 1);

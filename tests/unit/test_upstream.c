@@ -29,7 +29,7 @@ static int setup(const char *targets)
     if (r == NULL)
         return -1;
     px_routes_publish(r);
-    if (px_worker_init(&w, 0, err, sizeof(err)) < 0)
+    if (px_worker_init(&w, 0, px_worker_modules, px_worker_nmodules, err, sizeof(err)) < 0)
         return -1;
     svc = px_routes_match(w.routes, NULL, 0, "/", 1);
     return svc ? 0 : -1;
@@ -378,7 +378,7 @@ static void test_draining_target(void)
     CHECK_INT(w.up.pools[t->id].nidle, 1);
     /* the control plane marks the target draining and tells the worker */
     atomic_store(&t->draining, 1);
-    struct px_wmsg m = {.type = PX_WM_DRAIN_TARGET, .target_id = t->id};
+    struct px_wmsg m = {.type = PX_WM_DRAIN_TARGET, .u.target.id = t->id};
     CHECK_INT(px_worker_send(&w, &m), 0);
     for (int i = 0; i < 50 && w.up.pools[t->id].nidle; i++)
         event_base_loop(w.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
@@ -415,7 +415,7 @@ static void test_cut_target(void)
     errors = 0;
     CHECK_INT(px_upstream_start(&r), 0);
     CHECK(w.up.pools[t->id].busy == r.up);
-    struct px_wmsg m = {.type = PX_WM_CUT_TARGET, .target_id = t->id};
+    struct px_wmsg m = {.type = PX_WM_CUT_TARGET, .u.target.id = t->id};
     CHECK_INT(px_worker_send(&w, &m), 0);
     for (int i = 0; i < 50 && errors == 0; i++)
         event_base_loop(w.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
@@ -450,8 +450,8 @@ static void test_warm_target(void)
         return;
     }
     op->peak = 4;
-    struct px_wmsg m = {.type = PX_WM_WARM_TARGET, .target_id = t->id, .addr = t->addr, .count = 2,
-                        .from = {old.id}, .nfrom = 1};
+    struct px_wmsg m = {.type = PX_WM_WARM_TARGET,
+                        .u.warm = {.target_id = t->id, .addr = t->addr, .count = 2, .from = {old.id}, .nfrom = 1}};
     CHECK_INT(px_worker_send(&w, &m), 0); /* 4 shared by 2 new targets, plus one: 3 */
     for (int i = 0; i < 100 && (t->id >= w.up.npools || w.up.pools[t->id].nidle < 3); i++)
         event_base_loop(w.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
