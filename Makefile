@@ -1,7 +1,8 @@
 # proxyd -- build, test, run, bench.
 #   make            build/proxyd and build/proxyctl (-Werror)
 #   make test       layering check + unit + integration suite; ends with "N passed, N failed"
-#   make layers     no data-path file includes a control-plane header; proxyctl links no data-path symbol
+#   make layers     no data-path file includes a control-plane header; proxyctl links no data-path symbol;
+#                   no call circle among the data-path objects (nm)
 #   make soak       bounded load runs (HTTP/1.1 + HTTP/2, a reload; 100 deploys) outside `make test`
 #   make asan       the same suite under ASan+UBSan (build-asan/)
 #   make fuzz       libFuzzer targets for every parser (build-fuzz/)
@@ -82,10 +83,11 @@ $(B)/acme-obtain: tests/acme_obtain.c $(B)/libpx.a $(B)/.flags
 test: layers unit
 	python3 tests/run.py --build $(B)
 
-# No data-path file includes a control-plane header, and proxyctl links no
-# data-path symbol (rules in the script).
-layers: $(B)/proxyctl
-	@sh tests/layers.sh . $(B)/proxyctl
+# No data-path file includes a control-plane header, proxyctl links no
+# data-path symbol, and the data-path objects call in no circle (rules in
+# the script).
+layers: $(B)/proxyctl $(B)/proxyd
+	@sh tests/layers.sh . $(B)/proxyctl $(B)/obj/proxy
 
 asan:
 	$(MAKE) B=build-asan OPT=-O1 SANFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" test

@@ -41,44 +41,12 @@ void px_req_set_id(struct px_req *r, const char *id, size_t len)
     r->request_id_len = 32;
 }
 
-static char loop_token[24];
-static size_t loop_token_len;
-static pthread_once_t loop_once = PTHREAD_ONCE_INIT;
-
-static void loop_token_make(void)
-{
-    static const char hex[] = "0123456789abcdef";
-    uint64_t x;
-    /* random, so that two proxyd on one host (or a chain through another
-     * proxy) tell their tokens apart; the clock and the address space only
-     * if the kernel has no entropy yet: it need not be secret */
-    if (getrandom(&x, sizeof(x), GRND_NONBLOCK) != (ssize_t)sizeof(x)) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        x = ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) ^ (uint64_t)(uintptr_t)&x;
-        x ^= x >> 31;
-        x *= 0x9e3779b97f4a7c15u;
-    }
-    memcpy(loop_token, "proxyd-", 7);
-    for (int i = 0; i < 16; i++)
-        loop_token[7 + i] = hex[(x >> (60 - 4 * i)) & 15];
-    loop_token[23] = '\0';
-    loop_token_len = 23;
-}
-
-const char *px_req_loop_token(size_t *len)
-{
-    pthread_once(&loop_once, loop_token_make);
-    *len = loop_token_len;
-    return loop_token;
-}
-
 /* A CDN-Loop value naming this process (a list of cdn-ids with parameters:
  * the random token is matched anywhere in it). */
 static int loop_seen(const char *v, size_t n)
 {
     size_t tl;
-    const char *t = px_req_loop_token(&tl);
+    const char *t = px_loop_token(&tl);
     return n >= tl && memmem(v, n, t, tl) != NULL;
 }
 
@@ -476,29 +444,6 @@ void px_req_finish(struct px_req *r)
         px_routes_unpin(r->routes, w->id);
         r->routes = NULL;
     }
-}
-
-int px_req_write_head(struct px_req *r, struct evbuffer *out)
-{
-    size_t f_loop_len;
-    struct px_fwd f = {
-        .client_ip = r->client_ip,
-        .client_ip_len = r->client_ip_len,
-        .peer_ip = r->peer_ip,
-        .peer_ip_len = r->peer_ip_len,
-        .xff = r->xff,
-        .xff_len = r->xff_len,
-        .proto = r->tls ? "https" : "http",
-        .request_id = r->request_id,
-        .request_id_len = r->request_id_len,
-        .start_ms = r->start_wall_ms,
-        .websocket = r->websocket,
-        .strip_expect = r->strip_expect,
-        .loop = px_req_loop_token(&f_loop_len),
-        .default_host = r->target ? r->target->addr.text : NULL,
-    };
-    f.loop_len = f_loop_len;
-    return px_h1_write_request_head(out, r->q, r->head_bound, &f);
 }
 
 static int is_space(char c)

@@ -116,4 +116,12 @@ int px_h1_write_local_response(struct evbuffer *out, int status, const char *bod
 
 const char *px_status_reason(int status);
 
+/* This process's loop token: "proxyd-" and 16 random hex digits, made once
+ * (any thread) and constant for the process's life. Every request proxyd
+ * sends upstream carries it in a CDN-Loop line (RFC 8586); a request that
+ * arrives with it came from this very process (a target that is proxyd
+ * itself, or a chain of proxies back to it) and is answered 508 Loop
+ * Detected without going upstream again. NUL-terminated; *len its length. */
+const char *px_loop_token(size_t *len);
+
 #endif

@@ -196,21 +196,10 @@ void px_req_wake_service(struct px_worker *w, const char *name);
 /* Number of requests parked on w. */
 uint32_t px_req_parked_count(const struct px_worker *w);
 
-/* This process's loop token: "proxyd-" and 16 random hex digits, made once
- * (any thread) and constant for the process's life. Every request proxyd
- * sends upstream carries it in a CDN-Loop line (RFC 8586); a request that
- * arrives with it came from this very process (a target that is proxyd
- * itself, or a chain of proxies back to it) and is answered 508 Loop
- * Detected without going upstream again. NUL-terminated; *len its length. */
-const char *px_req_loop_token(size_t *len);
-
 /* The Date of worker w's responses: an IMF-fixdate of the worker's cached
  * loop time (event_base_gettimeofday_cached: no system call per request),
  * formatted once a second. Valid until the next call on w. */
 const char *px_req_date(struct px_worker *w);
-
-/* Write the upstream request head (HTTP/1.1) for r into out. 0 or -1. */
-int px_req_write_head(struct px_req *r, struct evbuffer *out);
 
 /* Fill r's request id: the client's X-Request-ID when it is sane (1..64
  * visible chars), else a new one. */
@@ -225,7 +214,7 @@ size_t px_req_client_ip(const struct px_config *cfg, const struct sockaddr *peer
 /* ---- upstream.c ---- */
 
 /* Choose a target of r->svc and attach an upstream connection (pooled or
- * connecting). Then writes the head (px_req_write_head) and starts sending.
+ * connecting). Then writes the head (the forwarding head of headers.h) and starts sending.
  * Returns 0, or an HTTP status (503: no target available) when nothing was
  * started. */
 int px_upstream_start(struct px_req *r);
