@@ -31,7 +31,7 @@
 
 struct px_h1req {
     struct px_req r;              /* first: px_req* <-> h1req* */
-    struct px_h1_request hreq;    /* slices into head */
+    struct px_req_head hreq;    /* slices into head */
     char *head;
     size_t head_cap, head_len;
     enum px_body_mode body_mode;
@@ -193,7 +193,7 @@ static void respond_local(struct px_h1conn *h, int status, const char *body, siz
 static struct px_req_origin h1_origin(struct px_h1conn *h, size_t head_bound)
 {
     struct px_conn *c = h->c;
-    const struct px_h1_request *q = &h->hr->hreq;
+    const struct px_req_head *q = &h->hr->hreq;
     struct px_req_origin o = {
         .q = q,
         .head_bound = head_bound,
@@ -350,7 +350,7 @@ static void start_request(struct px_h1conn *h, size_t head_len)
     struct px_worker *w = c->w;
     struct px_h1req *hr = h->hr;
     struct px_req *r = &hr->r;
-    struct px_h1_request *q = &hr->hreq;
+    struct px_req_head *q = &hr->hreq;
 
     /* Keep our own copy of the head; rebase the slices onto it. */
     if (hr->head_cap < head_len) {
@@ -417,7 +417,7 @@ static void h1_proceed(struct px_req *r)
     struct px_h1req *hr = (struct px_h1req *)r;
     struct px_h1conn *h = r->down;
     struct px_conn *c = h->c;
-    const struct px_h1_request *q = &hr->hreq;
+    const struct px_req_head *q = &hr->hreq;
     h->body_paused = 0;
     if (!r->has_body)
         return;

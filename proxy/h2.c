@@ -1,7 +1,7 @@
 /* h2.c -- HTTP/2 streams <-> px_req (nghttp2).
  *
  * A request's header fields are collected into the stream's own buffer and
- * turned into a px_h1_request, so the HTTP/1.1 serializer writes the
+ * turned into a px_req_head, so the HTTP/1.1 serializer writes the
  * upstream head (":authority" becomes Host; a body without content-length
  * goes upstream chunked). Stream objects are cached per worker. A stream
  * that nghttp2 closed is freed at the start of the next px_h2_run, never
@@ -52,7 +52,7 @@ struct h2s {
     struct px_h2 *h;
     int32_t id;
     struct h2s *next, *prev;
-    struct px_h1_request q;           /* synthesized for the serializer and the log */
+    struct px_req_head q;           /* synthesized for the serializer and the log */
     struct h2hdr hdr[PX_H1_MAX_HEADERS];
     uint32_t nhdr;
     uint32_t hdr_size;                /* decoded header list size, RFC 7541 4.1 (stored or not) */
@@ -131,7 +131,7 @@ static struct h2s *stream_new(struct px_h2 *h, int32_t id)
     s->r.done = 0;
     /* headers[] (3 KiB) is filled up to nheaders at dispatch: clearing it
      * per stream cost more than the rest of stream setup */
-    memset(&s->q, 0, offsetof(struct px_h1_request, headers));
+    memset(&s->q, 0, offsetof(struct px_req_head, headers));
     s->h = h;
     s->id = id;
     s->nhdr = 0;
@@ -737,7 +737,7 @@ static int64_t parse_cl(const char *p, size_t n)
 static void dispatch(struct px_h2 *h, struct h2s *s, int end_stream)
 {
     struct px_req *r = &s->r;
-    struct px_h1_request *q = &s->q;
+    struct px_req_head *q = &s->q;
     s->dispatched = 1;
 
     if (!s->too_large && s->auth_o >= 0 && s->auth_l > 0) {

@@ -170,7 +170,7 @@ static char *put_u64(char *p, uint64_t v)
     return p;
 }
 
-int px_h1_write_request_head(struct evbuffer *out, const struct px_h1_request *r, size_t head_len,
+int px_h1_write_request_head(struct evbuffer *out, const struct px_req_head *r, size_t head_len,
                              const struct px_fwd *f)
 {
     /* A Host-less request (HTTP/1.0) gets nginx's default, $proxy_host: the

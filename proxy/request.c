@@ -63,7 +63,7 @@ const char *px_req_date(struct px_worker *w)
     return x->date;
 }
 
-static int path_is(const struct px_h1_request *q, const char *p, int prefix)
+static int path_is(const struct px_req_head *q, const char *p, int prefix)
 {
     size_t n = strlen(p);
     if (q->path_len < n || memcmp(q->path, p, n) != 0)
@@ -119,7 +119,7 @@ int px_req_begin(struct px_req *r, struct px_worker *w, const struct px_down_ops
     px_routes_pin(r->routes, w->id);
 
     /* one pass over the fields the pipeline acts on */
-    const struct px_h1_request *q = o->q;
+    const struct px_req_head *q = o->q;
     const char *rid = NULL;
     size_t rid_len = 0;
     int rc = 0;
@@ -169,7 +169,7 @@ void px_req_respond(struct px_req *r, int status, const char *body, size_t len)
 /* 301 to https://HOST/PATH?QUERY (host lowercased, port stripped). */
 static void respond_redirect(struct px_req *r)
 {
-    const struct px_h1_request *q = r->q;
+    const struct px_req_head *q = r->q;
     char host[256];
     int hl = px_host_normalize(q->host, q->host ? q->host_len : 0, host, sizeof(host));
     if (hl <= 0) {
@@ -196,7 +196,7 @@ static void respond_redirect(struct px_req *r)
 static void respond_challenge(struct px_req *r)
 {
     static const char prefix[] = "/.well-known/acme-challenge/";
-    const struct px_h1_request *q = r->q;
+    const struct px_req_head *q = r->q;
     const char *token = q->path + sizeof(prefix) - 1;
     const char *end = memchr(token, '?', q->path_len - (sizeof(prefix) - 1));
     size_t len = end ? (size_t)(end - token) : q->path_len - (sizeof(prefix) - 1);
@@ -214,7 +214,7 @@ static void respond_challenge(struct px_req *r)
  * the request was answered. */
 static int shortcuts(struct px_req *r, const struct px_config *cfg)
 {
-    const struct px_h1_request *q = r->q;
+    const struct px_req_head *q = r->q;
     if (cfg->health_path[0] && (r->method == PX_METHOD_GET || r->method == PX_METHOD_HEAD) &&
         path_is(q, cfg->health_path, 0)) {
         px_req_respond(r, 200, "healthy\n", 8);
@@ -235,7 +235,7 @@ static int shortcuts(struct px_req *r, const struct px_config *cfg)
  * come with it. */
 static void set_route(struct px_req *r)
 {
-    const struct px_h1_request *q = r->q;
+    const struct px_req_head *q = r->q;
     r->route = px_routes_route(r->routes, q->host, q->host ? q->host_len : 0, q->path, q->path_len);
     r->adds = r->route ? r->route->adds : NULL;
     r->nadds = r->route ? r->route->nadds : 0;
@@ -289,7 +289,7 @@ static int rate_limit(struct px_req *r)
 void px_req_dispatch(struct px_req *r)
 {
     const struct px_config *cfg = px_routes_config(r->routes);
-    const struct px_h1_request *q = r->q;
+    const struct px_req_head *q = r->q;
     switch (r->step) {
     case PX_STEP_ROUTE:
         /* health_path and ACME challenges first: never limited */
@@ -426,7 +426,17 @@ uint32_t px_req_parked_count(const struct px_worker *w)
 
 /* ---- the end of a request ---- */
 
-static const char *const proto_names[] = {"HTTP/1.0", "HTTP/1.1", "HTTP/2"};
+static const char *const proto_names[] = {
+    [PX_PROTO_HTTP10] = "HTTP/1.0",
+    [PX_PROTO_HTTP11] = "HTTP/1.1",
+    [PX_PROTO_HTTP2] = "HTTP/2",
+};
+_Static_assert(PX_ARRAY_LEN(proto_names) == PX_PROTO__COUNT, "every enum px_proto has a name");
+
+const char *px_proto_name(unsigned proto)
+{
+    return proto < PX_PROTO__COUNT && proto_names[proto] ? proto_names[proto] : "-";
+}
 
 static void access_log(const struct px_req *r);
 
@@ -525,7 +535,7 @@ static char *json_str(char *p, const char *s, size_t n)
 static void access_log(const struct px_req *r)
 {
     struct px_worker *w = r->w;
-    const struct px_h1_request *q = r->q;
+    const struct px_req_head *q = r->q;
     const struct {
         const char *client; size_t client_len;
         const char *method; size_t method_len;
@@ -539,7 +549,7 @@ static void access_log(const struct px_req *r)
         q->method ? q->method : "", q->method ? q->method_len : 0,
         q->host ? q->host : "", q->host ? q->host_len : 0,
         q->path ? q->path : "", q->path ? q->path_len : 0,
-        proto_names[r->proto < PX_ARRAY_LEN(proto_names) ? r->proto : 1],
+        px_proto_name(r->proto),
         r->tls,
     }, *f = &fv;
     time_t sec = (time_t)(r->start_wall_ms / 1000);

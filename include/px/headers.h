@@ -60,7 +60,7 @@ struct px_fwd {
 };
 
 /* Serialize the request head to send upstream (HTTP/1.1). */
-int px_h1_write_request_head(struct evbuffer *out, const struct px_h1_request *r, size_t head_len,
+int px_h1_write_request_head(struct evbuffer *out, const struct px_req_head *r, size_t head_len,
                              const struct px_fwd *f);
 
 /* A response header proxyd adds unless the upstream sent the same name. */

@@ -2,7 +2,7 @@
  * and the one pipeline every request goes through.
  *
  * A client side (an HTTP/1.x connection, an HTTP/2 stream) parses a request
- * head into a px_h1_request, fills a px_req (px_req_begin), and hands it to
+ * head into a px_req_head, fills a px_req (px_req_begin), and hands it to
  * px_req_dispatch(): shortcuts (health_path, ACME challenge, the port-80
  * redirect) -> [route] match -> body limit -> route policy (rate limits) ->
  * service -> service state -> upstream. A step that must wait parks the
@@ -85,7 +85,7 @@ struct px_req {
     struct px_worker *w;
     const struct px_down_ops *ops;
     void *down;                      /* the client-side owner */
-    const struct px_h1_request *q;   /* the head, owned by the client side */
+    const struct px_req_head *q;   /* the head, owned by the client side */
     size_t head_bound;               /* bytes the upstream head can need beyond the forwarding fields */
     const struct sockaddr *peer;     /* the TCP peer */
     const char *peer_ip;
@@ -143,7 +143,12 @@ struct px_req {
     size_t xff_join_cap;
 };
 
-enum { PX_PROTO_HTTP10 = 0, PX_PROTO_HTTP11, PX_PROTO_HTTP2 };
+/* The client's protocol (px_req.proto). A new one needs its name in
+ * request.c's table: the build fails without it. */
+enum px_proto { PX_PROTO_HTTP10 = 0, PX_PROTO_HTTP11, PX_PROTO_HTTP2, PX_PROTO__COUNT };
+/* Its name as the access log writes it ("HTTP/1.1"); "-" for a value that
+ * names no protocol (never another protocol's name). */
+const char *px_proto_name(unsigned proto);
 
 /* Per-worker state of the request module. */
 struct px_req_ctx {
@@ -157,7 +162,7 @@ struct px_req_ctx {
 
 /* What a client side knows about a request before the pipeline runs. */
 struct px_req_origin {
-    const struct px_h1_request *q;
+    const struct px_req_head *q;
     size_t head_bound;
     const struct sockaddr *peer;
     const char *peer_ip;

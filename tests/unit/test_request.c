@@ -50,7 +50,7 @@ static const struct px_down_ops ops = {
     .upgraded = fake_upgraded,
 };
 
-static struct px_h1_request q = {
+static struct px_req_head q = {
     .method = "GET", .method_len = 3, .method_id = PX_METHOD_GET,
     .target = "/x", .target_len = 2, .path = "/x", .path_len = 2,
     .minor_version = 1, .host = "a.test", .host_len = 6, .content_length = -1,
@@ -203,7 +203,7 @@ static void test_prologue_joins_xff_and_keeps_long_id(void)
     if (!svc)
         return;
     static const char id64[] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-    struct px_h1_request q2 = q;
+    struct px_req_head q2 = q;
     q2.nheaders = 4;
     q2.headers[1] = (struct px_h1_header){"X-Forwarded-For", 15, "10.0.0.1", 8};
     q2.headers[2] = (struct px_h1_header){"x-forwarded-for", 15, "10.0.0.2", 8};
@@ -227,7 +227,7 @@ static void test_prologue_joins_xff_and_keeps_long_id(void)
 /* One request on path through the pipeline; finished unless it parked. */
 static void one(const char *path, struct px_req *r)
 {
-    static struct px_h1_request qq;
+    static struct px_req_head qq;
     qq = q;
     qq.path = qq.target = path;
     qq.path_len = qq.target_len = strlen(path);

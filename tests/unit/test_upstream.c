@@ -58,7 +58,7 @@ static int setup_listening(void)
 }
 
 /* The head px_req_write_head sends: a POST with a 400000-byte body. */
-static struct px_h1_request fake_q = {
+static struct px_req_head fake_q = {
     .method = "POST", .method_len = 4, .method_id = PX_METHOD_POST,
     .target = "/", .target_len = 1, .path = "/", .path_len = 1,
     .minor_version = 1, .host = "t", .host_len = 1, .content_length = 400000,
