@@ -20,7 +20,6 @@
 #include "px/state.h"
 #include "px/worker.h"
 
-#define DRAIN_POLL_MS 20
 #define CUT_GRACE_MS 2000 /* after the cut, how long the workers get to report it */
 
 enum phase { PH_HEALTH, PH_WARM, PH_DRAIN, PH_CUT };
@@ -45,7 +44,7 @@ struct op {
     int *passed;
     char **why;                    /* last failure per target */
     enum phase phase;
-    struct event timer;            /* deploy_timeout, then the drain poll */
+    struct event timer;            /* deploy_timeout, then the drain phases' deadlines */
     uint64_t started_ms, phase_deadline_ms, drain_timeout_ms;
     struct px_target **old;        /* retired targets, referenced while draining */
     size_t nold;
@@ -64,6 +63,7 @@ struct px_deployer {
     struct px_deploy_hooks hooks;
     struct px_state st;            /* the deployed services, as persisted */
     struct op *ops;
+    uint64_t ops_changed;          /* counts ops freed: a walk that may free one starts over */
     int started;                   /* the first table was built: later builds are reloads */
     int stopping;                  /* px_deployer_shutdown: no new operation */
     char *state_problem;           /* the state file could not be read at start (status shows it) */
@@ -342,6 +342,7 @@ static void progress(struct op *o, const char *fmt, ...)
 static void op_free(struct op *o)
 {
     struct px_deployer *d = o->d;
+    d->ops_changed++;
     for (struct op **pp = &d->ops; *pp; pp = &(*pp)->next)
         if (*pp == o) {
             *pp = o->next;
@@ -433,9 +434,28 @@ static void on_drain_poll(struct op *o)
         finish(o, PX_E_OK, NULL); /* cut; whatever is left closes by itself */
         return;
     }
-    arm(o, DRAIN_POLL_MS);
+    /* until the phase's deadline: the workers answer when the old targets
+     * go idle (px_deployer_target_idle) */
+    arm(o, o->phase_deadline_ms > now ? o->phase_deadline_ms - now : 0);
 }
 
+void px_deployer_target_idle(struct px_deployer *d, uint32_t target_id)
+{
+again:
+    for (struct op *o = d->ops; o; o = o->next) {
+        if (o->phase != PH_DRAIN && o->phase != PH_CUT)
+            continue;
+        for (size_t i = 0; i < o->nold; i++) {
+            if (o->old[i]->id != target_id)
+                continue;
+            uint64_t changed = d->ops_changed;
+            on_drain_poll(o);
+            if (d->ops_changed != changed)
+                goto again; /* o finished (freed): each pass frees one at most */
+            break;
+        }
+    }
+}
 /* The new targets passed (or --force): persist, publish, drain the old. */
 static void switch_over(struct op *o)
 {

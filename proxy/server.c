@@ -42,6 +42,7 @@ struct px_server {
     int has_http, has_https;
     uint64_t started_ms;
     struct px_deployer *deployer;  /* services proxyctl deploys, on this base */
+    struct px_worker_answers *answers; /* the workers' answers, read on this base */
     struct px_ctlserver *control;  /* the control socket */
     struct px_monitor *monitor;    /* active health checks of every served target */
     struct px_acme_manager *acme;  /* [acme] enabled: lineages, renewals, the token table */
@@ -194,6 +195,14 @@ static void hook_broadcast(void *arg, const struct px_wmsg *m)
     for (int i = 0; i < s->nworkers; i++)
         if (px_worker_send(&s->workers[i], m) < 0)
             px_log_error("worker %d: cannot queue a message (out of memory)", i);
+}
+
+/* An answer from a worker (main thread). */
+static void on_answer(void *arg, const struct px_wmsg *m)
+{
+    struct px_server *s = arg;
+    if (m->type == PX_WA_TARGET_IDLE && s->deployer)
+        px_deployer_target_idle(s->deployer, m->u.target.id);
 }
 
 static struct px_services *services_provider(void *arg, const struct px_config *cfg, char *err, size_t errlen)
@@ -621,13 +630,15 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
     px_routes_publish(routes);
 
     s->workers = calloc((size_t)s->nworkers, sizeof(*s->workers));
-    if (s->workers == NULL) {
+    s->answers = px_worker_answers_new(s->base, on_answer, s);
+    if (s->workers == NULL || s->answers == NULL) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
     for (int i = 0; i < s->nworkers; i++) {
         if (px_worker_init(&s->workers[i], i, px_worker_modules, px_worker_nmodules, err, errlen) < 0)
             goto fail;
+        px_worker_set_answers(&s->workers[i], s->answers);
         if (s->has_http) {
             int fd = open_listener(&s->listen_http, i > 0, err, errlen);
             if (fd < 0)
@@ -740,6 +751,7 @@ void px_server_free(struct px_server *s)
             px_worker_free(&s->workers[i]);
     }
     free(s->workers);
+    px_worker_answers_free(s->answers); /* the workers are joined */
     px_monitor_free(s->monitor);
     px_ctlserver_free(s->control);
     px_acme_manager_free(s->acme);

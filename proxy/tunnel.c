@@ -63,6 +63,7 @@ static void tunnel_free(void *session)
     struct px_worker *w = t->c->w;
     px_uconn_close(t->u);
     px_target_load_add(t->target, w->id, 0, -1);
+    px_upstream_target_left(w, t->target);
     px_routes_unpin(t->routes, w->id);
     if (t->prev)
         t->prev->next = t->next;

@@ -83,6 +83,7 @@ static void detach_count(struct px_req *r)
             p->outstanding--;
         px_target_load_add(r->target, r->w->id, -1, 0);
         r->counted = 0;
+        px_upstream_target_left(r->w, r->target);
     }
 }
 
@@ -570,13 +571,32 @@ void px_upstream_cut_target(struct px_worker *w, uint32_t target_id)
 
 /* ---- the module: balancer.c, pool.c, upstream.c ---- */
 
+void px_upstream_target_left(struct px_worker *w, const struct px_target *t)
+{
+    if (PX_LIKELY(!atomic_load_explicit(&t->draining, memory_order_relaxed)))
+        return;
+    const struct px_target_load *l = &t->load[w->id];
+    if (atomic_load_explicit(&l->requests, memory_order_relaxed) ||
+        atomic_load_explicit(&l->tunnels, memory_order_relaxed))
+        return;
+    struct px_wmsg m = {.type = PX_WA_TARGET_IDLE, .u.target.id = t->id};
+    px_worker_answer(w, &m);
+}
+
 static void upstream_on_msg(struct px_worker *w, const struct px_wmsg *m)
 {
     switch (m->type) {
-    case PX_WM_DRAIN_TARGET:
+    case PX_WM_DRAIN_TARGET: {
         /* busy connections see the target's draining flag when they end */
         px_pool_close_idle(w, m->u.target.id);
+        /* This worker has seen the flag: whatever ends on the target from
+         * now on answers by itself (px_upstream_target_left), and what
+         * ended before is visible to the main thread once it reads this
+         * answer, so it counts again and misses nothing. */
+        struct px_wmsg a = {.type = PX_WA_TARGET_IDLE, .u.target.id = m->u.target.id};
+        px_worker_answer(w, &a);
         break;
+    }
     case PX_WM_CUT_TARGET:
         px_upstream_cut_target(w, m->u.target.id);
         break;

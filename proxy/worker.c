@@ -282,6 +282,94 @@ static void notify_cb(evutil_socket_t fd, short what, void *arg)
     take_msgs(w);
 }
 
+/* ---- answers to the main thread ---- */
+
+struct px_worker_answers {
+    pthread_mutex_t lock;           /* guards head: workers append, the main loop takes */
+    struct px_wmsg *head, **tail;
+    int fd;                         /* eventfd */
+    struct event ev;
+    void (*fn)(void *arg, const struct px_wmsg *m);
+    void *arg;
+};
+
+static void answers_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_worker_answers *a = arg;
+    uint64_t v;
+    if (read(a->fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+        px_log_warn("answers: eventfd read: %s", strerror(errno));
+    pthread_mutex_lock(&a->lock);
+    struct px_wmsg *m = a->head;
+    a->head = NULL;
+    a->tail = &a->head;
+    pthread_mutex_unlock(&a->lock);
+    while (m) {
+        struct px_wmsg *next = m->next;
+        a->fn(a->arg, m);
+        free(m);
+        m = next;
+    }
+}
+
+struct px_worker_answers *px_worker_answers_new(struct event_base *main_base,
+                                                void (*fn)(void *arg, const struct px_wmsg *m), void *arg)
+{
+    struct px_worker_answers *a = calloc(1, sizeof(*a));
+    if (a == NULL)
+        return NULL;
+    a->fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (a->fd < 0) {
+        free(a);
+        return NULL;
+    }
+    pthread_mutex_init(&a->lock, NULL);
+    a->tail = &a->head;
+    a->fn = fn;
+    a->arg = arg;
+    event_assign(&a->ev, main_base, a->fd, EV_READ | EV_PERSIST, answers_cb, a);
+    event_add(&a->ev, NULL);
+    return a;
+}
+
+void px_worker_answers_free(struct px_worker_answers *a)
+{
+    if (a == NULL)
+        return;
+    event_del(&a->ev);
+    close(a->fd);
+    for (struct px_wmsg *m = a->head, *next; m; m = next) {
+        next = m->next;
+        free(m);
+    }
+    pthread_mutex_destroy(&a->lock);
+    free(a);
+}
+
+void px_worker_set_answers(struct px_worker *w, struct px_worker_answers *a)
+{
+    w->answers = a;
+}
+
+void px_worker_answer(struct px_worker *w, const struct px_wmsg *msg)
+{
+    struct px_worker_answers *a = w->answers;
+    if (a == NULL)
+        return;
+    struct px_wmsg *m = malloc(sizeof(*m));
+    if (m == NULL)
+        return;
+    *m = *msg;
+    m->next = NULL;
+    pthread_mutex_lock(&a->lock);
+    *a->tail = m;
+    a->tail = &m->next;
+    pthread_mutex_unlock(&a->lock);
+    uint64_t one = 1;
+    if (write(a->fd, &one, sizeof(one)) < 0)
+        px_log_warn("worker %d: answers eventfd write: %s", w->id, strerror(errno));
+}
+
 static void gc_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct px_worker *w = arg;

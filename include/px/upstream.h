@@ -129,6 +129,10 @@ void px_pool_exit(struct px_worker *w);
 /* drain_timeout passed: cut this worker's requests still running on the
  * target (504 before a response head, else the response is cut short). */
 void px_upstream_cut_target(struct px_worker *w, uint32_t target_id);
+/* A request or tunnel of worker w on t ended (its load slot is updated):
+ * when t is draining and w has nothing left on it, answer the main thread
+ * PX_WA_TARGET_IDLE (the deploy waiting for the drain counts again). */
+void px_upstream_target_left(struct px_worker *w, const struct px_target *t);
 
 /* ---- h1client.c ---- */
 

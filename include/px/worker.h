@@ -54,6 +54,7 @@ struct px_worker {
     struct event gc;          /* frees objects closed during this loop iteration */
     const struct px_worker_module *const *mods;
     size_t nmods;
+    struct px_worker_answers *answers; /* to the main thread */
     pthread_mutex_t msg_lock;      /* guards msgs: other threads append, the worker takes */
     struct px_wmsg *msgs, **msgs_tail;
 
@@ -104,7 +105,9 @@ enum px_wmsg_type {
                                * pool): as many as this worker has to the `from` targets it replaces
                                * (its share of them among `count` new targets), plus one; at least
                                * one, at most PX_WARM_MAX */
-    PX_WM__COUNT
+    PX_WM__COUNT,
+    /* answers: from a worker to the main thread (px_worker_answer) */
+    PX_WA_TARGET_IDLE,        /* this worker has nothing left in flight on draining target.id */
 };
 #define PX_WM_BIT(type) (1u << (type))
 
@@ -117,7 +120,7 @@ struct px_wmsg {
     union {
         struct {
             uint32_t id;
-        } target;                 /* DRAIN_TARGET, CLOSE_TUNNELS, CUT_TARGET */
+        } target;                 /* DRAIN_TARGET, CLOSE_TUNNELS, CUT_TARGET, TARGET_IDLE */
         struct {
             char name[PX_WMSG_NAME_MAX];
         } service;                /* WAKE_SERVICE */
@@ -136,6 +139,21 @@ struct px_wmsg {
 int px_worker_send(struct px_worker *w, const struct px_wmsg *m);
 /* px_worker_send of a message without payload (ROUTES, STOP, KILL, RELOAD). */
 int px_worker_post(struct px_worker *w, enum px_wmsg_type type);
+
+/* Answers from the workers to the main thread (h2o: a receiver on the
+ * main thread's queue): a worker queues a message (any of the PX_WA_*
+ * types), the main loop hands it to fn(arg, m) in order. Made and freed on
+ * the main thread; the workers must be joined before the free. */
+struct px_worker_answers;
+struct px_worker_answers *px_worker_answers_new(struct event_base *main_base,
+                                                void (*fn)(void *arg, const struct px_wmsg *m), void *arg);
+void px_worker_answers_free(struct px_worker_answers *a);
+/* Where w's answers go (before px_worker_start); NULL: dropped. */
+void px_worker_set_answers(struct px_worker *w, struct px_worker_answers *a);
+/* Worker thread: queue a copy of m for the main thread (dropped when out of
+ * memory or when w has no answers queue: the main thread's timers still
+ * bound what waits on it). */
+void px_worker_answer(struct px_worker *w, const struct px_wmsg *m);
 
 /* Open connections across all workers (max_connections). */
 extern _Atomic uint32_t px_open_conns;

@@ -351,6 +351,65 @@ static void test_body_resumes_after_connect(void)
     close(lfd);
 }
 
+static uint32_t idle_answers, idle_target;
+
+static void on_answer(void *arg, const struct px_wmsg *m)
+{
+    if (m->type == PX_WA_TARGET_IDLE) {
+        idle_answers++;
+        idle_target = m->u.target.id;
+    }
+}
+
+/* A draining target answers the main thread (no poll): once when the
+ * worker sees the drain, and again when its last request on it ends. */
+static void test_drain_answers_the_main_thread(void)
+{
+    int lfd = setup_listening();
+    if (!svc) {
+        close(lfd);
+        return;
+    }
+    struct event_base *main_base = event_base_new();
+    struct px_worker_answers *a = px_worker_answers_new(main_base, on_answer, NULL);
+    CHECK(a != NULL);
+    px_worker_set_answers(&w, a);
+    idle_answers = idle_target = 0;
+    struct px_target *t = svc->targets[0];
+    struct px_req r = req();
+    r.ops = &fake_ops;
+    int err = 0;
+    CHECK_INT(attach(&r, t, &err), 0);
+    atomic_store(&t->draining, 1);
+    struct px_wmsg m = {.type = PX_WM_DRAIN_TARGET, .u.target.id = t->id};
+    CHECK_INT(px_worker_send(&w, &m), 0);
+    for (int i = 0; i < 10; i++)
+        event_base_loop(w.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    for (int i = 0; i < 10 && idle_answers < 1; i++)
+        event_base_loop(main_base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    CHECK_INT(idle_answers, 1); /* seen; one request still in flight */
+    CHECK_INT(idle_target, t->id);
+    uint32_t inflight = 0;
+    px_target_inflight(t, &inflight, NULL);
+    CHECK_INT(inflight, 1);
+    struct px_uconn *u = r.up;
+    u->state = U_BUSY;
+    detach_count(&r); /* the request ends: nothing left on t */
+    r.up = NULL;
+    px_uconn_close(u);
+    for (int i = 0; i < 10 && idle_answers < 2; i++)
+        event_base_loop(main_base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    CHECK_INT(idle_answers, 2);
+    px_target_inflight(t, &inflight, NULL);
+    CHECK_INT(inflight, 0);
+    atomic_store(&t->draining, 0);
+    px_worker_set_answers(&w, NULL);
+    teardown();
+    px_worker_answers_free(a);
+    event_base_free(main_base);
+    close(lfd);
+}
+
 /* A retiring target: idle pooled connections close on the worker's message,
  * busy ones when their response ends, and its in-flight count follows. */
 static void test_draining_target(void)
@@ -495,6 +554,7 @@ int main(void)
     UNIT_RUN(test_pool_bound);
     UNIT_RUN(test_body_resumes_after_connect);
     UNIT_RUN(test_draining_target);
+    UNIT_RUN(test_drain_answers_the_main_thread);
     UNIT_RUN(test_cut_target);
     UNIT_RUN(test_warm_target);
     px_log_close();
