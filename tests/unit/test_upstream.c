@@ -57,7 +57,7 @@ static int setup_listening(void)
     return lfd;
 }
 
-/* The head px_req_write_head sends: a POST with a 400000-byte body. */
+/* The head upstream.c (write_head) sends: a POST with a 400000-byte body. */
 static struct px_req_head fake_q = {
     .method = "POST", .method_len = 4, .method_id = PX_METHOD_POST,
     .target = "/", .target_len = 1, .path = "/", .path_len = 1,
