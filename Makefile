@@ -2,7 +2,8 @@
 #   make            build/proxyd and build/proxyctl (-Werror)
 #   make test       layering check + unit + integration suite; ends with "N passed, N failed"
 #   make layers     no data-path file includes a control-plane header; proxyctl links no data-path symbol;
-#                   no circle among config/routes/services/target (include and nm)
+#                   no circle among config/routes/services/target (include and nm), nor among
+#                   the data-path objects (nm)
 #   make soak       bounded load runs (HTTP/1.1 + HTTP/2, a reload; 100 deploys) outside `make test`
 #   make asan       the same suite under ASan+UBSan (build-asan/)
 #   make fuzz       libFuzzer targets for every parser (build-fuzz/)
@@ -89,9 +90,9 @@ test: check-test-deps layers unit certs-dev
 	python3 tests/run.py --build $(B)
 
 # No data-path file includes a control-plane header, proxyctl links no
-# data-path symbol, and config/routes/services/target make no circle by
-# include or by call (rules in the script).
-layers: $(B)/proxyctl $(B)/libpx.a
+# data-path symbol, config/routes/services/target make no circle by include
+# or by call, and the data-path objects call in no circle (rules in the script).
+layers: $(B)/proxyctl $(B)/proxyd
 	@sh tests/layers.sh . $(B)/proxyctl $(B)/obj
 
 asan:

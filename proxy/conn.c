@@ -1,8 +1,11 @@
-/* conn.c -- the client transport: accept, TLS handshake, the state machine
- * that hands a connection to its session (h1.c, h2.c, tunnel.c), timers,
- * lingering close, idle connections and max_connections, and lifetime (a
- * closed connection is freed by the worker's gc, never in its callback). */
+/* conn.c -- the client transport: listeners and accept, TLS handshake, the
+ * state machine that hands a connection to its session (through its
+ * px_session_ops: h1, h2, tunnel), timers, lingering close, idle
+ * connections and max_connections, and lifetime (a closed connection is
+ * freed by the worker's gc, never in its callback). */
 #include <errno.h>
+#include <malloc.h>
+#include <stdio.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -16,10 +19,8 @@
 #include "px/common.h"
 #include "px/config.h"
 #include "px/conn.h"
-#include "px/h2.h"
-#include "px/headers.h"
 #include "px/log.h"
-#include "px/request.h"
+#include "px/routes.h"
 #include "px/sock.h"
 #include "px/tls.h"
 #include "px/worker.h"
@@ -27,10 +28,14 @@
 
 static void conn_event(evutil_socket_t fd, short what, void *arg);
 static void conn_timeout(evutil_socket_t fd, short what, void *arg);
+static void conn_closed(struct px_worker *w);
 
+#define ACCEPT_BATCH 64
+/* Give memory back after a burst: when at least this many of the worker's
+ * connections have closed and at most half of its peak are left. */
+#define TRIM_MIN_CLOSED 64
 
-
-
+static _Atomic uint64_t last_trim_ms; /* px_now_ms() of the last malloc_trim (trim_after_burst) */
 /* ---- connections a new client may take the place of ----
  *
  * At max_connections nginx closes "reusable" connections -- keep-alive
@@ -38,7 +43,7 @@ static void conn_timeout(evutil_socket_t fd, short what, void *arg);
  * new clients out until keepalive_timeout. The worker keeps them in a list,
  * oldest first. */
 
-void px_conn_set_reusable(struct px_conn *c, int on)
+static void set_reusable(struct px_conn *c, int on)
 {
     struct px_worker *w = c->w;
     if (c->reusable == (unsigned)!!on)
@@ -66,14 +71,13 @@ void px_conn_set_reusable(struct px_conn *c, int on)
 }
 
 /* Waiting for a request: an EOF without close_notify now is a clean end. */
-void px_conn_enter_idle(struct px_conn *c)
+void px_conn_idle(struct px_conn *c, int on)
 {
-    c->state = C_IDLE;
-    px_conn_set_reusable(c, 1);
-    px_sock_set_eof_ok(&c->s, 1);
+    set_reusable(c, on);
+    px_sock_set_eof_ok(&c->s, on);
 }
 
-unsigned px_conn_drain_idle(struct px_worker *w, unsigned n)
+static unsigned drain_idle(struct px_worker *w, unsigned n)
 {
     unsigned closed = 0;
     while (closed < n && w->conn.idle_head) {
@@ -85,12 +89,12 @@ unsigned px_conn_drain_idle(struct px_worker *w, unsigned n)
 
 /* ---- connection lifetime ---- */
 
-void px_conn_accept(struct px_worker *w, int fd, int tls, const struct sockaddr *sa, socklen_t salen)
+static void conn_accept(struct px_worker *w, int fd, int tls, const struct sockaddr *sa, socklen_t salen)
 {
     struct px_conn *c = calloc(1, sizeof(*c));
     if (c == NULL) {
         close(fd);
-        px_worker_conn_closed(w);
+        conn_closed(w);
         return;
     }
     if (salen <= sizeof(c->peer))
@@ -102,18 +106,18 @@ void px_conn_accept(struct px_worker *w, int fd, int tls, const struct sockaddr 
     c->tls = tls ? 1 : 0;
     if (px_sock_open(&c->s, w->base, fd, conn_event, c) < 0) {
         free(c);
-        px_worker_conn_closed(w);
+        conn_closed(w);
         return;
     }
     event_assign(&c->timer, w->base, -1, 0, conn_timeout, c);
-    c->state = C_IDLE;
+    c->state = C_SESSION;
     if (tls) {
         px_worker_refresh(w);
         const struct px_tls *t = px_routes_tls(w->routes);
         if (t == NULL || (c->s.ssl = px_tls_new(t, fd)) == NULL) {
             px_sock_close(&c->s);
             free(c);
-            px_worker_conn_closed(w);
+            conn_closed(w);
             return;
         }
         c->hs_routes = w->routes;
@@ -126,13 +130,20 @@ void px_conn_accept(struct px_worker *w, int fd, int tls, const struct sockaddr 
     w->conn.all = c;
     if (++w->conn.n > w->conn.peak)
         w->conn.peak = w->conn.n;
-    if (c->state == C_IDLE)
-        px_conn_set_reusable(c, 1);
     event_add(&c->timer, w->tv_header);
+    if (c->state == C_SESSION && (c->session = (c->ops = w->conn.h1)->open(c)) == NULL) {
+        px_conn_close(c);
+        return;
+    }
     /* data usually arrives with the handshake: try at once */
     px_conn_run(c);
 }
 
+void px_conn_set_session(struct px_conn *c, const struct px_session_ops *ops, void *session)
+{
+    c->ops = ops;
+    c->session = session;
+}
 
 void px_conn_close(struct px_conn *c)
 {
@@ -140,18 +151,15 @@ void px_conn_close(struct px_conn *c)
         return;
     struct px_worker *w = c->w;
     c->closing = 1;
-    px_conn_set_reusable(c, 0);
-    if (c->hr)
-        px_h1_abort(c);
-    if (c->tun)
-        px_tunnel_close(c);
+    set_reusable(c, 0);
+    if (c->session) {
+        void *session = c->session;
+        c->session = NULL;
+        c->ops->free(session);
+    }
     if (c->hs_routes) {
         px_routes_unpin(c->hs_routes, w->id);
         c->hs_routes = NULL;
-    }
-    if (c->h2) {
-        px_h2_free(c->h2);
-        c->h2 = NULL;
     }
     event_del(&c->timer);
     px_sock_close(&c->s);
@@ -167,7 +175,7 @@ void px_conn_close(struct px_conn *c)
     w->conn.dead = c;
     w->conn.n--;
     px_worker_schedule_gc(w);
-    px_worker_conn_closed(w);
+    conn_closed(w);
 }
 
 static void conn_gc(struct px_worker *w)
@@ -179,64 +187,38 @@ static void conn_gc(struct px_worker *w)
     }
 }
 
-void px_conn_stop_all(struct px_worker *w)
+/* Reload (stop = 0) or graceful stop (stop = 1) of every connection. */
+static void goaway_all(struct px_worker *w, int stop)
 {
     struct px_conn *c = w->conn.all, *next;
     for (; c; c = next) {
         next = c->next;
-        if (c->state == C_IDLE || c->state == C_HANDSHAKE)
+        if (c->state == C_HANDSHAKE) {
+            if (stop)
+                px_conn_close(c);
+        } else if (c->state == C_SESSION && c->ops->goaway(c->session, stop)) {
             px_conn_close(c);
-        else if (c->state == C_H2)
-            px_h2_goaway(c->h2);
-        else
-            c->keepalive = 0;
+        }
     }
 }
 
-
-void px_conn_goaway_all(struct px_worker *w)
+/* The session is done: flush what is queued, then close. */
+void px_conn_closing(struct px_conn *c)
 {
-    for (struct px_conn *c = w->conn.all; c; c = c->next)
-        if (c->state == C_H2)
-            px_h2_goaway(c->h2);
-}
-
-void px_conn_kill_all(struct px_worker *w)
-{
-    while (w->conn.all)
-        px_conn_close(w->conn.all);
+    c->state = C_CLOSING;
+    px_sock_set_eof_ok(&c->s, 1);
+    event_add(&c->timer, c->w->tv_body); /* bounded: a client that never reads */
+    c->again = 1;
 }
 
 /* Flush, half-close and read until EOF (or tv_linger), so that the peer
  * reads our last response before it sees a reset. */
 void px_conn_linger(struct px_conn *c)
 {
-    c->keepalive = 0;
     c->state = C_LINGER;
     px_sock_set_eof_ok(&c->s, 1);
     event_add(&c->timer, c->w->tv_linger);
     c->again = 1;
-}
-
-
-
-
-
-
-
-
-
-
-
-/* An upstream event produced HTTP/2 frames: write them once this loop
- * iteration is done (EV_TIMEOUT marks no socket readiness). */
-static void conn_kick(void *arg)
-{
-    struct px_conn *c = arg;
-    if (c->in_run)
-        c->again = 1;
-    else
-        event_active(&c->s.ev, EV_TIMEOUT, 1);
 }
 
 static void tls_handshake(struct px_conn *c)
@@ -255,20 +237,10 @@ static void tls_handshake(struct px_conn *c)
         c->s.readable = 1; /* read-ahead may already hold the first request */
         c->s.writable = 1;
         c->again = 1;
-        if (px_tls_is_h2(c->s.ssl)) {
-            struct px_h2_peer peer = {&c->peer.sa, c->peer_ip, c->peer_ip_len};
-            if ((c->h2 = px_h2_new(c->w, &c->s, &peer, conn_kick, c)) == NULL) {
-                px_conn_close(c);
-                return;
-            }
-            c->state = C_H2;
-            event_add(&c->timer, c->w->tv_keepalive);
-            c->h2_idle_armed = 1;
-            px_conn_set_reusable(c, 1);
-            px_sock_set_eof_ok(&c->s, 1);
-            return;
-        }
-        px_conn_enter_idle(c);
+        c->ops = px_tls_is_h2(c->s.ssl) ? c->w->conn.h2 : c->w->conn.h1;
+        c->state = C_SESSION;
+        if (c->ops == NULL || (c->session = c->ops->open(c)) == NULL)
+            px_conn_close(c);
         return;
     }
     int e = SSL_get_error(c->s.ssl, rc);
@@ -303,36 +275,9 @@ void px_conn_run(struct px_conn *c)
             if (c->s.readable || c->s.writable)
                 tls_handshake(c);
             break;
-        case C_IDLE:
-        case C_HEAD:
-            px_h1_run_head(c);
+        case C_SESSION:
+            c->ops->run(c->session);
             break;
-        case C_ACTIVE:
-            px_h1_run_active(c);
-            break;
-        case C_TUNNEL:
-            px_tunnel_run(c);
-            break;
-        case C_H2: {
-            int rc = px_h2_run(c->h2);
-            if (rc != 0) {
-                px_conn_close(c);
-                break;
-            }
-            if (!px_h2_idle(c->h2)) {
-                if (c->h2_idle_armed) {
-                    c->h2_idle_armed = 0;
-                    px_conn_set_reusable(c, 0);
-                    px_sock_set_eof_ok(&c->s, 0);
-                }
-            } else if (!c->h2_idle_armed) {
-                c->h2_idle_armed = 1;
-                px_conn_set_reusable(c, 1);
-                px_sock_set_eof_ok(&c->s, 1);
-                event_add(&c->timer, c->w->tv_keepalive);
-            }
-            break;
-        }
         case C_CLOSING:
             if (evbuffer_get_length(c->s.out) == 0 || c->s.error)
                 px_conn_close(c);
@@ -375,48 +320,183 @@ static void conn_timeout(evutil_socket_t fd, short what, void *arg)
 {
     struct px_conn *c = arg;
     switch (c->state) {
-    case C_H2:
-        if (!px_h2_idle(c->h2)) {
-            event_add(&c->timer, c->w->tv_keepalive);
-            return;
-        }
-        px_conn_close(c);
+    case C_SESSION:
+        c->ops->timeout(c->session);
         return;
     case C_HANDSHAKE:
-    case C_IDLE:
-    case C_HEAD:
     case C_CLOSING:
     case C_LINGER:
-    case C_TUNNEL:
         px_conn_close(c);
-        return;
-    case C_ACTIVE:
-        px_h1_timeout(c);
         return;
     case C_DEAD:
         return;
     }
 }
 
+/* ---- listeners ---- */
 
+static void accept_cb(evutil_socket_t fd, short what, void *arg);
 
-
-
-
-
-
-
-
-
-
-static void conn_exit(struct px_worker *w)
+static void accept_pause(struct px_worker *w)
 {
-    conn_gc(w);
-    px_h1_free_cache(w);
+    if (!w->conn.accepting)
+        return;
+    w->conn.accepting = 0;
+    for (int i = 0; i < w->nlisteners; i++)
+        event_del(&w->listeners[i].ev);
+}
+
+static void accept_resume(struct px_worker *w)
+{
+    if (w->conn.accepting || w->stopping)
+        return;
+    w->conn.accepting = 1;
+    for (int i = 0; i < w->nlisteners; i++)
+        event_add(&w->listeners[i].ev, NULL);
+}
+
+static void accept_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_worker *w = arg;
+    int tls = 0;
+    for (int i = 0; i < w->nlisteners; i++)
+        if (w->listeners[i].fd == fd)
+            tls = w->listeners[i].tls;
+    px_worker_refresh(w);
+    uint32_t max = w->cfg->max_connections;
+    for (int n = 0; n < ACCEPT_BATCH; n++) {
+        /* At the limit, make room by closing the oldest idle connection
+         * (nginx's reusable connections), but only for a client that is
+         * really there; with none idle, new clients wait in the listen
+         * queue. */
+        int full = atomic_load_explicit(&px_open_conns, memory_order_relaxed) >= max;
+        if (full && w->conn.idle_head == NULL) {
+            accept_pause(w);
+            return;
+        }
+        struct sockaddr_in6 sa; /* large enough for AF_INET and AF_INET6 */
+        socklen_t salen = sizeof(sa);
+        int cfd = accept4(fd, (struct sockaddr *)&sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (cfd < 0) {
+            if (errno == EMFILE || errno == ENFILE) {
+                px_log_error("accept: %s: pausing accepts for a second", strerror(errno));
+                accept_pause(w);
+            } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
+                px_log_warn("accept: %s", strerror(errno));
+            }
+            return;
+        }
+        if (full) {
+            drain_idle(w, 1);
+            uint64_t now = px_now_ms();
+            if (now - w->conn.reuse_warned_ms >= 60000) {
+                w->conn.reuse_warned_ms = now;
+                px_log_warn("max_connections (%u) reached: closing idle keep-alive connections for new ones",
+                            max);
+            }
+        }
+        atomic_fetch_add_explicit(&px_open_conns, 1, memory_order_relaxed);
+        conn_accept(w, cfd, tls, (struct sockaddr *)&sa, salen);
+    }
+}
+
+/* A connection closed: accepting may go on. */
+static void conn_closed(struct px_worker *w)
+{
+    atomic_fetch_sub_explicit(&px_open_conns, 1, memory_order_relaxed);
+    if (!w->conn.accepting && !w->stopping)
+        accept_resume(w);
+    if (w->stopping && w->conn.n == 0)
+        event_base_loopexit(w->base, NULL);
+}
+
+static long rss_kb(void)
+{
+    long pages = 0, rss = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f == NULL)
+        return -1;
+    if (fscanf(f, "%ld %ld", &pages, &rss) != 2)
+        rss = -1;
+    fclose(f);
+    return rss < 0 ? -1 : rss * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+/* After a burst of connections, what they used is free but stays resident:
+ * glibc keeps freed memory in its per-thread arenas, fragmented among the
+ * survivors, and returns only the top of a heap by itself (3,000 TLS+h2
+ * connections left ~170 MB behind). malloc_trim(0) hands the free pages of
+ * every arena back (MADV_DONTNEED). It walks the arenas (a few ms for a
+ * large heap), so it runs from the 1 s tick, only once many connections
+ * have closed -- never on the data path. */
+static void trim_after_burst(struct px_worker *w)
+{
+    uint32_t n = w->conn.n, peak = w->conn.peak;
+    if (peak < n + TRIM_MIN_CLOSED || n > peak / 2)
+        return;
+    w->conn.peak = n;
+    /* one trim covers every arena: when the burst ended on all workers at
+     * once, the first to notice does it for all */
+    uint64_t now = px_now_ms(), last = atomic_load(&last_trim_ms);
+    if (now - last < 1000 || !atomic_compare_exchange_strong(&last_trim_ms, &last, now))
+        return;
+    long before = rss_kb();
+    uint64_t t0 = px_now_us();
+    malloc_trim(0);
+    px_log_info("worker %d: %u of %u connections closed: freed memory returned (RSS %ld -> %ld kB, %.1f ms)",
+                w->id, peak - n, peak, before, rss_kb(), (double)(px_now_us() - t0) / 1000.0);
+}
+
+/* ---- the module ---- */
+
+static void conn_start(struct px_worker *w)
+{
+    w->conn.h1 = px_worker_session(w, "http/1.1");
+    w->conn.h2 = px_worker_session(w, "h2");
+    for (int i = 0; i < w->nlisteners; i++)
+        event_assign(&w->listeners[i].ev, w->base, w->listeners[i].fd, EV_READ | EV_PERSIST, accept_cb, w);
+    w->conn.accepting = 0;
+    accept_resume(w);
+}
+
+static void conn_tick(struct px_worker *w)
+{
+    trim_after_burst(w);
+    if (!w->conn.accepting && !w->stopping &&
+        atomic_load_explicit(&px_open_conns, memory_order_relaxed) < w->cfg->max_connections)
+        accept_resume(w);
+}
+
+static void conn_on_msg(struct px_worker *w, const struct px_wmsg *m)
+{
+    if (m->type == PX_WM_RELOAD && !w->stopping)
+        goaway_all(w, 0);
+}
+
+static void conn_on_stop(struct px_worker *w, int now)
+{
+    if (now) {
+        while (w->conn.all)
+            px_conn_close(w->conn.all);
+        return;
+    }
+    accept_pause(w);
+    for (int i = 0; i < w->nlisteners; i++) {
+        close(w->listeners[i].fd);
+        w->listeners[i].fd = -1;
+    }
+    goaway_all(w, 1);
+    if (w->conn.n == 0)
+        event_base_loopexit(w->base, NULL);
 }
 
 const struct px_worker_module px_conn_module = {
     .name = "conn",
+    .msgs = PX_WM_BIT(PX_WM_RELOAD),
+    .start = conn_start,
+    .on_msg = conn_on_msg,
+    .on_stop = conn_on_stop,
+    .tick = conn_tick,
     .gc = conn_gc,
-    .exit = conn_exit,
+    .exit = conn_gc,
 };

@@ -21,7 +21,6 @@
 #include "px/target.h"
 #include "px/worker.h"
 
-#define DRAIN_POLL_MS 20
 #define CUT_GRACE_MS 2000 /* after the cut, how long the workers get to report it */
 
 enum phase { PH_HEALTH, PH_WARM, PH_DRAIN, PH_CUT };
@@ -46,7 +45,7 @@ struct op {
     int *passed;
     char **why;                    /* last failure per target */
     enum phase phase;
-    struct event timer;            /* deploy_timeout, then the drain poll */
+    struct event timer;            /* deploy_timeout, then the drain phases' deadlines */
     uint64_t started_ms, phase_deadline_ms, drain_timeout_ms;
     struct px_target **old;        /* retired targets, referenced while draining */
     size_t nold;
@@ -65,6 +64,7 @@ struct px_deployer {
     struct px_deploy_hooks hooks;
     struct px_state st;            /* the deployed services, as persisted */
     struct op *ops;
+    uint64_t ops_changed;          /* counts ops freed: a walk that may free one starts over */
     int started;                   /* the first table was built: later builds are reloads */
     int stopping;                  /* px_deployer_shutdown: no new operation */
     char *state_problem;           /* the state file could not be read at start (status shows it) */
@@ -343,6 +343,7 @@ static void progress(struct op *o, const char *fmt, ...)
 static void op_free(struct op *o)
 {
     struct px_deployer *d = o->d;
+    d->ops_changed++;
     for (struct op **pp = &d->ops; *pp; pp = &(*pp)->next)
         if (*pp == o) {
             *pp = o->next;
@@ -405,7 +406,7 @@ static uint32_t inflight(struct op *o)
 static void broadcast_targets(struct op *o, enum px_wmsg_type type)
 {
     for (size_t i = 0; i < o->nold; i++) {
-        struct px_wmsg m = {.type = type, .target_id = o->old[i]->id};
+        struct px_wmsg m = {.type = type, .u.target.id = o->old[i]->id};
         o->d->hooks.broadcast(o->d->hooks.arg, &m);
     }
 }
@@ -434,9 +435,28 @@ static void on_drain_poll(struct op *o)
         finish(o, PX_E_OK, NULL); /* cut; whatever is left closes by itself */
         return;
     }
-    arm(o, DRAIN_POLL_MS);
+    /* until the phase's deadline: the workers answer when the old targets
+     * go idle (px_deployer_target_idle) */
+    arm(o, o->phase_deadline_ms > now ? o->phase_deadline_ms - now : 0);
 }
 
+void px_deployer_target_idle(struct px_deployer *d, uint32_t target_id)
+{
+again:
+    for (struct op *o = d->ops; o; o = o->next) {
+        if (o->phase != PH_DRAIN && o->phase != PH_CUT)
+            continue;
+        for (size_t i = 0; i < o->nold; i++) {
+            if (o->old[i]->id != target_id)
+                continue;
+            uint64_t changed = d->ops_changed;
+            on_drain_poll(o);
+            if (d->ops_changed != changed)
+                goto again; /* o finished (freed): each pass frees one at most */
+            break;
+        }
+    }
+}
 /* The new targets passed (or --force): persist, publish, drain the old. */
 static void switch_over(struct op *o)
 {
@@ -496,9 +516,9 @@ static void warm_then_switch(struct op *o)
 {
     const struct px_routes *cur = px_routes_peek();
     const struct px_service *was = cur ? px_services_find(px_routes_services(cur), o->svc.name) : NULL;
-    struct px_wmsg m = {.type = PX_WM_WARM_TARGET, .count = (uint32_t)o->naddrs};
-    for (size_t i = 0; was && i < was->ntargets && m.nfrom < PX_WMSG_FROM_MAX; i++)
-        m.from[m.nfrom++] = was->targets[i]->id;
+    struct px_wmsg m = {.type = PX_WM_WARM_TARGET, .u.warm.count = (uint32_t)o->naddrs};
+    for (size_t i = 0; was && i < was->ntargets && m.u.warm.nfrom < PX_WMSG_FROM_MAX; i++)
+        m.u.warm.from[m.u.warm.nfrom++] = was->targets[i]->id;
     for (size_t i = 0; i < o->naddrs; i++) {
         struct px_target *t = px_target_acquire(&o->addrs[i]);
         if (t == NULL)
@@ -511,8 +531,8 @@ static void warm_then_switch(struct op *o)
         o->warm = nw;
         o->warm[o->nwarm++] = t;
         atomic_store(&t->draining, 0);
-        m.target_id = t->id;
-        m.addr = t->addr;
+        m.u.warm.target_id = t->id;
+        m.u.warm.addr = t->addr;
         o->d->hooks.broadcast(o->d->hooks.arg, &m);
     }
     o->phase = PH_WARM;
@@ -825,7 +845,7 @@ static enum px_err change(struct px_deployer *d, const char *service, enum px_st
     px_state_service_clear(&s);
     if (code == PX_E_OK && was == PX_STATE_PAUSED && st != PX_STATE_PAUSED) {
         struct px_wmsg m = {.type = PX_WM_WAKE_SERVICE};
-        snprintf(m.name, sizeof(m.name), "%s", service);
+        snprintf(m.u.service.name, sizeof(m.u.service.name), "%s", service);
         d->hooks.broadcast(d->hooks.arg, &m);
     }
     return code;

@@ -6,8 +6,10 @@
  * kernel) until the response before them is done. The request head is
  * copied out of the read buffer into the request object (a few hundred
  * bytes, usually) so that its slices stay valid for a retry and the access
- * log while the read buffer moves on. Request objects are cached per worker:
- * no allocation per request in steady state. */
+ * log while the read buffer moves on. Request and session objects are cached
+ * per worker: no allocation per request in steady state. A session on its
+ * connection (struct px_session_ops): it reaches the connection only through
+ * the transport API of px/conn.h. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,10 +17,13 @@
 #include "px/common.h"
 #include "px/config.h"
 #include "px/conn.h"
+#include "px/h1.h"
 #include "px/headers.h"
 #include "px/log.h"
 #include "px/request.h"
 #include "px/sock.h"
+#include "px/tunnel.h"
+#include "px/upstream.h"
 #include "px/worker.h"
 
 #define REQ_CACHE_MAX 64
@@ -26,7 +31,7 @@
 
 struct px_h1req {
     struct px_req r;              /* first: px_req* <-> h1req* */
-    struct px_h1_request hreq;    /* slices into head */
+    struct px_req_head hreq;    /* slices into head */
     char *head;
     size_t head_cap, head_len;
     enum px_body_mode body_mode;
@@ -37,18 +42,33 @@ struct px_h1req {
     unsigned expect_sent : 1;
 };
 
+/* The session: one per connection, while it speaks HTTP/1. */
+enum h1_state { H1_IDLE, H1_HEAD, H1_ACTIVE };
+struct px_h1conn {
+    struct px_conn *c;
+    struct px_h1req *hr;          /* the request in progress */
+    enum h1_state state;          /* IDLE (keep-alive, waiting for a first byte) -> HEAD -> ACTIVE */
+    uint32_t discard;             /* body bytes of an answered request still to skip */
+    unsigned keepalive : 1;       /* keep the connection after the current response */
+    unsigned out_full : 1;        /* the upstream waits for our output to drain */
+    unsigned body_paused : 1;     /* the upstream asked us to stop reading body */
+    unsigned upgraded : 1;        /* a tunnel took the connection over */
+    struct px_h1conn *next_free;  /* the worker's dead list, then its cache */
+};
+
 static const struct px_down_ops h1_ops;
-static void finish_request(struct px_conn *c, int ok);
-static void read_body(struct px_conn *c);
+static void finish_request(struct px_h1conn *h, int ok);
+static void read_body(struct px_h1conn *h);
+static void h1_release(struct px_h1conn *h);
 
 /* ---- request objects ---- */
 
 static struct px_h1req *hr_alloc(struct px_worker *w)
 {
-    struct px_h1req *hr = w->conn.free_reqs;
+    struct px_h1req *hr = w->h1.free_reqs;
     if (hr) {
-        w->conn.free_reqs = hr->r.next_free;
-        w->conn.nfree_reqs--;
+        w->h1.free_reqs = hr->r.next_free;
+        w->h1.nfree_reqs--;
         /* what conn_close looks at before px_req_begin ran */
         hr->r.status = 0;
         hr->r.up = NULL;
@@ -61,37 +81,38 @@ static struct px_h1req *hr_alloc(struct px_worker *w)
 
 static void hr_release(struct px_worker *w, struct px_h1req *hr)
 {
-    if (hr->head_cap > HEAD_KEEP_MAX || hr->r.xff_join_cap > HEAD_KEEP_MAX || w->conn.nfree_reqs >= REQ_CACHE_MAX) {
+    if (hr->head_cap > HEAD_KEEP_MAX || hr->r.xff_join_cap > HEAD_KEEP_MAX || w->h1.nfree_reqs >= REQ_CACHE_MAX) {
         free(hr->head);
         px_req_release(&hr->r);
         free(hr);
         return;
     }
-    hr->r.next_free = w->conn.free_reqs;
-    w->conn.free_reqs = hr;
-    w->conn.nfree_reqs++;
+    hr->r.next_free = w->h1.free_reqs;
+    w->h1.free_reqs = hr;
+    w->h1.nfree_reqs++;
 }
 
-void px_h1_free_cache(struct px_worker *w)
+static void free_reqs(struct px_worker *w)
 {
-    while (w->conn.free_reqs) {
-        struct px_h1req *hr = w->conn.free_reqs;
-        w->conn.free_reqs = hr->r.next_free;
+    while (w->h1.free_reqs) {
+        struct px_h1req *hr = w->h1.free_reqs;
+        w->h1.free_reqs = hr->r.next_free;
         free(hr->head);
         px_req_release(&hr->r);
         free(hr);
     }
-    w->conn.nfree_reqs = 0;
+    w->h1.nfree_reqs = 0;
 }
 
 /* ---- responses proxyd makes itself ---- */
 
 /* The response headers: the request's route's when it has sets, else the
  * worker's [headers]. */
-static void resp_opts(struct px_conn *c, const struct px_req *r, struct px_resp_opts *o, int minor)
+static void resp_opts(struct px_h1conn *h, const struct px_req *r, struct px_resp_opts *o, int minor)
 {
+    struct px_conn *c = h->c;
     o->client_minor = minor;
-    o->keep_alive = c->keepalive;
+    o->keep_alive = h->keepalive;
     o->strip_te = 0;
     o->is_https = c->tls;
     o->upgrade = 0;
@@ -114,13 +135,14 @@ static void h1_respond(struct px_req *r, int status, const char *body, size_t le
                        const struct px_h1_header *extra, size_t nextra)
 {
     struct px_h1req *hr = (struct px_h1req *)r;
-    struct px_conn *c = r->down;
+    struct px_h1conn *h = r->down;
+    struct px_conn *c = h->c;
     /* A body we did not read poisons the connection unless it can be
      * skipped: close after. */
     if (r->has_body && !r->body_sent && !body_discardable(hr))
-        c->keepalive = 0;
+        h->keepalive = 0;
     if (status >= 400 && status != 404 && status != 429 && status != 503)
-        c->keepalive = 0;
+        h->keepalive = 0;
     char tmp[64];
     if (body == NULL) {
         int n = snprintf(tmp, sizeof(tmp), "%d %s\n", status, px_status_reason(status));
@@ -144,7 +166,7 @@ static void h1_respond(struct px_req *r, int status, const char *body, size_t le
         xlen = (size_t)(p - xp);
     }
     struct px_resp_opts o;
-    resp_opts(c, r, &o, hr->hreq.minor_version);
+    resp_opts(h, r, &o, hr->hreq.minor_version);
     int head = r->method == PX_METHOD_HEAD;
     int rc = px_h1_write_local_response(c->s.out, status, body, len, head, &o, xp, xlen);
     if (xp != xbuf)
@@ -154,23 +176,24 @@ static void h1_respond(struct px_req *r, int status, const char *body, size_t le
          * client waiting on a keep-alive connection */
         px_log_error("out of memory writing a %d response: closing the connection", status);
         r->status = status;
-        finish_request(c, 0);
+        finish_request(h, 0);
         return;
     }
     r->status = status;
     r->bytes_out = head ? 0 : len;
     r->resp_started = 1;
-    finish_request(c, 1);
+    finish_request(h, 1);
 }
 
-static void respond_local(struct px_conn *c, int status, const char *body, size_t len)
+static void respond_local(struct px_h1conn *h, int status, const char *body, size_t len)
 {
-    px_req_respond(&c->hr->r, status, body, len);
+    px_req_respond(&h->hr->r, status, body, len);
 }
 
-static struct px_req_origin h1_origin(struct px_conn *c, size_t head_bound)
+static struct px_req_origin h1_origin(struct px_h1conn *h, size_t head_bound)
 {
-    const struct px_h1_request *q = &c->hr->hreq;
+    struct px_conn *c = h->c;
+    const struct px_req_head *q = &h->hr->hreq;
     struct px_req_origin o = {
         .q = q,
         .head_bound = head_bound,
@@ -184,9 +207,10 @@ static struct px_req_origin h1_origin(struct px_conn *c, size_t head_bound)
 }
 
 /* A head that could not be parsed: there is no request to speak of. */
-static void respond_bad_head(struct px_conn *c, int status)
+static void respond_bad_head(struct px_h1conn *h, int status)
 {
-    struct px_h1req *hr = c->hr;
+    struct px_conn *c = h->c;
+    struct px_h1req *hr = h->hr;
     hr->hreq.method = "";
     hr->hreq.method_len = 0;
     hr->hreq.method_id = PX_METHOD_OTHER;
@@ -197,29 +221,34 @@ static void respond_bad_head(struct px_conn *c, int status)
     hr->hreq.nheaders = 0;
     hr->hreq.minor_version = 1;
     hr->head_len = 0;
-    struct px_req_origin o = h1_origin(c, 0);
-    px_req_begin(&hr->r, c->w, &h1_ops, c, &o);
-    c->keepalive = 0;
-    c->state = C_ACTIVE;
-    respond_local(c, status, NULL, 0);
+    struct px_req_origin o = h1_origin(h, 0);
+    px_req_begin(&hr->r, c->w, &h1_ops, h, &o);
+    h->keepalive = 0;
+    h->state = H1_ACTIVE;
+    respond_local(h, status, NULL, 0);
 }
 
 /* ---- the request ---- */
 
-static void finish_request(struct px_conn *c, int ok)
+static void finish_request(struct px_h1conn *h, int ok)
 {
-    struct px_h1req *hr = c->hr;
+    struct px_conn *c = h->c;
+    struct px_h1req *hr = h->hr;
     struct px_req *r = &hr->r;
     struct px_worker *w = c->w;
     px_req_finish(r);
     int body_unread = r->has_body && !r->body_sent;
-    if (body_unread && ok && c->keepalive && body_discardable(hr)) {
-        c->discard = (uint32_t)hr->body_left; /* read_head skips it */
+    if (body_unread && ok && h->keepalive && body_discardable(hr)) {
+        h->discard = (uint32_t)hr->body_left; /* read_head skips it */
         body_unread = 0;
     }
-    c->hr = NULL;
+    h->hr = NULL;
     hr_release(w, hr); /* r is gone from here on */
-    if (c->state == C_DEAD || c->closing || c->state == C_TUNNEL)
+    if (h->upgraded) {
+        h1_release(h); /* the tunnel has the connection */
+        return;
+    }
+    if (c->state == C_DEAD || c->closing)
         return;
     if (!ok) {
         /* the response was cut short: the client must see the break */
@@ -227,26 +256,24 @@ static void finish_request(struct px_conn *c, int ok)
         return;
     }
     if (body_unread)
-        c->keepalive = 0;
+        h->keepalive = 0;
     if (px_sock_flush(&c->s) < 0) {
         px_conn_close(c);
         return;
     }
-    if (!c->keepalive || w->stopping) {
+    if (!h->keepalive || w->stopping) {
         /* Linger (half-close, drain) only when the client may still be
          * sending -- an unread body or pipelined bytes -- so that its data
          * does not turn our last response into a reset. Else just flush and
          * close, like nginx's lingering_close on. */
+        h->keepalive = 0;
         if (body_unread || evbuffer_get_length(c->s.in) || c->s.readable)
             px_conn_linger(c);
-        else {
-            c->state = C_CLOSING;
-            px_sock_set_eof_ok(&c->s, 1);
-            event_add(&c->timer, w->tv_body); /* bounded: a client that never reads */
-            c->again = 1;
-        }
+        else
+            px_conn_closing(c);
     } else {
-        px_conn_enter_idle(c);
+        h->state = H1_IDLE;
+        px_conn_idle(c, 1);
         event_add(&c->timer, w->tv_keepalive);
         c->again = 1;
     }
@@ -255,12 +282,13 @@ static void finish_request(struct px_conn *c, int ok)
 }
 
 /* Move request body bytes from the client to the upstream. */
-static void read_body(struct px_conn *c)
+static void read_body(struct px_h1conn *h)
 {
-    struct px_h1req *hr = c->hr;
+    struct px_conn *c = h->c;
+    struct px_h1req *hr = h->hr;
     struct px_req *r = &hr->r;
     const struct px_config *cfg = c->w->cfg;
-    while (c->hr == hr && !r->body_sent && !c->body_paused) {
+    while (h->hr == hr && !r->body_sent && !h->body_paused) {
         size_t avail = evbuffer_get_length(c->s.in);
         if (avail == 0) {
             if (c->s.eof || c->s.error) {
@@ -280,7 +308,7 @@ static void read_body(struct px_conn *c)
             size_t n = avail < hr->body_left ? avail : (size_t)hr->body_left;
             hr->body_left -= n;
             if (px_upstream_body(r, c->s.in, n, hr->body_left == 0))
-                c->body_paused = 1;
+                h->body_paused = 1;
             continue;
         }
         /* chunked: pass the framing through verbatim, validating it */
@@ -291,8 +319,8 @@ static void read_body(struct px_conn *c)
             if (!r->resp_started) {
                 px_upstream_abort(r);
                 r->body_sent = 1; /* nothing more is read */
-                c->keepalive = 0;
-                respond_local(c, 400, NULL, 0);
+                h->keepalive = 0;
+                respond_local(h, 400, NULL, 0);
             } else {
                 px_conn_close(c);
             }
@@ -304,24 +332,25 @@ static void read_body(struct px_conn *c)
             if (!r->resp_started) {
                 px_upstream_abort(r);
                 r->body_sent = 1;
-                c->keepalive = 0;
-                respond_local(c, 413, NULL, 0);
+                h->keepalive = 0;
+                respond_local(h, 413, NULL, 0);
             } else {
                 px_conn_close(c);
             }
             return;
         }
         if (px_upstream_body(r, c->s.in, scanned, done))
-            c->body_paused = 1;
+            h->body_paused = 1;
     }
 }
 
-static void start_request(struct px_conn *c, size_t head_len)
+static void start_request(struct px_h1conn *h, size_t head_len)
 {
+    struct px_conn *c = h->c;
     struct px_worker *w = c->w;
-    struct px_h1req *hr = c->hr;
+    struct px_h1req *hr = h->hr;
     struct px_req *r = &hr->r;
-    struct px_h1_request *q = &hr->hreq;
+    struct px_req_head *q = &hr->hreq;
 
     /* Keep our own copy of the head; rebase the slices onto it. */
     if (hr->head_cap < head_len) {
@@ -355,17 +384,17 @@ static void start_request(struct px_conn *c, size_t head_len)
     hr->head_len = head_len;
     evbuffer_drain(c->s.in, head_len);
 
-    struct px_req_origin o = h1_origin(c, head_len);
+    struct px_req_origin o = h1_origin(h, head_len);
     o.has_body = q->chunked || q->content_length > 0;
-    int rc = px_req_begin(r, w, &h1_ops, c, &o);
+    int rc = px_req_begin(r, w, &h1_ops, h, &o);
     hr->body_total = 0;
     hr->expect_sent = 0;
-    c->state = C_ACTIVE;
-    c->body_paused = 1; /* until the upstream request starts (h1_proceed) */
-    c->out_full = 0;
-    c->keepalive = q->minor_version == 1 ? !q->conn_close : q->conn_keep_alive;
+    h->state = H1_ACTIVE;
+    h->body_paused = 1; /* until the upstream request starts (h1_proceed) */
+    h->out_full = 0;
+    h->keepalive = q->minor_version == 1 ? !q->conn_close : q->conn_keep_alive;
     if (rc < 0) {
-        respond_local(c, 500, NULL, 0);
+        respond_local(h, 500, NULL, 0);
         return;
     }
     if (q->chunked) {
@@ -386,9 +415,10 @@ static void start_request(struct px_conn *c, size_t head_len)
 static void h1_proceed(struct px_req *r)
 {
     struct px_h1req *hr = (struct px_h1req *)r;
-    struct px_conn *c = r->down;
-    const struct px_h1_request *q = &hr->hreq;
-    c->body_paused = 0;
+    struct px_h1conn *h = r->down;
+    struct px_conn *c = h->c;
+    const struct px_req_head *q = &hr->hreq;
+    h->body_paused = 0;
     if (!r->has_body)
         return;
     if (q->expect_continue && q->minor_version == 1 && evbuffer_get_length(c->s.in) == 0) {
@@ -400,19 +430,20 @@ static void h1_proceed(struct px_req *r)
     if (c->in_run)
         c->again = 1; /* conn_run reads the body next */
     else
-        read_body(c);
+        read_body(h);
 }
 
 /* Parse heads from the input as long as there are complete requests and the
  * previous response is out of the way. */
-static void read_head(struct px_conn *c)
+static void read_head(struct px_h1conn *h)
 {
+    struct px_conn *c = h->c;
     struct px_worker *w = c->w;
     const struct px_config *cfg = w->cfg;
     size_t limit = (size_t)cfg->max_header_size;
     for (;;) {
         size_t len = evbuffer_get_length(c->s.in);
-        if (c->discard) {
+        if (h->discard) {
             /* the rest of the body of a request answered unread */
             if (len == 0 && c->s.readable && !c->s.eof && !c->s.error) {
                 px_sock_read(&c->s, PX_CLIENT_READ_MAX);
@@ -423,9 +454,9 @@ static void read_head(struct px_conn *c)
                     px_conn_close(c);
                 return;
             }
-            size_t n = len < c->discard ? len : c->discard;
+            size_t n = len < h->discard ? len : h->discard;
             evbuffer_drain(c->s.in, n);
-            c->discard -= (uint32_t)n;
+            h->discard -= (uint32_t)n;
             continue;
         }
         if (len < limit && c->s.readable && !c->s.eof && !c->s.error) {
@@ -437,22 +468,21 @@ static void read_head(struct px_conn *c)
                 px_conn_close(c);
             return;
         }
-        if (c->state == C_IDLE) {
-            c->state = C_HEAD;
-            px_conn_set_reusable(c, 0);
-            px_sock_set_eof_ok(&c->s, 0);
+        if (h->state == H1_IDLE) {
+            h->state = H1_HEAD;
+            px_conn_idle(c, 0);
             event_add(&c->timer, w->tv_header);
         }
-        if (c->hr == NULL && (c->hr = hr_alloc(w)) == NULL) {
+        if (h->hr == NULL && (h->hr = hr_alloc(w)) == NULL) {
             px_conn_close(c);
             return;
         }
         size_t n = len < limit ? len : limit;
         const char *buf = (const char *)evbuffer_pullup(c->s.in, (ev_ssize_t)n);
-        int rc = px_h1_parse_request(buf, n, &c->hr->hreq);
+        int rc = px_h1_parse_request(buf, n, &h->hr->hreq);
         if (rc == PX_H1_INCOMPLETE) {
             if (len >= limit) {
-                respond_bad_head(c, 431);
+                respond_bad_head(h, 431);
                 return;
             }
             if (c->s.eof || c->s.error) {
@@ -465,44 +495,47 @@ static void read_head(struct px_conn *c)
             return;
         }
         if (rc < 0) {
-            respond_bad_head(c, -rc);
+            respond_bad_head(h, -rc);
             return;
         }
-        start_request(c, (size_t)rc);
+        start_request(h, (size_t)rc);
         return;
     }
 }
 
-void px_h1_run_head(struct px_conn *c)
+static void h1_run_head(struct px_h1conn *h)
 {
+    struct px_conn *c = h->c;
     if (evbuffer_get_length(c->s.out) > PX_CLIENT_OUT_HIGH)
         return; /* let the previous response drain first */
-    read_head(c);
+    read_head(h);
 }
 
-void px_h1_run_active(struct px_conn *c)
+static void h1_run_active(struct px_h1conn *h)
 {
-    struct px_h1req *hr = c->hr;
+    struct px_conn *c = h->c;
+    struct px_h1req *hr = h->hr;
     if (hr->r.parked && (c->s.rdhup || c->s.error)) {
         /* the client left while its request waited (nginx: 499) */
         hr->r.status = 499;
-        finish_request(c, 0);
+        finish_request(h, 0);
         return;
     }
-    if (c->out_full && evbuffer_get_length(c->s.out) < PX_CLIENT_OUT_LOW) {
-        c->out_full = 0;
+    if (h->out_full && evbuffer_get_length(c->s.out) < PX_CLIENT_OUT_LOW) {
+        h->out_full = 0;
         px_upstream_resume(&hr->r);
     }
-    if (c->hr && !c->hr->r.body_sent && !c->body_paused)
-        read_body(c);
+    if (h->hr && !h->hr->r.body_sent && !h->body_paused)
+        read_body(h);
     else if (c->s.error)
         px_conn_close(c);
 }
 
-void px_h1_timeout(struct px_conn *c)
+static void h1_timeout(struct px_h1conn *h)
 {
-    struct px_req *r = &c->hr->r;
-    int waiting_body = !r->body_sent && !c->body_paused;
+    struct px_conn *c = h->c;
+    struct px_req *r = &h->hr->r;
+    int waiting_body = !r->body_sent && !h->body_paused;
     int waiting_out = evbuffer_get_length(c->s.out) > 0 && !c->s.writable;
     if (!waiting_body && !waiting_out) {
         event_add(&c->timer, c->w->tv_body); /* the upstream's timers govern */
@@ -511,33 +544,27 @@ void px_h1_timeout(struct px_conn *c)
     if (waiting_body && !r->resp_started) {
         px_upstream_abort(r);
         r->body_sent = 1;
-        c->keepalive = 0;
-        respond_local(c, 408, NULL, 0);
+        h->keepalive = 0;
+        respond_local(h, 408, NULL, 0);
         return;
     }
     px_conn_close(c);
 }
-
-void px_h1_abort(struct px_conn *c)
-{
-    finish_request(c, 0);
-}
-
-/* ---- px_down_ops for HTTP/1.x ---- */
 
 /* ---- px_down_ops for HTTP/1.x ---- */
 
 static int h1_resp_head(struct px_req *r, const struct px_h1_response *resp, size_t head_len, int *passthrough)
 {
     struct px_h1req *hr = (struct px_h1req *)r;
-    struct px_conn *c = r->down;
+    struct px_h1conn *h = r->down;
+    struct px_conn *c = h->c;
     struct px_resp_opts o;
     if (r->resp.mode == PX_BODY_CLOSE || (r->has_body && !r->body_sent))
-        c->keepalive = 0;
-    resp_opts(c, r, &o, hr->hreq.minor_version);
+        h->keepalive = 0;
+    resp_opts(h, r, &o, hr->hreq.minor_version);
     if (r->resp.mode == PX_BODY_CHUNKED && hr->hreq.minor_version == 0) {
         o.strip_te = 1; /* HTTP/1.0 has no chunked: de-chunk and close */
-        o.keep_alive = c->keepalive = 0;
+        o.keep_alive = h->keepalive = 0;
         *passthrough = 0;
     } else {
         *passthrough = 1;
@@ -557,7 +584,8 @@ static int h1_resp_head(struct px_req *r, const struct px_h1_response *resp, siz
 static int h1_resp_retract(struct px_req *r)
 {
     struct px_h1req *hr = (struct px_h1req *)r;
-    struct px_conn *c = r->down;
+    struct px_h1conn *h = r->down;
+    struct px_conn *c = h->c;
     struct evbuffer *out = c->s.out;
     /* Unchanged length after the head: no byte of it was written. */
     if (evbuffer_get_length(out) != hr->resp_end || c->s.error)
@@ -578,13 +606,14 @@ static int h1_resp_retract(struct px_req *r)
 
 static int h1_resp_body(struct px_req *r, struct evbuffer *src, size_t len)
 {
-    struct px_conn *c = r->down;
+    struct px_h1conn *h = r->down;
+    struct px_conn *c = h->c;
     px_buf_move(c->s.out, src, len);
     r->bytes_out += len;
     if (px_sock_flush(&c->s) < 0)
         return 1; /* the error surfaces in conn_run */
     if (evbuffer_get_length(c->s.out) > PX_CLIENT_OUT_HIGH) {
-        c->out_full = 1;
+        h->out_full = 1;
         event_add(&c->timer, c->w->tv_body);
         return 1;
     }
@@ -593,35 +622,38 @@ static int h1_resp_body(struct px_req *r, struct evbuffer *src, size_t len)
 
 static size_t h1_resp_room(struct px_req *r)
 {
-    struct px_conn *c = r->down;
+    struct px_h1conn *h = r->down;
+    struct px_conn *c = h->c;
     size_t out = evbuffer_get_length(c->s.out);
     if (out == 0)
         return SIZE_MAX;
     if (out + 4096 <= PX_CLIENT_OUT_HIGH) /* not worth a read below a page */
         return PX_CLIENT_OUT_HIGH - out;
-    c->out_full = 1; /* conn_run resumes the upstream below PX_CLIENT_OUT_LOW */
+    h->out_full = 1; /* conn_run resumes the upstream below PX_CLIENT_OUT_LOW */
     event_add(&c->timer, c->w->tv_body);
     return 0;
 }
 
 static void h1_resp_end(struct px_req *r, int ok)
 {
-    struct px_conn *c = r->down;
+    struct px_h1conn *h = r->down;
+    struct px_conn *c = h->c;
     if (c->s.error)
         ok = 0;
-    finish_request(c, ok);
+    finish_request(h, ok);
 }
 
 static void h1_resp_error(struct px_req *r, int status)
 {
-    struct px_conn *c = r->down;
-    respond_local(c, status, NULL, 0);
+    struct px_h1conn *h = r->down;
+    respond_local(h, status, NULL, 0);
 }
 
 static void h1_body_resume(struct px_req *r)
 {
-    struct px_conn *c = r->down;
-    c->body_paused = 0;
+    struct px_h1conn *h = r->down;
+    struct px_conn *c = h->c;
+    h->body_paused = 0;
     if (c->in_run)
         c->again = 1;
     else
@@ -630,22 +662,19 @@ static void h1_body_resume(struct px_req *r)
 
 static void h1_upgraded(struct px_req *r)
 {
-    struct px_conn *c = r->down;
+    struct px_h1conn *h = r->down;
+    struct px_conn *c = h->c;
     struct px_uconn *u = px_upstream_detach(r);
-    if (u == NULL) {
-        finish_request(c, 0);
+    if (u == NULL || px_tunnel_start(c, u, r->target, r->routes) < 0) {
+        finish_request(h, 0);
         return;
     }
-    px_tunnel_start(c, u, r->target, r->routes);
     r->body_sent = 1;
-    c->keepalive = 0;
-    c->state = C_TUNNEL; /* finish_request logs the 101 and leaves the state alone */
-    finish_request(c, 1);
+    h->keepalive = 0;
+    h->upgraded = 1; /* finish_request logs the 101 and lets go of the connection */
+    finish_request(h, 1);
     event_add(&c->timer, c->w->tv_uread);
-    if (c->in_run)
-        c->again = 1;
-    else
-        px_conn_run(c);
+    px_conn_wake(c);
 }
 
 static const struct px_down_ops h1_ops = {
@@ -659,4 +688,124 @@ static const struct px_down_ops h1_ops = {
     .upgraded = h1_upgraded,
     .resp_retract = h1_resp_retract,
     .resp_room = h1_resp_room,
+};
+
+/* ---- the session ---- */
+
+static void *h1_open(struct px_conn *c)
+{
+    struct px_worker *w = c->w;
+    struct px_h1conn *h = w->h1.free_sess;
+    if (h) {
+        w->h1.free_sess = h->next_free;
+        w->h1.nfree_sess--;
+        memset(h, 0, sizeof(*h));
+    } else if ((h = calloc(1, sizeof(*h))) == NULL) {
+        return NULL;
+    }
+    h->c = c;
+    h->state = H1_IDLE;
+    px_conn_idle(c, 1);
+    return h;
+}
+
+/* Freed at the worker's gc, never inside a callback that may still look at
+ * it (a close from deep inside a request). */
+static void h1_release(struct px_h1conn *h)
+{
+    struct px_worker *w = h->c->w;
+    h->next_free = w->h1.dead;
+    w->h1.dead = h;
+    px_worker_schedule_gc(w);
+}
+
+static void h1_run(void *session)
+{
+    struct px_h1conn *h = session;
+    if (h->state == H1_ACTIVE)
+        h1_run_active(h);
+    else
+        h1_run_head(h);
+}
+
+static void h1_on_timeout(void *session)
+{
+    struct px_h1conn *h = session;
+    if (h->state == H1_ACTIVE)
+        h1_timeout(h);
+    else
+        px_conn_close(h->c);
+}
+
+/* Stop: an idle connection closes now, a busy one after its response. */
+static int h1_goaway(void *session, int stop)
+{
+    struct px_h1conn *h = session;
+    if (!stop)
+        return 0;
+    if (h->state == H1_IDLE)
+        return 1;
+    h->keepalive = 0;
+    return 0;
+}
+
+/* The connection closes under the session. */
+static void h1_free(void *session)
+{
+    struct px_h1conn *h = session;
+    if (h->hr)
+        finish_request(h, 0);
+    h1_release(h);
+}
+
+static const struct px_session_ops h1_session = {
+    .name = "http/1.1",
+    .open = h1_open,
+    .run = h1_run,
+    .timeout = h1_on_timeout,
+    .goaway = h1_goaway,
+    .free = h1_free,
+};
+
+/* ---- the module ---- */
+
+#define SESS_CACHE_MAX 256
+
+static void h1_gc(struct px_worker *w)
+{
+    while (w->h1.dead) {
+        struct px_h1conn *h = w->h1.dead;
+        w->h1.dead = h->next_free;
+        if (w->h1.nfree_sess >= SESS_CACHE_MAX) {
+            free(h);
+            continue;
+        }
+        h->next_free = w->h1.free_sess;
+        w->h1.free_sess = h;
+        w->h1.nfree_sess++;
+    }
+}
+
+static void h1_exit(struct px_worker *w)
+{
+    free_reqs(w);
+    while (w->h1.dead) {
+        struct px_h1conn *h = w->h1.dead;
+        w->h1.dead = h->next_free;
+        free(h);
+    }
+    while (w->h1.free_sess) {
+        struct px_h1conn *h = w->h1.free_sess;
+        w->h1.free_sess = h->next_free;
+        free(h);
+    }
+    w->h1.nfree_sess = 0;
+}
+
+const struct px_worker_module px_h1_module = {
+    .name = "h1",
+    .gc = h1_gc,
+    .exit = h1_exit,
+    .alpn = "http/1.1",
+    .session = &h1_session,
 };

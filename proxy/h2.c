@@ -1,7 +1,7 @@
 /* h2.c -- HTTP/2 streams <-> px_req (nghttp2).
  *
  * A request's header fields are collected into the stream's own buffer and
- * turned into a px_h1_request, so the HTTP/1.1 serializer writes the
+ * turned into a px_req_head, so the HTTP/1.1 serializer writes the
  * upstream head (":authority" becomes Host; a body without content-length
  * goes upstream chunked). Stream objects are cached per worker. A stream
  * that nghttp2 closed is freed at the start of the next px_h2_run, never
@@ -15,6 +15,7 @@
 
 #include "px/common.h"
 #include "px/config.h"
+#include "px/conn.h"
 #include "px/h2.h"
 #include "px/headers.h"
 #include "px/log.h"
@@ -51,7 +52,7 @@ struct h2s {
     struct px_h2 *h;
     int32_t id;
     struct h2s *next, *prev;
-    struct px_h1_request q;           /* synthesized for the serializer and the log */
+    struct px_req_head q;           /* synthesized for the serializer and the log */
     struct h2hdr hdr[PX_H1_MAX_HEADERS];
     uint32_t nhdr;
     uint32_t hdr_size;                /* decoded header list size, RFC 7541 4.1 (stored or not) */
@@ -93,6 +94,8 @@ struct px_h2 {
     unsigned goaway_final : 1;        /* the GOAWAY with goaway_last was submitted */
     unsigned conn_paused : 1;         /* buffered went over H2_CONN_HIGH: upstreams wait for H2_CONN_LOW */
     unsigned stalled : 1;             /* the client took no output for client_body_timeout: close */
+    unsigned idle_armed : 1;          /* as a session: on the keep-alive timer, the connection reusable */
+    struct px_conn *c;                /* as a session: its connection (NULL: px_h2_new's caller owns) */
 };
 
 static const struct px_down_ops h2_ops;
@@ -128,7 +131,7 @@ static struct h2s *stream_new(struct px_h2 *h, int32_t id)
     s->r.done = 0;
     /* headers[] (3 KiB) is filled up to nheaders at dispatch: clearing it
      * per stream cost more than the rest of stream setup */
-    memset(&s->q, 0, offsetof(struct px_h1_request, headers));
+    memset(&s->q, 0, offsetof(struct px_req_head, headers));
     s->h = h;
     s->id = id;
     s->nhdr = 0;
@@ -734,7 +737,7 @@ static int64_t parse_cl(const char *p, size_t n)
 static void dispatch(struct px_h2 *h, struct h2s *s, int end_stream)
 {
     struct px_req *r = &s->r;
-    struct px_h1_request *q = &s->q;
+    struct px_req_head *q = &s->q;
     s->dispatched = 1;
 
     if (!s->too_large && s->auth_o >= 0 && s->auth_l > 0) {
@@ -1248,7 +1251,87 @@ void px_h2_free(struct px_h2 *h)
     free(h);
 }
 
+/* ---- the session on a client connection (struct px_session_ops) ---- */
+
+/* Upstream events produced frames: write them once this loop iteration is
+ * done (EV_TIMEOUT marks no socket readiness). */
+static void session_kick(void *arg)
+{
+    struct px_conn *c = arg;
+    if (c->in_run)
+        c->again = 1;
+    else
+        event_active(&c->s.ev, EV_TIMEOUT, 1);
+}
+
+static void *session_open(struct px_conn *c)
+{
+    struct px_h2_peer peer = {&c->peer.sa, c->peer_ip, c->peer_ip_len};
+    struct px_h2 *h = px_h2_new(c->w, &c->s, &peer, session_kick, c);
+    if (h == NULL)
+        return NULL;
+    h->c = c;
+    event_add(&c->timer, c->w->tv_keepalive);
+    h->idle_armed = 1;
+    px_conn_idle(c, 1);
+    return h;
+}
+
+static void session_run(void *session)
+{
+    struct px_h2 *h = session;
+    struct px_conn *c = h->c;
+    if (px_h2_run(h) != 0) {
+        px_conn_close(c);
+        return;
+    }
+    if (!px_h2_idle(h)) {
+        if (h->idle_armed) {
+            h->idle_armed = 0;
+            px_conn_idle(c, 0);
+        }
+    } else if (!h->idle_armed) {
+        h->idle_armed = 1;
+        px_conn_idle(c, 1);
+        event_add(&c->timer, c->w->tv_keepalive);
+    }
+}
+
+static void session_timeout(void *session)
+{
+    struct px_h2 *h = session;
+    if (!px_h2_idle(h)) {
+        event_add(&h->c->timer, h->c->w->tv_keepalive);
+        return;
+    }
+    px_conn_close(h->c);
+}
+
+/* Reload and stop alike: GOAWAY; the session ends when its streams are done. */
+static int session_goaway(void *session, int stop)
+{
+    PX_UNUSED(stop);
+    px_h2_goaway(session);
+    return 0;
+}
+
+static void session_free(void *session)
+{
+    px_h2_free(session);
+}
+
+static const struct px_session_ops h2_session = {
+    .name = "h2",
+    .open = session_open,
+    .run = session_run,
+    .timeout = session_timeout,
+    .goaway = session_goaway,
+    .free = session_free,
+};
+
 const struct px_worker_module px_h2_module = {
     .name = "h2",
     .exit = h2_exit,
+    .alpn = "h2",
+    .session = &h2_session,
 };

@@ -1,7 +1,11 @@
 /* headers.c -- the header table and the heads proxyd writes. */
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 
 #include "px/common.h"
 #include "px/headers.h"
@@ -166,7 +170,7 @@ static char *put_u64(char *p, uint64_t v)
     return p;
 }
 
-int px_h1_write_request_head(struct evbuffer *out, const struct px_h1_request *r, size_t head_len,
+int px_h1_write_request_head(struct evbuffer *out, const struct px_req_head *r, size_t head_len,
                              const struct px_fwd *f)
 {
     /* A Host-less request (HTTP/1.0) gets nginx's default, $proxy_host: the
@@ -462,4 +466,38 @@ int px_h1_write_local_response(struct evbuffer *out, int status, const char *bod
         PUT(p, body, body_len);
     v.iov_len = (size_t)(p - (char *)v.iov_base);
     return evbuffer_commit_space(out, &v, 1);
+}
+
+/* ---- the CDN-Loop token ---- */
+
+static char loop_token[24];
+static size_t loop_token_len;
+static pthread_once_t loop_once = PTHREAD_ONCE_INIT;
+
+static void loop_token_make(void)
+{
+    static const char hex[] = "0123456789abcdef";
+    uint64_t x;
+    /* random, so that two proxyd on one host (or a chain through another
+     * proxy) tell their tokens apart; the clock and the address space only
+     * if the kernel has no entropy yet: it need not be secret */
+    if (getrandom(&x, sizeof(x), GRND_NONBLOCK) != (ssize_t)sizeof(x)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        x = ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) ^ (uint64_t)(uintptr_t)&x;
+        x ^= x >> 31;
+        x *= 0x9e3779b97f4a7c15u;
+    }
+    memcpy(loop_token, "proxyd-", 7);
+    for (int i = 0; i < 16; i++)
+        loop_token[7 + i] = hex[(x >> (60 - 4 * i)) & 15];
+    loop_token[23] = '\0';
+    loop_token_len = 23;
+}
+
+const char *px_loop_token(size_t *len)
+{
+    pthread_once(&loop_once, loop_token_make);
+    *len = loop_token_len;
+    return loop_token;
 }

@@ -484,7 +484,7 @@ int px_h1_check_target(const char *t, size_t n)
 /* Splits the request-target into path/query (and the absolute-form
  * authority); -400 when it is not an acceptable form, or what
  * px_h1_check_target answers. */
-static int classify_target(struct px_h1_request *req, const char **auth, size_t *auth_len)
+static int classify_target(struct px_req_head *req, const char **auth, size_t *auth_len)
 {
     const char *t = req->target;
     size_t n = req->target_len;
@@ -536,7 +536,7 @@ static int classify_target(struct px_h1_request *req, const char **auth, size_t 
     return 0;
 }
 
-int px_h1_parse_request(const char *buf, size_t len, struct px_h1_request *req)
+int px_h1_parse_request(const char *buf, size_t len, struct px_req_head *req)
 {
     size_t pos = 0;
     int r;

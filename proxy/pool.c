@@ -160,7 +160,8 @@ void px_pool_exit(struct px_worker *w)
 
 /* ---- connections ---- */
 
-static struct px_uconn *uconn_connect(struct px_worker *w, const struct px_target *t, int *err)
+static struct px_uconn *uconn_connect(struct px_worker *w, const struct px_target *t,
+                                      const struct px_uconn_handlers *h, int *err)
 {
     const struct px_addr *a = &t->addr;
     int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -184,13 +185,13 @@ static struct px_uconn *uconn_connect(struct px_worker *w, const struct px_targe
     }
     u->w = w;
     u->target_id = t->id;
-    if (px_sock_open(&u->s, w->base, fd, px_upstream_event, u) < 0) {
+    if (px_sock_open(&u->s, w->base, fd, h->event, u) < 0) {
         free(u);
         *err = ENOMEM;
         return NULL;
     }
     u->s.read_chunk = PX_UP_READ_CHUNK;
-    event_assign(&u->timer, w->base, -1, 0, px_upstream_timeout, u);
+    event_assign(&u->timer, w->base, -1, 0, h->timeout, u);
     u->state = rc == 0 ? U_BUSY : U_CONNECTING;
     if (u->state == U_CONNECTING)
         u->s.writable = u->s.readable = 0;
@@ -211,7 +212,8 @@ static int idle_usable(struct px_uconn *u)
     return !(u->s.eof || u->s.error || evbuffer_get_length(u->s.in));
 }
 
-struct px_uconn *px_pool_get(struct px_worker *w, struct px_target *t, int *err)
+struct px_uconn *px_pool_get(struct px_worker *w, struct px_target *t, const struct px_uconn_handlers *h,
+                             int *err)
 {
     struct px_upool *p = px_pool_of(w, t);
     if (p == NULL) {
@@ -225,15 +227,15 @@ struct px_uconn *px_pool_get(struct px_worker *w, struct px_target *t, int *err)
         pool_unlink(w, p, u);
         u->state = U_BUSY;
         u->reused = 1;
-    } else if ((u = uconn_connect(w, t, err)) == NULL) {
+    } else if ((u = uconn_connect(w, t, h, err)) == NULL) {
         return NULL;
     }
     busy_link(w, u);
     return u;
 }
 
-void px_pool_warm(struct px_worker *w, const struct px_target *t, const uint32_t *from, uint32_t nfrom,
-                  uint32_t nnew)
+void px_pool_warm(struct px_worker *w, const struct px_target *t, const struct px_uconn_handlers *h,
+                  const uint32_t *from, uint32_t nfrom, uint32_t nnew)
 {
     struct px_upool *p = px_pool_of(w, t);
     if (p == NULL || w->stopping)
@@ -259,13 +261,13 @@ void px_pool_warm(struct px_worker *w, const struct px_target *t, const uint32_t
     uint32_t have = p->nidle + p->warming;
     for (; have < count; have++) {
         int err = 0;
-        struct px_uconn *u = uconn_connect(w, t, &err);
+        struct px_uconn *u = uconn_connect(w, t, h, &err);
         if (u == NULL)
             return; /* the deploy's health checks passed: a real failure shows on use */
         if (u->state == U_BUSY) {
             px_pool_release(u, 1); /* connected at once (loopback) */
         } else {
-            u->warm = 1; /* no request: px_upstream_event pools it once connected */
+            u->warm = 1; /* no request: its event handler pools it once connected */
             p->warming++;
             busy_link(w, u); /* listed, so that a cut or the worker's exit closes it */
         }
@@ -314,9 +316,3 @@ void px_pool_release(struct px_uconn *u, int reusable)
     pool_link(w, &w->up.pools[u->target_id], u);
     event_add(&u->timer, w->tv_uidle);
 }
-
-const struct px_worker_module px_upstream_module = {
-    .name = "upstream",
-    .gc = px_pool_gc,
-    .exit = px_pool_exit,
-};

@@ -41,44 +41,12 @@ void px_req_set_id(struct px_req *r, const char *id, size_t len)
     r->request_id_len = 32;
 }
 
-static char loop_token[24];
-static size_t loop_token_len;
-static pthread_once_t loop_once = PTHREAD_ONCE_INIT;
-
-static void loop_token_make(void)
-{
-    static const char hex[] = "0123456789abcdef";
-    uint64_t x;
-    /* random, so that two proxyd on one host (or a chain through another
-     * proxy) tell their tokens apart; the clock and the address space only
-     * if the kernel has no entropy yet: it need not be secret */
-    if (getrandom(&x, sizeof(x), GRND_NONBLOCK) != (ssize_t)sizeof(x)) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        x = ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) ^ (uint64_t)(uintptr_t)&x;
-        x ^= x >> 31;
-        x *= 0x9e3779b97f4a7c15u;
-    }
-    memcpy(loop_token, "proxyd-", 7);
-    for (int i = 0; i < 16; i++)
-        loop_token[7 + i] = hex[(x >> (60 - 4 * i)) & 15];
-    loop_token[23] = '\0';
-    loop_token_len = 23;
-}
-
-const char *px_req_loop_token(size_t *len)
-{
-    pthread_once(&loop_once, loop_token_make);
-    *len = loop_token_len;
-    return loop_token;
-}
-
 /* A CDN-Loop value naming this process (a list of cdn-ids with parameters:
  * the random token is matched anywhere in it). */
 static int loop_seen(const char *v, size_t n)
 {
     size_t tl;
-    const char *t = px_req_loop_token(&tl);
+    const char *t = px_loop_token(&tl);
     return n >= tl && memmem(v, n, t, tl) != NULL;
 }
 
@@ -95,7 +63,7 @@ const char *px_req_date(struct px_worker *w)
     return x->date;
 }
 
-static int path_is(const struct px_h1_request *q, const char *p, int prefix)
+static int path_is(const struct px_req_head *q, const char *p, int prefix)
 {
     size_t n = strlen(p);
     if (q->path_len < n || memcmp(q->path, p, n) != 0)
@@ -151,7 +119,7 @@ int px_req_begin(struct px_req *r, struct px_worker *w, const struct px_down_ops
     px_routes_pin(r->routes, w->id);
 
     /* one pass over the fields the pipeline acts on */
-    const struct px_h1_request *q = o->q;
+    const struct px_req_head *q = o->q;
     const char *rid = NULL;
     size_t rid_len = 0;
     int rc = 0;
@@ -201,7 +169,7 @@ void px_req_respond(struct px_req *r, int status, const char *body, size_t len)
 /* 301 to https://HOST/PATH?QUERY (host lowercased, port stripped). */
 static void respond_redirect(struct px_req *r)
 {
-    const struct px_h1_request *q = r->q;
+    const struct px_req_head *q = r->q;
     char host[256];
     int hl = px_host_normalize(q->host, q->host ? q->host_len : 0, host, sizeof(host));
     if (hl <= 0) {
@@ -228,7 +196,7 @@ static void respond_redirect(struct px_req *r)
 static void respond_challenge(struct px_req *r)
 {
     static const char prefix[] = "/.well-known/acme-challenge/";
-    const struct px_h1_request *q = r->q;
+    const struct px_req_head *q = r->q;
     const char *token = q->path + sizeof(prefix) - 1;
     const char *end = memchr(token, '?', q->path_len - (sizeof(prefix) - 1));
     size_t len = end ? (size_t)(end - token) : q->path_len - (sizeof(prefix) - 1);
@@ -246,7 +214,7 @@ static void respond_challenge(struct px_req *r)
  * the request was answered. */
 static int shortcuts(struct px_req *r, const struct px_config *cfg)
 {
-    const struct px_h1_request *q = r->q;
+    const struct px_req_head *q = r->q;
     if (cfg->health_path[0] && (r->method == PX_METHOD_GET || r->method == PX_METHOD_HEAD) &&
         path_is(q, cfg->health_path, 0)) {
         px_req_respond(r, 200, "healthy\n", 8);
@@ -267,7 +235,7 @@ static int shortcuts(struct px_req *r, const struct px_config *cfg)
  * come with it. */
 static void set_route(struct px_req *r)
 {
-    const struct px_h1_request *q = r->q;
+    const struct px_req_head *q = r->q;
     r->route = px_routes_route(r->routes, q->host, q->host ? q->host_len : 0, q->path, q->path_len);
     r->adds = r->route ? r->route->adds : NULL;
     r->nadds = r->route ? r->route->nadds : 0;
@@ -361,7 +329,7 @@ static int rate_limit(struct px_req *r)
 void px_req_dispatch(struct px_req *r)
 {
     const struct px_config *cfg = px_routes_config(r->routes);
-    const struct px_h1_request *q = r->q;
+    const struct px_req_head *q = r->q;
     switch (r->step) {
     case PX_STEP_ROUTE:
         /* health_path and ACME challenges first: never limited */
@@ -500,7 +468,17 @@ uint32_t px_req_parked_count(const struct px_worker *w)
 
 /* ---- the end of a request ---- */
 
-static const char *const proto_names[] = {"HTTP/1.0", "HTTP/1.1", "HTTP/2"};
+static const char *const proto_names[] = {
+    [PX_PROTO_HTTP10] = "HTTP/1.0",
+    [PX_PROTO_HTTP11] = "HTTP/1.1",
+    [PX_PROTO_HTTP2] = "HTTP/2",
+};
+_Static_assert(PX_ARRAY_LEN(proto_names) == PX_PROTO__COUNT, "every enum px_proto has a name");
+
+const char *px_proto_name(unsigned proto)
+{
+    return proto < PX_PROTO__COUNT && proto_names[proto] ? proto_names[proto] : "-";
+}
 
 static void access_log(const struct px_req *r);
 
@@ -520,29 +498,6 @@ void px_req_finish(struct px_req *r)
         px_routes_unpin(r->routes, w->id);
         r->routes = NULL;
     }
-}
-
-int px_req_write_head(struct px_req *r, struct evbuffer *out)
-{
-    size_t f_loop_len;
-    struct px_fwd f = {
-        .client_ip = r->client_ip,
-        .client_ip_len = r->client_ip_len,
-        .peer_ip = r->peer_ip,
-        .peer_ip_len = r->peer_ip_len,
-        .xff = r->xff,
-        .xff_len = r->xff_len,
-        .proto = r->tls ? "https" : "http",
-        .request_id = r->request_id,
-        .request_id_len = r->request_id_len,
-        .start_ms = r->start_wall_ms,
-        .websocket = r->websocket,
-        .strip_expect = r->strip_expect,
-        .loop = px_req_loop_token(&f_loop_len),
-        .default_host = r->target ? r->target->addr.text : NULL,
-    };
-    f.loop_len = f_loop_len;
-    return px_h1_write_request_head(out, r->q, r->head_bound, &f);
 }
 
 static int is_space(char c)
@@ -624,7 +579,7 @@ static char *json_str(char *p, const char *s, size_t n)
 static void access_log(const struct px_req *r)
 {
     struct px_worker *w = r->w;
-    const struct px_h1_request *q = r->q;
+    const struct px_req_head *q = r->q;
     const struct {
         const char *client; size_t client_len;
         const char *method; size_t method_len;
@@ -638,7 +593,7 @@ static void access_log(const struct px_req *r)
         q->method ? q->method : "", q->method ? q->method_len : 0,
         q->host ? q->host : "", q->host ? q->host_len : 0,
         q->path ? q->path : "", q->path ? q->path_len : 0,
-        proto_names[r->proto < PX_ARRAY_LEN(proto_names) ? r->proto : 1],
+        px_proto_name(r->proto),
         r->tls,
     }, *f = &fv;
     time_t sec = (time_t)(r->start_wall_ms / 1000);
@@ -693,3 +648,17 @@ static void access_log(const struct px_req *r)
         px_worker_access_log(w, "", 0);
     }
 }
+
+/* ---- the module ---- */
+
+static void req_on_msg(struct px_worker *w, const struct px_wmsg *m)
+{
+    if (m->type == PX_WM_WAKE_SERVICE)
+        px_req_wake_service(w, m->u.service.name);
+}
+
+const struct px_worker_module px_req_module = {
+    .name = "request",
+    .msgs = PX_WM_BIT(PX_WM_WAKE_SERVICE),
+    .on_msg = req_on_msg,
+};

@@ -45,6 +45,7 @@ struct px_server {
     int has_http, has_https;
     uint64_t started_ms;
     struct px_deployer *deployer;  /* services proxyctl deploys, on this base */
+    struct px_worker_answers *answers; /* the workers' answers, read on this base */
     struct px_ctlserver *control;  /* the control socket */
     struct px_monitor *monitor;    /* active health checks of every served target */
     struct px_acme_manager *acme;  /* [acme] enabled: lineages, renewals, the token table */
@@ -125,7 +126,7 @@ int px_server_reload_certs(struct px_server *s, char *err, size_t errlen)
     struct px_tls *t = px_acme_manager_build_tls(s->acme, &cfg->tls, s->carry.sessions, err, errlen);
     if (t == NULL || px_routes_publish_tls(t, err, errlen) < 0)
         return -1;
-    notify_all(s, PX_WN_ROUTES);
+    notify_all(s, PX_WM_ROUTES);
     return 0;
 }
 
@@ -199,6 +200,14 @@ static void hook_broadcast(void *arg, const struct px_wmsg *m)
     for (int i = 0; i < s->nworkers; i++)
         if (px_worker_send(&s->workers[i], m) < 0)
             px_log_error("worker %d: cannot queue a message (out of memory)", i);
+}
+
+/* An answer from a worker (main thread). */
+static void on_answer(void *arg, const struct px_wmsg *m)
+{
+    struct px_server *s = arg;
+    if (m->type == PX_WA_TARGET_IDLE && s->deployer)
+        px_deployer_target_idle(s->deployer, m->u.target.id);
 }
 
 static struct px_services *services_provider(void *arg, const struct px_config *cfg, char *err, size_t errlen)
@@ -393,10 +402,11 @@ static int drop_privileges(const char *user, uid_t uid, gid_t gid, char *err, si
     return 0;
 }
 
-static void notify_all(struct px_server *s, unsigned what)
+static void notify_all(struct px_server *s, enum px_wmsg_type what)
 {
     for (int i = 0; i < s->nworkers; i++)
-        px_worker_notify(&s->workers[i], what);
+        if (px_worker_post(&s->workers[i], what) < 0)
+            px_log_error("worker %d: cannot queue a message (out of memory)", i);
 }
 
 static int same_addr(const struct px_addr *a, int has_a, const struct px_addr *b, int has_b)
@@ -452,7 +462,8 @@ int px_server_reload(struct px_server *s, char *err, size_t errlen)
     /* nothing can fail from here on */
     px_log_commit(sinks);
     px_routes_publish(r);
-    notify_all(s, PX_WN_ROUTES | PX_WN_RELOAD);
+    notify_all(s, PX_WM_ROUTES);
+    notify_all(s, PX_WM_RELOAD);
     px_monitor_sync(s->monitor, px_routes_services(px_routes_peek()));
     acme_reload(s, &px_routes_config(px_routes_peek())->acme);
     if (listeners_changed)
@@ -467,7 +478,7 @@ int px_server_reload(struct px_server *s, char *err, size_t errlen)
 
 void px_server_routes_published(struct px_server *s)
 {
-    notify_all(s, PX_WN_ROUTES);
+    notify_all(s, PX_WM_ROUTES);
     px_monitor_sync(s->monitor, px_routes_services(px_routes_peek()));
     sync_acme_services(s); /* a deploy --tls, or the removal of such a service */
 }
@@ -481,7 +492,7 @@ void px_server_stop(struct px_server *s)
 {
     if (s->stopping) {
         px_log_warn("second stop signal: exiting now");
-        notify_all(s, PX_WN_KILL);
+        notify_all(s, PX_WM_KILL);
         return;
     }
     s->stopping = 1;
@@ -489,7 +500,7 @@ void px_server_stop(struct px_server *s)
     s->stop_deadline_ms = px_now_ms() + budget;
     px_log_info("stopping: finishing in-flight requests (up to %llu ms)", (unsigned long long)budget);
     px_ctlserver_shutdown(s->control); /* pending deploys answer shutting_down */
-    notify_all(s, PX_WN_STOP);
+    notify_all(s, PX_WM_STOP);
     struct timeval tv = {0, 50000};
     event_add(s->stop_timer, &tv);
 }
@@ -543,7 +554,7 @@ static void on_stop_timer(evutil_socket_t fd, short what, void *arg)
     }
     if (px_now_ms() >= s->stop_deadline_ms) {
         px_log_warn("shutdown_timeout reached: closing the remaining connections");
-        notify_all(s, PX_WN_KILL);
+        notify_all(s, PX_WM_KILL);
         s->stop_deadline_ms = UINT64_MAX;
     }
     struct timeval tv = {0, 50000};
@@ -673,13 +684,15 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
     px_routes_publish(routes);
 
     s->workers = calloc((size_t)s->nworkers, sizeof(*s->workers));
-    if (s->workers == NULL) {
+    s->answers = px_worker_answers_new(s->base, on_answer, s);
+    if (s->workers == NULL || s->answers == NULL) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
     for (int i = 0; i < s->nworkers; i++) {
-        if (px_worker_init(&s->workers[i], i, err, errlen) < 0)
+        if (px_worker_init(&s->workers[i], i, px_worker_modules, px_worker_nmodules, err, errlen) < 0)
             goto fail;
+        px_worker_set_answers(&s->workers[i], s->answers);
         if (s->has_http) {
             int fd = open_listener(&s->listen_http, i > 0, err, errlen);
             if (fd < 0)
@@ -769,7 +782,7 @@ int px_server_run(struct px_server *s)
         if (px_worker_start(&s->workers[i]) != 0) {
             atomic_fetch_sub(&px_workers_running, 1);
             px_log_error("cannot start worker %d", i);
-            notify_all(s, PX_WN_KILL);
+            notify_all(s, PX_WM_KILL);
             rc = 1;
             break;
         }
@@ -796,6 +809,7 @@ void px_server_free(struct px_server *s)
             px_worker_free(&s->workers[i]);
     }
     free(s->workers);
+    px_worker_answers_free(s->answers); /* the workers are joined */
     px_monitor_free(s->monitor);
     px_ctlserver_free(s->control);
     px_acme_manager_free(s->acme);

@@ -1,60 +1,98 @@
 /* tunnel.c -- a WebSocket tunnel after a 101: bytes both ways with
  * backpressure, half-close aware. The tunnel outlives its request: it keeps
  * the snapshot (and so its target) pinned and counts on the target until it
- * closes, so that a deploy knows when it is gone and can close it. */
+ * closes, so that a deploy knows when it is gone and can close it. A session
+ * on its connection (struct px_session_ops). */
+#include <stdlib.h>
+
 #include "px/common.h"
 #include "px/conn.h"
-#include "px/request.h"
 #include "px/routes.h"
 #include "px/sock.h"
+#include "px/tunnel.h"
+#include "px/upstream.h"
 #include "px/worker.h"
 
 #define TUNNEL_HIGH (256 * 1024)
 
+struct px_tunnel {
+    struct px_conn *c;
+    struct px_uconn *u;
+    struct px_target *target;          /* counted in its load; kept alive by routes */
+    const struct px_routes *routes;
+    struct px_tunnel *next, *prev;     /* the worker's tunnels */
+    unsigned client_eof : 1, up_eof : 1;
+};
+
+static const struct px_session_ops tunnel_ops;
+
 static void tunnel_event(struct px_uconn *u, short what, void *owner)
 {
-    struct px_conn *c = owner;
+    struct px_tunnel *t = owner;
     px_sock_mark(px_uconn_sock(u), what);
-    px_conn_run(c);
+    px_conn_run(t->c);
 }
 
-void px_tunnel_start(struct px_conn *c, struct px_uconn *u, struct px_target *t, const struct px_routes *routes)
+int px_tunnel_start(struct px_conn *c, struct px_uconn *u, struct px_target *target, const struct px_routes *routes)
 {
-    c->tun = u;
-    c->tun_target = t;
-    c->tun_routes = routes;
-    px_routes_pin(routes, c->w->id);
-    px_target_load_add(t, c->w->id, 0, 1);
-    px_uconn_tunnel(u, tunnel_event, c);
+    struct px_worker *w = c->w;
+    struct px_tunnel *t = calloc(1, sizeof(*t)); /* once per upgrade, not per request */
+    if (t == NULL) {
+        px_uconn_close(u);
+        return -1;
+    }
+    t->c = c;
+    t->u = u;
+    t->target = target;
+    t->routes = routes;
+    px_routes_pin(routes, w->id);
+    px_target_load_add(target, w->id, 0, 1);
+    px_uconn_tunnel(u, tunnel_event, t);
+    t->next = w->tunnel.all;
+    if (t->next)
+        t->next->prev = t;
+    w->tunnel.all = t;
+    px_conn_set_session(c, &tunnel_ops, t);
+    return 0;
 }
 
-void px_tunnel_close(struct px_conn *c)
+/* session free: the connection closes */
+static void tunnel_free(void *session)
 {
-    px_uconn_close(c->tun);
-    c->tun = NULL;
-    px_target_load_add(c->tun_target, c->w->id, 0, -1);
-    px_routes_unpin(c->tun_routes, c->w->id);
-    c->tun_target = NULL;
-    c->tun_routes = NULL;
+    struct px_tunnel *t = session;
+    struct px_worker *w = t->c->w;
+    px_uconn_close(t->u);
+    px_target_load_add(t->target, w->id, 0, -1);
+    px_upstream_target_left(w, t->target);
+    px_routes_unpin(t->routes, w->id);
+    if (t->prev)
+        t->prev->next = t->next;
+    else
+        w->tunnel.all = t->next;
+    if (t->next)
+        t->next->prev = t->prev;
+    free(t);
 }
 
 /* ---- WebSocket tunnel: bytes both ways, half-close aware ---- */
 
-void px_tunnel_run(struct px_conn *c)
+static void tunnel_run(void *session)
 {
-    struct px_sock *us = px_uconn_sock(c->tun);
+    struct px_tunnel *t = session;
+    struct px_conn *c = t->c;
+    struct px_sock *us = px_uconn_sock(t->u);
     struct px_sock *cs = &c->s;
     int progress = 0;
     for (int round = 0; round < 4; round++) {
         size_t moved = 0;
-        if (!c->tun_client_eof && evbuffer_get_length(us->out) < TUNNEL_HIGH) {
+        if (!t->client_eof && evbuffer_get_length(us->out) < TUNNEL_HIGH) {
             moved += px_sock_read(cs, PX_CLIENT_READ_MAX);
             if (evbuffer_get_length(cs->in)) {
                 moved += evbuffer_get_length(cs->in);
                 evbuffer_add_buffer(us->out, cs->in);
             }
         }
-        if (!c->tun_up_eof && evbuffer_get_length(cs->out) < TUNNEL_HIGH) {
+        if (!t->up_eof && evbuffer_get_length(cs->out) < TUNNEL_HIGH) {
             moved += px_sock_read(us, PX_CLIENT_READ_MAX);
             if (evbuffer_get_length(us->in)) {
                 moved += evbuffer_get_length(us->in);
@@ -65,15 +103,15 @@ void px_tunnel_run(struct px_conn *c)
             px_conn_close(c);
             return;
         }
-        if (cs->eof && !c->tun_client_eof && evbuffer_get_length(us->out) == 0) {
-            c->tun_client_eof = 1;
+        if (cs->eof && !t->client_eof && evbuffer_get_length(us->out) == 0) {
+            t->client_eof = 1;
             px_sock_shutdown_write(us);
         }
-        if (us->eof && !c->tun_up_eof && evbuffer_get_length(cs->out) == 0) {
-            c->tun_up_eof = 1;
+        if (us->eof && !t->up_eof && evbuffer_get_length(cs->out) == 0) {
+            t->up_eof = 1;
             px_sock_shutdown_write(cs);
         }
-        if (c->tun_client_eof && c->tun_up_eof) {
+        if (t->client_eof && t->up_eof) {
             px_conn_close(c);
             return;
         }
@@ -83,17 +121,47 @@ void px_tunnel_run(struct px_conn *c)
     }
     if (progress)
         event_add(&c->timer, c->w->tv_uread);
-    if ((cs->readable && !c->tun_client_eof && evbuffer_get_length(us->out) < TUNNEL_HIGH) ||
-        (us->readable && !c->tun_up_eof && evbuffer_get_length(cs->out) < TUNNEL_HIGH))
+    if ((cs->readable && !t->client_eof && evbuffer_get_length(us->out) < TUNNEL_HIGH) ||
+        (us->readable && !t->up_eof && evbuffer_get_length(cs->out) < TUNNEL_HIGH))
         event_active(&cs->ev, EV_READ, 1);
 }
 
-void px_conn_close_tunnels(struct px_worker *w, uint32_t target_id)
+static void tunnel_timeout(void *session)
 {
-    struct px_conn *c = w->conn.all, *next;
-    for (; c; c = next) {
-        next = c->next;
-        if (c->state == C_TUNNEL && c->tun_target && c->tun_target->id == target_id)
-            px_conn_close(c);
+    struct px_tunnel *t = session;
+    px_conn_close(t->c);
+}
+
+/* A tunnel has no graceful end of its own: it runs until a side closes, a
+ * deploy closes it (PX_WM_CLOSE_TUNNELS) or the shutdown deadline. */
+static int tunnel_goaway(void *session, int stop)
+{
+    PX_UNUSED(session);
+    PX_UNUSED(stop);
+    return 0;
+}
+
+static const struct px_session_ops tunnel_ops = {
+    .name = "tunnel",
+    .run = tunnel_run,
+    .timeout = tunnel_timeout,
+    .goaway = tunnel_goaway,
+    .free = tunnel_free,
+};
+
+/* PX_WM_CLOSE_TUNNELS: close this worker's tunnels to one target. */
+static void tunnel_on_msg(struct px_worker *w, const struct px_wmsg *m)
+{
+    struct px_tunnel *t = w->tunnel.all, *next;
+    for (; t; t = next) {
+        next = t->next;
+        if (t->target && t->target->id == m->u.target.id)
+            px_conn_close(t->c); /* frees t (tunnel_free) */
     }
 }
+
+const struct px_worker_module px_tunnel_module = {
+    .name = "tunnel",
+    .msgs = PX_WM_BIT(PX_WM_CLOSE_TUNNELS),
+    .on_msg = tunnel_on_msg,
+};

@@ -22,6 +22,11 @@
 #include "px/upstream.h"
 #include "px/worker.h"
 
+static void upstream_event(evutil_socket_t fd, short what, void *arg);
+static void upstream_timeout(evutil_socket_t fd, short what, void *arg);
+/* the event entry points of the connections the pool opens for us */
+static const struct px_uconn_handlers handlers = {upstream_event, upstream_timeout};
+
 #define UP_OUT_HIGH (256 * 1024)
 #define UP_OUT_LOW (64 * 1024)
 
@@ -52,7 +57,7 @@ static void arm_io(struct px_uconn *u)
 static int attach(struct px_req *r, struct px_target *t, int *err)
 {
     struct px_worker *w = r->w;
-    struct px_uconn *u = px_pool_get(w, t, err);
+    struct px_uconn *u = px_pool_get(w, t, &handlers, err);
     if (u == NULL) {
         px_balancer_mark_down(w, t);
         return -1;
@@ -78,6 +83,7 @@ static void detach_count(struct px_req *r)
             p->outstanding--;
         px_target_load_add(r->target, r->w->id, -1, 0);
         r->counted = 0;
+        px_upstream_target_left(r->w, r->target);
     }
 }
 
@@ -87,6 +93,30 @@ static void send_some(struct px_uconn *u)
         return;
     if (evbuffer_get_length(u->s.out))
         px_sock_flush(&u->s); /* an error surfaces through s.error */
+}
+
+/* The upstream request head (HTTP/1.1) for r. 0 or -1. */
+static int write_head(struct px_req *r, struct evbuffer *out)
+{
+    size_t f_loop_len;
+    struct px_fwd f = {
+        .client_ip = r->client_ip,
+        .client_ip_len = r->client_ip_len,
+        .peer_ip = r->peer_ip,
+        .peer_ip_len = r->peer_ip_len,
+        .xff = r->xff,
+        .xff_len = r->xff_len,
+        .proto = r->tls ? "https" : "http",
+        .request_id = r->request_id,
+        .request_id_len = r->request_id_len,
+        .start_ms = r->start_wall_ms,
+        .websocket = r->websocket,
+        .strip_expect = r->strip_expect,
+        .loop = px_loop_token(&f_loop_len),
+        .default_host = r->target ? r->target->addr.text : NULL,
+    };
+    f.loop_len = f_loop_len;
+    return px_h1_write_request_head(out, r->q, r->head_bound, &f);
 }
 
 int px_upstream_start(struct px_req *r)
@@ -104,7 +134,7 @@ int px_upstream_start(struct px_req *r)
             return 502;
     }
     struct px_uconn *u = r->up;
-    if (px_req_write_head(r, u->s.out) < 0)
+    if (write_head(r, u->s.out) < 0)
         return 500;
     send_some(u);
     if (u->s.error) {
@@ -157,7 +187,7 @@ static void fail(struct px_uconn *u, int status, int connect_failed)
             struct px_uconn *nu = r->up;
             if (connect_failed)
                 evbuffer_add_buffer(nu->s.out, u->s.out);
-            else if (px_req_write_head(r, nu->s.out) < 0)
+            else if (write_head(r, nu->s.out) < 0)
                 goto give_up;
             nu->body_paused = u->body_paused;
             px_uconn_close(u);
@@ -434,7 +464,7 @@ static void process(struct px_uconn *u)
         event_active(&u->s.ev, EV_READ, 1);
 }
 
-void px_upstream_event(evutil_socket_t fd, short what, void *arg)
+static void upstream_event(evutil_socket_t fd, short what, void *arg)
 {
     struct px_uconn *u = arg;
     px_sock_mark(&u->s, what);
@@ -480,7 +510,7 @@ void px_upstream_event(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-void px_upstream_timeout(evutil_socket_t fd, short what, void *arg)
+static void upstream_timeout(evutil_socket_t fd, short what, void *arg)
 {
     struct px_uconn *u = arg;
     switch (u->state) {
@@ -538,3 +568,59 @@ void px_upstream_cut_target(struct px_worker *w, uint32_t target_id)
         }
     }
 }
+
+/* ---- the module: balancer.c, pool.c, upstream.c ---- */
+
+void px_upstream_target_left(struct px_worker *w, const struct px_target *t)
+{
+    if (PX_LIKELY(!atomic_load_explicit(&t->draining, memory_order_relaxed)))
+        return;
+    const struct px_target_load *l = &t->load[w->id];
+    if (atomic_load_explicit(&l->requests, memory_order_relaxed) ||
+        atomic_load_explicit(&l->tunnels, memory_order_relaxed))
+        return;
+    struct px_wmsg m = {.type = PX_WA_TARGET_IDLE, .u.target.id = t->id};
+    px_worker_answer(w, &m);
+}
+
+static void upstream_on_msg(struct px_worker *w, const struct px_wmsg *m)
+{
+    switch (m->type) {
+    case PX_WM_DRAIN_TARGET: {
+        /* busy connections see the target's draining flag when they end */
+        px_pool_close_idle(w, m->u.target.id);
+        /* This worker has seen the flag: whatever ends on the target from
+         * now on answers by itself (px_upstream_target_left), and what
+         * ended before is visible to the main thread once it reads this
+         * answer, so it counts again and misses nothing. */
+        struct px_wmsg a = {.type = PX_WA_TARGET_IDLE, .u.target.id = m->u.target.id};
+        px_worker_answer(w, &a);
+        break;
+    }
+    case PX_WM_CUT_TARGET:
+        px_upstream_cut_target(w, m->u.target.id);
+        break;
+    case PX_WM_WARM_TARGET: {
+        struct px_target t = {.addr = m->u.warm.addr, .id = m->u.warm.target_id}; /* what a connect needs */
+        px_pool_warm(w, &t, &handlers, m->u.warm.from, m->u.warm.nfrom, m->u.warm.count);
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+static void upstream_on_stop(struct px_worker *w, int now)
+{
+    if (!now)
+        px_pool_close_idle(w, UINT32_MAX);
+}
+
+const struct px_worker_module px_upstream_module = {
+    .name = "upstream",
+    .msgs = PX_WM_BIT(PX_WM_DRAIN_TARGET) | PX_WM_BIT(PX_WM_CUT_TARGET) | PX_WM_BIT(PX_WM_WARM_TARGET),
+    .on_msg = upstream_on_msg,
+    .on_stop = upstream_on_stop,
+    .gc = px_pool_gc,
+    .exit = px_pool_exit,
+};

@@ -1,7 +1,7 @@
-/* worker.c -- one event_base per thread: listeners, housekeeping, notify. */
+/* worker.c -- one event_base per thread and its loop: housekeeping, the
+ * message queue, the access-log buffer. It knows modules only through the
+ * table px_worker_init is given: each answers its own messages. */
 #include <errno.h>
-#include <malloc.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,28 +15,14 @@
 
 #include "px/common.h"
 #include "px/config.h"
-#include "px/h2.h"
 #include "px/headers.h"
 #include "px/log.h"
 #include "px/worker.h"
 
 #define ACCESS_BUF_FLUSH (64 * 1024)
-#define ACCEPT_BATCH 64
-/* Give memory back after a burst: when at least this many of the worker's
- * connections have closed and at most half of its peak are left. */
-#define TRIM_MIN_CLOSED 64
-
-/* The modules with per-worker state, in the order their hooks run: pools
- * close before the connections whose requests used them are freed. */
-static const struct px_worker_module *const modules[] = {
-    &px_upstream_module,
-    &px_conn_module,
-    &px_h2_module,
-};
 
 _Atomic uint32_t px_open_conns;
 _Atomic int px_workers_running;
-static _Atomic uint64_t last_trim_ms; /* px_now_ms() of the last malloc_trim (trim_after_burst) */
 
 static void tick_cb(evutil_socket_t fd, short what, void *arg);
 static void notify_cb(evutil_socket_t fd, short what, void *arg);
@@ -112,10 +98,36 @@ void px_worker_refresh(struct px_worker *w)
     }
 }
 
-int px_worker_init(struct px_worker *w, int id, char *err, size_t errlen)
+/* Every message type but the worker's own has exactly one owner. */
+static int check_owners(const struct px_worker_module *const *mods, size_t nmods, char *err, size_t errlen)
+{
+    uint32_t own = PX_WM_BIT(PX_WM_ROUTES) | PX_WM_BIT(PX_WM_STOP) | PX_WM_BIT(PX_WM_KILL);
+    for (size_t i = 0; i < nmods; i++) {
+        if ((mods[i]->msgs & own) || (mods[i]->msgs && mods[i]->on_msg == NULL)) {
+            snprintf(err, errlen, "module %s: a message type it cannot own", mods[i]->name);
+            return -1;
+        }
+        own |= mods[i]->msgs;
+    }
+    for (int t = 1; t < PX_WM__COUNT; t++) {
+        if (!(own & PX_WM_BIT(t))) {
+            snprintf(err, errlen, "no module answers worker message type %d", t);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int px_worker_init(struct px_worker *w, int id, const struct px_worker_module *const *mods, size_t nmods,
+                   char *err, size_t errlen)
 {
     memset(w, 0, sizeof(*w));
     w->id = id;
+    w->notify_fd = -1;
+    if (check_owners(mods, nmods, err, errlen) < 0)
+        return -1;
+    w->mods = mods;
+    w->nmods = nmods;
     w->notify_fd = -1;
     pthread_mutex_init(&w->msg_lock, NULL);
     w->msgs_tail = &w->msgs;
@@ -148,15 +160,12 @@ int px_worker_init(struct px_worker *w, int id, char *err, size_t errlen)
     }
     w->rng[0] |= 1;
     px_worker_refresh(w);
-    w->accepting = 1;
     return 0;
 fail:
     snprintf(err, errlen, "worker %d: cannot create an event base", id);
     px_worker_free(w);
     return -1;
 }
-
-static void accept_cb(evutil_socket_t fd, short what, void *arg);
 
 int px_worker_add_listener(struct px_worker *w, int fd, int tls)
 {
@@ -165,161 +174,67 @@ int px_worker_add_listener(struct px_worker *w, int fd, int tls)
     struct px_listener *l = &w->listeners[w->nlisteners++];
     l->fd = fd;
     l->tls = tls;
-    event_assign(&l->ev, w->base, fd, EV_READ | EV_PERSIST, accept_cb, w);
-    return event_add(&l->ev, NULL);
+    return 0;
 }
 
-static void accept_pause(struct px_worker *w)
+const struct px_session_ops *px_worker_session(const struct px_worker *w, const char *alpn)
 {
-    if (!w->accepting)
-        return;
-    w->accepting = 0;
-    for (int i = 0; i < w->nlisteners; i++)
-        event_del(&w->listeners[i].ev);
-}
-
-static void accept_resume(struct px_worker *w)
-{
-    if (w->accepting || w->stopping)
-        return;
-    w->accepting = 1;
-    for (int i = 0; i < w->nlisteners; i++)
-        event_add(&w->listeners[i].ev, NULL);
-}
-
-static void accept_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct px_worker *w = arg;
-    int tls = 0;
-    for (int i = 0; i < w->nlisteners; i++)
-        if (w->listeners[i].fd == fd)
-            tls = w->listeners[i].tls;
-    px_worker_refresh(w);
-    uint32_t max = w->cfg->max_connections;
-    for (int n = 0; n < ACCEPT_BATCH; n++) {
-        /* At the limit, make room by closing the oldest idle connection
-         * (nginx's reusable connections), but only for a client that is
-         * really there; with none idle, new clients wait in the listen
-         * queue. */
-        int full = atomic_load_explicit(&px_open_conns, memory_order_relaxed) >= max;
-        if (full && !px_conn_have_idle(w)) {
-            accept_pause(w);
-            return;
-        }
-        struct sockaddr_in6 sa; /* large enough for AF_INET and AF_INET6 */
-        socklen_t salen = sizeof(sa);
-        int cfd = accept4(fd, (struct sockaddr *)&sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (cfd < 0) {
-            if (errno == EMFILE || errno == ENFILE) {
-                px_log_error("accept: %s: pausing accepts for a second", strerror(errno));
-                accept_pause(w);
-            } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
-                px_log_warn("accept: %s", strerror(errno));
-            }
-            return;
-        }
-        if (full) {
-            px_conn_drain_idle(w, 1);
-            uint64_t now = px_now_ms();
-            if (now - w->conn.reuse_warned_ms >= 60000) {
-                w->conn.reuse_warned_ms = now;
-                px_log_warn("max_connections (%u) reached: closing idle keep-alive connections for new ones",
-                            max);
-            }
-        }
-        atomic_fetch_add_explicit(&px_open_conns, 1, memory_order_relaxed);
-        px_conn_accept(w, cfd, tls, (struct sockaddr *)&sa, salen);
-    }
-}
-
-/* A connection closed: accepting may go on. */
-void px_worker_conn_closed(struct px_worker *w)
-{
-    atomic_fetch_sub_explicit(&px_open_conns, 1, memory_order_relaxed);
-    if (!w->accepting && !w->stopping)
-        accept_resume(w);
-    if (w->stopping && w->conn.n == 0)
-        event_base_loopexit(w->base, NULL);
-}
-
-static long rss_kb(void)
-{
-    long pages = 0, rss = 0;
-    FILE *f = fopen("/proc/self/statm", "r");
-    if (f == NULL)
-        return -1;
-    if (fscanf(f, "%ld %ld", &pages, &rss) != 2)
-        rss = -1;
-    fclose(f);
-    return rss < 0 ? -1 : rss * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
-/* After a burst of connections, what they used is free but stays resident:
- * glibc keeps freed memory in its per-thread arenas, fragmented among the
- * survivors, and returns only the top of a heap by itself (3,000 TLS+h2
- * connections left ~170 MB behind). malloc_trim(0) hands the free pages of
- * every arena back (MADV_DONTNEED). It walks the arenas (a few ms for a
- * large heap), so it runs from the 1 s tick, only once many connections
- * have closed -- never on the data path. */
-static void trim_after_burst(struct px_worker *w)
-{
-    uint32_t n = w->conn.n, peak = w->conn.peak;
-    if (peak < n + TRIM_MIN_CLOSED || n > peak / 2)
-        return;
-    w->conn.peak = n;
-    /* one trim covers every arena: when the burst ended on all workers at
-     * once, the first to notice does it for all */
-    uint64_t now = px_now_ms(), last = atomic_load(&last_trim_ms);
-    if (now - last < 1000 || !atomic_compare_exchange_strong(&last_trim_ms, &last, now))
-        return;
-    long before = rss_kb();
-    uint64_t t0 = px_now_us();
-    malloc_trim(0);
-    px_log_info("worker %d: %u of %u connections closed: freed memory returned (RSS %ld -> %ld kB, %.1f ms)",
-                w->id, peak - n, peak, before, rss_kb(), (double)(px_now_us() - t0) / 1000.0);
+    for (size_t i = 0; i < w->nmods; i++)
+        if (w->mods[i]->alpn && strcmp(w->mods[i]->alpn, alpn) == 0)
+            return w->mods[i]->session;
+    return NULL;
 }
 
 static void tick_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct px_worker *w = arg;
     px_worker_refresh(w);
-    trim_after_burst(w);
-    if (!w->accepting && !w->stopping &&
-        atomic_load_explicit(&px_open_conns, memory_order_relaxed) < w->cfg->max_connections)
-        accept_resume(w);
+    for (size_t i = 0; i < w->nmods; i++)
+        if (w->mods[i]->tick)
+            w->mods[i]->tick(w);
     if (evbuffer_get_length(w->access_buf))
         log_flush_cb(-1, 0, w);
+}
+
+static void stop(struct px_worker *w, int now)
+{
+    if (!now) {
+        if (w->stopping)
+            return;
+        w->stopping = 1;
+    }
+    for (size_t i = 0; i < w->nmods; i++)
+        if (w->mods[i]->on_stop)
+            w->mods[i]->on_stop(w, now);
+    if (now)
+        event_base_loopexit(w->base, NULL);
 }
 
 static void handle_msg(struct px_worker *w, const struct px_wmsg *m)
 {
     switch (m->type) {
-    case PX_WM_CLOSE_IDLE:
-        px_pool_close_idle(w, m->target_id);
-        break;
-    case PX_WM_DRAIN_TARGET:
-        /* busy connections see the target's draining flag when they end */
-        px_pool_close_idle(w, m->target_id);
-        break;
-    case PX_WM_CLOSE_TUNNELS:
-        px_conn_close_tunnels(w, m->target_id);
-        break;
-    case PX_WM_WAKE_SERVICE:
-        px_req_wake_service(w, m->name);
-        break;
-    case PX_WM_CUT_TARGET:
-        px_upstream_cut_target(w, m->target_id);
-        break;
-    case PX_WM_WARM_TARGET: {
-        struct px_target t = {.addr = m->addr, .id = m->target_id}; /* what a connect needs */
-        px_pool_warm(w, &t, m->from, m->nfrom, m->count);
+    case PX_WM_ROUTES:
+        px_worker_refresh(w);
+        return;
+    case PX_WM_STOP:
+        stop(w, 0);
+        return;
+    case PX_WM_KILL:
+        stop(w, 1);
+        return;
+    default:
         break;
     }
-    }
+    for (size_t i = 0; i < w->nmods; i++)
+        if (w->mods[i]->msgs & PX_WM_BIT(m->type)) {
+            w->mods[i]->on_msg(w, m);
+            return;
+        }
 }
 
 static void take_msgs(struct px_worker *w)
 {
+    px_worker_refresh(w); /* a message may refer to a snapshot published before it */
     pthread_mutex_lock(&w->msg_lock);
     struct px_wmsg *m = w->msgs;
     w->msgs = NULL;
@@ -339,7 +254,8 @@ int px_worker_send(struct px_worker *w, const struct px_wmsg *msg)
     if (m == NULL)
         return -1;
     *m = *msg;
-    m->name[PX_WMSG_NAME_MAX - 1] = '\0';
+    if (m->type == PX_WM_WAKE_SERVICE)
+        m->u.service.name[PX_WMSG_NAME_MAX - 1] = '\0';
     m->next = NULL;
     pthread_mutex_lock(&w->msg_lock);
     *w->msgs_tail = m;
@@ -351,50 +267,115 @@ int px_worker_send(struct px_worker *w, const struct px_wmsg *msg)
     return 0;
 }
 
+int px_worker_post(struct px_worker *w, enum px_wmsg_type type)
+{
+    struct px_wmsg m = {.type = type};
+    return px_worker_send(w, &m);
+}
+
 static void notify_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct px_worker *w = arg;
     uint64_t v;
     if (read(w->notify_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
         px_log_warn("worker %d: eventfd read: %s", w->id, strerror(errno));
-    unsigned p = atomic_exchange(&w->pending, 0);
-    if (p & PX_WN_ROUTES)
-        px_worker_refresh(w);
-    take_msgs(w); /* after the refresh: a message may refer to the new snapshot */
-    if ((p & PX_WN_RELOAD) && !w->stopping)
-        px_conn_goaway_all(w);
-    if ((p & PX_WN_STOP) && !w->stopping) {
-        accept_pause(w);
-        w->stopping = 1;
-        for (int i = 0; i < w->nlisteners; i++) {
-            close(w->listeners[i].fd);
-            w->listeners[i].fd = -1;
-        }
-        px_pool_close_idle(w, UINT32_MAX);
-        px_conn_stop_all(w);
-        if (w->conn.n == 0)
-            event_base_loopexit(w->base, NULL);
-    }
-    if (p & PX_WN_KILL) {
-        px_conn_kill_all(w);
-        event_base_loopexit(w->base, NULL);
+    take_msgs(w);
+}
+
+/* ---- answers to the main thread ---- */
+
+struct px_worker_answers {
+    pthread_mutex_t lock;           /* guards head: workers append, the main loop takes */
+    struct px_wmsg *head, **tail;
+    int fd;                         /* eventfd */
+    struct event ev;
+    void (*fn)(void *arg, const struct px_wmsg *m);
+    void *arg;
+};
+
+static void answers_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_worker_answers *a = arg;
+    uint64_t v;
+    if (read(a->fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+        px_log_warn("answers: eventfd read: %s", strerror(errno));
+    pthread_mutex_lock(&a->lock);
+    struct px_wmsg *m = a->head;
+    a->head = NULL;
+    a->tail = &a->head;
+    pthread_mutex_unlock(&a->lock);
+    while (m) {
+        struct px_wmsg *next = m->next;
+        a->fn(a->arg, m);
+        free(m);
+        m = next;
     }
 }
 
-void px_worker_notify(struct px_worker *w, unsigned what)
+struct px_worker_answers *px_worker_answers_new(struct event_base *main_base,
+                                                void (*fn)(void *arg, const struct px_wmsg *m), void *arg)
 {
-    atomic_fetch_or(&w->pending, what);
+    struct px_worker_answers *a = calloc(1, sizeof(*a));
+    if (a == NULL)
+        return NULL;
+    a->fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (a->fd < 0) {
+        free(a);
+        return NULL;
+    }
+    pthread_mutex_init(&a->lock, NULL);
+    a->tail = &a->head;
+    a->fn = fn;
+    a->arg = arg;
+    event_assign(&a->ev, main_base, a->fd, EV_READ | EV_PERSIST, answers_cb, a);
+    event_add(&a->ev, NULL);
+    return a;
+}
+
+void px_worker_answers_free(struct px_worker_answers *a)
+{
+    if (a == NULL)
+        return;
+    event_del(&a->ev);
+    close(a->fd);
+    for (struct px_wmsg *m = a->head, *next; m; m = next) {
+        next = m->next;
+        free(m);
+    }
+    pthread_mutex_destroy(&a->lock);
+    free(a);
+}
+
+void px_worker_set_answers(struct px_worker *w, struct px_worker_answers *a)
+{
+    w->answers = a;
+}
+
+void px_worker_answer(struct px_worker *w, const struct px_wmsg *msg)
+{
+    struct px_worker_answers *a = w->answers;
+    if (a == NULL)
+        return;
+    struct px_wmsg *m = malloc(sizeof(*m));
+    if (m == NULL)
+        return;
+    *m = *msg;
+    m->next = NULL;
+    pthread_mutex_lock(&a->lock);
+    *a->tail = m;
+    a->tail = &m->next;
+    pthread_mutex_unlock(&a->lock);
     uint64_t one = 1;
-    if (write(w->notify_fd, &one, sizeof(one)) < 0)
-        px_log_warn("worker %d: eventfd write: %s", w->id, strerror(errno));
+    if (write(a->fd, &one, sizeof(one)) < 0)
+        px_log_warn("worker %d: answers eventfd write: %s", w->id, strerror(errno));
 }
 
 static void gc_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct px_worker *w = arg;
-    for (size_t i = 0; i < PX_ARRAY_LEN(modules); i++)
-        if (modules[i]->gc)
-            modules[i]->gc(w);
+    for (size_t i = 0; i < w->nmods; i++)
+        if (w->mods[i]->gc)
+            w->mods[i]->gc(w);
 }
 
 void px_worker_schedule_gc(struct px_worker *w)
@@ -447,7 +428,6 @@ void px_worker_request_id(struct px_worker *w, char out[32])
     }
 }
 
-
 static void *worker_main(void *arg)
 {
     struct px_worker *w = arg;
@@ -459,6 +439,9 @@ static void *worker_main(void *arg)
 
 int px_worker_start(struct px_worker *w)
 {
+    for (size_t i = 0; i < w->nmods; i++)
+        if (w->mods[i]->start)
+            w->mods[i]->start(w);
     return pthread_create(&w->thread, NULL, worker_main, w);
 }
 
@@ -471,11 +454,12 @@ void px_worker_free(struct px_worker *w)
 {
     if (w->base == NULL)
         return;
-    for (size_t i = 0; i < PX_ARRAY_LEN(modules); i++)
-        if (modules[i]->exit)
-            modules[i]->exit(w);
+    for (size_t i = 0; i < w->nmods; i++)
+        if (w->mods[i]->exit)
+            w->mods[i]->exit(w);
     for (int i = 0; i < w->nlisteners; i++) {
-        event_del(&w->listeners[i].ev);
+        if (event_initialized(&w->listeners[i].ev))
+            event_del(&w->listeners[i].ev);
         if (w->listeners[i].fd >= 0)
             close(w->listeners[i].fd);
     }

@@ -1,27 +1,13 @@
-/* px/conn.h -- client connections: the transport (conn.c: accept,
- * TLS handshake, timers, lifetime, idle connections) and the sessions on it
- * (h1.c: HTTP/1; h2.c: HTTP/2; tunnel.c: WebSocket tunnels).
+/* px/conn.h -- the client transport (conn.c): listeners and accept, TLS
+ * handshake, the connection timer, lingering close, idle connections and
+ * max_connections, lifetime. It runs whatever session sits on a connection
+ * (h1.c, h2.c, tunnel.c; HTTP/3 later) through struct px_session_ops only,
+ * as HAProxy's mux_ops on struct connection: it names no session.
  * Threading: a connection belongs to the worker that accepted it. */
 #ifndef PX_CONN_H
 #define PX_CONN_H
 
 #include <stdint.h>
-
-struct px_conn;
-
-/* The client-connection module's per-worker state. */
-struct px_conn_ctx {
-    struct px_conn *all;            /* every open client connection */
-    uint32_t n;
-    uint32_t peak;                  /* the most open at once since the worker last gave memory back */
-    struct px_conn *idle_head, *idle_tail; /* reusable connections, oldest first */
-    uint64_t reuse_warned_ms;       /* last "max_connections reached" warning */
-    struct px_conn *dead;           /* closed, freed by the worker's gc */
-    void *free_reqs;                /* HTTP/1 request objects (h1.c) */
-    uint32_t nfree_reqs;
-};
-
-/* ---- the module's internals, shared by conn.c, h1.c and tunnel.c ---- */
 
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -31,12 +17,22 @@ struct px_conn_ctx {
 
 #include "px/sock.h"
 
+struct px_conn;
 struct px_worker;
-struct px_h1req;
-struct px_uconn;
-struct px_target;
 struct px_routes;
-struct px_h2;
+struct px_session_ops;
+
+/* The client-connection module's per-worker state. */
+struct px_conn_ctx {
+    struct px_conn *all;            /* every open client connection */
+    uint32_t n;
+    uint32_t peak;                  /* the most open at once since the worker last gave memory back */
+    struct px_conn *idle_head, *idle_tail; /* reusable connections, oldest first */
+    uint64_t reuse_warned_ms;       /* last "max_connections reached" warning */
+    struct px_conn *dead;           /* closed, freed by the worker's gc */
+    unsigned accepting : 1;
+    const struct px_session_ops *h1, *h2; /* the sessions offered for "http/1.1" and "h2" */
+};
 
 /* Client output held for a client that does not read (nginx holds 64-128
  * KiB in its proxy buffers). A client that keeps up (nothing queued) takes a
@@ -50,16 +46,35 @@ struct px_h2;
  * is read and dropped, as nginx discards it; a larger one closes. */
 #define PX_DISCARD_MAX (1024 * 1024)
 
-/* States: HANDSHAKE (TLS) -> IDLE (keep-alive, waiting for a first byte) ->
- * HEAD (reading a request head) -> ACTIVE (one request in flight) -> IDLE
- * again, or CLOSING (flush, close) / LINGER (flush, half-close, drain) ->
- * DEAD. H2 after ALPN "h2"; TUNNEL after a WebSocket 101. */
-enum px_cstate { C_HANDSHAKE, C_IDLE, C_HEAD, C_ACTIVE, C_TUNNEL, C_H2, C_CLOSING, C_LINGER, C_DEAD };
+/* A session: what runs on a connection once the transport is up. Every
+ * hook gets the session pointer the connection carries (c->session). */
+struct px_session_ops {
+    const char *name;
+    /* A new session on c (which is set up and may be written to); NULL when
+     * out of memory (the connection closes). */
+    void *(*open)(struct px_conn *c);
+    /* The socket is ready or the session was woken: read, process, write. */
+    void (*run)(void *session);
+    /* The connection's timer fired. */
+    void (*timeout)(void *session);
+    /* Reload (stop = 0: HTTP/2 sends GOAWAY) or graceful stop (stop = 1:
+     * finish what runs, then close). Returns 1 when the connection should
+     * close now (nothing runs on it). */
+    int (*goaway)(void *session, int stop);
+    /* The connection closes under the session: abort what runs, free it. */
+    void (*free)(void *session);
+};
+
+/* States of the transport: HANDSHAKE (TLS) -> SESSION (the session runs) ->
+ * CLOSING (flush, close) or LINGER (flush, half-close, drain) -> DEAD. */
+enum px_cstate { C_HANDSHAKE, C_SESSION, C_CLOSING, C_LINGER, C_DEAD };
 
 struct px_conn {
     struct px_sock s;
     struct px_worker *w;
-    struct event timer;
+    struct event timer;           /* the session arms it (event_add) for its own timeouts */
+    const struct px_session_ops *ops;
+    void *session;
     struct px_conn *next, *prev;
     struct px_conn *inext, *iprev; /* the worker's idle list, oldest first */
     enum px_cstate state;
@@ -71,42 +86,44 @@ struct px_conn {
     char peer_ip[46];
     uint8_t peer_ip_len;
     unsigned tls : 1;
-    unsigned keepalive : 1;       /* keep the connection after the current response */
-    unsigned out_full : 1;        /* the upstream waits for our output to drain */
-    unsigned body_paused : 1;     /* the upstream asked us to stop reading body */
-    unsigned in_run : 1;          /* inside conn_run: no re-entry, loop instead */
-    unsigned again : 1;           /* conn_run must run once more */
-    unsigned tun_client_eof : 1, tun_up_eof : 1;
-    unsigned closing : 1;         /* inside conn_close */
+    unsigned in_run : 1;          /* inside px_conn_run: no re-entry, loop instead */
+    unsigned again : 1;           /* px_conn_run must run once more */
+    unsigned closing : 1;         /* inside px_conn_close */
     unsigned shut_wr : 1;         /* C_LINGER: our side is shut down */
     unsigned reusable : 1;        /* on the worker's idle list */
-    uint32_t discard;             /* h1.c: body bytes of an answered request still to skip */
-    struct px_h1req *hr;              /* h1.c: the request in progress */
-    struct px_uconn *tun;
-    struct px_target *tun_target;      /* counted in its load; kept alive by tun_routes */
-    const struct px_routes *tun_routes;
     const struct px_routes *hs_routes; /* pinned during the TLS handshake (SNI/ALPN callbacks) */
-    struct px_h2 *h2;             /* C_H2: the HTTP/2 session */
-    unsigned h2_idle_armed : 1;
 };
 
-/* conn.c */
-void px_conn_run(struct px_conn *c);           /* runs the state machine; re-entry loops instead */
-void px_conn_close(struct px_conn *c);         /* now; freed by the worker's gc */
-void px_conn_linger(struct px_conn *c);        /* flush, half-close, read until EOF or tv_linger */
-void px_conn_enter_idle(struct px_conn *c);    /* keep-alive: wait for the next request */
-void px_conn_set_reusable(struct px_conn *c, int on);
+/* ---- the transport API sessions use ---- */
 
-/* h1.c: the HTTP/1 session on a connection */
-void px_h1_run_head(struct px_conn *c);        /* IDLE/HEAD: read and start requests */
-void px_h1_run_active(struct px_conn *c);      /* ACTIVE: body up, output drained */
-void px_h1_timeout(struct px_conn *c);         /* ACTIVE: the connection's timer fired */
-void px_h1_abort(struct px_conn *c);           /* the connection closes under a request */
-void px_h1_free_cache(struct px_worker *w);
+/* Run the connection: flush, then the session (or the transport's own
+ * state); a call from inside the run loops once more instead of re-entering. */
+void px_conn_run(struct px_conn *c);
+/* Run c once more: now, or at the end of the current run. */
+static inline void px_conn_wake(struct px_conn *c)
+{
+    if (c->in_run)
+        c->again = 1;
+    else
+        px_conn_run(c);
+}
+/* Close now (the session's free hook runs); freed by the worker's gc. */
+void px_conn_close(struct px_conn *c);
+/* The session is done with c: flush what is queued, then close (bounded by
+ * tv_body for a client that does not read). */
+void px_conn_closing(struct px_conn *c);
+/* The session is done with c: flush, half-close, read until EOF or
+ * tv_linger, so that the peer reads the last response before a reset. */
+void px_conn_linger(struct px_conn *c);
+/* The session waits for a client with nothing running (on = 1): c may be
+ * closed to make room at max_connections, and an EOF now is a clean end. */
+void px_conn_idle(struct px_conn *c, int on);
+/* Put another session on c (an HTTP/1 upgrade to a tunnel); the old one is
+ * the caller's to free. */
+void px_conn_set_session(struct px_conn *c, const struct px_session_ops *ops, void *session);
 
-/* tunnel.c: a WebSocket tunnel on a connection */
-void px_tunnel_start(struct px_conn *c, struct px_uconn *u, struct px_target *t, const struct px_routes *routes);
-void px_tunnel_run(struct px_conn *c);
-void px_tunnel_close(struct px_conn *c);
+struct px_worker_module;
+/* The module: listeners, accepts, PX_WM_RELOAD, stop. */
+extern const struct px_worker_module px_conn_module;
 
 #endif

@@ -59,6 +59,9 @@ void px_deployer_set_listeners(struct px_deployer *d, const struct px_addr *addr
  * changes nothing; one that has switched stays switched, its old targets
  * finish within shutdown_timeout), and new ones are refused the same way. */
 void px_deployer_shutdown(struct px_deployer *d);
+/* A worker answered PX_WA_TARGET_IDLE for target_id: an operation draining
+ * it counts what is left in flight and ends when nothing is (no poll). */
+void px_deployer_target_idle(struct px_deployer *d, uint32_t target_id);
 /* The services table for a snapshot on cfg (see above), sealed. NULL with a
  * message in err. A deployed service is never dropped for a [service] of
  * another name that claims its host and prefix: on the first call (the

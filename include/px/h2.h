@@ -47,4 +47,8 @@ void px_h2_goaway(struct px_h2 *h);
 /* Abort every stream and free the session (the socket stays with the owner). */
 void px_h2_free(struct px_h2 *h);
 
+struct px_worker_module;
+/* The module: session ops for "h2". */
+extern const struct px_worker_module px_h2_module;
+
 #endif

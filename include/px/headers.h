@@ -60,7 +60,7 @@ struct px_fwd {
 };
 
 /* Serialize the request head to send upstream (HTTP/1.1). */
-int px_h1_write_request_head(struct evbuffer *out, const struct px_h1_request *r, size_t head_len,
+int px_h1_write_request_head(struct evbuffer *out, const struct px_req_head *r, size_t head_len,
                              const struct px_fwd *f);
 
 /* A response header proxyd adds unless the upstream sent the same name. */
@@ -115,5 +115,13 @@ int px_h1_write_local_response(struct evbuffer *out, int status, const char *bod
                                size_t extra_len);
 
 const char *px_status_reason(int status);
+
+/* This process's loop token: "proxyd-" and 16 random hex digits, made once
+ * (any thread) and constant for the process's life. Every request proxyd
+ * sends upstream carries it in a CDN-Loop line (RFC 8586); a request that
+ * arrives with it came from this very process (a target that is proxyd
+ * itself, or a chain of proxies back to it) and is answered 508 Loop
+ * Detected without going upstream again. NUL-terminated; *len its length. */
+const char *px_loop_token(size_t *len);
 
 #endif

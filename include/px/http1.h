@@ -55,7 +55,10 @@ struct px_h1_header {
     size_t value_len;
 };
 
-struct px_h1_request {
+/* A request head, whatever protocol brought it: the HTTP/1 parser fills it
+ * from the wire, h2.c from a HEADERS frame; the pipeline (request.h) and
+ * the upstream head writer read only this. */
+struct px_req_head {
     const char *method;
     size_t method_len;
     enum px_method method_id;
@@ -95,7 +98,7 @@ struct px_h1_response {
     struct px_h1_header headers[PX_H1_MAX_HEADERS];
 };
 
-int px_h1_parse_request(const char *buf, size_t len, struct px_h1_request *req);
+int px_h1_parse_request(const char *buf, size_t len, struct px_req_head *req);
 
 /* The longest path (the request-target up to '?') proxyd takes: nginx's
  * default large_client_header_buffers answers a request line over 8 KiB

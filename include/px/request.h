@@ -2,7 +2,7 @@
  * and the one pipeline every request goes through.
  *
  * A client side (an HTTP/1.x connection, an HTTP/2 stream) parses a request
- * head into a px_h1_request, fills a px_req (px_req_begin), and hands it to
+ * head into a px_req_head, fills a px_req (px_req_begin), and hands it to
  * px_req_dispatch(): shortcuts (health_path, ACME challenge, the port-80
  * redirect) -> [route] match -> body limit -> route policy (rate limits) ->
  * service -> service state -> upstream. A step that must wait parks the
@@ -85,7 +85,7 @@ struct px_req {
     struct px_worker *w;
     const struct px_down_ops *ops;
     void *down;                      /* the client-side owner */
-    const struct px_h1_request *q;   /* the head, owned by the client side */
+    const struct px_req_head *q;   /* the head, owned by the client side */
     size_t head_bound;               /* bytes the upstream head can need beyond the forwarding fields */
     const struct sockaddr *peer;     /* the TCP peer */
     const char *peer_ip;
@@ -144,7 +144,12 @@ struct px_req {
     size_t xff_join_cap;
 };
 
-enum { PX_PROTO_HTTP10 = 0, PX_PROTO_HTTP11, PX_PROTO_HTTP2 };
+/* The client's protocol (px_req.proto). A new one needs its name in
+ * request.c's table: the build fails without it. */
+enum px_proto { PX_PROTO_HTTP10 = 0, PX_PROTO_HTTP11, PX_PROTO_HTTP2, PX_PROTO__COUNT };
+/* Its name as the access log writes it ("HTTP/1.1"); "-" for a value that
+ * names no protocol (never another protocol's name). */
+const char *px_proto_name(unsigned proto);
 
 /* Per-worker state of the request module. */
 struct px_req_ctx {
@@ -158,7 +163,7 @@ struct px_req_ctx {
 
 /* What a client side knows about a request before the pipeline runs. */
 struct px_req_origin {
-    const struct px_h1_request *q;
+    const struct px_req_head *q;
     size_t head_bound;
     const struct sockaddr *peer;
     const char *peer_ip;
@@ -197,21 +202,10 @@ void px_req_wake_service(struct px_worker *w, const char *name);
 /* Number of requests parked on w. */
 uint32_t px_req_parked_count(const struct px_worker *w);
 
-/* This process's loop token: "proxyd-" and 16 random hex digits, made once
- * (any thread) and constant for the process's life. Every request proxyd
- * sends upstream carries it in a CDN-Loop line (RFC 8586); a request that
- * arrives with it came from this very process (a target that is proxyd
- * itself, or a chain of proxies back to it) and is answered 508 Loop
- * Detected without going upstream again. NUL-terminated; *len its length. */
-const char *px_req_loop_token(size_t *len);
-
 /* The Date of worker w's responses: an IMF-fixdate of the worker's cached
  * loop time (event_base_gettimeofday_cached: no system call per request),
  * formatted once a second. Valid until the next call on w. */
 const char *px_req_date(struct px_worker *w);
-
-/* Write the upstream request head (HTTP/1.1) for r into out. 0 or -1. */
-int px_req_write_head(struct px_req *r, struct evbuffer *out);
 
 /* Fill r's request id: the client's X-Request-ID when it is sane (1..64
  * visible chars), else a new one. */
@@ -226,7 +220,7 @@ size_t px_req_client_ip(const struct px_config *cfg, const struct sockaddr *peer
 /* ---- upstream.c ---- */
 
 /* Choose a target of r->svc and attach an upstream connection (pooled or
- * connecting). Then writes the head (px_req_write_head) and starts sending.
+ * connecting). Then writes the head (the forwarding head of headers.h) and starts sending.
  * Returns 0, or an HTTP status (503: no target available) when nothing was
  * started. */
 int px_upstream_start(struct px_req *r);
@@ -246,5 +240,9 @@ struct px_sock *px_uconn_sock(struct px_uconn *u);
 typedef void (*px_tunnel_cb)(struct px_uconn *u, short what, void *owner);
 void px_uconn_tunnel(struct px_uconn *u, px_tunnel_cb cb, void *owner);
 void px_uconn_close(struct px_uconn *u);
+
+struct px_worker_module;
+/* The module: answers WAKE_SERVICE. */
+extern const struct px_worker_module px_req_module;
 
 #endif

@@ -90,26 +90,31 @@ void px_balancer_mark_down(struct px_worker *w, const struct px_target *t);
 
 /* ---- pool.c ---- */
 
+/* Where the events of a connection the pool opens go (upstream.c's entry
+ * points): handed in, so that the pool calls nothing above it. */
+struct px_uconn_handlers {
+    event_callback_fn event;
+    event_callback_fn timeout;
+};
+
 /* The pool slot of target t on worker w (grows the table). NULL on OOM. */
 struct px_upool *px_pool_of(struct px_worker *w, const struct px_target *t);
 /* A connection to t for a request: an idle pooled one that is still good,
- * else a new one (connecting, its events going to upstream.c). NULL with an
+ * else a new one (connecting, its events going to h). NULL with an
  * errno value in *err. */
-struct px_uconn *px_pool_get(struct px_worker *w, struct px_target *t, int *err);
+struct px_uconn *px_pool_get(struct px_worker *w, struct px_target *t, const struct px_uconn_handlers *h,
+                             int *err);
 /* After a complete response: back to the pool when reusable, else closed.
  * The worker keeps at most [proxy] upstream_keepalive idle connections, all
  * targets together: a connection pooled beyond that closes the one idle the
  * longest (nginx's `keepalive N`, which also evicts the least recently used).
  * An idle connection also closes after 60 s (nginx's keepalive_timeout). */
 void px_pool_release(struct px_uconn *u, int reusable);
-/* Open connections to t until this worker's pool for it holds `count`
- * (idle or connecting), so that the first requests after a deploy's switch
- * find warm connections instead of each paying a connect. */
 /* Open connections to t ahead of a switch from the targets `from`: this
  * worker's connections to them (idle and busy) divided among `nnew` new
  * targets, plus one; at least one, at most PX_WARM_MAX. */
-void px_pool_warm(struct px_worker *w, const struct px_target *t, const uint32_t *from, uint32_t nfrom,
-                  uint32_t nnew);
+void px_pool_warm(struct px_worker *w, const struct px_target *t, const struct px_uconn_handlers *h,
+                  const uint32_t *from, uint32_t nfrom, uint32_t nnew);
 void px_pool_warmed(struct px_uconn *u, int ok);
 /* Take u off its target's busy list (it becomes a tunnel). */
 void px_pool_unbusy(struct px_uconn *u);
@@ -124,9 +129,10 @@ void px_pool_exit(struct px_worker *w);
 /* drain_timeout passed: cut this worker's requests still running on the
  * target (504 before a response head, else the response is cut short). */
 void px_upstream_cut_target(struct px_worker *w, uint32_t target_id);
-/* the event entry points of a busy connection */
-void px_upstream_event(evutil_socket_t fd, short what, void *arg);
-void px_upstream_timeout(evutil_socket_t fd, short what, void *arg);
+/* A request or tunnel of worker w on t ended (its load slot is updated):
+ * when t is draining and w has nothing left on it, answer the main thread
+ * PX_WA_TARGET_IDLE (the deploy waiting for the drain counts again). */
+void px_upstream_target_left(struct px_worker *w, const struct px_target *t);
 
 /* ---- h1client.c ---- */
 
@@ -146,5 +152,9 @@ typedef int (*px_h1c_sink)(void *arg, struct evbuffer *src, size_t len);
  * Stops when *paused is set (by the sink's answer). Returns 1 when the body
  * is complete, 0 when more is needed, -1 on malformed chunked framing. */
 int px_h1c_relay(struct px_h1c_body *b, struct evbuffer *in, px_h1c_sink sink, void *arg, unsigned *paused);
+
+struct px_worker_module;
+/* The module: answers DRAIN_TARGET, CUT_TARGET, WARM_TARGET; closes idle pools on stop. */
+extern const struct px_worker_module px_upstream_module;
 
 #endif

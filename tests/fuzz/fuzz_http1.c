@@ -59,7 +59,7 @@ static void check_headers(const struct px_h1_header *h, size_t n, const char *bu
     }
 }
 
-static int req_copy(const uint8_t *s, size_t n, struct px_h1_request *req)
+static int req_copy(const uint8_t *s, size_t n, struct px_req_head *req)
 {
     char *b = malloc(n ? n : 1);
     if (n)
@@ -87,7 +87,7 @@ static int resp_copy(const uint8_t *s, size_t n, struct px_h1_response *resp)
 
 static void check_request(const uint8_t *data, size_t size)
 {
-    struct px_h1_request req;
+    struct px_req_head req;
     const char *buf = (const char *)data;
     char *b = malloc(size ? size : 1);
     if (size)

@@ -61,7 +61,7 @@ static void test_request_head(void)
                      "Expect: 100-continue\r\n"
                      "Content-Length: 3\r\n"
                      "Accept: */*\r\n\r\n";
-    struct px_h1_request r;
+    struct px_req_head r;
     int n = px_h1_parse_request(in, strlen(in), &r);
     CHECK_INT(n, (int)strlen(in));
     struct evbuffer *b = evbuffer_new();
@@ -87,7 +87,7 @@ static void test_request_head(void)
 static void test_request_head_loop_token(void)
 {
     const char *in = "GET / HTTP/1.1\r\nHost: a\r\nCDN-Loop: cloudflare\r\n\r\n";
-    struct px_h1_request r;
+    struct px_req_head r;
     int n = px_h1_parse_request(in, strlen(in), &r);
     CHECK_INT(n, (int)strlen(in));
     struct evbuffer *b = evbuffer_new();
@@ -115,7 +115,7 @@ static void test_request_head_loop_token(void)
 static void test_request_head_default_host(void)
 {
     const char *in = "GET /a HTTP/1.0\r\nAccept: */*\r\n\r\n";
-    struct px_h1_request r;
+    struct px_req_head r;
     int n = px_h1_parse_request(in, strlen(in), &r);
     CHECK_INT(n, (int)strlen(in));
     struct evbuffer *b = evbuffer_new();
@@ -152,7 +152,7 @@ static void test_request_head_trusted_ws_absolute(void)
                      "Connection: Upgrade\r\n"
                      "Upgrade: websocket\r\n"
                      "Sec-WebSocket-Key: k\r\n\r\n";
-    struct px_h1_request r;
+    struct px_req_head r;
     int n = px_h1_parse_request(in, strlen(in), &r);
     CHECK_INT(n, (int)strlen(in));
     struct evbuffer *b = evbuffer_new();

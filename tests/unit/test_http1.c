@@ -42,7 +42,7 @@ static char *dup_exact(const char *s, size_t n)
     return p;
 }
 
-static int parse_req(const char *s, size_t n, struct px_h1_request *req)
+static int parse_req(const char *s, size_t n, struct px_req_head *req)
 {
     char *b = dup_exact(s, n);
     int r = px_h1_parse_request(b, n, req);
@@ -265,7 +265,7 @@ static const struct req_case req_cases[] = {
 
 static void check_req_case(const struct req_case *c)
 {
-    struct px_h1_request req;
+    struct px_req_head req;
     int want = c->ret == ALL ? (int)c->len : c->ret;
     char *b = dup_exact(c->in, c->len);
     int r = px_h1_parse_request(b, c->len, &req);
@@ -440,7 +440,7 @@ static void test_header_slices(void)
 {
     static const char in[] = "POST /up?a=1 HTTP/1.1\r\nHost:  example.org \r\nX-Empty:\r\n"
                              "X-Tabs:\t\ta b\t\r\nContent-Length: 3\r\n\r\nabc";
-    struct px_h1_request req;
+    struct px_req_head req;
     int r = px_h1_parse_request(in, sizeof(in) - 1, &req);
     CHECK_INT(r, sizeof(in) - 1 - 3);
     CHECK(slice_is(req.method, req.method_len, "POST"));
@@ -488,7 +488,7 @@ static void test_content_length_normalised(void)
         {"POST / HTTP/1.1\r\nHost: h\r\nContent-Length:  12 \r\n\r\n", "12", 1},
     };
     for (size_t i = 0; i < ARRAY_LEN(reqs); i++) {
-        struct px_h1_request req;
+        struct px_req_head req;
         const char *v = NULL;
         size_t vl = 0;
         size_t n = strlen(reqs[i].in);
@@ -527,7 +527,7 @@ static void test_pipelined(void)
     static const char in[] = "GET /a HTTP/1.1\r\nHost: h\r\n\r\n"
                              "POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nxyz"
                              "\r\nGET /c HTTP/1.0\r\n\r\n";
-    struct px_h1_request req;
+    struct px_req_head req;
     size_t off = 0, len = sizeof(in) - 1;
     int r = px_h1_parse_request(in, len, &req);
     CHECK_INT(r, (int)strlen("GET /a HTTP/1.1\r\nHost: h\r\n\r\n"));
@@ -571,7 +571,7 @@ static void test_split_every_byte(void)
         "Upgrade-Insecure-Requests: 1\r\n"
         "\r\n";
     size_t len = sizeof(in) - 1;
-    struct px_h1_request req;
+    struct px_req_head req;
     for (size_t n = 0; n < len; n++) {
         CHECK_INT(parse_req(in, n, &req), 0);
         if (unit_failed_now)
@@ -597,7 +597,7 @@ static int build_headers(char *buf, size_t cap, int n, int response)
 static void test_max_headers(void)
 {
     char buf[4096];
-    struct px_h1_request req;
+    struct px_req_head req;
     struct px_h1_response resp;
     int n = build_headers(buf, sizeof(buf), 100, 0);
     CHECK_INT(px_h1_parse_request(buf, (size_t)n, &req), n);
@@ -639,7 +639,7 @@ static void test_check_target(void)
     t[PX_H1_PATH_MAX] = '?';
     CHECK_INT(px_h1_check_target(t, sizeof(t)), 0);     /* a long query is fine */
     /* through the parser */
-    struct px_h1_request req;
+    struct px_req_head req;
     char buf[PX_H1_PATH_MAX + 128];
     memset(t + 1, 'a', sizeof(t) - 1);
     int n = snprintf(buf, sizeof(buf), "GET %.*s HTTP/1.1\r\nHost: h\r\n\r\n", PX_H1_PATH_MAX + 1, t);
@@ -651,7 +651,7 @@ static void test_check_target(void)
 /* Every byte value in a field value, a field name, the target, a method. */
 static void test_byte_classes(void)
 {
-    struct px_h1_request req;
+    struct px_req_head req;
     for (int b = 0; b < 256; b++) {
         char in[64];
         int value_ok = b == '\t' || (b >= 0x20 && b <= 0x7e) || b >= 0x80;
@@ -686,7 +686,7 @@ static void test_byte_classes(void)
 
 static void test_leading_crlf_count(void)
 {
-    struct px_h1_request req;
+    struct px_req_head req;
     static const char in[] = "\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n";
     CHECK_INT(px_h1_parse_request(in, sizeof(in) - 1, &req), (int)sizeof(in) - 1);
     CHECK(slice_is(req.method, req.method_len, "GET"));

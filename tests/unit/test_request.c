@@ -51,7 +51,7 @@ static const struct px_down_ops ops = {
     .upgraded = fake_upgraded,
 };
 
-static struct px_h1_request q = {
+static struct px_req_head q = {
     .method = "GET", .method_len = 3, .method_id = PX_METHOD_GET,
     .target = "/x", .target_len = 2, .path = "/x", .path_len = 2,
     .minor_version = 1, .host = "a.test", .host_len = 6, .content_length = -1,
@@ -89,7 +89,7 @@ static int setup(const char *extra_proxy)
     if (r == NULL)
         return -1;
     px_routes_publish(r);
-    if (px_worker_init(&w, 0, err, sizeof(err)) < 0)
+    if (px_worker_init(&w, 0, px_worker_modules, px_worker_nmodules, err, sizeof(err)) < 0)
         return -1;
     svc = (struct px_service *)px_routes_match(w.routes, "a.test", 6, "/", 1);
     responded = proceeded = last_status = 0;
@@ -156,7 +156,7 @@ static void test_wake_resumes_to_upstream(void)
     /* the pause ends: the control plane publishes the service active, then wakes */
     svc->state = PX_SVC_ACTIVE;
     struct px_wmsg m = {.type = PX_WM_WAKE_SERVICE};
-    snprintf(m.name, sizeof(m.name), "s");
+    snprintf(m.u.service.name, sizeof(m.u.service.name), "s");
     CHECK_INT(px_worker_send(&w, &m), 0);
     run_until(&proceeded, 2000);
     CHECK_INT(proceeded, 1);
@@ -200,7 +200,7 @@ static void test_prologue_joins_xff_and_keeps_long_id(void)
     REQUIRE_OK(setup("trusted_proxies = 0.0.0.0/32")); /* the test peer is 0.0.0.0 */
     REQUIRE(svc != NULL);
     static const char id64[] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-    struct px_h1_request q2 = q;
+    struct px_req_head q2 = q;
     q2.nheaders = 4;
     q2.headers[1] = (struct px_h1_header){"X-Forwarded-For", 15, "10.0.0.1", 8};
     q2.headers[2] = (struct px_h1_header){"x-forwarded-for", 15, "10.0.0.2", 8};
@@ -224,7 +224,7 @@ static void test_prologue_joins_xff_and_keeps_long_id(void)
 /* One request on path through the pipeline; finished unless it parked. */
 static void one(const char *path, struct px_req *r)
 {
-    static struct px_h1_request qq;
+    static struct px_req_head qq;
     qq = q;
     qq.path = qq.target = path;
     qq.path_len = qq.target_len = strlen(path);

@@ -29,7 +29,7 @@ static int setup(const char *targets)
     if (r == NULL)
         return -1;
     px_routes_publish(r);
-    if (px_worker_init(&w, 0, err, sizeof(err)) < 0)
+    if (px_worker_init(&w, 0, px_worker_modules, px_worker_nmodules, err, sizeof(err)) < 0)
         return -1;
     svc = px_routes_match(w.routes, NULL, 0, "/", 1);
     return svc ? 0 : -1;
@@ -57,8 +57,8 @@ static int setup_listening(void)
     return lfd;
 }
 
-/* The head px_req_write_head sends: a POST with a 400000-byte body. */
-static struct px_h1_request fake_q = {
+/* The head upstream.c (write_head) sends: a POST with a 400000-byte body. */
+static struct px_req_head fake_q = {
     .method = "POST", .method_len = 4, .method_id = PX_METHOD_POST,
     .target = "/", .target_len = 1, .path = "/", .path_len = 1,
     .minor_version = 1, .host = "t", .host_len = 1, .content_length = 400000,
@@ -329,6 +329,65 @@ static void test_body_resumes_after_connect(void)
     close(lfd);
 }
 
+static uint32_t idle_answers, idle_target;
+
+static void on_answer(void *arg, const struct px_wmsg *m)
+{
+    if (m->type == PX_WA_TARGET_IDLE) {
+        idle_answers++;
+        idle_target = m->u.target.id;
+    }
+}
+
+/* A draining target answers the main thread (no poll): once when the
+ * worker sees the drain, and again when its last request on it ends. */
+static void test_drain_answers_the_main_thread(void)
+{
+    int lfd = setup_listening();
+    if (!svc) {
+        close(lfd);
+        return;
+    }
+    struct event_base *main_base = event_base_new();
+    struct px_worker_answers *a = px_worker_answers_new(main_base, on_answer, NULL);
+    CHECK(a != NULL);
+    px_worker_set_answers(&w, a);
+    idle_answers = idle_target = 0;
+    struct px_target *t = svc->targets[0];
+    struct px_req r = req();
+    r.ops = &fake_ops;
+    int err = 0;
+    CHECK_INT(attach(&r, t, &err), 0);
+    atomic_store(&t->draining, 1);
+    struct px_wmsg m = {.type = PX_WM_DRAIN_TARGET, .u.target.id = t->id};
+    CHECK_INT(px_worker_send(&w, &m), 0);
+    for (int i = 0; i < 10; i++)
+        event_base_loop(w.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    for (int i = 0; i < 10 && idle_answers < 1; i++)
+        event_base_loop(main_base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    CHECK_INT(idle_answers, 1); /* seen; one request still in flight */
+    CHECK_INT(idle_target, t->id);
+    uint32_t inflight = 0;
+    px_target_inflight(t, &inflight, NULL);
+    CHECK_INT(inflight, 1);
+    struct px_uconn *u = r.up;
+    u->state = U_BUSY;
+    detach_count(&r); /* the request ends: nothing left on t */
+    r.up = NULL;
+    px_uconn_close(u);
+    for (int i = 0; i < 10 && idle_answers < 2; i++)
+        event_base_loop(main_base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    CHECK_INT(idle_answers, 2);
+    px_target_inflight(t, &inflight, NULL);
+    CHECK_INT(inflight, 0);
+    atomic_store(&t->draining, 0);
+    px_worker_set_answers(&w, NULL);
+    teardown();
+    px_worker_answers_free(a);
+    event_base_free(main_base);
+    close(lfd);
+}
+
 /* A retiring target: idle pooled connections close on the worker's message,
  * busy ones when their response ends, and its in-flight count follows. */
 static void test_draining_target(void)
@@ -353,7 +412,7 @@ static void test_draining_target(void)
     CHECK_INT(w.up.pools[t->id].nidle, 1);
     /* the control plane marks the target draining and tells the worker */
     atomic_store(&t->draining, 1);
-    struct px_wmsg m = {.type = PX_WM_DRAIN_TARGET, .target_id = t->id};
+    struct px_wmsg m = {.type = PX_WM_DRAIN_TARGET, .u.target.id = t->id};
     CHECK_INT(px_worker_send(&w, &m), 0);
     for (int i = 0; i < 50 && w.up.pools[t->id].nidle; i++)
         event_base_loop(w.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
@@ -387,7 +446,7 @@ static void test_cut_target(void)
     errors = 0;
     CHECK_INT(px_upstream_start(&r), 0);
     CHECK(w.up.pools[t->id].busy == r.up);
-    struct px_wmsg m = {.type = PX_WM_CUT_TARGET, .target_id = t->id};
+    struct px_wmsg m = {.type = PX_WM_CUT_TARGET, .u.target.id = t->id};
     CHECK_INT(px_worker_send(&w, &m), 0);
     for (int i = 0; i < 50 && errors == 0; i++)
         event_base_loop(w.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
@@ -414,8 +473,8 @@ static void test_warm_target(void)
     struct px_upool *op = px_pool_of(&w, &old);
     REQUIRE_ELSE(op != NULL, (teardown(), close(lfd)));
     op->peak = 4;
-    struct px_wmsg m = {.type = PX_WM_WARM_TARGET, .target_id = t->id, .addr = t->addr, .count = 2,
-                        .from = {old.id}, .nfrom = 1};
+    struct px_wmsg m = {.type = PX_WM_WARM_TARGET,
+                        .u.warm = {.target_id = t->id, .addr = t->addr, .count = 2, .from = {old.id}, .nfrom = 1}};
     CHECK_INT(px_worker_send(&w, &m), 0); /* 4 shared by 2 new targets, plus one: 3 */
     for (int i = 0; i < 100 && (t->id >= w.up.npools || w.up.pools[t->id].nidle < 3); i++)
         event_base_loop(w.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
@@ -454,6 +513,7 @@ int main(void)
     UNIT_RUN(test_pool_bound);
     UNIT_RUN(test_body_resumes_after_connect);
     UNIT_RUN(test_draining_target);
+    UNIT_RUN(test_drain_answers_the_main_thread);
     UNIT_RUN(test_cut_target);
     UNIT_RUN(test_warm_target);
     px_log_close();
