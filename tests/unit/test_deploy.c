@@ -115,7 +115,7 @@ static int count_sent(enum px_wmsg_type type, uint32_t target_id)
 {
     int n = 0;
     for (int i = 0; i < nsent; i++)
-        n += sent[i].type == type && sent[i].target_id == target_id;
+        n += sent[i].type == type && (type == PX_WM_WARM_TARGET ? sent[i].u.warm.target_id : sent[i].u.target.id) == target_id;
     return n;
 }
 
@@ -233,9 +233,9 @@ static void test_health_wait_switch_drain(void)
     CHECK_INT(dep->ops->phase, PH_WARM);
     CHECK_INT(nsent, 1);
     CHECK_INT(sent[0].type, PX_WM_WARM_TARGET);
-    CHECK_STR(sent[0].addr.text, NEW);
-    CHECK_INT(sent[0].nfrom, 1);
-    CHECK_INT(sent[0].from[0], old->id);
+    CHECK_STR(sent[0].u.warm.addr.text, NEW);
+    CHECK_INT(sent[0].u.warm.nfrom, 1);
+    CHECK_INT(sent[0].u.warm.from[0], old->id);
     CHECK_STR(serving(), OLD); /* not yet: the workers warm first */
     CHECK_INT(npublished, 0);
 
