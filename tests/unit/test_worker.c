@@ -59,7 +59,7 @@ static int setup(void)
         printf("# %s\n", err);
         return -1;
     }
-    struct px_routes *r = px_routes_build(cfg, err, sizeof(err));
+    struct px_routes *r = px_routes_build(cfg, NULL, err, sizeof(err));
     if (r == NULL) {
         printf("# %s\n", err);
         return -1;
