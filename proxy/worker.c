@@ -18,6 +18,7 @@
 #include "px/h2.h"
 #include "px/headers.h"
 #include "px/log.h"
+#include "px/stats.h"
 #include "px/worker.h"
 
 #define ACCESS_BUF_FLUSH (64 * 1024)
@@ -34,7 +35,6 @@ static const struct px_worker_module *const modules[] = {
     &px_h2_module,
 };
 
-_Atomic uint32_t px_open_conns;
 _Atomic int px_workers_running;
 static _Atomic uint64_t last_trim_ms; /* px_now_ms() of the last malloc_trim (trim_after_burst) */
 
@@ -201,7 +201,7 @@ static void accept_cb(evutil_socket_t fd, short what, void *arg)
          * (nginx's reusable connections), but only for a client that is
          * really there; with none idle, new clients wait in the listen
          * queue. */
-        int full = atomic_load_explicit(&px_open_conns, memory_order_relaxed) >= max;
+        int full = px_stats_open_conns() >= max;
         if (full && !px_conn_have_idle(w)) {
             accept_pause(w);
             return;
@@ -227,7 +227,7 @@ static void accept_cb(evutil_socket_t fd, short what, void *arg)
                             max);
             }
         }
-        atomic_fetch_add_explicit(&px_open_conns, 1, memory_order_relaxed);
+        px_stats_conn_open(px_stats_block(w->id), tls);
         px_conn_accept(w, cfd, tls, (struct sockaddr *)&sa, salen);
     }
 }
@@ -235,7 +235,7 @@ static void accept_cb(evutil_socket_t fd, short what, void *arg)
 /* A connection closed: accepting may go on. */
 void px_worker_conn_closed(struct px_worker *w)
 {
-    atomic_fetch_sub_explicit(&px_open_conns, 1, memory_order_relaxed);
+    px_stats_conn_closed(px_stats_block(w->id));
     if (!w->accepting && !w->stopping)
         accept_resume(w);
     if (w->stopping && w->conn.n == 0)
@@ -285,7 +285,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     px_worker_refresh(w);
     trim_after_burst(w);
     if (!w->accepting && !w->stopping &&
-        atomic_load_explicit(&px_open_conns, memory_order_relaxed) < w->cfg->max_connections)
+        px_stats_open_conns() < w->cfg->max_connections)
         accept_resume(w);
     if (evbuffer_get_length(w->access_buf))
         log_flush_cb(-1, 0, w);

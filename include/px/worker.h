@@ -113,8 +113,7 @@ struct px_wmsg {
 /* Queue a copy of m for w and wake it (any thread). 0, or -1 out of memory. */
 int px_worker_send(struct px_worker *w, const struct px_wmsg *m);
 
-/* Open connections across all workers (max_connections). */
-extern _Atomic uint32_t px_open_conns;
+/* Open connections across all workers (max_connections): px_stats_open_conns() in px/stats.h. */
 /* Worker threads whose loop has not ended yet. */
 extern _Atomic int px_workers_running;
 
