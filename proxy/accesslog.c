@@ -1,12 +1,9 @@
-/* accesslog.c -- the JSON access-log line (px/accesslog.h). One pass into
- * space reserved in the caller's buffer: no copy, no allocation unless the
- * buffer must grow. */
+/* accesslog.c -- the JSON access-log line (px/accesslog.h): one pass into
+ * the caller's buffer, after one check against a bound. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
-
-#include <event2/buffer.h>
 
 #include "px/accesslog.h"
 
@@ -38,8 +35,16 @@ static char *json_str(char *p, const char *s, size_t n)
 static _Thread_local time_t log_sec = -1;
 static _Thread_local char log_time[24];
 
-int px_access_log_json(struct evbuffer *out, const struct px_access_entry *e)
+size_t px_access_log_json(const struct px_access_entry *e, char *buf, size_t cap)
 {
+    size_t svc_len = strlen(e->service), up_len = strlen(e->upstream);
+    size_t limited_len = e->limited ? strlen(e->limited) : 0;
+    /* every escaped byte takes at most 6; 400 covers the fixed text, the
+     * numbers and the protocol name */
+    size_t bound = 400 + 6 * (e->client_len + e->method_len + e->host_len + e->path_len + svc_len + up_len +
+                              e->request_id_len + limited_len);
+    if (bound > cap)
+        return bound;
     time_t sec = (time_t)(e->start_wall_ms / 1000);
     if (sec != log_sec) {
         struct tm tm;
@@ -47,15 +52,7 @@ int px_access_log_json(struct evbuffer *out, const struct px_access_entry *e)
         strftime(log_time, sizeof(log_time), "%Y-%m-%dT%H:%M:%S", &tm);
         log_sec = sec;
     }
-    size_t svc_len = strlen(e->service), up_len = strlen(e->upstream);
-    size_t limited_len = e->limited ? strlen(e->limited) : 0;
-    /* every escaped byte takes at most 6; 400 covers the fixed text */
-    size_t bound = 400 + 6 * (e->client_len + e->method_len + e->host_len + e->path_len + svc_len + up_len +
-                              e->request_id_len + limited_len + strlen(e->proto));
-    struct evbuffer_iovec v;
-    if (evbuffer_reserve_space(out, (ev_ssize_t)bound, &v, 1) < 1)
-        return -1;
-    char *p = v.iov_base;
+    char *p = buf;
     p += sprintf(p, "{\"time\":\"%s.%03uZ\",\"client\":", log_time, (unsigned)(e->start_wall_ms % 1000));
     p = json_str(p, e->client, e->client_len);
     memcpy(p, ",\"method\":", 10);
@@ -78,6 +75,5 @@ int px_access_log_json(struct evbuffer *out, const struct px_access_entry *e)
     }
     memcpy(p, "}\n", 2);
     p += 2;
-    v.iov_len = (size_t)(p - (char *)v.iov_base);
-    return evbuffer_commit_space(out, &v, 1);
+    return (size_t)(p - buf);
 }

@@ -251,7 +251,7 @@ static void tls_handshake(struct px_conn *c)
         }
         if (d > 0)
             return; /* the flight waits for EPOLLOUT; SSL_do_handshake returns 1 again */
-        px_stats_tls(px_stats_block(c->w->id), 1, SSL_session_reused(c->s.ssl));
+        px_stats_tls(px_stats_of(c->w->id), 1, SSL_session_reused(c->s.ssl));
         px_routes_unpin(c->hs_routes, c->w->id);
         c->hs_routes = NULL;
         c->s.readable = 1; /* read-ahead may already hold the first request */
@@ -284,7 +284,7 @@ static void tls_handshake(struct px_conn *c)
         return;
     }
     ERR_clear_error();
-    px_stats_tls(px_stats_block(c->w->id), 0, 0);
+    px_stats_tls(px_stats_of(c->w->id), 0, 0);
     px_conn_close(c); /* protocol or version mismatch, or the peer left */
 }
 

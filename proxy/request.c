@@ -466,7 +466,7 @@ void px_req_park(struct px_req *r, uint64_t ms, int status)
     x->nparked++;
     event_assign(&r->park_ev, r->w->base, -1, 0, park_timeout, r);
     event_add(&r->park_ev, &tv);
-    px_stats_inc(&px_stats_block(r->w->id)->parked);
+    px_stats_inc(&px_stats_of(r->w->id)->parked);
 }
 
 void px_req_wake_service(struct px_worker *w, const char *name)
@@ -517,7 +517,7 @@ void px_req_finish(struct px_req *r)
         park_unlink(r);
     if (r->up)
         px_upstream_abort(r);
-    px_stats_request(px_stats_block(w->id), r->proto, r->status, r->bytes_out, r->limited != NULL);
+    px_stats_request(px_stats_of(w->id), r->proto, r->status, r->bytes_out, r->limited != NULL);
     if (r->status && px_log_access_enabled())
         access_log(r);
     if (r->routes) {
@@ -628,6 +628,17 @@ static void access_log(const struct px_req *r)
         .tls = r->tls,
         .limited = r->limited,
     };
-    if (px_access_log_json(w->access_buf, &e) == 0)
-        px_worker_access_log(w, "", 0); /* schedules the flush */
+    char stackbuf[2048];
+    size_t n = px_access_log_json(&e, stackbuf, sizeof(stackbuf));
+    if (n <= sizeof(stackbuf)) {
+        px_worker_access_log(w, stackbuf, n);
+        return;
+    }
+    /* a long line: format it in place in the worker's buffer */
+    struct evbuffer_iovec v;
+    if (evbuffer_reserve_space(w->access_buf, (ev_ssize_t)n, &v, 1) < 1)
+        return;
+    v.iov_len = px_access_log_json(&e, v.iov_base, n);
+    evbuffer_commit_space(w->access_buf, &v, 1);
+    px_worker_access_log(w, "", 0); /* schedules the flush */
 }

@@ -11,10 +11,10 @@ _Static_assert((int)PX_PROTO_HTTP10 == (int)PX_STATS_PROTO_H10 && (int)PX_PROTO_
                "stats protocol indexes follow enum px_proto");
 _Static_assert(sizeof(struct px_stats) % PX_STATS_ALIGN == 0, "a block fills whole cache lines");
 
-/* Static storage: no allocation, and a block exists before its worker does
- * (a unit test needs no server). Untouched blocks cost no resident memory. */
-static struct px_stats blocks[PX_MAX_WORKERS];
-/* 1 + the highest wid handed out: the readers stop there. */
+/* Untouched blocks cost no resident memory. */
+struct px_stats px_stats_blocks[PX_MAX_WORKERS];
+/* 1 + the highest wid registered by px_stats_block: px_stats_open_conns
+ * stops there (the gauge is written on the accept path only). */
 static _Atomic int nblocks;
 
 const char *const px_stats_proto_names[PX_STATS_NPROTO] = {"http1.0", "http1.1", "http2"};
@@ -29,7 +29,7 @@ struct px_stats *px_stats_block(int wid)
     int n = atomic_load_explicit(&nblocks, memory_order_relaxed);
     while (wid >= n && !atomic_compare_exchange_weak(&nblocks, &n, wid + 1))
         ;
-    return &blocks[wid];
+    return &px_stats_blocks[wid];
 }
 
 static inline uint64_t ld(_Atomic uint64_t *c)
@@ -42,16 +42,15 @@ uint32_t px_stats_open_conns(void)
     int n = atomic_load_explicit(&nblocks, memory_order_relaxed);
     uint32_t sum = 0;
     for (int i = 0; i < n; i++)
-        sum += atomic_load_explicit(&blocks[i].open_conns, memory_order_relaxed);
+        sum += atomic_load_explicit(&px_stats_blocks[i].open_conns, memory_order_relaxed);
     return sum;
 }
 
 void px_stats_sum(struct px_stats_snapshot *out)
 {
     memset(out, 0, sizeof(*out));
-    int n = atomic_load_explicit(&nblocks, memory_order_relaxed);
-    for (int i = 0; i < n; i++) {
-        struct px_stats *s = &blocks[i];
+    for (int i = 0; i < PX_MAX_WORKERS; i++) {
+        struct px_stats *s = &px_stats_blocks[i];
         out->open_conns += atomic_load_explicit(&s->open_conns, memory_order_relaxed);
         for (int l = 0; l < PX_STATS_NLISTEN; l++)
             out->accepted[l] += ld(&s->accepted[l]);
@@ -76,6 +75,6 @@ void px_stats_sum(struct px_stats_snapshot *out)
 
 void px_stats_reset(void)
 {
-    memset(blocks, 0, sizeof(blocks));
+    memset(px_stats_blocks, 0, sizeof(px_stats_blocks));
     atomic_store(&nblocks, 0);
 }

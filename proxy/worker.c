@@ -235,7 +235,7 @@ static void accept_cb(evutil_socket_t fd, short what, void *arg)
 /* A connection closed: accepting may go on. */
 void px_worker_conn_closed(struct px_worker *w)
 {
-    px_stats_conn_closed(px_stats_block(w->id));
+    px_stats_conn_closed(px_stats_of(w->id));
     if (!w->accepting && !w->stopping)
         accept_resume(w);
     if (w->stopping && w->conn.n == 0)

@@ -9,8 +9,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct evbuffer;
-
 /* Borrowed strings, not NUL-terminated unless said; none may be NULL
  * except `limited`. Client-supplied ones are escaped in the line. */
 struct px_access_entry {
@@ -30,8 +28,10 @@ struct px_access_entry {
     const char *limited;          /* NUL-terminated zone name, or NULL: the key is left out */
 };
 
-/* Append one JSON line (ending in '\n') for e to out. 0, or -1 when out
- * could not grow (the line is dropped, as a full buffer drops it). */
-int px_access_log_json(struct evbuffer *out, const struct px_access_entry *e);
+/* Write one JSON line (ending in '\n', no NUL) for e into buf and return
+ * its length; or, when cap is below the line's bound, write nothing and
+ * return that bound (> cap): call again with that much room (snprintf's
+ * contract, with a bound in place of the exact length). */
+size_t px_access_log_json(const struct px_access_entry *e, char *buf, size_t cap);
 
 #endif

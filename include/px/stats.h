@@ -67,7 +67,20 @@ struct px_stats {
     _Atomic uint64_t upstream_errors[PX_STATS_UP_NKINDS];
 };
 
-/* The block of worker wid (0 <= wid < PX_MAX_WORKERS). Never NULL. */
+/* The blocks, one per worker id: static storage, no allocation, and a
+ * block exists before its worker does (a unit test needs no server). Use
+ * px_stats_of(); the array is here only so that the lookup is inline. */
+extern struct px_stats px_stats_blocks[PX_MAX_WORKERS];
+
+/* The block of worker wid (0 <= wid < PX_MAX_WORKERS): the request path's
+ * lookup, an array index. */
+static inline struct px_stats *px_stats_of(int wid)
+{
+    return &px_stats_blocks[wid];
+}
+/* The same, and wid counts among the workers whose open-connection gauges
+ * px_stats_open_conns() reads: for the accept path (a worker's first
+ * connection registers it; nothing else writes the gauge). */
 struct px_stats *px_stats_block(int wid);
 
 /* The single-writer bump: only the block's owner calls these. */
@@ -123,7 +136,7 @@ static inline void px_stats_tls(struct px_stats *s, int ok, int reused)
 /* ---- readers (any thread; the main thread in practice) ---- */
 
 /* Open client connections across all workers (max_connections and status):
- * a few relaxed loads, cheap enough for every accept. */
+ * one relaxed load per registered worker, cheap enough for every accept. */
 uint32_t px_stats_open_conns(void);
 
 /* Sums over every worker, plain integers. */
@@ -136,7 +149,7 @@ struct px_stats_snapshot {
     uint64_t bytes_in, bytes_out, limited, parked, closed_early;
     uint64_t upstream_errors[PX_STATS_UP_NKINDS];
 };
-void px_stats_sum(struct px_stats_snapshot *out);
+void px_stats_sum(struct px_stats_snapshot *out); /* reads every block */
 /* Names for the indexes, as issue 16's labels and status's JSON use them:
  * "http1.0", "http1.1", "http2"; "connect", "timeout", "reset",
  * "bad_response"; "http", "https". */
