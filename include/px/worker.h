@@ -67,8 +67,6 @@ struct px_worker {
                                                    * fixed: no allocation can leave a response without them */
     char *adds_lower;              /* their lowercase names (HTTP/2), one block; NULL: made per response */
     size_t nadds;
-    time_t log_sec;                /* cached ISO-8601 second for the access log */
-    char log_time[24];
 
     struct evbuffer *access_buf;   /* access-log lines, flushed once per loop iteration */
     struct event log_flush;
