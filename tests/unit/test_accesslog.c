@@ -42,9 +42,7 @@ static char *take(struct evbuffer *b)
 static void test_line_exact(void)
 {
     struct evbuffer *b = evbuffer_new();
-    CHECK(b != NULL);
-    if (b == NULL)
-        return;
+    REQUIRE(b != NULL);
     struct px_access_entry e = {
         .start_wall_ms = 1700000000123ull, /* 2023-11-14T22:13:20.123Z */
         .duration_us = 12345,
@@ -97,14 +95,9 @@ static void test_long_line(void)
 {
     enum { N = 8192 };
     char *path = malloc(N);
+    REQUIRE(path != NULL);
     struct evbuffer *b = evbuffer_new();
-    CHECK(path != NULL && b != NULL);
-    if (path == NULL || b == NULL) {
-        free(path);
-        if (b)
-            evbuffer_free(b);
-        return;
-    }
+    REQUIRE_ELSE(b != NULL, free(path));
     memset(path, 0x7f, N);
     struct px_access_entry e = {
         .start_wall_ms = 0, .client = S("::1"), .method = S("GET"), .host = S(""),
@@ -113,15 +106,13 @@ static void test_long_line(void)
     };
     CHECK_INT(put(b, &e), 0);
     char *s = take(b);
-    CHECK(s != NULL);
-    if (s) {
-        CHECK_INT(strlen(s), strlen("{\"time\":\"1970-01-01T00:00:00.000Z\",\"client\":\"::1\",\"method\":\"GET\","
-                                    "\"host\":\"\",\"path\":\"\",\"status\":404,\"bytes_out\":0,\"duration_ms\":0.000,"
-                                    "\"service\":\"\",\"upstream\":\"\",\"request_id\":\"r\",\"proto\":\"HTTP/1.0\","
-                                    "\"tls\":false}\n") + 6 * N);
-        CHECK(strstr(s, "\\u007f\\u007f\"") != NULL);
-        CHECK(s[strlen(s) - 1] == '\n' && strchr(s, '\n') == s + strlen(s) - 1);
-    }
+    REQUIRE_ELSE(s != NULL, (free(path), evbuffer_free(b)));
+    CHECK_INT(strlen(s), strlen("{\"time\":\"1970-01-01T00:00:00.000Z\",\"client\":\"::1\",\"method\":\"GET\","
+                                "\"host\":\"\",\"path\":\"\",\"status\":404,\"bytes_out\":0,\"duration_ms\":0.000,"
+                                "\"service\":\"\",\"upstream\":\"\",\"request_id\":\"r\",\"proto\":\"HTTP/1.0\","
+                                "\"tls\":false}\n") + 6 * N);
+    CHECK(strstr(s, "\\u007f\\u007f\"") != NULL);
+    CHECK(s[strlen(s) - 1] == '\n' && strchr(s, '\n') == s + strlen(s) - 1);
     free(s);
     free(path);
     evbuffer_free(b);
