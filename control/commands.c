@@ -16,6 +16,7 @@
 #include "px/routes.h"
 #include "px/server.h"
 #include "px/services.h"
+#include "px/stats.h"
 #include "px/worker.h"
 #include "ctl_internal.h"
 
@@ -278,13 +279,55 @@ static void h_list(struct px_ctl_env *env, struct ctl_conn *c, const json_t *id,
     reply_ok(c, id, json_pack("{s:o}", "services", arr));
 }
 
+/* The data path's counters summed over the workers (px/stats.h), as the
+ * "stats" object of status: {"requests":{"http1.1":{"2xx":N,..},..},
+ * "accepted":{"http":N,"https":N},"tls":{"new":N,"resumed":N,"failed":N},
+ * "bytes_in":N,"bytes_out":N,"limited":N,"parked":N,"closed_early":N,
+ * "upstream_errors":{"connect":N,"timeout":N,"reset":N,"bad_response":N}}. */
+static json_t *stats_json(const struct px_stats_snapshot *st)
+{
+    static const char *const cls[PX_STATS_NCLASS] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
+    json_t *o = json_pack("{s:I, s:I, s:I, s:I, s:I, s:{s:I, s:I, s:I}}", "bytes_in", (json_int_t)st->bytes_in,
+                          "bytes_out", (json_int_t)st->bytes_out, "limited", (json_int_t)st->limited, "parked",
+                          (json_int_t)st->parked, "closed_early", (json_int_t)st->closed_early, "tls", "new",
+                          (json_int_t)st->tls_new, "resumed", (json_int_t)st->tls_resumed, "failed",
+                          (json_int_t)st->tls_failed);
+    json_t *req = json_object(), *acc = json_object(), *up = json_object();
+    if (o == NULL || req == NULL || acc == NULL || up == NULL)
+        goto fail;
+    for (int p = 0; p < PX_STATS_NPROTO; p++) {
+        json_t *byc = json_object();
+        if (byc == NULL || json_object_set_new(req, px_stats_proto_names[p], byc) < 0)
+            goto fail;
+        for (int k = 0; k < PX_STATS_NCLASS; k++)
+            json_object_set_new(byc, cls[k], json_integer((json_int_t)st->requests[p][k]));
+    }
+    for (int l = 0; l < PX_STATS_NLISTEN; l++)
+        json_object_set_new(acc, px_stats_listen_names[l], json_integer((json_int_t)st->accepted[l]));
+    for (int k = 0; k < PX_STATS_UP_NKINDS; k++)
+        json_object_set_new(up, px_stats_upstream_err_names[k], json_integer((json_int_t)st->upstream_errors[k]));
+    json_object_set_new(o, "requests", req);
+    json_object_set_new(o, "accepted", acc);
+    json_object_set_new(o, "upstream_errors", up);
+    return o;
+fail:
+    json_decref(o);
+    json_decref(req);
+    json_decref(acc);
+    json_decref(up);
+    return NULL;
+}
+
 static void h_status(struct px_ctl_env *env, struct ctl_conn *c, const json_t *id, const json_t *args)
 {
     size_t nsvc = px_deployer_each(env->dep, NULL, NULL);
-    json_t *r = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I}", "version", PX_VERSION, "pid", (json_int_t)getpid(),
-                          "uptime_s", (json_int_t)px_server_uptime_s(env->srv), "workers",
-                          (json_int_t)px_server_nworkers(env->srv), "connections",
-                          (json_int_t)atomic_load(&px_open_conns), "services", (json_int_t)nsvc);
+    struct px_stats_snapshot st;
+    px_stats_sum(&st);
+    json_t *r = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:o*}", "version", PX_VERSION, "pid",
+                          (json_int_t)getpid(), "uptime_s", (json_int_t)px_server_uptime_s(env->srv), "workers",
+                          (json_int_t)px_server_nworkers(env->srv), "connections", (json_int_t)st.open_conns,
+                          "services", (json_int_t)nsvc, "requests", (json_int_t)st.requests_total, "stats",
+                          stats_json(&st));
     const char *problem = px_deployer_state_problem(env->dep);
     if (r && problem)
         json_object_set_new(r, "state_file_error", json_string(problem));

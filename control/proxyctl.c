@@ -402,7 +402,8 @@ static void print_table(const json_t *rows, const struct column *cols, size_t nc
     free(cells);
 }
 
-/* "key  value" lines, keys aligned; the shape of status and of most results. */
+/* "key  value" lines, keys aligned; the shape of status and of most results.
+ * Nested objects (status's "stats") are for --json only. */
 static void print_fields(const json_t *obj)
 {
     const char *key;
@@ -410,9 +411,11 @@ static void print_fields(const json_t *obj)
     int width = 0;
 
     json_object_foreach((json_t *)obj, key, v)
-        if ((int)strlen(key) > width)
+        if (!json_is_object(v) && (int)strlen(key) > width)
             width = (int)strlen(key);
     json_object_foreach((json_t *)obj, key, v) {
+        if (json_is_object(v))
+            continue;
         char *text = value_text(v, ", ", "-");
         printf("%-*s  %s\n", width, key, text ? text : "?");
         free(text);

@@ -22,6 +22,7 @@
 #include "px/log.h"
 #include "px/routes.h"
 #include "px/sock.h"
+#include "px/stats.h"
 #include "px/tls.h"
 #include "px/worker.h"
 
@@ -232,6 +233,7 @@ static void tls_handshake(struct px_conn *c)
         }
         if (d > 0)
             return; /* the flight waits for EPOLLOUT; SSL_do_handshake returns 1 again */
+        px_stats_tls(px_stats_of(c->w->id), 1, SSL_session_reused(c->s.ssl));
         px_routes_unpin(c->hs_routes, c->w->id);
         c->hs_routes = NULL;
         c->s.readable = 1; /* read-ahead may already hold the first request */
@@ -254,6 +256,7 @@ static void tls_handshake(struct px_conn *c)
         return;
     }
     ERR_clear_error();
+    px_stats_tls(px_stats_of(c->w->id), 0, 0);
     px_conn_close(c); /* protocol or version mismatch, or the peer left */
 }
 
@@ -369,7 +372,7 @@ static void accept_cb(evutil_socket_t fd, short what, void *arg)
          * (nginx's reusable connections), but only for a client that is
          * really there; with none idle, new clients wait in the listen
          * queue. */
-        int full = atomic_load_explicit(&px_open_conns, memory_order_relaxed) >= max;
+        int full = px_stats_open_conns() >= max;
         if (full && w->conn.idle_head == NULL) {
             accept_pause(w);
             return;
@@ -395,7 +398,7 @@ static void accept_cb(evutil_socket_t fd, short what, void *arg)
                             max);
             }
         }
-        atomic_fetch_add_explicit(&px_open_conns, 1, memory_order_relaxed);
+        px_stats_conn_open(px_stats_of(w->id), tls);
         conn_accept(w, cfd, tls, (struct sockaddr *)&sa, salen);
     }
 }
@@ -403,7 +406,7 @@ static void accept_cb(evutil_socket_t fd, short what, void *arg)
 /* A connection closed: accepting may go on. */
 static void conn_closed(struct px_worker *w)
 {
-    atomic_fetch_sub_explicit(&px_open_conns, 1, memory_order_relaxed);
+    px_stats_conn_closed(px_stats_of(w->id));
     if (!w->conn.accepting && !w->stopping)
         accept_resume(w);
     if (w->stopping && w->conn.n == 0)
@@ -463,7 +466,7 @@ static void conn_tick(struct px_worker *w)
 {
     trim_after_burst(w);
     if (!w->conn.accepting && !w->stopping &&
-        atomic_load_explicit(&px_open_conns, memory_order_relaxed) < w->cfg->max_connections)
+        px_stats_open_conns() < w->cfg->max_connections)
         accept_resume(w);
 }
 

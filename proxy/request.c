@@ -10,6 +10,7 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include "px/accesslog.h"
 #include "px/addr.h"
 #include "px/challenge.h"
 #include "px/common.h"
@@ -18,6 +19,7 @@
 #include "px/limit.h"
 #include "px/log.h"
 #include "px/request.h"
+#include "px/stats.h"
 #include "px/worker.h"
 
 void px_req_set_id(struct px_req *r, const char *id, size_t len)
@@ -432,6 +434,7 @@ void px_req_park(struct px_req *r, uint64_t ms, int status)
     x->nparked++;
     event_assign(&r->park_ev, r->w->base, -1, 0, park_timeout, r);
     event_add(&r->park_ev, &tv);
+    px_stats_inc(&px_stats_of(r->w->id)->parked);
 }
 
 void px_req_wake_service(struct px_worker *w, const char *name)
@@ -492,6 +495,7 @@ void px_req_finish(struct px_req *r)
         park_unlink(r);
     if (r->up)
         px_upstream_abort(r);
+    px_stats_request(px_stats_of(w->id), r->proto, r->status, r->bytes_out, r->limited != NULL);
     if (r->status && px_log_access_enabled())
         access_log(r);
     if (r->routes) {
@@ -552,101 +556,46 @@ size_t px_req_client_ip(const struct px_config *cfg, const struct sockaddr *peer
     return best_len;
 }
 
-/* JSON string body: escape quote, backslash, control bytes and non-ASCII
- * bytes (\u00XX keeps the line valid UTF-8 whatever the client sent). */
-static char *json_str(char *p, const char *s, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    *p++ = '"';
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\') {
-            *p++ = '\\';
-            *p++ = (char)c;
-        } else if (c < 0x20 || c >= 0x7f) {
-            memcpy(p, "\\u00", 4);
-            p += 4;
-            *p++ = hex[c >> 4];
-            *p++ = hex[c & 15];
-        } else {
-            *p++ = (char)c;
-        }
-    }
-    *p++ = '"';
-    return p;
-}
-
+/* The access-log line: the request's fields for the formatter beside the
+ * logger (accesslog.c). */
 static void access_log(const struct px_req *r)
 {
     struct px_worker *w = r->w;
     const struct px_req_head *q = r->q;
-    const struct {
-        const char *client; size_t client_len;
-        const char *method; size_t method_len;
-        const char *host; size_t host_len;
-        const char *path; size_t path_len;
-        const char *proto;
-        int tls;
-    } fv = {
-        r->client_ip_len ? r->client_ip : r->peer_ip,
-        r->client_ip_len ? r->client_ip_len : r->peer_ip_len,
-        q->method ? q->method : "", q->method ? q->method_len : 0,
-        q->host ? q->host : "", q->host ? q->host_len : 0,
-        q->path ? q->path : "", q->path ? q->path_len : 0,
-        px_proto_name(r->proto),
-        r->tls,
-    }, *f = &fv;
-    time_t sec = (time_t)(r->start_wall_ms / 1000);
-    if (sec != w->log_sec) {
-        struct tm tm;
-        gmtime_r(&sec, &tm);
-        strftime(w->log_time, sizeof(w->log_time), "%Y-%m-%dT%H:%M:%S", &tm);
-        w->log_sec = sec;
-    }
-    const char *svc = r->svc ? r->svc->name : "";
-    const char *up = r->target ? r->target->addr.text : "";
-    size_t limited_len = r->limited ? strlen(r->limited) : 0;
-    size_t bound = 400 + 6 * (f->client_len + f->method_len + f->host_len + f->path_len + strlen(svc) +
-                              strlen(up) + r->request_id_len + limited_len);
+    const struct px_access_entry e = {
+        .start_wall_ms = r->start_wall_ms,
+        .duration_us = px_now_us() - r->start_us,
+        .client = r->client_ip_len ? r->client_ip : r->peer_ip,
+        .client_len = r->client_ip_len ? r->client_ip_len : r->peer_ip_len,
+        .method = q->method ? q->method : "",
+        .method_len = q->method ? q->method_len : 0,
+        .host = q->host ? q->host : "",
+        .host_len = q->host ? q->host_len : 0,
+        .path = q->path ? q->path : "",
+        .path_len = q->path ? q->path_len : 0,
+        .status = r->status,
+        .bytes_out = r->bytes_out,
+        .service = r->svc ? r->svc->name : "",
+        .upstream = r->target ? r->target->addr.text : "",
+        .request_id = r->request_id,
+        .request_id_len = r->request_id_len,
+        .proto = px_proto_name(r->proto),
+        .tls = r->tls,
+        .limited = r->limited,
+    };
     char stackbuf[2048];
-    char *buf = stackbuf;
+    size_t n = px_access_log_json(&e, stackbuf, sizeof(stackbuf));
+    if (n <= sizeof(stackbuf)) {
+        px_worker_access_log(w, stackbuf, n);
+        return;
+    }
+    /* a long line: format it in place in the worker's buffer */
     struct evbuffer_iovec v;
-    if (bound > sizeof(stackbuf)) {
-        if (evbuffer_reserve_space(w->access_buf, (ev_ssize_t)bound, &v, 1) < 1)
-            return;
-        buf = v.iov_base;
-    }
-    char *p = buf;
-    uint64_t dur = px_now_us() - r->start_us;
-    p += sprintf(p, "{\"time\":\"%s.%03uZ\",\"client\":", w->log_time, (unsigned)(r->start_wall_ms % 1000));
-    p = json_str(p, f->client, f->client_len);
-    memcpy(p, ",\"method\":", 10);
-    p = json_str(p + 10, f->method, f->method_len);
-    memcpy(p, ",\"host\":", 8);
-    p = json_str(p + 8, f->host, f->host_len);
-    memcpy(p, ",\"path\":", 8);
-    p = json_str(p + 8, f->path, f->path_len);
-    p += sprintf(p, ",\"status\":%d,\"bytes_out\":%" PRIu64 ",\"duration_ms\":%" PRIu64 ".%03u,\"service\":",
-                 r->status, r->bytes_out, dur / 1000, (unsigned)(dur % 1000));
-    p = json_str(p, svc, strlen(svc));
-    memcpy(p, ",\"upstream\":", 12);
-    p = json_str(p + 12, up, strlen(up));
-    memcpy(p, ",\"request_id\":", 14);
-    p = json_str(p + 14, r->request_id, r->request_id_len);
-    p += sprintf(p, ",\"proto\":\"%s\",\"tls\":%s", f->proto, f->tls ? "true" : "false");
-    if (r->limited) {
-        memcpy(p, ",\"limited\":", 11);
-        p = json_str(p + 11, r->limited, limited_len);
-    }
-    memcpy(p, "}\n", 2);
-    p += 2;
-    if (buf == stackbuf) {
-        px_worker_access_log(w, buf, (size_t)(p - buf));
-    } else {
-        v.iov_len = (size_t)(p - buf);
-        evbuffer_commit_space(w->access_buf, &v, 1);
-        px_worker_access_log(w, "", 0);
-    }
+    if (evbuffer_reserve_space(w->access_buf, (ev_ssize_t)n, &v, 1) < 1)
+        return;
+    v.iov_len = px_access_log_json(&e, v.iov_base, n);
+    evbuffer_commit_space(w->access_buf, &v, 1);
+    px_worker_access_log(w, "", 0); /* schedules the flush */
 }
 
 /* ---- the module ---- */

@@ -19,6 +19,7 @@
 #include "px/log.h"
 #include "px/request.h"
 #include "px/sock.h"
+#include "px/stats.h"
 #include "px/upstream.h"
 #include "px/worker.h"
 
@@ -129,6 +130,7 @@ int px_upstream_start(struct px_req *r)
         if (attach(r, t, &err) == 0)
             break;
         px_log_warn("upstream %s: connect: %s", t->addr.text, strerror(err));
+        px_stats_inc(&px_stats_of(r->w->id)->upstream_errors[PX_STATS_UP_CONNECT]);
         r->target = t;
         if (++r->tries >= 2 || r->svc->ntargets < 2)
             return 502;
@@ -175,6 +177,11 @@ static void fail(struct px_uconn *u, int status, int connect_failed)
                     (connect_failed || (u->reused && idempotent && !r->has_body && status != 504));
     if (connect_failed)
         px_balancer_mark_down(w, failed);
+    /* a read that ended the try (EOF, reset) or a head that was wrong */
+    px_stats_inc(&px_stats_of(w->id)->upstream_errors[status == 504 ? PX_STATS_UP_TIMEOUT
+                                                         : connect_failed ? PX_STATS_UP_CONNECT
+                                                         : u->s.eof || u->s.error ? PX_STATS_UP_RESET
+                                                                                  : PX_STATS_UP_BAD_RESPONSE]);
     px_log_warn("upstream %s: %s", failed ? failed->addr.text : "?",
                 connect_failed ? (status == 504 ? "connect timed out" : "connect failed")
                                : (status == 504 ? "timed out" : "closed before answering"));
@@ -218,6 +225,7 @@ int px_upstream_body(struct px_req *r, struct evbuffer *src, size_t len, int las
         return 0;
     }
     size_t queued = evbuffer_get_length(u->s.out);
+    px_stats_add(&px_stats_of(u->w->id)->bytes_in, len);
     if (len)
         evbuffer_remove_buffer(src, u->s.out, len);
     send_some(u);
@@ -424,6 +432,7 @@ static void process(struct px_uconn *u)
             return;
         if (rc < 0) {
             px_log_warn("upstream %s sent malformed chunked framing", r->target ? r->target->addr.text : "?");
+            px_stats_inc(&px_stats_of(w->id)->upstream_errors[PX_STATS_UP_BAD_RESPONSE]);
             if (r->bytes_out == 0) {
                 /* Nothing of the body reached the client: take the head
                  * back and answer 502 where the client side can, and log
@@ -455,6 +464,7 @@ static void process(struct px_uconn *u)
         } else if (r->resp.mode == PX_BODY_CLOSE && !u->paused && evbuffer_get_length(u->s.in) == 0) {
             finish(u, 1);
         } else if (!u->paused || u->s.error) {
+            px_stats_inc(&px_stats_of(w->id)->upstream_errors[PX_STATS_UP_RESET]);
             r->resp_keepalive = 0;
             finish(u, 0);
         }
@@ -532,6 +542,7 @@ static void upstream_timeout(evutil_socket_t fd, short what, void *arg)
                                                       : "upstream timed out waiting for the response");
             fail(u, 504, 0);
         } else {
+            px_stats_inc(&px_stats_of(u->w->id)->upstream_errors[PX_STATS_UP_TIMEOUT]);
             u->req->resp_keepalive = 0;
             finish(u, 0);
         }

@@ -21,7 +21,6 @@
 
 #define ACCESS_BUF_FLUSH (64 * 1024)
 
-_Atomic uint32_t px_open_conns;
 _Atomic int px_workers_running;
 
 static void tick_cb(evutil_socket_t fd, short what, void *arg);

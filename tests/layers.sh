@@ -7,7 +7,11 @@
 #    CONTROL_FILES (control/, the lifecycle, health checks, deploys, state,
 #    metrics, ACME) and the control-plane headers themselves;
 #  - every other .c and .h under proxy/ and include/ is data path (or shared
-#    by it) and must not include a control-plane header.
+#    by it) and must not include a control-plane header;
+#  - and it includes px/ headers on DATA_HEADERS only (allow-list): a new
+#    header is not data path until it is added there on purpose. px/stats.h
+#    (per-worker counters) is data path; px/metrics.h (the server that reads
+#    them, issue 16) is control plane.
 #  - proxyctl, when its binary is given, defines no data-path symbol
 #    (px_routes_*, px_limit_*, px_tls_*): it links the protocol, the errors
 #    table and the value parsers only (nm, so a stray call cannot hide).
@@ -36,6 +40,10 @@ CYCLE_ALLOW=
 CONTROL_HEADERS='px/control[^/]*\.h|px/deploy\.h|px/health\.h|px/state\.h|px/acme[^/]*\.h|px/metrics\.h|px/server\.h'
 CONTROL_FILES='^(control/|proxy/acme/|proxy/(main|server|health|deploy|state|metrics)\.c$|include/px/(control[^/]*|deploy|health|state|acme[^/]*|metrics|server)\.h$)'
 
+# ---- data-path header allow-list (stats, issue 15) ----
+DATA_HEADERS='px/(accesslog|addr|carry|challenge|child|common|config|conn|errors|h1|h2|headers|http1|limit|log|parse|request|routes|services|sock|stats|target|tls|tunnel|upstream|worker)\.h'
+# ---- end of the allow-list block ----
+
 cd "$ROOT" || exit 2
 bad=0
 checked=0
@@ -53,12 +61,23 @@ for f in $(find proxy include -type f \( -name '*.c' -o -name '*.h' \) | sort); 
         done
         bad=1
     fi
+    # ---- data-path header allow-list (stats, issue 15) ----
+    others=$(grep -nE '^[[:space:]]*#[[:space:]]*include[[:space:]]*["<]px/' "$f" |
+        grep -vE "[\"<]($DATA_HEADERS)[\">]" | grep -vE "[\"<]($CONTROL_HEADERS)[\">]")
+    if [ -n "$others" ]; then
+        printf '%s\n' "$others" | while IFS= read -r h; do
+            inc=$(printf '%s\n' "${h#*:}" | sed -E 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*//')
+            echo "layers: $f:${h%%:*}: data-path file includes $inc, not on the data-path allow-list (DATA_HEADERS)" >&2
+        done
+        bad=1
+    fi
+    # ---- end of the allow-list block ----
 done
 if [ "$bad" -ne 0 ]; then
-    echo "layers: FAILED: the data path must not depend on the control plane (rule in tests/layers.sh)" >&2
+    echo "layers: FAILED: the data path must not depend on the control plane, and includes allow-listed headers only (rules in tests/layers.sh)" >&2
     exit 1
 fi
-echo "layers: ok ($checked data-path files, none includes a control-plane header)"
+echo "layers: ok ($checked data-path files, none includes a control-plane header; px/ headers from the allow-list only)"
 if [ -n "$PROXYCTL" ]; then
     if ! syms=$(nm "$PROXYCTL"); then
         echo "layers: FAILED: cannot read the symbols of $PROXYCTL" >&2

@@ -36,8 +36,11 @@
  *                      "max_pause_ms":N           only when paused
  *                      }]}
  *   status            {"version":"0.1.0","pid":N,"uptime_s":N,"workers":N,"connections":N,
- *                      "services":N, ...}         more scalar keys may follow; proxyctl
- *                                                 prints every scalar key it gets
+ *                      "services":N,"requests":N, connections open now, requests answered
+ *                      "stats":{...}, ...}        the data path's counters (px/stats.h,
+ *                                                 commands.c stats_json); more keys may
+ *                                                 follow; proxyctl prints every scalar key
+ *                                                 it gets (objects with --json only)
  *   stop, pause, resume {"service":"web","state":"stopped"|"paused"|"running"}
  *   remove            {"service":"web"}
  *   reload            {"config":"/etc/proxyd/proxyd.ini"}

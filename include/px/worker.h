@@ -74,8 +74,6 @@ struct px_worker {
                                                    * fixed: no allocation can leave a response without them */
     char *adds_lower;              /* their lowercase names (HTTP/2), one block; NULL: made per response */
     size_t nadds;
-    time_t log_sec;                /* cached ISO-8601 second for the access log */
-    char log_time[24];
 
     struct evbuffer *access_buf;   /* access-log lines, flushed once per loop iteration */
     struct event log_flush;
@@ -155,8 +153,7 @@ void px_worker_set_answers(struct px_worker *w, struct px_worker_answers *a);
  * bound what waits on it). */
 void px_worker_answer(struct px_worker *w, const struct px_wmsg *m);
 
-/* Open connections across all workers (max_connections). */
-extern _Atomic uint32_t px_open_conns;
+/* Open connections across all workers (max_connections): px_stats_open_conns() in px/stats.h. */
 /* Worker threads whose loop has not ended yet. */
 extern _Atomic int px_workers_running;
 
