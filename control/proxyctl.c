@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,16 +121,20 @@ static void command_help(FILE *f, const struct px_ctl_cmd *c)
     fprintf(f, "  %-33s %s\n", "--socket PATH", "the control socket (default $PROXYCTL_SOCKET, else " DEFAULT_SOCKET ")");
 }
 
-static int usage_error(const struct px_ctl_cmd *c, const char *fmt, const char *a, const char *b)
+static int usage_error(const struct px_ctl_cmd *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int usage_error(const struct px_ctl_cmd *c, const char *fmt, ...)
 {
     char name[64];
+    va_list ap;
 
     fprintf(stderr, "proxyctl: ");
     if (c) {
         cli_name(c, name, sizeof(name));
         fprintf(stderr, "%s: ", name);
     }
-    fprintf(stderr, fmt, a, b);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
     if (c)
         fprintf(stderr, "\nTry 'proxyctl help %s'.\n", name);
     else
@@ -176,25 +181,25 @@ static int set_arg(struct invocation *inv, const struct px_ctl_arg *a, const cha
     case PX_CTL_ARG_STRING:
     case PX_CTL_ARG_STRINGS:
         if ((v = json_string(text)) == NULL)
-            return usage_error(inv->cmd, "%s: not valid UTF-8%s", what, "");
+            return usage_error(inv->cmd, "%s: not valid UTF-8", what);
         break;
     case PX_CTL_ARG_DURATION_MS:
         if ((err = px_parse_duration_ms(text, &ms)) != NULL)
             return usage_error(inv->cmd, "%s: %s", what, err);
         if (ms < PX_CTL_DURATION_MIN_MS || ms > (uint64_t)PX_CTL_DURATION_MAX_MS)
-            return usage_error(inv->cmd, "%s: %s", what, "must be 1ms..24h");
+            return usage_error(inv->cmd, "%s: must be 1ms..24h", what);
         v = json_integer((json_int_t)ms);
         break;
     case PX_CTL_ARG_INT:
         errno = 0;
         ms = strtoull(text, &end, 10);
         if (*text < '0' || *text > '9' || *end != '\0' || errno || ms > INT64_MAX)
-            return usage_error(inv->cmd, "%s: %s", what, "must be a number");
+            return usage_error(inv->cmd, "%s: must be a number", what);
         v = json_integer((json_int_t)ms);
         break;
     }
     if (v == NULL)
-        return usage_error(inv->cmd, "%s: %s", what, "out of memory");
+        return usage_error(inv->cmd, "%s: out of memory", what);
     if (a->type != PX_CTL_ARG_STRINGS)
         return json_object_set_new(inv->args, a->name, v) == 0 ? 0 : EXIT_USAGE;
     if ((arr = json_object_get(inv->args, a->name)) == NULL) {
@@ -250,19 +255,19 @@ static int parse_argv(int argc, char **argv, struct invocation *inv)
                 else if (i + 1 < argc)
                     inv->socket = argv[++i];
                 else
-                    return usage_error(NULL, "--socket needs a PATH%s%s", "", "");
+                    return usage_error(NULL, "--socket needs a PATH");
                 continue;
             }
             if (inv->cmd == NULL || strncmp(s, "--", 2) != 0)
-                return usage_error(inv->cmd, "unknown option %s%s", s, "");
+                return usage_error(inv->cmd, "unknown option %s", s);
             eq = strchr(s + 2, '=');
             n = eq ? (size_t)(eq - s - 2) : strlen(s + 2);
             if ((a = find_flag(inv->cmd, s + 2, n)) == NULL)
-                return usage_error(inv->cmd, "unknown option %s%s", s, "");
+                return usage_error(inv->cmd, "unknown option %s", s);
             snprintf(what, sizeof(what), "--%s", a->flag);
             if (a->type == PX_CTL_ARG_BOOL) {
                 if (eq)
-                    return usage_error(inv->cmd, "%s takes no value%s", what, "");
+                    return usage_error(inv->cmd, "%s takes no value", what);
                 s = NULL;
             } else if (eq) {
                 s = eq + 1;
@@ -283,12 +288,12 @@ static int parse_argv(int argc, char **argv, struct invocation *inv)
                 i++;
             }
             if ((inv->cmd = find_command(argc, argv, &i)) == NULL)
-                return usage_error(NULL, "unknown command '%s'%s", argv[i], "");
+                return usage_error(NULL, "unknown command '%s'", argv[i]);
             continue;
         }
         /* a bare word: the next positional argument */
         if ((a = nth_positional(inv->cmd, npos)) == NULL)
-            return usage_error(inv->cmd, "unexpected argument '%s'%s", s, "");
+            return usage_error(inv->cmd, "unexpected argument '%s'", s);
         snprintf(what, sizeof(what), "%s", a->metavar);
         if ((rc = set_arg(inv, a, s, what)) != 0)
             return rc;
@@ -310,11 +315,11 @@ static int parse_argv(int argc, char **argv, struct invocation *inv)
         if (!(a->flags & PX_CTL_ARG_REQUIRED) || json_object_get(inv->args, a->name))
             continue;
         if (a->flags & PX_CTL_ARG_POSITIONAL)
-            return usage_error(inv->cmd, "missing %s%s", a->metavar, "");
+            return usage_error(inv->cmd, "missing %s", a->metavar);
         return usage_error(inv->cmd, "--%s %s is required", a->flag, a->metavar);
     }
     if (px_ctl_args_check(inv->cmd, inv->args, err, sizeof(err)) != NULL)
-        return usage_error(inv->cmd, "%s%s", err, "");
+        return usage_error(inv->cmd, "%s", err);
     return -1;
 }
 
@@ -546,7 +551,7 @@ static int run(const struct invocation *inv)
     int fd = -1, rc = -1;
 
     if (strlen(inv->socket) >= sizeof(sun.sun_path)) {
-        rc = usage_error(NULL, "socket path too long: %s%s", inv->socket, "");
+        rc = usage_error(NULL, "socket path too long: %s", inv->socket);
         goto out;
     }
     memcpy(sun.sun_path, inv->socket, strlen(inv->socket) + 1);

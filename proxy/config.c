@@ -290,7 +290,6 @@ static int next_tok(const char **s, const char *seps, char *tok, size_t toksz)
     return 1;
 }
 
-
 /* ---- validators ---- */
 
 static const char *check_path(const char *v)
@@ -1094,6 +1093,41 @@ static const struct sectdef *find_sect(enum sect id)
 }
 
 /* "[kind name]" seen by the reader (inner: between the brackets). */
+/* The entry a [KIND NAME] section opens in one of the config's arrays:
+ * NAME checked and unique, the array grown by one zeroed element whose
+ * name (a copy) and line are set. *arr and *n are the array and its count;
+ * size is an element's size, name_off and line_off where it keeps its name
+ * and line. The new element, or NULL once fail() has said why. */
+static void *add_named(struct pctx *pc, void **arr, size_t *n, size_t size, size_t name_off, size_t line_off,
+                       const char *name, int line)
+{
+    const char *err = px_parse_check_name(name);
+    if (err != NULL) {
+        fail(pc, line, "%s: %s", pc->label, err);
+        return NULL;
+    }
+    for (size_t i = 0; i < *n; i++) {
+        const char *e = (const char *)*arr + i * size;
+        if (strcmp(*(char *const *)(e + name_off), name) == 0) {
+            fail(pc, line, "%s: duplicate section (first at line %d)", pc->label, *(const int *)(e + line_off));
+            return NULL;
+        }
+    }
+    char *g = grow(*arr, *n, size);
+    if (g == NULL) {
+        fail(pc, line, "out of memory");
+        return NULL;
+    }
+    *arr = g;
+    g += (*n)++ * size;
+    *(int *)(g + line_off) = line;
+    if ((*(char **)(g + name_off) = strdup(name)) == NULL) {
+        fail(pc, line, "out of memory");
+        return NULL;
+    }
+    return g;
+}
+
 static int begin_section(struct pctx *pc, char *inner)
 {
     struct px_config *cfg = pc->cfg;
@@ -1141,24 +1175,12 @@ static int begin_section(struct pctx *pc, char *inner)
     pc->delay_line = pc->nodelay_yes_line = 0;
 
     switch (sd->id) {
-    case S_LIMIT: {
-        struct px_limit_conf *g;
-        if ((err = px_parse_check_name(name)) != NULL)
-            return fail(pc, line, "%s: %s", pc->label, err);
-        for (size_t i = 0; i < cfg->nlimits; i++)
-            if (strcmp(cfg->limits[i].name, name) == 0)
-                return fail(pc, line, "%s: duplicate section (first at line %d)", pc->label,
-                            cfg->limits[i].line);
-        if ((g = grow(cfg->limits, cfg->nlimits, sizeof(*g))) == NULL)
-            return fail(pc, line, "out of memory");
-        cfg->limits = g;
-        g = &cfg->limits[cfg->nlimits++];
-        g->line = line;
-        if ((g->name = strdup(name)) == NULL)
-            return fail(pc, line, "out of memory");
-        pc->base = g;
+    case S_LIMIT:
+        if ((pc->base = add_named(pc, (void **)&cfg->limits, &cfg->nlimits, sizeof(*cfg->limits),
+                                  offsetof(struct px_limit_conf, name), offsetof(struct px_limit_conf, line), name,
+                                  line)) == NULL)
+            return 0; /* fail() said why */
         break;
-    }
     case S_ROUTE: {
         struct px_route_conf *g;
         /* Same prefix twice is fine for different hosts or suffixes:
@@ -1179,7 +1201,6 @@ static int begin_section(struct pctx *pc, char *inner)
         break;
     }
     case S_HEADERS: {
-        struct px_header_set_conf *g;
         if (*name == '\0') {
             if (pc->first_line[S_HEADERS])
                 return fail(pc, line, "%s: duplicate section (first at line %d)", pc->label,
@@ -1188,40 +1209,18 @@ static int begin_section(struct pctx *pc, char *inner)
             cfg->has_headers_section = 1;
             break; /* base NULL: the [headers] list */
         }
-        if ((err = px_parse_check_name(name)) != NULL)
-            return fail(pc, line, "%s: %s", pc->label, err);
-        for (size_t i = 0; i < cfg->nheader_sets; i++)
-            if (strcmp(cfg->header_sets[i].name, name) == 0)
-                return fail(pc, line, "%s: duplicate section (first at line %d)", pc->label,
-                            cfg->header_sets[i].line);
-        if ((g = grow(cfg->header_sets, cfg->nheader_sets, sizeof(*g))) == NULL)
-            return fail(pc, line, "out of memory");
-        cfg->header_sets = g;
-        g = &cfg->header_sets[cfg->nheader_sets++];
-        g->line = line;
-        if ((g->name = strdup(name)) == NULL)
-            return fail(pc, line, "out of memory");
-        pc->base = g;
+        if ((pc->base = add_named(pc, (void **)&cfg->header_sets, &cfg->nheader_sets, sizeof(*cfg->header_sets),
+                                  offsetof(struct px_header_set_conf, name),
+                                  offsetof(struct px_header_set_conf, line), name, line)) == NULL)
+            return 0; /* fail() said why */
         break;
     }
-    case S_SERVICE: {
-        struct px_service_conf *g;
-        if ((err = px_parse_check_name(name)) != NULL)
-            return fail(pc, line, "%s: %s", pc->label, err);
-        for (size_t i = 0; i < cfg->nservices; i++)
-            if (strcmp(cfg->services[i].name, name) == 0)
-                return fail(pc, line, "%s: duplicate section (first at line %d)", pc->label,
-                            cfg->services[i].line);
-        if ((g = grow(cfg->services, cfg->nservices, sizeof(*g))) == NULL)
-            return fail(pc, line, "out of memory");
-        cfg->services = g;
-        g = &cfg->services[cfg->nservices++];
-        g->line = line;
-        if ((g->name = strdup(name)) == NULL)
-            return fail(pc, line, "out of memory");
-        pc->base = g;
+    case S_SERVICE:
+        if ((pc->base = add_named(pc, (void **)&cfg->services, &cfg->nservices, sizeof(*cfg->services),
+                                  offsetof(struct px_service_conf, name), offsetof(struct px_service_conf, line), name,
+                                  line)) == NULL)
+            return 0; /* fail() said why */
         break;
-    }
     default:
         if (pc->first_line[sd->id])
             return fail(pc, line, "%s: duplicate section (first at line %d)", pc->label,

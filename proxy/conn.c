@@ -26,7 +26,6 @@
 #include "px/tls.h"
 #include "px/worker.h"
 
-
 static void conn_event(evutil_socket_t fd, short what, void *arg);
 static void conn_timeout(evutil_socket_t fd, short what, void *arg);
 static void conn_closed(struct px_worker *w);

@@ -264,7 +264,6 @@ struct px_services *px_deployer_services(struct px_deployer *d, const struct px_
     return t;
 }
 
-
 /* Replace (or add) the deployed entry svc, persist, publish. On failure
  * nothing changed: PX_E_OK, or a code with the message in msg. */
 static enum px_err commit(struct px_deployer *d, const struct px_state_service *svc, char *msg, size_t msglen)

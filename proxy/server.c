@@ -483,11 +483,6 @@ void px_server_routes_published(struct px_server *s)
     sync_acme_services(s); /* a deploy --tls, or the removal of such a service */
 }
 
-struct event_base *px_server_base(struct px_server *s)
-{
-    return s->base;
-}
-
 void px_server_stop(struct px_server *s)
 {
     if (s->stopping) {

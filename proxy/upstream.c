@@ -50,9 +50,6 @@ static void arm_io(struct px_uconn *u)
     arm(u, evbuffer_get_length(u->s.out) ? u->w->tv_usend : u->w->tv_uread);
 }
 
-
-
-
 /* Attach an upstream connection for target t to r: an idle pooled one, else
  * a new one. Returns 0 or -1 (errno-like code in *err). */
 static int attach(struct px_req *r, struct px_target *t, int *err)
@@ -147,7 +144,6 @@ int px_upstream_start(struct px_req *r)
         arm_io(u);
     return 0;
 }
-
 
 static void finish(struct px_uconn *u, int ok)
 {
@@ -282,8 +278,6 @@ struct px_uconn *px_upstream_detach(struct px_req *r)
     event_del(&u->timer);
     return u;
 }
-
-
 
 static int relay_sink(void *arg, struct evbuffer *src, size_t len)
 {

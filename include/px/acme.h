@@ -1,5 +1,6 @@
-/* px/acme.h -- ACME certificates: the contracts between the three ACME
- * modules. Everything here runs on the main thread's event base (never on
+/* px/acme.h -- ACME certificates: the contracts between the ACME client,
+ * certbot's store and the manager (the client's own parts -- msg, jws,
+ * http, account, libcurl -- share proxy/acme/client_internal.h). Everything here runs on the main thread's event base (never on
  * a worker), and never blocks it.
  *
  *   proxy/acme/client.c  the RFC 8555 protocol client (libcurl multi on the event

@@ -2,9 +2,9 @@
  * the all-or-nothing reload, graceful stop, and the main-thread event base.
  *
  * Everything here runs on the main thread. The main-thread event base is
- * where whatever is not a request runs: signals, the snapshot reaper and
- * ticket-key rotation today; the control socket, health checks, metrics and
- * ACME timers as they land (they add their events to px_server_base()).
+ * where whatever is not a request runs: signals, the snapshot reaper,
+ * ticket-key rotation, the control socket, health checks, deploys and ACME
+ * (each module is handed the base when it is made).
  * A control-plane header: data-path files never include it (make layers). */
 #ifndef PX_SERVER_H
 #define PX_SERVER_H
@@ -26,9 +26,6 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
 int px_server_run(struct px_server *s);
 /* Stop the workers if they run, close everything, free s (NULL is fine). */
 void px_server_free(struct px_server *s);
-
-/* The main-thread event base (valid from px_server_new to px_server_free). */
-struct event_base *px_server_base(struct px_server *s);
 
 /* Reload the configuration file, all or nothing: the new config is loaded,
  * the new log files opened and the new snapshot parts (certificates
