@@ -397,7 +397,7 @@ static void accept_cb(evutil_socket_t fd, short what, void *arg)
                             max);
             }
         }
-        px_stats_conn_open(px_stats_of(w->id), tls);
+        px_stats_conn_open(px_stats_block(w->id), tls); /* registers the block for px_stats_open_conns */
         conn_accept(w, cfd, tls, (struct sockaddr *)&sa, salen);
     }
 }
