@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -244,16 +245,9 @@ static void lower(char *s)
             *s = (char)(*s + 32);
 }
 
-static int ieq(const char *a, const char *b)
-{
-    for (; *a && *b; a++, b++) {
-        int x = (*a >= 'A' && *a <= 'Z') ? *a + 32 : *a;
-        int y = (*b >= 'A' && *b <= 'Z') ? *b + 32 : *b;
-        if (x != y)
-            return 0;
-    }
-    return *a == *b;
-}
+/* ASCII case-insensitive equality (proxyd never calls setlocale: the C
+ * locale's strcasecmp is exactly that). */
+#define ieq(a, b) (strcasecmp((a), (b)) == 0)
 
 /* Grow an array by one zeroed element; NULL when out of memory (the old
  * array is then still valid and owned by the caller). */

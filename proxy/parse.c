@@ -4,19 +4,13 @@
 
 #include <stddef.h>
 #include <string.h>
+#include <strings.h>
 
 #include "px/common.h"
 
-static int ieq(const char *a, const char *b)
-{
-    for (; *a && *b; a++, b++) {
-        int x = (*a >= 'A' && *a <= 'Z') ? *a + 32 : *a;
-        int y = (*b >= 'A' && *b <= 'Z') ? *b + 32 : *b;
-        if (x != y)
-            return 0;
-    }
-    return *a == *b;
-}
+/* ASCII case-insensitive equality (proxyd never calls setlocale: the C
+ * locale's strcasecmp is exactly that). */
+#define ieq(a, b) (strcasecmp((a), (b)) == 0)
 
 const char *px_parse_u64(const char **pp, uint64_t *out)
 {
