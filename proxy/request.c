@@ -495,6 +495,8 @@ void px_req_finish(struct px_req *r)
         park_unlink(r);
     if (r->up)
         px_upstream_abort(r);
+    if (w == NULL)
+        return; /* never begun (a connection closed before its first request line) */
     px_stats_request(px_stats_of(w->id), r->proto, r->status, r->bytes_out, r->limited != NULL);
     if (r->status && px_log_access_enabled())
         access_log(r);
