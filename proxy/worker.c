@@ -17,6 +17,7 @@
 #include "px/config.h"
 #include "px/headers.h"
 #include "px/log.h"
+#include "px/routes.h"
 #include "px/worker.h"
 
 #define ACCESS_BUF_FLUSH (64 * 1024)

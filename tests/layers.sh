@@ -21,6 +21,9 @@
 #    module's object has an undefined px_ symbol another's object defines:
 #    nm, so a declaration copied by hand cannot hide an arrow). Any circle
 #    counts, not only pairs: the arrows are closed transitively.
+#  - no include circle among the data-path modules (DATAPATH_OBJS: a
+#    module's proxy/NAME.c or px/NAME.h includes another's px/NAME.h,
+#    closed transitively as above), and
 #  - no call circle among the data-path modules (DATAPATH_OBJS), when their
 #    object directory is given: an edge a -> b for each px_ symbol a.o uses
 #    and b.o defines (nm, so calls through headers, inline or not, count);
@@ -41,7 +44,7 @@ CONTROL_HEADERS='px/control[^/]*\.h|px/deploy\.h|px/health\.h|px/state\.h|px/acm
 CONTROL_FILES='^(control/|proxy/acme/|proxy/(main|server|health|deploy|state|metrics)\.c$|include/px/(control[^/]*|deploy|health|state|acme[^/]*|metrics|server)\.h$)'
 
 # ---- data-path header allow-list (stats, issue 15) ----
-DATA_HEADERS='px/(accesslog|addr|carry|challenge|child|common|config|conn|errors|h1|h2|headers|http1|limit|log|parse|request|routes|services|sock|stats|target|tls|tunnel|upstream|worker)\.h'
+DATA_HEADERS='px/(accesslog|addr|carry|challenge|child|common|config|conn|errors|h1|h2|headers|http1|limit|log|parse|request|routes|services|sock|stats|target|tls|tunnel|upstream|worker|worker_ctx)\.h'
 # ---- end of the allow-list block ----
 
 cd "$ROOT" || exit 2
@@ -94,8 +97,9 @@ fi
 
 # circles: arrows "KIND FROM TO" (with the evidence), then a transitive
 # closure per kind; a pair reachable both ways is a circle.
+# circles [MODULES]: among MODULES (default: CIRCLE_MODULES).
 circles() {
-    awk -v mods="$CIRCLE_MODULES" '
+    awk -v mods="${1:-$CIRCLE_MODULES}" '
         BEGIN { n = split(mods, m, " ") }
         { kind[$1] = 1; e[$1, $2, $3] = 1; why[$1, $2, $3] = why[$1, $2, $3] " " $4 }
         END {
@@ -154,6 +158,26 @@ if ! printf '%s\n' "$arrows" | grep -v '^$' | circles; then
     exit 1
 fi
 echo "layers: ok (no circle among $CIRCLE_MODULES by include${OBJDIR:+ or by call})"
+# the data path by include: a module is its px/NAME.h and proxy/NAME.c (pool
+# and balancer have no header of their own: upstream.h); worker.h includes
+# leaves only (px/worker_ctx.h holds the modules' per-worker state).
+arrows=$(
+    for a in $DATAPATH_OBJS; do
+        for f in proxy/$a.c include/px/$a.h; do
+            [ -f "$f" ] || continue
+            for b in $DATAPATH_OBJS; do
+                [ "$a" = "$b" ] && continue
+                grep -nE "^[[:space:]]*#[[:space:]]*include[[:space:]]*[\"<]px/$b\.h[\">]" "$f" |
+                    sed "s|^\([0-9]*\):.*|include $a $b $f:\1|"
+            done
+        done
+    done
+)
+if ! printf '%s\n' "$arrows" | grep -v '^$' | circles "$DATAPATH_OBJS"; then
+    echo "layers: FAILED: no include circle among $DATAPATH_OBJS (rule in tests/layers.sh)" >&2
+    exit 1
+fi
+echo "layers: ok (no include circle among: $DATAPATH_OBJS)"
 if [ -n "$OBJDIR" ]; then
     edges=$(for a in $DATAPATH_OBJS; do
         if [ ! -f "$OBJDIR/proxy/$a.o" ]; then

@@ -22,18 +22,6 @@ struct px_worker;
 struct px_routes;
 struct px_session_ops;
 
-/* The client-connection module's per-worker state. */
-struct px_conn_ctx {
-    struct px_conn *all;            /* every open client connection */
-    uint32_t n;
-    uint32_t peak;                  /* the most open at once since the worker last gave memory back */
-    struct px_conn *idle_head, *idle_tail; /* reusable connections, oldest first */
-    uint64_t reuse_warned_ms;       /* last "max_connections reached" warning */
-    struct px_conn *dead;           /* closed, freed by the worker's gc */
-    unsigned accepting : 1;
-    const struct px_session_ops *h1, *h2; /* the sessions offered for "http/1.1" and "h2" */
-};
-
 /* Client output held for a client that does not read (nginx holds 64-128
  * KiB in its proxy buffers). A client that keeps up (nothing queued) takes a
  * whole upstream read, so a 64 KiB body and its head move in one read and one

@@ -19,11 +19,6 @@
 struct px_h2;
 struct px_sock;
 
-/* The HTTP/2 module's per-worker state. */
-struct px_h2_ctx {
-    void *free;               /* cached stream objects */
-    uint32_t nfree;
-};
 struct px_worker;
 
 struct px_h2_peer {

@@ -151,14 +151,6 @@ enum px_proto { PX_PROTO_HTTP10 = 0, PX_PROTO_HTTP11, PX_PROTO_HTTP2, PX_PROTO__
  * names no protocol (never another protocol's name). */
 const char *px_proto_name(unsigned proto);
 
-/* Per-worker state of the request module. */
-struct px_req_ctx {
-    struct px_req *parked;           /* parked requests (any order) */
-    uint32_t nparked;
-    int64_t date_sec;                /* the second date[] shows (px_req_date) */
-    char date[32];                   /* IMF-fixdate, PX_HTTP_DATE_LEN bytes and a NUL */
-};
-
 /* ---- request.c: the pipeline ---- */
 
 /* What a client side knows about a request before the pipeline runs. */

@@ -12,11 +12,6 @@ struct px_target;
 struct px_routes;
 struct px_tunnel;
 
-/* The tunnel module's per-worker state. */
-struct px_tunnel_ctx {
-    struct px_tunnel *all;          /* open tunnels (PX_WM_CLOSE_TUNNELS walks them) */
-};
-
 /* Turn c into a tunnel to u (taken over: closed with the tunnel). It counts
  * on t's load and pins routes until it closes. The caller's session must
  * let go of c. 0, or -1 when out of memory (u is closed). */

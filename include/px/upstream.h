@@ -43,19 +43,6 @@ struct px_upool {
     uint64_t down_until_ms;   /* passive health: skip after a connect failure */
 };
 
-/* The upstream module's per-worker state. */
-struct px_upstream_ctx {
-    struct px_upool *pools;   /* indexed by px_target.id */
-    uint32_t npools;
-    uint32_t rr;              /* round-robin tie breaker */
-    struct px_uconn *dead;    /* closed, freed by the worker's gc */
-    /* Every idle connection of this worker, all targets, most recently
-     * pooled first: at [proxy] upstream_keepalive the oldest is closed. */
-    struct px_uconn *lru_head, *lru_tail;
-    uint32_t nidle;
-    uint64_t idle_evicted;    /* idle connections closed for the bound */
-};
-
 enum px_ustate { U_CONNECTING, U_BUSY, U_IDLE, U_TUNNEL, U_DEAD };
 
 struct px_uconn {

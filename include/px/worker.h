@@ -17,14 +17,10 @@
 #include <sys/socket.h>
 #include <time.h>
 
-#include "px/conn.h"
-#include "px/h1.h"
-#include "px/h2.h"
+/* leaves only: the modules include this header, it includes none of them */
+#include "px/addr.h"
 #include "px/headers.h"
-#include "px/request.h"
-#include "px/routes.h"
-#include "px/tunnel.h"
-#include "px/upstream.h"
+#include "px/worker_ctx.h"
 
 struct px_conn;
 struct px_uconn;
@@ -63,7 +59,7 @@ struct px_worker {
     const struct timeval *tv_header, *tv_body, *tv_keepalive, *tv_uconnect, *tv_usend, *tv_uread,
         *tv_uidle, *tv_linger;
 
-    /* each module's own per-worker state (its header says what is in it) */
+    /* each module's own per-worker state (px/worker_ctx.h says what is in it) */
     struct px_conn_ctx conn;       /* conn.c: client connections */
     struct px_h1_ctx h1;           /* h1.c */
     struct px_tunnel_ctx tunnel;   /* tunnel.c */
