@@ -43,31 +43,18 @@ static _Atomic uint64_t last_trim_ms; /* px_now_ms() of the last malloc_trim (tr
  * new clients out until keepalive_timeout. The worker keeps them in a list,
  * oldest first. */
 
+#define CONN(node) px_list_entry(node, struct px_conn, link)
+
 static void set_reusable(struct px_conn *c, int on)
 {
     struct px_worker *w = c->w;
     if (c->reusable == (unsigned)!!on)
         return;
     c->reusable = on ? 1 : 0;
-    if (on) {
-        c->inext = NULL;
-        c->iprev = w->conn.idle_tail;
-        if (w->conn.idle_tail)
-            w->conn.idle_tail->inext = c;
-        else
-            w->conn.idle_head = c;
-        w->conn.idle_tail = c;
-        return;
-    }
-    if (c->iprev)
-        c->iprev->inext = c->inext;
+    if (on)
+        px_list_insert_tail(&w->conn.idle, &c->idle);
     else
-        w->conn.idle_head = c->inext;
-    if (c->inext)
-        c->inext->iprev = c->iprev;
-    else
-        w->conn.idle_tail = c->iprev;
-    c->inext = c->iprev = NULL;
+        px_list_remove(&w->conn.idle, &c->idle);
 }
 
 /* Waiting for a request: an EOF without close_notify now is a clean end. */
@@ -80,8 +67,8 @@ void px_conn_idle(struct px_conn *c, int on)
 static unsigned drain_idle(struct px_worker *w, unsigned n)
 {
     unsigned closed = 0;
-    while (closed < n && w->conn.idle_head) {
-        px_conn_close(w->conn.idle_head);
+    while (closed < n && !px_list_empty(&w->conn.idle)) {
+        px_conn_close(px_container_of(px_list_first(&w->conn.idle), struct px_conn, idle));
         closed++;
     }
     return closed;
@@ -124,10 +111,7 @@ static void conn_accept(struct px_worker *w, int fd, int tls, const struct socka
         px_routes_pin(c->hs_routes, w->id);
         c->state = C_HANDSHAKE;
     }
-    c->next = w->conn.all;
-    if (w->conn.all)
-        w->conn.all->prev = c;
-    w->conn.all = c;
+    px_list_insert_head(&w->conn.all, &c->link);
     if (++w->conn.n > w->conn.peak)
         w->conn.peak = w->conn.n;
     event_add(&c->timer, w->tv_header);
@@ -164,15 +148,8 @@ void px_conn_close(struct px_conn *c)
     event_del(&c->timer);
     px_sock_close(&c->s);
     c->state = C_DEAD;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        w->conn.all = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    c->prev = NULL;
-    c->next = w->conn.dead;
-    w->conn.dead = c;
+    px_list_remove(&w->conn.all, &c->link);
+    px_list_insert_head(&w->conn.dead, &c->link);
     w->conn.n--;
     px_worker_schedule_gc(w);
     conn_closed(w);
@@ -180,19 +157,19 @@ void px_conn_close(struct px_conn *c)
 
 static void conn_gc(struct px_worker *w)
 {
-    while (w->conn.dead) {
-        struct px_conn *c = w->conn.dead;
-        w->conn.dead = c->next;
-        free(c);
+    struct px_list_node *n;
+    while ((n = px_list_first(&w->conn.dead)) != NULL) {
+        px_list_remove(&w->conn.dead, n);
+        free(CONN(n));
     }
 }
 
 /* Reload (stop = 0) or graceful stop (stop = 1) of every connection. */
 static void goaway_all(struct px_worker *w, int stop)
 {
-    struct px_conn *c = w->conn.all, *next;
-    for (; c; c = next) {
-        next = c->next;
+    struct px_list_node *n, *next;
+    px_list_foreach_safe(&w->conn.all, n, next) {
+        struct px_conn *c = CONN(n);
         if (c->state == C_HANDSHAKE) {
             if (stop)
                 px_conn_close(c);
@@ -372,7 +349,7 @@ static void accept_cb(evutil_socket_t fd, short what, void *arg)
          * really there; with none idle, new clients wait in the listen
          * queue. */
         int full = px_stats_open_conns() >= max;
-        if (full && w->conn.idle_head == NULL) {
+        if (full && px_list_empty(&w->conn.idle)) {
             accept_pause(w);
             return;
         }
@@ -478,8 +455,8 @@ static void conn_on_msg(struct px_worker *w, const struct px_wmsg *m)
 static void conn_on_stop(struct px_worker *w, int now)
 {
     if (now) {
-        while (w->conn.all)
-            px_conn_close(w->conn.all);
+        while (!px_list_empty(&w->conn.all))
+            px_conn_close(CONN(px_list_first(&w->conn.all)));
         return;
     }
     accept_pause(w);

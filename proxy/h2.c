@@ -18,6 +18,7 @@
 #include "px/conn.h"
 #include "px/h2.h"
 #include "px/headers.h"
+#include "px/list.h"
 #include "px/log.h"
 #include "px/request.h"
 #include "px/sock.h"
@@ -51,7 +52,7 @@ struct h2s {
     struct px_req r;                  /* first: px_req* <-> h2s* */
     struct px_h2 *h;
     int32_t id;
-    struct h2s *next, *prev;
+    struct px_list_node link;         /* the session's streams, then its dead list */
     struct px_req_head q;           /* synthesized for the serializer and the log */
     struct h2hdr hdr[PX_H1_MAX_HEADERS];
     uint32_t nhdr;
@@ -68,6 +69,7 @@ struct h2s {
     unsigned too_large : 1, dispatched : 1, chunked_up : 1, resp_eof : 1, deferred : 1;
     unsigned up_paused : 1, logged : 1, body_done : 1, proceeding : 1;
 };
+#define STREAM(node) px_list_entry(node, struct h2s, link)
 
 struct px_h2 {
     struct px_worker *w;
@@ -77,7 +79,7 @@ struct px_h2 {
     char peer_ip[48];
     void (*kick)(void *);
     void *kick_arg;
-    struct h2s *streams, *dead;
+    struct px_list streams, dead;     /* struct h2s.link; streams: newest first */
     struct h2s *hdr_s;                /* the stream whose header block is coming in (NULL: none) */
     uint32_t nstreams;
     struct evbuffer *tmp;             /* request body staging (chunk framing) */
@@ -147,11 +149,7 @@ static struct h2s *stream_new(struct px_h2 *h, int32_t id)
     s->unconsumed = 0;
     s->too_large = s->dispatched = s->chunked_up = s->resp_eof = s->deferred = 0;
     s->up_paused = s->logged = s->body_done = s->proceeding = 0;
-    s->prev = NULL;
-    s->next = h->streams;
-    if (h->streams)
-        h->streams->prev = s;
-    h->streams = s;
+    px_list_insert_head(&h->streams, &s->link);
     h->nstreams++;
     return s;
 }
@@ -194,12 +192,7 @@ static void stream_unlink(struct px_h2 *h, struct h2s *s)
 {
     if (h->hdr_s == s)
         h->hdr_s = NULL;
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        h->streams = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
+    px_list_remove(&h->streams, &s->link);
     h->nstreams--;
 }
 
@@ -212,10 +205,10 @@ static void resp_clear(struct h2s *s)
 
 static void free_dead(struct px_h2 *h)
 {
-    while (h->dead) {
-        struct h2s *s = h->dead;
-        h->dead = s->next;
-        stream_cache(h->w, s);
+    struct px_list_node *n;
+    while ((n = px_list_first(&h->dead)) != NULL) {
+        px_list_remove(&h->dead, n);
+        stream_cache(h->w, STREAM(n));
     }
 }
 
@@ -986,8 +979,7 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code,
     stream_log(s);
     resp_clear(s);
     stream_unlink(h, s);
-    s->next = h->dead;
-    h->dead = s;
+    px_list_insert_head(&h->dead, &s->link);
     return 0;
 }
 
@@ -1016,7 +1008,9 @@ static void h2_timeout(evutil_socket_t fd, short what, void *arg)
 {
     struct px_h2 *h = arg;
     uint64_t now = px_now_ms(), t = h->w->cfg->client_body_timeout_ms, next = 0;
-    for (struct h2s *s = h->streams; s; s = s->next) {
+    struct px_list_node *n;
+    px_list_foreach(&h->streams, n) {
+        struct h2s *s = STREAM(n);
         if (!stream_waits(s))
             continue;
         if (now - s->wait_ms >= t) {
@@ -1159,11 +1153,14 @@ static void resume_paused(struct px_h2 *h)
     if (!h->conn_paused || h->buffered >= H2_CONN_LOW)
         return;
     h->conn_paused = 0;
-    for (struct h2s *s = h->streams; s; s = s->next)
+    struct px_list_node *n;
+    px_list_foreach(&h->streams, n) {
+        struct h2s *s = STREAM(n);
         if (s->up_paused && evbuffer_get_length(s->resp) < H2_STREAM_LOW && s->r.up) {
             s->up_paused = 0;
             px_upstream_resume(&s->r);
         }
+    }
 }
 
 int px_h2_run(struct px_h2 *h)
@@ -1230,16 +1227,15 @@ void px_h2_free(struct px_h2 *h)
 {
     if (h == NULL)
         return;
-    while (h->streams) {
-        struct h2s *s = h->streams;
+    while (!px_list_empty(&h->streams)) {
+        struct h2s *s = STREAM(px_list_first(&h->streams));
         if (h->ng)
             nghttp2_session_set_stream_user_data(h->ng, s->id, NULL);
         if (s->r.up)
             px_upstream_abort(&s->r);
         stream_log(s);
         stream_unlink(h, s);
-        s->next = h->dead;
-        h->dead = s;
+        px_list_insert_head(&h->dead, &s->link);
     }
     free_dead(h);
     event_del(&h->timer);

@@ -28,69 +28,36 @@ struct px_upool *px_pool_of(struct px_worker *w, const struct px_target *t)
     if (np == NULL)
         return NULL;
     memset(np + w->up.npools, 0, (n - w->up.npools) * sizeof(*np));
-    /* pool lists point at connections, not at the array: moving is fine */
+    /* no connection points at a pool's list heads (px/list.h): moving is
+     * fine, and zeroed slots are empty lists */
     w->up.pools = np;
     w->up.npools = n;
     return &w->up.pools[t->id];
 }
 
-static void list_unlink(struct px_uconn **head, struct px_uconn *u)
-{
-    if (u->prev)
-        u->prev->next = u->next;
-    else
-        *head = u->next;
-    if (u->next)
-        u->next->prev = u->prev;
-    u->next = u->prev = NULL;
-}
-
-static void list_push(struct px_uconn **head, struct px_uconn *u)
-{
-    u->prev = NULL;
-    u->next = *head;
-    if (*head)
-        (*head)->prev = u;
-    *head = u;
-}
+#define UCONN(node) px_list_entry(node, struct px_uconn, link)
 
 static void pool_unlink(struct px_worker *w, struct px_upool *p, struct px_uconn *u)
 {
-    list_unlink(&p->idle, u);
+    px_list_remove(&p->idle, &u->link);
     p->nidle--;
-    struct px_upstream_ctx *c = &w->up;
-    if (u->lru_prev)
-        u->lru_prev->lru_next = u->lru_next;
-    else
-        c->lru_head = u->lru_next;
-    if (u->lru_next)
-        u->lru_next->lru_prev = u->lru_prev;
-    else
-        c->lru_tail = u->lru_prev;
-    u->lru_next = u->lru_prev = NULL;
-    c->nidle--;
+    px_list_remove(&w->up.lru, &u->lru);
+    w->up.nidle--;
 }
 
 static void pool_link(struct px_worker *w, struct px_upool *p, struct px_uconn *u)
 {
-    list_push(&p->idle, u);
+    px_list_insert_head(&p->idle, &u->link);
     p->nidle++;
-    struct px_upstream_ctx *c = &w->up;
-    u->lru_prev = NULL;
-    u->lru_next = c->lru_head;
-    if (c->lru_head)
-        c->lru_head->lru_prev = u;
-    else
-        c->lru_tail = u;
-    c->lru_head = u;
-    c->nidle++;
+    px_list_insert_head(&w->up.lru, &u->lru);
+    w->up.nidle++;
 }
 
 /* Busy connections are listed per target too, so that a deploy can cut
  * the requests still running on a target at drain_timeout. */
 static void busy_link(struct px_worker *w, struct px_uconn *u)
 {
-    list_push(&w->up.pools[u->target_id].busy, u);
+    px_list_insert_head(&w->up.pools[u->target_id].busy, &u->link);
     u->on_busy = 1;
 }
 
@@ -98,7 +65,7 @@ void px_pool_unbusy(struct px_uconn *u)
 {
     if (!u->on_busy)
         return;
-    list_unlink(&u->w->up.pools[u->target_id].busy, u);
+    px_list_remove(&u->w->up.pools[u->target_id].busy, &u->link);
     u->on_busy = 0;
 }
 
@@ -114,17 +81,16 @@ void px_uconn_close(struct px_uconn *u)
     px_sock_close(&u->s);
     u->state = U_DEAD;
     u->req = NULL;
-    u->next = w->up.dead;
-    w->up.dead = u;
+    px_list_insert_head(&w->up.dead, &u->link);
     px_worker_schedule_gc(w);
 }
 
 void px_pool_gc(struct px_worker *w)
 {
-    while (w->up.dead) {
-        struct px_uconn *u = w->up.dead;
-        w->up.dead = u->next;
-        free(u);
+    struct px_list_node *n;
+    while ((n = px_list_first(&w->up.dead)) != NULL) {
+        px_list_remove(&w->up.dead, n);
+        free(UCONN(n));
     }
 }
 
@@ -137,17 +103,18 @@ void px_pool_close_idle(struct px_worker *w, uint32_t target_id)
     }
     if (target_id >= w->up.npools)
         return;
-    while (w->up.pools[target_id].idle)
-        px_uconn_close(w->up.pools[target_id].idle);
+    struct px_list *idle = &w->up.pools[target_id].idle;
+    while (!px_list_empty(idle))
+        px_uconn_close(UCONN(px_list_first(idle)));
 }
 
 void px_pool_exit(struct px_worker *w)
 {
     px_pool_close_idle(w, UINT32_MAX);
     for (uint32_t i = 0; i < w->up.npools; i++) { /* warming ones: no request owns them */
-        struct px_uconn *u = w->up.pools[i].busy, *next;
-        for (; u; u = next) {
-            next = u->next;
+        struct px_list_node *n, *next;
+        px_list_foreach_safe(&w->up.pools[i].busy, n, next) {
+            struct px_uconn *u = UCONN(n);
             if (u->req == NULL)
                 px_uconn_close(u);
         }
@@ -221,7 +188,7 @@ struct px_uconn *px_pool_get(struct px_worker *w, struct px_target *t, const str
         return NULL;
     }
     struct px_uconn *u;
-    while ((u = p->idle) != NULL && !idle_usable(u))
+    while ((u = UCONN(px_list_first(&p->idle))) != NULL && !idle_usable(u))
         px_uconn_close(u);
     if (u) {
         pool_unlink(w, p, u);
@@ -308,8 +275,8 @@ void px_pool_release(struct px_uconn *u, int reusable)
     }
     /* Full: the one idle the longest goes, as nginx's keepalive cache
      * does; the returning one is the likeliest to be reused soon (LIFO). */
-    while (w->up.nidle >= max && w->up.lru_tail) {
-        px_uconn_close(w->up.lru_tail);
+    while (w->up.nidle >= max && !px_list_empty(&w->up.lru)) {
+        px_uconn_close(px_container_of(px_list_last(&w->up.lru), struct px_uconn, lru));
         w->up.idle_evicted++;
     }
     u->state = U_IDLE;

@@ -396,13 +396,7 @@ void px_req_dispatch(struct px_req *r)
 static void park_unlink(struct px_req *r)
 {
     struct px_req_ctx *x = &r->w->req;
-    if (r->park_prev)
-        r->park_prev->park_next = r->park_next;
-    else
-        x->parked = r->park_next;
-    if (r->park_next)
-        r->park_next->park_prev = r->park_prev;
-    r->park_next = r->park_prev = NULL;
+    px_list_remove(&x->parked, &r->park_link);
     x->nparked--;
     r->parked = 0;
     event_del(&r->park_ev);
@@ -426,11 +420,7 @@ void px_req_park(struct px_req *r, uint64_t ms, int status)
     struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
     r->park_status = status;
     r->parked = 1;
-    r->park_prev = NULL;
-    r->park_next = x->parked;
-    if (x->parked)
-        x->parked->park_prev = r;
-    x->parked = r;
+    px_list_insert_head(&x->parked, &r->park_link);
     x->nparked++;
     event_assign(&r->park_ev, r->w->base, -1, 0, park_timeout, r);
     event_add(&r->park_ev, &tv);
@@ -439,11 +429,11 @@ void px_req_park(struct px_req *r, uint64_t ms, int status)
 
 void px_req_wake_service(struct px_worker *w, const char *name)
 {
-    struct px_req *r = w->req.parked, *next;
+    struct px_list_node *n, *next;
     /* Resuming may answer at once and so free the object: take next first.
      * A request that parks again goes to the head, behind the walk. */
-    for (; r; r = next) {
-        next = r->park_next;
+    px_list_foreach_safe(&w->req.parked, n, next) {
+        struct px_req *r = px_container_of(n, struct px_req, park_link);
         if (r->park_status == 0 || r->svc == NULL || strcmp(r->svc->name, name) != 0)
             continue;
         park_unlink(r);

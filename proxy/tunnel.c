@@ -7,6 +7,7 @@
 
 #include "px/common.h"
 #include "px/conn.h"
+#include "px/list.h"
 #include "px/routes.h"
 #include "px/sock.h"
 #include "px/tunnel.h"
@@ -20,7 +21,7 @@ struct px_tunnel {
     struct px_uconn *u;
     struct px_target *target;          /* counted in its load; kept alive by routes */
     const struct px_routes *routes;
-    struct px_tunnel *next, *prev;     /* the worker's tunnels */
+    struct px_list_node link;          /* the worker's tunnels (px_tunnel_ctx) */
     unsigned client_eof : 1, up_eof : 1;
 };
 
@@ -48,10 +49,7 @@ int px_tunnel_start(struct px_conn *c, struct px_uconn *u, struct px_target *tar
     px_routes_pin(routes, w->id);
     px_target_load_add(target, w->id, 0, 1);
     px_uconn_tunnel(u, tunnel_event, t);
-    t->next = w->tunnel.all;
-    if (t->next)
-        t->next->prev = t;
-    w->tunnel.all = t;
+    px_list_insert_head(&w->tunnel.all, &t->link);
     px_conn_set_session(c, &tunnel_ops, t);
     return 0;
 }
@@ -65,12 +63,7 @@ static void tunnel_free(void *session)
     px_target_load_add(t->target, w->id, 0, -1);
     px_upstream_target_left(w, t->target);
     px_routes_unpin(t->routes, w->id);
-    if (t->prev)
-        t->prev->next = t->next;
-    else
-        w->tunnel.all = t->next;
-    if (t->next)
-        t->next->prev = t->prev;
+    px_list_remove(&w->tunnel.all, &t->link);
     free(t);
 }
 
@@ -152,9 +145,9 @@ static const struct px_session_ops tunnel_ops = {
 /* PX_WM_CLOSE_TUNNELS: close this worker's tunnels to one target. */
 static void tunnel_on_msg(struct px_worker *w, const struct px_wmsg *m)
 {
-    struct px_tunnel *t = w->tunnel.all, *next;
-    for (; t; t = next) {
-        next = t->next;
+    struct px_list_node *n, *next;
+    px_list_foreach_safe(&w->tunnel.all, n, next) {
+        struct px_tunnel *t = px_container_of(n, struct px_tunnel, link);
         if (t->target && t->target->id == m->u.target.id)
             px_conn_close(t->c); /* frees t (tunnel_free) */
     }

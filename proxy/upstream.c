@@ -555,7 +555,7 @@ void px_upstream_cut_target(struct px_worker *w, uint32_t target_id)
         return;
     struct px_uconn *u;
     /* each cut takes u off the busy list: always look at the head */
-    while ((u = w->up.pools[target_id].busy) != NULL) {
+    while ((u = px_list_entry(px_list_first(&w->up.pools[target_id].busy), struct px_uconn, link)) != NULL) {
         struct px_req *r = u->req;
         if (r == NULL) {
             px_uconn_close(u);

@@ -15,6 +15,7 @@
 #include <event2/event.h>
 #include <event2/event_struct.h>
 
+#include "px/list.h"
 #include "px/sock.h"
 
 struct px_conn;
@@ -63,8 +64,8 @@ struct px_conn {
     struct event timer;           /* the session arms it (event_add) for its own timeouts */
     const struct px_session_ops *ops;
     void *session;
-    struct px_conn *next, *prev;
-    struct px_conn *inext, *iprev; /* the worker's idle list, oldest first */
+    struct px_list_node link;     /* the worker's open list, then its dead list (px_conn_ctx) */
+    struct px_list_node idle;     /* reusable: the worker's idle list, oldest first */
     enum px_cstate state;
     union {
         struct sockaddr sa;

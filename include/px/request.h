@@ -24,6 +24,7 @@
 #include <sys/socket.h>
 
 #include "px/http1.h"
+#include "px/list.h"
 #include "px/routes.h"
 
 struct px_req;
@@ -134,7 +135,7 @@ struct px_req {
     unsigned resp_more : 1;          /* at resp_head: body bytes already follow the head */
 
     /* parking */
-    struct px_req *park_next, *park_prev;
+    struct px_list_node park_link;   /* the worker's parked list (px_req_ctx) while parked */
     int park_status;                 /* answered when the park times out; 0 = go on */
 
     /* ---- kept across requests (px_req_begin leaves them) ---- */

@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "px/http1.h"
+#include "px/list.h"
 #include "px/request.h"
 #include "px/sock.h"
 
@@ -34,8 +35,8 @@ struct px_target;
 
 /* Per target, per worker: the keep-alive pool and balancing state. */
 struct px_upool {
-    struct px_uconn *idle;    /* idle keep-alive connections (LIFO) */
-    struct px_uconn *busy;    /* connections with a request (connecting or busy) */
+    struct px_list idle;      /* idle keep-alive connections (LIFO), px_uconn.link */
+    struct px_list busy;      /* connections with a request (connecting or busy), px_uconn.link */
     uint32_t nidle;
     uint32_t outstanding;     /* requests in flight on this worker */
     uint32_t peak;            /* the most in flight at once since the pool was last warmed from */
@@ -52,8 +53,8 @@ struct px_uconn {
     enum px_ustate state;
     struct px_req *req;
     struct event timer;
-    struct px_uconn *next, *prev;  /* pool list, or the dead list */
-    struct px_uconn *lru_next, *lru_prev; /* U_IDLE: the worker's idle list (px_upstream_ctx) */
+    struct px_list_node link;      /* its pool's idle or busy list, or the worker's dead list */
+    struct px_list_node lru;       /* U_IDLE: the worker's idle list (px_upstream_ctx) */
     unsigned reused : 1;
     unsigned paused : 1;           /* stopped reading: the client is full */
     unsigned body_paused : 1;      /* told the client to stop sending body */

@@ -9,6 +9,8 @@
 
 #include <stdint.h>
 
+#include "px/list.h"
+
 struct px_conn;
 struct px_h1conn;
 struct px_tunnel;
@@ -20,12 +22,12 @@ struct px_session_ops;
 /* ---- owned by conn.c ---- */
 /* The client-connection module's per-worker state. */
 struct px_conn_ctx {
-    struct px_conn *all;            /* every open client connection */
+    struct px_list all;             /* every open client connection (px_conn.link), newest first */
     uint32_t n;
     uint32_t peak;                  /* the most open at once since the worker last gave memory back */
-    struct px_conn *idle_head, *idle_tail; /* reusable connections, oldest first */
+    struct px_list idle;            /* reusable connections (px_conn.idle), oldest first */
     uint64_t reuse_warned_ms;       /* last "max_connections reached" warning */
-    struct px_conn *dead;           /* closed, freed by the worker's gc */
+    struct px_list dead;            /* closed (px_conn.link), freed by the worker's gc */
     unsigned accepting : 1;
     const struct px_session_ops *h1, *h2; /* the sessions offered for "http/1.1" and "h2" */
 };
@@ -51,13 +53,13 @@ struct px_h2_ctx {
 /* ---- owned by tunnel.c ---- */
 /* The tunnel module's per-worker state. */
 struct px_tunnel_ctx {
-    struct px_tunnel *all;          /* open tunnels (PX_WM_CLOSE_TUNNELS walks them) */
+    struct px_list all;             /* open tunnels (PX_WM_CLOSE_TUNNELS walks them), newest first */
 };
 
 /* ---- owned by request.c ---- */
 /* Per-worker state of the request module. */
 struct px_req_ctx {
-    struct px_req *parked;           /* parked requests (any order) */
+    struct px_list parked;           /* parked requests (px_req.park_link), newest first */
     uint32_t nparked;
     int64_t date_sec;                /* the second date[] shows (px_req_date) */
     char date[32];                   /* IMF-fixdate, PX_HTTP_DATE_LEN bytes and a NUL */
@@ -69,10 +71,11 @@ struct px_upstream_ctx {
     struct px_upool *pools;   /* indexed by px_target.id */
     uint32_t npools;
     uint32_t rr;              /* round-robin tie breaker */
-    struct px_uconn *dead;    /* closed, freed by the worker's gc */
-    /* Every idle connection of this worker, all targets, most recently
-     * pooled first: at [proxy] upstream_keepalive the oldest is closed. */
-    struct px_uconn *lru_head, *lru_tail;
+    struct px_list dead;      /* closed (px_uconn.link), freed by the worker's gc */
+    /* Every idle connection of this worker (px_uconn.lru), all targets, most
+     * recently pooled first: at [proxy] upstream_keepalive the last (the
+     * oldest) is closed. */
+    struct px_list lru;
     uint32_t nidle;
     uint64_t idle_evicted;    /* idle connections closed for the bound */
 };

@@ -12,6 +12,8 @@
 #include "px/log.h"
 #include "unit.h"
 
+#define LRU(node) px_list_entry(node, struct px_uconn, lru)
+
 static struct px_worker w;
 static const struct px_service *svc;
 
@@ -253,11 +255,11 @@ static void test_pool_bound(void)
     CHECK_INT(u3->state, U_IDLE);
     CHECK_INT(w.up.pools[a->id].nidle, 1);
     CHECK_INT(w.up.pools[b->id].nidle, 1);
-    CHECK(w.up.lru_head == u3 && w.up.lru_tail == u2);
+    CHECK(LRU(px_list_first(&w.up.lru)) == u3 && LRU(px_list_last(&w.up.lru)) == u2);
     /* taking one out of the pool takes it off the worker's list too */
     CHECK(busy_conn(&r4, b) == u2);
     CHECK_INT(w.up.nidle, 1);
-    CHECK(w.up.lru_head == u3 && w.up.lru_tail == u3);
+    CHECK(LRU(px_list_first(&w.up.lru)) == u3 && LRU(px_list_last(&w.up.lru)) == u3);
     px_uconn_close(u2);
     teardown();
     close(la);
@@ -445,14 +447,14 @@ static void test_cut_target(void)
     r.ops = &fake_ops;
     errors = 0;
     CHECK_INT(px_upstream_start(&r), 0);
-    CHECK(w.up.pools[t->id].busy == r.up);
+    CHECK(px_list_entry(px_list_first(&w.up.pools[t->id].busy), struct px_uconn, link) == r.up);
     struct px_wmsg m = {.type = PX_WM_CUT_TARGET, .u.target.id = t->id};
     CHECK_INT(px_worker_send(&w, &m), 0);
     for (int i = 0; i < 50 && errors == 0; i++)
         event_base_loop(w.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
     CHECK_INT(errors, 1);
     CHECK(r.up == NULL);
-    CHECK(w.up.pools[t->id].busy == NULL);
+    CHECK(px_list_empty(&w.up.pools[t->id].busy));
     uint32_t inflight = 9;
     px_target_inflight(t, &inflight, NULL);
     CHECK_INT(inflight, 0);
