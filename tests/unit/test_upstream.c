@@ -201,6 +201,42 @@ static void test_pool_reuse(void)
     close(lfd);
 }
 
+/* The upstream closed an idle pooled connection in the same epoll batch
+ * that brought the request about to use it: its event is active, its
+ * callback has not run (nothing marked the socket). The pool must look
+ * before reusing it, and connect anew instead (a POST on it would get 502). */
+static void test_pool_skips_closed_idle(void)
+{
+    int lfd = setup_listening();
+    REQUIRE_ELSE(svc != NULL, close(lfd));
+    struct px_req r = req();
+    int err = 0;
+    REQUIRE_ELSE(attach(&r, svc->targets[0], &err) == 0, teardown(); close(lfd));
+    struct px_uconn *u = r.up;
+    int sfd = accept(lfd, NULL, NULL);
+    REQUIRE_ELSE(sfd >= 0, teardown(); close(lfd));
+    u->state = U_BUSY;
+    detach_count(&r);
+    r.up = NULL;
+    px_pool_release(u, 1);
+    CHECK_INT(u->state, U_IDLE);
+    close(sfd); /* the upstream closes it: the FIN is in u's socket */
+    CHECK(!u->s.rdhup && !u->s.eof);
+    event_active(&u->s.ev, EV_READ | EV_CLOSED, 1); /* as epoll reported it, callback pending */
+    struct px_req r2 = req();
+    CHECK_INT(attach(&r2, svc->targets[0], &err), 0);
+    CHECK(r2.up != NULL && r2.up != u);
+    CHECK(r2.up == NULL || !r2.up->reused);
+    CHECK_INT(u->state, U_DEAD);
+    CHECK_INT(w.up.nidle, 0);
+    if (r2.up) {
+        detach_count(&r2);
+        px_uconn_close(r2.up);
+    }
+    teardown();
+    close(lfd);
+}
+
 static int listener(unsigned *port)
 {
     int lfd = socket(AF_INET, SOCK_STREAM, 0);
@@ -513,6 +549,7 @@ int main(void)
     UNIT_RUN(test_pool_growth);
     UNIT_RUN(test_pool_reuse);
     UNIT_RUN(test_pool_bound);
+    UNIT_RUN(test_pool_skips_closed_idle);
     UNIT_RUN(test_body_resumes_after_connect);
     UNIT_RUN(test_draining_target);
     UNIT_RUN(test_drain_answers_the_main_thread);
