@@ -36,14 +36,6 @@ static void reply_err(struct ctl_conn *c, const json_t *id, enum px_err code, co
     px_ctl_conn_send(c, line, n);
 }
 
-/* ACME's errors are still named by strings (px/acme_manager.h): the one
- * place they become codes. A name this build does not know is internal. */
-static enum px_err acme_code(const char *name)
-{
-    int v = px_err_from_name(name);
-    return v < 0 ? PX_E_INTERNAL : (enum px_err)v;
-}
-
 static json_t *string_array(const char *const *v, size_t n)
 {
     json_t *a = json_array();
@@ -96,9 +88,9 @@ static void deploy_done(void *arg, enum px_err code, const char *message, const 
 }
 
 /* cert_renew: the manager's result is JSON already (borrowed). */
-static void acme_done(void *arg, const char *code, const char *message, json_t *result)
+static void acme_done(void *arg, enum px_err code, const char *message, json_t *result)
 {
-    op_answer(arg, code ? acme_code(code) : PX_E_OK, message, json_incref(result));
+    op_answer(arg, code, message, json_incref(result));
 }
 
 static void begin_op(struct ctl_conn *c, const json_t *id)

@@ -41,6 +41,8 @@
 #include <event2/event.h>
 #include <jansson.h>
 
+#include "px/errors.h"
+
 struct px_acme_conf;
 struct px_tls_conf;
 struct px_tls;
@@ -123,12 +125,14 @@ struct px_tls *px_acme_manager_build_tls(struct px_acme_manager *m, const struct
 json_t *px_acme_manager_status(struct px_acme_manager *m, const struct px_tls_conf *tls);
 
 /* `cert renew`: renew every lineage that is due, or all with force, and
- * answer once every attempt ended: code NULL and result {"renewed":[...],
- * "skipped":[...]} when none failed, else code "renewal_failed" with a
+ * answer once every attempt ended: PX_E_OK and result {"renewed":[...],
+ * "skipped":[...]} when none failed, else PX_E_RENEWAL_FAILED with a
  * message naming each failed lineage, its error type and detail (result
- * holds the same lists plus "failed":[{"name","type","detail"}]). result
- * is borrowed. Called from the event loop, never inside this call. */
-typedef void (*px_acme_renew_cb)(void *arg, const char *code, const char *message, json_t *result);
+ * holds the same lists plus "failed":[{"name","type","detail"}]; the types
+ * are RFC 8555's and the client's, data for the operator, not protocol
+ * codes), or PX_E_INTERNAL. result is borrowed. Called from the event loop,
+ * never inside this call. */
+typedef void (*px_acme_renew_cb)(void *arg, enum px_err code, const char *message, json_t *result);
 void px_acme_manager_renew(struct px_acme_manager *m, int force, px_acme_renew_cb done, void *arg);
 /* The client of a cert renew went away: its answer goes nowhere. */
 void px_acme_manager_forget(struct px_acme_manager *m, void *arg);

@@ -364,7 +364,7 @@ static void waiters_answer(struct px_acme_manager *m)
         }
         json_t *res = json_pack("{s:o, s:o, s:o}", "renewed", renewed, "skipped", skipped, "failed", failed);
         if (w->done)
-            w->done(w->arg, nfailed ? "renewal_failed" : NULL, nfailed ? msg : NULL, res);
+            w->done(w->arg, nfailed ? PX_E_RENEWAL_FAILED : PX_E_OK, nfailed ? msg : NULL, res);
         json_decref(res);
         waiter_free(w);
     }
@@ -1247,7 +1247,7 @@ void px_acme_manager_renew(struct px_acme_manager *m, int force, px_acme_renew_c
     if (w == NULL) {
         px_log_error("acme: out of memory for cert renew");
         json_t *res = json_object();
-        done(arg, "internal", "out of memory", res);
+        done(arg, PX_E_INTERNAL, "out of memory", res);
         json_decref(res);
         return;
     }
