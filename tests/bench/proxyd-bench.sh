@@ -28,6 +28,11 @@ conf=$dir/proxyd.ini
   echo "error_log = -"
   echo "control_socket = $dir/control.sock"
   echo "state_file = $dir/state.json"
+  # as the bench's nginx (keepalive 1024: h2 is 50 x 10 streams in flight);
+  # a binary older than the key (BASELINE) has no bound at all
+  if grep -q upstream_keepalive "$proxyd"; then
+    echo "upstream_keepalive = 1024"
+  fi
   if [[ "${PROXYD_TLS:-1}" != 0 ]]; then
     echo "listen_https = 127.0.0.1:${PROXYD_TLS_PORT:-8446}"
     echo "redirect_https = no"
