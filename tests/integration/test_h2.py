@@ -547,6 +547,7 @@ class BurstMemory(H2Case):
         self.assertTrue(wait_until(lambda: "freed memory returned" in p.error_log_text(), 5),
                         "no 'freed memory returned' in the error log")
         if not asan_build():
-            after = p.rss_kb()
-            self.assertLess(after - base, (peak - base) / 2,
-                            "RSS %d kB before, peak %d kB, %d kB after the burst" % (base, peak, after))
+            # a busy machine may close the connections over several ticks:
+            # each tick that sees half of what is left gone trims again
+            self.assertTrue(wait_until(lambda: p.rss_kb() - base < (peak - base) / 2, 10),
+                            "RSS %d kB before, peak %d kB, %d kB after the burst" % (base, peak, p.rss_kb()))
