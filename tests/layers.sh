@@ -125,17 +125,22 @@ for a in $CIRCLE_MODULES; do
     [ -f "proxy/$a.c" ] && present="$present $a"
 done
 CIRCLE_MODULES=${present# }
-arrows=$(
-    for a in $CIRCLE_MODULES; do
+# include_arrows "MODULES": "include FROM TO FILE:LINE" for each #include of
+# px/TO.h in proxy/FROM.c or include/px/FROM.h
+include_arrows() {
+    for a in $1; do
         for f in proxy/$a.c include/px/$a.h; do
             [ -f "$f" ] || continue
-            for b in $CIRCLE_MODULES; do
+            for b in $1; do
                 [ "$a" = "$b" ] && continue
                 grep -nE "^[[:space:]]*#[[:space:]]*include[[:space:]]*[\"<]px/$b\.h[\">]" "$f" |
                     sed "s|^\([0-9]*\):.*|include $a $b $f:\1|"
             done
         done
     done
+}
+arrows=$(
+    include_arrows "$CIRCLE_MODULES"
     if [ -n "$OBJDIR" ]; then
         for a in $CIRCLE_MODULES; do
             [ -f "$OBJDIR/proxy/$a.o" ] || { echo "missing $OBJDIR/proxy/$a.o"; continue; }
@@ -161,18 +166,7 @@ echo "layers: ok (no circle among $CIRCLE_MODULES by include${OBJDIR:+ or by cal
 # the data path by include: a module is its px/NAME.h and proxy/NAME.c (pool
 # and balancer have no header of their own: upstream.h); worker.h includes
 # leaves only (px/worker_ctx.h holds the modules' per-worker state).
-arrows=$(
-    for a in $DATAPATH_OBJS; do
-        for f in proxy/$a.c include/px/$a.h; do
-            [ -f "$f" ] || continue
-            for b in $DATAPATH_OBJS; do
-                [ "$a" = "$b" ] && continue
-                grep -nE "^[[:space:]]*#[[:space:]]*include[[:space:]]*[\"<]px/$b\.h[\">]" "$f" |
-                    sed "s|^\([0-9]*\):.*|include $a $b $f:\1|"
-            done
-        done
-    done
-)
+arrows=$(include_arrows "$DATAPATH_OBJS")
 if ! printf '%s\n' "$arrows" | grep -v '^$' | circles "$DATAPATH_OBJS"; then
     echo "layers: FAILED: no include circle among $DATAPATH_OBJS (rule in tests/layers.sh)" >&2
     exit 1
