@@ -28,6 +28,7 @@
 #include "px/log.h"
 #include "px/routes.h"
 #include "px/server.h"
+#include "px/systemd.h"
 #include "px/target.h"
 #include "px/tls.h"
 #include "px/worker.h"
@@ -294,6 +295,13 @@ const char *px_server_config_path(const struct px_server *s)
     return s->config_path;
 }
 
+static unsigned addr_port(const struct px_addr *a)
+{
+    if (a->ss.ss_family == AF_INET)
+        return ntohs(((const struct sockaddr_in *)&a->ss)->sin_port);
+    return ntohs(((const struct sockaddr_in6 *)&a->ss)->sin6_port);
+}
+
 /* One SO_REUSEPORT socket per worker; the kernel spreads connections.
  *
  * SO_REUSEPORT would also let a second proxyd (or anything else of the same
@@ -339,7 +347,12 @@ static int open_listener(struct px_addr *a, int join, char *err, size_t errlen)
 fail:;
     int e = errno;
     snprintf(err, errlen, "listen %s: %s%s", a->text, strerror(e),
-             e == EADDRINUSE && !join ? " (another process listens there; a second proxyd?)" : "");
+             e == EADDRINUSE && !join ? " (another process listens there; a second proxyd?)"
+             : e == EACCES && addr_port(a) < 1024
+                 ? " (a port below 1024 needs CAP_NET_BIND_SERVICE: `setcap cap_net_bind_service=+ep "
+                   "$(command -v proxyd)`, AmbientCapabilities=CAP_NET_BIND_SERVICE in the unit, or "
+                   "socket activation with proxyd.socket; or start as root with user =)"
+                 : "");
     if (fd >= 0)
         close(fd);
     return -1;
@@ -364,19 +377,37 @@ static int probe_listener(const struct px_addr *a, char *err, size_t errlen)
     return rc < 0 ? -1 : 0;
 }
 
-static unsigned addr_port(const struct px_addr *a)
+/* A socket systemd passed (proxyd.socket): every worker accepts on its own
+ * duplicate of it (one accept queue; a worker that loses the race to a
+ * connection gets EAGAIN). a takes the address the socket is bound to, for
+ * the log and for the deploy's loop check. Returns the fd for worker i. */
+static int inherited_listener(struct px_addr *a, int fd, int i, char *err, size_t errlen)
 {
-    if (a->ss.ss_family == AF_INET)
-        return ntohs(((const struct sockaddr_in *)&a->ss)->sin_port);
-    return ntohs(((const struct sockaddr_in6 *)&a->ss)->sin6_port);
+    if (i == 0) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 && sl <= sizeof(a->ss)) {
+            char ip[64];
+            memcpy(&a->ss, &ss, sl);
+            a->len = sl;
+            px_addr_ntop((const struct sockaddr *)&a->ss, ip, sizeof(ip));
+            snprintf(a->text, sizeof(a->text), "%s%s%s:%u", ss.ss_family == AF_INET6 ? "[" : "", ip,
+                     ss.ss_family == AF_INET6 ? "]" : "", addr_port(a));
+        }
+        return fd;
+    }
+    int d = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (d < 0)
+        snprintf(err, errlen, "listen %s (from systemd): %s", a->text, strerror(errno));
+    return d;
 }
 
-static void log_listening(const char *what, const struct px_addr *a)
+static void log_listening(const char *what, const struct px_addr *a, int from_systemd)
 {
     char ip[64];
     px_addr_ntop((const struct sockaddr *)&a->ss, ip, sizeof(ip));
-    px_log_info("listening %s %s%s%s:%u", what, a->ss.ss_family == AF_INET6 ? "[" : "", ip,
-                a->ss.ss_family == AF_INET6 ? "]" : "", addr_port(a));
+    px_log_info("listening %s %s%s%s:%u%s", what, a->ss.ss_family == AF_INET6 ? "[" : "", ip,
+                a->ss.ss_family == AF_INET6 ? "]" : "", addr_port(a), from_systemd ? " (from systemd)" : "");
 }
 
 /* Look the user up before anything is bound (a bad name fails the start
@@ -434,7 +465,19 @@ static void warn_listeners(struct px_server *s, const struct px_config *cfg)
     }
 }
 
+static int reload(struct px_server *s, char *err, size_t errlen);
+
+/* A reload (SIGHUP, proxyctl reload, systemctl reload through it): systemd
+ * hears RELOADING=1 before and READY=1 after, whatever the outcome. */
 int px_server_reload(struct px_server *s, char *err, size_t errlen)
+{
+    px_systemd_reloading();
+    int rc = reload(s, err, errlen);
+    px_systemd_ready(rc < 0 ? "serving (the last reload failed)" : "serving");
+    return rc;
+}
+
+static int reload(struct px_server *s, char *err, size_t errlen)
 {
     struct px_config *cfg = NULL;
     struct px_log_sinks *sinks = NULL;
@@ -491,6 +534,7 @@ void px_server_stop(struct px_server *s)
         return;
     }
     s->stopping = 1;
+    px_systemd_stopping();
     uint64_t budget = px_routes_config(px_routes_peek())->shutdown_timeout_ms;
     s->stop_deadline_ms = px_now_ms() + budget;
     px_log_info("stopping: finishing in-flight requests (up to %llu ms)", (unsigned long long)budget);
@@ -684,12 +728,18 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
+    /* proxyd.socket: the listening sockets come from systemd, bound by it */
+    int sd_http = -1, sd_https = -1;
+    int nsd = px_systemd_listen_fds(s->has_http, s->has_https, &sd_http, &sd_https, err, errlen);
+    if (nsd < 0)
+        goto fail;
     for (int i = 0; i < s->nworkers; i++) {
         if (px_worker_init(&s->workers[i], i, px_worker_modules, px_worker_nmodules, err, errlen) < 0)
             goto fail;
         px_worker_set_answers(&s->workers[i], s->answers);
         if (s->has_http) {
-            int fd = open_listener(&s->listen_http, i > 0, err, errlen);
+            int fd = sd_http >= 0 ? inherited_listener(&s->listen_http, sd_http, i, err, errlen)
+                                  : open_listener(&s->listen_http, i > 0, err, errlen);
             if (fd < 0)
                 goto fail;
             if (px_worker_add_listener(&s->workers[i], fd, 0) < 0) {
@@ -700,7 +750,8 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
             px_carry_add_listener(&s->carry, &s->listen_http, 0, fd); /* cannot be full: two addresses */
         }
         if (s->has_https) {
-            int fd = open_listener(&s->listen_https, i > 0, err, errlen);
+            int fd = sd_https >= 0 ? inherited_listener(&s->listen_https, sd_https, i, err, errlen)
+                                   : open_listener(&s->listen_https, i > 0, err, errlen);
             if (fd < 0)
                 goto fail;
             if (px_worker_add_listener(&s->workers[i], fd, 1) < 0) {
@@ -712,9 +763,9 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
         }
     }
     if (s->has_http)
-        log_listening("http", &s->listen_http);
+        log_listening("http", &s->listen_http, sd_http >= 0);
     if (s->has_https)
-        log_listening("https", &s->listen_https);
+        log_listening("https", &s->listen_https, sd_https >= 0);
     { /* deploy refuses these as targets (a loop), with their real ports */
         struct px_addr self[2];
         size_t nself = 0;
@@ -787,6 +838,7 @@ int px_server_run(struct px_server *s)
     if (rc != 0)
         return rc;
     px_log_info("proxyd %s started: %d workers, pid %d", PX_VERSION, s->nworkers, (int)getpid());
+    px_systemd_ready("serving");
     event_base_dispatch(s->base);
     px_log_info("stopped");
     return 0;

@@ -67,7 +67,10 @@ class Proxy:
         ("state_file", "{tmp}/state.json"),
     )
 
-    def __init__(self, config="", subst=None, defaults=True, start=True, start_timeout=10.0):
+    def __init__(self, config="", subst=None, defaults=True, start=True, start_timeout=10.0, env=None,
+                 argv_prefix=()):
+        self.env = env  # None: the runner's environment
+        self.argv_prefix = list(argv_prefix)  # e.g. systemd-socket-activate and its options
         self.tmp = tempfile.mkdtemp(prefix="proxyd-test-")
         self.subst = dict(subst or {})
         self.defaults = defaults
@@ -134,8 +137,8 @@ class Proxy:
         err = open(self.stderr_path, "wb")
         try:
             self.proc = subprocess.Popen(
-                [exe, "-c", self.config_path], stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                cwd=self.tmp, preexec_fn=_pdeathsig)
+                self.argv_prefix + [exe, "-c", self.config_path], stdin=subprocess.DEVNULL, stdout=out,
+                stderr=err, cwd=self.tmp, preexec_fn=_pdeathsig, env=self.env)
         finally:
             out.close()
             err.close()
