@@ -10,6 +10,8 @@
 #   make run        proxyd on conf/dev.ini in front of a demo backend
 #   make bench      side-by-side benchmark against nginx/HAProxy/Caddy
 #   make deps       install the Debian packages (as root)
+#   make install    proxyd, proxyctl (and its kamal-proxy name), man pages, the example config,
+#                   the systemd units, the logrotate file (PREFIX, DESTDIR, BINDIR, ...); make uninstall
 
 B       ?= build
 CC      ?= cc
@@ -29,7 +31,7 @@ LIB_OBJS     := $(patsubst %.c,$(B)/obj/%.o,$(PROXY_SRCS) $(CONTROL_SRCS))
 UNIT_SRCS    := $(wildcard tests/unit/test_*.c)
 UNIT_BINS    := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRCS))
 
-.PHONY: all test unit layers asan fuzz run bench soak deps certs-dev clean check-deps check-test-deps
+.PHONY: all test unit layers asan fuzz run bench soak deps certs-dev clean check-deps check-test-deps install uninstall
 all: check-deps $(B)/proxyd $(B)/proxyctl
 
 # Installs missing Debian packages when run as root, else names them.
@@ -136,6 +138,39 @@ soak: check-test-deps all certs-dev
 
 certs-dev:
 	@sh certs-dev/make-certs.sh
+
+# make install [PREFIX=/usr/local] [DESTDIR=] [BINDIR SBINDIR SYSCONFDIR MANDIR UNITDIR]
+# The example config goes to SYSCONFDIR/proxyd/proxyd.ini only when none is
+# there: an operator's file is never overwritten (nor removed by uninstall).
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+SBINDIR    ?= $(PREFIX)/sbin
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+MANDIR     ?= $(PREFIX)/share/man
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+INSTALL    ?= install
+UNIT_SED    = sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g'
+install: all
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 \
+	  $(DESTDIR)$(SYSCONFDIR)/proxyd $(DESTDIR)$(SYSCONFDIR)/logrotate.d $(DESTDIR)$(UNITDIR)
+	$(INSTALL) -m 0755 $(B)/proxyd $(DESTDIR)$(SBINDIR)/proxyd
+	$(INSTALL) -m 0755 $(B)/proxyctl $(DESTDIR)$(BINDIR)/proxyctl
+	ln -sf proxyctl $(DESTDIR)$(BINDIR)/kamal-proxy
+	$(INSTALL) -m 0644 man/proxyd.8 man/proxyctl.8 $(DESTDIR)$(MANDIR)/man8/
+	$(INSTALL) -m 0644 man/proxyd.ini.5 $(DESTDIR)$(MANDIR)/man5/
+	$(UNIT_SED) conf/systemd/proxyd.service.in > $(DESTDIR)$(UNITDIR)/proxyd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/proxyd.service
+	$(INSTALL) -m 0644 conf/systemd/proxyd.socket $(DESTDIR)$(UNITDIR)/proxyd.socket
+	$(INSTALL) -m 0644 conf/logrotate/proxyd $(DESTDIR)$(SYSCONFDIR)/logrotate.d/proxyd
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/proxyd/proxyd.ini ]; then \
+	  echo "keeping $(DESTDIR)$(SYSCONFDIR)/proxyd/proxyd.ini (the new example is conf/proxyd.ini)"; \
+	else $(INSTALL) -m 0644 conf/proxyd.ini $(DESTDIR)$(SYSCONFDIR)/proxyd/proxyd.ini; fi
+
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/proxyd $(DESTDIR)$(BINDIR)/proxyctl $(DESTDIR)$(BINDIR)/kamal-proxy \
+	  $(DESTDIR)$(MANDIR)/man8/proxyd.8 $(DESTDIR)$(MANDIR)/man8/proxyctl.8 $(DESTDIR)$(MANDIR)/man5/proxyd.ini.5 \
+	  $(DESTDIR)$(UNITDIR)/proxyd.service $(DESTDIR)$(UNITDIR)/proxyd.socket $(DESTDIR)$(SYSCONFDIR)/logrotate.d/proxyd
+	@echo "kept $(DESTDIR)$(SYSCONFDIR)/proxyd/ (your configuration)"
 
 deps:
 	sh tests/install-deps.sh test
