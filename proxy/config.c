@@ -1725,8 +1725,10 @@ int px_config_load(const char *path, struct px_config **out, char *err, size_t e
         return -1;
     }
     if ((f = fopen(path, "rb")) == NULL) {
+        int e = errno;
+        char why[256];
         if (err && errlen)
-            snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+            snprintf(err, errlen, "%s: cannot open: %s", path, px_open_error(path, e, why, sizeof(why)));
         return -1;
     }
     for (;;) {

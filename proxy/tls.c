@@ -11,7 +11,9 @@
  *    ClientHello (with or without SNI), moves the SSL onto one of them. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
+#include <unistd.h>
 #include <strings.h>
 
 #include <pthread.h>
@@ -236,6 +238,17 @@ void px_tls_rotate_tickets(struct px_tls *tls, uint64_t now_ms)
 static int add_keypair(SSL_CTX *ctx, const char *cert, const char *key, const struct px_tls_conf *conf, int cline,
                        int kline, const char *ckey, const char *kkey, char *err, size_t errlen)
 {
+    /* a file the process cannot read (proxyd runs as `user` after the
+     * drop): name its mode and owner, not OpenSSL's "system lib" */
+    const char *files[2] = {cert, key}, *keys[2] = {ckey, kkey};
+    int lines[2] = {cline, kline};
+    for (int i = 0; i < 2; i++)
+        if (access(files[i], R_OK) < 0 && errno == EACCES) {
+            char why[256];
+            ERR_clear_error();
+            ssl_err(err, errlen, conf, lines[i], keys[i], files[i], px_open_error(files[i], EACCES, why, sizeof(why)));
+            return -1;
+        }
     if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
         ssl_err(err, errlen, conf, cline, ckey, cert, NULL);
         return -1;

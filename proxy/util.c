@@ -1,7 +1,13 @@
-/* util.c -- clocks, string vectors. */
+/* util.c -- clocks, string vectors, open errors. */
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "px/common.h"
 
@@ -46,4 +52,33 @@ void px_strv_free(char **v, size_t n)
     for (size_t i = 0; i < n; i++)
         free(v[i]);
     free(v);
+}
+
+const char *px_open_error(const char *path, int e, char *buf, size_t n)
+{
+    struct stat st;
+    if (e != EACCES || stat(path, &st) < 0) {
+        snprintf(buf, n, "%s", strerror(e));
+        return buf;
+    }
+    /* getpwuid/getgrgid answer in static storage: copy each name at once */
+    char owner[64], group[64], self[64];
+    struct passwd *pw = getpwuid(st.st_uid);
+    if (pw)
+        snprintf(owner, sizeof(owner), "%s", pw->pw_name);
+    else
+        snprintf(owner, sizeof(owner), "%u", (unsigned)st.st_uid);
+    struct group *gr = getgrgid(st.st_gid);
+    if (gr)
+        snprintf(group, sizeof(group), "%s", gr->gr_name);
+    else
+        snprintf(group, sizeof(group), "%u", (unsigned)st.st_gid);
+    struct passwd *me = getpwuid(geteuid());
+    if (me)
+        snprintf(self, sizeof(self), "%s", me->pw_name);
+    else
+        snprintf(self, sizeof(self), "%u", (unsigned)geteuid());
+    snprintf(buf, n, "%s (mode %04o, owner %s:%s; proxyd runs as %s)", strerror(e), (unsigned)(st.st_mode & 07777),
+             owner, group, self);
+    return buf;
 }

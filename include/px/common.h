@@ -59,5 +59,10 @@ uint64_t px_wall_ms(void);
  * vector), NULL when out of memory; and its free (NULL is fine). */
 char **px_strv_dup(const char *const *v, size_t n);
 void px_strv_free(char **v, size_t n);
+/* Why path cannot be read by this process, for an error message: after an
+ * open failed with errno e, writes "Permission denied (mode 0600, owner
+ * root:root; proxyd runs as nobody)" when e is EACCES (what an operator who
+ * set `user =` needs to see), else strerror(e). Returns buf. */
+const char *px_open_error(const char *path, int e, char *buf, size_t n);
 
 #endif

@@ -163,3 +163,50 @@ class PrivilegedPort(ProxyTestCase):
         self.assertIn("listen 127.0.0.1:80: Permission denied", r.stderr)
         for fix in ("CAP_NET_BIND_SERVICE", "setcap cap_net_bind_service=+ep", "proxyd.socket"):
             self.assertIn(fix, r.stderr)
+
+
+class DropToUser(ProxyTestCase):
+    """Started as root with `user = nobody`: it binds, then drops; a reload
+    reads as nobody, and a file only root can read fails the reload with its
+    path, mode and owner named while the running config keeps serving."""
+
+    def test_root_only_files_fail_the_reload_with_mode_named(self):
+        if os.geteuid() != 0:
+            self.fail("this test starts proxyd as root: run the suite as root (as CI does)")
+        import pwd
+        from harness import shared_certs
+        b = self.backend()
+        d = tempfile.mkdtemp(prefix="proxyd-user-")
+        self.addCleanup(shutil.rmtree, d, True)
+        os.chmod(d, 0o755)
+        certs = shared_certs()
+        crt, key = os.path.join(d, "a.crt"), os.path.join(d, "a.key")
+        shutil.copy(certs.ec[0], crt)
+        shutil.copy(certs.ec[1], key)
+        os.chmod(crt, 0o644)
+        os.chmod(key, 0o644)
+        cfg = ("[proxy]\nuser = nobody\nlisten_https = 127.0.0.1:0\nredirect_https = no\n"
+               "[tls]\ncertificate = %s\ncertificate_key = %s\n[service web]\ntargets = %s\n" % (crt, key, b.addr))
+        p = self.proxy(cfg)
+        os.chmod(p.tmp, 0o755)  # the config's directory, for the reload as nobody
+        os.chmod(p.config_path, 0o644)
+        status = "/proc/%d/status" % p.pid
+        uid = [line.split()[1] for line in open(status) if line.startswith("Uid:")][0]
+        self.assertEqual(int(uid), pwd.getpwnam("nobody").pw_uid)  # dropped after binding
+        self.assertEqual(get(p.port, "/").status, 200)
+
+        os.chmod(key, 0o600)  # root's now: the reload must fail and say why
+        p.send_signal(signal.SIGHUP)
+        wait_until(lambda: "reload failed" in p.error_log_text(), 5)
+        line = [l for l in p.error_log_text().splitlines() if "reload failed" in l][-1]
+        self.assertIn(key, line)
+        self.assertIn("Permission denied (mode 0600, owner root:root; proxyd runs as nobody)", line)
+        self.assertEqual(get(p.port, "/").status, 200)  # the running config keeps serving
+
+        os.chmod(p.config_path, 0o600)  # the config itself
+        p.send_signal(signal.SIGHUP)
+        wait_until(lambda: p.error_log_text().count("reload failed") >= 2, 5)
+        line = [l for l in p.error_log_text().splitlines() if "reload failed" in l][-1]
+        self.assertIn("%s: cannot open: Permission denied (mode 0600, owner root:root; proxyd runs as nobody)"
+                      % p.config_path, line)
+        self.assertEqual(get(p.port, "/").status, 200)
