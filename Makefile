@@ -12,6 +12,7 @@
 #   make deps       install the Debian packages (as root)
 #   make install    proxyd, proxyctl (and its kamal-proxy name), man pages, the example config,
 #                   the systemd units, the logrotate file (PREFIX, DESTDIR, BINDIR, ...); make uninstall
+#   make deb        build/proxyd_VERSION_ARCH.deb (dpkg-deb; conffiles, a proxyd system user)
 
 B       ?= build
 CC      ?= cc
@@ -31,7 +32,7 @@ LIB_OBJS     := $(patsubst %.c,$(B)/obj/%.o,$(PROXY_SRCS) $(CONTROL_SRCS))
 UNIT_SRCS    := $(wildcard tests/unit/test_*.c)
 UNIT_BINS    := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRCS))
 
-.PHONY: all test unit layers asan fuzz run bench soak deps certs-dev clean check-deps check-test-deps install uninstall
+.PHONY: all test unit layers asan fuzz run bench soak deps certs-dev clean check-deps check-test-deps install uninstall deb
 all: check-deps $(B)/proxyd $(B)/proxyctl
 
 # Installs missing Debian packages when run as root, else names them.
@@ -157,6 +158,7 @@ install: all
 	$(INSTALL) -m 0755 $(B)/proxyctl $(DESTDIR)$(BINDIR)/proxyctl
 	ln -sf proxyctl $(DESTDIR)$(BINDIR)/kamal-proxy
 	$(INSTALL) -m 0644 man/proxyd.8 man/proxyctl.8 $(DESTDIR)$(MANDIR)/man8/
+	ln -sf proxyctl.8 $(DESTDIR)$(MANDIR)/man8/kamal-proxy.8
 	$(INSTALL) -m 0644 man/proxyd.ini.5 $(DESTDIR)$(MANDIR)/man5/
 	$(UNIT_SED) conf/systemd/proxyd.service.in > $(DESTDIR)$(UNITDIR)/proxyd.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/proxyd.service
@@ -166,9 +168,14 @@ install: all
 	  echo "keeping $(DESTDIR)$(SYSCONFDIR)/proxyd/proxyd.ini (the new example is conf/proxyd.ini)"; \
 	else $(INSTALL) -m 0644 conf/proxyd.ini $(DESTDIR)$(SYSCONFDIR)/proxyd/proxyd.ini; fi
 
+# make deb: proxyd_VERSION_ARCH.deb in $(B)/ (packaging/deb/build-deb.sh; lintian-clean)
+deb: all
+	@sh packaging/deb/build-deb.sh $(B) $(B)
+
 uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/proxyd $(DESTDIR)$(BINDIR)/proxyctl $(DESTDIR)$(BINDIR)/kamal-proxy \
-	  $(DESTDIR)$(MANDIR)/man8/proxyd.8 $(DESTDIR)$(MANDIR)/man8/proxyctl.8 $(DESTDIR)$(MANDIR)/man5/proxyd.ini.5 \
+	  $(DESTDIR)$(MANDIR)/man8/proxyd.8 $(DESTDIR)$(MANDIR)/man8/proxyctl.8 $(DESTDIR)$(MANDIR)/man8/kamal-proxy.8 \
+	  $(DESTDIR)$(MANDIR)/man5/proxyd.ini.5 \
 	  $(DESTDIR)$(UNITDIR)/proxyd.service $(DESTDIR)$(UNITDIR)/proxyd.socket $(DESTDIR)$(SYSCONFDIR)/logrotate.d/proxyd
 	@echo "kept $(DESTDIR)$(SYSCONFDIR)/proxyd/ (your configuration)"
 

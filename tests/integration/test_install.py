@@ -26,6 +26,7 @@ INSTALLED = sorted([
     "usr/lib/systemd/system/proxyd.socket",
     "usr/sbin/proxyd",
     "usr/share/man/man5/proxyd.ini.5",
+    "usr/share/man/man8/kamal-proxy.8",
     "usr/share/man/man8/proxyctl.8",
     "usr/share/man/man8/proxyd.8",
 ])
