@@ -250,8 +250,9 @@ static void h_remove(struct px_ctl_env *env, struct ctl_conn *c, const json_t *i
 
 /* One target of a service as list and status show it: {"address","role":
  * "active"|"previous","health","in_flight"}, with "service" when service is
- * not NULL. A previous target is "draining" while a deploy retires it, else
- * "standby" (kept for rollback: no requests, not checked). */
+ * not NULL. A previous target is "draining" while requests still run on it
+ * after a deploy, else "standby" (kept for rollback: no requests, not
+ * checked). */
 static json_t *target_json(const char *service, const char *address, const struct px_target *t, int active)
 {
     char buf[32];

@@ -33,8 +33,11 @@ void px_target_inflight(const struct px_target *t, uint32_t *requests, uint32_t 
 
 const char *px_target_health_state(const struct px_target *t, char *buf, size_t n)
 {
-    if (atomic_load_explicit(&t->draining, memory_order_relaxed))
-        return "draining";
+    if (atomic_load_explicit(&t->draining, memory_order_relaxed)) {
+        uint32_t rq, tn;
+        px_target_inflight(t, &rq, &tn);
+        return rq + tn ? "draining" : "standby"; /* retired, and its last request has ended */
+    }
     if (!atomic_load_explicit(&t->healthy, memory_order_relaxed))
         return "unhealthy";
     uint32_t fails = atomic_load_explicit(&t->health_fails, memory_order_relaxed);

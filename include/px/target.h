@@ -75,8 +75,9 @@ void px_target_inflight(const struct px_target *t, uint32_t *requests, uint32_t 
 #define PX_TARGET_HEALTH_FALL 3
 
 /* The target's state as proxyctl list/status, the status page and the
- * metrics show it: "draining" (a deploy retired it; requests still finish
- * on it), "unhealthy" (out of balancing), "failing N/M" (N consecutive
+ * metrics show it: "draining" (a deploy retired it; requests or tunnels
+ * still run on it), "standby" (retired and idle: a previous target kept
+ * for rollback), "unhealthy" (out of balancing), "failing N/M" (N consecutive
  * failed checks of the PX_TARGET_HEALTH_FALL = M that take it out; written
  * into buf, which must hold 24 bytes), else "healthy" (passing, or not
  * checked at all). Returns a static string or buf. Any thread. */
