@@ -3,6 +3,7 @@
  * (deploy.h, server.h, worker counters), like kamal-proxy's commands.go;
  * args arrive validated. The modules return typed codes and structs; only
  * this file turns them into JSON. */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 #include "px/server.h"
 #include "px/services.h"
 #include "px/stats.h"
+#include "px/target.h"
 #include "px/worker.h"
 #include "ctl_internal.h"
 
@@ -25,6 +27,7 @@ typedef void (*handler_fn)(struct px_ctl_env *env, struct ctl_conn *c, const jso
 static void reply_ok(struct ctl_conn *c, const json_t *id, json_t *result)
 {
     size_t n;
+    px_ctl_audit_end(c, PX_E_OK, NULL);
     char *line = px_ctl_ok_line(id, result, &n);
     px_ctl_conn_send(c, line, n);
 }
@@ -32,6 +35,7 @@ static void reply_ok(struct ctl_conn *c, const json_t *id, json_t *result)
 static void reply_err(struct ctl_conn *c, const json_t *id, enum px_err code, const char *msg)
 {
     size_t n;
+    px_ctl_audit_end(c, code, msg);
     char *line = px_ctl_error_line(id, code, msg, &n);
     px_ctl_conn_send(c, line, n);
 }
@@ -244,6 +248,38 @@ static void h_remove(struct px_ctl_env *env, struct ctl_conn *c, const json_t *i
     state_reply(c, id, code, msg, svc, NULL);
 }
 
+/* One target of a service as list and status show it: {"address","role":
+ * "active"|"previous","health","in_flight"}, with "service" when service is
+ * not NULL. A previous target is "draining" while requests still run on it
+ * after a deploy, else "standby" (kept for rollback: no requests, not
+ * checked). */
+static json_t *target_json(const char *service, const char *address, const struct px_target *t, int active)
+{
+    char buf[32];
+    uint32_t rq = 0, tn = 0;
+    const char *health = "standby";
+    if (t && (active || atomic_load(&t->draining)))
+        health = px_target_health_state(t, buf, sizeof(buf));
+    if (t)
+        px_target_inflight(t, &rq, &tn);
+    json_t *o = json_pack("{s:s, s:s, s:s, s:I}", "address", address, "role", active ? "active" : "previous",
+                          "health", health, "in_flight", (json_int_t)(rq + tn));
+    if (o && service)
+        json_object_set_new(o, "service", json_string(service));
+    return o;
+}
+
+/* Append the targets of e to arr (service named in each when with_service). */
+static void targets_of(json_t *arr, const struct px_deploy_entry *e, int with_service)
+{
+    const struct px_service *s = e->svc;
+    const char *svc = with_service ? s->name : NULL;
+    for (size_t j = 0; arr && j < s->ntargets; j++)
+        json_array_append_new(arr, target_json(svc, s->targets[j]->addr.text, s->targets[j], 1));
+    for (size_t j = 0; arr && j < e->nprevious; j++)
+        json_array_append_new(arr, target_json(svc, e->previous[j], px_target_find(e->previous[j]), 0));
+}
+
 /* One service of `list` (px/control.h), appended to the array arg. */
 static void list_entry(void *arg, const struct px_deploy_entry *e)
 {
@@ -260,6 +296,12 @@ static void list_entry(void *arg, const struct px_deploy_entry *e)
         json_object_set_new(o, "stop_message", json_string(s->stop_message));
     if (o && s->state == PX_SVC_PAUSED)
         json_object_set_new(o, "max_pause_ms", json_integer((json_int_t)s->max_pause_ms));
+    json_t *targets = json_array();
+    targets_of(targets, e, 0);
+    if (o)
+        json_object_set_new(o, "targets", targets);
+    else
+        json_decref(targets);
     json_array_append_new(arg, o);
 }
 
@@ -310,6 +352,34 @@ fail:
     return NULL;
 }
 
+static void status_targets(void *arg, const struct px_deploy_entry *e)
+{
+    targets_of(arg, e, 1);
+}
+
+static const struct px_tls_conf *tls_conf(void);
+
+/* status's "certificates": [{"name","not_after","days_left"}] of cert_status. */
+static json_t *cert_expiry(struct px_acme_manager *m)
+{
+    json_t *all = px_acme_manager_status(m, tls_conf()), *out = json_array();
+    const json_t *list = json_object_get(all, "certificates");
+    for (size_t i = 0; out && i < json_array_size(list); i++) {
+        const json_t *c = json_array_get(list, i);
+        json_t *o = json_object();
+        if (o == NULL)
+            break;
+        static const char *const keys[] = {"name", "key_type", "not_after", "days_left"};
+        for (size_t k = 0; k < PX_ARRAY_LEN(keys); k++) {
+            json_t *v = json_object_get(c, keys[k]);
+            json_object_set(o, keys[k], v ? v : json_null());
+        }
+        json_array_append_new(out, o);
+    }
+    json_decref(all);
+    return out;
+}
+
 static void h_status(struct px_ctl_env *env, struct ctl_conn *c, const json_t *id, const json_t *args)
 {
     size_t nsvc = px_deployer_each(env->dep, NULL, NULL);
@@ -323,6 +393,26 @@ static void h_status(struct px_ctl_env *env, struct ctl_conn *c, const json_t *i
     const char *problem = px_deployer_state_problem(env->dep);
     if (r && problem)
         json_object_set_new(r, "state_file_error", json_string(problem));
+    uint64_t delta;
+    double window;
+    px_ctl_rate_get(&env->rate, st.requests_total, px_now_ms(), &delta, &window);
+    if (r) {
+        json_object_set_new(r, "request_rate", json_real(window > 0 ? (double)delta / window : 0.0));
+        json_object_set_new(r, "request_rate_count", json_integer((json_int_t)delta));
+        json_object_set_new(r, "request_rate_window_s", json_real(window));
+    }
+    json_t *targets = json_array();
+    if (targets)
+        px_deployer_each(env->dep, status_targets, targets);
+    if (r)
+        json_object_set_new(r, "targets", targets);
+    else
+        json_decref(targets);
+    json_t *certs = cert_expiry(px_server_acme(env->srv));
+    if (r)
+        json_object_set_new(r, "certificates", certs);
+    else
+        json_decref(certs);
     reply_ok(c, id, r);
 }
 
@@ -393,9 +483,19 @@ static const handler_fn handlers[] = {
 };
 _Static_assert(PX_ARRAY_LEN(handlers) == PX_CTL_CMD__COUNT, "one handler per command");
 
+/* The commands that change state: each writes the audit trail's two lines
+ * (px/control_server.h); the read-only ones (list, status, cert_status) none. */
+static const unsigned char audited[PX_CTL_CMD__COUNT] = {
+    [PX_CTL_CMD_deploy] = 1, [PX_CTL_CMD_rollback] = 1, [PX_CTL_CMD_stop] = 1,
+    [PX_CTL_CMD_pause] = 1,  [PX_CTL_CMD_resume] = 1,   [PX_CTL_CMD_remove] = 1,
+    [PX_CTL_CMD_reload] = 1, [PX_CTL_CMD_cert_renew] = 1, [PX_CTL_CMD_cert_reload] = 1,
+};
+
 void px_ctl_handle(struct px_ctl_env *env, struct ctl_conn *c, const struct px_ctl_request *req)
 {
     c->progress = req->progress;
+    if (audited[req->cmd->id])
+        px_ctl_audit_start(c, req->cmd->name, px_ctl_arg_str(req->args, "service", NULL));
     handlers[req->cmd->id](env, c, req->id, req->args);
 }
 

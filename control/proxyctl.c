@@ -407,8 +407,15 @@ static void print_table(const json_t *rows, const struct column *cols, size_t nc
     free(cells);
 }
 
+/* An object, or an array of objects: printed as a table or with --json only. */
+static int is_nested(const json_t *v)
+{
+    return json_is_object(v) || (json_is_array(v) && json_is_object(json_array_get(v, 0)));
+}
+
 /* "key  value" lines, keys aligned; the shape of status and of most results.
- * Nested objects (status's "stats") are for --json only. */
+ * Nested objects (status's "stats") are for --json only; arrays of objects
+ * (status's "targets") are the caller's tables. */
 static void print_fields(const json_t *obj)
 {
     const char *key;
@@ -416,10 +423,10 @@ static void print_fields(const json_t *obj)
     int width = 0;
 
     json_object_foreach((json_t *)obj, key, v)
-        if (!json_is_object(v) && (int)strlen(key) > width)
+        if (!is_nested(v) && (int)strlen(key) > width)
             width = (int)strlen(key);
     json_object_foreach((json_t *)obj, key, v) {
-        if (json_is_object(v))
+        if (is_nested(v))
             continue;
         char *text = value_text(v, ", ", "-");
         printf("%-*s  %s\n", width, key, text ? text : "?");
@@ -440,6 +447,14 @@ static void print_result(const struct invocation *inv, const json_t *result)
         {"days_left", "DAYS-LEFT", "-"}, {"source", "SOURCE", "-"},   {"last_attempt", "LAST-ATTEMPT", "-"},
         {"outcome", "OUTCOME", "-"},     {"next_check", "NEXT-CHECK", "-"},
     };
+    static const struct column targets[] = {
+        {"service", "SERVICE", "-"}, {"address", "TARGET", "-"},     {"role", "ROLE", "-"},
+        {"health", "HEALTH", "-"},   {"in_flight", "IN-FLIGHT", "0"},
+    };
+    static const struct column expiry[] = {
+        {"name", "CERTIFICATE", "-"}, {"key_type", "KEY", "-"}, {"not_after", "NOT-AFTER", "-"},
+        {"days_left", "DAYS-LEFT", "-"},
+    };
     const json_t *rows;
 
     if (inv->json) {
@@ -450,10 +465,27 @@ static void print_result(const struct invocation *inv, const json_t *result)
         return;
     }
     if (strcmp(inv->cmd->name, "list") == 0 && json_is_array(rows = json_object_get(result, "services"))) {
-        if (json_array_size(rows) == 0)
+        if (json_array_size(rows) == 0) {
             printf("no services\n");
-        else
-            print_table(rows, services, PX_ARRAY_LEN(services));
+            return;
+        }
+        print_table(rows, services, PX_ARRAY_LEN(services));
+        /* then one row per target: its health and its requests in flight */
+        json_t *flat = json_array();
+        for (size_t i = 0; flat && i < json_array_size(rows); i++) {
+            const json_t *svc = json_array_get(rows, i), *ts = json_object_get(svc, "targets");
+            for (size_t j = 0; j < json_array_size(ts); j++) {
+                json_t *t = json_copy(json_array_get(ts, j));
+                if (t && json_object_get(svc, "name"))
+                    json_object_set(t, "service", json_object_get(svc, "name"));
+                json_array_append_new(flat, t);
+            }
+        }
+        if (json_array_size(flat)) {
+            printf("\n");
+            print_table(flat, targets, PX_ARRAY_LEN(targets));
+        }
+        json_decref(flat);
         return;
     }
     if (strcmp(inv->cmd->name, "cert_status") == 0 &&
@@ -473,6 +505,16 @@ static void print_result(const struct invocation *inv, const json_t *result)
         return;
     }
     print_fields(result);
+    if (strcmp(inv->cmd->name, "status") == 0) {
+        if (json_array_size(rows = json_object_get(result, "targets"))) {
+            printf("\n");
+            print_table(rows, targets, PX_ARRAY_LEN(targets));
+        }
+        if (json_array_size(rows = json_object_get(result, "certificates"))) {
+            printf("\n");
+            print_table(rows, expiry, PX_ARRAY_LEN(expiry));
+        }
+    }
 }
 
 /* ---- talking to the daemon ---- */

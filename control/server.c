@@ -22,6 +22,7 @@
 #include "px/control_server.h"
 #include "px/deploy.h"
 #include "px/log.h"
+#include "px/stats.h"
 #include "ctl_internal.h"
 
 #define OUT_HIGH (1024 * 1024) /* a client that does not read its replies stops being read */
@@ -33,7 +34,92 @@ struct px_ctlserver {
     gid_t sock_gid;
     struct px_ctl_env env;
     struct ctl_conn *conns;
+    struct event *rate_timer; /* samples requests_total every second (env.rate) */
 };
+
+/* ---- the audit trail (px/control_server.h) ---- */
+
+void px_ctl_audit_begin(const char *cmd, const char *service, const char *peer)
+{
+    px_log_notice("control: %s%s%s %s received", cmd, service ? " service=" : "", service ? service : "", peer);
+}
+
+void px_ctl_audit_finish(const char *cmd, const char *service, const char *peer, enum px_err code,
+                         const char *message, uint64_t started_ms)
+{
+    double secs = (double)(px_now_ms() - started_ms) / 1000.0;
+    if (code == PX_E_OK) {
+        px_log_notice("control: %s%s%s %s ok %.3fs", cmd, service ? " service=" : "", service ? service : "", peer,
+                      secs);
+        return;
+    }
+    /* one line whatever the message holds (a config path, a CA's detail) */
+    char clean[400];
+    size_t n = 0;
+    for (const char *m = message ? message : ""; *m && n < sizeof(clean) - 1; m++)
+        clean[n++] = (unsigned char)*m < 0x20 || *m == 0x7f ? '?' : *m;
+    clean[n] = '\0';
+    px_log_notice("control: %s%s%s %s failed (%s) %.3fs%s%s", cmd, service ? " service=" : "",
+                  service ? service : "", peer, px_err_name(code), secs, n ? ": " : "", clean);
+}
+
+static void audit_peer(const struct ctl_conn *c, char *buf, size_t n)
+{
+    snprintf(buf, n, "uid=%u pid=%ld", (unsigned)c->uid, (long)c->pid);
+}
+
+void px_ctl_audit_start(struct ctl_conn *c, const char *cmd, const char *service)
+{
+    char peer[64];
+    c->audit_cmd = cmd;
+    snprintf(c->audit_service, sizeof(c->audit_service), "%s", service ? service : "");
+    c->audit_started_ms = px_now_ms();
+    audit_peer(c, peer, sizeof(peer));
+    px_ctl_audit_begin(cmd, service, peer);
+}
+
+void px_ctl_audit_end(struct ctl_conn *c, enum px_err code, const char *message)
+{
+    char peer[64];
+    if (c->audit_cmd == NULL)
+        return;
+    audit_peer(c, peer, sizeof(peer));
+    px_ctl_audit_finish(c->audit_cmd, c->audit_service[0] ? c->audit_service : NULL, peer, code, message,
+                        c->audit_started_ms);
+    c->audit_cmd = NULL;
+}
+
+/* ---- the request rate ---- */
+
+static void rate_sample(struct px_ctl_rate *r)
+{
+    struct px_stats_snapshot st;
+    px_stats_sum(&st);
+    r->total[r->next] = st.requests_total;
+    r->at_ms[r->next] = px_now_ms();
+    r->next = (r->next + 1) % PX_CTL_RATE_SLOTS;
+    if (r->n < PX_CTL_RATE_SLOTS)
+        r->n++;
+}
+
+static void on_rate_timer(evutil_socket_t fd, short what, void *arg)
+{
+    rate_sample(arg);
+}
+
+void px_ctl_rate_get(const struct px_ctl_rate *r, uint64_t now_total, uint64_t now_ms, uint64_t *delta,
+                     double *window_s)
+{
+    *delta = 0;
+    *window_s = 0;
+    if (r->n == 0)
+        return;
+    unsigned oldest = r->n < PX_CTL_RATE_SLOTS ? 0 : r->next;
+    if (now_ms <= r->at_ms[oldest])
+        return;
+    *delta = now_total >= r->total[oldest] ? now_total - r->total[oldest] : 0;
+    *window_s = (double)(now_ms - r->at_ms[oldest]) / 1000.0;
+}
 
 static void conn_free(struct ctl_conn *c)
 {
@@ -45,6 +131,13 @@ static void conn_free(struct ctl_conn *c)
         }
     if (c->busy)
         px_ctl_forget(&s->env, c);
+    if (c->audit_cmd) {
+        char peer[64];
+        audit_peer(c, peer, sizeof(peer));
+        px_log_notice("control: %s%s%s %s client went away after %.3fs (the operation goes on)", c->audit_cmd,
+                      c->audit_service[0] ? " service=" : "", c->audit_service, peer,
+                      (double)(px_now_ms() - c->audit_started_ms) / 1000.0);
+    }
     json_decref(c->op_id);
     free(c->tls_note);
     bufferevent_free(c->bev);
@@ -180,7 +273,7 @@ static int peer_allowed(struct px_ctlserver *s, int fd, struct ucred *cr)
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
 {
     struct px_ctlserver *s = arg;
-    struct ucred cr;
+    struct ucred cr = {.pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1};
     if (!peer_allowed(s, fd, &cr)) {
         size_t n;
         char *line = px_ctl_error_line(NULL, PX_E_FORBIDDEN, "this user may not use the control socket", &n);
@@ -189,7 +282,8 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
                 px_log_info("control: a forbidden peer went away");
             free(line);
         }
-        px_log_warn("control: refused a peer with uid %u gid %u", (unsigned)cr.uid, (unsigned)cr.gid);
+        px_log_notice("control: refused a peer uid=%u gid=%u pid=%ld", (unsigned)cr.uid, (unsigned)cr.gid,
+                      (long)cr.pid);
         close(fd);
         return;
     }
@@ -206,6 +300,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     c->srv = s;
     c->bev = bev;
     c->uid = cr.uid;
+    c->pid = cr.pid;
     c->next = s->conns;
     s->conns = c;
     bufferevent_setcb(bev, on_read, on_write, on_event, c);
@@ -252,6 +347,11 @@ struct px_ctlserver *px_ctlserver_new(struct event_base *base, const char *path,
         free(s);
         return NULL;
     }
+    rate_sample(&s->env.rate);
+    s->rate_timer = event_new(base, -1, EV_PERSIST, on_rate_timer, &s->env.rate);
+    struct timeval second = {1, 0};
+    if (s->rate_timer)
+        event_add(s->rate_timer, &second);
     chmod(path, mode);
     struct stat st;
     s->sock_gid = stat(path, &st) == 0 ? st.st_gid : getegid();
@@ -275,6 +375,7 @@ void px_ctlserver_shutdown(struct px_ctlserver *s)
             char *line = px_ctl_error_line(c->op_id, PX_E_SHUTTING_DOWN,
                                            "proxyd is stopping: the operation was abandoned", &n);
             px_ctl_forget(&s->env, c);
+            px_ctl_audit_end(c, PX_E_SHUTTING_DOWN, "proxyd is stopping: the operation was abandoned");
             px_ctl_conn_send(c, line, n);
             px_ctl_conn_done(c); /* may take the next request, or free c: start over */
             again = 1;
@@ -310,6 +411,8 @@ void px_ctlserver_free(struct px_ctlserver *s)
     }
     if (s->listener)
         evconnlistener_free(s->listener);
+    if (s->rate_timer)
+        event_free(s->rate_timer);
     unlink(s->path);
     free(s->path);
     free(s);

@@ -224,10 +224,12 @@ static void on_watch(void *arg, const struct px_health_result *res)
         if (!atomic_load(&w->t->healthy))
             px_log_info("target %s is healthy again: back in balancing", w->t->addr.text);
         w->fails = 0;
+        atomic_store(&w->t->health_fails, 0);
         atomic_store(&w->t->healthy, 1);
         return;
     }
-    if (++w->fails == PX_HEALTH_FALL && atomic_load(&w->t->healthy)) {
+    atomic_store(&w->t->health_fails, ++w->fails);
+    if (w->fails == PX_HEALTH_FALL && atomic_load(&w->t->healthy)) {
         atomic_store(&w->t->healthy, 0);
         px_log_warn("target %s failed %d health checks (%s): out of balancing", w->t->addr.text, PX_HEALTH_FALL,
                     res->reason ? res->reason : "?");
@@ -250,6 +252,7 @@ static void watch_free(struct watch *w)
     px_health_free(w->h);
     free(w->path);
     atomic_store(&w->t->healthy, 1); /* nobody judges it any more */
+    atomic_store(&w->t->health_fails, 0);
     px_target_release(w->t);
     free(w);
 }

@@ -224,7 +224,7 @@ void px_log_close(void)
     pthread_mutex_unlock(&log_lock);
 }
 
-static const char *const level_names[] = {"debug", "info", "warn", "error"};
+static const char *const level_names[] = {"debug", "info", "notice", "warn", "error"};
 
 void px_log(enum px_log_level lvl, const char *fmt, ...)
 {

@@ -553,10 +553,15 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     case SIGHUP:
         if (s->stopping)
             break;
-        if (px_server_reload(s, err, sizeof(err)) < 0)
+        uint64_t t0 = px_now_ms();
+        px_ctl_audit_begin("reload", NULL, "signal=SIGHUP");
+        if (px_server_reload(s, err, sizeof(err)) < 0) {
             px_log_error("reload failed, keeping the running configuration: %s", err);
-        else
+            px_ctl_audit_finish("reload", NULL, "signal=SIGHUP", PX_E_RELOAD_FAILED, err, t0);
+        } else {
             px_log_info("configuration reloaded from %s", s->config_path);
+            px_ctl_audit_finish("reload", NULL, "signal=SIGHUP", PX_E_OK, NULL, t0);
+        }
         break;
     case SIGUSR1:
         px_log_reopen();

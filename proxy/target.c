@@ -1,5 +1,6 @@
 /* target.c -- the target registry and per-worker load slots. See
  * px/target.h for ownership and threading. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,6 +29,30 @@ void px_target_inflight(const struct px_target *t, uint32_t *requests, uint32_t 
         *requests = rq;
     if (tunnels)
         *tunnels = tn;
+}
+
+const char *px_target_health_state(const struct px_target *t, char *buf, size_t n)
+{
+    if (atomic_load_explicit(&t->draining, memory_order_relaxed)) {
+        uint32_t rq, tn;
+        px_target_inflight(t, &rq, &tn);
+        return rq + tn ? "draining" : "standby"; /* retired, and its last request has ended */
+    }
+    if (!atomic_load_explicit(&t->healthy, memory_order_relaxed))
+        return "unhealthy";
+    uint32_t fails = atomic_load_explicit(&t->health_fails, memory_order_relaxed);
+    if (fails == 0 || n == 0)
+        return "healthy";
+    snprintf(buf, n, "failing %u/%d", (unsigned)fails, PX_TARGET_HEALTH_FALL);
+    return buf;
+}
+
+const struct px_target *px_target_find(const char *addr)
+{
+    for (size_t i = 0; i < ntargets; i++)
+        if (strcmp(targets[i]->addr.text, addr) == 0)
+            return targets[i];
+    return NULL;
 }
 
 struct px_target *px_target_acquire(const struct px_addr *a)
@@ -60,6 +85,7 @@ struct px_target *px_target_acquire(const struct px_addr *a)
     t->id = next_target_id++;
     atomic_init(&t->healthy, 1);
     atomic_init(&t->draining, 0);
+    atomic_init(&t->health_fails, 0);
     t->refs = 1;
     targets[ntargets++] = t;
     return t;

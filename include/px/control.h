@@ -31,12 +31,21 @@
  *   list              {"services":[{"name":"web","state":"running"|"paused"|"stopped",
  *                      "hosts":["example.com"],   [] = any host
  *                      "path_prefix":"/","active":["h:p"],"previous":["h:p"],
- *                      "in_flight":N,
+ *                      "in_flight":N,             on its active targets
+ *                      "targets":[{"address":"h:p","role":"active"|"previous",
+ *                                  "health":"healthy"|"failing N/3"|"unhealthy"|"draining"|"standby",
+ *                                  "in_flight":N}],   (px_target_health_state; previous ones
+ *                                                  are "draining" or "standby")
  *                      "stop_message":"..."       only when stopped with a message
  *                      "max_pause_ms":N           only when paused
  *                      }]}
  *   status            {"version":"0.1.0","pid":N,"uptime_s":N,"workers":N,"connections":N,
  *                      "services":N,"requests":N, connections open now, requests answered
+ *                      "request_rate":R,          requests/s over the last minute: "request_rate_count"
+ *                      "request_rate_count":N,    requests answered in the last
+ *                      "request_rate_window_s":W, W seconds (W < 60 in the first minute)
+ *                      "targets":[{"service":"web",...}],  list's target objects, with their service
+ *                      "certificates":[{"name","key_type","not_after","days_left"}],  as cert_status
  *                      "stats":{...}, ...}        the data path's counters (px/stats.h,
  *                                                 commands.c stats_json); more keys may
  *                                                 follow; proxyctl prints every scalar key
@@ -146,12 +155,13 @@ struct px_ctl_arg {
       "health-check new targets, switch the service to them, drain the old ones")                            \
     X(rollback, h_rollback, ARGS(service_args),                                                               \
       "switch back to the previous targets (same health check and draining)")                                \
-    X(list, h_list, NO_ARGS, "show every service: state, hosts, targets, requests in flight")                \
+    X(list, h_list, NO_ARGS, "show every service: state, hosts, targets with their health and requests in flight")\
     X(stop, h_stop, ARGS(stop_args), "answer 503 with a maintenance page until resume")                       \
     X(pause, h_pause, ARGS(pause_args), "hold new requests until resume (a short migration)")                 \
     X(resume, h_resume, ARGS(service_args), "end a pause or a stop")                                          \
     X(remove, h_remove, ARGS(service_args), "remove the service (its hosts then answer 404)")                 \
-    X(status, h_status, NO_ARGS, "show the daemon's version, uptime, workers and connections")                \
+    X(status, h_status, NO_ARGS,                                                                              \
+      "show the daemon's version, uptime, connections, request rate, targets' health and certificate expiry")  \
     X(reload, h_reload, NO_ARGS, "reload the config and certificates (like SIGHUP); a bad one changes nothing")\
     X(cert_status, h_cert_status, NO_ARGS,                                                                    \
       "show the certificates: names, expiry, source, last ACME attempt and next check")                      \

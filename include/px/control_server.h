@@ -14,12 +14,34 @@
 #define PX_CONTROL_SERVER_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <event2/event.h>
+
+#include "px/errors.h"
 
 struct px_server;
 struct px_deployer;
 struct px_ctlserver;
+
+/* ---- the audit trail ----
+ * Every command that changes state (deploy, rollback, stop, pause, resume,
+ * remove, reload, cert_renew, cert_reload) writes two "[notice] control:"
+ * lines to the error log, one when it is received and one when it ends:
+ *
+ *   control: deploy service=web uid=0 pid=1234 received
+ *   control: deploy service=web uid=0 pid=1234 ok 1.234s
+ *   control: reload signal=SIGHUP failed (reload_failed) 0.003s: proxyd.ini:3: ...
+ *
+ * ("service=" only for commands that name one; the peer is uid= and pid=
+ * from SO_PEERCRED, or signal=SIGHUP). A refused peer gets one line:
+ * "control: refused a peer uid=N gid=N pid=N". The socket's commands are
+ * logged by control/server.c; these two are for the others (SIGHUP). peer
+ * is the text after the service ("signal=SIGHUP"); message may be NULL.
+ * Main thread. */
+void px_ctl_audit_begin(const char *cmd, const char *service, const char *peer);
+void px_ctl_audit_finish(const char *cmd, const char *service, const char *peer, enum px_err code,
+                         const char *message, uint64_t started_ms);
 
 struct px_ctlserver *px_ctlserver_new(struct event_base *base, const char *path, unsigned mode,
                                       struct px_server *srv, struct px_deployer *dep, char *err, size_t errlen);

@@ -21,6 +21,7 @@
 #include <event2/event.h>
 
 #include "px/addr.h"
+#include "px/target.h" /* PX_TARGET_HEALTH_FALL */
 
 struct px_health;
 
@@ -50,7 +51,7 @@ void px_health_free(struct px_health *h);
  * (px_target.healthy = 0) after PX_HEALTH_FALL consecutive failures and put
  * back after one pass; the transitions are logged. px_monitor_sync adds
  * and drops checkers after every publish (start, reload, deploy). */
-#define PX_HEALTH_FALL 3
+#define PX_HEALTH_FALL PX_TARGET_HEALTH_FALL
 
 struct px_monitor;
 struct px_services;

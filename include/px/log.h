@@ -8,7 +8,9 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-enum px_log_level { PX_LOG_DEBUG, PX_LOG_INFO, PX_LOG_WARN, PX_LOG_ERROR };
+/* NOTICE: a normal event an operator wants on record (the control audit
+ * trail, "[notice] control: ..."). */
+enum px_log_level { PX_LOG_DEBUG, PX_LOG_INFO, PX_LOG_NOTICE, PX_LOG_WARN, PX_LOG_ERROR };
 
 /* Files the sinks create from now on (O_CREAT, 0640) are chowned to uid:gid
  * (-1: left as created): the user proxyd drops to after opening them as
@@ -36,6 +38,7 @@ void px_log(enum px_log_level lvl, const char *fmt, ...) __attribute__((format(p
 #define px_log_error(...) px_log(PX_LOG_ERROR, __VA_ARGS__)
 #define px_log_warn(...) px_log(PX_LOG_WARN, __VA_ARGS__)
 #define px_log_info(...) px_log(PX_LOG_INFO, __VA_ARGS__)
+#define px_log_notice(...) px_log(PX_LOG_NOTICE, __VA_ARGS__)
 
 /* 1 when access logging is on. */
 int px_log_access_enabled(void);

@@ -15,6 +15,7 @@
 #define PX_TARGET_H
 
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "px/addr.h"
@@ -35,6 +36,8 @@ struct px_target {
     uint32_t id;              /* unique for the process lifetime; indexes per-worker pools */
     _Atomic int healthy;      /* written by health checks, read by workers */
     _Atomic int draining;     /* set when a deploy retires this target */
+    _Atomic uint32_t health_fails; /* consecutive failed health checks (the monitor writes it;
+                                      0 when passing or not checked) */
     int refs;                 /* holders; main thread only */
     struct px_target_load *load; /* one slot per worker (the count set when it was made) */
 };
@@ -66,6 +69,23 @@ static inline void px_target_load_add(struct px_target *t, int wid, int requests
 /* Any thread: requests and tunnels in flight on t, summed over workers.
  * Either pointer may be NULL. */
 void px_target_inflight(const struct px_target *t, uint32_t *requests, uint32_t *tunnels);
+
+/* A health check failure count that takes a target out of balancing
+ * (px/health.h PX_HEALTH_FALL is this). */
+#define PX_TARGET_HEALTH_FALL 3
+
+/* The target's state as proxyctl list/status, the status page and the
+ * metrics show it: "draining" (a deploy retired it; requests or tunnels
+ * still run on it), "standby" (retired and idle: a previous target kept
+ * for rollback), "unhealthy" (out of balancing), "failing N/M" (N consecutive
+ * failed checks of the PX_TARGET_HEALTH_FALL = M that take it out; written
+ * into buf, which must hold 24 bytes), else "healthy" (passing, or not
+ * checked at all). Returns a static string or buf. Any thread. */
+const char *px_target_health_state(const struct px_target *t, char *buf, size_t n);
+
+/* The registered target whose address text is addr ("10.0.0.5:3000"), or
+ * NULL; no reference is taken (valid until the next release). Main thread. */
+const struct px_target *px_target_find(const char *addr);
 
 /* Forget the registry at exit (the targets themselves go with their last
  * holder). Main thread, no worker running. */

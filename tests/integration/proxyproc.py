@@ -266,12 +266,14 @@ class Proxy:
         return self.access_log_lines(path)
 
     def reload(self, new_config, timeout=3.0):
-        """Rewrite the config and send SIGHUP. Waits (bounded) for a new
-        error-log line mentioning reload; returns the log text added since."""
+        """Rewrite the config and send SIGHUP. Waits (bounded) for the
+        reload's end (its audit line, "control: reload signal=SIGHUP ok" or
+        "... failed"); returns the log text added since."""
         before = len(self.error_log_text())
         self.write_config(new_config)
         self.send_signal(signal.SIGHUP)
-        wait_until(lambda: "reload" in self.error_log_text()[before:].lower(), timeout)
+        wait_until(lambda: re.search(r"control: reload signal=SIGHUP (ok|failed)", self.error_log_text()[before:]),
+                   timeout)
         time.sleep(0.1)
         return self.error_log_text()[before:]
 
