@@ -476,3 +476,13 @@ const struct px_service *px_services_match(const struct px_services *t, const ch
     }
     return match_prefix(&t->any, path, path_len);
 }
+
+const struct px_service *px_services_match_named(const struct px_services *t, const char *name, const char *path,
+                                                 size_t path_len)
+{
+    const struct px_service *s = px_services_find(t, name);
+    if (s == NULL)
+        return NULL;
+    struct host_entry e = {.svcs = &s, .nsvcs = 1};
+    return match_prefix(&e, path, path_len);
+}
