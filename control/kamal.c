@@ -42,7 +42,7 @@ enum ktype {
     KT_DUR,       /* Go duration -> milliseconds */
     KT_PORT,      /* 1..65535 */
     KT_SIZE,      /* bytes (Go int64: decimal, 0x hex) */
-    KT_NOTE,      /* accepted; a note on stderr, nothing sent */
+    KT_NOTE,      /* a boolean accepted with a note on stderr; nothing sent */
     KT_DROP,      /* accepted, nothing sent (what proxyd does anyway) */
     KT_UNSUPPORTED,
 };
@@ -325,7 +325,10 @@ static int set_kflag(struct kinv *k, const struct kflag *f, const char *v)
         json_object_set_new(k->args, f->arg, json_integer((json_int_t)n));
         return 0;
     case KT_NOTE:
-        fprintf(stderr, "kamal-proxy: note: %s\n", f->arg);
+        if (go_bool(v, &b) != 0)
+            return kusage_error(cmd, "--%s: invalid boolean value \"%s\"", f->flag, v);
+        if (b)
+            fprintf(stderr, "kamal-proxy: note: %s\n", f->arg);
         return 0;
     case KT_DROP:
         return 0;
@@ -362,7 +365,9 @@ static int kparse(int argc, char **argv, struct kinv *k)
             if (f == NULL)
                 return kusage_error(k->cmd->name, "unknown flag: %s", s);
             const char *v;
-            if (f->type == KT_BOOL)
+            if (f->type == KT_UNSUPPORTED)
+                return set_kflag(k, f, "");
+            if (f->type == KT_BOOL || f->type == KT_NOTE)
                 v = eq ? eq + 1 : "true";     /* never the next word (Go) */
             else if (eq)
                 v = eq + 1;
@@ -407,15 +412,21 @@ static int deploy_translate(struct kinv *k, json_t *implied)
 
     if (json_object_get(k->args, "targets") == NULL)
         return kusage_error("deploy", "--target HOST:PORT is required");
-    /* one prefix as the string every proxyd takes, several as a list */
-    if (pp && json_array_size(pp) == 1)
-        json_object_set(k->args, "path_prefix", json_array_get(pp, 0));
     int prefixed = 0;
     for (size_t i = 0; pp && i < json_array_size(pp); i++)
         prefixed |= strcmp(json_string_value(json_array_get(pp, i)), "/") != 0;
+    /* one prefix as the string every proxyd takes, several as a list */
+    if (pp && json_array_size(pp) == 1)
+        json_object_set(k->args, "path_prefix", json_array_get(pp, 0)); /* drops pp */
     if (!given(k, "strip-path-prefix") && prefixed) {
         json_object_set_new(k->args, "strip_path_prefix", json_true()); /* kamal-proxy: default true */
         json_array_append_new(implied, json_string("strip_path_prefix"));
+    }
+    if (!given(k, "tls-redirect") && !tls) {
+        /* kamal-proxy serves a service without --tls over plain HTTP: no
+         * redirect_https for it (`run` sets redirect_https = yes for the others) */
+        json_object_set_new(k->args, "tls_redirect", json_false());
+        json_array_append_new(implied, json_string("tls_redirect"));
     }
     if (!given(k, "forward-headers")) {
         json_object_set_new(k->args, "forward_headers", json_boolean(!tls)); /* kamal-proxy: !tls */
@@ -639,7 +650,7 @@ static int run_cmd(struct kinv *k, const char *self)
         listen_addr(addr, sizeof(addr), o.bind, o.https_port);
         fprintf(f, "listen_https = %s\n", addr);
     }
-    fprintf(f, "control_socket = %s\ncontrol_socket_mode = 0600\nstate_file = %s/state.json\n",
+    fprintf(f, "redirect_https = yes\ncontrol_socket = %s\ncontrol_socket_mode = 0600\nstate_file = %s/state.json\n",
             socket_path(sbuf, sizeof(sbuf)), dir);
     if (o.metrics_port) {
         listen_addr(addr, sizeof(addr), o.bind, o.metrics_port);
