@@ -18,7 +18,8 @@ import threading
 import time
 import unittest
 
-from harness import (SLOW, ProxyTestCase, RecordingBackend, build_dir, curl, free_port, http_response, wait_until)
+from harness import (SLOW, H2Client, ProxyTestCase, RecordingBackend, build_dir, copy_cert, curl, free_port,
+                     http_response, shared_certs, wait_until)
 
 FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "kamal_commands.txt")
 
@@ -390,6 +391,61 @@ def backend_named(name):
     return lambda req: http_response(200, name.encode())
 
 
+class Load:
+    """HTTP/1.1 keep-alive (TLS) and HTTP/2 clients asking for app.test in a
+    loop until stopped; every answer that is not 200 blue/green, and every
+    error, is a failure."""
+
+    def __init__(self, port):
+        self.port = port
+        self.ok = 0
+        self.by_proto = {"h1": 0, "h2": 0}
+        self.failures = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=f, daemon=True) for f in (self.h1, self.h2)]
+        for t in self.threads:
+            t.start()
+
+    def h1(self):
+        import http.client
+        import ssl
+        ctx = ssl.create_default_context(cafile=shared_certs().ca)
+        ctx.check_hostname = False  # the certificate is the test CA's "localhost"; Host is app.test
+        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=ctx, timeout=10 * SLOW)
+        while not self.stop.is_set():
+            try:
+                conn.request("GET", "/h1", headers={"Host": "app.test"})
+                r = conn.getresponse()
+                body = r.read()
+                if r.status == 200 and body in (b"blue", b"green"):
+                    self.ok += 1
+                    self.by_proto["h1"] += 1
+                else:
+                    self.failures.append(("h1", r.status, body[:80]))
+            except Exception as e:  # noqa: any error is a failed request
+                self.failures.append(("h1", repr(e)))
+                conn.close()
+
+    def h2(self):
+        try:
+            with H2Client(self.port) as c:
+                while not self.stop.is_set():
+                    s = c.wait_stream(c.request("GET", "/h2", authority="app.test"), 10)
+                    if s.status == 200 and bytes(s.data) in (b"blue", b"green"):
+                        self.ok += 1
+                        self.by_proto["h2"] += 1
+                    else:
+                        self.failures.append(("h2", s.status, bytes(s.data)[:80]))
+        except Exception as e:  # noqa
+            self.failures.append(("h2", repr(e)))
+
+    def finish(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(20 * SLOW)
+        return self.ok, self.failures
+
+
 class Live(ProxyTestCase):
     """kamal-proxy run starts the real proxyd; a release driven only by kamal-proxy lines."""
 
@@ -417,6 +473,10 @@ class Live(ProxyTestCase):
                    KAMAL_PROXY_SOCKET=os.path.join(self.tmp, "kamal-proxy.sock"))
         self.env = {"HOME": self.tmp, "KAMAL_PROXY_SOCKET": env["KAMAL_PROXY_SOCKET"]}
         self.logs = [open(os.path.join(self.tmp, n), "w") for n in ("out.log", "err.log")]
+        # a default certificate the test clients trust (run makes a self-signed one only when none is there)
+        conf_dir = os.path.join(self.tmp, ".config", "kamal-proxy")
+        os.makedirs(conf_dir)
+        copy_cert(shared_certs().ec, conf_dir, "default")
         self.proc = subprocess.Popen([kamal_bin(), "run", "--bind", "127.0.0.1", "--http3"], env=env,
                                      stdin=subprocess.DEVNULL, stdout=self.logs[0], stderr=self.logs[1])
         self.assertTrue(wait_until(lambda: os.path.exists(env["KAMAL_PROXY_SOCKET"]) or self.proc.poll() is not None,
@@ -433,10 +493,23 @@ class Live(ProxyTestCase):
 
         common = ["--host=app.test", "--health-check-path=/up", "--health-check-interval=100ms",
                   "--health-check-timeout=1s", "--deploy-timeout=10s", "--drain-timeout=1s"]
-        for target, name in ((blue, "blue"), (green, "green"), (blue, "blue")):
+        rc, out, err = run_kamal(["deploy", "myapp-web", "--target=" + blue.addr] + common, self.env)
+        self.assertEqual(rc, 0, out + err)
+        self.assertEqual(get(), ("200", "blue"))
+        # a release and a rollback under HTTP/1.1 and HTTP/2 load: no failed request
+        load = Load(https)
+        self.assertTrue(wait_until(lambda: load.ok >= 20 or load.failures, 10))
+        for target, name in ((green, "green"), (blue, "blue")):
             rc, out, err = run_kamal(["deploy", "myapp-web", "--target=" + target.addr] + common, self.env)
             self.assertEqual(rc, 0, out + err)
             self.assertEqual(get(), ("200", name))
+            n = load.ok
+            self.assertTrue(wait_until(lambda: load.ok >= n + 20 or load.failures, 10))
+        ok, failures = load.finish()
+        self.assertEqual(failures, [])
+        self.assertGreater(ok, 60)
+        self.assertTrue(load.by_proto["h1"] > 0 and load.by_proto["h2"] > 0, load.by_proto)
+        self.assertGreater(len(green.requests), 0)
         rc, out, err = run_kamal(["stop", "myapp-web", "--drain-timeout=1s", "--message=Scheduled maintenance"],
                                  self.env)
         self.assertEqual(rc, 0, err)
