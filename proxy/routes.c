@@ -723,7 +723,9 @@ const struct px_service *px_routes_match(const struct px_routes *r, const char *
                                          const char *path, size_t path_len)
 {
     const struct px_service *s = px_services_match(r->svcs, host, host_len, path, path_len);
-    if (PX_UNLIKELY(s == NULL) && r->cfg->default_service)
+    /* nginx's default server: for a Host no service names (a named host
+     * whose prefixes miss the path stays 404, as its server block's) */
+    if (PX_UNLIKELY(s == NULL) && r->cfg->default_service && !px_services_names_host(r->svcs, host, host_len))
         s = px_services_match_named(r->svcs, r->cfg->default_service, path, path_len);
     return s;
 }

@@ -31,7 +31,8 @@ class ParityCase(ProxyTestCase):
         conf = ("[proxy]\nlisten_https = 127.0.0.1:0\nredirect_https = no\n%s\n\n%s\n%s\n"
                 "[service app]\nhosts = localhost app.test\ntargets = %s\n"
                 "[service other]\nhosts = other.test\ntargets = %s\n"
-                % (extra_proxy, tls_config(), extra, self.app.addr, self.other.addr))
+                "[service app2]\nhosts = app2.test\npath_prefix = /only\ntargets = %s\n"
+                % (extra_proxy, tls_config(), extra, self.app.addr, self.other.addr, self.app.addr))
         self.p = self.proxy(conf)
         return self.p
 
@@ -49,6 +50,9 @@ class DefaultService(ParityCase):
         r = curl("http://127.0.0.1:%d/named" % p.port, "-H", "Host: app.test")
         self.assertEqual(r.stdout, b"app")
         self.assertEqual([q.path for q in self.app.wait_requests(1)], ["/named"])
+        # a host some service names is never the default's: app2.test's prefix misses /x
+        r = curl("-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:%d/x" % p.port, "-H", "Host: app2.test")
+        self.assertEqual(r.stdout, b"404")
         # over HTTP/2 with an unknown :authority too
         rc, out = nghttp("https://127.0.0.1:%d/h2-by-ip" % p.https_port)
         self.assertEqual(rc, 0, out)
