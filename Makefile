@@ -1,5 +1,5 @@
 # proxyd -- build, test, run, bench.
-#   make            build/proxyd and build/proxyctl (-Werror)
+#   make            build/proxyd, build/proxyctl and build/kamal-proxy (a link to it) (-Werror)
 #   make test       layering check + unit + integration suite; ends with "N passed, N failed"
 #   make layers     no data-path file includes a control-plane header; proxyctl links no data-path symbol;
 #                   no circle among config/routes/services/target (include and nm), nor among
@@ -27,13 +27,13 @@ CFLAGS_ALL := -std=c11 -D_GNU_SOURCE -g $(OPT) $(WARN) -pthread -Iinclude $(PKG_
 LDFLAGS_ALL := -pthread $(SANFLAGS) $(LDFLAGS)
 
 PROXY_SRCS   := $(filter-out proxy/main.c,$(wildcard proxy/*.c)) $(wildcard proxy/acme/*.c)
-CONTROL_SRCS := $(filter-out control/proxyctl.c,$(wildcard control/*.c))
+CONTROL_SRCS := $(filter-out control/proxyctl.c control/kamal.c,$(wildcard control/*.c))
 LIB_OBJS     := $(patsubst %.c,$(B)/obj/%.o,$(PROXY_SRCS) $(CONTROL_SRCS))
 UNIT_SRCS    := $(wildcard tests/unit/test_*.c)
 UNIT_BINS    := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRCS))
 
 .PHONY: all test unit layers asan fuzz run bench soak deps certs-dev clean check-deps check-test-deps install uninstall deb
-all: check-deps $(B)/proxyd $(B)/proxyctl
+all: check-deps $(B)/proxyd $(B)/proxyctl $(B)/kamal-proxy
 
 # Installs missing Debian packages when run as root, else names them.
 check-deps:
@@ -69,8 +69,13 @@ $(B)/libpxctl.a: $(CTL_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(B)/proxyctl: $(B)/obj/control/proxyctl.o $(B)/libpxctl.a
+$(B)/proxyctl: $(B)/obj/control/proxyctl.o $(B)/obj/control/kamal.o $(B)/libpxctl.a
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(shell pkg-config --libs jansson 2>/dev/null)
+
+# The same program under kamal-proxy's name takes kamal-proxy's command line
+# (argv[0]; control/kamal.c): what Kamal runs in its proxy container.
+$(B)/kamal-proxy: $(B)/proxyctl
+	ln -sf proxyctl $@
 
 $(B)/tests/%: tests/unit/%.c tests/unit/unit.h $(B)/libpx.a $(B)/.flags
 	@mkdir -p $(dir $@)

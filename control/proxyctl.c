@@ -21,8 +21,9 @@
 #include "px/common.h"
 #include "px/parse.h"
 #include "px/control.h"
+#include "proxyctl.h"
 
-enum { EXIT_DONE = 0, EXIT_REFUSED = 1, EXIT_USAGE = 2, EXIT_UNREACHABLE = 3 };
+const char *pxctl_prog = "proxyctl";
 
 #define DEFAULT_SOCKET "/run/proxyd/control.sock"
 #define LIMIT_MARGIN_MS 30000         /* on top of what the daemon may take */
@@ -35,6 +36,7 @@ struct invocation {
     int json;
     const struct px_ctl_cmd *cmd;
     json_t *args;
+    struct pxctl_refusal *refusal; /* NULL: print an error reply; else keep it here */
 };
 
 /* ---- help, from the command table ---- */
@@ -543,7 +545,7 @@ static uint64_t time_limit_ms(const struct invocation *inv)
 
 static int unreachable(const char *fmt, const char *a, const char *b)
 {
-    fprintf(stderr, "proxyctl: ");
+    fprintf(stderr, "%s: ", pxctl_prog);
     fprintf(stderr, fmt, a, b);
     fputc('\n', stderr);
     return EXIT_UNREACHABLE;
@@ -570,7 +572,12 @@ static int on_line(const struct invocation *inv, const char *line, size_t len)
         fprintf(stderr, "%s\n", rep.progress);
         break;
     case PX_CTL_REPLY_ERROR:
-        fprintf(stderr, "proxyctl: %s%s%s\n", rep.code, *rep.message ? ": " : "", rep.message);
+        if (inv->refusal) {
+            snprintf(inv->refusal->code, sizeof(inv->refusal->code), "%s", rep.code);
+            snprintf(inv->refusal->message, sizeof(inv->refusal->message), "%s", rep.message);
+        } else {
+            fprintf(stderr, "%s: %s%s%s\n", pxctl_prog, rep.code, *rep.message ? ": " : "", rep.message);
+        }
         rc = EXIT_REFUSED;
         break;
     case PX_CTL_REPLY_OK:
@@ -680,12 +687,28 @@ out:
     return rc;
 }
 
+int pxctl_call(const char *socket, const char *cmd, json_t *args, int json, struct pxctl_refusal *refusal)
+{
+    struct invocation inv = {.socket = socket, .json = json, .args = args, .refusal = refusal};
+
+    if ((inv.cmd = px_ctl_command_find(cmd)) == NULL)
+        return unreachable("no command %s%s", cmd, "");
+    return run(&inv);
+}
+
 int main(int argc, char **argv)
 {
     struct invocation inv = {0};
+    const char *base = strrchr(argv[0], '/');
     int rc;
 
     signal(SIGPIPE, SIG_IGN);
+    /* the same program installed as kamal-proxy takes kamal-proxy's command line */
+    base = base ? base + 1 : argv[0];
+    if (strcmp(base, "kamal-proxy") == 0) {
+        pxctl_prog = "kamal-proxy";
+        return px_kamal_main(argc, argv);
+    }
     if ((inv.args = json_object()) == NULL)
         return EXIT_UNREACHABLE;
     inv.socket = getenv("PROXYCTL_SOCKET");

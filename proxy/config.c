@@ -111,7 +111,7 @@ struct pctx {
     uint64_t seen;          /* keys given in the current section */
     int key_line[MAX_KEYS];
     int first_line[S_COUNT];/* unique sections: where they were opened */
-    int listen_https_line, acme_enabled_line;
+    int listen_https_line, acme_enabled_line, default_service_line;
     int delay_line, nodelay_yes_line; /* current [limit]: nginx's delay= and nodelay exclude each other */
 
     char bad[TOK_MAX];      /* the offending list item, quoted in the message */
@@ -448,6 +448,25 @@ static const char *set_workers(struct pctx *pc, void *base, const char *v)
     return NULL;
 }
 
+/* default_service = NAME: checked against the [service] sections at the end. */
+static const char *set_default_service(struct pctx *pc, void *base, const char *v)
+{
+    struct px_config *cfg = base;
+    const char *err;
+    char *s = NULL;
+
+    if (*v != '\0') {
+        if ((err = px_parse_check_name(v)) != NULL)
+            return err;
+        if ((s = strdup(v)) == NULL)
+            return "out of memory";
+    }
+    free(cfg->default_service);
+    cfg->default_service = s;
+    pc->default_service_line = pc->lineno;
+    return NULL;
+}
+
 static const char *set_trusted_proxies(struct pctx *pc, void *base, const char *v)
 {
     struct px_config *cfg = base;
@@ -671,6 +690,12 @@ static const char *set_route_headers(struct pctx *pc, void *base, const char *v)
     return add_refs(pc, v, &r->header_sets, &r->nheader_sets);
 }
 
+static const char *set_route_request_headers(struct pctx *pc, void *base, const char *v)
+{
+    struct px_route_conf *r = base;
+    return add_refs(pc, v, &r->request_header_sets, &r->nrequest_header_sets);
+}
+
 /* File extensions: ".js .CSS" -> ".js" ".css" (matched case-insensitively
  * at the end of the path, the query left out). */
 static const char *set_route_suffix(struct pctx *pc, void *base, const char *v)
@@ -881,6 +906,7 @@ static const struct keydef proxy_keys[] = {
     KDUR("shutdown_timeout", P(shutdown_timeout_ms), "30s"),
     KFN("trusted_proxies", set_trusted_proxies, "", 0),
     KADDR("metrics_listen", P(metrics_listen), P(has_metrics_listen)),
+    KFN("default_service", set_default_service, "", 0),
 };
 #undef P
 
@@ -914,6 +940,7 @@ static const struct keydef route_keys[] = {
     KFN("suffix", set_route_suffix, NULL, KF_REPEAT),
     KFN("limit", set_route_limits, NULL, KF_REPEAT),
     KFN("headers", set_route_headers, NULL, KF_REPEAT),
+    KFN("request_headers", set_route_request_headers, NULL, KF_REPEAT),
 };
 
 #define S(f) offsetof(struct px_service_conf, f)
@@ -1256,14 +1283,22 @@ static int add_header(struct pctx *pc, const char *name, const char *value)
     struct px_header_conf **list = set ? &set->headers : &cfg->headers, *g;
     size_t *n = set ? &set->nheaders : &cfg->nheaders;
     char q[256];
+    int remove = name[0] == '-'; /* "-X-Powered-By =": remove it */
 
+    if (remove)
+        name++;
+    if (*name == '\0')
+        return fail(pc, pc->lineno, "-: missing header name to remove in %s", pc->label);
     for (const char *p = name; *p; p++)
         if (!is_tchar((unsigned char)*p))
             return fail(pc, pc->lineno, "%s: bad header name in %s", quote(name, q, sizeof(q)), pc->label);
     for (size_t i = 0; i < PX_ARRAY_LEN(forbidden); i++)
         if (ieq(name, forbidden[i]))
-            return fail(pc, pc->lineno, "%s: cannot be set in %s", name, pc->label);
-    if (*value == '\0')
+            return fail(pc, pc->lineno, "%s: cannot be %s in %s (framing and hop-by-hop headers are proxyd's)",
+                        name, remove ? "removed" : "set", pc->label);
+    if (remove && *value != '\0')
+        return fail(pc, pc->lineno, "-%s: a removal takes no value (write \"-%s =\")", name, name);
+    if (!remove && *value == '\0')
         return fail(pc, pc->lineno, "%s: empty header value", name);
     for (const char *p = value; *p; p++)
         if (is_ctl((unsigned char)*p) && *p != '\t')
@@ -1277,6 +1312,7 @@ static int add_header(struct pctx *pc, const char *name, const char *value)
     g = &g[(*n)++];
     g->name = strdup(name);
     g->value = strdup(value);
+    g->remove = remove;
     if (g->name == NULL || g->value == NULL)
         return fail(pc, pc->lineno, "out of memory");
     return 1;
@@ -1493,7 +1529,7 @@ static int check_routes(struct pctx *pc)
 
     for (size_t i = 0; i < cfg->nroutes; i++) {
         struct px_route_conf *r = &cfg->routes[i];
-        size_t total = 0;
+        size_t total = 0, nreq = 0;
 
         for (size_t k = 0; k < r->nlimits; k++) {
             size_t j = 0;
@@ -1518,6 +1554,37 @@ static int check_routes(struct pctx *pc)
             }
             total += set->nheaders;
         }
+        for (size_t k = 0; k < r->nrequest_header_sets; k++) {
+            const struct px_name_ref *ref = &r->request_header_sets[k];
+            const struct px_header_set_conf *set = find_header_set(cfg, ref->name);
+            if (set == NULL)
+                return fail(pc, ref->line, "request_headers: no [headers %s] section", ref->name);
+            if (set->nheaders > PX_MAX_ADD_HEADERS)
+                return fail(pc, ref->line, "request_headers: more than %d headers in [headers %s]",
+                            PX_MAX_ADD_HEADERS, ref->name);
+            nreq += set->nheaders;
+            for (size_t h = 0; h < set->nheaders; h++) {
+                const char *hn = set->headers[h].name;
+                enum px_hdr_id id = px_hdr_lookup(hn, strlen(hn));
+                /* Host, framing, hop-by-hop and what proxyd writes itself
+                 * (X-Forwarded-*, X-Real-IP, X-Request-*) stay proxyd's */
+                if (id != PX_HDR_OTHER)
+                    return fail(pc, ref->line, "request_headers: %s%s in [headers %s] cannot be %s on the request "
+                                "sent upstream (%s)", set->headers[h].remove ? "-" : "", hn, set->name,
+                                set->headers[h].remove ? "removed" : "set",
+                                (px_hdr_flags(id) & PX_HF_REQ_REPLACE) ? "proxyd sets it itself"
+                                                                       : "Host, framing and hop-by-hop headers are proxyd's");
+                for (size_t k2 = 0; k2 < k; k2++) {
+                    const struct px_header_set_conf *o = find_header_set(cfg, r->request_header_sets[k2].name);
+                    if (set_has_header(o, hn))
+                        return fail(pc, ref->line, "request_headers: %s is set by both [headers %s] and [headers %s]",
+                                    hn, o->name, set->name);
+                }
+            }
+        }
+        if (nreq > PX_MAX_ADD_HEADERS)
+            return fail(pc, r->request_header_sets[0].line, "request_headers: more than %d headers",
+                        PX_MAX_ADD_HEADERS);
         if (r->nheader_sets) {
             /* a set's header replaces the [headers] one of the same name */
             for (size_t h = 0; h < cfg->nheaders; h++) {
@@ -1563,6 +1630,9 @@ static int check_routes(struct pctx *pc)
         for (size_t j = 0; j < cfg->nroutes && !used; j++)
             for (size_t k = 0; k < cfg->routes[j].nheader_sets && !used; k++)
                 used = strcmp(cfg->routes[j].header_sets[k].name, cfg->header_sets[i].name) == 0;
+        for (size_t j = 0; j < cfg->nroutes && !used; j++)
+            for (size_t k = 0; k < cfg->routes[j].nrequest_header_sets && !used; k++)
+                used = strcmp(cfg->routes[j].request_header_sets[k].name, cfg->header_sets[i].name) == 0;
         if (!used)
             warn(pc, cfg->header_sets[i].line, "[headers %s]: no [route] uses it", cfg->header_sets[i].name);
     }
@@ -1572,10 +1642,10 @@ static int check_routes(struct pctx *pc)
 static int finish(struct pctx *pc)
 {
     static const struct px_header_conf defaults[] = {
-        {"Strict-Transport-Security", "max-age=63072000; includeSubDomains; preload"},
-        {"X-Frame-Options", "DENY"},
-        {"X-Content-Type-Options", "nosniff"},
-        {"X-XSS-Protection", "1; mode=block"},
+        {"Strict-Transport-Security", "max-age=63072000; includeSubDomains; preload", 0},
+        {"X-Frame-Options", "DENY", 0},
+        {"X-Content-Type-Options", "nosniff", 0},
+        {"X-XSS-Protection", "1; mode=block", 0},
     };
     struct px_config *cfg = pc->cfg;
 
@@ -1640,6 +1710,14 @@ static int finish(struct pctx *pc)
             if (g->name == NULL || g->value == NULL)
                 return fail(pc, 0, "out of memory");
         }
+    }
+    if (cfg->default_service) {
+        size_t i = 0;
+        while (i < cfg->nservices && strcmp(cfg->services[i].name, cfg->default_service) != 0)
+            i++;
+        if (i == cfg->nservices)
+            return fail(pc, pc->default_service_line, "default_service: no [service %s] section",
+                        cfg->default_service);
     }
     return check_routes(pc);
 }
@@ -1776,6 +1854,7 @@ void px_config_free(struct px_config *cfg)
     free(cfg->error_log);
     free(cfg->user);
     free(cfg->pid_file);
+    free(cfg->default_service);
     free(cfg->trusted_proxies);
 
     free(cfg->tls.certificate);
@@ -1818,6 +1897,9 @@ void px_config_free(struct px_config *cfg)
         for (size_t j = 0; j < r->nheader_sets; j++)
             free(r->header_sets[j].name);
         free(r->header_sets);
+        for (size_t j = 0; j < r->nrequest_header_sets; j++)
+            free(r->request_header_sets[j].name);
+        free(r->request_header_sets);
     }
     free(cfg->routes);
     for (size_t i = 0; i < cfg->nservices; i++) {

@@ -291,7 +291,7 @@ static size_t put_adds(struct adds ad, nghttp2_nv *nv, size_t n, char *lower, si
 {
     for (size_t j = 0; j < ad.n; j++) {
         const struct px_hdr_add *a = &ad.a[j];
-        if (present >> j & 1)
+        if ((present >> j & 1) || a->remove)
             continue;
         const char *ln = a->lname;
         if (ln == NULL) {
@@ -422,12 +422,15 @@ static int h2_resp_head(struct px_req *r, const struct px_h1_response *resp, siz
             continue;
         if (hd->name_len == 4 && PX_IEQ_LIT(hd->name, 4, "date"))
             has_date = 1;
+        int j = px_hdr_add_find(ad.a, ad.n, hd->name, hd->name_len);
+        if (j >= 0) {
+            if (ad.a[j].remove)
+                continue; /* "-X-Powered-By =" */
+            present |= (uint64_t)1 << j;
+        }
         char *ln = lower + used;
         px_lower_copy(ln, hd->name, hd->name_len);
         used += hd->name_len;
-        int j = px_hdr_add_find(ad.a, ad.n, hd->name, hd->name_len);
-        if (j >= 0)
-            present |= (uint64_t)1 << j;
         nv[n++] = NV(ln, hd->name_len, hd->value, hd->value_len);
     }
     if (!has_date) /* RFC 9110 6.6.1: the upstream's Date is kept, a missing one added */

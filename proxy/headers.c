@@ -182,6 +182,8 @@ int px_h1_write_request_head(struct evbuffer *out, const struct px_req_head *r, 
     size_t dflt_len = dflt ? strlen(dflt) : 0;
     size_t bound = head_len + r->target_len + r->host_len * 2 + dflt_len + f->xff_len + f->peer_ip_len +
                    f->client_ip_len + f->request_id_len + f->loop_len + 512;
+    for (size_t i = 0; i < f->nset; i++)
+        bound += f->set[i].name_len + f->set[i].value_len + 4;
     struct evbuffer_iovec v;
     if (evbuffer_reserve_space(out, (ev_ssize_t)bound, &v, 1) < 1)
         return -1;
@@ -226,6 +228,8 @@ int px_h1_write_request_head(struct evbuffer *out, const struct px_req_head *r, 
         case PX_HDR_OTHER:
             if (ct.n && conn_tokens_has(&ct, h->name, h->name_len))
                 continue;
+            if (f->nset && px_hdr_add_find(f->set, f->nset, h->name, h->name_len) >= 0)
+                continue; /* replaced below, or removed */
             break;
         default:
             if (hdr_flags[id] & (PX_HF_HOP | PX_HF_REQ_REPLACE))
@@ -260,6 +264,16 @@ int px_h1_write_request_head(struct evbuffer *out, const struct px_req_head *r, 
     }
     if (f->websocket)
         PUTL(p, "\r\nConnection: upgrade");
+    for (size_t i = 0; i < f->nset; i++) {
+        const struct px_hdr_add *a = &f->set[i];
+        if (a->remove)
+            continue;
+        PUTL(p, "\r\n");
+        PUT(p, a->name, a->name_len);
+        *p++ = ':';
+        *p++ = ' ';
+        PUT(p, a->value, a->value_len);
+    }
     PUTL(p, "\r\n\r\n");
     v.iov_len = (size_t)(p - (char *)v.iov_base);
     return evbuffer_commit_space(out, &v, 1);
@@ -374,7 +388,7 @@ static char *put_adds(char *p, const struct px_resp_opts *o, uint64_t present)
 {
     for (size_t i = 0; i < o->nadd; i++) {
         const struct px_hdr_add *a = &o->add[i];
-        if ((present >> i & 1) || (a->https_only && !o->is_https))
+        if ((present >> i & 1) || a->remove || (a->https_only && !o->is_https))
             continue;
         PUT(p, a->name, a->name_len);
         *p++ = ':';
@@ -428,8 +442,11 @@ int px_h1_write_response_head(struct evbuffer *out, const struct px_h1_response 
             if (h->name_len == 4 && PX_IEQ_LIT(h->name, 4, "date"))
                 has_date = 1;
             int j = px_hdr_add_find(o->add, o->nadd, h->name, h->name_len);
-            if (j >= 0)
+            if (j >= 0) {
+                if (o->add[j].remove)
+                    continue; /* "-X-Powered-By =" */
                 present |= (uint64_t)1 << j;
+            }
         }
         p = put_header(p, h);
     }

@@ -100,6 +100,7 @@ static void conf_part_free(struct conf_part *c)
     for (size_t i = 0; c->policies && i < c->cfg->nroutes; i++) {
         free((void *)c->policies[i].pub.zones);
         free((void *)c->policies[i].pub.adds);
+        free((void *)c->policies[i].pub.req_set);
         free(c->policies[i].suffix_lens);
     }
     free(c->policies);
@@ -152,6 +153,7 @@ static void add_of(struct px_hdr_add *a, const struct px_header_conf *h, char **
     a->value = h->value;
     a->value_len = strlen(h->value);
     a->https_only = strcasecmp(h->name, "strict-transport-security") == 0;
+    a->remove = h->remove;
     px_lower_copy(*lower, a->name, a->name_len);
     a->lname = *lower;
     *lower += a->name_len;
@@ -184,7 +186,32 @@ static int route_adds(const struct px_config *cfg, const struct px_route_conf *r
     return 0;
 }
 
-/* What [route] rc does: its zones and its response headers. */
+/* The route's request_headers sets as one list (the config guarantees no
+ * name twice and at most PX_MAX_ADD_HEADERS). No lowercase names: the
+ * upstream side is HTTP/1.1. */
+static int route_req_set(const struct px_config *cfg, const struct px_route_conf *rc, struct policy *rt)
+{
+    size_t n = 0;
+    struct px_hdr_add *set = calloc(PX_MAX_ADD_HEADERS, sizeof(*set));
+    if (set == NULL)
+        return -1;
+    for (size_t k = 0; k < rc->nrequest_header_sets; k++) {
+        const struct px_header_set_conf *hs = header_set(cfg, rc->request_header_sets[k].name);
+        for (size_t i = 0; hs && i < hs->nheaders && n < PX_MAX_ADD_HEADERS; i++) {
+            struct px_hdr_add *a = &set[n++];
+            a->name = hs->headers[i].name;
+            a->name_len = strlen(a->name);
+            a->value = hs->headers[i].value;
+            a->value_len = strlen(a->value);
+            a->remove = hs->headers[i].remove;
+        }
+    }
+    rt->pub.req_set = set;
+    rt->pub.nreq_set = n;
+    return 0;
+}
+
+/* What [route] rc does: its zones, its response headers and its request headers. */
 static int policy_make(struct conf_part *c, const struct px_route_conf *rc, struct policy *pol, char **lower,
                        char *err, size_t errlen)
 {
@@ -207,6 +234,8 @@ static int policy_make(struct conf_part *c, const struct px_route_conf *rc, stru
         }
     }
     if (rc->nheader_sets && route_adds(c->cfg, rc, pol, lower) < 0)
+        goto oom;
+    if (rc->nrequest_header_sets && route_req_set(c->cfg, rc, pol) < 0)
         goto oom;
     return 0;
 oom:
@@ -693,5 +722,10 @@ struct px_limits *px_routes_limits(const struct px_routes *r)
 const struct px_service *px_routes_match(const struct px_routes *r, const char *host, size_t host_len,
                                          const char *path, size_t path_len)
 {
-    return px_services_match(r->svcs, host, host_len, path, path_len);
+    const struct px_service *s = px_services_match(r->svcs, host, host_len, path, path_len);
+    /* nginx's default server: for a Host no service names (a named host
+     * whose prefixes miss the path stays 404, as its server block's) */
+    if (PX_UNLIKELY(s == NULL) && r->cfg->default_service && !px_services_names_host(r->svcs, host, host_len))
+        s = px_services_match_named(r->svcs, r->cfg->default_service, path, path_len);
+    return s;
 }

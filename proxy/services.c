@@ -476,3 +476,38 @@ const struct px_service *px_services_match(const struct px_services *t, const ch
     }
     return match_prefix(&t->any, path, path_len);
 }
+
+int px_services_names_host(const struct px_services *t, const char *host, size_t host_len)
+{
+    char h[256];
+    int hl = px_host_normalize(host, host_len, h, sizeof(h));
+    if (hl <= 0)
+        return 0;
+    size_t lo = 0, hi = t->nexact;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(h, t->exact[mid].key);
+        if (c == 0)
+            return 1;
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    for (size_t i = 0; i < t->nwild; i++) {
+        const struct host_entry *e = &t->wild[i];
+        if ((size_t)hl > e->key_len && memcmp(h + (size_t)hl - e->key_len, e->key, e->key_len) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+const struct px_service *px_services_match_named(const struct px_services *t, const char *name, const char *path,
+                                                 size_t path_len)
+{
+    const struct px_service *s = px_services_find(t, name);
+    if (s == NULL)
+        return NULL;
+    struct host_entry e = {.svcs = &s, .nsvcs = 1};
+    return match_prefix(&e, path, path_len);
+}

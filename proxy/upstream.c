@@ -112,6 +112,8 @@ static int write_head(struct px_req *r, struct evbuffer *out)
         .strip_expect = r->strip_expect,
         .loop = px_loop_token(&f_loop_len),
         .default_host = r->target ? r->target->addr.text : NULL,
+        .set = r->route ? r->route->req_set : NULL,
+        .nset = r->route ? r->route->nreq_set : 0,
     };
     f.loop_len = f_loop_len;
     return px_h1_write_request_head(out, r->q, r->head_bound, &f);

@@ -74,6 +74,7 @@ static void set_adds(struct px_worker *w)
         a->value = c->headers[i].value;
         a->value_len = strlen(a->value);
         a->https_only = strcasecmp(a->name, "strict-transport-security") == 0;
+        a->remove = c->headers[i].remove;
         a->lname = NULL;
         if (lower) {
             px_lower_copy(lower, a->name, a->name_len);

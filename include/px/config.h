@@ -49,6 +49,9 @@ struct px_route_conf {
     size_t nlimits;
     struct px_name_ref *header_sets; /* [headers NAME] sets, in the order given */
     size_t nheader_sets;
+    struct px_name_ref *request_header_sets; /* request_headers = : sets applied to the request sent
+                                              * upstream (nginx proxy_set_header), in the order given */
+    size_t nrequest_header_sets;
     int line;
 };
 
@@ -65,11 +68,14 @@ struct px_limit_conf {
 };
 
 struct px_header_conf {
-    char *name;
-    char *value;
+    char *name;              /* without the '-' of a removal */
+    char *value;             /* "" for a removal */
+    int remove;              /* "-NAME =": the header is removed (from the upstream's response, or
+                              * from the client's request in a request_headers set), never added */
 };
 
-/* A [headers NAME] section: added to the responses of the routes naming it. */
+/* A [headers NAME] section: added to the responses of the routes naming it
+ * (headers =), or applied to their requests sent upstream (request_headers =). */
 struct px_header_set_conf {
     char *name;
     struct px_header_conf *headers;
@@ -143,6 +149,8 @@ struct px_config {
     size_t ntrusted_proxies;
     int has_metrics_listen;
     struct px_addr metrics_listen;
+    char *default_service;   /* NULL = none; a [service] name: the service of a request whose Host no
+                              * service names (nginx's default server) */
 
     struct px_tls_conf tls;
 

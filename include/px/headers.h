@@ -57,19 +57,26 @@ struct px_fwd {
     size_t loop_len;
     int websocket;            /* keep Upgrade, send Connection: upgrade */
     int strip_expect;         /* proxyd answers 100-continue itself */
+    const struct px_hdr_add *set; /* the route's request_headers (nginx proxy_set_header): each
+                               * replaces the client's header of its name, or removes it (remove);
+                               * NULL/0 when the route names none (then no cost). Names are never
+                               * Host, framing, hop-by-hop or proxyd's own (the config checks) */
+    size_t nset;
 };
 
 /* Serialize the request head to send upstream (HTTP/1.1). */
 int px_h1_write_request_head(struct evbuffer *out, const struct px_req_head *r, size_t head_len,
                              const struct px_fwd *f);
 
-/* A response header proxyd adds unless the upstream sent the same name. */
+/* A response header proxyd adds unless the upstream sent the same name; or,
+ * with remove, a header taken out of the upstream's response (never added). */
 struct px_hdr_add {
     const char *name;
     size_t name_len;
     const char *value;
     size_t value_len;
     int https_only;
+    int remove;          /* "-NAME =" in a [headers] section */
     const char *lname;   /* name lowercased (HTTP/2 field name), or NULL */
 };
 

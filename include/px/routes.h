@@ -106,7 +106,8 @@ const struct px_services *px_routes_services(const struct px_routes *r);
 /* The service for a request: host (as sent: case-insensitive, ":port" and a
  * trailing dot ignored; NULL/empty = no host) by exact name, then the
  * longest "*.suffix", then catch-all; within each, the longest path_prefix
- * on a segment boundary. NULL when nothing matches. */
+ * on a segment boundary; then, for a host no service names, the config's
+ * default_service (when its path_prefix matches). NULL when nothing matches. */
 const struct px_service *px_routes_match(const struct px_routes *r, const char *host, size_t host_len,
                                          const char *path, size_t path_len);
 
@@ -123,6 +124,8 @@ struct px_route {
                                          * [headers] one of the same name); NULL when it names no set:
                                          * then [headers] alone, as for a request no route matches */
     size_t nadds;
+    const struct px_hdr_add *req_set;   /* its request_headers sets, merged (px_fwd.set); NULL: none */
+    size_t nreq_set;
 };
 
 /* The one [route] that applies to a request, as one nginx location does:

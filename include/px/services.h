@@ -124,5 +124,12 @@ const struct px_service *px_services_find(const struct px_services *t, const cha
  * the longest path_prefix on a segment boundary. NULL when nothing matches. */
 const struct px_service *px_services_match(const struct px_services *t, const char *host, size_t host_len,
                                            const char *path, size_t path_len);
+/* Whether a service names host (exactly or by "*.suffix"; host as sent,
+ * normalized as px_services_match does). Any thread, sealed table. */
+int px_services_names_host(const struct px_services *t, const char *host, size_t host_len);
+/* The service named name when path is under its path_prefix (the default
+ * service of a request no host matched), else NULL. Any thread, sealed table. */
+const struct px_service *px_services_match_named(const struct px_services *t, const char *name, const char *path,
+                                                 size_t path_len);
 
 #endif

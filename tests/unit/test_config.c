@@ -427,6 +427,25 @@ static void test_errors(void)
         {BASE "[headers]\nX-A =\n", "t.ini:4: X-A: empty header value"},
         {BASE "[headers]\nX-A = a\x01z\n", "t.ini:4: X-A: control character in header value (got \"a\\x01z\")"},
         {BASE "[headers]\nX-A = a\rz\n", "t.ini:4: X-A: control character in header value"},
+        /* removals ("-NAME ="), request_headers, default_service */
+        {BASE "[headers]\n-X-Powered-By = x\n", "t.ini:4: -X-Powered-By: a removal takes no value"},
+        {BASE "[headers]\n-Content-Length =\n", "t.ini:4: Content-Length: cannot be removed in [headers]"},
+        {BASE "[headers hide]\n-Transfer-Encoding =\n", "t.ini:4: Transfer-Encoding: cannot be removed in [headers hide]"},
+        {BASE "[headers]\n- =\n", "t.ini:4: -: missing header name to remove in [headers]"},
+        {BASE "[headers]\nX-A = 1\n-x-a =\n", "t.ini:5: x-a: duplicate header in [headers]"},
+        {BASE "[route /]\nrequest_headers = nope\n", "t.ini:4: request_headers: no [headers nope] section"},
+        {BASE "[headers up]\nX-Forwarded-Proto = https\n[route /]\nrequest_headers = up\n",
+         "t.ini:6: request_headers: X-Forwarded-Proto in [headers up] cannot be set on the request sent upstream "
+         "(proxyd sets it itself)"},
+        {BASE "[headers up]\n-Host =\n", "t.ini:4: Host: cannot be removed in [headers up]"},
+        {BASE "[headers up]\n-Expect =\n[route /]\nrequest_headers = up\n",
+         "t.ini:6: request_headers: -Expect in [headers up] cannot be removed on the request sent upstream "
+         "(Host, framing and hop-by-hop headers are proxyd's)"},
+        {BASE "[headers up]\nUpgrade = h2c\n", "t.ini:4: Upgrade: cannot be set in [headers up]"},
+        {BASE "[headers a]\nX-A = 1\n[headers b]\n-X-A =\n[route /]\nrequest_headers = a b\n",
+         "t.ini:8: request_headers: X-A is set by both [headers a] and [headers b]"},
+        {BASE "default_service = web\n", "t.ini:3: default_service: no [service web] section"},
+        {BASE "default_service = a/b\n", "t.ini:3: default_service: name may contain only"},
         /* [limit NAME] */
         {BASE "[limit api]\nburst = 5\n", "t.ini:3: rate: required in [limit api]"},
         {BASE "[limit api]\nrate = 10r/h\n", "t.ini:4: rate: must be Nr/s or Nr/m"},
@@ -684,6 +703,31 @@ static void test_headers_section(void)
             CHECK_STR(cfg->headers[0].name, "X-B");
             CHECK_STR(cfg->headers[1].value, "a\tb");
             CHECK_STR(cfg->headers[2].value, "max-age=1");
+        }
+        px_config_free(cfg);
+    }
+    /* a removal, and a set applied to requests; default_service */
+    cfg = load_ok(BASE "default_service = app\n[headers]\n-X-Powered-By =\nX-A = 1\n[headers up]\nX-Api = gw\n-Cookie =\n"
+                       "[route /api/]\nrequest_headers = up\n[service app]\ntargets = 127.0.0.1:1\n");
+    CHECK(cfg != NULL);
+    if (cfg) {
+        CHECK_STR(cfg->default_service, "app");
+        CHECK_INT(cfg->nheaders, 2);
+        if (cfg->nheaders == 2) {
+            CHECK_STR(cfg->headers[0].name, "X-Powered-By");
+            CHECK_STR(cfg->headers[0].value, "");
+            CHECK_INT(cfg->headers[0].remove, 1);
+            CHECK_INT(cfg->headers[1].remove, 0);
+        }
+        CHECK_INT(cfg->nroutes, 1);
+        if (cfg->nroutes == 1) {
+            CHECK_INT(cfg->routes[0].nrequest_header_sets, 1);
+            CHECK_INT(cfg->routes[0].nheader_sets, 0);
+        }
+        CHECK_INT(cfg->nheader_sets, 1);
+        if (cfg->nheader_sets == 1 && cfg->header_sets[0].nheaders == 2) {
+            CHECK_STR(cfg->header_sets[0].headers[1].name, "Cookie");
+            CHECK_INT(cfg->header_sets[0].headers[1].remove, 1);
         }
         px_config_free(cfg);
     }

@@ -178,9 +178,9 @@ static void test_request_head_trusted_ws_absolute(void)
 }
 
 static const struct px_hdr_add adds[] = {
-    {"Strict-Transport-Security", 25, "max-age=1", 9, 1, NULL},
-    {"X-Frame-Options", 15, "DENY", 4, 0, NULL},
-    {"X-Content-Type-Options", 22, "nosniff", 7, 0, NULL},
+    {"Strict-Transport-Security", 25, "max-age=1", 9, 1, 0, NULL},
+    {"X-Frame-Options", 15, "DENY", 4, 0, 0, NULL},
+    {"X-Content-Type-Options", 22, "nosniff", 7, 0, 0, NULL},
 };
 
 static void test_response_head(void)
@@ -286,8 +286,61 @@ static void test_date_lines(void)
     evbuffer_free(b);
 }
 
+/* request_headers: a set header replaces the client's (any case), a
+ * removal drops it; the rest passes. "-X-Powered-By =": the upstream's
+ * header is dropped and never added, on proxyd's own responses too. */
+static void test_set_and_remove(void)
+{
+    static const struct px_hdr_add set[] = {
+        {"X-Api-Gateway", 13, "proxyd", 6, 0, 0, NULL},
+        {"Cookie", 6, "", 0, 0, 1, NULL},
+    };
+    const char *in = "GET /api HTTP/1.1\r\nHost: a\r\nx-api-gateway: evil\r\nCookie: s=1\r\nAccept: */*\r\n\r\n";
+    struct px_req_head r;
+    int n = px_h1_parse_request(in, strlen(in), &r);
+    CHECK_INT(n, (int)strlen(in));
+    struct evbuffer *b = evbuffer_new();
+    struct px_fwd f = fwd();
+    f.set = set;
+    f.nset = 2;
+    CHECK_INT(px_h1_write_request_head(b, &r, (size_t)n, &f), 0);
+    char *out = drain_str(b);
+    CHECK_STR(out, "GET /api HTTP/1.1\r\n"
+                   "Host: a\r\n"
+                   "Accept: */*\r\n"
+                   "X-Forwarded-For: 127.0.0.1\r\n"
+                   "X-Real-IP: 10.1.2.3\r\n"
+                   "X-Forwarded-Proto: http\r\n"
+                   "X-Forwarded-Host: a\r\n"
+                   "X-Request-ID: abc\r\n"
+                   "X-Request-Start: t=1700000000123\r\n"
+                   "X-Api-Gateway: proxyd\r\n\r\n");
+    free(out);
+
+    static const struct px_hdr_add hide[] = {
+        {"X-Frame-Options", 15, "DENY", 4, 0, 0, NULL},
+        {"X-Powered-By", 12, "", 0, 0, 1, NULL},
+    };
+    const char *resp_in = "HTTP/1.1 200 OK\r\nx-powered-by: Next.js\r\nContent-Length: 0\r\n\r\n";
+    struct px_h1_response resp;
+    n = px_h1_parse_response(resp_in, strlen(resp_in), &resp);
+    CHECK_INT(n, (int)strlen(resp_in));
+    struct px_resp_opts o = {.client_minor = 1, .keep_alive = 1, .add = hide, .nadd = 2};
+    CHECK_INT(px_h1_write_response_head(b, &resp, (size_t)n, &o), 0);
+    out = drain_str(b);
+    CHECK_STR(out, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Frame-Options: DENY\r\n\r\n");
+    free(out);
+    px_h1_write_local_response(b, 404, "x", 1, 0, &o, NULL, 0);
+    out = drain_str(b);
+    CHECK(strstr(out, "X-Frame-Options: DENY\r\n") != NULL);
+    CHECK(strstr(out, "X-Powered-By") == NULL);
+    free(out);
+    evbuffer_free(b);
+}
+
 int main(void)
 {
+    UNIT_RUN(test_set_and_remove);
     UNIT_RUN(test_lookup);
     UNIT_RUN(test_request_head);
     UNIT_RUN(test_request_head_loop_token);
