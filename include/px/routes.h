@@ -123,6 +123,7 @@ struct px_route {
                                          * [headers] one of the same name); NULL when it names no set:
                                          * then [headers] alone, as for a request no route matches */
     size_t nadds;
+    int no_access_log;                  /* access_log = off: its requests are not logged */
 };
 
 /* The one [route] that applies to a request, as one nginx location does:
