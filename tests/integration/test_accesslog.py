@@ -274,6 +274,43 @@ class Hostile(ProxyTestCase):
         self.assertEqual((fields[1][6], fields[1][7]), ("-", "-"))
 
 
+class HostileH2(ProxyTestCase):
+    def test_http2_values_json_and_combined(self):
+        """HTTP/2 fields carry what HTTP/1 cannot (no Host grammar, any
+        obs-text): each stream's line parses, in both formats, and gives the
+        bytes back."""
+        from harness import H2Client
+        b = self.backend(RecordingBackend, response=respond, parse_errors_ok=True)
+        ua = b'h2 "ua" \\ \x80\xff\t}{"status":1'
+        path = b'/h2"\\x\x80\xff?q="1"'
+        for fmt in ("json", "combined"):
+            p = self.proxy("[proxy]\nlisten_https = 127.0.0.1:0\nredirect_https = no\naccess_log_format = %s\n" % fmt
+                           + tls_config() + "[service web]\ntargets = %s\nlog_request_headers = X-H\n" % b.addr)
+            with H2Client(p.https_port, validate=False) as c:
+                # bytes go out as they are (str would be UTF-8 encoded)
+                s = c.wait_stream(c.request("GET", path, authority="h'o(s)t.test",
+                                            headers=[(b"user-agent", ua), (b"referer", ua), (b"x-h", ua)]))
+                self.assertIsNotNone(s.status, s)
+            self.assertTrue(wait_until(lambda: len(raw_lines(p.access_log_path)) >= 1, 5.0))
+            time.sleep(0.1)
+            lines = raw_lines(p.access_log_path)
+            self.assertEqual(len(lines), 1, lines)
+            self.assertTrue(all(0x20 <= ch < 0x7f for ch in lines[0]), lines)
+            if fmt == "json":
+                e = json.loads(lines[0])
+                self.assertEqual(e["path"].encode("latin-1"), path)
+                self.assertEqual(e["host"], "h'o(s)t.test")
+                self.assertEqual(e["user_agent"].encode("latin-1"), ua)
+                self.assertEqual(e["req_x_h"].encode("latin-1"), ua)
+                self.assertEqual(e["status"], s.status)
+            else:
+                f = combined_lines(p.access_log_path)[0]
+                self.assertEqual(unescape(f[3]), b"GET " + path + b" HTTP/2.0")
+                self.assertEqual((unescape(f[6]), unescape(f[7])), (ua, ua))
+                self.assertEqual(f[4], str(s.status))
+            p.close()
+
+
 class Nginx:
     """Debian's nginx on loopback in front of the same backend, logging
     `combined`."""
