@@ -624,7 +624,7 @@ static void access_log(const struct px_req *r)
         .nfields = nf,
     };
     enum px_access_format fmt = (enum px_access_format)cfg->access_log_format;
-    char stackbuf[4096];
+    char stackbuf[16384]; /* the bound is loose (6 per escapable byte): most lines fit */
     size_t n = px_access_log_format(fmt, &e, stackbuf, sizeof(stackbuf));
     if (n <= sizeof(stackbuf)) {
         px_worker_access_log(w, stackbuf, n);
