@@ -165,6 +165,7 @@ static void h_deploy(struct px_ctl_env *env, struct ctl_conn *c, const json_t *i
         }
     }
     const char *targets[PX_CTL_ARRAY_MAX], *hosts[PX_CTL_ARRAY_MAX];
+    const char *lreq[PX_CTL_ARRAY_MAX], *lresp[PX_CTL_ARRAY_MAX];
     struct px_deploy_spec q = {
         .service = px_ctl_arg_str(args, "service", NULL),
         .targets = targets,
@@ -180,6 +181,12 @@ static void h_deploy(struct px_ctl_env *env, struct ctl_conn *c, const json_t *i
         .drain_timeout_ms = (uint64_t)px_ctl_arg_int(args, "drain_timeout_ms", PX_CTL_DEFAULT_DRAIN_TIMEOUT_MS),
         .force = px_ctl_arg_bool(args, "force", 0),
         .tls = px_ctl_arg_bool(args, "tls", 0),
+        .log_request_headers = lreq,
+        .nlog_request_headers = strings(args, "log_request_headers", lreq, PX_CTL_ARRAY_MAX),
+        .log_request_headers_given = json_object_get(args, "log_request_headers") != NULL,
+        .log_response_headers = lresp,
+        .nlog_response_headers = strings(args, "log_response_headers", lresp, PX_CTL_ARRAY_MAX),
+        .log_response_headers_given = json_object_get(args, "log_response_headers") != NULL,
     };
     begin_op(c, id);
     if (q.tls) {

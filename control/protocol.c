@@ -130,6 +130,11 @@ static const struct px_ctl_arg deploy_args[] = {
     {"force", PX_CTL_ARG_BOOL, 0, "force", NULL, "switch without waiting for health checks", NULL},
     {"tls", PX_CTL_ARG_BOOL, 0, "tls", NULL,
      "obtain and renew a certificate for the hosts (ACME, in the background after the deploy)", NULL},
+    {"log_request_headers", PX_CTL_ARG_STRINGS, 0, "log-request-header", "NAME",
+     "log this request header as req_NAME (repeat; default Cache-Control Last-Modified User-Agent)",
+     px_parse_check_header_name},
+    {"log_response_headers", PX_CTL_ARG_STRINGS, 0, "log-response-header", "NAME",
+     "log this response header as resp_NAME (repeat; default none)", px_parse_check_header_name},
 };
 
 static const struct px_ctl_arg service_args[] = {ARG_SERVICE};

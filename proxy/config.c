@@ -26,6 +26,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "px/accesslog.h"
 #include "px/common.h"
 #include "px/headers.h"
 #include "px/log.h"
@@ -554,6 +555,62 @@ static const char *set_hosts(struct pctx *pc, void *base, const char *v)
     return NULL;
 }
 
+/* log_request_headers / log_response_headers: header names, space-separated. */
+static const char *parse_log_headers(struct pctx *pc, const char *v, char ***out, size_t *nout)
+{
+    char **list = NULL, **g;
+    size_t n = 0;
+    char tok[TOK_MAX];
+    const char *err = NULL;
+    int r;
+
+    while ((r = next_tok(&v, LIST_SEPS, tok, sizeof(tok))) != 0) {
+        snprintf(pc->bad, sizeof(pc->bad), "%s", r < 0 ? "" : tok);
+        if (r < 0 || (err = px_parse_check_header_name(tok)) != NULL || n == PX_LOG_HEADERS_MAX) {
+            err = err ? err : r < 0 ? "header name too long" : "at most 16 headers";
+            px_strv_free(list, n);
+            return err;
+        }
+        if ((g = grow(list, n, sizeof(*list))) == NULL || (list = g, (g[n] = strdup(tok)) == NULL)) {
+            px_strv_free(list, n);
+            return "out of memory";
+        }
+        n++;
+    }
+    pc->bad[0] = '\0';
+    *out = list;
+    *nout = n;
+    return NULL;
+}
+
+static const char *set_log_request_headers(struct pctx *pc, void *base, const char *v)
+{
+    struct px_service_conf *s = base;
+    px_strv_free(s->log_request_headers, s->nlog_request_headers);
+    s->log_request_headers = NULL, s->nlog_request_headers = 0;
+    return parse_log_headers(pc, v, &s->log_request_headers, &s->nlog_request_headers);
+}
+
+static const char *set_log_response_headers(struct pctx *pc, void *base, const char *v)
+{
+    struct px_service_conf *s = base;
+    px_strv_free(s->log_response_headers, s->nlog_response_headers);
+    s->log_response_headers = NULL, s->nlog_response_headers = 0;
+    return parse_log_headers(pc, v, &s->log_response_headers, &s->nlog_response_headers);
+}
+
+static const char *set_access_log_format(struct pctx *pc, void *base, const char *v)
+{
+    struct px_config *cfg = base;
+    if (strcmp(v, "json") == 0)
+        cfg->access_log_format = PX_ACCESS_JSON;
+    else if (strcmp(v, "combined") == 0)
+        cfg->access_log_format = PX_ACCESS_COMBINED;
+    else
+        return "must be json or combined";
+    return NULL;
+}
+
 static const char *set_domains(struct pctx *pc, void *base, const char *v)
 {
     struct px_acme_conf *a = base;
@@ -907,6 +964,8 @@ static const struct keydef proxy_keys[] = {
     KFN("trusted_proxies", set_trusted_proxies, "", 0),
     KADDR("metrics_listen", P(metrics_listen), P(has_metrics_listen)),
     KFN("default_service", set_default_service, "", 0),
+    KFN("access_log_format", set_access_log_format, "json", 0),
+    KBOOL("health_log", P(health_log), "yes"),
 };
 #undef P
 
@@ -941,6 +1000,7 @@ static const struct keydef route_keys[] = {
     KFN("limit", set_route_limits, NULL, KF_REPEAT),
     KFN("headers", set_route_headers, NULL, KF_REPEAT),
     KFN("request_headers", set_route_request_headers, NULL, KF_REPEAT),
+    KBOOL("access_log", offsetof(struct px_route_conf, access_log), "on"),
 };
 
 #define S(f) offsetof(struct px_service_conf, f)
@@ -954,6 +1014,8 @@ static const struct keydef service_keys[] = {
      .max = 3600 * 1000, .def = "1s"},
     {.name = "health_check_timeout", .type = K_DURATION, .off = S(health_check_timeout_ms), .min = 100,
      .max = 3600 * 1000, .def = "5s"},
+    KFN("log_request_headers", set_log_request_headers, "Cache-Control Last-Modified User-Agent", 0),
+    KFN("log_response_headers", set_log_response_headers, "", 0),
 };
 #undef S
 
@@ -1909,6 +1971,8 @@ void px_config_free(struct px_config *cfg)
         free(s->path_prefix);
         free(s->targets);
         free(s->health_check_path);
+        px_strv_free(s->log_request_headers, s->nlog_request_headers);
+        px_strv_free(s->log_response_headers, s->nlog_response_headers);
     }
     free(cfg->services);
 
@@ -1937,6 +2001,10 @@ enum px_err px_config_add_service(struct px_services *t, const struct px_service
         .health_checks = sc->health_checks,
         .health_check_interval_ms = sc->health_check_interval_ms,
         .health_check_timeout_ms = sc->health_check_timeout_ms,
+        .log_request_headers = (const char *const *)sc->log_request_headers,
+        .nlog_request_headers = sc->nlog_request_headers,
+        .log_response_headers = (const char *const *)sc->log_response_headers,
+        .nlog_response_headers = sc->nlog_response_headers,
     };
     return px_services_add(t, &sp, err, errlen);
 }

@@ -104,6 +104,12 @@ static const char *to_spec(const struct px_state_service *s, struct px_service_s
     spec->health_checks = 1; /* deployed: its path passed once, it is watched from then on */
     spec->health_check_interval_ms = s->interval_ms;
     spec->health_check_timeout_ms = s->timeout_ms;
+    spec->log_request_headers = s->log_request_headers ? (const char *const *)s->log_request_headers
+                                                       : px_log_request_headers_default;
+    spec->nlog_request_headers = s->log_request_headers ? s->nlog_request_headers
+                                                        : PX_ARRAY_LEN(px_log_request_headers_default);
+    spec->log_response_headers = (const char *const *)s->log_response_headers;
+    spec->nlog_response_headers = s->nlog_response_headers;
     return NULL;
 }
 
@@ -690,12 +696,24 @@ static int from_config(const struct px_deployer *d, const char *name, struct px_
         out->previous = calloc(1, sizeof(char *));
         out->interval_ms = sc->health_check_interval_ms;
         out->timeout_ms = sc->health_check_timeout_ms;
-        return out->name && out->hosts && out->path_prefix && out->health_check_path && out->active &&
+        out->log_request_headers = px_strv_dup((const char *const *)sc->log_request_headers, sc->nlog_request_headers);
+        out->nlog_request_headers = sc->nlog_request_headers;
+        out->log_response_headers = px_strv_dup((const char *const *)sc->log_response_headers, sc->nlog_response_headers);
+        out->nlog_response_headers = sc->nlog_response_headers;
+        return out->log_request_headers && out->log_response_headers && out->name && out->hosts && out->path_prefix && out->health_check_path && out->active &&
                        out->previous
                    ? 0
                    : -1;
     }
     return -1;
+}
+
+static void log_headers_move(char ***dst, size_t *ndst, char ***src, size_t *nsrc)
+{
+    *dst = *src;
+    *ndst = *nsrc;
+    *src = NULL;
+    *nsrc = 0;
 }
 
 void px_deploy(struct px_deployer *d, const struct px_deploy_spec *q, px_deploy_progress_cb pr,
@@ -745,9 +763,26 @@ void px_deploy(struct px_deployer *d, const struct px_deploy_spec *q, px_deploy_
     s->deploy_timeout_ms = q->deploy_timeout_ms          ? q->deploy_timeout_ms
                            : have && cur.deploy_timeout_ms ? cur.deploy_timeout_ms
                                                          : 30000;
+    /* the log headers given, else the service's (NULL: the defaults) */
+    if (q->log_request_headers_given) {
+        s->log_request_headers = px_strv_dup(q->log_request_headers, q->nlog_request_headers);
+        s->nlog_request_headers = s->log_request_headers ? q->nlog_request_headers : 0;
+    } else if (have) {
+        log_headers_move(&s->log_request_headers, &s->nlog_request_headers, &cur.log_request_headers,
+                         &cur.nlog_request_headers);
+    }
+    if (q->log_response_headers_given) {
+        s->log_response_headers = px_strv_dup(q->log_response_headers, q->nlog_response_headers);
+        s->nlog_response_headers = s->log_response_headers ? q->nlog_response_headers : 0;
+    } else if (have) {
+        log_headers_move(&s->log_response_headers, &s->nlog_response_headers, &cur.log_response_headers,
+                         &cur.nlog_response_headers);
+    }
+    int lh_nomem = (q->log_request_headers_given && s->log_request_headers == NULL) ||
+                   (q->log_response_headers_given && s->log_response_headers == NULL);
     if (have)
         px_state_service_clear(&cur);
-    if (s->name == NULL || s->hosts == NULL || s->path_prefix == NULL || s->health_check_path == NULL ||
+    if (lh_nomem || s->name == NULL || s->hosts == NULL || s->path_prefix == NULL || s->health_check_path == NULL ||
         s->active == NULL || s->previous == NULL) {
         done(arg, PX_E_INTERNAL, "out of memory", NULL);
         px_state_service_clear(s);

@@ -168,6 +168,7 @@ static void h1_respond(struct px_req *r, int status, const char *body, size_t le
     struct px_resp_opts o;
     resp_opts(h, r, &o, hr->hreq.minor_version);
     int head = r->method == PX_METHOD_HEAD;
+    size_t out0 = evbuffer_get_length(c->s.out);
     int rc = px_h1_write_local_response(c->s.out, status, body, len, head, &o, xp, xlen);
     if (xp != xbuf)
         free(xp);
@@ -180,7 +181,8 @@ static void h1_respond(struct px_req *r, int status, const char *body, size_t le
         return;
     }
     r->status = status;
-    r->bytes_out = head ? 0 : len;
+    r->body_out = head ? 0 : len;
+    r->bytes_out += evbuffer_get_length(c->s.out) - out0; /* head and body (after a 100 Continue) */
     r->resp_started = 1;
     finish_request(h, 1);
 }
@@ -206,11 +208,29 @@ static struct px_req_origin h1_origin(struct px_h1conn *h, size_t head_bound)
     return o;
 }
 
-/* A head that could not be parsed: there is no request to speak of. */
-static void respond_bad_head(struct px_h1conn *h, int status)
+/* A head that could not be parsed: there is no request to speak of. Its
+ * first line (up to 2 KiB) is kept as the access log's request line, as
+ * nginx logs it. */
+static void respond_bad_head(struct px_h1conn *h, int status, const char *buf, size_t n)
 {
     struct px_conn *c = h->c;
     struct px_h1req *hr = h->hr;
+    size_t line = 0;
+    while (line < n && line < 2048 && buf[line] != '\r' && buf[line] != '\n')
+        line++;
+    if (line && hr->head_cap < line) {
+        char *nh = realloc(hr->head, line);
+        if (nh) {
+            hr->head = nh;
+            hr->head_cap = line;
+        } else {
+            line = 0;
+        }
+    }
+    if (line)
+        memcpy(hr->head, buf, line);
+    hr->hreq.target = hr->head;
+    hr->hreq.target_len = line;
     hr->hreq.method = "";
     hr->hreq.method_len = 0;
     hr->hreq.method_id = PX_METHOD_OTHER;
@@ -307,6 +327,7 @@ static void read_body(struct px_h1conn *h)
         if (hr->body_mode == PX_BODY_LENGTH) {
             size_t n = avail < hr->body_left ? avail : (size_t)hr->body_left;
             hr->body_left -= n;
+            r->bytes_in += n;
             if (px_upstream_body(r, c->s.in, n, hr->body_left == 0))
                 h->body_paused = 1;
             continue;
@@ -339,6 +360,7 @@ static void read_body(struct px_h1conn *h)
             }
             return;
         }
+        r->bytes_in += scanned;
         if (px_upstream_body(r, c->s.in, scanned, done))
             h->body_paused = 1;
     }
@@ -387,6 +409,7 @@ static void start_request(struct px_h1conn *h, size_t head_len)
     struct px_req_origin o = h1_origin(h, head_len);
     o.has_body = q->chunked || q->content_length > 0;
     int rc = px_req_begin(r, w, &h1_ops, h, &o);
+    r->bytes_in = head_len;
     hr->body_total = 0;
     hr->expect_sent = 0;
     h->state = H1_ACTIVE;
@@ -423,6 +446,7 @@ static void h1_proceed(struct px_req *r)
         return;
     if (q->expect_continue && q->minor_version == 1 && evbuffer_get_length(c->s.in) == 0) {
         evbuffer_add(c->s.out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        r->bytes_out += 25;
         hr->expect_sent = 1;
         px_sock_flush(&c->s);
     }
@@ -482,7 +506,7 @@ static void read_head(struct px_h1conn *h)
         int rc = px_h1_parse_request(buf, n, &h->hr->hreq);
         if (rc == PX_H1_INCOMPLETE) {
             if (len >= limit) {
-                respond_bad_head(h, 431);
+                respond_bad_head(h, 431, buf, n);
                 return;
             }
             if (c->s.eof || c->s.error) {
@@ -495,7 +519,7 @@ static void read_head(struct px_h1conn *h)
             return;
         }
         if (rc < 0) {
-            respond_bad_head(h, -rc);
+            respond_bad_head(h, -rc, buf, n);
             return;
         }
         start_request(h, (size_t)rc);
@@ -574,6 +598,7 @@ static int h1_resp_head(struct px_req *r, const struct px_h1_response *resp, siz
     if (px_h1_write_response_head(c->s.out, resp, head_len, &o) < 0)
         return -1;
     hr->resp_end = evbuffer_get_length(c->s.out);
+    r->bytes_out += hr->resp_end - hr->resp_mark;
     /* With body bytes right behind, head and body leave in one write; a
      * head alone (a streaming or slow response) must not wait for them. */
     if (!r->resp_more && px_sock_flush(&c->s) < 0)
@@ -590,6 +615,7 @@ static int h1_resp_retract(struct px_req *r)
     /* Unchanged length after the head: no byte of it was written. */
     if (evbuffer_get_length(out) != hr->resp_end || c->s.error)
         return -1;
+    r->bytes_out -= hr->resp_end - hr->resp_mark;
     if (hr->resp_mark == 0) {
         evbuffer_drain(out, hr->resp_end);
         return 0;
@@ -610,6 +636,7 @@ static int h1_resp_body(struct px_req *r, struct evbuffer *src, size_t len)
     struct px_conn *c = h->c;
     px_buf_move(c->s.out, src, len);
     r->bytes_out += len;
+    r->body_out += len;
     if (px_sock_flush(&c->s) < 0)
         return 1; /* the error surfaces in conn_run */
     if (evbuffer_get_length(c->s.out) > PX_CLIENT_OUT_HIGH) {

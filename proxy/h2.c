@@ -57,6 +57,7 @@ struct h2s {
     struct h2hdr hdr[PX_H1_MAX_HEADERS];
     uint32_t nhdr;
     uint32_t hdr_size;                /* decoded header list size, RFC 7541 4.1 (stored or not) */
+    uint32_t head_in;                 /* decoded field bytes, name + value (the access log's bytes_in) */
     char *buf;                        /* header bytes; q's slices point here */
     uint32_t buflen, bufcap;
     int32_t method_o, path_o, auth_o; /* offsets of pseudo-header values (-1: absent) */
@@ -138,6 +139,7 @@ static struct h2s *stream_new(struct px_h2 *h, int32_t id)
     s->id = id;
     s->nhdr = 0;
     s->hdr_size = 0;
+    s->head_in = 0;
     s->buf = buf;
     s->bufcap = cap;
     s->buflen = 0;
@@ -316,6 +318,15 @@ static void status_digits(char st[4], int status)
     st[3] = '\0';
 }
 
+/* A response head's size as bytes_out counts it: each field's name + value. */
+static uint64_t nv_bytes(const nghttp2_nv *nv, size_t n)
+{
+    uint64_t b = 0;
+    for (size_t i = 0; i < n; i++)
+        b += nv[i].namelen + nv[i].valuelen;
+    return b;
+}
+
 static size_t adds_len(struct adds ad)
 {
     size_t n = 0;
@@ -377,7 +388,8 @@ static void h2_respond(struct px_req *r, int status, const char *body, size_t le
     s->resp_eof = 1;
     s->wait_ms = px_now_ms();
     s->r.status = status;
-    s->r.bytes_out = head ? 0 : len;
+    s->r.body_out = head ? 0 : len;
+    s->r.bytes_out += nv_bytes(nv, n) + s->r.body_out;
     s->r.resp_started = 1;
     s->r.done = 1;
     nghttp2_data_provider prd = {.source.ptr = s, .read_callback = data_read};
@@ -437,6 +449,7 @@ static int h2_resp_head(struct px_req *r, const struct px_h1_response *resp, siz
         nv[n++] = NV("date", 4, px_req_date(w), PX_HTTP_DATE_LEN);
     n = put_adds(ad, nv, n, lower, &used, present);
     int body = r->resp.mode != PX_BODY_NONE;
+    r->bytes_out += nv_bytes(nv, n);
     nghttp2_data_provider prd = {.source.ptr = s, .read_callback = data_read};
     int rv = nghttp2_submit_response(h->ng, s->id, nv, n, body ? &prd : NULL); /* copies nv */
     if (lower != stackbuf)
@@ -460,6 +473,7 @@ static int h2_resp_body(struct px_req *r, struct evbuffer *src, size_t len)
     px_buf_move(s->resp, src, len);
     h->buffered += len;
     r->bytes_out += len;
+    r->body_out += len;
     if (s->deferred) {
         s->deferred = 0;
         nghttp2_session_resume_data(h->ng, s->id);
@@ -638,6 +652,7 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
     if (s == NULL)
         return 0;
     size_t max = h->w->cfg->max_header_size;
+    s->head_in += (uint32_t)(nl + vl);
     s->hdr_size += (uint32_t)(nl + vl + 32 < 2 * max ? nl + vl + 32 : 2 * max);
     if (s->hdr_size > 2 * max) {
         /* Twice the limit is no client with big cookies but a header block
@@ -808,6 +823,7 @@ static void dispatch(struct px_h2 *h, struct h2s *s, int end_stream)
         .has_body = !end_stream,
     };
     int rc = px_req_begin(r, h->w, &h2_ops, s, &o);
+    r->bytes_in = s->head_in;
     s->body_done = end_stream;
     if (rc < 0) {
         px_req_respond(r, 500, NULL, 0);
@@ -883,6 +899,7 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
     }
     const struct px_config *cfg = h->w->cfg;
     s->body_in += len;
+    s->r.bytes_in += len;
     if (cfg->max_body_size && s->body_in > cfg->max_body_size) {
         nghttp2_session_consume(ng, id, len);
         px_upstream_abort(&s->r);

@@ -135,6 +135,21 @@ const char *px_parse_check_name(const char *v)
     return NULL;
 }
 
+const char *px_parse_check_header_name(const char *v)
+{
+    size_t n = strlen(v);
+
+    if (n == 0 || n > 64)
+        return "a header name must be 1..64 characters";
+    for (; *v; v++) {
+        unsigned char c = (unsigned char)*v;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              (c && strchr("!#$%&'*+-.^_`|~", c))))
+            return "not a header name (letters, digits and !#$%&'*+-.^_`|~)";
+    }
+    return NULL;
+}
+
 const char *px_parse_check_path(const char *v)
 {
     if (v[0] != '/')

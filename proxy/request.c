@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <sys/time.h>
 #include <time.h>
@@ -135,6 +136,12 @@ int px_req_begin(struct px_req *r, struct px_worker *w, const struct px_down_ops
         } else if (h->name_len == 8 && PX_IEQ_LIT(h->name, 8, "cdn-loop")) {
             if (loop_seen(h->value, h->value_len))
                 r->looped = 1;
+        } else if (h->name_len == 10 && r->ua == NULL && PX_IEQ_LIT(h->name, 10, "user-agent")) {
+            r->ua = h->value; /* the access log's */
+            r->ua_len = (uint32_t)h->value_len;
+        } else if (h->name_len == 7 && r->referer == NULL && PX_IEQ_LIT(h->name, 7, "referer")) {
+            r->referer = h->value;
+            r->referer_len = (uint32_t)h->value_len;
         } else if (h->name_len == 15 && PX_IEQ_LIT(h->name, 15, "x-forwarded-for")) {
             if (r->xff == NULL) {
                 r->xff = h->value;
@@ -219,6 +226,7 @@ static int shortcuts(struct px_req *r, const struct px_config *cfg)
     const struct px_req_head *q = r->q;
     if (cfg->health_path[0] && (r->method == PX_METHOD_GET || r->method == PX_METHOD_HEAD) &&
         path_is(q, cfg->health_path, 0)) {
+        r->health = 1;
         px_req_respond(r, 200, "healthy\n", 8);
         return 1;
     }
@@ -377,6 +385,7 @@ void px_req_dispatch(struct px_req *r)
         r->step = PX_STEP_UPSTREAM;
         /* fall through */
     case PX_STEP_UPSTREAM: {
+        r->up_start_us = px_now_us(); /* the access log's upstream_ms */
         int status = px_upstream_start(r);
         if (status) {
             px_req_respond(r, status, NULL, 0);
@@ -487,8 +496,9 @@ void px_req_finish(struct px_req *r)
         px_upstream_abort(r);
     if (w == NULL)
         return; /* never begun (a connection closed before its first request line) */
-    px_stats_request(px_stats_of(w->id), r->proto, r->status, r->bytes_out, r->limited != NULL);
-    if (r->status && px_log_access_enabled())
+    px_stats_request(px_stats_of(w->id), r->proto, r->status, r->bytes_in, r->bytes_out, r->limited != NULL);
+    if (r->status && px_log_access_enabled() && !(r->route && r->route->no_access_log) &&
+        !(r->health && !px_routes_config(r->routes)->health_log))
         access_log(r);
     if (r->routes) {
         px_routes_unpin(r->routes, w->id);
@@ -554,9 +564,34 @@ static void access_log(const struct px_req *r)
 {
     struct px_worker *w = r->w;
     const struct px_req_head *q = r->q;
+    const struct px_config *cfg = px_routes_config(r->routes);
+    const struct px_service *svc = r->svc;
+    uint64_t now = px_now_us();
+    /* the service's log headers: looked up only when it names some */
+    struct px_access_field fields[2 * PX_LOG_HEADERS_MAX];
+    size_t nf = 0;
+    for (size_t i = 0; svc && i < svc->nlog_req; i++) {
+        const struct px_log_header *lh = &svc->log_headers[i];
+        struct px_access_field *f = &fields[nf++];
+        *f = (struct px_access_field){lh->key, lh->key_len, NULL, 0};
+        for (size_t k = 0; k < q->nheaders; k++) {
+            const struct px_h1_header *h = &q->headers[k];
+            if (h->name_len == lh->name_len && strncasecmp(h->name, lh->name, lh->name_len) == 0) {
+                f->value = h->value;
+                f->value_len = h->value_len;
+                break;
+            }
+        }
+    }
+    for (size_t i = 0; svc && r->upstream_status && i < svc->nlog_resp; i++) {
+        const struct px_log_header *lh = &svc->log_headers[svc->nlog_req + i];
+        if (r->resp_log_len[i] != 0xffff)
+            fields[nf++] = (struct px_access_field){lh->key, lh->key_len, r->resp_log + r->resp_log_off[i],
+                                                    r->resp_log_len[i]};
+    }
     const struct px_access_entry e = {
         .start_wall_ms = r->start_wall_ms,
-        .duration_us = px_now_us() - r->start_us,
+        .duration_us = now - r->start_us,
         .client = r->client_ip_len ? r->client_ip : r->peer_ip,
         .client_len = r->client_ip_len ? r->client_ip_len : r->peer_ip_len,
         .method = q->method ? q->method : "",
@@ -565,18 +600,32 @@ static void access_log(const struct px_req *r)
         .host_len = q->host ? q->host_len : 0,
         .path = q->path ? q->path : "",
         .path_len = q->path ? q->path_len : 0,
+        .target = q->target ? q->target : "",
+        .target_len = q->target ? q->target_len : 0,
+        .version = r->proto == PX_PROTO_HTTP2 ? "HTTP/2.0" : q->minor_version ? "HTTP/1.1" : "HTTP/1.0",
         .status = r->status,
+        .bytes_in = r->bytes_in,
         .bytes_out = r->bytes_out,
-        .service = r->svc ? r->svc->name : "",
+        .body_out = r->body_out,
+        .service = svc ? svc->name : "",
         .upstream = r->target ? r->target->addr.text : "",
+        .upstream_status = r->upstream_status,
+        .upstream_us = r->upstream_status ? (r->up_end_us ? r->up_end_us : now) - r->up_start_us : 0,
         .request_id = r->request_id,
         .request_id_len = r->request_id_len,
         .proto = px_proto_name(r->proto),
         .tls = r->tls,
+        .user_agent = r->ua,
+        .user_agent_len = r->ua_len,
+        .referer = r->referer,
+        .referer_len = r->referer_len,
         .limited = r->limited,
+        .fields = fields,
+        .nfields = nf,
     };
-    char stackbuf[2048];
-    size_t n = px_access_log_json(&e, stackbuf, sizeof(stackbuf));
+    enum px_access_format fmt = (enum px_access_format)cfg->access_log_format;
+    char stackbuf[16384]; /* the bound is loose (6 per escapable byte): most lines fit */
+    size_t n = px_access_log_format(fmt, &e, stackbuf, sizeof(stackbuf));
     if (n <= sizeof(stackbuf)) {
         px_worker_access_log(w, stackbuf, n);
         return;
@@ -585,7 +634,7 @@ static void access_log(const struct px_req *r)
     struct evbuffer_iovec v;
     if (evbuffer_reserve_space(w->access_buf, (ev_ssize_t)n, &v, 1) < 1)
         return;
-    v.iov_len = px_access_log_json(&e, v.iov_base, n);
+    v.iov_len = px_access_log_format(fmt, &e, v.iov_base, n);
     evbuffer_commit_space(w->access_buf, &v, 1);
     px_worker_access_log(w, "", 0); /* schedules the flush */
 }

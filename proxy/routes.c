@@ -216,6 +216,7 @@ static int policy_make(struct conf_part *c, const struct px_route_conf *rc, stru
                        char *err, size_t errlen)
 {
     pol->pub.prefix = rc->prefix;
+    pol->pub.no_access_log = !rc->access_log;
     if (rc->nsuffixes && (pol->suffix_lens = calloc(rc->nsuffixes, sizeof(size_t))) == NULL)
         goto oom;
     for (size_t k = 0; k < rc->nsuffixes; k++)

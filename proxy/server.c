@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -826,6 +827,7 @@ int px_server_run(struct px_server *s)
     sigaddset(&block, SIGUSR1);
     /* workers never take the process signals */
     pthread_sigmask(SIG_BLOCK, &block, &old);
+    tzset(); /* the combined access log's local time: read the zone here, not on a worker */
     s->running = 1;
     int rc = 0;
     for (int i = 0; i < s->nworkers; i++) {

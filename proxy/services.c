@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 
 #include "px/common.h"
+#include "px/parse.h"
 #include "px/services.h"
 
 /* Services that share a host key, longest path_prefix first. */
@@ -88,7 +89,59 @@ static void service_free(struct px_service *s)
     free(s->targets);
     free(s->health_check_path);
     free(s->stop_message);
+    free(s->log_headers);
     free(s);
+}
+
+const char *const px_log_request_headers_default[3] = {"Cache-Control", "Last-Modified", "User-Agent"};
+
+static const char *check_log_headers(const char *const *v, size_t n)
+{
+    if (n > PX_LOG_HEADERS_MAX)
+        return "at most 16 log headers of each kind";
+    for (size_t i = 0; i < n; i++) {
+        const char *e = v[i] ? px_parse_check_header_name(v[i]) : "no header name";
+        if (e)
+            return e;
+    }
+    return NULL;
+}
+
+/* The log headers in one block: the entries, then each name and key. */
+static int log_headers_make(struct px_service *s, const struct px_service_spec *sp)
+{
+    size_t n = sp->nlog_request_headers + sp->nlog_response_headers, size = n * sizeof(struct px_log_header);
+    if (n == 0)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *name = i < sp->nlog_request_headers ? sp->log_request_headers[i]
+                                                        : sp->log_response_headers[i - sp->nlog_request_headers];
+        size += 2 * strlen(name) + 8;
+    }
+    char *b = malloc(size);
+    if (b == NULL)
+        return -1;
+    struct px_log_header *lh = (struct px_log_header *)(void *)b;
+    char *p = b + n * sizeof(*lh);
+    for (size_t i = 0; i < n; i++) {
+        int req = i < sp->nlog_request_headers;
+        const char *name = req ? sp->log_request_headers[i] : sp->log_response_headers[i - sp->nlog_request_headers];
+        size_t len = strlen(name);
+        lh[i].name = p;
+        lh[i].name_len = len;
+        memcpy(p, name, len + 1);
+        p += len + 1;
+        lh[i].key = p;
+        lh[i].key_len = len + (req ? 4 : 5);
+        p = stpcpy(p, req ? "req_" : "resp_");
+        for (size_t k = 0; k < len; k++)
+            *p++ = name[k] == '-' ? '_' : name[k] >= 'A' && name[k] <= 'Z' ? (char)(name[k] + 32) : name[k];
+        *p++ = '\0';
+    }
+    s->log_headers = lh;
+    s->nlog_req = (uint8_t)sp->nlog_request_headers;
+    s->nlog_resp = (uint8_t)sp->nlog_response_headers;
+    return 0;
 }
 
 static const char *check_spec(const struct px_service_spec *sp)
@@ -113,7 +166,8 @@ static const char *check_spec(const struct px_service_spec *sp)
     }
     if (sp->state != PX_SVC_ACTIVE && sp->state != PX_SVC_STOPPED && sp->state != PX_SVC_PAUSED)
         return "bad service state";
-    return NULL;
+    const char *e = check_log_headers(sp->log_request_headers, sp->nlog_request_headers);
+    return e ? e : check_log_headers(sp->log_response_headers, sp->nlog_response_headers);
 }
 
 static char *lower_dup(const char *s)
@@ -188,7 +242,8 @@ enum px_err px_services_add(struct px_services *t, const struct px_service_spec 
     s->health_check_timeout_ms = sp->health_check_timeout_ms ? sp->health_check_timeout_ms : 5000;
     if ((s->name = strdup(sp->name)) == NULL || (s->path_prefix = strndup(pp, s->path_prefix_len)) == NULL ||
         (s->health_check_path = strdup(sp->health_check_path ? sp->health_check_path : "/up")) == NULL ||
-        (sp->stop_message && (s->stop_message = strdup(sp->stop_message)) == NULL))
+        (sp->stop_message && (s->stop_message = strdup(sp->stop_message)) == NULL) ||
+        log_headers_make(s, sp) < 0)
         goto nomem;
     if (sp->nhosts && (s->hosts = calloc(sp->nhosts, sizeof(*s->hosts))) == NULL)
         goto nomem;
@@ -216,6 +271,9 @@ enum px_err px_services_add_copy(struct px_services *t, const struct px_service 
     }
     for (size_t i = 0; i < from->ntargets; i++)
         addrs[i] = from->targets[i]->addr; /* same HOST:PORT = same target object */
+    const char *lh[2 * PX_LOG_HEADERS_MAX];
+    for (size_t i = 0; i < (size_t)from->nlog_req + from->nlog_resp; i++)
+        lh[i] = from->log_headers[i].name;
     struct px_service_spec sp = {
         .name = from->name,
         .hosts = (const char *const *)from->hosts,
@@ -230,6 +288,10 @@ enum px_err px_services_add_copy(struct px_services *t, const struct px_service 
         .health_checks = from->health_checks,
         .health_check_interval_ms = from->health_check_interval_ms,
         .health_check_timeout_ms = from->health_check_timeout_ms,
+        .log_request_headers = lh,
+        .nlog_request_headers = from->nlog_req,
+        .log_response_headers = lh + from->nlog_req,
+        .nlog_response_headers = from->nlog_resp,
     };
     enum px_err rc = px_services_add(t, &sp, err, errlen);
     free(addrs);

@@ -31,7 +31,20 @@ void px_state_service_clear(struct px_state_service *s)
     px_strv_free(s->previous, s->nprevious);
     free(s->health_check_path);
     free(s->stop_message);
+    px_strv_free(s->log_request_headers, s->nlog_request_headers);
+    px_strv_free(s->log_response_headers, s->nlog_response_headers);
     memset(s, 0, sizeof(*s));
+}
+
+/* log_request_headers / log_response_headers: NULL stays NULL (the default). */
+static int log_headers_copy(char ***dst, size_t *ndst, char *const *src, size_t n)
+{
+    if (src == NULL)
+        return 0;
+    if ((*dst = px_strv_dup((const char *const *)src, n)) == NULL)
+        return -1;
+    *ndst = n;
+    return 0;
 }
 
 int px_state_service_copy(struct px_state_service *dst, const struct px_state_service *src)
@@ -52,7 +65,11 @@ int px_state_service_copy(struct px_state_service *dst, const struct px_state_se
         (src->stop_message && (dst->stop_message = strdup(src->stop_message)) == NULL) ||
         (dst->hosts = px_strv_dup((const char *const *)src->hosts, src->nhosts)) == NULL ||
         (dst->active = px_strv_dup((const char *const *)src->active, src->nactive)) == NULL ||
-        (dst->previous = px_strv_dup((const char *const *)src->previous, src->nprevious)) == NULL) {
+        (dst->previous = px_strv_dup((const char *const *)src->previous, src->nprevious)) == NULL ||
+        log_headers_copy(&dst->log_request_headers, &dst->nlog_request_headers, src->log_request_headers,
+                         src->nlog_request_headers) < 0 ||
+        log_headers_copy(&dst->log_response_headers, &dst->nlog_response_headers, src->log_response_headers,
+                         src->nlog_response_headers) < 0) {
         if (dst->hosts == NULL)
             dst->nhosts = 0;
         if (dst->active == NULL)
@@ -108,6 +125,10 @@ static json_t *service_json(const struct px_state_service *s)
         json_object_set_new(o, "health_check_timeout_ms", json_integer((json_int_t)s->timeout_ms));
     if (s->deploy_timeout_ms)
         json_object_set_new(o, "deploy_timeout_ms", json_integer((json_int_t)s->deploy_timeout_ms));
+    if (s->log_request_headers)
+        json_object_set_new(o, "log_request_headers", strv_json(s->log_request_headers, s->nlog_request_headers));
+    if (s->log_response_headers)
+        json_object_set_new(o, "log_response_headers", strv_json(s->log_response_headers, s->nlog_response_headers));
     return o;
 }
 
@@ -272,6 +293,11 @@ static const char *service_from(json_t *o, struct px_state_service *s)
                    "(1..86400000 ms)";
         *fields[i] = v ? (uint64_t)json_integer_value(v) : 0;
     }
+    /* absent: the defaults (NULL); the names are checked when the service is built */
+    json_t *lq = json_object_get(o, "log_request_headers"), *lr = json_object_get(o, "log_response_headers");
+    if ((lq && strv_from(lq, &s->log_request_headers, &s->nlog_request_headers, 1) < 0) ||
+        (lr && strv_from(lr, &s->log_response_headers, &s->nlog_response_headers, 1) < 0))
+        return "log_request_headers and log_response_headers must be lists of header names";
     return NULL;
 }
 

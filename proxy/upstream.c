@@ -12,6 +12,7 @@
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 
 #include "px/common.h"
@@ -155,6 +156,7 @@ static void finish(struct px_uconn *u, int ok)
                    !atomic_load_explicit(&r->target->draining, memory_order_relaxed);
     detach_count(r);
     r->up = NULL;
+    r->up_end_us = px_now_us();
     px_pool_release(u, reusable);
     r->ops->resp_end(r, ok);
 }
@@ -223,7 +225,6 @@ int px_upstream_body(struct px_req *r, struct evbuffer *src, size_t len, int las
         return 0;
     }
     size_t queued = evbuffer_get_length(u->s.out);
-    px_stats_add(&px_stats_of(u->w->id)->bytes_in, len);
     if (len)
         evbuffer_remove_buffer(src, u->s.out, len);
     send_some(u);
@@ -287,10 +288,37 @@ static int relay_sink(void *arg, struct evbuffer *src, size_t len)
     return r->ops->resp_body(r, src, len);
 }
 
+/* The response head arrived: its status and the values of the service's
+ * log_response_headers, for the access log (px_req.resp_log). */
+static void log_head(struct px_req *r, const struct px_h1_response *resp)
+{
+    r->upstream_status = resp->status;
+    const struct px_service *svc = r->svc;
+    if (PX_LIKELY(svc->nlog_resp == 0))
+        return;
+    size_t used = 0;
+    for (size_t i = 0; i < svc->nlog_resp; i++) {
+        const struct px_log_header *lh = &svc->log_headers[svc->nlog_req + i];
+        r->resp_log_len[i] = 0xffff;
+        for (size_t k = 0; k < resp->nheaders; k++) {
+            const struct px_h1_header *h = &resp->headers[k];
+            if (h->name_len == lh->name_len && strncasecmp(h->name, lh->name, lh->name_len) == 0) {
+                size_t n = h->value_len < PX_RESP_LOG_MAX - used ? h->value_len : PX_RESP_LOG_MAX - used;
+                memcpy(r->resp_log + used, h->value, n);
+                r->resp_log_off[i] = (uint16_t)used;
+                r->resp_log_len[i] = (uint16_t)n;
+                used += n;
+                break;
+            }
+        }
+    }
+}
+
 static void start_response(struct px_uconn *u, const struct px_h1_response *resp, size_t head_len)
 {
     struct px_req *r = u->req;
     r->status = resp->status;
+    log_head(r, resp);
     r->resp_keepalive = px_h1c_frame(&r->resp, resp, r->method == PX_METHOD_HEAD) ? 1 : 0;
     int passthrough = 0;
     r->resp_started = 1;
@@ -397,6 +425,7 @@ static void process(struct px_uconn *u)
             }
             u->head_done = 1;
             r->status = 101;
+            log_head(r, &resp);
             int passthrough;
             r->resp_started = 1;
             if (r->ops->resp_head(r, &resp, (size_t)rc, &passthrough) < 0) {
@@ -429,7 +458,7 @@ static void process(struct px_uconn *u)
         if (rc < 0) {
             px_log_warn("upstream %s sent malformed chunked framing", r->target ? r->target->addr.text : "?");
             px_stats_inc(&px_stats_of(w->id)->upstream_errors[PX_STATS_UP_BAD_RESPONSE]);
-            if (r->bytes_out == 0) {
+            if (r->body_out == 0) {
                 /* Nothing of the body reached the client: take the head
                  * back and answer 502 where the client side can, and log
                  * 502 either way -- the client did not get the 200. */

@@ -28,6 +28,10 @@ struct px_service_conf {
     int health_checks;       /* health_check_path was given: check the targets all the time */
     uint64_t health_check_interval_ms; /* default 1s */
     uint64_t health_check_timeout_ms;  /* default 5s */
+    char **log_request_headers;        /* default Cache-Control Last-Modified User-Agent */
+    size_t nlog_request_headers;
+    char **log_response_headers;       /* default none */
+    size_t nlog_response_headers;
     int line;
     int targets_line;
 };
@@ -52,6 +56,7 @@ struct px_route_conf {
     struct px_name_ref *request_header_sets; /* request_headers = : sets applied to the request sent
                                               * upstream (nginx proxy_set_header), in the order given */
     size_t nrequest_header_sets;
+    int access_log;          /* default 1; 0: its requests are not logged */
     int line;
 };
 
@@ -130,6 +135,8 @@ struct px_config {
     unsigned control_socket_mode; /* default 0660 */
     char *state_file;        /* default /var/lib/proxyd/state.json */
     char *access_log;        /* default "-" */
+    int access_log_format;   /* enum px_access_format (px/accesslog.h): json (default) or combined */
+    int health_log;          /* default 1; 0: health_path requests are not logged */
     char *error_log;         /* default "-" */
     char *user;              /* NULL = do not drop privileges */
     char *pid_file;          /* NULL = none; written before the drop, removed at exit (logrotate's postrotate) */

@@ -83,6 +83,12 @@ struct px_deploy_spec {
     uint64_t interval_ms, timeout_ms, deploy_timeout_ms, drain_timeout_ms;
     int force;                        /* switch without waiting for health */
     int tls;
+    const char *const *log_request_headers;  /* given: replace the service's (else keep; a new */
+    size_t nlog_request_headers;             /* service gets px_log_request_headers_default) */
+    int log_request_headers_given;
+    const char *const *log_response_headers; /* the same (a new service: none) */
+    size_t nlog_response_headers;
+    int log_response_headers_given;
 };
 
 /* What a deploy or rollback that succeeded did (borrowed for the callback). */

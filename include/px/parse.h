@@ -28,5 +28,8 @@ const char *px_parse_check_name(const char *s);
 /* An absolute URL path: '/' then visible ASCII, no '?' or '#' (config paths
  * and the control protocol's). */
 const char *px_parse_check_path(const char *s);
+/* An HTTP field name to log (log_request_headers, log_response_headers): a
+ * token (RFC 9110 5.6.2), 1..64 characters. */
+const char *px_parse_check_header_name(const char *s);
 
 #endif

@@ -80,6 +80,7 @@ struct px_down_ops {
 enum px_step { PX_STEP_ROUTE = 0, PX_STEP_POLICY, PX_STEP_SERVICE, PX_STEP_STATE, PX_STEP_UPSTREAM, PX_STEP_DONE };
 
 #define PX_CLIENT_IP_MAX 46
+#define PX_RESP_LOG_MAX 1024
 
 struct px_req {
     /* ---- set by px_req_begin, per request ---- */
@@ -116,10 +117,22 @@ struct px_req {
     unsigned parked : 1;
     unsigned limit_pending : 1;      /* a zone answers later (px_limit_decide): parked until then */
     unsigned counted : 1;            /* in its target's in-flight count */
+    unsigned health : 1;             /* answered as health_path (health_log) */
     uint8_t tries;
 
     int status;                      /* for the access log */
-    uint64_t bytes_out;              /* body bytes sent to the client */
+    /* What the access log and the byte counters count (the client side
+     * adds): bytes_in, the request head and body as received (HTTP/1: the
+     * head as sent, body with any chunk framing; HTTP/2: each decoded
+     * header field's name + value, and DATA payload); bytes_out, the
+     * response head and body as sent (HTTP/2: the fields submitted, name +
+     * value, and DATA payload); body_out, the body alone. */
+    uint64_t bytes_in, bytes_out, body_out;
+    int upstream_status;             /* the upstream's response status (0: none answered) */
+    uint64_t up_start_us, up_end_us; /* monotonic: the first upstream try began; its response ended
+                                      * (0: not yet) */
+    const char *ua, *referer;        /* the first User-Agent / Referer field, or NULL */
+    uint32_t ua_len, referer_len;
     uint64_t start_us;               /* monotonic */
     uint64_t start_wall_ms;
     char request_id[65];
@@ -143,6 +156,12 @@ struct px_req {
     struct event park_ev;
     char *xff_join;                  /* repeated X-Forwarded-For lines joined with ", " */
     size_t xff_join_cap;
+    /* The service's log_response_headers, copied at the upstream's head
+     * (px_req_upstream_head; valid when upstream_status is set): values past
+     * PX_RESP_LOG_MAX bytes in all are cut there. Outside px_req_begin's
+     * clearing: written only for a service that logs response headers. */
+    uint16_t resp_log_off[PX_LOG_HEADERS_MAX], resp_log_len[PX_LOG_HEADERS_MAX]; /* len 0xffff: absent */
+    char resp_log[PX_RESP_LOG_MAX];
 };
 
 /* The client's protocol (px_req.proto). A new one needs its name in

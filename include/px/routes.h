@@ -126,6 +126,7 @@ struct px_route {
     size_t nadds;
     const struct px_hdr_add *req_set;   /* its request_headers sets, merged (px_fwd.set); NULL: none */
     size_t nreq_set;
+    int no_access_log;                  /* access_log = off: its requests are not logged */
 };
 
 /* The one [route] that applies to a request, as one nginx location does:

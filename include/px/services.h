@@ -28,6 +28,18 @@ struct px_services;
 /* A service as workers read it (immutable once its table is sealed). */
 enum px_service_state { PX_SVC_ACTIVE = 0, PX_SVC_STOPPED, PX_SVC_PAUSED };
 
+/* Headers a service logs (log_request_headers / log_response_headers):
+ * each as the access log's JSON key req_NAME / resp_NAME (lowercase, '-' ->
+ * '_'). At most PX_LOG_HEADERS_MAX of each; the request default is Kamal's. */
+#define PX_LOG_HEADERS_MAX 16
+struct px_log_header {
+    const char *name;         /* as given (px_parse_check_header_name) */
+    size_t name_len;
+    const char *key;          /* "req_cache_control" */
+    size_t key_len;
+};
+extern const char *const px_log_request_headers_default[3]; /* Cache-Control Last-Modified User-Agent */
+
 struct px_service {
     char *name;
     char **hosts;
@@ -42,6 +54,8 @@ struct px_service {
     uint64_t max_pause_ms;    /* PX_SVC_PAUSED: requests wait this long, then 504 */
     int health_checks;        /* its targets are checked all the time (px_monitor) */
     uint64_t health_check_interval_ms, health_check_timeout_ms; /* px_monitor's timings (> 0) */
+    struct px_log_header *log_headers; /* nlog_req request headers, then nlog_resp response ones */
+    uint8_t nlog_req, nlog_resp;
 };
 
 /* What a caller gives to add one service. Every pointer is borrowed for the
@@ -60,6 +74,10 @@ struct px_service_spec {
     int health_checks;               /* check the targets all the time (px_monitor) */
     uint64_t health_check_interval_ms;  /* 0 = 1 s */
     uint64_t health_check_timeout_ms;   /* 0 = 5 s */
+    const char *const *log_request_headers;  /* logged as req_NAME; none when 0 (callers pass */
+    size_t nlog_request_headers;             /* px_log_request_headers_default for the default) */
+    const char *const *log_response_headers; /* logged as resp_NAME */
+    size_t nlog_response_headers;
 };
 
 /* The part of a service that two services must not share: the service

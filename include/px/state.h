@@ -33,6 +33,10 @@ struct px_state_service {
     uint64_t interval_ms;     /* the health-check timings of the last deploy (rollback and the */
     uint64_t timeout_ms;      /* monitor use them); 0 = the defaults, 1 s and 5 s */
     uint64_t deploy_timeout_ms; /* the last deploy's, for rollback; 0 = 30 s */
+    char **log_request_headers;  /* NULL: the default (px_log_request_headers_default) */
+    size_t nlog_request_headers;
+    char **log_response_headers; /* NULL: none */
+    size_t nlog_response_headers;
 };
 
 struct px_state {

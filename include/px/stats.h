@@ -59,8 +59,8 @@ struct px_stats {
     _Atomic uint64_t tls_new, tls_resumed, tls_failed;    /* client TLS handshakes */
 
     _Alignas(PX_STATS_ALIGN) _Atomic uint64_t requests[PX_STATS_NPROTO][PX_STATS_NCLASS];
-    _Atomic uint64_t bytes_in;  /* request body bytes handed to an upstream (as received) */
-    _Atomic uint64_t bytes_out; /* response body bytes sent to clients (the access log's bytes_out) */
+    _Atomic uint64_t bytes_in;  /* request bytes received, head and body (the access log's bytes_in) */
+    _Atomic uint64_t bytes_out; /* response bytes sent, head and body (the access log's bytes_out) */
     _Atomic uint64_t limited;   /* requests a rate-limit zone rejected (429 or its status) */
     _Atomic uint64_t parked;    /* times a request was parked (limit delay, paused service) */
     _Atomic uint64_t closed_early; /* 499: the client left before the answer */
@@ -97,14 +97,16 @@ static inline void px_stats_inc(_Atomic uint64_t *c)
 
 /* A request ended (px_req_finish): status 0 (nothing was answered or
  * logged) is not counted; 499 counts in closed_early and class 4xx; limited
- * when a zone rejected it. proto is enum px_proto. */
-static inline void px_stats_request(struct px_stats *s, unsigned proto, int status, uint64_t bytes_out,
-                                    int limited)
+ * when a zone rejected it. proto is enum px_proto; bytes as px_req counts
+ * them (request.h), the access log's numbers. */
+static inline void px_stats_request(struct px_stats *s, unsigned proto, int status, uint64_t bytes_in,
+                                    uint64_t bytes_out, int limited)
 {
     if (status == 0)
         return;
     unsigned cls = status >= 100 && status < 600 ? (unsigned)status / 100 : 0;
     px_stats_inc(&s->requests[proto < PX_STATS_NPROTO ? proto : PX_STATS_PROTO_H11][cls]);
+    px_stats_add(&s->bytes_in, bytes_in);
     px_stats_add(&s->bytes_out, bytes_out);
     if (limited)
         px_stats_inc(&s->limited);

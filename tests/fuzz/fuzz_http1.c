@@ -9,13 +9,20 @@
  *     CR/LF/NUL and no surrounding OWS, and the framing bits are coherent;
  *   - the head alone parses to the same length; every prefix of a complete
  *     head is INCOMPLETE, and every prefix of an invalid input is
- *     INCOMPLETE or the very same error. */
+ *     INCOMPLETE or the very same error;
+ *   - the access-log lines of a parsed request (every field from it, every
+ *     header as a log header, the raw input as the client address), JSON
+ *     and combined, are one line of printable ASCII: JSON strings close and
+ *     escape only as JSON does, combined has its six structural quotes and
+ *     no other. */
+#include "px/accesslog.h"
 #include "px/http1.h"
 
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -85,6 +92,76 @@ static int resp_copy(const uint8_t *s, size_t n, struct px_h1_response *resp)
     for (size_t n = 0, step_ = (lim) <= 512 ? 1 : (lim) / 61; n < (lim);               \
          n = (n + step_ < (lim) - 3 || step_ == 1) ? n + step_ : n + 1)
 
+/* One access-log line of format f from e: one line, printable ASCII, its
+ * syntax intact. */
+static void check_log_line(enum px_access_format f, const struct px_access_entry *e)
+{
+    size_t bound = px_access_log_format(f, e, NULL, 0);
+    char *line = malloc(bound);
+    FUZZ_ASSERT(line != NULL);
+    size_t n = px_access_log_format(f, e, line, bound);
+    FUZZ_ASSERT(n > 0 && n <= bound && line[n - 1] == '\n');
+    int in_str = 0, quotes = 0, depth = 0;
+    for (size_t i = 0; i + 1 < n; i++) {
+        unsigned char c = (unsigned char)line[i];
+        FUZZ_ASSERT(c >= 0x20 && c < 0x7f);
+        if (f == PX_ACCESS_COMBINED) {
+            quotes += c == '"';
+            if (c == '\\')
+                FUZZ_ASSERT(i + 3 < n && line[i + 1] == 'x');
+            continue;
+        }
+        if (in_str && c == '\\') {
+            FUZZ_ASSERT(i + 2 < n && strchr("\"\\u", line[i + 1]) != NULL);
+            i++;
+        } else if (c == '"') {
+            in_str = !in_str;
+        } else if (!in_str) {
+            FUZZ_ASSERT(c != '\\');
+            depth += c == '{' ? 1 : c == '}' ? -1 : 0;
+        }
+    }
+    if (f == PX_ACCESS_COMBINED)
+        FUZZ_ASSERT(quotes == 6);
+    else
+        FUZZ_ASSERT(!in_str && depth == 0 && line[0] == '{' && line[n - 2] == '}');
+    free(line);
+}
+
+static void check_log(const struct px_req_head *req, const uint8_t *data, size_t size)
+{
+    struct px_access_field fields[PX_H1_MAX_HEADERS];
+    const struct px_h1_header *ua = NULL, *ref = NULL;
+    for (size_t i = 0; i < req->nheaders; i++) {
+        const struct px_h1_header *h = &req->headers[i];
+        fields[i] = (struct px_access_field){h->name, h->name_len, h->value, h->value_len};
+        if (h->name_len == 10 && strncasecmp(h->name, "user-agent", 10) == 0 && ua == NULL)
+            ua = h;
+        if (h->name_len == 7 && strncasecmp(h->name, "referer", 7) == 0 && ref == NULL)
+            ref = h;
+    }
+    struct px_access_entry e = {
+        .start_wall_ms = (uint64_t)size * 86400123u,
+        .client = (const char *)data, .client_len = size < 64 ? size : 64,
+        .method = req->method, .method_len = req->method_len,
+        .host = req->host ? req->host : "", .host_len = req->host ? req->host_len : 0,
+        .path = req->path, .path_len = req->path_len,
+        .target = req->target, .target_len = req->target_len,
+        .version = req->minor_version ? "HTTP/1.1" : "HTTP/1.0",
+        .status = 200, .service = "s", .upstream = "", .upstream_status = size & 1 ? 502 : 0,
+        .request_id = (const char *)data, .request_id_len = size < 16 ? size : 16,
+        .proto = "HTTP/1.1",
+        .user_agent = ua ? ua->value : NULL, .user_agent_len = ua ? ua->value_len : 0,
+        .referer = ref ? ref->value : NULL, .referer_len = ref ? ref->value_len : 0,
+        .limited = size & 2 ? "zone" : NULL,
+        .fields = fields, .nfields = req->nheaders,
+    };
+    check_log_line(PX_ACCESS_JSON, &e);
+    check_log_line(PX_ACCESS_COMBINED, &e);
+    e.method_len = 0; /* a head that did not parse: the line as received */
+    check_log_line(PX_ACCESS_COMBINED, &e);
+}
+
 static void check_request(const uint8_t *data, size_t size)
 {
     struct px_req_head req;
@@ -129,6 +206,7 @@ static void check_request(const uint8_t *data, size_t size)
             FUZZ_ASSERT((req.method[i] >= 'A' && req.method[i] <= 'Z') || req.method[i] == '_' ||
                         req.method[i] == '-');
         check_headers(req.headers, req.nheaders, b, len);
+        check_log(&req, data, size);
 
         /* the head alone parses identically */
         int64_t cl = req.content_length;

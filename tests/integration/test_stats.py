@@ -89,8 +89,14 @@ class Counts(ProxyTestCase):
         self.assertEqual(s["tls"], {"new": 1, "resumed": 0, "failed": 0}, st)
         self.assertEqual(s["upstream_errors"], {"connect": 1, "timeout": 0, "reset": 0, "bad_response": 0}, st)
         self.assertEqual((s["limited"], s["closed_early"], s["parked"]), (1, 1, 0), st)
-        self.assertEqual(s["bytes_in"], 100, st)
-        self.assertEqual(s["bytes_out"], body_bytes, st)
+        # the access log's numbers (head and body as on the wire), one line per request
+        log = p.access_log_lines()
+        self.assertEqual(len(log), 15, log)
+        self.assertEqual(s["bytes_in"], sum(e["bytes_in"] for e in log), st)
+        self.assertEqual(s["bytes_out"], sum(e["bytes_out"] for e in log), st)
+        self.assertGreater(s["bytes_out"], body_bytes, st)
+        post = [e for e in log if e["method"] == "POST"]
+        self.assertEqual(post[0]["bytes_in"], len(request_bytes("POST", "/", host="app.test", body=b"x" * 100)))
         # the table shows the scalar keys only (then a blank line and the targets' and certificates' tables)
         rc, out, err = ctl(p, "status")
         self.assertEqual(rc, 0, err)

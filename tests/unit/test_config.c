@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "px/accesslog.h"
 #include "px/config.h"
 #include "unit.h"
 
@@ -504,6 +505,46 @@ static void test_errors(void)
 
 /* [service] health_check_interval / health_check_timeout: the monitor's
  * timings, durations like every other, bounded to 100 ms..1 h. */
+/* The access log's keys: the format, health_log, [route] access_log, and a
+ * service's log headers (Kamal's default for requests, none for responses). */
+static void test_access_log_keys(void)
+{
+    struct px_config *cfg = load_ok(BASE "[service a]\nhosts = a.com\ntargets = 127.0.0.1:1\n"
+                                         "[route /q/]\naccess_log = off\n[route /r/]\n");
+    CHECK_STR(errbuf, "");
+    REQUIRE_ELSE(cfg != NULL && cfg->nservices == 1 && cfg->nroutes == 2, px_config_free(cfg));
+    CHECK_INT(cfg->access_log_format, PX_ACCESS_JSON);
+    CHECK_INT(cfg->health_log, 1);
+    CHECK_INT(cfg->routes[0].access_log, 0);
+    CHECK_INT(cfg->routes[1].access_log, 1);
+    CHECK_INT(cfg->services[0].nlog_request_headers, 3);
+    if (cfg->services[0].nlog_request_headers == 3)
+        CHECK_STR(cfg->services[0].log_request_headers[2], "User-Agent");
+    CHECK_INT(cfg->services[0].nlog_response_headers, 0);
+    px_config_free(cfg);
+
+    cfg = load_ok("[proxy]\nlisten_http = 127.0.0.1:0\naccess_log_format = combined\nhealth_log = no\n"
+                  "[service a]\ntargets = 127.0.0.1:1\nlog_request_headers =\n"
+                  "log_response_headers = X-Runtime Server\n");
+    CHECK_STR(errbuf, "");
+    REQUIRE_ELSE(cfg != NULL && cfg->nservices == 1, px_config_free(cfg));
+    CHECK_INT(cfg->access_log_format, PX_ACCESS_COMBINED);
+    CHECK_INT(cfg->health_log, 0);
+    CHECK_INT(cfg->services[0].nlog_request_headers, 0);
+    CHECK_INT(cfg->services[0].nlog_response_headers, 2);
+    if (cfg->services[0].nlog_response_headers == 2)
+        CHECK_STR(cfg->services[0].log_response_headers[1], "Server");
+    px_config_free(cfg);
+
+    CHECK_LOAD_ERR("[proxy]\nlisten_http = 127.0.0.1:0\naccess_log_format = nginx\n",
+                   "t.ini:3: access_log_format: must be json or combined");
+    CHECK_LOAD_ERR(BASE "[service a]\ntargets = 127.0.0.1:1\nlog_response_headers = Good Bad:Name\n",
+                   "t.ini:5: log_response_headers: not a header name");
+    CHECK_LOAD_ERR(BASE "[service a]\ntargets = 127.0.0.1:1\nlog_request_headers = A B C D E F G H I J K L M N O P Q\n",
+                   "t.ini:5: log_request_headers: at most 16 headers");
+    CHECK_LOAD_ERR(BASE "[route /a/]\naccess_log = sometimes\n", "t.ini:4: access_log: ");
+}
+
 static void test_service_health_timings(void)
 {
     struct px_config *cfg = load_ok(BASE "[service a]\nhosts = a.com\ntargets = 127.0.0.1:1\n"
@@ -1216,6 +1257,7 @@ int main(void)
     UNIT_RUN(test_every_key);
     UNIT_RUN(test_errors);
     UNIT_RUN(test_service_health_timings);
+    UNIT_RUN(test_access_log_keys);
     UNIT_RUN(test_service_self_target);
     UNIT_RUN(test_durations);
     UNIT_RUN(test_sizes);

@@ -394,7 +394,8 @@ static void test_command_table(void)
     {
         static const char *const dargs[] = {"service", "targets", "hosts", "path_prefix", "health_check_path",
                                             "health_check_interval_ms", "health_check_timeout_ms",
-                                            "deploy_timeout_ms", "drain_timeout_ms", "force", "tls"};
+                                            "deploy_timeout_ms", "drain_timeout_ms", "force", "tls",
+                                            "log_request_headers", "log_response_headers"};
         const struct px_ctl_cmd *d = px_ctl_command_find("deploy");
         CHECK_INT(d->nargs, sizeof(dargs) / sizeof(dargs[0]));
         for (size_t i = 0; i < sizeof(dargs) / sizeof(dargs[0]); i++)

@@ -23,10 +23,13 @@ static void test_round_trip(void)
 {
     char *hosts[] = {"example.com", "www.example.com"};
     char *active[] = {"10.0.0.5:3000"}, *previous[] = {"10.0.0.4:3000", "10.0.0.6:3000"};
+    char *lreq[] = {"X-Tenant"};
     struct px_state_service svcs[2] = {
         {.name = "web", .hosts = hosts, .nhosts = 2, .path_prefix = "/", .active = active, .nactive = 1,
          .previous = previous, .nprevious = 2, .health_check_path = "/up", .state = PX_STATE_PAUSED,
-         .max_pause_ms = 12000, .tls = 1, .interval_ms = 250, .timeout_ms = 2000, .deploy_timeout_ms = 9000},
+         .max_pause_ms = 12000, .tls = 1, .interval_ms = 250, .timeout_ms = 2000, .deploy_timeout_ms = 9000,
+         .log_request_headers = lreq, .nlog_request_headers = 1, .log_response_headers = previous, /* any list */
+         .nlog_response_headers = 0},
         {.name = "api", .hosts = NULL, .nhosts = 0, .path_prefix = "/api", .active = active, .nactive = 1,
          .previous = NULL, .nprevious = 0, .health_check_path = "/health", .state = PX_STATE_STOPPED,
          .stop_message = "back at 5 \"pm\"\n"},
@@ -57,6 +60,10 @@ static void test_round_trip(void)
         CHECK_INT(w->interval_ms, 250);
         CHECK_INT(w->timeout_ms, 2000);
         CHECK_INT(w->deploy_timeout_ms, 9000);
+        CHECK(w->log_request_headers != NULL && w->nlog_request_headers == 1);
+        if (w->log_request_headers && w->nlog_request_headers == 1)
+            CHECK_STR(w->log_request_headers[0], "X-Tenant");
+        CHECK(w->log_response_headers != NULL && w->nlog_response_headers == 0); /* given empty: none */
         CHECK_STR(a->name, "api");
         CHECK_STR(a->path_prefix, "/api");
         CHECK_STR(a->health_check_path, "/health");
@@ -66,6 +73,7 @@ static void test_round_trip(void)
         CHECK_INT(a->tls, 0);
         CHECK_INT(a->interval_ms, 0); /* not given: the defaults, and nothing written */
         CHECK_INT(a->deploy_timeout_ms, 0);
+        CHECK(a->log_request_headers == NULL && a->log_response_headers == NULL); /* not given: the defaults */
     }
     px_state_free(&got);
 }

@@ -20,12 +20,11 @@ static void round_of(struct px_stats *s, unsigned i)
 {
     px_stats_conn_open(s, (int)(i & 1));
     px_stats_tls(s, (i % 3) != 0, (i % 3) == 1);
-    px_stats_request(s, PX_PROTO_HTTP11, 200, 10, 0);
-    px_stats_request(s, PX_PROTO_HTTP2, 404, 1, 0);
-    px_stats_request(s, PX_PROTO_HTTP11, 429, 0, 1);
-    px_stats_request(s, PX_PROTO_HTTP2, 499, 0, 0);
-    px_stats_request(s, PX_PROTO_HTTP10, 0, 0, 0); /* nothing answered: not counted */
-    px_stats_add(&s->bytes_in, 3);
+    px_stats_request(s, PX_PROTO_HTTP11, 200, 3, 10, 0);
+    px_stats_request(s, PX_PROTO_HTTP2, 404, 0, 1, 0);
+    px_stats_request(s, PX_PROTO_HTTP11, 429, 0, 0, 1);
+    px_stats_request(s, PX_PROTO_HTTP2, 499, 0, 0, 0);
+    px_stats_request(s, PX_PROTO_HTTP10, 0, 0, 0, 0); /* nothing answered: not counted */
     px_stats_inc(&s->parked);
     px_stats_inc(&s->upstream_errors[i % PX_STATS_UP_NKINDS]);
     px_stats_conn_closed(s);
@@ -117,13 +116,13 @@ static void test_request_classes(void)
 {
     px_stats_reset();
     struct px_stats *s = px_stats_block(3);
-    px_stats_request(s, PX_PROTO_HTTP10, 101, 0, 0);
-    px_stats_request(s, PX_PROTO_HTTP11, 301, 5, 0);
-    px_stats_request(s, PX_PROTO_HTTP11, 503, 0, 1); /* a zone with status = 503 */
-    px_stats_request(s, PX_PROTO_HTTP2, 502, 7, 0);
-    px_stats_request(s, 9, 200, 1, 0);               /* unknown protocol: counted as HTTP/1.1 */
-    px_stats_request(s, PX_PROTO_HTTP11, 700, 0, 0); /* outside 100..599: class 0 */
-    px_stats_request(s, PX_PROTO_HTTP11, 0, 99, 1);  /* no status: nothing at all */
+    px_stats_request(s, PX_PROTO_HTTP10, 101, 0, 0, 0);
+    px_stats_request(s, PX_PROTO_HTTP11, 301, 2, 5, 0);
+    px_stats_request(s, PX_PROTO_HTTP11, 503, 0, 0, 1); /* a zone with status = 503 */
+    px_stats_request(s, PX_PROTO_HTTP2, 502, 0, 7, 0);
+    px_stats_request(s, 9, 200, 0, 1, 0);               /* unknown protocol: counted as HTTP/1.1 */
+    px_stats_request(s, PX_PROTO_HTTP11, 700, 0, 0, 0); /* outside 100..599: class 0 */
+    px_stats_request(s, PX_PROTO_HTTP11, 0, 99, 99, 1);  /* no status: nothing at all */
     struct px_stats_snapshot st;
     px_stats_sum(&st);
     CHECK_INT(st.requests_total, 6);
@@ -134,6 +133,7 @@ static void test_request_classes(void)
     CHECK_INT(st.requests[PX_STATS_PROTO_H11][2], 1);
     CHECK_INT(st.requests[PX_STATS_PROTO_H11][0], 1);
     CHECK_INT(st.bytes_out, 13);
+    CHECK_INT(st.bytes_in, 2);
     CHECK_INT(st.limited, 1);
     CHECK_INT(st.closed_early, 0);
     CHECK_INT(st.open_conns, 0);
