@@ -28,6 +28,7 @@
 #include "px/log.h"
 #include "px/routes.h"
 #include "px/server.h"
+#include "px/stats.h"
 #include "px/target.h"
 #include "px/tls.h"
 #include "px/worker.h"
@@ -642,6 +643,7 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
     }
     logs_open = 1;
     px_routes_set_nworkers(s->nworkers);
+    px_stats_set_nworkers(s->nworkers);
     px_target_set_nworkers(s->nworkers);
     s->started_ms = px_now_ms();
     s->base = event_base_new();
