@@ -26,6 +26,7 @@
 #include "px/deploy.h"
 #include "px/health.h"
 #include "px/log.h"
+#include "px/metrics.h"
 #include "px/routes.h"
 #include "px/server.h"
 #include "px/stats.h"
@@ -48,6 +49,7 @@ struct px_server {
     struct px_deployer *deployer;  /* services proxyctl deploys, on this base */
     struct px_worker_answers *answers; /* the workers' answers, read on this base */
     struct px_ctlserver *control;  /* the control socket */
+    struct px_metrics *metrics;    /* metrics_listen, or NULL */
     struct px_monitor *monitor;    /* active health checks of every served target */
     struct px_acme_manager *acme;  /* [acme] enabled: lineages, renewals, the token table */
     struct px_carry carry;         /* what outlives a reload (px/carry.h): every rebuild takes it */
@@ -732,6 +734,11 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
     if ((s->control = px_ctlserver_new(s->base, c0->control_socket, c0->control_socket_mode, s, s->deployer, err,
                                        errlen)) == NULL)
         goto fail;
+    if (c0->has_metrics_listen) { /* the main base's own listener, never a worker's */
+        if ((s->metrics = px_metrics_new(s->base, &c0->metrics_listen, err, errlen)) == NULL)
+            goto fail;
+        px_log_info("listening metrics %s", px_metrics_address(s->metrics));
+    }
     if (user && chown(c0->control_socket, uid, gid) < 0)
         px_log_warn("control_socket %s: chown to %s: %s", c0->control_socket, user, strerror(errno));
     if (c0->pid_file && write_pid_file(s, c0->pid_file, user ? uid : (uid_t)-1, gid, err, errlen) < 0)
@@ -809,6 +816,7 @@ void px_server_free(struct px_server *s)
     px_worker_answers_free(s->answers); /* the workers are joined */
     px_monitor_free(s->monitor);
     px_ctlserver_free(s->control);
+    px_metrics_free(s->metrics);
     px_acme_manager_free(s->acme);
     px_deployer_free(s->deployer);
     struct event *evs[] = {s->sig_hup, s->sig_term, s->sig_int, s->sig_usr1, s->reap_timer, s->stop_timer};

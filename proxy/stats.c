@@ -54,6 +54,7 @@ void px_stats_sum(struct px_stats_snapshot *out)
     for (int i = 0; i < PX_MAX_WORKERS; i++) {
         struct px_stats *s = &px_stats_blocks[i];
         out->open_conns += atomic_load_explicit(&s->open_conns, memory_order_relaxed);
+        out->idle_conns += atomic_load_explicit(&s->idle_conns, memory_order_relaxed);
         for (int l = 0; l < PX_STATS_NLISTEN; l++)
             out->accepted[l] += ld(&s->accepted[l]);
         out->tls_new += ld(&s->tls_new);

@@ -55,6 +55,7 @@ enum { PX_STATS_LISTEN_HTTP, PX_STATS_LISTEN_HTTPS, PX_STATS_NLISTEN };
  * per-request counters. */
 struct px_stats {
     _Alignas(PX_STATS_ALIGN) _Atomic uint32_t open_conns; /* gauge: client connections open now */
+    _Atomic uint32_t idle_conns;                          /* gauge: of those, idle keep-alive (reusable) */
     _Atomic uint64_t accepted[PX_STATS_NLISTEN];          /* client connections accepted, by listener */
     _Atomic uint64_t tls_new, tls_resumed, tls_failed;    /* client TLS handshakes */
 
@@ -126,6 +127,15 @@ static inline void px_stats_conn_closed(struct px_stats *s)
                           memory_order_relaxed);
 }
 
+/* A client connection went idle (on: waiting for its next request) or busy
+ * again / closed while idle (off): conn.c's reusable flag. */
+static inline void px_stats_conn_idle(struct px_stats *s, int on)
+{
+    atomic_store_explicit(&s->idle_conns,
+                          atomic_load_explicit(&s->idle_conns, memory_order_relaxed) + (on ? 1u : (uint32_t)-1),
+                          memory_order_relaxed);
+}
+
 /* A client TLS handshake ended: ok (reused: an abbreviated handshake from a
  * session ticket or the session cache) or failed. */
 static inline void px_stats_tls(struct px_stats *s, int ok, int reused)
@@ -141,7 +151,7 @@ uint32_t px_stats_open_conns(void);
 
 /* Sums over every worker, plain integers. */
 struct px_stats_snapshot {
-    uint64_t open_conns;
+    uint64_t open_conns, idle_conns;
     uint64_t accepted[PX_STATS_NLISTEN];
     uint64_t tls_new, tls_resumed, tls_failed;
     uint64_t requests[PX_STATS_NPROTO][PX_STATS_NCLASS];
