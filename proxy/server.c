@@ -50,6 +50,7 @@ struct px_server {
     struct px_worker_answers *answers; /* the workers' answers, read on this base */
     struct px_ctlserver *control;  /* the control socket */
     struct px_metrics *metrics;    /* metrics_listen, or NULL */
+    struct px_addr metrics_listen; /* as configured at start (a reload keeps it) */
     struct px_monitor *monitor;    /* active health checks of every served target */
     struct px_acme_manager *acme;  /* [acme] enabled: lineages, renewals, the token table */
     struct px_carry carry;         /* what outlives a reload (px/carry.h): every rebuild takes it */
@@ -448,6 +449,8 @@ int px_server_reload(struct px_server *s, char *err, size_t errlen)
     listeners_changed = !same_addr(&cfg->listen_http, cfg->has_listen_http, &s->listen_http, s->has_http) ||
                         !same_addr(&cfg->listen_https, cfg->has_listen_https, &s->listen_https, s->has_https);
     workers_changed = cfg->workers != s->nworkers;
+    int metrics_changed = !same_addr(&cfg->metrics_listen, cfg->has_metrics_listen, &s->metrics_listen,
+                                     s->metrics != NULL);
     if (cfg->acme.enabled && px_acme_global_init(err, errlen) < 0) {
         px_config_free(cfg);
         return -1;
@@ -473,6 +476,9 @@ int px_server_reload(struct px_server *s, char *err, size_t errlen)
         warn_listeners(s, px_routes_config(px_routes_peek()));
     if (workers_changed)
         px_log_warn("reload: the number of workers changes only on restart");
+    if (metrics_changed)
+        px_log_warn("reload: metrics_listen changes only on restart (it stays %s)",
+                    s->metrics ? px_metrics_address(s->metrics) : "unset");
     const char *pf = px_routes_config(px_routes_peek())->pid_file;
     if ((pf == NULL) != (s->pid_file == NULL) || (pf && strcmp(pf, s->pid_file) != 0))
         px_log_warn("reload: pid_file changes only on restart (it stays %s)", s->pid_file ? s->pid_file : "unset");
@@ -738,6 +744,7 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
         if ((s->metrics = px_metrics_new(s->base, &c0->metrics_listen, err, errlen)) == NULL)
             goto fail;
         px_log_info("listening metrics %s", px_metrics_address(s->metrics));
+        s->metrics_listen = c0->metrics_listen;
     }
     if (user && chown(c0->control_socket, uid, gid) < 0)
         px_log_warn("control_socket %s: chown to %s: %s", c0->control_socket, user, strerror(errno));
