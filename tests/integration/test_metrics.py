@@ -13,7 +13,10 @@ import socket
 import subprocess
 import tempfile
 import time
+import unittest
 import urllib.parse
+
+import pebble
 
 from harness import (SLOW, Client, ProxyTestCase, RecordingBackend, build_dir, free_port, http_response,
                      request_bytes, s_client, shared_certs, tls_config, wait_until)
@@ -345,3 +348,34 @@ class Families(ProxyTestCase):
         self.assertEqual(set(s2), set(s1))  # 10,000 distinct hosts and paths: not one series more
         self.assertEqual(diff(s2, s1, "proxyd_requests_total", service="web", code="200", proto="HTTP/1.1"), 5000)
         self.assertEqual(diff(s2, s1, "proxyd_requests_total", service="", code="404", proto="HTTP/1.1"), 5000)
+
+
+@unittest.skipIf(pebble.available(), pebble.available())
+class Acme(ProxyTestCase):
+    def test_renewal_counted_and_expiry_by_lineage(self):
+        pb = pebble.Pebble(http_port=free_port())
+        self.addCleanup(pb.stop)
+        b = self.backend(RecordingBackend, response=hello)
+        p = self.proxy("[proxy]\nlisten_http = 127.0.0.1:%d\nlisten_https = 127.0.0.1:0\nredirect_https = yes\n"
+                       "metrics_listen = 127.0.0.1:0\n\n%s\n"
+                       "[acme]\nenabled = yes\ndirectory = %s\nca_bundle = %s\ndomains = example.test\n"
+                       "config_dir = {tmp}/le\nemail = ops@example.test\nretry_interval = 1s\ncheck_interval = 1h\n"
+                       "[service web]\ntargets = %s\n" % (pb.http_port, tls_config(), pb.directory, pb.ca_bundle,
+                                                          b.addr))
+        ok = lambda s: val(s, "proxyd_acme_renewals_total", lineage="example.test", result="ok")  # noqa: E731
+        s1 = wait_until(lambda: (lambda s: s if ok(s) == 1 else None)(scrape(p)), 60.0, interval=0.2)
+        self.assertIsNotNone(s1, p.error_log_text()[-3000:])
+        r = proxyctl(p, "cert", "renew", "--force", "--json")
+        self.assertEqual(r.returncode, 0, r)
+        s2 = wait_until(lambda: (lambda s: s if ok(s) == 2 else None)(scrape(p)), 60.0, interval=0.2)
+        self.assertIsNotNone(s2, p.error_log_text()[-3000:])
+        self.assertEqual(sum(v for (n, l), v in s2.items() if n == "proxyd_acme_renewals_total"), 2)
+        live = os.path.join(p.tmp, "le", "live", "example.test", "cert.pem")
+        exp = subprocess.run(["openssl", "x509", "-noout", "-enddate", "-in", live], stdout=subprocess.PIPE,
+                             check=True).stdout.decode().strip().split("=", 1)[1]
+        want = calendar.timegm(time.strptime(exp.replace(" GMT", ""), "%b %d %H:%M:%S %Y"))
+        got = wait_until(lambda: val(scrape(p), "proxyd_certificate_expiry_timestamp_seconds",
+                                     lineage="example.test") == want, 10.0)
+        self.assertTrue(got, [k for k in scrape(p) if k[0].startswith("proxyd_cert")])
+        crt = shared_certs().ec[0]
+        self.assertGreater(val(s2, "proxyd_certificate_expiry_timestamp_seconds", lineage=crt), 0)
