@@ -379,3 +379,47 @@ class Acme(ProxyTestCase):
         self.assertTrue(got, [k for k in scrape(p) if k[0].startswith("proxyd_cert")])
         crt = shared_certs().ec[0]
         self.assertGreater(val(s2, "proxyd_certificate_expiry_timestamp_seconds", lineage=crt), 0)
+
+
+class Dashboards(ProxyTestCase):
+    def test_prometheus_config_and_grafana_dashboard(self):
+        r = subprocess.run(["promtool", "check", "config", os.path.join(ROOT, "conf", "prometheus.yml")],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30 * SLOW)
+        self.assertEqual(r.returncode, 0, r.stdout)
+        with open(os.path.join(ROOT, "conf", "prometheus.yml")) as f:
+            self.assertIn("'127.0.0.1:9145'", f.read())
+        with open(os.path.join(ROOT, "conf", "grafana-proxyd.json")) as f:
+            dash = json.load(f)
+        self.assertIsInstance(dash["schemaVersion"], int)
+        self.assertIn("datasource", [v["name"] for v in dash["templating"]["list"] if v["type"] == "datasource"])
+        exprs = [a["expr"] for a in dash["annotations"]["list"] if "expr" in a]
+        self.assertTrue(any("proxyd_deploys_total" in e for e in exprs), exprs)
+        ids = set()
+        for p in dash["panels"]:
+            self.assertEqual(set(p["gridPos"]) >= {"x", "y", "w", "h"}, True, p)
+            self.assertLessEqual(p["gridPos"]["x"] + p["gridPos"]["w"], 24, p)
+            self.assertNotIn(p["id"], ids)
+            ids.add(p["id"])
+            if p["type"] != "row":
+                self.assertEqual(p["datasource"]["uid"], "${datasource}", p["title"])
+                self.assertTrue(p["targets"], p["title"])
+            exprs += [t["expr"] for t in p.get("targets", [])]
+        used = set(re.findall(r"\b((?:proxyd|process)_[a-z_]+)\b", " ".join(exprs)))
+        for fam in ("proxyd_requests_total", "proxyd_request_duration_seconds_bucket", "proxyd_target_healthy",
+                    "proxyd_limited_requests_total", "proxyd_certificate_expiry_timestamp_seconds"):
+            self.assertIn(fam, used)
+
+        # a live /metrics has every one of them (a family's TYPE line, or a histogram's series)
+        b = self.backend(RecordingBackend, response=hello)
+        p = self.proxy("[proxy]\nlisten_https = 127.0.0.1:0\nredirect_https = no\nmetrics_listen = 127.0.0.1:0\n\n"
+                       + tls_config() + "[service web]\ntargets = %s\n" % b.addr)
+        with Client(p.port) as c:
+            c.send(request_bytes("GET", "/", host="app.test"))
+            self.assertEqual(c.read_response("GET").status, 200)
+        _, _, body = get(p)
+        samples, types, _ = parse(body.decode())
+        have = set(types) | {n for n, _ in samples}
+        for t, typ in types.items():
+            if typ == "histogram":
+                have |= {t + "_bucket", t + "_sum", t + "_count"}
+        self.assertEqual(sorted(used - have), [])
