@@ -278,6 +278,7 @@ static int limit_apply(struct px_req *r, const struct px_limit_result *res)
     struct px_limit_zone *z = r->route->zones[res->which];
     int status = px_limit_zone_status(z);
     r->limited = px_limit_zone_name(z);
+    r->limited_stats_id = r->route->zone_stats_ids[res->which];
     r->step = PX_STEP_DONE;
     if (status != 429) {
         r->ops->respond(r, status, NULL, 0, NULL, 0);
@@ -497,6 +498,13 @@ void px_req_finish(struct px_req *r)
     if (w == NULL)
         return; /* never begun (a connection closed before its first request line) */
     px_stats_request(px_stats_of(w->id), r->proto, r->status, r->bytes_in, r->bytes_out, r->limited != NULL);
+    if (r->status) {
+        uint32_t sid = r->svc ? r->svc->stats_id : 0;
+        px_stats_service(w->id, sid, r->proto, r->status, px_now_us() - r->start_us, r->bytes_out);
+        px_stats_service_bytes_in(w->id, sid, r->bytes_in);
+        if (r->limited)
+            px_stats_limited(w->id, r->limited_stats_id);
+    }
     if (r->status && px_log_access_enabled() && !(r->route && r->route->no_access_log) &&
         !(r->health && !px_routes_config(r->routes)->health_log))
         access_log(r);
