@@ -14,6 +14,7 @@
 #include "px/addr.h"
 #include "px/errors.h"
 #include "px/parse.h" /* the value parsers the loader uses (durations, sizes, rates) */
+#include "px/services.h" /* struct px_svc_opts */
 
 struct px_services;
 
@@ -28,6 +29,7 @@ struct px_service_conf {
     int health_checks;       /* health_check_path was given: check the targets all the time */
     uint64_t health_check_interval_ms; /* default 1s */
     uint64_t health_check_timeout_ms;  /* default 5s */
+    struct px_svc_opts opts;           /* the other per-service keys (px/services.h) */
     int line;
     int targets_line;
 };

@@ -23,6 +23,7 @@
 #include <event2/event.h>
 
 #include "px/errors.h"
+#include "px/services.h" /* struct px_svc_opts */
 
 struct px_addr;
 struct px_config;
@@ -83,6 +84,8 @@ struct px_deploy_spec {
     uint64_t interval_ms, timeout_ms, deploy_timeout_ms, drain_timeout_ms;
     int force;                        /* switch without waiting for health */
     int tls;
+    struct px_svc_opts opts;          /* borrowed; replaces the service's, except more_prefixes,
+                                         kept with path_prefix when that is NULL */
 };
 
 /* What a deploy or rollback that succeeded did (borrowed for the callback). */
