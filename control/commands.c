@@ -16,6 +16,7 @@
 #include "px/routes.h"
 #include "px/server.h"
 #include "px/services.h"
+#include "px/state.h"
 #include "px/stats.h"
 #include "px/worker.h"
 #include "ctl_internal.h"
@@ -278,6 +279,17 @@ static void list_entry(void *arg, const struct px_deploy_entry *e)
         json_object_set_new(o, "stop_message", json_string(s->stop_message));
     if (o && s->state == PX_SVC_PAUSED)
         json_object_set_new(o, "max_pause_ms", json_integer((json_int_t)s->max_pause_ms));
+    json_t *opts = json_object();
+    if (o && opts) { /* the per-service options not at their default */
+        if (s->opts.nmore_prefixes) {
+            json_t *all = string_array((const char *const *)s->opts.more_prefixes, s->opts.nmore_prefixes);
+            json_array_insert_new(all, 0, json_string(s->path_prefix));
+            json_object_set_new(opts, "path_prefix", all);
+        }
+        px_state_opts_json(opts, &s->opts);
+        json_object_set(o, "options", opts);
+    }
+    json_decref(opts);
     json_array_append_new(arg, o);
 }
 

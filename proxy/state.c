@@ -86,8 +86,7 @@ static json_t *strv_json(char *const *v, size_t n)
     return a;
 }
 
-/* The per-service options, the control protocol's names; defaults left out. */
-static void opts_json(json_t *o, const struct px_svc_opts *p)
+void px_state_opts_json(json_t *o, const struct px_svc_opts *p)
 {
     if (p->strip_path_prefix)
         json_object_set_new(o, "strip_path_prefix", json_true());
@@ -162,7 +161,7 @@ static json_t *service_json(const struct px_state_service *s)
         json_object_set_new(o, "health_check_timeout_ms", json_integer((json_int_t)s->timeout_ms));
     if (s->deploy_timeout_ms)
         json_object_set_new(o, "deploy_timeout_ms", json_integer((json_int_t)s->deploy_timeout_ms));
-    opts_json(o, &s->opts);
+    px_state_opts_json(o, &s->opts);
     return o;
 }
 

@@ -43,6 +43,11 @@ struct px_state {
     size_t nservices;
 };
 
+struct json_t;
+/* Set the options that are not at their default on JSON object o, under the
+ * control protocol's names (the state file's and `list --json`'s). */
+void px_state_opts_json(struct json_t *o, const struct px_svc_opts *p);
+
 /* Write st to path crash-safely (see above). 0, or -1 with a message. */
 int px_state_save(const char *path, const struct px_state *st, char *err, size_t errlen);
 /* Read path into *st (zeroed first). A missing file is an empty state (0);
