@@ -178,7 +178,7 @@ static int set_arg(struct invocation *inv, const struct px_ctl_arg *a, const cha
     int b = 1;
     switch (a->type) {
     case PX_CTL_ARG_BOOL: /* --flag, --flag=true, --flag=false */
-        if (text && (err = px_parse_bool(text, &b)) != NULL)
+        if (text && strcmp(text, "true") != 0 && (b = 0, strcmp(text, "false") != 0))
             return usage_error(inv->cmd, "%s: expected true or false", what);
         v = json_boolean(b);
         break;
