@@ -149,6 +149,13 @@ static struct px_tls *build_tls(struct px_server *s, const struct px_tls_conf *c
     memcpy(sni, conf->sni, conf->nsni * sizeof(*sni));
     for (size_t i = 0; t && i < px_services_count(t); i++) {
         const struct px_service *v = px_services_at(t, i);
+        char why[512];
+        /* checked at deploy or load; a file gone since must not fail every later reload */
+        if (v->opts.tls_certificate &&
+            px_tls_check_pair(v->opts.tls_certificate, v->opts.tls_certificate_key, why, sizeof(why)) < 0) {
+            px_log_error("service %s: its certificate is not served: %s", v->name, why);
+            continue;
+        }
         for (size_t j = 0; v->opts.tls_certificate && j < v->nhosts; j++) {
             int taken = 0;
             for (size_t k = 0; k < n && !taken; k++)

@@ -288,6 +288,11 @@ class ServiceOptionsTest(ProxyTestCase):
         self.assertEqual(s_client(p2.https_port, servername="other.test").subject_cn, "other.test")
         r = curl("-H", "Host: other.test", p2.url("/app/x"))
         self.assertEqual(r.stdout, b"page 503: a&amp;b")  # no redirect (tls_redirect off), the error page
+        r = curl("-k", "--http2", "-i", "--resolve", "other.test:%d:127.0.0.1" % p2.https_port,
+                 "https://other.test:%d/api" % p2.https_port)
+        self.assertIn(b"HTTP/2 503", r.stdout)
+        self.assertIn(b"content-type: text/html", r.stdout.lower())
+        self.assertTrue(r.stdout.endswith(b"\r\n\r\npage 503: a&amp;b"), r.stdout)
         self.assertEqual(curl_head(p2.port, "www.other.test", "/api?q=1"), (301, "http://other.test/api?q=1"))
         self.assertEqual(proxyctl(p2, "resume", "web").rc, 0)
         curl("-H", "Host: other.test", "-H", "X-Forwarded-Proto: https", p2.url("/app/x?y"))
