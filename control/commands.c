@@ -17,6 +17,7 @@
 #include "px/routes.h"
 #include "px/server.h"
 #include "px/services.h"
+#include "px/state.h"
 #include "px/stats.h"
 #include "px/target.h"
 #include "px/worker.h"
@@ -107,6 +108,10 @@ static size_t strings(const json_t *args, const char *name, const char **out, si
 {
     const json_t *a = json_object_get(args, name);
     size_t n = 0;
+    if (json_is_string(a) && max) { /* one value as a plain string */
+        out[0] = json_string_value(a);
+        return 1;
+    }
     for (size_t i = 0; a && i < json_array_size(a) && n < max; i++)
         out[n++] = json_string_value(json_array_get(a, i));
     return n;
@@ -164,8 +169,9 @@ static void h_deploy(struct px_ctl_env *env, struct ctl_conn *c, const json_t *i
             return;
         }
     }
-    const char *targets[PX_CTL_ARRAY_MAX], *hosts[PX_CTL_ARRAY_MAX];
+    const char *targets[PX_CTL_ARRAY_MAX], *hosts[PX_CTL_ARRAY_MAX], *prefixes[PX_CTL_ARRAY_MAX];
     const char *lreq[PX_CTL_ARRAY_MAX], *lresp[PX_CTL_ARRAY_MAX];
+    size_t nprefixes = strings(args, "path_prefix", prefixes, PX_CTL_ARRAY_MAX);
     struct px_deploy_spec q = {
         .service = px_ctl_arg_str(args, "service", NULL),
         .targets = targets,
@@ -173,7 +179,7 @@ static void h_deploy(struct px_ctl_env *env, struct ctl_conn *c, const json_t *i
         .hosts = hosts,
         .nhosts = strings(args, "hosts", hosts, PX_CTL_ARRAY_MAX),
         .hosts_given = json_object_get(args, "hosts") != NULL,
-        .path_prefix = px_ctl_arg_str(args, "path_prefix", NULL),
+        .path_prefix = nprefixes ? prefixes[0] : NULL,
         .health_check_path = px_ctl_arg_str(args, "health_check_path", NULL),
         .interval_ms = (uint64_t)px_ctl_arg_int(args, "health_check_interval_ms", PX_CTL_DEFAULT_HEALTH_CHECK_INTERVAL_MS),
         .timeout_ms = (uint64_t)px_ctl_arg_int(args, "health_check_timeout_ms", PX_CTL_DEFAULT_HEALTH_CHECK_TIMEOUT_MS),
@@ -187,6 +193,19 @@ static void h_deploy(struct px_ctl_env *env, struct ctl_conn *c, const json_t *i
         .log_response_headers = lresp,
         .nlog_response_headers = strings(args, "log_response_headers", lresp, PX_CTL_ARRAY_MAX),
         .log_response_headers_given = json_object_get(args, "log_response_headers") != NULL,
+        .opts = {
+            .more_prefixes = nprefixes > 1 ? (char **)(prefixes + 1) : NULL,
+            .nmore_prefixes = nprefixes > 1 ? nprefixes - 1 : 0,
+            .strip_path_prefix = px_ctl_arg_bool(args, "strip_path_prefix", 0),
+            .forward_headers = px_ctl_arg_bool(args, "forward_headers", 0),
+            .no_tls_redirect = !px_ctl_arg_bool(args, "tls_redirect", 1),
+            .health_check_port = (unsigned)px_ctl_arg_int(args, "health_check_port", 0),
+            .target_timeout_ms = (uint64_t)px_ctl_arg_int(args, "target_timeout_ms", 0),
+            .canonical_host = (char *)px_ctl_arg_str(args, "canonical_host", NULL),
+            .tls_certificate = (char *)px_ctl_arg_str(args, "tls_certificate_path", NULL),
+            .tls_certificate_key = (char *)px_ctl_arg_str(args, "tls_private_key_path", NULL),
+            .error_pages = (char *)px_ctl_arg_str(args, "error_pages", NULL),
+        },
     };
     begin_op(c, id);
     if (q.tls) {
@@ -309,6 +328,17 @@ static void list_entry(void *arg, const struct px_deploy_entry *e)
         json_object_set_new(o, "targets", targets);
     else
         json_decref(targets);
+    json_t *opts = json_object();
+    if (o && opts) { /* the per-service options not at their default */
+        if (s->opts.nmore_prefixes) {
+            json_t *all = string_array((const char *const *)s->opts.more_prefixes, s->opts.nmore_prefixes);
+            json_array_insert_new(all, 0, json_string(s->path_prefix));
+            json_object_set_new(opts, "path_prefix", all);
+        }
+        px_state_opts_json(opts, &s->opts);
+        json_object_set(o, "options", opts);
+    }
+    json_decref(opts);
     json_array_append_new(arg, o);
 }
 

@@ -99,6 +99,25 @@ const char *px_ctl_check_path(const char *v)
     return px_parse_check_path(v); /* the same rule as the config file's paths */
 }
 
+const char *px_ctl_check_canonical(const char *v)
+{
+    return v[0] == '*' ? "a wildcard cannot be canonical" : px_ctl_check_host(v);
+}
+
+const char *px_ctl_check_fspath(const char *v)
+{
+    for (; *v; v++)
+        if ((unsigned char)*v < 0x20 || *v == 0x7f)
+            return "control character in path";
+    return NULL;
+}
+
+const char *px_ctl_check_port(const char *v)
+{
+    PX_UNUSED(v);
+    return NULL; /* INT values are checked in px_ctl_args_check */
+}
+
 const char *px_ctl_check_message(const char *v)
 {
     return strlen(v) > PX_CTL_MESSAGE_MAX ? "at most 1024 bytes" : NULL;
@@ -115,8 +134,10 @@ static const struct px_ctl_arg deploy_args[] = {
      "a new target (repeat for several)", px_ctl_check_target},
     {"hosts", PX_CTL_ARG_STRINGS, 0, "host", "NAME",
      "a host name it serves, *.SUFFIX allowed (repeat; none = any host)", px_ctl_check_host},
-    {"path_prefix", PX_CTL_ARG_STRING, 0, "path-prefix", "P", "serve paths under P only (default /)",
-     px_ctl_check_path},
+    {"path_prefix", PX_CTL_ARG_STRINGS, 0, "path-prefix", "P",
+     "serve paths under P only (repeat for several; default /)", px_ctl_check_path},
+    {"strip_path_prefix", PX_CTL_ARG_BOOL, 0, "strip-path-prefix", NULL,
+     "send the path without the matched prefix upstream (default false)", NULL},
     {"health_check_path", PX_CTL_ARG_STRING, 0, "health-check-path", "PATH",
      "GET this on each new target, any 2xx is healthy (default /up)", px_ctl_check_path},
     {"health_check_interval_ms", PX_CTL_ARG_DURATION_MS, 0, "health-check-interval", "DURATION",
@@ -127,6 +148,22 @@ static const struct px_ctl_arg deploy_args[] = {
      "fail when not healthy by then; the old targets keep serving (default 30s)", NULL},
     {"drain_timeout_ms", PX_CTL_ARG_DURATION_MS, 0, "drain-timeout", "DURATION",
      "cut requests still on the old targets with 504 after this (default 30s)", NULL},
+    {"health_check_port", PX_CTL_ARG_INT, 0, "health-check-port", "PORT",
+     "check this port of each target (default: the target's)", px_ctl_check_port},
+    {"target_timeout_ms", PX_CTL_ARG_DURATION_MS, 0, "target-timeout", "DURATION",
+     "504 when a target takes longer to answer (default: upstream_read_timeout)", NULL},
+    {"forward_headers", PX_CTL_ARG_BOOL, 0, "forward-headers", NULL,
+     "believe the client's X-Forwarded-For/-Proto/-Host (default false)", NULL},
+    {"tls_redirect", PX_CTL_ARG_BOOL, 0, "tls-redirect", NULL,
+     "redirect its hosts from http to https (default true; =false serves them on port 80)", NULL},
+    {"tls_certificate_path", PX_CTL_ARG_STRING, 0, "tls-certificate-path", "FILE",
+     "a certificate (PEM chain) served by SNI for its hosts", px_ctl_check_fspath},
+    {"tls_private_key_path", PX_CTL_ARG_STRING, 0, "tls-private-key-path", "FILE",
+     "the key of --tls-certificate-path", px_ctl_check_fspath},
+    {"canonical_host", PX_CTL_ARG_STRING, 0, "canonical-host", "NAME",
+     "301 its other hosts to this one, path and query kept", px_ctl_check_canonical},
+    {"error_pages", PX_CTL_ARG_STRING, 0, "error-pages", "DIR",
+     "serve DIR/STATUS.html for proxyd's own 4xx/5xx on it", px_ctl_check_fspath},
     {"force", PX_CTL_ARG_BOOL, 0, "force", NULL, "switch without waiting for health checks", NULL},
     {"tls", PX_CTL_ARG_BOOL, 0, "tls", NULL,
      "obtain and renew a certificate for the hosts (ACME, in the background after the deploy)", NULL},
@@ -226,6 +263,8 @@ static const char *check_value(const struct px_ctl_arg *a, const json_t *v, char
     case PX_CTL_ARG_INT:
         if (!json_is_integer(v) || json_integer_value(v) < 0)
             return errf(err, errlen, "%s: must be an integer >= 0", a->name);
+        if (a->check == px_ctl_check_port && (json_integer_value(v) < 1 || json_integer_value(v) > 65535))
+            return errf(err, errlen, "%s: must be a port 1..65535", a->name);
         return NULL;
     case PX_CTL_ARG_BOOL:
         return json_is_boolean(v) ? NULL : errf(err, errlen, "%s: must be true or false", a->name);
@@ -237,6 +276,8 @@ static const char *check_value(const struct px_ctl_arg *a, const json_t *v, char
         return NULL;
     case PX_CTL_ARG_STRINGS: {
         size_t n = json_array_size(v);
+        if (json_is_string(v)) /* one value as a plain string */
+            return check_string(a, v, 0, err, errlen);
         if (!json_is_array(v))
             return errf(err, errlen, "%s: must be an array of non-empty strings", a->name);
         if (n > PX_CTL_ARRAY_MAX)

@@ -176,12 +176,20 @@ static int set_arg(struct invocation *inv, const struct px_ctl_arg *a, const cha
     uint64_t ms;
     char *end;
 
+    char abs[8192], cwd[4096];
+    int b = 1;
     switch (a->type) {
-    case PX_CTL_ARG_BOOL:
-        v = json_true();
+    case PX_CTL_ARG_BOOL: /* --flag, --flag=true, --flag=false */
+        if (text && strcmp(text, "true") != 0 && (b = 0, strcmp(text, "false") != 0))
+            return usage_error(inv->cmd, "%s: expected true or false", what);
+        v = json_boolean(b);
         break;
     case PX_CTL_ARG_STRING:
     case PX_CTL_ARG_STRINGS:
+        /* a file the daemon opens: relative to where proxyctl runs, as a user means it */
+        if (a->check == px_ctl_check_fspath && text[0] != '/' && text[0] != '\0' && getcwd(cwd, sizeof(cwd)) &&
+            snprintf(abs, sizeof(abs), "%s/%s", cwd, text) < (int)sizeof(abs))
+            text = abs;
         if ((v = json_string(text)) == NULL)
             return usage_error(inv->cmd, "%s: not valid UTF-8", what);
         break;
@@ -268,9 +276,7 @@ static int parse_argv(int argc, char **argv, struct invocation *inv)
                 return usage_error(inv->cmd, "unknown option %s", s);
             snprintf(what, sizeof(what), "--%s", a->flag);
             if (a->type == PX_CTL_ARG_BOOL) {
-                if (eq)
-                    return usage_error(inv->cmd, "%s takes no value", what);
-                s = NULL;
+                s = eq ? eq + 1 : NULL;
             } else if (eq) {
                 s = eq + 1;
             } else if (i + 1 < argc) {

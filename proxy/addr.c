@@ -325,3 +325,15 @@ int px_host_normalize(const char *host, size_t len, char *out, size_t outlen)
     out[end] = '\0';
     return (int)end;
 }
+
+void px_addr_with_port(const struct px_addr *a, unsigned port, struct px_addr *out)
+{
+    *out = *a;
+    if (out->ss.ss_family == AF_INET)
+        ((struct sockaddr_in *)&out->ss)->sin_port = htons((uint16_t)port);
+    else if (out->ss.ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)&out->ss)->sin6_port = htons((uint16_t)port);
+    char *colon = strrchr(out->text, ':');
+    if (colon && (size_t)(colon - out->text) + 7 < sizeof(out->text))
+        snprintf(colon + 1, 6, "%u", port);
+}

@@ -14,6 +14,7 @@
  * No globals: all parse state lives in struct pctx, inih's user pointer. */
 #include "px/config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <ini.h>
 #include <openssl/err.h>
@@ -31,6 +32,7 @@
 #include "px/headers.h"
 #include "px/log.h"
 #include "px/services.h"
+#include "px/tls.h"
 
 #define PX_TLS1_2 0x0303
 #define PX_TLS1_3 0x0304
@@ -625,22 +627,123 @@ static const char *set_domains(struct pctx *pc, void *base, const char *v)
     return NULL;
 }
 
+/* path_prefix = /app /api: the first is path_prefix, the others the
+ * service's more_prefixes. */
 static const char *set_path_prefix(struct pctx *pc, void *base, const char *v)
 {
     struct px_service_conf *s = base;
-    const char *err = px_parse_check_path(v);
-    size_t n = strlen(v);
-    char *p;
+    char **list = NULL, **g, tok[TOK_MAX];
+    size_t n = 0;
+    const char *err = NULL;
+    int r;
 
-    (void)pc;
-    if (err)
-        return err;
-    while (n > 1 && v[n - 1] == '/') /* "/app/" routes like "/app" */
-        n--;
-    if ((p = strndup(v, n)) == NULL)
-        return "out of memory";
+    while ((r = next_tok(&v, LIST_SEPS, tok, sizeof(tok))) != 0) {
+        snprintf(pc->bad, sizeof(pc->bad), "%s", tok);
+        if (r < 0 || (err = px_parse_check_path(tok)) != NULL) {
+            err = err ? err : "path too long";
+            goto fail;
+        }
+        size_t k = strlen(tok);
+        while (k > 1 && tok[k - 1] == '/') /* "/app/" routes like "/app" */
+            tok[--k] = '\0';
+        for (size_t i = 0; i < n; i++)
+            if (strcmp(list[i], tok) == 0) {
+                err = "given twice";
+                goto fail;
+            }
+        if ((g = grow(list, n, sizeof(*list))) == NULL || (list = g, (g[n] = strdup(tok)) == NULL)) {
+            err = "out of memory";
+            goto fail;
+        }
+        n++;
+    }
+    pc->bad[0] = '\0';
+    if (n == 0) {
+        err = "needs at least one path";
+        goto fail;
+    }
     free(s->path_prefix);
-    s->path_prefix = p;
+    px_strv_free(s->opts.more_prefixes, s->opts.nmore_prefixes);
+    s->path_prefix = list[0];
+    s->opts.more_prefixes = n > 1 ? list + 0 : NULL;
+    if (n > 1)
+        memmove(list, list + 1, (n - 1) * sizeof(*list));
+    else
+        free(list);
+    s->opts.nmore_prefixes = n - 1;
+    return NULL;
+fail:
+    px_strv_free(list, n);
+    return err;
+}
+
+/* [service] keys whose empty value means "unset". */
+static const char *set_target_timeout(struct pctx *pc, void *base, const char *v)
+{
+    struct px_service_conf *s = base;
+    uint64_t ms = 0;
+    const char *err = *v ? px_parse_duration_ms(v, &ms) : NULL;
+    (void)pc;
+    if (err == NULL && *v && (ms < 1 || ms > 86400000))
+        err = "must be 1ms..24h (empty: upstream_read_timeout)";
+    if (err == NULL)
+        s->opts.target_timeout_ms = ms;
+    return err;
+}
+
+static const char *set_hc_port(struct pctx *pc, void *base, const char *v)
+{
+    struct px_service_conf *s = base;
+    uint64_t n = 0;
+    const char *p = v;
+    (void)pc;
+    if (*v && (px_parse_u64(&p, &n) != NULL || *p != '\0' || n < 1 || n > 65535))
+        return "must be a port 1..65535 (empty: the target's)";
+    s->opts.health_check_port = (unsigned)n;
+    return NULL;
+}
+
+static const char *set_tls_redirect(struct pctx *pc, void *base, const char *v)
+{
+    struct px_service_conf *s = base;
+    int b;
+    const char *err = px_parse_bool(v, &b);
+    (void)pc;
+    if (err == NULL)
+        s->opts.no_tls_redirect = !b;
+    return err;
+}
+
+static const char *set_canonical_host(struct pctx *pc, void *base, const char *v)
+{
+    struct px_service_conf *s = base;
+    char h[TOK_MAX], *d = NULL;
+    const char *err;
+    (void)pc;
+    if (*v) {
+        if (strlen(v) >= sizeof(h))
+            return "bad host name";
+        strcpy(h, v);
+        if ((err = check_host(h, 0)) != NULL)
+            return err;
+        if ((d = strdup(h)) == NULL)
+            return "out of memory";
+    }
+    free(s->opts.canonical_host);
+    s->opts.canonical_host = d;
+    return NULL;
+}
+
+static const char *check_dir(const char *v)
+{
+    DIR *d;
+    if (*v == '\0')
+        return NULL;
+    if (has_ctl(v))
+        return "control character in path";
+    if ((d = opendir(v)) == NULL)
+        return errno == ENOENT ? "no such directory" : errno == ENOTDIR ? "not a directory" : "cannot read it";
+    closedir(d);
     return NULL;
 }
 
@@ -1015,6 +1118,15 @@ static const struct keydef service_keys[] = {
      .max = 3600 * 1000, .def = "5s"},
     KFN("log_request_headers", set_log_request_headers, "Cache-Control Last-Modified User-Agent", 0),
     KFN("log_response_headers", set_log_response_headers, "", 0),
+    KBOOL("strip_path_prefix", S(opts.strip_path_prefix), "no"),
+    KFN("health_check_port", set_hc_port, "", 0),
+    KFN("target_timeout", set_target_timeout, "", 0),
+    KFN("canonical_host", set_canonical_host, "", 0),
+    KFN("tls_redirect", set_tls_redirect, "yes", 0),
+    KOPT("tls_certificate", S(opts.tls_certificate), "", check_path),
+    KOPT("tls_certificate_key", S(opts.tls_certificate_key), "", check_path),
+    KBOOL("forward_headers", S(opts.forward_headers), "no"),
+    KOPT("error_pages", S(opts.error_pages), "", check_dir),
 };
 #undef S
 
@@ -1718,6 +1830,15 @@ static int finish(struct pctx *pc)
         struct px_service_conf *s = &cfg->services[i];
         if (s->ntargets == 0)
             return fail(pc, s->line, "targets: required in [service %s]", s->name);
+        if (s->opts.tls_certificate || s->opts.tls_certificate_key) {
+            char why[600];
+            if (s->opts.tls_certificate == NULL || s->opts.tls_certificate_key == NULL)
+                return fail(pc, s->line, "%s: required with %s in [service %s]",
+                            s->opts.tls_certificate ? "tls_certificate_key" : "tls_certificate",
+                            s->opts.tls_certificate ? "tls_certificate" : "tls_certificate_key", s->name);
+            if (px_tls_check_pair(s->opts.tls_certificate, s->opts.tls_certificate_key, why, sizeof(why)) < 0)
+                return fail(pc, s->line, "tls_certificate: %s in [service %s]", why, s->name);
+        }
         /* a target that is proxyd itself loops every request back in (the rule deploy applies too) */
         struct px_addr self[3];
         size_t nself = 0;
@@ -1736,8 +1857,10 @@ static int finish(struct pctx *pc)
         for (size_t j = 0; j < i; j++) {
             /* the rule the control plane applies too (px/services.h) */
             struct px_service_conf *o = &cfg->services[j];
-            struct px_service_claim cs = {s->name, (const char *const *)s->hosts, s->nhosts, s->path_prefix};
-            struct px_service_claim co = {o->name, (const char *const *)o->hosts, o->nhosts, o->path_prefix};
+            struct px_service_claim cs = {s->name,        (const char *const *)s->hosts, s->nhosts,
+                                          s->path_prefix, s->opts.more_prefixes,         s->opts.nmore_prefixes};
+            struct px_service_claim co = {o->name,        (const char *const *)o->hosts, o->nhosts,
+                                          o->path_prefix, o->opts.more_prefixes,         o->opts.nmore_prefixes};
             char msg[600];
             if (px_service_conflict(&cs, &co, msg, sizeof(msg)))
                 return fail(pc, s->line, "[service %s]: %s", s->name, msg);
@@ -1972,6 +2095,7 @@ void px_config_free(struct px_config *cfg)
         free(s->health_check_path);
         px_strv_free(s->log_request_headers, s->nlog_request_headers);
         px_strv_free(s->log_response_headers, s->nlog_response_headers);
+        px_svc_opts_clear(&s->opts);
     }
     free(cfg->services);
 
@@ -2004,6 +2128,7 @@ enum px_err px_config_add_service(struct px_services *t, const struct px_service
         .nlog_request_headers = sc->nlog_request_headers,
         .log_response_headers = (const char *const *)sc->log_response_headers,
         .nlog_response_headers = sc->nlog_response_headers,
+        .opts = sc->opts,
     };
     return px_services_add(t, &sp, err, errlen);
 }

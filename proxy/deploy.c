@@ -20,6 +20,7 @@
 #include "px/services.h"
 #include "px/state.h"
 #include "px/target.h"
+#include "px/tls.h"
 #include "px/worker.h"
 
 #define CUT_GRACE_MS 2000 /* after the cut, how long the workers get to report it */
@@ -111,6 +112,7 @@ static const char *to_spec(const struct px_state_service *s, struct px_service_s
                                                         : PX_ARRAY_LEN(px_log_request_headers_default);
     spec->log_response_headers = (const char *const *)s->log_response_headers;
     spec->nlog_response_headers = s->nlog_response_headers;
+    spec->opts = s->opts;
     return NULL;
 }
 
@@ -144,10 +146,12 @@ static const char *is_self(const struct px_deployer *d, const struct px_config *
  * claims the host and prefix of: its conflict message in buf, or NULL. */
 static const char *claimed(const struct px_deployer *d, const struct px_service_conf *sc, char *buf, size_t buflen)
 {
-    struct px_service_claim a = {sc->name, (const char *const *)sc->hosts, sc->nhosts, sc->path_prefix};
+    struct px_service_claim a = {sc->name,        (const char *const *)sc->hosts, sc->nhosts,
+                                 sc->path_prefix, sc->opts.more_prefixes,         sc->opts.nmore_prefixes};
     for (size_t i = 0; i < d->st.nservices; i++) {
         const struct px_state_service *s = &d->st.services[i];
-        struct px_service_claim b = {s->name, (const char *const *)s->hosts, s->nhosts, s->path_prefix};
+        struct px_service_claim b = {s->name,        (const char *const *)s->hosts, s->nhosts,
+                                     s->path_prefix, s->opts.more_prefixes,         s->opts.nmore_prefixes};
         if (px_service_conflict(&a, &b, buf, buflen))
             return buf;
     }
@@ -622,8 +626,11 @@ static void start(struct px_deployer *d, struct op *o, uint64_t interval_ms, uin
     for (size_t i = 0; i < o->naddrs; i++) {
         progress(o, "waiting for %s to be healthy (GET %s)", o->addrs[i].text, o->svc.health_check_path);
         o->ctx[i] = (struct check){o, i};
-        o->checks[i] = px_health_new(d->base, &o->addrs[i], o->svc.health_check_path, interval_ms, timeout_ms,
-                                     on_health, &o->ctx[i]);
+        struct px_addr a = o->addrs[i];
+        if (o->svc.opts.health_check_port)
+            px_addr_with_port(&o->addrs[i], o->svc.opts.health_check_port, &a);
+        o->checks[i] = px_health_new(d->base, &a, o->svc.health_check_path, interval_ms, timeout_ms, on_health,
+                                     &o->ctx[i]);
         if (o->checks[i] == NULL) {
             finish(o, PX_E_INTERNAL, "out of memory");
             return;
@@ -710,7 +717,7 @@ static int from_config(const struct px_deployer *d, const char *name, struct px_
         out->nlog_request_headers = sc->nlog_request_headers;
         out->log_response_headers = px_strv_dup((const char *const *)sc->log_response_headers, sc->nlog_response_headers);
         out->nlog_response_headers = sc->nlog_response_headers;
-        return out->log_request_headers && out->log_response_headers && out->name && out->hosts && out->path_prefix && out->health_check_path && out->active &&
+        return px_svc_opts_copy(&out->opts, &sc->opts) == 0 && out->log_request_headers && out->log_response_headers && out->name && out->hosts && out->path_prefix && out->health_check_path && out->active &&
                        out->previous
                    ? 0
                    : -1;
@@ -790,10 +797,19 @@ void px_deploy(struct px_deployer *d, const struct px_deploy_spec *q, px_deploy_
     }
     int lh_nomem = (q->log_request_headers_given && s->log_request_headers == NULL) ||
                    (q->log_response_headers_given && s->log_response_headers == NULL);
+    struct px_svc_opts opts = q->opts;
+    if (q->path_prefix == NULL && have) { /* the prefixes kept together */
+        opts.more_prefixes = cur.opts.more_prefixes;
+        opts.nmore_prefixes = cur.opts.nmore_prefixes;
+    } else if (q->path_prefix == NULL) {
+        opts.more_prefixes = NULL;
+        opts.nmore_prefixes = 0;
+    }
+    int opts_bad = px_svc_opts_copy(&s->opts, &opts);
     if (have)
         px_state_service_clear(&cur);
     if (lh_nomem || s->name == NULL || s->hosts == NULL || s->path_prefix == NULL || s->health_check_path == NULL ||
-        s->active == NULL || s->previous == NULL) {
+        s->active == NULL || s->previous == NULL || opts_bad) {
         done(arg, PX_E_INTERNAL, "out of memory", NULL);
         px_state_service_clear(s);
         free(o);
@@ -801,6 +817,11 @@ void px_deploy(struct px_deployer *d, const struct px_deploy_spec *q, px_deploy_
     }
     const char *e = resolve(o, msg, sizeof(msg));
     enum px_err code = PX_E_BAD_REQUEST;
+    if (e == NULL)
+        e = px_svc_opts_check(&s->opts, msg, sizeof(msg));
+    if (e == NULL && s->opts.tls_certificate &&
+        px_tls_check_pair(s->opts.tls_certificate, s->opts.tls_certificate_key, msg, sizeof(msg)) < 0)
+        e = msg;
     if (e == NULL && (e = self_target(d, o, msg, sizeof(msg))) != NULL)
         code = PX_E_INVALID_TARGET;
     if (e) {

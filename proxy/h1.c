@@ -116,6 +116,7 @@ static void resp_opts(struct px_h1conn *h, const struct px_req *r, struct px_res
     o->strip_te = 0;
     o->is_https = c->tls;
     o->upgrade = 0;
+    o->html = r->html;
     o->add = r->adds ? r->adds : c->w->adds;
     o->nadd = r->adds ? r->nadds : c->w->nadds;
     o->date = px_req_date(c->w);

@@ -354,7 +354,8 @@ static void h2_respond(struct px_req *r, int status, const char *body, size_t le
     nv[n++] = NV(":status", 7, st, 3);
     nv[n++] = NV("date", 4, px_req_date(w), PX_HTTP_DATE_LEN);
     nv[n++] = NV("server", 6, "proxyd", 6);
-    nv[n++] = NV("content-type", 12, "text/plain; charset=utf-8", 25);
+    nv[n++] = r->html ? NV("content-type", 12, "text/html; charset=utf-8", 24)
+                      : NV("content-type", 12, "text/plain; charset=utf-8", 25);
     nv[n++] = NV("content-length", 14, cl, (size_t)cln);
     char stackbuf[2048];
     struct adds ad = req_adds(w, r);

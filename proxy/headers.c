@@ -194,7 +194,14 @@ int px_h1_write_request_head(struct evbuffer *out, const struct px_req_head *r, 
 
     PUT(p, r->method, r->method_len);
     *p++ = ' ';
-    PUT(p, r->path, r->path_len);
+    if (PX_UNLIKELY(f->strip != 0) && f->strip <= r->path_len) {
+        /* strip_path_prefix: "/app/x?q" -> "/x?q", "/app" -> "/" */
+        if (f->strip == r->path_len || r->path[f->strip] != '/')
+            *p++ = '/';
+        PUT(p, r->path + f->strip, r->path_len - f->strip);
+    } else {
+        PUT(p, r->path, r->path_len);
+    }
     PUTL(p, " HTTP/1.1\r\n");
     if (absolute || r->host == NULL) {
         PUTL(p, "Host: ");
@@ -204,11 +211,18 @@ int px_h1_write_request_head(struct evbuffer *out, const struct px_req_head *r, 
             PUT(p, dflt, dflt_len);
         PUTL(p, "\r\n");
     }
-    int seen_cl = 0;
+    int seen_cl = 0, fwd_proto = 0, fwd_host = 0;
     for (size_t i = 0; i < r->nheaders; i++) {
         const struct px_h1_header *h = &r->headers[i];
         enum px_hdr_id id = px_hdr_lookup(h->name, h->name_len);
         switch (id) {
+        case PX_HDR_X_FORWARDED_PROTO:
+        case PX_HDR_X_FORWARDED_HOST:
+            if (!f->forward_headers) /* replaced by ours */
+                continue;
+            fwd_proto |= id == PX_HDR_X_FORWARDED_PROTO;
+            fwd_host |= id == PX_HDR_X_FORWARDED_HOST;
+            break;
         case PX_HDR_HOST:
             if (absolute)
                 continue;
@@ -246,9 +260,11 @@ int px_h1_write_request_head(struct evbuffer *out, const struct px_req_head *r, 
     PUT(p, f->peer_ip, f->peer_ip_len);
     PUTL(p, "\r\nX-Real-IP: ");
     PUT(p, f->client_ip, f->client_ip_len);
-    PUTL(p, "\r\nX-Forwarded-Proto: ");
-    PUT(p, f->proto, strlen(f->proto));
-    if (r->host) {
+    if (!fwd_proto) {
+        PUTL(p, "\r\nX-Forwarded-Proto: ");
+        PUT(p, f->proto, strlen(f->proto));
+    }
+    if (r->host && !fwd_host) {
         PUTL(p, "\r\nX-Forwarded-Host: ");
         PUT(p, r->host, r->host_len);
     }
@@ -471,7 +487,10 @@ int px_h1_write_local_response(struct evbuffer *out, int status, const char *bod
     p = put_status_line(p, status, NULL, 0);
     if (o->date)
         p = put_date(p, o->date);
-    PUTL(p, "Server: proxyd\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ");
+    if (o->html)
+        PUTL(p, "Server: proxyd\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: ");
+    else
+        PUTL(p, "Server: proxyd\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ");
     p = put_u64(p, body_len);
     PUTL(p, "\r\n");
     if (extra_len)

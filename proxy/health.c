@@ -208,6 +208,7 @@ struct watch {
     int seen;                  /* still in the table (sync's mark) */
     uint64_t interval_ms, timeout_ms; /* what the checker runs with */
     char *path;
+    unsigned port;             /* health_check_port, 0 = the target's */
 };
 
 struct px_monitor {
@@ -263,7 +264,10 @@ static int watch_start(struct px_monitor *m, struct watch *w, const struct px_se
     uint64_t iv = s->health_check_interval_ms ? s->health_check_interval_ms : m->interval_ms;
     uint64_t to = s->health_check_timeout_ms ? s->health_check_timeout_ms : m->timeout_ms;
     char *path = strdup(s->health_check_path ? s->health_check_path : "/up");
-    struct px_health *h = path ? px_health_new(m->base, &w->t->addr, path, iv, to, on_watch, w) : NULL;
+    struct px_addr a = w->t->addr;
+    if (s->opts.health_check_port)
+        px_addr_with_port(&w->t->addr, s->opts.health_check_port, &a);
+    struct px_health *h = path ? px_health_new(m->base, &a, path, iv, to, on_watch, w) : NULL;
     if (h == NULL) {
         free(path);
         return -1;
@@ -274,6 +278,7 @@ static int watch_start(struct px_monitor *m, struct watch *w, const struct px_se
     w->path = path;
     w->interval_ms = iv;
     w->timeout_ms = to;
+    w->port = s->opts.health_check_port;
     return 0;
 }
 
@@ -298,7 +303,8 @@ void px_monitor_sync(struct px_monitor *m, const struct px_services *t)
                 uint64_t to = s->health_check_timeout_ms ? s->health_check_timeout_ms : m->timeout_ms;
                 const char *path = s->health_check_path ? s->health_check_path : "/up";
                 /* a reload or a deploy changed how it is checked: a new checker, same count of failures */
-                if ((iv != found->interval_ms || to != found->timeout_ms || strcmp(path, found->path) != 0) &&
+                if ((iv != found->interval_ms || to != found->timeout_ms || strcmp(path, found->path) != 0 ||
+                     s->opts.health_check_port != found->port) &&
                     watch_start(m, found, s) < 0)
                     px_log_error("health: %s: out of memory, keeping its old check", found->t->addr.text);
                 continue;

@@ -32,28 +32,68 @@ const char *px_parse_u64(const char **pp, uint64_t *out)
 
 const char *px_parse_duration_ms(const char *s, uint64_t *out)
 {
+    /* Go's time.ParseDuration (kamal-proxy's flags) plus "d" and a bare
+     * number of seconds: a sequence of DIGITS[.DIGITS]UNIT ("1m30s", "0.5s"),
+     * added up in nanoseconds; a sub-millisecond rest rounds up, so "500us"
+     * is 1 ms, never 0 (which means "none" to some keys). */
     static const struct {
         const char *unit;
-        uint64_t ms;
-    } units[] = {{"", 1000}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}};
+        uint64_t ns;
+    } units[] = {{"ns", 1},
+                 {"us", 1000},
+                 {"\xc2\xb5s", 1000}, /* µs, as Go writes it */
+                 {"ms", 1000000},
+                 {"s", 1000000000ull},
+                 {"m", 60000000000ull},
+                 {"h", 3600000000000ull},
+                 {"d", 86400000000000ull}};
+    static const char bad[] = "bad duration (use e.g. 500ms, 0.5s, 1m30s, 1h, 2d)";
+    const unsigned __int128 max_ns = (unsigned __int128)UINT64_MAX * 1000000u;
+    unsigned __int128 total = 0;
     const char *p = s;
-    uint64_t v;
 
     if (s == NULL || *s == '\0')
         return "empty duration";
     if (*s == '-')
         return "must not be negative";
-    if (px_parse_u64(&p, &v) != NULL)
-        return *p >= '0' && *p <= '9' ? "too large" : "bad duration (use e.g. 500ms, 10s, 5m, 1h, 2d)";
-    for (size_t i = 0; i < PX_ARRAY_LEN(units); i++) {
-        if (strcmp(p, units[i].unit) != 0)
-            continue;
-        if (v > UINT64_MAX / units[i].ms)
+    while (*p) {
+        uint64_t v = 0, frac = 0, scale = 1, unit_ns = 0;
+        size_t ulen = 0;
+        if ((*p < '0' || *p > '9') && *p != '.')
+            return bad;
+        if (*p != '.' && px_parse_u64(&p, &v) != NULL)
+            return *p >= '0' && *p <= '9' ? "too large" : bad;
+        if (*p == '.') {
+            if (p[1] < '0' || p[1] > '9')
+                return bad;
+            for (p++; *p >= '0' && *p <= '9'; p++)
+                if (scale < 1000000000ull) { /* nanoseconds of an hour: nine digits are plenty */
+                    frac = frac * 10 + (uint64_t)(*p - '0');
+                    scale *= 10;
+                }
+        }
+        for (size_t i = 0; i < PX_ARRAY_LEN(units); i++) {
+            size_t n = strlen(units[i].unit);
+            if (n > ulen && strncmp(p, units[i].unit, n) == 0 && (p[n] == '\0' || p[n] == '.' ||
+                                                                  (p[n] >= '0' && p[n] <= '9'))) {
+                ulen = n;
+                unit_ns = units[i].ns;
+            }
+        }
+        if (ulen == 0) {
+            if (*p != '\0' || p == s)
+                return bad;
+            unit_ns = 1000000000ull; /* a bare number is seconds, and only alone */
+            if (total != 0)
+                return bad;
+        }
+        p += ulen;
+        total += (unsigned __int128)v * unit_ns + (unsigned __int128)frac * unit_ns / scale;
+        if (total > max_ns)
             return "too large";
-        *out = v * units[i].ms;
-        return NULL;
     }
-    return "bad duration (use e.g. 500ms, 10s, 5m, 1h, 2d)";
+    *out = (uint64_t)((total + 999999u) / 1000000u);
+    return NULL;
 }
 
 const char *px_parse_size(const char *s, uint64_t *out)

@@ -155,10 +155,7 @@ int px_req_begin(struct px_req *r, struct px_worker *w, const struct px_down_ops
     int trusted = 0;
     r->client_ip_len = (uint8_t)px_req_client_ip(w->cfg, r->peer, r->peer_ip, r->peer_ip_len, r->xff, r->xff_len,
                                                  r->client_ip, &trusted);
-    if (!trusted) {
-        r->xff = NULL;
-        r->xff_len = 0;
-    }
+    r->xff_trusted = trusted ? 1 : 0;
     return rc;
 }
 
@@ -171,16 +168,25 @@ void px_req_release(struct px_req *r)
 
 void px_req_respond(struct px_req *r, int status, const char *body, size_t len)
 {
+    const struct px_err_page *pg;
     r->step = PX_STEP_DONE;
+    if (PX_UNLIKELY(r->svc != NULL && r->svc->npages != 0) && status >= 400 &&
+        (pg = px_service_page(r->svc, status)) != NULL) {
+        r->html = 1;
+        body = pg->body;
+        len = pg->len;
+    }
     r->ops->respond(r, status, body, len, NULL, 0);
 }
 
-/* 301 to https://HOST/PATH?QUERY (host lowercased, port stripped). */
-static void respond_redirect(struct px_req *r)
+/* 301 to SCHEME://HOST/PATH?QUERY: HOST is canonical, else the request's
+ * (lowercased, port stripped). */
+static void respond_redirect(struct px_req *r, const char *scheme, const char *canonical)
 {
     const struct px_req_head *q = r->q;
     char host[256];
-    int hl = px_host_normalize(q->host, q->host ? q->host_len : 0, host, sizeof(host));
+    int hl = canonical ? snprintf(host, sizeof(host), "%s", canonical)
+                       : px_host_normalize(q->host, q->host ? q->host_len : 0, host, sizeof(host));
     if (hl <= 0) {
         px_req_respond(r, 400, NULL, 0);
         return;
@@ -192,7 +198,7 @@ static void respond_redirect(struct px_req *r)
         px_req_respond(r, 500, NULL, 0);
         return;
     }
-    int n = snprintf(loc, cap, "https://%s%.*s", host, (int)q->path_len, q->path);
+    int n = snprintf(loc, cap, "%s://%s%.*s", scheme, host, (int)q->path_len, q->path);
     struct px_h1_header extra = {"Location", 8, loc, (size_t)n};
     r->step = PX_STEP_DONE;
     r->ops->respond(r, 301, "301 Moved Permanently\n", 22, &extra, 1);
@@ -235,10 +241,31 @@ static int shortcuts(struct px_req *r, const struct px_config *cfg)
         return 1;
     }
     if (!r->tls && cfg->redirect_https && cfg->has_listen_https) {
-        respond_redirect(r);
-        return 1;
+        /* a service's tls_redirect = no wins for its hosts; its canonical_host in the same hop */
+        const struct px_service *s = px_routes_match(r->routes, q->host, q->host ? q->host_len : 0, q->path,
+                                                     q->path_len);
+        if (s == NULL || !s->opts.no_tls_redirect) {
+            respond_redirect(r, "https", s ? s->opts.canonical_host : NULL);
+            return 1;
+        }
     }
     return 0;
+}
+
+/* A request for another host of a service with canonical_host: 301 there
+ * (https when the request is, or when port 80 redirects this service). 1
+ * when answered. */
+static int canonical_redirect(struct px_req *r, const struct px_config *cfg)
+{
+    const struct px_req_head *q = r->q;
+    const char *c = r->svc->opts.canonical_host;
+    char host[256];
+    int hl = px_host_normalize(q->host, q->host ? q->host_len : 0, host, sizeof(host));
+    if (hl > 0 && strcmp(host, c) == 0)
+        return 0;
+    int https = r->tls || (cfg->redirect_https && cfg->has_listen_https && !r->svc->opts.no_tls_redirect);
+    respond_redirect(r, https ? "https" : "http", c);
+    return 1;
 }
 
 /* The [route] of r on its pinned snapshot, and the response headers that
@@ -256,7 +283,7 @@ static void set_route(struct px_req *r)
  * trusted proxy's X-Forwarded-For is parsed (unparsable: the peer's). */
 static void client_key(const struct px_req *r, struct px_limit_key *k)
 {
-    if (r->xff && px_limit_key_parse(r->client_ip, r->client_ip_len, k) == 0)
+    if (r->xff_trusted && px_limit_key_parse(r->client_ip, r->client_ip_len, k) == 0)
         return;
     if (px_limit_key_from_sockaddr(r->peer, k) < 0)
         memset(k, 0, sizeof(*k)); /* not an IP peer: one shared key */
@@ -371,6 +398,8 @@ void px_req_dispatch(struct px_req *r)
             px_req_respond(r, 404, NULL, 0);
             return;
         }
+        if (PX_UNLIKELY(r->svc->opts.canonical_host != NULL) && canonical_redirect(r, cfg))
+            return;
         r->step = PX_STEP_STATE;
         /* fall through */
     case PX_STEP_STATE:

@@ -57,6 +57,7 @@ struct px_server {
     struct px_acme_manager *acme;  /* [acme] enabled: lineages, renewals, the token table */
     struct px_carry carry;         /* what outlives a reload (px/carry.h): every rebuild takes it */
     char *pid_file;                /* written at start, removed at exit if it still names us */
+    uint64_t cert_sig;             /* the services' own certificates the TLS part serves (a hash) */
 };
 
 static void notify_all(struct px_server *s, unsigned what);
@@ -116,24 +117,103 @@ static void sync_acme_services(struct px_server *s)
     free(t.hosts);
 }
 
+/* The services' own certificates (tls_certificate) of the published table,
+ * as a hash: what the TLS part serves is rebuilt when it changes. */
+static uint64_t service_certs_sig(void)
+{
+    const struct px_routes *r = px_routes_peek();
+    const struct px_services *t = r ? px_routes_services(r) : NULL;
+    uint64_t h = 0;
+    for (size_t i = 0; t && i < px_services_count(t); i++) {
+        const struct px_service *v = px_services_at(t, i);
+        if (v->opts.tls_certificate == NULL)
+            continue;
+        const char *parts[] = {v->opts.tls_certificate, v->opts.tls_certificate_key};
+        h = h ? h : 1469598103934665603ull;
+        for (size_t j = 0; j < 2 + v->nhosts; j++)
+            for (const char *p = j < 2 ? parts[j] : v->hosts[j - 2]; *p; p++)
+                h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    }
+    return h;
+}
+
+/* [tls] with the published services' certificates as sni entries for their
+ * hosts (after the sni lines: the operator's word wins), then ACME's. */
+static struct px_tls *build_tls(struct px_server *s, const struct px_tls_conf *conf,
+                                const struct px_tls_sessions *sessions, char *err, size_t errlen)
+{
+    const struct px_routes *r = px_routes_peek();
+    const struct px_services *t = r ? px_routes_services(r) : NULL;
+    size_t cap = conf->nsni, n = conf->nsni;
+    for (size_t i = 0; t && i < px_services_count(t); i++)
+        cap += px_services_at(t, i)->nhosts;
+    struct px_sni_conf *sni = calloc(cap ? cap : 1, sizeof(*sni));
+    if (sni == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    memcpy(sni, conf->sni, conf->nsni * sizeof(*sni));
+    for (size_t i = 0; t && i < px_services_count(t); i++) {
+        const struct px_service *v = px_services_at(t, i);
+        char why[512];
+        /* checked at deploy or load; a file gone since must not fail every later reload */
+        if (v->opts.tls_certificate &&
+            px_tls_check_pair(v->opts.tls_certificate, v->opts.tls_certificate_key, why, sizeof(why)) < 0) {
+            px_log_error("service %s: its certificate is not served: %s", v->name, why);
+            continue;
+        }
+        for (size_t j = 0; v->opts.tls_certificate && j < v->nhosts; j++) {
+            int taken = 0;
+            for (size_t k = 0; k < n && !taken; k++)
+                taken = strcasecmp(sni[k].name, v->hosts[j]) == 0;
+            if (!taken)
+                sni[n++] = (struct px_sni_conf){v->hosts[j], v->opts.tls_certificate, v->opts.tls_certificate_key, 0};
+        }
+    }
+    struct px_tls_conf c = *conf;
+    c.sni = sni;
+    c.nsni = n;
+    struct px_tls *tls = px_acme_manager_build_tls(s->acme, &c, sessions, err, errlen);
+    free(sni);
+    return tls;
+}
+
 static struct px_tls *tls_provider(void *arg, const struct px_config *cfg, const struct px_tls_sessions *sessions,
                                    char *err, size_t errlen)
 {
     struct px_server *s = arg;
-    return px_acme_manager_build_tls(s->acme, &cfg->tls, sessions, err, errlen);
+    return build_tls(s, &cfg->tls, sessions, err, errlen);
 }
 
-int px_server_reload_certs(struct px_server *s, char *err, size_t errlen)
+static int reload_certs(struct px_server *s, int notify, char *err, size_t errlen)
 {
     const struct px_routes *cur = px_routes_peek();
     const struct px_config *cfg = px_routes_config(cur);
     if (!cfg->has_listen_https)
         return 0; /* nothing serves TLS */
-    struct px_tls *t = px_acme_manager_build_tls(s->acme, &cfg->tls, s->carry.sessions, err, errlen);
+    uint64_t sig = service_certs_sig();
+    struct px_tls *t = build_tls(s, &cfg->tls, s->carry.sessions, err, errlen);
     if (t == NULL || px_routes_publish_tls(t, err, errlen) < 0)
         return -1;
-    notify_all(s, PX_WM_ROUTES);
+    s->cert_sig = sig;
+    if (notify)
+        notify_all(s, PX_WM_ROUTES);
     return 0;
+}
+
+int px_server_reload_certs(struct px_server *s, char *err, size_t errlen)
+{
+    return reload_certs(s, 1, err, errlen);
+}
+
+/* A deploy, a reload or the start changed which services bring their own
+ * certificate: the TLS part follows (a file gone since it was checked is
+ * logged, and the old part keeps serving). */
+static void sync_service_certs(struct px_server *s, int notify)
+{
+    char err[512];
+    if (service_certs_sig() != s->cert_sig && reload_certs(s, notify, err, sizeof(err)) < 0)
+        px_log_error("services' certificates: %s (the previous certificates keep serving)", err);
 }
 
 static int hook_certs_changed(void *arg, char *err, size_t errlen)
@@ -512,6 +592,7 @@ static int reload(struct px_server *s, char *err, size_t errlen)
     /* nothing can fail from here on */
     px_log_commit(sinks);
     px_routes_publish(r);
+    sync_service_certs(s, 0);
     notify_all(s, PX_WM_ROUTES);
     notify_all(s, PX_WM_RELOAD);
     px_monitor_sync(s->monitor, px_routes_services(px_routes_peek()));
@@ -534,6 +615,7 @@ void px_server_routes_published(struct px_server *s)
     notify_all(s, PX_WM_ROUTES);
     px_monitor_sync(s->monitor, px_routes_services(px_routes_peek()));
     sync_acme_services(s); /* a deploy --tls, or the removal of such a service */
+    sync_service_certs(s, 1);
 }
 
 void px_server_stop(struct px_server *s)
@@ -737,6 +819,7 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
     if (routes == NULL)
         goto fail;
     px_routes_publish(routes);
+    sync_service_certs(s, 0); /* no worker yet */
 
     s->workers = calloc((size_t)s->nworkers, sizeof(*s->workers));
     s->answers = px_worker_answers_new(s->base, on_answer, s);

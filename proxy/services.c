@@ -7,17 +7,27 @@
 #include <arpa/inet.h>
 #include <ifaddrs.h>
 #include <netinet/in.h>
+#include <dirent.h>
+#include <errno.h>
 
 #include "px/common.h"
 #include "px/parse.h"
+#include "px/log.h"
 #include "px/services.h"
 #include "px/stats.h"
+
+/* One path prefix of a service. */
+struct svc_ref {
+    const struct px_service *s;
+    const char *prefix;
+    size_t len;
+};
 
 /* Services that share a host key, longest path_prefix first. */
 struct host_entry {
     const char *key;           /* exact host, or ".suffix" for "*.suffix" (points into a service's hosts) */
     size_t key_len;
-    const struct px_service **svcs;
+    struct svc_ref *svcs;
     size_t nsvcs;
 };
 
@@ -41,14 +51,12 @@ static size_t prefix_len(const char *p)
     return n;
 }
 
-const char *px_service_conflict(const struct px_service_claim *a, const struct px_service_claim *b, char *buf,
-                                size_t buflen)
+/* The conflict rule for one prefix of each. */
+static const char *conflict1(const struct px_service_claim *a, const char *pa, const struct px_service_claim *b,
+                             const char *pb, char *buf, size_t buflen)
 {
-    const char *pa = a->path_prefix ? a->path_prefix : "/", *pb = b->path_prefix ? b->path_prefix : "/";
     size_t la = prefix_len(pa), lb = prefix_len(pb);
 
-    if (a->name && b->name && strcmp(a->name, b->name) == 0)
-        return NULL;
     if (la != lb || memcmp(pa, pb, la) != 0)
         return NULL;
     if (a->nhosts == 0 && b->nhosts == 0) {
@@ -65,9 +73,26 @@ const char *px_service_conflict(const struct px_service_claim *a, const struct p
     return NULL;
 }
 
+const char *px_service_conflict(const struct px_service_claim *a, const struct px_service_claim *b, char *buf,
+                                size_t buflen)
+{
+    if (a->name && b->name && strcmp(a->name, b->name) == 0)
+        return NULL;
+    for (size_t i = 0; i <= a->nmore_prefixes; i++) {
+        const char *pa = i ? a->more_prefixes[i - 1] : a->path_prefix ? a->path_prefix : "/";
+        for (size_t j = 0; j <= b->nmore_prefixes; j++) {
+            const char *pb = j ? b->more_prefixes[j - 1] : b->path_prefix ? b->path_prefix : "/";
+            if (conflict1(a, pa, b, pb, buf, buflen))
+                return buf;
+        }
+    }
+    return NULL;
+}
+
 struct px_service_claim px_service_claim_of(const struct px_service *s)
 {
-    struct px_service_claim c = {s->name, (const char *const *)s->hosts, s->nhosts, s->path_prefix};
+    struct px_service_claim c = {s->name,          (const char *const *)s->hosts, s->nhosts,
+                                 s->path_prefix,   s->opts.more_prefixes,         s->opts.nmore_prefixes};
     return c;
 }
 
@@ -92,6 +117,10 @@ static void service_free(struct px_service *s)
     free(s->health_check_path);
     free(s->stop_message);
     free(s->log_headers);
+    px_svc_opts_clear(&s->opts);
+    for (size_t i = 0; i < s->npages; i++)
+        free(s->pages[i].body);
+    free(s->pages);
     free(s);
 }
 
@@ -105,6 +134,57 @@ static const char *check_log_headers(const char *const *v, size_t n)
         const char *e = v[i] ? px_parse_check_header_name(v[i]) : "no header name";
         if (e)
             return e;
+    }
+    return NULL;
+}
+
+/* ---- options ---- */
+
+static char *lower_dup(const char *s);
+
+int px_svc_opts_copy(struct px_svc_opts *dst, const struct px_svc_opts *src)
+{
+    *dst = *src;
+    dst->more_prefixes = NULL;
+    dst->nmore_prefixes = 0;
+    dst->canonical_host = dst->tls_certificate = dst->tls_certificate_key = dst->error_pages = NULL;
+    if ((src->nmore_prefixes &&
+         (dst->more_prefixes = px_strv_dup((const char *const *)src->more_prefixes, src->nmore_prefixes)) == NULL) ||
+        (src->canonical_host && (dst->canonical_host = lower_dup(src->canonical_host)) == NULL) ||
+        (src->tls_certificate && (dst->tls_certificate = strdup(src->tls_certificate)) == NULL) ||
+        (src->tls_certificate_key && (dst->tls_certificate_key = strdup(src->tls_certificate_key)) == NULL) ||
+        (src->error_pages && (dst->error_pages = strdup(src->error_pages)) == NULL)) {
+        dst->nmore_prefixes = dst->more_prefixes ? src->nmore_prefixes : 0;
+        px_svc_opts_clear(dst);
+        return -1;
+    }
+    dst->nmore_prefixes = src->nmore_prefixes;
+    return 0;
+}
+
+void px_svc_opts_clear(struct px_svc_opts *o)
+{
+    px_strv_free(o->more_prefixes, o->nmore_prefixes);
+    free(o->canonical_host);
+    free(o->tls_certificate);
+    free(o->tls_certificate_key);
+    free(o->error_pages);
+    memset(o, 0, sizeof(*o));
+}
+
+const char *px_svc_opts_check(const struct px_svc_opts *o, char *buf, size_t buflen)
+{
+    if ((o->tls_certificate == NULL) != (o->tls_certificate_key == NULL)) {
+        snprintf(buf, buflen, "tls_certificate and tls_certificate_key go together");
+        return buf;
+    }
+    if (o->error_pages) {
+        DIR *d = opendir(o->error_pages);
+        if (d == NULL) {
+            snprintf(buf, buflen, "error_pages %s: %s", o->error_pages, strerror(errno));
+            return buf;
+        }
+        closedir(d);
     }
     return NULL;
 }
@@ -144,6 +224,130 @@ static int log_headers_make(struct px_service *s, const struct px_service_spec *
     s->nlog_req = (uint8_t)sp->nlog_request_headers;
     s->nlog_resp = (uint8_t)sp->nlog_response_headers;
     return 0;
+}
+
+/* ---- error pages ---- */
+
+#define PAGE_MAX (256 * 1024)
+
+/* "{{ .Name }}" (any spaces inside the braces) at p: its length, else 0. */
+static size_t tmpl_field(const char *p, const char *name)
+{
+    const char *q = p;
+    size_t n = strlen(name);
+    if (strncmp(q, "{{", 2) != 0)
+        return 0;
+    for (q += 2; *q == ' '; q++)
+        ;
+    if (*q != '.' || strncmp(q + 1, name, n) != 0)
+        return 0;
+    for (q += 1 + n; *q == ' '; q++)
+        ;
+    return strncmp(q, "}}", 2) == 0 ? (size_t)(q + 2 - p) : 0;
+}
+
+static int put(char **buf, size_t *len, size_t *cap, const char *s, size_t n)
+{
+    if (*len + n + 1 > *cap) {
+        size_t nc = (*len + n + 1) * 2;
+        char *g = realloc(*buf, nc);
+        if (g == NULL)
+            return -1;
+        *buf = g;
+        *cap = nc;
+    }
+    memcpy(*buf + *len, s, n);
+    *len += n;
+    return 0;
+}
+
+/* The template with its fields filled in; the message HTML-escaped. */
+static char *render(const char *tmpl, int status, const char *message, size_t *outlen)
+{
+    char *out = NULL, st[8];
+    size_t len = 0, cap = 0, k;
+    int rc = 0;
+    snprintf(st, sizeof(st), "%d", status);
+    for (const char *p = tmpl; *p && rc == 0;) {
+        if ((k = tmpl_field(p, "Status")) != 0) {
+            rc = put(&out, &len, &cap, st, strlen(st));
+        } else if ((k = tmpl_field(p, "Message")) != 0) {
+            for (const char *m = message ? message : ""; *m && rc == 0; m++) {
+                const char *e = *m == '<' ? "&lt;" : *m == '>' ? "&gt;" : *m == '&' ? "&amp;"
+                              : *m == '"' ? "&#34;" : *m == '\'' ? "&#39;" : NULL;
+                rc = e ? put(&out, &len, &cap, e, strlen(e)) : put(&out, &len, &cap, m, 1);
+            }
+        } else {
+            k = 1;
+            rc = put(&out, &len, &cap, p, 1);
+        }
+        p += k;
+    }
+    if (rc < 0 || put(&out, &len, &cap, "", 0) < 0) {
+        free(out);
+        return NULL;
+    }
+    *outlen = len;
+    return out;
+}
+
+static int cmp_page(const void *a, const void *b)
+{
+    return ((const struct px_err_page *)a)->status - ((const struct px_err_page *)b)->status;
+}
+
+/* DIR/4xx.html and DIR/5xx.html into s->pages. A file that cannot be read
+ * is logged and left out (the entry points checked the directory). */
+static int load_pages(struct px_service *s, const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    if (d == NULL) {
+        px_log_warn("service %s: error_pages %s: %s (serving proxyd's own pages)", s->name, dir, strerror(errno));
+        return 0;
+    }
+    while ((e = readdir(d)) != NULL) {
+        const char *n = e->d_name;
+        if (!(n[0] == '4' || n[0] == '5') || n[1] < '0' || n[1] > '9' || n[2] < '0' || n[2] > '9' ||
+            strcmp(n + 3, ".html") != 0)
+            continue;
+        char path[4096], *tmpl = NULL;
+        snprintf(path, sizeof(path), "%s/%s", dir, n);
+        FILE *f = fopen(path, "rb");
+        long sz = -1;
+        if (f && fseek(f, 0, SEEK_END) == 0 && (sz = ftell(f)) >= 0 && sz <= PAGE_MAX && fseek(f, 0, SEEK_SET) == 0 &&
+            (tmpl = calloc(1, (size_t)sz + 1)) != NULL && fread(tmpl, 1, (size_t)sz, f) == (size_t)sz) {
+            struct px_err_page pg = {atoi(n), NULL, 0};
+            struct px_err_page *g = realloc(s->pages, (s->npages + 1) * sizeof(*g));
+            if (g == NULL || (pg.body = render(tmpl, pg.status, s->stop_message, &pg.len)) == NULL) {
+                if (g)
+                    s->pages = g;
+                free(tmpl);
+                fclose(f);
+                closedir(d);
+                return -1;
+            }
+            s->pages = g;
+            s->pages[s->npages++] = pg;
+        } else {
+            px_log_warn("service %s: error page %s: %s", s->name, path, sz > PAGE_MAX ? "over 256k" : strerror(errno));
+        }
+        free(tmpl);
+        if (f)
+            fclose(f);
+    }
+    closedir(d);
+    if (s->npages)
+        qsort(s->pages, s->npages, sizeof(*s->pages), cmp_page);
+    return 0;
+}
+
+const struct px_err_page *px_service_page(const struct px_service *s, int status)
+{
+    for (size_t i = 0; i < s->npages; i++)
+        if (s->pages[i].status == status)
+            return &s->pages[i];
+    return NULL;
 }
 
 static const char *check_spec(const struct px_service_spec *sp)
@@ -230,7 +434,13 @@ enum px_err px_services_add(struct px_services *t, const struct px_service_spec 
         snprintf(err, errlen, "service %s: %s", sp->name ? sp->name : "?", bad);
         return PX_E_BAD_REQUEST;
     }
-    struct px_service_claim c = {sp->name, sp->hosts, sp->nhosts, sp->path_prefix};
+    for (size_t i = 0; i < sp->opts.nmore_prefixes; i++)
+        if (sp->opts.more_prefixes[i] == NULL || sp->opts.more_prefixes[i][0] != '/') {
+            snprintf(err, errlen, "service %s: path_prefix must start with /", sp->name);
+            return PX_E_BAD_REQUEST;
+        }
+    struct px_service_claim c = {sp->name,        sp->hosts, sp->nhosts, sp->path_prefix, sp->opts.more_prefixes,
+                                 sp->opts.nmore_prefixes};
     if ((code = admit(t, &c, err, errlen)) != PX_E_OK)
         return code;
     if ((s = calloc(1, sizeof(*s))) == NULL)
@@ -257,6 +467,14 @@ enum px_err px_services_add(struct px_services *t, const struct px_service_spec 
     for (; s->ntargets < sp->ntargets; s->ntargets++)
         if ((s->targets[s->ntargets] = px_target_acquire(&sp->targets[s->ntargets])) == NULL)
             goto nomem;
+    if (px_svc_opts_copy(&s->opts, &sp->opts) < 0)
+        goto nomem;
+    for (size_t i = 0; i < s->opts.nmore_prefixes; i++) /* "/b/" routes like "/b" */
+        s->opts.more_prefixes[i][prefix_len(s->opts.more_prefixes[i])] = '\0';
+    s->target_tv.tv_sec = (time_t)(s->opts.target_timeout_ms / 1000);
+    s->target_tv.tv_usec = (suseconds_t)(s->opts.target_timeout_ms % 1000) * 1000;
+    if (s->opts.error_pages && load_pages(s, s->opts.error_pages) < 0)
+        goto nomem;
     return table_append(t, s, err, errlen);
 nomem:
     service_free(s);
@@ -294,6 +512,7 @@ enum px_err px_services_add_copy(struct px_services *t, const struct px_service 
         .nlog_request_headers = from->nlog_req,
         .log_response_headers = lh + from->nlog_req,
         .nlog_response_headers = from->nlog_resp,
+        .opts = from->opts,
     };
     enum px_err rc = px_services_add(t, &sp, err, errlen);
     free(addrs);
@@ -405,19 +624,31 @@ void px_services_free(struct px_services *t)
     free(t);
 }
 
-static int entry_add(struct host_entry *e, const struct px_service *s)
+static int entry_add1(struct host_entry *e, const struct px_service *s, const char *prefix)
 {
-    const struct px_service **n = realloc(e->svcs, (e->nsvcs + 1) * sizeof(*n));
+    struct svc_ref *n = realloc(e->svcs, (e->nsvcs + 1) * sizeof(*n));
     if (n == NULL)
         return -1;
     e->svcs = n;
+    size_t len = prefix_len(prefix);
     /* insertion sort: longest prefix first */
     size_t i = e->nsvcs++;
-    while (i > 0 && e->svcs[i - 1]->path_prefix_len < s->path_prefix_len) {
+    while (i > 0 && e->svcs[i - 1].len < len) {
         e->svcs[i] = e->svcs[i - 1];
         i--;
     }
-    e->svcs[i] = s;
+    e->svcs[i] = (struct svc_ref){s, prefix, len};
+    return 0;
+}
+
+/* Every path prefix of s. */
+static int entry_add(struct host_entry *e, const struct px_service *s)
+{
+    if (entry_add1(e, s, s->path_prefix) < 0)
+        return -1;
+    for (size_t i = 0; i < s->opts.nmore_prefixes; i++)
+        if (entry_add1(e, s, s->opts.more_prefixes[i]) < 0)
+            return -1;
     return 0;
 }
 
@@ -515,17 +746,31 @@ const struct px_service *px_services_find(const struct px_services *t, const cha
     return NULL;
 }
 
+static int prefix_is(const char *prefix, size_t n, const char *path, size_t plen)
+{
+    return n == 1 || /* "/" */
+           (plen >= n && memcmp(path, prefix, n) == 0 && (plen == n || path[n] == '/' || path[n] == '?'));
+}
+
 static const struct px_service *match_prefix(const struct host_entry *e, const char *path, size_t plen)
 {
-    for (size_t i = 0; i < e->nsvcs; i++) {
-        const struct px_service *s = e->svcs[i];
-        size_t n = s->path_prefix_len;
-        if (n == 1)
-            return s; /* "/" */
-        if (plen >= n && memcmp(path, s->path_prefix, n) == 0 && (plen == n || path[n] == '/' || path[n] == '?'))
-            return s;
-    }
+    for (size_t i = 0; i < e->nsvcs; i++)
+        if (prefix_is(e->svcs[i].prefix, e->svcs[i].len, path, plen))
+            return e->svcs[i].s;
     return NULL;
+}
+
+int px_service_prefix_match(const struct px_service *s, const char *path, size_t path_len)
+{
+    int best = prefix_is(s->path_prefix, s->path_prefix_len, path, path_len)
+                   ? (s->path_prefix_len == 1 ? 0 : (int)s->path_prefix_len) : -1;
+    for (size_t i = 0; i < s->opts.nmore_prefixes; i++) {
+        const char *p = s->opts.more_prefixes[i];
+        size_t n = strlen(p);
+        if (prefix_is(p, n, path, path_len) && (int)(n == 1 ? 0 : n) > best)
+            best = n == 1 ? 0 : (int)n;
+    }
+    return best;
 }
 
 const struct px_service *px_services_match(const struct px_services *t, const char *host, size_t host_len,

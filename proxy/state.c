@@ -33,6 +33,7 @@ void px_state_service_clear(struct px_state_service *s)
     free(s->stop_message);
     px_strv_free(s->log_request_headers, s->nlog_request_headers);
     px_strv_free(s->log_response_headers, s->nlog_response_headers);
+    px_svc_opts_clear(&s->opts);
     memset(s, 0, sizeof(*s));
 }
 
@@ -70,6 +71,7 @@ int px_state_service_copy(struct px_state_service *dst, const struct px_state_se
                          src->nlog_request_headers) < 0 ||
         log_headers_copy(&dst->log_response_headers, &dst->nlog_response_headers, src->log_response_headers,
                          src->nlog_response_headers) < 0) {
+        px_svc_opts_copy(&dst->opts, &src->opts) < 0) {
         if (dst->hosts == NULL)
             dst->nhosts = 0;
         if (dst->active == NULL)
@@ -101,6 +103,51 @@ static json_t *strv_json(char *const *v, size_t n)
     return a;
 }
 
+void px_state_opts_json(json_t *o, const struct px_svc_opts *p)
+{
+    if (p->strip_path_prefix)
+        json_object_set_new(o, "strip_path_prefix", json_true());
+    if (p->forward_headers)
+        json_object_set_new(o, "forward_headers", json_true());
+    if (p->no_tls_redirect)
+        json_object_set_new(o, "tls_redirect", json_false());
+    if (p->health_check_port)
+        json_object_set_new(o, "health_check_port", json_integer(p->health_check_port));
+    if (p->target_timeout_ms)
+        json_object_set_new(o, "target_timeout_ms", json_integer((json_int_t)p->target_timeout_ms));
+    const char *const strs[] = {p->canonical_host, p->tls_certificate, p->tls_certificate_key, p->error_pages};
+    static const char *const names[] = {"canonical_host", "tls_certificate_path", "tls_private_key_path",
+                                        "error_pages"};
+    for (size_t i = 0; i < PX_ARRAY_LEN(strs); i++)
+        if (strs[i])
+            json_object_set_new(o, names[i], json_string(strs[i]));
+}
+
+static const char *opts_from(json_t *o, struct px_svc_opts *p)
+{
+    p->strip_path_prefix = json_is_true(json_object_get(o, "strip_path_prefix"));
+    p->forward_headers = json_is_true(json_object_get(o, "forward_headers"));
+    p->no_tls_redirect = json_is_false(json_object_get(o, "tls_redirect"));
+    json_t *port = json_object_get(o, "health_check_port"), *tt = json_object_get(o, "target_timeout_ms");
+    if (port && (!json_is_integer(port) || json_integer_value(port) < 1 || json_integer_value(port) > 65535))
+        return "health_check_port is not a port";
+    if (tt && (!json_is_integer(tt) || json_integer_value(tt) < 1 || json_integer_value(tt) > 86400000))
+        return "target_timeout_ms is not a duration (1..86400000 ms)";
+    p->health_check_port = port ? (unsigned)json_integer_value(port) : 0;
+    p->target_timeout_ms = tt ? (uint64_t)json_integer_value(tt) : 0;
+    char **strs[] = {&p->canonical_host, &p->tls_certificate, &p->tls_certificate_key, &p->error_pages};
+    static const char *const names[] = {"canonical_host", "tls_certificate_path", "tls_private_key_path",
+                                        "error_pages"};
+    for (size_t i = 0; i < PX_ARRAY_LEN(strs); i++) {
+        json_t *v = json_object_get(o, names[i]);
+        if (v && (!json_is_string(v) || json_string_length(v) == 0))
+            return "canonical_host, tls_certificate_path, tls_private_key_path and error_pages must be strings";
+        if (v && (*strs[i] = strdup(json_string_value(v))) == NULL)
+            return "out of memory";
+    }
+    return NULL;
+}
+
 static json_t *service_json(const struct px_state_service *s)
 {
     json_t *o = json_object();
@@ -108,7 +155,13 @@ static json_t *service_json(const struct px_state_service *s)
         return NULL;
     json_object_set_new(o, "name", json_string(s->name));
     json_object_set_new(o, "hosts", strv_json(s->hosts, s->nhosts));
-    json_object_set_new(o, "path_prefix", json_string(s->path_prefix ? s->path_prefix : "/"));
+    json_t *pp = json_string(s->path_prefix ? s->path_prefix : "/");
+    if (s->opts.nmore_prefixes) { /* several: one list, the first first */
+        json_t *all = strv_json(s->opts.more_prefixes, s->opts.nmore_prefixes);
+        json_array_insert_new(all, 0, pp);
+        pp = all;
+    }
+    json_object_set_new(o, "path_prefix", pp);
     json_object_set_new(o, "active", strv_json(s->active, s->nactive));
     json_object_set_new(o, "previous", strv_json(s->previous, s->nprevious));
     json_object_set_new(o, "health_check_path", json_string(s->health_check_path ? s->health_check_path : "/up"));
@@ -129,6 +182,7 @@ static json_t *service_json(const struct px_state_service *s)
         json_object_set_new(o, "log_request_headers", strv_json(s->log_request_headers, s->nlog_request_headers));
     if (s->log_response_headers)
         json_object_set_new(o, "log_response_headers", strv_json(s->log_response_headers, s->nlog_response_headers));
+    px_state_opts_json(o, &s->opts);
     return o;
 }
 
@@ -256,9 +310,22 @@ static const char *service_from(json_t *o, struct px_state_service *s)
     if (strv_from(json_object_get(o, "previous"), &s->previous, &s->nprevious, 1) < 0)
         return "previous is not a list of targets";
     json_t *pp = json_object_get(o, "path_prefix"), *hc = json_object_get(o, "health_check_path");
-    if ((pp && !json_is_string(pp)) || (hc && !json_is_string(hc)))
+    if (json_is_array(pp)) { /* several prefixes */
+        if (strv_from(pp, &s->opts.more_prefixes, &s->opts.nmore_prefixes, 0) < 0)
+            return "path_prefix is not a non-empty list of strings";
+        s->path_prefix = s->opts.more_prefixes[0];
+        memmove(s->opts.more_prefixes, s->opts.more_prefixes + 1, --s->opts.nmore_prefixes * sizeof(char *));
+        for (size_t i = 0; i < s->opts.nmore_prefixes; i++)
+            if (s->opts.more_prefixes[i][0] != '/')
+                return "path_prefix and health_check_path must start with /";
+        pp = NULL;
+    } else if (pp && !json_is_string(pp)) {
         return "path_prefix and health_check_path must be strings";
-    s->path_prefix = strdup(pp ? json_string_value(pp) : "/");
+    } else {
+        s->path_prefix = strdup(pp ? json_string_value(pp) : "/");
+    }
+    if (hc && !json_is_string(hc))
+        return "path_prefix and health_check_path must be strings";
     s->health_check_path = strdup(hc ? json_string_value(hc) : "/up");
     if (s->path_prefix == NULL || s->health_check_path == NULL)
         return "out of memory";
@@ -299,6 +366,7 @@ static const char *service_from(json_t *o, struct px_state_service *s)
         (lr && strv_from(lr, &s->log_response_headers, &s->nlog_response_headers, 1) < 0))
         return "log_request_headers and log_response_headers must be lists of header names";
     return NULL;
+    return opts_from(o, &s->opts);
 }
 
 int px_state_load(const char *path, struct px_state *st, char *err, size_t errlen)

@@ -44,11 +44,18 @@ static void arm(struct px_uconn *u, const struct timeval *tv)
     event_add(&u->timer, tv);
 }
 
+/* The read timeout: the service's target_timeout, else [proxy]'s. */
+static const struct timeval *read_tv(const struct px_uconn *u)
+{
+    const struct px_service *svc = u->req ? u->req->svc : NULL;
+    return svc && svc->opts.target_timeout_ms ? &svc->target_tv : u->w->tv_uread;
+}
+
 /* While request bytes wait for the upstream to take them the send timeout
  * runs; once all is sent, the read timeout. */
 static void arm_io(struct px_uconn *u)
 {
-    arm(u, evbuffer_get_length(u->s.out) ? u->w->tv_usend : u->w->tv_uread);
+    arm(u, evbuffer_get_length(u->s.out) ? u->w->tv_usend : read_tv(u));
 }
 
 /* Attach an upstream connection for target t to r: an idle pooled one, else
@@ -98,13 +105,19 @@ static void send_some(struct px_uconn *u)
 static int write_head(struct px_req *r, struct evbuffer *out)
 {
     size_t f_loop_len;
+    const struct px_svc_opts *o = &r->svc->opts;
+    int fwd = o->forward_headers, strip = 0;
+    if (PX_UNLIKELY(o->strip_path_prefix) && (strip = px_service_prefix_match(r->svc, r->q->path, r->q->path_len)) < 0)
+        strip = 0;
     struct px_fwd f = {
         .client_ip = r->client_ip,
         .client_ip_len = r->client_ip_len,
         .peer_ip = r->peer_ip,
         .peer_ip_len = r->peer_ip_len,
-        .xff = r->xff,
-        .xff_len = r->xff_len,
+        .xff = r->xff_trusted || fwd ? r->xff : NULL,
+        .xff_len = r->xff_trusted || fwd ? r->xff_len : 0,
+        .forward_headers = fwd,
+        .strip = (size_t)strip,
         .proto = r->tls ? "https" : "http",
         .request_id = r->request_id,
         .request_id_len = r->request_id_len,
@@ -415,7 +428,7 @@ static void process(struct px_uconn *u)
     size_t n = px_sock_read(&u->s, budget);
     if (n) {
         u->got_bytes = 1;
-        arm(u, w->tv_uread);
+        arm(u, read_tv(u));
     }
     while (!u->head_done) {
         struct px_h1_response resp;
@@ -578,7 +591,7 @@ static void upstream_timeout(evutil_socket_t fd, short what, void *arg)
         /* Waiting on the client (slow reader, or a body still coming with
          * nothing queued for the upstream) is not the upstream's fault. */
         if (u->paused || (!u->req->body_sent && evbuffer_get_length(u->s.out) == 0)) {
-            arm(u, u->w->tv_uread);
+            arm(u, read_tv(u));
             return;
         }
         if (!u->head_done) {

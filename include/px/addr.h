@@ -22,6 +22,9 @@ struct px_addr {
  * a static error message ("missing port", "bad port", "cannot resolve host"). */
 const char *px_addr_parse(const char *s, struct px_addr *out);
 
+/* a with its port replaced by port (1..65535); text says "HOST:PORT" anew. */
+void px_addr_with_port(const struct px_addr *a, unsigned port, struct px_addr *out);
+
 /* Print the numeric address of sa without the port ("1.2.3.4", "::1") into
  * buf (>= 46 bytes). Returns length. */
 size_t px_addr_ntop(const struct sockaddr *sa, char *buf, size_t buflen);

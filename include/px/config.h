@@ -14,6 +14,7 @@
 #include "px/addr.h"
 #include "px/errors.h"
 #include "px/parse.h" /* the value parsers the loader uses (durations, sizes, rates) */
+#include "px/services.h" /* struct px_svc_opts */
 
 struct px_services;
 
@@ -32,6 +33,7 @@ struct px_service_conf {
     size_t nlog_request_headers;
     char **log_response_headers;       /* default none */
     size_t nlog_response_headers;
+    struct px_svc_opts opts;           /* the other per-service keys (px/services.h) */
     int line;
     int targets_line;
 };

@@ -205,6 +205,12 @@ const char *px_ctl_check_service(const char *v); /* 1..64 of [A-Za-z0-9_.-], lik
 const char *px_ctl_check_target(const char *v);  /* HOST:PORT or [V6]:PORT, port 1..65535 (no DNS) */
 const char *px_ctl_check_host(const char *v);    /* host name or *.suffix, no port */
 const char *px_ctl_check_path(const char *v);    /* '/' then visible ASCII, no '?' or '#' */
+/* canonical_host: a host name, no wildcard. */
+const char *px_ctl_check_canonical(const char *v);
+/* A file or directory path (proxyctl makes a relative one absolute). */
+const char *px_ctl_check_fspath(const char *v);
+/* Marks an INT argument that is a TCP port (1..65535). */
+const char *px_ctl_check_port(const char *v);
 const char *px_ctl_check_message(const char *v); /* at most PX_CTL_MESSAGE_MAX bytes */
 
 /* ---- framing ------------------------------------------------------------- */

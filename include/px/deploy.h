@@ -23,6 +23,7 @@
 #include <event2/event.h>
 
 #include "px/errors.h"
+#include "px/services.h" /* struct px_svc_opts */
 
 struct px_addr;
 struct px_config;
@@ -89,6 +90,8 @@ struct px_deploy_spec {
     const char *const *log_response_headers; /* the same (a new service: none) */
     size_t nlog_response_headers;
     int log_response_headers_given;
+    struct px_svc_opts opts;          /* borrowed; replaces the service's, except more_prefixes,
+                                         kept with path_prefix when that is NULL */
 };
 
 /* What a deploy or rollback that succeeded did (borrowed for the callback). */

@@ -62,6 +62,8 @@ struct px_fwd {
                                * NULL/0 when the route names none (then no cost). Names are never
                                * Host, framing, hop-by-hop or proxyd's own (the config checks) */
     size_t nset;
+    int forward_headers;      /* the service believes the client's X-Forwarded-Proto/-Host: kept */
+    size_t strip;             /* bytes of the path to leave out (strip_path_prefix) */
 };
 
 /* Serialize the request head to send upstream (HTTP/1.1). */
@@ -94,6 +96,7 @@ struct px_resp_opts {
     int strip_te;             /* body is being de-chunked: drop Transfer-Encoding */
     int is_https;
     int upgrade;              /* 101: keep Upgrade, Connection: upgrade */
+    int html;                 /* a local response's body is HTML (a service's error_pages) */
     const struct px_hdr_add *add;
     size_t nadd;
     const char *date;         /* IMF-fixdate of now (px_http_date), or NULL: the Date of proxyd's own

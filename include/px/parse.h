@@ -13,7 +13,9 @@
 /* Unsigned decimal at *pp (no sign), overflow checked; advances *pp past
  * the digits and leaves whatever follows for the caller. */
 const char *px_parse_u64(const char **pp, uint64_t *out);
-/* "500ms" "10s" "5m" "1h" "2d"; a bare number is seconds. */
+/* Go syntax plus days: "500ms" "0.5s" "1m30s" "1h" "2d" (ns, us, ms, s, m, h, d
+ * in any sequence, decimals allowed); a bare number alone is seconds; a
+ * sub-millisecond rest rounds up. */
 const char *px_parse_duration_ms(const char *s, uint64_t *out);
 /* "16k" "10m" "1g" (powers of 1024, either case); a bare number is bytes. */
 const char *px_parse_size(const char *s, uint64_t *out);

@@ -97,6 +97,8 @@ struct px_req {
     unsigned websocket : 1;
     unsigned strip_expect : 1;       /* proxyd answers 100-continue itself */
     unsigned looped : 1;             /* it carries this process's CDN-Loop token: it came from us */
+    unsigned xff_trusted : 1;        /* xff came from a trusted proxy (trusted_proxies) */
+    unsigned html : 1;               /* proxyd's own response is a service's error page */
 
     const struct px_routes *routes;  /* pinned for the request's lifetime */
     const struct px_route *route;    /* the [route] that applies, or NULL */
@@ -140,7 +142,8 @@ struct px_req {
     uint8_t request_id_len;
     char client_ip[PX_CLIENT_IP_MAX];
     uint8_t client_ip_len;
-    const char *xff;                 /* the client's X-Forwarded-For to append to (trusted peer), or NULL */
+    const char *xff;                 /* the client's X-Forwarded-For, or NULL; appended to when the peer is
+                                      * trusted (xff_trusted) or the service has forward_headers */
     size_t xff_len;
 
     /* response framing (upstream side) */

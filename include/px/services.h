@@ -18,12 +18,46 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/time.h>
 
 #include "px/addr.h"
 #include "px/errors.h"
 #include "px/target.h"
 
 struct px_services;
+
+/* The per-service options of DESIGN's [service] example and kamal-proxy's
+ * deploy flags, the same struct in a [service] (px_service_conf), a deploy,
+ * the state file and the table: px_service owns its strings, a spec lends
+ * them. Zeroed = every default. */
+struct px_svc_opts {
+    char **more_prefixes;         /* path prefixes after path_prefix ("/b", no trailing '/') */
+    size_t nmore_prefixes;
+    int strip_path_prefix;        /* the upstream sees the path without the prefix that matched */
+    int forward_headers;          /* believe the client's X-Forwarded-For/-Proto/-Host */
+    int no_tls_redirect;          /* tls_redirect = no: port 80 serves its hosts */
+    unsigned health_check_port;   /* 0 = the target's */
+    uint64_t target_timeout_ms;   /* 0 = [proxy] upstream_read_timeout */
+    char *canonical_host;         /* lowercase; NULL = none */
+    char *tls_certificate, *tls_certificate_key; /* PEM paths, served by SNI for its hosts; NULL = none */
+    char *error_pages;            /* a directory of STATUS.html; NULL = none */
+};
+
+/* Deep copy (dst zeroed first): 0, or -1 out of memory (dst left empty). */
+int px_svc_opts_copy(struct px_svc_opts *dst, const struct px_svc_opts *src);
+/* Free what a copy owns and zero it. */
+void px_svc_opts_clear(struct px_svc_opts *o);
+/* The checks every entry point runs (config, deploy, state file): a readable
+ * error_pages directory, a certificate with its key. NULL or a message in buf. */
+const char *px_svc_opts_check(const struct px_svc_opts *o, char *buf, size_t buflen);
+
+/* One of proxyd's own 4xx/5xx pages of a service (error_pages), rendered
+ * when its table is built: {{ .Status }} and {{ .Message }} filled in. */
+struct px_err_page {
+    int status;
+    char *body;
+    size_t len;
+};
 
 /* A service as workers read it (immutable once its table is sealed). */
 enum px_service_state { PX_SVC_ACTIVE = 0, PX_SVC_STOPPED, PX_SVC_PAUSED };
@@ -60,7 +94,17 @@ struct px_service {
      * one per target (parallel to targets) for the (service, target) pair. */
     uint32_t stats_id;
     uint32_t *target_stats_ids;
+    struct px_svc_opts opts;
+    struct timeval target_tv;      /* opts.target_timeout_ms as a timeval (when set) */
+    struct px_err_page *pages;     /* opts.error_pages, loaded and rendered; sorted by status */
+    size_t npages;
 };
+
+/* Its page for status, or NULL (any thread, sealed table). */
+const struct px_err_page *px_service_page(const struct px_service *s, int status);
+/* The length of the path_prefix of s that path matches ("/" counts 0), or
+ * -1 when none does (segment boundary as px_services_match). */
+int px_service_prefix_match(const struct px_service *s, const char *path, size_t path_len);
 
 /* What a caller gives to add one service. Every pointer is borrowed for the
  * call only. */
@@ -82,6 +126,8 @@ struct px_service_spec {
     size_t nlog_request_headers;             /* px_log_request_headers_default for the default) */
     const char *const *log_response_headers; /* logged as resp_NAME */
     size_t nlog_response_headers;
+    struct px_svc_opts opts;            /* borrowed; error_pages is read here (a page that cannot be
+                                           read is logged and left out: px_svc_opts_check first) */
 };
 
 /* The part of a service that two services must not share: the service
@@ -91,6 +137,8 @@ struct px_service_claim {
     const char *const *hosts;        /* nhosts 0 = any host */
     size_t nhosts;
     const char *path_prefix;         /* NULL = "/"; a trailing '/' is ignored */
+    char *const *more_prefixes;      /* and these (px_svc_opts) */
+    size_t nmore_prefixes;
 };
 
 /* THE service conflict rule, called by the config loader and by the control

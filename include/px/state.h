@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "px/services.h" /* struct px_svc_opts */
+
 enum px_state_svc { PX_STATE_ACTIVE = 0, PX_STATE_STOPPED, PX_STATE_PAUSED };
 
 struct px_state_service {
@@ -37,12 +39,18 @@ struct px_state_service {
     size_t nlog_request_headers;
     char **log_response_headers; /* NULL: none */
     size_t nlog_response_headers;
+    struct px_svc_opts opts;  /* the other per-service options (owned) */
 };
 
 struct px_state {
     struct px_state_service *services;
     size_t nservices;
 };
+
+struct json_t;
+/* Set the options that are not at their default on JSON object o, under the
+ * control protocol's names (the state file's and `list --json`'s). */
+void px_state_opts_json(struct json_t *o, const struct px_svc_opts *p);
 
 /* Write st to path crash-safely (see above). 0, or -1 with a message. */
 int px_state_save(const char *path, const struct px_state *st, char *err, size_t errlen);

@@ -134,7 +134,7 @@ class Requests(ProxyctlTest):
         self.assertEqual(d.requests[0], {
             "id": 1, "cmd": "deploy", "args": {
                 "service": "web", "targets": ["10.0.0.5:3000", "10.0.0.6:3000"], "hosts": ["example.com"],
-                "path_prefix": "/", "health_check_path": "/up", "health_check_interval_ms": 500,
+                "path_prefix": ["/"], "health_check_path": "/up", "health_check_interval_ms": 500,
                 "health_check_timeout_ms": 5000, "deploy_timeout_ms": 120000, "drain_timeout_ms": 30000,
                 "force": True, "tls": True},
             "progress": True})  # proxyctl asks for progress lines (a script that does not never sees one)
@@ -282,7 +282,7 @@ class ExitCodes(ProxyctlTest):
             (["deploy", "web", "--target", "10.0.0.5"], "targets: \"10.0.0.5\": missing port"),
             (["deploy", "web", "--target", "a:1", "--deploy-timeout", "soon"], "--deploy-timeout: bad duration"),
             (["deploy", "web", "--target", "a:1", "--deploy-timeout", "0"], "--deploy-timeout: must be 1ms..24h"),
-            (["deploy", "web", "--target", "a:1", "--force=yes"], "--force takes no value"),
+            (["deploy", "web", "--target", "a:1", "--force=yes"], "--force: expected true or false"),
             (["deploy", "web", "--target", "a:1", "--bogus"], "unknown option --bogus"),
             (["deploy", "web", "extra", "--target", "a:1"], "unexpected argument 'extra'"),
             (["deploy", "w b", "--target", "a:1"], "service: \"w b\": name may contain only"),

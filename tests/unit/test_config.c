@@ -579,6 +579,58 @@ static void test_service_health_timings(void)
         CHECK_LOAD_ERR(bad[i].text, bad[i].want);
 }
 
+/* The per-service options of [service]: values, defaults, errors. */
+static void test_service_options(void)
+{
+    struct px_config *cfg = load_ok(BASE "[service a]\nhosts = a.com www.a.com\ntargets = 127.0.0.1:1\n"
+                                         "path_prefix = /app /api/ /x\nstrip_path_prefix = yes\n"
+                                         "target_timeout = 1m30s\nhealth_check_port = 9000\n"
+                                         "canonical_host = A.com\ntls_redirect = no\nforward_headers = yes\n"
+                                         "error_pages = /tmp\n[service b]\nhosts = b.com\ntargets = 127.0.0.1:2\n"
+                                         "target_timeout =\n");
+    CHECK_STR(errbuf, "");
+    REQUIRE_ELSE(cfg != NULL && cfg->nservices == 2, px_config_free(cfg));
+    const struct px_svc_opts *o = &cfg->services[0].opts;
+    CHECK_STR(cfg->services[0].path_prefix, "/app");
+    CHECK_INT(o->nmore_prefixes, 2);
+    CHECK_STR(o->nmore_prefixes == 2 ? o->more_prefixes[0] : "", "/api");
+    CHECK_STR(o->nmore_prefixes == 2 ? o->more_prefixes[1] : "", "/x");
+    CHECK_INT(o->strip_path_prefix, 1);
+    CHECK_INT(o->target_timeout_ms, 90000);
+    CHECK_INT(o->health_check_port, 9000);
+    CHECK_STR(o->canonical_host ? o->canonical_host : "", "a.com");
+    CHECK_INT(o->no_tls_redirect, 1);
+    CHECK_INT(o->forward_headers, 1);
+    CHECK_STR(o->error_pages ? o->error_pages : "", "/tmp");
+    o = &cfg->services[1].opts;
+    CHECK(o->nmore_prefixes == 0 && !o->strip_path_prefix && !o->target_timeout_ms && !o->health_check_port &&
+          !o->canonical_host && !o->no_tls_redirect && !o->forward_headers && !o->error_pages &&
+          !o->tls_certificate);
+    px_config_free(cfg);
+
+    static const struct {
+        const char *text, *want;
+    } bad[] = {
+        {BASE "[service a]\ntargets = 127.0.0.1:1\ntarget_timeout = 2d\n",
+         "t.ini:5: target_timeout: must be 1ms..24h (empty: upstream_read_timeout)"},
+        {BASE "[service a]\ntargets = 127.0.0.1:1\nhealth_check_port = 70000\n",
+         "t.ini:5: health_check_port: must be a port 1..65535"},
+        {BASE "[service a]\ntargets = 127.0.0.1:1\ncanonical_host = *.a.com\n", "t.ini:5: canonical_host: "},
+        {BASE "[service a]\ntargets = 127.0.0.1:1\nerror_pages = /nonexistent-px\n",
+         "t.ini:5: error_pages: no such directory"},
+        {BASE "[service a]\ntargets = 127.0.0.1:1\npath_prefix = /a /a/\n", "t.ini:5: path_prefix: given twice"},
+        {BASE "[service a]\ntargets = 127.0.0.1:1\ntls_certificate = /x.pem\n",
+         "t.ini:3: tls_certificate_key: required with tls_certificate in [service a]"},
+        {BASE "[service a]\ntargets = 127.0.0.1:1\ntls_certificate = /nonexistent.pem\n"
+              "tls_certificate_key = /nonexistent.key\n", "t.ini:3: tls_certificate: certificate /nonexistent.pem"},
+        {BASE "[service a]\nhosts = a.com\npath_prefix = /x /y\ntargets = 127.0.0.1:1\n"
+              "[service b]\nhosts = a.com\npath_prefix = /y\ntargets = 127.0.0.1:2\n",
+         "t.ini:7: [service b]: conflicts with service a (host a.com, prefix /y)"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        CHECK_LOAD_ERR(bad[i].text, bad[i].want);
+}
+
 /* A [service] target that is proxyd's own listener: every request would
  * loop back in. Same address, or a wildcard listener and a local address. */
 static void test_service_self_target(void)
@@ -639,12 +691,18 @@ static void test_durations(void)
         {"", 0, "empty duration"},
         {"-1s", 0, "must not be negative"},
         {"+1s", 0, "bad duration"},
-        {"1.5s", 0, "bad duration"},
+        {"1.5s", 1500, NULL},
+        {"0.5s", 500, NULL},
+        {"1m30s", 90000, NULL},
+        {"1h30m", 5400000, NULL},
+        {"500us", 1, NULL},
+        {"1.5", 1500, NULL},
+        {"1h30", 0, "bad duration"},
+        {"1.s", 0, "bad duration"},
         {"1 s", 0, "bad duration"},
         {" 1s", 0, "bad duration"},
         {"1S", 0, "bad duration"},
         {"1w", 0, "bad duration"},
-        {"1h30m", 0, "bad duration"},
         {"s", 0, "bad duration"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -1258,6 +1316,7 @@ int main(void)
     UNIT_RUN(test_service_health_timings);
     UNIT_RUN(test_access_log_keys);
     UNIT_RUN(test_service_self_target);
+    UNIT_RUN(test_service_options);
     UNIT_RUN(test_durations);
     UNIT_RUN(test_sizes);
     UNIT_RUN(test_bools);

@@ -29,6 +29,30 @@ static void test_rates(void)
     CHECK(px_parse_rate(NULL, NULL) != NULL);
 }
 
+/* Go's time.ParseDuration syntax (kamal-proxy's flags) on top of proxyd's. */
+static void test_go_durations(void)
+{
+    static const struct {
+        const char *in;
+        uint64_t ms;
+        int ok;
+    } cases[] = {
+        {"500ms", 500, 1},   {"0.5s", 500, 1},      {"1m30s", 90000, 1}, {"1h", 3600000, 1},
+        {"1h2m3s4ms", 3723004, 1}, {"2.5m", 150000, 1}, {".5s", 500, 1}, {"1500us", 2, 1},
+        {"1000000ns", 1, 1}, {"1\xc2\xb5s", 1, 1}, {"30", 30000, 1},  {"0", 0, 1},
+        {"1d12h", 129600000, 1}, {"0.001s", 1, 1},
+        {"1m30", 0, 0},      {"1.s", 0, 0},         {"1x", 0, 0},        {"m", 0, 0},
+        {"1s ", 0, 0},       {"1 s", 0, 0},         {"-1s", 0, 0},       {"1S", 0, 0},
+        {"99999999999999999999h", 0, 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        uint64_t v = 7;
+        const char *err = px_parse_duration_ms(cases[i].in, &v);
+        CHECK_STR(cases[i].in, (err == NULL) == cases[i].ok ? cases[i].in : "wrong verdict");
+        CHECK_INT(v, cases[i].ok ? cases[i].ms : 7);
+    }
+}
+
 static void test_u64_leaves_the_rest(void)
 {
     const char *p = "123abc";
@@ -58,6 +82,7 @@ int main(void)
 {
     UNIT_RUN(test_rates);
     UNIT_RUN(test_u64_leaves_the_rest);
+    UNIT_RUN(test_go_durations);
     UNIT_RUN(test_names_and_paths);
     return unit_report();
 }

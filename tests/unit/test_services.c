@@ -28,7 +28,7 @@ static const char *conflict(const char *an, const char *ah, const char *ap, cons
 {
     static char buf[256];
     const char *ahs[] = {ah}, *bhs[] = {bh};
-    struct px_service_claim a = {an, ahs, ah ? 1 : 0, ap}, b = {bn, bhs, bh ? 1 : 0, bp};
+    struct px_service_claim a = {an, ahs, ah ? 1 : 0, ap, NULL, 0}, b = {bn, bhs, bh ? 1 : 0, bp, NULL, 0};
     const char *r = px_service_conflict(&a, &b, buf, sizeof(buf));
     return r ? r : "-";
 }
@@ -47,7 +47,7 @@ static void test_conflict_rule(void)
     CHECK_STR(conflict("web", NULL, "/", "web", NULL, "/"), "-");    /* a deploy replaces its own service */
     /* several hosts: any common one */
     const char *ah[] = {"a.com", "b.com"}, *bh[] = {"c.com", "B.com"};
-    struct px_service_claim a = {"a", ah, 2, "/"}, b = {"b", bh, 2, "/"};
+    struct px_service_claim a = {"a", ah, 2, "/", NULL, 0}, b = {"b", bh, 2, "/", NULL, 0};
     char buf[128];
     CHECK(px_service_conflict(&a, &b, buf, sizeof(buf)) == buf);
     CHECK_STR(buf, "conflicts with service b (host B.com, prefix /)");
@@ -98,6 +98,76 @@ static void test_self_target_rule(void)
     struct px_addr t;
     CHECK(px_addr_parse("127.0.0.1:80", &t) == NULL);
     CHECK(px_service_self_target(&t, NULL, 0, buf, sizeof(buf)) == NULL);
+}
+
+/* Several path prefixes: each one routes, conflicts and strips. */
+static void test_several_prefixes(void)
+{
+    char *more[] = {"/api/", "/admin"};
+    const char *hosts[] = {"example.com"};
+    struct px_addr t = addr("127.0.0.1:7100"), t2 = addr("127.0.0.1:7101");
+    struct px_service_spec a = {.name = "app", .hosts = hosts, .nhosts = 1, .path_prefix = "/app", .targets = &t,
+                                .ntargets = 1, .opts = {.more_prefixes = more, .nmore_prefixes = 2}};
+    struct px_service_spec b = {.name = "web", .hosts = hosts, .nhosts = 1, .targets = &t2, .ntargets = 1};
+    struct px_service_spec c = {.name = "clash", .hosts = hosts, .nhosts = 1, .path_prefix = "/admin/",
+                                .targets = &t2, .ntargets = 1};
+    char err[256];
+    struct px_services *tab = px_services_new();
+    CHECK(tab != NULL);
+    CHECK_INT(px_services_add(tab, &a, err, sizeof(err)), PX_E_OK);
+    CHECK_INT(px_services_add(tab, &b, err, sizeof(err)), PX_E_OK);
+    CHECK_INT(px_services_add(tab, &c, err, sizeof(err)), PX_E_CONFLICT);
+    CHECK_STR(err, "service clash: conflicts with service app (host example.com, prefix /admin)");
+    CHECK_INT(px_services_seal(tab, err, sizeof(err)), 0);
+    static const struct {
+        const char *path, *svc;
+        int strip;
+    } cases[] = {
+        {"/app/x", "app", 4}, {"/api", "app", 4},  {"/api/v1?q=1", "app", 4}, {"/admin/users", "app", 6},
+        {"/apix", "web", 0},  {"/", "web", 0},     {"/administrator", "web", 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const struct px_service *s = px_services_match(tab, "example.com", 11, cases[i].path, strlen(cases[i].path));
+        CHECK_STR(s ? s->name : "none", cases[i].svc);
+        CHECK_INT(s ? px_service_prefix_match(s, cases[i].path, strlen(cases[i].path)) : -9, cases[i].strip);
+    }
+    px_services_free(tab);
+}
+
+/* error_pages: STATUS.html rendered when the table is built, the stop
+ * message HTML-escaped. */
+static void test_error_pages(void)
+{
+    char dir[] = "/tmp/px-pagesXXXXXX", path[64];
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof(path), "%s/503.html", dir);
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    fputs("<h1>{{ .Status }}</h1><p>{{.Message}}</p>", f);
+    fclose(f);
+    snprintf(path, sizeof(path), "%s/notes.txt", dir);
+    f = fopen(path, "w");
+    fclose(f);
+    struct px_addr t = addr("127.0.0.1:7100");
+    struct px_service_spec sp = {.name = "web", .targets = &t, .ntargets = 1, .state = PX_SVC_STOPPED,
+                                 .stop_message = "back <soon> & \"ok\"", .opts = {.error_pages = dir}};
+    char err[256];
+    struct px_services *tab = px_services_new();
+    CHECK_INT(px_services_add(tab, &sp, err, sizeof(err)), PX_E_OK);
+    const struct px_service *s = px_services_find(tab, "web");
+    CHECK_INT(s->npages, 1);
+    const struct px_err_page *pg = px_service_page(s, 503);
+    CHECK(pg != NULL);
+    CHECK_STR(pg ? pg->body : "", "<h1>503</h1><p>back &lt;soon&gt; &amp; &#34;ok&#34;</p>");
+    CHECK(px_service_page(s, 502) == NULL);
+    CHECK(px_svc_opts_check(&s->opts, err, sizeof(err)) == NULL);
+    struct px_svc_opts bad = {.error_pages = "/nonexistent-px-dir"};
+    CHECK(px_svc_opts_check(&bad, err, sizeof(err)) != NULL);
+    px_services_free(tab);
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/503.html", dir);
+    unlink(path);
+    rmdir(dir);
 }
 
 static void test_builder_owns_strings(void)
@@ -340,6 +410,8 @@ int main(void)
     UNIT_RUN(test_builder_owns_strings);
     UNIT_RUN(test_from_config_outlives_config);
     UNIT_RUN(test_publish_services_keeps_parts);
+    UNIT_RUN(test_several_prefixes);
+    UNIT_RUN(test_error_pages);
     UNIT_RUN(test_tls_sessions_outlive_rebuild);
     UNIT_RUN(test_carry_holds_tls_sessions);
     px_log_close();

@@ -24,12 +24,17 @@ static void test_round_trip(void)
     char *hosts[] = {"example.com", "www.example.com"};
     char *active[] = {"10.0.0.5:3000"}, *previous[] = {"10.0.0.4:3000", "10.0.0.6:3000"};
     char *lreq[] = {"X-Tenant"};
+    char *more[] = {"/api", "/admin"};
     struct px_state_service svcs[2] = {
         {.name = "web", .hosts = hosts, .nhosts = 2, .path_prefix = "/", .active = active, .nactive = 1,
          .previous = previous, .nprevious = 2, .health_check_path = "/up", .state = PX_STATE_PAUSED,
          .max_pause_ms = 12000, .tls = 1, .interval_ms = 250, .timeout_ms = 2000, .deploy_timeout_ms = 9000,
          .log_request_headers = lreq, .nlog_request_headers = 1, .log_response_headers = previous, /* any list */
-         .nlog_response_headers = 0},
+         .nlog_response_headers = 0,
+         .opts = {.more_prefixes = more, .nmore_prefixes = 2, .strip_path_prefix = 1, .forward_headers = 1,
+                  .no_tls_redirect = 1, .health_check_port = 9001, .target_timeout_ms = 90000,
+                  .canonical_host = "example.com", .tls_certificate = "/c.pem", .tls_certificate_key = "/k.pem",
+                  .error_pages = "/pages"}},
         {.name = "api", .hosts = NULL, .nhosts = 0, .path_prefix = "/api", .active = active, .nactive = 1,
          .previous = NULL, .nprevious = 0, .health_check_path = "/health", .state = PX_STATE_STOPPED,
          .stop_message = "back at 5 \"pm\"\n"},
@@ -64,6 +69,20 @@ static void test_round_trip(void)
         if (w->log_request_headers && w->nlog_request_headers == 1)
             CHECK_STR(w->log_request_headers[0], "X-Tenant");
         CHECK(w->log_response_headers != NULL && w->nlog_response_headers == 0); /* given empty: none */
+        const struct px_svc_opts *o = &w->opts;
+        CHECK_STR(w->path_prefix, "/");
+        CHECK_INT(o->nmore_prefixes, 2);
+        CHECK_STR(o->nmore_prefixes == 2 ? o->more_prefixes[1] : "", "/admin");
+        CHECK(o->strip_path_prefix && o->forward_headers && o->no_tls_redirect);
+        CHECK_INT(o->health_check_port, 9001);
+        CHECK_INT(o->target_timeout_ms, 90000);
+        CHECK_STR(o->canonical_host ? o->canonical_host : "", "example.com");
+        CHECK_STR(o->tls_certificate ? o->tls_certificate : "", "/c.pem");
+        CHECK_STR(o->tls_certificate_key ? o->tls_certificate_key : "", "/k.pem");
+        CHECK_STR(o->error_pages ? o->error_pages : "", "/pages");
+        o = &a->opts;
+        CHECK(!o->nmore_prefixes && !o->strip_path_prefix && !o->forward_headers && !o->no_tls_redirect &&
+              !o->health_check_port && !o->target_timeout_ms && !o->canonical_host && !o->error_pages);
         CHECK_STR(a->name, "api");
         CHECK_STR(a->path_prefix, "/api");
         CHECK_STR(a->health_check_path, "/health");
