@@ -835,6 +835,5 @@ const struct px_service *px_services_match_named(const struct px_services *t, co
     const struct px_service *s = px_services_find(t, name);
     if (s == NULL)
         return NULL;
-    struct host_entry e = {.svcs = &s, .nsvcs = 1};
-    return match_prefix(&e, path, path_len);
+    return px_service_prefix_match(s, path, path_len) >= 0 ? s : NULL; /* any of its prefixes */
 }

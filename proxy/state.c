@@ -70,7 +70,7 @@ int px_state_service_copy(struct px_state_service *dst, const struct px_state_se
         log_headers_copy(&dst->log_request_headers, &dst->nlog_request_headers, src->log_request_headers,
                          src->nlog_request_headers) < 0 ||
         log_headers_copy(&dst->log_response_headers, &dst->nlog_response_headers, src->log_response_headers,
-                         src->nlog_response_headers) < 0) {
+                         src->nlog_response_headers) < 0 ||
         px_svc_opts_copy(&dst->opts, &src->opts) < 0) {
         if (dst->hosts == NULL)
             dst->nhosts = 0;
@@ -365,7 +365,6 @@ static const char *service_from(json_t *o, struct px_state_service *s)
     if ((lq && strv_from(lq, &s->log_request_headers, &s->nlog_request_headers, 1) < 0) ||
         (lr && strv_from(lr, &s->log_response_headers, &s->nlog_response_headers, 1) < 0))
         return "log_request_headers and log_response_headers must be lists of header names";
-    return NULL;
     return opts_from(o, &s->opts);
 }
 

@@ -385,7 +385,6 @@ static void ack_now(struct px_uconn *u)
 static void process(struct px_uconn *u)
 {
     struct px_req *r = u->req;
-    struct px_worker *w = u->w;
 
     if (u->s.writable && evbuffer_get_length(u->s.out)) {
         size_t before = evbuffer_get_length(u->s.out);
