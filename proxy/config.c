@@ -131,9 +131,8 @@ struct pctx {
  * not implemented yet"). Delete a case when its feature ships. */
 static int pending_feature(enum sect s, const char *key)
 {
+    (void)key;
     switch (s) {
-    case S_PROXY:
-        return key != NULL && strcmp(key, "metrics_listen") == 0;
     default:
         return 0;
     }

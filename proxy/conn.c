@@ -51,6 +51,7 @@ static void set_reusable(struct px_conn *c, int on)
     if (c->reusable == (unsigned)!!on)
         return;
     c->reusable = on ? 1 : 0;
+    px_stats_conn_idle(px_stats_of(w->id), on);
     if (on)
         px_list_insert_tail(&w->conn.idle, &c->idle);
     else

@@ -12,6 +12,7 @@
 #include "px/addr.h"
 #include "px/common.h"
 #include "px/config.h"
+#include "px/metrics.h"
 #include "px/deploy.h"
 #include "px/health.h"
 #include "px/log.h"
@@ -386,6 +387,15 @@ static void finish(struct op *o, enum px_err code, const char *message)
         progress(o, "done in %.1fs", (double)(px_now_ms() - o->started_ms) / 1000.0);
     else
         px_log_warn("deploy %s failed: %s: %s", o->svc.name, px_err_name(code), message);
+    { /* metrics and the status page's recent deploys */
+        char targets[256];
+        size_t n = 0;
+        targets[0] = '\0';
+        for (size_t i = 0; i < o->svc.nactive && n < sizeof(targets); i++)
+            n += (size_t)snprintf(targets + n, sizeof(targets) - n, "%s%s", i ? "," : "", o->svc.active[i]);
+        px_metrics_deploy_done(o->svc.name, code == PX_E_OK ? "ok" : px_err_name(code),
+                               px_wall_ms() - res.duration_ms, res.duration_ms, targets);
+    }
     if (o->done)
         o->done(o->arg, code, message, code == PX_E_OK ? &res : NULL);
     op_free(o);

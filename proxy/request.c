@@ -270,6 +270,7 @@ static int limit_apply(struct px_req *r, const struct px_limit_result *res)
     struct px_limit_zone *z = r->route->zones[res->which];
     int status = px_limit_zone_status(z);
     r->limited = px_limit_zone_name(z);
+    r->limited_stats_id = r->route->zone_stats_ids[res->which];
     r->step = PX_STEP_DONE;
     if (status != 429) {
         r->ops->respond(r, status, NULL, 0, NULL, 0);
@@ -488,6 +489,12 @@ void px_req_finish(struct px_req *r)
     if (w == NULL)
         return; /* never begun (a connection closed before its first request line) */
     px_stats_request(px_stats_of(w->id), r->proto, r->status, r->bytes_out, r->limited != NULL);
+    if (r->status) {
+        px_stats_service(w->id, r->svc ? r->svc->stats_id : 0, r->proto, r->status, px_now_us() - r->start_us,
+                         r->bytes_out);
+        if (r->limited)
+            px_stats_limited(w->id, r->limited_stats_id);
+    }
     if (r->status && px_log_access_enabled())
         access_log(r);
     if (r->routes) {

@@ -14,6 +14,7 @@
 #include "px/log.h"
 #include "px/routes.h"
 #include "px/services.h"
+#include "px/stats.h"
 #include "px/tls.h"
 
 /* One entry of the match table: a [route] for one of its host names (or
@@ -99,6 +100,7 @@ static void conf_part_free(struct conf_part *c)
         return;
     for (size_t i = 0; c->policies && i < c->cfg->nroutes; i++) {
         free((void *)c->policies[i].pub.zones);
+        free((void *)c->policies[i].pub.zone_stats_ids);
         free((void *)c->policies[i].pub.adds);
         free(c->policies[i].suffix_lens);
     }
@@ -199,12 +201,38 @@ static int policy_make(struct conf_part *c, const struct px_route_conf *rc, stru
             goto oom;
         pol->pub.zones = z;
         pol->pub.nzones = rc->nlimits;
+        uint32_t *ids = calloc(rc->nlimits, sizeof(*ids));
+        if (ids == NULL)
+            goto oom;
+        pol->pub.zone_stats_ids = ids;
         for (size_t k = 0; k < rc->nlimits; k++) {
             if ((z[k] = px_limits_find(c->limits, rc->limits[k].name)) == NULL) {
                 snprintf(err, errlen, "[route %s]: no zone %s", rc->prefix, rc->limits[k].name);
                 return -1;
             }
         }
+        /* the route's label: PREFIX, or HOST[,HOST...]PREFIX */
+        size_t len = strlen(rc->prefix) + 1;
+        for (size_t h = 0; h < rc->nhosts; h++)
+            len += strlen(rc->hosts[h]) + 1;
+        char *label = malloc(len);
+        if (label == NULL)
+            goto oom;
+        label[0] = '\0';
+        for (size_t h = 0; h < rc->nhosts; h++) {
+            if (h)
+                strcat(label, ",");
+            strcat(label, rc->hosts[h]);
+        }
+        strcat(label, rc->prefix);
+        for (size_t k = 0; k < rc->nlimits; k++)
+            if (px_stats_limit_id(rc->limits[k].name, label, &ids[k]) < 0) {
+                free(label);
+                snprintf(err, errlen, "[route %s]: out of memory (or over %d zone-route pairs) for metrics",
+                         rc->prefix, PX_STATS_MAX_LIMITS);
+                return -1;
+            }
+        free(label);
     }
     if (rc->nheader_sets && route_adds(c->cfg, rc, pol, lower) < 0)
         goto oom;

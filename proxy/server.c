@@ -26,8 +26,11 @@
 #include "px/deploy.h"
 #include "px/health.h"
 #include "px/log.h"
+#include "px/metrics.h"
 #include "px/routes.h"
 #include "px/server.h"
+#include "px/stats.h"
+#include "px/status.h"
 #include "px/target.h"
 #include "px/tls.h"
 #include "px/worker.h"
@@ -47,6 +50,8 @@ struct px_server {
     struct px_deployer *deployer;  /* services proxyctl deploys, on this base */
     struct px_worker_answers *answers; /* the workers' answers, read on this base */
     struct px_ctlserver *control;  /* the control socket */
+    struct px_metrics *metrics;    /* metrics_listen, or NULL */
+    struct px_addr metrics_listen; /* as configured at start (a reload keeps it) */
     struct px_monitor *monitor;    /* active health checks of every served target */
     struct px_acme_manager *acme;  /* [acme] enabled: lineages, renewals, the token table */
     struct px_carry carry;         /* what outlives a reload (px/carry.h): every rebuild takes it */
@@ -445,6 +450,8 @@ int px_server_reload(struct px_server *s, char *err, size_t errlen)
     listeners_changed = !same_addr(&cfg->listen_http, cfg->has_listen_http, &s->listen_http, s->has_http) ||
                         !same_addr(&cfg->listen_https, cfg->has_listen_https, &s->listen_https, s->has_https);
     workers_changed = cfg->workers != s->nworkers;
+    int metrics_changed = !same_addr(&cfg->metrics_listen, cfg->has_metrics_listen, &s->metrics_listen,
+                                     s->metrics != NULL);
     if (cfg->acme.enabled && px_acme_global_init(err, errlen) < 0) {
         px_config_free(cfg);
         return -1;
@@ -470,6 +477,9 @@ int px_server_reload(struct px_server *s, char *err, size_t errlen)
         warn_listeners(s, px_routes_config(px_routes_peek()));
     if (workers_changed)
         px_log_warn("reload: the number of workers changes only on restart");
+    if (metrics_changed)
+        px_log_warn("reload: metrics_listen changes only on restart (it stays %s)",
+                    s->metrics ? px_metrics_address(s->metrics) : "unset");
     const char *pf = px_routes_config(px_routes_peek())->pid_file;
     if ((pf == NULL) != (s->pid_file == NULL) || (pf && strcmp(pf, s->pid_file) != 0))
         px_log_warn("reload: pid_file changes only on restart (it stays %s)", s->pid_file ? s->pid_file : "unset");
@@ -642,6 +652,7 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
     }
     logs_open = 1;
     px_routes_set_nworkers(s->nworkers);
+    px_stats_set_nworkers(s->nworkers);
     px_target_set_nworkers(s->nworkers);
     s->started_ms = px_now_ms();
     s->base = event_base_new();
@@ -730,6 +741,16 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
     if ((s->control = px_ctlserver_new(s->base, c0->control_socket, c0->control_socket_mode, s, s->deployer, err,
                                        errlen)) == NULL)
         goto fail;
+    if (c0->has_metrics_listen) { /* the main base's own listener, never a worker's */
+        if ((s->metrics = px_metrics_new(s->base, &c0->metrics_listen, err, errlen)) == NULL)
+            goto fail;
+        px_log_info("listening metrics %s", px_metrics_address(s->metrics));
+        s->metrics_listen = c0->metrics_listen;
+        if (px_status_start(s->base, s, s->deployer) < 0) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+    }
     if (user && chown(c0->control_socket, uid, gid) < 0)
         px_log_warn("control_socket %s: chown to %s: %s", c0->control_socket, user, strerror(errno));
     if (c0->pid_file && write_pid_file(s, c0->pid_file, user ? uid : (uid_t)-1, gid, err, errlen) < 0)
@@ -807,6 +828,8 @@ void px_server_free(struct px_server *s)
     px_worker_answers_free(s->answers); /* the workers are joined */
     px_monitor_free(s->monitor);
     px_ctlserver_free(s->control);
+    px_status_stop();
+    px_metrics_free(s->metrics);
     px_acme_manager_free(s->acme);
     px_deployer_free(s->deployer);
     struct event *evs[] = {s->sig_hup, s->sig_term, s->sig_int, s->sig_usr1, s->reap_timer, s->stop_timer};

@@ -10,6 +10,7 @@
 
 #include "px/common.h"
 #include "px/services.h"
+#include "px/stats.h"
 
 /* Services that share a host key, longest path_prefix first. */
 struct host_entry {
@@ -86,6 +87,7 @@ static void service_free(struct px_service *s)
     for (size_t i = 0; i < s->ntargets; i++)
         px_target_release(s->targets[i]);
     free(s->targets);
+    free(s->target_stats_ids);
     free(s->health_check_path);
     free(s->stop_message);
     free(s);
@@ -386,8 +388,21 @@ static int cmp_wild(const void *a, const void *b)
 
 int px_services_seal(struct px_services *t, char *err, size_t errlen)
 {
+    uint32_t none;
     if (t->sealed)
         return 0;
+    if (px_stats_service_id("", &none) < 0) /* id 0: requests no service answered */
+        goto noids;
+    for (size_t i = 0; i < t->nsvcs; i++) {
+        struct px_service *s = t->svcs[i];
+        free(s->target_stats_ids);
+        s->target_stats_ids = calloc(s->ntargets ? s->ntargets : 1, sizeof(uint32_t));
+        if (s->target_stats_ids == NULL || px_stats_service_id(s->name, &s->stats_id) < 0)
+            goto noids;
+        for (size_t j = 0; j < s->ntargets; j++)
+            if (px_stats_target_id(s->stats_id, s->targets[j]->addr.text, &s->target_stats_ids[j]) < 0)
+                goto noids;
+    }
     for (size_t i = 0; i < t->nsvcs; i++) {
         const struct px_service *s = t->svcs[i];
         if (s->nhosts == 0) {
@@ -412,6 +427,10 @@ int px_services_seal(struct px_services *t, char *err, size_t errlen)
 nomem:
     index_free(t);
     snprintf(err, errlen, "out of memory building routes");
+    return -1;
+noids:
+    snprintf(err, errlen, "out of memory (or over %d service names, %d service targets) for metrics",
+             PX_STATS_MAX_SERVICES, PX_STATS_MAX_TARGETS);
     return -1;
 }
 

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <pthread.h>
 
@@ -20,6 +21,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <openssl/x509.h>
 
 #include "px/common.h"
 #include "px/config.h"
@@ -58,7 +60,51 @@ struct px_tls {
     size_t nnames;
     unsigned char alpn[32];   /* wire format, our preference order */
     size_t alpn_len;
+    struct px_tls_cert *certs; /* px_tls_certs */
+    size_t ncerts;
 };
+
+static int64_t cert_not_after(X509 *x)
+{
+    struct tm tm;
+    if (x == NULL || ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) != 1)
+        return 0;
+    return (int64_t)timegm(&tm);
+}
+
+/* Remember that path's certificate expires at na (0: unknown, skipped). */
+static int cert_note(struct px_tls *t, const char *path, int64_t na)
+{
+    if (na == 0 || path == NULL)
+        return 0;
+    char label[512];
+    const char *live = strstr(path, "/live/");
+    const char *end = live ? strchr(live + 6, '/') : NULL;
+    if (live && end && end > live + 6 && (size_t)(end - live - 6) < sizeof(label))
+        snprintf(label, sizeof(label), "%.*s", (int)(end - live - 6), live + 6);
+    else
+        snprintf(label, sizeof(label), "%s", path);
+    for (size_t i = 0; i < t->ncerts; i++)
+        if (strcmp(t->certs[i].label, label) == 0) {
+            if (na < t->certs[i].not_after)
+                t->certs[i].not_after = na;
+            return 0;
+        }
+    struct px_tls_cert *c = realloc(t->certs, (t->ncerts + 1) * sizeof(*c));
+    if (c == NULL)
+        return -1;
+    t->certs = c;
+    if ((c[t->ncerts].label = strdup(label)) == NULL)
+        return -1;
+    c[t->ncerts++].not_after = na;
+    return 0;
+}
+
+const struct px_tls_cert *px_tls_certs(const struct px_tls *t, size_t *n)
+{
+    *n = t ? t->ncerts : 0;
+    return t ? t->certs : NULL;
+}
 
 /* key: the config key; line: where the config sets it (0: not from the
  * config, e.g. an ACME lineage), giving "FILE:LINE: key: PATH: reason" as
@@ -452,6 +498,10 @@ struct px_tls *px_tls_build(const struct px_tls_conf *conf, const struct px_tls_
     if ((t->dflt = ctx_new(conf, 0, t->base, err, errlen)) == NULL ||
         add_keypairs(t->dflt, conf, err, errlen) < 0)
         goto fail;
+    for (int more = SSL_CTX_set_current_cert(t->dflt, SSL_CERT_SET_FIRST); more == 1;
+         more = SSL_CTX_set_current_cert(t->dflt, SSL_CERT_SET_NEXT))
+        if (cert_note(t, conf->certificate, cert_not_after(SSL_CTX_get0_certificate(t->dflt))) < 0)
+            goto oom;
     if (conf->nsni) {
         t->names = calloc(conf->nsni, sizeof(*t->names));
         if (t->names == NULL) {
@@ -476,8 +526,12 @@ struct px_tls *px_tls_build(const struct px_tls_conf *conf, const struct px_tls_
         }
         if (add_keypair(tn->ctx, s->cert, s->key, conf, s->line, s->line, "sni", "sni", err, errlen) < 0)
             goto fail;
+        if (cert_note(t, s->cert, cert_not_after(SSL_CTX_get0_certificate(tn->ctx))) < 0)
+            goto oom;
     }
     return t;
+oom:
+    snprintf(err, errlen, "out of memory");
 fail:
     px_tls_free(t);
     return NULL;
@@ -509,6 +563,9 @@ void px_tls_free(struct px_tls *t)
         SSL_CTX_free(t->names[i].ctx);
     }
     free(t->names);
+    for (size_t i = 0; i < t->ncerts; i++)
+        free(t->certs[i].label);
+    free(t->certs);
     SSL_CTX_free(t->dflt);
     if (t->base)
         SSL_CTX_free(t->base->ctx); /* the base goes with its last reference */

@@ -117,6 +117,23 @@ static int write_head(struct px_req *r, struct evbuffer *out)
     return px_h1_write_request_head(out, r->q, r->head_bound, &f);
 }
 
+/* One failed try on target t: the unlabelled count and the (service,
+ * target) pair's (an error path: the pair is found by a scan of the
+ * service's few targets). */
+static void count_error(struct px_req *r, const struct px_target *t, unsigned kind)
+{
+    int wid = r->w->id;
+    px_stats_inc(&px_stats_of(wid)->upstream_errors[kind]);
+    const struct px_service *svc = r->svc;
+    if (svc == NULL || t == NULL || svc->target_stats_ids == NULL)
+        return;
+    for (size_t i = 0; i < svc->ntargets; i++)
+        if (svc->targets[i] == t) {
+            px_stats_target_error(wid, svc->target_stats_ids[i], kind);
+            return;
+        }
+}
+
 int px_upstream_start(struct px_req *r)
 {
     int err = 0;
@@ -127,7 +144,7 @@ int px_upstream_start(struct px_req *r)
         if (attach(r, t, &err) == 0)
             break;
         px_log_warn("upstream %s: connect: %s", t->addr.text, strerror(err));
-        px_stats_inc(&px_stats_of(r->w->id)->upstream_errors[PX_STATS_UP_CONNECT]);
+        count_error(r, t, PX_STATS_UP_CONNECT);
         r->target = t;
         if (++r->tries >= 2 || r->svc->ntargets < 2)
             return 502;
@@ -174,10 +191,11 @@ static void fail(struct px_uconn *u, int status, int connect_failed)
     if (connect_failed)
         px_balancer_mark_down(w, failed);
     /* a read that ended the try (EOF, reset) or a head that was wrong */
-    px_stats_inc(&px_stats_of(w->id)->upstream_errors[status == 504 ? PX_STATS_UP_TIMEOUT
-                                                         : connect_failed ? PX_STATS_UP_CONNECT
-                                                         : u->s.eof || u->s.error ? PX_STATS_UP_RESET
-                                                                                  : PX_STATS_UP_BAD_RESPONSE]);
+    count_error(r, failed,
+                status == 504      ? PX_STATS_UP_TIMEOUT
+                : connect_failed   ? PX_STATS_UP_CONNECT
+                : u->s.eof || u->s.error ? PX_STATS_UP_RESET
+                                         : PX_STATS_UP_BAD_RESPONSE);
     px_log_warn("upstream %s: %s", failed ? failed->addr.text : "?",
                 connect_failed ? (status == 504 ? "connect timed out" : "connect failed")
                                : (status == 504 ? "timed out" : "closed before answering"));
@@ -222,6 +240,8 @@ int px_upstream_body(struct px_req *r, struct evbuffer *src, size_t len, int las
     }
     size_t queued = evbuffer_get_length(u->s.out);
     px_stats_add(&px_stats_of(u->w->id)->bytes_in, len);
+    if (r->svc)
+        px_stats_service_bytes_in(u->w->id, r->svc->stats_id, len);
     if (len)
         evbuffer_remove_buffer(src, u->s.out, len);
     send_some(u);
@@ -426,7 +446,7 @@ static void process(struct px_uconn *u)
             return;
         if (rc < 0) {
             px_log_warn("upstream %s sent malformed chunked framing", r->target ? r->target->addr.text : "?");
-            px_stats_inc(&px_stats_of(w->id)->upstream_errors[PX_STATS_UP_BAD_RESPONSE]);
+            count_error(r, r->target, PX_STATS_UP_BAD_RESPONSE);
             if (r->bytes_out == 0) {
                 /* Nothing of the body reached the client: take the head
                  * back and answer 502 where the client side can, and log
@@ -458,7 +478,7 @@ static void process(struct px_uconn *u)
         } else if (r->resp.mode == PX_BODY_CLOSE && !u->paused && evbuffer_get_length(u->s.in) == 0) {
             finish(u, 1);
         } else if (!u->paused || u->s.error) {
-            px_stats_inc(&px_stats_of(w->id)->upstream_errors[PX_STATS_UP_RESET]);
+            count_error(r, r->target, PX_STATS_UP_RESET);
             r->resp_keepalive = 0;
             finish(u, 0);
         }
@@ -536,7 +556,7 @@ static void upstream_timeout(evutil_socket_t fd, short what, void *arg)
                                                       : "upstream timed out waiting for the response");
             fail(u, 504, 0);
         } else {
-            px_stats_inc(&px_stats_of(u->w->id)->upstream_errors[PX_STATS_UP_TIMEOUT]);
+            count_error(u->req, u->req->target, PX_STATS_UP_TIMEOUT);
             u->req->resp_keepalive = 0;
             finish(u, 0);
         }

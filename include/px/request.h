@@ -103,6 +103,7 @@ struct px_req {
                                       * NULL: the worker's [headers] */
     size_t nadds;
     const char *limited;             /* the zone that rejected it (access log), or NULL */
+    uint32_t limited_stats_id;       /* its (zone, route) metrics id, when limited */
     const struct px_service *svc;
     struct px_target *target;        /* the target of the current try */
     struct px_uconn *up;

@@ -117,6 +117,9 @@ const struct px_service *px_routes_match(const struct px_routes *r, const char *
 struct px_route {
     const char *prefix;                 /* as configured ("/api/"), for messages */
     struct px_limit_zone *const *zones; /* its [limit] zones in the order given (px_limit_check) */
+    const uint32_t *zone_stats_ids;     /* per zone: the (zone, route) pair's metrics id (px/stats.h);
+                                         * the route label is PREFIX, or HOST/PREFIX with hosts
+                                         * (several hosts joined with ",") */
     size_t nzones;
     const struct px_hdr_add *adds;      /* the response headers of its requests: [headers] with its
                                          * [headers NAME] sets on top (a set's header replaces the

@@ -42,6 +42,10 @@ struct px_service {
     uint64_t max_pause_ms;    /* PX_SVC_PAUSED: requests wait this long, then 504 */
     int health_checks;        /* its targets are checked all the time (px_monitor) */
     uint64_t health_check_interval_ms, health_check_timeout_ms; /* px_monitor's timings (> 0) */
+    /* Metrics ids (px/stats.h), set by px_services_seal: the service's, and
+     * one per target (parallel to targets) for the (service, target) pair. */
+    uint32_t stats_id;
+    uint32_t *target_stats_ids;
 };
 
 /* What a caller gives to add one service. Every pointer is borrowed for the
@@ -105,8 +109,11 @@ enum px_err px_services_add(struct px_services *t, const struct px_service_spec 
 /* Add a copy of an existing service (of another table): same strings, same
  * target objects. Same errors as px_services_add. */
 enum px_err px_services_add_copy(struct px_services *t, const struct px_service *s, char *err, size_t errlen);
-/* Build the host index; afterwards the table is immutable. Idempotent.
- * 0, or -1 out of memory (the table stays unsealed and may be freed). */
+/* Build the host index and assign the metrics ids (px_stats_service_id,
+ * px_stats_target_id: the same names keep their ids, so counters survive
+ * reloads and deploys); afterwards the table is immutable. Idempotent.
+ * 0, or -1 out of memory or out of metrics ids (the table stays unsealed
+ * and may be freed). */
 int px_services_seal(struct px_services *t, char *err, size_t errlen);
 /* Free a table nobody publishes (NULL is fine): releases its targets.
  * Tables handed to the route module are freed by it. */

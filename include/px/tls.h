@@ -33,6 +33,17 @@ struct px_tls_conf;
  * references); what a reload or a binary upgrade carries over. */
 struct px_tls_sessions;
 
+/* The certificates a px_tls serves, for metrics and status (main thread):
+ * label is the ACME lineage name for a certificate under ".../live/NAME/",
+ * else the certificate file's path (the default certificate: the
+ * certificate key as written); not_after in Unix seconds. One entry per
+ * label (the earliest expiry when a label has several). */
+struct px_tls_cert {
+    char *label;
+    int64_t not_after;
+};
+const struct px_tls_cert *px_tls_certs(const struct px_tls *t, size_t *n);
+
 /* Load conf's certificates into new contexts (main thread). sessions: the
  * session context in force (the carry-over object's), or NULL; when its
  * session settings equal conf's the new px_tls shares it (only read; it

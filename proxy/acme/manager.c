@@ -18,6 +18,7 @@
 #include "px/acme.h"
 #include "px/acme_manager.h"
 #include "px/challenge.h"
+#include "px/metrics.h"
 #include "px/common.h"
 #include "px/config.h"
 #include "px/log.h"
@@ -573,6 +574,10 @@ static void attempt_end(struct attempt *a)
                      l->present ? "renewal" : "issuance", a->err.type, a->err.detail,
                      l->present ? "the current certificate stays in service" : "the default certificate serves",
                      when);
+        const char *type = a->err.type[0] ? a->err.type : "error";
+        if (strncmp(type, "urn:ietf:params:acme:error:", 27) == 0 && type[27])
+            type += 27; /* "rateLimited", "connection", ... */
+        px_metrics_acme_done(l->name, type, a->err.detail);
         waiters_note(m, l->name, W_FAILED, &a->err);
     } else {
         l->outcome = OUT_OK;
@@ -585,6 +590,9 @@ static void attempt_end(struct attempt *a)
         gmtime_r(&na, &tm);
         strftime(exp, sizeof(exp), "%Y-%m-%dT%H:%M:%SZ", &tm);
         px_log_info("acme %s: certificate version %d installed, valid until %s", l->name, l->disk.version, exp);
+        char msg[96];
+        snprintf(msg, sizeof(msg), "certificate version %d installed, valid until %s", l->disk.version, exp);
+        px_metrics_acme_done(l->name, "ok", msg);
         waiters_note(m, l->name, W_RENEWED, NULL);
     }
     free(a);

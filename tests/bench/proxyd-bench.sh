@@ -12,6 +12,8 @@
 #   PROXYD_LIMIT (0)          1: a rate limit on "/" that admits the whole load
 #                             (1000000r/s per client IP), to measure what a
 #                             limit costs per request
+#   PROXYD_METRICS (0)        1: metrics_listen on 127.0.0.1:PROXYD_METRICS_PORT
+#                             (9146), to measure what the metrics cost per request
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 proxyd=${PROXYD:-$repo/build/proxyd}
@@ -28,6 +30,9 @@ conf=$dir/proxyd.ini
   echo "error_log = -"
   echo "control_socket = $dir/control.sock"
   echo "state_file = $dir/state.json"
+  if [[ "${PROXYD_METRICS:-0}" != 0 ]]; then
+    echo "metrics_listen = 127.0.0.1:${PROXYD_METRICS_PORT:-9146}"
+  fi
   # as the bench's nginx (keepalive 1024: h2 is 50 x 10 streams in flight);
   # a binary older than the key (BASELINE) has no bound at all
   if grep -q upstream_keepalive "$proxyd"; then

@@ -143,8 +143,102 @@ static void test_request_classes(void)
     px_stats_reset();
 }
 
+/* The labelled families: ids stable by name, exact codes (registered,
+ * overflow, class fallback), the histogram's buckets, pairs. */
+static void test_labelled(void)
+{
+    px_stats_set_nworkers(2);
+    uint32_t none, a, b, a2, ta, tb, ta2, l1, l2, l1b;
+    REQUIRE(px_stats_service_id("web", &a) == 0);
+    REQUIRE(px_stats_service_id("", &none) == 0);
+    REQUIRE(px_stats_service_id("api", &b) == 0);
+    REQUIRE(px_stats_service_id("web", &a2) == 0);
+    CHECK_INT(none, 0);
+    CHECK(a != 0 && b != 0 && a != b);
+    CHECK_INT(a2, a);
+    CHECK_STR(px_stats_service_name(a), "web");
+    CHECK_INT(px_stats_nservices(), 3);
+    REQUIRE(px_stats_target_id(a, "127.0.0.1:1", &ta) == 0);
+    REQUIRE(px_stats_target_id(b, "127.0.0.1:1", &tb) == 0);
+    REQUIRE(px_stats_target_id(a, "127.0.0.1:1", &ta2) == 0);
+    CHECK(ta != tb);
+    CHECK_INT(ta2, ta);
+    REQUIRE(px_stats_limit_id("z", "/api/", &l1) == 0);
+    REQUIRE(px_stats_limit_id("z", "example.com/api/", &l2) == 0);
+    REQUIRE(px_stats_limit_id("z", "/api/", &l1b) == 0);
+    CHECK(l1 != l2);
+    CHECK_INT(l1b, l1);
+
+    /* worker 0 and worker 1 both count for "web" */
+    px_stats_service(0, a, PX_PROTO_HTTP11, 200, 4000, 10);    /* bucket .005 */
+    px_stats_service(1, a, PX_PROTO_HTTP11, 200, 5000, 10);    /* .005 (le is inclusive) */
+    px_stats_service(1, a, PX_PROTO_HTTP2, 404, 5001, 1);      /* .01 */
+    px_stats_service(0, a, PX_PROTO_HTTP10, 218, 20000000, 0); /* overflow code, +Inf */
+    for (int c = 590; c < 596; c++)                            /* 4 overflow slots, then "5xx" */
+        px_stats_service(0, a, PX_PROTO_HTTP11, c, 1, 0);
+    px_stats_service(0, a, PX_PROTO_HTTP11, 0, 1, 1000);       /* no status: nothing */
+    px_stats_service(0, none, PX_PROTO_HTTP11, 429, 1, 5);
+    px_stats_service_bytes_in(1, a, 77);
+    px_stats_target_error(0, ta, PX_STATS_UP_RESET);
+    px_stats_target_error(1, ta, PX_STATS_UP_RESET);
+    px_stats_target_error(1, tb, PX_STATS_UP_CONNECT);
+    px_stats_limited(0, l1);
+    px_stats_limited(1, l1);
+
+    struct px_stats_svc_sum s;
+    px_stats_service_sum(a, &s);
+    CHECK_INT(s.requests, 10);
+    CHECK_INT(s.bytes_out, 21);
+    CHECK_INT(s.bytes_in, 77);
+    CHECK_INT(s.duration_sum_us, 4000 + 5000 + 5001 + 20000000 + 6);
+    CHECK_INT(s.duration[0], 8); /* <= 5 ms: 2 + the six 1 us ones */
+    CHECK_INT(s.duration[1], 9);
+    CHECK_INT(s.duration[PX_STATS_NBUCKETS - 2], 9);
+    CHECK_INT(s.duration[PX_STATS_NBUCKETS - 1], 10);
+    /* 200, 404 (registered), 218, 590..592 (overflow: worker 0 has 4 slots), 5xx */
+    REQUIRE(s.ncodes == 7);
+    char buf[8];
+    CHECK_STR(px_stats_code_label(&s.codes[0], buf), "200");
+    CHECK_INT(s.codes[0].n[PX_STATS_PROTO_H11], 2);
+    CHECK_STR(px_stats_code_label(&s.codes[1], buf), "404");
+    CHECK_INT(s.codes[1].n[PX_STATS_PROTO_H2], 1);
+    CHECK_STR(px_stats_code_label(&s.codes[2], buf), "218");
+    CHECK_INT(s.codes[2].n[PX_STATS_PROTO_H10], 1);
+    CHECK_STR(px_stats_code_label(&s.codes[5], buf), "592");
+    CHECK_STR(px_stats_code_label(&s.codes[6], buf), "5xx");
+    CHECK_INT(s.codes[6].n[PX_STATS_PROTO_H11], 3);
+    px_stats_service_sum(none, &s);
+    CHECK_INT(s.requests, 1);
+    CHECK_STR(px_stats_code_label(&s.codes[0], buf), "429");
+    px_stats_service_sum(b, &s);
+    CHECK_INT(s.requests, 0);
+    CHECK_INT(s.ncodes, 0);
+
+    uint64_t e[PX_STATS_UP_NKINDS];
+    px_stats_target_sum(ta, e);
+    CHECK_INT(e[PX_STATS_UP_RESET], 2);
+    CHECK_INT(e[PX_STATS_UP_CONNECT], 0);
+    px_stats_target_sum(tb, e);
+    CHECK_INT(e[PX_STATS_UP_CONNECT], 1);
+    CHECK_INT(px_stats_limit_sum(l1), 2);
+    CHECK_INT(px_stats_limit_sum(l2), 0);
+    const char *zone, *route;
+    uint32_t sid;
+    const char *target;
+    px_stats_limit_label(l2, &zone, &route);
+    CHECK_STR(zone, "z");
+    CHECK_STR(route, "example.com/api/");
+    px_stats_target_label(tb, &sid, &target);
+    CHECK_INT(sid, b);
+    CHECK_STR(target, "127.0.0.1:1");
+    px_stats_reset();
+    px_stats_service_sum(a, &s);
+    CHECK_INT(s.requests, 0);
+}
+
 int main(void)
 {
+    UNIT_RUN(test_labelled);
     UNIT_RUN(test_two_workers_exact);
     UNIT_RUN(test_blocks_apart);
     UNIT_RUN(test_request_classes);
