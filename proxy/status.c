@@ -37,6 +37,7 @@ struct px_status_window {
     double bounds[PX_STATUS_NBUCKETS - 1];
     uint64_t t_ms[PX_STATUS_SAMPLES];
     uint64_t seq; /* samples taken; the newest is seq - 1 */
+    size_t last_nids; /* ids the newest sample had */
     struct win_svc **svcs;
     size_t nsvcs;
 };
@@ -90,11 +91,18 @@ int px_status_window_add(struct px_status_window *w, uint64_t now_ms, const stru
     w->t_ms[slot] = now_ms;
     for (size_t i = 0; i < nids; i++) {
         struct win_svc *s = w->svcs[i];
-        if (!s->seen || went_back(&s->c[(seq - 1) % PX_STATUS_SAMPLES], &counts[i]))
+        if (!s->seen && seq > 0 && i >= w->last_nids) {
+            /* An id made since the last sample started from zero then: what
+             * it counts now happened in this interval. */
+            memset(&s->c[(seq - 1) % PX_STATUS_SAMPLES], 0, sizeof(s->c[0]));
+            s->first = seq - 1;
+        } else if (!s->seen || went_back(&s->c[(seq - 1) % PX_STATUS_SAMPLES], &counts[i])) {
             s->first = seq;
+        }
         s->seen = 1;
         s->c[slot] = counts[i];
     }
+    w->last_nids = nids;
     /* An id that was not given this time (the caller's list is shorter:
      * never, ids only grow) starts over when it comes back. */
     for (size_t i = nids; i < w->nsvcs; i++)

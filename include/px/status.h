@@ -64,9 +64,11 @@ struct px_status_window *px_status_window_new(const double *bounds_s);
 void px_status_window_free(struct px_status_window *w);
 /* A sample taken at now_ms (monotonic) of nids services: counts[i] is the
  * service whose id is i (ids are dense and stable: px_stats_service_id).
- * A service seen for the first time starts its window at this sample; a
- * counter that went backwards (never, with px/stats.h; defensive) restarts
- * its service's window. -1 when out of memory (the sample is dropped). */
+ * An id beyond the previous sample's nids was made since (its counters
+ * started at zero): its window starts at the previous sample, at zero. An id
+ * seen for the first time otherwise (the first sample) starts its window at
+ * this sample; a counter that went backwards (never, with px/stats.h;
+ * defensive) restarts its id's window. -1 when out of memory (the sample is dropped). */
 int px_status_window_add(struct px_status_window *w, uint64_t now_ms, const struct px_status_counts *counts,
                          size_t nids);
 /* The figures of service id over the window (all zero, p50/p99 negative,

@@ -1,5 +1,10 @@
 """The status page (GET / on metrics_listen) in headless Chromium.
 
+LiveStatus: known traffic through a live proxyd (three services, a 429, a
+502, a deploy, hostile Host and path), then /metrics, /status.json and the
+page as Chromium renders it show the same numbers, and no client value
+appears anywhere. A screenshot goes to build/test-artifacts/.
+
 StatusPageFixture: the page as the binary embeds it (proxy/status_page.html)
 served by a small Python server next to a fixture status.json, so the page's
 rendering, escaping and staleness are tested apart from proxyd: every number
@@ -16,7 +21,9 @@ import threading
 import unittest
 
 import browser
-from common import REPO
+import test_metrics as tm
+from common import REPO, SLOW, wait_until
+from harness import Client, ProxyTestCase, RecordingBackend, free_port, raw_request, request_bytes
 
 PAGE = os.path.join(REPO, "proxy", "status_page.html")
 SKIP = None if browser.available() else "chromium not installed (tests/deps-test.txt)"
@@ -161,7 +168,7 @@ class StatusPageFixture(unittest.TestCase):
         self.assertEqual(api.find("tr", data_target="127.0.0.1:4000").field("health").text, "unhealthy")
 
         zone = p.find("tr", data_zone="api")
-        self.assertEqual(self.num(zone.find(data_field="limited_total", data_value="456")), 456)
+        self.assertEqual(self.num(zone.find("td", data_field="limited_total")), 456)
         self.assertEqual(self.num(zone.find(data_field="burst")), 20)
         self.assertEqual(self.num(zone.find("span", data_route="/api/").field("limited_total")), 400)
         self.assertEqual(self.num(zone.find("span", data_route="api.example.com/login").field("limited_total")), 56)
@@ -243,6 +250,127 @@ class StatusPageFixture(unittest.TestCase):
         self.assertEqual(p.find("body").get("data-stale"), "never")
         self.assertEqual(p.by_id("conn").text, "unreachable")
         self.assertEqual(p.find_all("section", data_service=None), [])
+
+
+CLIENT_HOSTILE = "evil\"'><script>alert(7)</script>"
+
+
+@unittest.skipIf(SKIP, SKIP)
+class LiveStatus(ProxyTestCase):
+    def status(self, p):
+        st, headers, body = tm.get(p, "/status.json")
+        self.assertEqual(st, 200)
+        self.assertEqual(headers["content-type"], "application/json")
+        return json.loads(body), body
+
+    def test_page_shows_what_metrics_counts(self):
+        web = self.backend(RecordingBackend, response=tm.hello)
+        green = self.backend(RecordingBackend, response=tm.hello)
+        dead = "127.0.0.1:%d" % free_port()
+        p = self.proxy("[proxy]\nmetrics_listen = 127.0.0.1:0\n\n"
+                       "[limit api]\nrate = 1r/m\nburst = 0\nzone_size = 1m\n"
+                       "[route /api/]\nlimit = api\n"
+                       "[service web]\nhosts = web.test www.web.test\ntargets = %s\n"
+                       "[service down]\nhosts = down.test\npath_prefix = /app\ntargets = %s\n" % (web.addr, dead))
+        st, headers, page = tm.get(p, "/")
+        self.assertEqual((st, headers["content-type"]), (200, "text/html; charset=utf-8"))
+        self.assertIn("default-src 'none'", headers["content-security-policy"])
+        with open(PAGE, "rb") as f:
+            self.assertEqual(page, f.read())  # the build embedded the page as it is
+
+        with Client(p.port) as c:  # 4 x 200 and a 200 then a 429 on /api/
+            got = []
+            for path in ["/"] * 4 + ["/api/x"] * 2:
+                c.send(request_bytes("GET", path, host="web.test"))
+                got.append(c.read_response("GET").status)
+        self.assertEqual(got, [200] * 5 + [429])
+        for _ in range(2):  # 2 x 502 (the connection is closed after each)
+            with Client(p.port) as c:
+                c.send(request_bytes("GET", "/app/x", host="down.test"))
+                self.assertEqual(c.read_response("GET").status, 502)
+        # Client input that must never reach the page: a Host and a path.
+        with Client(p.port) as c:
+            c.send(request_bytes("GET", "/", host=CLIENT_HOSTILE))
+            self.assertIn(c.read_response("GET").status, (400, 404))
+        raw_request(p.port, b"GET /%3Cscript%3Ealert(8)%3C/script%3E\"><script>alert(9)</script> HTTP/1.1\r\n"
+                            b"Host: nothing.test\r\nConnection: close\r\n\r\n")
+        r = tm.proxyctl(p, "deploy", "green", "--target", green.addr, "--host", "green.test",
+                        "--health-check-interval", "100ms", "--health-check-timeout", "1s")
+        self.assertEqual(r.returncode, 0, r)
+        with Client(p.port) as c:
+            c.send(request_bytes("GET", "/", host="green.test"))
+            self.assertEqual(c.read_response("GET").status, 200)
+
+        # The last-minute window has a sample after the traffic (a 1 s timer).
+        def sampled():
+            doc = self.status(p)[0]
+            svc = {s["name"]: s for s in doc["services"]}
+            return doc if svc["down"]["rate_1m"] > 0 and svc["green"]["rate_1m"] > 0 else None
+        doc = wait_until(sampled, 10.0, 0.2)
+        self.assertTrue(doc, self.status(p)[0])
+        m = tm.scrape(p)
+        doc, raw = self.status(p)
+        shot = os.path.join(browser.artifacts_dir(), "status_page_live.png")
+        dom = browser.render("http://%s:%d/" % tm.metrics_addr(p), screenshot=shot)
+        pg = browser.Page(dom)
+        self.assertEqual(pg.find("body").get("data-stale"), None)
+        self.assertGreaterEqual(int(pg.find("body").get("data-loaded")), 1)
+
+        def requests_of(service):
+            return sum(v for (n, l), v in m.items() if n == "proxyd_requests_total" and dict(l)["service"] == service)
+        svc = {s["name"]: s for s in doc["services"]}
+        self.assertEqual(sorted(svc), ["down", "green", "web"])
+        for name, total, codes in [("web", 5, {"200": 5}), ("down", 2, {"502": 2}), ("green", 1, {"200": 1})]:
+            self.assertEqual(requests_of(name), total)
+            self.assertEqual(svc[name]["requests_total"], total)
+            self.assertEqual(svc[name]["codes"], codes)
+            card = pg.find("section", data_service=name)
+            self.assertEqual(float(card.field("requests_total").get("data-value")), total)
+            self.assertEqual({c.get("data-code"): int(c.get("data-value")) for c in card.find_all(data_code=None)},
+                             codes)
+            # targets: as many as /metrics has, with the same health
+            targets = [dict(l)["target"] for (n, l), v in m.items()
+                       if n == "proxyd_target_healthy" and dict(l)["service"] == name]
+            self.assertEqual(len(svc[name]["active"]), len(targets))
+            self.assertEqual(float(card.field("targets").get("data-value")), len(targets))
+            for t in svc[name]["active"]:
+                healthy = tm.val(m, "proxyd_target_healthy", service=name, target=t["target"])
+                self.assertEqual(t["health"], "healthy" if healthy == 1 else "unhealthy")
+                row = card.find("tr", data_target=t["target"])
+                self.assertEqual(row.field("health").text, t["health"])
+                self.assertEqual(float(row.field("in_flight").get("data-value")), 0)
+        self.assertEqual(svc["web"]["hosts"], ["web.test", "www.web.test"])
+        self.assertEqual(svc["down"]["path_prefixes"], ["/app"])
+        self.assertEqual(svc["down"]["active"][0]["target"], dead)
+        self.assertEqual(svc["down"]["error_rate_1m"], 1.0)  # every request in the window was a 502
+        self.assertEqual(pg.find("section", data_service="down").field("error_rate_1m").text, "100%")
+        self.assertEqual(svc["web"]["error_rate_1m"], 0)
+        self.assertIsNotNone(svc["web"]["p50_ms"])
+        self.assertEqual(svc["green"]["state"], "running")
+        # the whole: every request /metrics counts (the 429, the 404, the 400 too)
+        total = sum(v for (n, l), v in m.items() if n == "proxyd_requests_total")
+        self.assertEqual(doc["requests"]["total"], total)
+        self.assertEqual(float(pg.by_id("g-requests-total").get("data-value")), total)
+        # the limit zone
+        limited = tm.val(m, "proxyd_limited_requests_total", zone="api", route="/api/")
+        self.assertEqual(limited, 1)
+        self.assertEqual(doc["limits"], [{"zone": "api", "rate": "1r/m", "burst": 0, "limited_total": 1,
+                                          "routes": [{"route": "/api/", "limited_total": 1}]}])
+        zone = pg.find("tr", data_zone="api")
+        self.assertEqual(zone.find("td", data_field="limited_total").get("data-value"), "1")
+        self.assertEqual(zone.find("span", data_route="/api/").field("limited_total").get("data-value"), "1")
+        # the deploy
+        self.assertEqual(tm.val(m, "proxyd_deploys_total", service="green", result="ok"), 1)
+        self.assertEqual([(d["service"], d["result"], d["targets"]) for d in doc["deploys"]],
+                         [("green", "ok", [green.addr])])
+        row = pg.find("tr", data_deploy_service="green")
+        self.assertEqual((row.field("result").text, row.field("targets").text), ("ok", green.addr))
+        # no client value anywhere
+        for text in (raw.decode(), dom):
+            for bad in ("alert(7)", "alert(8)", "alert(9)", "evil"):
+                self.assertNotIn(bad, text)
+        self.assertEqual(len(pg.find_all("script")), 1)
+        self.assertGreater(os.path.getsize(shot), 10000)
 
 
 if __name__ == "__main__":
