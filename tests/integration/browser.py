@@ -12,10 +12,11 @@ Part of the harness (see harness.py); stdlib only.
 import html.parser
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 
-from common import SLOW, build_dir
+from common import SLOW, _pdeathsig, build_dir
 
 CHROMIUM = os.environ.get("PROXYD_CHROMIUM", "/usr/bin/chromium")
 
@@ -38,19 +39,29 @@ def _flags(profile, virtual_ms):
             "--user-data-dir=" + profile, "--virtual-time-budget=%d" % virtual_ms]
 
 
-def render(url, virtual_ms=5000, screenshot=None, timeout=60.0):
+def render(url, virtual_ms=5000, screenshot=None, timeout=30.0):
     """The DOM of url after virtual_ms of (virtual) time, as Chromium
     serializes it (--dump-dom). With screenshot=PATH also writes a PNG there
     (a second run: Chromium takes one of the two per run)."""
     profile = tempfile.mkdtemp(prefix="pxchrome-")
     try:
         def run(extra):
-            p = subprocess.run(_flags(profile, virtual_ms) + extra + [url], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, timeout=timeout * SLOW)
+            # Its own process group, so that a timeout ends the renderer and
+            # helper processes too; and it dies with the test process.
+            p = subprocess.Popen(_flags(profile, virtual_ms) + extra + [url], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True,
+                                 preexec_fn=_pdeathsig)
+            try:
+                out, err = p.communicate(timeout=timeout * SLOW)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.communicate()
+                raise AssertionError("chromium did not finish in %.0fs (a dialog or a script that never "
+                                     "ends?): %s" % (timeout * SLOW, url))
             if p.returncode != 0:
                 raise AssertionError("chromium exited %d: %s" % (
-                    p.returncode, p.stderr.decode("utf-8", "replace")[-2000:]))
-            return p.stdout.decode("utf-8", "replace")
+                    p.returncode, err.decode("utf-8", "replace")[-2000:]))
+            return out.decode("utf-8", "replace")
         dom = run(["--dump-dom"])
         if screenshot:
             if os.path.exists(screenshot):

@@ -18,12 +18,13 @@ import http.server
 import json
 import os
 import threading
+import time
 import unittest
 
 import browser
 import test_metrics as tm
 from common import REPO, SLOW, wait_until
-from harness import Client, ProxyTestCase, RecordingBackend, free_port, raw_request, request_bytes
+from harness import Client, ProxyTestCase, RecordingBackend, free_port, raw_request, request_bytes, tls_config
 
 PAGE = os.path.join(REPO, "proxy", "status_page.html")
 SKIP = None if browser.available() else "chromium not installed (tests/deps-test.txt)"
@@ -371,6 +372,52 @@ class LiveStatus(ProxyTestCase):
                 self.assertNotIn(bad, text)
         self.assertEqual(len(pg.find_all("script")), 1)
         self.assertGreater(os.path.getsize(shot), 10000)
+
+    def test_certificates_and_the_last_acme_attempt(self):
+        """The [tls] file as /metrics labels it, with its expiry; an ACME
+        lineage whose CA is down: not served yet, its failed attempt as
+        proxyd_acme_renewals_total counted it."""
+        b = self.backend(RecordingBackend, response=tm.hello)
+        p = self.proxy("[proxy]\nlisten_https = 127.0.0.1:0\nredirect_https = no\nmetrics_listen = 127.0.0.1:0\n"
+                       "state_file = {tmp}/state.json\n\n" + tls_config() +
+                       "[acme]\nenabled = yes\ndirectory = https://127.0.0.1:%d/dir\ndomains = app.test\n"
+                       "config_dir = {tmp}/le\nemail = ops@example.test\nretry_interval = 1h\ncheck_interval = 1h\n"
+                       "[service web]\ntargets = %s\n" % (free_port(), b.addr))
+
+        def attempted():
+            doc = self.status(p)[0]
+            c = [c for c in doc["certificates"] if c["lineage"] == "app.test"]
+            return doc if c and c[0]["last_acme"] else None
+        doc = wait_until(attempted, 15.0, 0.2)
+        self.assertTrue(doc, self.status(p)[0])
+        m = tm.scrape(p)
+        expiry = {dict(l)["lineage"]: v for (n, l), v in m.items() if n == "proxyd_certificate_expiry_timestamp_seconds"}
+        renewals = {(dict(l)["lineage"], dict(l)["result"]): v for (n, l), v in m.items()
+                    if n == "proxyd_acme_renewals_total"}
+        certs = {c["lineage"]: c for c in doc["certificates"]}
+        self.assertEqual(len(expiry), 1)
+        (path, not_after), = expiry.items()
+        self.assertTrue(path.endswith(".crt") or path.endswith(".pem"), path)
+        self.assertEqual(sorted(certs), sorted([path, "app.test"]))
+        f = certs[path]
+        self.assertEqual(f["not_after"], time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(not_after)))
+        self.assertAlmostEqual(f["days_left"], (not_after - doc["time"]) / 86400.0, delta=2 / 86400.0)
+        self.assertIsNone(f["last_acme"])
+        lineage = certs["app.test"]
+        self.assertEqual((lineage["not_after"], lineage["days_left"], lineage["names"]), (None, None, ["app.test"]))
+        result = lineage["last_acme"]["result"]
+        self.assertNotEqual(result, "ok")
+        self.assertTrue(lineage["last_acme"]["message"])
+        self.assertEqual(renewals, {("app.test", result): 1})
+
+        pg = browser.Page(browser.render("http://%s:%d/" % tm.metrics_addr(p),
+                                         screenshot=os.path.join(browser.artifacts_dir(), "status_page_certs.png")))
+        row = pg.find("tr", data_lineage=path)
+        self.assertAlmostEqual(float(row.field("days_left").get("data-value")), f["days_left"], delta=0.01)
+        row = pg.find("tr", data_lineage="app.test")
+        self.assertEqual(row.field("acme_result").text, result)
+        self.assertEqual(row.field("acme_message").text, lineage["last_acme"]["message"])
+        self.assertEqual(row.field("days_left").get("data-value"), "")
 
 
 if __name__ == "__main__":
