@@ -399,9 +399,11 @@ int px_services_seal(struct px_services *t, char *err, size_t errlen)
         s->target_stats_ids = calloc(s->ntargets ? s->ntargets : 1, sizeof(uint32_t));
         if (s->target_stats_ids == NULL || px_stats_service_id(s->name, &s->stats_id) < 0)
             goto noids;
+        /* a pair without an id (over PX_STATS_MAX_TARGETS after years of
+         * deploys to new HOST:PORTs) only goes uncounted by pair */
         for (size_t j = 0; j < s->ntargets; j++)
             if (px_stats_target_id(s->stats_id, s->targets[j]->addr.text, &s->target_stats_ids[j]) < 0)
-                goto noids;
+                s->target_stats_ids[j] = PX_STATS_NO_ID;
     }
     for (size_t i = 0; i < t->nsvcs; i++) {
         const struct px_service *s = t->svcs[i];
@@ -429,8 +431,7 @@ nomem:
     snprintf(err, errlen, "out of memory building routes");
     return -1;
 noids:
-    snprintf(err, errlen, "out of memory (or over %d service names, %d service targets) for metrics",
-             PX_STATS_MAX_SERVICES, PX_STATS_MAX_TARGETS);
+    snprintf(err, errlen, "out of memory (or over %d service names) for metrics", PX_STATS_MAX_SERVICES);
     return -1;
 }
 

@@ -129,7 +129,8 @@ static void count_error(struct px_req *r, const struct px_target *t, unsigned ki
         return;
     for (size_t i = 0; i < svc->ntargets; i++)
         if (svc->targets[i] == t) {
-            px_stats_target_error(wid, svc->target_stats_ids[i], kind);
+            if (svc->target_stats_ids[i] != PX_STATS_NO_ID)
+                px_stats_target_error(wid, svc->target_stats_ids[i], kind);
             return;
         }
 }

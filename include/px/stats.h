@@ -216,6 +216,9 @@ extern const uint8_t px_stats_code_slot_tab[600];
 #define PX_STATS_MAX_SERVICES 4096
 #define PX_STATS_MAX_TARGETS 16384 /* service-target pairs */
 #define PX_STATS_MAX_LIMITS 4096   /* zone-route pairs */
+/* A service-target pair past PX_STATS_MAX_TARGETS (or out of memory): its
+ * errors count only in the unlabelled totals. */
+#define PX_STATS_NO_ID UINT32_MAX
 
 struct px_stats_overflow {
     _Atomic uint32_t code; /* 0: free; set once by the owning worker */

@@ -110,6 +110,22 @@ class Basic(ProxyTestCase):
         self.assertEqual(h.get("allow"), "GET, HEAD")
         st, h, body = get(p, "/metrics", method="HEAD")
         self.assertEqual((st, body), (200, b""))
+        # a head over 8 KiB is refused, and proxyd goes on answering
+        host, port = metrics_addr(p)
+        with socket.create_connection((host, port), timeout=5) as sk:
+            sk.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 16384 + b"\r\n\r\n")
+            sk.settimeout(5)
+            got = b""
+            try:
+                while True:
+                    chunk = sk.recv(65536)
+                    if not chunk:
+                        break
+                    got += chunk
+            except OSError:
+                pass
+        self.assertTrue(got.startswith(b"HTTP/1.1 400 "), got[:200])
+        self.assertEqual(get(p)[0], 200)
 
 
 def proxyctl(p, *args, timeout=60):
