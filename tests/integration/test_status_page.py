@@ -253,6 +253,9 @@ class StatusPageFixture(unittest.TestCase):
         self.assertEqual(p.find_all("section", data_service=None), [])
 
 
+# Values from the config that look like markup: shown as text.
+CONFIG_PREFIX = "/p\"<b>alert(6)</b>"
+CONFIG_ROUTE = "/r'<i>alert(4)</i>/"
 CLIENT_HOSTILE = "evil\"'><script>alert(7)</script>"
 
 
@@ -271,8 +274,11 @@ class LiveStatus(ProxyTestCase):
         p = self.proxy("[proxy]\nmetrics_listen = 127.0.0.1:0\n\n"
                        "[limit api]\nrate = 1r/m\nburst = 0\nzone_size = 1m\n"
                        "[route /api/]\nlimit = api\n"
+                       "[route %s]\nlimit = api\n"
                        "[service web]\nhosts = web.test www.web.test\ntargets = %s\n"
-                       "[service down]\nhosts = down.test\npath_prefix = /app\ntargets = %s\n" % (web.addr, dead))
+                       "[service down]\nhosts = down.test\npath_prefix = /app\ntargets = %s\n"
+                       "[service odd]\nhosts = odd.test\npath_prefix = %s\ntargets = %s\n"
+                       % (CONFIG_ROUTE, web.addr, dead, CONFIG_PREFIX, web.addr))
         st, headers, page = tm.get(p, "/")
         self.assertEqual((st, headers["content-type"]), (200, "text/html; charset=utf-8"))
         self.assertIn("default-src 'none'", headers["content-security-policy"])
@@ -320,8 +326,9 @@ class LiveStatus(ProxyTestCase):
         def requests_of(service):
             return sum(v for (n, l), v in m.items() if n == "proxyd_requests_total" and dict(l)["service"] == service)
         svc = {s["name"]: s for s in doc["services"]}
-        self.assertEqual(sorted(svc), ["down", "green", "web"])
-        for name, total, codes in [("web", 5, {"200": 5}), ("down", 2, {"502": 2}), ("green", 1, {"200": 1})]:
+        self.assertEqual(sorted(svc), ["down", "green", "odd", "web"])
+        for name, total, codes in [("web", 5, {"200": 5}), ("down", 2, {"502": 2}), ("green", 1, {"200": 1}),
+                                   ("odd", 0, {})]:
             self.assertEqual(requests_of(name), total)
             self.assertEqual(svc[name]["requests_total"], total)
             self.assertEqual(svc[name]["codes"], codes)
@@ -356,7 +363,8 @@ class LiveStatus(ProxyTestCase):
         limited = tm.val(m, "proxyd_limited_requests_total", zone="api", route="/api/")
         self.assertEqual(limited, 1)
         self.assertEqual(doc["limits"], [{"zone": "api", "rate": "1r/m", "burst": 0, "limited_total": 1,
-                                          "routes": [{"route": "/api/", "limited_total": 1}]}])
+                                          "routes": [{"route": "/api/", "limited_total": 1},
+                                                     {"route": CONFIG_ROUTE, "limited_total": 0}]}])
         zone = pg.find("tr", data_zone="api")
         self.assertEqual(zone.find("td", data_field="limited_total").get("data-value"), "1")
         self.assertEqual(zone.find("span", data_route="/api/").field("limited_total").get("data-value"), "1")
@@ -366,10 +374,18 @@ class LiveStatus(ProxyTestCase):
                          [("green", "ok", [green.addr])])
         row = pg.find("tr", data_deploy_service="green")
         self.assertEqual((row.field("result").text, row.field("targets").text), ("ok", green.addr))
-        # no client value anywhere
+        # no client value anywhere; the config's markup-like values as text
         for text in (raw.decode(), dom):
             for bad in ("alert(7)", "alert(8)", "alert(9)", "evil"):
                 self.assertNotIn(bad, text)
+        self.assertEqual(svc["odd"]["path_prefixes"], [CONFIG_PREFIX])
+        self.assertEqual(pg.find("section", data_service="odd").field("hosts").text, "odd.test  " + CONFIG_PREFIX)
+        self.assertEqual(pg.find("tr", data_zone="api").find("span", data_route=CONFIG_ROUTE).text,
+                         CONFIG_ROUTE + " (0)")
+        self.assertNotIn("<b>alert", dom)
+        self.assertNotIn("<i>alert", dom)
+        self.assertEqual(pg.find_all("i"), [])
+        self.assertEqual([e for e in pg.find_all("b") if not e.get("id")], [])  # the header's own only
         self.assertEqual(len(pg.find_all("script")), 1)
         self.assertGreater(os.path.getsize(shot), 10000)
 

@@ -1,12 +1,13 @@
 /* test_status.c -- the status page's figures (px/status.h): the quantile
  * estimate against values worked out by hand from Prometheus'
  * histogram_quantile rule, and the last-minute window driven by a fake
- * clock with exact counts. Also: the embedded page is the source file. */
+ * clock with exact counts. Also: the embedded page is the source file,
+ * and the document's helpers (names that are not UTF-8, rates). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "px/status.h"
+#include "../../proxy/status.c" /* the statics: jstr, rate_text */
 #include "unit.h"
 
 static const double BOUNDS[PX_STATUS_NBUCKETS - 1] = {.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10};
@@ -141,10 +142,42 @@ static void test_page_embedded(void)
     CHECK(strstr((const char *)px_status_page_html, "status.json") != NULL);
 }
 
+/* A name jansson refuses (not UTF-8: a config file's bytes) still makes a
+ * string, with U+FFFD for each bad byte; a good one goes through as is. */
+static void test_json_strings(void)
+{
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        {"web", "web"},
+        {"/p\"<b>", "/p\"<b>"},
+        {"caf\xc3\xa9", "caf\xc3\xa9"},
+        {"bad\xff", "bad\xef\xbf\xbd"},
+        {"\xc3(x", "\xef\xbf\xbd(x"},        /* a lead byte without its continuation */
+        {"\xc0\xafx", "\xef\xbf\xbd\xef\xbf\xbdx"}, /* overlong '/' */
+        {"\xed\xa0\x80!", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd!"}, /* a surrogate */
+        {"\xf0\x9f\x98\x80", "\xf0\x9f\x98\x80"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        json_t *j = jstr(cases[i].in);
+        REQUIRE(j != NULL);
+        CHECK_STR(json_string_value(j), cases[i].out);
+        json_decref(j);
+    }
+    char buf[32];
+    rate_text(10000, buf, sizeof(buf));
+    CHECK_STR(buf, "10r/s");
+    rate_text(16, buf, sizeof(buf)); /* 1r/m as the parser stores it */
+    CHECK_STR(buf, "1r/m");
+    rate_text(500, buf, sizeof(buf));
+    CHECK_STR(buf, "30r/m");
+}
+
 int main(void)
 {
     UNIT_RUN(test_quantile);
     UNIT_RUN(test_window);
     UNIT_RUN(test_page_embedded);
+    UNIT_RUN(test_json_strings);
     return unit_report();
 }
