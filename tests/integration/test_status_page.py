@@ -17,6 +17,7 @@ import copy
 import http.server
 import json
 import os
+import socket
 import threading
 import time
 import unittest
@@ -24,7 +25,8 @@ import unittest
 import browser
 import test_metrics as tm
 from common import REPO, SLOW, wait_until
-from harness import Client, ProxyTestCase, RecordingBackend, free_port, raw_request, request_bytes, tls_config
+from harness import (Client, ProxyTestCase, RecordingBackend, SilentBackend, free_port, raw_request, request_bytes,
+                     tls_config)
 
 PAGE = os.path.join(REPO, "proxy", "status_page.html")
 SKIP = None if browser.available() else "chromium not installed (tests/deps-test.txt)"
@@ -270,6 +272,7 @@ class LiveStatus(ProxyTestCase):
     def test_page_shows_what_metrics_counts(self):
         web = self.backend(RecordingBackend, response=tm.hello)
         green = self.backend(RecordingBackend, response=tm.hello)
+        slow = self.backend(SilentBackend)
         dead = "127.0.0.1:%d" % free_port()
         p = self.proxy("[proxy]\nmetrics_listen = 127.0.0.1:0\n\n"
                        "[limit api]\nrate = 1r/m\nburst = 0\nzone_size = 1m\n"
@@ -278,7 +281,8 @@ class LiveStatus(ProxyTestCase):
                        "[service web]\nhosts = web.test www.web.test\ntargets = %s\n"
                        "[service down]\nhosts = down.test\npath_prefix = /app\ntargets = %s\n"
                        "[service odd]\nhosts = odd.test\npath_prefix = %s\ntargets = %s\n"
-                       % (CONFIG_ROUTE, web.addr, dead, CONFIG_PREFIX, web.addr))
+                       "[service slow]\nhosts = slow.test\ntargets = %s\n"
+                       % (CONFIG_ROUTE, web.addr, dead, CONFIG_PREFIX, web.addr, slow.addr))
         st, headers, page = tm.get(p, "/")
         self.assertEqual((st, headers["content-type"]), (200, "text/html; charset=utf-8"))
         self.assertIn("default-src 'none'", headers["content-security-policy"])
@@ -308,6 +312,16 @@ class LiveStatus(ProxyTestCase):
             c.send(request_bytes("GET", "/", host="green.test"))
             self.assertEqual(c.read_response("GET").status, 200)
 
+        # A request in flight on slow (its backend never answers) while the
+        # page is read; odd paused.
+        hold = socket.create_connection(("127.0.0.1", p.port), timeout=10 * SLOW)
+        self.addCleanup(hold.close)
+        hold.sendall(request_bytes("GET", "/", host="slow.test"))
+        self.assertTrue(wait_until(lambda: tm.val(tm.scrape(p), "proxyd_target_requests_in_flight", service="slow",
+                                                  target=slow.addr) == 1, 10.0, 0.1))
+        r = tm.proxyctl(p, "pause", "odd")
+        self.assertEqual(r.returncode, 0, r)
+
         # The last-minute window has a sample after the traffic (a 1 s timer).
         def sampled():
             doc = self.status(p)[0]
@@ -326,9 +340,9 @@ class LiveStatus(ProxyTestCase):
         def requests_of(service):
             return sum(v for (n, l), v in m.items() if n == "proxyd_requests_total" and dict(l)["service"] == service)
         svc = {s["name"]: s for s in doc["services"]}
-        self.assertEqual(sorted(svc), ["down", "green", "odd", "web"])
+        self.assertEqual(sorted(svc), ["down", "green", "odd", "slow", "web"])
         for name, total, codes in [("web", 5, {"200": 5}), ("down", 2, {"502": 2}), ("green", 1, {"200": 1}),
-                                   ("odd", 0, {})]:
+                                   ("odd", 0, {}), ("slow", 0, {})]:
             self.assertEqual(requests_of(name), total)
             self.assertEqual(svc[name]["requests_total"], total)
             self.assertEqual(svc[name]["codes"], codes)
@@ -346,7 +360,14 @@ class LiveStatus(ProxyTestCase):
                 self.assertEqual(t["health"], "healthy" if healthy == 1 else "unhealthy")
                 row = card.find("tr", data_target=t["target"])
                 self.assertEqual(row.field("health").text, t["health"])
-                self.assertEqual(float(row.field("in_flight").get("data-value")), 0)
+                in_flight = tm.val(m, "proxyd_target_requests_in_flight", service=name, target=t["target"])
+                self.assertEqual(t["in_flight"], in_flight)
+                self.assertEqual(float(row.field("in_flight").get("data-value")), in_flight)
+        self.assertEqual(svc["slow"]["active"][0]["in_flight"], 1)
+        self.assertEqual(svc["web"]["active"][0]["in_flight"], 0)
+        self.assertEqual(svc["odd"]["state"], "paused")
+        self.assertEqual(pg.find("section", data_service="odd").field("state").text, "paused")
+        self.assertEqual(pg.find("section", data_service="web").field("state").text, "running")
         self.assertEqual(svc["web"]["hosts"], ["web.test", "www.web.test"])
         self.assertEqual(svc["down"]["path_prefixes"], ["/app"])
         self.assertEqual(svc["down"]["active"][0]["target"], dead)
