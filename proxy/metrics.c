@@ -446,6 +446,11 @@ static void answer(struct evhttp_request *req, int status, const char *ctype, st
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     evhttp_add_header(h, "Content-Type", ctype);
     evhttp_add_header(h, "Cache-Control", "no-store");
+    if (strncmp(ctype, "text/html", 9) == 0) { /* the status page: its own inline code, status.json, nothing else */
+        evhttp_add_header(h, "Content-Security-Policy", "default-src 'none'; script-src 'unsafe-inline'; "
+                                                        "style-src 'unsafe-inline'; connect-src 'self'; img-src data:");
+        evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
+    }
     evhttp_send_reply(req, status, status == 200 ? "OK" : status == 404 ? "Not Found" : "Error", body);
 }
 

@@ -31,6 +31,7 @@
 #include "px/routes.h"
 #include "px/server.h"
 #include "px/stats.h"
+#include "px/status.h"
 #include "px/systemd.h"
 #include "px/target.h"
 #include "px/tls.h"
@@ -885,6 +886,10 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
             goto fail;
         px_log_info("listening metrics %s", px_metrics_address(s->metrics));
         s->metrics_listen = c0->metrics_listen;
+        if (px_status_start(s->base, s, s->deployer) < 0) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
     }
     if (user && chown(c0->control_socket, uid, gid) < 0)
         px_log_warn("control_socket %s: chown to %s: %s", c0->control_socket, user, strerror(errno));
@@ -965,6 +970,7 @@ void px_server_free(struct px_server *s)
     px_worker_answers_free(s->answers); /* the workers are joined */
     px_monitor_free(s->monitor);
     px_ctlserver_free(s->control);
+    px_status_stop();
     px_metrics_free(s->metrics);
     px_acme_manager_free(s->acme);
     px_deployer_free(s->deployer);

@@ -102,8 +102,8 @@ class Basic(ProxyTestCase):
         self.assertEqual(val(s1, "proxyd_build_info", version="0.1.0"), 1)
         self.assertGreater(val(s1, "process_resident_memory_bytes"), 1e6)
         # the other paths and methods
-        self.assertEqual(get(p, "/status.json")[0], 404)
-        self.assertEqual(get(p, "/")[0], 404)
+        self.assertEqual(get(p, "/status.json")[0], 200)  # the status page (test_status_page)
+        self.assertEqual(get(p, "/")[0], 200)
         self.assertEqual(get(p, "/nope")[0], 404)
         st, h, _ = get(p, "/metrics", method="POST")
         self.assertEqual(st, 405)
