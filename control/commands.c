@@ -176,6 +176,10 @@ static void h_deploy(struct px_ctl_env *env, struct ctl_conn *c, const json_t *i
         .drain_timeout_ms = (uint64_t)px_ctl_arg_int(args, "drain_timeout_ms", PX_CTL_DEFAULT_DRAIN_TIMEOUT_MS),
         .force = px_ctl_arg_bool(args, "force", 0),
         .tls = px_ctl_arg_bool(args, "tls", 0),
+        .buffering = {px_ctl_arg_bool(args, "buffer_requests", 1), px_ctl_arg_bool(args, "buffer_responses", 0),
+                      (uint64_t)px_ctl_arg_int(args, "buffer_memory", 1 << 20),
+                      (uint64_t)px_ctl_arg_int(args, "max_request_body", 0),
+                      (uint64_t)px_ctl_arg_int(args, "max_response_body", 0)},
     };
     begin_op(c, id);
     if (q.tls) {

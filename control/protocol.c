@@ -130,6 +130,16 @@ static const struct px_ctl_arg deploy_args[] = {
     {"force", PX_CTL_ARG_BOOL, 0, "force", NULL, "switch without waiting for health checks", NULL},
     {"tls", PX_CTL_ARG_BOOL, 0, "tls", NULL,
      "obtain and renew a certificate for the hosts (ACME, in the background after the deploy)", NULL},
+    {"buffer_requests", PX_CTL_ARG_BOOL, 0, "buffer-requests", NULL,
+     "read each request body whole before the upstream (default; --buffer-requests=false streams)", NULL},
+    {"buffer_responses", PX_CTL_ARG_BOOL, 0, "buffer-responses", NULL,
+     "read responses as fast as the upstream sends, to free it early (default off)", NULL},
+    {"buffer_memory", PX_CTL_ARG_INT, 0, "buffer-memory", "BYTES", "held in memory, then temp_dir (default 1048576)",
+     NULL},
+    {"max_request_body", PX_CTL_ARG_INT, 0, "max-request-body", "BYTES",
+     "413 over this (default 0: max_body_size)", NULL},
+    {"max_response_body", PX_CTL_ARG_INT, 0, "max-response-body", "BYTES",
+     "buffered responses: 502 over this (default 0: unlimited)", NULL},
 };
 
 static const struct px_ctl_arg service_args[] = {ARG_SERVICE};

@@ -175,8 +175,10 @@ static int set_arg(struct invocation *inv, const struct px_ctl_arg *a, const cha
     char *end;
 
     switch (a->type) {
-    case PX_CTL_ARG_BOOL:
-        v = json_true();
+    case PX_CTL_ARG_BOOL: /* --flag, --flag=true, --flag=false (kamal-proxy's Go flags) */
+        if (text && strcmp(text, "true") != 0 && strcmp(text, "false") != 0)
+            return usage_error(inv->cmd, "%s: must be true or false", what);
+        v = text && strcmp(text, "false") == 0 ? json_false() : json_true();
         break;
     case PX_CTL_ARG_STRING:
     case PX_CTL_ARG_STRINGS:
@@ -266,9 +268,7 @@ static int parse_argv(int argc, char **argv, struct invocation *inv)
                 return usage_error(inv->cmd, "unknown option %s", s);
             snprintf(what, sizeof(what), "--%s", a->flag);
             if (a->type == PX_CTL_ARG_BOOL) {
-                if (eq)
-                    return usage_error(inv->cmd, "%s takes no value", what);
-                s = NULL;
+                s = eq ? eq + 1 : NULL;
             } else if (eq) {
                 s = eq + 1;
             } else if (i + 1 < argc) {

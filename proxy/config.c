@@ -874,6 +874,7 @@ static const struct keydef proxy_keys[] = {
     KDUR("keepalive_timeout", P(keepalive_timeout_ms), "75s"),
     KSIZE("max_header_size", P(max_header_size), 1u << 10, 1u << 20, "16k"),
     KSIZE("max_body_size", P(max_body_size), 0, UINT64_MAX, "100m"),
+    KSTR("temp_dir", P(temp_dir), "/var/lib/proxyd/tmp", check_path),
     KDUR("upstream_connect_timeout", P(upstream_connect_timeout_ms), "5s"),
     KDUR("upstream_send_timeout", P(upstream_send_timeout_ms), "60s"),
     KDUR("upstream_read_timeout", P(upstream_read_timeout_ms), "60s"),
@@ -927,6 +928,11 @@ static const struct keydef service_keys[] = {
      .max = 3600 * 1000, .def = "1s"},
     {.name = "health_check_timeout", .type = K_DURATION, .off = S(health_check_timeout_ms), .min = 100,
      .max = 3600 * 1000, .def = "5s"},
+    KBOOL("buffer_requests", S(buffering.requests), "yes"),
+    KBOOL("buffer_responses", S(buffering.responses), "no"),
+    KSIZE("buffer_memory", S(buffering.memory), 0, UINT64_MAX, "1m"),
+    KSIZE("max_request_body", S(buffering.max_request), 0, UINT64_MAX, "0"),
+    KSIZE("max_response_body", S(buffering.max_response), 0, UINT64_MAX, "0"),
 };
 #undef S
 
@@ -1770,6 +1776,7 @@ void px_config_free(struct px_config *cfg)
     free(cfg->health_path);
     free(cfg->control_socket);
     free(cfg->state_file);
+    free(cfg->temp_dir);
     free(cfg->access_log);
     free(cfg->error_log);
     free(cfg->user);
@@ -1853,6 +1860,7 @@ enum px_err px_config_add_service(struct px_services *t, const struct px_service
         .health_checks = sc->health_checks,
         .health_check_interval_ms = sc->health_check_interval_ms,
         .health_check_timeout_ms = sc->health_check_timeout_ms,
+        .buffering = sc->buffering,
     };
     return px_services_add(t, &sp, err, errlen);
 }

@@ -104,6 +104,7 @@ static const char *to_spec(const struct px_state_service *s, struct px_service_s
     spec->health_checks = 1; /* deployed: its path passed once, it is watched from then on */
     spec->health_check_interval_ms = s->interval_ms;
     spec->health_check_timeout_ms = s->timeout_ms;
+    spec->buffering = s->buffering;
     return NULL;
 }
 
@@ -690,6 +691,7 @@ static int from_config(const struct px_deployer *d, const char *name, struct px_
         out->previous = calloc(1, sizeof(char *));
         out->interval_ms = sc->health_check_interval_ms;
         out->timeout_ms = sc->health_check_timeout_ms;
+        out->buffering = sc->buffering;
         return out->name && out->hosts && out->path_prefix && out->health_check_path && out->active &&
                        out->previous
                    ? 0
@@ -739,6 +741,7 @@ void px_deploy(struct px_deployer *d, const struct px_deploy_spec *q, px_deploy_
     s->stop_message = have && cur.stop_message ? strdup(cur.stop_message) : NULL;
     s->max_pause_ms = have ? cur.max_pause_ms : 0;
     s->tls = q->tls || (have && cur.tls);
+    s->buffering = q->buffering;
     /* the timings given, else (rollback) the ones the last deploy used */
     s->interval_ms = q->interval_ms ? q->interval_ms : have && cur.interval_ms ? cur.interval_ms : 1000;
     s->timeout_ms = q->timeout_ms ? q->timeout_ms : have && cur.timeout_ms ? cur.timeout_ms : 5000;

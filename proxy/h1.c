@@ -307,7 +307,7 @@ static void read_body(struct px_h1conn *h)
         if (hr->body_mode == PX_BODY_LENGTH) {
             size_t n = avail < hr->body_left ? avail : (size_t)hr->body_left;
             hr->body_left -= n;
-            if (px_upstream_body(r, c->s.in, n, hr->body_left == 0))
+            if (px_req_body(r, c->s.in, n, hr->body_left == 0))
                 h->body_paused = 1;
             continue;
         }
@@ -339,7 +339,7 @@ static void read_body(struct px_h1conn *h)
             }
             return;
         }
-        if (px_upstream_body(r, c->s.in, scanned, done))
+        if (px_req_body(r, c->s.in, scanned, done))
             h->body_paused = 1;
     }
 }

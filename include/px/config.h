@@ -14,6 +14,7 @@
 #include "px/addr.h"
 #include "px/errors.h"
 #include "px/parse.h" /* the value parsers the loader uses (durations, sizes, rates) */
+#include "px/services.h" /* struct px_buffering */
 
 struct px_services;
 
@@ -28,6 +29,7 @@ struct px_service_conf {
     int health_checks;       /* health_check_path was given: check the targets all the time */
     uint64_t health_check_interval_ms; /* default 1s */
     uint64_t health_check_timeout_ms;  /* default 5s */
+    struct px_buffering buffering;     /* buffer_requests, buffer_responses, buffer_memory, max_*_body */
     int line;
     int targets_line;
 };
@@ -133,6 +135,7 @@ struct px_config {
     uint64_t keepalive_timeout_ms;       /* 75s */
     uint64_t max_header_size;            /* 16k */
     uint64_t max_body_size;              /* 100m; 0 = unlimited */
+    char *temp_dir;                      /* /var/lib/proxyd/tmp: buffered bodies past buffer_memory */
     uint64_t upstream_connect_timeout_ms;/* 5s */
     uint64_t upstream_send_timeout_ms;   /* 60s */
     uint64_t upstream_read_timeout_ms;   /* 60s */

@@ -23,6 +23,7 @@
 #include <event2/event.h>
 
 #include "px/errors.h"
+#include "px/services.h" /* struct px_buffering */
 
 struct px_addr;
 struct px_config;
@@ -83,6 +84,7 @@ struct px_deploy_spec {
     uint64_t interval_ms, timeout_ms, deploy_timeout_ms, drain_timeout_ms;
     int force;                        /* switch without waiting for health */
     int tls;
+    struct px_buffering buffering;    /* as given (the caller fills the defaults) */
 };
 
 /* What a deploy or rollback that succeeded did (borrowed for the callback). */

@@ -57,6 +57,8 @@ struct px_fwd {
     size_t loop_len;
     int websocket;            /* keep Upgrade, send Connection: upgrade */
     int strip_expect;         /* proxyd answers 100-continue itself */
+    int set_length;           /* a buffered body: Content-Length body_length replaces the client's framing */
+    uint64_t body_length;
 };
 
 /* Serialize the request head to send upstream (HTTP/1.1). */

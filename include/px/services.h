@@ -25,6 +25,18 @@
 
 struct px_services;
 
+/* A service's buffering (DESIGN "Buffering"): the [service] keys, the
+ * deploy flags and the state file all carry this one struct. Sizes in
+ * bytes. */
+struct px_buffering {
+    int requests;             /* read the whole request body before the upstream (default yes) */
+    int responses;            /* read the upstream as fast as it sends (default no) */
+    uint64_t memory;          /* held in memory, then temp_dir (default 1m) */
+    uint64_t max_request;     /* request body limit; 0 = [proxy] max_body_size */
+    uint64_t max_response;    /* buffered response body limit; 0 = unlimited */
+};
+#define PX_BUFFERING_DEFAULT {.requests = 1, .responses = 0, .memory = 1u << 20}
+
 /* A service as workers read it (immutable once its table is sealed). */
 enum px_service_state { PX_SVC_ACTIVE = 0, PX_SVC_STOPPED, PX_SVC_PAUSED };
 
@@ -42,6 +54,7 @@ struct px_service {
     uint64_t max_pause_ms;    /* PX_SVC_PAUSED: requests wait this long, then 504 */
     int health_checks;        /* its targets are checked all the time (px_monitor) */
     uint64_t health_check_interval_ms, health_check_timeout_ms; /* px_monitor's timings (> 0) */
+    struct px_buffering buffering;
 };
 
 /* What a caller gives to add one service. Every pointer is borrowed for the
@@ -60,6 +73,7 @@ struct px_service_spec {
     int health_checks;               /* check the targets all the time (px_monitor) */
     uint64_t health_check_interval_ms;  /* 0 = 1 s */
     uint64_t health_check_timeout_ms;   /* 0 = 5 s */
+    struct px_buffering buffering;      /* copied as given (all zero: none) */
 };
 
 /* The part of a service that two services must not share: the service

@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "px/services.h" /* struct px_buffering */
+
 enum px_state_svc { PX_STATE_ACTIVE = 0, PX_STATE_STOPPED, PX_STATE_PAUSED };
 
 struct px_state_service {
@@ -33,6 +35,7 @@ struct px_state_service {
     uint64_t interval_ms;     /* the health-check timings of the last deploy (rollback and the */
     uint64_t timeout_ms;      /* monitor use them); 0 = the defaults, 1 s and 5 s */
     uint64_t deploy_timeout_ms; /* the last deploy's, for rollback; 0 = 30 s */
+    struct px_buffering buffering; /* the last deploy's; absent in the file: PX_BUFFERING_DEFAULT */
 };
 
 struct px_state {

@@ -282,7 +282,7 @@ class ExitCodes(ProxyctlTest):
             (["deploy", "web", "--target", "10.0.0.5"], "targets: \"10.0.0.5\": missing port"),
             (["deploy", "web", "--target", "a:1", "--deploy-timeout", "soon"], "--deploy-timeout: bad duration"),
             (["deploy", "web", "--target", "a:1", "--deploy-timeout", "0"], "--deploy-timeout: must be 1ms..24h"),
-            (["deploy", "web", "--target", "a:1", "--force=yes"], "--force takes no value"),
+            (["deploy", "web", "--target", "a:1", "--force=yes"], "--force: must be true or false"),
             (["deploy", "web", "--target", "a:1", "--bogus"], "unknown option --bogus"),
             (["deploy", "web", "extra", "--target", "a:1"], "unexpected argument 'extra'"),
             (["deploy", "w b", "--target", "a:1"], "service: \"w b\": name may contain only"),

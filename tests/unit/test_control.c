@@ -394,7 +394,9 @@ static void test_command_table(void)
     {
         static const char *const dargs[] = {"service", "targets", "hosts", "path_prefix", "health_check_path",
                                             "health_check_interval_ms", "health_check_timeout_ms",
-                                            "deploy_timeout_ms", "drain_timeout_ms", "force", "tls"};
+                                            "deploy_timeout_ms", "drain_timeout_ms", "force", "tls",
+                                            "buffer_requests", "buffer_responses", "buffer_memory",
+                                            "max_request_body", "max_response_body"};
         const struct px_ctl_cmd *d = px_ctl_command_find("deploy");
         CHECK_INT(d->nargs, sizeof(dargs) / sizeof(dargs[0]));
         for (size_t i = 0; i < sizeof(dargs) / sizeof(dargs[0]); i++)
