@@ -249,8 +249,11 @@ static ssize_t data_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
         s->up_paused = 0;
         /* a buffered response refills s->resp (and may end) right here */
         px_upstream_resume(&s->r);
-        if (n == 0 && (n = (size_t)evbuffer_remove(s->resp, buf, length)) > 0)
+        int more = n == 0 ? evbuffer_remove(s->resp, buf, length) : 0;
+        if (more > 0) {
+            n = (size_t)more;
             h->buffered -= n;
+        }
         left = evbuffer_get_length(s->resp);
     }
     if (left == 0) {

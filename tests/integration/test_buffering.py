@@ -250,6 +250,32 @@ class ResponseBuffering(BufferCase):
         self.assertEqual(hashlib.sha256(body).hexdigest(), hashlib.sha256(big).hexdigest())
         self.no_spool_left(p, d)
 
+    def test_h2_slow_reader_frees_upstream_at_once(self):
+        """The same over HTTP/2: a stream whose window the client does not
+        open (it reads nothing) still frees its upstream."""
+        d = self.spool_dir()
+        big = os.urandom(10 << 20)
+        done = threading.Event()
+
+        class Big(RecordingBackend):
+            def send_items(self, conn, resp):
+                ok = super().send_items(conn, resp)
+                done.set()
+                return ok
+
+        b = self.backend(Big, response=http_response(200, big))
+        p = self.proxy(tls_service_config(b, extra_proxy="temp_dir = %s\nworkers = 1" % d)
+                       + "buffer_responses = yes\n")
+        c = H2Client(p.https_port)
+        self.addCleanup(c.close)
+        sid = c.request("GET", "/big")
+        self.assertTrue(done.wait(15 * SLOW), "the upstream could not write its response")
+        self.assertEqual(len(spool_fds(p, d)), 1, "the response did not spill to temp_dir")
+        st = c.wait_stream(sid, timeout=30)
+        self.assertEqual(st.status, 200, st)
+        self.assertEqual(hashlib.sha256(bytes(st.data)).hexdigest(), hashlib.sha256(big).hexdigest())
+        self.no_spool_left(p, d)
+
     def test_client_leaves_mid_response_temp_file_closed(self):
         d = self.spool_dir()
         b = self.backend(response=http_response(200, os.urandom(10 << 20)))

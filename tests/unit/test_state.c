@@ -26,7 +26,8 @@ static void test_round_trip(void)
     struct px_state_service svcs[2] = {
         {.name = "web", .hosts = hosts, .nhosts = 2, .path_prefix = "/", .active = active, .nactive = 1,
          .previous = previous, .nprevious = 2, .health_check_path = "/up", .state = PX_STATE_PAUSED,
-         .max_pause_ms = 12000, .tls = 1, .interval_ms = 250, .timeout_ms = 2000, .deploy_timeout_ms = 9000},
+         .max_pause_ms = 12000, .tls = 1, .interval_ms = 250, .timeout_ms = 2000, .deploy_timeout_ms = 9000,
+         .buffering = {0, 1, 4096, 1000, 1ull << 40}},
         {.name = "api", .hosts = NULL, .nhosts = 0, .path_prefix = "/api", .active = active, .nactive = 1,
          .previous = NULL, .nprevious = 0, .health_check_path = "/health", .state = PX_STATE_STOPPED,
          .stop_message = "back at 5 \"pm\"\n"},
@@ -57,6 +58,11 @@ static void test_round_trip(void)
         CHECK_INT(w->interval_ms, 250);
         CHECK_INT(w->timeout_ms, 2000);
         CHECK_INT(w->deploy_timeout_ms, 9000);
+        CHECK_INT(w->buffering.requests, 0);
+        CHECK_INT(w->buffering.responses, 1);
+        CHECK_INT(w->buffering.memory, 4096);
+        CHECK_INT(w->buffering.max_request, 1000);
+        CHECK_INT(w->buffering.max_response, 1ull << 40);
         CHECK_STR(a->name, "api");
         CHECK_STR(a->path_prefix, "/api");
         CHECK_STR(a->health_check_path, "/health");
@@ -66,6 +72,8 @@ static void test_round_trip(void)
         CHECK_INT(a->tls, 0);
         CHECK_INT(a->interval_ms, 0); /* not given: the defaults, and nothing written */
         CHECK_INT(a->deploy_timeout_ms, 0);
+        CHECK_INT(a->buffering.requests, 0); /* kept as saved, even all zero */
+        CHECK_INT(a->buffering.memory, 0);
     }
     px_state_free(&got);
 }
@@ -171,6 +179,28 @@ static void test_bad_timings_skip_the_entry(void)
     px_state_free(&st);
 }
 
+/* A file from before buffering was kept: the defaults; a bad buffering
+ * object skips its entry. */
+static void test_buffering_defaults_and_errors(void)
+{
+    write_file(path, "{\"version\":1,\"services\":["
+                     "{\"name\":\"old\",\"active\":[\"127.0.0.1:1\"]},"
+                     "{\"name\":\"bad\",\"active\":[\"127.0.0.1:2\"],\"buffering\":{\"memory\":\"1m\"}},"
+                     "{\"name\":\"part\",\"active\":[\"127.0.0.1:3\"],\"buffering\":{\"responses\":true}}]}");
+    struct px_state st;
+    char err[256];
+    CHECK_INT(px_state_load(path, &st, err, sizeof(err)), 0);
+    REQUIRE_ELSE(st.nservices == 2, px_state_free(&st));
+    CHECK_STR(st.services[0].name, "old");
+    CHECK_INT(st.services[0].buffering.requests, 1);
+    CHECK_INT(st.services[0].buffering.responses, 0);
+    CHECK_INT(st.services[0].buffering.memory, 1 << 20);
+    CHECK_STR(st.services[1].name, "part");
+    CHECK_INT(st.services[1].buffering.requests, 1);
+    CHECK_INT(st.services[1].buffering.responses, 1);
+    px_state_free(&st);
+}
+
 static void test_stale_temp_ignored(void)
 {
     char *active[] = {"127.0.0.1:9"};
@@ -199,6 +229,7 @@ int main(void)
     UNIT_RUN(test_bad_entries_skipped);
     UNIT_RUN(test_corrupt_file_is_an_error);
     UNIT_RUN(test_stale_temp_ignored);
+    UNIT_RUN(test_buffering_defaults_and_errors);
     UNIT_RUN(test_set_aside);
     UNIT_RUN(test_bad_timings_skip_the_entry);
     char cmd[160];
