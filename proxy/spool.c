@@ -72,9 +72,13 @@ int px_spool_add(struct px_spool *sp, struct evbuffer *src, size_t len, const ch
     }
     sp->added += len;
     if (sp->file_rd == sp->file_wr && evbuffer_get_length(sp->mem) + len <= mem_max) {
-        /* small pieces are copied, not moved: a slow upload's one-byte
-         * reads must not each pin a read chain (nor make an iovec apiece) */
-        px_buf_move(sp->mem, src, len);
+        /* The first piece moves (a small body: no copy, no allocation);
+         * later small ones are copied behind it: a slow upload's one-byte
+         * reads must not each pin a read chain (nor make an iovec apiece). */
+        if (evbuffer_get_length(sp->mem) == 0)
+            evbuffer_remove_buffer(src, sp->mem, len);
+        else
+            px_buf_move(sp->mem, src, len);
         return 0;
     }
     if (!sp->has_file) {

@@ -157,6 +157,7 @@ static int unbuffered(const struct px_h1_response *resp)
  * it takes them and nothing waits; else into the spool (memory, then the
  * temp file), so that the upstream is never paused. 1 (stop) only on a
  * fault: over max_response_body, or a temp file error. */
+__attribute__((noinline, cold)) /* relay_sink stays a test and a tail call */
 static int spool_sink(struct px_req *r, struct evbuffer *src, size_t len)
 {
     const struct px_buffering *b = &r->svc->buffering;
