@@ -169,11 +169,21 @@ static int spool_sink(struct px_req *r, struct evbuffer *src, size_t len)
         r->resp_fault = 1;
         return 1;
     }
-    if (!r->client_full && px_spool_length(&r->resp_spool) == 0) {
-        if (r->ops->resp_body(r, src, len))
+    /* what the client has room for goes now, as unbuffered (resp_room
+     * bounds it, and arms the client side's resume when it says 0) */
+    while (len && !r->client_full && px_spool_length(&r->resp_spool) == 0) {
+        size_t room = r->ops->resp_room ? r->ops->resp_room(r) : len;
+        if (room == 0) {
             r->client_full = 1;
-        return 0;
+            break;
+        }
+        size_t n = room < len ? room : len;
+        if (r->ops->resp_body(r, src, n))
+            r->client_full = 1;
+        len -= n;
     }
+    if (len == 0)
+        return 0;
     const struct px_config *cfg = px_routes_config(r->routes);
     if (px_spool_add(&r->resp_spool, src, len, cfg->temp_dir, b->memory) < 0) {
         px_log_error("response of %s: cannot buffer it in temp_dir %s: %s: cutting it", r->svc->name, cfg->temp_dir,

@@ -288,7 +288,10 @@ class ResponseBuffering(BufferCase):
         self.no_spool_left(p, d)
 
     def test_server_sent_events_pass_event_by_event(self):
-        """Each event reaches the client before the upstream sends the next."""
+        """Each event reaches the client before the upstream sends the next
+        (kamal-proxy's response buffering holds them all to the end). Buffered
+        or not, proxyd hands bytes on at once; event-stream also keeps the
+        upstream's backpressure (test_x_accel_buffering_no_passes_unbuffered)."""
         got = [threading.Event() for _ in range(3)]
         order = []
 
@@ -319,6 +322,28 @@ class ResponseBuffering(BufferCase):
                     got[i].set()
         wait_until(lambda: len(order) == 3, 5)
         self.assertEqual(order, [True, True, True], data)
+
+    def test_x_accel_buffering_no_passes_unbuffered(self):
+        """X-Accel-Buffering: no on a buffered service: the response streams
+        with backpressure, so its upstream connection stays busy (the next
+        request needs another one) and nothing goes to temp_dir."""
+        d = self.spool_dir()
+        big = b"v" * (32 << 20)  # more than the kernel buffers on the way can hold
+        small = http_response(200, b"small")
+        b = self.backend(response=lambda req: small if req.path == "/small" else
+                         http_response(200, big, headers=[("X-Accel-Buffering", "no")]))
+        p = self.buffered_proxy(b, "buffer_responses = yes\n", proxy="workers = 1", temp_dir=d)
+        s = self.connect(p, rcvbuf=4096)
+        s.sendall(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+        b.wait_requests(1)
+        s2 = self.connect(p)
+        s2.sendall(b"GET /small HTTP/1.1\r\nHost: t\r\n\r\n")
+        self.assertEqual(read_response(s2)[2], b"small")
+        reqs = b.wait_requests(2)
+        self.assertNotEqual(reqs[1].conn_id, reqs[0].conn_id, "the streaming upstream was given back early")
+        self.assertEqual(spool_fds(p, d), [])
+        status, _, body = read_response(s, timeout=60)
+        self.assertEqual((status, len(body)), (200, len(big)))
 
     def test_content_length_over_max_response_body_502(self):
         b = self.backend(response=http_response(200, b"x" * 2000))
