@@ -217,6 +217,20 @@ class RequestBuffering(BufferCase):
         self.assertEqual(up.headers.get_all("content-length"), [str(len(body))])
 
 
+    def test_h2_over_max_request_body_413(self):
+        b = self.backend()
+        p = self.proxy(tls_service_config(b) + "max_request_body = 1k\n")
+        c = H2Client(p.https_port)
+        self.addCleanup(c.close)
+        declared = c.request("POST", "/a", headers=[("content-length", "2000")], end_stream=False)
+        self.assertEqual(c.wait_stream(declared).status, 413)
+        streamed = c.request("POST", "/b", end_stream=False)
+        c.send_body(streamed, b"x" * 1000, end_stream=False)
+        c.send_body(streamed, b"y" * 1000, end_stream=True)
+        self.assertEqual(c.wait_stream(streamed).status, 413)
+        self.assertEqual(b.accepted, 0)
+
+
 class ResponseBuffering(BufferCase):
     def test_slow_reader_frees_upstream_at_once(self):
         """A client that reads nothing of a 10 MiB response: the upstream
