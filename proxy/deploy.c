@@ -814,6 +814,7 @@ void px_rollback(struct px_deployer *d, const char *service, uint64_t drain_time
         .targets = (const char *const *)dep->previous,
         .ntargets = dep->nprevious,
         .drain_timeout_ms = drain_timeout_ms,
+        .buffering = dep->buffering, /* as the timings: the last deploy's */
     };
     px_deploy(d, &q, pr, done, arg);
 }

@@ -451,11 +451,14 @@ class DeployFlags(BufferCase):
     def test_deploy_flags_kept_in_state(self):
         b = self.backend(response=digest)
         p = self.proxy("[proxy]\n")
-        ctl = os.path.join(os.path.dirname(proxyd_path()), "proxyctl")
-        r = subprocess.run([ctl, "--socket", os.path.join(p.tmp, "control.sock"), "deploy", "web", "--target",
-                            b.addr, "--buffer-requests=true", "--buffer-responses", "--buffer-memory", "65536",
-                            "--max-request-body=1000", "--max-response-body", "5000"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30 * SLOW)
+        exe = os.path.join(os.path.dirname(proxyd_path()), "proxyctl")
+
+        def ctl(*args):
+            return subprocess.run([exe, "--socket", os.path.join(p.tmp, "control.sock")] + list(args),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30 * SLOW)
+
+        r = ctl("deploy", "web", "--target", b.addr, "--buffer-requests=true", "--buffer-responses",
+                "--buffer-memory", "65536", "--max-request-body=1000", "--max-response-body", "5000")
         self.assertEqual(r.returncode, 0, r.stderr)
         with open(os.path.join(p.tmp, "state.json")) as f:
             st = json.load(f)
@@ -465,6 +468,16 @@ class DeployFlags(BufferCase):
         s = self.connect(p)
         s.sendall(b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 2000\r\n\r\n")
         self.assertEqual(read_response(s)[0], 413)
+        # a rollback keeps them (as the health-check timings: the last deploy's)
+        b2 = self.backend(response=digest)
+        self.assertEqual(ctl("deploy", "web", "--target", b2.addr, "--max-request-body=1000").returncode, 0)
+        self.assertEqual(ctl("rollback", "web").returncode, 0)
+        with open(os.path.join(p.tmp, "state.json")) as f:
+            st = json.load(f)
+        self.assertEqual(st["services"][0]["active"], [b.addr])
+        self.assertEqual(st["services"][0]["buffering"],
+                         {"requests": True, "responses": False, "memory": 1 << 20, "max_request_body": 1000,
+                          "max_response_body": 0})
         # restored on restart: a new proxyd on the same state file
         p.stop()
         p = self.proxy("[proxy]\nstate_file = %s\n" % os.path.join(p.tmp, "state.json"))
