@@ -57,9 +57,13 @@ class BufferCase(ProxyTestCase):
         return d
 
     def buffered_proxy(self, b, service="", proxy="", temp_dir=None):
-        cfg = "[proxy]\n%s\n%s\n[service web]\ntargets = %s\n%s" % (
-            "temp_dir = %s" % temp_dir if temp_dir else "", proxy, b.addr, service)
-        return self.proxy(cfg)
+        """A catch-all service over b with its own temp_dir, which must hold
+        no file of proxyd's (open or not) when the test ends."""
+        temp_dir = temp_dir or self.spool_dir()
+        cfg = "[proxy]\ntemp_dir = %s\n%s\n[service web]\ntargets = %s\n%s" % (temp_dir, proxy, b.addr, service)
+        p = self.proxy(cfg)
+        self.addCleanup(self.no_spool_left, p, temp_dir)  # runs before the proxy stops
+        return p
 
     def connect(self, p, rcvbuf=None):
         s = socket.socket()
@@ -216,6 +220,26 @@ class RequestBuffering(BufferCase):
         self.assertFalse(up.chunked, up.head)
         self.assertEqual(up.headers.get_all("content-length"), [str(len(body))])
 
+
+    def test_h2_slow_upload_holds_no_upstream_connection(self):
+        b = self.backend(response=digest)
+        p = self.proxy(tls_service_config(b))
+        c = H2Client(p.https_port)
+        self.addCleanup(c.close)
+        sid = c.request("POST", "/slow", end_stream=False)
+        body = b""
+        for i in range(60):
+            piece = bytes([i]) * 10
+            c.send_body(sid, piece, end_stream=False)
+            body += piece
+            time.sleep(0.01)
+        opened_before_end = b.accepted
+        c.send_body(sid, b"", end_stream=True)
+        st = c.wait_stream(sid)
+        self.assertEqual(st.status, 200, st)
+        self.assertEqual(bytes(st.data).decode(), hashlib.sha256(body).hexdigest())
+        self.assertEqual(opened_before_end, 0)
+        self.assertEqual(b.wait_requests(1)[0].header("content-length"), str(len(body)))
 
     def test_h2_over_max_request_body_413(self):
         b = self.backend()
