@@ -206,6 +206,10 @@ static void h_deploy(struct px_ctl_env *env, struct ctl_conn *c, const json_t *i
             .tls_certificate_key = (char *)px_ctl_arg_str(args, "tls_private_key_path", NULL),
             .error_pages = (char *)px_ctl_arg_str(args, "error_pages", NULL),
         },
+        .buffering = {px_ctl_arg_bool(args, "buffer_requests", 1), px_ctl_arg_bool(args, "buffer_responses", 0),
+                      (uint64_t)px_ctl_arg_int(args, "buffer_memory", 1 << 20),
+                      (uint64_t)px_ctl_arg_int(args, "max_request_body", 0),
+                      (uint64_t)px_ctl_arg_int(args, "max_response_body", 0)},
     };
     begin_op(c, id);
     if (q.tls) {

@@ -172,6 +172,16 @@ static const struct px_ctl_arg deploy_args[] = {
      px_parse_check_header_name},
     {"log_response_headers", PX_CTL_ARG_STRINGS, 0, "log-response-header", "NAME",
      "log this response header as resp_NAME (repeat; default none)", px_parse_check_header_name},
+    {"buffer_requests", PX_CTL_ARG_BOOL, 0, "buffer-requests", NULL,
+     "read each request body whole before the upstream (default; --buffer-requests=false streams)", NULL},
+    {"buffer_responses", PX_CTL_ARG_BOOL, 0, "buffer-responses", NULL,
+     "read responses as fast as the upstream sends, to free it early (default off)", NULL},
+    {"buffer_memory", PX_CTL_ARG_INT, 0, "buffer-memory", "BYTES", "held in memory, then temp_dir (default 1048576)",
+     NULL},
+    {"max_request_body", PX_CTL_ARG_INT, 0, "max-request-body", "BYTES",
+     "413 over this (default 0: max_body_size)", NULL},
+    {"max_response_body", PX_CTL_ARG_INT, 0, "max-response-body", "BYTES",
+     "buffered responses: 502 over this (default 0: unlimited)", NULL},
 };
 
 static const struct px_ctl_arg service_args[] = {ARG_SERVICE};

@@ -1058,6 +1058,7 @@ static const struct keydef proxy_keys[] = {
     KDUR("keepalive_timeout", P(keepalive_timeout_ms), "75s"),
     KSIZE("max_header_size", P(max_header_size), 1u << 10, 1u << 20, "16k"),
     KSIZE("max_body_size", P(max_body_size), 0, UINT64_MAX, "100m"),
+    KSTR("temp_dir", P(temp_dir), "/var/lib/proxyd/tmp", check_path),
     KDUR("upstream_connect_timeout", P(upstream_connect_timeout_ms), "5s"),
     KDUR("upstream_send_timeout", P(upstream_send_timeout_ms), "60s"),
     KDUR("upstream_read_timeout", P(upstream_read_timeout_ms), "60s"),
@@ -1127,6 +1128,11 @@ static const struct keydef service_keys[] = {
     KOPT("tls_certificate_key", S(opts.tls_certificate_key), "", check_path),
     KBOOL("forward_headers", S(opts.forward_headers), "no"),
     KOPT("error_pages", S(opts.error_pages), "", check_dir),
+    KBOOL("buffer_requests", S(buffering.requests), "yes"),
+    KBOOL("buffer_responses", S(buffering.responses), "no"),
+    KSIZE("buffer_memory", S(buffering.memory), 0, UINT64_MAX, "1m"),
+    KSIZE("max_request_body", S(buffering.max_request), 0, UINT64_MAX, "0"),
+    KSIZE("max_response_body", S(buffering.max_response), 0, UINT64_MAX, "0"),
 };
 #undef S
 
@@ -2034,6 +2040,7 @@ void px_config_free(struct px_config *cfg)
     free(cfg->health_path);
     free(cfg->control_socket);
     free(cfg->state_file);
+    free(cfg->temp_dir);
     free(cfg->access_log);
     free(cfg->error_log);
     free(cfg->user);
@@ -2129,6 +2136,7 @@ enum px_err px_config_add_service(struct px_services *t, const struct px_service
         .log_response_headers = (const char *const *)sc->log_response_headers,
         .nlog_response_headers = sc->nlog_response_headers,
         .opts = sc->opts,
+        .buffering = sc->buffering,
     };
     return px_services_add(t, &sp, err, errlen);
 }

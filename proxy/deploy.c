@@ -113,6 +113,7 @@ static const char *to_spec(const struct px_state_service *s, struct px_service_s
     spec->log_response_headers = (const char *const *)s->log_response_headers;
     spec->nlog_response_headers = s->nlog_response_headers;
     spec->opts = s->opts;
+    spec->buffering = s->buffering;
     return NULL;
 }
 
@@ -717,6 +718,7 @@ static int from_config(const struct px_deployer *d, const char *name, struct px_
         out->nlog_request_headers = sc->nlog_request_headers;
         out->log_response_headers = px_strv_dup((const char *const *)sc->log_response_headers, sc->nlog_response_headers);
         out->nlog_response_headers = sc->nlog_response_headers;
+        out->buffering = sc->buffering;
         return px_svc_opts_copy(&out->opts, &sc->opts) == 0 && out->log_request_headers && out->log_response_headers && out->name && out->hosts && out->path_prefix && out->health_check_path && out->active &&
                        out->previous
                    ? 0
@@ -774,6 +776,7 @@ void px_deploy(struct px_deployer *d, const struct px_deploy_spec *q, px_deploy_
     s->stop_message = have && cur.stop_message ? strdup(cur.stop_message) : NULL;
     s->max_pause_ms = have ? cur.max_pause_ms : 0;
     s->tls = q->tls || (have && cur.tls);
+    s->buffering = q->buffering;
     /* the timings given, else (rollback) the ones the last deploy used */
     s->interval_ms = q->interval_ms ? q->interval_ms : have && cur.interval_ms ? cur.interval_ms : 1000;
     s->timeout_ms = q->timeout_ms ? q->timeout_ms : have && cur.timeout_ms ? cur.timeout_ms : 5000;
@@ -877,6 +880,7 @@ void px_rollback(struct px_deployer *d, const char *service, uint64_t drain_time
         .targets = (const char *const *)dep->previous,
         .ntargets = dep->nprevious,
         .drain_timeout_ms = drain_timeout_ms,
+        .buffering = dep->buffering, /* as the timings: the last deploy's */
     };
     px_deploy(d, &q, pr, done, arg);
 }

@@ -329,7 +329,7 @@ static void read_body(struct px_h1conn *h)
             size_t n = avail < hr->body_left ? avail : (size_t)hr->body_left;
             hr->body_left -= n;
             r->bytes_in += n;
-            if (px_upstream_body(r, c->s.in, n, hr->body_left == 0))
+            if (px_req_body(r, c->s.in, n, hr->body_left == 0))
                 h->body_paused = 1;
             continue;
         }
@@ -362,7 +362,7 @@ static void read_body(struct px_h1conn *h)
             return;
         }
         r->bytes_in += scanned;
-        if (px_upstream_body(r, c->s.in, scanned, done))
+        if (px_req_body(r, c->s.in, scanned, done))
             h->body_paused = 1;
     }
 }

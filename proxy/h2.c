@@ -247,9 +247,16 @@ static ssize_t data_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
     size_t left = evbuffer_get_length(s->resp);
     h->buffered -= n;
     s->wait_ms = left ? produce_now(h) : 0; /* only nghttp2_session_mem_send in produce() calls us */
-    if (s->up_paused && left < H2_STREAM_LOW && !h->conn_paused && s->r.up) {
+    if (s->up_paused && left < H2_STREAM_LOW && !h->conn_paused && (s->r.up || s->r.resp_buffered)) {
         s->up_paused = 0;
+        /* a buffered response refills s->resp (and may end) right here */
         px_upstream_resume(&s->r);
+        int more = n == 0 ? evbuffer_remove(s->resp, buf, length) : 0;
+        if (more > 0) {
+            n = (size_t)more;
+            h->buffered -= n;
+        }
+        left = evbuffer_get_length(s->resp);
     }
     if (left == 0) {
         if (s->resp_eof)
@@ -557,7 +564,7 @@ static void h2_proceed(struct px_req *r)
     size_t n = evbuffer_get_length(s->hold);
     if (n == 0 && !s->body_done)
         return;
-    int paused = px_upstream_body(r, s->hold, n, s->body_done);
+    int paused = px_req_body(r, s->hold, n, s->body_done);
     if (!paused && s->unconsumed) {
         nghttp2_session_consume(h->ng, s->id, s->unconsumed);
         s->unconsumed = 0;
@@ -879,7 +886,7 @@ static void body_chunk(struct px_h2 *h, struct h2s *s, const uint8_t *data, size
         s->unconsumed += len;
         return;
     }
-    int paused = px_upstream_body(r, h->tmp, n, last);
+    int paused = px_req_body(r, h->tmp, n, last);
     evbuffer_drain(h->tmp, evbuffer_get_length(h->tmp));
     if (len) {
         if (paused || s->unconsumed)
@@ -1177,7 +1184,7 @@ static void resume_paused(struct px_h2 *h)
     struct px_list_node *n;
     px_list_foreach(&h->streams, n) {
         struct h2s *s = STREAM(n);
-        if (s->up_paused && evbuffer_get_length(s->resp) < H2_STREAM_LOW && s->r.up) {
+        if (s->up_paused && evbuffer_get_length(s->resp) < H2_STREAM_LOW && (s->r.up || s->r.resp_buffered)) {
             s->up_paused = 0;
             px_upstream_resume(&s->r);
         }

@@ -236,7 +236,11 @@ int px_h1_write_request_head(struct evbuffer *out, const struct px_req_head *r, 
                 continue;
             break;
         case PX_HDR_CONTENT_LENGTH:
-            if (seen_cl++)
+            if (seen_cl++ || f->set_length)
+                continue;
+            break;
+        case PX_HDR_TRANSFER_ENCODING:
+            if (f->set_length)
                 continue;
             break;
         case PX_HDR_OTHER:
@@ -251,6 +255,11 @@ int px_h1_write_request_head(struct evbuffer *out, const struct px_req_head *r, 
             break;
         }
         p = put_header(p, h);
+    }
+    if (f->set_length) {
+        PUTL(p, "Content-Length: ");
+        p = put_u64(p, f->body_length);
+        PUTL(p, "\r\n");
     }
     PUTL(p, "X-Forwarded-For: ");
     if (f->xff) {

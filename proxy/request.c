@@ -1,6 +1,7 @@
 /* request.c -- the one pipeline both protocols enter: begin (id, client
  * address, forwarding fields), dispatch (shortcuts, route, policy, service
  * state, upstream), park and resume, finish (log, counts, unpin). */
+#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -164,6 +165,87 @@ void px_req_release(struct px_req *r)
     free(r->xff_join);
     r->xff_join = NULL;
     r->xff_join_cap = 0;
+    px_spool_release(&r->body_spool);
+    px_spool_release(&r->resp_spool);
+}
+
+/* ---- request buffering (DESIGN "Buffering") ---- */
+
+/* The service buffers requests: read the whole body (px_req_spool_body)
+ * before an upstream is chosen. 413 at once when the Content-Length says
+ * it is over; else the client side lets the body flow (HTTP/1.1 sends its
+ * 100 Continue now: proxyd answers Expect itself). */
+static void spool_begin(struct px_req *r, const struct px_config *cfg)
+{
+    const struct px_req_head *q = r->q;
+    uint64_t limit = r->svc->buffering.max_request ? r->svc->buffering.max_request : cfg->max_body_size;
+    if (limit && q->content_length > 0 && (uint64_t)q->content_length > limit) {
+        px_req_respond(r, 413, NULL, 0);
+        return;
+    }
+    r->body_limit = limit;
+    r->req_spooling = 1;
+    r->spooled = 1;
+    if (q->chunked)
+        px_chunked_init(&r->dechunk);
+    r->ops->proceed(r);
+}
+
+/* A chunked body (HTTP/1.1 as sent, HTTP/2 as framed by h2.c) goes in
+ * de-chunked: it goes up with a Content-Length. The framing was validated
+ * by the client side already; trailers are dropped. */
+static int dechunk_add(struct px_req *r, struct evbuffer *src, size_t len, const char *dir, uint64_t mem)
+{
+    while (len) {
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(src, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
+            break;
+        size_t n = v.iov_len < len ? v.iov_len : len, c = 0;
+        enum px_chunk_result res = px_chunked_step(&r->dechunk, v.iov_base, n, &c);
+        if (res == PX_CHUNK_ERROR || c == 0) {
+            errno = EINVAL;
+            break;
+        }
+        len -= c;
+        if (res != PX_CHUNK_DATA)
+            evbuffer_drain(src, c);
+        else if (px_spool_add(&r->body_spool, src, c, dir, mem) < 0)
+            break;
+    }
+    if (len == 0)
+        return 0;
+    evbuffer_drain(src, len);
+    return -1;
+}
+
+int px_req_spool_body(struct px_req *r, struct evbuffer *src, size_t len, int last)
+{
+    const struct px_config *cfg = px_routes_config(r->routes);
+    uint64_t mem = r->svc->buffering.memory;
+    int rc = r->q->chunked ? dechunk_add(r, src, len, cfg->temp_dir, mem)
+                           : px_spool_add(&r->body_spool, src, len, cfg->temp_dir, mem);
+    if (rc < 0) {
+        px_log_error("request body of %s: cannot buffer it in temp_dir %s: %s", r->svc->name, cfg->temp_dir,
+                     errno == EINVAL ? "bad chunked framing" : strerror(errno));
+        r->req_spooling = 0;
+        px_spool_reset(&r->body_spool);
+        px_req_respond(r, 500, NULL, 0);
+        return 0;
+    }
+    if (r->body_limit && r->body_spool.added > r->body_limit) {
+        r->req_spooling = 0;
+        px_spool_reset(&r->body_spool);
+        px_req_respond(r, 413, NULL, 0);
+        return 0;
+    }
+    if (last) {
+        r->body_sent = 1; /* all of it was read: the client side reads no more */
+        r->req_spooling = 0;
+        r->body_buffered = 1;
+        r->spool_pending = px_spool_length(&r->body_spool) > 0;
+        px_req_dispatch(r); /* at PX_STEP_UPSTREAM */
+    }
+    return 0;
 }
 
 void px_req_respond(struct px_req *r, int status, const char *body, size_t len)
@@ -415,6 +497,11 @@ void px_req_dispatch(struct px_req *r)
         r->step = PX_STEP_UPSTREAM;
         /* fall through */
     case PX_STEP_UPSTREAM: {
+        /* no body: one flag */
+        if (PX_UNLIKELY(r->has_body) && !r->body_buffered && r->svc->buffering.requests) {
+            spool_begin(r, cfg);
+            return;
+        }
         r->up_start_us = px_now_us(); /* the access log's upstream_ms */
         int status = px_upstream_start(r);
         if (status) {
@@ -422,7 +509,8 @@ void px_req_dispatch(struct px_req *r)
             return;
         }
         r->step = PX_STEP_DONE;
-        r->ops->proceed(r);
+        if (!r->body_buffered)
+            r->ops->proceed(r);
         return;
     }
     case PX_STEP_DONE:
@@ -524,6 +612,12 @@ void px_req_finish(struct px_req *r)
         park_unlink(r);
     if (r->up)
         px_upstream_abort(r);
+    if (PX_UNLIKELY(r->spooled)) {
+        /* temp files never outlive their request */
+        px_spool_reset(&r->body_spool);
+        px_spool_reset(&r->resp_spool);
+        r->req_spooling = r->spool_pending = r->resp_buffered = r->resp_in = 0;
+    }
     if (w == NULL)
         return; /* never begun (a connection closed before its first request line) */
     px_stats_request(px_stats_of(w->id), r->proto, r->status, r->bytes_in, r->bytes_out, r->limited != NULL);

@@ -452,6 +452,7 @@ enum px_err px_services_add(struct px_services *t, const struct px_service_spec 
     s->health_checks = sp->health_checks;
     s->health_check_interval_ms = sp->health_check_interval_ms ? sp->health_check_interval_ms : 1000;
     s->health_check_timeout_ms = sp->health_check_timeout_ms ? sp->health_check_timeout_ms : 5000;
+    s->buffering = sp->buffering;
     if ((s->name = strdup(sp->name)) == NULL || (s->path_prefix = strndup(pp, s->path_prefix_len)) == NULL ||
         (s->health_check_path = strdup(sp->health_check_path ? sp->health_check_path : "/up")) == NULL ||
         (sp->stop_message && (s->stop_message = strdup(sp->stop_message)) == NULL) ||
@@ -513,6 +514,7 @@ enum px_err px_services_add_copy(struct px_services *t, const struct px_service 
         .log_response_headers = lh + from->nlog_req,
         .nlog_response_headers = from->nlog_resp,
         .opts = from->opts,
+        .buffering = from->buffering,
     };
     enum px_err rc = px_services_add(t, &sp, err, errlen);
     free(addrs);

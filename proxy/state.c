@@ -57,6 +57,7 @@ int px_state_service_copy(struct px_state_service *dst, const struct px_state_se
     dst->interval_ms = src->interval_ms;
     dst->timeout_ms = src->timeout_ms;
     dst->deploy_timeout_ms = src->deploy_timeout_ms;
+    dst->buffering = src->buffering;
     dst->nhosts = src->nhosts;
     dst->nactive = src->nactive;
     dst->nprevious = src->nprevious;
@@ -183,6 +184,11 @@ static json_t *service_json(const struct px_state_service *s)
     if (s->log_response_headers)
         json_object_set_new(o, "log_response_headers", strv_json(s->log_response_headers, s->nlog_response_headers));
     px_state_opts_json(o, &s->opts);
+    const struct px_buffering *b = &s->buffering;
+    json_object_set_new(o, "buffering", json_pack("{s:b, s:b, s:I, s:I, s:I}", "requests", b->requests,
+                                                  "responses", b->responses, "memory", (json_int_t)b->memory,
+                                                  "max_request_body", (json_int_t)b->max_request,
+                                                  "max_response_body", (json_int_t)b->max_response));
     return o;
 }
 
@@ -365,6 +371,18 @@ static const char *service_from(json_t *o, struct px_state_service *s)
     if ((lq && strv_from(lq, &s->log_request_headers, &s->nlog_request_headers, 1) < 0) ||
         (lr && strv_from(lr, &s->log_response_headers, &s->nlog_response_headers, 1) < 0))
         return "log_request_headers and log_response_headers must be lists of header names";
+    s->buffering = (struct px_buffering)PX_BUFFERING_DEFAULT;
+    json_t *b = json_object_get(o, "buffering");
+    if (b) {
+        int rq = s->buffering.requests, rs = s->buffering.responses;
+        json_int_t mem = (json_int_t)s->buffering.memory, mq = 0, ms = 0;
+        if (json_unpack(b, "{s?b, s?b, s?I, s?I, s?I}", "requests", &rq, "responses", &rs, "memory", &mem,
+                        "max_request_body", &mq, "max_response_body", &ms) != 0 ||
+            mem < 0 || mq < 0 || ms < 0)
+            return "buffering must be {requests, responses: booleans; memory, max_request_body, "
+                   "max_response_body: bytes}";
+        s->buffering = (struct px_buffering){rq, rs, (uint64_t)mem, (uint64_t)mq, (uint64_t)ms};
+    }
     return opts_from(o, &s->opts);
 }
 

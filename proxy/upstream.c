@@ -20,6 +20,7 @@
 #include "px/log.h"
 #include "px/request.h"
 #include "px/sock.h"
+#include "px/spool.h"
 #include "px/stats.h"
 #include "px/upstream.h"
 #include "px/worker.h"
@@ -101,6 +102,146 @@ static void send_some(struct px_uconn *u)
         px_sock_flush(&u->s); /* an error surfaces through s.error */
 }
 
+/* ---- buffering (DESIGN "Buffering") ---- */
+
+/* Per event, the most of a buffered request body put on the wire: then
+ * yield to other connections, as reads do. */
+#define SPOOL_UP_MAX (1024 * 1024)
+
+/* A buffered request body goes up from its spool as fast as the upstream
+ * takes it: the output is refilled below UP_OUT_LOW, up to UP_OUT_HIGH.
+ * While connecting, one refill waits with the head. -1: a temp file read
+ * error (errno). */
+static int spool_up(struct px_uconn *u)
+{
+    struct px_req *r = u->req;
+    size_t moved = 0;
+    int rc = 0;
+    while (r->spool_pending && evbuffer_get_length(u->s.out) < UP_OUT_LOW && !u->s.error) {
+        if (moved >= SPOOL_UP_MAX) {
+            event_active(&u->s.ev, EV_WRITE, 1);
+            break;
+        }
+        size_t room = UP_OUT_HIGH - evbuffer_get_length(u->s.out);
+        struct evbuffer *f = px_spool_front(&r->body_spool, room);
+        size_t n = f ? evbuffer_get_length(f) : 0;
+        if (n == 0) {
+            rc = -1;
+            break;
+        }
+        if (n > room)
+            n = room;
+        evbuffer_remove_buffer(f, u->s.out, n);
+        moved += n;
+        if (px_spool_length(&r->body_spool) == 0)
+            r->spool_pending = 0;
+        if (u->state != U_BUSY)
+            break;
+        send_some(u);
+        if (!u->s.writable)
+            break;
+    }
+    px_stats_add(&px_stats_of(u->w->id)->bytes_in, moved);
+    return rc;
+}
+
+/* Content-Type: text/event-stream or X-Accel-Buffering: no -- a response
+ * that must pass through unbuffered (nginx honours the latter too). */
+static int unbuffered(const struct px_h1_response *resp)
+{
+    for (size_t i = 0; i < resp->nheaders; i++) {
+        const struct px_h1_header *h = &resp->headers[i];
+        if (h->name_len == 12 && PX_IEQ_LIT(h->name, 12, "content-type") && h->value_len >= 17 &&
+            strncasecmp(h->value, "text/event-stream", 17) == 0)
+            return 1;
+        if (h->name_len == 17 && PX_IEQ_LIT(h->name, 17, "x-accel-buffering") && PX_IEQ_LIT(h->value, h->value_len, "no"))
+            return 1;
+    }
+    return 0;
+}
+
+/* resp_buffered: body bytes from the upstream. Straight to the client while
+ * it takes them and nothing waits; else into the spool (memory, then the
+ * temp file), so that the upstream is never paused. 1 (stop) only on a
+ * fault: over max_response_body, or a temp file error. */
+__attribute__((noinline, cold)) /* relay_sink stays a test and a tail call */
+static int spool_sink(struct px_req *r, struct evbuffer *src, size_t len)
+{
+    const struct px_buffering *b = &r->svc->buffering;
+    r->resp_total += len;
+    if (b->max_response && r->resp_total > b->max_response) {
+        px_log_warn("upstream %s: response body over max_response_body (%llu bytes) of %s",
+                    r->target ? r->target->addr.text : "?", (unsigned long long)b->max_response, r->svc->name);
+        evbuffer_drain(src, len);
+        r->resp_fault = 1;
+        return 1;
+    }
+    /* what the client has room for goes now, as unbuffered (resp_room
+     * bounds it, and arms the client side's resume when it says 0) */
+    while (len && !r->client_full && px_spool_length(&r->resp_spool) == 0) {
+        size_t room = r->ops->resp_room ? r->ops->resp_room(r) : len;
+        if (room == 0) {
+            r->client_full = 1;
+            break;
+        }
+        size_t n = room < len ? room : len;
+        if (r->ops->resp_body(r, src, n))
+            r->client_full = 1;
+        len -= n;
+    }
+    if (len == 0)
+        return 0;
+    const struct px_config *cfg = px_routes_config(r->routes);
+    if (px_spool_add(&r->resp_spool, src, len, cfg->temp_dir, b->memory) < 0) {
+        px_log_error("response of %s: cannot buffer it in temp_dir %s: %s: cutting it", r->svc->name, cfg->temp_dir,
+                     strerror(errno));
+        r->resp_fault = 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* resp_buffered, the client can take more: what waits in the spool goes
+ * first, as much as the client side has room for; once all of a complete
+ * response went, it ends. */
+static void spool_down(struct px_req *r)
+{
+    r->client_full = 0;
+    while (px_spool_length(&r->resp_spool)) {
+        size_t room = r->ops->resp_room ? r->ops->resp_room(r) : PX_UP_READ_MAX;
+        if (room == 0) {
+            r->client_full = 1; /* resp_room armed the client side's resume */
+            return;
+        }
+        if (room > PX_UP_READ_MAX)
+            room = PX_UP_READ_MAX;
+        struct evbuffer *f = px_spool_front(&r->resp_spool, room);
+        size_t n = f ? evbuffer_get_length(f) : 0;
+        if (n == 0) {
+            px_log_error("response of %s: temp file read: %s: cutting it", r->svc->name, strerror(errno));
+            px_spool_reset(&r->resp_spool);
+            if (r->up) {
+                r->resp_fault = 1;
+                event_active(&r->up->s.ev, EV_READ, 1); /* process() cuts it */
+            } else if (r->resp_in) {
+                r->resp_in = 0;
+                r->ops->resp_end(r, 0);
+            }
+            return;
+        }
+        if (n > room)
+            n = room;
+        if (r->ops->resp_body(r, f, n)) {
+            r->client_full = 1;
+            return;
+        }
+    }
+    if (r->resp_in) {
+        r->resp_in = 0;
+        r->ops->resp_end(r, 1);
+    }
+}
+
 /* The upstream request head (HTTP/1.1) for r. 0 or -1. */
 static int write_head(struct px_req *r, struct evbuffer *out)
 {
@@ -128,6 +269,8 @@ static int write_head(struct px_req *r, struct evbuffer *out)
         .default_host = r->target ? r->target->addr.text : NULL,
         .set = r->route ? r->route->req_set : NULL,
         .nset = r->route ? r->route->nreq_set : 0,
+        .set_length = r->body_buffered,
+        .body_length = r->body_spool.added,
     };
     f.loop_len = f_loop_len;
     return px_h1_write_request_head(out, r->q, r->head_bound, &f);
@@ -169,6 +312,10 @@ int px_upstream_start(struct px_req *r)
     struct px_uconn *u = r->up;
     if (write_head(r, u->s.out) < 0)
         return 500;
+    if (PX_UNLIKELY(r->spool_pending) && spool_up(u) < 0) {
+        px_log_error("request body of %s: temp file read: %s", r->svc->name, strerror(errno));
+        return 500;
+    }
     send_some(u);
     if (u->s.error) {
         /* fails on the next event; let the event path handle it uniformly */
@@ -183,12 +330,17 @@ static void finish(struct px_uconn *u, int ok)
 {
     struct px_req *r = u->req;
     /* a draining target's connections close once their response is done */
-    int reusable = ok && r->resp_keepalive && r->body_sent && u->state == U_BUSY &&
+    int reusable = ok && r->resp_keepalive && r->body_sent && !r->spool_pending && u->state == U_BUSY &&
                    !atomic_load_explicit(&r->target->draining, memory_order_relaxed);
     detach_count(r);
     r->up = NULL;
     r->up_end_us = px_now_us();
     px_pool_release(u, reusable);
+    if (PX_UNLIKELY(r->resp_buffered) && ok && px_spool_length(&r->resp_spool)) {
+        /* the upstream is free already; the client gets the rest (spool_down) */
+        r->resp_in = 1;
+        return;
+    }
     r->ops->resp_end(r, ok);
 }
 
@@ -276,6 +428,10 @@ int px_upstream_body(struct px_req *r, struct evbuffer *src, size_t len, int las
 
 void px_upstream_resume(struct px_req *r)
 {
+    if (PX_UNLIKELY(r->resp_buffered)) {
+        spool_down(r);
+        return;
+    }
     struct px_uconn *u = r->up;
     if (u == NULL || !u->paused)
         return;
@@ -317,6 +473,8 @@ struct px_uconn *px_upstream_detach(struct px_req *r)
 static int relay_sink(void *arg, struct evbuffer *src, size_t len)
 {
     struct px_req *r = arg;
+    if (PX_UNLIKELY(r->resp_buffered))
+        return spool_sink(r, src, len);
     return r->ops->resp_body(r, src, len);
 }
 
@@ -346,12 +504,56 @@ static void log_head(struct px_req *r, const struct px_h1_response *resp)
     }
 }
 
+/* Take back a response head none of whose body reached the client, and
+ * answer 502 instead (the upstream is closed). 0, or -1 when too late. */
+static int retract_502(struct px_uconn *u)
+{
+    struct px_req *r = u->req;
+    if (r->bytes_out || r->ops->resp_retract == NULL || r->ops->resp_retract(r) != 0)
+        return -1;
+    r->status = 502;
+    detach_count(r);
+    r->up = NULL;
+    px_uconn_close(u);
+    r->resp_started = 0;
+    r->ops->resp_error(r, 502);
+    return 0;
+}
+
+/* resp_buffered, a fault (spool_sink): 502 when nothing was sent yet, else
+ * the response is cut. */
+static void resp_fault(struct px_uconn *u)
+{
+    struct px_req *r = u->req;
+    px_spool_reset(&r->resp_spool);
+    if (retract_502(u) == 0)
+        return;
+    r->resp_keepalive = 0;
+    finish(u, 0);
+}
+
 static void start_response(struct px_uconn *u, const struct px_h1_response *resp, size_t head_len)
 {
     struct px_req *r = u->req;
     r->status = resp->status;
     log_head(r, resp);
     r->resp_keepalive = px_h1c_frame(&r->resp, resp, r->method == PX_METHOD_HEAD) ? 1 : 0;
+    if (PX_UNLIKELY(r->svc->buffering.responses) && r->resp.mode != PX_BODY_NONE && !unbuffered(resp)) {
+        uint64_t max = r->svc->buffering.max_response;
+        if (max && resp->content_length > 0 && (uint64_t)resp->content_length > max) {
+            px_log_warn("upstream %s: Content-Length %lld over max_response_body (%llu bytes) of %s: 502",
+                        r->target ? r->target->addr.text : "?", (long long)resp->content_length,
+                        (unsigned long long)max, r->svc->name);
+            r->status = 502;
+            detach_count(r);
+            r->up = NULL;
+            px_uconn_close(u);
+            r->ops->resp_error(r, 502);
+            return;
+        }
+        r->resp_buffered = 1;
+        r->spooled = 1;
+    }
     int passthrough = 0;
     r->resp_started = 1;
     r->resp_more = evbuffer_get_length(u->s.in) > head_len;
@@ -400,15 +602,26 @@ static void process(struct px_uconn *u)
         if (r->up != u)
             return;
     }
+    if (PX_UNLIKELY(r->spool_pending) && u->state == U_BUSY && evbuffer_get_length(u->s.out) < UP_OUT_LOW) {
+        if (spool_up(u) < 0) {
+            px_log_error("request body of %s: temp file read: %s", r->svc->name, strerror(errno));
+            u->s.error = 1; /* fails below, or cuts the response */
+        }
+        arm_io(u);
+    }
     if (u->s.error && !u->got_bytes) {
         fail(u, 502, 0);
+        return;
+    }
+    if (PX_UNLIKELY(r->resp_fault)) {
+        resp_fault(u);
         return;
     }
     if (u->paused)
         return;
     /* A head fits one read; body reads are bounded by the client's room. */
     size_t budget = u->head_done ? PX_UP_READ_MAX : PX_UP_READ_CHUNK;
-    if (u->head_done && r->ops->resp_room) {
+    if (u->head_done && r->ops->resp_room && !r->resp_buffered) {
         budget = r->ops->resp_room(r);
         if (budget > PX_UP_READ_MAX)
             budget = PX_UP_READ_MAX;
@@ -486,6 +699,10 @@ static void process(struct px_uconn *u)
         u->paused = paused;
         if (r->up != u)
             return;
+        if (PX_UNLIKELY(r->resp_fault)) {
+            resp_fault(u);
+            return;
+        }
         if (rc < 0) {
             px_log_warn("upstream %s sent malformed chunked framing", r->target ? r->target->addr.text : "?");
             count_error(r, r->target, PX_STATS_UP_BAD_RESPONSE);

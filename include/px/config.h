@@ -14,7 +14,7 @@
 #include "px/addr.h"
 #include "px/errors.h"
 #include "px/parse.h" /* the value parsers the loader uses (durations, sizes, rates) */
-#include "px/services.h" /* struct px_svc_opts */
+#include "px/services.h" /* struct px_svc_opts, struct px_buffering */
 
 struct px_services;
 
@@ -34,6 +34,7 @@ struct px_service_conf {
     char **log_response_headers;       /* default none */
     size_t nlog_response_headers;
     struct px_svc_opts opts;           /* the other per-service keys (px/services.h) */
+    struct px_buffering buffering;     /* buffer_requests, buffer_responses, buffer_memory, max_*_body */
     int line;
     int targets_line;
 };
@@ -148,6 +149,7 @@ struct px_config {
     uint64_t keepalive_timeout_ms;       /* 75s */
     uint64_t max_header_size;            /* 16k */
     uint64_t max_body_size;              /* 100m; 0 = unlimited */
+    char *temp_dir;                      /* /var/lib/proxyd/tmp: buffered bodies past buffer_memory */
     uint64_t upstream_connect_timeout_ms;/* 5s */
     uint64_t upstream_send_timeout_ms;   /* 60s */
     uint64_t upstream_read_timeout_ms;   /* 60s */

@@ -23,7 +23,7 @@
 #include <event2/event.h>
 
 #include "px/errors.h"
-#include "px/services.h" /* struct px_svc_opts */
+#include "px/services.h" /* struct px_svc_opts, struct px_buffering */
 
 struct px_addr;
 struct px_config;
@@ -92,6 +92,7 @@ struct px_deploy_spec {
     int log_response_headers_given;
     struct px_svc_opts opts;          /* borrowed; replaces the service's, except more_prefixes,
                                          kept with path_prefix when that is NULL */
+    struct px_buffering buffering;    /* as given (the caller fills the defaults) */
 };
 
 /* What a deploy or rollback that succeeded did (borrowed for the callback). */

@@ -64,6 +64,8 @@ struct px_fwd {
     size_t nset;
     int forward_headers;      /* the service believes the client's X-Forwarded-Proto/-Host: kept */
     size_t strip;             /* bytes of the path to leave out (strip_path_prefix) */
+    int set_length;           /* a buffered body: Content-Length body_length replaces the client's framing */
+    uint64_t body_length;
 };
 
 /* Serialize the request head to send upstream (HTTP/1.1). */

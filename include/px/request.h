@@ -26,6 +26,7 @@
 #include "px/http1.h"
 #include "px/list.h"
 #include "px/routes.h"
+#include "px/spool.h"
 
 struct px_req;
 struct px_worker;
@@ -121,6 +122,15 @@ struct px_req {
     unsigned limit_pending : 1;      /* a zone answers later (px_limit_decide): parked until then */
     unsigned counted : 1;            /* in its target's in-flight count */
     unsigned health : 1;             /* answered as health_path (health_log) */
+    /* buffering (DESIGN "Buffering"; the spools are below, kept across requests) */
+    unsigned spooled : 1;            /* a spool was used: px_req_finish resets them */
+    unsigned req_spooling : 1;       /* the client's body goes into body_spool (no upstream yet) */
+    unsigned body_buffered : 1;      /* the body was read whole into body_spool: it goes up from there */
+    unsigned spool_pending : 1;      /* body_spool still has bytes for the upstream */
+    unsigned resp_buffered : 1;      /* the response body goes through resp_spool when the client is full */
+    unsigned client_full : 1;        /* resp_buffered: the client side said full; it calls px_upstream_resume */
+    unsigned resp_in : 1;            /* resp_buffered: the upstream response is complete, resp_spool is not empty */
+    unsigned resp_fault : 1;         /* resp_buffered: over max_response_body or a temp file error */
     uint8_t tries;
 
     int status;                      /* for the access log */
@@ -150,6 +160,8 @@ struct px_req {
     struct px_h1c_body resp;
     unsigned resp_keepalive : 1;     /* the upstream connection may be reused */
     unsigned resp_more : 1;          /* at resp_head: body bytes already follow the head */
+    uint64_t resp_total;             /* resp_buffered: body bytes read from the upstream */
+    uint64_t body_limit;             /* req_spooling: max_request_body in force (0: none) */
 
     /* parking */
     struct px_list_node park_link;   /* the worker's parked list (px_req_ctx) while parked */
@@ -166,6 +178,9 @@ struct px_req {
      * clearing: written only for a service that logs response headers. */
     uint16_t resp_log_off[PX_LOG_HEADERS_MAX], resp_log_len[PX_LOG_HEADERS_MAX]; /* len 0xffff: absent */
     char resp_log[PX_RESP_LOG_MAX];
+    struct px_spool body_spool;      /* a buffered request body (reset at px_req_finish) */
+    struct px_spool resp_spool;      /* buffered response bytes the client has not taken yet */
+    struct px_chunked dechunk;       /* req_spooling a chunked body: its framing, dropped */
 };
 
 /* The client's protocol (px_req.proto). A new one needs its name in
@@ -207,6 +222,11 @@ void px_req_respond(struct px_req *r, int status, const char *body, size_t len);
 void px_req_finish(struct px_req *r);
 /* Free what px_req_begin keeps across requests (before freeing r). */
 void px_req_release(struct px_req *r);
+/* req_spooling: len body bytes at the front of src go into the spool
+ * (px_upstream_body hands them here). At the end (last), the request goes
+ * on to its upstream; over max_request_body, 413; a temp file error, 500
+ * and an error-log line. Returns 0. Client sides call px_req_body. */
+int px_req_spool_body(struct px_req *r, struct evbuffer *src, size_t len, int last);
 
 /* Park r for ms milliseconds: when the time passes, answer `status` (e.g.
  * 504 when a pause outlasts max-pause) or, with status 0, go on at r->step.
@@ -244,6 +264,14 @@ int px_upstream_start(struct px_req *r);
  * (moved from src). last=1 when the body is complete. Returns 1 when the
  * client side should pause reading (ops->body_resume says when to go on). */
 int px_upstream_body(struct px_req *r, struct evbuffer *src, size_t len, int last);
+/* What the client sides call with request body: into the spool while
+ * req_spooling (px_req_spool_body), else px_upstream_body. */
+static inline int px_req_body(struct px_req *r, struct evbuffer *src, size_t len, int last)
+{
+    if (__builtin_expect(r->req_spooling, 0))
+        return px_req_spool_body(r, src, len, last);
+    return px_upstream_body(r, src, len, last);
+}
 /* The client drained its output: resume reading the upstream response. */
 void px_upstream_resume(struct px_req *r);
 /* The client went away: drop the request; the connection is closed or kept

@@ -58,6 +58,17 @@ struct px_err_page {
     char *body;
     size_t len;
 };
+/* A service's buffering (DESIGN "Buffering"): the [service] keys, the
+ * deploy flags and the state file all carry this one struct. Sizes in
+ * bytes. */
+struct px_buffering {
+    int requests;             /* read the whole request body before the upstream (default yes) */
+    int responses;            /* read the upstream as fast as it sends (default no) */
+    uint64_t memory;          /* held in memory, then temp_dir (default 1m) */
+    uint64_t max_request;     /* request body limit; 0 = [proxy] max_body_size */
+    uint64_t max_response;    /* buffered response body limit; 0 = unlimited */
+};
+#define PX_BUFFERING_DEFAULT {.requests = 1, .responses = 0, .memory = 1u << 20}
 
 /* A service as workers read it (immutable once its table is sealed). */
 enum px_service_state { PX_SVC_ACTIVE = 0, PX_SVC_STOPPED, PX_SVC_PAUSED };
@@ -98,6 +109,7 @@ struct px_service {
     struct timeval target_tv;      /* opts.target_timeout_ms as a timeval (when set) */
     struct px_err_page *pages;     /* opts.error_pages, loaded and rendered; sorted by status */
     size_t npages;
+    struct px_buffering buffering;
 };
 
 /* Its page for status, or NULL (any thread, sealed table). */
@@ -128,6 +140,7 @@ struct px_service_spec {
     size_t nlog_response_headers;
     struct px_svc_opts opts;            /* borrowed; error_pages is read here (a page that cannot be
                                            read is logged and left out: px_svc_opts_check first) */
+    struct px_buffering buffering;      /* copied as given (all zero: none) */
 };
 
 /* The part of a service that two services must not share: the service

@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "px/services.h" /* struct px_svc_opts */
+#include "px/services.h" /* struct px_svc_opts, struct px_buffering */
 
 enum px_state_svc { PX_STATE_ACTIVE = 0, PX_STATE_STOPPED, PX_STATE_PAUSED };
 
@@ -40,6 +40,7 @@ struct px_state_service {
     char **log_response_headers; /* NULL: none */
     size_t nlog_response_headers;
     struct px_svc_opts opts;  /* the other per-service options (owned) */
+    struct px_buffering buffering; /* the last deploy's; absent in the file: PX_BUFFERING_DEFAULT */
 };
 
 struct px_state {

@@ -56,7 +56,7 @@ class Proxy:
     """A running proxyd. `config` is the INI text minus the harness's keys:
     `{tmp}` and any `{name}` passed in `subst` are replaced. The harness adds
     to [proxy] (unless the config sets them): listen_http = 127.0.0.1:0,
-    workers = 2, access_log, control_socket and state_file in the temp dir.
+    workers = 2, access_log, control_socket, state_file and temp_dir in the temp dir.
     """
 
     DEFAULTS = (
@@ -65,6 +65,7 @@ class Proxy:
         ("access_log", "{tmp}/access.log"),
         ("control_socket", "{tmp}/control.sock"),
         ("state_file", "{tmp}/state.json"),
+        ("temp_dir", "{tmp}"),
     )
 
     def __init__(self, config="", subst=None, defaults=True, start=True, start_timeout=10.0, env=None,

@@ -114,6 +114,13 @@ class MethodToUpstream(ForwardingCase):
 class TrailersToUpstream(ForwardingCase):
     HEAD = b"POST /t HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
 
+    def setUp(self):
+        # streamed (buffer_requests = no): the framing and its trailers go up verbatim; a
+        # buffered body goes up with a Content-Length (test_buffering)
+        self.b = self.backend(response=self.response)
+        self.p = self.proxy(self.service_config(self.b, extra_proxy="client_body_timeout = 3s")
+                            + "buffer_requests = no\n")
+
     def test_allowed_trailer_passes_verbatim(self):
         body = b"5\r\nhello\r\n0\r\nX-Checksum: abc\r\n\r\n"
         req, _ = self.forward(self.HEAD + body)

@@ -31,9 +31,10 @@ def run_tool(args, timeout=20.0):
 
 
 class H2Case(ProxyTestCase):
-    def h2_proxy(self, backend=None, tls=None, extra_proxy="", extra=""):
+    def h2_proxy(self, backend=None, tls=None, extra_proxy="", extra="", service=""):
+        """service: keys added to [service web] (buffer_requests = no: the body streams)."""
         b = backend or self.backend(RecordingBackend, response=echo)
-        p = self.proxy(tls_service_config(b, tls=tls, extra_proxy=extra_proxy, extra=extra))
+        p = self.proxy(tls_service_config(b, tls=tls, extra_proxy=extra_proxy, extra=extra) + service)
         return p, b
 
     def client(self, p, **kw):
@@ -80,6 +81,8 @@ class Basics(H2Case):
         self.assertEqual(up.body, b"")
 
     def test_post_without_length_goes_chunked(self):
+        """Streamed (buffer_requests = no): chunked; buffered: test_buffering."""
+        self.p, self.b = self.h2_proxy(service="buffer_requests = no\n")
         c = self.client(self.p)
         body = os.urandom(200 * 1024)
         sid = c.request("POST", "/chunked-up", end_stream=False)
@@ -275,7 +278,7 @@ class FlowControl(H2Case):
         # a small fixed receive buffer at the upstream (no autotuning): what proxyd can push into
         # the kernel stays small, so a client that can send much more is held by proxyd's windows
         b.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-        p, _ = self.h2_proxy(b)
+        p, _ = self.h2_proxy(b, service="buffer_requests = no\n")  # streaming is the point
         c = self.client(p)
         # what may legitimately sit between the client and the upstream: proxyd's socket send
         # buffer (autotuned up to tcp_wmem's max), the upstream's 128 KiB receive buffer, proxyd's
@@ -401,7 +404,7 @@ class Uploads(H2Case):
 class Streams(H2Case):
     def test_rst_stream_mid_upload(self):
         b = self.backend(UploadSink, delay=1.0)
-        p, _ = self.h2_proxy(b)
+        p, _ = self.h2_proxy(b, service="buffer_requests = no\n")  # an upload in flight upstream
         c = self.client(p)
         other = c.request("GET", "/other")                     # in flight during the reset
         sid = c.request("POST", "/upload", headers=[("content-length", str(1 << 20))], end_stream=False)

@@ -503,6 +503,38 @@ static void test_errors(void)
         CHECK_LOAD_ERR(cases[i].text, cases[i].want);
 }
 
+/* [service] buffering keys (DESIGN "Buffering") and [proxy] temp_dir:
+ * defaults, values, errors. */
+static void test_service_buffering(void)
+{
+    struct px_config *cfg = load_ok(BASE "temp_dir = /tmp/spool\n[service a]\nhosts = a.com\ntargets = 127.0.0.1:1\n"
+                                         "[service b]\nhosts = b.com\ntargets = 127.0.0.1:2\nbuffer_requests = no\n"
+                                         "buffer_responses = yes\nbuffer_memory = 64k\nmax_request_body = 10m\n"
+                                         "max_response_body = 1g\n");
+    CHECK_STR(errbuf, "");
+    REQUIRE_ELSE(cfg != NULL && cfg->nservices == 2, px_config_free(cfg));
+    CHECK_STR(cfg->temp_dir, "/tmp/spool");
+    const struct px_buffering *a = &cfg->services[0].buffering, *b = &cfg->services[1].buffering;
+    CHECK_INT(a->requests, 1);
+    CHECK_INT(a->responses, 0);
+    CHECK_INT(a->memory, 1 << 20);
+    CHECK_INT(a->max_request, 0);
+    CHECK_INT(a->max_response, 0);
+    CHECK_INT(b->requests, 0);
+    CHECK_INT(b->responses, 1);
+    CHECK_INT(b->memory, 64 << 10);
+    CHECK_INT(b->max_request, 10 << 20);
+    CHECK_INT(b->max_response, 1ull << 30);
+    px_config_free(cfg);
+    cfg = load_ok(BASE);
+    REQUIRE(cfg != NULL);
+    CHECK_STR(cfg->temp_dir, "/var/lib/proxyd/tmp");
+    px_config_free(cfg);
+    CHECK_LOAD_ERR(BASE "[service a]\ntargets = 127.0.0.1:1\nbuffer_requests = maybe\n", "t.ini:5: buffer_requests: ");
+    CHECK_LOAD_ERR(BASE "[service a]\ntargets = 127.0.0.1:1\nbuffer_memory = lots\n", "t.ini:5: buffer_memory: bad size");
+    CHECK_LOAD_ERR(BASE "temp_dir = \n", "t.ini:3: temp_dir: ");
+}
+
 /* [service] health_check_interval / health_check_timeout: the monitor's
  * timings, durations like every other, bounded to 100 ms..1 h. */
 /* The access log's keys: the format, health_log, [route] access_log, and a
@@ -1315,6 +1347,7 @@ int main(void)
     UNIT_RUN(test_errors);
     UNIT_RUN(test_service_health_timings);
     UNIT_RUN(test_access_log_keys);
+    UNIT_RUN(test_service_buffering);
     UNIT_RUN(test_service_self_target);
     UNIT_RUN(test_service_options);
     UNIT_RUN(test_durations);

@@ -395,7 +395,12 @@ static void test_command_table(void)
         static const char *const dargs[] = {"service", "targets", "hosts", "path_prefix", "health_check_path",
                                             "health_check_interval_ms", "health_check_timeout_ms",
                                             "deploy_timeout_ms", "drain_timeout_ms", "force", "tls",
-                                            "log_request_headers", "log_response_headers"};
+                                            "log_request_headers", "log_response_headers",
+                                            "strip_path_prefix", "health_check_port", "target_timeout_ms",
+                                            "forward_headers", "tls_redirect", "tls_certificate_path",
+                                            "tls_private_key_path", "canonical_host", "error_pages",
+                                            "buffer_requests", "buffer_responses", "buffer_memory",
+                                            "max_request_body", "max_response_body"};
         const struct px_ctl_cmd *d = px_ctl_command_find("deploy");
         CHECK_INT(d->nargs, sizeof(dargs) / sizeof(dargs[0]));
         for (size_t i = 0; i < sizeof(dargs) / sizeof(dargs[0]); i++)

@@ -34,7 +34,8 @@ static void test_round_trip(void)
          .opts = {.more_prefixes = more, .nmore_prefixes = 2, .strip_path_prefix = 1, .forward_headers = 1,
                   .no_tls_redirect = 1, .health_check_port = 9001, .target_timeout_ms = 90000,
                   .canonical_host = "example.com", .tls_certificate = "/c.pem", .tls_certificate_key = "/k.pem",
-                  .error_pages = "/pages"}},
+                  .error_pages = "/pages"},
+         .buffering = {0, 1, 4096, 1000, 1ull << 40}},
         {.name = "api", .hosts = NULL, .nhosts = 0, .path_prefix = "/api", .active = active, .nactive = 1,
          .previous = NULL, .nprevious = 0, .health_check_path = "/health", .state = PX_STATE_STOPPED,
          .stop_message = "back at 5 \"pm\"\n"},
@@ -83,6 +84,11 @@ static void test_round_trip(void)
         o = &a->opts;
         CHECK(!o->nmore_prefixes && !o->strip_path_prefix && !o->forward_headers && !o->no_tls_redirect &&
               !o->health_check_port && !o->target_timeout_ms && !o->canonical_host && !o->error_pages);
+        CHECK_INT(w->buffering.requests, 0);
+        CHECK_INT(w->buffering.responses, 1);
+        CHECK_INT(w->buffering.memory, 4096);
+        CHECK_INT(w->buffering.max_request, 1000);
+        CHECK_INT(w->buffering.max_response, 1ull << 40);
         CHECK_STR(a->name, "api");
         CHECK_STR(a->path_prefix, "/api");
         CHECK_STR(a->health_check_path, "/health");
@@ -93,6 +99,8 @@ static void test_round_trip(void)
         CHECK_INT(a->interval_ms, 0); /* not given: the defaults, and nothing written */
         CHECK_INT(a->deploy_timeout_ms, 0);
         CHECK(a->log_request_headers == NULL && a->log_response_headers == NULL); /* not given: the defaults */
+        CHECK_INT(a->buffering.requests, 0); /* kept as saved, even all zero */
+        CHECK_INT(a->buffering.memory, 0);
     }
     px_state_free(&got);
 }
@@ -198,6 +206,28 @@ static void test_bad_timings_skip_the_entry(void)
     px_state_free(&st);
 }
 
+/* A file from before buffering was kept: the defaults; a bad buffering
+ * object skips its entry. */
+static void test_buffering_defaults_and_errors(void)
+{
+    write_file(path, "{\"version\":1,\"services\":["
+                     "{\"name\":\"old\",\"active\":[\"127.0.0.1:1\"]},"
+                     "{\"name\":\"bad\",\"active\":[\"127.0.0.1:2\"],\"buffering\":{\"memory\":\"1m\"}},"
+                     "{\"name\":\"part\",\"active\":[\"127.0.0.1:3\"],\"buffering\":{\"responses\":true}}]}");
+    struct px_state st;
+    char err[256];
+    CHECK_INT(px_state_load(path, &st, err, sizeof(err)), 0);
+    REQUIRE_ELSE(st.nservices == 2, px_state_free(&st));
+    CHECK_STR(st.services[0].name, "old");
+    CHECK_INT(st.services[0].buffering.requests, 1);
+    CHECK_INT(st.services[0].buffering.responses, 0);
+    CHECK_INT(st.services[0].buffering.memory, 1 << 20);
+    CHECK_STR(st.services[1].name, "part");
+    CHECK_INT(st.services[1].buffering.requests, 1);
+    CHECK_INT(st.services[1].buffering.responses, 1);
+    px_state_free(&st);
+}
+
 static void test_stale_temp_ignored(void)
 {
     char *active[] = {"127.0.0.1:9"};
@@ -226,6 +256,7 @@ int main(void)
     UNIT_RUN(test_bad_entries_skipped);
     UNIT_RUN(test_corrupt_file_is_an_error);
     UNIT_RUN(test_stale_temp_ignored);
+    UNIT_RUN(test_buffering_defaults_and_errors);
     UNIT_RUN(test_set_aside);
     UNIT_RUN(test_bad_timings_skip_the_entry);
     char cmd[160];
