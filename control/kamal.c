@@ -650,8 +650,9 @@ static int run_cmd(struct kinv *k, const char *self)
         listen_addr(addr, sizeof(addr), o.bind, o.https_port);
         fprintf(f, "listen_https = %s\n", addr);
     }
-    fprintf(f, "redirect_https = yes\ncontrol_socket = %s\ncontrol_socket_mode = 0600\nstate_file = %s/state.json\n",
-            socket_path(sbuf, sizeof(sbuf)), dir);
+    fprintf(f, "redirect_https = yes\ncontrol_socket = %s\ncontrol_socket_mode = 0600\nstate_file = %s/state.json\n"
+               "temp_dir = %s/tmp\n",
+            socket_path(sbuf, sizeof(sbuf)), dir, dir);
     if (o.metrics_port) {
         listen_addr(addr, sizeof(addr), o.bind, o.metrics_port);
         fprintf(f, "metrics_listen = %s\n", addr);

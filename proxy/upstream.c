@@ -141,7 +141,6 @@ static int spool_up(struct px_uconn *u)
         if (!u->s.writable)
             break;
     }
-    px_stats_add(&px_stats_of(u->w->id)->bytes_in, moved);
     return rc;
 }
 

@@ -361,6 +361,7 @@ class RunConfig(unittest.TestCase):
                 if "metrics_listen" not in want["run"]:
                     self.assertNotIn("metrics_listen", keys)
                 self.assertEqual(keys["state_file"], os.path.join(d, "state.json"))
+                self.assertEqual(keys["temp_dir"], os.path.join(d, "tmp"))  # writable by the container user
                 self.assertEqual(keys["control_socket"], os.path.join(self.tmp, "k.sock"))
                 self.assertEqual(keys["config_dir"], os.path.join(d, "letsencrypt"))
                 self.assertEqual(keys["enabled"], "yes")

@@ -97,7 +97,9 @@ class Basic(ProxyTestCase):
                          - val(s0, "proxyd_requests_total", service="web", code="200", proto="HTTP/1.1"), 3)
         self.assertEqual(val(s1, "proxyd_request_duration_seconds_count", service="web"), 3)
         self.assertEqual(val(s1, "proxyd_request_duration_seconds_bucket", service="web", le="+Inf"), 3)
-        self.assertEqual(val(s1, "proxyd_response_bytes_total", service="web"), 15)
+        # head and body as on the wire: what the access log counts (DESIGN "Access log and metrics")
+        log = [e for e in p.wait_access_log(4) if e["service"] == "web"]
+        self.assertEqual(val(s1, "proxyd_response_bytes_total", service="web"), sum(e["bytes_out"] for e in log))
         self.assertEqual(val(s1, "proxyd_target_healthy", service="web", target=b.addr), 1)
         self.assertEqual(val(s1, "proxyd_build_info", version="0.1.0"), 1)
         self.assertGreater(val(s1, "process_resident_memory_bytes"), 1e6)
@@ -205,8 +207,13 @@ class Families(ProxyTestCase):
         self.assertEqual(total, 11)
         self.assertEqual(diff(s1, s0, "proxyd_request_duration_seconds_count", service="web"), 9)
         self.assertEqual(diff(s1, s0, "proxyd_request_duration_seconds_bucket", service="web", le="+Inf"), 9)
-        self.assertEqual(diff(s1, s0, "proxyd_request_bytes_total", service="web"), 100)
-        self.assertEqual(diff(s1, s0, "proxyd_response_bytes_total", service="web"), 9 * 5)
+        # head and body as on the wire (inside TLS): the access log's bytes_in / bytes_out
+        log = [e for e in p.wait_access_log(11) if e["service"] == "web"]
+        self.assertEqual(len(log), 9)
+        self.assertEqual(diff(s1, s0, "proxyd_request_bytes_total", service="web"), sum(e["bytes_in"] for e in log))
+        self.assertEqual(diff(s1, s0, "proxyd_response_bytes_total", service="web"), sum(e["bytes_out"] for e in log))
+        post = [e for e in log if e["method"] == "POST"]
+        self.assertEqual(post[0]["bytes_in"], len(request_bytes("POST", "/", host="app.test", body=b"x" * 100)))
         self.assertEqual(diff(s1, s0, "proxyd_limited_requests_total", zone="api", route="/api/"), 1)
         self.assertEqual(diff(s1, s0, "proxyd_upstream_errors_total", service="dead", target=dead, kind="connect"), 1)
         self.assertEqual(diff(s1, s0, "proxyd_tls_handshakes_total", result="new"), 2)
