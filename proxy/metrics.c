@@ -40,32 +40,71 @@ static uint64_t start_wall_ms;
 
 static const double deploy_bounds[] = {1, 2, 5, 10, 30, 60, 120, 300};
 #define NDEPLOY_B (sizeof(deploy_bounds) / sizeof(deploy_bounds[0]))
-struct deploy_count { /* per (service, result) */
-    char *service, *result;
+static void esc(struct evbuffer *o, const char *v);
+
+/* A counter by (key, result): deploys by (service, result), ACME renewals
+ * by (lineage, result). Few rows: a linear search, main thread only. */
+struct result_count {
+    char *key, *result;
     uint64_t n;
 };
+struct result_counts {
+    struct result_count *v;
+    size_t n;
+};
+
+/* Add one to (key, result); out of memory: the count is lost. */
+static void result_count_inc(struct result_counts *c, const char *key, const char *result)
+{
+    size_t i;
+    for (i = 0; i < c->n; i++)
+        if (strcmp(c->v[i].key, key) == 0 && strcmp(c->v[i].result, result) == 0)
+            break;
+    if (i == c->n) {
+        struct result_count *g = realloc(c->v, (c->n + 1) * sizeof(*g));
+        if (g == NULL)
+            return;
+        c->v = g;
+        g[i] = (struct result_count){strdup(key), strdup(result), 0};
+        if (g[i].key == NULL || g[i].result == NULL) {
+            free(g[i].key);
+            free(g[i].result);
+            return;
+        }
+        c->n++;
+    }
+    c->v[i].n++;
+}
+
+/* name{label="KEY",result="RESULT"} N, one line per row. */
+static void result_counts_render(struct evbuffer *o, const char *name, const char *label,
+                                 const struct result_counts *c)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        evbuffer_add_printf(o, "%s{%s=\"", name, label);
+        esc(o, c->v[i].key);
+        evbuffer_add_printf(o, "\",result=\"");
+        esc(o, c->v[i].result);
+        evbuffer_add_printf(o, "\"} %" PRIu64 "\n", c->v[i].n);
+    }
+}
+
 struct deploy_hist { /* per service */
     char *service;
     uint64_t b[NDEPLOY_B + 1]; /* not cumulative; [last] = +Inf */
     uint64_t sum_ms;
 };
-static struct deploy_count *dcounts;
-static size_t ndcounts;
+static struct result_counts dcounts;
 static struct deploy_hist *dhists;
 static size_t ndhists;
 static struct px_metrics_deploy dring[PX_METRICS_DEPLOYS];
 static size_t dring_next, dring_n;
 
-struct acme_count {
-    char *lineage, *result;
-    uint64_t n;
-};
 struct acme_last {
     char *lineage, *result, *message;
     uint64_t wall_ms;
 };
-static struct acme_count *acounts;
-static size_t nacounts;
+static struct result_counts acounts;
 static struct acme_last *alast;
 static size_t nalast;
 
@@ -73,23 +112,7 @@ void px_metrics_deploy_done(const char *service, const char *result, uint64_t st
                             uint64_t duration_ms, const char *targets)
 {
     size_t i;
-    for (i = 0; i < ndcounts; i++)
-        if (strcmp(dcounts[i].service, service) == 0 && strcmp(dcounts[i].result, result) == 0)
-            break;
-    if (i == ndcounts) {
-        struct deploy_count *d = realloc(dcounts, (ndcounts + 1) * sizeof(*d));
-        if (d == NULL)
-            return;
-        dcounts = d;
-        d[i] = (struct deploy_count){strdup(service), strdup(result), 0};
-        if (d[i].service == NULL || d[i].result == NULL) {
-            free(d[i].service);
-            free(d[i].result);
-            return;
-        }
-        ndcounts++;
-    }
-    dcounts[i].n++;
+    result_count_inc(&dcounts, service, result);
     for (i = 0; i < ndhists; i++)
         if (strcmp(dhists[i].service, service) == 0)
             break;
@@ -129,23 +152,7 @@ size_t px_metrics_deploys(struct px_metrics_deploy out[PX_METRICS_DEPLOYS])
 void px_metrics_acme_done(const char *lineage, const char *result, const char *message)
 {
     size_t i;
-    for (i = 0; i < nacounts; i++)
-        if (strcmp(acounts[i].lineage, lineage) == 0 && strcmp(acounts[i].result, result) == 0)
-            break;
-    if (i == nacounts) {
-        struct acme_count *a = realloc(acounts, (nacounts + 1) * sizeof(*a));
-        if (a == NULL)
-            return;
-        acounts = a;
-        a[i] = (struct acme_count){strdup(lineage), strdup(result), 0};
-        if (a[i].lineage == NULL || a[i].result == NULL) {
-            free(a[i].lineage);
-            free(a[i].result);
-            return;
-        }
-        nacounts++;
-    }
-    acounts[i].n++;
+    result_count_inc(&acounts, lineage, result);
     for (i = 0; i < nalast; i++)
         if (strcmp(alast[i].lineage, lineage) == 0)
             break;
@@ -337,13 +344,7 @@ static void render_targets(struct evbuffer *o)
 static void render_control(struct evbuffer *o)
 {
     family(o, "proxyd_deploys_total", "counter", "Deploys and rollbacks that ended, by service and result.");
-    for (size_t i = 0; i < ndcounts; i++) {
-        evbuffer_add_printf(o, "proxyd_deploys_total{service=\"");
-        esc(o, dcounts[i].service);
-        evbuffer_add_printf(o, "\",result=\"");
-        esc(o, dcounts[i].result);
-        evbuffer_add_printf(o, "\"} %" PRIu64 "\n", dcounts[i].n);
-    }
+    result_counts_render(o, "proxyd_deploys_total", "service", &dcounts);
     family(o, "proxyd_deploy_duration_seconds", "histogram", "How long deploys and rollbacks took, by service.");
     for (size_t i = 0; i < ndhists; i++) {
         uint64_t cum = 0;
@@ -364,13 +365,7 @@ static void render_control(struct evbuffer *o)
         evbuffer_add_printf(o, "\"} %" PRIu64 "\n", cum);
     }
     family(o, "proxyd_acme_renewals_total", "counter", "ACME certificate renewals, by lineage and result.");
-    for (size_t i = 0; i < nacounts; i++) {
-        evbuffer_add_printf(o, "proxyd_acme_renewals_total{lineage=\"");
-        esc(o, acounts[i].lineage);
-        evbuffer_add_printf(o, "\",result=\"");
-        esc(o, acounts[i].result);
-        evbuffer_add_printf(o, "\"} %" PRIu64 "\n", acounts[i].n);
-    }
+    result_counts_render(o, "proxyd_acme_renewals_total", "lineage", &acounts);
 }
 
 static void render_process(struct evbuffer *o)

@@ -775,6 +775,29 @@ int px_service_prefix_match(const struct px_service *s, const char *path, size_t
     return best;
 }
 
+/* The exact-host entry for normalized host h, or NULL. */
+static const struct host_entry *exact_entry(const struct px_services *t, const char *h)
+{
+    size_t lo = 0, hi = t->nexact;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(h, t->exact[mid].key);
+        if (c == 0)
+            return &t->exact[mid];
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return NULL;
+}
+
+/* Whether wildcard entry e ("*.suffix") names normalized host h of hl bytes. */
+static int wild_names(const struct host_entry *e, const char *h, size_t hl)
+{
+    return hl > e->key_len && memcmp(h + hl - e->key_len, e->key, e->key_len) == 0;
+}
+
 const struct px_service *px_services_match(const struct px_services *t, const char *host, size_t host_len,
                                            const char *path, size_t path_len)
 {
@@ -782,26 +805,12 @@ const struct px_service *px_services_match(const struct px_services *t, const ch
     int hl = px_host_normalize(host, host_len, h, sizeof(h));
     const struct px_service *s;
     if (hl > 0) {
-        size_t lo = 0, hi = t->nexact;
-        while (lo < hi) {
-            size_t mid = (lo + hi) / 2;
-            int c = strcmp(h, t->exact[mid].key);
-            if (c == 0) {
-                if ((s = match_prefix(&t->exact[mid], path, path_len)) != NULL)
-                    return s;
-                break;
-            }
-            if (c < 0)
-                hi = mid;
-            else
-                lo = mid + 1;
-        }
-        for (size_t i = 0; i < t->nwild; i++) {
-            const struct host_entry *e = &t->wild[i];
-            if ((size_t)hl > e->key_len && memcmp(h + (size_t)hl - e->key_len, e->key, e->key_len) == 0 &&
-                (s = match_prefix(e, path, path_len)) != NULL)
+        const struct host_entry *e = exact_entry(t, h);
+        if (e && (s = match_prefix(e, path, path_len)) != NULL)
+            return s;
+        for (size_t i = 0; i < t->nwild; i++)
+            if (wild_names(&t->wild[i], h, (size_t)hl) && (s = match_prefix(&t->wild[i], path, path_len)) != NULL)
                 return s;
-        }
     }
     return match_prefix(&t->any, path, path_len);
 }
@@ -812,22 +821,11 @@ int px_services_names_host(const struct px_services *t, const char *host, size_t
     int hl = px_host_normalize(host, host_len, h, sizeof(h));
     if (hl <= 0)
         return 0;
-    size_t lo = 0, hi = t->nexact;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        int c = strcmp(h, t->exact[mid].key);
-        if (c == 0)
+    if (exact_entry(t, h))
+        return 1;
+    for (size_t i = 0; i < t->nwild; i++)
+        if (wild_names(&t->wild[i], h, (size_t)hl))
             return 1;
-        if (c < 0)
-            hi = mid;
-        else
-            lo = mid + 1;
-    }
-    for (size_t i = 0; i < t->nwild; i++) {
-        const struct host_entry *e = &t->wild[i];
-        if ((size_t)hl > e->key_len && memcmp(h + (size_t)hl - e->key_len, e->key, e->key_len) == 0)
-            return 1;
-    }
     return 0;
 }
 
