@@ -14,6 +14,7 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -573,6 +574,8 @@ def app_named(name):
                     "transfer_encoding": req.header("Transfer-Encoding"), "body": len(req.body),
                     "xff": req.header("X-Forwarded-For"), "xfp": req.header("X-Forwarded-Proto")}
             return http_response(200, json.dumps(seen).encode(), headers=[("X-Runtime", "0.042")])
+        if req.path == "/big":
+            return http_response(200, b"b" * (16 << 20))
         if req.path == "/slow":
             return [25.0, http_response(200, b"too late")]
         return http_response(200, name.encode(), headers=[("X-Runtime", "0.001")])
@@ -684,6 +687,42 @@ class FixtureLive(ProxyTestCase):
         seen = json.loads(text)
         self.assertEqual((seen["name"], seen["content_length"], seen["transfer_encoding"], seen["body"]),
                          ("green", str(len(body)), None, len(body)))
+        # --max-request-body 40000000: one byte more is refused with 413, the app sees nothing
+        big = os.path.join(self.tmp, "big.bin")
+        with open(big, "wb") as f:
+            f.truncate(40000001)
+        n = len(green.requests)
+        self.assertEqual(self.https("example.com", "/echo", "-X", "POST", "-T", big)[0], 413)
+        os.unlink(big)
+        self.assertEqual(len(green.requests), n)
+        # --buffer-responses --buffer-memory 2000000: a 16 MiB answer to a client that does not read
+        # is taken from the app at once, past 2 MB into an unlinked file under run's temp_dir
+        spool = os.path.join(self.tmp, ".config", "kamal-proxy", "tmp")
+
+        def spooled():
+            out = []
+            for fd in os.listdir("/proc/%d/fd" % self.proc.pid):
+                try:
+                    t = os.readlink("/proc/%d/fd/%s" % (self.proc.pid, fd))
+                except OSError:
+                    continue
+                if t.startswith(spool + "/"):
+                    out.append(t)
+            return out
+
+        ctx = ssl.create_default_context(cafile=self.roots)
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.settimeout(10 * SLOW)
+        raw.connect(("127.0.0.1", self.https_port))
+        with ctx.wrap_socket(raw, server_hostname="example.com") as slow_reader:
+            slow_reader.sendall(b"GET /big HTTP/1.1\r\nHost: example.com\r\n\r\n")
+            self.assertTrue(slow_reader.recv(100).startswith(b"HTTP/1.1 200"))
+            self.assertTrue(wait_until(spooled, 10), "the response did not spill to %s" % spool)
+        self.assertTrue(wait_until(lambda: not spooled(), 10), spooled())
+        # --health-check-path /up: the app's health endpoint is what the checks ask
+        self.assertTrue(green.health_requests)
+        self.assertEqual({r.path for r in green.health_requests}, {"/up"})
         # --forward-headers: the client's X-Forwarded-For is kept (and appended to)
         code, text, _ = self.https("example.com", "/echo", "-H", "X-Forwarded-For: 203.0.113.7",
                                    "-H", "X-Forwarded-Proto: https", "-H", "Cache-Control: no-cache",
