@@ -76,10 +76,11 @@ class H2Client:
     decides); False leaves every WINDOW_UPDATE to the test. `settings`: local
     SETTINGS sent after the preface (e.g. {INITIAL_WINDOW_SIZE: 1024})."""
 
-    def __init__(self, port, host="localhost", settings=None, auto_window=True, timeout=10.0, validate=True):
+    def __init__(self, port, host="localhost", settings=None, auto_window=True, timeout=10.0, validate=True,
+                 cafile=None):
         import ssl
         self.h2 = import_h2()
-        ctx = ssl.create_default_context(cafile=shared_certs().ca)
+        ctx = ssl.create_default_context(cafile=cafile or shared_certs().ca)
         ctx.set_alpn_protocols(["h2"])
         raw = socket.create_connection(("127.0.0.1", port), timeout=5)
         try:

@@ -4,7 +4,9 @@ control socket that records the request lines (fixtures/kamal_commands.txt:
 the exact lines Kamal 2.x generates, and a table for every flag and syntax);
 `run` against a fake proxyd beside a copy of the binary (the config it
 writes) and against the real one (a live release: deploy, a second deploy,
-stop, resume, remove, driven only by kamal-proxy commands)."""
+stop, resume, remove, driven only by kamal-proxy commands; and the
+fixture's deploy.yml A lines as written, with ACME from pebble, every option
+they set checked live)."""
 
 import json
 import os
@@ -12,11 +14,14 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
 import time
 import unittest
+
+import pebble
 
 from harness import (SLOW, H2Client, ProxyTestCase, RecordingBackend, build_dir, copy_cert, curl, free_port,
                      http_response, shared_certs, wait_until)
@@ -397,8 +402,10 @@ class Load:
     loop until stopped; every answer that is not 200 blue/green, and every
     error, is a failure."""
 
-    def __init__(self, port):
+    def __init__(self, port, host="app.test", cafile=None):
         self.port = port
+        self.host = host
+        self.cafile = cafile  # verify the certificate for host against it (else the test CA's, any name)
         self.ok = 0
         self.by_proto = {"h1": 0, "h2": 0}
         self.failures = []
@@ -410,12 +417,19 @@ class Load:
     def h1(self):
         import http.client
         import ssl
-        ctx = ssl.create_default_context(cafile=shared_certs().ca)
-        ctx.check_hostname = False  # the certificate is the test CA's "localhost"; Host is app.test
-        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=ctx, timeout=10 * SLOW)
+        ctx = ssl.create_default_context(cafile=self.cafile or shared_certs().ca)
+        ctx.check_hostname = bool(self.cafile)  # the test CA's certificate is "localhost"
+        port, host = self.port, self.host
+
+        class Conn(http.client.HTTPSConnection):
+            def connect(self):  # to 127.0.0.1, SNI host
+                self.sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), self.timeout),
+                                            server_hostname=host)
+
+        conn = Conn(host, self.port, context=ctx, timeout=10 * SLOW)
         while not self.stop.is_set():
             try:
-                conn.request("GET", "/h1", headers={"Host": "app.test"})
+                conn.request("GET", "/h1", headers={"Host": self.host})
                 r = conn.getresponse()
                 body = r.read()
                 if r.status == 200 and body in (b"blue", b"green"):
@@ -429,9 +443,9 @@ class Load:
 
     def h2(self):
         try:
-            with H2Client(self.port) as c:
+            with H2Client(self.port, host=self.host if self.cafile else "localhost", cafile=self.cafile) as c:
                 while not self.stop.is_set():
-                    s = c.wait_stream(c.request("GET", "/h2", authority="app.test"), 10)
+                    s = c.wait_stream(c.request("GET", "/h2", authority=self.host), 10)
                     if s.status == 200 and bytes(s.data) in (b"blue", b"green"):
                         self.ok += 1
                         self.by_proto["h2"] += 1
@@ -534,3 +548,235 @@ class Live(ProxyTestCase):
         self.assertTrue(os.path.exists(os.path.join(self.tmp, ".config", "kamal-proxy", "state.json")))
         with open(os.path.join(self.tmp, "err.log")) as f:
             self.assertIn("HTTP/3 is not offered yet", f.read())
+
+
+def fixture_section(title):
+    """The command lines of one deploy.yml section of the fixture, as written
+    (the shell line, with `docker exec kamal-proxy`)."""
+    lines, inside = [], False
+    with open(FIXTURE) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if line.startswith("# --- "):
+                inside = line.startswith("# --- " + title)
+            elif inside and line and not line.startswith(("#", "=> ")):
+                lines.append(line)
+    return lines
+
+
+def app_named(name):
+    """blue/green: GET answers the name (with X-Runtime, a logged response
+    header); /echo answers what the app saw of the request; /slow answers
+    after 25 s (past the fixture's 20 s target timeout)."""
+    def respond(req):
+        if req.path == "/echo":
+            seen = {"name": name, "content_length": req.header("Content-Length"),
+                    "transfer_encoding": req.header("Transfer-Encoding"), "body": len(req.body),
+                    "xff": req.header("X-Forwarded-For"), "xfp": req.header("X-Forwarded-Proto")}
+            return http_response(200, json.dumps(seen).encode(), headers=[("X-Runtime", "0.042")])
+        if req.path == "/big":
+            return http_response(200, b"b" * (16 << 20))
+        if req.path == "/slow":
+            return [25.0, http_response(200, b"too late")]
+        return http_response(200, name.encode(), headers=[("X-Runtime", "0.001")])
+    return respond
+
+
+@unittest.skipIf(pebble.available(), pebble.available())
+class FixtureLive(ProxyTestCase):
+    """The fixture's deploy.yml A lines exactly as Kamal writes them (only the
+    container targets, and the error-pages directory, replaced by local
+    ones), run by kamal-proxy against the proxyd `kamal-proxy run` started:
+    the certificate for example.com and www.example.com over ACME (pebble),
+    a release and a rollback under HTTP/1.1 and HTTP/2 load, maintenance and
+    live, and every option of the lines checked from the client's side."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="kamal-fixture-")
+        self.proc = None
+        self.logs = []
+        self.pb = pebble.Pebble(http_port=free_port())
+        self.addCleanup(self.pb.stop)
+
+    tearDown = Live.tearDown
+
+    def kamal_line(self, line):
+        """Run one fixture line the way the shell and docker exec would."""
+        for old, new in self.subst:
+            line = line.replace(old, new)
+        argv = shlex.split(line)
+        self.assertEqual(argv[:4], ["docker", "exec", "kamal-proxy", "kamal-proxy"])
+        rc, out, err = run_kamal(argv[4:], self.env, timeout=60)
+        self.assertEqual(rc, 0, "%s\n%s%s" % (line, out, err))
+        return out, err
+
+    def https(self, host, path="/", *args):
+        """curl https://HOST:PORT/PATH verified against pebble's root: (code, body, headers)."""
+        r = curl("-s", "--cacert", self.roots, "-D", "-", "--resolve", "%s:%d:127.0.0.1" % (host, self.https_port),
+                 *args, "https://%s:%d%s" % (host, self.https_port, path), timeout=40)
+        if r.returncode != 0:
+            return None, r.stderr.decode(), ""
+        head, _, body = r.stdout.decode("utf-8", "replace").partition("\r\n\r\n")
+        while head.startswith("HTTP/1.1 100"):
+            head, _, body = body.partition("\r\n\r\n")
+        return int(head.split()[1]), body, head.lower()
+
+    def access_log(self):
+        with open(os.path.join(self.tmp, "out.log")) as f:
+            return [json.loads(line) for line in f if line.startswith("{")]
+
+    def test_deploy_yml_a_lines_live(self):
+        lines = fixture_section("deploy.yml A")
+        deploy = [l for l in lines if " deploy " in l]
+        release, rollback = deploy[0], deploy[1]
+        self.assertIn("myapp-web-abc123:3000", release)
+        self.assertIn("myapp-web-def456:3000", rollback)
+        stop, resume, remove = ([l for l in lines if " kamal-proxy %s " % c in l][0]
+                                for c in ("stop", "resume", "remove"))
+
+        blue = self.backend(RecordingBackend, response=app_named("blue"))
+        green = self.backend(RecordingBackend, response=app_named("green"))
+        apps = os.path.join(self.tmp, "apps-config")
+        for version in ("abc123", "def456"):
+            d = os.path.join(apps, "myapp", "error_pages", version)
+            os.makedirs(d)
+            for status in (502, 503):
+                with open(os.path.join(d, "%d.html" % status), "w") as f:
+                    f.write("<h1>myapp %s: {{ .Status }}</h1><p>{{ .Message }}</p>\n" % version)
+        self.subst = [("myapp-web-abc123:3000", blue.addr), ("myapp-web-def456:3000", green.addr),
+                      ("/home/kamal-proxy/.apps-config", apps)]
+        self.roots = os.path.join(self.tmp, "pebble-roots.pem")
+        with open(self.roots, "w") as f:
+            f.write(self.pb.issuer_roots())
+
+        # kamal-proxy run: plain HTTP on pebble's validation port, ACME from pebble
+        self.https_port = free_port()
+        sock = os.path.join(self.tmp, "kamal-proxy.sock")
+        env = dict(os.environ, HOME=self.tmp, HTTP_PORT=str(self.pb.http_port), HTTPS_PORT=str(self.https_port),
+                   KAMAL_PROXY_SOCKET=sock)
+        self.env = {"HOME": self.tmp, "KAMAL_PROXY_SOCKET": sock}
+        self.logs = [open(os.path.join(self.tmp, n), "w") for n in ("out.log", "err.log")]
+        self.proc = subprocess.Popen([kamal_bin(), "run", "--bind", "127.0.0.1", "--acme-directory",
+                                      self.pb.directory, "--acme-ca-bundle", self.pb.ca_bundle],
+                                     env=env, stdin=subprocess.DEVNULL, stdout=self.logs[0], stderr=self.logs[1])
+        self.assertTrue(wait_until(lambda: os.path.exists(sock) or self.proc.poll() is not None, 10), "no socket")
+        self.assertIsNone(self.proc.poll(), open(os.path.join(self.tmp, "err.log")).read())
+
+        def err_log():
+            with open(os.path.join(self.tmp, "err.log")) as f:
+                return f.read()[-4000:]
+
+        # the version in production before the release: the rollback line's
+        self.kamal_line(rollback)
+        # --tls: the certificate for both hosts comes over ACME, then HTTPS verifies against pebble's root
+        for host in ("example.com", "www.example.com"):
+            self.assertTrue(wait_until(lambda: self.https(host)[:2] == (200, "green"), 30, interval=0.2),
+                            "%s: %r\n%s" % (host, self.https(host), err_log()))
+        # plain HTTP redirects to HTTPS (a --tls service)
+        r = curl("-s", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", "--resolve",
+                 "example.com:%d:127.0.0.1" % self.pb.http_port, "http://example.com:%d/x?y=1" % self.pb.http_port)
+        code, loc = r.stdout.decode().split(" ", 1)
+        self.assertEqual(code, "301")
+        self.assertTrue(loc.startswith("https://example.com") and loc.endswith("/x?y=1"), loc)
+
+        # --buffer-requests: a chunked upload reaches the app whole, with a Content-Length
+        body = b"x" * 300000
+        code, text, _ = self.https("example.com", "/echo", "-H", "Transfer-Encoding: chunked",
+                                   "--data-binary", "@" + self._file(body))
+        self.assertEqual(code, 200, text)
+        seen = json.loads(text)
+        self.assertEqual((seen["name"], seen["content_length"], seen["transfer_encoding"], seen["body"]),
+                         ("green", str(len(body)), None, len(body)))
+        # --max-request-body 40000000: one byte more is refused with 413, the app sees nothing
+        big = os.path.join(self.tmp, "big.bin")
+        with open(big, "wb") as f:
+            f.truncate(40000001)
+        n = len(green.requests)
+        self.assertEqual(self.https("example.com", "/echo", "-X", "POST", "-T", big)[0], 413)
+        os.unlink(big)
+        self.assertEqual(len(green.requests), n)
+        # --buffer-responses --buffer-memory 2000000: a 16 MiB answer to a client that does not read
+        # is taken from the app at once, past 2 MB into an unlinked file under run's temp_dir
+        spool = os.path.join(self.tmp, ".config", "kamal-proxy", "tmp")
+
+        def spooled():
+            out = []
+            for fd in os.listdir("/proc/%d/fd" % self.proc.pid):
+                try:
+                    t = os.readlink("/proc/%d/fd/%s" % (self.proc.pid, fd))
+                except OSError:
+                    continue
+                if t.startswith(spool + "/"):
+                    out.append(t)
+            return out
+
+        ctx = ssl.create_default_context(cafile=self.roots)
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.settimeout(10 * SLOW)
+        raw.connect(("127.0.0.1", self.https_port))
+        with ctx.wrap_socket(raw, server_hostname="example.com") as slow_reader:
+            slow_reader.sendall(b"GET /big HTTP/1.1\r\nHost: example.com\r\n\r\n")
+            self.assertTrue(slow_reader.recv(100).startswith(b"HTTP/1.1 200"))
+            self.assertTrue(wait_until(spooled, 10), "the response did not spill to %s" % spool)
+        self.assertTrue(wait_until(lambda: not spooled(), 10), spooled())
+        # --health-check-path /up: the app's health endpoint is what the checks ask
+        self.assertTrue(green.health_requests)
+        self.assertEqual({r.path for r in green.health_requests}, {"/up"})
+        # --forward-headers: the client's X-Forwarded-For is kept (and appended to)
+        code, text, _ = self.https("example.com", "/echo", "-H", "X-Forwarded-For: 203.0.113.7",
+                                   "-H", "X-Forwarded-Proto: https", "-H", "Cache-Control: no-cache",
+                                   "-H", "X-Request-Start: t=1700000000000")
+        seen = json.loads(text)
+        self.assertEqual((seen["xff"], seen["xfp"]), ("203.0.113.7, 127.0.0.1", "https"))
+        # --log-request-header / --log-response-header: in the access log's JSON
+        logged = wait_until(lambda: [e for e in self.access_log() if e.get("req_cache_control")], 5)
+        self.assertTrue(logged, self.access_log()[-3:])
+        self.assertEqual((logged[-1].get("req_cache_control"), logged[-1].get("req_x_request_start"),
+                          logged[-1].get("resp_x_runtime")), ("no-cache", "t=1700000000000", "0.042"))
+
+        # the release (kamal deploy) and the rollback (kamal rollback) under HTTP/1.1 and HTTP/2 load
+        load = Load(self.https_port, host="example.com", cafile=self.roots)
+        self.assertTrue(wait_until(lambda: load.ok >= 20 or load.failures, 10))
+        for line, name in ((release, "blue"), (rollback, "green")):
+            self.kamal_line(line)
+            self.assertEqual(self.https("www.example.com")[:2], (200, name))
+            n = load.ok
+            self.assertTrue(wait_until(lambda: load.ok >= n + 20 or load.failures, 10))
+        ok, failures = load.finish()
+        self.assertEqual(failures, [])
+        self.assertGreater(ok, 60)
+        self.assertTrue(load.by_proto["h1"] > 0 and load.by_proto["h2"] > 0, load.by_proto)
+        self.assertTrue([r for r in blue.requests if r.path in ("/h1", "/h2")])
+
+        # kamal app maintenance: 503 from the error-pages directory with the message; kamal app live
+        self.kamal_line(stop)
+        code, text, head = self.https("example.com")
+        self.assertEqual(code, 503)
+        self.assertIn("text/html", head)
+        self.assertIn("<h1>myapp def456: 503</h1><p>Scheduled maintenance</p>", text)
+        self.kamal_line(resume)
+        self.assertEqual(self.https("example.com")[:2], (200, "green"))
+
+        # --target-timeout 20s: a response that takes longer is cut with 504
+        t0 = time.monotonic()
+        code, text, _ = self.https("example.com", "/slow")
+        self.assertEqual(code, 504, text)
+        self.assertGreaterEqual(time.monotonic() - t0, 19.5)
+
+        # the target down: 502 from the error-pages directory
+        green.close()
+        code, text, head = self.https("example.com")
+        self.assertEqual(code, 502, text)
+        self.assertIn("<h1>myapp def456: 502</h1>", text)
+
+        # kamal app remove: the hosts are no longer served (nor their certificate: the default one answers)
+        self.kamal_line(remove)
+        self.assertIsNone(self.https("example.com")[0])
+        self.assertEqual(self.https("example.com", "/", "-k")[0], 404)
+
+    def _file(self, data):
+        path = os.path.join(self.tmp, "upload.bin")
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
