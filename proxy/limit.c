@@ -75,6 +75,7 @@ struct px_limit_zone {
     uint64_t burst;             /* milli-requests */
     uint64_t delay;             /* milli-requests let through undelayed; NODELAY */
     int status;
+    int shared;                 /* px_limit_shared_ops over the arena */
 };
 
 struct px_limits {
@@ -573,6 +574,53 @@ const struct px_limit_ops px_limit_arena_ops = {
     .free = arena_free,
 };
 
+/* Shared zones: the remote backend decides, or says later; with none, the
+ * arena (the remote itself falls back to px_limit_check when it is down). */
+static const struct px_limit_ops *remote_ops;
+
+static enum px_limit_verdict shared_check(struct px_limit_zone *const *zones, size_t n, const struct px_limit_key *k,
+                                         uint64_t now_ms, struct px_limit_result *res, px_limit_done_fn done,
+                                         void *arg)
+{
+    const struct px_limit_ops *r = remote_ops;
+    if (r)
+        return r->check(zones, n, k, now_ms, res, done, arg);
+    px_limit_check(zones, n, k, now_ms, res);
+    return res->verdict;
+}
+
+static void shared_cancel(struct px_limit_zone *const *zones, size_t n, void *arg)
+{
+    const struct px_limit_ops *r = remote_ops;
+    if (r && r->cancel)
+        r->cancel(zones, n, arg);
+}
+
+static const struct px_limit_ops shared_ops = {
+    .kind = "shared",
+    .check = shared_check,
+    .cancel = shared_cancel,
+    .keys = arena_keys,
+    .free = arena_free,
+};
+
+void px_limit_set_remote(const struct px_limit_ops *remote)
+{
+    remote_ops = remote;
+}
+
+int px_limit_zone_shared(const struct px_limit_zone *z)
+{
+    return z->shared;
+}
+
+void px_limit_zone_params(const struct px_limit_zone *z, uint64_t *rate, uint64_t *burst, uint64_t *delay)
+{
+    *rate = z->rate;
+    *burst = z->burst;
+    *delay = z->delay;
+}
+
 enum px_limit_verdict px_limit_decide(struct px_limit_zone *const *zones, size_t n, const struct px_limit_key *k,
                                       uint64_t now_ms, struct px_limit_result *res, px_limit_done_fn done,
                                       void *arg)
@@ -597,6 +645,7 @@ void px_limit_zone_set_ops(struct px_limit_zone *z, const struct px_limit_ops *o
     z->ops = ops;
     z->state = state;
     z->a = ops == &px_limit_arena_ops ? state : NULL;
+    z->shared = 0;
 }
 
 void *px_limit_zone_state(const struct px_limit_zone *z)
@@ -650,7 +699,8 @@ struct px_limits *px_limits_build(const struct px_config *cfg, struct px_limits 
         z->status = c->status;
         if ((z->a = carried(old, c)) == NULL && (z->a = arena_new(c->name, c->zone_size, err, errlen)) == NULL)
             goto fail;
-        z->ops = &px_limit_arena_ops;
+        z->shared = c->shared;
+        z->ops = c->shared ? &shared_ops : &px_limit_arena_ops;
         z->state = z->a;
     }
     return l;

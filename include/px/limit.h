@@ -177,6 +177,19 @@ void px_limit_cancel(struct px_limit_zone *const *zones, size_t n, void *arg);
 void px_limit_zone_set_ops(struct px_limit_zone *z, const struct px_limit_ops *ops, void *state);
 /* The zone's implementation state (what set_ops gave, or the arena). */
 void *px_limit_zone_state(const struct px_limit_zone *z);
+/* Shared zones ([limit] shared = yes): the zone keeps its arena, which is
+ * its local state when the remote backend is down (px_limit_check on such
+ * zones uses the arena), and its ops ask `remote` (px_limit_set_remote)
+ * first. Without a remote (no [cluster] running) they decide locally. */
+int px_limit_zone_shared(const struct px_limit_zone *z);
+/* The backend shared zones ask (the cluster module). Main thread, before
+ * the workers start; NULL: local decisions. */
+void px_limit_set_remote(const struct px_limit_ops *remote);
+/* A zone's parameters in the arithmetic's units: rate in milli-requests
+ * per second, burst and delay in milli-requests (delay UINT64_MAX:
+ * nodelay). */
+void px_limit_zone_params(const struct px_limit_zone *z, uint64_t *rate, uint64_t *burst, uint64_t *delay);
+
 /* A new reference on the set (main thread): it is freed by the last
  * px_limits_free. The carry-over object holds one on the set in force. */
 struct px_limits *px_limits_ref(struct px_limits *l);
