@@ -142,6 +142,8 @@ static struct {
     size_t prefix_len;
     uint64_t timeout_ms;
     char sha[41];               /* of LIMIT_LUA */
+    struct rconn **conns;       /* by worker id: made by the start hook, freed by the exit hook */
+    int nconns;
 } g;
 
 /* Workers falling back now; the transitions 0 -> 1 and 1 -> 0 are logged. */
@@ -554,27 +556,38 @@ static void on_ping_timer(evutil_socket_t fd, short what, void *arg)
         rc->ping_out = 1;
 }
 
+/* On the worker's thread, as its loop begins: the hooks run on the main
+ * thread, and the check finds its connection through tl_conn. */
+static void w_begin(evutil_socket_t fd, short what, void *arg)
+{
+    struct rconn *rc = arg;
+    tl_conn = rc;
+    rconn_connect(rc);
+}
+
 static void w_start(struct px_worker *w)
 {
     struct rconn *rc;
-    if (!g.on || (rc = malloc(sizeof(*rc))) == NULL)
+    if (!g.on || w->id < 0 || w->id >= g.nconns || (rc = malloc(sizeof(*rc))) == NULL)
         return;
     rconn_init(rc, w->base, 0);
     rc->counted = 1;            /* down until ready; counted in ndown silently at start */
     atomic_fetch_add(&ndown, 1);
     evtimer_assign(&rc->timer, w->base, on_timer, rc);
     event_assign(&rc->ping, w->base, -1, EV_PERSIST, on_ping_timer, rc);
-    struct timeval tv = {PING_MS / 1000, (PING_MS % 1000) * 1000};
+    struct timeval tv = {PING_MS / 1000, (PING_MS % 1000) * 1000}, now = {0, 0};
     event_add(&rc->ping, &tv);
-    tl_conn = rc;
-    rconn_connect(rc);
+    g.conns[w->id] = rc;
+    event_base_once(w->base, -1, EV_TIMEOUT, w_begin, rc, &now);
 }
 
+/* After the worker's thread ended (main thread). */
 static void w_exit(struct px_worker *w)
 {
-    struct rconn *rc = tl_conn;
+    struct rconn *rc = w->id >= 0 && w->id < g.nconns ? g.conns[w->id] : NULL;
     if (rc == NULL)
         return;
+    g.conns[w->id] = NULL;
     /* the requests are going: no answer reaches them */
     for (struct pend *p = rc->head; p; p = p->next)
         p->arg = NULL;
@@ -596,7 +609,6 @@ static void w_exit(struct px_worker *w)
         rc->free = p->next;
         free(p);
     }
-    tl_conn = NULL;
     free(rc);
 }
 
@@ -803,7 +815,9 @@ struct px_cluster *px_cluster_start(struct event_base *main_base, const struct p
              c->instance, PX_VERSION, (int)getpid(), listen ? listen : "");
     if (check_sync(err, errlen) < 0)
         goto fail;
-    (void)nworkers;
+    if ((g.conns = calloc((size_t)(nworkers > 0 ? nworkers : 1), sizeof(*g.conns))) == NULL)
+        goto oom;
+    g.nconns = nworkers;
     g.on = 1;
     px_limit_set_remote(&remote_ops);
     rconn_init(&c->rc, main_base, 1);
@@ -847,6 +861,9 @@ void px_cluster_free(struct px_cluster *c)
     free(c);
     px_limit_set_remote(NULL);
     g.on = 0;
+    free(g.conns);
+    g.conns = NULL;
+    g.nconns = 0;
     if (g.password) {
         explicit_bzero(g.password, strlen(g.password));
         free(g.password);
