@@ -162,6 +162,7 @@ struct rconn {
     int ping_out;
     int main;                   /* the main thread's (not in ndown) */
     int closing;                /* being freed: callbacks only let go */
+    int starting;               /* the first connection is being made: checks queue behind it */
     uint64_t backoff_ms;
     struct event retry;         /* reconnect */
     struct event timer;         /* the oldest check's deadline (workers) */
@@ -191,6 +192,7 @@ static void rconn_connect(struct rconn *rc);
 
 static void set_down(struct rconn *rc, const char *why)
 {
+    rc->starting = 0;
     if (rc->closing || (!rc->up && rc->counted))
         return;
     rc->up = 0;
@@ -206,6 +208,7 @@ static void set_up(struct rconn *rc)
     if (rc->up)
         return;
     rc->up = 1;
+    rc->starting = 0;
     rc->backoff_ms = BACKOFF_MIN_MS;
     if (rc->main || !rc->counted)
         return;
@@ -483,7 +486,7 @@ static enum px_limit_verdict remote_check(struct px_limit_zone *const *zones, si
     struct rconn *rc = tl_conn;
     struct pend *p;
 
-    if (PX_UNLIKELY(rc == NULL || !rc->up || n > MAX_ZONES))
+    if (PX_UNLIKELY(rc == NULL || (!rc->up && !rc->starting) || n > MAX_ZONES))
         goto local;
     if ((p = rc->free) != NULL)
         rc->free = p->next;
@@ -572,6 +575,7 @@ static void w_start(struct px_worker *w)
         return;
     rconn_init(rc, w->base, 0);
     rc->counted = 1;            /* down until ready; counted in ndown silently at start */
+    rc->starting = 1;
     atomic_fetch_add(&ndown, 1);
     evtimer_assign(&rc->timer, w->base, on_timer, rc);
     event_assign(&rc->ping, w->base, -1, EV_PERSIST, on_ping_timer, rc);

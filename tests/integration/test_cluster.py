@@ -133,13 +133,14 @@ class ClusterCase(ProxyTestCase):
         self.addCleanup(r.close)
         return r
 
-    def cluster(self, redis, name, more=""):
-        return ("[cluster]\nredis = redis://127.0.0.1:%d/0\ninstance = %s\ntimeout = 50ms\n%s\n"
-                % (redis.port, name, more))
+    def cluster(self, redis, name, more="", timeout="500ms"):
+        # 500 ms: a loaded test machine must not make the counts fall back
+        return ("[cluster]\nredis = redis://127.0.0.1:%d/0\ninstance = %s\ntimeout = %s\n%s\n"
+                % (redis.port, name, timeout, more))
 
-    def instances(self, redis, sections, n=3, extra_proxy="", more=""):
+    def instances(self, redis, sections, n=3, extra_proxy="", more="", timeout="500ms"):
         return [self.proxy(self.service_config(self.b, extra_proxy=extra_proxy,
-                                               extra=self.cluster(redis, "px%d" % i, more) + sections))
+                                               extra=self.cluster(redis, "px%d" % i, more, timeout) + sections))
                 for i in range(n)]
 
     def round_robin(self, proxies, path, n, headers=()):
@@ -279,7 +280,7 @@ class Faults(ClusterCase):
         and then the local zone decides (its 429s, not the 1 s fail-open's
         200s); no worker stalls. After SIGCONT Redis is used again."""
         r = self.redis()
-        (p,) = self.instances(r, limit(burst=2) + "[route /api/]\nlimit = api\n", n=1)
+        (p,) = self.instances(r, limit(burst=2) + "[route /api/]\nlimit = api\n", n=1, timeout="100ms")
         self.assertEqual(self.statuses(p, "/api/x", 1), [200])
         r.signal(signal.SIGSTOP)
         try:
