@@ -521,6 +521,9 @@ static int reload(struct px_server *s, char *err, size_t errlen)
         warn_listeners(s, px_routes_config(px_routes_peek()));
     if (workers_changed)
         px_log_warn("reload: the number of workers changes only on restart");
+    if (px_routes_config(px_routes_peek())->cluster.present != (s->cluster != NULL))
+        px_log_warn("reload: [cluster] is read only at start (restart or upgrade to %s it); shared zones decide "
+                    "%s", s->cluster ? "remove" : "add", s->cluster ? "through Redis" : "locally until then");
     const char *pf = px_routes_config(px_routes_peek())->pid_file;
     if ((pf == NULL) != (s->pid_file == NULL) || (pf && strcmp(pf, s->pid_file) != 0))
         px_log_warn("reload: pid_file changes only on restart (it stays %s)", s->pid_file ? s->pid_file : "unset");
