@@ -4,7 +4,6 @@
 #include "px/cluster.h"
 
 #include <errno.h>
-#include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <openssl/sha.h>
@@ -280,6 +279,121 @@ static void on_setup_step(redisAsyncContext *ac, void *reply, void *priv)
         px_log(PX_LOG_WARN, "cluster: Redis: %s: %s", (const char *)priv, r->str);
 }
 
+/* ---- hiredis on libevent ----
+ * hiredis' own adapter (adapters/libevent.h) with two changes that keep
+ * the per-request cost to a few loads and stores: the read event stays
+ * registered (the stock one is re-armed after every read: two epoll_ctl),
+ * and a queued command arms no write event but a deferred flush that runs
+ * once the loop iteration's other callbacks have queued theirs (one write
+ * for all; the socket is almost always writable). Only a write that could
+ * not finish waits for the write event. */
+struct hev {
+    redisAsyncContext *ac;
+    struct event rev, wev, flush;
+    unsigned reading : 1, writing : 1, flushing : 1;
+};
+
+static _Thread_local int in_flush;
+
+static void hev_read(evutil_socket_t fd, short what, void *arg)
+{
+    redisAsyncHandleRead(((struct hev *)arg)->ac);
+}
+
+static void hev_write(evutil_socket_t fd, short what, void *arg)
+{
+    redisAsyncHandleWrite(((struct hev *)arg)->ac);
+}
+
+static void hev_add_write_now(struct hev *e)
+{
+    if (!e->writing) {
+        event_add(&e->wev, NULL);
+        e->writing = 1;
+    }
+}
+
+static void hev_flush(evutil_socket_t fd, short what, void *arg)
+{
+    struct hev *e = arg;
+    redisAsyncContext *ac = e->ac;
+    e->flushing = 0;
+    if (!(ac->c.flags & REDIS_CONNECTED)) {
+        hev_add_write_now(e); /* connect(2) in progress: its completion is a write event */
+        return;
+    }
+    in_flush = 1;
+    redisAsyncHandleWrite(ac); /* may free ac and e (an error disconnects) */
+    in_flush = 0;
+}
+
+static void hev_add_read(void *d)
+{
+    struct hev *e = d;
+    if (!e->reading) {
+        event_add(&e->rev, NULL);
+        e->reading = 1;
+    }
+}
+
+static void hev_del_read(void *d)
+{
+    struct hev *e = d;
+    if (e->reading) {
+        event_del(&e->rev);
+        e->reading = 0;
+    }
+}
+
+static void hev_add_write(void *d)
+{
+    struct hev *e = d;
+    if (in_flush) {
+        hev_add_write_now(e); /* the flush could not write it all */
+    } else if (!e->flushing && !e->writing) {
+        e->flushing = 1;
+        event_active(&e->flush, EV_TIMEOUT, 1);
+    }
+}
+
+static void hev_del_write(void *d)
+{
+    struct hev *e = d;
+    if (e->writing) {
+        event_del(&e->wev);
+        e->writing = 0;
+    }
+}
+
+static void hev_cleanup(void *d)
+{
+    struct hev *e = d;
+    event_del(&e->rev);
+    event_del(&e->wev);
+    event_del(&e->flush);
+    free(e);
+}
+
+static int hev_attach(redisAsyncContext *ac, struct event_base *base)
+{
+    struct hev *e = calloc(1, sizeof(*e));
+    if (e == NULL)
+        return -1;
+    e->ac = ac;
+    event_assign(&e->rev, base, ac->c.fd, EV_READ | EV_PERSIST, hev_read, e);
+    event_assign(&e->wev, base, ac->c.fd, EV_WRITE | EV_PERSIST, hev_write, e);
+    event_assign(&e->flush, base, -1, 0, hev_flush, e);
+    ac->ev.addRead = hev_add_read;
+    ac->ev.delRead = hev_del_read;
+    ac->ev.addWrite = hev_add_write;
+    ac->ev.delWrite = hev_del_write;
+    ac->ev.cleanup = hev_cleanup;
+    ac->ev.data = e;
+    hev_add_read(e);
+    hev_add_write_now(e); /* the connect's completion */
+    return 0;
+}
+
 static void rconn_connect(struct rconn *rc)
 {
     redisAsyncContext *ac = g.addr.path[0] ? redisAsyncConnectUnix(g.addr.path)
@@ -296,7 +410,12 @@ static void rconn_connect(struct rconn *rc)
         return;
     }
     ac->data = rc;
-    redisLibeventAttach(ac, rc->base);
+    if (hev_attach(ac, rc->base) < 0) {
+        set_down(rc, "out of memory");
+        redisAsyncFree(ac);
+        schedule_retry(rc);
+        return;
+    }
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     rc->ac = ac;
