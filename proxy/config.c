@@ -1068,8 +1068,9 @@ static const struct keydef cluster_keys[] = {
     KOPT("password_file", C(password_file), "", check_path),
     KSTR("key_prefix", C(key_prefix), "proxyd:", check_key_prefix),
     KOPT("instance", C(instance), "", check_instance),
-    /* a Redis slower than this counts as down; past 10 s it is a typo */
-    {.name = "timeout", .type = K_DURATION, .off = C(timeout_ms), .min = 1, .max = 10000, .def = "50ms"},
+    /* a Redis slower than this counts as down; under the pipeline's 1 s bound on a
+     * parked limit check (past it the request would go on unlimited) */
+    {.name = "timeout", .type = K_DURATION, .off = C(timeout_ms), .min = 1, .max = 900, .def = "50ms"},
     KOPT("secret_file", C(secret_file), "", check_path),
 };
 #undef C

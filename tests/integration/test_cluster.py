@@ -64,9 +64,10 @@ def resp_read(f):
 class Redis:
     """A redis-server of the test's own on 127.0.0.1:PORT (no persistence)."""
 
-    def __init__(self, password=None):
+    def __init__(self, password=None, unix=False):
         self.port = free_port()
         self.password = password
+        self.unix = unix
         self.tmp = tempfile.mkdtemp(prefix="proxyd-redis-")
         self.proc = None
         self.start()
@@ -74,6 +75,9 @@ class Redis:
     def start(self):
         argv = [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                 "--dir", self.tmp, "--logfile", os.path.join(self.tmp, "redis.log")]
+        if self.unix:
+            argv[2] = "0"  # no TCP
+            argv += ["--unixsocket", self.path]
         if self.password:
             argv += ["--requirepass", self.password]
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -87,8 +91,20 @@ class Redis:
         if not wait_until(up, 10):
             raise AssertionError("redis-server did not start on port %d" % self.port)
 
+    @property
+    def path(self):
+        return os.path.join(self.tmp, "redis.sock")
+
+    def connect(self):
+        if not self.unix:
+            return socket.create_connection(("127.0.0.1", self.port), timeout=5 * SLOW)
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(5 * SLOW)
+        s.connect(self.path)
+        return s
+
     def cmd(self, *args):
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5 * SLOW) as s:
+        with self.connect() as s:
             f = s.makefile("rb")
             if self.password:
                 s.sendall(resp_encode("AUTH", self.password))
@@ -209,6 +225,14 @@ class SharedZones(ClusterCase):
             self.assertEqual(d.read_response(timeout=10).status, 200)
         order = [q.path for q in self.b.wait_requests(5)]
         self.assertEqual(order, ["/api/a"] * 3 + ["/free/f", "/api/d"])
+
+    def test_unix_socket(self):
+        r = self.redis(unix=True)
+        conf = ("[cluster]\nredis = unix:%s\ninstance = u0\ntimeout = 500ms\n" % r.path + limit(burst=2) +
+                "[route /api/]\nlimit = api\n")
+        ps = [self.proxy(self.service_config(self.b, extra=conf)) for _ in range(2)]
+        self.assertEqual(self.round_robin(ps, "/api/x", 6), [200] * 3 + [429] * 3)
+        self.assertGreater(r.cmd("PTTL", "proxyd:l:api:127.0.0.1"), 0)
 
     def test_heartbeats_in_status(self):
         r = self.redis()
