@@ -179,8 +179,10 @@ struct pend {
     px_limit_done_fn done;
     void *arg;                  /* NULL: answered (timeout) or cancelled: the reply is dropped */
     int waiting;                /* on the waiting list */
-    struct px_limit_zone *const *zones;
+    struct px_limit_zone *const *zones; /* the route's (pinned by the request) */
     size_t n;
+    uint8_t sidx[MAX_ZONES], lidx[MAX_ZONES]; /* which of them are shared, which local */
+    uint8_t ns, nl;
     struct px_limit_key key;
     uint64_t deadline_ms;
 };
@@ -519,19 +521,20 @@ static int send_check(struct rconn *rc, struct pend *p, int full)
     argv[argc] = full ? LIMIT_LUA : g.sha;
     argvlen[argc] = full ? sizeof(LIMIT_LUA) - 1 : 40;
     argc++;
-    snprintf(nk, sizeof(nk), "%zu", p->n);
+    snprintf(nk, sizeof(nk), "%u", (unsigned)p->ns);
     argv[argc] = nk;
     argvlen[argc++] = strlen(nk);
-    for (size_t i = 0; i < p->n; i++) {
-        int m = snprintf(keys[i], sizeof(keys[i]), "%sl:%s:%s", g.prefix, px_limit_zone_name(p->zones[i]), ip);
+    for (size_t i = 0; i < p->ns; i++) {
+        int m = snprintf(keys[i], sizeof(keys[i]), "%sl:%s:%s", g.prefix, px_limit_zone_name(p->zones[p->sidx[i]]),
+                         ip);
         if (m < 0 || (size_t)m >= sizeof(keys[i]))
             return -1;
         argv[argc] = keys[i];
         argvlen[argc++] = (size_t)m;
     }
-    for (size_t i = 0; i < p->n; i++) {
+    for (size_t i = 0; i < p->ns; i++) {
         uint64_t rate, burst, delay;
-        px_limit_zone_params(p->zones[i], &rate, &burst, &delay);
+        px_limit_zone_params(p->zones[p->sidx[i]], &rate, &burst, &delay);
         uint64_t v[3] = {rate, burst, delay};
         for (int j = 0; j < 3; j++) {
             char *s = nums[i * 3 + j];
@@ -549,6 +552,25 @@ static void pend_put(struct rconn *rc, struct pend *p)
     p->arg = NULL;
     p->next = rc->free;
     rc->free = p;
+}
+
+/* The shared zones passed: charge the local ones; the longest delay wins
+ * (on a tie, the later zone, as px_limit_check names it). */
+static void charge_local(const struct pend *p, struct px_limit_result *res)
+{
+    struct px_limit_zone *lz[MAX_ZONES];
+    struct px_limit_result lr;
+    for (size_t i = 0; i < p->nl; i++)
+        lz[i] = p->zones[p->lidx[i]];
+    px_limit_charge(lz, p->nl, &p->key, px_now_ms(), &lr);
+    if (lr.verdict != PX_LIMIT_DELAY)
+        return;
+    size_t which = p->lidx[lr.which];
+    if (lr.delay_ms > res->delay_ms || (lr.delay_ms == res->delay_ms && which > res->which)) {
+        res->verdict = PX_LIMIT_DELAY;
+        res->delay_ms = lr.delay_ms;
+        res->which = which;
+    }
 }
 
 static void on_limit_reply(redisAsyncContext *ac, void *reply, void *priv)
@@ -575,16 +597,21 @@ static void on_limit_reply(redisAsyncContext *ac, void *reply, void *priv)
         if (p->arg) {
             struct px_limit_result res = {0};
             long long v = r->element[0]->integer, x = r->element[1]->integer, w = r->element[2]->integer;
+            size_t which = w >= 0 && w < p->ns ? p->sidx[w] : p->sidx[0];
             px_limit_done_fn done = p->done;
             void *arg = p->arg;
-            if (v == 1 && x > 0) {
-                res.verdict = PX_LIMIT_DELAY;
-                res.delay_ms = (uint64_t)x;
-                res.which = w >= 0 && (size_t)w < p->n ? (size_t)w : 0;
-            } else if (v == 2) {
+            if (v == 2) {
                 res.verdict = PX_LIMIT_REJECT;
                 res.retry_after_s = x < 1 ? 1 : x > UINT32_MAX ? UINT32_MAX : (uint32_t)x;
-                res.which = w >= 0 && (size_t)w < p->n ? (size_t)w : 0;
+                res.which = which;
+            } else {
+                if (v == 1 && x > 0) {
+                    res.verdict = PX_LIMIT_DELAY;
+                    res.delay_ms = (uint64_t)x;
+                    res.which = which;
+                }
+                if (p->nl)      /* the route's local zones, looked at before: charged now */
+                    charge_local(p, &res);
             }
             pend_put(rc, p);
             done(arg, &res);
@@ -607,10 +634,34 @@ static enum px_limit_verdict remote_check(struct px_limit_zone *const *zones, si
 
     if (PX_UNLIKELY(rc == NULL || (!rc->up && !rc->starting) || n > MAX_ZONES))
         goto local;
+    uint8_t sidx[MAX_ZONES], lidx[MAX_ZONES], ns = 0, nl = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (px_limit_zone_shared(zones[i]))
+            sidx[ns++] = (uint8_t)i;
+        else
+            lidx[nl++] = (uint8_t)i;
+    }
+    if (PX_UNLIKELY(ns == 0))
+        goto local;
+    if (PX_UNLIKELY(nl > 0)) {
+        /* a route mixing local zones in: they are looked at first (one that
+         * would reject rejects, nothing charged) and charged once Redis passes */
+        struct px_limit_zone *lz[MAX_ZONES];
+        for (size_t i = 0; i < nl; i++)
+            lz[i] = zones[lidx[i]];
+        if (px_limit_look(lz, nl, k, now_ms, res) == PX_LIMIT_REJECT) {
+            res->which = lidx[res->which];
+            return PX_LIMIT_REJECT;
+        }
+    }
     if ((p = rc->free) != NULL)
         rc->free = p->next;
     else if ((p = calloc(1, sizeof(*p))) == NULL)
         goto local;
+    memcpy(p->sidx, sidx, ns);
+    memcpy(p->lidx, lidx, nl);
+    p->ns = ns;
+    p->nl = nl;
     p->rc = rc;
     p->done = done;
     p->arg = arg;

@@ -1747,27 +1747,12 @@ static int check_routes(struct pctx *pc)
     return 1;
 }
 
-/* A route's zones are one decision: all in Redis or all local (the
- * all-or-none charge of several zones is one script in Redis). secret_file:
- * its first 32 bytes are the key, read here so that -t and a reload see a
- * short one. */
+/* secret_file: its first 32 bytes are the key, read here so that -t and a
+ * reload see a short one. */
 static int finish_cluster(struct pctx *pc)
 {
     struct px_config *cfg = pc->cfg;
 
-    for (size_t i = 0; i < cfg->nroutes; i++) {
-        const struct px_route_conf *r = &cfg->routes[i];
-        int shared = -1;
-        for (size_t k = 0; k < r->nlimits; k++)
-            for (size_t j = 0; j < cfg->nlimits; j++)
-                if (strcmp(cfg->limits[j].name, r->limits[k].name) == 0) {
-                    if (shared >= 0 && shared != cfg->limits[j].shared)
-                        return fail(pc, r->limits[k].line,
-                                    "limit: [route %s] mixes shared and local zones: make all of them shared or none",
-                                    r->prefix);
-                    shared = cfg->limits[j].shared;
-                }
-    }
     if (cfg->cluster.present && cfg->cluster.secret_file) {
         unsigned char key[32];
         FILE *f = fopen(cfg->cluster.secret_file, "rb");

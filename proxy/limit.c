@@ -423,6 +423,50 @@ void px_limit_check(struct px_limit_zone *const *zones, size_t n, const struct p
     }
 }
 
+enum px_limit_verdict px_limit_look(struct px_limit_zone *const *zones, size_t n, const struct px_limit_key *key,
+                                    uint64_t now_ms, struct px_limit_result *res)
+{
+    struct px_limit_key k = *key;
+    uint64_t excess = 0, wait = 0;
+
+    memset(res, 0, sizeof(*res));
+    if (k.family == 4)
+        memset(k.addr + 4, 0, sizeof(k.addr) - 4);
+    for (size_t i = 0; i < n; i++) {
+        if (zone_step(zones[i], &k, now_ms, LOOK, &excess, &wait) != OK) {
+            uint64_t s = (wait + 999) / 1000;
+            res->verdict = PX_LIMIT_REJECT;
+            res->which = i;
+            res->retry_after_s = s < 1 ? 1 : s > UINT32_MAX ? UINT32_MAX : (uint32_t)s;
+            break;
+        }
+    }
+    return res->verdict;
+}
+
+void px_limit_charge(struct px_limit_zone *const *zones, size_t n, const struct px_limit_key *key, uint64_t now_ms,
+                     struct px_limit_result *res)
+{
+    struct px_limit_key k = *key;
+    uint64_t excess = 0, wait = 0, d, best = 0;
+
+    memset(res, 0, sizeof(*res));
+    if (k.family == 4)
+        memset(k.addr + 4, 0, sizeof(k.addr) - 4);
+    for (size_t i = n; i-- > 0;) {
+        zone_step(zones[i], &k, now_ms, CHARGE, &excess, &wait);
+        d = delay_ms(zones[i], excess);
+        if (d > best) {
+            best = d;
+            res->which = i;
+        }
+    }
+    if (best > 0) {
+        res->verdict = PX_LIMIT_DELAY;
+        res->delay_ms = best;
+    }
+}
+
 /* ---- zones and sets ---- */
 
 const char *px_limit_zone_name(const struct px_limit_zone *z)
@@ -629,11 +673,21 @@ enum px_limit_verdict px_limit_decide(struct px_limit_zone *const *zones, size_t
         memset(res, 0, sizeof(*res));
         return PX_LIMIT_PASS;
     }
+    /* a route mixing local and shared zones is one decision: the shared ops
+     * take it (a few loads, on limited routes only) */
+    for (size_t i = 1; i < n && zones[0]->ops != &shared_ops; i++)
+        if (zones[i]->shared)
+            return shared_ops.check(zones, n, k, now_ms, res, done, arg);
     return zones[0]->ops->check(zones, n, k, now_ms, res, done, arg);
 }
 
 void px_limit_cancel(struct px_limit_zone *const *zones, size_t n, void *arg)
 {
+    for (size_t i = 0; i < n; i++)
+        if (zones[i]->shared) {
+            shared_ops.cancel(zones, n, arg);
+            return;
+        }
     if (n && zones[0]->ops->cancel)
         zones[0]->ops->cancel(zones, n, arg);
 }

@@ -210,6 +210,19 @@ class SharedZones(ClusterCase):
         lines = wait_until(logged, 5) or []
         self.assertEqual(sorted(e.get("limited") for e in lines if e["status"] == 429), ["a"] * 2 + ["b"] * 5)
 
+    def test_local_and_shared_zones_on_one_route(self):
+        """A route mixing a local zone (a, burst 5 per instance) and a shared
+        one (b, burst 2 in all): b lets 3 through over both instances, and a
+        is charged only for those: instance 0 passed 2 of them, so a lets 4
+        more through there on /single."""
+        r = self.redis()
+        local_a = limit("a", burst=5).replace("shared = yes", "shared = no")
+        ps = self.instances(r, local_a + limit("b", burst=2) +
+                            "[route /multi/]\nlimit = a b\n[route /single/]\nlimit = a\n", n=2)
+        self.assertEqual(self.round_robin(ps, "/multi/x", 8), [200] * 3 + [429] * 5)
+        self.assertEqual(self.statuses(ps[0], "/single/x", 5), [200] * 4 + [429])
+        self.assertEqual(self.statuses(ps[1], "/single/x", 6), [200] * 5 + [429])
+
     def test_two_stage_delay(self):
         """delay = 2 with burst 3 (test_limits' two-stage delay) over two
         instances: three at once, the fourth waits, the fifth is rejected."""
@@ -388,10 +401,6 @@ class ClusterConfig(ProxyTestCase):
         rc, out = self.check(base + "[cluster]\nsecret_file = %s\n" % os.path.join(d, "s"))
         self.assertEqual(rc, 1, out)
         self.assertIn("has 31 bytes, needs at least 32", out)
-        rc, out = self.check(base + "[cluster]\nredis = unix:/run/redis.sock\n" + limit("a") +
-                             limit("b").replace("shared = yes", "shared = no") + "[route /x/]\nlimit = a b\n")
-        self.assertEqual(rc, 1, out)
-        self.assertIn("mixes shared and local zones", out)
         with open(os.path.join(d, "s"), "wb") as f:
             f.write(b"x" * 32)
         rc, out = self.check(base + "[cluster]\nredis = redis://[::1]:6380/2\nsecret_file = %s\n"
