@@ -162,6 +162,8 @@ struct rconn {
     int main;                   /* the main thread's (not in ndown) */
     int closing;                /* being freed: callbacks only let go */
     int starting;               /* the first connection is being made: checks queue behind it */
+    int setup_warned;           /* a refused AUTH or SELECT was logged (once until up again) */
+    uint64_t ping_ms;           /* when the outstanding PING went out */
     uint64_t backoff_ms;
     struct event retry;         /* reconnect */
     struct event timer;         /* the oldest check's deadline (workers) */
@@ -210,6 +212,7 @@ static void set_up(struct rconn *rc)
         return;
     rc->up = 1;
     rc->starting = 0;
+    rc->setup_warned = 0;
     rc->backoff_ms = BACKOFF_MIN_MS;
     if (rc->main || !rc->counted)
         return;
@@ -276,9 +279,12 @@ static void on_ready(redisAsyncContext *ac, void *reply, void *priv)
 
 static void on_setup_step(redisAsyncContext *ac, void *reply, void *priv)
 {
+    struct rconn *rc = ac->data;
     const redisReply *r = reply;
-    if (r && r->type == REDIS_REPLY_ERROR)
+    if (r && r->type == REDIS_REPLY_ERROR && !rc->setup_warned) {
+        rc->setup_warned = 1;   /* not again on every reconnect */
         px_log(PX_LOG_WARN, "cluster: Redis: %s: %s", (const char *)priv, r->str);
+    }
 }
 
 /* ---- hiredis on libevent ----
@@ -721,12 +727,28 @@ static void on_pong(redisAsyncContext *ac, void *reply, void *priv)
         set_up(rc);
 }
 
+#define PING_GIVE_UP_MS 5000     /* a PING unanswered this long: a new connection */
+
 static void on_ping_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct rconn *rc = arg;
-    if (!rc->up && rc->ac && !rc->ping_out &&
-        redisAsyncCommand(rc->ac, on_pong, NULL, "PING") == REDIS_OK)
+    if (rc->up || rc->ac == NULL)
+        return;
+    if (rc->ping_out) {
+        if (px_now_ms() - rc->ping_ms >= PING_GIVE_UP_MS) {
+            /* a Redis that accepts but never answers (stopped, a black hole):
+             * let go of the connection (its callbacks run with NULL, then
+             * on_disconnect retries) */
+            redisAsyncContext *ac = rc->ac;
+            rc->ping_out = 0;
+            redisAsyncFree(ac);
+        }
+        return;
+    }
+    if (redisAsyncCommand(rc->ac, on_pong, NULL, "PING") == REDIS_OK) {
         rc->ping_out = 1;
+        rc->ping_ms = px_now_ms();
+    }
 }
 
 /* On the worker's thread, as its loop begins: the hooks run on the main
@@ -803,6 +825,7 @@ struct px_cluster {
     char **inst;                /* the live instances' records */
     size_t ninst;
     int beat_out;
+    uint64_t beat_ms;           /* when the outstanding heartbeat went out */
 };
 
 static void free_instances(struct px_cluster *c)
@@ -842,6 +865,7 @@ static void beat(struct px_cluster *c)
     const char *argv[] = {"EVAL", BEAT_LUA, "1", g.prefix, c->instance, c->record, ttl, write ? "1" : "0"};
     if (redisAsyncCommandArgv(c->rc.ac, on_beat, c, (int)PX_ARRAY_LEN(argv), argv, NULL) == REDIS_OK) {
         c->beat_out = 1;
+        c->beat_ms = now;
         if (write)
             c->last_write_ms = now;
     }
@@ -850,9 +874,13 @@ static void beat(struct px_cluster *c)
 static void on_beat_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct px_cluster *c = arg;
-    if (!c->rc.up && c->rc.ac && !c->rc.ping_out &&
-        redisAsyncCommand(c->rc.ac, on_pong, NULL, "PING") == REDIS_OK)
-        c->rc.ping_out = 1;
+    if (c->beat_out && c->rc.ac && px_now_ms() - c->beat_ms >= PING_GIVE_UP_MS) {
+        /* Redis stopped answering: down (status says so), and a new connection */
+        redisAsyncContext *ac = c->rc.ac;
+        c->rc.up = 0;
+        redisAsyncFree(ac);     /* on_beat (NULL) clears beat_out; on_disconnect retries */
+        return;
+    }
     beat(c);
 }
 
