@@ -17,8 +17,11 @@
  * Redis ms, expiring once it has leaked (plus a minute). The request parks
  * until the answer. A worker whose connection is down, or whose answer did
  * not come within `timeout`, decides on the zones' local arenas
- * (px_limit_check) until Redis answers again (a PING each second); the
- * first worker to fall back logs it, the last to come back logs that.
+ * (px_limit_check) until Redis answers again (a PING each second; one
+ * unanswered for 5 s drops the connection for a new one); the first worker
+ * to fall back logs it, the last to come back logs that. A route that also
+ * names local zones looks at them first (px_limit_look) and charges them
+ * once Redis passes (px_limit_charge): all or none.
  *
  * Heartbeats: every 2 s the main thread runs a script that writes this
  * instance's record (name, version, pid, listen) every 10 s with a 30 s
