@@ -17,7 +17,7 @@
 B       ?= build
 CC      ?= cc
 OPT     ?= -O2
-PKGS    := libevent_core libevent_extra libevent_pthreads libevent_openssl openssl libnghttp2 jansson inih libsystemd
+PKGS    := libevent_core libevent_extra libevent_pthreads libevent_openssl openssl libnghttp2 jansson inih libsystemd hiredis
 # libcurl: its headers only (libcurl4-openssl-dev). Nothing links -lcurl:
 # proxy/acme/libcurl.c dlopen()s libcurl.so.4 when ACME is first enabled.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) libcurl 2>/dev/null)

@@ -513,6 +513,15 @@ static void print_result(const struct invocation *inv, const json_t *result)
         return;
     }
     print_fields(result);
+    if (strcmp(inv->cmd->name, "status") == 0 && json_is_object(json_object_get(result, "cluster"))) {
+        /* one line: "cluster  redis up, 3 instances: a, b, c" */
+        const json_t *cl = json_object_get(result, "cluster"), *ins = json_object_get(cl, "instances");
+        printf("cluster  redis %s, %zu instance%s", json_string_value(json_object_get(cl, "redis")),
+               json_array_size(ins), json_array_size(ins) == 1 ? "" : "s");
+        for (size_t i = 0; i < json_array_size(ins); i++)
+            printf("%s%s", i ? ", " : ": ", json_string_value(json_object_get(json_array_get(ins, i), "name")));
+        printf("\n");
+    }
     if (strcmp(inv->cmd->name, "status") == 0) {
         if (json_array_size(rows = json_object_get(result, "targets"))) {
             printf("\n");

@@ -42,7 +42,7 @@
 #define LIST_SEPS " \t"
 #define REF_SEPS " \t," /* a route's limit/headers/suffix lists */
 
-enum sect { S_NONE, S_PROXY, S_TLS, S_HEADERS, S_LIMIT, S_ROUTE, S_SERVICE, S_ACME, S_COUNT };
+enum sect { S_NONE, S_PROXY, S_TLS, S_HEADERS, S_LIMIT, S_ROUTE, S_SERVICE, S_ACME, S_CLUSTER, S_COUNT };
 
 struct pctx;
 
@@ -312,6 +312,33 @@ static const char *check_socket_path(const char *v)
         return err;
     if (strlen(v) >= sizeof(((struct sockaddr_un *)0)->sun_path))
         return "too long for a Unix socket path (max 107 bytes)";
+    return NULL;
+}
+
+static const char *check_redis(const char *v)
+{
+    struct px_redis_addr a;
+    return px_parse_redis(v, &a);
+}
+
+/* Keys are binary-safe, but a prefix people can read in redis-cli. */
+static const char *check_key_prefix(const char *v)
+{
+    if (*v == '\0' || strlen(v) > 64)
+        return "must be 1..64 characters";
+    for (const char *p = v; *p; p++)
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f)
+            return "no spaces or control characters";
+    return NULL;
+}
+
+static const char *check_instance(const char *v)
+{
+    if (strlen(v) > 64)
+        return "must be at most 64 characters";
+    for (const char *p = v; *p; p++)
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f || *p == '"' || *p == '\\')
+            return "no spaces, quotes or control characters";
     return NULL;
 }
 
@@ -1094,6 +1121,7 @@ static const struct keydef limit_keys[] = {
     KFN("delay", set_delay, NULL, 0),
     KFN("status", set_status, "429", 0),
     KSIZE("zone_size", L(zone_size), 64u << 10, UINT64_MAX, "10m"),
+    KBOOL("shared", L(shared), "no"),
 };
 #undef L
 
@@ -1151,6 +1179,19 @@ static const struct keydef acme_keys[] = {
 };
 #undef A
 
+#define C(f) offsetof(struct px_cluster_conf, f)
+static const struct keydef cluster_keys[] = {
+    KSTR("redis", C(redis), "redis://127.0.0.1:6379/0", check_redis),
+    KOPT("password_file", C(password_file), "", check_path),
+    KSTR("key_prefix", C(key_prefix), "proxyd:", check_key_prefix),
+    KOPT("instance", C(instance), "", check_instance),
+    /* a Redis slower than this counts as down; under the pipeline's 1 s bound on a
+     * parked limit check (past it the request would go on unlimited) */
+    {.name = "timeout", .type = K_DURATION, .off = C(timeout_ms), .min = 1, .max = 900, .def = "50ms"},
+    KOPT("secret_file", C(secret_file), "", check_path),
+};
+#undef C
+
 _Static_assert(PX_ARRAY_LEN(proxy_keys) <= MAX_KEYS, "seen set too small");
 
 #define SECT(k, id, named, keys) {k, id, named, keys, PX_ARRAY_LEN(keys)}
@@ -1162,6 +1203,7 @@ static const struct sectdef sections[] = {
     SECT("route", S_ROUTE, NAMED, route_keys),
     SECT("service", S_SERVICE, NAMED, service_keys),
     SECT("acme", S_ACME, UNNAMED, acme_keys),
+    SECT("cluster", S_CLUSTER, UNNAMED, cluster_keys),
 };
 #undef SECT
 
@@ -1432,6 +1474,8 @@ static int begin_section(struct pctx *pc, char *inner)
             pc->base = &cfg->tls, cfg->tls.present = 1;
         else if (sd->id == S_ACME)
             pc->base = &cfg->acme, cfg->acme.present = 1;
+        else if (sd->id == S_CLUSTER)
+            pc->base = &cfg->cluster, cfg->cluster.present = 1, cfg->cluster.line = line;
         break;
     }
     /* [proxy], [tls] and [acme] got their defaults when the config was made. */
@@ -1543,6 +1587,8 @@ static int on_key(void *user, const char *section, const char *name, const char 
         pc->cfg->tls.certificate_line = pc->lineno;
     if (pc->sect == S_TLS && strcmp(name, "certificate_key") == 0)
         pc->cfg->tls.certificate_key_line = pc->lineno;
+    if (pc->sect == S_CLUSTER && strcmp(name, "secret_file") == 0)
+        pc->cfg->cluster.secret_line = pc->lineno;
     if (pc->sect == S_SERVICE && strcmp(name, "health_check_path") == 0)
         ((struct px_service_conf *)pc->base)->health_checks = 1;
     if (pc->sect == S_SERVICE && strcmp(name, "targets") == 0)
@@ -1818,6 +1864,29 @@ static int check_routes(struct pctx *pc)
     return 1;
 }
 
+/* secret_file: its first 32 bytes are the key, read here so that -t and a
+ * reload see a short one. */
+static int finish_cluster(struct pctx *pc)
+{
+    struct px_config *cfg = pc->cfg;
+
+    if (cfg->cluster.present && cfg->cluster.secret_file) {
+        unsigned char key[32];
+        FILE *f = fopen(cfg->cluster.secret_file, "rb");
+        if (f == NULL)
+            return fail(pc, cfg->cluster.secret_line, "secret_file: %s: %s", cfg->cluster.secret_file,
+                        strerror(errno));
+        size_t n = fread(key, 1, sizeof(key), f);
+        fclose(f);
+        explicit_bzero(key, sizeof(key));
+        if (n < sizeof(key))
+            return fail(pc, cfg->cluster.secret_line,
+                        "secret_file: %s has %zu bytes, needs at least 32 (head -c 32 /dev/urandom > FILE)",
+                        cfg->cluster.secret_file, n);
+    }
+    return 1;
+}
+
 static int finish(struct pctx *pc)
 {
     static const struct px_header_conf defaults[] = {
@@ -1828,9 +1897,15 @@ static int finish(struct pctx *pc)
     };
     struct px_config *cfg = pc->cfg;
 
-    for (size_t i = 0; i < cfg->nlimits; i++)
+    for (size_t i = 0; i < cfg->nlimits; i++) {
         if (cfg->limits[i].rate_milli_per_s == 0)
             return fail(pc, cfg->limits[i].line, "rate: required in [limit %s]", cfg->limits[i].name);
+        if (cfg->limits[i].shared && !cfg->cluster.present)
+            return fail(pc, cfg->limits[i].line, "shared: [limit %s] is shared but there is no [cluster] section",
+                        cfg->limits[i].name);
+    }
+    if (!finish_cluster(pc))
+        return 0;
 
     for (size_t i = 0; i < cfg->nservices; i++) {
         struct px_service_conf *s = &cfg->services[i];
@@ -1932,7 +2007,8 @@ static int load(const char *text, size_t len, const char *name, struct px_config
     pc.cfg = cfg;
     cfg->tls.file = cfg->path;
     if (!apply_defaults(&pc, find_sect(S_PROXY), cfg) || !apply_defaults(&pc, find_sect(S_TLS), &cfg->tls) ||
-        !apply_defaults(&pc, find_sect(S_ACME), &cfg->acme))
+        !apply_defaults(&pc, find_sect(S_ACME), &cfg->acme) ||
+        !apply_defaults(&pc, find_sect(S_CLUSTER), &cfg->cluster))
         goto fail;
 
     rc = ini_parse_stream(read_line, &pc, on_key, &pc);
@@ -2111,6 +2187,11 @@ void px_config_free(struct px_config *cfg)
     px_strv_free(cfg->acme.domains, cfg->acme.ndomains);
     free(cfg->acme.config_dir);
     free(cfg->acme.ca_bundle);
+    free(cfg->cluster.redis);
+    free(cfg->cluster.password_file);
+    free(cfg->cluster.key_prefix);
+    free(cfg->cluster.instance);
+    free(cfg->cluster.secret_file);
     free(cfg);
 }
 

@@ -75,6 +75,7 @@ struct px_limit_zone {
     uint64_t burst;             /* milli-requests */
     uint64_t delay;             /* milli-requests let through undelayed; NODELAY */
     int status;
+    int shared;                 /* px_limit_shared_ops over the arena */
 };
 
 struct px_limits {
@@ -422,6 +423,50 @@ void px_limit_check(struct px_limit_zone *const *zones, size_t n, const struct p
     }
 }
 
+enum px_limit_verdict px_limit_look(struct px_limit_zone *const *zones, size_t n, const struct px_limit_key *key,
+                                    uint64_t now_ms, struct px_limit_result *res)
+{
+    struct px_limit_key k = *key;
+    uint64_t excess = 0, wait = 0;
+
+    memset(res, 0, sizeof(*res));
+    if (k.family == 4)
+        memset(k.addr + 4, 0, sizeof(k.addr) - 4);
+    for (size_t i = 0; i < n; i++) {
+        if (zone_step(zones[i], &k, now_ms, LOOK, &excess, &wait) != OK) {
+            uint64_t s = (wait + 999) / 1000;
+            res->verdict = PX_LIMIT_REJECT;
+            res->which = i;
+            res->retry_after_s = s < 1 ? 1 : s > UINT32_MAX ? UINT32_MAX : (uint32_t)s;
+            break;
+        }
+    }
+    return res->verdict;
+}
+
+void px_limit_charge(struct px_limit_zone *const *zones, size_t n, const struct px_limit_key *key, uint64_t now_ms,
+                     struct px_limit_result *res)
+{
+    struct px_limit_key k = *key;
+    uint64_t excess = 0, wait = 0, d, best = 0;
+
+    memset(res, 0, sizeof(*res));
+    if (k.family == 4)
+        memset(k.addr + 4, 0, sizeof(k.addr) - 4);
+    for (size_t i = n; i-- > 0;) {
+        zone_step(zones[i], &k, now_ms, CHARGE, &excess, &wait);
+        d = delay_ms(zones[i], excess);
+        if (d > best) {
+            best = d;
+            res->which = i;
+        }
+    }
+    if (best > 0) {
+        res->verdict = PX_LIMIT_DELAY;
+        res->delay_ms = best;
+    }
+}
+
 /* ---- zones and sets ---- */
 
 const char *px_limit_zone_name(const struct px_limit_zone *z)
@@ -573,6 +618,53 @@ const struct px_limit_ops px_limit_arena_ops = {
     .free = arena_free,
 };
 
+/* Shared zones: the remote backend decides, or says later; with none, the
+ * arena (the remote itself falls back to px_limit_check when it is down). */
+static const struct px_limit_ops *remote_ops;
+
+static enum px_limit_verdict shared_check(struct px_limit_zone *const *zones, size_t n, const struct px_limit_key *k,
+                                         uint64_t now_ms, struct px_limit_result *res, px_limit_done_fn done,
+                                         void *arg)
+{
+    const struct px_limit_ops *r = remote_ops;
+    if (r)
+        return r->check(zones, n, k, now_ms, res, done, arg);
+    px_limit_check(zones, n, k, now_ms, res);
+    return res->verdict;
+}
+
+static void shared_cancel(struct px_limit_zone *const *zones, size_t n, void *arg)
+{
+    const struct px_limit_ops *r = remote_ops;
+    if (r && r->cancel)
+        r->cancel(zones, n, arg);
+}
+
+static const struct px_limit_ops shared_ops = {
+    .kind = "shared",
+    .check = shared_check,
+    .cancel = shared_cancel,
+    .keys = arena_keys,
+    .free = arena_free,
+};
+
+void px_limit_set_remote(const struct px_limit_ops *remote)
+{
+    remote_ops = remote;
+}
+
+int px_limit_zone_shared(const struct px_limit_zone *z)
+{
+    return z->shared;
+}
+
+void px_limit_zone_params(const struct px_limit_zone *z, uint64_t *rate, uint64_t *burst, uint64_t *delay)
+{
+    *rate = z->rate;
+    *burst = z->burst;
+    *delay = z->delay;
+}
+
 enum px_limit_verdict px_limit_decide(struct px_limit_zone *const *zones, size_t n, const struct px_limit_key *k,
                                       uint64_t now_ms, struct px_limit_result *res, px_limit_done_fn done,
                                       void *arg)
@@ -581,11 +673,21 @@ enum px_limit_verdict px_limit_decide(struct px_limit_zone *const *zones, size_t
         memset(res, 0, sizeof(*res));
         return PX_LIMIT_PASS;
     }
+    /* a route mixing local and shared zones is one decision: the shared ops
+     * take it (a few loads, on limited routes only) */
+    for (size_t i = 1; i < n && zones[0]->ops != &shared_ops; i++)
+        if (zones[i]->shared)
+            return shared_ops.check(zones, n, k, now_ms, res, done, arg);
     return zones[0]->ops->check(zones, n, k, now_ms, res, done, arg);
 }
 
 void px_limit_cancel(struct px_limit_zone *const *zones, size_t n, void *arg)
 {
+    for (size_t i = 0; i < n; i++)
+        if (zones[i]->shared) {
+            shared_ops.cancel(zones, n, arg);
+            return;
+        }
     if (n && zones[0]->ops->cancel)
         zones[0]->ops->cancel(zones, n, arg);
 }
@@ -597,6 +699,7 @@ void px_limit_zone_set_ops(struct px_limit_zone *z, const struct px_limit_ops *o
     z->ops = ops;
     z->state = state;
     z->a = ops == &px_limit_arena_ops ? state : NULL;
+    z->shared = 0;
 }
 
 void *px_limit_zone_state(const struct px_limit_zone *z)
@@ -650,7 +753,8 @@ struct px_limits *px_limits_build(const struct px_config *cfg, struct px_limits 
         z->status = c->status;
         if ((z->a = carried(old, c)) == NULL && (z->a = arena_new(c->name, c->zone_size, err, errlen)) == NULL)
             goto fail;
-        z->ops = &px_limit_arena_ops;
+        z->shared = c->shared;
+        z->ops = c->shared ? &shared_ops : &px_limit_arena_ops;
         z->state = z->a;
     }
     return l;

@@ -201,3 +201,63 @@ const char *px_parse_check_path(const char *v)
     }
     return NULL;
 }
+
+const char *px_parse_redis(const char *s, struct px_redis_addr *out)
+{
+    struct px_redis_addr a;
+    const char *p, *h, *he;
+    uint64_t n;
+
+    memset(&a, 0, sizeof(a));
+    a.port = 6379;
+    if (strncmp(s, "unix:", 5) == 0) {
+        p = s + 5;
+        if (*p != '/' || strlen(p) >= sizeof(a.path))
+            return "unix: needs an absolute socket path of at most 107 bytes";
+        for (const char *q = p; *q; q++)
+            if ((unsigned char)*q < 0x20 || *q == 0x7f)
+                return "control character in path";
+        memcpy(a.path, p, strlen(p) + 1);
+        *out = a;
+        return NULL;
+    }
+    if (strncmp(s, "redis://", 8) != 0)
+        return "must be redis://HOST:PORT/DB or unix:PATH";
+    h = s + 8;
+    if (*h == '[') {
+        he = strchr(h, ']');
+        if (he == NULL)
+            return "bad [IPv6] host";
+        p = he + 1;
+        h++;
+    } else {
+        for (he = h; *he && *he != ':' && *he != '/'; he++)
+            ;
+        p = he;
+    }
+    if (he == h || (size_t)(he - h) >= sizeof(a.host))
+        return "must be redis://HOST:PORT/DB or unix:PATH (no host)";
+    for (const char *q = h; q < he; q++)
+        if (!((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') || (*q >= '0' && *q <= '9') ||
+              strchr(".-_:", *q)))
+            return "bad host (redis://HOST:PORT/DB; no user or password in the URL: password_file)";
+    memcpy(a.host, h, (size_t)(he - h));
+    if (*p == ':') {
+        p++;
+        if (px_parse_u64(&p, &n) != NULL || n < 1 || n > 65535)
+            return "bad port (1..65535)";
+        a.port = (int)n;
+    }
+    if (*p == '/' && p[1] != '\0') {
+        p++;
+        if (px_parse_u64(&p, &n) != NULL || n > 1000000)
+            return "bad database number";
+        a.db = (int)n;
+    } else if (*p == '/') {
+        p++;
+    }
+    if (*p != '\0')
+        return "must be redis://HOST:PORT/DB or unix:PATH";
+    *out = a;
+    return NULL;
+}

@@ -21,6 +21,7 @@
 #include "px/acme_manager.h"
 #include "px/carry.h"
 #include "px/challenge.h"
+#include "px/cluster.h"
 #include "px/common.h"
 #include "px/config.h"
 #include "px/control_server.h"
@@ -56,6 +57,7 @@ struct px_server {
     struct px_addr metrics_listen; /* as configured at start (a reload keeps it) */
     struct px_monitor *monitor;    /* active health checks of every served target */
     struct px_acme_manager *acme;  /* [acme] enabled: lineages, renewals, the token table */
+    struct px_cluster *cluster;    /* [cluster]: shared zones, heartbeats (its settings stay until a restart) */
     struct px_carry carry;         /* what outlives a reload (px/carry.h): every rebuild takes it */
     char *pid_file;                /* written at start, removed at exit if it still names us */
     uint64_t cert_sig;             /* the services' own certificates the TLS part serves (a hash) */
@@ -225,6 +227,11 @@ static int hook_certs_changed(void *arg, char *err, size_t errlen)
 struct px_acme_manager *px_server_acme(struct px_server *s)
 {
     return s->acme;
+}
+
+struct px_cluster *px_server_cluster(struct px_server *s)
+{
+    return s->cluster;
 }
 
 /* config_dir, made when missing and given to the user proxyd drops to, who
@@ -605,6 +612,9 @@ static int reload(struct px_server *s, char *err, size_t errlen)
     if (metrics_changed)
         px_log_warn("reload: metrics_listen changes only on restart (it stays %s)",
                     s->metrics ? px_metrics_address(s->metrics) : "unset");
+    if (px_routes_config(px_routes_peek())->cluster.present != (s->cluster != NULL))
+        px_log_warn("reload: [cluster] is read only at start (restart or upgrade to %s it); shared zones decide "
+                    "%s", s->cluster ? "remove" : "add", s->cluster ? "through Redis" : "locally until then");
     const char *pf = px_routes_config(px_routes_peek())->pid_file;
     if ((pf == NULL) != (s->pid_file == NULL) || (pf && strcmp(pf, s->pid_file) != 0))
         px_log_warn("reload: pid_file changes only on restart (it stays %s)", s->pid_file ? s->pid_file : "unset");
@@ -877,6 +887,16 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
     }
     /* the control socket, before the drop (its directory may be root's) */
     const struct px_config *c0 = px_routes_config(px_routes_peek());
+    /* [cluster]: password_file is read before the drop; before the workers run */
+    if (c0->cluster.present) {
+        const struct px_addr *a = s->has_http ? &s->listen_http : &s->listen_https;
+        char ip[64], where[96];
+        px_addr_ntop((const struct sockaddr *)&a->ss, ip, sizeof(ip));
+        snprintf(where, sizeof(where), "%s%s%s:%u", a->ss.ss_family == AF_INET6 ? "[" : "", ip,
+                 a->ss.ss_family == AF_INET6 ? "]" : "", addr_port(a));
+        if ((s->cluster = px_cluster_start(s->base, &c0->cluster, where, s->nworkers, err, errlen)) == NULL)
+            goto fail;
+    }
     make_parent(c0->control_socket, user ? uid : (uid_t)-1, gid);
     if ((s->control = px_ctlserver_new(s->base, c0->control_socket, c0->control_socket_mode, s, s->deployer, err,
                                        errlen)) == NULL)
@@ -973,6 +993,7 @@ void px_server_free(struct px_server *s)
     px_status_stop();
     px_metrics_free(s->metrics);
     px_acme_manager_free(s->acme);
+    px_cluster_free(s->cluster); /* the workers are joined */
     px_deployer_free(s->deployer);
     struct event *evs[] = {s->sig_hup, s->sig_term, s->sig_int, s->sig_usr1, s->reap_timer, s->stop_timer};
     for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)

@@ -72,6 +72,7 @@ struct px_limit_conf {
                                 * (only when !nodelay); default 0 */
     int status;                /* 429 (default) or 503 */
     uint64_t zone_size;        /* default 10m */
+    int shared;                /* [cluster]: the zone's state lives in Redis (default no) */
     int line;
 };
 
@@ -123,6 +124,19 @@ struct px_acme_conf {
     char *ca_bundle;         /* NULL = system default */
     uint64_t retry_interval_ms; /* the first retry after a failed renewal (doubles up to check_interval) */
     uint64_t hook_timeout_ms;   /* per renewal hook, then SIGTERM, then SIGKILL */
+};
+
+/* [cluster]: several proxyd sharing limit zones through Redis (px/cluster.h). */
+struct px_cluster_conf {
+    int present;
+    int line;                /* of the section */
+    char *redis;             /* "redis://HOST:PORT/DB" or "unix:PATH" (validated) */
+    char *password_file;     /* NULL: no AUTH */
+    char *key_prefix;        /* default "proxyd:" */
+    char *instance;          /* NULL: the hostname */
+    uint64_t timeout_ms;     /* default 50ms */
+    char *secret_file;       /* NULL: none; else at least 32 bytes (checked at load) */
+    int secret_line;
 };
 
 struct px_config {
@@ -180,6 +194,7 @@ struct px_config {
     size_t nservices;
 
     struct px_acme_conf acme;
+    struct px_cluster_conf cluster;
 };
 
 /* Load and validate PATH. On success returns 0 and *out (free with

@@ -137,8 +137,9 @@ typedef void (*px_limit_done_fn)(void *arg, const struct px_limit_result *res);
  * implementation, px_limit_arena_ops; a backend shared by several proxyd
  * instances (Redis) is the next: its check may answer PX_LIMIT_LATER, and
  * the request pipeline parks the request until done is called, so h1 and h2
- * need no change. Every zone of one [route] has the same ops (the checks of
- * several zones are one decision). */
+ * need no change. The checks of a route's zones are one decision: the
+ * first zone's ops take it, or the shared zones' when the route mixes them
+ * with local ones. */
 struct px_limit_ops {
     const char *kind;           /* "arena", ... (messages) */
     /* Decide one request of key k against zones[0..n) (n >= 1, all of this
@@ -177,6 +178,30 @@ void px_limit_cancel(struct px_limit_zone *const *zones, size_t n, void *arg);
 void px_limit_zone_set_ops(struct px_limit_zone *z, const struct px_limit_ops *ops, void *state);
 /* The zone's implementation state (what set_ops gave, or the arena). */
 void *px_limit_zone_state(const struct px_limit_zone *z);
+/* Shared zones ([limit] shared = yes): the zone keeps its arena, which is
+ * its local state when the remote backend is down (px_limit_check on such
+ * zones uses the arena), and its ops ask `remote` (px_limit_set_remote)
+ * first. Without a remote (no [cluster] running) they decide locally. */
+int px_limit_zone_shared(const struct px_limit_zone *z);
+/* The backend shared zones ask (the cluster module). Main thread, before
+ * the workers start; NULL: local decisions. */
+void px_limit_set_remote(const struct px_limit_ops *remote);
+/* px_limit_check in two halves, for a decision joined with another
+ * backend's (a route mixing local and shared zones): look at every zone
+ * charging none (PX_LIMIT_REJECT with which and retry_after_s, as
+ * px_limit_check), then, once the whole decision passes, charge every zone
+ * (PX_LIMIT_PASS, or PX_LIMIT_DELAY with the longest delay). Between the
+ * two, another request may charge the zones: nginx's race, as in
+ * px_limit_check with n > 1. */
+enum px_limit_verdict px_limit_look(struct px_limit_zone *const *zones, size_t n, const struct px_limit_key *k,
+                                    uint64_t now_ms, struct px_limit_result *res);
+void px_limit_charge(struct px_limit_zone *const *zones, size_t n, const struct px_limit_key *k, uint64_t now_ms,
+                     struct px_limit_result *res);
+/* A zone's parameters in the arithmetic's units: rate in milli-requests
+ * per second, burst and delay in milli-requests (delay UINT64_MAX:
+ * nodelay). */
+void px_limit_zone_params(const struct px_limit_zone *z, uint64_t *rate, uint64_t *burst, uint64_t *delay);
+
 /* A new reference on the set (main thread): it is freed by the last
  * px_limits_free. The carry-over object holds one on the set in force. */
 struct px_limits *px_limits_ref(struct px_limits *l);

@@ -34,4 +34,14 @@ const char *px_parse_check_path(const char *s);
  * token (RFC 9110 5.6.2), 1..64 characters. */
 const char *px_parse_check_header_name(const char *s);
 
+/* [cluster] redis = "redis://HOST:PORT/DB" (port default 6379, /DB
+ * default 0; HOST a name, an IPv4 address or [IPv6]) or "unix:PATH". */
+struct px_redis_addr {
+    char host[256];          /* "" for a Unix socket */
+    int port;
+    int db;
+    char path[108];          /* the Unix socket, or "" */
+};
+const char *px_parse_redis(const char *s, struct px_redis_addr *out);
+
 #endif

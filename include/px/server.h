@@ -44,6 +44,8 @@ void px_server_routes_published(struct px_server *s);
 int px_server_reload_certs(struct px_server *s, char *err, size_t errlen);
 /* The ACME manager, or NULL when [acme] is not enabled. */
 struct px_acme_manager *px_server_acme(struct px_server *s);
+/* The cluster ([cluster]), or NULL without one. */
+struct px_cluster *px_server_cluster(struct px_server *s);
 /* Begin a graceful stop, as SIGTERM does (a second call cuts at once). */
 void px_server_stop(struct px_server *s);
 

@@ -70,7 +70,7 @@ class DebPackage(ProxyTestCase):
         self.assertEqual(os.path.basename(self.deb), "proxyd_%s_%s.deb" % (version, arch))
         info = run(["dpkg-deb", "-f", self.deb, "Package", "Depends"]).stdout
         self.assertIn("Package: proxyd", info)
-        for lib in ("libssl3", "libnghttp2-14", "libjansson4", "libinih1", "libsystemd0", "adduser"):
+        for lib in ("libssl3", "libnghttp2-14", "libjansson4", "libinih1", "libsystemd0", "libhiredis0.14", "adduser"):
             self.assertIn(lib, info)
         conffiles = run(["dpkg-deb", "--ctrl-tarfile", self.deb]).returncode
         self.assertEqual(conffiles, 0)

@@ -7,6 +7,7 @@
 
 #include "px/accesslog.h"
 #include "px/config.h"
+#include "px/parse.h"
 #include "unit.h"
 
 /* tests/unit/log_stub.c (linked into this binary only, see the Makefile):
@@ -1340,6 +1341,59 @@ static void test_api_edges(void)
     CHECK_STR(errbuf, "t.i");
 }
 
+static void test_cluster_section(void)
+{
+    struct px_config *cfg = load_ok(BASE "[cluster]\n[limit api]\nrate = 10r/s\nshared = yes\n");
+    REQUIRE(cfg != NULL);
+    CHECK(cfg->cluster.present);
+    CHECK_STR(cfg->cluster.redis, "redis://127.0.0.1:6379/0");
+    CHECK_STR(cfg->cluster.key_prefix, "proxyd:");
+    CHECK(cfg->cluster.instance == NULL);
+    CHECK(cfg->cluster.password_file == NULL);
+    CHECK(cfg->cluster.secret_file == NULL);
+    CHECK_INT(cfg->cluster.timeout_ms, 50);
+    CHECK_INT(cfg->limits[0].shared, 1);
+    px_config_free(cfg);
+    cfg = load_ok(BASE "[cluster]\nredis = unix:/run/redis/redis.sock\nkey_prefix = edge:\ninstance = web-1\n"
+                       "timeout = 20ms\n");
+    REQUIRE(cfg != NULL);
+    CHECK_STR(cfg->cluster.key_prefix, "edge:");
+    CHECK_STR(cfg->cluster.instance, "web-1");
+    CHECK_INT(cfg->cluster.timeout_ms, 20);
+    px_config_free(cfg);
+    cfg = load_ok(BASE "[limit api]\nrate = 1r/s\n");
+    REQUIRE(cfg != NULL);
+    CHECK(!cfg->cluster.present);
+    CHECK_INT(cfg->limits[0].shared, 0);
+    px_config_free(cfg);
+    CHECK_LOAD_ERR(BASE "[limit api]\nrate = 1r/s\nshared = yes\n",
+                   "t.ini:3: shared: [limit api] is shared but there is no [cluster] section");
+    CHECK_LOAD_ERR(BASE "[cluster]\nredis = redis://h:0/0\n", "t.ini:4: redis");
+    CHECK_LOAD_ERR(BASE "[cluster]\nredis = redis://user:pw@h:6379\n", "t.ini:4: redis");
+    CHECK_LOAD_ERR(BASE "[cluster]\nkey_prefix = a b\n", "t.ini:4: key_prefix");
+    CHECK_LOAD_ERR(BASE "[cluster]\ntimeout = 1s\n", "t.ini:4: timeout");
+    CHECK_LOAD_ERR(BASE "[cluster]\nsecret_file = /nonexistent/proxyd-secret\n", "t.ini:4: secret_file");
+    CHECK_LOAD_ERR(BASE "[cluster]\n[cluster]\n", "t.ini:4:");
+
+    struct px_redis_addr a;
+    CHECK(px_parse_redis("redis://10.0.0.5:6380/3", &a) == NULL);
+    CHECK_STR(a.host, "10.0.0.5");
+    CHECK_INT(a.port, 6380);
+    CHECK_INT(a.db, 3);
+    CHECK(px_parse_redis("redis://[::1]/", &a) == NULL);
+    CHECK_STR(a.host, "::1");
+    CHECK_INT(a.port, 6379);
+    CHECK_INT(a.db, 0);
+    CHECK(px_parse_redis("redis://cache.internal", &a) == NULL);
+    CHECK_STR(a.host, "cache.internal");
+    CHECK(px_parse_redis("unix:/run/redis.sock", &a) == NULL);
+    CHECK_STR(a.path, "/run/redis.sock");
+    CHECK(px_parse_redis("unix:relative", &a) != NULL);
+    CHECK(px_parse_redis("redis://h:65536", &a) != NULL);
+    CHECK(px_parse_redis("redis://h/x", &a) != NULL);
+    CHECK(px_parse_redis("rediss://h", &a) != NULL);
+}
+
 int main(void)
 {
     UNIT_RUN(test_defaults);
@@ -1365,5 +1419,6 @@ int main(void)
     UNIT_RUN(test_dev_config);
     UNIT_RUN(test_prod_config);
     UNIT_RUN(test_api_edges);
+    UNIT_RUN(test_cluster_section);
     return unit_report();
 }

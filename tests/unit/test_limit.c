@@ -473,6 +473,38 @@ static void test_multi_reject_charges_none(void)
     px_limits_free(l);
 }
 
+/* px_limit_look charges nothing; px_limit_charge charges every zone and
+ * gives the longest delay: together, what px_limit_check does (the halves a
+ * route mixing local and shared zones runs around the shared decision). */
+static void test_look_then_charge(void)
+{
+    struct px_limits *l = build(HEAD "[limit wide]\nrate = 1r/s\nburst = 100\nnodelay = no\n"
+                                     "[limit tight]\nrate = 10r/s\nburst = 1\n",
+                                NULL);
+    struct px_limit_zone *wide = px_limits_find(l, "wide"), *tight = px_limits_find(l, "tight");
+    REQUIRE(wide && tight);
+    struct px_limit_zone *zs[2] = {wide, tight};
+    struct px_limit_key k = key("192.0.2.9");
+    struct px_limit_result r;
+
+    for (int i = 0; i < 10; i++)                 /* looks only: nothing charged, no key made */
+        CHECK_INT(px_limit_look(zs, 2, &k, T0, &r), PX_LIMIT_PASS);
+    CHECK_INT(px_limit_zone_keys(wide), 0);
+    px_limit_charge(zs, 2, &k, T0, &r);          /* wide 0, tight 0 */
+    CHECK_INT(r.verdict, PX_LIMIT_PASS);
+    px_limit_charge(zs, 2, &k, T0, &r);          /* wide 1000 -> 1000 ms; tight 1000 */
+    CHECK_INT(r.verdict, PX_LIMIT_DELAY);
+    CHECK_INT(r.delay_ms, 1000);
+    CHECK_INT(r.which, 0);
+    CHECK_INT(px_limit_look(zs, 2, &k, T0, &r), PX_LIMIT_REJECT); /* tight: 2000 > 1000 */
+    CHECK_INT(r.which, 1);
+    CHECK_INT(r.retry_after_s, 1);
+    r = check1(wide, &k, T0);                    /* wide was charged twice: 2000 */
+    CHECK_INT(r.verdict, PX_LIMIT_DELAY);
+    CHECK_INT(r.delay_ms, 2000);
+    px_limits_free(l);
+}
+
 /* The delay is the longest of the zones'; all zones are charged. */
 static void test_multi_longest_delay(void)
 {
@@ -840,6 +872,7 @@ int main(void)
     UNIT_RUN(test_status_503);
     UNIT_RUN(test_clock_backwards);
     UNIT_RUN(test_multi_reject_charges_none);
+    UNIT_RUN(test_look_then_charge);
     UNIT_RUN(test_multi_longest_delay);
     UNIT_RUN(test_evict_idle_lru);
     UNIT_RUN(test_full_evicts_lru);

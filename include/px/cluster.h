@@ -1,0 +1,67 @@
+/* px/cluster.h -- several proxyd instances sharing state through Redis
+ * ([cluster]): shared rate-limit zones and instance heartbeats.
+ *
+ * Connections (hiredis' asynchronous API on proxyd's own event bases): one
+ * per worker, made by px_cluster_module's start hook on the worker's base
+ * and used only there (the limit checks of one loop iteration go out in one
+ * write: hiredis pipelines), and one on the main thread for heartbeats.
+ * Each reconnects with backoff (100 ms doubling to 2 s), sends AUTH
+ * (password_file), SELECT and SCRIPT LOAD first.
+ *
+ * Shared zones ([limit] shared = yes, px/limit.h): px_cluster_start puts
+ * the remote ops under them (px_limit_set_remote). A check runs one Lua
+ * script (EVALSHA; NOSCRIPT: EVAL, which caches it again) that does
+ * px_limit_check's arithmetic on the Redis server's clock over all the
+ * route's zones at once (all or none); the key of a zone and a client is
+ * KEY_PREFIX "l:" ZONE ":" ADDRESS, "EXCESS LAST" in milli-requests and
+ * Redis ms, expiring once it has leaked (plus a minute). The request parks
+ * until the answer. A worker whose connection is down, or whose answer did
+ * not come within `timeout`, decides on the zones' local arenas
+ * (px_limit_check) until Redis answers again (a PING each second; one
+ * unanswered for 5 s drops the connection for a new one); the first worker
+ * to fall back logs it, the last to come back logs that. A route that also
+ * names local zones looks at them first (px_limit_look) and charges them
+ * once Redis passes (px_limit_charge): all or none.
+ *
+ * Heartbeats: every 2 s the main thread runs a script that writes this
+ * instance's record (name, version, pid, listen) every 10 s with a 30 s
+ * TTL and reads the live instances back for px_cluster_instances. */
+#ifndef PX_CLUSTER_H
+#define PX_CLUSTER_H
+
+#include <stddef.h>
+
+struct event_base;
+struct px_cluster_conf;
+struct px_cluster;
+
+/* Start the cluster from cc (a [cluster] section): read password_file,
+ * check Redis synchronously (a refused password or database is an error
+ * naming Redis; Redis unreachable is only a warning: the zones start on
+ * their local state), register the shared zones' remote ops and start the
+ * heartbeats on main_base. listen: this instance's address for the
+ * heartbeat. nworkers: how many workers will run px_cluster_module. NULL
+ * with err filled on failure. Main thread, before the workers start (the
+ * settings it keeps are read by them, never written after). */
+struct px_cluster *px_cluster_start(struct event_base *main_base, const struct px_cluster_conf *cc,
+                                    const char *listen, int nworkers, char *err, size_t errlen);
+/* Stop the heartbeats and close the main connection (the workers are
+ * joined). NULL is fine. Main thread. */
+void px_cluster_free(struct px_cluster *c);
+
+/* For `proxyctl status` (main thread): Redis reachable from this instance
+ * (the main connection up and no worker falling back). */
+int px_cluster_redis_up(const struct px_cluster *c);
+/* The live instances as the last heartbeat read them: JSON objects
+ * {"name","version","pid","listen"} as text, owned by c, valid until the
+ * next main-loop iteration. */
+size_t px_cluster_instances(const struct px_cluster *c, const char *const **json);
+/* This instance's name. */
+const char *px_cluster_instance(const struct px_cluster *c);
+
+/* The per-worker module (its connection); does nothing without a started
+ * cluster. */
+struct px_worker_module;
+extern const struct px_worker_module px_cluster_module;
+
+#endif

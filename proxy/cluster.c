@@ -1,0 +1,1092 @@
+/* cluster.c -- shared limit zones and heartbeats through Redis (see
+ * px/cluster.h). hiredis' async API over libevent: every callback runs on
+ * the loop of the thread that owns the connection. */
+#include "px/cluster.h"
+
+#include <errno.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <openssl/sha.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include "px/common.h"
+#include "px/config.h"
+#include "px/limit.h"
+#include "px/log.h"
+#include "px/parse.h"
+#include "px/worker.h"
+
+#define MAX_ZONES 8             /* a route with more decides locally */
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 2000
+#define PING_MS 1000            /* a worker that fell back asks this often */
+#define BEAT_MS 2000            /* the main thread reads the instances this often */
+#define BEAT_WRITE_MS 10000     /* and writes its own record this often */
+#define BEAT_TTL_MS 30000
+
+/* px_limit_check's arithmetic (limit.c, nginx's limit_req) over the route's
+ * zones, on Redis's clock. KEYS: one per zone; ARGV: rate, burst, delay per
+ * zone (milli-requests; delay -1: nodelay). Returns {verdict, value, which}:
+ * 0 pass; 1 delay (value ms); 2 reject (value: Retry-After seconds). */
+static const char LIMIT_LUA[] =
+    "if redis.replicate_commands then pcall(redis.replicate_commands) end\n"
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "local n = #KEYS\n"
+    "local function elapsed(last)\n"
+    "  if now >= last then return now - last end\n"
+    "  if last - now > 60000 then return 1 end\n"
+    "  return 0\n"
+    "end\n"
+    "local function nextx(e, rate, ms)\n"
+    "  if rate * ms >= (e + 1000) * 1000 then return 0 end\n"
+    "  return e + 1000 - math.floor(rate * ms / 1000)\n"
+    "end\n"
+    "local function get(i)\n"
+    "  local v = redis.call('GET', KEYS[i])\n"
+    "  if not v then return nil end\n"
+    "  local e, l = string.match(v, '^(%d+) (%d+)$')\n"
+    "  if not e then return nil end\n"
+    "  return tonumber(e), tonumber(l)\n"
+    "end\n"
+    "local function put(i, e, l, rate)\n"
+    "  local ttl = math.floor((e * 1000 + rate - 1) / rate) + 60000\n"
+    "  redis.call('SET', KEYS[i], string.format('%.0f %.0f', e, l), 'PX', ttl)\n"
+    "end\n"
+    "local function par(i)\n"
+    "  local b = 3 * (i - 1)\n"
+    "  return tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])\n"
+    "end\n"
+    "local function delay(x, rate, d)\n"
+    "  if d < 0 or x <= d then return 0 end\n"
+    "  return math.floor((x - d) * 1000 / rate)\n"
+    "end\n"
+    "local excess = 0\n"
+    "for i = 1, n do\n"
+    "  local rate, burst = par(i)\n"
+    "  local e, last = get(i)\n"
+    "  if e then\n"
+    "    local ms = elapsed(last)\n"
+    "    local x = nextx(e, rate, ms)\n"
+    "    excess = x\n"
+    "    if x > burst then\n"
+    "      local tt = last + math.floor(((e + 1000 - burst) * 1000 + rate - 1) / rate)\n"
+    "      local w = 0\n"
+    "      if tt > now then w = tt - now end\n"
+    "      local s = math.floor((w + 999) / 1000)\n"
+    "      if s < 1 then s = 1 end\n"
+    "      return {2, s, i - 1}\n"
+    "    end\n"
+    "    if i == n then\n"
+    "      if ms ~= 0 then last = now end\n"
+    "      put(i, x, last, rate)\n"
+    "    end\n"
+    "  else\n"
+    "    excess = 0\n"
+    "    if i == n then put(i, 0, now, rate) end\n"
+    "  end\n"
+    "end\n"
+    "local rate, burst, d = par(n)\n"
+    "local which = n - 1\n"
+    "local best = delay(excess, rate, d)\n"
+    "for i = n - 1, 1, -1 do\n"
+    "  rate, burst, d = par(i)\n"
+    "  local e, last = get(i)\n"
+    "  local x = 0\n"
+    "  if e then\n"
+    "    local ms = elapsed(last)\n"
+    "    x = nextx(e, rate, ms)\n"
+    "    if ms ~= 0 then last = now end\n"
+    "    put(i, x, last, rate)\n"
+    "  else\n"
+    "    put(i, 0, now, rate)\n"
+    "  end\n"
+    "  local dd = delay(x, rate, d)\n"
+    "  if dd > best then best = dd; which = i - 1 end\n"
+    "end\n"
+    "if best > 0 then return {1, best, which} end\n"
+    "return {0, 0, 0}\n";
+
+/* The heartbeat: KEYS[1] the prefix; ARGV: name, record, TTL ms, write
+ * (1/0). Returns the live instances' records. */
+static const char BEAT_LUA[] =
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "local set = KEYS[1] .. 'instances'\n"
+    "if ARGV[4] == '1' then\n"
+    "  redis.call('SET', KEYS[1] .. 'instance:' .. ARGV[1], ARGV[2], 'PX', tonumber(ARGV[3]))\n"
+    "  redis.call('ZADD', set, now + tonumber(ARGV[3]), ARGV[1])\n"
+    "end\n"
+    "redis.call('ZREMRANGEBYSCORE', set, '-inf', now)\n"
+    "local out = {}\n"
+    "for _, name in ipairs(redis.call('ZRANGE', set, 0, -1)) do\n"
+    "  local v = redis.call('GET', KEYS[1] .. 'instance:' .. name)\n"
+    "  if v then out[#out + 1] = v end\n"
+    "end\n"
+    "return out\n";
+
+/* ---- settings: written by px_cluster_start before the workers run ---- */
+
+static struct {
+    int on;
+    struct px_redis_addr addr;
+    char *password;             /* NULL: no AUTH */
+    char *prefix;
+    size_t prefix_len;
+    uint64_t timeout_ms;
+    char sha[41];               /* of LIMIT_LUA */
+    struct rconn **conns;       /* by worker id: made by the start hook, freed by the exit hook */
+    int nconns;
+} g;
+
+/* Workers falling back now; the transitions 0 -> 1 and 1 -> 0 are logged. */
+static atomic_int ndown;
+static atomic_int announced;    /* the fallback was logged: log the way back */
+
+/* ---- one connection ---- */
+
+struct pend;
+
+struct rconn {
+    struct event_base *base;
+    redisAsyncContext *ac;      /* NULL while disconnected */
+    int up;                     /* AUTH, SELECT and SCRIPT LOAD answered; not timed out since */
+    int counted;                /* counted in ndown (workers) */
+    int ping_out;
+    int main;                   /* the main thread's (not in ndown) */
+    int closing;                /* being freed: callbacks only let go */
+    int starting;               /* the first connection is being made: checks queue behind it */
+    int setup_warned;           /* a refused AUTH or SELECT was logged (once until up again) */
+    uint64_t ping_ms;           /* when the outstanding PING went out */
+    uint64_t backoff_ms;
+    struct event retry;         /* reconnect */
+    struct event timer;         /* the oldest check's deadline (workers) */
+    struct event ping;          /* PING while down (workers) */
+    struct pend *head, *tail;   /* checks waiting, oldest first (deadline order) */
+    struct pend *free;          /* a cache of spare ones */
+    void (*on_up)(struct rconn *rc);
+};
+
+/* A check in flight. Freed (to the cache) only by its reply callback:
+ * hiredis calls it exactly once, with NULL when the connection goes. */
+struct pend {
+    struct pend *next, *prev;   /* waiting list; `next` chains the cache */
+    struct rconn *rc;
+    px_limit_done_fn done;
+    void *arg;                  /* NULL: answered (timeout) or cancelled: the reply is dropped */
+    int waiting;                /* on the waiting list */
+    struct px_limit_zone *const *zones; /* the route's (pinned by the request) */
+    size_t n;
+    uint8_t sidx[MAX_ZONES], lidx[MAX_ZONES]; /* which of them are shared, which local */
+    uint8_t ns, nl;
+    struct px_limit_key key;
+    uint64_t deadline_ms;
+};
+
+static __thread struct rconn *tl_conn; /* this worker's */
+
+static void rconn_connect(struct rconn *rc);
+
+static void set_down(struct rconn *rc, const char *why)
+{
+    rc->starting = 0;
+    if (rc->closing || (!rc->up && rc->counted))
+        return;
+    rc->up = 0;
+    if (rc->main || rc->counted)
+        return;
+    rc->counted = 1;
+    if (atomic_fetch_add(&ndown, 1) == 0 && !atomic_exchange(&announced, 1))
+        px_log(PX_LOG_WARN, "cluster: Redis %s: shared limit zones fall back to this instance's local state", why);
+}
+
+static void set_up(struct rconn *rc)
+{
+    if (rc->up)
+        return;
+    rc->up = 1;
+    rc->starting = 0;
+    rc->setup_warned = 0;
+    rc->backoff_ms = BACKOFF_MIN_MS;
+    if (rc->main || !rc->counted)
+        return;
+    rc->counted = 0;
+    if (atomic_fetch_sub(&ndown, 1) == 1 && atomic_exchange(&announced, 0))
+        px_log(PX_LOG_INFO, "cluster: Redis answers again: shared limit zones use it");
+}
+
+static void schedule_retry(struct rconn *rc)
+{
+    struct timeval tv = {(time_t)(rc->backoff_ms / 1000), (suseconds_t)(rc->backoff_ms % 1000) * 1000};
+    evtimer_add(&rc->retry, &tv);
+    rc->backoff_ms = rc->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : rc->backoff_ms * 2;
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    rconn_connect(arg);
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    struct rconn *rc = ac->data;
+    if (status != REDIS_OK) {
+        /* hiredis frees ac after this; no disconnect callback follows */
+        rc->ac = NULL;
+        set_down(rc, ac->errstr[0] ? ac->errstr : "unreachable");
+        schedule_retry(rc);
+    }
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    struct rconn *rc = ac->data;
+    if (rc->closing)
+        return;
+    rc->ac = NULL;
+    rc->ping_out = 0;
+    set_down(rc, status == REDIS_OK ? "closed the connection" : ac->errstr[0] ? ac->errstr : "connection lost");
+    schedule_retry(rc);
+}
+
+static int reply_ok(const redisReply *r)
+{
+    return r != NULL && r->type != REDIS_REPLY_ERROR;
+}
+
+/* The setup's last answer (SCRIPT LOAD): AUTH and SELECT came before it. */
+static void on_ready(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct rconn *rc = ac->data;
+    const redisReply *r = reply;
+    if (!reply_ok(r)) {
+        if (r) {
+            set_down(rc, r->str);
+            redisAsyncDisconnect(ac); /* on_disconnect retries */
+        }
+        return;
+    }
+    set_up(rc);
+    if (rc->on_up)
+        rc->on_up(rc);
+}
+
+static void on_setup_step(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct rconn *rc = ac->data;
+    const redisReply *r = reply;
+    if (r && r->type == REDIS_REPLY_ERROR && !rc->setup_warned) {
+        rc->setup_warned = 1;   /* not again on every reconnect */
+        px_log(PX_LOG_WARN, "cluster: Redis: %s: %s", (const char *)priv, r->str);
+    }
+}
+
+/* ---- hiredis on libevent ----
+ * hiredis' own adapter (adapters/libevent.h) with two changes that keep
+ * the per-request cost to a few loads and stores: the read event stays
+ * registered (the stock one is re-armed after every read: two epoll_ctl),
+ * and a queued command arms no write event but a deferred flush that runs
+ * once the loop iteration's other callbacks have queued theirs (one write
+ * for all; the socket is almost always writable). Only a write that could
+ * not finish waits for the write event. */
+struct hev {
+    redisAsyncContext *ac;
+    struct event rev, wev, flush;
+    unsigned reading : 1, writing : 1, flushing : 1;
+};
+
+static _Thread_local int in_flush;
+
+static void hev_read(evutil_socket_t fd, short what, void *arg)
+{
+    redisAsyncHandleRead(((struct hev *)arg)->ac);
+}
+
+static void hev_write(evutil_socket_t fd, short what, void *arg)
+{
+    redisAsyncHandleWrite(((struct hev *)arg)->ac);
+}
+
+static void hev_add_write_now(struct hev *e)
+{
+    if (!e->writing) {
+        event_add(&e->wev, NULL);
+        e->writing = 1;
+    }
+}
+
+static void hev_flush(evutil_socket_t fd, short what, void *arg)
+{
+    struct hev *e = arg;
+    redisAsyncContext *ac = e->ac;
+    e->flushing = 0;
+    if (!(ac->c.flags & REDIS_CONNECTED)) {
+        hev_add_write_now(e); /* connect(2) in progress: its completion is a write event */
+        return;
+    }
+    in_flush = 1;
+    redisAsyncHandleWrite(ac); /* may free ac and e (an error disconnects) */
+    in_flush = 0;
+}
+
+static void hev_add_read(void *d)
+{
+    struct hev *e = d;
+    if (!e->reading) {
+        event_add(&e->rev, NULL);
+        e->reading = 1;
+    }
+}
+
+static void hev_del_read(void *d)
+{
+    struct hev *e = d;
+    if (e->reading) {
+        event_del(&e->rev);
+        e->reading = 0;
+    }
+}
+
+static void hev_add_write(void *d)
+{
+    struct hev *e = d;
+    if (in_flush) {
+        hev_add_write_now(e); /* the flush could not write it all */
+    } else if (!e->flushing && !e->writing) {
+        e->flushing = 1;
+        event_active(&e->flush, EV_TIMEOUT, 1);
+    }
+}
+
+static void hev_del_write(void *d)
+{
+    struct hev *e = d;
+    if (e->writing) {
+        event_del(&e->wev);
+        e->writing = 0;
+    }
+}
+
+static void hev_cleanup(void *d)
+{
+    struct hev *e = d;
+    event_del(&e->rev);
+    event_del(&e->wev);
+    event_del(&e->flush);
+    free(e);
+}
+
+static int hev_attach(redisAsyncContext *ac, struct event_base *base)
+{
+    struct hev *e = calloc(1, sizeof(*e));
+    if (e == NULL)
+        return -1;
+    e->ac = ac;
+    event_assign(&e->rev, base, ac->c.fd, EV_READ | EV_PERSIST, hev_read, e);
+    event_assign(&e->wev, base, ac->c.fd, EV_WRITE | EV_PERSIST, hev_write, e);
+    event_assign(&e->flush, base, -1, 0, hev_flush, e);
+    ac->ev.addRead = hev_add_read;
+    ac->ev.delRead = hev_del_read;
+    ac->ev.addWrite = hev_add_write;
+    ac->ev.delWrite = hev_del_write;
+    ac->ev.cleanup = hev_cleanup;
+    ac->ev.data = e;
+    hev_add_read(e);
+    hev_add_write_now(e); /* the connect's completion */
+    return 0;
+}
+
+static void rconn_connect(struct rconn *rc)
+{
+    redisAsyncContext *ac = g.addr.path[0] ? redisAsyncConnectUnix(g.addr.path)
+                                           : redisAsyncConnect(g.addr.host, g.addr.port);
+    if (ac == NULL) {
+        set_down(rc, "out of memory");
+        schedule_retry(rc);
+        return;
+    }
+    if (ac->err) {
+        set_down(rc, ac->errstr);
+        redisAsyncFree(ac);
+        schedule_retry(rc);
+        return;
+    }
+    ac->data = rc;
+    if (hev_attach(ac, rc->base) < 0) {
+        set_down(rc, "out of memory");
+        redisAsyncFree(ac);
+        schedule_retry(rc);
+        return;
+    }
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    rc->ac = ac;
+    /* queued: sent once connected, answered in this order */
+    if (g.password)
+        redisAsyncCommand(ac, on_setup_step, "AUTH", "AUTH %s", g.password);
+    if (g.addr.db)
+        redisAsyncCommand(ac, on_setup_step, "SELECT", "SELECT %d", g.addr.db);
+    redisAsyncCommand(ac, on_ready, NULL, "SCRIPT LOAD %s", LIMIT_LUA);
+}
+
+static void rconn_init(struct rconn *rc, struct event_base *base, int is_main)
+{
+    memset(rc, 0, sizeof(*rc));
+    rc->base = base;
+    rc->main = is_main;
+    rc->backoff_ms = BACKOFF_MIN_MS;
+    evtimer_assign(&rc->retry, base, on_retry, rc);
+}
+
+/* ---- shared limit checks (worker threads) ---- */
+
+static void wait_unlink(struct rconn *rc, struct pend *p)
+{
+    if (!p->waiting)
+        return;
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        rc->head = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    else
+        rc->tail = p->prev;
+    p->next = p->prev = NULL;
+    p->waiting = 0;
+}
+
+static void arm_timer(struct rconn *rc)
+{
+    if (rc->head == NULL || evtimer_pending(&rc->timer, NULL))
+        return;
+    uint64_t now = px_now_ms(), d = rc->head->deadline_ms > now ? rc->head->deadline_ms - now : 0;
+    struct timeval tv = {(time_t)(d / 1000), (suseconds_t)(d % 1000) * 1000 + 500};
+    evtimer_add(&rc->timer, &tv);
+}
+
+/* Answer p on the local arenas (Redis down or late). */
+static void answer_local(struct pend *p)
+{
+    struct px_limit_result res;
+    px_limit_done_fn done = p->done;
+    void *arg = p->arg;
+    p->arg = NULL;
+    wait_unlink(p->rc, p);
+    px_limit_check(p->zones, p->n, &p->key, px_now_ms(), &res);
+    done(arg, &res);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct rconn *rc = arg;
+    uint64_t now = px_now_ms();
+    int late = 0;
+    while (rc->head && rc->head->deadline_ms <= now) {
+        if (!late) {
+            late = 1;
+            set_down(rc, "did not answer in time");
+        }
+        answer_local(rc->head); /* unlinks it; its reply is dropped when it comes */
+    }
+    arm_timer(rc);
+}
+
+static int key_text(const struct px_limit_key *k, char *out, size_t len)
+{
+    if (k->family == 4)
+        return inet_ntop(AF_INET, k->addr, out, (socklen_t)len) ? 0 : -1;
+    if (k->family == 6)
+        return inet_ntop(AF_INET6, k->addr, out, (socklen_t)len) ? 0 : -1;
+    snprintf(out, len, "-");
+    return 0;
+}
+
+static void on_limit_reply(redisAsyncContext *ac, void *reply, void *priv);
+
+/* EVALSHA (or EVAL after a NOSCRIPT) of p's zones. 0, or -1 when it could
+ * not be queued. */
+static int send_check(struct rconn *rc, struct pend *p, int full)
+{
+    char keys[MAX_ZONES][256], nums[MAX_ZONES * 3][24], ip[64], nk[8];
+    const char *argv[3 + MAX_ZONES * 4];
+    size_t argvlen[3 + MAX_ZONES * 4];
+    int argc = 0;
+
+    if (rc->ac == NULL || key_text(&p->key, ip, sizeof(ip)) < 0)
+        return -1;
+    argv[argc] = full ? "EVAL" : "EVALSHA";
+    argvlen[argc] = strlen(argv[argc]);
+    argc++;
+    argv[argc] = full ? LIMIT_LUA : g.sha;
+    argvlen[argc] = full ? sizeof(LIMIT_LUA) - 1 : 40;
+    argc++;
+    snprintf(nk, sizeof(nk), "%u", (unsigned)p->ns);
+    argv[argc] = nk;
+    argvlen[argc++] = strlen(nk);
+    for (size_t i = 0; i < p->ns; i++) {
+        int m = snprintf(keys[i], sizeof(keys[i]), "%sl:%s:%s", g.prefix, px_limit_zone_name(p->zones[p->sidx[i]]),
+                         ip);
+        if (m < 0 || (size_t)m >= sizeof(keys[i]))
+            return -1;
+        argv[argc] = keys[i];
+        argvlen[argc++] = (size_t)m;
+    }
+    for (size_t i = 0; i < p->ns; i++) {
+        uint64_t rate, burst, delay;
+        px_limit_zone_params(p->zones[p->sidx[i]], &rate, &burst, &delay);
+        uint64_t v[3] = {rate, burst, delay};
+        for (int j = 0; j < 3; j++) {
+            char *s = nums[i * 3 + j];
+            int m = v[j] == UINT64_MAX ? snprintf(s, 24, "-1") : snprintf(s, 24, "%llu", (unsigned long long)v[j]);
+            argv[argc] = s;
+            argvlen[argc++] = (size_t)m;
+        }
+    }
+    return redisAsyncCommandArgv(rc->ac, on_limit_reply, p, argc, argv, argvlen) == REDIS_OK ? 0 : -1;
+}
+
+static void pend_put(struct rconn *rc, struct pend *p)
+{
+    wait_unlink(rc, p);
+    p->arg = NULL;
+    p->next = rc->free;
+    rc->free = p;
+}
+
+/* The shared zones passed: charge the local ones; the longest delay wins
+ * (on a tie, the later zone, as px_limit_check names it). */
+static void charge_local(const struct pend *p, struct px_limit_result *res)
+{
+    struct px_limit_zone *lz[MAX_ZONES];
+    struct px_limit_result lr;
+    for (size_t i = 0; i < p->nl; i++)
+        lz[i] = p->zones[p->lidx[i]];
+    px_limit_charge(lz, p->nl, &p->key, px_now_ms(), &lr);
+    if (lr.verdict != PX_LIMIT_DELAY)
+        return;
+    size_t which = p->lidx[lr.which];
+    if (lr.delay_ms > res->delay_ms || (lr.delay_ms == res->delay_ms && which > res->which)) {
+        res->verdict = PX_LIMIT_DELAY;
+        res->delay_ms = lr.delay_ms;
+        res->which = which;
+    }
+}
+
+static void on_limit_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct pend *p = priv;
+    struct rconn *rc = p->rc;
+    const redisReply *r = reply;
+
+    if (r == NULL) {            /* the connection went */
+        set_down(rc, "connection lost");
+        if (p->arg)
+            answer_local(p);
+        pend_put(rc, p);
+        return;
+    }
+    if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0 && p->arg) {
+        /* SCRIPT FLUSH, or a restarted Redis: EVAL caches it again */
+        if (send_check(rc, p, 1) == 0)
+            return;
+    }
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 && r->element[0]->type == REDIS_REPLY_INTEGER &&
+        r->element[1]->type == REDIS_REPLY_INTEGER && r->element[2]->type == REDIS_REPLY_INTEGER) {
+        set_up(rc);
+        if (p->arg) {
+            struct px_limit_result res = {0};
+            long long v = r->element[0]->integer, x = r->element[1]->integer, w = r->element[2]->integer;
+            size_t which = w >= 0 && w < p->ns ? p->sidx[w] : p->sidx[0];
+            px_limit_done_fn done = p->done;
+            void *arg = p->arg;
+            if (v == 2) {
+                res.verdict = PX_LIMIT_REJECT;
+                res.retry_after_s = x < 1 ? 1 : x > UINT32_MAX ? UINT32_MAX : (uint32_t)x;
+                res.which = which;
+            } else {
+                if (v == 1 && x > 0) {
+                    res.verdict = PX_LIMIT_DELAY;
+                    res.delay_ms = (uint64_t)x;
+                    res.which = which;
+                }
+                if (p->nl)      /* the route's local zones, looked at before: charged now */
+                    charge_local(p, &res);
+            }
+            pend_put(rc, p);
+            done(arg, &res);
+            return;
+        }
+    } else if (p->arg) {
+        /* an error (a password changed, OOM...): this one locally */
+        set_down(rc, r->type == REDIS_REPLY_ERROR ? r->str : "gave an unexpected answer");
+        answer_local(p);
+    }
+    pend_put(rc, p);
+}
+
+static enum px_limit_verdict remote_check(struct px_limit_zone *const *zones, size_t n, const struct px_limit_key *k,
+                                          uint64_t now_ms, struct px_limit_result *res, px_limit_done_fn done,
+                                          void *arg)
+{
+    struct rconn *rc = tl_conn;
+    struct pend *p;
+
+    if (PX_UNLIKELY(rc == NULL || (!rc->up && !rc->starting) || n > MAX_ZONES))
+        goto local;
+    uint8_t sidx[MAX_ZONES], lidx[MAX_ZONES], ns = 0, nl = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (px_limit_zone_shared(zones[i]))
+            sidx[ns++] = (uint8_t)i;
+        else
+            lidx[nl++] = (uint8_t)i;
+    }
+    if (PX_UNLIKELY(ns == 0))
+        goto local;
+    if (PX_UNLIKELY(nl > 0)) {
+        /* a route mixing local zones in: they are looked at first (one that
+         * would reject rejects, nothing charged) and charged once Redis passes */
+        struct px_limit_zone *lz[MAX_ZONES];
+        for (size_t i = 0; i < nl; i++)
+            lz[i] = zones[lidx[i]];
+        if (px_limit_look(lz, nl, k, now_ms, res) == PX_LIMIT_REJECT) {
+            res->which = lidx[res->which];
+            return PX_LIMIT_REJECT;
+        }
+    }
+    if ((p = rc->free) != NULL)
+        rc->free = p->next;
+    else if ((p = calloc(1, sizeof(*p))) == NULL)
+        goto local;
+    memcpy(p->sidx, sidx, ns);
+    memcpy(p->lidx, lidx, nl);
+    p->ns = ns;
+    p->nl = nl;
+    p->rc = rc;
+    p->done = done;
+    p->arg = arg;
+    p->zones = zones;
+    p->n = n;
+    p->key = *k;
+    p->next = p->prev = NULL;
+    if (send_check(rc, p, 0) < 0) {
+        p->arg = NULL;
+        p->next = rc->free;
+        rc->free = p;
+        set_down(rc, "cannot be reached");
+        goto local;
+    }
+    p->deadline_ms = px_now_ms() + g.timeout_ms;
+    p->waiting = 1;
+    p->prev = rc->tail;
+    if (rc->tail)
+        rc->tail->next = p;
+    else
+        rc->head = p;
+    rc->tail = p;
+    arm_timer(rc);
+    return PX_LIMIT_LATER;
+
+local:
+    px_limit_check(zones, n, k, now_ms, res);
+    return res->verdict;
+}
+
+static void remote_cancel(struct px_limit_zone *const *zones, size_t n, void *arg)
+{
+    struct rconn *rc = tl_conn;
+    if (rc == NULL)
+        return;
+    for (struct pend *p = rc->head; p; p = p->next)
+        if (p->arg == arg) {
+            p->arg = NULL;      /* the reply frees it */
+            wait_unlink(rc, p);
+            return;
+        }
+}
+
+static const struct px_limit_ops remote_ops = {
+    .kind = "redis",
+    .check = remote_check,
+    .cancel = remote_cancel,
+    .keys = NULL,
+    .free = NULL,
+};
+
+static void on_pong(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct rconn *rc = ac->data;
+    rc->ping_out = 0;
+    if (reply_ok(reply))
+        set_up(rc);
+}
+
+#define PING_GIVE_UP_MS 5000     /* a PING unanswered this long: a new connection */
+
+static void on_ping_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct rconn *rc = arg;
+    if (rc->up || rc->ac == NULL)
+        return;
+    if (rc->ping_out) {
+        if (px_now_ms() - rc->ping_ms >= PING_GIVE_UP_MS) {
+            /* a Redis that accepts but never answers (stopped, a black hole):
+             * let go of the connection (its callbacks run with NULL, then
+             * on_disconnect retries) */
+            redisAsyncContext *ac = rc->ac;
+            rc->ping_out = 0;
+            redisAsyncFree(ac);
+        }
+        return;
+    }
+    if (redisAsyncCommand(rc->ac, on_pong, NULL, "PING") == REDIS_OK) {
+        rc->ping_out = 1;
+        rc->ping_ms = px_now_ms();
+    }
+}
+
+/* On the worker's thread, as its loop begins: the hooks run on the main
+ * thread, and the check finds its connection through tl_conn. */
+static void w_begin(evutil_socket_t fd, short what, void *arg)
+{
+    struct rconn *rc = arg;
+    tl_conn = rc;
+    rconn_connect(rc);
+}
+
+static void w_start(struct px_worker *w)
+{
+    struct rconn *rc;
+    if (!g.on || w->id < 0 || w->id >= g.nconns || (rc = malloc(sizeof(*rc))) == NULL)
+        return;
+    rconn_init(rc, w->base, 0);
+    rc->counted = 1;            /* down until ready; counted in ndown silently at start */
+    rc->starting = 1;
+    atomic_fetch_add(&ndown, 1);
+    evtimer_assign(&rc->timer, w->base, on_timer, rc);
+    event_assign(&rc->ping, w->base, -1, EV_PERSIST, on_ping_timer, rc);
+    struct timeval tv = {PING_MS / 1000, (PING_MS % 1000) * 1000}, now = {0, 0};
+    event_add(&rc->ping, &tv);
+    g.conns[w->id] = rc;
+    event_base_once(w->base, -1, EV_TIMEOUT, w_begin, rc, &now);
+}
+
+/* After the worker's thread ended (main thread). */
+static void w_exit(struct px_worker *w)
+{
+    struct rconn *rc = w->id >= 0 && w->id < g.nconns ? g.conns[w->id] : NULL;
+    if (rc == NULL)
+        return;
+    g.conns[w->id] = NULL;
+    /* the requests are going: no answer reaches them */
+    for (struct pend *p = rc->head; p; p = p->next)
+        p->arg = NULL;
+    while (rc->head)
+        wait_unlink(rc, rc->head);
+    evtimer_del(&rc->retry);
+    evtimer_del(&rc->timer);
+    event_del(&rc->ping);
+    if (rc->ac) {
+        redisAsyncContext *ac = rc->ac;
+        rc->closing = 1;
+        rc->ac = NULL;
+        redisAsyncFree(ac); /* the replies' callbacks run with NULL: they free their pends */
+    }
+    if (!rc->up && rc->counted)
+        atomic_fetch_sub(&ndown, 1);
+    while (rc->free) {
+        struct pend *p = rc->free;
+        rc->free = p->next;
+        free(p);
+    }
+    free(rc);
+}
+
+const struct px_worker_module px_cluster_module = {
+    .name = "cluster",
+    .start = w_start,
+    .exit = w_exit,
+};
+
+/* ---- the main thread: start, heartbeats, status ---- */
+
+struct px_cluster {
+    struct rconn rc;
+    struct event beat;
+    char *instance;
+    char record[512];
+    uint64_t last_write_ms;
+    char **inst;                /* the live instances' records */
+    size_t ninst;
+    int beat_out;
+    uint64_t beat_ms;           /* when the outstanding heartbeat went out */
+};
+
+static void free_instances(struct px_cluster *c)
+{
+    for (size_t i = 0; i < c->ninst; i++)
+        free(c->inst[i]);
+    free(c->inst);
+    c->inst = NULL;
+    c->ninst = 0;
+}
+
+static void on_beat(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct px_cluster *c = priv;
+    const redisReply *r = reply;
+    c->beat_out = 0;
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        if (r && r->type == REDIS_REPLY_ERROR)
+            px_log(PX_LOG_WARN, "cluster: heartbeat: %s", r->str);
+        return;
+    }
+    free_instances(c);
+    if (r->elements && (c->inst = calloc(r->elements, sizeof(*c->inst))) != NULL)
+        for (size_t i = 0; i < r->elements; i++)
+            if (r->element[i]->type == REDIS_REPLY_STRING && (c->inst[c->ninst] = strdup(r->element[i]->str)))
+                c->ninst++;
+}
+
+static void beat(struct px_cluster *c)
+{
+    uint64_t now = px_now_ms();
+    int write = c->last_write_ms == 0 || now - c->last_write_ms >= BEAT_WRITE_MS;
+    char ttl[24];
+    if (!c->rc.up || c->rc.ac == NULL || c->beat_out)
+        return;
+    snprintf(ttl, sizeof(ttl), "%d", BEAT_TTL_MS);
+    const char *argv[] = {"EVAL", BEAT_LUA, "1", g.prefix, c->instance, c->record, ttl, write ? "1" : "0"};
+    if (redisAsyncCommandArgv(c->rc.ac, on_beat, c, (int)PX_ARRAY_LEN(argv), argv, NULL) == REDIS_OK) {
+        c->beat_out = 1;
+        c->beat_ms = now;
+        if (write)
+            c->last_write_ms = now;
+    }
+}
+
+static void on_beat_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_cluster *c = arg;
+    if (c->beat_out && c->rc.ac && px_now_ms() - c->beat_ms >= PING_GIVE_UP_MS) {
+        /* Redis stopped answering: down (status says so), and a new connection */
+        redisAsyncContext *ac = c->rc.ac;
+        c->rc.up = 0;
+        redisAsyncFree(ac);     /* on_beat (NULL) clears beat_out; on_disconnect retries */
+        return;
+    }
+    beat(c);
+}
+
+static void main_up(struct rconn *rc)
+{
+    struct px_cluster *c = px_container_of(rc, struct px_cluster, rc);
+    c->beat_out = 0;
+    c->last_write_ms = 0;       /* a restarted Redis hears from us at once */
+    beat(c);
+}
+
+static char *read_password(const char *path, char *err, size_t errlen)
+{
+    char buf[1024];
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        snprintf(err, errlen, "[cluster] password_file %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' || buf[n - 1] == '\t'))
+        buf[--n] = '\0';
+    if (n == 0 || strchr(buf, '\n')) {
+        snprintf(err, errlen, "[cluster] password_file %s: must hold the password on one line", path);
+        return NULL;
+    }
+    char *p = strdup(buf);
+    explicit_bzero(buf, sizeof(buf));
+    if (p == NULL)
+        snprintf(err, errlen, "out of memory");
+    return p;
+}
+
+static const char *where(void)
+{
+    static char w[400];
+    if (g.addr.path[0])
+        snprintf(w, sizeof(w), "unix:%s", g.addr.path);
+    else
+        snprintf(w, sizeof(w), "%s:%d", g.addr.host, g.addr.port);
+    return w;
+}
+
+/* At start: a refused password or database is the operator's mistake,
+ * said now; an unreachable Redis is an outage, which the zones survive. */
+static int check_sync(char *err, size_t errlen)
+{
+    struct timeval tv = {g.timeout_ms < 2000 ? 2 : (time_t)(g.timeout_ms / 1000) + 1, 0};
+    redisContext *c = g.addr.path[0] ? redisConnectUnixWithTimeout(g.addr.path, tv)
+                                     : redisConnectWithTimeout(g.addr.host, g.addr.port, tv);
+    redisReply *r = NULL;
+    int rc = 0;
+
+    if (c == NULL || c->err) {
+        atomic_store(&announced, 1);
+        px_log(PX_LOG_WARN, "cluster: Redis at %s: %s: shared limit zones start on this instance's local state",
+               where(), c ? c->errstr : "out of memory");
+        redisFree(c);
+        return 0;
+    }
+    redisSetTimeout(c, tv);
+    if (g.password) {
+        r = redisCommand(c, "AUTH %s", g.password);
+        if (r && r->type == REDIS_REPLY_ERROR) {
+            snprintf(err, errlen, "[cluster] Redis at %s refused the password of password_file: %s", where(), r->str);
+            rc = -1;
+            goto out;
+        }
+        freeReplyObject(r);
+    }
+    if (g.addr.db) {
+        r = redisCommand(c, "SELECT %d", g.addr.db);
+        if (r && r->type == REDIS_REPLY_ERROR) {
+            snprintf(err, errlen, "[cluster] Redis at %s refused database %d: %s", where(), g.addr.db, r->str);
+            rc = -1;
+            goto out;
+        }
+        freeReplyObject(r);
+    }
+    r = redisCommand(c, "PING");
+    if (r && r->type == REDIS_REPLY_ERROR) {
+        snprintf(err, errlen, "[cluster] Redis at %s: %s%s", where(), r->str,
+                 strncmp(r->str, "NOAUTH", 6) == 0 ? " (set password_file)" : "");
+        rc = -1;
+        goto out;
+    }
+    if (r == NULL) {
+        atomic_store(&announced, 1);
+        px_log(PX_LOG_WARN, "cluster: Redis at %s: %s: shared limit zones start on this instance's local state",
+               where(), c->errstr);
+    }
+out:
+    freeReplyObject(r);
+    redisFree(c);
+    return rc;
+}
+
+struct px_cluster *px_cluster_start(struct event_base *main_base, const struct px_cluster_conf *cc,
+                                    const char *listen, int nworkers, char *err, size_t errlen)
+{
+    struct px_cluster *c = calloc(1, sizeof(*c));
+    char host[256];
+    unsigned char md[SHA_DIGEST_LENGTH];
+
+    if (c == NULL)
+        goto oom;
+    const char *perr = px_parse_redis(cc->redis, &g.addr);
+    if (perr) {
+        snprintf(err, errlen, "[cluster] redis: %s", perr);
+        goto fail;
+    }
+    if (cc->password_file && (g.password = read_password(cc->password_file, err, errlen)) == NULL)
+        goto fail;
+    if ((g.prefix = strdup(cc->key_prefix)) == NULL)
+        goto oom;
+    g.prefix_len = strlen(g.prefix);
+    g.timeout_ms = cc->timeout_ms;
+    SHA1((const unsigned char *)LIMIT_LUA, sizeof(LIMIT_LUA) - 1, md);
+    for (int i = 0; i < SHA_DIGEST_LENGTH; i++)
+        snprintf(g.sha + 2 * i, 3, "%02x", md[i]);
+    if (cc->instance)
+        c->instance = strdup(cc->instance);
+    else {
+        if (gethostname(host, sizeof(host)) < 0)
+            snprintf(host, sizeof(host), "proxyd");
+        host[sizeof(host) - 1] = '\0';
+        c->instance = strdup(host);
+    }
+    if (c->instance == NULL)
+        goto oom;
+    snprintf(c->record, sizeof(c->record), "{\"name\":\"%s\",\"version\":\"%s\",\"pid\":%d,\"listen\":\"%s\"}",
+             c->instance, PX_VERSION, (int)getpid(), listen ? listen : "");
+    if (check_sync(err, errlen) < 0)
+        goto fail;
+    if ((g.conns = calloc((size_t)(nworkers > 0 ? nworkers : 1), sizeof(*g.conns))) == NULL)
+        goto oom;
+    g.nconns = nworkers;
+    g.on = 1;
+    px_limit_set_remote(&remote_ops);
+    rconn_init(&c->rc, main_base, 1);
+    c->rc.on_up = main_up;
+    event_assign(&c->beat, main_base, -1, EV_PERSIST, on_beat_timer, c);
+    struct timeval tv = {BEAT_MS / 1000, (BEAT_MS % 1000) * 1000};
+    event_add(&c->beat, &tv);
+    rconn_connect(&c->rc);
+    return c;
+
+oom:
+    snprintf(err, errlen, "out of memory");
+fail:
+    if (c)
+        free(c->instance);
+    free(c);
+    if (g.password) {
+        explicit_bzero(g.password, strlen(g.password));
+        free(g.password);
+        g.password = NULL;
+    }
+    free(g.prefix);
+    g.prefix = NULL;
+    return NULL;
+}
+
+void px_cluster_free(struct px_cluster *c)
+{
+    if (c == NULL)
+        return;
+    event_del(&c->beat);
+    evtimer_del(&c->rc.retry);
+    if (c->rc.ac) {
+        redisAsyncContext *ac = c->rc.ac;
+        c->rc.closing = 1;
+        c->rc.ac = NULL;
+        redisAsyncFree(ac);
+    }
+    free_instances(c);
+    free(c->instance);
+    free(c);
+    px_limit_set_remote(NULL);
+    g.on = 0;
+    free(g.conns);
+    g.conns = NULL;
+    g.nconns = 0;
+    if (g.password) {
+        explicit_bzero(g.password, strlen(g.password));
+        free(g.password);
+        g.password = NULL;
+    }
+    free(g.prefix);
+    g.prefix = NULL;
+}
+
+int px_cluster_redis_up(const struct px_cluster *c)
+{
+    return c && c->rc.up && atomic_load_explicit(&ndown, memory_order_relaxed) == 0;
+}
+
+size_t px_cluster_instances(const struct px_cluster *c, const char *const **json)
+{
+    *json = (const char *const *)c->inst;
+    return c->rc.up ? c->ninst : 0;
+}
+
+const char *px_cluster_instance(const struct px_cluster *c)
+{
+    return c->instance;
+}

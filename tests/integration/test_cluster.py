@@ -1,0 +1,413 @@
+"""Several proxyd instances and one Redis ([cluster], DESIGN "Several
+instances"): shared limit zones (`shared = yes`) checked by one script in
+Redis with the local zone's arithmetic, across three instances round robin;
+several zones, delay; the faults (Redis killed mid-load, stopped with
+SIGSTOP, its script cache flushed, a wrong password); heartbeats in
+`proxyctl status`.
+
+redis-server (tests/deps-test.txt) is started by each test on an ephemeral
+loopback port with no persistence, and killed at the end. Rates are low
+(1r/m) where counts are asserted, as in test_limits.py, so that nothing
+leaks back during a test; statuses and order are asserted, never timings."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import json
+
+from harness import (SLOW, Client, ProxyTestCase, RecordingBackend, build_dir, free_port, proxyd_path,
+                     request_bytes, wait_until)
+
+REDIS = shutil.which("redis-server") or ("/usr/bin/redis-server" if os.access("/usr/bin/redis-server", os.X_OK)
+                                         else None)
+PROXYCTL = os.path.join(build_dir(), "proxyctl")
+FALLBACK = "shared limit zones fall back"
+BACK = "Redis answers again"
+
+
+def resp_encode(*args):
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    return out
+
+
+def resp_read(f):
+    line = f.readline()
+    if not line:
+        raise ConnectionError("redis closed the connection")
+    t, rest = line[:1], line[1:-2]
+    if t == b"+":
+        return rest.decode()
+    if t == b"-":
+        return RuntimeError(rest.decode())
+    if t == b":":
+        return int(rest)
+    if t == b"$":
+        n = int(rest)
+        if n < 0:
+            return None
+        data = f.read(n + 2)
+        return data[:-2].decode("utf-8", "replace")
+    if t == b"*":
+        n = int(rest)
+        return None if n < 0 else [resp_read(f) for _ in range(n)]
+    raise ValueError("bad RESP line %r" % line)
+
+
+class Redis:
+    """A redis-server of the test's own on 127.0.0.1:PORT (no persistence)."""
+
+    def __init__(self, password=None, unix=False):
+        self.port = free_port()
+        self.password = password
+        self.unix = unix
+        self.tmp = tempfile.mkdtemp(prefix="proxyd-redis-")
+        self.proc = None
+        self.start()
+
+    def start(self):
+        argv = [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--dir", self.tmp, "--logfile", os.path.join(self.tmp, "redis.log")]
+        if self.unix:
+            argv[2] = "0"  # no TCP
+            argv += ["--unixsocket", self.path]
+        if self.password:
+            argv += ["--requirepass", self.password]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+
+        def up():
+            try:
+                return self.cmd("PING") == "PONG"
+            except OSError:
+                return False
+        if not wait_until(up, 10):
+            raise AssertionError("redis-server did not start on port %d" % self.port)
+
+    @property
+    def path(self):
+        return os.path.join(self.tmp, "redis.sock")
+
+    def connect(self):
+        if not self.unix:
+            return socket.create_connection(("127.0.0.1", self.port), timeout=5 * SLOW)
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(5 * SLOW)
+        s.connect(self.path)
+        return s
+
+    def cmd(self, *args):
+        with self.connect() as s:
+            f = s.makefile("rb")
+            if self.password:
+                s.sendall(resp_encode("AUTH", self.password))
+                resp_read(f)
+            s.sendall(resp_encode(*args))
+            return resp_read(f)
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def close(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+        self.kill()
+        shutil.rmtree(self.tmp, True)
+
+
+def limit(name="api", rate="1r/m", burst=20, more=""):
+    return "[limit %s]\nrate = %s\nburst = %d\nzone_size = 1m\nshared = yes\n%s\n" % (name, rate, burst, more)
+
+
+def ctl(proxy, *args):
+    sock = os.path.join(proxy.tmp, "control.sock")
+    p = subprocess.run([PROXYCTL, "--socket", sock] + list(args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=30 * SLOW)
+    return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
+
+
+class ClusterCase(ProxyTestCase):
+    def setUp(self):
+        if REDIS is None:
+            self.skipTest("redis-server is not installed (tests/deps-test.txt lists it)")
+        self.b = self.backend(RecordingBackend)
+
+    def redis(self, **kw):
+        r = Redis(**kw)
+        self.addCleanup(r.close)
+        return r
+
+    def cluster(self, redis, name, more="", timeout="500ms"):
+        # 500 ms: a loaded test machine must not make the counts fall back
+        return ("[cluster]\nredis = redis://127.0.0.1:%d/0\ninstance = %s\ntimeout = %s\n%s\n"
+                % (redis.port, name, timeout, more))
+
+    def instances(self, redis, sections, n=3, extra_proxy="", more="", timeout="500ms"):
+        return [self.proxy(self.service_config(self.b, extra_proxy=extra_proxy,
+                                               extra=self.cluster(redis, "px%d" % i, more, timeout) + sections))
+                for i in range(n)]
+
+    def round_robin(self, proxies, path, n, headers=()):
+        clients = [Client(p.port) for p in proxies]
+        try:
+            return [clients[i % len(clients)].request("GET", path, host="app.test", headers=headers).status
+                    for i in range(n)]
+        finally:
+            for c in clients:
+                c.close()
+
+    def statuses(self, p, path, n, headers=()):
+        return self.round_robin([p], path, n, headers)
+
+
+class SharedZones(ClusterCase):
+    def test_21_of_40_pass_round_robin_over_three(self):
+        """The nginx parity test's burst (test_limits: 21 of 40 with burst
+        20) through three instances round robin: one budget, not three."""
+        r = self.redis()
+        ps = self.instances(r, limit() + "[route /api/]\nlimit = api\n")
+        got = self.round_robin(ps, "/api/x", 40)
+        self.assertEqual(got, [200] * 21 + [429] * 19)
+        self.assertEqual(len(self.b.wait_requests(21)), 21)
+        # the state is in Redis, under the prefix, expiring
+        self.assertGreater(r.cmd("PTTL", "proxyd:l:api:127.0.0.1"), 0)
+        # each instance's local arena was never charged: no fallback happened
+        for p in ps:
+            self.assertNotIn(FALLBACK, p.error_log_text())
+        # another route is not limited
+        self.assertEqual(self.round_robin(ps, "/other", 6), [200] * 6)
+
+    def test_refill_after_one_second(self):
+        r = self.redis()
+        ps = self.instances(r, limit(rate="1r/s", burst=0) + "[route /api/]\nlimit = api\n", n=2)
+        self.assertEqual(self.round_robin(ps, "/api/x", 2), [200, 429])
+        time.sleep(1.1)
+        self.assertEqual(self.round_robin(ps[::-1], "/api/x", 2), [200, 429])
+
+    def test_several_zones_all_or_none(self):
+        """As test_limits' several zones: /multi passes 3 (b's burst), and
+        a's budget shows only those 3 on /single, across instances."""
+        r = self.redis()
+        ps = self.instances(r, limit("a", burst=5) + limit("b", burst=2) +
+                            "[route /multi/]\nlimit = a b\n[route /single/]\nlimit = a\n")
+        self.assertEqual(self.round_robin(ps, "/multi/x", 8), [200] * 3 + [429] * 5)
+        self.assertEqual(self.round_robin(ps, "/single/x", 5), [200] * 3 + [429] * 2)
+        def logged():
+            lines = [e for p in ps for e in p.access_log_lines()]
+            return lines if len(lines) >= 13 else None
+        lines = wait_until(logged, 5) or []
+        self.assertEqual(sorted(e.get("limited") for e in lines if e["status"] == 429), ["a"] * 2 + ["b"] * 5)
+
+    def test_local_and_shared_zones_on_one_route(self):
+        """A route mixing a local zone (a, burst 5 per instance) and a shared
+        one (b, burst 2 in all): b lets 3 through over both instances, and a
+        is charged only for those: instance 0 passed 2 of them, so a lets 4
+        more through there on /single."""
+        r = self.redis()
+        local_a = limit("a", burst=5).replace("shared = yes", "shared = no")
+        ps = self.instances(r, local_a + limit("b", burst=2) +
+                            "[route /multi/]\nlimit = a b\n[route /single/]\nlimit = a\n", n=2)
+        self.assertEqual(self.round_robin(ps, "/multi/x", 8), [200] * 3 + [429] * 5)
+        self.assertEqual(self.statuses(ps[0], "/single/x", 5), [200] * 4 + [429])
+        self.assertEqual(self.statuses(ps[1], "/single/x", 6), [200] * 5 + [429])
+
+    def test_two_stage_delay(self):
+        """delay = 2 with burst 3 (test_limits' two-stage delay) over two
+        instances: three at once, the fourth waits, the fifth is rejected."""
+        r = self.redis()
+        ps = self.instances(r, limit(rate="30r/m", burst=3, more="delay = 2") + "[route /api/]\nlimit = api\n",
+                            n=2)
+        self.assertEqual(self.round_robin(ps, "/api/a", 3), [200] * 3)  # excess 0, 1, 2
+        with Client(ps[1].port) as d, Client(ps[0].port) as e, Client(ps[0].port) as f:
+            d.send(request_bytes("GET", "/api/d", host="app.test"))    # excess 3 > delay 2: waits ~2 s
+            time.sleep(0.3)
+            self.assertEqual(e.request("GET", "/api/e", host="app.test").status, 429)  # excess 4 > burst 3
+            self.assertEqual(f.request("GET", "/free/f", host="app.test").status, 200)
+            self.assertEqual(d.read_response(timeout=10).status, 200)
+        order = [q.path for q in self.b.wait_requests(5)]
+        self.assertEqual(order, ["/api/a"] * 3 + ["/free/f", "/api/d"])
+
+    def test_unix_socket(self):
+        r = self.redis(unix=True)
+        conf = ("[cluster]\nredis = unix:%s\ninstance = u0\ntimeout = 500ms\n" % r.path + limit(burst=2) +
+                "[route /api/]\nlimit = api\n")
+        ps = [self.proxy(self.service_config(self.b, extra=conf)) for _ in range(2)]
+        self.assertEqual(self.round_robin(ps, "/api/x", 6), [200] * 3 + [429] * 3)
+        self.assertGreater(r.cmd("PTTL", "proxyd:l:api:127.0.0.1"), 0)
+
+    def test_heartbeats_in_status(self):
+        r = self.redis()
+        ps = self.instances(r, "")
+
+        def three():
+            rc, out, err = ctl(ps[0], "--json", "status")
+            cl = json.loads(out).get("cluster", {}) if rc == 0 else {}
+            return cl if len(cl.get("instances", [])) == 3 else None
+        cl = wait_until(three, 10)
+        self.assertTrue(cl, ctl(ps[0], "--json", "status"))
+        self.assertEqual(cl["redis"], "up")
+        self.assertEqual(cl["instance"], "px0")
+        self.assertEqual(sorted(i["name"] for i in cl["instances"]), ["px0", "px1", "px2"])
+        by = {i["name"]: i for i in cl["instances"]}
+        self.assertEqual(by["px1"]["pid"], ps[1].pid)
+        self.assertEqual(by["px2"]["listen"], "127.0.0.1:%d" % ps[2].port)
+        line = "cluster  redis up, 3 instances: px0, px1, px2"
+        self.assertTrue(wait_until(lambda: line in ctl(ps[1], "status")[1], 10), ctl(ps[1], "status"))
+        # a stopped instance leaves the list when its record expires (30 s): not waited for here
+
+
+class Faults(ClusterCase):
+    def test_redis_killed_mid_load_falls_back_then_returns(self):
+        """Redis goes away under load: no request fails (only the local
+        zone's 429s), the fallback is logged once, and the shared state is
+        used again once Redis is back."""
+        r = self.redis()
+        (p,) = self.instances(r, limit(burst=5) + "[route /api/]\nlimit = api\n", n=1,
+                              extra_proxy="trusted_proxies = 127.0.0.1")
+        self.assertEqual(self.statuses(p, "/api/x", 3), [200] * 3)  # shared: 3 of 6 used
+        # load from other clients (their own keys) while Redis dies
+        bad, stop = [], threading.Event()
+
+        def load(i):
+            try:
+                with Client(p.port) as c:
+                    while not stop.is_set():
+                        s = c.request("GET", "/api/l", host="app.test",
+                                      headers=[("X-Forwarded-For", "10.0.0.%d" % i)]).status
+                        if s not in (200, 429):
+                            bad.append(s)
+            except Exception as e:  # a reset or a timeout is a failed request
+                bad.append(repr(e))
+        threads = [threading.Thread(target=load, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        try:
+            time.sleep(0.2)
+            r.kill()
+            time.sleep(0.3)
+            # the local arena is fresh: 6 pass (burst 5), then its 429s
+            self.assertEqual(self.statuses(p, "/api/x", 8), [200] * 6 + [429] * 2)
+            r.start()  # same port, empty
+            self.assertTrue(wait_until(lambda: BACK in p.error_log_text(), 10), p.error_log_text()[-2000:])
+            # the shared state again: the (new, empty) Redis lets 6 through, the
+            # exhausted local arena would have let none
+            self.assertEqual(self.statuses(p, "/api/x", 8), [200] * 6 + [429] * 2)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(10)
+        self.assertEqual(bad, [])
+        self.assertEqual(p.error_log_text().count(FALLBACK), 1, p.error_log_text()[-2000:])
+        self.assertEqual(p.error_log_text().count(BACK), 1)
+
+    def test_sigstop_falls_back_within_timeout(self):
+        """A Redis that stops answering (SIGSTOP): the check waits `timeout`
+        and then the local zone decides (its 429s, not the 1 s fail-open's
+        200s); no worker stalls. After SIGCONT Redis is used again."""
+        r = self.redis()
+        (p,) = self.instances(r, limit(burst=2) + "[route /api/]\nlimit = api\n", n=1, timeout="100ms")
+        self.assertEqual(self.statuses(p, "/api/x", 1), [200])
+        r.signal(signal.SIGSTOP)
+        try:
+            took = []
+            out = []
+            with Client(p.port) as c:
+                for _ in range(5):
+                    t0 = time.monotonic()
+                    out.append(c.request("GET", "/api/x", host="app.test").status)
+                    took.append(time.monotonic() - t0)
+            # local state is fresh: burst 2 lets 3 through; a fail-open would pass all 5
+            self.assertEqual(out, [200] * 3 + [429] * 2, took)
+            # the worker is not stalled: an unlimited route answers at once meanwhile
+            self.assertEqual(self.statuses(p, "/free", 2), [200, 200])
+            self.assertIn(FALLBACK, p.error_log_text())
+        finally:
+            r.signal(signal.SIGCONT)
+        self.assertTrue(wait_until(lambda: BACK in p.error_log_text(), 10), p.error_log_text()[-2000:])
+        # Redis holds 1 + the timed-out check (it ran after SIGCONT): 2 of 3 used at most
+        got = self.statuses(p, "/api/x", 4)
+        self.assertIn(got, ([200] + [429] * 3, [200] * 2 + [429] * 2))
+
+    def test_script_flush_recovered(self):
+        r = self.redis()
+        (p,) = self.instances(r, limit(burst=5) + "[route /api/]\nlimit = api\n", n=1)
+        self.assertEqual(self.statuses(p, "/api/x", 3), [200] * 3)
+        self.assertEqual(r.cmd("SCRIPT", "FLUSH"), "OK")
+        # NOSCRIPT: sent again with EVAL; the shared count goes on (3 left)
+        self.assertEqual(self.statuses(p, "/api/x", 5), [200] * 3 + [429] * 2)
+        self.assertNotIn(FALLBACK, p.error_log_text())
+
+    def test_password(self):
+        r = self.redis(password="s3cret")
+        pw = os.path.join(tempfile.mkdtemp(prefix="proxyd-pw-"), "pw")
+        self.addCleanup(shutil.rmtree, os.path.dirname(pw), True)
+        with open(pw, "w") as f:
+            f.write("wrong\n")
+        conf = self.service_config(self.b, extra=self.cluster(r, "px0", "password_file = %s\n" % pw) + limit() +
+                                   "[route /api/]\nlimit = api\n")
+        bad = self.proxy(conf, start=False)
+        run = subprocess.run([proxyd_path(), "-c", bad.config_path], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20 * SLOW, cwd=bad.tmp)
+        text = run.stderr.decode("utf-8", "replace") + bad.error_log_text()
+        self.assertEqual(run.returncode, 1, text)
+        self.assertIn("refused the password of password_file", text)
+        self.assertIn("127.0.0.1:%d" % r.port, text)
+        # the right one: shared limits work
+        with open(pw, "w") as f:
+            f.write("s3cret\n")
+        p = self.proxy(conf)
+        self.assertEqual(self.statuses(p, "/api/x", 22), [200] * 21 + [429])
+        self.assertGreater(r.cmd("PTTL", "proxyd:l:api:127.0.0.1"), 0)
+        # no password against a Redis that wants one: a start error too
+        conf2 = self.service_config(self.b, extra=self.cluster(r, "px1") + limit() + "[route /api/]\nlimit = api\n")
+        bad2 = self.proxy(conf2, start=False)
+        run = subprocess.run([proxyd_path(), "-c", bad2.config_path], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20 * SLOW, cwd=bad2.tmp)
+        self.assertEqual(run.returncode, 1)
+        self.assertIn("NOAUTH", run.stderr.decode("utf-8", "replace") + bad2.error_log_text())
+
+
+class ClusterConfig(ProxyTestCase):
+    def check(self, text):
+        p = self.proxy(text, start=False)
+        run = subprocess.run([proxyd_path(), "-t", "-c", p.config_path], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20 * SLOW, cwd=p.tmp)
+        return run.returncode, run.stdout.decode() + run.stderr.decode()
+
+    def test_errors(self):
+        base = "[service web]\ntargets = 127.0.0.1:9\n"
+        rc, out = self.check(base + limit() + "[route /api/]\nlimit = api\n")
+        self.assertEqual(rc, 1, out)
+        self.assertIn("shared: [limit api] is shared but there is no [cluster] section", out)
+        rc, out = self.check(base + "[cluster]\nredis = http://x\n")
+        self.assertEqual(rc, 1, out)
+        self.assertIn("redis: must be redis://HOST:PORT/DB or unix:PATH", out)
+        d = tempfile.mkdtemp(prefix="proxyd-secret-")
+        self.addCleanup(shutil.rmtree, d, True)
+        with open(os.path.join(d, "s"), "wb") as f:
+            f.write(b"x" * 31)
+        rc, out = self.check(base + "[cluster]\nsecret_file = %s\n" % os.path.join(d, "s"))
+        self.assertEqual(rc, 1, out)
+        self.assertIn("has 31 bytes, needs at least 32", out)
+        with open(os.path.join(d, "s"), "wb") as f:
+            f.write(b"x" * 32)
+        rc, out = self.check(base + "[cluster]\nredis = redis://[::1]:6380/2\nsecret_file = %s\n"
+                             % os.path.join(d, "s") + limit() + "[route /api/]\nlimit = api\n")
+        self.assertEqual(rc, 0, out)
+
+
+if __name__ == "__main__":
+    import unittest
+    unittest.main()
