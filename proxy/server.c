@@ -783,8 +783,14 @@ static int add_events(struct px_server *s)
 static int upgrade_listeners(struct px_server *s, int i, struct px_addr *a, const int *fds, int n, int tls,
                              char *err, size_t errlen)
 {
-    if (i == 0 && inherited_listener(a, fds[0], 0, err, errlen) < 0)
-        return -1;
+    if (i == 0) {
+        struct px_addr want = *a;
+        if (inherited_listener(a, fds[0], 0, err, errlen) < 0)
+            return -1;
+        if (addr_port(&want) != 0 && strcmp(want.text, a->text) != 0)
+            px_log_warn("upgrade: the config listens on %s, the sockets handed over on %s: they are kept "
+                        "(listener addresses change only on restart)", want.text, a->text);
+    }
     for (int j = i; j < n; j += s->nworkers) {
         if (px_worker_add_listener(&s->workers[i], fds[j], tls) < 0) {
             px_log_warn("upgrade: listen %s: worker %d takes no more sockets: one of the old process's is "
