@@ -628,6 +628,12 @@ int px_server_upgrade(struct px_server *s, const char *binary, unsigned timeout_
         snprintf(err, errlen, "an upgrade is already in progress");
         return -1;
     }
+    if (px_deployer_busy(s->deployer)) {
+        /* the new process reads the services from the state file: a deploy
+         * that switches after that would be lost to it */
+        snprintf(err, errlen, "a deploy or rollback is running: upgrade once it is done");
+        return -1;
+    }
     if (binary == NULL)
         binary = s->exe;
     if (binary == NULL) {

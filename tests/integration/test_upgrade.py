@@ -273,6 +273,21 @@ class Carry(UpgradeCase):
         self.assertIn("upgrade: carried over", p.error_log_text())
         self.assertFalse(alive(p2))
 
+    def test_workers_change(self):
+        """Fewer workers: the inherited sockets (one per old worker, each its
+        own accept queue) are spread over the new ones, none is left without
+        a worker; more: the extra workers' sockets join the group."""
+        p = self.start()
+        for n in (1, 3, 2):
+            p.write_config(p.config_text.replace("[proxy]\n", "[proxy]\nworkers = %d\n" % n, 1)
+                           if "workers =" not in p.config_text else
+                           __import__("re").sub(r"workers = \d+", "workers = %d" % n, p.config_text))
+            self.upgrade(p)
+            # fresh connections from many source ports land on every socket of the group
+            got = [get(p.port, "/", host="test.local", timeout=5).status for _ in range(40)]
+            self.assertEqual(got, [200] * 40, "workers = %d" % n)
+            self.assertIn("%d workers, pid %d" % (n, self.live_pid(p)), p.error_log_text())
+
     def test_sigusr2(self):
         p = self.start()
         old = self.live_pid(p)
@@ -347,6 +362,25 @@ class Failures(UpgradeCase):
         self.assertEqual(r.returncode, 1, r)
         self.assertIn("not ready within the timeout", r.stderr.decode())
         self.check_unchanged(p, pid)
+
+
+    def test_refused_while_a_deploy_runs(self):
+        """The new process reads the services from the state file: an upgrade
+        waits for no deploy, it is refused while one runs."""
+        p = self.start()
+        pid = self.live_pid(p)
+        sick = self.backend(RecordingBackend, healthy=False)
+        dep = subprocess.Popen([PROXYCTL, "--socket", os.path.join(p.tmp, "control.sock"), "deploy", "web",
+                                "--target", sick.addr, "--deploy-timeout", "3s", "--health-check-interval",
+                                "100ms"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.addCleanup(dep.wait, 30)
+        self.assertTrue(wait_until(lambda: "deploy web: waiting" in p.error_log_text(), 10))
+        r = ctl(p, "upgrade")
+        self.assertEqual(r.returncode, 1, r)
+        self.assertIn("a deploy or rollback is running", r.stderr.decode())
+        self.check_unchanged(p, pid)
+        self.assertEqual(dep.wait(30), 1)  # the deploy fails on its own; then the upgrade goes
+        self.upgrade(p)
 
 
 class Systemd(UpgradeCase):
