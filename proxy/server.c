@@ -13,6 +13,7 @@
 #include <time.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -1007,6 +1008,20 @@ static struct px_server *server_new(const char *config_path, struct px_upgrade_i
     /* the control socket, before the drop (its directory may be root's) */
     const struct px_config *c0 = px_routes_config(px_routes_peek());
     make_parent(c0->control_socket, user ? uid : (uid_t)-1, gid);
+    if (inh->control_fd >= 0) {
+        /* a config that moved the socket: a new one there (the old process's
+         * stays at its path, answering nothing, until it exits) */
+        struct sockaddr_un sun;
+        socklen_t sl = sizeof(sun);
+        memset(&sun, 0, sizeof(sun));
+        if (getsockname(inh->control_fd, (struct sockaddr *)&sun, &sl) < 0 || sun.sun_family != AF_UNIX ||
+            strncmp(sun.sun_path, c0->control_socket, sizeof(sun.sun_path)) != 0) {
+            px_log_warn("upgrade: control_socket is %s now: the one handed over (%s) is not taken",
+                        c0->control_socket, sun.sun_path[0] ? sun.sun_path : "?");
+            close(inh->control_fd);
+            inh->control_fd = -1;
+        }
+    }
     if (inh->control_fd >= 0) {
         /* a binary upgrade: the old process's socket, path untouched */
         if ((s->control = px_ctlserver_adopt(s->base, c0->control_socket, inh->control_fd, c0->control_socket_mode,

@@ -176,6 +176,8 @@ class UpgradeCase(ProxyTestCase):
 
     def upgrade(self, p, *args, wait_exit=True):
         old = self.live_pid(p)
+        sock = os.path.join(p.tmp, "control.sock")
+        ino = os.stat(sock).st_ino
         r = ctl(p, "--json", "upgrade", *args)
         self.assertEqual(r.returncode, 0, r)
         import json
@@ -185,6 +187,8 @@ class UpgradeCase(ProxyTestCase):
         self.assertEqual(self.live_pid(p), res["pid"])
         if wait_exit:  # the old process drains and exits
             self.assertTrue(wait_until(lambda: not alive(old), 30), "old process %d still runs" % old)
+        # the control socket was handed over, not made anew (nor removed by the old one at its exit)
+        self.assertEqual(os.stat(sock).st_ino, ino)
         return res["pid"]
 
 
