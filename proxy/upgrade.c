@@ -180,6 +180,8 @@ static void child_fail(int fd, const char *what, int e)
 
 static int put_fd(char *env, size_t cap, size_t *len, const char *name, const int *fds, int n)
 {
+    if (n == 0)
+        return 0; /* none: not named */
     int w = snprintf(env + *len, cap - *len, "%s%s=", *len && env[*len - 1] != '=' ? "," : "", name);
     if (w < 0 || (size_t)w >= cap - *len)
         return -1;
@@ -221,7 +223,7 @@ struct px_upgrade *px_upgrade_spawn(struct event_base *base, const char *binary,
     u->arg = arg;
     if (pipe2(status, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 ||
         (carry = memfd_create("proxyd-carry", MFD_CLOEXEC)) < 0 ||
-        (olderr = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3)) < 0) {
+        ((olderr = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3)) < 0 && errno != EBADF)) {
         snprintf(err, errlen, "upgrade: %s", strerror(errno));
         goto fail;
     }
@@ -236,7 +238,7 @@ struct px_upgrade *px_upgrade_spawn(struct event_base *base, const char *binary,
     lseek(carry, 0, SEEK_SET);
     len = (size_t)snprintf(env, sizeof(env), PX_UPGRADE_ENV "=");
     if (put_fd(env, sizeof(env), &len, "status", &status[1], 1) < 0 ||
-        put_fd(env, sizeof(env), &len, "stderr", &olderr, 1) < 0 ||
+        put_fd(env, sizeof(env), &len, "stderr", &olderr, olderr >= 0) < 0 ||
         put_fd(env, sizeof(env), &len, "carry", &carry, 1) < 0 ||
         put_fd(env, sizeof(env), &len, "control", &h->control, h->control >= 0) < 0 ||
         put_fd(env, sizeof(env), &len, "http", h->http, h->nhttp) < 0 ||
@@ -262,7 +264,8 @@ struct px_upgrade *px_upgrade_spawn(struct event_base *base, const char *binary,
 
     int keep[8 + 2 * PX_MAX_WORKERS], nkeep = 0;
     keep[nkeep++] = status[1];
-    keep[nkeep++] = olderr;
+    if (olderr >= 0) /* our stderr was closed: the new process gets none either */
+        keep[nkeep++] = olderr;
     keep[nkeep++] = carry;
     if (h->control >= 0)
         keep[nkeep++] = h->control;
@@ -294,7 +297,8 @@ struct px_upgrade *px_upgrade_spawn(struct event_base *base, const char *binary,
     close(status[1]);
     close(errp[1]);
     close(carry);
-    close(olderr);
+    if (olderr >= 0)
+        close(olderr);
     u->status_fd = status[0];
     u->err_fd = errp[0];
     evutil_make_socket_nonblocking(u->status_fd);
@@ -462,6 +466,12 @@ void px_upgrade_ready(struct px_upgrade_inherit *in)
         dup2(in->stderr_fd, STDERR_FILENO); /* our stderr is the old process's again */
         close(in->stderr_fd);
         in->stderr_fd = -1;
+    } else {
+        int null = open("/dev/null", O_WRONLY | O_CLOEXEC); /* the old one had none: not the pipe */
+        if (null >= 0) {
+            dup2(null, STDERR_FILENO);
+            close(null);
+        }
     }
     int n = snprintf(line, sizeof(line), "ready %ld\n", (long)getpid());
     if (write(in->status_fd, line, (size_t)n) != n)
