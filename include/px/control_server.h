@@ -26,7 +26,7 @@ struct px_ctlserver;
 
 /* ---- the audit trail ----
  * Every command that changes state (deploy, rollback, stop, pause, resume,
- * remove, reload, cert_renew, cert_reload) writes two "[notice] control:"
+ * remove, reload, cert_renew, cert_reload, upgrade) writes two "[notice] control:"
  * lines to the error log, one when it is received and one when it ends:
  *
  *   control: deploy service=web uid=0 pid=1234 received
