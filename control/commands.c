@@ -535,6 +535,30 @@ static void h_cert_reload(struct px_ctl_env *env, struct ctl_conn *c, const json
     reply_ok(c, id, json_pack("{s:I}", "loaded", (json_int_t)n));
 }
 
+/* ---- binary upgrade ---- */
+
+static void upgrade_done(void *arg, long pid, const char *error)
+{
+    struct ctl_conn *c = arg;
+    if (error) {
+        op_answer(c, PX_E_UPGRADE_FAILED, error, NULL);
+        return;
+    }
+    op_answer(c, PX_E_OK, NULL, json_pack("{s:I, s:I}", "pid", (json_int_t)pid, "old_pid", (json_int_t)getpid()));
+}
+
+static void h_upgrade(struct px_ctl_env *env, struct ctl_conn *c, const json_t *id, const json_t *args)
+{
+    char err[1024];
+    if (refuse_stopping(env, c, id))
+        return;
+    begin_op(c, id);
+    unsigned timeout = (unsigned)px_ctl_arg_int(args, "timeout_ms", PX_CTL_DEFAULT_UPGRADE_TIMEOUT_MS);
+    if (px_server_upgrade(env->srv, px_ctl_arg_str(args, "binary", NULL), timeout, upgrade_done, c, err,
+                          sizeof(err)) < 0)
+        op_answer(c, PX_E_UPGRADE_FAILED, err, NULL);
+}
+
 /* The handler half of PX_CTL_COMMANDS: a row naming a function that does
  * not exist fails here, at build time. */
 static const handler_fn handlers[] = {
@@ -550,6 +574,7 @@ static const unsigned char audited[PX_CTL_CMD__COUNT] = {
     [PX_CTL_CMD_deploy] = 1, [PX_CTL_CMD_rollback] = 1, [PX_CTL_CMD_stop] = 1,
     [PX_CTL_CMD_pause] = 1,  [PX_CTL_CMD_resume] = 1,   [PX_CTL_CMD_remove] = 1,
     [PX_CTL_CMD_reload] = 1, [PX_CTL_CMD_cert_renew] = 1, [PX_CTL_CMD_cert_reload] = 1,
+    [PX_CTL_CMD_upgrade] = 1,
 };
 
 void px_ctl_handle(struct px_ctl_env *env, struct ctl_conn *c, const struct px_ctl_request *req)
@@ -564,4 +589,5 @@ void px_ctl_forget(struct px_ctl_env *env, struct ctl_conn *c)
 {
     px_deploy_forget(env->dep, c);
     px_acme_manager_forget(px_server_acme(env->srv), c);
+    px_server_upgrade_forget(env->srv, c);
 }

@@ -123,6 +123,18 @@ const char *px_ctl_check_message(const char *v)
     return strlen(v) > PX_CTL_MESSAGE_MAX ? "at most 1024 bytes" : NULL;
 }
 
+const char *px_ctl_check_binary(const char *v)
+{
+    if (v[0] != '/')
+        return "an absolute path is needed";
+    if (strlen(v) > 4095)
+        return "at most 4095 bytes";
+    for (const char *p = v; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            return "no control characters";
+    return NULL;
+}
+
 /* ---- the command table ---- */
 
 #define ARG_SERVICE {"service", PX_CTL_ARG_STRING, PX_CTL_ARG_REQUIRED | PX_CTL_ARG_POSITIONAL, NULL, \
@@ -199,6 +211,13 @@ static const struct px_ctl_arg pause_args[] = {
 
 static const struct px_ctl_arg cert_renew_args[] = {
     {"force", PX_CTL_ARG_BOOL, 0, "force", NULL, "renew every ACME certificate, due or not", NULL},
+};
+
+static const struct px_ctl_arg upgrade_args[] = {
+    {"binary", PX_CTL_ARG_STRING, 0, "binary", "PATH",
+     "the new binary (default: the one running, as it was when it started)", px_ctl_check_binary},
+    {"timeout_ms", PX_CTL_ARG_DURATION_MS, 0, "timeout", "DURATION",
+     "fail, changing nothing, when the new process does not serve by then (default 60s)", NULL},
 };
 
 #define ARGS(a) (a), PX_ARRAY_LEN(a)

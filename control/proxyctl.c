@@ -555,6 +555,9 @@ static uint64_t time_limit_ms(const struct invocation *inv)
         return LIMIT_ROLLBACK_MS;
     if (strcmp(n, "cert_renew") == 0)
         return LIMIT_CERT_RENEW_MS;
+    if (strcmp(n, "upgrade") == 0)
+        return (uint64_t)px_ctl_arg_int(inv->args, "timeout_ms", PX_CTL_DEFAULT_UPGRADE_TIMEOUT_MS) +
+               LIMIT_MARGIN_MS;
     return LIMIT_DEFAULT_MS;
 }
 

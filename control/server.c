@@ -33,6 +33,7 @@ struct px_ctlserver {
     char *path;
     gid_t sock_gid;
     struct px_ctl_env env;
+    int handed_over;          /* a binary upgrade took the socket: no accept, no unlink */
     struct ctl_conn *conns;
     struct event *rate_timer; /* samples requests_total every second (env.rate) */
 };
@@ -307,6 +308,38 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     bufferevent_enable(bev, EV_READ | EV_WRITE);
 }
 
+/* The part of a start that binds nothing: fd listening already (bound
+ * here, or inherited), s->path set. */
+static struct px_ctlserver *ctl_make(struct event_base *base, const char *path, int fd, unsigned mode,
+                                     struct px_server *srv, struct px_deployer *dep, char *err, size_t errlen)
+{
+    struct px_ctlserver *s = calloc(1, sizeof(*s));
+    if (s == NULL || (s->path = strdup(path)) == NULL) {
+        free(s);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    s->base = base;
+    s->env.srv = srv;
+    s->env.dep = dep;
+    s->listener = evconnlistener_new(base, on_accept, s, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
+    if (s->listener == NULL) {
+        snprintf(err, errlen, "control_socket %s: %s", path, strerror(errno));
+        free(s->path);
+        free(s);
+        return NULL;
+    }
+    rate_sample(&s->env.rate);
+    s->rate_timer = event_new(base, -1, EV_PERSIST, on_rate_timer, &s->env.rate);
+    struct timeval second = {1, 0};
+    if (s->rate_timer)
+        event_add(s->rate_timer, &second);
+    struct stat st;
+    s->sock_gid = stat(path, &st) == 0 ? st.st_gid : getegid();
+    px_log_info("control socket %s (mode %04o)", path, mode);
+    return s;
+}
+
 struct px_ctlserver *px_ctlserver_new(struct event_base *base, const char *path, unsigned mode,
                                       struct px_server *srv, struct px_deployer *dep, char *err, size_t errlen)
 {
@@ -328,35 +361,43 @@ struct px_ctlserver *px_ctlserver_new(struct event_base *base, const char *path,
         }
     }
     unlink(path);
-    struct px_ctlserver *s = calloc(1, sizeof(*s));
-    if (s == NULL || (s->path = strdup(path)) == NULL) {
-        free(s);
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
-    s->base = base;
-    s->env.srv = srv;
-    s->env.dep = dep;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     mode_t old = umask(0777 & ~mode);
-    s->listener = evconnlistener_new_bind(base, on_accept, s, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 64,
-                                          (struct sockaddr *)&sun, sizeof(sun));
+    int rc = fd < 0 ? -1 : bind(fd, (struct sockaddr *)&sun, sizeof(sun));
     umask(old);
-    if (s->listener == NULL) {
+    if (rc < 0 || listen(fd, 64) < 0) {
         snprintf(err, errlen, "control_socket %s: %s", path, strerror(errno));
-        free(s->path);
-        free(s);
+        if (fd >= 0)
+            close(fd);
         return NULL;
     }
-    rate_sample(&s->env.rate);
-    s->rate_timer = event_new(base, -1, EV_PERSIST, on_rate_timer, &s->env.rate);
-    struct timeval second = {1, 0};
-    if (s->rate_timer)
-        event_add(s->rate_timer, &second);
     chmod(path, mode);
-    struct stat st;
-    s->sock_gid = stat(path, &st) == 0 ? st.st_gid : getegid();
-    px_log_info("control socket %s (mode %04o)", path, mode);
+    struct px_ctlserver *s = ctl_make(base, path, fd, mode, srv, dep, err, errlen);
+    if (s == NULL) {
+        close(fd);
+        unlink(path);
+    }
     return s;
+}
+
+struct px_ctlserver *px_ctlserver_adopt(struct event_base *base, const char *path, int fd, unsigned mode,
+                                        struct px_server *srv, struct px_deployer *dep, char *err, size_t errlen)
+{
+    return ctl_make(base, path, fd, mode, srv, dep, err, errlen);
+}
+
+int px_ctlserver_fd(const struct px_ctlserver *s)
+{
+    return s && s->listener ? evconnlistener_get_fd(s->listener) : -1;
+}
+
+void px_ctlserver_hand_over(struct px_ctlserver *s)
+{
+    if (s == NULL || s->handed_over)
+        return;
+    s->handed_over = 1;
+    if (s->listener)
+        evconnlistener_disable(s->listener);
 }
 
 void px_ctlserver_shutdown(struct px_ctlserver *s)
@@ -413,7 +454,8 @@ void px_ctlserver_free(struct px_ctlserver *s)
         evconnlistener_free(s->listener);
     if (s->rate_timer)
         event_free(s->rate_timer);
-    unlink(s->path);
+    if (!s->handed_over)
+        unlink(s->path);
     free(s->path);
     free(s);
 }

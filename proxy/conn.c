@@ -10,6 +10,7 @@
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -171,13 +172,23 @@ static void goaway_all(struct px_worker *w, int stop)
     struct px_list_node *n, *next;
     px_list_foreach_safe(&w->conn.all, n, next) {
         struct px_conn *c = CONN(n);
-        if (c->state == C_HANDSHAKE) {
-            if (stop)
-                px_conn_close(c);
-        } else if (c->state == C_SESSION && c->ops->goaway(c->session, stop)) {
+        /* a handshake under way finishes (bounded by its timer): its client
+         * connected before we stopped accepting -- during a binary upgrade,
+         * just before the new process took over -- and is answered once */
+        if (c->state == C_HANDSHAKE)
+            continue;
+        if (c->state == C_SESSION && c->ops->goaway(c->session, stop)) {
             px_conn_close(c);
         }
     }
+}
+
+int px_conn_input_pending(struct px_conn *c)
+{
+    int n = 0;
+    if (evbuffer_get_length(c->s.in) > 0 || (c->s.ssl && SSL_pending(c->s.ssl) > 0))
+        return 1;
+    return ioctl(c->s.fd, FIONREAD, &n) == 0 && n > 0;
 }
 
 /* The session is done: flush what is queued, then close. */
@@ -220,6 +231,8 @@ static void tls_handshake(struct px_conn *c)
         c->state = C_SESSION;
         if (c->ops == NULL || (c->session = c->ops->open(c)) == NULL)
             px_conn_close(c);
+        else if (c->w->stopping)
+            c->ops->goaway(c->session, 0); /* h2: GOAWAY; h1 closes after its one response */
         return;
     }
     int e = SSL_get_error(c->s.ssl, rc);

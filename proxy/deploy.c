@@ -1103,3 +1103,8 @@ void px_deployer_free(struct px_deployer *d)
     free(d->state_file);
     free(d);
 }
+
+int px_deployer_busy(const struct px_deployer *d)
+{
+    return d && d->ops != NULL;
+}

@@ -771,7 +771,8 @@ static int h1_goaway(void *session, int stop)
     struct px_h1conn *h = session;
     if (!stop)
         return 0;
-    if (h->state == H1_IDLE)
+    /* idle: closed, unless its next request has arrived (answered, then closed) */
+    if (h->state == H1_IDLE && !px_conn_input_pending(h->c))
         return 1;
     h->keepalive = 0;
     return 0;

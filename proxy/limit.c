@@ -707,6 +707,60 @@ void *px_limit_zone_state(const struct px_limit_zone *z)
     return z->state;
 }
 
+size_t px_limits_count(const struct px_limits *l)
+{
+    return l ? l->n : 0;
+}
+
+struct px_limit_zone *px_limits_zone(const struct px_limits *l, size_t i)
+{
+    return (struct px_limit_zone *)&l->zones[i];
+}
+
+uint64_t px_limit_zone_size(const struct px_limit_zone *z)
+{
+    return z->a ? z->a->zone_size : 0;
+}
+
+/* Stripe by stripe, least recently used first, so that px_limit_zone_restore
+ * in the same order rebuilds the same LRU order. */
+void px_limit_zone_each(const struct px_limit_zone *z, px_limit_each_fn fn, void *arg)
+{
+    if (z->a == NULL)
+        return;
+    for (uint32_t n = 0; n < z->a->nstripes; n++) {
+        struct stripe *s = &z->a->stripes[n];
+        pthread_mutex_lock(&s->lock);
+        for (uint32_t i = s->lru; i != 0; i = ent(s, i)->prev) {
+            const struct entry *e = ent(s, i);
+            struct px_limit_key k = {.family = e->family};
+            memcpy(k.addr, e->addr, sizeof(k.addr));
+            fn(arg, &k, e->excess, e->last);
+        }
+        pthread_mutex_unlock(&s->lock);
+    }
+}
+
+void px_limit_zone_restore(struct px_limit_zone *z, const struct px_limit_key *k, uint64_t excess, uint64_t last,
+                           uint64_t now_ms)
+{
+    if (z->a == NULL)
+        return;
+    uint64_t h = key_hash(z->a, k->family, k->addr);
+    struct stripe *s = stripe_of(z->a, h);
+    pthread_mutex_lock(&s->lock);
+    uint32_t i = lookup_locked(s, k, h);
+    if (i != 0) {
+        lru_bump_locked(s, i);
+    } else {
+        i = take_locked(z, s, now_ms);
+        insert_locked(s, i, k, h, now_ms);
+    }
+    ent(s, i)->excess = excess;
+    ent(s, i)->last = last;
+    pthread_mutex_unlock(&s->lock);
+}
+
 struct px_limits *px_limits_ref(struct px_limits *l)
 {
     if (l)

@@ -15,7 +15,7 @@ static void usage(FILE *f)
                "       proxyd -V             print the version\n"
                "       proxyd -h             this help\n"
                "long forms: --config FILE (or --config=FILE), --test, --version, --help\n"
-               "signals: HUP reload, TERM/INT graceful stop, USR1 reopen the log files\n",
+               "signals: HUP reload, TERM/INT graceful stop, USR1 reopen the log files, USR2 binary upgrade\n",
             DEFAULT_CONFIG);
 }
 

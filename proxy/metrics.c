@@ -491,10 +491,10 @@ static void on_request(struct evhttp_request *req, void *arg)
     evbuffer_free(body);
 }
 
-struct px_metrics *px_metrics_new(struct event_base *base, const struct px_addr *addr, char *err, size_t errlen)
+struct px_metrics *px_metrics_new(struct event_base *base, const struct px_addr *addr, int fd, char *err,
+                                  size_t errlen)
 {
     struct px_metrics *m = calloc(1, sizeof(*m));
-    int fd = -1;
     if (start_wall_ms == 0)
         start_wall_ms = px_wall_ms();
     if (m == NULL || (m->http = evhttp_new(base)) == NULL) {
@@ -508,10 +508,10 @@ struct px_metrics *px_metrics_new(struct event_base *base, const struct px_addr 
                                             EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
                                             EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
     evhttp_set_gencb(m->http, on_request, m);
-    fd = socket(addr->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
-    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-        bind(fd, (const struct sockaddr *)&addr->ss, addr->len) < 0 || listen(fd, 128) < 0) {
+    if (fd < 0 && ((fd = socket(addr->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0 ||
+                   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+                   bind(fd, (const struct sockaddr *)&addr->ss, addr->len) < 0 || listen(fd, 128) < 0)) {
         snprintf(err, errlen, "metrics_listen %s: %s", addr->text, strerror(errno));
         goto fail;
     }
@@ -544,6 +544,11 @@ void px_metrics_free(struct px_metrics *m)
     if (m->http)
         evhttp_free(m->http);
     free(m);
+}
+
+int px_metrics_fd(const struct px_metrics *m)
+{
+    return evhttp_bound_socket_get_fd(m->sock);
 }
 
 const char *px_metrics_address(const struct px_metrics *m)

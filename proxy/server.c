@@ -13,6 +13,7 @@
 #include <time.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -36,6 +37,7 @@
 #include "px/systemd.h"
 #include "px/target.h"
 #include "px/tls.h"
+#include "px/upgrade.h"
 #include "px/worker.h"
 
 struct px_server {
@@ -43,7 +45,7 @@ struct px_server {
     struct event_base *base;
     struct px_worker *workers;
     int nworkers;
-    struct event *sig_hup, *sig_term, *sig_int, *sig_usr1, *reap_timer, *stop_timer;
+    struct event *sig_hup, *sig_term, *sig_int, *sig_usr1, *sig_usr2, *reap_timer, *stop_timer;
     int stopping;
     int running;                   /* workers were started */
     uint64_t stop_deadline_ms;
@@ -61,6 +63,14 @@ struct px_server {
     struct px_carry carry;         /* what outlives a reload (px/carry.h): every rebuild takes it */
     char *pid_file;                /* written at start, removed at exit if it still names us */
     uint64_t cert_sig;             /* the services' own certificates the TLS part serves (a hash) */
+    /* binary upgrade (px/upgrade.h) */
+    char *exe;                     /* /proc/self/exe's target at start: the default new binary */
+    struct px_upgrade *upgrade;    /* the one in progress, or NULL */
+    px_server_upgrade_fn upgrade_done;
+    void *upgrade_arg;
+    uint64_t upgrade_started_ms;
+    int handed_over;               /* a new process serves: this one drains and exits */
+    struct px_upgrade_inherit inherit; /* started by an upgrade: what the old process handed over */
 };
 
 static void notify_all(struct px_server *s, unsigned what);
@@ -354,6 +364,21 @@ static int write_pid_file(struct px_server *s, const char *path, uid_t uid, gid_
     return 0;
 }
 
+/* A failed upgrade: the pid file names this process again (the new one
+ * may have written its own before it failed). */
+static void rewrite_pid_file(struct px_server *s)
+{
+    if (s->pid_file == NULL)
+        return;
+    int fd = open(s->pid_file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+    char buf[32];
+    int n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+    if (fd < 0 || write(fd, buf, (size_t)n) != n)
+        px_log_warn("pid_file %s: %s", s->pid_file, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+}
+
 /* Removed at exit only while it still names this process (a new instance
  * may have written its own since). */
 static void remove_pid_file(struct px_server *s)
@@ -629,7 +654,9 @@ void px_server_routes_published(struct px_server *s)
     sync_service_certs(s, 1);
 }
 
-void px_server_stop(struct px_server *s)
+/* upgrade: a new process took over, which systemd follows as its main
+ * pid by now: it must not hear STOPPING=1 from this one. */
+static void stop(struct px_server *s, int upgrade)
 {
     if (s->stopping) {
         px_log_warn("second stop signal: exiting now");
@@ -637,7 +664,8 @@ void px_server_stop(struct px_server *s)
         return;
     }
     s->stopping = 1;
-    px_systemd_stopping();
+    if (!upgrade)
+        px_systemd_stopping();
     uint64_t budget = px_routes_config(px_routes_peek())->shutdown_timeout_ms;
     s->stop_deadline_ms = px_now_ms() + budget;
     px_log_info("stopping: finishing in-flight requests (up to %llu ms)", (unsigned long long)budget);
@@ -645,6 +673,104 @@ void px_server_stop(struct px_server *s)
     notify_all(s, PX_WM_STOP);
     struct timeval tv = {0, 50000};
     event_add(s->stop_timer, &tv);
+}
+
+void px_server_stop(struct px_server *s)
+{
+    stop(s, 0);
+}
+
+/* ---- binary upgrade ---- */
+
+static void upgrade_done(void *arg, pid_t pid, const char *error)
+{
+    struct px_server *s = arg;
+    px_server_upgrade_fn done = s->upgrade_done;
+    void *darg = s->upgrade_arg;
+    uint64_t ms = px_now_ms() - s->upgrade_started_ms;
+    char msg[1400];
+    s->upgrade_done = NULL;
+    if (error) {
+        snprintf(msg, sizeof(msg), "%s", error);
+        px_upgrade_free(s->upgrade);
+        s->upgrade = NULL;
+        rewrite_pid_file(s);
+        px_log_error("upgrade failed, this process keeps serving: %s", msg);
+        if (done)
+            done(darg, 0, msg);
+        return;
+    }
+    /* the new process serves on the same sockets: stop accepting, drain */
+    s->handed_over = 1;
+    px_ctlserver_hand_over(s->control);
+    px_metrics_free(s->metrics); /* its socket is the new process's now (it stays open there) */
+    s->metrics = NULL;
+    px_log_notice("upgrade: new process %ld serves (ready in %llu ms); this one (%ld) stops accepting and drains",
+                  (long)pid, (unsigned long long)ms, (long)getpid());
+    if (done)
+        done(darg, (long)pid, NULL);
+    stop(s, 1);
+}
+
+void px_server_upgrade_forget(struct px_server *s, void *arg)
+{
+    if (s->upgrade_arg == arg)
+        s->upgrade_done = NULL;
+}
+
+int px_server_upgrade(struct px_server *s, const char *binary, unsigned timeout_ms, px_server_upgrade_fn done,
+                      void *arg, char *err, size_t errlen)
+{
+    unsigned char *blob = NULL;
+    size_t bloblen = 0;
+    int http[PX_MAX_WORKERS], https[PX_MAX_WORKERS], nhttp = 0, nhttps = 0;
+
+    if (s->stopping) {
+        snprintf(err, errlen, "proxyd is stopping");
+        return -1;
+    }
+    if (s->upgrade) {
+        snprintf(err, errlen, "an upgrade is already in progress");
+        return -1;
+    }
+    if (px_deployer_busy(s->deployer)) {
+        /* the new process reads the services from the state file: a deploy
+         * that switches after that would be lost to it */
+        snprintf(err, errlen, "a deploy or rollback is running: upgrade once it is done");
+        return -1;
+    }
+    if (binary == NULL)
+        binary = s->exe;
+    if (binary == NULL) {
+        snprintf(err, errlen, "the running binary's path is unknown: name one (--binary PATH)");
+        return -1;
+    }
+    for (size_t i = 0; i < s->carry.nlisteners; i++) {
+        const struct px_carry_listener *l = &s->carry.listeners[i];
+        for (int j = 0; j < l->nfds; j++) {
+            if (l->https && nhttps < PX_MAX_WORKERS)
+                https[nhttps++] = l->fds[j];
+            else if (!l->https && nhttp < PX_MAX_WORKERS)
+                http[nhttp++] = l->fds[j];
+        }
+    }
+    if (px_carry_export(&s->carry, &blob, &bloblen, err, errlen) < 0)
+        return -1;
+    struct px_upgrade_handover h = {http, https, nhttp, nhttps, px_ctlserver_fd(s->control),
+                                    s->metrics ? px_metrics_fd(s->metrics) : -1, blob, bloblen};
+    s->upgrade_started_ms = px_now_ms();
+    s->upgrade_done = done;
+    s->upgrade_arg = arg;
+    px_log_notice("upgrade: starting %s", binary);
+    s->upgrade = px_upgrade_spawn(s->base, binary, s->config_path, &h, timeout_ms, upgrade_done, s, err, errlen);
+    OPENSSL_cleanse(blob, bloblen);
+    free(blob);
+    if (s->upgrade == NULL) {
+        s->upgrade_done = NULL;
+        px_log_error("upgrade failed, this process keeps serving: %s", err);
+        return -1;
+    }
+    return 0;
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -673,6 +799,10 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     case SIGTERM:
     case SIGINT:
         px_server_stop(s);
+        break;
+    case SIGUSR2:
+        if (px_server_upgrade(s, NULL, PX_UPGRADE_TIMEOUT_MS, NULL, NULL, err, sizeof(err)) < 0 && !s->stopping)
+            px_log_error("upgrade (SIGUSR2): %s", err);
         break;
     }
 }
@@ -742,19 +872,80 @@ static int add_events(struct px_server *s)
     s->sig_term = evsignal_new(s->base, SIGTERM, on_signal, s);
     s->sig_int = evsignal_new(s->base, SIGINT, on_signal, s);
     s->sig_usr1 = evsignal_new(s->base, SIGUSR1, on_signal, s);
+    s->sig_usr2 = evsignal_new(s->base, SIGUSR2, on_signal, s);
     s->reap_timer = event_new(s->base, -1, EV_PERSIST, on_reap, s);
     s->stop_timer = evtimer_new(s->base, on_stop_timer, s);
-    if (!s->sig_hup || !s->sig_term || !s->sig_int || !s->sig_usr1 || !s->reap_timer || !s->stop_timer)
+    if (!s->sig_hup || !s->sig_term || !s->sig_int || !s->sig_usr1 || !s->sig_usr2 || !s->reap_timer ||
+        !s->stop_timer)
         return -1;
     struct timeval one = {1, 0};
     if (evsignal_add(s->sig_hup, NULL) < 0 || evsignal_add(s->sig_term, NULL) < 0 ||
         evsignal_add(s->sig_int, NULL) < 0 || evsignal_add(s->sig_usr1, NULL) < 0 ||
+        evsignal_add(s->sig_usr2, NULL) < 0 ||
         event_add(s->reap_timer, &one) < 0)
         return -1;
     return 0;
 }
 
+/* A binary upgrade: worker i's share of the sockets the old process's
+ * workers listened on (the old worker count may differ: socket j goes to
+ * worker j % nworkers, so every accept queue has a worker), or, for a
+ * worker beyond them, a new socket that joins their SO_REUSEPORT group.
+ * a takes the inherited sockets' address. -1 with the reason in err. */
+static int upgrade_listeners(struct px_server *s, int i, struct px_addr *a, const int *fds, int n, int tls,
+                             char *err, size_t errlen)
+{
+    if (i == 0) {
+        struct px_addr want = *a;
+        if (inherited_listener(a, fds[0], 0, err, errlen) < 0)
+            return -1;
+        if (addr_port(&want) != 0 && strcmp(want.text, a->text) != 0)
+            px_log_warn("upgrade: the config listens on %s, the sockets handed over on %s: they are kept "
+                        "(listener addresses change only on restart)", want.text, a->text);
+    }
+    for (int j = i; j < n; j += s->nworkers) {
+        if (px_worker_add_listener(&s->workers[i], fds[j], tls) < 0) {
+            px_log_warn("upgrade: listen %s: worker %d takes no more sockets: one of the old process's is "
+                        "closed (its queued connections are reset)", a->text, i);
+            close(fds[j]);
+            continue;
+        }
+        px_carry_add_listener(&s->carry, a, tls, fds[j]);
+    }
+    if (i < n)
+        return 0;
+    int fd = open_listener(a, 1, err, errlen);
+    if (fd < 0)
+        return -1;
+    if (px_worker_add_listener(&s->workers[i], fd, tls) < 0) {
+        close(fd);
+        snprintf(err, errlen, "listen %s: too many listeners", a->text);
+        return -1;
+    }
+    px_carry_add_listener(&s->carry, a, tls, fd);
+    return 0;
+}
+
+static struct px_server *server_new(const char *config_path, struct px_upgrade_inherit *inh, char *err,
+                                    size_t errlen);
+
 struct px_server *px_server_new(const char *config_path, char *err, size_t errlen)
+{
+    struct px_upgrade_inherit inh;
+    err[0] = '\0';
+    if (px_upgrade_inherited(&inh, err, errlen) < 0)
+        return NULL;
+    struct px_server *s = server_new(config_path, &inh, err, errlen);
+    if (s == NULL) {
+        if (err[0])
+            px_upgrade_failed(&inh, err);
+        px_upgrade_inherit_free(&inh);
+    }
+    return s;
+}
+
+static struct px_server *server_new(const char *config_path, struct px_upgrade_inherit *inh, char *err,
+                                    size_t errlen)
 {
     struct px_config *cfg = NULL;
     struct px_server *s = NULL;
@@ -769,6 +960,15 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
     if ((s = calloc(1, sizeof(*s))) == NULL || (s->config_path = strdup(config_path)) == NULL) {
         snprintf(err, errlen, "out of memory");
         goto fail;
+    }
+    s->inherit.status_fd = s->inherit.stderr_fd = s->inherit.control_fd = -1;
+    {
+        char exe[4096];
+        ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+        if (n > 0) {
+            exe[n] = '\0';
+            s->exe = strdup(exe);
+        }
     }
     s->nworkers = cfg->workers > PX_MAX_WORKERS ? PX_MAX_WORKERS : cfg->workers;
     s->has_http = cfg->has_listen_http;
@@ -831,6 +1031,15 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
         goto fail;
     px_routes_publish(routes);
     sync_service_certs(s, 0); /* no worker yet */
+    if (inh->status_fd >= 0) {
+        /* a binary upgrade: the old process's sessions, ticket keys and zones */
+        struct px_carry_counts n;
+        char cerr[256];
+        if (px_carry_import(&s->carry, inh->carry, inh->carrylen, &n, cerr, sizeof(cerr)) < 0)
+            px_log_warn("upgrade: %s", cerr);
+        px_log_info("upgrade: carried over %zu TLS sessions, %zu ticket keys, %zu rate-limit zones (%zu keys)",
+                    n.sessions, n.ticket_keys, n.zones, n.keys);
+    }
 
     s->workers = calloc((size_t)s->nworkers, sizeof(*s->workers));
     s->answers = px_worker_answers_new(s->base, on_answer, s);
@@ -840,14 +1049,29 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
     }
     /* proxyd.socket: the listening sockets come from systemd, bound by it */
     int sd_http = -1, sd_https = -1;
-    int nsd = px_systemd_listen_fds(s->has_http, s->has_https, &sd_http, &sd_https, err, errlen);
+    int nsd = inh->status_fd >= 0 ? 0 : px_systemd_listen_fds(s->has_http, s->has_https, &sd_http, &sd_https, err, errlen);
     if (nsd < 0)
         goto fail;
+    int up_http = s->has_http && inh->nhttp > 0, up_https = s->has_https && inh->nhttps > 0;
+    if (inh->status_fd >= 0) {
+        /* listeners the new config dropped: their sockets go (as on a restart) */
+        if (!s->has_http && inh->nhttp > 0)
+            px_log_warn("upgrade: listen_http is gone from the config: its sockets are closed");
+        for (int j = 0; !s->has_http && j < inh->nhttp; j++)
+            close(inh->http[j]);
+        if (!s->has_https && inh->nhttps > 0)
+            px_log_warn("upgrade: listen_https is gone from the config: its sockets are closed");
+        for (int j = 0; !s->has_https && j < inh->nhttps; j++)
+            close(inh->https[j]);
+    }
     for (int i = 0; i < s->nworkers; i++) {
         if (px_worker_init(&s->workers[i], i, px_worker_modules, px_worker_nmodules, err, errlen) < 0)
             goto fail;
         px_worker_set_answers(&s->workers[i], s->answers);
-        if (s->has_http) {
+        if (up_http) {
+            if (upgrade_listeners(s, i, &s->listen_http, inh->http, inh->nhttp, 0, err, errlen) < 0)
+                goto fail;
+        } else if (s->has_http) {
             int fd = sd_http >= 0 ? inherited_listener(&s->listen_http, sd_http, i, err, errlen)
                                   : open_listener(&s->listen_http, i > 0, err, errlen);
             if (fd < 0)
@@ -859,7 +1083,10 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
             }
             px_carry_add_listener(&s->carry, &s->listen_http, 0, fd); /* cannot be full: two addresses */
         }
-        if (s->has_https) {
+        if (up_https) {
+            if (upgrade_listeners(s, i, &s->listen_https, inh->https, inh->nhttps, 1, err, errlen) < 0)
+                goto fail;
+        } else if (s->has_https) {
             int fd = sd_https >= 0 ? inherited_listener(&s->listen_https, sd_https, i, err, errlen)
                                    : open_listener(&s->listen_https, i > 0, err, errlen);
             if (fd < 0)
@@ -898,11 +1125,36 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
             goto fail;
     }
     make_parent(c0->control_socket, user ? uid : (uid_t)-1, gid);
-    if ((s->control = px_ctlserver_new(s->base, c0->control_socket, c0->control_socket_mode, s, s->deployer, err,
-                                       errlen)) == NULL)
+    if (inh->control_fd >= 0) {
+        /* a config that moved the socket: a new one there (the old process's
+         * stays at its path, answering nothing, until it exits) */
+        struct sockaddr_un sun;
+        socklen_t sl = sizeof(sun);
+        memset(&sun, 0, sizeof(sun));
+        if (getsockname(inh->control_fd, (struct sockaddr *)&sun, &sl) < 0 || sun.sun_family != AF_UNIX ||
+            strncmp(sun.sun_path, c0->control_socket, sizeof(sun.sun_path)) != 0) {
+            px_log_warn("upgrade: control_socket is %s now: the one handed over (%s) is not taken",
+                        c0->control_socket, sun.sun_path[0] ? sun.sun_path : "?");
+            close(inh->control_fd);
+            inh->control_fd = -1;
+        }
+    }
+    if (inh->control_fd >= 0) {
+        /* a binary upgrade: the old process's socket, path untouched */
+        if ((s->control = px_ctlserver_adopt(s->base, c0->control_socket, inh->control_fd, c0->control_socket_mode,
+                                             s, s->deployer, err, errlen)) == NULL)
+            goto fail;
+        inh->control_fd = -1;
+    } else if ((s->control = px_ctlserver_new(s->base, c0->control_socket, c0->control_socket_mode, s,
+                                              s->deployer, err, errlen)) == NULL) {
         goto fail;
+    }
     if (c0->has_metrics_listen) { /* the main base's own listener, never a worker's */
-        if ((s->metrics = px_metrics_new(s->base, &c0->metrics_listen, err, errlen)) == NULL)
+        /* a binary upgrade hands the old process's listener over (a bind
+         * would fail: the old one still listens there) */
+        int mfd = inh->metrics_fd;
+        inh->metrics_fd = -1;
+        if ((s->metrics = px_metrics_new(s->base, &c0->metrics_listen, mfd, err, errlen)) == NULL)
             goto fail;
         px_log_info("listening metrics %s", px_metrics_address(s->metrics));
         s->metrics_listen = c0->metrics_listen;
@@ -910,6 +1162,10 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
             snprintf(err, errlen, "out of memory");
             goto fail;
         }
+    }
+    if (inh->metrics_fd >= 0) { /* handed over, but this config has no metrics_listen */
+        close(inh->metrics_fd);
+        inh->metrics_fd = -1;
     }
     if (user && chown(c0->control_socket, uid, gid) < 0)
         px_log_warn("control_socket %s: chown to %s: %s", c0->control_socket, user, strerror(errno));
@@ -929,10 +1185,14 @@ struct px_server *px_server_new(const char *config_path, char *err, size_t errle
         goto fail;
     }
     free(user);
+    s->inherit = *inh; /* the status pipe: "ready" once the workers run */
     return s;
 fail:
+    if (s && inh->status_fd >= 0)
+        px_ctlserver_hand_over(s->control); /* the old process's socket: its path stays */
     if (logs_open) {
         px_log_error("%s", err);
+        px_upgrade_failed(inh, err);
         err[0] = '\0';
     }
     px_config_free(cfg);
@@ -949,6 +1209,7 @@ int px_server_run(struct px_server *s)
     sigaddset(&block, SIGTERM);
     sigaddset(&block, SIGINT);
     sigaddset(&block, SIGUSR1);
+    sigaddset(&block, SIGUSR2);
     /* workers never take the process signals */
     pthread_sigmask(SIG_BLOCK, &block, &old);
     tzset(); /* the combined access log's local time: read the zone here, not on a worker */
@@ -969,6 +1230,12 @@ int px_server_run(struct px_server *s)
     if (rc != 0)
         return rc;
     px_log_info("proxyd %s started: %d workers, pid %d", PX_VERSION, s->nworkers, (int)getpid());
+    if (s->inherit.status_fd >= 0) {
+        /* a binary upgrade: systemd follows this process from now on, and
+         * the old one stops accepting when it hears "ready" */
+        px_systemd_mainpid((int)getpid());
+        px_upgrade_ready(&s->inherit);
+    }
     px_systemd_ready("serving");
     event_base_dispatch(s->base);
     px_log_info("stopped");
@@ -995,7 +1262,9 @@ void px_server_free(struct px_server *s)
     px_acme_manager_free(s->acme);
     px_cluster_free(s->cluster); /* the workers are joined */
     px_deployer_free(s->deployer);
-    struct event *evs[] = {s->sig_hup, s->sig_term, s->sig_int, s->sig_usr1, s->reap_timer, s->stop_timer};
+    px_upgrade_free(s->upgrade);
+    struct event *evs[] = {s->sig_hup, s->sig_term, s->sig_int, s->sig_usr1, s->sig_usr2, s->reap_timer,
+                           s->stop_timer};
     for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
         if (evs[i])
             event_free(evs[i]);
@@ -1007,6 +1276,8 @@ void px_server_free(struct px_server *s)
     px_challenge_shutdown();
     remove_pid_file(s);
     px_log_close();
+    px_upgrade_inherit_free(&s->inherit);
+    free(s->exe);
     free(s->config_path);
     free(s);
 }

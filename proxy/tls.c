@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <strings.h>
+#include <limits.h>
 #include <time.h>
 
 #include <pthread.h>
@@ -342,6 +343,8 @@ out:
     return rc;
 }
 
+static void remove_cb(SSL_CTX *ctx, SSL_SESSION *sess);
+
 /* A context with conf's protocol settings. base: the session context (cache,
  * tickets); otherwise a certificate context. app: the tls_base (app data). */
 static SSL_CTX *ctx_new(const struct px_tls_conf *conf, int base, struct tls_base *app, char *err, size_t errlen)
@@ -385,8 +388,10 @@ static SSL_CTX *ctx_new(const struct px_tls_conf *conf, int base, struct tls_bas
      * An SSL takes this from the base. */
     SSL_CTX_set_num_tickets(ctx, conf->session_tickets || conf->session_timeout_ms ? 1 : 0);
     SSL_CTX_set_app_data(ctx, app);
-    if (base)
+    if (base) {
         SSL_CTX_set_tlsext_servername_callback(ctx, servername_cb);
+        SSL_CTX_sess_set_remove_cb(ctx, remove_cb); /* px_tls_sessions_each */
+    }
     else
         SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
     return ctx;
@@ -477,6 +482,119 @@ void px_tls_sessions_unref(struct px_tls_sessions *s)
 {
     if (s)
         SSL_CTX_free(((struct tls_base *)s)->ctx); /* the last frees the base too */
+}
+
+/* ---- a binary upgrade's carry-over ---- */
+
+size_t px_tls_ticket_keys_get(struct px_tls_sessions *s, unsigned char *out, size_t cap, uint64_t *rotated_ms)
+{
+    struct tls_base *b = (struct tls_base *)s;
+    size_t n = 0;
+    if (b == NULL || !b->tickets)
+        return 0;
+    pthread_mutex_lock(&b->tk_lock);
+    for (int i = 0; i < b->ntk && n + PX_TLS_TICKET_KEY_LEN <= cap; i++) {
+        memcpy(out + n, b->tk[i].name, 16);
+        memcpy(out + n + 16, b->tk[i].aes, 32);
+        memcpy(out + n + 48, b->tk[i].hmac, 32);
+        n += PX_TLS_TICKET_KEY_LEN;
+    }
+    *rotated_ms = b->tk_rotated_ms;
+    pthread_mutex_unlock(&b->tk_lock);
+    return n;
+}
+
+void px_tls_ticket_keys_set(struct px_tls_sessions *s, const unsigned char *keys, size_t len, uint64_t rotated_ms)
+{
+    struct tls_base *b = (struct tls_base *)s;
+    size_t nk = len / PX_TLS_TICKET_KEY_LEN;
+    if (b == NULL || !b->tickets || nk == 0)
+        return;
+    pthread_mutex_lock(&b->tk_lock);
+    b->ntk = nk > 2 ? 2 : (int)nk;
+    for (int i = 0; i < b->ntk; i++) {
+        const unsigned char *k = keys + (size_t)i * PX_TLS_TICKET_KEY_LEN;
+        memcpy(b->tk[i].name, k, 16);
+        memcpy(b->tk[i].aes, k + 16, 32);
+        memcpy(b->tk[i].hmac, k + 48, 32);
+    }
+    b->tk_rotated_ms = rotated_ms;
+    pthread_mutex_unlock(&b->tk_lock);
+}
+
+/* The session cache is OpenSSL's, behind its own lock, with no iterator
+ * that takes it: SSL_CTX_sessions() is not thread-safe while workers add
+ * sessions. SSL_CTX_flush_sessions() does take it and hands every session
+ * it removes to the remove callback under it: so a dump flushes the whole
+ * cache into a list (this thread's collector; the callback ignores the
+ * workers' own removals) and puts the copies back at once. A handshake
+ * that looks a session up in between makes a full handshake, nothing worse. */
+struct sess_collect {
+    unsigned char **der;
+    int *len;
+    size_t n, cap;
+};
+static __thread struct sess_collect *tl_collect;
+
+static void remove_cb(SSL_CTX *ctx, SSL_SESSION *sess)
+{
+    struct sess_collect *c = tl_collect;
+    PX_UNUSED(ctx);
+    if (c == NULL)
+        return;
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 64;
+        unsigned char **d = realloc(c->der, cap * sizeof(*d));
+        if (d)
+            c->der = d;
+        int *l = d ? realloc(c->len, cap * sizeof(*l)) : NULL;
+        if (l == NULL)
+            return;
+        c->len = l;
+        c->cap = cap;
+    }
+    unsigned char *p = NULL;
+    int n = i2d_SSL_SESSION(sess, &p);
+    if (n <= 0)
+        return;
+    c->der[c->n] = p;
+    c->len[c->n++] = n;
+}
+
+int px_tls_sessions_each(struct px_tls_sessions *s, px_tls_session_fn fn, void *arg)
+{
+    struct tls_base *b = (struct tls_base *)s;
+    struct sess_collect c = {0};
+    if (b == NULL)
+        return 0;
+    tl_collect = &c;
+    /* far in the future: every session counts as timed out (oldest first) */
+    SSL_CTX_flush_sessions(b->ctx, (long)time(NULL) + 100L * 365 * 86400);
+    tl_collect = NULL;
+    for (size_t i = 0; i < c.n; i++) {
+        fn(arg, c.der[i], (size_t)c.len[i]);
+        px_tls_session_add(s, c.der[i], (size_t)c.len[i]);
+        OPENSSL_free(c.der[i]);
+    }
+    free(c.der);
+    free(c.len);
+    return (int)c.n;
+}
+
+int px_tls_session_add(struct px_tls_sessions *s, const unsigned char *der, size_t len)
+{
+    struct tls_base *b = (struct tls_base *)s;
+    const unsigned char *p = der;
+    if (b == NULL || len > LONG_MAX)
+        return -1;
+    SSL_SESSION *sess = d2i_SSL_SESSION(NULL, &p, (long)len);
+    if (sess == NULL) {
+        ERR_clear_error();
+        return -1;
+    }
+    int ok = SSL_CTX_add_session(b->ctx, sess);
+    SSL_SESSION_free(sess); /* the cache holds its own reference */
+    return ok == 1 ? 0 : -1;
 }
 
 struct px_tls *px_tls_build(const struct px_tls_conf *conf, const struct px_tls_sessions *sessions, char *err,

@@ -78,4 +78,28 @@ void px_carry_keep_sessions(struct px_carry *c, struct px_tls_sessions *s);
  * the carry is empty afterwards. */
 void px_carry_free(struct px_carry *c);
 
+/* ---- a binary upgrade: the state handed to the next process ----
+ * The listening sockets go by inheritance (px/upgrade.h); the rest is one
+ * blob: the ticket keys and the session cache of c->sessions, and the
+ * buckets of every zone of c->zones. The deployed services need nothing
+ * here: the state file has them. */
+
+/* Serialise c's state into a new buffer (*out, *outlen; free() it; it
+ * holds key material: cleanse before). 0, or -1 with the reason. Main
+ * thread; takes the zones' stripe locks and the session cache's lock in
+ * turn, never for long. */
+int px_carry_export(const struct px_carry *c, unsigned char **out, size_t *outlen, char *err, size_t errlen);
+
+struct px_carry_counts {
+    size_t ticket_keys, sessions, zones, keys;
+};
+/* Put what px_carry_export gave (in the previous process) into the state
+ * c names now (after the first snapshot is published: its sessions and
+ * zones). A zone is restored when the new config has one with the same
+ * name and zone_size (as a reload keeps it); the ticket keys when session
+ * tickets are on. n says what was taken. 0, or -1 for a blob that is not
+ * one (what was read before the fault stays). */
+int px_carry_import(struct px_carry *c, const unsigned char *buf, size_t len, struct px_carry_counts *n,
+                    char *err, size_t errlen);
+
 #endif

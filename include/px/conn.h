@@ -107,6 +107,11 @@ void px_conn_linger(struct px_conn *c);
 /* The session waits for a client with nothing running (on = 1): c may be
  * closed to make room at max_connections, and an EOF now is a clean end. */
 void px_conn_idle(struct px_conn *c, int on);
+/* Has the client sent bytes not read yet (buffered, in TLS, or still in
+ * the kernel)? For a graceful stop: an idle connection whose next request
+ * has arrived is answered, not closed. A system call: not for the request
+ * path. */
+int px_conn_input_pending(struct px_conn *c);
 /* Put another session on c (an HTTP/1 upgrade to a tunnel); the old one is
  * the caller's to free. */
 void px_conn_set_session(struct px_conn *c, const struct px_session_ops *ops, void *session);

@@ -72,6 +72,9 @@
  *   cert_renew        {"renewed":["example.com"],"skipped":["..."],"failed":[]}  (answers after
  *                      the attempts; a failure is an error reply, renewal_failed)
  *   cert_reload       {"loaded":N}                         certificates now served (files + ACME)
+ *   upgrade           {"pid":N,"old_pid":N,"binary":"/usr/sbin/proxyd"}  answers once the new
+ *                      process serves (the old one then drains and exits); a binary that
+ *                      does not start is an error reply, upgrade_failed, and changes nothing
  *
  * Progress lines are free text for people (proxyctl asks for them and
  * prints them to stderr as they arrive); deploy and rollback send, in order: "waiting for H:P to
@@ -168,7 +171,9 @@ struct px_ctl_arg {
     X(cert_renew, h_cert_renew, ARGS(cert_renew_args),                                                        \
       "renew the ACME certificates that are due (all with --force); answers after the attempts")             \
     X(cert_reload, h_cert_reload, NO_ARGS,                                                                    \
-      "reload the certificate files and ACME lineages from disk (sessions stay resumable)")
+      "reload the certificate files and ACME lineages from disk (sessions stay resumable)")                   \
+    X(upgrade, h_upgrade, ARGS(upgrade_args),                                                                 \
+      "start the new binary on the same sockets and state; this process then drains and exits")
 
 enum px_ctl_cmd_id {
 #define PX_CTL_CMD_ENUM_(name, handler, args, help) PX_CTL_CMD_##name,
@@ -212,6 +217,8 @@ const char *px_ctl_check_fspath(const char *v);
 /* Marks an INT argument that is a TCP port (1..65535). */
 const char *px_ctl_check_port(const char *v);
 const char *px_ctl_check_message(const char *v); /* at most PX_CTL_MESSAGE_MAX bytes */
+const char *px_ctl_check_binary(const char *v);  /* an absolute path, visible characters */
+#define PX_CTL_DEFAULT_UPGRADE_TIMEOUT_MS 60000  /* upgrade: the new process must be ready by then */
 
 /* ---- framing ------------------------------------------------------------- */
 enum px_ctl_frame {

@@ -26,7 +26,7 @@ struct px_ctlserver;
 
 /* ---- the audit trail ----
  * Every command that changes state (deploy, rollback, stop, pause, resume,
- * remove, reload, cert_renew, cert_reload) writes two "[notice] control:"
+ * remove, reload, cert_renew, cert_reload, upgrade) writes two "[notice] control:"
  * lines to the error log, one when it is received and one when it ends:
  *
  *   control: deploy service=web uid=0 pid=1234 received
@@ -45,6 +45,17 @@ void px_ctl_audit_finish(const char *cmd, const char *service, const char *peer,
 
 struct px_ctlserver *px_ctlserver_new(struct event_base *base, const char *path, unsigned mode,
                                       struct px_server *srv, struct px_deployer *dep, char *err, size_t errlen);
+/* A binary upgrade's new process: fd is the old process's listening
+ * control socket (bound at path), taken over as it is: the path is not
+ * touched. */
+struct px_ctlserver *px_ctlserver_adopt(struct event_base *base, const char *path, int fd, unsigned mode,
+                                        struct px_server *srv, struct px_deployer *dep, char *err, size_t errlen);
+/* The listening socket (for a binary upgrade), -1 without one. */
+int px_ctlserver_fd(const struct px_ctlserver *c);
+/* The new process has the socket now: accept nothing more (connections
+ * already open still get their answers), and leave the path alone at
+ * exit. */
+void px_ctlserver_hand_over(struct px_ctlserver *c);
 /* The daemon is stopping: every long command in progress (deploy, rollback,
  * cert renew) is answered {"ok":false,"error":{"code":"shutting_down",...}}
  * now, and later ones the same way; short commands still answer until the

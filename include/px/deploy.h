@@ -154,5 +154,7 @@ typedef void (*px_deployer_list_fn)(void *arg, const struct px_deploy_entry *e);
 /* Every service of the published table, in table order; fn may be NULL.
  * Returns how many there are. */
 size_t px_deployer_each(struct px_deployer *d, px_deployer_list_fn fn, void *arg);
+/* A deploy or rollback is running (a binary upgrade waits for none). */
+int px_deployer_busy(const struct px_deployer *d);
 
 #endif

@@ -34,7 +34,9 @@
     X(ACME_NOT_CONFIGURED, "acme_not_configured") /* cert_renew, deploy --tls: [acme] is not enabled */      \
     X(RENEWAL_FAILED, "renewal_failed")           /* cert_renew: an attempt failed; message "NAME: TYPE:     \
                                                      detail" per failed lineage; the old one keeps serving */\
-    X(INVALID_TARGET, "invalid_target")           /* deploy: a target is proxyd's own listen address */
+    X(INVALID_TARGET, "invalid_target")           /* deploy: a target is proxyd's own listen address */      \
+    X(UPGRADE_FAILED, "upgrade_failed")           /* upgrade: the new binary did not start (message: why,    \
+                                                     with its last error line); the old one serves on */
 
 enum px_err {
 #define PX_ERR_ENUM_(id, name) PX_E_##id,

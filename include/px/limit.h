@@ -206,4 +206,24 @@ void px_limit_zone_params(const struct px_limit_zone *z, uint64_t *rate, uint64_
  * px_limits_free. The carry-over object holds one on the set in force. */
 struct px_limits *px_limits_ref(struct px_limits *l);
 
+/* ---- a binary upgrade's carry-over (px/carry.h) ---- */
+
+/* How many zones l has (0 for NULL), and zone i (i < that). */
+size_t px_limits_count(const struct px_limits *l);
+struct px_limit_zone *px_limits_zone(const struct px_limits *l, size_t i);
+/* The zone's zone_size (0 on another implementation than the arena). */
+uint64_t px_limit_zone_size(const struct px_limit_zone *z);
+typedef void (*px_limit_each_fn)(void *arg, const struct px_limit_key *k, uint64_t excess, uint64_t last_ms);
+/* Call fn for every key of an arena zone with its bucket (excess in
+ * milli-requests, last on px_now_ms's clock, which is the machine's
+ * monotonic clock and so the same in the next process), least recently
+ * used first. Takes each stripe's lock in turn (fn must not call back
+ * into the zone). Main thread; nothing for another implementation. */
+void px_limit_zone_each(const struct px_limit_zone *z, px_limit_each_fn fn, void *arg);
+/* Put key k with that bucket into an arena zone (as the most recently
+ * used key; an existing one is overwritten), evicting as a new key would.
+ * Main thread, before the zone's set is used or while it is. */
+void px_limit_zone_restore(struct px_limit_zone *z, const struct px_limit_key *k, uint64_t excess, uint64_t last_ms,
+                           uint64_t now_ms);
+
 #endif

@@ -20,9 +20,14 @@ struct evbuffer;
 struct px_addr;
 struct px_metrics;
 
-/* Listen on addr on base (main thread). NULL with a message in err (the
- * bind failed, out of memory). */
-struct px_metrics *px_metrics_new(struct event_base *base, const struct px_addr *addr, char *err, size_t errlen);
+/* Listen on addr on base (main thread), or on fd when it is >= 0 (a
+ * listening socket a binary upgrade handed over; it is owned from here on,
+ * even on failure). NULL with a message in err (the bind failed, out of
+ * memory). */
+struct px_metrics *px_metrics_new(struct event_base *base, const struct px_addr *addr, int fd, char *err,
+                                  size_t errlen);
+/* The listening socket (for a binary upgrade to hand over). */
+int px_metrics_fd(const struct px_metrics *m);
 /* Close the listener and its connections (NULL is fine). */
 void px_metrics_free(struct px_metrics *m);
 /* The address actually bound (port 0 resolved), "HOST:PORT". */

@@ -49,6 +49,22 @@ struct px_cluster *px_server_cluster(struct px_server *s);
 /* Begin a graceful stop, as SIGTERM does (a second call cuts at once). */
 void px_server_stop(struct px_server *s);
 
+/* A binary upgrade (proxyctl upgrade, SIGUSR2; px/upgrade.h): start binary
+ * (NULL: the running executable, /proc/self/exe as it was at start) with
+ * the same config path, hand it the listening sockets, the control socket
+ * and the carry-over, and once it says it serves, stop accepting and drain
+ * as px_server_stop does. done(arg, pid, NULL) then, or done(arg, 0, why)
+ * when it failed to start within timeout_ms: nothing changed here. -1 with
+ * the reason in err when it cannot begin (another one runs, stopping, not
+ * executable); done is not called then. */
+#define PX_UPGRADE_TIMEOUT_MS 60000
+typedef void (*px_server_upgrade_fn)(void *arg, long pid, const char *error);
+int px_server_upgrade(struct px_server *s, const char *binary, unsigned timeout_ms, px_server_upgrade_fn done,
+                      void *arg, char *err, size_t errlen);
+
+/* The caller arg of an upgrade in progress went away: done is not called. */
+void px_server_upgrade_forget(struct px_server *s, void *arg);
+
 /* For `proxyctl status`. */
 uint64_t px_server_uptime_s(const struct px_server *s);
 int px_server_nworkers(const struct px_server *s);

@@ -87,4 +87,23 @@ void px_tls_rotate_tickets(struct px_tls *t, uint64_t now_ms);
 /* 1 when the connection negotiated ALPN "h2". */
 int px_tls_is_h2(SSL *ssl);
 
+/* ---- a binary upgrade's carry-over (px/carry.h); main thread ---- */
+
+#define PX_TLS_TICKET_KEY_LEN 80 /* name 16, AES 32, HMAC 32 */
+/* The ticket keys of s into out (the current one first): bytes written, a
+ * multiple of PX_TLS_TICKET_KEY_LEN, 0 without session tickets; and when
+ * the current one began (px_now_ms). */
+size_t px_tls_ticket_keys_get(struct px_tls_sessions *s, unsigned char *out, size_t cap, uint64_t *rotated_ms);
+/* Replace s's ticket keys by those (what px_tls_ticket_keys_get gave in the
+ * previous process); nothing when s has no session tickets. */
+void px_tls_ticket_keys_set(struct px_tls_sessions *s, const unsigned char *keys, size_t len, uint64_t rotated_ms);
+typedef void (*px_tls_session_fn)(void *arg, const unsigned char *der, size_t len);
+/* Call fn with every session of s's server-side cache, DER-encoded
+ * (i2d_SSL_SESSION), oldest first. The cache is emptied and refilled
+ * under OpenSSL's lock (a handshake meanwhile may miss its session and make
+ * a full one). Returns how many. */
+int px_tls_sessions_each(struct px_tls_sessions *s, px_tls_session_fn fn, void *arg);
+/* Add one DER-encoded session to s's cache. 0, or -1 (not a session). */
+int px_tls_session_add(struct px_tls_sessions *s, const unsigned char *der, size_t len);
+
 #endif
