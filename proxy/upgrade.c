@@ -270,6 +270,8 @@ struct px_upgrade *px_upgrade_spawn(struct event_base *base, const char *binary,
     keep[nkeep++] = carry;
     if (h->control >= 0)
         keep[nkeep++] = h->control;
+    if (h->metrics >= 0)
+        keep[nkeep++] = h->metrics;
     for (int i = 0; i < h->nhttp; i++)
         keep[nkeep++] = h->http[i];
     for (int i = 0; i < h->nhttps; i++)

@@ -302,6 +302,25 @@ class Carry(UpgradeCase):
         self.assertEqual(p.wait(5), 0)
 
 
+    def test_metrics_listen_is_handed_over(self):
+        import urllib.request
+        from common import free_port
+        port = free_port()
+        p = self.start(start=False)
+        p.write_config(p.config_text.replace("[proxy]\n", "[proxy]\nmetrics_listen = 127.0.0.1:%d\n" % port, 1))
+        p.start()
+
+        def scrape():
+            with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
+                return r.read().decode()
+        self.assertEqual(get(p.port, "/", host="test.local").status, 200)
+        self.assertIn("proxyd_requests_total", scrape())
+        for _ in range(2):  # the same port after each upgrade: handed over, not bound again
+            pid = self.upgrade(p)
+            self.assertIn("proxyd_build_info", scrape())
+        self.assertEqual(self.live_pid(p), pid)
+
+
 class Failures(UpgradeCase):
     def check_unchanged(self, p, pid):
         self.assertTrue(alive(pid))

@@ -369,7 +369,8 @@ static void test_validate_array_bound(void)
 static void test_command_table(void)
 {
     static const char *const want[] = {"deploy", "rollback", "list", "stop", "pause", "resume", "remove",
-                                       "status", "reload", "cert_status", "cert_renew", "cert_reload"};
+                                       "status", "reload", "cert_status", "cert_renew", "cert_reload",
+                                       "upgrade"};
     size_t n;
     const struct px_ctl_cmd *cmds = px_ctl_commands(&n);
 
@@ -418,7 +419,7 @@ static void test_error_codes(void)
                                          "unknown_service", "conflict", "busy", "health_check_failed",
                                          "no_previous", "reload_failed", "shutting_down",
                                          "internal", "acme_not_configured",
-                                         "renewal_failed", "invalid_target"};
+                                         "renewal_failed", "invalid_target", "upgrade_failed"};
 
     CHECK_STR(px_err_name(PX_E_BAD_REQUEST), "bad_request");
     CHECK_STR(px_err_name(PX_E_HEALTH_CHECK_FAILED), "health_check_failed");
