@@ -325,6 +325,12 @@ class ContainerImage(unittest.TestCase):
         self.assertIn("configuration ok", r.stdout + r.stderr)
         self.assertIn("kamal-proxy -> proxyctl", r.stdout)
         self.assertIn("no-compiler", r.stdout)
+        # `kamal-proxy run` as the command of the default image too
+        r = podman("run", "--rm", "--network", "none", IMAGE, "sh", "-c",
+                   "kamal-proxy run & for i in $(seq 100); do curl -fsS http://127.0.0.1/health && break; "
+                   "sleep 0.1; done; kill $!; wait $!; echo exit=$?", timeout=60)
+        self.assertIn("healthy", r.stdout, r.stderr[-2000:])
+        self.assertIn("exit=0", r.stdout, r.stderr[-2000:])  # SIGTERM: a graceful stop
 
     def test_runs_as_non_root_on_port_80(self):
         c, port, _ = running("px", IMAGE)
@@ -392,6 +398,8 @@ class ContainerImage(unittest.TestCase):
                 self.assertTrue(wait_until(lambda: load.count() > n + 50, 10))
             finally:
                 load.stop()
+            print("\n[container] compose release under load: %d requests %s, %d failed"
+                  % (load.ok, load.bodies, len(load.failures)))
             self.assertEqual(load.failures[:5], [])
             self.assertGreater(load.bodies.get("blue", 0), 0)
             self.assertGreater(load.bodies.get("green", 0), 0)
