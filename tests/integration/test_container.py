@@ -18,6 +18,7 @@ import atexit
 import http.client
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -81,8 +82,8 @@ def setup_podman():
         if r.returncode != 0:
             raise AssertionError("apt-get install %s failed:\n%s" % (" ".join(APT), r.stderr[-2000:]))
     os.makedirs(CONF_D, exist_ok=True)
-    import resource
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    hard = 1048576 if hard == resource.RLIM_INFINITY else hard
     confs["60-ulimits.conf"] = '[containers]\ndefault_ulimits = ["nofile=%d:%d", "nproc=4096:4096"]\n' % (hard, hard)
     for n, text in confs.items():
         if not have_conf[n]:
