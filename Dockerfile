@@ -38,8 +38,10 @@ RUN set -eu; make -s -j"$(nproc)" install B=/tmp/b DESTDIR=/out PREFIX=/usr \
 FROM ${BASE} AS runtime
 # libcurl4 is dlopen()ed by ACME; curl runs the HEALTHCHECK; openssl makes
 # `kamal-proxy run`'s self-signed default certificate.
-RUN set -eu; pkgs="libevent-2.1-7 libevent-core-2.1-7 libevent-pthreads-2.1-7 libevent-openssl-2.1-7 \
-      libssl3 libnghttp2-14 libjansson4 libinih1 libsystemd0 libcurl4 ca-certificates curl openssl"; \
+# The list is conf/runtime-packages.txt (the container test's base image
+# takes the same file): a library proxyd links gets one line there.
+COPY conf/runtime-packages.txt /tmp/runtime-packages.txt
+RUN set -eu; pkgs="$(cat /tmp/runtime-packages.txt)"; rm /tmp/runtime-packages.txt; \
     if [ "$(dpkg-query -W -f='${Status}\n' $pkgs 2>/dev/null | grep -c 'install ok installed')" != "$(echo $pkgs | wc -w)" ]; then \
       apt-get update -qq; \
       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $pkgs >/dev/null; \

@@ -38,9 +38,8 @@ APP_IMAGE = "localhost/%s-app:test" % NAME
 NET = NAME + "-net"
 # the runtime libraries (so the runtime stage needs no network) and what the
 # HEALTHCHECK and `kamal-proxy run` use
-BASE_PACKAGES = ("ca-certificates,libevent-2.1-7,libevent-core-2.1-7,libevent-pthreads-2.1-7,"
-                 "libevent-openssl-2.1-7,libssl3,libnghttp2-14,libjansson4,libinih1,libsystemd0,"
-                 "libcurl4,curl,openssl")
+with open(os.path.join(REPO, "conf", "runtime-packages.txt")) as _f:  # the Dockerfile's list too
+    BASE_PACKAGES = ",".join(line.strip() for line in _f if line.strip() and not line.startswith("#"))
 TOOLS = ("podman", "podman-compose", "mmdebstrap", "curl")
 APT = ("podman", "buildah", "runc", "conmon", "netavark", "aardvark-dns", "iptables", "slirp4netns",
        "fuse-overlayfs", "uidmap", "mmdebstrap", "podman-compose")

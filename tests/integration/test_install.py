@@ -188,3 +188,34 @@ class Logrotate(ProxyTestCase):
                 [e["path"] for e in p.access_log_lines(os.path.join(logdir, "access.log"))]
         self.assertEqual(sorted(paths), sorted("/n%d" % i for i in range(total)))
         self.assertGreater(len(p.access_log_lines(os.path.join(logdir, "access.log"))), 0)
+
+
+class RuntimePackages(ProxyTestCase):
+    def test_every_linked_library_is_in_the_runtime_list(self):
+        """conf/runtime-packages.txt (the container image's runtime stage and the
+        container test's base) names the package of every library proxyd
+        links (its NEEDED entries; theirs come with their packages): a new
+        dependency that misses it fails here, not in an image."""
+        want = set(open(os.path.join(REPO, "conf/runtime-packages.txt")).read().split())
+        exe = os.path.join(build_dir(), "proxyd")
+        needed = re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]",
+                            subprocess.run(["readelf", "-d", exe], capture_output=True, text=True).stdout)
+        where = {}
+        for line in subprocess.run(["ldd", exe], capture_output=True, text=True).stdout.splitlines():
+            parts = line.split("=>")
+            if len(parts) == 2 and parts[1].strip().startswith("/"):
+                where[parts[0].strip()] = parts[1].split()[0]
+        self.assertGreater(len(needed), 5)
+        missing = {}
+        for name in needed:
+            lib = where.get(name)
+            if lib is None:
+                continue
+            r = subprocess.run(["dpkg", "-S", lib], capture_output=True, text=True)
+            if r.returncode != 0:
+                r = subprocess.run(["dpkg", "-S", os.path.realpath(lib)], capture_output=True, text=True)
+            pkg = r.stdout.split(":")[0].strip() if r.returncode == 0 else None
+            if pkg is None or pkg in ("libc6", "libgcc-s1") or pkg in want:
+                continue  # not from a package (a sanitizer runtime), the C library, or listed
+            missing[name] = pkg
+        self.assertEqual(missing, {})
