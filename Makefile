@@ -17,10 +17,12 @@
 B       ?= build
 CC      ?= cc
 OPT     ?= -O2
-PKGS    := libevent_core libevent_extra libevent_pthreads libevent_openssl openssl libnghttp2 jansson inih libsystemd hiredis
-# libcurl: its headers only (libcurl4-openssl-dev). Nothing links -lcurl:
-# proxy/acme/libcurl.c dlopen()s libcurl.so.4 when ACME is first enabled.
-PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) libcurl 2>/dev/null)
+PKGS    := libevent_core libevent_extra libevent_pthreads libevent_openssl openssl libnghttp2 jansson inih hiredis
+# libcurl and libsystemd: their headers only (libcurl4-openssl-dev,
+# libsystemd-dev). Nothing links -lcurl or -lsystemd: proxy/acme/libcurl.c
+# dlopen()s libcurl.so.4 when ACME is first enabled, proxy/systemd.c
+# libsystemd.so.0 when systemd started the process.
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) libcurl libsystemd 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -ldl
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
 CFLAGS_ALL := -std=c11 -D_GNU_SOURCE -g $(OPT) $(WARN) -pthread -Iinclude $(PKG_CFLAGS) $(SANFLAGS) $(CFLAGS)

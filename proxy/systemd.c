@@ -1,38 +1,94 @@
-/* systemd.c -- sd_notify and socket activation (px/systemd.h). */
+/* systemd.c -- sd_notify and socket activation (px/systemd.h), through
+ * libsystemd, loaded only under systemd. libsystemd and what it pulls in
+ * (libgcrypt, libgpg-error, liblzma, libzstd, liblz4, libcap) cost every
+ * process ~1.3 MiB of relocated pages at start; a proxyd that systemd did
+ * not start (a container, a test, the bench, a shell) needs none of it. So
+ * nothing links -lsystemd: the four functions are looked up with dlsym the
+ * first time NOTIFY_SOCKET or LISTEN_FDS is set, as libcurl is for ACME
+ * (proxy/acme/libcurl.c). The headers still give their types. */
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include "px/log.h"
 #include "px/systemd.h"
+
+#define LIBSYSTEMD "libsystemd.so.0"
+
+static struct {
+    int tried;
+    __typeof__(sd_notify) *notify;
+    __typeof__(sd_listen_fds) *listen_fds;
+    __typeof__(sd_is_socket) *is_socket;
+} sd;
+
+/* The library, when the environment says systemd is there (main thread). */
+static int load(void)
+{
+    if (sd.tried)
+        return sd.notify != NULL;
+    sd.tried = 1;
+    void *h = dlopen(LIBSYSTEMD, RTLD_NOW | RTLD_LOCAL);
+    void *n = h ? dlsym(h, "sd_notify") : NULL, *l = h ? dlsym(h, "sd_listen_fds") : NULL,
+         *i = h ? dlsym(h, "sd_is_socket") : NULL;
+    if (n == NULL || l == NULL || i == NULL) {
+        px_log_warn("systemd: %s cannot be loaded (%s): readiness and socket activation are off", LIBSYSTEMD,
+                    h ? "a function is missing" : dlerror());
+        if (h)
+            dlclose(h);
+        return 0;
+    }
+    /* POSIX: a function pointer fits a void * */
+    memcpy(&sd.notify, &n, sizeof(n));
+    memcpy(&sd.listen_fds, &l, sizeof(l));
+    memcpy(&sd.is_socket, &i, sizeof(i));
+    return 1; /* the handle stays open for the life of the process */
+}
+
+__attribute__((format(printf, 1, 2)))
+static void notify(const char *fmt, ...)
+{
+    if (getenv("NOTIFY_SOCKET") == NULL || !load())
+        return;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    sd.notify(0, msg);
+}
 
 void px_systemd_ready(const char *status)
 {
-    sd_notifyf(0, "READY=1\nSTATUS=%s", status ? status : "serving");
+    notify("READY=1\nSTATUS=%s", status ? status : "serving");
 }
 
 void px_systemd_reloading(void)
 {
-    sd_notify(0, "RELOADING=1\nSTATUS=reloading the configuration");
+    notify("RELOADING=1\nSTATUS=reloading the configuration");
 }
 
 void px_systemd_stopping(void)
 {
-    sd_notify(0, "STOPPING=1\nSTATUS=stopping: finishing in-flight requests");
+    notify("STOPPING=1\nSTATUS=stopping: finishing in-flight requests");
 }
 
 void px_systemd_mainpid(int pid)
 {
-    sd_notifyf(0, "MAINPID=%d", pid);
+    notify("MAINPID=%d", pid);
 }
 
 static int take(int fd, char *err, size_t errlen)
 {
-    if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) <= 0 ||
-        (sd_is_socket(fd, AF_INET, SOCK_STREAM, 1) <= 0 && sd_is_socket(fd, AF_INET6, SOCK_STREAM, 1) <= 0)) {
+    if (sd.is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) <= 0 ||
+        (sd.is_socket(fd, AF_INET, SOCK_STREAM, 1) <= 0 && sd.is_socket(fd, AF_INET6, SOCK_STREAM, 1) <= 0)) {
         snprintf(err, errlen, "socket activation: descriptor %d is not a listening TCP socket "
                  "(the socket unit needs ListenStream= lines only)", fd);
         return -1;
@@ -48,7 +104,13 @@ static int take(int fd, char *err, size_t errlen)
 int px_systemd_listen_fds(int want_http, int want_https, int *http_fd, int *https_fd, char *err, size_t errlen)
 {
     *http_fd = *https_fd = -1;
-    int n = sd_listen_fds(1);
+    if (getenv("LISTEN_FDS") == NULL)
+        return 0;
+    if (!load()) {
+        snprintf(err, errlen, "socket activation: LISTEN_FDS is set but %s cannot be loaded", LIBSYSTEMD);
+        return -1;
+    }
+    int n = sd.listen_fds(1);
     if (n < 0) {
         snprintf(err, errlen, "socket activation: LISTEN_FDS: %s", strerror(-n));
         return -1;

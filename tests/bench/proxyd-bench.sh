@@ -14,6 +14,8 @@
 #                             limit costs per request
 #   PROXYD_METRICS (0)        1: metrics_listen on 127.0.0.1:PROXYD_METRICS_PORT
 #                             (9146), to measure what the metrics cost per request
+#   PROXYD_BUFFER ()          yes/no: the service's buffer_requests (unset: the
+#                             binary's default, yes), to measure what buffering costs
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 proxyd=${PROXYD:-$repo/build/proxyd}
@@ -59,6 +61,9 @@ conf=$dir/proxyd.ini
   echo
   echo "[service bench]"
   echo "targets = $upstream"
+  if [[ -n "${PROXYD_BUFFER:-}" ]]; then
+    echo "buffer_requests = $PROXYD_BUFFER"
+  fi
 } >"$conf"
 
 exec "$proxyd" -c "$conf"

@@ -15,6 +15,9 @@
 #                  on "/" that admits the whole load (PROXYD_LIMIT in
 #                  proxyd-bench.sh): with PROXYD_BASE=build/proxyd, the cost of
 #                  a limit per request, in one run
+#   BASE_BUFFER    yes/no: the second instance's service sets buffer_requests
+#                  (PROXYD_BUFFER in proxyd-bench.sh): with PROXYD_BASE=build/proxyd,
+#                  buffering on against off in one run
 #   BASE_METRICS   1: the second instance runs with metrics_listen set
 #                  (PROXYD_METRICS in proxyd-bench.sh): with
 #                  PROXYD_BASE=build/proxyd, what the metrics cost, in one run
@@ -96,7 +99,7 @@ if [[ -n "${PROXYD_BASE:-}" ]]; then
   [[ -x "$PROXYD_BASE" ]] || { echo "run-bench: $PROXYD_BASE is not executable" >&2; exit 1; }
   export PROXY2_NAME=proxyd-base PROXY2_HTTP_PORT=8087
   if [[ "$PROXYD_TLS" != 0 ]]; then export PROXY2_TLS_PORT=8447; else export PROXY2_TLS_PORT=; fi
-  export PROXY2_CMD="env PROXYD='$PROXYD_BASE' PROXYD_LIMIT=${BASE_LIMIT:-0} PROXYD_METRICS=${BASE_METRICS:-0} PROXYD_INSTANCE=proxyd-base PROXYD_HTTP_PORT=8087 PROXYD_TLS_PORT=8447 bash '$repo/tests/bench/proxyd-bench.sh'"
+  export PROXY2_CMD="env PROXYD='$PROXYD_BASE' PROXYD_LIMIT=${BASE_LIMIT:-0} PROXYD_METRICS=${BASE_METRICS:-0} PROXYD_BUFFER=${BASE_BUFFER:-} PROXYD_INSTANCE=proxyd-base PROXYD_HTTP_PORT=8087 PROXYD_TLS_PORT=8447 bash '$repo/tests/bench/proxyd-bench.sh'"
   patched=$(mktemp /tmp/bench-run-two.XXXXXX.sh)
   sed -e "s|^BENCH_DIR=.*|BENCH_DIR='$BENCH_DIR'|" \
       -e 's|^start_custom$|start_custom; [[ -z "${PROXY2_CMD:-}" ]] \|\| PROXY_CMD=$PROXY2_CMD PROXY_NAME=$PROXY2_NAME PROXY_HTTP_PORT=$PROXY2_HTTP_PORT PROXY_TLS_PORT=$PROXY2_TLS_PORT start_custom|' \
