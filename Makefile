@@ -34,7 +34,7 @@ LIB_OBJS     := $(patsubst %.c,$(B)/obj/%.o,$(PROXY_SRCS) $(CONTROL_SRCS)) $(B)/
 UNIT_SRCS    := $(wildcard tests/unit/test_*.c)
 UNIT_BINS    := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRCS))
 
-.PHONY: all test unit layers asan fuzz run bench soak deps certs-dev clean check-deps check-test-deps install uninstall deb
+.PHONY: all test unit layers asan asan-build fuzz run bench soak deps certs-dev clean check-deps check-test-deps install uninstall deb
 all: check-deps $(B)/proxyd $(B)/proxyctl $(B)/kamal-proxy
 
 # Installs missing Debian packages when run as root, else names them.
@@ -120,8 +120,13 @@ test: check-test-deps layers unit certs-dev
 layers: $(B)/proxyctl $(B)/proxyd
 	@sh tests/layers.sh . $(B)/proxyctl $(B)/obj
 
+ASAN_MAKE = $(MAKE) B=build-asan OPT=-O1 SANFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
 asan:
-	$(MAKE) B=build-asan OPT=-O1 SANFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" test
+	$(ASAN_MAKE) test
+# The sanitizer build without running the suite (CI builds it first, then
+# runs make asan beside make test).
+asan-build:
+	$(ASAN_MAKE) all unit
 
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,build-fuzz/%,$(FUZZ_SRCS))

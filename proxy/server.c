@@ -165,7 +165,8 @@ static struct px_tls *build_tls(struct px_server *s, const struct px_tls_conf *c
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    memcpy(sni, conf->sni, conf->nsni * sizeof(*sni));
+    if (conf->nsni) /* conf->sni is NULL without sni lines */
+        memcpy(sni, conf->sni, conf->nsni * sizeof(*sni));
     for (size_t i = 0; t && i < px_services_count(t); i++) {
         const struct px_service *v = px_services_at(t, i);
         char why[512];

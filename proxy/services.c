@@ -258,6 +258,7 @@ static int put(char **buf, size_t *len, size_t *cap, const char *s, size_t n)
     }
     memcpy(*buf + *len, s, n);
     *len += n;
+    (*buf)[*len] = '\0'; /* the page is also a C string */
     return 0;
 }
 
