@@ -261,6 +261,23 @@ static void *grow(void *arr, size_t n, size_t elem)
     return p;
 }
 
+/* Append a copy of tok to the string list (*list, *n) unless it is there
+ * already: NULL, or dup_err / "out of memory" (the list is unchanged). */
+static const char *strlist_add(char ***list, size_t *n, const char *tok, const char *dup_err)
+{
+    for (size_t i = 0; i < *n; i++)
+        if (strcmp((*list)[i], tok) == 0)
+            return dup_err;
+    char **g = grow(*list, *n, sizeof(**list));
+    if (g == NULL)
+        return "out of memory";
+    *list = g;
+    if ((g[*n] = strdup(tok)) == NULL)
+        return "out of memory";
+    (*n)++;
+    return NULL;
+}
+
 /* Next token of *s separated by any of seps; copied into tok. Returns 1
  * with a token, 0 at the end, -1 when the token does not fit. */
 static int next_tok(const char **s, const char *seps, char *tok, size_t toksz)
@@ -533,7 +550,7 @@ fail:
 /* A space-separated list of host names -> lowercase, unique. */
 static const char *parse_hosts(struct pctx *pc, const char *v, int allow_wild, char ***out, size_t *nout)
 {
-    char **list = NULL, **g;
+    char **list = NULL;
     size_t n = 0;
     char tok[TOK_MAX];
     const char *err = NULL;
@@ -547,17 +564,8 @@ static const char *parse_hosts(struct pctx *pc, const char *v, int allow_wild, c
         snprintf(pc->bad, sizeof(pc->bad), "%s", tok);
         if ((err = check_host(tok, allow_wild)) != NULL)
             goto fail;
-        for (size_t i = 0; i < n; i++) {
-            if (strcmp(list[i], tok) == 0) {
-                err = "duplicate host";
-                goto fail;
-            }
-        }
-        if ((g = grow(list, n, sizeof(*list))) == NULL || (list = g, (g[n] = strdup(tok)) == NULL)) {
-            err = "out of memory";
+        if ((err = strlist_add(&list, &n, tok, "duplicate host")) != NULL)
             goto fail;
-        }
-        n++;
     }
     pc->bad[0] = '\0';
     *out = list;
@@ -659,7 +667,7 @@ static const char *set_domains(struct pctx *pc, void *base, const char *v)
 static const char *set_path_prefix(struct pctx *pc, void *base, const char *v)
 {
     struct px_service_conf *s = base;
-    char **list = NULL, **g, tok[TOK_MAX];
+    char **list = NULL, tok[TOK_MAX];
     size_t n = 0;
     const char *err = NULL;
     int r;
@@ -673,16 +681,8 @@ static const char *set_path_prefix(struct pctx *pc, void *base, const char *v)
         size_t k = strlen(tok);
         while (k > 1 && tok[k - 1] == '/') /* "/app/" routes like "/app" */
             tok[--k] = '\0';
-        for (size_t i = 0; i < n; i++)
-            if (strcmp(list[i], tok) == 0) {
-                err = "given twice";
-                goto fail;
-            }
-        if ((g = grow(list, n, sizeof(*list))) == NULL || (list = g, (g[n] = strdup(tok)) == NULL)) {
-            err = "out of memory";
+        if ((err = strlist_add(&list, &n, tok, "given twice")) != NULL)
             goto fail;
-        }
-        n++;
     }
     pc->bad[0] = '\0';
     if (n == 0) {

@@ -31,6 +31,7 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 INTEGRATION = os.path.join(HERE, "integration")
+MODULE_TIMES = []  # (seconds, module) of each integration module run
 MARK = "@@RESULT "  # child -> parent: one JSON object per finished test
 
 
@@ -137,7 +138,9 @@ def run_integration(build, pattern, slow, failures):
             continue
         by_module.setdefault(tid.split(".")[0], []).append(tid)
     for module, ids in by_module.items():
+        m0 = time.monotonic()
         p, f = run_module(module, ids, build, slow, failures)
+        MODULE_TIMES.append((time.monotonic() - m0, module))
         passed += p
         failed += f
     return passed, failed
@@ -337,6 +340,9 @@ def main():
         emit("=" * 70)
     if passed + failed == 0:
         emit("nothing ran (build dir %s)" % build)
+    if MODULE_TIMES:
+        slowest = sorted(MODULE_TIMES, reverse=True)[:8]
+        emit("slowest modules: " + ", ".join("%s %.0fs" % (m, t) for t, m in slowest))
     emit("suite took %.1fs (build %s)" % (time.monotonic() - t0, build))
     emit("%d passed, %d failed" % (passed, failed))
     return 1 if failed or passed + failed == 0 else 0

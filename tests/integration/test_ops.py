@@ -463,7 +463,9 @@ class Privileges(ProxyTestCase):
     def sighup_result(self, p):
         before = len(p.error_log_text())
         p.send_signal(signal.SIGHUP)
-        self.assertTrue(wait_until(lambda: "reload" in p.error_log_text()[before:], 3), p.error_log_text())
+        # the outcome, not the audit trail's "reload ... received" that comes first
+        self.assertTrue(wait_until(lambda: re.search(r"configuration reloaded|reload failed",
+                                                     p.error_log_text()[before:]), 3 * SLOW), p.error_log_text())
         return p.error_log_text()[before:]
 
     @unittest.skipUnless(os.geteuid() == 0, "needs root (to drop to nobody)")
@@ -620,7 +622,12 @@ class MakeRun(ProxyTestCase):
         self.assertIn("r", result, "the in-flight request was cut: %r" % result.get("e"))
         self.assertEqual(result["r"].status, 200)
         # a clean stop is a success: make run says nothing (it said "Error 143")
-        self.assertEqual(proc.wait(15 * SLOW), 0)
+        try:
+            rc = proc.wait(15 * SLOW)
+        except subprocess.TimeoutExpired:
+            with open(os.path.join(tmp, "error.log")) as f:  # what proxyd was doing
+                self.fail("make run still runs %.0fs after the stop; proxyd's log:\n%s" % (15 * SLOW, f.read()[-3000:]))
+        self.assertEqual(rc, 0)
         for p in (port, backend_port):
             with socket.socket() as s:
                 self.assertNotEqual(s.connect_ex(("127.0.0.1", p)), 0, "port %d still served after stop" % p)
