@@ -606,6 +606,7 @@ class MakeRun(ProxyTestCase):
         import tempfile
         import threading
         tmp = tempfile.mkdtemp(prefix="proxyd-run-dev-")
+        self.addCleanup(__import__("shutil").rmtree, tmp, True)  # after _reap (cleanups run in reverse)
         proc, port, backend_port = self.start_run_dev(tmp)
         result = {}
 
