@@ -600,7 +600,7 @@ const char *px_proto_name(unsigned proto)
     return proto < PX_PROTO__COUNT && proto_names[proto] ? proto_names[proto] : "-";
 }
 
-static void access_log(const struct px_req *r);
+static void access_log(const struct px_req *r, uint64_t now_us);
 
 void px_req_finish(struct px_req *r)
 {
@@ -621,16 +621,18 @@ void px_req_finish(struct px_req *r)
     if (w == NULL)
         return; /* never begun (a connection closed before its first request line) */
     px_stats_request(px_stats_of(w->id), r->proto, r->status, r->bytes_in, r->bytes_out, r->limited != NULL);
+    uint64_t now_us = 0; /* one clock read for the latency histogram and the log line */
     if (r->status) {
         uint32_t sid = r->svc ? r->svc->stats_id : 0;
-        px_stats_service(w->id, sid, r->proto, r->status, px_now_us() - r->start_us, r->bytes_out);
+        now_us = px_now_us();
+        px_stats_service(w->id, sid, r->proto, r->status, now_us - r->start_us, r->bytes_out);
         px_stats_service_bytes_in(w->id, sid, r->bytes_in);
         if (r->limited)
             px_stats_limited(w->id, r->limited_stats_id);
     }
     if (r->status && px_log_access_enabled() && !(r->route && r->route->no_access_log) &&
         !(r->health && !px_routes_config(r->routes)->health_log))
-        access_log(r);
+        access_log(r, now_us);
     if (r->routes) {
         px_routes_unpin(r->routes, w->id);
         r->routes = NULL;
@@ -691,13 +693,12 @@ size_t px_req_client_ip(const struct px_config *cfg, const struct sockaddr *peer
 
 /* The access-log line: the request's fields for the formatter beside the
  * logger (accesslog.c). */
-static void access_log(const struct px_req *r)
+static void access_log(const struct px_req *r, uint64_t now)
 {
     struct px_worker *w = r->w;
     const struct px_req_head *q = r->q;
     const struct px_config *cfg = px_routes_config(r->routes);
     const struct px_service *svc = r->svc;
-    uint64_t now = px_now_us();
     /* the service's log headers: looked up only when it names some */
     struct px_access_field fields[2 * PX_LOG_HEADERS_MAX];
     size_t nf = 0;
