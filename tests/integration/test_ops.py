@@ -581,9 +581,17 @@ class MakeRun(ProxyTestCase):
                     "[service demo]\ntargets = 127.0.0.1:%d\n" % (port, tmp, tmp, tmp, backend_port))
         repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = dict(os.environ, PROXYD=proxyd_path(), CONF=conf, BACKEND_PORT=str(backend_port))
+        # As a terminal starts it: SIGINT at its default. A test runner
+        # started in the background by a non-interactive shell (CI's
+        # `make asan &`, a harness) inherits SIGINT ignored, and a shell
+        # cannot trap a signal ignored on entry (POSIX), so Ctrl-C would
+        # never reach the script's trap.
+        def as_from_a_terminal():
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGQUIT, signal.SIG_DFL)
         proc = subprocess.Popen(["sh", os.path.join(repo, "tests", "run-dev.sh")], cwd=repo, env=env,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=as_from_a_terminal)
         self.addCleanup(self._reap, proc)
 
         def up():
