@@ -154,18 +154,33 @@ static int tls_flush(struct px_sock *s)
     return s->error ? -1 : 0;
 }
 
+/* At most this many chains per writev(2) (IOV_MAX is 1024; nginx's
+ * chains go 64 at a time too). */
+#define PX_WRITE_IOV 64
+
 int px_sock_flush(struct px_sock *s)
 {
     if (s->ssl)
         return tls_flush(s);
     while (s->writable && !s->error) {
-        size_t len = evbuffer_get_length(s->out);
-        if (len == 0)
+        struct evbuffer_iovec v[PX_WRITE_IOV];
+        int nv = evbuffer_peek(s->out, -1, NULL, v, PX_WRITE_IOV);
+        if (nv <= 0)
             return 0;
-        int n = evbuffer_write(s->out, s->fd);
+        if (nv > PX_WRITE_IOV)
+            nv = PX_WRITE_IOV;
+        size_t want = 0;
+        for (int i = 0; i < nv; i++)
+            want += v[i].iov_len;
+        ssize_t n = writev(s->fd, (const struct iovec *)v, nv);
         if (n > 0) {
-            if ((size_t)n < len)
-                s->writable = 0; /* send buffer full: wait for EPOLLOUT */
+            evbuffer_drain(s->out, (size_t)n);
+            /* Short of what this call offered: the send buffer is full, and
+             * EPOLLOUT's edge comes when it drains. Short of the whole
+             * buffer only (more chains than one writev takes) is not full:
+             * with EPOLLET, no edge would ever come for it. */
+            if ((size_t)n < want)
+                s->writable = 0;
             continue;
         }
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
