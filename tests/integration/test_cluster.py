@@ -3,7 +3,8 @@ instances"): shared limit zones (`shared = yes`) checked by one script in
 Redis with the local zone's arithmetic, across three instances round robin;
 several zones, delay; the faults (Redis killed mid-load, stopped with
 SIGSTOP, its script cache flushed, a wrong password); heartbeats in
-`proxyctl status`.
+`proxyctl status`; HTTP-01 tokens other instances put in Redis, answered by
+every instance.
 
 redis-server (tests/deps-test.txt) is started by each test on an ephemeral
 loopback port with no persistence, and killed at the end. Rates are low
