@@ -207,3 +207,33 @@ int px_challenge_lookup(int wid, const char *token, size_t len, char *out, size_
     atomic_store(&h->t, NULL);
     return rc;
 }
+
+/* ---- the remote table ---- */
+
+static const struct px_challenge_remote *remote; /* written only while no worker runs */
+
+void px_challenge_set_remote(const struct px_challenge_remote *ops)
+{
+    remote = ops;
+}
+
+int px_challenge_find(int wid, const char *token, size_t len, char *out, size_t outlen, px_challenge_done_fn done,
+                      void *arg)
+{
+    int n = px_challenge_lookup(wid, token, len, out, outlen);
+    if (n >= 0 || remote == NULL || !token_ok(token, len))
+        return n;
+    return remote->lookup(token, len, done, arg) == PX_CHALLENGE_LATER ? PX_CHALLENGE_LATER : -1;
+}
+
+void px_challenge_cancel(void *arg)
+{
+    if (remote && remote->cancel)
+        remote->cancel(arg);
+}
+
+int px_challenge_valid(const char *token, size_t tlen, const char *keyauth, size_t klen)
+{
+    return token_ok(token, tlen) && keyauth != NULL && keyauth_ok(keyauth, klen) && klen > tlen + 1 &&
+           memcmp(keyauth, token, tlen) == 0 && keyauth[tlen] == '.';
+}

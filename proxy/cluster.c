@@ -15,6 +15,7 @@
 #include <arpa/inet.h>
 #include <unistd.h>
 
+#include "px/challenge.h"
 #include "px/common.h"
 #include "px/config.h"
 #include "px/limit.h"
@@ -171,6 +172,9 @@ struct rconn {
     struct pend *head, *tail;   /* checks waiting, oldest first (deadline order) */
     struct pend *free;          /* a cache of spare ones */
     void (*on_up)(struct rconn *rc);
+    struct tpend *thead, *ttail; /* token lookups waiting, oldest first (workers) */
+    struct tpend *tfree;
+    struct event ttimer;        /* the oldest lookup's deadline */
 };
 
 /* A check in flight. Freed (to the cache) only by its reply callback:
@@ -719,6 +723,176 @@ static const struct px_limit_ops remote_ops = {
     .free = NULL,
 };
 
+/* ---- HTTP-01 tokens another instance put (worker threads) ----
+ * GET KEY_PREFIX "acme:token:" TOKEN on the worker's connection; the
+ * answer (the key authorization, checked by the caller) or absent. Redis
+ * down: absent at once; no answer within `timeout`: absent then, and the
+ * connection counts as down as for the limit checks. */
+
+/* A lookup in flight. Freed (to the cache) only by its reply callback,
+ * which hiredis calls exactly once (NULL when the connection goes). */
+struct tpend {
+    struct tpend *next, *prev;  /* waiting list; `next` chains the cache */
+    struct rconn *rc;
+    px_challenge_done_fn done;
+    void *arg;                  /* NULL: answered (timeout) or cancelled: the reply is dropped */
+    int waiting;
+    uint64_t deadline_ms;
+};
+
+static void token_unlink(struct rconn *rc, struct tpend *p)
+{
+    if (!p->waiting)
+        return;
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        rc->thead = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    else
+        rc->ttail = p->prev;
+    p->next = p->prev = NULL;
+    p->waiting = 0;
+}
+
+static void token_put(struct rconn *rc, struct tpend *p)
+{
+    token_unlink(rc, p);
+    p->arg = NULL;
+    p->next = rc->tfree;
+    rc->tfree = p;
+}
+
+static void token_arm(struct rconn *rc)
+{
+    if (rc->thead == NULL || evtimer_pending(&rc->ttimer, NULL))
+        return;
+    uint64_t now = px_now_ms(), d = rc->thead->deadline_ms > now ? rc->thead->deadline_ms - now : 0;
+    struct timeval tv = {(time_t)(d / 1000), (suseconds_t)(d % 1000) * 1000 + 500};
+    evtimer_add(&rc->ttimer, &tv);
+}
+
+static void on_token_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct rconn *rc = arg;
+    uint64_t now = px_now_ms();
+    int late = 0;
+    while (rc->thead && rc->thead->deadline_ms <= now) {
+        struct tpend *p = rc->thead;
+        px_challenge_done_fn done = p->done;
+        void *parg = p->arg;
+        if (!late) {
+            late = 1;
+            set_down(rc, "did not answer in time");
+        }
+        p->arg = NULL;          /* its reply, when it comes, frees it */
+        token_unlink(rc, p);
+        done(parg, NULL, -1);
+    }
+    token_arm(rc);
+}
+
+static void on_token_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct tpend *p = priv;
+    struct rconn *rc = p->rc;
+    const redisReply *r = reply;
+    px_challenge_done_fn done = p->done;
+    void *arg = p->arg;
+    const char *v = NULL;
+    int n = -1;
+
+    if (r && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_NIL))
+        set_up(rc);             /* Redis answers (a late answer too) */
+    if (r && r->type == REDIS_REPLY_STRING) {
+        v = r->str;
+        n = r->len > PX_CHALLENGE_KEYAUTH_MAX ? PX_CHALLENGE_KEYAUTH_MAX + 1 : (int)r->len;
+    }
+    token_put(rc, p);
+    if (arg)
+        done(arg, v, n);        /* may start another lookup: p is back in the cache */
+}
+
+static int token_lookup(const char *token, size_t len, px_challenge_done_fn done, void *arg)
+{
+    struct rconn *rc = tl_conn;
+    char key[64 + sizeof("acme:token:") + PX_CHALLENGE_TOKEN_MAX];
+    struct tpend *p;
+
+    if (PX_UNLIKELY(rc == NULL || (!rc->up && !rc->starting) || rc->ac == NULL || len > PX_CHALLENGE_TOKEN_MAX ||
+                    g.prefix_len > 64))
+        return -1;
+    memcpy(key, g.prefix, g.prefix_len);
+    memcpy(key + g.prefix_len, "acme:token:", 11);
+    memcpy(key + g.prefix_len + 11, token, len);
+    if ((p = rc->tfree) != NULL)
+        rc->tfree = p->next;
+    else if ((p = calloc(1, sizeof(*p))) == NULL)
+        return -1;
+    p->rc = rc;
+    p->done = done;
+    p->arg = arg;
+    p->next = p->prev = NULL;
+    p->waiting = 0;
+    const char *argv[] = {"GET", key};
+    size_t argvlen[] = {3, g.prefix_len + 11 + len};
+    if (redisAsyncCommandArgv(rc->ac, on_token_reply, p, 2, argv, argvlen) != REDIS_OK) {
+        p->arg = NULL;
+        p->next = rc->tfree;
+        rc->tfree = p;
+        return -1;
+    }
+    p->deadline_ms = px_now_ms() + g.timeout_ms;
+    p->waiting = 1;
+    p->prev = rc->ttail;
+    if (rc->ttail)
+        rc->ttail->next = p;
+    else
+        rc->thead = p;
+    rc->ttail = p;
+    token_arm(rc);
+    return PX_CHALLENGE_LATER;
+}
+
+static void token_cancel(void *arg)
+{
+    struct rconn *rc = tl_conn;
+    if (rc == NULL)
+        return;
+    for (struct tpend *p = rc->thead; p; p = p->next)
+        if (p->arg == arg) {
+            p->arg = NULL;      /* the reply frees it */
+            token_unlink(rc, p);
+            return;
+        }
+}
+
+static const struct px_challenge_remote token_ops = {
+    .lookup = token_lookup,
+    .cancel = token_cancel,
+};
+
+/* The worker's lookups at its exit: before the connection goes (no answer
+ * reaches the requests), and the cache after (the replies returned theirs). */
+static void token_drop(struct rconn *rc)
+{
+    for (struct tpend *p = rc->thead; p; p = p->next)
+        p->arg = NULL;
+    while (rc->thead)
+        token_unlink(rc, rc->thead);
+    evtimer_del(&rc->ttimer);
+}
+
+static void token_free_cache(struct rconn *rc)
+{
+    while (rc->tfree) {
+        struct tpend *p = rc->tfree;
+        rc->tfree = p->next;
+        free(p);
+    }
+}
+
 static void on_pong(redisAsyncContext *ac, void *reply, void *priv)
 {
     struct rconn *rc = ac->data;
@@ -770,6 +944,7 @@ static void w_start(struct px_worker *w)
     rc->starting = 1;
     atomic_fetch_add(&ndown, 1);
     evtimer_assign(&rc->timer, w->base, on_timer, rc);
+    evtimer_assign(&rc->ttimer, w->base, on_token_timer, rc);
     event_assign(&rc->ping, w->base, -1, EV_PERSIST, on_ping_timer, rc);
     struct timeval tv = {PING_MS / 1000, (PING_MS % 1000) * 1000}, now = {0, 0};
     event_add(&rc->ping, &tv);
@@ -789,6 +964,7 @@ static void w_exit(struct px_worker *w)
         p->arg = NULL;
     while (rc->head)
         wait_unlink(rc, rc->head);
+    token_drop(rc);
     evtimer_del(&rc->retry);
     evtimer_del(&rc->timer);
     event_del(&rc->ping);
@@ -805,6 +981,7 @@ static void w_exit(struct px_worker *w)
         rc->free = p->next;
         free(p);
     }
+    token_free_cache(rc);
     free(rc);
 }
 
@@ -1022,6 +1199,7 @@ struct px_cluster *px_cluster_start(struct event_base *main_base, const struct p
     g.nconns = nworkers;
     g.on = 1;
     px_limit_set_remote(&remote_ops);
+    px_challenge_set_remote(&token_ops);
     rconn_init(&c->rc, main_base, 1);
     c->rc.on_up = main_up;
     event_assign(&c->beat, main_base, -1, EV_PERSIST, on_beat_timer, c);
@@ -1062,6 +1240,7 @@ void px_cluster_free(struct px_cluster *c)
     free(c->instance);
     free(c);
     px_limit_set_remote(NULL);
+    px_challenge_set_remote(NULL);
     g.on = 0;
     free(g.conns);
     g.conns = NULL;

@@ -288,23 +288,60 @@ static void respond_redirect(struct px_req *r, const char *scheme, const char *c
         free(loc);
 }
 
-/* HTTP-01 (RFC 8555 8.3): the key authorization of a pending token, for
- * any Host (the CA sends NAME:PORT) and before the redirect; else 404. */
-static void respond_challenge(struct px_req *r)
+/* The token of a challenge request (its path after the prefix, up to a
+ * query). */
+static const char *challenge_token(const struct px_req *r, size_t *len)
 {
     static const char prefix[] = "/.well-known/acme-challenge/";
     const struct px_req_head *q = r->q;
     const char *token = q->path + sizeof(prefix) - 1;
     const char *end = memchr(token, '?', q->path_len - (sizeof(prefix) - 1));
-    size_t len = end ? (size_t)(end - token) : q->path_len - (sizeof(prefix) - 1);
-    char keyauth[PX_CHALLENGE_KEYAUTH_MAX + 1];
-    int n = r->method == PX_METHOD_GET || r->method == PX_METHOD_HEAD
-                ? px_challenge_lookup(r->w->id, token, len, keyauth, sizeof(keyauth))
-                : -1;
-    if (n < 0)
+    *len = end ? (size_t)(end - token) : q->path_len - (sizeof(prefix) - 1);
+    return token;
+}
+
+/* A token the remote table answers (several instances) keeps the request
+ * parked this long at most; the remote answers within [cluster] timeout
+ * (at most 900 ms), so this is only a backstop: then 404. */
+#define CHALLENGE_LATER_MS 1000
+
+static void park_unlink(struct px_req *r);
+
+/* The remote table's answer, on this worker's thread: a value that is not
+ * a key authorization for this token is not served. */
+static void challenge_answer(void *arg, const char *keyauth, int n)
+{
+    struct px_req *r = arg;
+    size_t len;
+    const char *token = challenge_token(r, &len);
+    r->challenge_pending = 0;
+    park_unlink(r);
+    if (n < 0 || !px_challenge_valid(token, len, keyauth, (size_t)n))
         px_req_respond(r, 404, NULL, 0);
     else
         px_req_respond(r, 200, keyauth, (size_t)n);
+}
+
+/* HTTP-01 (RFC 8555 8.3): the key authorization of a pending token, for
+ * any Host (the CA sends NAME:PORT) and before the redirect; else 404. The
+ * local table first, then (several instances) the remote one: the request
+ * parks until it answers. */
+static void respond_challenge(struct px_req *r)
+{
+    size_t len;
+    const char *token = challenge_token(r, &len);
+    char keyauth[PX_CHALLENGE_KEYAUTH_MAX + 1];
+    int n = r->method == PX_METHOD_GET || r->method == PX_METHOD_HEAD
+                ? px_challenge_find(r->w->id, token, len, keyauth, sizeof(keyauth), challenge_answer, r)
+                : -1;
+    if (n == PX_CHALLENGE_LATER) {
+        r->challenge_pending = 1;
+        px_req_park(r, CHALLENGE_LATER_MS, 404);
+    } else if (n < 0) {
+        px_req_respond(r, 404, NULL, 0);
+    } else {
+        px_req_respond(r, 200, keyauth, (size_t)n);
+    }
 }
 
 /* Steps before the route: answers proxyd gives without a service. 1 when
@@ -405,8 +442,6 @@ static int limit_apply(struct px_req *r, const struct px_limit_result *res)
  * that is down must not take the site down (the fail-open choice in the
  * README). */
 #define LIMIT_LATER_MS 1000
-
-static void park_unlink(struct px_req *r);
 
 /* The later answer, on this worker's thread: unpark and apply it. */
 static void limit_answer(void *arg, const struct px_limit_result *res)
@@ -535,6 +570,10 @@ static void park_timeout(evutil_socket_t fd, short what, void *arg)
     park_unlink(r);
     if (r->limit_pending)
         limit_cancel(r); /* no answer in time: go on */
+    if (r->challenge_pending) {
+        r->challenge_pending = 0;
+        px_challenge_cancel(r); /* no answer in time: 404 (park_status) */
+    }
     if (r->park_status)
         px_req_respond(r, r->park_status, NULL, 0);
     else
@@ -608,6 +647,10 @@ void px_req_finish(struct px_req *r)
     r->done = 1;
     if (r->limit_pending)
         limit_cancel(r);
+    if (PX_UNLIKELY(r->challenge_pending)) {
+        r->challenge_pending = 0;
+        px_challenge_cancel(r); /* the client went first: the answer is dropped */
+    }
     if (r->parked)
         park_unlink(r);
     if (r->up)

@@ -51,4 +51,50 @@ void px_challenge_shutdown(void);
  * must hold PX_CHALLENGE_KEYAUTH_MAX + 1 bytes. */
 int px_challenge_lookup(int wid, const char *token, size_t len, char *out, size_t outlen);
 
+/* ---- tokens another instance put ([cluster], DESIGN "Several instances") ----
+ *
+ * With several instances the CA's request may reach one that did not
+ * order: after the local table, the worker asks a remote table (Redis,
+ * through the cluster module, which registers it). The request parks until
+ * the answer; nothing is allocated per lookup beyond the backend's own. */
+
+/* px_challenge_find's "the answer comes later". */
+#define PX_CHALLENGE_LATER (-2)
+
+/* A remote answer, on the worker thread that asked, exactly once unless
+ * cancelled first: keyauth[0, len) as the remote table holds it (unchecked:
+ * see px_challenge_valid; it may be longer than PX_CHALLENGE_KEYAUTH_MAX),
+ * or NULL and -1 when absent, the backend is down or did not answer in
+ * time. keyauth is only valid during the call. */
+typedef void (*px_challenge_done_fn)(void *arg, const char *keyauth, int len);
+
+struct px_challenge_remote {
+    /* Look a well-formed token[0, len) up: PX_CHALLENGE_LATER and done(arg,
+     * ...) once later, answered within the backend's timeout; or -1 at once
+     * (the backend is down). The calling worker's thread; never blocks. */
+    int (*lookup)(const char *token, size_t len, px_challenge_done_fn done, void *arg);
+    /* Forget arg's pending answer: done is not called for it after this.
+     * The calling worker's thread. */
+    void (*cancel)(void *arg);
+};
+
+/* Register the remote table (NULL: none). Main thread, while no worker
+ * runs (before they start, after they are joined). */
+void px_challenge_set_remote(const struct px_challenge_remote *ops);
+
+/* What the plain listener answers: the local table first (as
+ * px_challenge_lookup: the length of the key authorization copied into
+ * out), then the remote one for a well-formed token it does not hold
+ * (PX_CHALLENGE_LATER: done(arg, ...) follows; the caller checks the value
+ * with px_challenge_valid); -1 unknown or malformed (no remote, or it is
+ * down). Any worker (wid as px_challenge_lookup). */
+int px_challenge_find(int wid, const char *token, size_t len, char *out, size_t outlen, px_challenge_done_fn done,
+                      void *arg);
+/* Cancel the later answer px_challenge_find promised for arg. */
+void px_challenge_cancel(void *arg);
+/* 1 when keyauth[0, klen) may be served for token[0, tlen): a well-formed
+ * token, and token "." then base64url, at most PX_CHALLENGE_KEYAUTH_MAX
+ * bytes. */
+int px_challenge_valid(const char *token, size_t tlen, const char *keyauth, size_t klen);
+
 #endif

@@ -23,6 +23,12 @@
  * names local zones looks at them first (px_limit_look) and charges them
  * once Redis passes (px_limit_charge): all or none.
  *
+ * HTTP-01 tokens (px/challenge.h): px_cluster_start registers the remote
+ * token table (px_challenge_set_remote): a token the worker's own table
+ * lacks is a GET of KEY_PREFIX "acme:token:" TOKEN on the worker's
+ * connection; the request parks until the answer. Redis down: absent at
+ * once; no answer within `timeout`: absent then, and down as above.
+ *
  * Heartbeats: every 2 s the main thread runs a script that writes this
  * instance's record (name, version, pid, listen) every 10 s with a 30 s
  * TTL and reads the live instances back for px_cluster_instances. */

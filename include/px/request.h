@@ -120,6 +120,7 @@ struct px_req {
     unsigned done : 1;
     unsigned parked : 1;
     unsigned limit_pending : 1;      /* a zone answers later (px_limit_decide): parked until then */
+    unsigned challenge_pending : 1;  /* the remote token table answers later (px_challenge_find): parked */
     unsigned counted : 1;            /* in its target's in-flight count */
     unsigned health : 1;             /* answered as health_path (health_log) */
     /* buffering (DESIGN "Buffering"; the spools are below, kept across requests) */

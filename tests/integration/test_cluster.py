@@ -3,7 +3,8 @@ instances"): shared limit zones (`shared = yes`) checked by one script in
 Redis with the local zone's arithmetic, across three instances round robin;
 several zones, delay; the faults (Redis killed mid-load, stopped with
 SIGSTOP, its script cache flushed, a wrong password); heartbeats in
-`proxyctl status`.
+`proxyctl status`; HTTP-01 tokens other instances put in Redis, answered by
+every instance.
 
 redis-server (tests/deps-test.txt) is started by each test on an ephemeral
 loopback port with no persistence, and killed at the end. Rates are low
@@ -20,7 +21,7 @@ import threading
 import time
 import json
 
-from harness import (SLOW, Client, ProxyTestCase, RecordingBackend, build_dir, free_port, proxyd_path,
+from harness import (SLOW, Client, ProxyTestCase, RecordingBackend, build_dir, curl, free_port, proxyd_path,
                      request_bytes, wait_until)
 
 REDIS = shutil.which("redis-server") or ("/usr/bin/redis-server" if os.access("/usr/bin/redis-server", os.X_OK)
@@ -377,6 +378,139 @@ class Faults(ClusterCase):
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20 * SLOW, cwd=bad2.tmp)
         self.assertEqual(run.returncode, 1)
         self.assertIn("NOAUTH", run.stderr.decode("utf-8", "replace") + bad2.error_log_text())
+
+
+REDIS_CLI = shutil.which("redis-cli")
+TOKEN = "tok_0-Abc"
+KEYAUTH = TOKEN + ".thumbprint-_0123456789"
+
+
+def curl_challenge(proxy, token, method=None):
+    """(status, body) of curl's GET (or -X method) of TOKEN on proxy's plain port."""
+    args = ["-o", "-", "-w", "\n%{http_code}"] + (["-X", method] if method else [])
+    out = curl(*(args + ["http://127.0.0.1:%d/.well-known/acme-challenge/%s" % (proxy.port, token)])).stdout
+    body, _, code = out.rpartition(b"\n")
+    return int(code), body.decode("utf-8", "replace")
+
+
+class ChallengeTokens(ClusterCase):
+    """HTTP-01 tokens in Redis (KEY_PREFIX "acme:token:" TOKEN, put there by
+    the instance that ordered): every instance answers them, though its own
+    token table is empty (no [acme] here at all)."""
+
+    def test_any_instance_answers_token_from_redis(self):
+        r = self.redis()
+        ps = self.instances(r, "", n=2)
+        if REDIS_CLI:
+            out = subprocess.run([REDIS_CLI, "-p", str(r.port), "SET", "proxyd:acme:token:" + TOKEN, KEYAUTH,
+                                  "PX", "60000"], stdout=subprocess.PIPE, timeout=10 * SLOW).stdout
+            self.assertEqual(out.strip(), b"OK")
+        else:
+            self.assertEqual(r.cmd("SET", "proxyd:acme:token:" + TOKEN, KEYAUTH, "PX", 60000), "OK")
+        for p in ps:
+            self.assertEqual(curl_challenge(p, TOKEN), (200, KEYAUTH))
+            self.assertEqual(curl_challenge(p, TOKEN + "?x=1"), (200, KEYAUTH))
+            self.assertEqual(curl_challenge(p, "absent_token")[0], 404)
+            self.assertEqual(curl_challenge(p, TOKEN, "POST")[0], 404)  # as the local table: GET and HEAD
+        with Client(ps[1].port) as c:  # keep-alive: the parked request answers, the next one follows
+            for _ in range(3):
+                resp = c.request("GET", "/.well-known/acme-challenge/" + TOKEN, host="ca.test:80")
+                self.assertEqual((resp.status, resp.body), (200, KEYAUTH.encode()))
+            resp = c.request("HEAD", "/.well-known/acme-challenge/" + TOKEN, host="ca.test")
+            self.assertEqual(resp.status, 200)
+            resp = c.request("GET", "/.well-known/acme-challenge/nope", host="ca.test")
+            self.assertEqual(resp.status, 404)
+        # a value that is not this token's key authorization is not served
+        for bad in ("other.thumb", TOKEN + ".", TOKEN + ".has space", TOKEN + ".x\n", TOKEN + "." + "x" * 300,
+                    TOKEN):
+            self.assertEqual(r.cmd("SET", "proxyd:acme:token:" + TOKEN, bad), "OK")
+            self.assertEqual(curl_challenge(ps[0], TOKEN)[0], 404, bad)
+        # a key of another type (an error reply) is absent too
+        r.cmd("DEL", "proxyd:acme:token:" + TOKEN)
+        self.assertEqual(r.cmd("LPUSH", "proxyd:acme:token:" + TOKEN, KEYAUTH), 1)
+        self.assertEqual(curl_challenge(ps[0], TOKEN)[0], 404)
+        # challenges never reach the service
+        self.assertEqual(self.b.requests, [])
+        for p in ps:
+            self.assertNotIn(FALLBACK, p.error_log_text())
+
+    def test_custom_key_prefix(self):
+        r = self.redis()
+        (p,) = self.instances(r, "", n=1, more="key_prefix = site1:\n")
+        self.assertEqual(r.cmd("SET", "proxyd:acme:token:" + TOKEN, KEYAUTH), "OK")
+        self.assertEqual(curl_challenge(p, TOKEN)[0], 404)
+        self.assertEqual(r.cmd("SET", "site1:acme:token:" + TOKEN, KEYAUTH), "OK")
+        self.assertEqual(curl_challenge(p, TOKEN), (200, KEYAUTH))
+
+    def test_redis_stopped_then_back(self):
+        """SIGSTOP: the lookup waits `timeout`, then 404; meanwhile the
+        worker (one) serves other requests; Redis counts as down then, so
+        the next lookup is 404 at once; after SIGCONT tokens are served
+        again."""
+        r = self.redis()
+        (p,) = self.instances(r, "", n=1, extra_proxy="workers = 1", timeout="900ms")
+        self.assertEqual(r.cmd("SET", "proxyd:acme:token:" + TOKEN, KEYAUTH), "OK")
+        self.assertEqual(curl_challenge(p, TOKEN), (200, KEYAUTH))
+        r.signal(signal.SIGSTOP)
+        try:
+            with Client(p.port) as ch, Client(p.port) as other:
+                ch.send(request_bytes("GET", "/.well-known/acme-challenge/" + TOKEN, host="ca.test"))
+                time.sleep(0.05)
+                self.assertEqual(other.request("GET", "/free", host="app.test").status, 200)
+                self.assertEqual(ch.read_response(timeout=10).status, 404)
+            self.assertEqual(curl_challenge(p, TOKEN)[0], 404)
+            self.assertEqual(self.statuses(p, "/free", 2), [200, 200])
+        finally:
+            r.signal(signal.SIGCONT)
+        self.assertTrue(wait_until(lambda: curl_challenge(p, TOKEN) == (200, KEYAUTH), 15),
+                        p.error_log_text()[-2000:])
+        self.assertEqual(self.b.wait_requests(3)[0].path, "/free")
+
+    def test_redis_killed(self):
+        r = self.redis()
+        (p,) = self.instances(r, "", n=1)
+        self.assertEqual(r.cmd("SET", "proxyd:acme:token:" + TOKEN, KEYAUTH), "OK")
+        self.assertEqual(curl_challenge(p, TOKEN), (200, KEYAUTH))
+        r.kill()
+        for _ in range(3):
+            self.assertEqual(curl_challenge(p, TOKEN)[0], 404)
+            self.assertEqual(self.statuses(p, "/app", 1), [200])
+        r.start()  # same port, empty
+        self.assertEqual(r.cmd("SET", "proxyd:acme:token:" + TOKEN, KEYAUTH), "OK")
+        self.assertTrue(wait_until(lambda: curl_challenge(p, TOKEN) == (200, KEYAUTH), 15),
+                        p.error_log_text()[-2000:])
+        self.assertEqual(len(self.b.wait_requests(3)), 3)
+
+    def test_client_gone_while_lookup_pending(self):
+        """Clients that close while their lookup waits on a stopped Redis:
+        the lookups are cancelled (those still waiting) or answered at the
+        timeout, and the late replies after SIGCONT find nothing to answer
+        (run under make asan-build too)."""
+        r = self.redis()
+        (p,) = self.instances(r, "", n=1, extra_proxy="workers = 1", timeout="300ms")
+        self.assertEqual(r.cmd("SET", "proxyd:acme:token:" + TOKEN, KEYAUTH), "OK")
+        self.assertEqual(curl_challenge(p, TOKEN), (200, KEYAUTH))
+        r.signal(signal.SIGSTOP)
+        try:
+            socks = []
+            for i in range(4):
+                s = socket.create_connection(("127.0.0.1", p.port), timeout=5)
+                s.sendall(request_bytes("GET", "/.well-known/acme-challenge/%s%d" % (TOKEN, i), host="ca.test"))
+                socks.append(s)
+            time.sleep(0.05)
+            for s in socks[:2]:  # gone before the timeout: cancelled
+                s.close()
+            for s in socks[2:]:  # the others are answered 404 at the timeout; then gone
+                s.settimeout(5)
+                self.assertTrue(s.recv(4096).startswith(b"HTTP/1.1 404"))
+                s.close()
+        finally:
+            r.signal(signal.SIGCONT)
+        # the late replies come and are dropped; the worker goes on
+        self.assertTrue(wait_until(lambda: curl_challenge(p, TOKEN) == (200, KEYAUTH), 15),
+                        p.error_log_text()[-2000:])
+        self.assertEqual(self.statuses(p, "/app", 2), [200, 200])
+        self.assertIsNone(p.proc.poll())
 
 
 class ClusterConfig(ProxyTestCase):

@@ -142,8 +142,93 @@ static void test_concurrent_readers(void)
     px_challenge_shutdown();
 }
 
+/* A fake remote table: counts lookups and cancels, answers as told. */
+static int remote_calls, remote_cancels, remote_answer;
+static char remote_token[PX_CHALLENGE_TOKEN_MAX + 1];
+static void *remote_arg;
+
+static int fake_lookup(const char *token, size_t len, px_challenge_done_fn done, void *arg)
+{
+    remote_calls++;
+    memcpy(remote_token, token, len);
+    remote_token[len] = '\0';
+    remote_arg = arg;
+    (void)done;
+    return remote_answer;
+}
+
+static void fake_cancel(void *arg)
+{
+    if (arg == remote_arg)
+        remote_cancels++;
+}
+
+static const struct px_challenge_remote fake_remote = {fake_lookup, fake_cancel};
+
+static int find_any(const char *token, char *out)
+{
+    return px_challenge_find(0, token, strlen(token), out, PX_CHALLENGE_KEYAUTH_MAX + 1, NULL, &remote_arg);
+}
+
+static void test_find_local_first_then_remote(void)
+{
+    char out[PX_CHALLENGE_KEYAUTH_MAX + 1];
+    char big[PX_CHALLENGE_TOKEN_MAX + 2];
+    /* no remote: the local table only */
+    CHECK_INT(find_any("abc", out), -1);
+    px_challenge_set_remote(&fake_remote);
+    remote_answer = PX_CHALLENGE_LATER;
+    /* absent locally: the remote is asked with the token (not the query) */
+    CHECK_INT(px_challenge_find(0, "abc?x=1", 3, out, sizeof(out), NULL, &remote_arg), PX_CHALLENGE_LATER);
+    CHECK_INT(remote_calls, 1);
+    CHECK_STR(remote_token, "abc");
+    px_challenge_cancel(&remote_arg);
+    CHECK_INT(remote_cancels, 1);
+    /* the local table wins: the remote is not asked */
+    CHECK_INT(px_challenge_put("abc", "abc.local"), 0);
+    CHECK_INT(find_any("abc", out), 9);
+    CHECK_STR(out, "abc.local");
+    CHECK_INT(remote_calls, 1);
+    /* a malformed token never reaches the remote */
+    CHECK_INT(find_any("a.b", out), -1);
+    CHECK_INT(find_any("", out), -1);
+    memset(big, 'a', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    CHECK_INT(find_any(big, out), -1);
+    CHECK_INT(remote_calls, 1);
+    /* a remote that is down answers absent at once */
+    remote_answer = -1;
+    CHECK_INT(find_any("other", out), -1);
+    CHECK_INT(remote_calls, 2);
+    px_challenge_set_remote(NULL);
+    CHECK_INT(find_any("other", out), -1);
+    CHECK_INT(remote_calls, 2);
+    px_challenge_shutdown();
+}
+
+static void test_valid(void)
+{
+    char big[PX_CHALLENGE_KEYAUTH_MAX + 2];
+    CHECK_INT(px_challenge_valid("tok", 3, "tok.thumb-_9", 12), 1);
+    CHECK_INT(px_challenge_valid("tok", 3, "tok.", 4), 0);            /* no thumbprint */
+    CHECK_INT(px_challenge_valid("tok", 3, "tok", 3), 0);
+    CHECK_INT(px_challenge_valid("tok", 3, "tak.thumb", 9), 0);       /* another token's */
+    CHECK_INT(px_challenge_valid("tok", 3, "tokX.thumb", 10), 0);
+    CHECK_INT(px_challenge_valid("tok", 3, "tok.th umb", 10), 0);     /* not base64url */
+    CHECK_INT(px_challenge_valid("tok", 3, "tok.th\numb", 10), 0);
+    CHECK_INT(px_challenge_valid("tok", 3, "tok.th\0mb", 9), 0);
+    CHECK_INT(px_challenge_valid("tok", 3, NULL, 0), 0);
+    CHECK_INT(px_challenge_valid("t/k", 3, "t/k.thumb", 9), 0);
+    memcpy(big, "tok.", 4);
+    memset(big + 4, 'x', sizeof(big) - 4);
+    CHECK_INT(px_challenge_valid("tok", 3, big, PX_CHALLENGE_KEYAUTH_MAX), 1);
+    CHECK_INT(px_challenge_valid("tok", 3, big, PX_CHALLENGE_KEYAUTH_MAX + 1), 0);
+}
+
 int main(void)
 {
+    UNIT_RUN(test_find_local_first_then_remote);
+    UNIT_RUN(test_valid);
     UNIT_RUN(test_put_lookup_remove);
     UNIT_RUN(test_rejects_bad_input);
     UNIT_RUN(test_hazard_holds_table);
