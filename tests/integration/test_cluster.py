@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 import json
+import re
 
 from harness import (SLOW, Client, ProxyTestCase, RecordingBackend, build_dir, free_port, proxyd_path,
                      request_bytes, wait_until)
@@ -417,6 +418,15 @@ class ClusterMetrics(ClusterCase):
         for kind in ("timeout", "connection", "reply"):
             self.assertEqual(tm.val(s1, "proxyd_cluster_redis_errors_total", kind=kind), 0, kind)
         self.assertGreater(r.cmd("PTTL", "proxyd:l:api:127.0.0.1"), 0)
+
+        # every proxyd_cluster_ family the Grafana dashboard uses is served
+        with open(os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                               "conf", "grafana-proxyd.json")) as f:
+            dash = f.read()
+        used = set(re.findall(r"\b(proxyd_cluster_[a-z_]+)\b", dash))
+        self.assertTrue(used)
+        have = {n for n, _ in s1} | set(types)
+        self.assertEqual(sorted(u for u in used if u not in have), [])
 
         # Redis killed: down, and every decision of the zone is made locally and counted
         r.kill()
