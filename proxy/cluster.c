@@ -464,6 +464,77 @@ static int hev_attach(redisAsyncContext *ac, struct event_base *base)
     return 0;
 }
 
+/* ---- the limit check's reply without allocation ----
+ * hiredis builds each reply as malloc'ed objects: a check's answer, an
+ * array of three integers, is five allocations and five frees. A worker's
+ * reader builds that shape in its thread's slot instead (anything else, or
+ * the slot busy, goes to hiredis' own functions); async hiredis frees a
+ * reply right after its callback, before it parses the next one, so one
+ * slot per worker suffices. A slot is recognised by its address (the
+ * reader may be freed on the main thread after the worker's join). */
+struct rslot {
+    redisReply arr;
+    redisReply *elp[3];
+    redisReply ints[3];
+    int busy;
+};
+static struct rslot rslots[PX_MAX_WORKERS];
+static __thread struct rslot *tl_slot; /* this worker's (NULL: the main thread) */
+static redisReplyObjectFunctions *hiredis_fn; /* hiredis' defaults: set by px_cluster_start */
+
+static void *slot_array(const redisReadTask *task, int elements)
+{
+    struct rslot *sl = tl_slot;
+    if (task->parent != NULL || elements != 3 || sl == NULL || sl->busy)
+        return hiredis_fn->createArray(task, elements);
+    sl->busy = 1;
+    memset(&sl->arr, 0, sizeof(sl->arr));
+    sl->arr.type = REDIS_REPLY_ARRAY;
+    sl->arr.elements = 3;
+    sl->arr.element = sl->elp;
+    memset(sl->elp, 0, sizeof(sl->elp));
+    return &sl->arr;
+}
+
+static void *slot_integer(const redisReadTask *task, long long v)
+{
+    struct rslot *sl = tl_slot;
+    if (sl == NULL || task->parent == NULL || task->parent->obj != &sl->arr || task->idx < 0 || task->idx >= 3)
+        return hiredis_fn->createInteger(task, v);
+    redisReply *r = &sl->ints[task->idx];
+    memset(r, 0, sizeof(*r));
+    r->type = REDIS_REPLY_INTEGER;
+    r->integer = v;
+    sl->elp[task->idx] = r;
+    return r;
+}
+
+static void *slot_string(const redisReadTask *task, char *str, size_t len)
+{
+    return hiredis_fn->createString(task, str, len); /* sets the slot's element when it is the parent */
+}
+
+static void *slot_nil(const redisReadTask *task)
+{
+    return hiredis_fn->createNil(task);
+}
+
+static void slot_free(void *obj)
+{
+    struct rslot *sl = (struct rslot *)obj;
+    if (sl < rslots || sl >= rslots + PX_MAX_WORKERS) {
+        hiredis_fn->freeObject(obj);
+        return;
+    }
+    for (int i = 0; i < 3; i++)
+        if (sl->elp[i] != NULL && sl->elp[i] != &sl->ints[i])
+            hiredis_fn->freeObject(sl->elp[i]);
+    memset(sl->elp, 0, sizeof(sl->elp));
+    sl->busy = 0;
+}
+
+static redisReplyObjectFunctions slot_fn = {slot_string, slot_array, slot_integer, slot_nil, slot_free};
+
 static void rconn_connect(struct rconn *rc)
 {
     redisAsyncContext *ac = g.addr.path[0] ? redisAsyncConnectUnix(g.addr.path)
@@ -481,6 +552,8 @@ static void rconn_connect(struct rconn *rc)
         return;
     }
     ac->data = rc;
+    if (!rc->main && ac->c.reader != NULL && ac->c.reader->fn == hiredis_fn)
+        ac->c.reader->fn = &slot_fn;
     if (hev_attach(ac, rc->base) < 0) {
         set_down(rc, "out of memory");
         redisAsyncFree(ac);
@@ -945,6 +1018,7 @@ static void w_begin(evutil_socket_t fd, short what, void *arg)
 {
     struct rconn *rc = arg;
     tl_conn = rc;
+    tl_slot = rc->st - blocks < PX_MAX_WORKERS ? &rslots[rc->st - blocks] : NULL;
     rconn_connect(rc);
 }
 
@@ -1195,6 +1269,13 @@ struct px_cluster *px_cluster_start(struct event_base *main_base, const struct p
     SHA1((const unsigned char *)LIMIT_LUA, sizeof(LIMIT_LUA) - 1, md);
     for (int i = 0; i < SHA_DIGEST_LENGTH; i++)
         snprintf(g.sha + 2 * i, 3, "%02x", md[i]);
+    if (hiredis_fn == NULL) {
+        redisReader *rd = redisReaderCreate();
+        if (rd == NULL)
+            goto oom;
+        hiredis_fn = rd->fn; /* hiredis' static table, the same for every reader */
+        redisReaderFree(rd);
+    }
     g.head_len = (size_t)snprintf(g.head, sizeof(g.head), "$7\r\nEVALSHA\r\n$40\r\n%s\r\n", g.sha);
     if (cc->instance)
         c->instance = strdup(cc->instance);
