@@ -726,7 +726,10 @@ static int send_check_argv(struct rconn *rc, struct pend *p, int full, const cha
             argvlen[argc++] = (size_t)m;
         }
     }
-    return redisAsyncCommandArgv(rc->ac, on_limit_reply, p, argc, argv, argvlen) == REDIS_OK ? 0 : -1;
+    if (redisAsyncCommandArgv(rc->ac, on_limit_reply, p, argc, argv, argvlen) != REDIS_OK)
+        return -1;
+    px_stats_inc(&rc->st->commands);
+    return 0;
 }
 
 /* EVALSHA (or EVAL after a NOSCRIPT) of p's zones. 0, or -1 when it could
@@ -741,7 +744,6 @@ static int send_check(struct rconn *rc, struct pend *p, int full)
 
     if (rc->ac == NULL || key_text(&p->key, ip, sizeof(ip)) < 0)
         return -1;
-    px_stats_inc(&rc->st->commands);
     if (full)
         return send_check_argv(rc, p, 1, ip);
     size_t iplen = strlen(ip);
@@ -788,7 +790,10 @@ static int send_check(struct rconn *rc, struct pend *p, int full)
         o = put_num(o, burst);
         o = put_num(o, delay);
     }
-    return redisAsyncFormattedCommand(rc->ac, on_limit_reply, p, buf, (size_t)(o - buf)) == REDIS_OK ? 0 : -1;
+    if (redisAsyncFormattedCommand(rc->ac, on_limit_reply, p, buf, (size_t)(o - buf)) != REDIS_OK)
+        return -1;
+    px_stats_inc(&rc->st->commands);
+    return 0;
 }
 
 static void pend_put(struct rconn *rc, struct pend *p)
