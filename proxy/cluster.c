@@ -21,9 +21,11 @@
 #include "px/limit.h"
 #include "px/log.h"
 #include "px/parse.h"
+#include "px/stats.h"
 #include "px/worker.h"
 
 #define MAX_ZONES 8             /* a route with more decides locally */
+_Static_assert(MAX_ZONES < 10, "send_check writes the key count as one digit");
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 2000
 #define PING_MS 1000            /* a worker that fell back asks this often */
@@ -142,9 +144,63 @@ static struct {
     size_t prefix_len;
     uint64_t timeout_ms;
     char sha[41];               /* of LIMIT_LUA */
+    char head[64];              /* "$7\r\nEVALSHA\r\n$40\r\n" SHA "\r\n": send_check's */
+    size_t head_len;
     struct rconn **conns;       /* by worker id: made by the start hook, freed by the exit hook */
+    struct px_cluster *main;    /* the running cluster (px_cluster_stats) */
     int nconns;
 } g;
+
+/* ---- metrics: one block per worker id, [PX_MAX_WORKERS] the main
+ * thread's; each written only by its thread (px_stats_inc), summed by
+ * px_cluster_stats. Static: no allocation, and the counts outlive a worker. */
+
+const uint64_t px_cluster_bucket_us[PX_CLUSTER_NBUCKETS - 1] = {100,   250,   500,    1000,   2500,   5000,  10000,
+                                                                25000, 50000, 100000, 250000, 500000, 1000000};
+const char *const px_cluster_err_names[PX_CLUSTER_NERR] = {"timeout", "connection", "reply"};
+
+#define FB_NAME 64 /* a longer zone name is counted under its first 63 bytes */
+
+struct cl_block {
+    _Alignas(PX_STATS_ALIGN) _Atomic uint64_t commands;
+    _Atomic uint64_t errors[PX_CLUSTER_NERR];
+    _Atomic uint64_t seconds[PX_CLUSTER_NBUCKETS]; /* per bucket, not cumulative */
+    _Atomic uint64_t seconds_sum_us;
+    _Atomic uint32_t nfb;       /* fb[0..nfb) named: the name is written before nfb is (release) */
+    struct {
+        char zone[FB_NAME];
+        _Atomic uint64_t n;
+    } fb[PX_CLUSTER_MAX_ZONES];
+};
+static struct cl_block blocks[PX_MAX_WORKERS + 1];
+
+static void count_err(struct cl_block *b, int kind)
+{
+    px_stats_inc(&b->errors[kind]);
+}
+
+/* One local decision of the shared zones in zones[0..n). A zone's slot is
+ * found by name (zone handles change on reloads, names do not): a short
+ * scan, on the fallback path only. */
+static void count_fallback(struct cl_block *b, struct px_limit_zone *const *zones, size_t n)
+{
+    uint32_t nfb = atomic_load_explicit(&b->nfb, memory_order_relaxed);
+    for (size_t i = 0; i < n; i++) {
+        if (!px_limit_zone_shared(zones[i]))
+            continue;
+        const char *name = px_limit_zone_name(zones[i]);
+        uint32_t j = 0;
+        while (j < nfb && strncmp(b->fb[j].zone, name, FB_NAME - 1) != 0)
+            j++;
+        if (j == nfb) {
+            if (nfb == PX_CLUSTER_MAX_ZONES)
+                continue;
+            snprintf(b->fb[j].zone, FB_NAME, "%s", name);
+            atomic_store_explicit(&b->nfb, ++nfb, memory_order_release);
+        }
+        px_stats_inc(&b->fb[j].n);
+    }
+}
 
 /* Workers falling back now; the transitions 0 -> 1 and 1 -> 0 are logged. */
 static atomic_int ndown;
@@ -175,6 +231,7 @@ struct rconn {
     struct tpend *thead, *ttail; /* token lookups waiting, oldest first (workers) */
     struct tpend *tfree;
     struct event ttimer;        /* the oldest lookup's deadline */
+    struct cl_block *st;        /* this thread's counters */
 };
 
 /* A check in flight. Freed (to the cache) only by its reply callback:
@@ -191,6 +248,7 @@ struct pend {
     uint8_t ns, nl;
     struct px_limit_key key;
     uint64_t deadline_ms;
+    uint64_t sent_us;           /* when it was queued (the round-trip histogram) */
 };
 
 static __thread struct rconn *tl_conn; /* this worker's */
@@ -243,6 +301,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
     if (status != REDIS_OK) {
         /* hiredis frees ac after this; no disconnect callback follows */
         rc->ac = NULL;
+        count_err(rc->st, PX_CLUSTER_ERR_CONNECTION);
         set_down(rc, ac->errstr[0] ? ac->errstr : "unreachable");
         schedule_retry(rc);
     }
@@ -255,6 +314,8 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
         return;
     rc->ac = NULL;
     rc->ping_out = 0;
+    if (status != REDIS_OK) /* REDIS_OK: we let it go (a timeout, counted there) */
+        count_err(rc->st, PX_CLUSTER_ERR_CONNECTION);
     set_down(rc, status == REDIS_OK ? "closed the connection" : ac->errstr[0] ? ac->errstr : "connection lost");
     schedule_retry(rc);
 }
@@ -271,6 +332,7 @@ static void on_ready(redisAsyncContext *ac, void *reply, void *priv)
     const redisReply *r = reply;
     if (!reply_ok(r)) {
         if (r) {
+            count_err(rc->st, PX_CLUSTER_ERR_REPLY);
             set_down(rc, r->str);
             redisAsyncDisconnect(ac); /* on_disconnect retries */
         }
@@ -406,6 +468,77 @@ static int hev_attach(redisAsyncContext *ac, struct event_base *base)
     return 0;
 }
 
+/* ---- the limit check's reply without allocation ----
+ * hiredis builds each reply as malloc'ed objects: a check's answer, an
+ * array of three integers, is five allocations and five frees. A worker's
+ * reader builds that shape in its thread's slot instead (anything else, or
+ * the slot busy, goes to hiredis' own functions); async hiredis frees a
+ * reply right after its callback, before it parses the next one, so one
+ * slot per worker suffices. A slot is recognised by its address (the
+ * reader may be freed on the main thread after the worker's join). */
+struct rslot {
+    redisReply arr;
+    redisReply *elp[3];
+    redisReply ints[3];
+    int busy;
+};
+static struct rslot rslots[PX_MAX_WORKERS];
+static __thread struct rslot *tl_slot; /* this worker's (NULL: the main thread) */
+static redisReplyObjectFunctions *hiredis_fn; /* hiredis' defaults: set by px_cluster_start */
+
+static void *slot_array(const redisReadTask *task, int elements)
+{
+    struct rslot *sl = tl_slot;
+    if (task->parent != NULL || elements != 3 || sl == NULL || sl->busy)
+        return hiredis_fn->createArray(task, elements);
+    sl->busy = 1;
+    memset(&sl->arr, 0, sizeof(sl->arr));
+    sl->arr.type = REDIS_REPLY_ARRAY;
+    sl->arr.elements = 3;
+    sl->arr.element = sl->elp;
+    memset(sl->elp, 0, sizeof(sl->elp));
+    return &sl->arr;
+}
+
+static void *slot_integer(const redisReadTask *task, long long v)
+{
+    struct rslot *sl = tl_slot;
+    if (sl == NULL || task->parent == NULL || task->parent->obj != &sl->arr || task->idx < 0 || task->idx >= 3)
+        return hiredis_fn->createInteger(task, v);
+    redisReply *r = &sl->ints[task->idx];
+    memset(r, 0, sizeof(*r));
+    r->type = REDIS_REPLY_INTEGER;
+    r->integer = v;
+    sl->elp[task->idx] = r;
+    return r;
+}
+
+static void *slot_string(const redisReadTask *task, char *str, size_t len)
+{
+    return hiredis_fn->createString(task, str, len); /* sets the slot's element when it is the parent */
+}
+
+static void *slot_nil(const redisReadTask *task)
+{
+    return hiredis_fn->createNil(task);
+}
+
+static void slot_free(void *obj)
+{
+    struct rslot *sl = (struct rslot *)obj;
+    if (sl < rslots || sl >= rslots + PX_MAX_WORKERS) {
+        hiredis_fn->freeObject(obj);
+        return;
+    }
+    for (int i = 0; i < 3; i++)
+        if (sl->elp[i] != NULL && sl->elp[i] != &sl->ints[i])
+            hiredis_fn->freeObject(sl->elp[i]);
+    memset(sl->elp, 0, sizeof(sl->elp));
+    sl->busy = 0;
+}
+
+static redisReplyObjectFunctions slot_fn = {slot_string, slot_array, slot_integer, slot_nil, slot_free};
+
 static void rconn_connect(struct rconn *rc)
 {
     redisAsyncContext *ac = g.addr.path[0] ? redisAsyncConnectUnix(g.addr.path)
@@ -416,12 +549,15 @@ static void rconn_connect(struct rconn *rc)
         return;
     }
     if (ac->err) {
+        count_err(rc->st, PX_CLUSTER_ERR_CONNECTION);
         set_down(rc, ac->errstr);
         redisAsyncFree(ac);
         schedule_retry(rc);
         return;
     }
     ac->data = rc;
+    if (!rc->main && ac->c.reader != NULL && ac->c.reader->fn == hiredis_fn)
+        ac->c.reader->fn = &slot_fn;
     if (hev_attach(ac, rc->base) < 0) {
         set_down(rc, "out of memory");
         redisAsyncFree(ac);
@@ -437,11 +573,13 @@ static void rconn_connect(struct rconn *rc)
     if (g.addr.db)
         redisAsyncCommand(ac, on_setup_step, "SELECT", "SELECT %d", g.addr.db);
     redisAsyncCommand(ac, on_ready, NULL, "SCRIPT LOAD %s", LIMIT_LUA);
+    px_stats_add(&rc->st->commands, 1u + (g.password != NULL) + (g.addr.db != 0));
 }
 
-static void rconn_init(struct rconn *rc, struct event_base *base, int is_main)
+static void rconn_init(struct rconn *rc, struct event_base *base, int is_main, int wid)
 {
     memset(rc, 0, sizeof(*rc));
+    rc->st = &blocks[is_main || wid < 0 || wid >= PX_MAX_WORKERS ? PX_MAX_WORKERS : wid];
     rc->base = base;
     rc->main = is_main;
     rc->backoff_ms = BACKOFF_MIN_MS;
@@ -483,6 +621,7 @@ static void answer_local(struct pend *p)
     void *arg = p->arg;
     p->arg = NULL;
     wait_unlink(p->rc, p);
+    count_fallback(p->rc->st, p->zones, p->n);
     px_limit_check(p->zones, p->n, &p->key, px_now_ms(), &res);
     done(arg, &res);
 }
@@ -497,15 +636,35 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
             late = 1;
             set_down(rc, "did not answer in time");
         }
+        count_err(rc->st, PX_CLUSTER_ERR_TIMEOUT);
         answer_local(rc->head); /* unlinks it; its reply is dropped when it comes */
     }
     arm_timer(rc);
 }
 
+static char *put_u64(char *o, uint64_t v)
+{
+    char t[20];
+    int n = 0;
+    do
+        t[n++] = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    while (n)
+        *o++ = t[--n];
+    return o;
+}
+
 static int key_text(const struct px_limit_key *k, char *out, size_t len)
 {
-    if (k->family == 4)
-        return inet_ntop(AF_INET, k->addr, out, (socklen_t)len) ? 0 : -1;
+    if (k->family == 4) { /* inet_ntop's work without its checks: the common key */
+        char *o = out;
+        for (int i = 0; i < 4; i++) {
+            o = put_u64(o, k->addr[i]);
+            *o++ = '.';
+        }
+        o[-1] = '\0';
+        return 0;
+    }
     if (k->family == 6)
         return inet_ntop(AF_INET6, k->addr, out, (socklen_t)len) ? 0 : -1;
     snprintf(out, len, "-");
@@ -514,17 +673,35 @@ static int key_text(const struct px_limit_key *k, char *out, size_t len)
 
 static void on_limit_reply(redisAsyncContext *ac, void *reply, void *priv);
 
-/* EVALSHA (or EVAL after a NOSCRIPT) of p's zones. 0, or -1 when it could
- * not be queued. */
-static int send_check(struct rconn *rc, struct pend *p, int full)
+/* "$LEN\r\n" s "\r\n" */
+static char *put_bulk(char *o, const char *s, size_t len)
 {
-    char keys[MAX_ZONES][256], nums[MAX_ZONES * 3][24], ip[64], nk[8];
+    *o++ = '$';
+    o = put_u64(o, len);
+    *o++ = '\r';
+    *o++ = '\n';
+    memcpy(o, s, len);
+    o += len;
+    *o++ = '\r';
+    *o++ = '\n';
+    return o;
+}
+
+static char *put_num(char *o, uint64_t v)
+{
+    char t[24], *e = v == UINT64_MAX ? (memcpy(t, "-1", 2), t + 2) : put_u64(t, v);
+    return put_bulk(o, t, (size_t)(e - t));
+}
+
+/* EVAL after a NOSCRIPT, or a command too long for send_check's buffer:
+ * hiredis formats it. */
+static int send_check_argv(struct rconn *rc, struct pend *p, int full, const char *ip)
+{
+    char keys[MAX_ZONES][256], nums[MAX_ZONES * 3][24], nk[8];
     const char *argv[3 + MAX_ZONES * 4];
     size_t argvlen[3 + MAX_ZONES * 4];
     int argc = 0;
 
-    if (rc->ac == NULL || key_text(&p->key, ip, sizeof(ip)) < 0)
-        return -1;
     argv[argc] = full ? "EVAL" : "EVALSHA";
     argvlen[argc] = strlen(argv[argc]);
     argc++;
@@ -553,7 +730,74 @@ static int send_check(struct rconn *rc, struct pend *p, int full)
             argvlen[argc++] = (size_t)m;
         }
     }
-    return redisAsyncCommandArgv(rc->ac, on_limit_reply, p, argc, argv, argvlen) == REDIS_OK ? 0 : -1;
+    if (redisAsyncCommandArgv(rc->ac, on_limit_reply, p, argc, argv, argvlen) != REDIS_OK)
+        return -1;
+    px_stats_inc(&rc->st->commands);
+    return 0;
+}
+
+/* EVALSHA (or EVAL after a NOSCRIPT) of p's zones. 0, or -1 when it could
+ * not be queued. The EVALSHA is written here as RESP into a stack buffer
+ * (the fixed head precomputed, the numbers by hand) and handed over whole
+ * (redisAsyncFormattedCommand copies it to the output buffer): none of
+ * redisAsyncCommandArgv's formatting and allocation per check. */
+static int send_check(struct rconn *rc, struct pend *p, int full)
+{
+    char buf[2048], ip[64], *o = buf;
+    size_t ziplen[MAX_ZONES], need = 64 + g.head_len;
+
+    if (rc->ac == NULL || key_text(&p->key, ip, sizeof(ip)) < 0)
+        return -1;
+    if (full)
+        return send_check_argv(rc, p, 1, ip);
+    size_t iplen = strlen(ip);
+    for (size_t i = 0; i < p->ns; i++) {
+        ziplen[i] = strlen(px_limit_zone_name(p->zones[p->sidx[i]]));
+        need += g.prefix_len + ziplen[i] + iplen + 3 + 24 + 3 * 32;
+    }
+    if (need > sizeof(buf))
+        return send_check_argv(rc, p, 0, ip);
+    *o++ = '*';
+    o = put_u64(o, 3 + 4 * (uint64_t)p->ns);
+    *o++ = '\r';
+    *o++ = '\n';
+    memcpy(o, g.head, g.head_len); /* $7 EVALSHA $40 SHA */
+    o += g.head_len;
+    *o++ = '$';
+    *o++ = '1';
+    *o++ = '\r';
+    *o++ = '\n';
+    *o++ = (char)('0' + p->ns); /* ns <= MAX_ZONES < 10 */
+    *o++ = '\r';
+    *o++ = '\n';
+    for (size_t i = 0; i < p->ns; i++) { /* PREFIX "l:" ZONE ":" ADDRESS */
+        *o++ = '$';
+        o = put_u64(o, g.prefix_len + 2 + ziplen[i] + 1 + iplen);
+        *o++ = '\r';
+        *o++ = '\n';
+        memcpy(o, g.prefix, g.prefix_len);
+        o += g.prefix_len;
+        *o++ = 'l';
+        *o++ = ':';
+        memcpy(o, px_limit_zone_name(p->zones[p->sidx[i]]), ziplen[i]);
+        o += ziplen[i];
+        *o++ = ':';
+        memcpy(o, ip, iplen);
+        o += iplen;
+        *o++ = '\r';
+        *o++ = '\n';
+    }
+    for (size_t i = 0; i < p->ns; i++) {
+        uint64_t rate, burst, delay;
+        px_limit_zone_params(p->zones[p->sidx[i]], &rate, &burst, &delay);
+        o = put_num(o, rate);
+        o = put_num(o, burst);
+        o = put_num(o, delay);
+    }
+    if (redisAsyncFormattedCommand(rc->ac, on_limit_reply, p, buf, (size_t)(o - buf)) != REDIS_OK)
+        return -1;
+    px_stats_inc(&rc->st->commands);
+    return 0;
 }
 
 static void pend_put(struct rconn *rc, struct pend *p)
@@ -601,6 +845,14 @@ static void on_limit_reply(redisAsyncContext *ac, void *reply, void *priv)
         if (send_check(rc, p, 1) == 0)
             return;
     }
+    {
+        uint64_t us = px_now_us() - p->sent_us;
+        unsigned b = 0;
+        while (b < PX_CLUSTER_NBUCKETS - 1 && us > px_cluster_bucket_us[b])
+            b++;
+        px_stats_inc(&rc->st->seconds[b]);
+        px_stats_add(&rc->st->seconds_sum_us, us);
+    }
     if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 && r->element[0]->type == REDIS_REPLY_INTEGER &&
         r->element[1]->type == REDIS_REPLY_INTEGER && r->element[2]->type == REDIS_REPLY_INTEGER) {
         set_up(rc);
@@ -627,10 +879,13 @@ static void on_limit_reply(redisAsyncContext *ac, void *reply, void *priv)
             done(arg, &res);
             return;
         }
-    } else if (p->arg) {
-        /* an error (a password changed, OOM...): this one locally */
-        set_down(rc, r->type == REDIS_REPLY_ERROR ? r->str : "gave an unexpected answer");
-        answer_local(p);
+    } else {
+        count_err(rc->st, PX_CLUSTER_ERR_REPLY);
+        if (p->arg) {
+            /* an error (a password changed, OOM...): this one locally */
+            set_down(rc, r->type == REDIS_REPLY_ERROR ? r->str : "gave an unexpected answer");
+            answer_local(p);
+        }
     }
     pend_put(rc, p);
 }
@@ -641,9 +896,14 @@ static enum px_limit_verdict remote_check(struct px_limit_zone *const *zones, si
 {
     struct rconn *rc = tl_conn;
     struct pend *p;
+    int fallback = 0;           /* local because of Redis (counted) */
 
-    if (PX_UNLIKELY(rc == NULL || (!rc->up && !rc->starting) || n > MAX_ZONES))
+    if (PX_UNLIKELY(rc == NULL || n > MAX_ZONES))
         goto local;
+    if (PX_UNLIKELY(!rc->up && !rc->starting)) {
+        fallback = 1;
+        goto local;
+    }
     uint8_t sidx[MAX_ZONES], lidx[MAX_ZONES], ns = 0, nl = 0;
     for (size_t i = 0; i < n; i++) {
         if (px_limit_zone_shared(zones[i]))
@@ -684,9 +944,11 @@ static enum px_limit_verdict remote_check(struct px_limit_zone *const *zones, si
         p->next = rc->free;
         rc->free = p;
         set_down(rc, "cannot be reached");
+        fallback = 1;
         goto local;
     }
-    p->deadline_ms = px_now_ms() + g.timeout_ms;
+    p->sent_us = px_now_us();
+    p->deadline_ms = p->sent_us / 1000 + g.timeout_ms;
     p->waiting = 1;
     p->prev = rc->tail;
     if (rc->tail)
@@ -698,6 +960,8 @@ static enum px_limit_verdict remote_check(struct px_limit_zone *const *zones, si
     return PX_LIMIT_LATER;
 
 local:
+    if (fallback)
+        count_fallback(rc->st, zones, n);
     px_limit_check(zones, n, k, now_ms, res);
     return res->verdict;
 }
@@ -782,6 +1046,7 @@ static void on_token_timer(evutil_socket_t fd, short what, void *arg)
         struct tpend *p = rc->thead;
         px_challenge_done_fn done = p->done;
         void *parg = p->arg;
+        count_err(rc->st, PX_CLUSTER_ERR_TIMEOUT);
         if (!late) {
             late = 1;
             set_down(rc, "did not answer in time");
@@ -805,6 +1070,8 @@ static void on_token_reply(redisAsyncContext *ac, void *reply, void *priv)
 
     if (r && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_NIL))
         set_up(rc);             /* Redis answers (a late answer too) */
+    else if (r)
+        count_err(rc->st, PX_CLUSTER_ERR_REPLY);
     if (r && r->type == REDIS_REPLY_STRING) {
         v = r->str;
         n = r->len > PX_CHALLENGE_KEYAUTH_MAX ? PX_CHALLENGE_KEYAUTH_MAX + 1 : (int)r->len;
@@ -843,6 +1110,7 @@ static int token_lookup(const char *token, size_t len, px_challenge_done_fn done
         rc->tfree = p;
         return -1;
     }
+    px_stats_inc(&rc->st->commands);
     p->deadline_ms = px_now_ms() + g.timeout_ms;
     p->waiting = 1;
     p->prev = rc->ttail;
@@ -915,11 +1183,13 @@ static void on_ping_timer(evutil_socket_t fd, short what, void *arg)
              * on_disconnect retries) */
             redisAsyncContext *ac = rc->ac;
             rc->ping_out = 0;
+            count_err(rc->st, PX_CLUSTER_ERR_TIMEOUT);
             redisAsyncFree(ac);
         }
         return;
     }
     if (redisAsyncCommand(rc->ac, on_pong, NULL, "PING") == REDIS_OK) {
+        px_stats_inc(&rc->st->commands);
         rc->ping_out = 1;
         rc->ping_ms = px_now_ms();
     }
@@ -931,6 +1201,7 @@ static void w_begin(evutil_socket_t fd, short what, void *arg)
 {
     struct rconn *rc = arg;
     tl_conn = rc;
+    tl_slot = rc->st - blocks < PX_MAX_WORKERS ? &rslots[rc->st - blocks] : NULL;
     rconn_connect(rc);
 }
 
@@ -939,7 +1210,7 @@ static void w_start(struct px_worker *w)
     struct rconn *rc;
     if (!g.on || w->id < 0 || w->id >= g.nconns || (rc = malloc(sizeof(*rc))) == NULL)
         return;
-    rconn_init(rc, w->base, 0);
+    rconn_init(rc, w->base, 0, w->id);
     rc->counted = 1;            /* down until ready; counted in ndown silently at start */
     rc->starting = 1;
     atomic_fetch_add(&ndown, 1);
@@ -1020,6 +1291,8 @@ static void on_beat(redisAsyncContext *ac, void *reply, void *priv)
     const redisReply *r = reply;
     c->beat_out = 0;
     if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        if (r)
+            count_err(c->rc.st, PX_CLUSTER_ERR_REPLY);
         if (r && r->type == REDIS_REPLY_ERROR)
             px_log(PX_LOG_WARN, "cluster: heartbeat: %s", r->str);
         return;
@@ -1041,6 +1314,7 @@ static void beat(struct px_cluster *c)
     snprintf(ttl, sizeof(ttl), "%d", BEAT_TTL_MS);
     const char *argv[] = {"EVAL", BEAT_LUA, "1", g.prefix, c->instance, c->record, ttl, write ? "1" : "0"};
     if (redisAsyncCommandArgv(c->rc.ac, on_beat, c, (int)PX_ARRAY_LEN(argv), argv, NULL) == REDIS_OK) {
+        px_stats_inc(&c->rc.st->commands);
         c->beat_out = 1;
         c->beat_ms = now;
         if (write)
@@ -1055,6 +1329,7 @@ static void on_beat_timer(evutil_socket_t fd, short what, void *arg)
         /* Redis stopped answering: down (status says so), and a new connection */
         redisAsyncContext *ac = c->rc.ac;
         c->rc.up = 0;
+        count_err(c->rc.st, PX_CLUSTER_ERR_TIMEOUT);
         redisAsyncFree(ac);     /* on_beat (NULL) clears beat_out; on_disconnect retries */
         return;
     }
@@ -1180,6 +1455,14 @@ struct px_cluster *px_cluster_start(struct event_base *main_base, const struct p
     SHA1((const unsigned char *)LIMIT_LUA, sizeof(LIMIT_LUA) - 1, md);
     for (int i = 0; i < SHA_DIGEST_LENGTH; i++)
         snprintf(g.sha + 2 * i, 3, "%02x", md[i]);
+    if (hiredis_fn == NULL) {
+        redisReader *rd = redisReaderCreate();
+        if (rd == NULL)
+            goto oom;
+        hiredis_fn = rd->fn; /* hiredis' static table, the same for every reader */
+        redisReaderFree(rd);
+    }
+    g.head_len = (size_t)snprintf(g.head, sizeof(g.head), "$7\r\nEVALSHA\r\n$40\r\n%s\r\n", g.sha);
     if (cc->instance)
         c->instance = strdup(cc->instance);
     else {
@@ -1200,7 +1483,8 @@ struct px_cluster *px_cluster_start(struct event_base *main_base, const struct p
     g.on = 1;
     px_limit_set_remote(&remote_ops);
     px_challenge_set_remote(&token_ops);
-    rconn_init(&c->rc, main_base, 1);
+    rconn_init(&c->rc, main_base, 1, -1);
+    g.main = c;
     c->rc.on_up = main_up;
     event_assign(&c->beat, main_base, -1, EV_PERSIST, on_beat_timer, c);
     struct timeval tv = {BEAT_MS / 1000, (BEAT_MS % 1000) * 1000};
@@ -1242,6 +1526,7 @@ void px_cluster_free(struct px_cluster *c)
     px_limit_set_remote(NULL);
     px_challenge_set_remote(NULL);
     g.on = 0;
+    g.main = NULL;
     free(g.conns);
     g.conns = NULL;
     g.nconns = 0;
@@ -1268,4 +1553,37 @@ size_t px_cluster_instances(const struct px_cluster *c, const char *const **json
 const char *px_cluster_instance(const struct px_cluster *c)
 {
     return c->instance;
+}
+
+int px_cluster_stats(struct px_cluster_stats *out)
+{
+    if (!g.on || g.main == NULL)
+        return -1;
+    memset(out, 0, sizeof(*out));
+    out->redis_up = px_cluster_redis_up(g.main);
+    for (int w = 0; w <= PX_MAX_WORKERS; w++) {
+        struct cl_block *b = &blocks[w];
+        out->commands += atomic_load_explicit(&b->commands, memory_order_relaxed);
+        for (int k = 0; k < PX_CLUSTER_NERR; k++)
+            out->errors[k] += atomic_load_explicit(&b->errors[k], memory_order_relaxed);
+        for (int i = 0; i < PX_CLUSTER_NBUCKETS; i++)
+            out->seconds[i] += atomic_load_explicit(&b->seconds[i], memory_order_relaxed);
+        out->seconds_sum_us += atomic_load_explicit(&b->seconds_sum_us, memory_order_relaxed);
+        uint32_t nfb = atomic_load_explicit(&b->nfb, memory_order_acquire);
+        for (uint32_t j = 0; j < nfb; j++) {
+            size_t z = 0;
+            while (z < out->nfallbacks && strcmp(out->fallbacks[z].zone, b->fb[j].zone) != 0)
+                z++;
+            if (z == out->nfallbacks) {
+                if (z == PX_CLUSTER_MAX_ZONES)
+                    continue;
+                out->fallbacks[z].zone = b->fb[j].zone;
+                out->nfallbacks++;
+            }
+            out->fallbacks[z].n += atomic_load_explicit(&b->fb[j].n, memory_order_relaxed);
+        }
+    }
+    for (int i = 1; i < PX_CLUSTER_NBUCKETS; i++) /* cumulative */
+        out->seconds[i] += out->seconds[i - 1];
+    return 0;
 }

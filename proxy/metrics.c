@@ -20,7 +20,9 @@
 #include <event2/keyvalq_struct.h>
 
 #include "px/addr.h"
+#include "px/cluster.h"
 #include "px/common.h"
+#include "px/config.h"
 #include "px/metrics.h"
 #include "px/routes.h"
 #include "px/services.h"
@@ -368,6 +370,63 @@ static void render_control(struct evbuffer *o)
     result_counts_render(o, "proxyd_acme_renewals_total", "lineage", &acounts);
 }
 
+/* [cluster] only (absent otherwise): Redis as this instance sees it. The
+ * fallbacks: every shared zone of the config in force (0 until it falls
+ * back), then any other zone that fell back before a reload. */
+static void render_cluster(struct evbuffer *o)
+{
+    static struct px_cluster_stats cs; /* ~1.5 KB: not on the stack */
+    if (px_cluster_stats(&cs) < 0)
+        return;
+    family(o, "proxyd_cluster_redis_up", "gauge",
+           "1 when Redis answers this instance (every worker and the heartbeat connection), 0 when it falls back.");
+    evbuffer_add_printf(o, "proxyd_cluster_redis_up %d\n", cs.redis_up);
+    family(o, "proxyd_cluster_fallbacks_total", "counter",
+           "Limit decisions a shared zone made on this instance's local state because Redis was down or late, by zone.");
+    const struct px_routes *r = px_routes_peek();
+    const struct px_config *cfg = r ? px_routes_config(r) : NULL;
+    int shown[PX_CLUSTER_MAX_ZONES] = {0};
+    for (size_t z = 0; cfg && z < cfg->nlimits; z++) {
+        if (!cfg->limits[z].shared)
+            continue;
+        uint64_t n = 0;
+        for (size_t i = 0; i < cs.nfallbacks; i++)
+            if (strcmp(cs.fallbacks[i].zone, cfg->limits[z].name) == 0) {
+                n = cs.fallbacks[i].n;
+                shown[i] = 1;
+            }
+        evbuffer_add_printf(o, "proxyd_cluster_fallbacks_total{zone=\"");
+        esc(o, cfg->limits[z].name);
+        evbuffer_add_printf(o, "\"} %" PRIu64 "\n", n);
+    }
+    for (size_t i = 0; i < cs.nfallbacks; i++) {
+        if (shown[i])
+            continue;
+        evbuffer_add_printf(o, "proxyd_cluster_fallbacks_total{zone=\"");
+        esc(o, cs.fallbacks[i].zone);
+        evbuffer_add_printf(o, "\"} %" PRIu64 "\n", cs.fallbacks[i].n);
+    }
+    family(o, "proxyd_cluster_redis_commands_total", "counter",
+           "Commands sent to Redis (limit checks, connection setup, pings, heartbeats).");
+    evbuffer_add_printf(o, "proxyd_cluster_redis_commands_total %" PRIu64 "\n", cs.commands);
+    family(o, "proxyd_cluster_redis_errors_total", "counter",
+           "Redis failures, by kind (timeout, connection, reply).");
+    for (int k = 0; k < PX_CLUSTER_NERR; k++)
+        evbuffer_add_printf(o, "proxyd_cluster_redis_errors_total{kind=\"%s\"} %" PRIu64 "\n", px_cluster_err_names[k],
+                            cs.errors[k]);
+    family(o, "proxyd_cluster_redis_seconds", "histogram",
+           "Round trip of shared-zone limit checks, from queued to answered.");
+    for (int b = 0; b < PX_CLUSTER_NBUCKETS; b++) {
+        if (b < PX_CLUSTER_NBUCKETS - 1)
+            evbuffer_add_printf(o, "proxyd_cluster_redis_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
+                                (double)px_cluster_bucket_us[b] / 1e6, cs.seconds[b]);
+        else
+            evbuffer_add_printf(o, "proxyd_cluster_redis_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n", cs.seconds[b]);
+    }
+    evbuffer_add_printf(o, "proxyd_cluster_redis_seconds_sum %.6f\n", (double)cs.seconds_sum_us / 1e6);
+    evbuffer_add_printf(o, "proxyd_cluster_redis_seconds_count %" PRIu64 "\n", cs.seconds[PX_CLUSTER_NBUCKETS - 1]);
+}
+
 static void render_process(struct evbuffer *o)
 {
     long tick = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
@@ -429,6 +488,7 @@ void px_metrics_render(struct evbuffer *o)
     render_pairs(o);
     render_targets(o);
     render_control(o);
+    render_cluster(o);
     family(o, "proxyd_build_info", "gauge", "proxyd's version (always 1).");
     evbuffer_add_printf(o, "proxyd_build_info{version=\"%s\"} 1\n", PX_VERSION);
     render_process(o);

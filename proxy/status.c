@@ -12,6 +12,7 @@
 #include <jansson.h>
 
 #include "px/acme_manager.h"
+#include "px/cluster.h"
 #include "px/common.h"
 #include "px/config.h"
 #include "px/deploy.h"
@@ -495,6 +496,27 @@ static json_t *deploys_json(void)
     return arr;
 }
 
+/* [cluster]: what `proxyctl status --json` shows under "cluster", with the
+ * same fields: {"instance", "redis": "up"|"down", "instances": [{"name",
+ * "version", "pid", "listen"}]} (the live ones, as the last heartbeat read
+ * them). NULL without [cluster]: the key is absent. */
+static json_t *cluster_json(void)
+{
+    struct px_cluster *cl = live.srv ? px_server_cluster(live.srv) : NULL;
+    if (cl == NULL)
+        return NULL;
+    const char *const *recs;
+    size_t n = px_cluster_instances(cl, &recs);
+    json_t *list = json_array();
+    for (size_t i = 0; list && i < n; i++) {
+        json_t *o = json_loads(recs[i], 0, NULL);
+        if (o)
+            json_array_append_new(list, o);
+    }
+    return json_pack("{s:o, s:s, s:o*}", "instance", jstr(px_cluster_instance(cl)), "redis",
+                     px_cluster_redis_up(cl) ? "up" : "down", "instances", list);
+}
+
 static json_t *status_document(void)
 {
     const struct px_routes *r = px_routes_peek();
@@ -508,12 +530,18 @@ static json_t *status_document(void)
      * count in the total rate too. */
     struct px_status_figures none;
     px_status_window_figures(live.win, 0, &none);
-    return json_pack("{s:s, s:I, s:I, s:{s:I, s:I}, s:{s:I, s:f}, s:o, s:o, s:o, s:o, s:[]}", "version", PX_VERSION,
+    json_t *doc = json_pack("{s:s, s:I, s:I, s:{s:I, s:I}, s:{s:I, s:f}, s:o, s:o, s:o, s:o}", "version", PX_VERSION,
                      "time", (json_int_t)(px_wall_ms() / 1000), "uptime_s",
                      (json_int_t)(live.srv ? px_server_uptime_s(live.srv) : 0), "connections", "open",
                      (json_int_t)st.open_conns, "idle", (json_int_t)st.idle_conns, "requests", "total",
                      (json_int_t)st.requests_total, "rate_1m", acc.rate + none.rate, "services", acc.arr, "limits",
-                     limits_json(cfg), "certificates", certificates_json(r, cfg), "deploys", deploys_json(), "instances");
+                     limits_json(cfg), "certificates", certificates_json(r, cfg), "deploys", deploys_json());
+    json_t *cl = cluster_json();
+    if (doc && cl)
+        json_object_set_new(doc, "cluster", cl);
+    else
+        json_decref(cl);
+    return doc;
 }
 
 int px_status_json(struct evbuffer *body, const char **content_type)

@@ -36,6 +36,7 @@
 #define PX_CLUSTER_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct event_base;
 struct px_cluster_conf;
@@ -64,6 +65,46 @@ int px_cluster_redis_up(const struct px_cluster *c);
 size_t px_cluster_instances(const struct px_cluster *c, const char *const **json);
 /* This instance's name. */
 const char *px_cluster_instance(const struct px_cluster *c);
+
+/* ---- metrics (px/metrics.h renders them; main thread) ----
+ *
+ * Counted where the work happens, in per-thread blocks (one per worker,
+ * one for the main thread's connection) with px/stats.h's single-writer
+ * bump: no lock, no atomic read-modify-write on the request path.
+ *  - commands: every command queued on a connection (the limit checks, one
+ *    per shared-limited request; AUTH, SELECT, SCRIPT LOAD on each connect;
+ *    PINGs while down; the heartbeats).
+ *  - errors by kind: timeout (a limit check answered locally because its
+ *    reply was later than `timeout`, one per check; a PING or heartbeat
+ *    unanswered for 5 s), connection (a connect that failed, a connection
+ *    lost), reply (an error or unexpected reply; NOSCRIPT, recovered with
+ *    EVAL, is not one).
+ *  - seconds: the round trip of each limit check, from queued to answered
+ *    (late ones too), in PX_CLUSTER_NBUCKETS buckets.
+ *  - fallbacks by zone: limit decisions a shared zone made on this
+ *    instance's local state because Redis was down, late or failing (one
+ *    per shared zone of the route per request). */
+#define PX_CLUSTER_NBUCKETS 14
+/* The bounds in microseconds; the last bucket is +Inf. */
+extern const uint64_t px_cluster_bucket_us[PX_CLUSTER_NBUCKETS - 1];
+enum { PX_CLUSTER_ERR_TIMEOUT, PX_CLUSTER_ERR_CONNECTION, PX_CLUSTER_ERR_REPLY, PX_CLUSTER_NERR };
+extern const char *const px_cluster_err_names[PX_CLUSTER_NERR]; /* "timeout", "connection", "reply" */
+#define PX_CLUSTER_MAX_ZONES 64  /* zones with a fallback count (more: counted in errors only) */
+struct px_cluster_stats {
+    int redis_up;                /* px_cluster_redis_up */
+    uint64_t commands;
+    uint64_t errors[PX_CLUSTER_NERR];
+    uint64_t seconds[PX_CLUSTER_NBUCKETS]; /* cumulative: [i] = checks answered within bound i; [last] = count */
+    uint64_t seconds_sum_us;
+    struct {
+        const char *zone;        /* static storage: valid for the process lifetime */
+        uint64_t n;
+    } fallbacks[PX_CLUSTER_MAX_ZONES];
+    size_t nfallbacks;           /* zones that fell back at least once, by name */
+};
+/* Sum every thread's block into out: -1 (out untouched) when no cluster
+ * runs (no [cluster]: the families are absent). Main thread. */
+int px_cluster_stats(struct px_cluster_stats *out);
 
 /* The per-worker module (its connection); does nothing without a started
  * cluster. */

@@ -11,7 +11,9 @@
 #   PROXYD_INSTANCE (proxyd)  name of its scratch folder (two proxyds in one run)
 #   PROXYD_LIMIT (0)          1: a rate limit on "/" that admits the whole load
 #                             (1000000r/s per client IP), to measure what a
-#                             limit costs per request
+#                             limit costs per request; shared: the same zone with
+#                             `shared = yes` and a [cluster] on the Redis at
+#                             127.0.0.1:PROXYD_REDIS_PORT (6390; run-bench.sh starts it)
 #   PROXYD_METRICS (0)        1: metrics_listen on 127.0.0.1:PROXYD_METRICS_PORT
 #                             (9146), to measure what the metrics cost per request
 #   PROXYD_BUFFER ()          yes/no: the service's buffer_requests (unset: the
@@ -50,11 +52,20 @@ conf=$dir/proxyd.ini
     echo "session_timeout = 0"
     echo "session_tickets = no"
   fi
+  if [[ "${PROXYD_LIMIT:-0}" == shared ]]; then
+    echo
+    echo "[cluster]"
+    echo "redis = redis://127.0.0.1:${PROXYD_REDIS_PORT:-6390}/0"
+    echo "instance = ${PROXYD_INSTANCE:-proxyd}"
+  fi
   if [[ "${PROXYD_LIMIT:-0}" != 0 ]]; then
     echo
     echo "[limit bench]"
     echo "rate = 1000000r/s"
     echo "burst = 1000000"
+    if [[ "${PROXYD_LIMIT}" == shared ]]; then
+      echo "shared = yes"
+    fi
     echo "[route /]"
     echo "limit = bench"
   fi

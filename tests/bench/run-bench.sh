@@ -14,7 +14,12 @@
 #   BASE_LIMIT     1: the second instance ("proxyd-base") runs with a rate limit
 #                  on "/" that admits the whole load (PROXYD_LIMIT in
 #                  proxyd-bench.sh): with PROXYD_BASE=build/proxyd, the cost of
-#                  a limit per request, in one run
+#                  a limit per request, in one run. BASE_LIMIT=shared: the zone
+#                  is shared (`shared = yes`, [cluster]) through a redis-server
+#                  this script starts on 127.0.0.1:PROXYD_REDIS_PORT (6390, no
+#                  persistence) and stops; `PROXYD_LIMIT=1 BASE_LIMIT=shared
+#                  PROXYD_BASE=build/proxyd` compares a local zone (the first
+#                  instance) with a shared one in one run
 #   BASE_BUFFER    yes/no: the second instance's service sets buffer_requests
 #                  (PROXYD_BUFFER in proxyd-bench.sh): with PROXYD_BASE=build/proxyd,
 #                  buffering on against off in one run
@@ -83,11 +88,28 @@ else
 fi
 export PROXY_CMD="bash '$repo/tests/bench/proxyd-bench.sh'"
 
+wt= redis_pid=
+cleanup() {
+  if [[ -n "$redis_pid" ]]; then kill "$redis_pid" 2>/dev/null; wait "$redis_pid" 2>/dev/null; fi
+  if [[ -n "$wt" ]]; then git -C "$repo" worktree remove --force "$wt" >/dev/null 2>&1 || rm -rf "$wt"; fi
+  return 0
+}
+trap cleanup EXIT
+
+# A shared zone needs a Redis: the run's own.
+if [[ "${PROXYD_LIMIT:-0}" == shared || "${BASE_LIMIT:-0}" == shared ]]; then
+  command -v redis-server >/dev/null 2>&1 || { echo "run-bench: a shared zone needs redis-server" >&2; exit 1; }
+  export PROXYD_REDIS_PORT=${PROXYD_REDIS_PORT:-6390}
+  redis-server --port "$PROXYD_REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir /tmp \
+    --logfile "" >/dev/null 2>&1 &
+  redis_pid=$!
+  for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$PROXYD_REDIS_PORT") 2>/dev/null && break; sleep 0.1; done
+fi
+
 # Before/after in one run: the harness takes one PROXY_CMD, so run a copy of
 # it that starts a second one (PROXY2_*) right after the first.
 if [[ -n "${BASELINE:-}" && -z "${PROXYD_BASE:-}" ]]; then
   wt=$(mktemp -d /tmp/proxyd-baseline.XXXXXX)
-  trap 'git -C "$repo" worktree remove --force "$wt" >/dev/null 2>&1 || rm -rf "$wt"' EXIT
   git -C "$repo" worktree add --detach -q "$wt" "$BASELINE"
   make -C "$wt" -j2 build/proxyd >/dev/null
   mkdir -p /tmp/bench-run
@@ -110,4 +132,6 @@ if [[ -n "${PROXYD_BASE:-}" ]]; then
   rm -f "$patched"
   exit $rc
 fi
-exec bash "$BENCH_DIR/run.sh"
+rc=0
+bash "$BENCH_DIR/run.sh" || rc=$?
+exit $rc

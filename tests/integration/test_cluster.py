@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 import json
+import re
 
 from harness import (SLOW, Client, ProxyTestCase, RecordingBackend, build_dir, curl, free_port, proxyd_path,
                      request_bytes, wait_until)
@@ -511,6 +512,80 @@ class ChallengeTokens(ClusterCase):
                         p.error_log_text()[-2000:])
         self.assertEqual(self.statuses(p, "/app", 2), [200, 200])
         self.assertIsNone(p.proc.poll())
+
+
+class ClusterMetrics(ClusterCase):
+    """The proxyd_cluster_* families (README "Metrics"): real values after
+    known traffic, Redis killed and restarted; promtool accepts them; absent
+    without [cluster]."""
+
+    def test_metrics_follow_redis(self):
+        import test_metrics as tm
+        r = self.redis()
+        (p,) = self.instances(r, limit(burst=100) + "[route /api/]\nlimit = api\n", n=1,
+                              extra_proxy="metrics_listen = 127.0.0.1:0")
+        up = lambda v: (lambda s: s if tm.val(s, "proxyd_cluster_redis_up") == v else None)(tm.scrape(p))
+        s0 = wait_until(lambda: up(1), 10)
+        self.assertTrue(s0, tm.get(p)[2].decode()[-3000:])
+        self.assertEqual(self.statuses(p, "/api/x", 10), [200] * 10)
+        self.assertEqual(self.statuses(p, "/free", 2), [200] * 2)  # no shared zone: no Redis
+        st, _, body = tm.get(p)
+        run = subprocess.run(["promtool", "check", "metrics"], input=body, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, timeout=30 * SLOW)
+        self.assertEqual((run.returncode, run.stdout + run.stderr), (0, b""))
+        samples, types, helps = tm.parse(body.decode())
+        for fam, typ in (("proxyd_cluster_redis_up", "gauge"), ("proxyd_cluster_fallbacks_total", "counter"),
+                         ("proxyd_cluster_redis_commands_total", "counter"),
+                         ("proxyd_cluster_redis_errors_total", "counter"),
+                         ("proxyd_cluster_redis_seconds", "histogram")):
+            self.assertEqual(types.get(fam), typ, fam)
+            self.assertIn(fam, helps)
+        s1 = samples
+        # one limit check (one round trip) per shared-limited request
+        C, N = "proxyd_cluster_redis_commands_total", "proxyd_cluster_redis_seconds_count"
+        self.assertEqual(tm.val(s1, N) - tm.val(s0, N), 10)
+        self.assertGreaterEqual(tm.val(s1, C) - tm.val(s0, C), 10)
+        self.assertEqual(tm.val(s1, "proxyd_cluster_redis_seconds_bucket", le="+Inf"), tm.val(s1, N))
+        self.assertGreater(tm.val(s1, "proxyd_cluster_redis_seconds_sum"), 0)
+        self.assertEqual(tm.val(s1, "proxyd_cluster_fallbacks_total", zone="api"), 0)
+        self.assertIn(("proxyd_cluster_fallbacks_total", frozenset({("zone", "api")})), s1)  # listed at 0
+        for kind in ("timeout", "connection", "reply"):
+            self.assertEqual(tm.val(s1, "proxyd_cluster_redis_errors_total", kind=kind), 0, kind)
+        self.assertGreater(r.cmd("PTTL", "proxyd:l:api:127.0.0.1"), 0)
+
+        # every proxyd_cluster_ family the Grafana dashboard uses is served
+        with open(os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                               "conf", "grafana-proxyd.json")) as f:
+            dash = f.read()
+        used = set(re.findall(r"\b(proxyd_cluster_[a-z_]+)\b", dash))
+        self.assertTrue(used)
+        have = {n for n, _ in s1} | set(types)
+        self.assertEqual(sorted(u for u in used if u not in have), [])
+
+        # Redis killed: down, and every decision of the zone is made locally and counted
+        r.kill()
+        s2 = wait_until(lambda: up(0), 10)
+        self.assertTrue(s2)
+        self.assertEqual(self.statuses(p, "/api/x", 4), [200] * 4)
+        s3 = tm.scrape(p)
+        self.assertEqual(tm.val(s3, "proxyd_cluster_fallbacks_total", zone="api")
+                         - tm.val(s2, "proxyd_cluster_fallbacks_total", zone="api"), 4)
+        self.assertGreaterEqual(tm.val(s3, "proxyd_cluster_redis_errors_total", kind="connection"), 1)
+        self.assertEqual(tm.val(s3, N), tm.val(s1, N))  # no round trip
+        # back: up again, the zone asks Redis again (no new fallback)
+        r.start()
+        s4 = wait_until(lambda: up(1), 15)
+        self.assertTrue(s4, tm.get(p)[2].decode()[-3000:])
+        self.assertEqual(self.statuses(p, "/api/x", 3), [200] * 3)
+        s5 = tm.scrape(p)
+        self.assertEqual(tm.val(s5, N) - tm.val(s4, N), 3)
+        self.assertEqual(tm.val(s5, "proxyd_cluster_fallbacks_total", zone="api"),
+                         tm.val(s3, "proxyd_cluster_fallbacks_total", zone="api"))
+        self.assertGreater(r.cmd("PTTL", "proxyd:l:api:127.0.0.1"), 0)  # the new Redis holds the bucket
+
+        # without [cluster]: no proxyd_cluster_ family at all
+        q = self.proxy(self.service_config(self.b, extra_proxy="metrics_listen = 127.0.0.1:0"))
+        self.assertNotIn(b"proxyd_cluster_", tm.get(q)[2])
 
 
 class ClusterConfig(ProxyTestCase):

@@ -23,6 +23,7 @@ import time
 import unittest
 
 import browser
+import test_cluster as tc
 import test_metrics as tm
 from common import REPO, SLOW, wait_until
 from harness import (Client, ProxyTestCase, RecordingBackend, SilentBackend, free_port, raw_request, request_bytes,
@@ -61,8 +62,11 @@ FIXTURE = {
                  "targets": ["127.0.0.1:3000", "127.0.0.1:3001"]},
                 {"service": "api", "result": "target_unhealthy", "time": "2026-12-06T23:10:00Z", "duration_s": 30.0,
                  "targets": ["127.0.0.1:4001"]}],
-    "instances": [],
 }
+# with [cluster] (absent without): as `proxyctl status --json` shows it
+CLUSTER = {"instance": "edge-1", "redis": "up",
+           "instances": [{"name": "edge-1", "version": "0.16.0-test", "pid": 4242, "listen": "10.0.0.1:443"},
+                         {"name": "edge-2", "version": "0.16.0-test", "pid": 777, "listen": "10.0.0.2:443"}]}
 
 
 class FixtureServer:
@@ -187,7 +191,7 @@ class StatusPageFixture(unittest.TestCase):
                    for d in p.find_all("tr", data_deploy_service=None)]
         self.assertEqual(deploys, [("web", "ok", 4.2, "127.0.0.1:3000, 127.0.0.1:3001"),
                                    ("api", "target_unhealthy", 30.0, "127.0.0.1:4001")])
-        self.assertTrue(p.by_id("instances-wrap").get("hidden") is not None)
+        self.assertTrue(p.by_id("cluster-wrap").get("hidden") is not None)  # no "cluster": no block
 
         # Self-contained: the browser asked for the page and status.json only
         # (the server's CSP would also have blocked anything else).
@@ -211,7 +215,8 @@ class StatusPageFixture(unittest.TestCase):
         cert["lineage"], cert["names"], cert["not_after"] = HOSTILE, [HOSTILE], HOSTILE
         cert["last_acme"] = {"time": HOSTILE, "result": HOSTILE, "message": HOSTILE}
         doc["deploys"][0].update(service=HOSTILE, result=HOSTILE, time=HOSTILE, targets=[HOSTILE])
-        doc["instances"] = [{"name": HOSTILE}]
+        doc["cluster"] = {"instance": HOSTILE, "redis": HOSTILE,
+                          "instances": [{"name": HOSTILE, "version": HOSTILE, "pid": HOSTILE, "listen": HOSTILE}]}
         s = self.serve(doc)
         dom = browser.render(s.url, screenshot=os.path.join(browser.artifacts_dir(), "status_page_hostile.png"))
         p = browser.Page(dom)
@@ -232,7 +237,35 @@ class StatusPageFixture(unittest.TestCase):
         self.assertEqual(p.find("tr", data_zone=HOSTILE).find("span", data_route=HOSTILE).text.count(HOSTILE), 1)
         self.assertEqual(p.find("tr", data_lineage=HOSTILE).field("acme_message").text, HOSTILE)
         self.assertEqual(p.find("tr", data_deploy_service=HOSTILE).field("result").text, HOSTILE)
-        self.assertIn(HOSTILE, p.by_id("instances").text)
+        inst = p.find("tr", data_instance=HOSTILE)
+        self.assertEqual(inst.field("name").text, HOSTILE + " (this one)")
+        self.assertEqual((inst.field("version").text, inst.field("listen").text), (HOSTILE, HOSTILE))
+        self.assertEqual(inst.field("pid").text, "–")
+        self.assertEqual(p.by_id("cluster").find("b", data_field="instance").text, HOSTILE)
+        self.assertEqual(p.by_id("cluster").field("redis").text, "unreachable")  # only "up" is up
+
+    def test_cluster_block(self):
+        doc = copy.deepcopy(FIXTURE)
+        doc["cluster"] = CLUSTER
+        p = browser.Page(browser.render(self.serve(doc).url))
+        self.assertIsNone(p.by_id("cluster-wrap").get("hidden"))
+        self.assertEqual(p.by_id("n-instances").text, "(2 live)")
+        cl = p.by_id("cluster")
+        self.assertEqual(cl.find("b", data_field="instance").text, "edge-1")
+        self.assertEqual(cl.field("redis").text, "reachable")
+        self.assertIn("ok", cl.field("redis").get("class"))
+        rows = [(r.get("data-instance"), r.field("name").text, r.field("version").text, self.num(r.field("pid")),
+                 r.field("listen").text) for r in cl.find_all("tr", data_instance=None)]
+        self.assertEqual(rows, [("edge-1", "edge-1 (this one)", "0.16.0-test", 4242, "10.0.0.1:443"),
+                                ("edge-2", "edge-2", "0.16.0-test", 777, "10.0.0.2:443")])
+        # Redis unreachable from this instance: said, and no stale list
+        doc["cluster"] = dict(CLUSTER, redis="down", instances=[])
+        cl = browser.Page(browser.render(self.serve(doc).url)).by_id("cluster")
+        self.assertEqual(cl.field("redis").text, "unreachable")
+        self.assertIn("bad", cl.field("redis").get("class"))
+        self.assertEqual([e.text for e in cl.find_all("div") if e.get("class") == "empty"],
+                         ["instances unknown while Redis is unreachable"])
+        self.assertEqual(cl.find_all("tr", data_instance=None), [])
 
     def test_proxyd_going_away_keeps_the_figures_and_says_since_when(self):
         s = self.serve(FIXTURE, answer=1)
@@ -455,6 +488,52 @@ class LiveStatus(ProxyTestCase):
         self.assertEqual(row.field("acme_result").text, result)
         self.assertEqual(row.field("acme_message").text, lineage["last_acme"]["message"])
         self.assertEqual(row.field("days_left").get("data-value"), "")
+
+
+@unittest.skipIf(SKIP or tc.REDIS is None, SKIP or "redis-server is not installed")
+class ClusterStatus(tc.ClusterCase):
+    """Two instances on one redis-server: each status.json has a "cluster"
+    block listing both, with the fields `proxyctl status --json` has, and
+    the page shows them."""
+
+    def test_two_instances_list_each_other(self):
+        r = self.redis()
+        ps = self.instances(r, "", n=2, extra_proxy="metrics_listen = 127.0.0.1:0")
+
+        def both(p):
+            st, _, body = tm.get(p, "/status.json")
+            cl = json.loads(body).get("cluster") if st == 200 else None
+            return cl if cl and len(cl["instances"]) == 2 and cl["redis"] == "up" else None
+        for i, p in enumerate(ps):
+            cl = wait_until(lambda: both(p), 10)
+            self.assertTrue(cl, tm.get(p, "/status.json"))
+            self.assertEqual(cl["instance"], "px%d" % i)
+            by = {x["name"]: x for x in cl["instances"]}
+            self.assertEqual(sorted(by), ["px0", "px1"])
+            for j, q in enumerate(ps):
+                self.assertEqual((by["px%d" % j]["pid"], by["px%d" % j]["listen"]), (q.pid, "127.0.0.1:%d" % q.port))
+            # the same block as proxyctl status --json
+            rc, out, err = tc.ctl(p, "--json", "status")
+            self.assertEqual(rc, 0, err)
+            ctl = json.loads(out)["cluster"]
+            self.assertEqual((ctl["instance"], ctl["redis"], sorted(x["name"] for x in ctl["instances"])),
+                             (cl["instance"], cl["redis"], ["px0", "px1"]))
+            self.assertEqual(set(ctl["instances"][0]), set(cl["instances"][0]))
+
+        pg = browser.Page(browser.render("http://%s:%d/" % tm.metrics_addr(ps[1]),
+                                         screenshot=os.path.join(browser.artifacts_dir(), "status_page_cluster.png")))
+        cl = pg.by_id("cluster")
+        self.assertIsNone(pg.by_id("cluster-wrap").get("hidden"))
+        self.assertEqual(cl.find("b", data_field="instance").text, "px1")
+        self.assertEqual(cl.field("redis").text, "reachable")
+        rows = {row.get("data-instance"): (row.field("name").text, row.field("pid").text, row.field("listen").text)
+                for row in cl.find_all("tr", data_instance=None)}
+        self.assertEqual(rows, {"px0": ("px0", str(ps[0].pid), "127.0.0.1:%d" % ps[0].port),
+                                "px1": ("px1 (this one)", str(ps[1].pid), "127.0.0.1:%d" % ps[1].port)})
+
+        # without [cluster]: no block in status.json
+        q = self.proxy(self.service_config(self.b, extra_proxy="metrics_listen = 127.0.0.1:0"))
+        self.assertNotIn("cluster", json.loads(tm.get(q, "/status.json")[2]))
 
 
 if __name__ == "__main__":
