@@ -35,8 +35,41 @@ def wait_until(pred, timeout=5.0, interval=0.02):
         time.sleep(interval)
 
 
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_issued = set()
+_rand = __import__("random").SystemRandom()
+
+
 def free_port():
-    """A loopback port with nothing listening on it (bound, then released)."""
+    """A loopback port with nothing listening on it (bound, then released).
+
+    Picked at random below the kernel's ephemeral range, never twice by one
+    process: a port the kernel hands out (bind to 0, outgoing connections,
+    a proxy told 127.0.0.1:0, the other suite CI runs beside this one) is
+    taken from that range, so between this check and the test's own bind
+    nothing else can pick it by chance; a port from bind(0) could be."""
+    hi = _ephemeral_low()
+    lo = max(10000, hi - 12000)
+    for _ in range(500):
+        port = _rand.randrange(lo, hi)
+        if port in _issued:
+            continue
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        _issued.add(port)
+        return port
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]

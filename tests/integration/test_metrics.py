@@ -77,6 +77,17 @@ def val(samples, name, **labels):
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
+def scrape_when(p, name, value, **labels):
+    """A scrape once the series reached value: a worker counts a request
+    just after its response left, so a scrape sent the moment the client
+    has read it may come first."""
+    got = wait_until(lambda: (lambda s: s if val(s, name, **labels) == value else None)(scrape(p)), 10.0,
+                     interval=0.05)
+    if got is None:
+        raise AssertionError("%s%r never reached %r" % (name, labels, value))
+    return got
+
+
 class Basic(ProxyTestCase):
     def test_metrics_and_routes(self):
         b = self.backend(RecordingBackend, response=lambda req: http_response(200, b"hello"))
@@ -337,7 +348,7 @@ class Families(ProxyTestCase):
         with Client(p.port) as c:
             c.send(request_bytes("GET", "/", host="app.test"))
             c.read_response("GET")
-        s0 = scrape(p)
+        s0 = scrape_when(p, "proxyd_requests_total", 1, service="web", code="200", proto="HTTP/1.1")
         hostile = [b'ev"il', b"ev\\il", b"a\x01b", b"\xff\xfe", b"x\"} 1\nproxyd_pwned 1"]
         for h in hostile:
             for raw in (b"GET /" + h.replace(b"\n", b"") + b" HTTP/1.1\r\nHost: " + h.replace(b"\n", b"") +
@@ -359,10 +370,11 @@ class Families(ProxyTestCase):
                     self.assertEqual(c.read_response("GET").status, 404)
                     self.assertEqual(c.read_response("GET").status, 200)
         batch("a", 10)
-        s1 = scrape(p)
+        s1 = scrape_when(p, "proxyd_requests_total", 11, service="web", code="200", proto="HTTP/1.1")
         new = set(s1) - set(s0)
         self.assertTrue(all(dict(l).get("service") == "" for n, l in new if n.startswith("proxyd_req")), new)
         batch("b")
+        scrape_when(p, "proxyd_requests_total", 5011, service="web", code="200", proto="HTTP/1.1")
         status, _, body = get(p)
         text = body.decode("utf-8")  # valid UTF-8: no client byte got in
         for needle in ("evil", "ev\\\"il", "ev\\\\il", "a\\x01b", "pwned", "h1.test", "hb1", "/pb1", "/qb1", "EV", "\x01", "\\x", "\ufffd"):
