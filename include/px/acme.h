@@ -257,4 +257,24 @@ struct px_acme_hooks *px_acme_hooks_run(struct event_base *base, const char *con
  * the rest do not run; done is never called. NULL is fine. */
 void px_acme_hooks_cancel(struct px_acme_hooks *h);
 
+/* ======================================================================
+ * proxy/acme/seal.c: private keys at rest in Redis ([acme] storage = redis)
+ *
+ * AES-256-GCM with the 32-byte key of [cluster] secret_file, a random
+ * 12-byte nonce per seal, the Redis key name as AAD (a value copied under
+ * another key does not open). Text form: "pxenc1:" base64(nonce | ciphertext
+ * | 16-byte tag).
+ * ====================================================================== */
+
+#define PX_ACME_SEAL_PREFIX "pxenc1:"
+
+/* A new malloc'd NUL-terminated string, or NULL (out of memory). */
+char *px_acme_seal(const unsigned char key[32], const char *aad, const void *plain, size_t len);
+/* Open text sealed under aad: a new malloc'd buffer (NUL-terminated;
+ * length in *len), or NULL with a message in err: not "pxenc1:", not
+ * base64, too short, or the tag does not verify (a wrong secret_file, a
+ * value tampered with or moved to another key) -- never garbage. */
+char *px_acme_unseal(const unsigned char key[32], const char *aad, const char *text, size_t *len, char *err,
+                     size_t errlen);
+
 #endif
