@@ -59,6 +59,34 @@ size_t px_cluster_instances(const struct px_cluster *c, const char *const **json
 /* This instance's name. */
 const char *px_cluster_instance(const struct px_cluster *c);
 
+/* ---- for the rest of the main thread ([acme] storage = redis) ---- */
+
+struct redisReply;
+/* reply: hiredis' (borrowed, valid during the call); NULL when the
+ * connection went before the answer (Redis down, proxyd stopping). */
+typedef void (*px_cluster_reply_fn)(void *arg, const struct redisReply *reply);
+/* Send one command (argv[0..argc), lens as redisAsyncCommandArgv's; NULL:
+ * strlen) on the main thread's connection. 0: fn will be called exactly
+ * once, from the loop; -1: Redis is not reachable now (fn is never called).
+ * Main thread. */
+int px_cluster_command(struct px_cluster *c, px_cluster_reply_fn fn, void *arg, int argc, const char *const *argv,
+                       const size_t *lens);
+/* The main connection is up (set up and answering). */
+int px_cluster_main_up(const struct px_cluster *c);
+/* [cluster] key_prefix. */
+const char *px_cluster_prefix(const struct px_cluster *c);
+
+/* SUBSCRIBE to channel on a connection of its own on the main thread
+ * (reconnecting with the same backoff). on_msg gets each message's payload;
+ * on_up is called each time the subscription is (re)established (messages
+ * sent while it was down are lost: look again). NULL when out of memory.
+ * Free it before the cluster. */
+struct px_cluster_sub;
+struct px_cluster_sub *px_cluster_subscribe(struct px_cluster *c, const char *channel,
+                                            void (*on_msg)(void *arg, const char *msg, size_t len),
+                                            void (*on_up)(void *arg), void *arg);
+void px_cluster_sub_free(struct px_cluster_sub *s);
+
 /* The per-worker module (its connection); does nothing without a started
  * cluster. */
 struct px_worker_module;
