@@ -71,6 +71,13 @@ struct px_acme_challenge_ops {
     int (*publish)(void *arg, const char *token, const char *key_authorization);
     void (*unpublish)(void *arg, const char *token);
     void *arg;
+    /* Optional: called once the op's tokens are published, before any
+     * challenge is triggered. 0: ready(ctx, ok) will be called once from the
+     * loop, and the challenges are triggered then; -1: they are at once.
+     * sync_cancel(arg, ctx): the op ends before ready came (it must then
+     * never come). [acme] storage = redis: the tokens are in Redis first. */
+    int (*sync)(void *arg, void (*ready)(void *ctx, int ok), void *ctx);
+    void (*sync_cancel)(void *arg, void *ctx);
 };
 
 /* A certificate just issued: PEM text, NUL-terminated, valid during the
