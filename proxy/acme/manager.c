@@ -117,6 +117,7 @@ struct attempt {
     int busy;                    /* another instance holds the lock: no attempt made */
     int deferred;                /* Redis unreachable: no attempt made */
     int push_account;            /* Redis had no account: store ours after the order */
+    int lost_logged;
     struct px_acme_shared_cert *tc; /* a version taken from Redis (installing it) */
     char *lock_value;            /* the Redis lock held ("INSTANCE FENCE") */
     struct event *extend;        /* keeps it */
@@ -751,7 +752,7 @@ static void defer(struct attempt *a, const char *why)
 static void on_extended(void *arg, int rc, const char *text)
 {
     struct attempt *a = arg;
-    if (rc == 0)
+    if (rc == 0 && !a->lost_logged++)
         px_log_warn("acme %s: the Redis lock expired while ordering (another instance may take it): this order's "
                     "certificate will not be stored",
                     a->l->name);
@@ -812,7 +813,12 @@ static void on_fetch_locked(void *arg, int rc, struct px_acme_shared_cert *c, co
     }
     px_acme_shared_cert_free(c);
     if (rc == -2) {
-        a->failed = 1;
+        /* not ordered either: a version sealed with another secret_file
+         * would be overwritten with one the other instances cannot open */
+        if (strcmp(l->take_err, err) != 0)
+            px_log_error("acme %s: the certificate in Redis is not taken: %s", l->name, err);
+        snprintf(l->take_err, sizeof(l->take_err), "%s", err);
+        a->deferred = 1;
         set_err(&a->err, "secret", "%s", err);
         attempt_end(a);
         return;

@@ -246,6 +246,33 @@ class ThreeInstances(AcmeClusterCase):
         self.assertEqual(self.orders(ps), 2, self.logs(ps))
 
 
+class LateInstances(AcmeClusterCase):
+    def test_late_instance_takes_wrong_secret_takes_nothing(self):
+        self.start_pebble()
+        a = self.instance("pxA")
+        self.assertTrue(wait_until(lambda: self.serving(a), 30, interval=0.2), a.error_log_text())
+        der = self.serving(a)
+        # an instance that starts later with an empty config_dir: taken, not ordered
+        d = self.instance("pxD")
+        self.assertTrue(wait_until(lambda: self.serving(d, der), 15, interval=0.1), self.logs([a, d]))
+        self.assertIn("taking version 1 from Redis (ordered by pxA)", d.error_log_text())
+        self.assertEqual(self.orders([a, d]), 1, self.logs([a, d]))
+        # one with another secret_file: the sealed key does not open; it
+        # neither takes the certificate nor orders one over it
+        with open(self.secret_file, "wb") as f:
+            f.write(os.urandom(32))
+        e = self.instance("pxE")
+        msg = "the certificate in Redis is not taken: the private key in %sacme:cert:example.test: it does not " \
+              "decrypt" % PREFIX
+        self.assertTrue(wait_until(lambda: msg in e.error_log_text(), 10), e.error_log_text())
+        time.sleep(2 * SLOW)  # retry_interval 1s: the attempts after it are put off silently
+        self.assertEqual(e.error_log_text().count(msg), 1, e.error_log_text())
+        self.assertEqual(self.orders([a, d, e]), 1, self.logs([a, d, e]))
+        self.assertIsNone(self.serving(e))
+        self.assertFalse(os.path.exists(os.path.join(e.tmp, "le", "live", "example.test", "cert.pem")))
+        self.assertEqual(self.r.cmd("HGET", PREFIX + "acme:cert:example.test", "version"), "1")
+
+
 class KilledHolder(AcmeClusterCase):
     def test_kill_9_holder_another_renews_after_the_lock_expires(self):
         self.start_pebble()
