@@ -58,6 +58,8 @@ struct px_acme_client_conf {
     const char *email;         /* account contact; NULL or "" = none */
     const char *accounts_dir;  /* config_dir/accounts: the account is created (once) and
                                 * kept under accounts/SERVER/PATH/ID/ as certbot does */
+    const char *account_id;    /* NULL, or the ID under accounts/SERVER/PATH/ to use when it is
+                                * usable ([acme] storage = redis: the shared one) */
 };
 
 /* How the client has its HTTP-01 answers served (by the manager's token

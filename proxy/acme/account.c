@@ -363,6 +363,27 @@ out:
     return rc;
 }
 
+int px_acme_account_load_id(const char *accounts_dir, const char *directory_url, const char *id,
+                            struct px_acme_account *out, char *err, size_t errlen)
+{
+    if (id && id[0] && id[0] != '.' && !strchr(id, '/')) {
+        char *sub = px_acme_account_subdir(directory_url, err, errlen), *base = NULL, *dir = NULL;
+        int r = -1;
+        if (sub == NULL)
+            return -1;
+        if ((base = path_join(accounts_dir, sub)) != NULL && (dir = path_join(base, id)) != NULL)
+            r = load_one(dir, out, err, errlen);
+        else
+            snprintf(err, errlen, "out of memory");
+        free(sub);
+        free(base);
+        free(dir);
+        if (r != 0)
+            return r;
+    }
+    return px_acme_account_load(accounts_dir, directory_url, out, err, errlen);
+}
+
 /* ---- save ---- */
 
 int px_acme_account_save_key(const char *accounts_dir, const char *directory_url, struct px_acme_account *acct,

@@ -1188,7 +1188,7 @@ struct px_acme_client *px_acme_client_new(struct event_base *base, const struct 
     }
     if ((c->http = px_acme_http_new(base, conf->ca_bundle, err, errlen)) == NULL)
         goto fail;
-    int found = px_acme_account_load(c->accounts_dir, c->directory_url, &c->acct, err, errlen);
+    int found = px_acme_account_load_id(c->accounts_dir, c->directory_url, conf->account_id, &c->acct, err, errlen);
     if (found < 0)
         goto fail;
     if (found == 1) {

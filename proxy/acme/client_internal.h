@@ -201,6 +201,10 @@ int px_acme_account_save_key(const char *accounts_dir, const char *directory_url
 int px_acme_account_save_regr(const struct px_acme_account *acct, const json_t *body, const char *uri, char *err,
                               size_t errlen);
 void px_acme_account_clear(struct px_acme_account *a);
+/* The account accounts_dir/SERVER/PATH/ID when it is usable, else
+ * px_acme_account_load's choice (id NULL: that at once). */
+int px_acme_account_load_id(const char *accounts_dir, const char *directory_url, const char *id,
+                            struct px_acme_account *out, char *err, size_t errlen);
 /* [acme] storage = redis: the account px_acme_account_load picks, as its
  * files' text (1, all four allocated), 0 when there is none or it is not
  * registered yet, -1 with a message. */

@@ -177,6 +177,7 @@ struct px_acme_manager {
     int has_secret;
     struct px_acme_shared *sh;   /* made when first needed */
     int redis_down_logged;
+    char *account_id;            /* the account Redis has (NULL: any) */
     struct px_acme_challenge_ops chops;
 };
 
@@ -617,7 +618,7 @@ static int ready(struct px_acme_manager *m, struct px_acme_error *e)
     if (m->client == NULL) {
         char accounts[4200];
         snprintf(accounts, sizeof(accounts), "%s/accounts", m->config_dir);
-        struct px_acme_client_conf cc = {m->directory, m->ca_bundle, m->email, accounts};
+        struct px_acme_client_conf cc = {m->directory, m->ca_bundle, m->email, accounts, m->account_id};
         if ((m->client = px_acme_client_new(m->base, &cc, err, sizeof(err))) == NULL) {
             set_err(e, "internal", "ACME client for %s: %s", m->directory, err);
             return -1;
@@ -779,7 +780,7 @@ static void take_install(struct attempt *a)
     save_local(a, &cert);
 }
 
-static void on_account_pulled(void *arg, int rc, int changed, const char *err)
+static void on_account_pulled(void *arg, int rc, int changed, const char *id, const char *err)
 {
     struct attempt *a = arg;
     struct px_acme_manager *m = a->m;
@@ -788,6 +789,11 @@ static void on_account_pulled(void *arg, int rc, int changed, const char *err)
         px_log_warn("acme: the account in Redis is not used: %s", err);
     if (rc == 0)
         a->push_account = 1;
+    if (rc == 1 && !str_eq(m->account_id, id)) {
+        free(m->account_id); /* the one to load, whatever else accounts/ holds */
+        m->account_id = strdup(id);
+        changed = 1;
+    }
     if (changed) {
         px_log_info("acme: using the account stored in Redis for %s", m->directory);
         m->client_stale = 1;
@@ -1295,6 +1301,10 @@ static int copy_conf(struct px_acme_manager *m, const struct px_acme_conf *c)
         m->client_stale = 1;
     if (m->config_dir && !str_eq(m->config_dir, cd))
         m->store_ready = 0;
+    if (m->directory && !str_eq(m->directory, dir)) {
+        free(m->account_id); /* another CA's */
+        m->account_id = NULL;
+    }
     free(m->directory);
     free(m->email);
     free(m->config_dir);
@@ -1370,6 +1380,7 @@ void px_acme_manager_free(struct px_acme_manager *m)
     px_acme_client_free(m->client);
     px_acme_shared_free(m->sh);
     OPENSSL_cleanse(m->secret, sizeof(m->secret));
+    free(m->account_id);
     for (size_t i = 0; i < m->nsvcs; i++) {
         free(m->svcs[i].service);
         px_strv_free(m->svcs[i].hosts, m->svcs[i].nhosts);

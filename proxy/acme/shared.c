@@ -535,7 +535,7 @@ static void on_account(void *arg, const redisReply *reply)
                                sizeof(err)) == 0)
         rc = 1;
 answer:
-    r->fn.account(r->arg, rc, changed, err);
+    r->fn.account(r->arg, rc, changed, rc == 1 ? id->str : NULL, err);
 out:
     if (key)
         OPENSSL_cleanse(key, strlen(key));

@@ -79,10 +79,10 @@ void px_acme_shared_token_del(struct px_acme_shared *sh, const char *token);
 int px_acme_shared_barrier(struct px_acme_shared *sh, void (*fn)(void *arg, int ok), void *arg);
 
 /* The account for directory_url: pull writes Redis's into accounts_dir (rc
- * 1 written or already there, *changed when the files changed; 0 none in
+ * 1 written or already there, changed when the files changed, id its ID; 0 none in
  * Redis; -1 failed, err); push stores accounts_dir's when Redis has none
  * (no answer). */
-typedef void (*px_acme_shared_account_fn)(void *arg, int rc, int changed, const char *err);
+typedef void (*px_acme_shared_account_fn)(void *arg, int rc, int changed, const char *id, const char *err);
 int px_acme_shared_account_pull(struct px_acme_shared *sh, const char *directory_url, const char *accounts_dir,
                                 px_acme_shared_account_fn fn, void *arg);
 void px_acme_shared_account_push(struct px_acme_shared *sh, const char *directory_url, const char *accounts_dir);

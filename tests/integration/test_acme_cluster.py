@@ -24,6 +24,7 @@ order instead (see its docstring)."""
 
 import base64
 import http.server
+import json
 import os
 import re
 import shutil
@@ -237,6 +238,14 @@ class ThreeInstances(AcmeClusterCase):
         ok = wait_until(lambda: all(self.serving(p, new) for p in ps[1:]), 15, interval=0.1)
         self.assertTrue(ok, self.logs(ps))
         self.assertEqual(self.r.cmd("HGET", key, "version"), "2")
+        # one account for all: registered once, the renewal used Redis's
+        text = "\n".join(p.error_log_text() for p in ps)
+        self.assertEqual(len(re.findall(r"acme: account \S+ registered", text)), 1, self.logs(ps))
+        acct_id = self.r.cmd("HGET", accounts[0], "id")
+        acct_dir = os.path.join(ps[0].tmp, "le", "accounts", self.pb.directory.split("://")[1], acct_id)
+        self.assertTrue(os.path.exists(os.path.join(acct_dir, "private_key.json")), acct_dir)
+        uri = json.loads(self.r.cmd("HGET", accounts[0], "regr"))["uri"]
+        self.assertIn("acme: account %s (%s)" % (uri, acct_dir), ps[0].error_log_text())
         for p in ps[1:]:
             self.assertIn("version 2 announced", p.error_log_text())
             live = os.path.join(p.tmp, "le", "live", "example.test")
