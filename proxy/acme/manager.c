@@ -724,6 +724,9 @@ static void on_resync(void *arg)
 {
     struct px_acme_manager *m = arg;
     int64_t now = px_wall_ms();
+    if (m->redis_down_logged)
+        px_log_info("acme: Redis answers again: certificates may be ordered");
+    m->redis_down_logged = 0;
     for (struct lineage *l = m->lineages; l; l = l->next) {
         fetch_check(m, l);
         if (l->defers && !l->running && !l->queued)
@@ -1029,7 +1032,7 @@ static void attempt_end(struct attempt *a)
 
 static void run_queue(struct px_acme_manager *m)
 {
-    if (m->cur)
+    if (m->cur || !m->started) /* not before px_acme_manager_start (the privilege drop) */
         return;
     int64_t now = px_wall_ms();
     for (struct lineage *l = m->lineages; l; l = l->next)
