@@ -304,6 +304,33 @@ class KilledHolder(AcmeClusterCase):
         self.assertGreater(int(self.r.cmd("GET", PREFIX + "acme:fence")), int(lock.split()[1]))
 
 
+class LostLock(AcmeClusterCase):
+    def test_holder_that_lost_the_lock_stores_nothing(self):
+        self.start_pebble()
+        lock_key = PREFIX + "acme:lock:example.test"
+        a = self.instance("pxA", hooks={("pre", "10-wait"): "echo $$ > {tmp}/hook.pid\nsleep 1.5"})
+        pidfile = os.path.join(a.tmp, "hook.pid")
+        self.assertTrue(wait_until(lambda: os.path.exists(pidfile), 10), a.error_log_text())
+        held = self.r.cmd("GET", lock_key)
+        self.assertTrue(held and held.startswith("pxA "), held)
+        # the lock is someone else's now (as after an expiry and a new holder)
+        self.assertEqual(self.r.cmd("SET", lock_key, "pxZ 999999", "PX", "60000"), "OK")
+        self.assertTrue(wait_until(lambda: "lock_lost" in a.error_log_text(), 20), a.error_log_text())
+        self.assertEqual(self.orders([a]), 1)
+        self.assertIn("the Redis lock expired while ordering", a.error_log_text())
+        # nothing stored, in Redis or on disk; the other holder's lock untouched
+        self.assertEqual(self.r.cmd("EXISTS", PREFIX + "acme:cert:example.test"), 0)
+        self.assertFalse(os.path.exists(os.path.join(a.tmp, "le", "live", "example.test", "cert.pem")))
+        self.assertEqual(self.r.cmd("GET", lock_key), "pxZ 999999")
+        # the other holder goes away: A orders again and stores it
+        self.assertTrue(wait_until(lambda: "the Redis lock is held (pxZ 999999)" in a.error_log_text(), 10),
+                        a.error_log_text())
+        self.r.cmd("DEL", lock_key)
+        self.assertTrue(wait_until(lambda: self.serving(a), 30, interval=0.2), a.error_log_text())
+        self.assertEqual(self.orders([a]), 2)
+        self.assertEqual(self.r.cmd("HGET", PREFIX + "acme:cert:example.test", "instance"), "pxA")
+
+
 class RedisDown(AcmeClusterCase):
     def test_no_order_while_redis_is_down_then_one(self):
         self.start_pebble()
