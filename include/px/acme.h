@@ -11,6 +11,10 @@
  *   proxy/acme/manager.c lineages from [acme] and `deploy --tls`: when to obtain
  *                  and renew, the HTTP-01 token table the workers answer
  *                  from, hooks, the certificate swap, proxyctl cert_*.
+ *   proxy/acme/shared.c  [acme] storage = redis: account, lineages, the order
+ *                  lock, tokens and announcements in [cluster]'s Redis
+ *                  (proxy/acme/shared.h); proxy/acme/seal.c seals the private
+ *                  keys kept there.
  *
  * Layout under config_dir (certbot's; see ../shared/ACME-TESTING.md):
  *   accounts/SERVER/PATH/ID/      the ACME account (ES256 key, registration)

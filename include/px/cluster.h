@@ -25,7 +25,11 @@
  *
  * Heartbeats: every 2 s the main thread runs a script that writes this
  * instance's record (name, version, pid, listen) every 10 s with a 30 s
- * TTL and reads the live instances back for px_cluster_instances. */
+ * TTL and reads the live instances back for px_cluster_instances.
+ *
+ * [acme] storage = redis (proxy/acme/shared.c) sends its commands on the
+ * main connection (px_cluster_command) and gets its announcements on a
+ * subscription with a connection of its own (px_cluster_subscribe). */
 #ifndef PX_CLUSTER_H
 #define PX_CLUSTER_H
 
