@@ -1587,3 +1587,109 @@ int px_cluster_stats(struct px_cluster_stats *out)
         out->seconds[i] += out->seconds[i - 1];
     return 0;
 }
+
+/* ---- the main connection for others ([acme] storage = redis) ---- */
+
+struct gen {
+    px_cluster_reply_fn fn;
+    void *arg;
+};
+
+static void on_generic(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct gen *g1 = priv;
+    g1->fn(g1->arg, reply);
+    free(g1);
+}
+
+int px_cluster_command(struct px_cluster *c, px_cluster_reply_fn fn, void *arg, int argc, const char *const *argv,
+                       const size_t *lens)
+{
+    struct gen *g1;
+    if (c == NULL || !c->rc.up || c->rc.ac == NULL || (g1 = malloc(sizeof(*g1))) == NULL)
+        return -1;
+    g1->fn = fn;
+    g1->arg = arg;
+    if (redisAsyncCommandArgv(c->rc.ac, on_generic, g1, argc, (const char **)argv, lens) != REDIS_OK) {
+        free(g1);
+        return -1;
+    }
+    px_stats_inc(&c->rc.st->commands);
+    return 0;
+}
+
+int px_cluster_main_up(const struct px_cluster *c)
+{
+    return c && c->rc.up && c->rc.ac;
+}
+
+const char *px_cluster_prefix(const struct px_cluster *c)
+{
+    return g.prefix;
+}
+
+struct px_cluster_sub {
+    struct rconn rc;
+    char *channel;
+    void (*on_msg)(void *arg, const char *msg, size_t len);
+    void (*on_up)(void *arg);
+    void *arg;
+};
+
+/* Called for the SUBSCRIBE's answer and then for every message. */
+static void on_sub(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct px_cluster_sub *s = priv;
+    const redisReply *r = reply;
+    if (r == NULL || s->rc.closing || r->type != REDIS_REPLY_ARRAY || r->elements < 3)
+        return;
+    const redisReply *kind = r->element[0], *msg = r->element[2];
+    if (kind->type != REDIS_REPLY_STRING)
+        return;
+    if (strcmp(kind->str, "subscribe") == 0) {
+        if (s->on_up)
+            s->on_up(s->arg);
+    } else if (strcmp(kind->str, "message") == 0 && msg->type == REDIS_REPLY_STRING) {
+        s->on_msg(s->arg, msg->str, msg->len);
+    }
+}
+
+static void sub_up(struct rconn *rc)
+{
+    struct px_cluster_sub *s = px_container_of(rc, struct px_cluster_sub, rc);
+    if (rc->ac)
+        redisAsyncCommand(rc->ac, on_sub, s, "SUBSCRIBE %s", s->channel);
+}
+
+struct px_cluster_sub *px_cluster_subscribe(struct px_cluster *c, const char *channel,
+                                            void (*on_msg)(void *arg, const char *msg, size_t len),
+                                            void (*on_up)(void *arg), void *arg)
+{
+    struct px_cluster_sub *s = calloc(1, sizeof(*s));
+    if (s == NULL || (s->channel = strdup(channel)) == NULL) {
+        free(s);
+        return NULL;
+    }
+    s->on_msg = on_msg;
+    s->on_up = on_up;
+    s->arg = arg;
+    rconn_init(&s->rc, c->rc.base, 1, -1);
+    s->rc.on_up = sub_up;
+    rconn_connect(&s->rc);
+    return s;
+}
+
+void px_cluster_sub_free(struct px_cluster_sub *s)
+{
+    if (s == NULL)
+        return;
+    evtimer_del(&s->rc.retry);
+    if (s->rc.ac) {
+        redisAsyncContext *ac = s->rc.ac;
+        s->rc.closing = 1;
+        s->rc.ac = NULL;
+        redisAsyncFree(ac);
+    }
+    free(s->channel);
+    free(s);
+}

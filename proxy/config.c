@@ -647,6 +647,19 @@ static const char *set_access_log_format(struct pctx *pc, void *base, const char
     return NULL;
 }
 
+static const char *set_storage(struct pctx *pc, void *base, const char *v)
+{
+    struct px_acme_conf *a = base;
+    PX_UNUSED(pc);
+    if (strcmp(v, "file") == 0)
+        a->storage_redis = 0;
+    else if (strcmp(v, "redis") == 0)
+        a->storage_redis = 1;
+    else
+        return "must be file or redis";
+    return NULL;
+}
+
 static const char *set_domains(struct pctx *pc, void *base, const char *v)
 {
     struct px_acme_conf *a = base;
@@ -1176,6 +1189,8 @@ static const struct keydef acme_keys[] = {
     KOPT("ca_bundle", A(ca_bundle), "", check_path),
     KDUR("retry_interval", A(retry_interval_ms), "5m"),
     KDUR("hook_timeout", A(hook_timeout_ms), "5m"),
+    KFN("storage", set_storage, "file", 0),
+    {.name = "lock_timeout", .type = K_DURATION, .off = A(lock_timeout_ms), .min = 1000, .max = 3600000, .def = "60s"},
 };
 #undef A
 
@@ -1589,6 +1604,8 @@ static int on_key(void *user, const char *section, const char *name, const char 
         pc->cfg->tls.certificate_key_line = pc->lineno;
     if (pc->sect == S_CLUSTER && strcmp(name, "secret_file") == 0)
         pc->cfg->cluster.secret_line = pc->lineno;
+    if (pc->sect == S_ACME && strcmp(name, "storage") == 0)
+        pc->cfg->acme.storage_line = pc->lineno;
     if (pc->sect == S_SERVICE && strcmp(name, "health_check_path") == 0)
         ((struct px_service_conf *)pc->base)->health_checks = 1;
     if (pc->sect == S_SERVICE && strcmp(name, "targets") == 0)
@@ -1906,6 +1923,11 @@ static int finish(struct pctx *pc)
     }
     if (!finish_cluster(pc))
         return 0;
+    if (cfg->acme.storage_redis && !cfg->cluster.present)
+        return fail(pc, cfg->acme.storage_line, "storage: redis needs a [cluster] section");
+    if (cfg->acme.storage_redis && !cfg->cluster.secret_file)
+        return fail(pc, cfg->acme.storage_line,
+                    "storage: redis needs [cluster] secret_file (the key that encrypts private keys in Redis)");
 
     for (size_t i = 0; i < cfg->nservices; i++) {
         struct px_service_conf *s = &cfg->services[i];

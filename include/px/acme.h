@@ -11,6 +11,10 @@
  *   proxy/acme/manager.c lineages from [acme] and `deploy --tls`: when to obtain
  *                  and renew, the HTTP-01 token table the workers answer
  *                  from, hooks, the certificate swap, proxyctl cert_*.
+ *   proxy/acme/shared.c  [acme] storage = redis: account, lineages, the order
+ *                  lock, tokens and announcements in [cluster]'s Redis
+ *                  (proxy/acme/shared.h); proxy/acme/seal.c seals the private
+ *                  keys kept there.
  *
  * Layout under config_dir (certbot's; see ../shared/ACME-TESTING.md):
  *   accounts/SERVER/PATH/ID/      the ACME account (ES256 key, registration)
@@ -58,6 +62,8 @@ struct px_acme_client_conf {
     const char *email;         /* account contact; NULL or "" = none */
     const char *accounts_dir;  /* config_dir/accounts: the account is created (once) and
                                 * kept under accounts/SERVER/PATH/ID/ as certbot does */
+    const char *account_id;    /* NULL, or the ID under accounts/SERVER/PATH/ to use when it is
+                                * usable ([acme] storage = redis: the shared one) */
 };
 
 /* How the client has its HTTP-01 answers served (by the manager's token
@@ -71,6 +77,13 @@ struct px_acme_challenge_ops {
     int (*publish)(void *arg, const char *token, const char *key_authorization);
     void (*unpublish)(void *arg, const char *token);
     void *arg;
+    /* Optional: called once the op's tokens are published, before any
+     * challenge is triggered. 0: ready(ctx, ok) will be called once from the
+     * loop, and the challenges are triggered then; -1: they are at once.
+     * sync_cancel(arg, ctx): the op ends before ready came (it must then
+     * never come). [acme] storage = redis: the tokens are in Redis first. */
+    int (*sync)(void *arg, void (*ready)(void *ctx, int ok), void *ctx);
+    void (*sync_cancel)(void *arg, void *ctx);
 };
 
 /* A certificate just issued: PEM text, NUL-terminated, valid during the
@@ -256,5 +269,25 @@ struct px_acme_hooks *px_acme_hooks_run(struct event_base *base, const char *con
  * reaped (waiting up to 1 s for it; past that it is reaped later on base);
  * the rest do not run; done is never called. NULL is fine. */
 void px_acme_hooks_cancel(struct px_acme_hooks *h);
+
+/* ======================================================================
+ * proxy/acme/seal.c: private keys at rest in Redis ([acme] storage = redis)
+ *
+ * AES-256-GCM with the 32-byte key of [cluster] secret_file, a random
+ * 12-byte nonce per seal, the Redis key name as AAD (a value copied under
+ * another key does not open). Text form: "pxenc1:" base64(nonce | ciphertext
+ * | 16-byte tag).
+ * ====================================================================== */
+
+#define PX_ACME_SEAL_PREFIX "pxenc1:"
+
+/* A new malloc'd NUL-terminated string, or NULL (out of memory). */
+char *px_acme_seal(const unsigned char key[32], const char *aad, const void *plain, size_t len);
+/* Open text sealed under aad: a new malloc'd buffer (NUL-terminated;
+ * length in *len), or NULL with a message in err: not "pxenc1:", not
+ * base64, too short, or the tag does not verify (a wrong secret_file, a
+ * value tampered with or moved to another key) -- never garbage. */
+char *px_acme_unseal(const unsigned char key[32], const char *aad, const char *text, size_t *len, char *err,
+                     size_t errlen);
 
 #endif

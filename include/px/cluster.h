@@ -31,7 +31,11 @@
  *
  * Heartbeats: every 2 s the main thread runs a script that writes this
  * instance's record (name, version, pid, listen) every 10 s with a 30 s
- * TTL and reads the live instances back for px_cluster_instances. */
+ * TTL and reads the live instances back for px_cluster_instances.
+ *
+ * [acme] storage = redis (proxy/acme/shared.c) sends its commands on the
+ * main connection (px_cluster_command) and gets its announcements on a
+ * subscription with a connection of its own (px_cluster_subscribe). */
 #ifndef PX_CLUSTER_H
 #define PX_CLUSTER_H
 
@@ -105,6 +109,34 @@ struct px_cluster_stats {
 /* Sum every thread's block into out: -1 (out untouched) when no cluster
  * runs (no [cluster]: the families are absent). Main thread. */
 int px_cluster_stats(struct px_cluster_stats *out);
+
+/* ---- for the rest of the main thread ([acme] storage = redis) ---- */
+
+struct redisReply;
+/* reply: hiredis' (borrowed, valid during the call); NULL when the
+ * connection went before the answer (Redis down, proxyd stopping). */
+typedef void (*px_cluster_reply_fn)(void *arg, const struct redisReply *reply);
+/* Send one command (argv[0..argc), lens as redisAsyncCommandArgv's; NULL:
+ * strlen) on the main thread's connection. 0: fn will be called exactly
+ * once, from the loop; -1: Redis is not reachable now (fn is never called).
+ * Main thread. */
+int px_cluster_command(struct px_cluster *c, px_cluster_reply_fn fn, void *arg, int argc, const char *const *argv,
+                       const size_t *lens);
+/* The main connection is up (set up and answering). */
+int px_cluster_main_up(const struct px_cluster *c);
+/* [cluster] key_prefix. */
+const char *px_cluster_prefix(const struct px_cluster *c);
+
+/* SUBSCRIBE to channel on a connection of its own on the main thread
+ * (reconnecting with the same backoff). on_msg gets each message's payload;
+ * on_up is called each time the subscription is (re)established (messages
+ * sent while it was down are lost: look again). NULL when out of memory.
+ * Free it before the cluster. */
+struct px_cluster_sub;
+struct px_cluster_sub *px_cluster_subscribe(struct px_cluster *c, const char *channel,
+                                            void (*on_msg)(void *arg, const char *msg, size_t len),
+                                            void (*on_up)(void *arg), void *arg);
+void px_cluster_sub_free(struct px_cluster_sub *s);
 
 /* The per-worker module (its connection); does nothing without a started
  * cluster. */

@@ -124,6 +124,9 @@ struct px_acme_conf {
     char *ca_bundle;         /* NULL = system default */
     uint64_t retry_interval_ms; /* the first retry after a failed renewal (doubles up to check_interval) */
     uint64_t hook_timeout_ms;   /* per renewal hook, then SIGTERM, then SIGKILL */
+    int storage_redis;          /* storage = redis: lineages, account, locks in [cluster]'s Redis */
+    int storage_line;
+    uint64_t lock_timeout_ms;   /* storage = redis: the order lock's TTL (extended while it runs) */
 };
 
 /* [cluster]: several proxyd sharing limit zones through Redis (px/cluster.h). */

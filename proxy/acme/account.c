@@ -363,6 +363,27 @@ out:
     return rc;
 }
 
+int px_acme_account_load_id(const char *accounts_dir, const char *directory_url, const char *id,
+                            struct px_acme_account *out, char *err, size_t errlen)
+{
+    if (id && id[0] && id[0] != '.' && !strchr(id, '/')) {
+        char *sub = px_acme_account_subdir(directory_url, err, errlen), *base = NULL, *dir = NULL;
+        int r = -1;
+        if (sub == NULL)
+            return -1;
+        if ((base = path_join(accounts_dir, sub)) != NULL && (dir = path_join(base, id)) != NULL)
+            r = load_one(dir, out, err, errlen);
+        else
+            snprintf(err, errlen, "out of memory");
+        free(sub);
+        free(base);
+        free(dir);
+        if (r != 0)
+            return r;
+    }
+    return px_acme_account_load(accounts_dir, directory_url, out, err, errlen);
+}
+
 /* ---- save ---- */
 
 int px_acme_account_save_key(const char *accounts_dir, const char *directory_url, struct px_acme_account *acct,
@@ -431,5 +452,102 @@ int px_acme_account_save_regr(const struct px_acme_account *acct, const json_t *
     json_decref(o);
     free(text);
     free(path);
+    return rc;
+}
+
+/* ---- copies for [acme] storage = redis (proxy/acme/shared.c) ---- */
+
+int px_acme_account_export(const char *accounts_dir, const char *directory_url, char **id, char **key_json,
+                           char **regr, char **meta, char *err, size_t errlen)
+{
+    struct px_acme_account a;
+    int rc = px_acme_account_load(accounts_dir, directory_url, &a, err, errlen);
+    char *kp = NULL, *rp = NULL, *mp = NULL;
+    size_t len;
+    *id = *key_json = *regr = *meta = NULL;
+    if (rc != 1)
+        return rc;
+    if (a.uri == NULL) { /* not registered yet: nothing worth sharing */
+        px_acme_account_clear(&a);
+        return 0;
+    }
+    const char *slash = strrchr(a.dir, '/');
+    rc = -1;
+    if ((kp = path_join(a.dir, "private_key.json")) == NULL || (rp = path_join(a.dir, "regr.json")) == NULL ||
+        (mp = path_join(a.dir, "meta.json")) == NULL || (*id = strdup(slash ? slash + 1 : a.dir)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    if ((*key_json = read_small(kp, &len)) == NULL || (*regr = read_small(rp, &len)) == NULL) {
+        snprintf(err, errlen, "%s: %s", a.dir, strerror(errno));
+        goto out;
+    }
+    if ((*meta = read_small(mp, &len)) == NULL && (*meta = strdup("{}")) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    rc = 1;
+out:
+    if (rc != 1) {
+        if (*key_json)
+            OPENSSL_cleanse(*key_json, strlen(*key_json));
+        free(*id);
+        free(*key_json);
+        free(*regr);
+        free(*meta);
+        *id = *key_json = *regr = *meta = NULL;
+    }
+    free(kp);
+    free(rp);
+    free(mp);
+    px_acme_account_clear(&a);
+    return rc;
+}
+
+int px_acme_account_import(const char *accounts_dir, const char *directory_url, const char *id, const char *key_json,
+                           const char *regr, const char *meta, int *changed, char *err, size_t errlen)
+{
+    char *sub = px_acme_account_subdir(directory_url, err, errlen), *base = NULL, *dir = NULL, *kp = NULL;
+    char *rp = NULL, *mp = NULL, *cur = NULL;
+    size_t len;
+    int rc = -1;
+    *changed = 0;
+    if (sub == NULL)
+        return -1;
+    if (id[0] == '\0' || id[0] == '.' || strchr(id, '/')) {
+        snprintf(err, errlen, "a bad account id %s", id);
+        goto out;
+    }
+    if ((base = path_join(accounts_dir, sub)) == NULL || (dir = path_join(base, id)) == NULL ||
+        (kp = path_join(dir, "private_key.json")) == NULL || (rp = path_join(dir, "regr.json")) == NULL ||
+        (mp = path_join(dir, "meta.json")) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    cur = read_small(kp, &len);
+    int same_key = cur && strcmp(cur, key_json) == 0;
+    if (cur)
+        OPENSSL_cleanse(cur, len);
+    free(cur);
+    cur = read_small(rp, &len);
+    int same_regr = cur && strcmp(cur, regr) == 0;
+    free(cur);
+    cur = NULL;
+    if (same_key && same_regr) {
+        rc = 0;
+        goto out;
+    }
+    if (mkdir_p(dir, err, errlen) < 0 || px_acme_write_file(kp, key_json, 0600, err, errlen) < 0 ||
+        px_acme_write_file(rp, regr, 0644, err, errlen) < 0 || px_acme_write_file(mp, meta, 0644, err, errlen) < 0)
+        goto out;
+    *changed = 1;
+    rc = 0;
+out:
+    free(sub);
+    free(base);
+    free(dir);
+    free(kp);
+    free(rp);
+    free(mp);
     return rc;
 }

@@ -120,6 +120,7 @@ struct px_acme_op {
     char *cert_id;
     int ari_ok;
     time_t ari_start, ari_end;
+    int syncing;     /* waiting for ch.sync's ready */
 };
 
 static void op_step(struct px_acme_op *op);
@@ -458,6 +459,9 @@ static void op_unpublish(struct px_acme_op *op, struct op_authz *a)
 /* Stop everything in flight: the call, the timers, the tokens. */
 static void op_stop(struct px_acme_op *op)
 {
+    if (op->syncing && op->ch.sync_cancel)
+        op->ch.sync_cancel(op->ch.arg, op);
+    op->syncing = 0;
     call_clear(&op->call);
     if (op->ev_step)
         evtimer_del(op->ev_step);
@@ -741,6 +745,16 @@ static void authz_error(const struct px_acme_authz *az, struct px_acme_error *e)
                       px_acme_status_name(az->status));
 }
 
+static void trigger_challenges(struct px_acme_op *op);
+
+static void on_synced(void *ctx, int ok)
+{
+    struct px_acme_op *op = ctx;
+    (void)ok; /* the local table has them anyway */
+    op->syncing = 0;
+    trigger_challenges(op);
+}
+
 /* After the authorizations were read: publish every token, then trigger. */
 static void start_challenges(struct px_acme_op *op)
 {
@@ -754,6 +768,15 @@ static void start_challenges(struct px_acme_op *op)
         }
         a->published = 1;
     }
+    if (op->ch.sync && op->ch.sync(op->ch.arg, on_synced, op) == 0) {
+        op->syncing = 1; /* the answers are where every validation may look first */
+        return;
+    }
+    trigger_challenges(op);
+}
+
+static void trigger_challenges(struct px_acme_op *op)
+{
     if ((op->cur = next_to_trigger(op, 0)) < op->nauthz) {
         op_goto(op, ST_CHALLENGE);
     } else if ((op->cur = next_undecided(op, 0)) < op->nauthz) {
@@ -1165,7 +1188,7 @@ struct px_acme_client *px_acme_client_new(struct event_base *base, const struct 
     }
     if ((c->http = px_acme_http_new(base, conf->ca_bundle, err, errlen)) == NULL)
         goto fail;
-    int found = px_acme_account_load(c->accounts_dir, c->directory_url, &c->acct, err, errlen);
+    int found = px_acme_account_load_id(c->accounts_dir, c->directory_url, conf->account_id, &c->acct, err, errlen);
     if (found < 0)
         goto fail;
     if (found == 1) {

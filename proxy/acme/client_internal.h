@@ -201,6 +201,19 @@ int px_acme_account_save_key(const char *accounts_dir, const char *directory_url
 int px_acme_account_save_regr(const struct px_acme_account *acct, const json_t *body, const char *uri, char *err,
                               size_t errlen);
 void px_acme_account_clear(struct px_acme_account *a);
+/* The account accounts_dir/SERVER/PATH/ID when it is usable, else
+ * px_acme_account_load's choice (id NULL: that at once). */
+int px_acme_account_load_id(const char *accounts_dir, const char *directory_url, const char *id,
+                            struct px_acme_account *out, char *err, size_t errlen);
+/* [acme] storage = redis: the account px_acme_account_load picks, as its
+ * files' text (1, all four allocated), 0 when there is none or it is not
+ * registered yet, -1 with a message. */
+int px_acme_account_export(const char *accounts_dir, const char *directory_url, char **id, char **key_json,
+                           char **regr, char **meta, char *err, size_t errlen);
+/* Write an account taken from Redis as accounts_dir/SERVER/PATH/ID/ (when
+ * its files differ; *changed says so). 0, or -1 with a message. */
+int px_acme_account_import(const char *accounts_dir, const char *directory_url, const char *id, const char *key_json,
+                           const char *regr, const char *meta, int *changed, char *err, size_t errlen);
 /* Write text to path atomically (temp file, fsync, rename, fsync dir). */
 int px_acme_write_file(const char *path, const char *text, int mode, char *err, size_t errlen);
 

@@ -23,9 +23,12 @@
 #include "px/config.h"
 #include "px/log.h"
 #include "px/tls.h"
+#include "shared.h"
 
 #define OBTAIN_TIMEOUT_MS (5 * 60 * 1000) /* one order, all in: generous for a slow CA */
 #define MIN_SLEEP_MS 50
+#define BUSY_RETRY_MS 1000      /* storage = redis: another instance holds the lock: look again */
+#define RECHECK_MS 60000        /* storage = redis: Redis looked at this often (a missed announcement) */
 
 /* ---- the schedule (pure) ---- */
 
@@ -91,6 +94,14 @@ struct lineage {
     unsigned queued : 1;
     unsigned running : 1;
     unsigned gone : 1;           /* no longer wanted: dropped once idle */
+    /* storage = redis */
+    long long rversion;          /* the Redis version the files on disk are (0: unknown) */
+    struct px_acme_shared_cert *take; /* fetched from Redis, to be installed here (queued) */
+    int fetching;
+    int64_t busy_until_ms;       /* another instance holds the lock: not before then */
+    int busy_logged;
+    unsigned defers;             /* attempts put off in a row (Redis down) */
+    char take_err[512];          /* why Redis's version is not usable (logged once) */
 };
 
 struct attempt {
@@ -102,6 +113,16 @@ struct attempt {
     void (*after_hooks)(struct attempt *a);
     int saved;                   /* a new version is on disk */
     int failed;
+    /* storage = redis */
+    int busy;                    /* another instance holds the lock: no attempt made */
+    int deferred;                /* Redis unreachable: no attempt made */
+    int push_account;            /* Redis had no account: store ours after the order */
+    int lost_logged;
+    struct px_acme_shared_cert *tc; /* a version taken from Redis (installing it) */
+    char *lock_value;            /* the Redis lock held ("INSTANCE FENCE") */
+    struct event *extend;        /* keeps it */
+    char *pem[4];                /* the order's certificate, kept across the Redis write */
+    time_t not_before, not_after;
     struct px_acme_error err;
     char live_dir[4200];
 };
@@ -148,6 +169,16 @@ struct px_acme_manager {
     struct event *timer, *kick;
     struct attempt *cur;         /* the renewal in progress, or NULL */
     struct waiter *waiters;
+    /* storage = redis */
+    int redis;
+    uint64_t lock_timeout_ms;
+    struct px_cluster *cluster;  /* NULL: none yet (nothing is ordered) */
+    unsigned char secret[32];
+    int has_secret;
+    struct px_acme_shared *sh;   /* made when first needed */
+    int redis_down_logged;
+    char *account_id;            /* the account Redis has (NULL: any) */
+    struct px_acme_challenge_ops chops;
 };
 
 /* ---- small helpers ---- */
@@ -295,6 +326,8 @@ static void lineage_free(struct lineage *l)
         px_acme_op_cancel(l->ari);
     if (l->present)
         px_acme_lineage_clear(&l->disk);
+    px_acme_shared_cancel(l->m->sh, l);
+    px_acme_shared_cert_free(l->take);
     free(l->name);
     px_strv_free(l->want, l->nwant);
     free(l->service);
@@ -391,20 +424,41 @@ static void remove_lineage(struct px_acme_manager *m, struct lineage *l)
 }
 
 /* The token table (px/challenge.h). One order runs at a time, so a token
- * is never published twice at once (acme.h's "count" case cannot arise). */
+ * is never published twice at once (acme.h's "count" case cannot arise).
+ * storage = redis: in Redis too (P acme:token:TOKEN), for the instance the
+ * CA's validation request reaches; the client waits for Redis to have them
+ * before it triggers the challenges (ch_sync). */
 static int ch_publish(void *arg, const char *token, const char *key_authorization)
 {
-    PX_UNUSED(arg);
-    return px_challenge_put(token, key_authorization);
+    struct px_acme_manager *m = arg;
+    if (px_challenge_put(token, key_authorization) < 0)
+        return -1;
+    if (m->redis && m->sh)
+        px_acme_shared_token_put(m->sh, token, key_authorization);
+    return 0;
 }
 
 static void ch_unpublish(void *arg, const char *token)
 {
-    PX_UNUSED(arg);
+    struct px_acme_manager *m = arg;
     px_challenge_remove(token);
+    if (m->redis && m->sh)
+        px_acme_shared_token_del(m->sh, token);
 }
 
-static const struct px_acme_challenge_ops challenge_ops = {ch_publish, ch_unpublish, NULL};
+static int ch_sync(void *arg, void (*ready)(void *ctx, int ok), void *ctx)
+{
+    struct px_acme_manager *m = arg;
+    if (!m->redis || m->sh == NULL)
+        return -1;
+    return px_acme_shared_barrier(m->sh, ready, ctx);
+}
+
+static void ch_sync_cancel(void *arg, void *ctx)
+{
+    struct px_acme_manager *m = arg;
+    px_acme_shared_cancel(m->sh, ctx);
+}
 
 static void on_hooks_done(void *arg, int nfailed)
 {
@@ -437,6 +491,63 @@ static void after_deploy(struct attempt *a)
     hooks(a, "post", after_post);
 }
 
+/* Write cert into certbot's layout here, then the deploy hooks. */
+static void save_local(struct attempt *a, const struct px_acme_cert *cert)
+{
+    struct px_acme_manager *m = a->m;
+    struct lineage *l = a->l;
+    struct px_acme_lineage out;
+    char e[512] = "";
+    memset(&out, 0, sizeof(out));
+    if (px_acme_store_save(m->config_dir, l->name, m->directory, (const char *const *)l->want, l->nwant, cert, &out,
+                           e, sizeof(e)) < 0) {
+        a->failed = 1;
+        set_err(&a->err, "io", "saving the new certificate: %s", e);
+        px_acme_lineage_clear(&out);
+        if (a->tc)
+            attempt_end(a); /* a version taken from Redis: no pre hook ran, so no post */
+        else
+            hooks(a, "post", after_post);
+        return;
+    }
+    if (l->present)
+        px_acme_lineage_clear(&l->disk);
+    l->disk = out;
+    l->present = 1;
+    l->load_err[0] = '\0';
+    a->saved = 1;
+    hooks(a, "deploy", a->tc ? after_post : after_deploy);
+}
+
+static struct px_acme_cert kept_cert(const struct attempt *a)
+{
+    struct px_acme_cert c = {a->pem[0], a->pem[1], a->pem[2], a->pem[3], a->not_before, a->not_after};
+    return c;
+}
+
+static void on_written(void *arg, long long version, const char *err)
+{
+    struct attempt *a = arg;
+    struct lineage *l = a->l;
+    struct px_acme_cert c = kept_cert(a);
+    if (version > 0) {
+        px_log_info("acme %s: stored in Redis as version %lld and announced", l->name, version);
+        l->rversion = version;
+        save_local(a, &c);
+    } else if (version == 0) {
+        a->failed = 1;
+        set_err(&a->err, "lock_lost",
+                "the lock expired while ordering and another instance took it: this certificate is not stored "
+                "(the other instance's will be taken)");
+        hooks(a, "post", after_post);
+    } else {
+        px_log_warn("acme %s: the new certificate could not be stored in Redis (%s): it serves on this instance "
+                    "only until the next renewal",
+                    l->name, err);
+        save_local(a, &c);
+    }
+}
+
 static void on_obtained(void *arg, const struct px_acme_cert *cert, const struct px_acme_error *err)
 {
     struct attempt *a = arg;
@@ -449,24 +560,25 @@ static void on_obtained(void *arg, const struct px_acme_cert *cert, const struct
         hooks(a, "post", after_post);
         return;
     }
-    struct px_acme_lineage out;
-    char e[512] = "";
-    memset(&out, 0, sizeof(out));
-    if (px_acme_store_save(m->config_dir, l->name, m->directory, (const char *const *)l->want, l->nwant, cert, &out,
-                           e, sizeof(e)) < 0) {
-        a->failed = 1;
-        set_err(&a->err, "io", "saving the new certificate: %s", e);
-        px_acme_lineage_clear(&out);
-        hooks(a, "post", after_post);
+    if (!m->redis || a->lock_value == NULL) {
+        save_local(a, cert);
         return;
     }
-    if (l->present)
-        px_acme_lineage_clear(&l->disk);
-    l->disk = out;
-    l->present = 1;
-    l->load_err[0] = '\0';
-    a->saved = 1;
-    hooks(a, "deploy", after_deploy);
+    /* storage = redis: into Redis first (fenced: a holder that lost the
+     * lock stores nothing, here or there), then here */
+    const char *src[4] = {cert->privkey_pem, cert->cert_pem, cert->chain_pem, cert->fullchain_pem};
+    for (int i = 0; i < 4; i++)
+        if ((a->pem[i] = strdup(src[i])) == NULL) {
+            a->failed = 1;
+            set_err(&a->err, "internal", "out of memory");
+            hooks(a, "post", after_post);
+            return;
+        }
+    a->not_before = cert->not_before;
+    a->not_after = cert->not_after;
+    if (px_acme_shared_write(m->sh, l->name, a->lock_value, (const char *const *)l->want, l->nwant, cert, on_written,
+                             a) < 0)
+        on_written(a, -1, "Redis is not reachable");
 }
 
 static void after_pre(struct attempt *a)
@@ -474,7 +586,7 @@ static void after_pre(struct attempt *a)
     struct lineage *l = a->l;
     px_log_info("acme %s: ordering a certificate for %zu name%s from %s", l->name, l->nwant,
                 l->nwant == 1 ? "" : "s", a->m->directory);
-    a->op = px_acme_obtain(a->m->client, (const char *const *)l->want, l->nwant, &challenge_ops, OBTAIN_TIMEOUT_MS,
+    a->op = px_acme_obtain(a->m->client, (const char *const *)l->want, l->nwant, &a->m->chops, OBTAIN_TIMEOUT_MS,
                            on_obtained, a);
     if (a->op == NULL) {
         a->failed = 1;
@@ -506,7 +618,7 @@ static int ready(struct px_acme_manager *m, struct px_acme_error *e)
     if (m->client == NULL) {
         char accounts[4200];
         snprintf(accounts, sizeof(accounts), "%s/accounts", m->config_dir);
-        struct px_acme_client_conf cc = {m->directory, m->ca_bundle, m->email, accounts};
+        struct px_acme_client_conf cc = {m->directory, m->ca_bundle, m->email, accounts, m->account_id};
         if ((m->client = px_acme_client_new(m->base, &cc, err, sizeof(err))) == NULL) {
             set_err(e, "internal", "ACME client for %s: %s", m->directory, err);
             return -1;
@@ -514,6 +626,258 @@ static int ready(struct px_acme_manager *m, struct px_acme_error *e)
         m->client_stale = 0;
     }
     return 0;
+}
+
+/* ---- storage = redis ---- */
+
+static char *read_small(const char *path);
+
+static void on_announce(void *arg, const char *name, long long version);
+static void on_resync(void *arg);
+
+/* The Redis side, made when first needed; NULL without a cluster. */
+static struct px_acme_shared *shared(struct px_acme_manager *m)
+{
+    if (!m->redis || m->cluster == NULL || !m->has_secret)
+        return NULL;
+    if (m->sh == NULL && (m->sh = px_acme_shared_new(m->cluster, m->secret, on_announce, on_resync, m)) == NULL)
+        px_log_error("acme: out of memory for the Redis storage");
+    return m->sh;
+}
+
+/* Redis's version c is one to install here instead of ordering: all the
+ * names wanted, not due, and newer than the files here. */
+static int should_take(struct px_acme_manager *m, struct lineage *l, const struct px_acme_shared_cert *c)
+{
+    for (size_t i = 0; i < l->nwant; i++)
+        if (!strv_has(c->names, c->nnames, l->want[i]))
+            return 0;
+    if ((int64_t)c->not_after * 1000 - (int64_t)m->renew_before_ms <= (int64_t)px_wall_ms())
+        return 0;
+    if (!l->present || c->not_after > l->disk.not_after)
+        return 1;
+    if (c->not_after < l->disk.not_after || c->version == l->rversion)
+        return 0;
+    /* the same expiry: another certificate only if the files differ */
+    char *mine = read_small(l->disk.fullchain);
+    int differs = mine == NULL || strcmp(mine, c->fullchain) != 0;
+    free(mine);
+    if (!differs)
+        l->rversion = c->version;
+    return differs;
+}
+
+static void kick(struct px_acme_manager *m)
+{
+    event_active(m->kick, 0, 0);
+}
+
+static void on_fetch_check(void *arg, int rc, struct px_acme_shared_cert *c, const char *err)
+{
+    struct lineage *l = arg;
+    struct px_acme_manager *m = l->m;
+    l->fetching = 0;
+    if (rc == -2) {
+        if (strcmp(l->take_err, err) != 0)
+            px_log_error("acme %s: the certificate in Redis is not taken: %s", l->name, err);
+        snprintf(l->take_err, sizeof(l->take_err), "%s", err);
+        return;
+    }
+    if (rc != 1)
+        return;
+    l->take_err[0] = '\0';
+    if (l->running || l->gone || !should_take(m, l, c)) {
+        px_acme_shared_cert_free(c);
+        return;
+    }
+    px_acme_shared_cert_free(l->take);
+    l->take = c;
+    l->queued = 1;
+    l->busy_until_ms = 0;
+    kick(m);
+}
+
+/* Look at Redis's version of l (asynchronously): a newer one is queued
+ * for installing. */
+static void fetch_check(struct px_acme_manager *m, struct lineage *l)
+{
+    struct px_acme_shared *sh = shared(m);
+    if (sh == NULL || l->fetching || l->running || l->gone)
+        return;
+    if (px_acme_shared_fetch(sh, l->name, on_fetch_check, l) == 0)
+        l->fetching = 1;
+}
+
+static void on_announce(void *arg, const char *name, long long version)
+{
+    struct px_acme_manager *m = arg;
+    struct lineage *l = find(m, name);
+    if (l && version > l->rversion) {
+        px_log_info("acme %s: version %lld announced in Redis", l->name, version);
+        fetch_check(m, l);
+    }
+}
+
+/* The subscription is (back) up: what was announced meanwhile is lost,
+ * and what waited for Redis may go on. */
+static void on_resync(void *arg)
+{
+    struct px_acme_manager *m = arg;
+    int64_t now = px_wall_ms();
+    if (m->redis_down_logged)
+        px_log_info("acme: Redis answers again: certificates may be ordered");
+    m->redis_down_logged = 0;
+    for (struct lineage *l = m->lineages; l; l = l->next) {
+        fetch_check(m, l);
+        if (l->defers && !l->running && !l->queued)
+            l->next_check_ms = now;
+        l->busy_until_ms = 0;
+    }
+    if (m->started)
+        arm(m);
+    kick(m);
+}
+
+/* No attempt: Redis cannot be asked for the lock (one order at a time is
+ * kept, so none starts). Logged once until Redis answers again. */
+static void defer(struct attempt *a, const char *why)
+{
+    struct px_acme_manager *m = a->m;
+    if (!m->redis_down_logged)
+        px_log_error("acme: Redis (storage = redis) %s: no certificate is ordered until it answers; the ones in "
+                     "service stay",
+                     why);
+    m->redis_down_logged = 1;
+    a->deferred = 1;
+    set_err(&a->err, "redis", "Redis %s: no order starts without its lock", why);
+    attempt_end(a);
+}
+
+static void on_extended(void *arg, int rc, const char *text)
+{
+    struct attempt *a = arg;
+    if (rc == 0 && !a->lost_logged++)
+        px_log_warn("acme %s: the Redis lock expired while ordering (another instance may take it): this order's "
+                    "certificate will not be stored",
+                    a->l->name);
+}
+
+static void on_extend_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct attempt *a = arg;
+    PX_UNUSED(fd);
+    PX_UNUSED(what);
+    if (a->lock_value && a->m->sh)
+        px_acme_shared_extend(a->m->sh, a->l->name, a->lock_value, a->m->lock_timeout_ms, on_extended, a);
+}
+
+/* Install Redis's version a->tc here: certbot's files, deploy hooks, swap. */
+static void take_install(struct attempt *a)
+{
+    struct lineage *l = a->l;
+    struct px_acme_shared_cert *c = a->tc;
+    struct px_acme_cert cert = {c->privkey, c->cert, c->chain, c->fullchain, 0, c->not_after};
+    px_log_info("acme %s: taking version %lld from Redis (ordered by %s)", l->name, c->version,
+                c->instance ? c->instance : "another instance");
+    l->rversion = c->version;
+    save_local(a, &cert);
+}
+
+static void on_account_pulled(void *arg, int rc, int changed, const char *id, const char *err)
+{
+    struct attempt *a = arg;
+    struct px_acme_manager *m = a->m;
+    struct lineage *l = a->l;
+    if (rc < 0)
+        px_log_warn("acme: the account in Redis is not used: %s", err);
+    if (rc == 0)
+        a->push_account = 1;
+    if (rc == 1 && !str_eq(m->account_id, id)) {
+        free(m->account_id); /* the one to load, whatever else accounts/ holds */
+        m->account_id = strdup(id);
+        changed = 1;
+    }
+    if (changed) {
+        px_log_info("acme: using the account stored in Redis for %s", m->directory);
+        m->client_stale = 1;
+        if (ready(m, &a->err) < 0) {
+            a->failed = 1;
+            attempt_end(a);
+            return;
+        }
+    }
+    px_log_info("acme %s: %s", l->name, l->present ? "renewing" : "obtaining the first certificate");
+    hooks(a, "pre", after_pre);
+}
+
+static void on_fetch_locked(void *arg, int rc, struct px_acme_shared_cert *c, const char *err)
+{
+    struct attempt *a = arg;
+    struct px_acme_manager *m = a->m;
+    struct lineage *l = a->l;
+    if (rc == 1 && should_take(m, l, c)) {
+        a->tc = c;
+        take_install(a);
+        return;
+    }
+    px_acme_shared_cert_free(c);
+    if (rc == -2) {
+        /* not ordered either: a version sealed with another secret_file
+         * would be overwritten with one the other instances cannot open */
+        if (strcmp(l->take_err, err) != 0)
+            px_log_error("acme %s: the certificate in Redis is not taken: %s", l->name, err);
+        snprintf(l->take_err, sizeof(l->take_err), "%s", err);
+        a->deferred = 1;
+        set_err(&a->err, "secret", "%s", err);
+        attempt_end(a);
+        return;
+    }
+    if (rc == -1) {
+        defer(a, err);
+        return;
+    }
+    char accounts[4200];
+    snprintf(accounts, sizeof(accounts), "%s/accounts", m->config_dir);
+    if (px_acme_shared_account_pull(m->sh, m->directory, accounts, on_account_pulled, a) < 0)
+        defer(a, "is not reachable");
+}
+
+static void on_locked(void *arg, int rc, const char *text)
+{
+    struct attempt *a = arg;
+    struct px_acme_manager *m = a->m;
+    struct lineage *l = a->l;
+    if (rc < 0) {
+        defer(a, text);
+        return;
+    }
+    if (rc == 0) {
+        if (!l->busy_logged)
+            px_log_info("acme %s: the Redis lock is held (%s): waiting for that instance's certificate", l->name,
+                        text);
+        l->busy_logged = 1;
+        a->busy = 1;
+        attempt_end(a);
+        return;
+    }
+    if (m->redis_down_logged)
+        px_log_info("acme: Redis answers again: certificates may be ordered");
+    m->redis_down_logged = 0;
+    l->busy_logged = 0;
+    l->defers = 0;
+    if ((a->lock_value = strdup(text)) == NULL ||
+        (a->extend = event_new(m->base, -1, EV_PERSIST, on_extend_timer, a)) == NULL) {
+        a->failed = 1;
+        set_err(&a->err, "internal", "out of memory");
+        attempt_end(a);
+        return;
+    }
+    uint64_t every = m->lock_timeout_ms / 3;
+    struct timeval tv = {(time_t)(every / 1000), (suseconds_t)(every % 1000) * 1000};
+    event_add(a->extend, &tv);
+    /* under the lock: maybe an instance stored a newer one meanwhile */
+    if (px_acme_shared_fetch(m->sh, l->name, on_fetch_locked, a) < 0)
+        defer(a, "is not reachable");
 }
 
 static void attempt_start(struct px_acme_manager *m, struct lineage *l)
@@ -547,8 +911,50 @@ static void attempt_start(struct px_acme_manager *m, struct lineage *l)
         attempt_end(a);
         return;
     }
+    if (l->take) { /* a newer version in Redis: installed, not ordered */
+        a->tc = l->take;
+        l->take = NULL;
+        take_install(a);
+        return;
+    }
+    if (m->redis) {
+        struct px_acme_shared *sh = shared(m);
+        if (sh == NULL)
+            defer(a, m->cluster ? "storage is not available" : "is not configured until a restart ([cluster])");
+        else if (px_acme_shared_lock(sh, l->name, m->lock_timeout_ms, on_locked, a) < 0)
+            defer(a, "is not reachable");
+        return;
+    }
     px_log_info("acme %s: %s", l->name, l->present ? "renewing" : "obtaining the first certificate");
     hooks(a, "pre", after_pre);
+}
+
+/* What an attempt holds in Redis and memory (not the file lock). */
+static void attempt_release(struct attempt *a)
+{
+    struct px_acme_manager *m = a->m;
+    if (a->extend)
+        event_free(a->extend);
+    a->extend = NULL;
+    if (a->lock_value && m->sh)
+        px_acme_shared_unlock(m->sh, a->l->name, a->lock_value);
+    free(a->lock_value);
+    a->lock_value = NULL;
+    if (a->push_account && m->sh) {
+        char accounts[4200];
+        snprintf(accounts, sizeof(accounts), "%s/accounts", m->config_dir);
+        px_acme_shared_account_push(m->sh, m->directory, accounts);
+    }
+    a->push_account = 0;
+    px_acme_shared_cancel(m->sh, a);
+    px_acme_shared_cert_free(a->tc);
+    a->tc = NULL;
+    for (int i = 0; i < 4; i++) {
+        if (a->pem[i])
+            OPENSSL_cleanse(a->pem[i], strlen(a->pem[i]));
+        free(a->pem[i]);
+        a->pem[i] = NULL;
+    }
 }
 
 static void attempt_end(struct attempt *a)
@@ -556,10 +962,29 @@ static void attempt_end(struct attempt *a)
     struct px_acme_manager *m = a->m;
     struct lineage *l = a->l;
     int64_t now = px_wall_ms();
+    int took = a->tc != NULL;
     if (a->lock_fd >= 0)
         px_acme_store_unlock(a->lock_fd);
     m->cur = NULL;
     l->running = 0;
+    attempt_release(a);
+    if (a->busy || a->deferred) {
+        /* no attempt was made: neither a failure nor a success */
+        if (a->busy) {
+            l->queued = 1; /* again soon, or at the announcement */
+            l->busy_until_ms = now + BUSY_RETRY_MS;
+        } else {
+            l->defers++;
+            l->queued = 0;
+            l->next_check_ms = now + (int64_t)px_acme_backoff_ms(l->defers, m->retry_ms, m->check_interval_ms);
+            waiters_note(m, l->name, W_FAILED, &a->err);
+        }
+        free(a);
+        if (l->gone)
+            remove_lineage(m, l);
+        kick(m);
+        return;
+    }
     l->last_end_ms = now;
     if (a->saved)
         certs_changed(m);
@@ -589,7 +1014,8 @@ static void attempt_end(struct attempt *a)
         struct tm tm;
         gmtime_r(&na, &tm);
         strftime(exp, sizeof(exp), "%Y-%m-%dT%H:%M:%SZ", &tm);
-        px_log_info("acme %s: certificate version %d installed, valid until %s", l->name, l->disk.version, exp);
+        px_log_info("acme %s: certificate version %d installed%s, valid until %s", l->name, l->disk.version,
+                    took ? " (taken from Redis)" : "", exp);
         char msg[96];
         snprintf(msg, sizeof(msg), "certificate version %d installed, valid until %s", l->disk.version, exp);
         px_metrics_acme_done(l->name, "ok", msg);
@@ -606,10 +1032,11 @@ static void attempt_end(struct attempt *a)
 
 static void run_queue(struct px_acme_manager *m)
 {
-    if (m->cur)
+    if (m->cur || !m->started) /* not before px_acme_manager_start (the privilege drop) */
         return;
+    int64_t now = px_wall_ms();
     for (struct lineage *l = m->lineages; l; l = l->next)
-        if (l->queued && !l->gone) {
+        if (l->queued && !l->gone && l->busy_until_ms <= now) {
             attempt_start(m, l);
             return;
         }
@@ -678,6 +1105,12 @@ static void check(struct px_acme_manager *m, struct lineage *l, int64_t now, int
     ask_window(m, l);
     struct px_acme_sched s = sched_of(m, l, 1);
     int64_t due = px_acme_due_ms(&s), cap = now + (int64_t)m->check_interval_ms;
+    if (m->redis) {
+        /* another instance may have stored a newer one (a missed announcement) */
+        fetch_check(m, l);
+        if (cap > now + RECHECK_MS)
+            cap = now + RECHECK_MS;
+    }
     if (due <= now)
         l->queued = 1;
     l->next_check_ms = due > now && due < cap ? due : cap;
@@ -688,9 +1121,12 @@ static void arm(struct px_acme_manager *m)
     if (!m->started)
         return;
     int64_t now = px_wall_ms(), next = now + (int64_t)m->check_interval_ms;
-    for (struct lineage *l = m->lineages; l; l = l->next)
+    for (struct lineage *l = m->lineages; l; l = l->next) {
         if (!l->running && !l->gone && !l->queued && l->next_check_ms < next)
             next = l->next_check_ms;
+        if (l->queued && !l->running && l->busy_until_ms && l->busy_until_ms < next)
+            next = l->busy_until_ms;
+    }
     int64_t d = next - now;
     if (d < MIN_SLEEP_MS)
         d = MIN_SLEEP_MS;
@@ -868,6 +1304,10 @@ static int copy_conf(struct px_acme_manager *m, const struct px_acme_conf *c)
         m->client_stale = 1;
     if (m->config_dir && !str_eq(m->config_dir, cd))
         m->store_ready = 0;
+    if (m->directory && !str_eq(m->directory, dir)) {
+        free(m->account_id); /* another CA's */
+        m->account_id = NULL;
+    }
     free(m->directory);
     free(m->email);
     free(m->config_dir);
@@ -883,6 +1323,12 @@ static int copy_conf(struct px_acme_manager *m, const struct px_acme_conf *c)
     m->check_interval_ms = c->check_interval_ms;
     m->retry_ms = c->retry_interval_ms;
     m->hook_timeout_ms = c->hook_timeout_ms;
+    m->lock_timeout_ms = c->lock_timeout_ms ? c->lock_timeout_ms : 60000;
+    if (m->redis && !c->storage_redis && m->sh && m->cur == NULL) {
+        px_acme_shared_free(m->sh); /* back to files alone */
+        m->sh = NULL;
+    }
+    m->redis = c->storage_redis;
     return 0;
 }
 
@@ -896,6 +1342,7 @@ struct px_acme_manager *px_acme_manager_new(struct event_base *base, const struc
         goto oom;
     m->base = base;
     m->hooks = *hooks;
+    m->chops = (struct px_acme_challenge_ops){ch_publish, ch_unpublish, m, ch_sync, ch_sync_cancel};
     if (copy_conf(m, conf) < 0 || (m->timer = evtimer_new(base, on_timer, m)) == NULL ||
         (m->kick = event_new(base, -1, 0, on_kick, m)) == NULL)
         goto oom;
@@ -919,6 +1366,8 @@ void px_acme_manager_free(struct px_acme_manager *m)
             px_acme_hooks_cancel(a->hooks);
         if (a->lock_fd >= 0)
             px_acme_store_unlock(a->lock_fd);
+        a->push_account = 0;
+        attempt_release(a);
         free(a);
     }
     while (m->waiters) {
@@ -932,6 +1381,9 @@ void px_acme_manager_free(struct px_acme_manager *m)
         lineage_free(l);
     }
     px_acme_client_free(m->client);
+    px_acme_shared_free(m->sh);
+    OPENSSL_cleanse(m->secret, sizeof(m->secret));
+    free(m->account_id);
     for (size_t i = 0; i < m->nsvcs; i++) {
         free(m->svcs[i].service);
         px_strv_free(m->svcs[i].hosts, m->svcs[i].nhosts);
@@ -1290,4 +1742,30 @@ void px_acme_manager_forget(struct px_acme_manager *m, void *arg)
     for (struct waiter *w = m ? m->waiters : NULL; w; w = w->next)
         if (w->arg == arg)
             w->done = NULL;
+}
+
+/* ---- storage = redis ---- */
+
+int px_acme_manager_set_cluster(struct px_acme_manager *m, struct px_cluster *c, const char *secret_file, char *err,
+                                size_t errlen)
+{
+    m->cluster = c;
+    if (c == NULL || secret_file == NULL)
+        return 0;
+    FILE *f = fopen(secret_file, "rb");
+    if (f == NULL) {
+        snprintf(err, errlen, "[cluster] secret_file %s: %s", secret_file, strerror(errno));
+        return -1;
+    }
+    size_t n = fread(m->secret, 1, sizeof(m->secret), f);
+    fclose(f);
+    if (n < sizeof(m->secret)) {
+        OPENSSL_cleanse(m->secret, sizeof(m->secret));
+        snprintf(err, errlen, "[cluster] secret_file %s: has %zu bytes, needs 32", secret_file, n);
+        return -1;
+    }
+    m->has_secret = 1;
+    if (m->redis)
+        shared(m); /* subscribed before the first check */
+    return 0;
 }

@@ -131,6 +131,8 @@ static void test_defaults(void)
     CHECK(cfg->acme.ca_bundle == NULL);
     CHECK_INT(cfg->acme.retry_interval_ms, 5 * 60000);
     CHECK_INT(cfg->acme.hook_timeout_ms, 5 * 60000);
+    CHECK_INT(cfg->acme.storage_redis, 0);
+    CHECK_INT(cfg->acme.lock_timeout_ms, 60000);
     px_config_free(cfg);
 }
 
