@@ -13,7 +13,9 @@
 #                             (1000000r/s per client IP), to measure what a
 #                             limit costs per request; shared: the same zone with
 #                             `shared = yes` and a [cluster] on the Redis at
-#                             127.0.0.1:PROXYD_REDIS_PORT (6390; run-bench.sh starts it)
+#                             127.0.0.1:PROXYD_REDIS_PORT (6390; run-bench.sh starts it);
+#                             shared-down: the shared zone with a Redis that is
+#                             not there (port 9: the local fallback's cost)
 #   PROXYD_METRICS (0)        1: metrics_listen on 127.0.0.1:PROXYD_METRICS_PORT
 #                             (9146), to measure what the metrics cost per request
 #   PROXYD_BUFFER ()          yes/no: the service's buffer_requests (unset: the
@@ -52,10 +54,14 @@ conf=$dir/proxyd.ini
     echo "session_timeout = 0"
     echo "session_tickets = no"
   fi
-  if [[ "${PROXYD_LIMIT:-0}" == shared ]]; then
+  if [[ "${PROXYD_LIMIT:-0}" == shared* ]]; then
     echo
     echo "[cluster]"
-    echo "redis = redis://127.0.0.1:${PROXYD_REDIS_PORT:-6390}/0"
+    if [[ "${PROXYD_LIMIT}" == shared-down ]]; then
+      echo "redis = redis://127.0.0.1:9/0"
+    else
+      echo "redis = redis://127.0.0.1:${PROXYD_REDIS_PORT:-6390}/0"
+    fi
     echo "instance = ${PROXYD_INSTANCE:-proxyd}"
   fi
   if [[ "${PROXYD_LIMIT:-0}" != 0 ]]; then
@@ -63,7 +69,7 @@ conf=$dir/proxyd.ini
     echo "[limit bench]"
     echo "rate = 1000000r/s"
     echo "burst = 1000000"
-    if [[ "${PROXYD_LIMIT}" == shared ]]; then
+    if [[ "${PROXYD_LIMIT}" == shared* ]]; then
       echo "shared = yes"
     fi
     echo "[route /]"

@@ -19,7 +19,8 @@
 #                  this script starts on 127.0.0.1:PROXYD_REDIS_PORT (6390, no
 #                  persistence) and stops; `PROXYD_LIMIT=1 BASE_LIMIT=shared
 #                  PROXYD_BASE=build/proxyd` compares a local zone (the first
-#                  instance) with a shared one in one run
+#                  instance) with a shared one in one run. BASE_LIMIT=shared-down:
+#                  the shared zone with its Redis down (the local fallback)
 #   BASE_BUFFER    yes/no: the second instance's service sets buffer_requests
 #                  (PROXYD_BUFFER in proxyd-bench.sh): with PROXYD_BASE=build/proxyd,
 #                  buffering on against off in one run
