@@ -422,22 +422,6 @@ static json_t *cert_expiry(struct px_acme_manager *m)
     return out;
 }
 
-/* status's "cluster": {"instance", "redis": "up"|"down", "instances": [{"name",
- * "version","pid","listen"}]} (the live ones, as the last heartbeat read them). */
-static json_t *cluster_json(struct px_cluster *cl)
-{
-    const char *const *recs;
-    size_t n = px_cluster_instances(cl, &recs);
-    json_t *list = json_array();
-    for (size_t i = 0; list && i < n; i++) {
-        json_t *o = json_loads(recs[i], 0, NULL);
-        if (o)
-            json_array_append_new(list, o);
-    }
-    return json_pack("{s:s, s:s, s:o*}", "instance", px_cluster_instance(cl), "redis",
-                     px_cluster_redis_up(cl) ? "up" : "down", "instances", list);
-}
-
 static void h_status(struct px_ctl_env *env, struct ctl_conn *c, const json_t *id, const json_t *args)
 {
     size_t nsvc = px_deployer_each(env->dep, NULL, NULL);
@@ -473,7 +457,7 @@ static void h_status(struct px_ctl_env *env, struct ctl_conn *c, const json_t *i
         json_decref(certs);
     struct px_cluster *cl = px_server_cluster(env->srv);
     if (r && cl)
-        json_object_set_new(r, "cluster", cluster_json(cl));
+        json_object_set_new(r, "cluster", px_cluster_json(cl));
     reply_ok(c, id, r);
 }
 

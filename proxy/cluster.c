@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <jansson.h>
 #include <openssl/sha.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -1553,6 +1554,20 @@ size_t px_cluster_instances(const struct px_cluster *c, const char *const **json
 const char *px_cluster_instance(const struct px_cluster *c)
 {
     return c->instance;
+}
+
+json_t *px_cluster_json(const struct px_cluster *c)
+{
+    const char *const *recs;
+    size_t n = px_cluster_instances(c, &recs);
+    json_t *list = json_array();
+    for (size_t i = 0; list && i < n; i++) {
+        json_t *o = json_loads(recs[i], 0, NULL);
+        if (o)
+            json_array_append_new(list, o);
+    }
+    return json_pack("{s:s, s:s, s:o*}", "instance", px_cluster_instance(c), "redis",
+                     px_cluster_redis_up(c) ? "up" : "down", "instances", list);
 }
 
 int px_cluster_stats(struct px_cluster_stats *out)

@@ -503,18 +503,7 @@ static json_t *deploys_json(void)
 static json_t *cluster_json(void)
 {
     struct px_cluster *cl = live.srv ? px_server_cluster(live.srv) : NULL;
-    if (cl == NULL)
-        return NULL;
-    const char *const *recs;
-    size_t n = px_cluster_instances(cl, &recs);
-    json_t *list = json_array();
-    for (size_t i = 0; list && i < n; i++) {
-        json_t *o = json_loads(recs[i], 0, NULL);
-        if (o)
-            json_array_append_new(list, o);
-    }
-    return json_pack("{s:o, s:s, s:o*}", "instance", jstr(px_cluster_instance(cl)), "redis",
-                     px_cluster_redis_up(cl) ? "up" : "down", "instances", list);
+    return cl ? px_cluster_json(cl) : NULL;
 }
 
 static json_t *status_document(void)

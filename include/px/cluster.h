@@ -69,6 +69,12 @@ int px_cluster_redis_up(const struct px_cluster *c);
 size_t px_cluster_instances(const struct px_cluster *c, const char *const **json);
 /* This instance's name. */
 const char *px_cluster_instance(const struct px_cluster *c);
+/* `proxyctl status`'s and status.json's "cluster": {"instance", "redis":
+ * "up"|"down", "instances": [{"name", "version", "pid", "listen"}]} (the
+ * live ones, as the last heartbeat read them). A new jansson reference, or
+ * NULL (out of memory). Main thread. */
+struct json_t;
+struct json_t *px_cluster_json(const struct px_cluster *c);
 
 /* ---- metrics (px/metrics.h renders them; main thread) ----
  *

@@ -281,6 +281,17 @@ static char **split_names(const char *s, size_t *n)
     return v;
 }
 
+/* An HGETALL's answer: 1 a hash, 0 none (no such key), -1 Redis failed
+ * (err filled). */
+static int hash_reply(const redisReply *reply, char *err, size_t errlen)
+{
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+        snprintf(err, errlen, "%s", reply_err(reply));
+        return -1;
+    }
+    return reply->elements != 0;
+}
+
 static void on_fetch(void *arg, const redisReply *reply)
 {
     struct req *r = arg;
@@ -289,14 +300,9 @@ static void on_fetch(void *arg, const redisReply *reply)
     int rc = -1;
     if (!live(r))
         goto out;
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
-        snprintf(err, sizeof(err), "%s", reply_err(reply));
+    if ((rc = hash_reply(reply, err, sizeof(err))) != 1)
         goto answer;
-    }
-    if (reply->elements == 0) {
-        rc = 0;
-        goto answer;
-    }
+    rc = -1;
     const redisReply *ver = hash_get(reply, "version"), *na = hash_get(reply, "not_after"),
                      *names = hash_get(reply, "names"), *pk = hash_get(reply, "privkey");
     if (ver == NULL || na == NULL || names == NULL || pk == NULL) {
@@ -511,14 +517,9 @@ static void on_account(void *arg, const redisReply *reply)
     char *key = NULL;
     if (!live(r))
         goto out;
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
-        snprintf(err, sizeof(err), "%s", reply_err(reply));
+    if ((rc = hash_reply(reply, err, sizeof(err))) != 1)
         goto answer;
-    }
-    if (reply->elements == 0) {
-        rc = 0;
-        goto answer;
-    }
+    rc = -1;
     const redisReply *id = hash_get(reply, "id"), *pk = hash_get(reply, "private_key"),
                      *regr = hash_get(reply, "regr"), *meta = hash_get(reply, "meta");
     if (id == NULL || pk == NULL || regr == NULL) {

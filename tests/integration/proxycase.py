@@ -1,9 +1,11 @@
 """ProxyTestCase: the unittest base that starts backends and proxies and
 checks them at cleanup. Part of harness.py."""
 
+import subprocess
 import unittest
 
 from backends import RecordingBackend
+from common import SLOW, proxyd_path
 from proxyproc import Proxy
 
 
@@ -39,6 +41,14 @@ class ProxyTestCase(unittest.TestCase):
         self.addCleanup(self._check_sanitizers, p)
         self.addCleanup(p.close)
         return p
+
+    def check_config(self, config):
+        """`proxyd -t` on config (rendered as proxy() would, not started):
+        (exit status, stdout + stderr)."""
+        p = self.proxy(config, start=False)
+        run = subprocess.run([proxyd_path(), "-t", "-c", p.config_path], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20 * SLOW, cwd=p.tmp)
+        return run.returncode, run.stdout.decode() + run.stderr.decode()
 
     SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
                        "WARNING: ThreadSanitizer")

@@ -38,7 +38,7 @@ import time
 import unittest
 
 import pebble
-from harness import (SLOW, ProxyTestCase, RecordingBackend, build_dir, free_port, proxyd_path, tls_config,
+from harness import (SLOW, ProxyTestCase, RecordingBackend, build_dir, free_port, tls_config,
                      wait_until)
 from test_cluster import REDIS, Redis
 
@@ -373,28 +373,22 @@ class HttpOnOtherInstance(AcmeClusterCase):
 
 
 class Config(ProxyTestCase):
-    def check(self, text):
-        p = self.proxy(text, start=False)
-        run = subprocess.run([proxyd_path(), "-t", "-c", p.config_path], stdin=subprocess.DEVNULL,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20 * SLOW, cwd=p.tmp)
-        return run.returncode, run.stdout.decode() + run.stderr.decode()
-
     def test_storage_errors(self):
         acme = "[acme]\nenabled = yes\ndomains = a.test\nconfig_dir = {tmp}/le\nstorage = %s\n"
         base = "[service web]\ntargets = 127.0.0.1:9\n"
-        rc, out = self.check(base + acme % "redis")
+        rc, out = self.check_config(base + acme % "redis")
         self.assertEqual(rc, 1, out)
         self.assertRegex(out, r"proxyd\.ini:\d+: .*storage: redis needs a \[cluster\] section")
         line = [i + 1 for i, l in enumerate(self.proxy(base + acme % "redis", start=False).config_text.splitlines())
                 if l.startswith("storage")][0]
         self.assertIn("proxyd.ini:%d:" % line, out)
-        rc, out = self.check(base + acme % "redis" + "[cluster]\nredis = redis://127.0.0.1:1/0\n")
+        rc, out = self.check_config(base + acme % "redis" + "[cluster]\nredis = redis://127.0.0.1:1/0\n")
         self.assertEqual(rc, 1, out)
         self.assertIn("storage: redis needs [cluster] secret_file", out)
-        rc, out = self.check(base + acme % "s3")
+        rc, out = self.check_config(base + acme % "s3")
         self.assertEqual(rc, 1, out)
         self.assertIn("must be file or redis", out)
-        rc, out = self.check(base + acme % "file" + "lock_timeout = 5s\n")
+        rc, out = self.check_config(base + acme % "file" + "lock_timeout = 5s\n")
         self.assertEqual(rc, 0, out)
 
 

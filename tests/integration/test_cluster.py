@@ -589,30 +589,24 @@ class ClusterMetrics(ClusterCase):
 
 
 class ClusterConfig(ProxyTestCase):
-    def check(self, text):
-        p = self.proxy(text, start=False)
-        run = subprocess.run([proxyd_path(), "-t", "-c", p.config_path], stdin=subprocess.DEVNULL,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20 * SLOW, cwd=p.tmp)
-        return run.returncode, run.stdout.decode() + run.stderr.decode()
-
     def test_errors(self):
         base = "[service web]\ntargets = 127.0.0.1:9\n"
-        rc, out = self.check(base + limit() + "[route /api/]\nlimit = api\n")
+        rc, out = self.check_config(base + limit() + "[route /api/]\nlimit = api\n")
         self.assertEqual(rc, 1, out)
         self.assertIn("shared: [limit api] is shared but there is no [cluster] section", out)
-        rc, out = self.check(base + "[cluster]\nredis = http://x\n")
+        rc, out = self.check_config(base + "[cluster]\nredis = http://x\n")
         self.assertEqual(rc, 1, out)
         self.assertIn("redis: must be redis://HOST:PORT/DB or unix:PATH", out)
         d = tempfile.mkdtemp(prefix="proxyd-secret-")
         self.addCleanup(shutil.rmtree, d, True)
         with open(os.path.join(d, "s"), "wb") as f:
             f.write(b"x" * 31)
-        rc, out = self.check(base + "[cluster]\nsecret_file = %s\n" % os.path.join(d, "s"))
+        rc, out = self.check_config(base + "[cluster]\nsecret_file = %s\n" % os.path.join(d, "s"))
         self.assertEqual(rc, 1, out)
         self.assertIn("has 31 bytes, needs at least 32", out)
         with open(os.path.join(d, "s"), "wb") as f:
             f.write(b"x" * 32)
-        rc, out = self.check(base + "[cluster]\nredis = redis://[::1]:6380/2\nsecret_file = %s\n"
+        rc, out = self.check_config(base + "[cluster]\nredis = redis://[::1]:6380/2\nsecret_file = %s\n"
                              % os.path.join(d, "s") + limit() + "[route /api/]\nlimit = api\n")
         self.assertEqual(rc, 0, out)
 
