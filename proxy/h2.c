@@ -36,6 +36,9 @@
 #define H2_OUT_HIGH (256 * 1024)
 #define H2_READ_MAX (64 * 1024)
 #define H2_CACHE_MAX 64
+/* A response head's fields up to this size are kept in the stream for
+ * nghttp2 to send uncopied; a larger one is copied by nghttp2. */
+#define H2_RBUF_MAX 8192
 /* CVE-2023-44487 (rapid reset): a burst of RST_STREAMs from the client, then
  * so many per second, else GOAWAY(ENHANCE_YOUR_CALM). */
 #define H2_RST_BURST 1000
@@ -60,6 +63,8 @@ struct h2s {
     uint32_t head_in;                 /* decoded field bytes, name + value (the access log's bytes_in) */
     char *buf;                        /* header bytes; q's slices point here */
     uint32_t buflen, bufcap;
+    char *rbuf;                       /* response field bytes nghttp2 sends uncopied (h2_resp_head) */
+    uint32_t rlen, rcap;
     int32_t method_o, path_o, auth_o; /* offsets of pseudo-header values (-1: absent) */
     uint32_t method_l, path_l, auth_l;
     struct evbuffer *resp;            /* response body waiting for DATA frames */
@@ -143,6 +148,7 @@ static struct h2s *stream_new(struct px_h2 *h, int32_t id)
     s->buf = buf;
     s->bufcap = cap;
     s->buflen = 0;
+    s->rlen = 0; /* rbuf and rcap are kept, as buf */
     s->resp = resp;
     s->method_o = s->path_o = s->auth_o = -1;
     s->method_l = s->path_l = s->auth_l = 0;
@@ -163,6 +169,7 @@ static void stream_free(struct h2s *s)
         evbuffer_free(s->hold);
     px_req_release(&s->r);
     free(s->buf);
+    free(s->rbuf);
     free(s);
 }
 
@@ -171,13 +178,98 @@ static void stream_cache(struct px_worker *w, struct h2s *s)
     evbuffer_drain(s->resp, evbuffer_get_length(s->resp));
     if (s->hold)
         evbuffer_drain(s->hold, evbuffer_get_length(s->hold));
-    if (w->h2.nfree >= H2_CACHE_MAX || s->bufcap > 8192) {
+    if (w->h2.nfree >= H2_CACHE_MAX || s->bufcap > 8192 || s->rcap > H2_RBUF_MAX) {
         stream_free(s);
         return;
     }
     s->r.next_free = w->h2.free;
     w->h2.free = s;
     w->h2.nfree++;
+}
+
+/* ---- nghttp2's memory ----
+ *
+ * nghttp2 allocates per stream (the stream, its HEADERS and DATA items,
+ * the field array) and frees it all when the stream ends. With ten and
+ * more streams in flight the same sizes overflow glibc's thread cache
+ * (7 blocks a size), and each went through _int_malloc/_int_free. Blocks
+ * up to 2 KiB go back to a per-worker free list of their size class
+ * instead, H2_MEM_KEEP a class at most (a session is used by its worker
+ * only). The header before a block says its class (H2_MEM_BIG: malloc's,
+ * with its size). */
+#define H2_MEM_HDR 16
+#define H2_MEM_BIG PX_H2_MEM_CLASSES
+#define H2_MEM_KEEP 64
+
+static size_t mem_class(size_t size)
+{
+    size_t c = 0;
+    while (c < H2_MEM_BIG && size > (size_t)64 << c)
+        c++;
+    return c;
+}
+
+static void *mem_malloc(size_t size, void *ud)
+{
+    struct px_h2_ctx *m = ud;
+    size_t c = mem_class(size);
+    unsigned char *p;
+    if (c < H2_MEM_BIG && m->mem_free[c]) {
+        p = m->mem_free[c];
+        memcpy(&m->mem_free[c], p + H2_MEM_HDR, sizeof(void *));
+        m->mem_nfree[c]--;
+        return p + H2_MEM_HDR;
+    }
+    size_t cap = c < H2_MEM_BIG ? (size_t)64 << c : size;
+    if (cap > SIZE_MAX - H2_MEM_HDR || (p = malloc(H2_MEM_HDR + cap)) == NULL)
+        return NULL;
+    uint32_t c32 = (uint32_t)c;
+    memcpy(p, &c32, sizeof(c32));
+    memcpy(p + 8, &cap, sizeof(cap));
+    return p + H2_MEM_HDR;
+}
+
+static void mem_free(void *ptr, void *ud)
+{
+    struct px_h2_ctx *m = ud;
+    if (ptr == NULL)
+        return;
+    unsigned char *p = (unsigned char *)ptr - H2_MEM_HDR;
+    uint32_t c;
+    memcpy(&c, p, sizeof(c));
+    if (c < H2_MEM_BIG && m->mem_nfree[c] < H2_MEM_KEEP) {
+        memcpy(p + H2_MEM_HDR, &m->mem_free[c], sizeof(void *));
+        m->mem_free[c] = p;
+        m->mem_nfree[c]++;
+        return;
+    }
+    free(p);
+}
+
+static void *mem_calloc(size_t n, size_t size, void *ud)
+{
+    if (size && n > SIZE_MAX / size)
+        return NULL;
+    void *p = mem_malloc(n * size, ud);
+    if (p)
+        memset(p, 0, n * size);
+    return p;
+}
+
+static void *mem_realloc(void *ptr, size_t size, void *ud)
+{
+    if (ptr == NULL)
+        return mem_malloc(size, ud);
+    size_t cap;
+    memcpy(&cap, (unsigned char *)ptr - H2_MEM_HDR + 8, sizeof(cap));
+    if (size <= cap)
+        return ptr;
+    void *np = mem_malloc(size, ud);
+    if (np == NULL)
+        return NULL;
+    memcpy(np, ptr, cap);
+    mem_free(ptr, ud);
+    return np;
 }
 
 static void h2_exit(struct px_worker *w)
@@ -188,6 +280,14 @@ static void h2_exit(struct px_worker *w)
         stream_free(s);
     }
     w->h2.nfree = 0;
+    for (size_t c = 0; c < PX_H2_MEM_CLASSES; c++) {
+        while (w->h2.mem_free[c]) {
+            unsigned char *p = w->h2.mem_free[c];
+            memcpy(&w->h2.mem_free[c], p + H2_MEM_HDR, sizeof(void *));
+            free(p);
+        }
+        w->h2.mem_nfree[c] = 0;
+    }
 }
 
 static void stream_unlink(struct px_h2 *h, struct h2s *s)
@@ -295,20 +395,31 @@ static struct adds req_adds(const struct px_worker *w, const struct px_req *r)
 /* Append the headers the response does not have yet (HSTS too: HTTP/2 is
  * always TLS here). Their lowercase names are made once per configuration (set_adds,
  * the route table); lowercased into lower at *used only for an add
- * without one. */
-static size_t put_adds(struct adds ad, nghttp2_nv *nv, size_t n, char *lower, size_t *used, uint64_t present)
+ * without one. own: name and value are both copied into lower (the
+ * stream's rbuf, which nghttp2 does not copy). */
+static size_t put_adds(struct adds ad, nghttp2_nv *nv, size_t n, char *lower, size_t *used, uint64_t present,
+                       int own)
 {
     for (size_t j = 0; j < ad.n; j++) {
         const struct px_hdr_add *a = &ad.a[j];
         if ((present >> j & 1) || a->remove)
             continue;
-        const char *ln = a->lname;
-        if (ln == NULL) {
-            px_lower_copy(lower + *used, a->name, a->name_len);
-            ln = lower + *used;
+        const char *ln = a->lname, *v = a->value;
+        if (ln == NULL || own) {
+            char *d = lower + *used;
+            if (ln)
+                memcpy(d, ln, a->name_len);
+            else
+                px_lower_copy(d, a->name, a->name_len);
+            ln = d;
             *used += a->name_len;
         }
-        nv[n++] = NV(ln, a->name_len, a->value, a->value_len);
+        if (own) {
+            memcpy(lower + *used, v, a->value_len);
+            v = lower + *used;
+            *used += a->value_len;
+        }
+        nv[n++] = NV(ln, a->name_len, v, a->value_len);
     }
     return n;
 }
@@ -340,6 +451,29 @@ static size_t adds_len(struct adds ad)
     for (size_t i = 0; i < ad.n; i++)
         n += ad.a[i].name_len;
     return n;
+}
+
+/* Room for n bytes of response fields that stay put until nghttp2 has sent
+ * the HEADERS frame (or dropped it with its closed stream), so that it
+ * takes them uncopied: the rest of the stream's rbuf, which grows only
+ * while no earlier head of the stream points into it. The stream cache
+ * keeps it. NULL: no room, nghttp2 copies the fields. */
+static char *resp_store(struct h2s *s, size_t n)
+{
+    if (s->rcap - s->rlen >= n)
+        return s->rbuf + s->rlen;
+    if (s->rlen || n > H2_RBUF_MAX)
+        return NULL;
+    uint32_t nc = 1024;
+    while (nc < n)
+        nc *= 2;
+    char *nb = malloc(nc);
+    if (nb == NULL)
+        return NULL;
+    free(s->rbuf);
+    s->rbuf = nb;
+    s->rcap = nc;
+    return nb;
 }
 
 /* Submit a response proxyd makes itself. */
@@ -383,7 +517,7 @@ static void h2_respond(struct px_req *r, int status, const char *body, size_t le
         used += extra[i].name_len;
         nv[n++] = NV(ln, extra[i].name_len, extra[i].value, extra[i].value_len);
     }
-    n = put_adds(ad, nv, n, lower, &used, 0);
+    n = put_adds(ad, nv, n, lower, &used, 0, 0);
     int head = s->r.method == PX_METHOD_HEAD;
     resp_clear(s);
     if (s->unconsumed) {
@@ -424,9 +558,17 @@ static int h2_resp_head(struct px_req *r, const struct px_h1_response *resp, siz
     struct px_worker *w = h->w;
     *passthrough = 0; /* HTTP/2 has its own framing: de-chunk */
     struct adds ad = req_adds(w, r);
-    size_t cap = head_len + adds_len(ad);
+    PX_UNUSED(head_len);
+    size_t need = 3 + PX_HTTP_DATE_LEN;
+    for (size_t i = 0; i < resp->nheaders; i++)
+        need += resp->headers[i].name_len + resp->headers[i].value_len;
+    for (size_t i = 0; i < ad.n; i++)
+        need += ad.a[i].name_len + ad.a[i].value_len;
+    /* own: every name and value goes into the stream's rbuf, and nghttp2
+     * sends them from there (no copy, no second lowercasing) */
+    char *own = resp_store(s, need);
     char stackbuf[8192];
-    char *lower = cap <= sizeof(stackbuf) ? stackbuf : malloc(cap); /* heads over 8 KiB only */
+    char *lower = own ? own : need <= sizeof(stackbuf) ? stackbuf : malloc(need); /* heads over 8 KiB only */
     if (lower == NULL)
         return -1;
     nghttp2_nv nv[H2_NV_MAX];
@@ -435,7 +577,13 @@ static int h2_resp_head(struct px_req *r, const struct px_h1_response *resp, siz
     size_t n = 0, used = 0;
     uint64_t present = 0;
     int has_date = 0;
-    nv[n++] = NV(":status", 7, st, 3);
+    const char *stv = st;
+    if (own) {
+        memcpy(lower, st, 3);
+        stv = lower;
+        used = 3;
+    }
+    nv[n++] = NV(":status", 7, stv, 3);
     for (size_t i = 0; i < resp->nheaders; i++) {
         const struct px_h1_header *hd = &resp->headers[i];
         if (is_hop(hd->name, hd->name_len))
@@ -451,16 +599,34 @@ static int h2_resp_head(struct px_req *r, const struct px_h1_response *resp, siz
         char *ln = lower + used;
         px_lower_copy(ln, hd->name, hd->name_len);
         used += hd->name_len;
-        nv[n++] = NV(ln, hd->name_len, hd->value, hd->value_len);
+        const char *v = hd->value;
+        if (own) {
+            memcpy(lower + used, v, hd->value_len);
+            v = lower + used;
+            used += hd->value_len;
+        }
+        nv[n++] = NV(ln, hd->name_len, v, hd->value_len);
     }
-    if (!has_date) /* RFC 9110 6.6.1: the upstream's Date is kept, a missing one added */
-        nv[n++] = NV("date", 4, px_req_date(w), PX_HTTP_DATE_LEN);
-    n = put_adds(ad, nv, n, lower, &used, present);
+    if (!has_date) { /* RFC 9110 6.6.1: the upstream's Date is kept, a missing one added */
+        const char *dv = px_req_date(w);
+        if (own) {
+            memcpy(lower + used, dv, PX_HTTP_DATE_LEN);
+            dv = lower + used;
+            used += PX_HTTP_DATE_LEN;
+        }
+        nv[n++] = NV("date", 4, dv, PX_HTTP_DATE_LEN);
+    }
+    n = put_adds(ad, nv, n, lower, &used, present, own != NULL);
+    if (own)
+        for (size_t i = 0; i < n; i++)
+            nv[i].flags = NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE;
     int body = r->resp.mode != PX_BODY_NONE;
     r->bytes_out += nv_bytes(nv, n);
     nghttp2_data_provider prd = {.source.ptr = s, .read_callback = data_read};
-    int rv = nghttp2_submit_response(h->ng, s->id, nv, n, body ? &prd : NULL); /* copies nv */
-    if (lower != stackbuf)
+    int rv = nghttp2_submit_response(h->ng, s->id, nv, n, body ? &prd : NULL); /* copies nv (only its array when own) */
+    if (own && rv == 0)
+        s->rlen += (uint32_t)used;
+    else if (!own && lower != stackbuf)
         free(lower);
     if (!body) {
         s->resp_eof = 1;
@@ -1098,7 +1264,8 @@ struct px_h2 *px_h2_new(struct px_worker *w, struct px_sock *sock, const struct 
     /* a backstop only: rst_limit() trips first and says ENHANCE_YOUR_CALM */
     nghttp2_option_set_stream_reset_rate_limit(opt, 2 * H2_RST_BURST, 2 * H2_RST_RATE);
     nghttp2_option_set_max_settings(opt, 32);
-    if (nghttp2_session_server_new2(&h->ng, cb, h, opt) != 0)
+    nghttp2_mem mem = {&w->h2, mem_malloc, mem_free, mem_calloc, mem_realloc}; /* nghttp2 keeps a copy */
+    if (nghttp2_session_server_new3(&h->ng, cb, h, opt, &mem) != 0)
         goto fail;
     nghttp2_session_callbacks_del(cb);
     nghttp2_option_del(opt);

@@ -121,6 +121,37 @@ class Basics(H2Case):
             self.assertEqual((s.status, bytes(s.data)), (200, b"/s%d" % i), s)
         self.assertEqual(len(self.b.wait_requests(60)), 60)
 
+    def test_response_fields_per_stream(self):
+        """Each stream's HEADERS carry its own upstream fields, lowercased,
+        with the added [headers] and the date: many heads in flight at once
+        (nghttp2 sends them from the stream's own storage, uncopied), and a
+        head over 8 KiB (the copied path) among them."""
+        big = "v" * 9000
+
+        def fields(req):
+            hs = [("X-Echo-Path", req.target), ("Content-Type", "text/plain")]
+            if req.target == "/big":
+                hs.append(("X-Big", big))
+            return http_response(200, req.target.encode(), headers=hs)
+
+        p, _ = self.h2_proxy(self.backend(RecordingBackend, response=fields))
+        c = self.client(p)
+        paths = ["/f%d" % i for i in range(40)]
+        paths.insert(20, "/big")
+        sids = {c.request("GET", path): path for path in paths}
+        c.pump(10, lambda: all(c.stream(s).done for s in sids))
+        for sid, path in sids.items():
+            s = c.stream(sid)
+            self.assertEqual((s.status, bytes(s.data)), (200, path.encode()), s)
+            self.assertEqual(s.headers.get_all("x-echo-path"), [path], s)
+            self.assertEqual(s.headers.get_all("content-type"), ["text/plain"], s)
+            self.assertEqual(s.headers.get_all("x-big"), [big] if path == "/big" else [], s)
+            self.assertEqual(len(s.headers.get_all("date")), 1, s)
+            self.assertEqual(s.headers.get_all("strict-transport-security"),
+                             ["max-age=63072000; includeSubDomains; preload"], s)
+            names = [k for k, _ in s.headers]
+            self.assertEqual(names, [k.lower() for k in names], s)
+
     def test_settings(self):
         r = run_tool(["nghttp", "-nv", self.p.https_url("/")])
         out = r.stdout.decode()
