@@ -592,7 +592,7 @@ class MakeRun(ProxyTestCase):
         proc = subprocess.Popen(["sh", os.path.join(repo, "tests", "run-dev.sh")], cwd=repo, env=env,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True, preexec_fn=as_from_a_terminal)
-        self.addCleanup(self._reap, proc)
+        self.addCleanup(self._reap, proc, tmp, backend_port)
 
         def up():
             try:
@@ -602,13 +602,33 @@ class MakeRun(ProxyTestCase):
         self.assertTrue(wait_until(up, 10), "make run did not come up")
         return proc, port, backend_port
 
-    def _reap(self, proc):
+    def _reap(self, proc, tmp, backend_port):
+        """After a failed test: the script is asked to stop (TERM, which it
+        traps to stop proxyd and the backend in order), then killed; then
+        anything still running from this test's config (proxyd and the
+        backend run in sessions of their own, so killing the script's group
+        does not reach them) is killed by PID."""
         if proc.poll() is None:
+            for sig, grace in ((signal.SIGTERM, 20 * SLOW), (signal.SIGKILL, 5)):
+                try:
+                    os.killpg(proc.pid, sig)
+                except OSError:
+                    pass
+                try:
+                    proc.wait(grace)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+        conf = os.path.join(tmp, "dev.ini").encode()
+        backend = b"demo_backend.py\0--host\0127.0.0.1\0--port\0%d\0" % backend_port
+        for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
-                os.killpg(proc.pid, signal.SIGKILL)
+                with open("/proc/%s/cmdline" % pid, "rb") as f:
+                    cmd = f.read()
+                if conf in cmd or backend in cmd:
+                    os.kill(int(pid), signal.SIGKILL)
             except OSError:
                 pass
-            proc.wait(5)
 
     def check_stop(self, sig):
         import tempfile
