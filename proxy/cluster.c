@@ -1275,6 +1275,8 @@ struct px_cluster {
     size_t ninst;
     int beat_out;
     uint64_t beat_ms;           /* when the outstanding heartbeat went out */
+    unsigned char secret[32];   /* secret_file's key (has_secret) */
+    int has_secret;
 };
 
 static void free_instances(struct px_cluster *c)
@@ -1343,6 +1345,23 @@ static void main_up(struct rconn *rc)
     c->beat_out = 0;
     c->last_write_ms = 0;       /* a restarted Redis hears from us at once */
     beat(c);
+}
+
+int px_cluster_read_secret(const char *path, unsigned char key[32], char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    size_t n = fread(key, 1, 32, f);
+    fclose(f);
+    if (n < 32) {
+        explicit_bzero(key, 32);
+        snprintf(err, errlen, "%s has %zu bytes, needs at least 32 (head -c 32 /dev/urandom > FILE)", path, n);
+        return -1;
+    }
+    return 0;
 }
 
 static char *read_password(const char *path, char *err, size_t errlen)
@@ -1449,6 +1468,14 @@ struct px_cluster *px_cluster_start(struct event_base *main_base, const struct p
     }
     if (cc->password_file && (g.password = read_password(cc->password_file, err, errlen)) == NULL)
         goto fail;
+    if (cc->secret_file) {
+        char why[512];
+        if (px_cluster_read_secret(cc->secret_file, c->secret, why, sizeof(why)) < 0) {
+            snprintf(err, errlen, "[cluster] secret_file: %s", why);
+            goto fail;
+        }
+        c->has_secret = 1;
+    }
     if ((g.prefix = strdup(cc->key_prefix)) == NULL)
         goto oom;
     g.prefix_len = strlen(g.prefix);
@@ -1496,8 +1523,10 @@ struct px_cluster *px_cluster_start(struct event_base *main_base, const struct p
 oom:
     snprintf(err, errlen, "out of memory");
 fail:
-    if (c)
+    if (c) {
         free(c->instance);
+        explicit_bzero(c->secret, sizeof(c->secret));
+    }
     free(c);
     if (g.password) {
         explicit_bzero(g.password, strlen(g.password));
@@ -1523,6 +1552,7 @@ void px_cluster_free(struct px_cluster *c)
     }
     free_instances(c);
     free(c->instance);
+    explicit_bzero(c->secret, sizeof(c->secret));
     free(c);
     px_limit_set_remote(NULL);
     px_challenge_set_remote(NULL);
@@ -1554,6 +1584,11 @@ size_t px_cluster_instances(const struct px_cluster *c, const char *const **json
 const char *px_cluster_instance(const struct px_cluster *c)
 {
     return c->instance;
+}
+
+const unsigned char *px_cluster_secret(const struct px_cluster *c)
+{
+    return c->has_secret ? c->secret : NULL;
 }
 
 json_t *px_cluster_json(const struct px_cluster *c)

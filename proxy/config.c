@@ -1881,29 +1881,6 @@ static int check_routes(struct pctx *pc)
     return 1;
 }
 
-/* secret_file: its first 32 bytes are the key, read here so that -t and a
- * reload see a short one. */
-static int finish_cluster(struct pctx *pc)
-{
-    struct px_config *cfg = pc->cfg;
-
-    if (cfg->cluster.present && cfg->cluster.secret_file) {
-        unsigned char key[32];
-        FILE *f = fopen(cfg->cluster.secret_file, "rb");
-        if (f == NULL)
-            return fail(pc, cfg->cluster.secret_line, "secret_file: %s: %s", cfg->cluster.secret_file,
-                        strerror(errno));
-        size_t n = fread(key, 1, sizeof(key), f);
-        fclose(f);
-        explicit_bzero(key, sizeof(key));
-        if (n < sizeof(key))
-            return fail(pc, cfg->cluster.secret_line,
-                        "secret_file: %s has %zu bytes, needs at least 32 (head -c 32 /dev/urandom > FILE)",
-                        cfg->cluster.secret_file, n);
-    }
-    return 1;
-}
-
 static int finish(struct pctx *pc)
 {
     static const struct px_header_conf defaults[] = {
@@ -1921,8 +1898,6 @@ static int finish(struct pctx *pc)
             return fail(pc, cfg->limits[i].line, "shared: [limit %s] is shared but there is no [cluster] section",
                         cfg->limits[i].name);
     }
-    if (!finish_cluster(pc))
-        return 0;
     if (cfg->acme.storage_redis && !cfg->cluster.present)
         return fail(pc, cfg->acme.storage_line, "storage: redis needs a [cluster] section");
     if (cfg->acme.storage_redis && !cfg->cluster.secret_file)

@@ -60,7 +60,6 @@ struct px_server {
     struct px_monitor *monitor;    /* active health checks of every served target */
     struct px_acme_manager *acme;  /* [acme] enabled: lineages, renewals, the token table */
     struct px_cluster *cluster;    /* [cluster]: shared zones, heartbeats (its settings stay until a restart) */
-    char *cluster_secret;          /* its secret_file, for an [acme] manager made by a reload */
     struct px_carry carry;         /* what outlives a reload (px/carry.h): every rebuild takes it */
     char *pid_file;                /* written at start, removed at exit if it still names us */
     uint64_t cert_sig;             /* the services' own certificates the TLS part serves (a hash) */
@@ -265,8 +264,7 @@ static int acme_new(struct px_server *s, const struct px_acme_conf *acme, char *
     struct px_acme_manager_hooks h = {hook_certs_changed, s};
     if ((s->acme = px_acme_manager_new(s->base, acme, &h, err, errlen)) == NULL)
         return -1;
-    if (s->cluster && px_acme_manager_set_cluster(s->acme, s->cluster, s->cluster_secret, err, errlen) < 0)
-        px_log_error("acme: %s (storage = redis orders nothing until a restart)", err);
+    px_acme_manager_set_cluster(s->acme, s->cluster);
     sync_acme_services(s);
     return 0;
 }
@@ -854,6 +852,17 @@ int px_server_check(const char *config_path, char *err, size_t errlen)
         px_config_free(cfg);
         return -1;
     }
+    /* what start reads before the privilege drop: secret_file */
+    if (cfg->cluster.present && cfg->cluster.secret_file) {
+        unsigned char key[32];
+        int rc = px_cluster_read_secret(cfg->cluster.secret_file, key, msg, sizeof(msg));
+        explicit_bzero(key, sizeof(key));
+        if (rc < 0) {
+            snprintf(err, errlen, "%s:%d: secret_file: %s", config_path, cfg->cluster.secret_line, msg);
+            px_config_free(cfg);
+            return -1;
+        }
+    }
     /* like nginx -t: also load the certificates */
     struct px_routes *r = px_routes_build(cfg, NULL, msg, sizeof(msg)); /* nothing to carry: it exits */
     if (r == NULL) {
@@ -1127,13 +1136,8 @@ static struct px_server *server_new(const char *config_path, struct px_upgrade_i
                  a->ss.ss_family == AF_INET6 ? "]" : "", addr_port(a));
         if ((s->cluster = px_cluster_start(s->base, &c0->cluster, where, s->nworkers, err, errlen)) == NULL)
             goto fail;
-        if (c0->cluster.secret_file && (s->cluster_secret = strdup(c0->cluster.secret_file)) == NULL) {
-            snprintf(err, errlen, "out of memory");
-            goto fail;
-        }
-        /* [acme] storage = redis: secret_file is read before the drop */
-        if (s->acme && px_acme_manager_set_cluster(s->acme, s->cluster, s->cluster_secret, err, errlen) < 0)
-            goto fail;
+        if (s->acme) /* made before the cluster: [acme] storage = redis needs it */
+            px_acme_manager_set_cluster(s->acme, s->cluster);
     }
     make_parent(c0->control_socket, user ? uid : (uid_t)-1, gid);
     if (inh->control_fd >= 0) {
@@ -1272,7 +1276,6 @@ void px_server_free(struct px_server *s)
     px_metrics_free(s->metrics);
     px_acme_manager_free(s->acme);
     px_cluster_free(s->cluster); /* the workers are joined */
-    free(s->cluster_secret);
     px_deployer_free(s->deployer);
     px_upgrade_free(s->upgrade);
     struct event *evs[] = {s->sig_hup, s->sig_term, s->sig_int, s->sig_usr1, s->sig_usr2, s->reap_timer,

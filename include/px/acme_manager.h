@@ -119,13 +119,11 @@ size_t px_acme_manager_served(const struct px_acme_manager *m);
 struct px_tls *px_acme_manager_build_tls(struct px_acme_manager *m, const struct px_tls_conf *conf,
                                          const struct px_tls_sessions *sessions, char *err, size_t errlen);
 
-/* [acme] storage = redis: the cluster whose Redis keeps the lineages, and
- * the key that seals private keys there (the first 32 bytes of
- * secret_file, read now: call it before the privilege drop). Without it
- * (c NULL), storage = redis orders nothing. 0, or -1 with a message. */
+/* [acme] storage = redis: the cluster whose Redis keeps the lineages; its
+ * secret_file's key (px_cluster_secret) seals the private keys there.
+ * Without a cluster or a key, storage = redis orders nothing. */
 struct px_cluster;
-int px_acme_manager_set_cluster(struct px_acme_manager *m, struct px_cluster *c, const char *secret_file, char *err,
-                                size_t errlen);
+void px_acme_manager_set_cluster(struct px_acme_manager *m, struct px_cluster *c);
 
 /* `cert status`: {"certificates":[...]}: the [tls] files (source "file")
  * then the lineages (source "acme"); see px/control.h for the fields. m

@@ -69,6 +69,14 @@ int px_cluster_redis_up(const struct px_cluster *c);
 size_t px_cluster_instances(const struct px_cluster *c, const char *const **json);
 /* This instance's name. */
 const char *px_cluster_instance(const struct px_cluster *c);
+/* [cluster] secret_file's key (its first 32 bytes), read by
+ * px_cluster_start before the privilege drop and kept for the process
+ * lifetime (a reload never reads the file again: it may be root's only);
+ * NULL without secret_file. */
+const unsigned char *px_cluster_secret(const struct px_cluster *c);
+/* Read path's first 32 bytes into key: 0, or -1 with a message (it cannot
+ * be read, or it is shorter). px_cluster_start's, and `proxyd -t`'s check. */
+int px_cluster_read_secret(const char *path, unsigned char key[32], char *err, size_t errlen);
 /* `proxyctl status`'s and status.json's "cluster": {"instance", "redis":
  * "up"|"down", "instances": [{"name", "version", "pid", "listen"}]} (the
  * live ones, as the last heartbeat read them). A new jansson reference, or

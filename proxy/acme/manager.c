@@ -23,6 +23,7 @@
 #include "px/config.h"
 #include "px/log.h"
 #include "px/tls.h"
+#include "px/cluster.h"
 #include "shared.h"
 
 #define OBTAIN_TIMEOUT_MS (5 * 60 * 1000) /* one order, all in: generous for a slow CA */
@@ -173,8 +174,6 @@ struct px_acme_manager {
     int redis;
     uint64_t lock_timeout_ms;
     struct px_cluster *cluster;  /* NULL: none yet (nothing is ordered) */
-    unsigned char secret[32];
-    int has_secret;
     struct px_acme_shared *sh;   /* made when first needed */
     int redis_down_logged;
     char *account_id;            /* the account Redis has (NULL: any) */
@@ -638,9 +637,10 @@ static void on_resync(void *arg);
 /* The Redis side, made when first needed; NULL without a cluster. */
 static struct px_acme_shared *shared(struct px_acme_manager *m)
 {
-    if (!m->redis || m->cluster == NULL || !m->has_secret)
+    const unsigned char *key = m->cluster ? px_cluster_secret(m->cluster) : NULL;
+    if (!m->redis || key == NULL)
         return NULL;
-    if (m->sh == NULL && (m->sh = px_acme_shared_new(m->cluster, m->secret, on_announce, on_resync, m)) == NULL)
+    if (m->sh == NULL && (m->sh = px_acme_shared_new(m->cluster, key, on_announce, on_resync, m)) == NULL)
         px_log_error("acme: out of memory for the Redis storage");
     return m->sh;
 }
@@ -1382,7 +1382,6 @@ void px_acme_manager_free(struct px_acme_manager *m)
     }
     px_acme_client_free(m->client);
     px_acme_shared_free(m->sh);
-    OPENSSL_cleanse(m->secret, sizeof(m->secret));
     free(m->account_id);
     for (size_t i = 0; i < m->nsvcs; i++) {
         free(m->svcs[i].service);
@@ -1746,26 +1745,9 @@ void px_acme_manager_forget(struct px_acme_manager *m, void *arg)
 
 /* ---- storage = redis ---- */
 
-int px_acme_manager_set_cluster(struct px_acme_manager *m, struct px_cluster *c, const char *secret_file, char *err,
-                                size_t errlen)
+void px_acme_manager_set_cluster(struct px_acme_manager *m, struct px_cluster *c)
 {
     m->cluster = c;
-    if (c == NULL || secret_file == NULL)
-        return 0;
-    FILE *f = fopen(secret_file, "rb");
-    if (f == NULL) {
-        snprintf(err, errlen, "[cluster] secret_file %s: %s", secret_file, strerror(errno));
-        return -1;
-    }
-    size_t n = fread(m->secret, 1, sizeof(m->secret), f);
-    fclose(f);
-    if (n < sizeof(m->secret)) {
-        OPENSSL_cleanse(m->secret, sizeof(m->secret));
-        snprintf(err, errlen, "[cluster] secret_file %s: has %zu bytes, needs 32", secret_file, n);
-        return -1;
-    }
-    m->has_secret = 1;
     if (m->redis)
         shared(m); /* subscribed before the first check */
-    return 0;
 }

@@ -502,6 +502,19 @@ class Privileges(ProxyTestCase):
         self.assertEqual(get(p.port, "/").status, 200)
         self.assertEqual(len(p.wait_access_log(1)), 1)
 
+    @unittest.skipUnless(os.geteuid() == 0, "needs root (to drop to nobody)")
+    def test_user_root_only_secret_file_read_once(self):
+        """[cluster] secret_file as a key belongs: root's, 0600. It is read at
+        start, before the drop, and a reload does not read it again (it
+        failed every reload with "Permission denied")."""
+        def secret(p):
+            fd = os.open(os.path.join(p.tmp, "secret"), os.O_CREAT | os.O_WRONLY, 0o600)
+            os.write(fd, os.urandom(32))
+            os.close(fd)
+        p = self.user_proxy("[cluster]\nredis = redis://127.0.0.1:9/0\nsecret_file = {tmp}/secret\n", secret)
+        self.assertIn("configuration reloaded", self.sighup_result(p))
+        self.assertEqual(get(p.port, "/").status, 200)
+
     def test_unknown_user_fails_start(self):
         if os.geteuid() != 0:
             # without root there is nothing to drop: the key is accepted and ignored
