@@ -20,6 +20,7 @@
 #include "px/common.h"
 #include "px/config.h"
 #include "px/limit.h"
+#include "px/list.h"
 #include "px/log.h"
 #include "px/parse.h"
 #include "px/stats.h"
@@ -226,11 +227,11 @@ struct rconn {
     struct event retry;         /* reconnect */
     struct event timer;         /* the oldest check's deadline (workers) */
     struct event ping;          /* PING while down (workers) */
-    struct pend *head, *tail;   /* checks waiting, oldest first (deadline order) */
-    struct pend *free;          /* a cache of spare ones */
+    struct px_list waiting;     /* checks (struct pend) waiting, oldest first (deadline order) */
+    struct px_list spare;       /* a cache of spare ones */
     void (*on_up)(struct rconn *rc);
-    struct tpend *thead, *ttail; /* token lookups waiting, oldest first (workers) */
-    struct tpend *tfree;
+    struct px_list twaiting;    /* token lookups (struct tpend) waiting, oldest first (workers) */
+    struct px_list tspare;
     struct event ttimer;        /* the oldest lookup's deadline */
     struct cl_block *st;        /* this thread's counters */
 };
@@ -238,7 +239,7 @@ struct rconn {
 /* A check in flight. Freed (to the cache) only by its reply callback:
  * hiredis calls it exactly once, with NULL when the connection goes. */
 struct pend {
-    struct pend *next, *prev;   /* waiting list; `next` chains the cache */
+    struct px_list_node link;   /* on rc->waiting (`waiting` set) or rc->spare */
     struct rconn *rc;
     px_limit_done_fn done;
     void *arg;                  /* NULL: answered (timeout) or cancelled: the reply is dropped */
@@ -253,6 +254,20 @@ struct pend {
 };
 
 static __thread struct rconn *tl_conn; /* this worker's */
+
+#define PEND(node) px_list_entry((node), struct pend, link)
+#define TPEND(node) px_list_entry((node), struct tpend, link)
+
+/* Arm ev for deadline_ms (half a millisecond late, never early) unless it
+ * is armed: the waiting lists' oldest deadline. */
+static void arm_deadline(struct event *ev, uint64_t deadline_ms)
+{
+    if (evtimer_pending(ev, NULL))
+        return;
+    uint64_t now = px_now_ms(), d = deadline_ms > now ? deadline_ms - now : 0;
+    struct timeval tv = {(time_t)(d / 1000), (suseconds_t)(d % 1000) * 1000 + 500};
+    evtimer_add(ev, &tv);
+}
 
 static void rconn_connect(struct rconn *rc);
 
@@ -593,25 +608,15 @@ static void wait_unlink(struct rconn *rc, struct pend *p)
 {
     if (!p->waiting)
         return;
-    if (p->prev)
-        p->prev->next = p->next;
-    else
-        rc->head = p->next;
-    if (p->next)
-        p->next->prev = p->prev;
-    else
-        rc->tail = p->prev;
-    p->next = p->prev = NULL;
+    px_list_remove(&rc->waiting, &p->link);
     p->waiting = 0;
 }
 
 static void arm_timer(struct rconn *rc)
 {
-    if (rc->head == NULL || evtimer_pending(&rc->timer, NULL))
-        return;
-    uint64_t now = px_now_ms(), d = rc->head->deadline_ms > now ? rc->head->deadline_ms - now : 0;
-    struct timeval tv = {(time_t)(d / 1000), (suseconds_t)(d % 1000) * 1000 + 500};
-    evtimer_add(&rc->timer, &tv);
+    struct pend *p = PEND(px_list_first(&rc->waiting));
+    if (p)
+        arm_deadline(&rc->timer, p->deadline_ms);
 }
 
 /* Answer p on the local arenas (Redis down or late). */
@@ -632,13 +637,14 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     struct rconn *rc = arg;
     uint64_t now = px_now_ms();
     int late = 0;
-    while (rc->head && rc->head->deadline_ms <= now) {
+    struct pend *p;
+    while ((p = PEND(px_list_first(&rc->waiting))) != NULL && p->deadline_ms <= now) {
         if (!late) {
             late = 1;
             set_down(rc, "did not answer in time");
         }
         count_err(rc->st, PX_CLUSTER_ERR_TIMEOUT);
-        answer_local(rc->head); /* unlinks it; its reply is dropped when it comes */
+        answer_local(p); /* unlinks it; its reply is dropped when it comes */
     }
     arm_timer(rc);
 }
@@ -674,13 +680,20 @@ static int key_text(const struct px_limit_key *k, char *out, size_t len)
 
 static void on_limit_reply(redisAsyncContext *ac, void *reply, void *priv);
 
+/* RESP's "*N\r\n" (an array) or "$N\r\n" (a bulk string's head) */
+static char *put_len(char *o, char type, uint64_t n)
+{
+    *o++ = type;
+    o = put_u64(o, n);
+    *o++ = '\r';
+    *o++ = '\n';
+    return o;
+}
+
 /* "$LEN\r\n" s "\r\n" */
 static char *put_bulk(char *o, const char *s, size_t len)
 {
-    *o++ = '$';
-    o = put_u64(o, len);
-    *o++ = '\r';
-    *o++ = '\n';
+    o = put_len(o, '$', len);
     memcpy(o, s, len);
     o += len;
     *o++ = '\r';
@@ -758,24 +771,13 @@ static int send_check(struct rconn *rc, struct pend *p, int full)
     }
     if (need > sizeof(buf))
         return send_check_argv(rc, p, 0, ip);
-    *o++ = '*';
-    o = put_u64(o, 3 + 4 * (uint64_t)p->ns);
-    *o++ = '\r';
-    *o++ = '\n';
+    o = put_len(o, '*', 3 + 4 * (uint64_t)p->ns);
     memcpy(o, g.head, g.head_len); /* $7 EVALSHA $40 SHA */
     o += g.head_len;
-    *o++ = '$';
-    *o++ = '1';
-    *o++ = '\r';
-    *o++ = '\n';
-    *o++ = (char)('0' + p->ns); /* ns <= MAX_ZONES < 10 */
-    *o++ = '\r';
-    *o++ = '\n';
+    char nk = (char)('0' + p->ns); /* ns <= MAX_ZONES < 10 */
+    o = put_bulk(o, &nk, 1);
     for (size_t i = 0; i < p->ns; i++) { /* PREFIX "l:" ZONE ":" ADDRESS */
-        *o++ = '$';
-        o = put_u64(o, g.prefix_len + 2 + ziplen[i] + 1 + iplen);
-        *o++ = '\r';
-        *o++ = '\n';
+        o = put_len(o, '$', g.prefix_len + 2 + ziplen[i] + 1 + iplen);
         memcpy(o, g.prefix, g.prefix_len);
         o += g.prefix_len;
         *o++ = 'l';
@@ -805,8 +807,7 @@ static void pend_put(struct rconn *rc, struct pend *p)
 {
     wait_unlink(rc, p);
     p->arg = NULL;
-    p->next = rc->free;
-    rc->free = p;
+    px_list_insert_head(&rc->spare, &p->link);
 }
 
 /* The shared zones passed: charge the local ones; the longest delay wins
@@ -925,8 +926,8 @@ static enum px_limit_verdict remote_check(struct px_limit_zone *const *zones, si
             return PX_LIMIT_REJECT;
         }
     }
-    if ((p = rc->free) != NULL)
-        rc->free = p->next;
+    if ((p = PEND(px_list_first(&rc->spare))) != NULL)
+        px_list_remove(&rc->spare, &p->link);
     else if ((p = calloc(1, sizeof(*p))) == NULL)
         goto local;
     memcpy(p->sidx, sidx, ns);
@@ -939,11 +940,8 @@ static enum px_limit_verdict remote_check(struct px_limit_zone *const *zones, si
     p->zones = zones;
     p->n = n;
     p->key = *k;
-    p->next = p->prev = NULL;
     if (send_check(rc, p, 0) < 0) {
-        p->arg = NULL;
-        p->next = rc->free;
-        rc->free = p;
+        pend_put(rc, p);
         set_down(rc, "cannot be reached");
         fallback = 1;
         goto local;
@@ -951,12 +949,7 @@ static enum px_limit_verdict remote_check(struct px_limit_zone *const *zones, si
     p->sent_us = px_now_us();
     p->deadline_ms = p->sent_us / 1000 + g.timeout_ms;
     p->waiting = 1;
-    p->prev = rc->tail;
-    if (rc->tail)
-        rc->tail->next = p;
-    else
-        rc->head = p;
-    rc->tail = p;
+    px_list_insert_tail(&rc->waiting, &p->link);
     arm_timer(rc);
     return PX_LIMIT_LATER;
 
@@ -972,12 +965,15 @@ static void remote_cancel(struct px_limit_zone *const *zones, size_t n, void *ar
     struct rconn *rc = tl_conn;
     if (rc == NULL)
         return;
-    for (struct pend *p = rc->head; p; p = p->next)
+    struct px_list_node *node;
+    px_list_foreach(&rc->waiting, node) {
+        struct pend *p = PEND(node);
         if (p->arg == arg) {
             p->arg = NULL;      /* the reply frees it */
             wait_unlink(rc, p);
             return;
         }
+    }
 }
 
 static const struct px_limit_ops remote_ops = {
@@ -997,7 +993,7 @@ static const struct px_limit_ops remote_ops = {
 /* A lookup in flight. Freed (to the cache) only by its reply callback,
  * which hiredis calls exactly once (NULL when the connection goes). */
 struct tpend {
-    struct tpend *next, *prev;  /* waiting list; `next` chains the cache */
+    struct px_list_node link;   /* on rc->twaiting (`waiting` set) or rc->tspare */
     struct rconn *rc;
     px_challenge_done_fn done;
     void *arg;                  /* NULL: answered (timeout) or cancelled: the reply is dropped */
@@ -1009,15 +1005,7 @@ static void token_unlink(struct rconn *rc, struct tpend *p)
 {
     if (!p->waiting)
         return;
-    if (p->prev)
-        p->prev->next = p->next;
-    else
-        rc->thead = p->next;
-    if (p->next)
-        p->next->prev = p->prev;
-    else
-        rc->ttail = p->prev;
-    p->next = p->prev = NULL;
+    px_list_remove(&rc->twaiting, &p->link);
     p->waiting = 0;
 }
 
@@ -1025,17 +1013,14 @@ static void token_put(struct rconn *rc, struct tpend *p)
 {
     token_unlink(rc, p);
     p->arg = NULL;
-    p->next = rc->tfree;
-    rc->tfree = p;
+    px_list_insert_head(&rc->tspare, &p->link);
 }
 
 static void token_arm(struct rconn *rc)
 {
-    if (rc->thead == NULL || evtimer_pending(&rc->ttimer, NULL))
-        return;
-    uint64_t now = px_now_ms(), d = rc->thead->deadline_ms > now ? rc->thead->deadline_ms - now : 0;
-    struct timeval tv = {(time_t)(d / 1000), (suseconds_t)(d % 1000) * 1000 + 500};
-    evtimer_add(&rc->ttimer, &tv);
+    struct tpend *p = TPEND(px_list_first(&rc->twaiting));
+    if (p)
+        arm_deadline(&rc->ttimer, p->deadline_ms);
 }
 
 static void on_token_timer(evutil_socket_t fd, short what, void *arg)
@@ -1043,8 +1028,8 @@ static void on_token_timer(evutil_socket_t fd, short what, void *arg)
     struct rconn *rc = arg;
     uint64_t now = px_now_ms();
     int late = 0;
-    while (rc->thead && rc->thead->deadline_ms <= now) {
-        struct tpend *p = rc->thead;
+    struct tpend *p;
+    while ((p = TPEND(px_list_first(&rc->twaiting))) != NULL && p->deadline_ms <= now) {
         px_challenge_done_fn done = p->done;
         void *parg = p->arg;
         count_err(rc->st, PX_CLUSTER_ERR_TIMEOUT);
@@ -1094,32 +1079,24 @@ static int token_lookup(const char *token, size_t len, px_challenge_done_fn done
     memcpy(key, g.prefix, g.prefix_len);
     memcpy(key + g.prefix_len, "acme:token:", 11);
     memcpy(key + g.prefix_len + 11, token, len);
-    if ((p = rc->tfree) != NULL)
-        rc->tfree = p->next;
+    if ((p = TPEND(px_list_first(&rc->tspare))) != NULL)
+        px_list_remove(&rc->tspare, &p->link);
     else if ((p = calloc(1, sizeof(*p))) == NULL)
         return -1;
     p->rc = rc;
     p->done = done;
     p->arg = arg;
-    p->next = p->prev = NULL;
     p->waiting = 0;
     const char *argv[] = {"GET", key};
     size_t argvlen[] = {3, g.prefix_len + 11 + len};
     if (redisAsyncCommandArgv(rc->ac, on_token_reply, p, 2, argv, argvlen) != REDIS_OK) {
-        p->arg = NULL;
-        p->next = rc->tfree;
-        rc->tfree = p;
+        token_put(rc, p);
         return -1;
     }
     px_stats_inc(&rc->st->commands);
     p->deadline_ms = px_now_ms() + g.timeout_ms;
     p->waiting = 1;
-    p->prev = rc->ttail;
-    if (rc->ttail)
-        rc->ttail->next = p;
-    else
-        rc->thead = p;
-    rc->ttail = p;
+    px_list_insert_tail(&rc->twaiting, &p->link);
     token_arm(rc);
     return PX_CHALLENGE_LATER;
 }
@@ -1129,12 +1106,15 @@ static void token_cancel(void *arg)
     struct rconn *rc = tl_conn;
     if (rc == NULL)
         return;
-    for (struct tpend *p = rc->thead; p; p = p->next)
+    struct px_list_node *node;
+    px_list_foreach(&rc->twaiting, node) {
+        struct tpend *p = TPEND(node);
         if (p->arg == arg) {
             p->arg = NULL;      /* the reply frees it */
             token_unlink(rc, p);
             return;
         }
+    }
 }
 
 static const struct px_challenge_remote token_ops = {
@@ -1146,18 +1126,19 @@ static const struct px_challenge_remote token_ops = {
  * reaches the requests), and the cache after (the replies returned theirs). */
 static void token_drop(struct rconn *rc)
 {
-    for (struct tpend *p = rc->thead; p; p = p->next)
+    struct tpend *p;
+    while ((p = TPEND(px_list_first(&rc->twaiting))) != NULL) {
         p->arg = NULL;
-    while (rc->thead)
-        token_unlink(rc, rc->thead);
+        token_unlink(rc, p);
+    }
     evtimer_del(&rc->ttimer);
 }
 
 static void token_free_cache(struct rconn *rc)
 {
-    while (rc->tfree) {
-        struct tpend *p = rc->tfree;
-        rc->tfree = p->next;
+    struct tpend *p;
+    while ((p = TPEND(px_list_first(&rc->tspare))) != NULL) {
+        px_list_remove(&rc->tspare, &p->link);
         free(p);
     }
 }
@@ -1232,10 +1213,11 @@ static void w_exit(struct px_worker *w)
         return;
     g.conns[w->id] = NULL;
     /* the requests are going: no answer reaches them */
-    for (struct pend *p = rc->head; p; p = p->next)
+    struct pend *p;
+    while ((p = PEND(px_list_first(&rc->waiting))) != NULL) {
         p->arg = NULL;
-    while (rc->head)
-        wait_unlink(rc, rc->head);
+        wait_unlink(rc, p);
+    }
     token_drop(rc);
     evtimer_del(&rc->retry);
     evtimer_del(&rc->timer);
@@ -1248,9 +1230,8 @@ static void w_exit(struct px_worker *w)
     }
     if (!rc->up && rc->counted)
         atomic_fetch_sub(&ndown, 1);
-    while (rc->free) {
-        struct pend *p = rc->free;
-        rc->free = p->next;
+    while ((p = PEND(px_list_first(&rc->spare))) != NULL) {
+        px_list_remove(&rc->spare, &p->link);
         free(p);
     }
     token_free_cache(rc);
@@ -1351,7 +1332,8 @@ int px_cluster_read_secret(const char *path, unsigned char key[32], char *err, s
 {
     FILE *f = fopen(path, "rb");
     if (f == NULL) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        char why[256];
+        snprintf(err, errlen, "%s: %s", path, px_open_error(path, errno, why, sizeof(why)));
         return -1;
     }
     size_t n = fread(key, 1, 32, f);
@@ -1369,7 +1351,8 @@ static char *read_password(const char *path, char *err, size_t errlen)
     char buf[1024];
     FILE *f = fopen(path, "r");
     if (f == NULL) {
-        snprintf(err, errlen, "[cluster] password_file %s: %s", path, strerror(errno));
+        char why[256];
+        snprintf(err, errlen, "[cluster] password_file %s: %s", path, px_open_error(path, errno, why, sizeof(why)));
         return NULL;
     }
     size_t n = fread(buf, 1, sizeof(buf) - 1, f);

@@ -370,6 +370,13 @@ static void render_control(struct evbuffer *o)
     result_counts_render(o, "proxyd_acme_renewals_total", "lineage", &acounts);
 }
 
+static void fallback_sample(struct evbuffer *o, const char *zone, uint64_t n)
+{
+    evbuffer_add_printf(o, "proxyd_cluster_fallbacks_total{zone=\"");
+    esc(o, zone);
+    evbuffer_add_printf(o, "\"} %" PRIu64 "\n", n);
+}
+
 /* [cluster] only (absent otherwise): Redis as this instance sees it. The
  * fallbacks: every shared zone of the config in force (0 until it falls
  * back), then any other zone that fell back before a reload. */
@@ -395,17 +402,11 @@ static void render_cluster(struct evbuffer *o)
                 n = cs.fallbacks[i].n;
                 shown[i] = 1;
             }
-        evbuffer_add_printf(o, "proxyd_cluster_fallbacks_total{zone=\"");
-        esc(o, cfg->limits[z].name);
-        evbuffer_add_printf(o, "\"} %" PRIu64 "\n", n);
+        fallback_sample(o, cfg->limits[z].name, n);
     }
-    for (size_t i = 0; i < cs.nfallbacks; i++) {
-        if (shown[i])
-            continue;
-        evbuffer_add_printf(o, "proxyd_cluster_fallbacks_total{zone=\"");
-        esc(o, cs.fallbacks[i].zone);
-        evbuffer_add_printf(o, "\"} %" PRIu64 "\n", cs.fallbacks[i].n);
-    }
+    for (size_t i = 0; i < cs.nfallbacks; i++)
+        if (!shown[i])
+            fallback_sample(o, cs.fallbacks[i].zone, cs.fallbacks[i].n);
     family(o, "proxyd_cluster_redis_commands_total", "counter",
            "Commands sent to Redis (limit checks, connection setup, pings, heartbeats).");
     evbuffer_add_printf(o, "proxyd_cluster_redis_commands_total %" PRIu64 "\n", cs.commands);

@@ -6,10 +6,10 @@
  * nothing links -lsystemd: the four functions are looked up with dlsym the
  * first time NOTIFY_SOCKET or LISTEN_FDS is set, as libcurl is for ACME
  * (proxy/acme/libcurl.c). The headers still give their types. */
-#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +17,7 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include "px/common.h"
 #include "px/log.h"
 #include "px/systemd.h"
 
@@ -32,24 +33,20 @@ static struct {
 /* The library, when the environment says systemd is there (main thread). */
 static int load(void)
 {
+    static const struct px_dl_sym syms[] = {
+        {"sd_notify", offsetof(__typeof__(sd), notify)},
+        {"sd_listen_fds", offsetof(__typeof__(sd), listen_fds)},
+        {"sd_is_socket", offsetof(__typeof__(sd), is_socket)},
+    };
+    char why[512];
     if (sd.tried)
         return sd.notify != NULL;
     sd.tried = 1;
-    void *h = dlopen(LIBSYSTEMD, RTLD_NOW | RTLD_LOCAL);
-    void *n = h ? dlsym(h, "sd_notify") : NULL, *l = h ? dlsym(h, "sd_listen_fds") : NULL,
-         *i = h ? dlsym(h, "sd_is_socket") : NULL;
-    if (n == NULL || l == NULL || i == NULL) {
-        px_log_warn("systemd: %s cannot be loaded (%s): readiness and socket activation are off", LIBSYSTEMD,
-                    h ? "a function is missing" : dlerror());
-        if (h)
-            dlclose(h);
+    if (px_dl_load(LIBSYSTEMD, syms, PX_ARRAY_LEN(syms), &sd, sizeof(sd), why, sizeof(why)) < 0) {
+        px_log_warn("systemd: %s: readiness and socket activation are off", why);
         return 0;
     }
-    /* POSIX: a function pointer fits a void * */
-    memcpy(&sd.notify, &n, sizeof(n));
-    memcpy(&sd.listen_fds, &l, sizeof(l));
-    memcpy(&sd.is_socket, &i, sizeof(i));
-    return 1; /* the handle stays open for the life of the process */
+    return 1;
 }
 
 __attribute__((format(printf, 1, 2)))

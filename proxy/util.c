@@ -1,4 +1,5 @@
 /* util.c -- clocks, string vectors, open errors. */
+#include <dlfcn.h>
 #include <errno.h>
 #include <grp.h>
 #include <pwd.h>
@@ -81,4 +82,32 @@ const char *px_open_error(const char *path, int e, char *buf, size_t n)
     snprintf(buf, n, "%s (mode %04o, owner %s:%s; proxyd runs as %s)", strerror(e), (unsigned)(st.st_mode & 07777),
              owner, group, self);
     return buf;
+}
+
+int px_dl_load(const char *lib, const struct px_dl_sym *syms, size_t n, void *dst, size_t dst_size, char *err,
+               size_t errlen)
+{
+    void *h = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
+    if (h == NULL) {
+        snprintf(err, errlen, "%s cannot be loaded (%s)", lib, dlerror());
+        return -1;
+    }
+    unsigned char api[1024];
+    if (dst_size > sizeof(api)) {
+        snprintf(err, errlen, "%s: too many functions", lib);
+        dlclose(h);
+        return -1;
+    }
+    memcpy(api, dst, dst_size);
+    for (size_t i = 0; i < n; i++) {
+        void *p = dlsym(h, syms[i].name);
+        if (p == NULL || syms[i].off + sizeof(p) > dst_size) {
+            snprintf(err, errlen, "%s has no %s", lib, syms[i].name);
+            dlclose(h);
+            return -1;
+        }
+        memcpy(api + syms[i].off, &p, sizeof(p)); /* POSIX: a function pointer fits a void * */
+    }
+    memcpy(dst, api, dst_size);
+    return 0;
 }

@@ -65,4 +65,16 @@ void px_strv_free(char **v, size_t n);
  * set `user =` needs to see), else strerror(e). Returns buf. */
 const char *px_open_error(const char *path, int e, char *buf, size_t n);
 
+/* A library loaded only when a feature needs it (libcurl for ACME,
+ * libsystemd under systemd): dlopen lib and resolve every syms[i].name into
+ * the function pointer at (char *)dst + syms[i].off, all or none (dst is
+ * untouched on failure). 0 (the handle stays open for the life of the
+ * process), or -1 with "LIB cannot be loaded (WHY)" or "LIB has no NAME". */
+struct px_dl_sym {
+    const char *name;
+    size_t off;
+};
+int px_dl_load(const char *lib, const struct px_dl_sym *syms, size_t n, void *dst, size_t dst_size, char *err,
+               size_t errlen);
+
 #endif

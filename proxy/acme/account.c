@@ -363,20 +363,31 @@ out:
     return rc;
 }
 
+/* accounts_dir/SERVER/PATH/ID for directory_url, malloc'd; NULL with a
+ * message (an id that is not one directory name, out of memory). */
+static char *account_dir(const char *accounts_dir, const char *directory_url, const char *id, char *err,
+                         size_t errlen)
+{
+    if (id[0] == '\0' || id[0] == '.' || strchr(id, '/')) {
+        snprintf(err, errlen, "a bad account id %s", id);
+        return NULL;
+    }
+    char *sub = px_acme_account_subdir(directory_url, err, errlen), *base = NULL, *dir = NULL;
+    if (sub == NULL)
+        return NULL;
+    if ((base = path_join(accounts_dir, sub)) == NULL || (dir = path_join(base, id)) == NULL)
+        snprintf(err, errlen, "out of memory");
+    free(sub);
+    free(base);
+    return dir;
+}
+
 int px_acme_account_load_id(const char *accounts_dir, const char *directory_url, const char *id,
                             struct px_acme_account *out, char *err, size_t errlen)
 {
-    if (id && id[0] && id[0] != '.' && !strchr(id, '/')) {
-        char *sub = px_acme_account_subdir(directory_url, err, errlen), *base = NULL, *dir = NULL;
-        int r = -1;
-        if (sub == NULL)
-            return -1;
-        if ((base = path_join(accounts_dir, sub)) != NULL && (dir = path_join(base, id)) != NULL)
-            r = load_one(dir, out, err, errlen);
-        else
-            snprintf(err, errlen, "out of memory");
-        free(sub);
-        free(base);
+    char *dir = id ? account_dir(accounts_dir, directory_url, id, err, errlen) : NULL;
+    if (dir) {
+        int r = load_one(dir, out, err, errlen);
         free(dir);
         if (r != 0)
             return r;
@@ -507,19 +518,14 @@ out:
 int px_acme_account_import(const char *accounts_dir, const char *directory_url, const char *id, const char *key_json,
                            const char *regr, const char *meta, int *changed, char *err, size_t errlen)
 {
-    char *sub = px_acme_account_subdir(directory_url, err, errlen), *base = NULL, *dir = NULL, *kp = NULL;
-    char *rp = NULL, *mp = NULL, *cur = NULL;
+    char *dir = account_dir(accounts_dir, directory_url, id, err, errlen), *kp = NULL, *rp = NULL, *mp = NULL;
+    char *cur = NULL;
     size_t len;
     int rc = -1;
     *changed = 0;
-    if (sub == NULL)
+    if (dir == NULL)
         return -1;
-    if (id[0] == '\0' || id[0] == '.' || strchr(id, '/')) {
-        snprintf(err, errlen, "a bad account id %s", id);
-        goto out;
-    }
-    if ((base = path_join(accounts_dir, sub)) == NULL || (dir = path_join(base, id)) == NULL ||
-        (kp = path_join(dir, "private_key.json")) == NULL || (rp = path_join(dir, "regr.json")) == NULL ||
+    if ((kp = path_join(dir, "private_key.json")) == NULL || (rp = path_join(dir, "regr.json")) == NULL ||
         (mp = path_join(dir, "meta.json")) == NULL) {
         snprintf(err, errlen, "out of memory");
         goto out;
@@ -543,8 +549,6 @@ int px_acme_account_import(const char *accounts_dir, const char *directory_url, 
     *changed = 1;
     rc = 0;
 out:
-    free(sub);
-    free(base);
     free(dir);
     free(kp);
     free(rp);

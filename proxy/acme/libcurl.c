@@ -6,22 +6,19 @@
  * the client uses are looked up once with dlsym into px_curl; the headers
  * (libcurl4-openssl-dev) still give their types: each pointer in
  * struct px_curl has the type of the function it is loaded from. */
-#include <dlfcn.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "client_internal.h"
+#include "px/common.h"
 
 #define LIBCURL "libcurl.so.4"
 
 struct px_curl px_curl;
 
-static const struct {
-    const char *name;
-    size_t off;
-} entries[] = {
+static const struct px_dl_sym entries[] = {
 #define ENTRY(member, fn) {#fn, offsetof(struct px_curl, member)},
     PX_CURL_FUNCTIONS(ENTRY)
 #undef ENTRY
@@ -33,24 +30,11 @@ static int loaded, initialized; /* under lock; never reset once set */
 /* dlopen and resolve everything, or nothing (px_curl untouched). */
 static int load_locked(char *err, size_t errlen)
 {
-    struct px_curl api;
-    void *h = dlopen(LIBCURL, RTLD_NOW | RTLD_LOCAL);
-    if (h == NULL) {
-        snprintf(err, errlen, "ACME is unavailable: %s cannot be loaded (%s); install the libcurl4 package", LIBCURL,
-                 dlerror());
+    char why[512];
+    if (px_dl_load(LIBCURL, entries, PX_ARRAY_LEN(entries), &px_curl, sizeof(px_curl), why, sizeof(why)) < 0) {
+        snprintf(err, errlen, "ACME is unavailable: %s; install the libcurl4 package (7.84 or newer)", why);
         return -1;
     }
-    for (size_t i = 0; i < sizeof(entries) / sizeof(entries[0]); i++) {
-        void *p = dlsym(h, entries[i].name);
-        if (p == NULL) {
-            snprintf(err, errlen, "ACME is unavailable: %s has no %s (libcurl 7.84 or newer is needed)", LIBCURL,
-                     entries[i].name);
-            dlclose(h);
-            return -1;
-        }
-        memcpy((char *)&api + entries[i].off, &p, sizeof(p)); /* POSIX: a function pointer fits a void * */
-    }
-    px_curl = api; /* the handle stays open for the life of the process */
     loaded = 1;
     return 0;
 }

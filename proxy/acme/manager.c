@@ -594,6 +594,13 @@ static void after_pre(struct attempt *a)
     }
 }
 
+/* config_dir/accounts, certbot's (out holds 4200 bytes). */
+static const char *accounts_dir(const struct px_acme_manager *m, char *out, size_t n)
+{
+    snprintf(out, n, "%s/accounts", m->config_dir);
+    return out;
+}
+
 /* Everything an order needs that may be missing: the tree, the client. */
 static int ready(struct px_acme_manager *m, struct px_acme_error *e)
 {
@@ -616,8 +623,8 @@ static int ready(struct px_acme_manager *m, struct px_acme_error *e)
     }
     if (m->client == NULL) {
         char accounts[4200];
-        snprintf(accounts, sizeof(accounts), "%s/accounts", m->config_dir);
-        struct px_acme_client_conf cc = {m->directory, m->ca_bundle, m->email, accounts, m->account_id};
+        struct px_acme_client_conf cc = {m->directory, m->ca_bundle, m->email,
+                                         accounts_dir(m, accounts, sizeof(accounts)), m->account_id};
         if ((m->client = px_acme_client_new(m->base, &cc, err, sizeof(err))) == NULL) {
             set_err(e, "internal", "ACME client for %s: %s", m->directory, err);
             return -1;
@@ -718,15 +725,22 @@ static void on_announce(void *arg, const char *name, long long version)
     }
 }
 
+/* Redis answers (the lock, or the subscription is back): said once after
+ * defer() said it was not. */
+static void redis_back(struct px_acme_manager *m)
+{
+    if (m->redis_down_logged)
+        px_log_info("acme: Redis answers again: certificates may be ordered");
+    m->redis_down_logged = 0;
+}
+
 /* The subscription is (back) up: what was announced meanwhile is lost,
  * and what waited for Redis may go on. */
 static void on_resync(void *arg)
 {
     struct px_acme_manager *m = arg;
     int64_t now = px_wall_ms();
-    if (m->redis_down_logged)
-        px_log_info("acme: Redis answers again: certificates may be ordered");
-    m->redis_down_logged = 0;
+    redis_back(m);
     for (struct lineage *l = m->lineages; l; l = l->next) {
         fetch_check(m, l);
         if (l->defers && !l->running && !l->queued)
@@ -837,8 +851,8 @@ static void on_fetch_locked(void *arg, int rc, struct px_acme_shared_cert *c, co
         return;
     }
     char accounts[4200];
-    snprintf(accounts, sizeof(accounts), "%s/accounts", m->config_dir);
-    if (px_acme_shared_account_pull(m->sh, m->directory, accounts, on_account_pulled, a) < 0)
+    if (px_acme_shared_account_pull(m->sh, m->directory, accounts_dir(m, accounts, sizeof(accounts)),
+                                    on_account_pulled, a) < 0)
         defer(a, "is not reachable");
 }
 
@@ -860,9 +874,7 @@ static void on_locked(void *arg, int rc, const char *text)
         attempt_end(a);
         return;
     }
-    if (m->redis_down_logged)
-        px_log_info("acme: Redis answers again: certificates may be ordered");
-    m->redis_down_logged = 0;
+    redis_back(m);
     l->busy_logged = 0;
     l->defers = 0;
     if ((a->lock_value = strdup(text)) == NULL ||
@@ -942,8 +954,7 @@ static void attempt_release(struct attempt *a)
     a->lock_value = NULL;
     if (a->push_account && m->sh) {
         char accounts[4200];
-        snprintf(accounts, sizeof(accounts), "%s/accounts", m->config_dir);
-        px_acme_shared_account_push(m->sh, m->directory, accounts);
+        px_acme_shared_account_push(m->sh, m->directory, accounts_dir(m, accounts, sizeof(accounts)));
     }
     a->push_account = 0;
     px_acme_shared_cancel(m->sh, a);

@@ -16,6 +16,7 @@
 #include "client_internal.h"
 #include "px/cluster.h"
 #include "px/common.h"
+#include "px/list.h"
 #include "px/log.h"
 
 #define TOKEN_TTL_MS "600000"
@@ -63,12 +64,9 @@ static const char ACCOUNT_LUA[] =
     "redis.call('HSET', KEYS[1], 'id', ARGV[1], 'private_key', ARGV[2], 'regr', ARGV[3], 'meta', ARGV[4])\n"
     "return 1\n";
 
-enum kind { R_NONE, R_FETCH, R_LOCK, R_WRITE, R_BARRIER, R_ACCOUNT };
-
 struct req {
-    struct req *next, *prev;
+    struct px_list_node link;  /* on sh->reqs */
     struct px_acme_shared *sh; /* NULL: sh was freed */
-    enum kind kind;
     void *arg;
     int dead;
     union {
@@ -89,7 +87,7 @@ struct px_acme_shared {
     void (*on_announce)(void *arg, const char *name, long long version);
     void (*on_resync)(void *arg);
     void *arg;
-    struct req *reqs;
+    struct px_list reqs;       /* requests sent, not answered yet */
 };
 
 static char *key_of(const struct px_acme_shared *sh, const char *what, const char *name)
@@ -106,32 +104,22 @@ static char *key_of(const struct px_acme_shared *sh, const char *what, const cha
 
 static void req_free(struct req *r)
 {
-    if (r->sh) {
-        if (r->prev)
-            r->prev->next = r->next;
-        else
-            r->sh->reqs = r->next;
-        if (r->next)
-            r->next->prev = r->prev;
-    }
+    if (r->sh)
+        px_list_remove(&r->sh->reqs, &r->link);
     free(r->key);
     free(r->url);
     free(r->dir);
     free(r);
 }
 
-static struct req *req_new(struct px_acme_shared *sh, enum kind kind, void *arg)
+static struct req *req_new(struct px_acme_shared *sh, void *arg)
 {
     struct req *r = calloc(1, sizeof(*r));
     if (r == NULL)
         return NULL;
     r->sh = sh;
-    r->kind = kind;
     r->arg = arg;
-    r->next = sh->reqs;
-    if (sh->reqs)
-        sh->reqs->prev = r;
-    sh->reqs = r;
+    px_list_insert_tail(&sh->reqs, &r->link);
     return r;
 }
 
@@ -151,9 +139,14 @@ static int live(const struct req *r)
 
 void px_acme_shared_cancel(struct px_acme_shared *sh, void *arg)
 {
-    for (struct req *r = sh ? sh->reqs : NULL; r; r = r->next)
+    struct px_list_node *n;
+    if (sh == NULL)
+        return;
+    px_list_foreach(&sh->reqs, n) {
+        struct req *r = px_container_of(n, struct req, link);
         if (r->arg == arg)
             r->dead = 1;
+    }
 }
 
 static void on_nothing(void *arg, const redisReply *reply)
@@ -220,8 +213,11 @@ void px_acme_shared_free(struct px_acme_shared *sh)
     if (sh == NULL)
         return;
     px_cluster_sub_free(sh->sub);
-    for (struct req *r = sh->reqs; r; r = r->next)
-        r->sh = NULL; /* their replies free them */
+    struct px_list_node *n, *tmp;
+    px_list_foreach_safe(&sh->reqs, n, tmp) {
+        px_list_remove(&sh->reqs, n);
+        px_container_of(n, struct req, link)->sh = NULL; /* their replies free them */
+    }
     OPENSSL_cleanse(sh->key, sizeof(sh->key));
     free(sh);
 }
@@ -345,7 +341,7 @@ out:
 int px_acme_shared_fetch(struct px_acme_shared *sh, const char *name, px_acme_shared_fetch_fn fn, void *arg)
 {
     struct req *r;
-    if (!px_acme_shared_up(sh) || (r = req_new(sh, R_FETCH, arg)) == NULL)
+    if (!px_acme_shared_up(sh) || (r = req_new(sh, arg)) == NULL)
         return -1;
     r->fn.fetch = fn;
     if ((r->key = key_of(sh, "acme:cert:", name)) == NULL) {
@@ -376,7 +372,7 @@ int px_acme_shared_lock(struct px_acme_shared *sh, const char *name, uint64_t tt
 {
     struct req *r;
     char ttl[24], *fence;
-    if (!px_acme_shared_up(sh) || (r = req_new(sh, R_LOCK, arg)) == NULL)
+    if (!px_acme_shared_up(sh) || (r = req_new(sh, arg)) == NULL)
         return -1;
     r->fn.lock = fn;
     if ((r->key = key_of(sh, "acme:lock:", name)) == NULL || (fence = key_of(sh, "acme:fence", "")) == NULL) {
@@ -395,7 +391,7 @@ int px_acme_shared_extend(struct px_acme_shared *sh, const char *name, const cha
 {
     struct req *r;
     char ttl[24];
-    if (!px_acme_shared_up(sh) || (r = req_new(sh, R_LOCK, arg)) == NULL)
+    if (!px_acme_shared_up(sh) || (r = req_new(sh, arg)) == NULL)
         return -1;
     r->fn.lock = fn;
     if ((r->key = key_of(sh, "acme:lock:", name)) == NULL) {
@@ -436,7 +432,7 @@ int px_acme_shared_write(struct px_acme_shared *sh, const char *name, const char
     struct req *r;
     char *lock = NULL, *chan = NULL, *sealed = NULL, *joined = NULL, na[24];
     int rc = -1;
-    if (!px_acme_shared_up(sh) || (r = req_new(sh, R_WRITE, arg)) == NULL)
+    if (!px_acme_shared_up(sh) || (r = req_new(sh, arg)) == NULL)
         return -1;
     r->fn.write = fn;
     size_t jl = 1;
@@ -500,7 +496,7 @@ static void on_barrier(void *arg, const redisReply *reply)
 int px_acme_shared_barrier(struct px_acme_shared *sh, void (*fn)(void *arg, int ok), void *arg)
 {
     struct req *r;
-    if (!px_acme_shared_up(sh) || (r = req_new(sh, R_BARRIER, arg)) == NULL)
+    if (!px_acme_shared_up(sh) || (r = req_new(sh, arg)) == NULL)
         return -1;
     r->fn.barrier = fn;
     const char *argv[] = {"PING"};
@@ -548,7 +544,7 @@ int px_acme_shared_account_pull(struct px_acme_shared *sh, const char *directory
                                 px_acme_shared_account_fn fn, void *arg)
 {
     struct req *r;
-    if (!px_acme_shared_up(sh) || (r = req_new(sh, R_ACCOUNT, arg)) == NULL)
+    if (!px_acme_shared_up(sh) || (r = req_new(sh, arg)) == NULL)
         return -1;
     r->fn.account = fn;
     if ((r->key = key_of(sh, "acme:account:", directory_url)) == NULL || (r->url = strdup(directory_url)) == NULL ||

@@ -604,6 +604,19 @@ class ClusterConfig(ProxyTestCase):
         rc, out = self.check_config(base + "[cluster]\nsecret_file = %s\n" % os.path.join(d, "s"))
         self.assertEqual(rc, 1, out)
         self.assertIn("has 31 bytes, needs at least 32", out)
+        text = self.proxy(base + "[cluster]\nsecret_file = %s\n" % os.path.join(d, "s"), start=False).config_text
+        line = [i + 1 for i, l in enumerate(text.splitlines()) if l.startswith("secret_file")][0]
+        self.assertIn("proxyd.ini:%d: secret_file: " % line, out)
+        # start reads it too (before the privilege drop): a short or missing one is a start error
+        short = self.proxy(base + "[cluster]\nredis = redis://127.0.0.1:9/0\nsecret_file = %s\n"
+                           % os.path.join(d, "s"), start=False)
+        with self.assertRaises(Exception):
+            short.start(timeout=3)
+        self.assertEqual(short.wait(5), 1)
+        self.assertIn("[cluster] secret_file: %s has 31 bytes" % os.path.join(d, "s"), short.error_log_text())
+        rc, out = self.check_config(base + "[cluster]\nsecret_file = %s\n" % os.path.join(d, "missing"))
+        self.assertEqual(rc, 1, out)
+        self.assertIn("secret_file: %s: No such file or directory" % os.path.join(d, "missing"), out)
         with open(os.path.join(d, "s"), "wb") as f:
             f.write(b"x" * 32)
         rc, out = self.check_config(base + "[cluster]\nredis = redis://[::1]:6380/2\nsecret_file = %s\n"
