@@ -427,12 +427,14 @@ static void trim_after_burst(struct px_worker *w)
     uint32_t n = w->conn.n, peak = w->conn.peak;
     if (peak < n + TRIM_MIN_CLOSED || n > peak / 2)
         return;
-    w->conn.peak = n;
     /* one trim covers every arena: when the burst ended on all workers at
-     * once, the first to notice does it for all */
+     * once, the first to notice does it for all. The peak is reset only by
+     * a trim that ran: a tick that lands just inside the second after the
+     * last trim (ticks jitter) tries again on the next one, not never. */
     uint64_t now = px_now_ms(), last = atomic_load(&last_trim_ms);
     if (now - last < 1000 || !atomic_compare_exchange_strong(&last_trim_ms, &last, now))
         return;
+    w->conn.peak = n;
     long before = rss_kb();
     uint64_t t0 = px_now_us();
     malloc_trim(0);
