@@ -21,6 +21,7 @@
 #include "px/config.h"
 #include "px/conn.h"
 #include "px/log.h"
+#include "px/mem.h"
 #include "px/routes.h"
 #include "px/sock.h"
 #include "px/stats.h"
@@ -427,6 +428,7 @@ static void trim_after_burst(struct px_worker *w)
     uint32_t n = w->conn.n, peak = w->conn.peak;
     if (peak < n + TRIM_MIN_CLOSED || n > peak / 2)
         return;
+    px_mem_trim(); /* this thread's cached blocks first, so that their pages can go too */
     /* one trim covers every arena: when the burst ended on all workers at
      * once, the first to notice does it for all. The peak is reset only by
      * a trim that ran: a tick that lands just inside the second after the
@@ -457,6 +459,8 @@ static void conn_start(struct px_worker *w)
 static void conn_tick(struct px_worker *w)
 {
     trim_after_burst(w);
+    if (w->conn.n == 0)
+        px_mem_trim(); /* an idle worker keeps no cached block */
     if (!w->conn.accepting && !w->stopping &&
         px_stats_open_conns() < w->cfg->max_connections)
         accept_resume(w);

@@ -20,6 +20,7 @@
 #include "px/headers.h"
 #include "px/list.h"
 #include "px/log.h"
+#include "px/mem.h"
 #include "px/request.h"
 #include "px/sock.h"
 #include "px/worker.h"
@@ -190,67 +191,27 @@ static void stream_cache(struct px_worker *w, struct h2s *s)
 /* ---- nghttp2's memory ----
  *
  * nghttp2 allocates per stream (the stream, its HEADERS and DATA items,
- * the field array) and frees it all when the stream ends. With ten and
- * more streams in flight the same sizes overflow glibc's thread cache
- * (7 blocks a size), and each went through _int_malloc/_int_free. Blocks
- * up to 2 KiB go back to a per-worker free list of their size class
- * instead, H2_MEM_KEEP a class at most (a session is used by its worker
- * only). The header before a block says its class (H2_MEM_BIG: malloc's,
- * with its size). */
-#define H2_MEM_HDR 16
-#define H2_MEM_BIG PX_H2_MEM_CLASSES
-#define H2_MEM_KEEP 64
-
-static size_t mem_class(size_t size)
-{
-    size_t c = 0;
-    while (c < H2_MEM_BIG && size > (size_t)64 << c)
-        c++;
-    return c;
-}
-
+ * the field array) and frees it all when the stream ends: with ten and more
+ * streams in flight the same sizes overflow glibc's thread cache. They come
+ * from the worker's size-class cache (px/mem.h) instead. */
 static void *mem_malloc(size_t size, void *ud)
 {
-    struct px_h2_ctx *m = ud;
-    size_t c = mem_class(size);
-    unsigned char *p;
-    if (c < H2_MEM_BIG && m->mem_free[c]) {
-        p = m->mem_free[c];
-        memcpy(&m->mem_free[c], p + H2_MEM_HDR, sizeof(void *));
-        m->mem_nfree[c]--;
-        return p + H2_MEM_HDR;
-    }
-    size_t cap = c < H2_MEM_BIG ? (size_t)64 << c : size;
-    if (cap > SIZE_MAX - H2_MEM_HDR || (p = malloc(H2_MEM_HDR + cap)) == NULL)
-        return NULL;
-    uint32_t c32 = (uint32_t)c;
-    memcpy(p, &c32, sizeof(c32));
-    memcpy(p + 8, &cap, sizeof(cap));
-    return p + H2_MEM_HDR;
+    (void)ud;
+    return px_mem_alloc(size);
 }
 
 static void mem_free(void *ptr, void *ud)
 {
-    struct px_h2_ctx *m = ud;
-    if (ptr == NULL)
-        return;
-    unsigned char *p = (unsigned char *)ptr - H2_MEM_HDR;
-    uint32_t c;
-    memcpy(&c, p, sizeof(c));
-    if (c < H2_MEM_BIG && m->mem_nfree[c] < H2_MEM_KEEP) {
-        memcpy(p + H2_MEM_HDR, &m->mem_free[c], sizeof(void *));
-        m->mem_free[c] = p;
-        m->mem_nfree[c]++;
-        return;
-    }
-    free(p);
+    (void)ud;
+    px_mem_free(ptr);
 }
 
 static void *mem_calloc(size_t n, size_t size, void *ud)
 {
+    (void)ud;
     if (size && n > SIZE_MAX / size)
         return NULL;
-    void *p = mem_malloc(n * size, ud);
+    void *p = px_mem_alloc(n * size);
     if (p)
         memset(p, 0, n * size);
     return p;
@@ -258,18 +219,8 @@ static void *mem_calloc(size_t n, size_t size, void *ud)
 
 static void *mem_realloc(void *ptr, size_t size, void *ud)
 {
-    if (ptr == NULL)
-        return mem_malloc(size, ud);
-    size_t cap;
-    memcpy(&cap, (unsigned char *)ptr - H2_MEM_HDR + 8, sizeof(cap));
-    if (size <= cap)
-        return ptr;
-    void *np = mem_malloc(size, ud);
-    if (np == NULL)
-        return NULL;
-    memcpy(np, ptr, cap);
-    mem_free(ptr, ud);
-    return np;
+    (void)ud;
+    return px_mem_realloc(ptr, size);
 }
 
 static void h2_exit(struct px_worker *w)
@@ -280,14 +231,6 @@ static void h2_exit(struct px_worker *w)
         stream_free(s);
     }
     w->h2.nfree = 0;
-    for (size_t c = 0; c < PX_H2_MEM_CLASSES; c++) {
-        while (w->h2.mem_free[c]) {
-            unsigned char *p = w->h2.mem_free[c];
-            memcpy(&w->h2.mem_free[c], p + H2_MEM_HDR, sizeof(void *));
-            free(p);
-        }
-        w->h2.mem_nfree[c] = 0;
-    }
 }
 
 static void stream_unlink(struct px_h2 *h, struct h2s *s)
@@ -1264,7 +1207,7 @@ struct px_h2 *px_h2_new(struct px_worker *w, struct px_sock *sock, const struct 
     /* a backstop only: rst_limit() trips first and says ENHANCE_YOUR_CALM */
     nghttp2_option_set_stream_reset_rate_limit(opt, 2 * H2_RST_BURST, 2 * H2_RST_RATE);
     nghttp2_option_set_max_settings(opt, 32);
-    nghttp2_mem mem = {&w->h2, mem_malloc, mem_free, mem_calloc, mem_realloc}; /* nghttp2 keeps a copy */
+    nghttp2_mem mem = {NULL, mem_malloc, mem_free, mem_calloc, mem_realloc}; /* nghttp2 keeps a copy */
     if (nghttp2_session_server_new3(&h->ng, cb, h, opt, &mem) != 0)
         goto fail;
     nghttp2_session_callbacks_del(cb);

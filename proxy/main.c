@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include "px/common.h"
+#include "px/mem.h"
 #include "px/server.h"
 
 #define DEFAULT_CONFIG "/etc/proxyd/proxyd.ini"
@@ -25,6 +26,8 @@ int main(int argc, char **argv)
     int test_only = 0;
     int opt;
     char err[1024];
+
+    px_mem_init(); /* before any libevent call */
 
     static const struct option longopts[] = {
         {"config", required_argument, NULL, 'c'},
@@ -72,5 +75,6 @@ int main(int argc, char **argv)
     }
     int rc = px_server_run(s);
     px_server_free(s);
+    px_mem_trim();
     return rc;
 }

@@ -45,12 +45,9 @@ struct px_h1_ctx {
 
 /* ---- owned by h2.c ---- */
 /* The HTTP/2 module's per-worker state. */
-#define PX_H2_MEM_CLASSES 6
 struct px_h2_ctx {
     void *free;               /* cached stream objects */
     uint32_t nfree;
-    void *mem_free[PX_H2_MEM_CLASSES]; /* nghttp2's freed blocks by size class (64 B .. 2 KiB) */
-    uint32_t mem_nfree[PX_H2_MEM_CLASSES];
 };
 
 /* ---- owned by tunnel.c ---- */
