@@ -117,7 +117,7 @@ static void conn_accept(struct px_worker *w, int fd, int tls, const struct socka
     px_list_insert_head(&w->conn.all, &c->link);
     if (++w->conn.n > w->conn.peak)
         w->conn.peak = w->conn.n;
-    event_add(&c->timer, w->tv_header);
+    px_conn_arm(c, w->tv_header);
     if (c->state == C_SESSION && (c->session = (c->ops = w->conn.h1)->open(c)) == NULL) {
         px_conn_close(c);
         return;
@@ -197,7 +197,7 @@ void px_conn_closing(struct px_conn *c)
 {
     c->state = C_CLOSING;
     px_sock_set_eof_ok(&c->s, 1);
-    event_add(&c->timer, c->w->tv_body); /* bounded: a client that never reads */
+    px_conn_arm(c, c->w->tv_body); /* bounded: a client that never reads */
     c->again = 1;
 }
 
@@ -207,7 +207,7 @@ void px_conn_linger(struct px_conn *c)
 {
     c->state = C_LINGER;
     px_sock_set_eof_ok(&c->s, 1);
-    event_add(&c->timer, c->w->tv_linger);
+    px_conn_arm(c, c->w->tv_linger);
     c->again = 1;
 }
 
@@ -313,6 +313,8 @@ static void conn_event(evutil_socket_t fd, short what, void *arg)
 static void conn_timeout(evutil_socket_t fd, short what, void *arg)
 {
     struct px_conn *c = arg;
+    if (px_timer_early(&c->timer, &c->timer_due))
+        return;
     switch (c->state) {
     case C_SESSION:
         c->ops->timeout(c->session);

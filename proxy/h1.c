@@ -295,7 +295,7 @@ static void finish_request(struct px_h1conn *h, int ok)
     } else {
         h->state = H1_IDLE;
         px_conn_idle(c, 1);
-        event_add(&c->timer, w->tv_keepalive);
+        px_conn_arm(c, w->tv_keepalive);
         c->again = 1;
     }
     if (!c->in_run)
@@ -322,7 +322,7 @@ static void read_body(struct px_h1conn *h)
                 return;
             if (px_sock_read(&c->s, PX_CLIENT_READ_MAX) == 0)
                 continue;
-            event_add(&c->timer, c->w->tv_body);
+            px_conn_arm(c, c->w->tv_body);
             continue;
         }
         if (hr->body_mode == PX_BODY_LENGTH) {
@@ -451,7 +451,7 @@ static void h1_proceed(struct px_req *r)
         hr->expect_sent = 1;
         px_sock_flush(&c->s);
     }
-    event_add(&c->timer, c->w->tv_body);
+    px_conn_arm(c, c->w->tv_body);
     if (c->in_run)
         c->again = 1; /* conn_run reads the body next */
     else
@@ -496,7 +496,7 @@ static void read_head(struct px_h1conn *h)
         if (h->state == H1_IDLE) {
             h->state = H1_HEAD;
             px_conn_idle(c, 0);
-            event_add(&c->timer, w->tv_header);
+            px_conn_arm(c, w->tv_header);
         }
         if (h->hr == NULL && (h->hr = hr_alloc(w)) == NULL) {
             px_conn_close(c);
@@ -563,7 +563,7 @@ static void h1_timeout(struct px_h1conn *h)
     int waiting_body = !r->body_sent && !h->body_paused;
     int waiting_out = evbuffer_get_length(c->s.out) > 0 && !c->s.writable;
     if (!waiting_body && !waiting_out) {
-        event_add(&c->timer, c->w->tv_body); /* the upstream's timers govern */
+        px_conn_arm(c, c->w->tv_body); /* the upstream's timers govern */
         return;
     }
     if (waiting_body && !r->resp_started) {
@@ -642,7 +642,7 @@ static int h1_resp_body(struct px_req *r, struct evbuffer *src, size_t len)
         return 1; /* the error surfaces in conn_run */
     if (evbuffer_get_length(c->s.out) > PX_CLIENT_OUT_HIGH) {
         h->out_full = 1;
-        event_add(&c->timer, c->w->tv_body);
+        px_conn_arm(c, c->w->tv_body);
         return 1;
     }
     return 0;
@@ -658,7 +658,7 @@ static size_t h1_resp_room(struct px_req *r)
     if (out + 4096 <= PX_CLIENT_OUT_HIGH) /* not worth a read below a page */
         return PX_CLIENT_OUT_HIGH - out;
     h->out_full = 1; /* conn_run resumes the upstream below PX_CLIENT_OUT_LOW */
-    event_add(&c->timer, c->w->tv_body);
+    px_conn_arm(c, c->w->tv_body);
     return 0;
 }
 
@@ -701,7 +701,7 @@ static void h1_upgraded(struct px_req *r)
     h->keepalive = 0;
     h->upgraded = 1; /* finish_request logs the 101 and lets go of the connection */
     finish_request(h, 1);
-    event_add(&c->timer, c->w->tv_uread);
+    px_conn_arm(c, c->w->tv_uread);
     px_conn_wake(c);
 }
 

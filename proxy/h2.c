@@ -1405,7 +1405,7 @@ static void *session_open(struct px_conn *c)
     if (h == NULL)
         return NULL;
     h->c = c;
-    event_add(&c->timer, c->w->tv_keepalive);
+    px_conn_arm(c, c->w->tv_keepalive);
     h->idle_armed = 1;
     px_conn_idle(c, 1);
     return h;
@@ -1427,7 +1427,7 @@ static void session_run(void *session)
     } else if (!h->idle_armed) {
         h->idle_armed = 1;
         px_conn_idle(c, 1);
-        event_add(&c->timer, c->w->tv_keepalive);
+        px_conn_arm(c, c->w->tv_keepalive);
     }
 }
 
@@ -1435,7 +1435,7 @@ static void session_timeout(void *session)
 {
     struct px_h2 *h = session;
     if (!px_h2_idle(h)) {
-        event_add(&h->c->timer, h->c->w->tv_keepalive);
+        px_conn_arm(h->c, h->c->w->tv_keepalive);
         return;
     }
     px_conn_close(h->c);

@@ -162,7 +162,7 @@ static struct px_uconn *uconn_connect(struct px_worker *w, const struct px_targe
     u->state = rc == 0 ? U_BUSY : U_CONNECTING;
     if (u->state == U_CONNECTING)
         u->s.writable = u->s.readable = 0;
-    event_add(&u->timer, w->tv_uconnect);
+    px_timer_arm(&u->timer, &u->timer_due, w->tv_uconnect);
     return u;
 }
 
@@ -308,5 +308,5 @@ void px_pool_release(struct px_uconn *u, int reusable)
     }
     u->state = U_IDLE;
     pool_link(w, &w->up.pools[u->target_id], u);
-    event_add(&u->timer, w->tv_uidle);
+    px_timer_arm(&u->timer, &u->timer_due, w->tv_uidle);
 }

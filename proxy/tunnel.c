@@ -113,7 +113,7 @@ static void tunnel_run(void *session)
         progress = 1;
     }
     if (progress)
-        event_add(&c->timer, c->w->tv_uread);
+        px_conn_arm(c, c->w->tv_uread);
     if ((cs->readable && !t->client_eof && evbuffer_get_length(us->out) < TUNNEL_HIGH) ||
         (us->readable && !t->up_eof && evbuffer_get_length(cs->out) < TUNNEL_HIGH))
         event_active(&cs->ev, EV_READ, 1);

@@ -42,7 +42,7 @@ struct px_sock *px_uconn_sock(struct px_uconn *u)
 
 static void arm(struct px_uconn *u, const struct timeval *tv)
 {
-    event_add(&u->timer, tv);
+    px_timer_arm(&u->timer, &u->timer_due, tv);
 }
 
 /* The read timeout: the service's target_timeout, else [proxy]'s. */
@@ -795,6 +795,8 @@ static void upstream_event(evutil_socket_t fd, short what, void *arg)
 static void upstream_timeout(evutil_socket_t fd, short what, void *arg)
 {
     struct px_uconn *u = arg;
+    if (px_timer_early(&u->timer, &u->timer_due))
+        return;
     switch (u->state) {
     case U_CONNECTING:
         if (u->warm)

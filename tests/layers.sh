@@ -44,7 +44,7 @@ CONTROL_HEADERS='px/control[^/]*\.h|px/status\.h|px/upgrade\.h|px/deploy\.h|px/h
 CONTROL_FILES='^(control/|proxy/acme/|proxy/(main|server|health|deploy|state|metrics|status|systemd|upgrade)\.c$|include/px/(control[^/]*|upgrade|deploy|health|state|acme[^/]*|metrics|server|status|systemd)\.h$)'
 
 # ---- data-path header allow-list (stats, issue 15) ----
-DATA_HEADERS='px/(accesslog|addr|carry|challenge|child|cluster|common|config|conn|errors|h1|h2|headers|http1|limit|list|log|mem|parse|request|routes|services|sock|spool|stats|target|tls|tunnel|upstream|worker|worker_ctx)\.h'
+DATA_HEADERS='px/(accesslog|addr|carry|challenge|child|cluster|common|config|conn|errors|h1|h2|headers|http1|limit|list|log|mem|parse|request|routes|services|sock|spool|stats|target|timer|tls|tunnel|upstream|worker|worker_ctx)\.h'
 # ---- end of the allow-list block ----
 
 cd "$ROOT" || exit 2

@@ -17,6 +17,7 @@
 
 #include "px/list.h"
 #include "px/sock.h"
+#include "px/timer.h"
 
 struct px_conn;
 struct px_worker;
@@ -61,7 +62,8 @@ enum px_cstate { C_HANDSHAKE, C_SESSION, C_CLOSING, C_LINGER, C_DEAD };
 struct px_conn {
     struct px_sock s;
     struct px_worker *w;
-    struct event timer;           /* the session arms it (event_add) for its own timeouts */
+    struct event timer;           /* the session arms it (px_conn_arm) for its own timeouts */
+    struct px_timer_due timer_due;
     const struct px_session_ops *ops;
     void *session;
     struct px_list_node link;     /* the worker's open list, then its dead list (px_conn_ctx) */
@@ -95,6 +97,13 @@ static inline void px_conn_wake(struct px_conn *c)
         c->again = 1;
     else
         px_conn_run(c);
+}
+/* (Re)arm the session's timeout: ops->timeout runs tv from now, unless it
+ * is armed again first. Lazy (px/timer.h): moving the deadline later costs
+ * no heap update. */
+static inline void px_conn_arm(struct px_conn *c, const struct timeval *tv)
+{
+    px_timer_arm(&c->timer, &c->timer_due, tv);
 }
 /* Close now (the session's free hook runs); freed by the worker's gc. */
 void px_conn_close(struct px_conn *c);

@@ -23,6 +23,7 @@
 #include "px/list.h"
 #include "px/request.h"
 #include "px/sock.h"
+#include "px/timer.h"
 
 struct px_worker;
 struct px_target;
@@ -52,7 +53,8 @@ struct px_uconn {
     uint32_t target_id;
     enum px_ustate state;
     struct px_req *req;
-    struct event timer;
+    struct event timer;            /* armed through px_timer_arm only */
+    struct px_timer_due timer_due;
     struct px_list_node link;      /* its pool's idle or busy list, or the worker's dead list */
     struct px_list_node lru;       /* U_IDLE: the worker's idle list (px_upstream_ctx) */
     unsigned reused : 1;
