@@ -75,6 +75,5 @@ int main(int argc, char **argv)
     }
     int rc = px_server_run(s);
     px_server_free(s);
-    px_mem_trim();
     return rc;
 }

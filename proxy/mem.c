@@ -49,7 +49,7 @@ _Static_assert(sizeof(struct hdr) == 16, "the header keeps malloc's 16-byte alig
 struct cache {
     struct hdr *free[NCLASS];
     uint32_t n[NCLASS];
-    int registered; /* the thread-exit destructor knows this thread */
+    int on; /* px_mem_thread_cache() ran in this thread (and its exit destructor is set) */
 };
 
 static _Thread_local struct cache cache;
@@ -73,8 +73,8 @@ static void drain(struct cache *c)
 static void on_thread_exit(void *arg)
 {
     struct cache *c = arg;
+    c->on = 0; /* a later free (another key's destructor) goes to malloc */
     drain(c);
-    c->registered = 0; /* a later free (another key's destructor) registers again */
 }
 
 static void make_exit_key(void)
@@ -118,17 +118,9 @@ void px_mem_free(void *p)
         return;
     struct hdr *h = (struct hdr *)p - 1;
     unsigned k = h->cls;
-    if (k >= NCLASS || cache.n[k] >= KEEP(k)) {
+    if (k >= NCLASS || !cache.on || cache.n[k] >= KEEP(k)) {
         free(h);
         return;
-    }
-    if (!cache.registered) {
-        pthread_once(&exit_once, make_exit_key);
-        if (!exit_key_ok || pthread_setspecific(exit_key, &cache) != 0) {
-            free(h); /* no way to give the cache back at thread exit: keep none */
-            return;
-        }
-        cache.registered = 1;
     }
     h->u.next = cache.free[k];
     cache.free[k] = h;
@@ -159,6 +151,14 @@ void *px_mem_realloc(void *p, size_t size)
     memcpy(n, p, h->u.cap);
     px_mem_free(p);
     return n;
+}
+
+void px_mem_thread_cache(void)
+{
+    pthread_once(&exit_once, make_exit_key);
+    /* without the destructor the cache could not go back at thread exit: keep none */
+    if (exit_key_ok && pthread_setspecific(exit_key, &cache) == 0)
+        cache.on = 1;
 }
 
 void px_mem_trim(void)

@@ -17,6 +17,7 @@
 #include "px/config.h"
 #include "px/headers.h"
 #include "px/log.h"
+#include "px/mem.h"
 #include "px/routes.h"
 #include "px/worker.h"
 
@@ -432,6 +433,7 @@ void px_worker_request_id(struct px_worker *w, char out[32])
 static void *worker_main(void *arg)
 {
     struct px_worker *w = arg;
+    px_mem_thread_cache(); /* the data path's buffers and nghttp2's blocks: px/mem.h */
     event_base_dispatch(w->base);
     log_flush_cb(-1, 0, w);
     atomic_fetch_sub(&px_workers_running, 1);

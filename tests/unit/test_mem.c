@@ -97,7 +97,8 @@ static void test_realloc_keeps_contents(void)
 
 static void *churn(void *arg)
 {
-    (void)arg;
+    if (arg != NULL)
+        px_mem_thread_cache();
     void *blocks[64];
     for (int k = 0; k < NCLASS; k++) {
         for (int i = 0; i < 4; i++)
@@ -116,7 +117,7 @@ static void test_thread_exit_gives_cache_back(void)
     for (int t = 0; t < 8; t++) {
         pthread_t th;
         void *cached = NULL;
-        REQUIRE(pthread_create(&th, NULL, churn, NULL) == 0);
+        REQUIRE(pthread_create(&th, NULL, churn, (void *)1) == 0); /* non-NULL: a caching thread */
         pthread_join(th, &cached);
         CHECK_INT((uintptr_t)cached, 4);
     }
@@ -126,6 +127,17 @@ static void test_thread_exit_gives_cache_back(void)
 #else
     (void)a, (void)b;
 #endif
+}
+
+static void test_only_caching_threads_keep_blocks(void)
+{
+    /* a thread that did not ask (the main thread's control plane, ACME)
+     * hands every block straight back */
+    pthread_t th;
+    void *cached = (void *)1;
+    REQUIRE(pthread_create(&th, NULL, churn, NULL) == 0);
+    pthread_join(th, &cached);
+    CHECK_INT((uintptr_t)cached, 0);
 }
 
 static void test_libevent_chains_from_the_cache(void)
@@ -151,11 +163,13 @@ static void test_libevent_chains_from_the_cache(void)
 int main(void)
 {
     px_mem_init(); /* before any libevent call, as proxyd's main() */
+    px_mem_thread_cache(); /* this thread plays a worker */
     UNIT_RUN(test_freed_block_comes_back);
     UNIT_RUN(test_large_blocks_bypass);
     UNIT_RUN(test_class_bound);
     UNIT_RUN(test_realloc_keeps_contents);
     UNIT_RUN(test_thread_exit_gives_cache_back);
+    UNIT_RUN(test_only_caching_threads_keep_blocks);
     UNIT_RUN(test_libevent_chains_from_the_cache);
     px_mem_trim();
     return unit_report();
