@@ -37,6 +37,15 @@ static struct timeval ms(long v)
     return tv;
 }
 
+/* A base with p's timer on it (the caller REQUIREs it and frees it). */
+static struct event_base *base_with(struct probe *p)
+{
+    struct event_base *b = event_base_new();
+    if (b != NULL)
+        evtimer_assign(&p->ev, b, on_timer, p);
+    return b;
+}
+
 static void run(struct event_base *b, long limit_ms)
 {
     struct timeval tv = ms(limit_ms);
@@ -46,10 +55,9 @@ static void run(struct event_base *b, long limit_ms)
 
 static void test_later_deadline_is_lazy_and_exact(void)
 {
-    struct event_base *b = event_base_new();
-    REQUIRE(b != NULL);
     struct probe p = {0};
-    evtimer_assign(&p.ev, b, on_timer, &p);
+    struct event_base *b = base_with(&p);
+    REQUIRE(b != NULL);
     struct timeval t50 = ms(50), t150 = ms(150);
     uint64_t t0 = px_now_ms();
     px_timer_arm(&p.ev, &p.due, &t50);
@@ -67,10 +75,9 @@ static void test_later_deadline_is_lazy_and_exact(void)
 
 static void test_earlier_deadline_fires_early(void)
 {
-    struct event_base *b = event_base_new();
-    REQUIRE(b != NULL);
     struct probe p = {0};
-    evtimer_assign(&p.ev, b, on_timer, &p);
+    struct event_base *b = base_with(&p);
+    REQUIRE(b != NULL);
     struct timeval t300 = ms(300), t30 = ms(30);
     uint64_t t0 = px_now_ms();
     px_timer_arm(&p.ev, &p.due, &t300);
@@ -85,10 +92,9 @@ static void test_earlier_deadline_fires_early(void)
 
 static void test_deleted_event_is_added_again(void)
 {
-    struct event_base *b = event_base_new();
-    REQUIRE(b != NULL);
     struct probe p = {0};
-    evtimer_assign(&p.ev, b, on_timer, &p);
+    struct event_base *b = base_with(&p);
+    REQUIRE(b != NULL);
     struct timeval t20 = ms(20), t40 = ms(40);
     px_timer_arm(&p.ev, &p.due, &t20);
     event_del(&p.ev);
@@ -109,10 +115,9 @@ static void test_busy_rearms_cost_one_wakeup(void)
     /* a connection that re-arms a 200 ms timeout every 5 ms for 300 ms or
      * more (a busy keep-alive connection): the timeout never runs, and the
      * event is woken about once per 200 ms, not re-added 60 times */
-    struct event_base *b = event_base_new();
-    REQUIRE(b != NULL);
     struct probe p = {0};
-    evtimer_assign(&p.ev, b, on_timer, &p);
+    struct event_base *b = base_with(&p);
+    REQUIRE(b != NULL);
     struct timeval t200 = ms(200), t5 = ms(5);
     px_timer_arm(&p.ev, &p.due, &t200);
     for (int i = 0; i < 60; i++) {
