@@ -158,7 +158,8 @@ class Json(ProxyTestCase):
             # the last request is logged in both cases: what came before it is all there
             p.wait_access_log(len(want))
             time.sleep(0.1)
-            self.assertEqual([e["path"] for e in p.access_log_lines()], want)
+            # separate connections may land on both workers: which lines, not their order
+            self.assertEqual(sorted(e["path"] for e in p.access_log_lines()), want)
             p.close()
 
     def test_deploy_log_headers_kept_in_state(self):

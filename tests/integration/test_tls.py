@@ -276,7 +276,16 @@ class Resumption(TlsCase):
         p, _ = self.tls_proxy()
         s = s_client(p.https_port, "-tls1_2", "-reconnect")
         self.assertHandshake(s)
-        self.assertEqual(s.sessions(), ["New"] + ["Reused"] * 5, s)
+        got = s.sessions()
+        # The first reconnect leaves the instant the client has the server's
+        # Finished; OpenSSL's server puts the session in its cache just after
+        # sending it, so on a loaded machine that reconnect can come first and
+        # make a new session (seen once under `make asan` beside `make test`).
+        # Every later connection offers a session the cache has: all reused.
+        self.assertEqual(len(got), 6, s)
+        self.assertEqual(got[0], "New", s)
+        self.assertIn(got[1], ("Reused", "New"), s)
+        self.assertEqual(got[2:], ["Reused"] * 4, s)
 
     def test_session_survives_client_close(self):
         # the client, not proxyd, ends the connection (close_notify, then close), as browsers do
@@ -568,7 +577,10 @@ class AllOrNothingReload(LiveCertCase):
         r = curl_https(p, "/tls-after", "--http1.1")
         self.assertEqual((r.returncode, r.stdout), (0, b"/tls-after"), r.stderr)
         lines = p.wait_access_log(5, path=old_access)
-        self.assertEqual([e["path"] for e in lines][-4:], ["/after0", "/after1", "/after2", "/tls-after"])
+        # all four in the old log; in any order: two workers each write a line
+        # after their response has gone, so a worker preempted between the two
+        # can log after the other worker's next request (nginx's log phase too)
+        self.assertEqual(sorted(e["path"] for e in lines[-4:]), ["/after0", "/after1", "/after2", "/tls-after"])
         self.assertEqual(self.read(new_access), "", "requests logged to the new access_log of a failed reload")
         self.assertHandshake(s_client(p.https_port), cn="localhost")
         # the same reload with good files switches everything
