@@ -33,14 +33,13 @@
 #define KEEP(c)                                                                                         \
     (CLASS_SIZE(c) <= 2048 ? 64u : CLASS_SIZE(c) >= 64 * 1024 ? 2u : (uint32_t)((128u * 1024u) / CLASS_SIZE(c)))
 
-/* The header before each block: its class, and while the block is in use
- * its capacity (a BIG block's is its size), while cached the next one. The
- * header is never poisoned; 16 bytes keep the block as aligned as malloc's. */
+/* The header before each block: its class, and a BIG block's size or a
+ * cached block's successor. The header is never poisoned; its 16 bytes keep
+ * the block as aligned as malloc's. */
 struct hdr {
     uint32_t cls;
-    uint32_t pad;
     union {
-        size_t cap;
+        size_t size;
         struct hdr *next;
     } u;
 };
@@ -82,6 +81,11 @@ static void make_exit_key(void)
     exit_key_ok = pthread_key_create(&exit_key, on_thread_exit) == 0;
 }
 
+static size_t cap_of(const struct hdr *h)
+{
+    return h->cls < NCLASS ? CLASS_SIZE(h->cls) : h->u.size;
+}
+
 static unsigned size_class(size_t size)
 {
     if (size <= CLASS_SIZE(0))
@@ -100,15 +104,13 @@ void *px_mem_alloc(size_t size)
         cache.free[k] = h->u.next;
         cache.n[k]--;
         UNPOISON(h + 1, CLASS_SIZE(k));
-        h->u.cap = CLASS_SIZE(k);
         return h + 1;
     }
     size_t cap = k < NCLASS ? CLASS_SIZE(k) : size;
     if (cap > SIZE_MAX - sizeof(*h) || (h = malloc(sizeof(*h) + cap)) == NULL)
         return NULL;
     h->cls = k;
-    h->pad = 0;
-    h->u.cap = cap;
+    h->u.size = cap;
     return h + 1;
 }
 
@@ -133,7 +135,8 @@ void *px_mem_realloc(void *p, size_t size)
     if (p == NULL)
         return px_mem_alloc(size);
     struct hdr *h = (struct hdr *)p - 1;
-    if (size <= h->u.cap)
+    size_t cap = cap_of(h);
+    if (size <= cap)
         return p;
     if (h->cls == BIG && size_class(size) == BIG) {
         /* a large array growing (libevent's event maps): realloc may extend it in place */
@@ -142,13 +145,13 @@ void *px_mem_realloc(void *p, size_t size)
         struct hdr *n = realloc(h, sizeof(*h) + size);
         if (n == NULL)
             return NULL;
-        n->u.cap = size;
+        n->u.size = size;
         return n + 1;
     }
     void *n = px_mem_alloc(size);
     if (n == NULL)
         return NULL;
-    memcpy(n, p, h->u.cap);
+    memcpy(n, p, cap);
     px_mem_free(p);
     return n;
 }

@@ -158,3 +158,33 @@ class MaxConnections(ProxyTestCase):
         finally:
             for c in held:
                 c.close()
+
+
+class LaterDeadlines(ProxyTestCase):
+    """Timeouts re-armed lazily (px/timer.h): a timer whose deadline moved
+    later wakes at the old deadline and must re-arm for the rest, not run
+    the timeout. Each case has a short timeout armed first and a longer one
+    that replaces it, then waits past the short one."""
+
+    def test_keepalive_outlives_the_header_timeout(self):
+        # header 1 s armed when the request starts, keep-alive 4 s after it
+        b = self.backend()
+        p = self.proxy(self.service_config(b, extra_proxy="client_header_timeout = 1s\nkeepalive_timeout = 4s"))
+        with Client(p.port) as c:
+            self.assertEqual(c.request("GET", "/one").status, 200)
+            self.assertFalse(c.closed_within(1.8), "idle connection closed at the header timeout")
+            self.assertEqual(c.request("GET", "/two").status, 200)
+            t0 = time.monotonic()
+            self.assertTrue(c.closed_within(6), "idle connection not closed at keepalive_timeout")
+            self.assertGreater(time.monotonic() - t0, 3.0)
+
+    def test_pooled_upstream_outlives_the_connect_timeout(self):
+        # connect 1 s armed when the upstream connection opens, idle 60 s in the pool after it
+        b = self.backend()
+        p = self.proxy(self.service_config(b, extra_proxy="workers = 1\nupstream_connect_timeout = 1s"))
+        with Client(p.port) as c:
+            self.assertEqual(c.request("GET", "/one").status, 200)
+            time.sleep(1.8)
+            self.assertEqual(c.request("GET", "/two").status, 200)
+        self.assertEqual(len(b.wait_requests(2)), 2)
+        self.assertEqual(b.request_connections(), 1, "the pooled connection was closed at the connect timeout")
