@@ -34,7 +34,10 @@ static void conn_closed(struct px_worker *w);
 
 #define ACCEPT_BATCH 64
 /* Give memory back after a burst: when at least this many of the worker's
- * connections have closed and at most half of its peak are left. */
+ * connections have closed and at most half of its peak are left; and when
+ * a trim left part of the burst open, again each time half of that part
+ * has gone (the last connections of a burst pin the pages their neighbours
+ * freed: a few dozen of them can hold half of what the burst took). */
 #define TRIM_MIN_CLOSED 64
 
 static _Atomic uint64_t last_trim_ms; /* px_now_ms() of the last malloc_trim (trim_after_burst) */
@@ -427,18 +430,21 @@ static long rss_kb(void)
  * have closed -- never on the data path. */
 static void trim_after_burst(struct px_worker *w)
 {
-    uint32_t n = w->conn.n, peak = w->conn.peak;
-    if (peak < n + TRIM_MIN_CLOSED || n > peak / 2)
+    uint32_t n = w->conn.n, peak = w->conn.peak, tail = w->conn.tail;
+    int burst = peak >= n + TRIM_MIN_CLOSED && n <= peak / 2;
+    if (!burst && !(tail > 0 && n <= tail / 2))
         return;
     px_mem_trim(); /* this thread's cached blocks first, so that their pages can go too */
     /* one trim covers every arena: when the burst ended on all workers at
      * once, the first to notice does it for all. The peak is reset only by
      * a trim that ran: a tick that lands just inside the second after the
-     * last trim (ticks jitter) tries again on the next one, not never. */
+     * last trim (ticks jitter) tries again on the next one, not never.
+     * Each trim at least halves the tail: at most log2(peak) of them. */
     uint64_t now = px_now_ms(), last = atomic_load(&last_trim_ms);
     if (now - last < 1000 || !atomic_compare_exchange_strong(&last_trim_ms, &last, now))
         return;
     w->conn.peak = n;
+    w->conn.tail = n;
     long before = rss_kb();
     uint64_t t0 = px_now_us();
     malloc_trim(0);

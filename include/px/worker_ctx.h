@@ -25,6 +25,7 @@ struct px_conn_ctx {
     struct px_list all;             /* every open client connection (px_conn.link), newest first */
     uint32_t n;
     uint32_t peak;                  /* the most open at once since the worker last gave memory back */
+    uint32_t tail;                  /* open when a trim left some of a burst: trim again at half of it */
     struct px_list idle;            /* reusable connections (px_conn.idle), oldest first */
     uint64_t reuse_warned_ms;       /* last "max_connections reached" warning */
     struct px_list dead;            /* closed (px_conn.link), freed by the worker's gc */

@@ -585,3 +585,29 @@ class BurstMemory(H2Case):
             # each tick that sees half of what is left gone trims again
             self.assertTrue(wait_until(lambda: p.rss_kb() - base < (peak - base) / 2, 10),
                             "RSS %d kB before, peak %d kB, %d kB after the burst" % (base, peak, p.rss_kb()))
+
+    def test_the_tail_of_a_burst_is_given_back_too(self):
+        """A trim that runs while part of the burst is still open (a busy
+        machine closes 400 connections over several ticks) is not the last:
+        when half of what was left has closed, the worker trims again. Here
+        340 of 400 close, a trim runs, then the last 60 close: a second
+        trim follows (CI saw the tail's pages stay resident for good)."""
+        p, b = self.h2_proxy(extra_proxy="workers = 1")
+        socks = []
+        try:
+            for _ in range(400):
+                s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+                socks.append(s)
+            for s in socks:  # a request each: every connection reaches the worker
+                s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            for s in socks:
+                self.assertTrue(s.recv(4096).startswith(b"HTTP/1.1 "))
+            for s in socks[60:]:
+                s.close()
+            self.assertTrue(wait_until(lambda: "340 of 400 connections closed: freed memory returned"
+                                       in p.error_log_text(), 5 * SLOW), p.error_log_text()[-2000:])
+        finally:
+            for s in socks[:60]:
+                s.close()
+        self.assertTrue(wait_until(lambda: "60 of 60 connections closed: freed memory returned"
+                                   in p.error_log_text(), 5 * SLOW), p.error_log_text()[-2000:])
