@@ -15,6 +15,11 @@
 #   make deb        build/proxyd_VERSION_ARCH.deb (dpkg-deb; conffiles, a proxyd system user)
 
 B       ?= build
+# One spelling per build directory: a B inside the tree is made relative
+# (the tests run `make -C REPO B=/abs/path/build`), so that the -MMD files
+# name the same targets whichever way B was given: a .d file written under
+# the other spelling would silently drop every header dependency.
+override B := $(patsubst $(CURDIR)/%,%,$(abspath $(B)))
 CC      ?= cc
 OPT     ?= -O2
 PKGS    := libevent_core libevent_extra libevent_pthreads libevent_openssl openssl libnghttp2 jansson inih hiredis
