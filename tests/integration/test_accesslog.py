@@ -225,8 +225,13 @@ class Hostile(ProxyTestCase):
             b"GET /\x01\"\n\x00 HTTP/1.1\r\n\r\n",                              # control bytes: 400
             b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\"\\\r\n\r\n",        # TLS on port 80: 400
         ]
-        for q in reqs:
+        # one at a time, each logged before the next is sent: two workers
+        # write their lines in the order they finish, not the order sent
+        # (CI saw the 404 answered at once overtake the proxied 200)
+        for i, q in enumerate(reqs):
             raw_request(p.port, q, timeout=2.0)
+            self.assertTrue(wait_until(lambda: len(raw_lines(p.access_log_path)) > i, 5.0),
+                            "request %d not logged" % i)
         return reqs
 
     def test_json_every_line_parses(self):
@@ -384,10 +389,12 @@ class SameAsNginx(ProxyTestCase):
                           headers=[("User-Agent", "ua \"q\" \\ \t\x80\xfe"), ("Referer", "")] + close),
             request_bytes("GET", "http://app.test/absolute?x", host="app.test", headers=close),
         ]
-        for q in reqs:
+        for i, q in enumerate(reqs):
             for port in (n.port, p.port):
                 r = raw_request(port, q, timeout=3.0)
                 self.assertTrue(r.data.startswith(b"HTTP/1."), (port, q, r))
+            # each line written before the next request (workers log in the order they finish)
+            self.assertTrue(wait_until(lambda: len(raw_lines(p.access_log_path)) > i, 5.0), "request %d not logged" % i)
         self.assertTrue(wait_until(lambda: len(raw_lines(n.log)) >= len(reqs), 5.0), raw_lines(n.log))
         self.assertTrue(wait_until(lambda: len(raw_lines(p.access_log_path)) >= len(reqs), 5.0))
         ours, theirs = combined_lines(p.access_log_path), combined_lines(n.log)

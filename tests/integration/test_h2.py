@@ -605,9 +605,9 @@ class BurstMemory(H2Case):
             for s in socks[60:]:
                 s.close()
             self.assertTrue(wait_until(lambda: "340 of 400 connections closed: freed memory returned"
-                                       in p.error_log_text(), 5 * SLOW), p.error_log_text()[-2000:])
+                                       in p.error_log_text(), 5), p.error_log_text()[-2000:])
         finally:
             for s in socks[:60]:
                 s.close()
         self.assertTrue(wait_until(lambda: "60 of 60 connections closed: freed memory returned"
-                                   in p.error_log_text(), 5 * SLOW), p.error_log_text()[-2000:])
+                                   in p.error_log_text(), 5), p.error_log_text()[-2000:])
