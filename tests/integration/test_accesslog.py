@@ -133,9 +133,13 @@ class Json(ProxyTestCase):
     def test_stats_count_what_the_log_counts(self):
         p = self.proxy("[proxy]\nlisten_https = 127.0.0.1:0\nredirect_https = no\n" + tls_config() +
                        "[service web]\nhosts = app.test localhost\ntargets = %s\n" % self.b.addr)
+        # each logged before the next (another worker may take the next connection)
         self.assertEqual(curl("-o", "/dev/null", "-H", "Host: app.test", p.url("/a")).returncode, 0)
+        p.wait_access_log(1)
         self.assertEqual(curl("-o", "/dev/null", "-d", "x" * 1000, "-H", "Host: app.test", p.url("/b")).returncode, 0)
+        p.wait_access_log(2)
         self.assertEqual(curl("-o", "/dev/null", "-H", "Host: nope.test", p.url("/c")).returncode, 0)
+        p.wait_access_log(3)
         self.assertEqual(curl_https(p, "/d", "--http2", "-o", "/dev/null").returncode, 0)
         lines = p.wait_access_log(4)
         self.assertEqual(len(lines), 4, lines)
