@@ -1,9 +1,26 @@
 """Client timeouts (slowloris, idle keep-alive, stalled body) and max_connections."""
 
+import http.client
+import re
 import socket
 import time
 
 from harness import Client, ProxyTestCase, request_bytes, wait_until
+
+
+def idle_connections(p):
+    """proxyd_connections{state="idle"} from metrics_listen."""
+    m = re.search(r"listening metrics \S+:(\d+)", p.error_log_text())
+    if not m:
+        return None
+    c = http.client.HTTPConnection("127.0.0.1", int(m.group(1)), timeout=5)
+    try:
+        c.request("GET", "/metrics")
+        body = c.getresponse().read().decode()
+    finally:
+        c.close()
+    v = re.search(r'^proxyd_connections\{state="idle"\} (\d+)$', body, re.M)
+    return int(v.group(1)) if v else None
 
 
 class ClientTimeouts(ProxyTestCase):
@@ -79,7 +96,7 @@ class MaxConnections(ProxyTestCase):
     def test_max_connections_busy(self):
         """Five connections inside a request head (not reusable): a sixth
         waits in the listen queue until one closes."""
-        p = self.proxy("[proxy]\nmax_connections = 5\n")
+        p = self.proxy("[proxy]\nmax_connections = 5\nmetrics_listen = 127.0.0.1:0\n")
         held = []
         try:
             for i in range(5):
@@ -88,7 +105,10 @@ class MaxConnections(ProxyTestCase):
                 r = c.request("GET", "/health")
                 self.assertEqual(r.status, 200, "connection %d" % i)
                 c.send(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # half a head: busy
-            time.sleep(0.3)  # let proxyd read the half heads before the sixth arrives
+            # proxyd has read the half heads before the sixth arrives (until
+            # then the five are keep-alive waits, which a new client may
+            # take the place of): no connection idle in /metrics
+            self.assertTrue(wait_until(lambda: idle_connections(p) == 0, 5), "the half heads were not read")
             # a sixth is not served while five are busy
             extra = socket.create_connection(("127.0.0.1", p.port), timeout=3)
             held_extra = [extra]
