@@ -204,8 +204,12 @@ static void count_fallback(struct cl_block *b, struct px_limit_zone *const *zone
     }
 }
 
-/* Workers falling back now; the transitions 0 -> 1 and 1 -> 0 are logged. */
+/* Workers' connections not up: still starting (their checks queue behind
+ * them) or failed (their checks fall back). The first failure is logged,
+ * and the way back once every connection is up: a connection that is
+ * still starting must not hide another's failure (nor its own). */
 static atomic_int ndown;
+static atomic_int nfailed;
 static atomic_int announced;    /* the fallback was logged: log the way back */
 
 /* ---- one connection ---- */
@@ -217,6 +221,7 @@ struct rconn {
     redisAsyncContext *ac;      /* NULL while disconnected */
     int up;                     /* AUTH, SELECT and SCRIPT LOAD answered; not timed out since */
     int counted;                /* counted in ndown (workers) */
+    int failed;                 /* counted in nfailed (workers) */
     int ping_out;
     int main;                   /* the main thread's (not in ndown) */
     int closing;                /* being freed: callbacks only let go */
@@ -274,13 +279,17 @@ static void rconn_connect(struct rconn *rc);
 static void set_down(struct rconn *rc, const char *why)
 {
     rc->starting = 0;
-    if (rc->closing || (!rc->up && rc->counted))
+    if (rc->closing)
         return;
     rc->up = 0;
-    if (rc->main || rc->counted)
+    if (rc->main || rc->failed)
         return;
-    rc->counted = 1;
-    if (atomic_fetch_add(&ndown, 1) == 0 && !atomic_exchange(&announced, 1))
+    if (!rc->counted) {
+        rc->counted = 1;
+        atomic_fetch_add(&ndown, 1);
+    }
+    rc->failed = 1;
+    if (atomic_fetch_add(&nfailed, 1) == 0 && !atomic_exchange(&announced, 1))
         px_log(PX_LOG_WARN, "cluster: Redis %s: shared limit zones fall back to this instance's local state", why);
 }
 
@@ -292,7 +301,13 @@ static void set_up(struct rconn *rc)
     rc->starting = 0;
     rc->setup_warned = 0;
     rc->backoff_ms = BACKOFF_MIN_MS;
-    if (rc->main || !rc->counted)
+    if (rc->main)
+        return;
+    if (rc->failed) {
+        rc->failed = 0;
+        atomic_fetch_sub(&nfailed, 1);
+    }
+    if (!rc->counted)
         return;
     rc->counted = 0;
     if (atomic_fetch_sub(&ndown, 1) == 1 && atomic_exchange(&announced, 0))
@@ -1230,6 +1245,8 @@ static void w_exit(struct px_worker *w)
     }
     if (!rc->up && rc->counted)
         atomic_fetch_sub(&ndown, 1);
+    if (rc->failed)
+        atomic_fetch_sub(&nfailed, 1);
     while ((p = PEND(px_list_first(&rc->spare))) != NULL) {
         px_list_remove(&rc->spare, &p->link);
         free(p);

@@ -129,6 +129,57 @@ class Redis:
         shutil.rmtree(self.tmp, True)
 
 
+class HangingRedis:
+    """Answers the first connection's PING (proxyd's start check), then
+    accepts every later connection and never answers: a Redis that hangs
+    just after proxyd started, while the workers' connections are still
+    being set up."""
+
+    def __init__(self):
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(16)
+        self.lsock.settimeout(0.2)
+        self.port = self.lsock.getsockname()[1]
+        self.held = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        first = True
+        while not self.stopping.is_set():
+            try:
+                c, _ = self.lsock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if first:
+                first = False
+                c.settimeout(5)
+                try:
+                    buf = b""
+                    while b"PING" not in buf.upper():
+                        chunk = c.recv(4096)
+                        if not chunk:
+                            break
+                        buf += chunk
+                    c.sendall(b"+PONG\r\n")
+                except OSError:
+                    pass
+                c.close()
+                continue
+            self.held.append(c)  # read by nobody: the kernel buffers what proxyd sends
+
+    def close(self):
+        self.stopping.set()
+        self.thread.join(5)
+        self.lsock.close()
+        for c in self.held:
+            c.close()
+
+
 def limit(name="api", rate="1r/m", burst=20, more=""):
     return "[limit %s]\nrate = %s\nburst = %d\nzone_size = 1m\nshared = yes\n%s\n" % (name, rate, burst, more)
 
@@ -313,6 +364,20 @@ class Faults(ClusterCase):
         self.assertEqual(bad, [])
         self.assertEqual(p.error_log_text().count(FALLBACK), 1, p.error_log_text()[-2000:])
         self.assertEqual(p.error_log_text().count(BACK), 1)
+
+    def test_hang_while_workers_connect_is_logged(self):
+        """Redis answers the start check, then hangs while every worker's
+        first connection is being set up: the checks time out, the local
+        zone decides, and the fallback is logged (a connection still being
+        set up was counted as down silently, and hid its own failure and
+        every other worker's: nothing was ever logged)."""
+        fake = HangingRedis()
+        self.addCleanup(fake.close)
+        p = self.proxy(self.service_config(self.b, extra=self.cluster(fake, "px0", timeout="100ms") +
+                                           limit(burst=2) + "[route /api/]\nlimit = api\n"))
+        self.assertEqual(self.statuses(p, "/api/x", 5), [200] * 3 + [429] * 2)
+        self.assertTrue(wait_until(lambda: FALLBACK in p.error_log_text(), 5), p.error_log_text()[-2000:])
+        self.assertEqual(p.error_log_text().count(FALLBACK), 1, p.error_log_text()[-2000:])
 
     def test_sigstop_falls_back_within_timeout(self):
         """A Redis that stops answering (SIGSTOP): the check waits `timeout`
