@@ -220,8 +220,7 @@ struct rconn {
     struct event_base *base;
     redisAsyncContext *ac;      /* NULL while disconnected */
     int up;                     /* AUTH, SELECT and SCRIPT LOAD answered; not timed out since */
-    int counted;                /* counted in ndown (workers) */
-    int failed;                 /* counted in nfailed (workers) */
+    int failed;                 /* counted in nfailed (workers; a worker's is in ndown while !up) */
     int ping_out;
     int main;                   /* the main thread's (not in ndown) */
     int closing;                /* being freed: callbacks only let go */
@@ -281,13 +280,12 @@ static void set_down(struct rconn *rc, const char *why)
     rc->starting = 0;
     if (rc->closing)
         return;
+    int was_up = rc->up;
     rc->up = 0;
     if (rc->main || rc->failed)
         return;
-    if (!rc->counted) {
-        rc->counted = 1;
+    if (was_up)
         atomic_fetch_add(&ndown, 1);
-    }
     rc->failed = 1;
     if (atomic_fetch_add(&nfailed, 1) == 0 && !atomic_exchange(&announced, 1))
         px_log(PX_LOG_WARN, "cluster: Redis %s: shared limit zones fall back to this instance's local state", why);
@@ -307,9 +305,6 @@ static void set_up(struct rconn *rc)
         rc->failed = 0;
         atomic_fetch_sub(&nfailed, 1);
     }
-    if (!rc->counted)
-        return;
-    rc->counted = 0;
     if (atomic_fetch_sub(&ndown, 1) == 1 && atomic_exchange(&announced, 0))
         px_log(PX_LOG_INFO, "cluster: Redis answers again: shared limit zones use it");
 }
@@ -1208,7 +1203,7 @@ static void w_start(struct px_worker *w)
     if (!g.on || w->id < 0 || w->id >= g.nconns || (rc = malloc(sizeof(*rc))) == NULL)
         return;
     rconn_init(rc, w->base, 0, w->id);
-    rc->counted = 1;            /* down until ready; counted in ndown silently at start */
+    /* down until ready: in ndown (not nfailed) from the start, silently */
     rc->starting = 1;
     atomic_fetch_add(&ndown, 1);
     evtimer_assign(&rc->timer, w->base, on_timer, rc);
@@ -1243,7 +1238,7 @@ static void w_exit(struct px_worker *w)
         rc->ac = NULL;
         redisAsyncFree(ac); /* the replies' callbacks run with NULL: they free their pends */
     }
-    if (!rc->up && rc->counted)
+    if (!rc->up)
         atomic_fetch_sub(&ndown, 1);
     if (rc->failed)
         atomic_fetch_sub(&nfailed, 1);
